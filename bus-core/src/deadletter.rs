@@ -1,0 +1,129 @@
+//! The dead letter channel: a message that cannot be handled is republished to the
+//! dead-letter exchange with the reason in headers, the publish is confirmed, and only then is
+//! the original delivery acked (a reason cannot ride on a nack). The sender is told by a
+//! `bus.dead_letter` notice on its own queue when it reads one.
+
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use serde_json::{Map, Value};
+
+use crate::amqp::{PublishError, Publisher, envelope_properties};
+use crate::envelope::{Envelope, Kind, Rejection};
+use crate::registry::{Reach, Registry};
+use crate::topology::Names;
+use crate::trace::{TraceEvent, TraceEventKind, Tracer};
+
+/// Sender code the bus uses for its own notices.
+pub const BUS_SENDER: &str = "lienthong.bus";
+
+/// Header names set on every dead-lettered message.
+pub mod headers {
+    /// Stable reason code (`schema-invalid`, `agency-refused`, …).
+    pub const REASON_CODE: &str = "x-lienthong-reason-code";
+    /// Human-readable reason.
+    pub const REASON: &str = "x-lienthong-reason";
+    /// Component that dead-lettered the message.
+    pub const COMPONENT: &str = "x-lienthong-component";
+    /// Queue the message was taken from.
+    pub const QUEUE: &str = "x-lienthong-queue";
+    /// When (RFC 3339, +07:00).
+    pub const AT: &str = "x-lienthong-dead-lettered-at";
+    /// Attempts made.
+    pub const ATTEMPTS: &str = "x-lienthong-attempts";
+    /// Every failed attempt's reason, one per line.
+    pub const HISTORY: &str = "x-lienthong-history";
+}
+
+/// One message to dead-letter.
+pub struct DeadLetter<'a> {
+    /// The original body, verbatim.
+    pub body: &'a [u8],
+    /// The original properties (headers are kept and extended).
+    pub props: &'a BasicProperties,
+    /// Why.
+    pub rejection: &'a Rejection,
+    /// Queue it came from.
+    pub queue: &'a str,
+    /// Attempts made (1 for a message refused at once).
+    pub attempts: u32,
+    /// Reasons of earlier failed attempts.
+    pub history: &'a [String],
+    /// The envelope, when the body was one.
+    pub envelope: Option<&'a Envelope>,
+}
+
+/// Publishes to `<prefix>.dlx` and notifies senders.
+#[derive(Clone)]
+pub struct DeadLetterChannel {
+    publisher: Publisher,
+    tracer: Tracer,
+    names: Names,
+    component: String,
+}
+
+impl DeadLetterChannel {
+    /// A dead letter channel for `component`.
+    pub fn new(publisher: Publisher, tracer: Tracer, names: Names, component: &str) -> Self {
+        DeadLetterChannel { publisher, tracer, names, component: component.to_string() }
+    }
+
+    /// Dead-letter a message and wait for the confirm; then trace it. The caller acks the
+    /// original delivery only after this returns Ok.
+    pub async fn send(&self, dl: DeadLetter<'_>) -> Result<(), PublishError> {
+        let mut headers = dl.props.headers().clone().unwrap_or_default();
+        let put = |h: &mut FieldTable, k: &str, v: String| {
+            h.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
+        };
+        put(&mut headers, headers::REASON_CODE, dl.rejection.code.as_str().to_string());
+        put(&mut headers, headers::REASON, dl.rejection.reason());
+        put(&mut headers, headers::COMPONENT, self.component.clone());
+        put(&mut headers, headers::QUEUE, dl.queue.to_string());
+        put(&mut headers, headers::AT, crate::clock::now_rfc3339());
+        put(&mut headers, headers::HISTORY, dl.history.join("\n"));
+        headers.insert(headers::ATTEMPTS.into(), AMQPValue::LongLongInt(i64::from(dl.attempts)));
+        let message_id = dl
+            .props
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string())
+            .or_else(|| dl.envelope.map(|e| e.message_id.clone()))
+            .unwrap_or_else(crate::envelope::new_message_id);
+        let props = dl
+            .props
+            .clone()
+            .with_delivery_mode(2)
+            .with_message_id(message_id.clone().into())
+            .with_headers(headers);
+        self.publisher.publish(&self.names.dead_letter_exchange(), dl.queue, dl.body, props, true).await?;
+        let ev = TraceEvent::new(TraceEventKind::DeadLettered, &self.component, dl.envelope)
+            .message_id(message_id)
+            .attempt(dl.attempts)
+            .reason(dl.rejection.reason());
+        self.tracer.emit(&ev).await
+    }
+
+    /// Tell the sender of `env` that it was dead-lettered, with a `bus.dead_letter` envelope on
+    /// the sender's queue, when the sender is a unit that reads its own queue (reach = amqp).
+    /// Returns whether a notice was sent.
+    pub async fn notify_sender(&self, env: &Envelope, rejection: &Rejection, registry: &Registry) -> Result<bool, PublishError> {
+        let Some(unit) = registry.unit(&env.sender) else { return Ok(false) };
+        if !matches!(unit.reach, Reach::Amqp) || env.kind.0 == Kind::DEAD_LETTER {
+            return Ok(false);
+        }
+        let mut notice = env.reply(Kind::DEAD_LETTER, BUS_SENDER, &env.sender);
+        notice.payload.reason = Some(rejection.reason());
+        let mut data = Map::new();
+        data.insert("dead_lettered_message_id".into(), Value::String(env.message_id.clone()));
+        data.insert("reason_code".into(), Value::String(rejection.code.as_str().into()));
+        data.insert("original_kind".into(), Value::String(env.kind.0.clone()));
+        if let Some(r) = &env.receiver {
+            data.insert("original_receiver".into(), Value::String(r.clone()));
+        }
+        notice.payload.data = Some(data);
+        let body = notice.to_bytes();
+        self.publisher
+            .publish(&self.names.deliver_exchange(), &env.sender, &body, envelope_properties(&notice), true)
+            .await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,630 @@
+//! The canonical envelope: its Rust shape, and ingress (size limit, JSON parse, Unicode NFC,
+//! JSON Schema 2020-12 validation against `schemas/envelope.schema.json`, field checks).
+
+use std::fmt;
+
+use base64::Engine as _;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use unicode_normalization::{UnicodeNormalization, is_nfc_quick};
+
+use crate::registry::EnvelopeSettings;
+
+/// The envelope JSON Schema (2020-12), compiled into the binary from `schemas/envelope.schema.json`.
+pub const ENVELOPE_SCHEMA: &str = include_str!("../../schemas/envelope.schema.json");
+
+/// The value of the `spec` field this bus writes and accepts.
+pub const SPEC: &str = "lienthong.envelope/1";
+
+/// Message kind: a dotted lower-case name. The known kinds are constants of this type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Kind(pub String);
+
+impl Kind {
+    /// Hand a dossier to a unit (the receiver may be omitted: the bus will choose it later).
+    pub const FORWARD: &'static str = "dossier.forward";
+    /// A change of the dossier's `TrangThaiHoSo`.
+    pub const STATUS: &'static str = "dossier.status";
+    /// The result of a unit's step.
+    pub const RESULT: &'static str = "dossier.result";
+    /// A notice from the bus to the sender that one of its messages was dead-lettered.
+    pub const DEAD_LETTER: &'static str = "bus.dead_letter";
+
+    /// The kinds this version of the bus routes.
+    pub const KNOWN: [&'static str; 4] = [Self::FORWARD, Self::STATUS, Self::RESULT, Self::DEAD_LETTER];
+
+    /// The kind as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True for `dossier.forward`.
+    pub fn is_forward(&self) -> bool {
+        self.0 == Self::FORWARD
+    }
+
+    /// True for the replies that go back towards the dossier's centre (status, result).
+    pub fn is_reply(&self) -> bool {
+        self.0 == Self::STATUS || self.0 == Self::RESULT
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Dossier status as synchronised to the National Public Service Portal (DVCQG field
+/// `TrangThaiHoSo`), values 1–10.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TrangThaiHoSo(pub u8);
+
+impl TrangThaiHoSo {
+    /// 1: newly registered (Mới đăng ký).
+    pub const NEW: Self = Self(1);
+    /// 2: accepted (Được tiếp nhận).
+    pub const ACCEPTED: Self = Self(2);
+    /// 3: not accepted (Không được tiếp nhận).
+    pub const NOT_ACCEPTED: Self = Self(3);
+    /// 4: in progress (Đang xử lý).
+    pub const IN_PROGRESS: Self = Self(4);
+    /// 5: supplement requested (Yêu cầu bổ sung giấy tờ).
+    pub const SUPPLEMENT_REQUESTED: Self = Self(5);
+    /// 6: financial obligation requested (Yêu cầu thực hiện nghĩa vụ tài chính).
+    pub const FINANCIAL_OBLIGATION: Self = Self(6);
+    /// 7: withdrawn by the citizen (Công dân yêu cầu rút hồ sơ).
+    pub const WITHDRAWN: Self = Self(7);
+    /// 8: processing stopped (Dừng xử lý).
+    pub const STOPPED: Self = Self(8);
+    /// 9: processed (Đã xử lý xong).
+    pub const PROCESSED: Self = Self(9);
+    /// 10: result returned (Đã trả kết quả).
+    pub const RESULT_RETURNED: Self = Self(10);
+
+    /// The Vietnamese name of the status, as DVCQG lists it; `None` outside 1–10.
+    pub fn name_vi(self) -> Option<&'static str> {
+        Some(match self.0 {
+            1 => "Mới đăng ký",
+            2 => "Được tiếp nhận",
+            3 => "Không được tiếp nhận",
+            4 => "Đang xử lý",
+            5 => "Yêu cầu bổ sung giấy tờ",
+            6 => "Yêu cầu thực hiện nghĩa vụ tài chính",
+            7 => "Công dân yêu cầu rút hồ sơ",
+            8 => "Dừng xử lý",
+            9 => "Đã xử lý xong",
+            10 => "Đã trả kết quả",
+            _ => return None,
+        })
+    }
+}
+
+/// A person: the applicant (chủ hồ sơ) or a person the dossier is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Person {
+    /// Full name (họ và tên).
+    pub ho_ten: String,
+    /// Date of birth, `YYYY-MM-DD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ngay_sinh: Option<String>,
+    /// Sex: `nam` (male) or `nu` (female).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gioi_tinh: Option<String>,
+    /// Personal identification number (số định danh cá nhân), 12 digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub so_dinh_danh: Option<String>,
+    /// Phone number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub so_dien_thoai: Option<String>,
+    /// E-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dia_chi: Option<String>,
+    /// Relation of the applicant to the person concerned (cha, me, con, vo, chong, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quan_he: Option<String>,
+}
+
+/// Who handled a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Handler {
+    /// Unit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Officer's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub officer: Option<String>,
+    /// Officer's title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// Business content of an envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Payload {
+    /// The applicant (chủ hồ sơ).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applicant: Option<Person>,
+    /// Procedure-specific fields (snake_case Vietnamese names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Map<String, Value>>,
+    /// A unit's result (`dossier.result`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Map<String, Value>>,
+    /// Human-readable reason (refusals, status changes, dead-letter notices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who handled it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<Handler>,
+    /// Any further fields, kept verbatim.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A document of the dossier: inline (`content_base64`) or by reference (claim check).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// File name.
+    pub name: String,
+    /// Media type, e.g. `application/pdf`.
+    pub media_type: String,
+    /// Size of the decoded content in bytes.
+    pub size_bytes: u64,
+    /// SHA-256 of the decoded content, lower-case hex.
+    pub sha256: String,
+    /// Inline content, standard base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_base64: Option<String>,
+    /// A URI the receiver fetches the content from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// The canonical envelope: one per AMQP message. Field docs are in `schemas/envelope.schema.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Always [`SPEC`].
+    pub spec: String,
+    /// UUIDv7, unique per message; also the idempotency key towards agencies.
+    pub message_id: String,
+    /// Message kind.
+    pub kind: Kind,
+    /// Dossier code (mã hồ sơ), issued by the receiving centre.
+    pub ma_ho_so: String,
+    /// National procedure code (mã thủ tục hành chính).
+    pub ma_tthc: String,
+    /// Sending unit code.
+    pub sender: String,
+    /// Receiving unit code (optional only for `dossier.forward`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<String>,
+    /// RFC 3339 send time, +07:00.
+    pub sent_at: String,
+    /// `TrangThaiHoSo` for `dossier.status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<TrangThaiHoSo>,
+    /// Conversation id shared by every message of the dossier.
+    pub correlation_id: String,
+    /// `message_id` of the message that caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    /// Business content.
+    pub payload: Payload,
+    /// Documents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A new UUIDv7 message id (RFC 9562), lower-case.
+pub fn new_message_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+impl Envelope {
+    /// A new envelope with a fresh message id and `sent_at` = now (+07:00).
+    pub fn new(kind: &str, ma_ho_so: &str, ma_tthc: &str, sender: &str, receiver: Option<&str>, correlation_id: &str) -> Self {
+        Envelope {
+            spec: SPEC.to_string(),
+            message_id: new_message_id(),
+            kind: Kind(kind.to_string()),
+            ma_ho_so: ma_ho_so.to_string(),
+            ma_tthc: ma_tthc.to_string(),
+            sender: sender.to_string(),
+            receiver: receiver.map(str::to_string),
+            sent_at: crate::clock::now_rfc3339(),
+            status: None,
+            correlation_id: correlation_id.to_string(),
+            causation_id: None,
+            payload: Payload::default(),
+            attachments: Vec::new(),
+        }
+    }
+
+    /// A reply to `self` (same dossier, procedure and correlation id; causation = `self.message_id`).
+    pub fn reply(&self, kind: &str, sender: &str, receiver: &str) -> Self {
+        let mut e = Envelope::new(kind, &self.ma_ho_so, &self.ma_tthc, sender, Some(receiver), &self.correlation_id);
+        e.causation_id = Some(self.message_id.clone());
+        e
+    }
+
+    /// Serialise to JSON bytes (the AMQP body).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serialising a struct of strings, maps and numbers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Why an envelope was refused. `code` is stable (used in problem+json `type` and in
+/// dead-letter headers); `detail` is for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Stable machine code, e.g. `schema-invalid`.
+    pub code: RejectCode,
+    /// Human-readable explanation.
+    pub detail: String,
+    /// Individual problems (schema errors with their JSON pointer), if several.
+    pub errors: Vec<String>,
+}
+
+/// Stable rejection codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectCode {
+    /// Body larger than `[envelope] max_envelope_bytes`.
+    TooLarge,
+    /// Body is not valid UTF-8 JSON.
+    MalformedJson,
+    /// JSON does not match `schemas/envelope.schema.json`.
+    SchemaInvalid,
+    /// A field has a valid shape but a wrong value (pattern, hash, date…).
+    InvalidField,
+    /// Kind not routed by this version.
+    UnsupportedKind,
+    /// Sender is not in the registry.
+    UnknownSender,
+    /// Receiver is not in the registry.
+    UnknownReceiver,
+    /// No receiver and the bus cannot choose one yet.
+    MissingReceiver,
+    /// Procedure not in the catalogue.
+    UnknownProcedure,
+    /// Procedure excluded from liên thông (flags in the catalogue).
+    IneligibleProcedure,
+    /// Receiver (or sender) is not on the procedure's route.
+    NotOnRoute,
+    /// The authenticated HTTP caller is not the envelope's sender.
+    SenderMismatch,
+    /// The message could not be delivered to the receiver's queue (returned by the broker).
+    Unroutable,
+    /// An agency refused the message (permanent failure).
+    AgencyRefused,
+    /// Transient failures went on past the retry limit.
+    RetriesExhausted,
+    /// The broker dead-lettered it (delivery limit, overflow…).
+    Broker,
+}
+
+impl RejectCode {
+    /// The code as a kebab-case string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::TooLarge => "too-large",
+            RejectCode::MalformedJson => "malformed-json",
+            RejectCode::SchemaInvalid => "schema-invalid",
+            RejectCode::InvalidField => "invalid-field",
+            RejectCode::UnsupportedKind => "unsupported-kind",
+            RejectCode::UnknownSender => "unknown-sender",
+            RejectCode::UnknownReceiver => "unknown-receiver",
+            RejectCode::MissingReceiver => "missing-receiver",
+            RejectCode::UnknownProcedure => "unknown-procedure",
+            RejectCode::IneligibleProcedure => "ineligible-procedure",
+            RejectCode::NotOnRoute => "not-on-route",
+            RejectCode::SenderMismatch => "sender-mismatch",
+            RejectCode::Unroutable => "unroutable",
+            RejectCode::AgencyRefused => "agency-refused",
+            RejectCode::RetriesExhausted => "retries-exhausted",
+            RejectCode::Broker => "broker",
+        }
+    }
+
+    /// Short English title (problem+json `title`).
+    pub fn title(self) -> &'static str {
+        match self {
+            RejectCode::TooLarge => "Envelope too large",
+            RejectCode::MalformedJson => "Malformed JSON",
+            RejectCode::SchemaInvalid => "Envelope does not match the schema",
+            RejectCode::InvalidField => "Invalid field value",
+            RejectCode::UnsupportedKind => "Unsupported message kind",
+            RejectCode::UnknownSender => "Unknown sender",
+            RejectCode::UnknownReceiver => "Unknown receiver",
+            RejectCode::MissingReceiver => "Receiver required",
+            RejectCode::UnknownProcedure => "Unknown procedure",
+            RejectCode::IneligibleProcedure => "Procedure not eligible for liên thông",
+            RejectCode::NotOnRoute => "Hop not on the procedure's route",
+            RejectCode::SenderMismatch => "Sender is not the authenticated unit",
+            RejectCode::Unroutable => "Unroutable",
+            RejectCode::AgencyRefused => "Refused by the agency",
+            RejectCode::RetriesExhausted => "Retries exhausted",
+            RejectCode::Broker => "Dead-lettered by the broker",
+        }
+    }
+
+    /// Parse [`RejectCode::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        use RejectCode::*;
+        [
+            TooLarge, MalformedJson, SchemaInvalid, InvalidField, UnsupportedKind, UnknownSender,
+            UnknownReceiver, MissingReceiver, UnknownProcedure, IneligibleProcedure, NotOnRoute,
+            SenderMismatch, Unroutable, AgencyRefused, RetriesExhausted, Broker,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+impl Rejection {
+    /// A rejection with one detail line.
+    pub fn new(code: RejectCode, detail: impl Into<String>) -> Self {
+        Rejection { code, detail: detail.into(), errors: Vec::new() }
+    }
+
+    /// The reason as one line: `code: detail [errors…]`.
+    pub fn reason(&self) -> String {
+        if self.errors.is_empty() {
+            format!("{}: {}", self.code.as_str(), self.detail)
+        } else {
+            format!("{}: {} ({})", self.code.as_str(), self.detail, self.errors.join("; "))
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason())
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// Normalise every string (keys and values) of a JSON value to Unicode NFC, in place.
+/// Returns true if anything changed.
+pub fn normalize_nfc(v: &mut Value) -> bool {
+    match v {
+        Value::String(s) => {
+            if is_nfc_quick(s.chars()) == unicode_normalization::IsNormalized::Yes {
+                false
+            } else {
+                let n: String = s.nfc().collect();
+                let changed = n != *s;
+                *s = n;
+                changed
+            }
+        }
+        Value::Array(a) => a.iter_mut().fold(false, |c, x| normalize_nfc(x) | c),
+        Value::Object(m) => {
+            let needs_key_change = m.keys().any(|k| is_nfc_quick(k.chars()) != unicode_normalization::IsNormalized::Yes);
+            if needs_key_change {
+                let old = std::mem::take(m);
+                for (k, mut val) in old {
+                    let nk: String = k.nfc().collect();
+                    normalize_nfc(&mut val);
+                    m.insert(nk, val);
+                }
+                return true;
+            }
+            let mut changed = false;
+            for val in m.values_mut() {
+                changed |= normalize_nfc(val);
+            }
+            changed
+        }
+        _ => false,
+    }
+}
+
+/// Ingress checks shared by the router and the HTTP API: everything that can be said of an
+/// envelope without the registry's routes. Built once; cheap to share (`Send + Sync`).
+pub struct EnvelopeValidator {
+    schema: jsonschema::Validator,
+    ma_ho_so_pattern: Regex,
+    max_envelope_bytes: usize,
+    max_inline_attachment_bytes: usize,
+}
+
+impl EnvelopeValidator {
+    /// Compile the schema and patterns. Errors name the bad setting.
+    pub fn new(settings: &EnvelopeSettings) -> Result<Self, String> {
+        let schema_json: Value = serde_json::from_str(ENVELOPE_SCHEMA).map_err(|e| format!("envelope schema is not JSON: {e}"))?;
+        let schema = jsonschema::draft202012::options()
+            .build(&schema_json)
+            .map_err(|e| format!("envelope schema does not compile: {e}"))?;
+        let ma_ho_so_pattern = Regex::new(&settings.ma_ho_so_pattern)
+            .map_err(|e| format!("[envelope] ma_ho_so_pattern is not a valid regex: {e}"))?;
+        Ok(EnvelopeValidator {
+            schema,
+            ma_ho_so_pattern,
+            max_envelope_bytes: settings.max_envelope_bytes,
+            max_inline_attachment_bytes: settings.max_inline_attachment_bytes,
+        })
+    }
+
+    /// Parse, NFC-normalise and validate an envelope from raw bytes.
+    ///
+    /// Errors: [`RejectCode::TooLarge`], [`RejectCode::MalformedJson`] (with line and column),
+    /// [`RejectCode::SchemaInvalid`] (each error with its JSON pointer),
+    /// [`RejectCode::InvalidField`] (ma_ho_so pattern, sent_at, attachment size or hash).
+    pub fn accept(&self, body: &[u8]) -> Result<Envelope, Rejection> {
+        if body.len() > self.max_envelope_bytes {
+            return Err(Rejection::new(
+                RejectCode::TooLarge,
+                format!("envelope is {} bytes; the limit is {} bytes", body.len(), self.max_envelope_bytes),
+            ));
+        }
+        let mut value: Value = serde_json::from_slice(body).map_err(|e| {
+            Rejection::new(RejectCode::MalformedJson, format!("body is not valid JSON: {e}"))
+        })?;
+        normalize_nfc(&mut value);
+        self.accept_value(value)
+    }
+
+    /// Validate an already parsed (and NFC-normalised) JSON value.
+    pub fn accept_value(&self, value: Value) -> Result<Envelope, Rejection> {
+        let errors: Vec<String> = self
+            .schema
+            .iter_errors(&value)
+            .take(20)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                format!("{}: {}", if at.is_empty() { "/" } else { &at }, e)
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(Rejection {
+                code: RejectCode::SchemaInvalid,
+                detail: format!("envelope does not match schemas/envelope.schema.json ({} error(s))", errors.len()),
+                errors,
+            });
+        }
+        let env: Envelope = serde_json::from_value(value)
+            .map_err(|e| Rejection::new(RejectCode::SchemaInvalid, format!("envelope shape: {e}")))?;
+        self.check_fields(&env)?;
+        Ok(env)
+    }
+
+    fn check_fields(&self, env: &Envelope) -> Result<(), Rejection> {
+        if !self.ma_ho_so_pattern.is_match(&env.ma_ho_so) {
+            return Err(Rejection::new(
+                RejectCode::InvalidField,
+                format!("ma_ho_so {:?} does not match the configured pattern {}", env.ma_ho_so, self.ma_ho_so_pattern.as_str()),
+            ));
+        }
+        if chrono::DateTime::parse_from_rfc3339(&env.sent_at).is_err() {
+            return Err(Rejection::new(RejectCode::InvalidField, format!("sent_at {:?} is not an RFC 3339 time", env.sent_at)));
+        }
+        for (i, a) in env.attachments.iter().enumerate() {
+            if let Some(b64) = &a.content_base64 {
+                let bytes = base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()).map_err(|e| {
+                    Rejection::new(RejectCode::InvalidField, format!("attachment {i} ({}): content_base64 is not valid base64: {e}", a.name))
+                })?;
+                if bytes.len() > self.max_inline_attachment_bytes {
+                    return Err(Rejection::new(
+                        RejectCode::TooLarge,
+                        format!(
+                            "attachment {i} ({}) is {} bytes inline; the inline limit is {} bytes: send it by reference",
+                            a.name,
+                            bytes.len(),
+                            self.max_inline_attachment_bytes
+                        ),
+                    ));
+                }
+                if bytes.len() as u64 != a.size_bytes {
+                    return Err(Rejection::new(
+                        RejectCode::InvalidField,
+                        format!("attachment {i} ({}): size_bytes says {} but the content is {} bytes", a.name, a.size_bytes, bytes.len()),
+                    ));
+                }
+                let digest = hex(&Sha256::digest(&bytes));
+                if digest != a.sha256 {
+                    return Err(Rejection::new(
+                        RejectCode::InvalidField,
+                        format!("attachment {i} ({}): sha256 says {} but the content hashes to {}", a.name, a.sha256, digest),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validator() -> EnvelopeValidator {
+        EnvelopeValidator::new(&EnvelopeSettings::default()).expect("validator")
+    }
+
+    fn sample() -> Value {
+        serde_json::json!({
+            "spec": SPEC,
+            "message_id": "019a1b2c-3d4e-7f00-8a00-000000000001",
+            "kind": "dossier.forward",
+            "ma_ho_so": "000.20.59.H48-261129-0001",
+            "ma_tthc": "1.001193",
+            "sender": "000.20.59.H48",
+            "receiver": "000.10.59.H48",
+            "sent_at": "2026-11-29T09:00:00+07:00",
+            "correlation_id": "019a1b2c-3d4e-7f00-8a00-000000000002",
+            "payload": {"applicant": {"ho_ten": "Đinh Văn Pố"}},
+            "attachments": [{"name": "a.pdf", "media_type": "application/pdf", "size_bytes": 3, "sha256": hex(&Sha256::digest(b"abc")), "content_base64": "YWJj"}]
+        })
+    }
+
+    #[test]
+    fn valid_envelope_is_accepted() {
+        let env = validator().accept(sample().to_string().as_bytes()).expect("valid");
+        assert_eq!(env.sender, "000.20.59.H48");
+        assert_eq!(env.payload.applicant.expect("applicant").ho_ten, "Đinh Văn Pố");
+    }
+
+    #[test]
+    fn nfd_text_is_normalised_to_nfc() {
+        let mut v = sample();
+        let nfd: String = "Nguyễn Thị Ánh".nfd().collect();
+        v["payload"]["applicant"]["ho_ten"] = Value::String(nfd.clone());
+        let env = validator().accept(v.to_string().as_bytes()).expect("valid");
+        let name = env.payload.applicant.expect("applicant").ho_ten;
+        assert_ne!(name, nfd);
+        assert_eq!(name, "Nguyễn Thị Ánh".nfc().collect::<String>());
+    }
+
+    #[test]
+    fn malformed_json_is_rejected_with_position() {
+        let r = validator().accept(b"{\"spec\": ").expect_err("malformed");
+        assert_eq!(r.code, RejectCode::MalformedJson);
+        assert!(r.detail.contains("line 1"), "{}", r.detail);
+    }
+
+    #[test]
+    fn schema_errors_name_the_field() {
+        let mut v = sample();
+        v["kind"] = Value::String("dossier.status".into());
+        let r = validator().accept(v.to_string().as_bytes()).expect_err("status without status");
+        assert_eq!(r.code, RejectCode::SchemaInvalid);
+        assert!(r.errors.iter().any(|e| e.contains("status")), "{:?}", r.errors);
+    }
+
+    #[test]
+    fn attachment_hash_mismatch_is_rejected() {
+        let mut v = sample();
+        v["attachments"][0]["content_base64"] = Value::String("YWJk".into());
+        let r = validator().accept(v.to_string().as_bytes()).expect_err("hash");
+        assert_eq!(r.code, RejectCode::InvalidField);
+        assert!(r.detail.contains("sha256"));
+    }
+
+    #[test]
+    fn status_outside_dvcqg_range_is_rejected() {
+        let mut v = sample();
+        v["kind"] = Value::String("dossier.status".into());
+        v["status"] = Value::from(11);
+        let r = validator().accept(v.to_string().as_bytes()).expect_err("range");
+        assert_eq!(r.code, RejectCode::SchemaInvalid);
+    }
+}

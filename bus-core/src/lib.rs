@@ -1,0 +1,18 @@
+//! lienthong bus core: the canonical envelope, the registry of units and procedures, routing
+//! decisions, the AMQP topology, publishing with confirms, the dead letter channel and the trace.
+//!
+//! This crate never depends on an adapter or on the `lienthong` binary.
+//! Start reading at [`envelope`], then [`registry`] and [`routing`].
+
+pub mod amqp;
+pub mod clock;
+pub mod deadletter;
+pub mod envelope;
+pub mod registry;
+pub mod routing;
+pub mod store;
+pub mod topology;
+pub mod trace;
+
+pub use envelope::{Envelope, Kind, TrangThaiHoSo};
+pub use registry::Settings;

@@ -1,0 +1,579 @@
+//! Settings and the registry: the units of the province (code, name, kind, level, parent, how
+//! each is reached) and the catalogue of liên thông procedures (routes as steps, deadlines,
+//! eligibility). Units, levels and parents are data, so the 2017 three-level structure and
+//! the 2025 two-tier structure are both just configuration.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The registry shipped as the embedded default (`deploy/config/quang-ngai.toml`).
+pub const DEFAULT_CONFIG: &str = include_str!("../../deploy/config/quang-ngai.toml");
+
+/// Errors loading or checking the configuration. Each names the file, unit or procedure at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed.
+    #[error("cannot load configuration: {0}")]
+    Load(String),
+    /// The configuration parsed but is inconsistent.
+    #[error("configuration is inconsistent: {0}")]
+    Invalid(String),
+}
+
+/// Everything `lienthong` reads from its configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// Broker connection and naming.
+    #[serde(default)]
+    pub bus: BusSettings,
+    /// Envelope limits and patterns.
+    #[serde(default)]
+    pub envelope: EnvelopeSettings,
+    /// Queue arguments and prefetch.
+    #[serde(default)]
+    pub topology: TopologySettings,
+    /// HTTP API.
+    #[serde(default)]
+    pub http: HttpSettings,
+    /// Embedded store (trace, dossier origins, adapter deliveries).
+    #[serde(default)]
+    pub store: StoreSettings,
+    /// In-process retries of agency calls.
+    #[serde(default)]
+    pub retry: RetrySettings,
+    /// `lienthong mock-agency` behaviour.
+    #[serde(default)]
+    pub mock: MockSettings,
+    /// The units of the province.
+    #[serde(default)]
+    pub units: Vec<Unit>,
+    /// The procedure catalogue.
+    #[serde(default)]
+    pub procedures: Vec<Procedure>,
+}
+
+/// `[bus]`: broker connection and naming.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BusSettings {
+    /// Prefix of every exchange and queue name (default `lienthong`). Tests use their own.
+    pub prefix: String,
+    /// AMQP URI of the broker (default `amqp://guest:guest@127.0.0.1:5672/%2f`).
+    pub amqp_url: String,
+    /// How long a publisher confirm may take before the publish counts as failed, ms.
+    pub confirm_timeout_ms: u64,
+    /// Grace period after SIGTERM for in-flight work, ms.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        BusSettings {
+            prefix: "lienthong".into(),
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            confirm_timeout_ms: 15_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// `[envelope]`: limits and patterns applied at ingress.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EnvelopeSettings {
+    /// Regex every `ma_ho_so` must match (dossier codes are opaque; shapes differ per issuer).
+    pub ma_ho_so_pattern: String,
+    /// Largest accepted envelope, bytes (default 16 MiB).
+    pub max_envelope_bytes: usize,
+    /// Largest inline attachment (decoded), bytes (default 2 MiB); larger ones go by reference.
+    pub max_inline_attachment_bytes: usize,
+}
+
+impl Default for EnvelopeSettings {
+    fn default() -> Self {
+        EnvelopeSettings {
+            ma_ho_so_pattern: r"^[A-Za-z0-9][A-Za-z0-9._-]{0,34}-[0-9]{6,8}-[0-9]{4,8}$".into(),
+            max_envelope_bytes: 16 * 1024 * 1024,
+            max_inline_attachment_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[topology]`: queue arguments and prefetch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TopologySettings {
+    /// `x-delivery-limit` of every work queue. On RabbitMQ 3.x every return counts (consumer
+    /// crash, closed channel, timeout), so it is set high: it exists to stop a true poison loop.
+    pub delivery_limit: u32,
+    /// Prefetch (unacked deliveries) of the router.
+    pub router_prefetch: u16,
+    /// Prefetch of each adapter consumer.
+    pub adapter_prefetch: u16,
+    /// Prefetch of the tracer.
+    pub tracer_prefetch: u16,
+}
+
+impl Default for TopologySettings {
+    fn default() -> Self {
+        TopologySettings { delivery_limit: 50, router_prefetch: 64, adapter_prefetch: 16, tracer_prefetch: 500 }
+    }
+}
+
+/// `[http]`: the HTTP API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpSettings {
+    /// Listen address (default `127.0.0.1:8480`; port 0 picks a free one).
+    pub listen: String,
+    /// Base URL agencies use for callbacks; defaults to `http://<listen address>`.
+    pub public_url: Option<String>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings { listen: "127.0.0.1:8480".into(), public_url: None }
+    }
+}
+
+/// `[store]`: the embedded SQLite store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreSettings {
+    /// SQLite file (default `data/lienthong.db`, relative to the working directory).
+    pub path: String,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings { path: "data/lienthong.db".into() }
+    }
+}
+
+/// `[retry]`: in-process retries of transient agency failures (backon, exponential, jitter).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetrySettings {
+    /// First delay, ms.
+    pub min_delay_ms: u64,
+    /// Largest delay (also caps an agency's Retry-After), ms.
+    pub max_delay_ms: u64,
+    /// Growth factor per attempt.
+    pub factor: f32,
+    /// Retries after the first attempt before the message is dead-lettered.
+    pub max_retries: usize,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings { min_delay_ms: 100, max_delay_ms: 5_000, factor: 2.0, max_retries: 8 }
+    }
+}
+
+/// `[mock]`: behaviour of `lienthong mock-agency` (loopback only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MockSettings {
+    /// Listen address (default `127.0.0.1:8490`).
+    pub listen: String,
+    /// Smallest answer latency, ms.
+    pub latency_min_ms: u64,
+    /// Largest answer latency, ms.
+    pub latency_max_ms: u64,
+    /// Share of submits answered 503 with Retry-After (0.0–1.0).
+    pub unavailable_rate: f64,
+    /// Delay before the result callback, ms.
+    pub callback_delay_ms: u64,
+    /// Share of dossiers the agency refuses (callback with status 3).
+    pub refusal_rate: f64,
+}
+
+impl Default for MockSettings {
+    fn default() -> Self {
+        MockSettings {
+            listen: "127.0.0.1:8490".into(),
+            latency_min_ms: 5,
+            latency_max_ms: 60,
+            unavailable_rate: 0.1,
+            callback_delay_ms: 300,
+            refusal_rate: 0.0,
+        }
+    }
+}
+
+/// Kind of unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitKind {
+    /// A one-stop centre (Trung tâm Hành chính công / Phục vụ hành chính công): receives dossiers.
+    Centre,
+    /// A provincial department or board (sở, ban, ngành) or a People's Committee office.
+    Department,
+    /// A vertical agency (Police, Social Insurance, Tax, Customs).
+    VerticalAgency,
+    /// An office under a department or a People's Committee (civil-status, land registration).
+    Office,
+    /// A People's Committee (UBND) at any level.
+    Committee,
+}
+
+/// How the bus reaches a unit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reach {
+    /// The unit's own software consumes `<prefix>.unit.<code>` itself.
+    Amqp,
+    /// An adapter of the bus consumes the unit's queue and calls the unit's system.
+    Adapter {
+        /// Adapter name (`police-rest`, `bhxh-xml`).
+        adapter: String,
+        /// Base URL of the agency's system.
+        endpoint: String,
+        /// Timeout of one call, ms.
+        #[serde(default = "default_timeout_ms")]
+        timeout_ms: u64,
+        /// Key the agency presents (Bearer) when it calls the bus back with a result.
+        #[serde(default)]
+        callback_key: Option<String>,
+        /// Adapter-specific settings.
+        #[serde(default)]
+        settings: Map<String, Value>,
+    },
+}
+
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+/// A unit: a body that sends or receives dossiers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Unit {
+    /// Electronic identification code (Decision 20/2020/QĐ-TTg shape); opaque string.
+    pub code: String,
+    /// Official name, in Vietnamese.
+    pub name: String,
+    /// Kind of unit.
+    pub kind: UnitKind,
+    /// Level (free text, data: `central`, `province`, `district`, `commune`, …).
+    pub level: String,
+    /// Code of the parent unit, if any.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Roles a procedure step may ask for (`civil_status`, `police_residence`, …).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Key this unit presents to the HTTP API (`Authorization: Bearer …`).
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Whether this unit's dossiers are synchronised to the national portal (a later issue).
+    #[serde(default)]
+    pub syncs_to_portal: bool,
+    /// How the bus reaches it.
+    #[serde(default = "default_reach")]
+    pub reach: Reach,
+    /// Where the code comes from / whether it is verified.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+fn default_reach() -> Reach {
+    Reach::Amqp
+}
+
+/// Why a procedure is excluded from liên thông (letter 5287/UBND-NC of 29 August 2017).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exclusion {
+    /// Resolved and answered on the spot by law.
+    OnTheSpot,
+    /// Needs much explanation or confrontation in the field of finance.
+    Finance,
+    /// Citizen reception.
+    CitizenReception,
+    /// Complaints.
+    Complaint,
+    /// Denunciations.
+    Denunciation,
+    /// Notarisation.
+    Notarisation,
+    /// Property auction.
+    PropertyAuction,
+    /// A Customs / Tax / Police / Social Insurance procedure the agency already handles well alone.
+    AgencyHandlesAlone,
+}
+
+/// One step of a procedure's route.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Step {
+    /// Step id, unique in the procedure.
+    pub id: String,
+    /// What is done, in Vietnamese.
+    pub name: String,
+    /// A fixed unit code …
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// … or a role; any unit with that role qualifies (e.g. the civil-status office of the
+    /// centre's district).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Order: steps run group by group in ascending order; steps of the same group run in parallel.
+    pub group: u32,
+    /// Deadline of the step in working days; 0 = the same working day.
+    pub deadline_working_days: u32,
+    /// The applicant may choose whether this step is done (the death flow).
+    #[serde(default)]
+    pub optional: bool,
+    /// Value in `payload.data.thu_tuc_lua_chon` that selects an optional step.
+    #[serde(default)]
+    pub choice: Option<String>,
+}
+
+/// A procedure of the catalogue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Procedure {
+    /// National procedure code (MaTTHC).
+    pub ma_tthc: String,
+    /// Name, in Vietnamese.
+    pub name: String,
+    /// Exclusions (empty = eligible for liên thông).
+    #[serde(default)]
+    pub exclusions: Vec<Exclusion>,
+    /// A made-up procedure to exercise a party that no documented flow involves.
+    #[serde(default)]
+    pub synthetic: bool,
+    /// Time of day (`HH:MM`, +07:00) after which a dossier counts from the next working day.
+    #[serde(default)]
+    pub cutoff_time: Option<String>,
+    /// Whole-procedure deadline in working days.
+    #[serde(default)]
+    pub deadline_working_days: Option<u32>,
+    /// Whole-procedure deadline when verification is needed, working days.
+    #[serde(default)]
+    pub deadline_working_days_with_verification: Option<u32>,
+    /// Statuses (TrangThaiHoSo) that pause the clock until the centre answers (default 5, 6).
+    #[serde(default = "default_pausing")]
+    pub clock_pausing_statuses: Vec<u8>,
+    /// Fewest optional steps the applicant must choose.
+    #[serde(default)]
+    pub min_optional_steps: u32,
+    /// The route.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// Where the facts come from.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Whether the facts were checked against the official text.
+    #[serde(default)]
+    pub verified: bool,
+}
+
+fn default_pausing() -> Vec<u8> {
+    vec![5, 6]
+}
+
+impl Procedure {
+    /// Eligible for liên thông when no exclusion applies.
+    pub fn eligible(&self) -> bool {
+        self.exclusions.is_empty()
+    }
+}
+
+impl Settings {
+    /// Load settings: the file at `path` (TOML), or the embedded default; then environment
+    /// overrides `LIENTHONG__<SECTION>__<KEY>` (e.g. `LIENTHONG__BUS__PREFIX=test1`).
+    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let source = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError::Load(format!("{}: {e}", p.display())))?,
+            None => DEFAULT_CONFIG.to_string(),
+        };
+        Self::from_toml(&source, true)
+    }
+
+    /// Parse settings from TOML text, optionally applying environment overrides.
+    pub fn from_toml(text: &str, env_overrides: bool) -> Result<Settings, ConfigError> {
+        let mut b = config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml));
+        if env_overrides {
+            b = b.add_source(config::Environment::with_prefix("LIENTHONG").prefix_separator("__").separator("__").try_parsing(true));
+        }
+        let settings: Settings = b
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Check the registry: unique codes, known parents without cycles, routes naming known units
+    /// or roles some unit has, valid cut-off times and statuses.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.bus.prefix.is_empty() || !self.bus.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return bad(format!("[bus] prefix {:?} must be non-empty ASCII letters, digits, '-', '_' or '.'", self.bus.prefix));
+        }
+        let mut codes = HashSet::new();
+        let mut keys = HashSet::new();
+        for u in &self.units {
+            if !codes.insert(u.code.as_str()) {
+                return bad(format!("unit {} is listed twice", u.code));
+            }
+            if u.code.len() > 35 || u.code.is_empty() || !u.code.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                return bad(format!("unit code {:?} must be 1–35 ASCII letters, digits, '.', '_' or '-'", u.code));
+            }
+            if let Some(k) = &u.api_key
+                && !keys.insert(k.as_str())
+            {
+                return bad(format!("unit {} shares its api_key with another unit", u.code));
+            }
+        }
+        let by_code: HashMap<&str, &Unit> = self.units.iter().map(|u| (u.code.as_str(), u)).collect();
+        for u in &self.units {
+            let mut seen = HashSet::new();
+            let mut cur = u.parent.as_deref();
+            while let Some(p) = cur {
+                if !seen.insert(p) {
+                    return bad(format!("unit {}: its parent chain loops at {p}", u.code));
+                }
+                match by_code.get(p) {
+                    Some(pu) => cur = pu.parent.as_deref(),
+                    None => return bad(format!("unit {}: parent {p} is not a unit of the registry", u.code)),
+                }
+            }
+        }
+        let mut seen_tthc = HashSet::new();
+        for p in &self.procedures {
+            if !seen_tthc.insert(p.ma_tthc.as_str()) {
+                return bad(format!("procedure {} is listed twice", p.ma_tthc));
+            }
+            if let Some(t) = &p.cutoff_time
+                && chrono::NaiveTime::parse_from_str(t, "%H:%M").is_err()
+            {
+                return bad(format!("procedure {}: cutoff_time {t:?} is not HH:MM", p.ma_tthc));
+            }
+            if let Some(s) = p.clock_pausing_statuses.iter().find(|s| !(1..=10).contains(*s)) {
+                return bad(format!("procedure {}: clock_pausing_statuses has {s}, outside TrangThaiHoSo 1–10", p.ma_tthc));
+            }
+            let mut step_ids = HashSet::new();
+            for s in &p.steps {
+                if !step_ids.insert(s.id.as_str()) {
+                    return bad(format!("procedure {}: step id {} is used twice", p.ma_tthc, s.id));
+                }
+                match (&s.unit, &s.role) {
+                    (Some(code), None) => {
+                        if !by_code.contains_key(code.as_str()) {
+                            return bad(format!("procedure {} step {}: unit {code} is not in the registry", p.ma_tthc, s.id));
+                        }
+                    }
+                    (None, Some(role)) => {
+                        if !self.units.iter().any(|u| u.roles.iter().any(|r| r == role)) {
+                            return bad(format!("procedure {} step {}: no unit has role {role}", p.ma_tthc, s.id));
+                        }
+                    }
+                    _ => return bad(format!("procedure {} step {}: give exactly one of unit or role", p.ma_tthc, s.id)),
+                }
+                if s.optional && s.choice.is_none() {
+                    return bad(format!("procedure {} step {}: an optional step needs a choice value", p.ma_tthc, s.id));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read-only indexes over [`Settings`]: units by code and by API key, procedures by code.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    units: HashMap<String, Unit>,
+    by_key: HashMap<String, String>,
+    procedures: HashMap<String, Procedure>,
+}
+
+impl Registry {
+    /// Build the indexes (settings are assumed checked by [`Settings::check`]).
+    pub fn new(settings: &Settings) -> Self {
+        Registry {
+            units: settings.units.iter().map(|u| (u.code.clone(), u.clone())).collect(),
+            by_key: settings
+                .units
+                .iter()
+                .filter_map(|u| u.api_key.as_ref().map(|k| (k.clone(), u.code.clone())))
+                .collect(),
+            procedures: settings.procedures.iter().map(|p| (p.ma_tthc.clone(), p.clone())).collect(),
+        }
+    }
+
+    /// A unit by code.
+    pub fn unit(&self, code: &str) -> Option<&Unit> {
+        self.units.get(code)
+    }
+
+    /// Every unit.
+    pub fn units(&self) -> impl Iterator<Item = &Unit> {
+        self.units.values()
+    }
+
+    /// The unit that owns an HTTP API key.
+    pub fn unit_by_api_key(&self, key: &str) -> Option<&Unit> {
+        self.by_key.get(key).and_then(|c| self.units.get(c))
+    }
+
+    /// A procedure by national code.
+    pub fn procedure(&self, ma_tthc: &str) -> Option<&Procedure> {
+        self.procedures.get(ma_tthc)
+    }
+
+    /// The step of `procedure` that `unit` may take, if any.
+    pub fn step_for<'a>(&self, procedure: &'a Procedure, unit: &Unit) -> Option<&'a Step> {
+        procedure.steps.iter().find(|s| {
+            s.unit.as_deref() == Some(unit.code.as_str()) || s.role.as_ref().is_some_and(|r| unit.roles.contains(r))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_loads_and_names_the_parties_of_the_letter() {
+        let s = Settings::from_toml(DEFAULT_CONFIG, false).expect("shipped config");
+        let r = Registry::new(&s);
+        for role in ["civil_status", "police_residence", "social_insurance", "tax", "customs", "land_registration", "funeral_allowance", "justice"] {
+            assert!(r.units().any(|u| u.roles.iter().any(|x| x == role)), "no unit with role {role}");
+        }
+        assert_eq!(r.units().filter(|u| u.kind == UnitKind::Centre).count(), 4);
+        for code in ["1.001193", "1.011537", "1.010059"] {
+            assert!(r.procedure(code).is_some_and(Procedure::eligible), "{code}");
+        }
+    }
+
+    #[test]
+    fn two_tier_2025_structure_is_config_only() {
+        let text = include_str!("../../deploy/config/quang-ngai-2025.toml");
+        let s = Settings::from_toml(text, false).expect("2025 config");
+        assert!(s.units.iter().all(|u| u.level != "district"), "no district level after 1 July 2025");
+        assert!(s.units.iter().any(|u| u.kind == UnitKind::Centre && u.level == "commune"));
+    }
+
+    #[test]
+    fn parent_cycle_is_refused() {
+        let t = r#"
+[[units]]
+code = "A"
+name = "A"
+kind = "centre"
+level = "x"
+parent = "B"
+[[units]]
+code = "B"
+name = "B"
+kind = "centre"
+level = "x"
+parent = "A"
+"#;
+        let e = Settings::from_toml(t, false).expect_err("cycle");
+        assert!(e.to_string().contains("loops"), "{e}");
+    }
+}

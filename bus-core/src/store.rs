@@ -1,0 +1,133 @@
+//! The embedded SQLite store shared by the components of one installation: the trace (hop
+//! log), the dead-letter log, and the dossier origins the router checks replies against.
+//! WAL mode, so separate `lienthong run --components …` processes can share one file.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The directory of the file could not be created.
+    #[error("store: cannot create {0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS trace_events (
+    event_id       TEXT PRIMARY KEY,
+    at_ms          INTEGER NOT NULL,
+    at             TEXT NOT NULL,
+    ma_ho_so       TEXT,
+    message_id     TEXT,
+    correlation_id TEXT,
+    kind           TEXT,
+    event          TEXT NOT NULL,
+    component      TEXT NOT NULL,
+    from_unit      TEXT,
+    to_unit        TEXT,
+    attempt        INTEGER,
+    status         INTEGER,
+    reason         TEXT
+);
+CREATE INDEX IF NOT EXISTS trace_by_dossier ON trace_events (ma_ho_so, at_ms);
+CREATE INDEX IF NOT EXISTS trace_by_message ON trace_events (message_id, at_ms);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    message_id  TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    at          TEXT NOT NULL,
+    ma_ho_so    TEXT,
+    kind        TEXT,
+    sender      TEXT,
+    receiver    TEXT,
+    reason_code TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    component   TEXT,
+    queue       TEXT,
+    attempts    INTEGER,
+    PRIMARY KEY (message_id, at_ms)
+);
+CREATE TABLE IF NOT EXISTS dossier_origins (
+    ma_ho_so       TEXT PRIMARY KEY,
+    ma_tthc        TEXT NOT NULL,
+    origin_unit    TEXT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    first_seen_ms  INTEGER NOT NULL
+);
+"#;
+
+/// A handle on the SQLite store; cheap to clone. Calls block briefly (local file, WAL):
+/// call them from `spawn_blocking` on hot paths.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+/// Where a dossier came from: the centre whose first `dossier.forward` the router saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Dossier code.
+    pub ma_ho_so: String,
+    /// Procedure code.
+    pub ma_tthc: String,
+    /// The centre that sent the dossier.
+    pub origin_unit: String,
+    /// Its correlation id.
+    pub correlation_id: String,
+}
+
+impl Store {
+    /// Open (creating the file, its directory and the tables if needed).
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Run `f` with the connection.
+    pub fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error>) -> Result<T, StoreError> {
+        let mut guard = match self.conn.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Ok(f(&mut guard)?)
+    }
+
+    /// Record a dossier's origin if none is recorded yet. Returns the recorded origin (the
+    /// first one wins).
+    pub fn record_origin(&self, o: &Origin) -> Result<Origin, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO dossier_origins (ma_ho_so, ma_tthc, origin_unit, correlation_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![o.ma_ho_so, o.ma_tthc, o.origin_unit, o.correlation_id, crate::clock::now_ms()],
+            )?;
+            Ok(())
+        })?;
+        Ok(self.origin(&o.ma_ho_so)?.unwrap_or_else(|| o.clone()))
+    }
+
+    /// The recorded origin of a dossier.
+    pub fn origin(&self, ma_ho_so: &str) -> Result<Option<Origin>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT ma_ho_so, ma_tthc, origin_unit, correlation_id FROM dossier_origins WHERE ma_ho_so = ?1",
+                params![ma_ho_so],
+                |r| Ok(Origin { ma_ho_so: r.get(0)?, ma_tthc: r.get(1)?, origin_unit: r.get(2)?, correlation_id: r.get(3)? }),
+            )
+            .optional()
+        })
+    }
+}

@@ -1,0 +1,360 @@
+//! The AMQP topology: every exchange, queue and binding name (all under one prefix), the full
+//! argument set of each queue, idempotent declaration with a named error for a queue that
+//! exists with other arguments, and export as a RabbitMQ definitions file.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, ExchangeDeleteOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Connection, ExchangeKind};
+use serde_json::{Value, json};
+
+use crate::registry::Settings;
+
+/// Names of everything the bus declares, under `prefix` (default `lienthong`).
+#[derive(Debug, Clone)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    /// Names under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Names { prefix: prefix.to_string() }
+    }
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    /// `<p>.ingress` (fanout): every message enters here (AMQP senders and the HTTP API).
+    pub fn ingress_exchange(&self) -> String {
+        format!("{}.ingress", self.prefix)
+    }
+    /// `<p>.router`: the router's queue, bound to the ingress exchange.
+    pub fn router_queue(&self) -> String {
+        format!("{}.router", self.prefix)
+    }
+    /// `<p>.deliver` (direct): the router publishes here with routing key = receiver unit code.
+    pub fn deliver_exchange(&self) -> String {
+        format!("{}.deliver", self.prefix)
+    }
+    /// `<p>.unit.<code>`: one queue per unit, bound to the deliver exchange with key `<code>`.
+    pub fn unit_queue(&self, code: &str) -> String {
+        format!("{}.unit.{code}", self.prefix)
+    }
+    /// `<p>.dlx` (fanout): the dead-letter exchange of every work queue, and where components
+    /// republish messages they cannot handle, with the reason in headers.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.prefix)
+    }
+    /// `<p>.dead`: the dead-letter queue; keeps every dead-lettered message for operators.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+    /// `<p>.dead.log`: a second queue on the dead-letter exchange, consumed by the tracer
+    /// into the dead-letter log of the store.
+    pub fn dead_log_queue(&self) -> String {
+        format!("{}.dead.log", self.prefix)
+    }
+    /// `<p>.trace` (fanout): trace events.
+    pub fn trace_exchange(&self) -> String {
+        format!("{}.trace", self.prefix)
+    }
+    /// `<p>.trace.store`: the tracer's queue.
+    pub fn trace_queue(&self) -> String {
+        format!("{}.trace.store", self.prefix)
+    }
+}
+
+/// An exchange to declare.
+#[derive(Debug, Clone)]
+pub struct ExchangeSpec {
+    /// Name.
+    pub name: String,
+    /// `fanout` or `direct`.
+    pub kind: &'static str,
+}
+
+/// A queue to declare, with its full argument set.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    /// Name.
+    pub name: String,
+    /// Arguments (`x-queue-type`, `x-dead-letter-exchange`, `x-delivery-limit`, `x-overflow`,
+    /// `x-dead-letter-strategy`), as (name, value) with values that are strings or integers.
+    pub arguments: Vec<(&'static str, Value)>,
+}
+
+/// A binding.
+#[derive(Debug, Clone)]
+pub struct BindingSpec {
+    /// Source exchange.
+    pub exchange: String,
+    /// Destination queue.
+    pub queue: String,
+    /// Routing key.
+    pub routing_key: String,
+}
+
+/// Declaring the topology failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// A queue exists with an argument different from the bus's.
+    #[error("queue {queue:?} already exists with a different {argument:?} argument ({detail}); delete it or rename the prefix, then start again")]
+    QueueArgument {
+        /// Queue name.
+        queue: String,
+        /// Argument name, e.g. `x-queue-type`.
+        argument: String,
+        /// The broker's words.
+        detail: String,
+    },
+    /// An exchange exists with another type or other arguments.
+    #[error("exchange {exchange:?} already exists with a different {what}: {detail}")]
+    Exchange {
+        /// Exchange name.
+        exchange: String,
+        /// What differs.
+        what: String,
+        /// The broker's words.
+        detail: String,
+    },
+    /// Any other broker error, with the object being declared.
+    #[error("declaring {object}: {source}")]
+    Amqp {
+        /// What was being declared.
+        object: String,
+        /// The error.
+        source: lapin::Error,
+    },
+}
+
+/// The whole topology of one installation.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// Names.
+    pub names: Names,
+    /// Exchanges.
+    pub exchanges: Vec<ExchangeSpec>,
+    /// Queues.
+    pub queues: Vec<QueueSpec>,
+    /// Bindings.
+    pub bindings: Vec<BindingSpec>,
+}
+
+impl Topology {
+    /// The topology for `settings`: one queue per unit of the registry.
+    pub fn plan(settings: &Settings) -> Topology {
+        let n = Names::new(&settings.bus.prefix);
+        let work_args = |n: &Names| -> Vec<(&'static str, Value)> {
+            vec![
+                ("x-queue-type", json!("quorum")),
+                ("x-dead-letter-exchange", json!(n.dead_letter_exchange())),
+                ("x-dead-letter-strategy", json!("at-least-once")),
+                ("x-overflow", json!("reject-publish")),
+                ("x-delivery-limit", json!(settings.topology.delivery_limit)),
+            ]
+        };
+        // The dead-letter queues have no delivery limit and no dead-letter exchange of their own:
+        // a dead-letter queue must never drop or re-route what it holds (and a DLX here would
+        // make a dead-letter cycle).
+        let dead_args = vec![("x-queue-type", json!("quorum")), ("x-overflow", json!("reject-publish"))];
+        let exchanges = vec![
+            ExchangeSpec { name: n.ingress_exchange(), kind: "fanout" },
+            ExchangeSpec { name: n.deliver_exchange(), kind: "direct" },
+            ExchangeSpec { name: n.dead_letter_exchange(), kind: "fanout" },
+            ExchangeSpec { name: n.trace_exchange(), kind: "fanout" },
+        ];
+        let mut queues = vec![
+            QueueSpec { name: n.router_queue(), arguments: work_args(&n) },
+            QueueSpec { name: n.trace_queue(), arguments: work_args(&n) },
+            QueueSpec { name: n.dead_letter_queue(), arguments: dead_args.clone() },
+            QueueSpec { name: n.dead_log_queue(), arguments: dead_args },
+        ];
+        let mut bindings = vec![
+            BindingSpec { exchange: n.ingress_exchange(), queue: n.router_queue(), routing_key: String::new() },
+            BindingSpec { exchange: n.trace_exchange(), queue: n.trace_queue(), routing_key: String::new() },
+            BindingSpec { exchange: n.dead_letter_exchange(), queue: n.dead_letter_queue(), routing_key: String::new() },
+            BindingSpec { exchange: n.dead_letter_exchange(), queue: n.dead_log_queue(), routing_key: String::new() },
+        ];
+        let mut codes: Vec<&str> = settings.units.iter().map(|u| u.code.as_str()).collect();
+        codes.sort_unstable();
+        for code in codes {
+            queues.push(QueueSpec { name: n.unit_queue(code), arguments: work_args(&n) });
+            bindings.push(BindingSpec { exchange: n.deliver_exchange(), queue: n.unit_queue(code), routing_key: code.to_string() });
+        }
+        Topology { names: n, exchanges, queues, bindings }
+    }
+
+    /// Declare everything, idempotently. Each declaration runs on its own channel so that a
+    /// mismatch closes only that channel; every mismatched queue is reported, by name and argument.
+    pub async fn apply(&self, conn: &Connection) -> Result<(), Vec<TopologyError>> {
+        let mut errors = Vec::new();
+        for x in &self.exchanges {
+            if let Err(e) = declare_exchange(conn, x).await {
+                errors.push(e);
+            }
+        }
+        for q in &self.queues {
+            if let Err(e) = declare_queue(conn, q).await {
+                errors.push(e);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let ch = conn.create_channel().await.map_err(|e| vec![TopologyError::Amqp { object: "channel".into(), source: e }])?;
+        for b in &self.bindings {
+            ch.queue_bind(
+                ShortString::from(b.queue.as_str()),
+                ShortString::from(b.exchange.as_str()),
+                ShortString::from(b.routing_key.as_str()),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| vec![TopologyError::Amqp { object: format!("binding {} -> {}", b.exchange, b.queue), source: e }])?;
+        }
+        let _ = ch.close(200, "topology applied".into()).await;
+        Ok(())
+    }
+
+    /// Delete every queue and exchange of this topology (tests and `topology delete`).
+    pub async fn delete(&self, conn: &Connection) -> Result<(), lapin::Error> {
+        let ch = conn.create_channel().await?;
+        for q in &self.queues {
+            ch.queue_delete(ShortString::from(q.name.as_str()), QueueDeleteOptions::default()).await?;
+        }
+        for x in &self.exchanges {
+            ch.exchange_delete(ShortString::from(x.name.as_str()), ExchangeDeleteOptions::default()).await?;
+        }
+        let _ = ch.close(200, "topology deleted".into()).await;
+        Ok(())
+    }
+
+    /// The topology as a RabbitMQ definitions document (import with `rabbitmqctl
+    /// import_definitions` or the management UI), for vhost `vhost`.
+    pub fn export(&self, vhost: &str) -> Value {
+        json!({
+            "rabbit_version": "3.10.0",
+            "vhosts": [{"name": vhost}],
+            "exchanges": self.exchanges.iter().map(|x| json!({
+                "name": x.name, "vhost": vhost, "type": x.kind, "durable": true,
+                "auto_delete": false, "internal": false, "arguments": {}
+            })).collect::<Vec<_>>(),
+            "queues": self.queues.iter().map(|q| json!({
+                "name": q.name, "vhost": vhost, "durable": true, "auto_delete": false,
+                "arguments": q.arguments.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<serde_json::Map<_, _>>()
+            })).collect::<Vec<_>>(),
+            "bindings": self.bindings.iter().map(|b| json!({
+                "source": b.exchange, "vhost": vhost, "destination": b.queue,
+                "destination_type": "queue", "routing_key": b.routing_key, "arguments": {}
+            })).collect::<Vec<_>>(),
+            "policies": [],
+        })
+    }
+}
+
+fn to_field_table(args: &[(&'static str, Value)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in args {
+        let val = match v {
+            Value::String(s) => AMQPValue::LongString(LongString::from(s.clone())),
+            Value::Number(n) => AMQPValue::LongLongInt(n.as_i64().unwrap_or_default()),
+            other => AMQPValue::LongString(LongString::from(other.to_string())),
+        };
+        t.insert(ShortString::from(*k), val);
+    }
+    t
+}
+
+async fn declare_exchange(conn: &Connection, x: &ExchangeSpec) -> Result<(), TopologyError> {
+    let ch = conn.create_channel().await.map_err(|e| TopologyError::Amqp { object: format!("exchange {}", x.name), source: e })?;
+    let kind = if x.kind == "direct" { ExchangeKind::Direct } else { ExchangeKind::Fanout };
+    let res = ch
+        .exchange_declare(
+            ShortString::from(x.name.as_str()),
+            kind,
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await;
+    match res {
+        Ok(()) => {
+            let _ = ch.close(200, "ok".into()).await;
+            Ok(())
+        }
+        Err(e) => {
+            let text = e.to_string();
+            if text.contains("PRECONDITION_FAILED") || text.contains("inequivalent") {
+                Err(TopologyError::Exchange { exchange: x.name.clone(), what: "type or arguments".into(), detail: text })
+            } else {
+                Err(TopologyError::Amqp { object: format!("exchange {}", x.name), source: e })
+            }
+        }
+    }
+}
+
+async fn declare_queue(conn: &Connection, q: &QueueSpec) -> Result<(), TopologyError> {
+    let ch = conn.create_channel().await.map_err(|e| TopologyError::Amqp { object: format!("queue {}", q.name), source: e })?;
+    let res = ch
+        .queue_declare(
+            ShortString::from(q.name.as_str()),
+            QueueDeclareOptions { durable: true, ..Default::default() },
+            to_field_table(&q.arguments),
+        )
+        .await;
+    match res {
+        Ok(_) => {
+            let _ = ch.close(200, "ok".into()).await;
+            Ok(())
+        }
+        Err(e) => {
+            let text = e.to_string();
+            match inequivalent_arg(&text) {
+                Some(arg) => Err(TopologyError::QueueArgument { queue: q.name.clone(), argument: arg, detail: text }),
+                None if text.contains("PRECONDITION_FAILED") => Err(TopologyError::QueueArgument {
+                    queue: q.name.clone(),
+                    argument: "durable/exclusive/auto_delete".into(),
+                    detail: text,
+                }),
+                None => Err(TopologyError::Amqp { object: format!("queue {}", q.name), source: e }),
+            }
+        }
+    }
+}
+
+/// The argument name in RabbitMQ's "inequivalent arg 'x-queue-type' for queue …" error.
+fn inequivalent_arg(text: &str) -> Option<String> {
+    let start = text.find("inequivalent arg '")? + "inequivalent arg '".len();
+    let rest = &text[start..];
+    let end = rest.find('\'')?;
+    Some(rest[..end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_queue_has_the_full_argument_set() {
+        let s = Settings::from_toml(crate::registry::DEFAULT_CONFIG, false).expect("config");
+        let t = Topology::plan(&s);
+        for q in &t.queues {
+            let names: Vec<&str> = q.arguments.iter().map(|(k, _)| *k).collect();
+            assert!(names.contains(&"x-queue-type") && names.contains(&"x-overflow"), "{}", q.name);
+            if q.name.ends_with(".dead") || q.name.ends_with(".dead.log") {
+                assert!(!names.contains(&"x-dead-letter-exchange"));
+            } else {
+                for a in ["x-dead-letter-exchange", "x-delivery-limit", "x-dead-letter-strategy"] {
+                    assert!(names.contains(&a), "{} lacks {a}", q.name);
+                }
+            }
+        }
+        assert!(t.queues.iter().any(|q| q.name == "lienthong.unit.CA.H48"));
+    }
+
+    #[test]
+    fn broker_error_text_gives_the_argument() {
+        let t = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in vhost '/': received the value 'quorum' of type 'longstr' but current is none";
+        assert_eq!(inequivalent_arg(t).as_deref(), Some("x-queue-type"));
+    }
+}
