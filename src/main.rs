@@ -1,1 +1,196 @@
-fn main(){}
+//! The `lienthong` command: run the bus or parts of it, manage the topology, read traces and
+//! dead letters, serve the mock agencies, and run the demo.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lienthong::run::Component;
+use lienthong_core::registry::Settings;
+use lienthong_core::store::Store;
+use lienthong_core::topology::Topology;
+
+#[derive(Parser)]
+#[command(name = "lienthong", version, about = "Integration bus for Vietnam's liên thông administrative procedures")]
+struct Cli {
+    /// Configuration file (TOML). Default: the embedded deploy/config/quang-ngai.toml.
+    /// Environment overrides: LIENTHONG__<SECTION>__<KEY>, e.g. LIENTHONG__BUS__PREFIX.
+    #[arg(long, short, global = true, env = "LIENTHONG_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bus: router, adapters, tracer and HTTP API (or a subset) in this process.
+    Run {
+        /// Components to start (comma-separated). Default: all.
+        #[arg(long, value_delimiter = ',', value_enum)]
+        components: Vec<Component>,
+    },
+    /// Declare, export or delete the AMQP topology.
+    Topology {
+        #[command(subcommand)]
+        action: TopologyAction,
+    },
+    /// Print the hop timeline of a dossier from the trace store.
+    Trace {
+        /// Dossier code (ma_ho_so).
+        ma_ho_so: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List dead-lettered messages with their reasons, newest first.
+    DeadLetters {
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the Police and Social Insurance reference interfaces on loopback ([mock] settings).
+    MockAgency {
+        /// Listen address (overrides [mock] listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Run the bus on the sample dossiers and watch every dossier travel and come back.
+    Demo(lienthong::demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum TopologyAction {
+    /// Declare every exchange, queue and binding (idempotent).
+    Apply,
+    /// Print the topology as a RabbitMQ definitions file (JSON).
+    Export {
+        /// Virtual host to write into the definitions.
+        #[arg(long, default_value = "/")]
+        vhost: String,
+    },
+    /// Delete every queue and exchange of this prefix (messages in them are lost).
+    Delete {
+        /// Required: confirms that queued messages may be lost.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run { components } => {
+            let components = if components.is_empty() { Component::ALL.to_vec() } else { components };
+            let running = lienthong::run::start(settings, &components).await?;
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let stopped_by_signal = tokio::select! {
+                _ = term.recv() => true,
+                _ = tokio::signal::ctrl_c() => true,
+            };
+            if stopped_by_signal {
+                tracing::info!(message = "stopping: no new deliveries; finishing in-flight work");
+            }
+            running.stop().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Topology { action } => {
+            let topo = Topology::plan(&settings);
+            match action {
+                TopologyAction::Export { vhost } => {
+                    println!("{}", serde_json::to_string_pretty(&topo.export(&vhost))?);
+                }
+                TopologyAction::Apply => {
+                    let conn = lienthong::run::connect(&settings, "topology").await?;
+                    lienthong::run::apply_topology(&settings, &conn).await?;
+                    println!("topology applied: {} exchanges, {} queues, {} bindings (prefix {})", topo.exchanges.len(), topo.queues.len(), topo.bindings.len(), settings.bus.prefix);
+                }
+                TopologyAction::Delete { yes } => {
+                    if !yes {
+                        anyhow::bail!("refusing to delete queues without --yes (their messages would be lost)");
+                    }
+                    let conn = lienthong::run::connect(&settings, "topology").await?;
+                    topo.delete(&conn).await?;
+                    println!("deleted {} queues and {} exchanges of prefix {}", topo.queues.len(), topo.exchanges.len(), settings.bus.prefix);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Trace { ma_ho_so, json } => {
+            let store = Store::open(&PathBuf::from(&settings.store.path))?;
+            let rows = store.timeline(&ma_ho_so)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                eprintln!("no trace for dossier {ma_ho_so} in {}", settings.store.path);
+                return Ok(ExitCode::from(3));
+            } else {
+                print!("{}", lienthong_core::trace::render_timeline(&ma_ho_so, &rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetters { limit, json } => {
+            let store = Store::open(&PathBuf::from(&settings.store.path))?;
+            let rows = store.dead_letters(limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{} dead-lettered message(s) (newest first)", rows.len());
+                for r in rows {
+                    println!(
+                        "{}  {}  dossier {}  {} → {}  [{}] {}",
+                        r.at,
+                        r.message_id,
+                        r.ma_ho_so.as_deref().unwrap_or("-"),
+                        r.sender.as_deref().unwrap_or("-"),
+                        r.receiver.as_deref().unwrap_or("-"),
+                        r.reason_code,
+                        r.reason
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::MockAgency { listen } => {
+            let mut settings = settings;
+            if let Some(l) = listen {
+                settings.mock.listen = l;
+            }
+            let server = lienthong::mock::serve(&settings).await?;
+            println!("mock agencies listening on http://{} (police: /police/v1, bhxh: /bhxh/api, control: /_mock)", server.addr);
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+            let _ = server.stop.send(());
+            let _ = server.task.await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => lienthong::demo::run(settings, cli.config, args).await,
+    }
+}

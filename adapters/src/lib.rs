@@ -1,1 +1,40 @@
-pub fn x(){}
+//! lienthong agency adapters: the [`Adapter`] trait, the retry policy every adapter shares, the
+//! durable delivery log (idempotent consumer), and one module per agency interface.
+//!
+//! This crate never speaks AMQP and never depends on the `lienthong` binary: the binary's
+//! adapter component takes envelopes off unit queues and hands them to an [`Adapter`].
+//! Start at [`adapter`], then [`police_rest`] (REST/JSON) and [`bhxh_xml`] (XML over HTTP).
+
+pub mod adapter;
+pub mod bhxh_xml;
+pub mod deliveries;
+pub mod http;
+pub mod mapping;
+pub mod police_rest;
+pub mod retry;
+pub mod xml;
+
+use std::sync::Arc;
+
+pub use adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
+use lienthong_core::registry::{Reach, Unit};
+
+/// Names of the adapters this build has.
+pub const ADAPTERS: [&str; 2] = [police_rest::NAME, bhxh_xml::NAME];
+
+/// Build the adapter a unit's `reach` names. `callback_base` is the bus's public base URL
+/// (e.g. `http://127.0.0.1:8480`); the agency posts results to `<base>/v1/callbacks/<unit code>`.
+///
+/// Errors: the unit is not reached by an adapter, or names an adapter this build lacks.
+pub fn build(unit: &Unit, callback_base: &str) -> Result<Arc<dyn Adapter>, String> {
+    let Reach::Adapter { adapter, endpoint, timeout_ms, settings, .. } = &unit.reach else {
+        return Err(format!("unit {} is reached over AMQP, not by an adapter", unit.code));
+    };
+    let callback_url = format!("{}/v1/callbacks/{}", callback_base.trim_end_matches('/'), unit.code);
+    let client = http::client(*timeout_ms).map_err(|e| format!("unit {}: HTTP client: {e}", unit.code))?;
+    match adapter.as_str() {
+        police_rest::NAME => Ok(Arc::new(police_rest::PoliceRest::new(client, endpoint, &callback_url, settings.clone()))),
+        bhxh_xml::NAME => Ok(Arc::new(bhxh_xml::BhxhXml::new(client, endpoint, &callback_url, settings.clone()))),
+        other => Err(format!("unit {}: unknown adapter {other:?} (this build has: {})", unit.code, ADAPTERS.join(", "))),
+    }
+}

@@ -131,11 +131,13 @@ pub struct HttpSettings {
     pub listen: String,
     /// Base URL agencies use for callbacks; defaults to `http://<listen address>`.
     pub public_url: Option<String>,
+    /// Key for the read endpoints (trace, dead letters, stats); unit keys also work there.
+    pub operator_key: Option<String>,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        HttpSettings { listen: "127.0.0.1:8480".into(), public_url: None }
+        HttpSettings { listen: "127.0.0.1:8480".into(), public_url: None, operator_key: None }
     }
 }
 

@@ -1,0 +1,81 @@
+//! The adapter contract: deliver one envelope to an agency's system and say what happened
+//! (delivered / transient failure / permanent failure, with the agency's reason); look a
+//! dossier up; and read the agency's result callbacks back into bus terms.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lienthong_core::Envelope;
+use serde_json::{Map, Value};
+
+/// What one delivery attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The agency accepted it; `receipt` is its receipt number (MaTiepNhan) or answer.
+    Delivered {
+        /// Agency receipt.
+        receipt: String,
+    },
+    /// Worth retrying with the same idempotency key: connect error, timeout, 408, 429, 5xx.
+    Transient {
+        /// What went wrong, in the agency's words where it gave any.
+        reason: String,
+        /// The agency's Retry-After, if it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// Not worth retrying: other 4xx, a 200 whose body says failure, an envelope the agency
+    /// interface cannot express.
+    Permanent {
+        /// The agency's reason.
+        reason: String,
+    },
+}
+
+/// A dossier's status at the agency (status lookup).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgencyStatus {
+    /// Dossier code.
+    pub ma_ho_so: String,
+    /// Agency receipt number, if any.
+    pub receipt: Option<String>,
+    /// TrangThaiHoSo.
+    pub status: u8,
+}
+
+/// A result or status an agency posted back to the bus (callback), in bus terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgencyReply {
+    /// Dossier code.
+    pub ma_ho_so: String,
+    /// The bus message id the agency was answering (MaThamChieu).
+    pub reference: String,
+    /// Agency receipt number.
+    pub receipt: Option<String>,
+    /// TrangThaiHoSo: 9 processed, 3 refused, …
+    pub status: u8,
+    /// Result fields (snake_case, for `payload.result`).
+    pub result: Map<String, Value>,
+    /// Reason (refusals) or what was done.
+    pub reason: Option<String>,
+    /// Officer who handled it.
+    pub officer: Option<String>,
+}
+
+/// An agency adapter. Implementations are stateless apart from their HTTP client; the
+/// idempotency key of every call is the envelope's `message_id`.
+#[async_trait]
+pub trait Adapter: Send + Sync {
+    /// Adapter name as used in the registry (`police-rest`).
+    fn name(&self) -> &'static str;
+
+    /// One attempt to deliver `env`: a `dossier.forward` is submitted; a `dossier.status` 7
+    /// (withdrawn) or 8 (stopped) cancels the dossier at the agency. Other kinds are a
+    /// permanent failure naming the kind.
+    async fn deliver(&self, env: &Envelope) -> Outcome;
+
+    /// Look the dossier up at the agency.
+    async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String>;
+
+    /// Read a callback body (the agency's result) into bus terms. Errors say what is wrong with it.
+    fn parse_callback(&self, content_type: Option<&str>, body: &[u8]) -> Result<AgencyReply, String>;
+}

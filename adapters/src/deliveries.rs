@@ -1,0 +1,107 @@
+//! The delivery log: a durable record, per bus message, of what an adapter handed to an agency
+//! (written before the AMQP ack). A redelivered message that was already delivered is acked
+//! without calling the agency again (idempotent consumer), and an agency's callback finds here
+//! which dossier, procedure and centre its reference belongs to.
+
+use std::path::Path;
+
+use lienthong_core::store::StoreError;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::sync::{Arc, Mutex};
+
+/// One delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    /// Bus message id (= idempotency key = MaThamChieu).
+    pub message_id: String,
+    /// Agency unit code.
+    pub unit: String,
+    /// Dossier code.
+    pub ma_ho_so: String,
+    /// Procedure code.
+    pub ma_tthc: String,
+    /// Message kind delivered.
+    pub kind: String,
+    /// Unit that sent the message to the agency.
+    pub sender: String,
+    /// Unit the agency's replies go to (the dossier's centre).
+    pub reply_to: String,
+    /// Correlation id.
+    pub correlation_id: String,
+    /// Agency receipt.
+    pub receipt: String,
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+}
+
+/// The delivery log, in the same SQLite file as the rest of the store (table `adapter_deliveries`).
+#[derive(Clone)]
+pub struct DeliveryLog {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl DeliveryLog {
+    /// Open (creating the table if needed).
+    pub fn open(path: &Path) -> Result<DeliveryLog, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS adapter_deliveries (
+                message_id TEXT PRIMARY KEY, unit TEXT NOT NULL, ma_ho_so TEXT NOT NULL, ma_tthc TEXT NOT NULL,
+                kind TEXT NOT NULL, sender TEXT NOT NULL, reply_to TEXT NOT NULL, correlation_id TEXT NOT NULL,
+                receipt TEXT NOT NULL, at_ms INTEGER NOT NULL);
+             CREATE INDEX IF NOT EXISTS deliveries_by_dossier ON adapter_deliveries (ma_ho_so);",
+        )?;
+        Ok(DeliveryLog { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let g = match self.conn.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        Ok(f(&g)?)
+    }
+
+    /// Record a completed delivery (first write wins).
+    pub fn record(&self, r: &DeliveryRecord) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO adapter_deliveries VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![r.message_id, r.unit, r.ma_ho_so, r.ma_tthc, r.kind, r.sender, r.reply_to, r.correlation_id, r.receipt, r.at_ms],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The delivery of a message, if it completed.
+    pub fn get(&self, message_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT message_id, unit, ma_ho_so, ma_tthc, kind, sender, reply_to, correlation_id, receipt, at_ms FROM adapter_deliveries WHERE message_id = ?1",
+                params![message_id],
+                |r| {
+                    Ok(DeliveryRecord {
+                        message_id: r.get(0)?,
+                        unit: r.get(1)?,
+                        ma_ho_so: r.get(2)?,
+                        ma_tthc: r.get(3)?,
+                        kind: r.get(4)?,
+                        sender: r.get(5)?,
+                        reply_to: r.get(6)?,
+                        correlation_id: r.get(7)?,
+                        receipt: r.get(8)?,
+                        at_ms: r.get(9)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+}

@@ -1,0 +1,64 @@
+//! HTTP helpers shared by adapters: the client, and the classification of answers and errors
+//! into transient and permanent failures (408, 429, 5xx and connection problems are transient;
+//! Retry-After is read in both its seconds and HTTP-date forms).
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+
+use crate::adapter::Outcome;
+
+/// A client with the unit's timeout (ms) for the whole request.
+pub fn client(timeout_ms: u64) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_millis(timeout_ms))
+        .connect_timeout(Duration::from_millis(timeout_ms.min(5_000)))
+        .user_agent(concat!("lienthong/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Whether a status is a transient failure (408, 425, 429, 5xx).
+pub fn is_transient_status(s: StatusCode) -> bool {
+    s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS || s.as_u16() == 425 || s.is_server_error()
+}
+
+/// Retry-After as a duration (delay-seconds or HTTP-date).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// A reqwest error as an outcome: every transport error is transient. A timeout after the
+/// request was sent leaves the outcome unknown at the agency; the retry carries the same
+/// idempotency key, so the agency answers it without a second effect.
+pub fn transport_error(op: &str, e: &reqwest::Error) -> Outcome {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    Outcome::Transient { reason: format!("{op} {what}: {e}"), retry_after: None }
+}
+
+/// An HTTP failure status as an outcome, with the agency's reason from the body.
+pub fn failure_status(op: &str, status: StatusCode, headers: &HeaderMap, reason: String) -> Outcome {
+    if is_transient_status(status) {
+        Outcome::Transient { reason: format!("{op}: HTTP {status}: {reason}"), retry_after: retry_after(headers) }
+    } else {
+        Outcome::Permanent { reason: format!("{op}: HTTP {status}: {reason}") }
+    }
+}
+
+/// First 300 characters of a body, for reasons.
+pub fn snippet(body: &[u8]) -> String {
+    let s = String::from_utf8_lossy(body);
+    let t: String = s.chars().take(300).collect();
+    t.trim().to_string()
+}

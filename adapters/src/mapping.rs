@@ -1,0 +1,74 @@
+//! Field mapping shared by the agency adapters: from the envelope's snake_case Vietnamese
+//! payload to DVCQG-style values (dates `yyyyMMdd`, sex 1/2) and the choice of the person a
+//! dossier is about.
+
+use lienthong_core::envelope::Person;
+use lienthong_core::Envelope;
+use serde_json::{Map, Value};
+
+/// `YYYY-MM-DD` → `yyyyMMdd`; `None` if the input is not of that shape.
+pub fn date8(iso: &str) -> Option<String> {
+    let d = chrono::NaiveDate::parse_from_str(iso, "%Y-%m-%d").ok()?;
+    Some(d.format("%Y%m%d").to_string())
+}
+
+/// `nam` → 1, `nu` → 2 (DVCQG GioiTinh).
+pub fn sex_code(s: Option<&str>) -> Option<u8> {
+    match s? {
+        "nam" => Some(1),
+        "nu" => Some(2),
+        _ => None,
+    }
+}
+
+/// The person the dossier is about: `payload.data.tre` (a newborn) or `payload.data.nguoi_mat`
+/// (a deceased person).
+pub fn subject(env: &Envelope) -> Option<(Person, Map<String, Value>)> {
+    let data = env.payload.data.as_ref()?;
+    let raw = data.get("tre").or_else(|| data.get("nguoi_mat"))?.as_object()?.clone();
+    let p: Person = serde_json::from_value(Value::Object(raw.clone())).ok()?;
+    Some((p, raw))
+}
+
+/// A string field of `payload.data` (or of a nested object `obj.key`).
+pub fn data_str(env: &Envelope, path: &[&str]) -> Option<String> {
+    let mut cur: &Value = env.payload.data.as_ref()?.get(path[0])?;
+    for k in &path[1..] {
+        cur = cur.get(k)?;
+    }
+    cur.as_str().map(str::to_string)
+}
+
+/// The request type an adapter's `settings.request_types` table gives for the envelope's
+/// procedure (`{ "1.001193" = "DANG_KY_THUONG_TRU" }`).
+pub fn request_type(settings: &Map<String, Value>, ma_tthc: &str) -> Option<String> {
+    settings.get("request_types")?.get(ma_tthc)?.as_str().map(str::to_string)
+}
+
+/// Scalar (string, number, bool) top-level fields of a map, as strings, in key order.
+pub fn scalars(m: &Map<String, Value>) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = m
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Value::String(s) => Some((k.clone(), s.clone())),
+            Value::Number(n) => Some((k.clone(), n.to_string())),
+            Value::Bool(b) => Some((k.clone(), b.to_string())),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_sex_map_to_dvcqg_forms() {
+        assert_eq!(date8("2026-11-20").as_deref(), Some("20261120"));
+        assert_eq!(date8("20/11/2026"), None);
+        assert_eq!(sex_code(Some("nu")), Some(2));
+        assert_eq!(sex_code(Some("x")), None);
+    }
+}

@@ -1,0 +1,216 @@
+//! Police residence-registration adapter: REST/JSON, reference format in
+//! `schemas/agencies/police-residence/` (submit → 202 receipt, result by callback, status
+//! lookup, cancel; `Idempotency-Key` = the bus message id).
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
+use serde_json::{Map, Value, json};
+
+use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
+use crate::http::{failure_status, snippet, transport_error};
+use crate::mapping::{data_str, date8, request_type, sex_code, subject};
+
+/// Registry name of this adapter.
+pub const NAME: &str = "police-rest";
+
+/// The adapter for one Police unit.
+pub struct PoliceRest {
+    client: reqwest::Client,
+    endpoint: String,
+    callback_url: String,
+    settings: Map<String, Value>,
+}
+
+impl PoliceRest {
+    /// An adapter calling `endpoint` (base URL, e.g. `http://127.0.0.1:8490/police`); results
+    /// come back to `callback_url`. `settings.request_types` maps MaTTHC → LoaiYeuCau.
+    pub fn new(client: reqwest::Client, endpoint: &str, callback_url: &str, settings: Map<String, Value>) -> Self {
+        PoliceRest { client, endpoint: endpoint.trim_end_matches('/').to_string(), callback_url: callback_url.to_string(), settings }
+    }
+
+    /// The submit body for `env` (public so tests and `lienthong` tools can show it).
+    pub fn submit_body(&self, env: &Envelope) -> Result<Value, String> {
+        let loai = request_type(&self.settings, &env.ma_tthc)
+            .ok_or_else(|| format!("police-rest has no request type for procedure {} (settings.request_types)", env.ma_tthc))?;
+        let (person, raw) = subject(env).ok_or("payload.data has neither tre (newborn) nor nguoi_mat (deceased): no citizen to register")?;
+        let ngay_sinh = person.ngay_sinh.as_deref().and_then(date8).ok_or("the citizen's ngay_sinh (YYYY-MM-DD) is missing or invalid")?;
+        let mut cong_dan = json!({ "HoVaTen": person.ho_ten, "NgaySinh": ngay_sinh });
+        if let Some(g) = sex_code(person.gioi_tinh.as_deref()) {
+            cong_dan["GioiTinh"] = json!(g);
+        }
+        if let Some(id) = &person.so_dinh_danh {
+            cong_dan["SoDinhDanh"] = json!(id);
+        }
+        if let Some(d) = raw.get("ngay_mat").and_then(Value::as_str).and_then(date8) {
+            cong_dan["NgayMat"] = json!(d);
+        }
+        let applicant = env.payload.applicant.clone().unwrap_or_default();
+        let mut chu = json!({ "HoVaTen": applicant.ho_ten });
+        if let Some(d) = applicant.ngay_sinh.as_deref().and_then(date8) {
+            chu["NgaySinh"] = json!(d);
+        }
+        if let Some(g) = sex_code(applicant.gioi_tinh.as_deref()) {
+            chu["GioiTinh"] = json!(g);
+        }
+        for (from, to) in [(&applicant.so_dinh_danh, "SoDinhDanh"), (&applicant.so_dien_thoai, "SoDienThoai"), (&applicant.dia_chi, "DiaChi")] {
+            if let Some(v) = from {
+                chu[to] = json!(v);
+            }
+        }
+        let noi_cu_tru = data_str(env, &["noi_dang_ky_thuong_tru"])
+            .or_else(|| raw.get("noi_thuong_tru").and_then(Value::as_str).map(str::to_string))
+            .or(applicant.dia_chi.clone())
+            .ok_or("no residence address (noi_dang_ky_thuong_tru, nguoi_mat.noi_thuong_tru or the applicant's dia_chi)")?;
+        let files: Vec<Value> = env
+            .attachments
+            .iter()
+            .map(|a| {
+                let mut f = json!({ "TenTep": a.name, "LoaiTep": a.media_type, "KichThuoc": a.size_bytes, "MaBam": a.sha256 });
+                match (&a.content_base64, &a.reference) {
+                    (Some(c), _) => f["NoiDung"] = json!(c),
+                    (None, Some(r)) => f["DuongDan"] = json!(r),
+                    (None, None) => {}
+                }
+                f
+            })
+            .collect();
+        let mut body = json!({
+            "MaHoSo": env.ma_ho_so,
+            "MaTTHC": env.ma_tthc,
+            "MaThamChieu": env.message_id,
+            "MaDonViGui": env.sender,
+            "NgayGui": lienthong_core::clock::to_dvcqg(chrono::Utc::now()),
+            "UrlPhanHoi": self.callback_url,
+            "LoaiYeuCau": loai,
+            "ChuHoSo": chu,
+            "CongDan": cong_dan,
+            "NoiCuTru": noi_cu_tru,
+        });
+        if let Some(d) = &env.payload.data {
+            body["DuLieuHoSo"] = Value::Object(d.clone());
+        }
+        if !files.is_empty() {
+            body["TepDinhKem"] = Value::Array(files);
+        }
+        Ok(body)
+    }
+
+    async fn post(&self, op: &str, url: String, key: &str, body: &Value) -> Outcome {
+        let res = self.client.post(&url).header("Idempotency-Key", key).json(body).send().await;
+        let resp = match res {
+            Ok(r) => r,
+            Err(e) => return transport_error(op, &e),
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return transport_error(op, &e),
+        };
+        if status.is_success() {
+            let v: Value = match serde_json::from_slice(&bytes) {
+                Ok(v) => v,
+                Err(e) => return Outcome::Permanent { reason: format!("{op}: HTTP {status} but the body is not JSON ({e}): {}", snippet(&bytes)) },
+            };
+            let receipt = v.get("MaTiepNhan").and_then(Value::as_str).map(str::to_string);
+            return match receipt {
+                Some(r) => Outcome::Delivered { receipt: r },
+                None => Outcome::Permanent { reason: format!("{op}: HTTP {status} without MaTiepNhan: {}", snippet(&bytes)) },
+            };
+        }
+        let reason = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| {
+                let code = v.get("MaLoi")?.as_str()?.to_string();
+                let text = v.get("MoTaLoi").and_then(Value::as_str).unwrap_or("").to_string();
+                Some(format!("{code} {text}"))
+            })
+            .unwrap_or_else(|| snippet(&bytes));
+        failure_status(op, status, &headers, reason)
+    }
+}
+
+#[async_trait]
+impl Adapter for PoliceRest {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn deliver(&self, env: &Envelope) -> Outcome {
+        match env.kind.as_str() {
+            Kind::FORWARD => match self.submit_body(env) {
+                Ok(body) => self.post("submit", format!("{}/v1/ho-so", self.endpoint), &env.message_id, &body).await,
+                Err(reason) => Outcome::Permanent { reason: format!("cannot map the envelope to the police submit format: {reason}") },
+            },
+            Kind::STATUS if matches!(env.status, Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)) => {
+                let body = json!({
+                    "MaHoSo": env.ma_ho_so,
+                    "MaThamChieu": env.message_id,
+                    "LyDo": env.payload.reason.clone().unwrap_or_else(|| "Dừng xử lý theo yêu cầu".into()),
+                    "NgayGui": lienthong_core::clock::to_dvcqg(chrono::Utc::now()),
+                });
+                let url = format!("{}/v1/ho-so/{}/huy", self.endpoint, env.ma_ho_so);
+                self.post("cancel", url, &env.message_id, &body).await
+            }
+            other => Outcome::Permanent { reason: format!("the police residence interface has no operation for a {other} message") },
+        }
+    }
+
+    async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String> {
+        let url = format!("{}/v1/ho-so/{ma_ho_so}", self.endpoint);
+        let resp = self.client.get(&url).send().await.map_err(|e| format!("status lookup: {e}"))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.map_err(|e| format!("status lookup: HTTP {status}, body not JSON: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("status lookup: HTTP {status}: {v}"));
+        }
+        Ok(AgencyStatus {
+            ma_ho_so: ma_ho_so.to_string(),
+            receipt: v.get("MaTiepNhan").and_then(Value::as_str).map(str::to_string),
+            status: v.get("TrangThaiHoSo").and_then(Value::as_u64).unwrap_or(0) as u8,
+        })
+    }
+
+    fn parse_callback(&self, _content_type: Option<&str>, body: &[u8]) -> Result<AgencyReply, String> {
+        let v: Value = serde_json::from_slice(body).map_err(|e| format!("callback body is not JSON: {e}"))?;
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let ma_ho_so = s("MaHoSo").ok_or("callback lacks MaHoSo")?;
+        let reference = s("MaThamChieu").ok_or("callback lacks MaThamChieu")?;
+        let status = v.get("TrangThaiHoSo").and_then(Value::as_u64).ok_or("callback lacks TrangThaiHoSo")?;
+        if !(1..=10).contains(&status) {
+            return Err(format!("callback TrangThaiHoSo {status} is outside 1–10"));
+        }
+        let mut result = Map::new();
+        if let Some(k) = v.get("KetQua").and_then(Value::as_object) {
+            for (from, to) in [("NoiThuongTru", "noi_thuong_tru"), ("NgayDangKy", "ngay_dang_ky"), ("SoHoSoCuTru", "so_ho_so_cu_tru")] {
+                if let Some(x) = k.get(from) {
+                    result.insert(to.into(), x.clone());
+                }
+            }
+        }
+        if let Some(r) = s("MaTiepNhan") {
+            result.insert("ma_tiep_nhan".into(), json!(r));
+        }
+        if let Some(t) = s("ThoiDiemXuLy") {
+            result.insert("thoi_diem_xu_ly".into(), json!(t));
+        }
+        if let Some(t) = s("NoiDungXuLy") {
+            result.insert("noi_dung_xu_ly".into(), json!(t));
+        }
+        Ok(AgencyReply {
+            ma_ho_so,
+            reference,
+            receipt: s("MaTiepNhan"),
+            status: status as u8,
+            result,
+            reason: s("LyDo").or(s("NoiDungXuLy")),
+            officer: s("NguoiXuLy"),
+        })
+    }
+}
+
+/// Decode an attachment's inline content (used by tests and tools).
+pub fn decode_inline(b64: &str) -> Result<Vec<u8>, String> {
+    base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| e.to_string())
+}

@@ -1,0 +1,102 @@
+//! The one retry policy every adapter uses: transient outcomes are retried in process with
+//! backon's exponential backoff with jitter, capped, waiting at least the agency's Retry-After
+//! (itself capped by the maximum delay); permanent outcomes stop at once.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use lienthong_core::Envelope;
+use lienthong_core::registry::RetrySettings;
+
+use crate::adapter::{Adapter, Outcome};
+
+/// The end of a delivery with retries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Final {
+    /// Delivered after `attempts` attempts.
+    Delivered {
+        /// Agency receipt.
+        receipt: String,
+        /// Attempts made (1 = first try).
+        attempts: u32,
+    },
+    /// Permanent failure, or transient failures past the retry limit.
+    Failed {
+        /// The last reason.
+        reason: String,
+        /// Whether the last failure was transient (the retries ran out).
+        exhausted: bool,
+        /// Attempts made.
+        attempts: u32,
+        /// Every failed attempt's reason, oldest first.
+        history: Vec<String>,
+    },
+}
+
+/// A failed attempt, as the retry loop sees it.
+#[derive(Debug, Clone)]
+struct Failure {
+    reason: String,
+    transient: bool,
+    retry_after: Option<Duration>,
+}
+
+/// Deliver `env` through `adapter`, retrying transient failures per `settings`.
+/// `on_retry(attempt, reason, delay)` is called before each retry's sleep (for the trace).
+pub async fn deliver_with_retries<F>(adapter: &dyn Adapter, env: &Envelope, settings: &RetrySettings, on_retry: F) -> Final
+where
+    F: Fn(u32, &str, Duration) + Send + Sync,
+{
+    let attempts = Arc::new(Mutex::new(0u32));
+    let history: Arc<Mutex<Vec<String>>> = Arc::default();
+    let max_delay = Duration::from_millis(settings.max_delay_ms);
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(settings.min_delay_ms))
+        .with_max_delay(max_delay)
+        .with_factor(settings.factor)
+        .with_max_times(settings.max_retries)
+        .with_jitter();
+    let op = || {
+        let attempts = attempts.clone();
+        let history = history.clone();
+        async move {
+            if let Ok(mut n) = attempts.lock() {
+                *n += 1;
+            }
+            match adapter.deliver(env).await {
+                Outcome::Delivered { receipt } => Ok(receipt),
+                Outcome::Transient { reason, retry_after } => {
+                    if let Ok(mut h) = history.lock() {
+                        h.push(reason.clone());
+                    }
+                    Err(Failure { reason, transient: true, retry_after })
+                }
+                Outcome::Permanent { reason } => {
+                    if let Ok(mut h) = history.lock() {
+                        h.push(reason.clone());
+                    }
+                    Err(Failure { reason, transient: false, retry_after: None })
+                }
+            }
+        }
+    };
+    let count = || attempts.lock().map(|n| *n).unwrap_or(0);
+    let result = op
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|f: &Failure| f.transient)
+        .adjust(|f: &Failure, d: Option<Duration>| d.map(|d| f.retry_after.map_or(d, |ra| ra.min(max_delay).max(d))))
+        .notify(|f: &Failure, d: Duration| on_retry(count(), &f.reason, d))
+        .await;
+    let attempts = count();
+    match result {
+        Ok(receipt) => Final::Delivered { receipt, attempts },
+        Err(f) => Final::Failed {
+            reason: f.reason,
+            exhausted: f.transient,
+            attempts,
+            history: history.lock().map(|h| h.clone()).unwrap_or_default(),
+        },
+    }
+}

@@ -1,0 +1,69 @@
+//! A consumer loop shared by the components: manual acks, a prefetch, one task per delivery (a
+//! handler's error or panic affects only its own delivery, which stays unacked and is
+//! redelivered), and on shutdown: cancel the consumer, let in-flight deliveries finish within
+//! the grace period, then return (anything unfinished is redelivered by the broker).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::Channel;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Consume `queue` on `channel` until shutdown, calling `handle` for each delivery in its own task.
+pub async fn consume<F, Fut>(
+    channel: Channel,
+    queue: &str,
+    tag: &str,
+    prefetch: u16,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+    handle: F,
+) -> Result<(), lapin::Error>
+where
+    F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let mut consumer = channel
+        .basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+    let handle = Arc::new(handle);
+    let mut tasks = JoinSet::new();
+    let result = loop {
+        tokio::select! {
+            _ = shutdown.changed() => break Ok(()),
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let h = handle.clone();
+                    tasks.spawn(async move { h(delivery).await });
+                }
+                Some(Err(e)) => break Err(e),
+                None => break Ok(()),
+            },
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!(message = "delivery handler panicked; the delivery stays unacked and will be redelivered", queue, error = %e);
+                }
+            }
+        }
+    };
+    let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+    let drain = async {
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done {
+                tracing::error!(message = "delivery handler panicked", queue, error = %e);
+            }
+        }
+    };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        tracing::warn!(message = "grace period over; unfinished deliveries will be redelivered", queue);
+    }
+    let _ = channel.close(200, "shutdown".into()).await;
+    result
+}

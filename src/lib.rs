@@ -1,0 +1,15 @@
+//! The `lienthong` application: the components `lienthong run` starts (router, adapters, tracer,
+//! HTTP API), the mock agencies, the demo, and the commands around them.
+//!
+//! Start reading at [`run`] (how a process starts its components), then [`router`].
+
+pub mod adapter_worker;
+pub mod consume;
+pub mod context;
+pub mod demo;
+pub mod http_api;
+pub mod mock;
+pub mod problem;
+pub mod router;
+pub mod run;
+pub mod tracer;

@@ -1,0 +1,184 @@
+//! Starting a `lienthong run` process: connect to the broker, declare the topology (a queue
+//! with other arguments stops startup with a named error), open the store, then start the
+//! chosen components (router, adapters, tracer, HTTP API) and stop them on request.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use backon::{ExponentialBuilder, Retryable};
+use lienthong_core::envelope::EnvelopeValidator;
+use lienthong_core::registry::{Registry, Settings};
+use lienthong_core::store::Store;
+use lienthong_core::topology::{Names, Topology};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::context::Ctx;
+
+/// A part of the bus that `lienthong run --components` can start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Component {
+    /// Validates and routes `<prefix>.router` to unit queues.
+    Router,
+    /// Delivers unit queues to agencies through their adapters.
+    Adapters,
+    /// Writes trace events and dead letters into the store.
+    Tracer,
+    /// The HTTP API (messages, callbacks, reads, health).
+    Http,
+}
+
+impl Component {
+    /// Every component.
+    pub const ALL: [Component; 4] = [Component::Router, Component::Adapters, Component::Tracer, Component::Http];
+}
+
+/// A running process.
+pub struct Running {
+    /// Where the HTTP API listens, if started.
+    pub http_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<(Component, anyhow::Result<()>)>,
+    ctx: Ctx,
+}
+
+/// Connect to the broker, retrying with backoff for up to about 30 s (the broker may still be
+/// starting).
+pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<lapin::Connection> {
+    let url = settings.bus.amqp_url.clone();
+    (|| async { lienthong_core::amqp::connect(&url, name).await })
+        .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(200)).with_max_delay(Duration::from_secs(3)).with_max_times(15))
+        .sleep(tokio::time::sleep)
+        .notify(|e, d| tracing::warn!(message = "broker not reachable yet", error = %e, retry_in_ms = d.as_millis() as u64))
+        .await
+        .with_context(|| format!("cannot connect to the broker at {}", redact(&settings.bus.amqp_url)))
+}
+
+/// The AMQP URL without its password.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+/// Declare the topology of `settings`, turning mismatches into one readable error.
+pub async fn apply_topology(settings: &Settings, conn: &lapin::Connection) -> anyhow::Result<()> {
+    Topology::plan(settings).apply(conn).await.map_err(|errs| {
+        let lines: Vec<String> = errs.iter().map(|e| format!("  - {e}")).collect();
+        anyhow::anyhow!("the broker's topology does not match this configuration:\n{}", lines.join("\n"))
+    })
+}
+
+/// Start `components` of the bus for `settings`.
+pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Result<Running> {
+    settings.check()?;
+    let name = components.iter().map(|c| format!("{c:?}").to_lowercase()).collect::<Vec<_>>().join("+");
+    let conn = connect(&settings, &name).await?;
+    apply_topology(&settings, &conn).await?;
+    let store = Store::open(&PathBuf::from(&settings.store.path)).with_context(|| format!("opening the store {}", settings.store.path))?;
+    let validator = EnvelopeValidator::new(&settings.envelope).map_err(anyhow::Error::msg)?;
+    let (tx, rx) = watch::channel(false);
+    let ctx = Ctx {
+        registry: Arc::new(Registry::new(&settings)),
+        names: Names::new(&settings.bus.prefix),
+        validator: Arc::new(validator),
+        store,
+        conn: Arc::new(conn),
+        shutdown: rx,
+        settings: Arc::new(settings),
+    };
+    let mut tasks = JoinSet::new();
+    let mut http_addr = None;
+    let mut listener = if components.contains(&Component::Http) {
+        let l = tokio::net::TcpListener::bind(&ctx.settings.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", ctx.settings.http.listen))?;
+        http_addr = Some(l.local_addr()?);
+        Some(l)
+    } else {
+        None
+    };
+    let callback_base = ctx
+        .settings
+        .http
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", http_addr.map(|a| a.to_string()).unwrap_or_else(|| ctx.settings.http.listen.clone())));
+    for c in components {
+        let ctx = ctx.clone();
+        match c {
+            Component::Router => {
+                tasks.spawn(async move { (Component::Router, crate::router::run(ctx).await) });
+            }
+            Component::Tracer => {
+                tasks.spawn(async move { (Component::Tracer, crate::tracer::run(ctx).await) });
+            }
+            Component::Adapters => {
+                let base = callback_base.clone();
+                tasks.spawn(async move { (Component::Adapters, crate::adapter_worker::run(ctx, base).await) });
+            }
+            Component::Http => {
+                let Some(listener) = listener.take() else { continue };
+                let app = crate::http_api::app(ctx.clone(), &callback_base).await?;
+                let mut stop = ctx.shutdown.clone();
+                tasks.spawn(async move {
+                    let r = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.changed().await;
+                        })
+                        .await
+                        .map_err(anyhow::Error::from);
+                    (Component::Http, r)
+                });
+            }
+        }
+    }
+    tracing::info!(message = "lienthong running", components = name, http = ?http_addr, prefix = ctx.names.prefix());
+    Ok(Running { http_addr, shutdown: tx, tasks, ctx })
+}
+
+impl Running {
+    /// Ask every component to stop (stop consuming, finish in-flight work).
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Wait for the components to end. If one fails, the others are stopped and its error is returned.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut first_err = None;
+        while let Some(done) = self.tasks.join_next().await {
+            let (component, result) = match done {
+                Ok(x) => x,
+                Err(e) => {
+                    self.shutdown();
+                    first_err.get_or_insert(anyhow::anyhow!("a component panicked: {e}"));
+                    continue;
+                }
+            };
+            if let Err(e) = result {
+                tracing::error!(message = "component stopped with an error", component = ?component, error = %e);
+                self.shutdown();
+                first_err.get_or_insert(e.context(format!("component {component:?}")));
+            }
+        }
+        let _ = self.ctx.conn.close(200, "shutdown".into()).await;
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Stop and wait, giving up after the grace period plus a margin.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown();
+        let grace = Duration::from_millis(self.ctx.settings.bus.shutdown_grace_ms) + Duration::from_secs(5);
+        match tokio::time::timeout(grace, self.wait()).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("components did not stop within the grace period")),
+        }
+    }
+}
