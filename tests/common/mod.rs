@@ -1,0 +1,201 @@
+//! Test harness: a real RabbitMQ on 127.0.0.1:5672, the mock agencies and the bus started in
+//! this process on loopback, each test under its own topology prefix and store.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection};
+use lienthong::mock::MockServer;
+use lienthong::run::{Component, Running};
+use lienthong_core::amqp::{Publisher, envelope_properties};
+use lienthong_core::envelope::Envelope;
+use lienthong_core::registry::{DEFAULT_CONFIG, Reach, Settings};
+use lienthong_core::store::Store;
+use lienthong_core::topology::{Names, Topology};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+pub const SON_HA: &str = "000.20.59.H48";
+pub const SON_HA_CIVIL: &str = "000.10.59.H48";
+pub const POLICE: &str = "CA.H48";
+pub const BHXH: &str = "BHXH.H48";
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Settings for one test: unique prefix, own store, loopback ports picked by the OS, fast
+/// retries, a mock without random failures.
+pub fn settings(name: &str) -> (Settings, PathBuf) {
+    let mut s = Settings::from_toml(DEFAULT_CONFIG, false).expect("shipped config");
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    s.bus.prefix = format!("lt-test-{name}-{}", &id[id.len() - 8..]);
+    let dir = std::env::temp_dir().join(format!("lienthong-{}", s.bus.prefix));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    s.store.path = dir.join("store.db").display().to_string();
+    s.http.listen = "127.0.0.1:0".into();
+    s.mock.listen = "127.0.0.1:0".into();
+    s.mock.unavailable_rate = 0.0;
+    s.mock.latency_min_ms = 0;
+    s.mock.latency_max_ms = 5;
+    s.mock.callback_delay_ms = 50;
+    s.retry.min_delay_ms = 20;
+    s.retry.max_delay_ms = 200;
+    s.retry.max_retries = 5;
+    s.bus.shutdown_grace_ms = 3000;
+    (s, dir)
+}
+
+/// Point every adapter at the mock.
+pub fn use_mock(s: &mut Settings, mock: &MockServer) {
+    for u in &mut s.units {
+        if let Reach::Adapter { adapter, endpoint, .. } = &mut u.reach {
+            let path = if adapter == "police-rest" { "police" } else { "bhxh" };
+            *endpoint = format!("http://{}/{path}", mock.addr);
+        }
+    }
+}
+
+pub struct Bus {
+    pub settings: Settings,
+    pub dir: PathBuf,
+    pub mock: Option<MockServer>,
+    pub running: Option<Running>,
+    pub conn: Connection,
+    pub publisher: Publisher,
+    pub names: Names,
+    pub http: String,
+    pub mock_url: String,
+}
+
+impl Bus {
+    /// Mock agencies + every component of the bus, in process.
+    pub async fn start(name: &str) -> Bus {
+        let (mut s, dir) = settings(name);
+        let mock = lienthong::mock::serve(&s).await.expect("mock agencies");
+        use_mock(&mut s, &mock);
+        let running = lienthong::run::start(s.clone(), &Component::ALL).await.expect("bus starts");
+        let http = format!("http://{}", running.http_addr.expect("http addr"));
+        let conn = Connection::connect(AMQP_URL, Default::default()).await.expect("broker on 127.0.0.1:5672");
+        let publisher = Publisher::new(&conn, 10_000).await.expect("publisher");
+        let mock_url = format!("http://{}", mock.addr);
+        Bus { names: Names::new(&s.bus.prefix), settings: s, dir, mock: Some(mock), running: Some(running), conn, publisher, http, mock_url }
+    }
+
+    pub fn store(&self) -> Store {
+        Store::open(&PathBuf::from(&self.settings.store.path)).expect("store")
+    }
+
+    /// Publish an envelope to the ingress exchange over AMQP, as a centre would.
+    pub async fn send(&self, env: &Envelope) {
+        self.publisher
+            .publish(&self.names.ingress_exchange(), "", &env.to_bytes(), envelope_properties(env), true)
+            .await
+            .expect("publish confirmed");
+    }
+
+    /// Publish raw bytes to the ingress exchange.
+    pub async fn send_raw(&self, body: &[u8]) {
+        let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+        self.publisher.publish(&self.names.ingress_exchange(), "", body, props, true).await.expect("publish confirmed");
+    }
+
+    /// Consume a unit's queue into a channel of envelopes (acking each).
+    pub async fn listen(&self, unit: &str) -> mpsc::UnboundedReceiver<Envelope> {
+        let ch = self.conn.create_channel().await.expect("channel");
+        let mut consumer = ch
+            .basic_consume(self.names.unit_queue(unit).into(), format!("test-{unit}").into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .expect("consume");
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(Ok(d)) = consumer.next().await {
+                if let Ok(env) = serde_json::from_slice::<Envelope>(&d.data) {
+                    let _ = tx.send(env);
+                }
+                let _ = d.ack(BasicAckOptions::default()).await;
+                let _ = &ch;
+            }
+        });
+        rx
+    }
+
+    /// Take the dead-lettered messages now in `<prefix>.dead` (waits up to `secs` for at least `n`).
+    pub async fn dead(&self, n: usize, secs: u64) -> Vec<(Vec<u8>, BasicProperties)> {
+        let ch = self.conn.create_channel().await.expect("channel");
+        let mut out = Vec::new();
+        let until = Instant::now() + Duration::from_secs(secs);
+        while out.len() < n && Instant::now() < until {
+            match ch.basic_get(self.names.dead_letter_queue().into(), BasicGetOptions { no_ack: true }).await {
+                Ok(Some(m)) => out.push((m.delivery.data.clone(), m.delivery.properties.clone())),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        out
+    }
+
+    pub async fn mock_stats(&self) -> Value {
+        reqwest::get(format!("{}/_mock/stats", self.mock_url)).await.expect("stats").json().await.expect("json")
+    }
+
+    pub async fn mock_requests(&self, agency: &str, ma: &str) -> Vec<Value> {
+        reqwest::get(format!("{}/_mock/requests/{agency}/{ma}", self.mock_url)).await.expect("requests").json().await.expect("json")
+    }
+
+    pub async fn fault(&self, agency: &str, ma: &str, responses: &[u16]) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/_mock/faults", self.mock_url))
+            .json(&serde_json::json!({"agency": agency, "ma_ho_so": ma, "responses": responses}))
+            .send()
+            .await
+            .expect("fault");
+        assert!(r.status().is_success());
+    }
+
+    /// Stop everything and delete this test's queues and exchanges.
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await.expect("bus stops cleanly");
+        }
+        if let Some(m) = self.mock.take() {
+            let _ = m.stop.send(());
+        }
+        let _ = Topology::plan(&self.settings).delete(&self.conn).await;
+        let _ = self.conn.close(200, "test done".into()).await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Wait for the next envelope on `rx` (panics after `secs`).
+pub async fn next(rx: &mut mpsc::UnboundedReceiver<Envelope>, secs: u64) -> Envelope {
+    tokio::time::timeout(Duration::from_secs(secs), rx.recv()).await.expect("an envelope in time").expect("channel open")
+}
+
+/// Poll `f` until it returns Some (panics after `secs` with `what`).
+pub async fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A birth liên thông dossier filed at Sơn Hà, to `receiver`.
+pub fn birth(seq: u32, receiver: &str) -> Envelope {
+    let ma = format!("{SON_HA}-261129-{seq:04}");
+    let mut env = Envelope::new("dossier.forward", &ma, "1.001193", SON_HA, Some(receiver), &uuid::Uuid::now_v7().to_string());
+    env.payload = serde_json::from_value(serde_json::json!({
+        "applicant": {"ho_ten": "Đinh Văn Lực", "ngay_sinh": "1994-08-12", "gioi_tinh": "nam", "so_dinh_danh": "051094000123",
+                      "so_dien_thoai": "0905123456", "dia_chi": "Tổ dân phố Gò Dép, thị trấn Di Lăng, huyện Sơn Hà, tỉnh Quảng Ngãi", "quan_he": "cha"},
+        "data": {"loai_lien_thong": "khai_sinh_thuong_tru_bhyt",
+                 "tre": {"ho_ten": "Đinh Thị Bảo Ngọc", "ngay_sinh": "2026-11-20", "gioi_tinh": "nu", "noi_sinh": "Trung tâm Y tế huyện Sơn Hà"},
+                 "noi_dang_ky_thuong_tru": "Tổ dân phố Gò Dép, thị trấn Di Lăng, huyện Sơn Hà, tỉnh Quảng Ngãi",
+                 "noi_dang_ky_kcb_ban_dau": "Trung tâm Y tế huyện Sơn Hà"}
+    }))
+    .expect("payload");
+    env
+}
