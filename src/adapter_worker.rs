@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lienthong_adapters::Adapter;
 use lienthong_adapters::deliveries::{DeliveryLog, DeliveryRecord};
 use lienthong_adapters::retry::{Final, deliver_with_retries};
-use lienthong_adapters::Adapter;
 use lienthong_core::amqp::Publisher;
 use lienthong_core::deadletter::{DeadLetter, DeadLetterChannel};
 use lienthong_core::envelope::{Envelope, RejectCode, Rejection};
@@ -35,20 +35,46 @@ struct Worker {
 pub async fn run(ctx: Ctx, callback_base: String) -> anyhow::Result<()> {
     let log = DeliveryLog::open(&ctx.store_path())?;
     let mut tasks = tokio::task::JoinSet::new();
-    for unit in ctx.registry.units().filter(|u| matches!(u.reach, Reach::Adapter { .. })) {
-        let adapter = lienthong_adapters::build(unit, &callback_base).map_err(anyhow::Error::msg)?;
+    for unit in ctx
+        .registry
+        .units()
+        .filter(|u| matches!(u.reach, Reach::Adapter { .. }))
+    {
+        let adapter =
+            lienthong_adapters::build(unit, &callback_base).map_err(anyhow::Error::msg)?;
         let component = format!("adapter:{}", unit.code);
         let timeout = ctx.settings.bus.confirm_timeout_ms;
-        let tracer = Tracer::new(Publisher::new(&ctx.conn, timeout).await?, ctx.names.trace_exchange());
-        let dlc = DeadLetterChannel::new(Publisher::new(&ctx.conn, timeout).await?, tracer.clone(), ctx.names.clone(), &component);
-        let worker = Worker { ctx: ctx.clone(), unit: unit.clone(), component, adapter, log: log.clone(), tracer, dlc };
+        let tracer = Tracer::new(
+            Publisher::new(&ctx.conn, timeout).await?,
+            ctx.names.trace_exchange(),
+        );
+        let dlc = DeadLetterChannel::new(
+            Publisher::new(&ctx.conn, timeout).await?,
+            tracer.clone(),
+            ctx.names.clone(),
+            &component,
+        );
+        let worker = Worker {
+            ctx: ctx.clone(),
+            unit: unit.clone(),
+            component,
+            adapter,
+            log: log.clone(),
+            tracer,
+            dlc,
+        };
         let channel = ctx.conn.create_channel().await?;
         let queue = ctx.names.unit_queue(&unit.code);
         let shutdown = ctx.shutdown.clone();
         let grace = Duration::from_millis(ctx.settings.bus.shutdown_grace_ms);
         let prefetch = ctx.settings.topology.adapter_prefetch;
         let tag = format!("lienthong-adapter-{}", unit.code);
-        tracing::info!(message = "adapter consuming", unit = unit.code, adapter = worker.adapter.name(), queue);
+        tracing::info!(
+            message = "adapter consuming",
+            unit = unit.code,
+            adapter = worker.adapter.name(),
+            queue
+        );
         tasks.spawn(async move {
             crate::consume::consume(channel, &queue, &tag, prefetch, shutdown, grace, move |d| {
                 let w = worker.clone();
@@ -69,7 +95,10 @@ impl Worker {
         let env: Envelope = match serde_json::from_slice(&d.data) {
             Ok(e) => e,
             Err(e) => {
-                let r = Rejection::new(RejectCode::MalformedJson, format!("message on {queue} is not an envelope: {e}"));
+                let r = Rejection::new(
+                    RejectCode::MalformedJson,
+                    format!("message on {queue} is not an envelope: {e}"),
+                );
                 self.dead_letter(&d, &r, None, 1, &[]).await;
                 return;
             }
@@ -79,13 +108,30 @@ impl Worker {
         let id = env.message_id.clone();
         if let Ok(Ok(Some(done))) = tokio::task::spawn_blocking(move || log.get(&id)).await {
             let ev = TraceEvent::new(TraceEventKind::Delivered, &self.component, Some(&env))
-                .reason(format!("already delivered (receipt {}); redelivery acked without calling the agency", done.receipt));
+                .reason(format!(
+                    "already delivered (receipt {}); redelivery acked without calling the agency",
+                    done.receipt
+                ));
             let _ = self.tracer.emit(&ev).await;
             let _ = d.ack(BasicAckOptions::default()).await;
             return;
         }
-        if self.tracer.emit(&TraceEvent::new(TraceEventKind::Received, &self.component, Some(&env))).await.is_err() {
-            let _ = d.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+        if self
+            .tracer
+            .emit(&TraceEvent::new(
+                TraceEventKind::Received,
+                &self.component,
+                Some(&env),
+            ))
+            .await
+            .is_err()
+        {
+            let _ = d
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await;
             return;
         }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<TraceEvent>();
@@ -101,11 +147,20 @@ impl Worker {
             move |attempt: u32, reason: &str, delay: Duration| {
                 let ev = TraceEvent::new(TraceEventKind::Retried, &component, Some(&env))
                     .attempt(attempt)
-                    .reason(format!("{reason}; next attempt in {} ms", delay.as_millis()));
+                    .reason(format!(
+                        "{reason}; next attempt in {} ms",
+                        delay.as_millis()
+                    ));
                 let _ = tx.send(ev);
             }
         };
-        let outcome = deliver_with_retries(self.adapter.as_ref(), &env, &self.ctx.settings.retry, on_retry).await;
+        let outcome = deliver_with_retries(
+            self.adapter.as_ref(),
+            &env,
+            &self.ctx.settings.retry,
+            on_retry,
+        )
+        .await;
         let _ = emitter.await;
         match outcome {
             Final::Delivered { receipt, attempts } => {
@@ -126,33 +181,78 @@ impl Worker {
                     at_ms: lienthong_core::clock::now_ms(),
                 };
                 let log = self.log.clone();
-                if !matches!(tokio::task::spawn_blocking(move || log.record(&rec)).await, Ok(Ok(()))) {
-                    tracing::error!(message = "cannot record the delivery; leaving it unacked (the retry carries the same idempotency key)");
-                    let _ = d.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+                if !matches!(
+                    tokio::task::spawn_blocking(move || log.record(&rec)).await,
+                    Ok(Ok(()))
+                ) {
+                    tracing::error!(
+                        message = "cannot record the delivery; leaving it unacked (the retry carries the same idempotency key)"
+                    );
+                    let _ = d
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            multiple: false,
+                        })
+                        .await;
                     return;
                 }
-                let ev = TraceEvent::new(TraceEventKind::Delivered, &self.component, Some(&env)).attempt(attempts).reason(format!("receipt {receipt}"));
+                let ev = TraceEvent::new(TraceEventKind::Delivered, &self.component, Some(&env))
+                    .attempt(attempts)
+                    .reason(format!("receipt {receipt}"));
                 let _ = self.tracer.emit(&ev).await;
                 let _ = d.ack(BasicAckOptions::default()).await;
             }
-            Final::Failed { reason, exhausted, attempts, history } => {
-                let code = if exhausted { RejectCode::RetriesExhausted } else { RejectCode::AgencyRefused };
-                let detail = if exhausted {
-                    format!("{} ({}) still failing after {attempts} attempts: {reason}", self.unit.name, self.unit.code)
+            Final::Failed {
+                reason,
+                exhausted,
+                attempts,
+                history,
+            } => {
+                let code = if exhausted {
+                    RejectCode::RetriesExhausted
                 } else {
-                    format!("{} ({}) refused it: {reason}", self.unit.name, self.unit.code)
+                    RejectCode::AgencyRefused
+                };
+                let detail = if exhausted {
+                    format!(
+                        "{} ({}) still failing after {attempts} attempts: {reason}",
+                        self.unit.name, self.unit.code
+                    )
+                } else {
+                    format!(
+                        "{} ({}) refused it: {reason}",
+                        self.unit.name, self.unit.code
+                    )
                 };
                 let r = Rejection::new(code, detail);
-                let ev = TraceEvent::new(TraceEventKind::Failed, &self.component, Some(&env)).attempt(attempts).reason(reason.clone());
+                let ev = TraceEvent::new(TraceEventKind::Failed, &self.component, Some(&env))
+                    .attempt(attempts)
+                    .reason(reason.clone());
                 let _ = self.tracer.emit(&ev).await;
-                self.dead_letter(&d, &r, Some(&env), attempts, &history).await;
+                self.dead_letter(&d, &r, Some(&env), attempts, &history)
+                    .await;
             }
         }
     }
 
-    async fn dead_letter(&self, d: &Delivery, r: &Rejection, env: Option<&Envelope>, attempts: u32, history: &[String]) {
+    async fn dead_letter(
+        &self,
+        d: &Delivery,
+        r: &Rejection,
+        env: Option<&Envelope>,
+        attempts: u32,
+        history: &[String],
+    ) {
         let queue = self.ctx.names.unit_queue(&self.unit.code);
-        let dl = DeadLetter { body: &d.data, props: &d.properties, rejection: r, queue: &queue, attempts, history, envelope: env };
+        let dl = DeadLetter {
+            body: &d.data,
+            props: &d.properties,
+            rejection: r,
+            queue: &queue,
+            attempts,
+            history,
+            envelope: env,
+        };
         match self.dlc.send(dl).await {
             Ok(()) => {
                 if let Some(env) = env {
@@ -161,7 +261,11 @@ impl Worker {
                     if let Ok(Some(o)) = self.ctx.store.origin(&env.ma_ho_so) {
                         notice_env.sender = o.origin_unit;
                     }
-                    if let Err(e) = self.dlc.notify_sender(&notice_env, r, &self.ctx.registry).await {
+                    if let Err(e) = self
+                        .dlc
+                        .notify_sender(&notice_env, r, &self.ctx.registry)
+                        .await
+                    {
                         tracing::warn!(message = "could not notify the centre", error = %e);
                     }
                 }
@@ -169,7 +273,12 @@ impl Worker {
             }
             Err(e) => {
                 tracing::error!(message = "dead-lettering failed; requeueing", error = %e);
-                let _ = d.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+                let _ = d
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
+                    .await;
             }
         }
     }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::StreamExt;
+use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::Channel;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -29,9 +29,16 @@ where
     F: Fn(Delivery) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
     let mut consumer = channel
-        .basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     let handle = Arc::new(handle);
     let mut tasks = JoinSet::new();
@@ -53,7 +60,9 @@ where
             }
         }
     };
-    let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+    let _ = channel
+        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+        .await;
     let drain = async {
         while let Some(done) = tasks.join_next().await {
             if let Err(e) = done {
@@ -62,7 +71,10 @@ where
         }
     };
     if tokio::time::timeout(grace, drain).await.is_err() {
-        tracing::warn!(message = "grace period over; unfinished deliveries will be redelivered", queue);
+        tracing::warn!(
+            message = "grace period over; unfinished deliveries will be redelivered",
+            queue
+        );
     }
     let _ = channel.close(200, "shutdown".into()).await;
     result

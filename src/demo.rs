@@ -92,7 +92,10 @@ struct Child(std::process::Child, &'static str);
 impl Drop for Child {
     fn drop(&mut self) {
         // SIGTERM first, so `lienthong run` stops cleanly.
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
         for _ in 0..100 {
             if let Ok(Some(_)) = self.0.try_wait() {
                 return;
@@ -105,7 +108,13 @@ impl Drop for Child {
     }
 }
 
-fn spawn(exe: &Path, config: &Path, args: &[&str], log: &Path, name: &'static str) -> anyhow::Result<Child> {
+fn spawn(
+    exe: &Path,
+    config: &Path,
+    args: &[&str],
+    log: &Path,
+    name: &'static str,
+) -> anyhow::Result<Child> {
     let out = std::fs::File::create(log)?;
     let err = out.try_clone()?;
     let child = std::process::Command::new(exe)
@@ -137,13 +146,25 @@ async fn wait_http(url: &str, secs: u64) -> anyhow::Result<()> {
 }
 
 /// Run the demo.
-pub async fn run(mut settings: Settings, _config: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let lines: Vec<String> = std::io::BufReader::new(std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?)
-        .lines()
-        .collect::<Result<_, _>>()?;
+pub async fn run(
+    mut settings: Settings,
+    _config: Option<PathBuf>,
+    args: DemoArgs,
+) -> anyhow::Result<ExitCode> {
+    let lines: Vec<String> = std::io::BufReader::new(
+        std::fs::File::open(&args.file)
+            .with_context(|| format!("opening {}", args.file.display()))?,
+    )
+    .lines()
+    .collect::<Result<_, _>>()?;
     let mut samples = Vec::new();
-    for (i, l) in lines.iter().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let env: Envelope = serde_json::from_str(l).with_context(|| format!("{}:{}: not an envelope", args.file.display(), i + 1))?;
+    for (i, l) in lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let env: Envelope = serde_json::from_str(l)
+            .with_context(|| format!("{}:{}: not an envelope", args.file.display(), i + 1))?;
         samples.push(env);
     }
     if let Some(n) = args.count {
@@ -155,6 +176,7 @@ pub async fn run(mut settings: Settings, _config: Option<PathBuf>, args: DemoArg
         let _ = std::fs::remove_file(format!("{}{suffix}", store_path.display()));
     }
     let (http_port, mock_port) = (free_port()?, free_port()?);
+    let configured_mock = format!("http://{}", settings.mock.listen);
     settings.bus.prefix = args.prefix.clone();
     settings.store.path = store_path.display().to_string();
     settings.http.listen = format!("127.0.0.1:{http_port}");
@@ -163,31 +185,59 @@ pub async fn run(mut settings: Settings, _config: Option<PathBuf>, args: DemoArg
     settings.mock.unavailable_rate = args.unavailable_rate;
     settings.mock.refusal_rate = args.refusal_rate;
     for u in &mut settings.units {
-        if let lienthong_core::registry::Reach::Adapter { endpoint, .. } = &mut u.reach {
-            if let Some(rest) = endpoint.strip_prefix("http://127.0.0.1:8490") {
-                *endpoint = format!("http://127.0.0.1:{mock_port}{rest}");
-            }
+        if let lienthong_core::registry::Reach::Adapter { endpoint, .. } = &mut u.reach
+            && let Some(rest) = endpoint.strip_prefix(configured_mock.as_str())
+        {
+            *endpoint = format!("http://127.0.0.1:{mock_port}{rest}");
         }
     }
     settings.check()?;
     let config_path = args.dir.join("config.toml");
-    std::fs::write(&config_path, toml::to_string(&settings).context("writing the demo config")?)?;
+    std::fs::write(
+        &config_path,
+        toml::to_string(&settings).context("writing the demo config")?,
+    )?;
     let operator_key = settings.http.operator_key.clone().unwrap_or_default();
 
-    eprintln!("lienthong demo: {} dossiers from {}, prefix {:?}, broker {}", samples.len(), args.file.display(), args.prefix, crate::run::redact(&settings.bus.amqp_url));
+    eprintln!(
+        "lienthong demo: {} dossiers from {}, prefix {:?}, broker {}",
+        samples.len(),
+        args.file.display(),
+        args.prefix,
+        crate::run::redact(&settings.bus.amqp_url)
+    );
     // A fresh topology: the demo deletes its own prefix's queues from an earlier run.
     let conn = crate::run::connect(&settings, "demo").await?;
     let topo = Topology::plan(&settings);
-    topo.delete(&conn).await.context("cleaning the demo topology")?;
+    topo.delete(&conn)
+        .await
+        .context("cleaning the demo topology")?;
     crate::run::apply_topology(&settings, &conn).await?;
 
     let exe = std::env::current_exe()?;
-    let _mock = spawn(&exe, &config_path, &["mock-agency"], &args.dir.join("mock-agency.log"), "mock-agency")?;
-    let _bus = spawn(&exe, &config_path, &["run"], &args.dir.join("run.log"), "lienthong run")?;
+    let _mock = spawn(
+        &exe,
+        &config_path,
+        &["mock-agency"],
+        &args.dir.join("mock-agency.log"),
+        "mock-agency",
+    )?;
+    let _bus = spawn(
+        &exe,
+        &config_path,
+        &["run"],
+        &args.dir.join("run.log"),
+        "lienthong run",
+    )?;
     let base = format!("http://127.0.0.1:{http_port}");
     wait_http(&format!("http://127.0.0.1:{mock_port}/_mock/stats"), 30).await?;
-    wait_http(&format!("{base}/readyz"), 60).await.context("lienthong run did not become ready (see data/demo/run.log)")?;
-    eprintln!("mock agencies on 127.0.0.1:{mock_port}, bus HTTP API on {base}; logs in {}", args.dir.display());
+    wait_http(&format!("{base}/readyz"), 60)
+        .await
+        .context("lienthong run did not become ready (see data/demo/run.log)")?;
+    eprintln!(
+        "mock agencies on 127.0.0.1:{mock_port}, bus HTTP API on {base}; logs in {}",
+        args.dir.display()
+    );
 
     let demo = Arc::new(Demo {
         names: Names::new(&settings.bus.prefix),
@@ -206,7 +256,12 @@ pub async fn run(mut settings: Settings, _config: Option<PathBuf>, args: DemoArg
         let ch = conn.create_channel().await?;
         ch.basic_qos(32, BasicQosOptions::default()).await?;
         let mut consumer = ch
-            .basic_consume(demo.names.unit_queue(code).into(), format!("demo-{code}").into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                demo.names.unit_queue(code).into(),
+                format!("demo-{code}").into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         let d = demo.clone();
         let code = code.clone();
@@ -235,19 +290,41 @@ pub async fn run(mut settings: Settings, _config: Option<PathBuf>, args: DemoArg
         env.sent_at = lienthong_core::clock::now_rfc3339();
         let expected = demo.expected_results(&env);
         {
-            let mut b = demo.board.lock().map_err(|_| anyhow::anyhow!("board poisoned"))?;
+            let mut b = demo
+                .board
+                .lock()
+                .map_err(|_| anyhow::anyhow!("board poisoned"))?;
             b.dossiers.insert(
                 env.ma_ho_so.clone(),
-                Dossier { env: env.clone(), started: Instant::now(), expected, got: HashSet::new(), outcome: None, finished: None },
+                Dossier {
+                    env: env.clone(),
+                    started: Instant::now(),
+                    expected,
+                    got: HashSet::new(),
+                    outcome: None,
+                    finished: None,
+                },
             );
         }
         if i % 4 == 3 {
-            let key = demo.registry.unit(&env.sender).and_then(|u| u.api_key.clone()).unwrap_or_default();
-            let r = http.post(format!("{base}/v1/messages")).bearer_auth(key).json(&env).send().await?;
+            let key = demo
+                .registry
+                .unit(&env.sender)
+                .and_then(|u| u.api_key.clone())
+                .unwrap_or_default();
+            let r = http
+                .post(format!("{base}/v1/messages"))
+                .bearer_auth(key)
+                .json(&env)
+                .send()
+                .await?;
             if r.status() != reqwest::StatusCode::ACCEPTED {
                 let st = r.status();
                 let body = r.text().await.unwrap_or_default();
-                demo.finish(&env.ma_ho_so, Outcome::DeadLettered(format!("HTTP API refused it: {st} {body}")));
+                demo.finish(
+                    &env.ma_ho_so,
+                    Outcome::DeadLettered(format!("HTTP API refused it: {st} {body}")),
+                );
             }
         } else {
             demo.publish(&env).await?;
@@ -262,7 +339,10 @@ pub async fn run(mut settings: Settings, _config: Option<PathBuf>, args: DemoArg
     let deadline = started + Duration::from_secs(args.timeout_s);
     loop {
         let (total, done, completed, refused, dead) = demo.tally();
-        let line = format!("[{:>5.1}s] dossiers {done}/{total} finished: {completed} completed, {refused} refused, {dead} dead-lettered", started.elapsed().as_secs_f64());
+        let line = format!(
+            "[{:>5.1}s] dossiers {done}/{total} finished: {completed} completed, {refused} refused, {dead} dead-lettered",
+            started.elapsed().as_secs_f64()
+        );
         if tty {
             eprint!("\r{line}   ");
         } else {
@@ -279,30 +359,71 @@ pub async fn run(mut settings: Settings, _config: Option<PathBuf>, args: DemoArg
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Summary.
-    let stats: Vec<UnitStats> = http.get(format!("{base}/v1/stats")).bearer_auth(&operator_key).send().await?.json().await.unwrap_or_default();
+    let stats: Vec<UnitStats> = http
+        .get(format!("{base}/v1/stats"))
+        .bearer_auth(&operator_key)
+        .send()
+        .await?
+        .json()
+        .await
+        .unwrap_or_default();
     let (total, done, completed, refused, dead) = demo.tally();
     let mut e2e: Vec<i64> = demo.durations();
     e2e.sort_unstable();
     println!();
-    println!("lienthong demo — {total} dossiers in {:.1} s: {completed} completed, {refused} refused, {dead} dead-lettered, {} unfinished", started.elapsed().as_secs_f64(), total - done);
-    println!("end to end (filed at the centre → last result back at the centre): p50 {} ms, p95 {} ms", fmt_ms(percentile(&e2e, 0.5)), fmt_ms(percentile(&e2e, 0.95)));
+    println!(
+        "lienthong demo — {total} dossiers in {:.1} s: {completed} completed, {refused} refused, {dead} dead-lettered, {} unfinished",
+        started.elapsed().as_secs_f64(),
+        total - done
+    );
+    println!(
+        "end to end (filed at the centre → last result back at the centre): p50 {} ms, p95 {} ms",
+        fmt_ms(percentile(&e2e, 0.5)),
+        fmt_ms(percentile(&e2e, 0.95))
+    );
     println!();
-    println!("{:<15} {:<52} {:>7} {:>9} {:>7} {:>7} {:>8} {:>8}", "unit", "name", "routed", "delivered", "retried", "dead", "p50 ms", "p95 ms");
+    println!(
+        "{:<15} {:<52} {:>7} {:>9} {:>7} {:>7} {:>8} {:>8}",
+        "unit", "name", "routed", "delivered", "retried", "dead", "p50 ms", "p95 ms"
+    );
     for s in &stats {
-        let name = demo.registry.unit(&s.unit).map(|u| u.name.clone()).unwrap_or_else(|| "-".into());
+        let name = demo
+            .registry
+            .unit(&s.unit)
+            .map(|u| u.name.clone())
+            .unwrap_or_else(|| "-".into());
         let name: String = name.chars().take(52).collect();
         println!(
             "{:<15} {:<52} {:>7} {:>9} {:>7} {:>7} {:>8} {:>8}",
-            s.unit, name, s.routed, s.delivered, s.retried, s.dead_lettered, fmt_ms(s.p50_ms), fmt_ms(s.p95_ms)
+            s.unit,
+            name,
+            s.routed,
+            s.delivered,
+            s.retried,
+            s.dead_lettered,
+            fmt_ms(s.p50_ms),
+            fmt_ms(s.p95_ms)
         );
     }
-    println!("(delivered: handed to the agency's system by its adapter; units without an adapter read their queue themselves. p50/p95: ms from entry into the bus to routed or delivered.)");
+    println!(
+        "(delivered: handed to the agency's system by its adapter; units without an adapter read their queue themselves. p50/p95: ms from entry into the bus to routed or delivered.)"
+    );
     // One dossier's trace: a birth dossier that needed retries if there is one.
     if let Some(ma) = demo.showcase(&http, &base, &operator_key).await {
-        let rows: Vec<TimelineRow> = http.get(format!("{base}/v1/dossiers/{ma}/trace")).bearer_auth(&operator_key).send().await?.json().await.unwrap_or_default();
+        let rows: Vec<TimelineRow> = http
+            .get(format!("{base}/v1/dossiers/{ma}/trace"))
+            .bearer_auth(&operator_key)
+            .send()
+            .await?
+            .json()
+            .await
+            .unwrap_or_default();
         println!();
         print!("{}", render_timeline(&ma, &rows));
-        println!("(the same with: lienthong --config {} trace {ma})", config_path.display());
+        println!(
+            "(the same with: lienthong --config {} trace {ma})",
+            config_path.display()
+        );
     }
     let failed: Vec<String> = demo.unfinished_or_failed();
     if !failed.is_empty() {
@@ -313,7 +434,11 @@ pub async fn run(mut settings: Settings, _config: Option<PathBuf>, args: DemoArg
         }
     }
     let _ = conn.close(200, "demo done".into()).await;
-    Ok(if completed == total { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if completed == total {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn fmt_ms(v: Option<i64>) -> String {
@@ -321,7 +446,11 @@ fn fmt_ms(v: Option<i64>) -> String {
 }
 
 fn role_unit(reg: &Registry, role: &str) -> Option<String> {
-    let mut v: Vec<String> = reg.units().filter(|u| u.roles.iter().any(|r| r == role)).map(|u| u.code.clone()).collect();
+    let mut v: Vec<String> = reg
+        .units()
+        .filter(|u| u.roles.iter().any(|r| r == role))
+        .map(|u| u.code.clone())
+        .collect();
     v.sort();
     v.into_iter().next()
 }
@@ -329,7 +458,13 @@ fn role_unit(reg: &Registry, role: &str) -> Option<String> {
 impl Demo {
     async fn publish(&self, env: &Envelope) -> anyhow::Result<()> {
         self.publisher
-            .publish(&self.names.ingress_exchange(), "", &env.to_bytes(), envelope_properties(env), true)
+            .publish(
+                &self.names.ingress_exchange(),
+                "",
+                &env.to_bytes(),
+                envelope_properties(env),
+                true,
+            )
             .await
             .with_context(|| format!("publishing {} for {}", env.kind, env.ma_ho_so))
     }
@@ -342,7 +477,11 @@ impl Demo {
             .as_ref()
             .and_then(|d| d.get("thu_tuc_lua_chon"))
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         let mut out = HashSet::new();
         match env.ma_tthc.as_str() {
@@ -351,7 +490,11 @@ impl Demo {
                 out.extend(role_unit(&self.registry, "social_insurance"));
             }
             "1.011537" => {
-                for (choice, role) in [("xoa_thuong_tru", "police_residence"), ("tro_cap_mai_tang", "funeral_allowance"), ("bhxh_tu_tuat", "social_insurance")] {
+                for (choice, role) in [
+                    ("xoa_thuong_tru", "police_residence"),
+                    ("tro_cap_mai_tang", "funeral_allowance"),
+                    ("bhxh_tu_tuat", "social_insurance"),
+                ] {
                     if chosen.iter().any(|c| c == choice) {
                         out.extend(role_unit(&self.registry, role));
                     }
@@ -378,7 +521,9 @@ impl Demo {
     }
 
     fn tally(&self) -> (usize, usize, usize, usize, usize) {
-        let Ok(b) = self.board.lock() else { return (0, 0, 0, 0, 0) };
+        let Ok(b) = self.board.lock() else {
+            return (0, 0, 0, 0, 0);
+        };
         let total = b.dossiers.len();
         let mut c = (0, 0, 0);
         for d in b.dossiers.values() {
@@ -393,18 +538,30 @@ impl Demo {
     }
 
     fn durations(&self) -> Vec<i64> {
-        let Ok(b) = self.board.lock() else { return Vec::new() };
-        b.dossiers.values().filter(|d| d.outcome == Some(Outcome::Completed)).filter_map(|d| d.finished.map(|f| f.as_millis() as i64)).collect()
+        let Ok(b) = self.board.lock() else {
+            return Vec::new();
+        };
+        b.dossiers
+            .values()
+            .filter(|d| d.outcome == Some(Outcome::Completed))
+            .filter_map(|d| d.finished.map(|f| f.as_millis() as i64))
+            .collect()
     }
 
     fn unfinished_or_failed(&self) -> Vec<String> {
-        let Ok(b) = self.board.lock() else { return Vec::new() };
+        let Ok(b) = self.board.lock() else {
+            return Vec::new();
+        };
         let mut v: Vec<String> = b
             .dossiers
             .values()
             .filter(|d| d.outcome != Some(Outcome::Completed))
             .map(|d| match &d.outcome {
-                None => format!("{}: unfinished, still waiting for {:?}", d.env.ma_ho_so, d.expected.difference(&d.got).collect::<Vec<_>>()),
+                None => format!(
+                    "{}: unfinished, still waiting for {:?}",
+                    d.env.ma_ho_so,
+                    d.expected.difference(&d.got).collect::<Vec<_>>()
+                ),
                 Some(o) => format!("{}: {o:?}", d.env.ma_ho_so),
             })
             .collect();
@@ -415,11 +572,23 @@ impl Demo {
     async fn showcase(&self, http: &reqwest::Client, base: &str, key: &str) -> Option<String> {
         let mut births: Vec<String> = {
             let b = self.board.lock().ok()?;
-            b.dossiers.values().filter(|d| d.env.ma_tthc == "1.001193").map(|d| d.env.ma_ho_so.clone()).collect()
+            b.dossiers
+                .values()
+                .filter(|d| d.env.ma_tthc == "1.001193")
+                .map(|d| d.env.ma_ho_so.clone())
+                .collect()
         };
         births.sort();
         for ma in births.iter().take(60) {
-            let rows: Vec<TimelineRow> = http.get(format!("{base}/v1/dossiers/{ma}/trace")).bearer_auth(key).send().await.ok()?.json().await.ok()?;
+            let rows: Vec<TimelineRow> = http
+                .get(format!("{base}/v1/dossiers/{ma}/trace"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
             if rows.iter().any(|r| r.event == "retried") {
                 return Some(ma.clone());
             }
@@ -429,34 +598,67 @@ impl Demo {
 
     /// What a unit's own software does with a message on its queue.
     async fn on_message(&self, unit_code: &str, env: Envelope) -> anyhow::Result<()> {
-        let Some(unit) = self.registry.unit(unit_code) else { return Ok(()) };
+        let Some(unit) = self.registry.unit(unit_code) else {
+            return Ok(());
+        };
         if unit.kind == UnitKind::Centre {
             return self.centre_receives(env).await;
         }
-        match (unit.roles.iter().map(String::as_str).collect::<Vec<_>>().as_slice(), env.kind.as_str()) {
+        match (
+            unit.roles
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            env.kind.as_str(),
+        ) {
             (r, Kind::FORWARD) if r.contains(&"civil_status") => {
-                let (key, what) = if env.ma_tthc == "1.011537" { ("so_dang_ky_khai_tu", "Đã đăng ký khai tử") } else { ("so_dang_ky_khai_sinh", "Đã đăng ký khai sinh") };
+                let (key, what) = if env.ma_tthc == "1.011537" {
+                    ("so_dang_ky_khai_tu", "Đã đăng ký khai tử")
+                } else {
+                    ("so_dang_ky_khai_sinh", "Đã đăng ký khai sinh")
+                };
                 let mut result = Map::new();
-                result.insert(key.into(), json!(format!("{}/2026", 100 + (env.ma_ho_so.len() * 7) % 900)));
-                result.insert("ngay_dang_ky".into(), json!(chrono::Local::now().format("%Y-%m-%d").to_string()));
+                result.insert(
+                    key.into(),
+                    json!(format!("{}/2026", 100 + (env.ma_ho_so.len() * 7) % 900)),
+                );
+                result.insert(
+                    "ngay_dang_ky".into(),
+                    json!(chrono::Local::now().format("%Y-%m-%d").to_string()),
+                );
                 result.insert("noi_dung_xu_ly".into(), json!(what));
                 self.reply_result(&env, unit_code, result).await
             }
             (r, Kind::FORWARD) if r.contains(&"funeral_allowance") => {
                 let mut result = Map::new();
                 result.insert("so_tien_tro_cap_vnd".into(), json!(18_000_000));
-                result.insert("noi_dung_xu_ly".into(), json!("Đã quyết định hưởng trợ cấp mai táng"));
+                result.insert(
+                    "noi_dung_xu_ly".into(),
+                    json!("Đã quyết định hưởng trợ cấp mai táng"),
+                );
                 self.reply_result(&env, unit_code, result).await
             }
             (r, Kind::FORWARD) if r.contains(&"tax") => {
                 let mut result = Map::new();
-                let area = env.payload.data.as_ref().and_then(|d| d.get("phieu_chuyen_thong_tin").and_then(|p| p.pointer("/thua_dat/dien_tich_m2"))).and_then(Value::as_f64).unwrap_or(100.0);
+                let area = env
+                    .payload
+                    .data
+                    .as_ref()
+                    .and_then(|d| {
+                        d.get("phieu_chuyen_thong_tin")
+                            .and_then(|p| p.pointer("/thua_dat/dien_tich_m2"))
+                    })
+                    .and_then(Value::as_f64)
+                    .unwrap_or(100.0);
                 result.insert("thong_bao_nop_tien".into(), json!({"so_thong_bao": format!("TB-{}", &env.ma_ho_so[env.ma_ho_so.len() - 4..]), "le_phi_truoc_ba_vnd": (area * 30_000.0) as i64, "thue_tncn_vnd": (area * 50_000.0) as i64}));
                 self.reply_result(&env, unit_code, result).await
             }
             (r, Kind::FORWARD) if r.contains(&"land_registration") => {
                 // Prepare the information-transfer form (first field: the dossier code) and send it to Tax.
-                let Some(tax) = role_unit(&self.registry, "tax") else { return Ok(()) };
+                let Some(tax) = role_unit(&self.registry, "tax") else {
+                    return Ok(());
+                };
                 if let Ok(mut b) = self.board.lock() {
                     b.land_waiting.insert(env.ma_ho_so.clone(), env.clone());
                 }
@@ -472,17 +674,31 @@ impl Demo {
                 self.publish(&fwd).await
             }
             (r, Kind::RESULT) if r.contains(&"land_registration") => {
-                let original = self.board.lock().ok().and_then(|mut b| b.land_waiting.remove(&env.ma_ho_so));
-                let Some(original) = original else { return Ok(()) };
+                let original = self
+                    .board
+                    .lock()
+                    .ok()
+                    .and_then(|mut b| b.land_waiting.remove(&env.ma_ho_so));
+                let Some(original) = original else {
+                    return Ok(());
+                };
                 let mut result = env.payload.result.clone().unwrap_or_default();
-                result.insert("noi_dung_xu_ly".into(), json!("Đã cập nhật biến động; chuyển thông báo nộp tiền cho người sử dụng đất"));
+                result.insert(
+                    "noi_dung_xu_ly".into(),
+                    json!("Đã cập nhật biến động; chuyển thông báo nộp tiền cho người sử dụng đất"),
+                );
                 self.reply_result(&original, unit_code, result).await
             }
             _ => Ok(()),
         }
     }
 
-    async fn reply_result(&self, to: &Envelope, from: &str, result: Map<String, Value>) -> anyhow::Result<()> {
+    async fn reply_result(
+        &self,
+        to: &Envelope,
+        from: &str,
+        result: Map<String, Value>,
+    ) -> anyhow::Result<()> {
         let mut r = to.reply(Kind::RESULT, from, &to.sender);
         r.payload.result = Some(result);
         self.publish(&r).await
@@ -492,21 +708,40 @@ impl Demo {
         let ma = env.ma_ho_so.clone();
         match env.kind.as_str() {
             Kind::DEAD_LETTER => {
-                self.finish(&ma, Outcome::DeadLettered(env.payload.reason.unwrap_or_default()));
+                self.finish(
+                    &ma,
+                    Outcome::DeadLettered(env.payload.reason.unwrap_or_default()),
+                );
                 Ok(())
             }
-            Kind::STATUS if env.status.map(|s| s.0) == Some(3) || env.status.map(|s| s.0) == Some(8) => {
-                self.finish(&ma, Outcome::Refused(format!("{}: {}", env.sender, env.payload.reason.unwrap_or_default())));
+            Kind::STATUS
+                if env.status.map(|s| s.0) == Some(3) || env.status.map(|s| s.0) == Some(8) =>
+            {
+                self.finish(
+                    &ma,
+                    Outcome::Refused(format!(
+                        "{}: {}",
+                        env.sender,
+                        env.payload.reason.unwrap_or_default()
+                    )),
+                );
                 Ok(())
             }
             Kind::RESULT => {
-                let is_first_step = self.registry.unit(&env.sender).is_some_and(|u| u.roles.iter().any(|r| r == "civil_status"));
+                let is_first_step = self
+                    .registry
+                    .unit(&env.sender)
+                    .is_some_and(|u| u.roles.iter().any(|r| r == "civil_status"));
                 if is_first_step {
                     return self.forward_next_steps(&env).await;
                 }
                 let complete = {
-                    let Ok(mut b) = self.board.lock() else { return Ok(()) };
-                    let Some(d) = b.dossiers.get_mut(&ma) else { return Ok(()) };
+                    let Ok(mut b) = self.board.lock() else {
+                        return Ok(());
+                    };
+                    let Some(d) = b.dossiers.get_mut(&ma) else {
+                        return Ok(());
+                    };
                     d.got.insert(env.sender.clone());
                     d.expected.is_subset(&d.got)
                 };
@@ -522,17 +757,28 @@ impl Demo {
     /// After the civil-status result: forward to the next steps in parallel, carrying the result.
     async fn forward_next_steps(&self, result: &Envelope) -> anyhow::Result<()> {
         let (original, expected) = {
-            let Ok(b) = self.board.lock() else { return Ok(()) };
-            let Some(d) = b.dossiers.get(&result.ma_ho_so) else { return Ok(()) };
+            let Ok(b) = self.board.lock() else {
+                return Ok(());
+            };
+            let Some(d) = b.dossiers.get(&result.ma_ho_so) else {
+                return Ok(());
+            };
             (d.env.clone(), d.expected.clone())
         };
-        let mut targets: Vec<String> = expected.into_iter().filter(|t| Some(t) != original.receiver.as_ref()).collect();
+        let mut targets: Vec<String> = expected
+            .into_iter()
+            .filter(|t| Some(t) != original.receiver.as_ref())
+            .collect();
         targets.sort();
         if targets.is_empty() {
             self.finish(&result.ma_ho_so, Outcome::Completed);
             return Ok(());
         }
-        let key = if original.ma_tthc == "1.011537" { "ket_qua_khai_tu" } else { "ket_qua_khai_sinh" };
+        let key = if original.ma_tthc == "1.011537" {
+            "ket_qua_khai_tu"
+        } else {
+            "ket_qua_khai_sinh"
+        };
         for t in targets {
             let mut fwd = original.clone();
             fwd.message_id = new_message_id();
@@ -540,11 +786,13 @@ impl Demo {
             fwd.receiver = Some(t);
             fwd.causation_id = Some(result.message_id.clone());
             let mut data = fwd.payload.data.clone().unwrap_or_default();
-            data.insert(key.into(), Value::Object(result.payload.result.clone().unwrap_or_default()));
+            data.insert(
+                key.into(),
+                Value::Object(result.payload.result.clone().unwrap_or_default()),
+            );
             fwd.payload.data = Some(data);
             self.publish(&fwd).await?;
         }
         Ok(())
     }
 }
-

@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use lienthong_adapters::deliveries::DeliveryLog;
 use lienthong_adapters::Adapter;
+use lienthong_adapters::deliveries::DeliveryLog;
 use lienthong_core::amqp::{PublishError, Publisher, envelope_properties};
 use lienthong_core::envelope::{Envelope, Kind, RejectCode, Rejection, TrangThaiHoSo};
 use lienthong_core::registry::{Reach, Unit};
@@ -40,13 +40,29 @@ struct Api {
 pub async fn app(ctx: Ctx, callback_base: &str) -> anyhow::Result<Router> {
     let timeout = ctx.settings.bus.confirm_timeout_ms;
     let publisher = Publisher::new(&ctx.conn, timeout).await?;
-    let tracer = Tracer::new(Publisher::new(&ctx.conn, timeout).await?, ctx.names.trace_exchange());
+    let tracer = Tracer::new(
+        Publisher::new(&ctx.conn, timeout).await?,
+        ctx.names.trace_exchange(),
+    );
     let log = DeliveryLog::open(&ctx.store_path())?;
     let mut adapters = HashMap::new();
-    for u in ctx.registry.units().filter(|u| matches!(u.reach, Reach::Adapter { .. })) {
-        adapters.insert(u.code.clone(), lienthong_adapters::build(u, callback_base).map_err(anyhow::Error::msg)?);
+    for u in ctx
+        .registry
+        .units()
+        .filter(|u| matches!(u.reach, Reach::Adapter { .. }))
+    {
+        adapters.insert(
+            u.code.clone(),
+            lienthong_adapters::build(u, callback_base).map_err(anyhow::Error::msg)?,
+        );
     }
-    let api = Api { ctx, publisher, tracer, log, adapters: Arc::new(adapters) };
+    let api = Api {
+        ctx,
+        publisher,
+        tracer,
+        log,
+        adapters: Arc::new(adapters),
+    };
     Ok(Router::new()
         .route("/v1/messages", post(submit))
         .route("/v1/callbacks/{unit}", post(callback))
@@ -59,17 +75,29 @@ pub async fn app(ctx: Ctx, callback_base: &str) -> anyhow::Result<Router> {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 impl Api {
     fn caller(&self, headers: &HeaderMap) -> Result<&Unit, Problem> {
-        let key = bearer(headers).ok_or_else(|| Problem::unauthorized("send your unit's key as Authorization: Bearer <key>"))?;
-        self.ctx.registry.unit_by_api_key(key).ok_or_else(|| Problem::unauthorized("unknown key"))
+        let key = bearer(headers).ok_or_else(|| {
+            Problem::unauthorized("send your unit's key as Authorization: Bearer <key>")
+        })?;
+        self.ctx
+            .registry
+            .unit_by_api_key(key)
+            .ok_or_else(|| Problem::unauthorized("unknown key"))
     }
 
     fn operator(&self, headers: &HeaderMap) -> Result<(), Problem> {
-        let key = bearer(headers).ok_or_else(|| Problem::unauthorized("send an operator or unit key as Authorization: Bearer <key>"))?;
+        let key = bearer(headers).ok_or_else(|| {
+            Problem::unauthorized("send an operator or unit key as Authorization: Bearer <key>")
+        })?;
         let op = self.ctx.settings.http.operator_key.as_deref();
         if Some(key) == op || self.ctx.registry.unit_by_api_key(key).is_some() {
             Ok(())
@@ -80,17 +108,37 @@ impl Api {
 
     async fn publish_ingress(&self, env: &Envelope) -> Result<(), Problem> {
         let body = env.to_bytes();
-        match self.publisher.publish(&self.ctx.names.ingress_exchange(), "", &body, envelope_properties(env), true).await {
+        match self
+            .publisher
+            .publish(
+                &self.ctx.names.ingress_exchange(),
+                "",
+                &body,
+                envelope_properties(env),
+                true,
+            )
+            .await
+        {
             Ok(()) => Ok(()),
-            Err(PublishError::Returned { code, text }) => Err(Problem::unavailable(format!("ingress exchange has no router queue bound ({code} {text})"), 5)),
-            Err(e) => Err(Problem::unavailable(format!("the broker did not confirm the message: {e}"), 5)),
+            Err(PublishError::Returned { code, text }) => Err(Problem::unavailable(
+                format!("ingress exchange has no router queue bound ({code} {text})"),
+                5,
+            )),
+            Err(e) => Err(Problem::unavailable(
+                format!("the broker did not confirm the message: {e}"),
+                5,
+            )),
         }
     }
 }
 
 async fn submit(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
     match submit_inner(&api, &headers, &body).await {
-        Ok(id) => (StatusCode::ACCEPTED, Json(json!({"message_id": id, "status": "accepted"}))).into_response(),
+        Ok(id) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"message_id": id, "status": "accepted"})),
+        )
+            .into_response(),
         Err(p) => p.into_response(),
     }
 }
@@ -101,41 +149,102 @@ async fn submit_inner(api: &Api, headers: &HeaderMap, body: &Bytes) -> Result<St
     let b = body.clone();
     let env = tokio::task::spawn_blocking(move || validator.accept(&b))
         .await
-        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", e.to_string()))?
+        .map_err(|e| {
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                e.to_string(),
+            )
+        })?
         .map_err(Problem::from)?;
     if env.sender != unit.code {
-        return Err(Rejection::new(RejectCode::SenderMismatch, format!("the key belongs to {} but the envelope's sender is {}", unit.code, env.sender)).into());
+        return Err(Rejection::new(
+            RejectCode::SenderMismatch,
+            format!(
+                "the key belongs to {} but the envelope's sender is {}",
+                unit.code, env.sender
+            ),
+        )
+        .into());
     }
     let store = api.ctx.store.clone();
     let key = env.ma_ho_so.clone();
-    let origin = tokio::task::spawn_blocking(move || store.origin(&key).ok().flatten()).await.ok().flatten();
+    let origin = tokio::task::spawn_blocking(move || store.origin(&key).ok().flatten())
+        .await
+        .ok()
+        .flatten();
     routing::check(&api.ctx.registry, &env, origin.as_ref()).map_err(Problem::from)?;
-    let ev = TraceEvent::new(TraceEventKind::Received, COMPONENT, Some(&env)).reason("via HTTP API");
-    api.tracer.emit(&ev).await.map_err(|e| Problem::unavailable(format!("trace not confirmed: {e}"), 5))?;
+    let ev =
+        TraceEvent::new(TraceEventKind::Received, COMPONENT, Some(&env)).reason("via HTTP API");
+    api.tracer
+        .emit(&ev)
+        .await
+        .map_err(|e| Problem::unavailable(format!("trace not confirmed: {e}"), 5))?;
     api.publish_ingress(&env).await?;
     Ok(env.message_id)
 }
 
-async fn callback(State(api): State<Api>, Path(unit): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn callback(
+    State(api): State<Api>,
+    Path(unit): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     match callback_inner(&api, &unit, &headers, &body).await {
-        Ok(id) => (StatusCode::OK, Json(json!({"message_id": id, "status": "accepted"}))).into_response(),
+        Ok(id) => (
+            StatusCode::OK,
+            Json(json!({"message_id": id, "status": "accepted"})),
+        )
+            .into_response(),
         Err(p) => p.into_response(),
     }
 }
 
-async fn callback_inner(api: &Api, unit_code: &str, headers: &HeaderMap, body: &Bytes) -> Result<String, Problem> {
-    let unit = api.ctx.registry.unit(unit_code).ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "unknown-unit", "Unknown unit", format!("no unit {unit_code}")))?;
+async fn callback_inner(
+    api: &Api,
+    unit_code: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<String, Problem> {
+    let unit = api.ctx.registry.unit(unit_code).ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-unit",
+            "Unknown unit",
+            format!("no unit {unit_code}"),
+        )
+    })?;
     let Reach::Adapter { callback_key, .. } = &unit.reach else {
-        return Err(Problem::new(StatusCode::NOT_FOUND, "no-adapter", "Unit has no adapter", format!("{unit_code} is reached over AMQP")));
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-adapter",
+            "Unit has no adapter",
+            format!("{unit_code} is reached over AMQP"),
+        ));
     };
     if callback_key.as_deref().is_none() || bearer(headers) != callback_key.as_deref() {
         return Err(Problem::unauthorized("wrong or missing callback key"));
     }
-    let adapter = api.adapters.get(unit_code).ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "no-adapter", "Unit has no adapter", unit_code.to_string()))?;
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let reply = adapter
-        .parse_callback(ct, body)
-        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid-callback", "Callback not readable", e))?;
+    let adapter = api.adapters.get(unit_code).ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-adapter",
+            "Unit has no adapter",
+            unit_code.to_string(),
+        )
+    })?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let reply = adapter.parse_callback(ct, body).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-callback",
+            "Callback not readable",
+            e,
+        )
+    })?;
     let log = api.log.clone();
     let reference = reply.reference.clone();
     let delivery = tokio::task::spawn_blocking(move || log.get(&reference))
@@ -143,13 +252,42 @@ async fn callback_inner(api: &Api, unit_code: &str, headers: &HeaderMap, body: &
         .ok()
         .and_then(Result::ok)
         .flatten()
-        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "unknown-reference", "Unknown reference", format!("no delivery with MaThamChieu {} to {unit_code}", reply.reference)))?;
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "unknown-reference",
+                "Unknown reference",
+                format!(
+                    "no delivery with MaThamChieu {} to {unit_code}",
+                    reply.reference
+                ),
+            )
+        })?;
     if delivery.unit != unit_code || delivery.ma_ho_so != reply.ma_ho_so {
-        return Err(Problem::new(StatusCode::CONFLICT, "reference-mismatch", "Reference does not match", format!("MaThamChieu {} belongs to {} at {}", reply.reference, delivery.ma_ho_so, delivery.unit)));
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "reference-mismatch",
+            "Reference does not match",
+            format!(
+                "MaThamChieu {} belongs to {} at {}",
+                reply.reference, delivery.ma_ho_so, delivery.unit
+            ),
+        ));
     }
     let status = TrangThaiHoSo(reply.status);
-    let kind = if status == TrangThaiHoSo::PROCESSED || status == TrangThaiHoSo::RESULT_RETURNED { Kind::RESULT } else { Kind::STATUS };
-    let mut env = Envelope::new(kind, &delivery.ma_ho_so, &delivery.ma_tthc, unit_code, Some(&delivery.reply_to), &delivery.correlation_id);
+    let kind = if status == TrangThaiHoSo::PROCESSED || status == TrangThaiHoSo::RESULT_RETURNED {
+        Kind::RESULT
+    } else {
+        Kind::STATUS
+    };
+    let mut env = Envelope::new(
+        kind,
+        &delivery.ma_ho_so,
+        &delivery.ma_tthc,
+        unit_code,
+        Some(&delivery.reply_to),
+        &delivery.correlation_id,
+    );
     env.causation_id = Some(delivery.message_id.clone());
     env.status = Some(status);
     let mut result = reply.result.clone();
@@ -160,29 +298,60 @@ async fn callback_inner(api: &Api, unit_code: &str, headers: &HeaderMap, body: &
         env.payload.data = Some(result);
     }
     env.payload.reason = reply.reason.clone();
-    env.payload.handler = Some(lienthong_core::envelope::Handler { unit: Some(unit_code.to_string()), officer: reply.officer.clone(), title: None });
+    env.payload.handler = Some(lienthong_core::envelope::Handler {
+        unit: Some(unit_code.to_string()),
+        officer: reply.officer.clone(),
+        title: None,
+    });
     // The agency's words go through the same ingress checks as any envelope.
-    let mut value = serde_json::to_value(&env).map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", e.to_string()))?;
+    let mut value = serde_json::to_value(&env).map_err(|e| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            e.to_string(),
+        )
+    })?;
     lienthong_core::envelope::normalize_nfc(&mut value);
-    let env = api.ctx.validator.accept_value(value).map_err(|r| Problem::new(StatusCode::BAD_REQUEST, "invalid-callback", "Callback gives an invalid envelope", r.reason()))?;
+    let env = api.ctx.validator.accept_value(value).map_err(|r| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-callback",
+            "Callback gives an invalid envelope",
+            r.reason(),
+        )
+    })?;
     let ev = TraceEvent::new(TraceEventKind::Status, COMPONENT, Some(&env)).reason(format!(
         "callback from {unit_code}: TrangThaiHoSo {} {}",
         reply.status,
         status.name_vi().unwrap_or("")
     ));
-    api.tracer.emit(&ev).await.map_err(|e| Problem::unavailable(format!("trace not confirmed: {e}"), 5))?;
+    api.tracer
+        .emit(&ev)
+        .await
+        .map_err(|e| Problem::unavailable(format!("trace not confirmed: {e}"), 5))?;
     api.publish_ingress(&env).await?;
     Ok(env.message_id)
 }
 
-async fn trace(State(api): State<Api>, Path(ma_ho_so): Path<String>, headers: HeaderMap) -> Response {
+async fn trace(
+    State(api): State<Api>,
+    Path(ma_ho_so): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(p) = api.operator(&headers) {
         return p.into_response();
     }
     let store = api.ctx.store.clone();
     match tokio::task::spawn_blocking(move || store.timeline(&ma_ho_so)).await {
         Ok(Ok(rows)) => Json(rows).into_response(),
-        other => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "store", "Store error", format!("{:?}", other.map(|r| r.err()))).into_response(),
+        other => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store",
+            "Store error",
+            format!("{:?}", other.map(|r| r.err())),
+        )
+        .into_response(),
     }
 }
 
@@ -191,14 +360,24 @@ struct Limit {
     limit: Option<u32>,
 }
 
-async fn dead_letters(State(api): State<Api>, Query(q): Query<Limit>, headers: HeaderMap) -> Response {
+async fn dead_letters(
+    State(api): State<Api>,
+    Query(q): Query<Limit>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(p) = api.operator(&headers) {
         return p.into_response();
     }
     let store = api.ctx.store.clone();
     match tokio::task::spawn_blocking(move || store.dead_letters(q.limit.unwrap_or(100))).await {
         Ok(Ok(rows)) => Json(rows).into_response(),
-        other => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "store", "Store error", format!("{:?}", other.map(|r| r.err()))).into_response(),
+        other => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store",
+            "Store error",
+            format!("{:?}", other.map(|r| r.err())),
+        )
+        .into_response(),
     }
 }
 
@@ -209,7 +388,13 @@ async fn stats(State(api): State<Api>, headers: HeaderMap) -> Response {
     let store = api.ctx.store.clone();
     match tokio::task::spawn_blocking(move || store.unit_stats()).await {
         Ok(Ok(rows)) => Json(rows).into_response(),
-        other => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "store", "Store error", format!("{:?}", other.map(|r| r.err()))).into_response(),
+        other => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store",
+            "Store error",
+            format!("{:?}", other.map(|r| r.err())),
+        )
+        .into_response(),
     }
 }
 

@@ -11,7 +11,11 @@ use lienthong_core::store::Store;
 use lienthong_core::topology::Topology;
 
 #[derive(Parser)]
-#[command(name = "lienthong", version, about = "Integration bus for Vietnam's liên thông administrative procedures")]
+#[command(
+    name = "lienthong",
+    version,
+    about = "Integration bus for Vietnam's liên thông administrative procedures"
+)]
 struct Cli {
     /// Configuration file (TOML). Default: the embedded deploy/config/quang-ngai.toml.
     /// Environment overrides: LIENTHONG__<SECTION>__<KEY>, e.g. LIENTHONG__BUS__PREFIX.
@@ -81,7 +85,10 @@ enum TopologyAction {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,lapin=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -105,9 +112,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
         Command::Run { components } => {
-            let components = if components.is_empty() { Component::ALL.to_vec() } else { components };
+            let components = if components.is_empty() {
+                Component::ALL.to_vec()
+            } else {
+                components
+            };
             let running = lienthong::run::start(settings, &components).await?;
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let stopped_by_signal = tokio::select! {
                 _ = term.recv() => true,
                 _ = tokio::signal::ctrl_c() => true,
@@ -127,15 +139,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 TopologyAction::Apply => {
                     let conn = lienthong::run::connect(&settings, "topology").await?;
                     lienthong::run::apply_topology(&settings, &conn).await?;
-                    println!("topology applied: {} exchanges, {} queues, {} bindings (prefix {})", topo.exchanges.len(), topo.queues.len(), topo.bindings.len(), settings.bus.prefix);
+                    println!(
+                        "topology applied: {} exchanges, {} queues, {} bindings (prefix {})",
+                        topo.exchanges.len(),
+                        topo.queues.len(),
+                        topo.bindings.len(),
+                        settings.bus.prefix
+                    );
                 }
                 TopologyAction::Delete { yes } => {
                     if !yes {
-                        anyhow::bail!("refusing to delete queues without --yes (their messages would be lost)");
+                        anyhow::bail!(
+                            "refusing to delete queues without --yes (their messages would be lost)"
+                        );
                     }
                     let conn = lienthong::run::connect(&settings, "topology").await?;
                     topo.delete(&conn).await?;
-                    println!("deleted {} queues and {} exchanges of prefix {}", topo.queues.len(), topo.exchanges.len(), settings.bus.prefix);
+                    println!(
+                        "deleted {} queues and {} exchanges of prefix {}",
+                        topo.queues.len(),
+                        topo.exchanges.len(),
+                        settings.bus.prefix
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -149,7 +174,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("no trace for dossier {ma_ho_so} in {}", settings.store.path);
                 return Ok(ExitCode::from(3));
             } else {
-                print!("{}", lienthong_core::trace::render_timeline(&ma_ho_so, &rows));
+                print!(
+                    "{}",
+                    lienthong_core::trace::render_timeline(&ma_ho_so, &rows)
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -181,8 +209,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 settings.mock.listen = l;
             }
             let server = lienthong::mock::serve(&settings).await?;
-            println!("mock agencies listening on http://{} (police: /police/v1, bhxh: /bhxh/api, control: /_mock)", server.addr);
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            println!(
+                "mock agencies listening on http://{} (police: /police/v1, bhxh: /bhxh/api, control: /_mock)",
+                server.addr
+            );
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 _ = term.recv() => {},
                 _ = tokio::signal::ctrl_c() => {},

@@ -110,7 +110,12 @@ pub struct MockServer {
 pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
     let mut keys = HashMap::new();
     for u in &settings.units {
-        if let Reach::Adapter { adapter, callback_key: Some(k), .. } = &u.reach {
+        if let Reach::Adapter {
+            adapter,
+            callback_key: Some(k),
+            ..
+        } = &u.reach
+        {
             match adapter.as_str() {
                 "police-rest" => keys.insert(Agency::Police, k.clone()),
                 "bhxh-xml" => keys.insert(Agency::Bhxh, k.clone()),
@@ -120,7 +125,9 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
     }
     let compile = |s: &str| -> anyhow::Result<jsonschema::Validator> {
         let v: Value = serde_json::from_str(s)?;
-        jsonschema::draft202012::options().build(&v).map_err(|e| anyhow::anyhow!("agency schema: {e}"))
+        jsonschema::draft202012::options()
+            .build(&v)
+            .map_err(|e| anyhow::anyhow!("agency schema: {e}"))
     };
     let mock = Mock {
         settings: settings.mock.clone(),
@@ -128,7 +135,9 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
         police_cancel: Arc::new(compile(POLICE_CANCEL)?),
         callback_keys: Arc::new(keys),
         data: Arc::default(),
-        client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?,
         xml_lock: Arc::default(),
     };
     let app = Router::new()
@@ -153,29 +162,46 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
             })
             .await;
     });
-    Ok(MockServer { addr, stop: tx, task })
+    Ok(MockServer {
+        addr,
+        stop: tx,
+        task,
+    })
 }
 
 fn answer(a: &Answer) -> Response {
     let mut r = (a.status, a.body.clone()).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(a.content_type));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(a.content_type),
+    );
     r
 }
 
 fn police_error(status: StatusCode, code: &str, text: &str) -> Answer {
-    Answer { status, content_type: "application/json", body: json!({"MaLoi": code, "MoTaLoi": text}).to_string() }
+    Answer {
+        status,
+        content_type: "application/json",
+        body: json!({"MaLoi": code, "MoTaLoi": text}).to_string(),
+    }
 }
 
 fn bhxh_receipt(ok: bool, ma: &str, receipt: &str, err: Option<(&str, &str)>) -> Answer {
     let mut b = lienthong_adapters::xml::Builder::new("BienNhan", BHXH_NS);
-    b.text("KetQua", if ok { "THANH_CONG" } else { "LOI" }).text("MaHoSo", ma);
+    b.text("KetQua", if ok { "THANH_CONG" } else { "LOI" })
+        .text("MaHoSo", ma);
     if ok {
-        b.text("MaTiepNhan", receipt).text("ThoiDiemTiepNhan", &now14());
+        b.text("MaTiepNhan", receipt)
+            .text("ThoiDiemTiepNhan", &now14());
     }
     if let Some((c, t)) = err {
         b.text("MaLoi", c).text("MoTaLoi", t);
     }
-    Answer { status: StatusCode::OK, content_type: "application/xml; charset=utf-8", body: String::from_utf8_lossy(&b.finish("BienNhan")).into_owned() }
+    Answer {
+        status: StatusCode::OK,
+        content_type: "application/xml; charset=utf-8",
+        body: String::from_utf8_lossy(&b.finish("BienNhan")).into_owned(),
+    }
 }
 
 fn now14() -> String {
@@ -184,7 +210,12 @@ fn now14() -> String {
 
 impl Mock {
     async fn latency(&self) {
-        let (lo, hi) = (self.settings.latency_min_ms, self.settings.latency_max_ms.max(self.settings.latency_min_ms));
+        let (lo, hi) = (
+            self.settings.latency_min_ms,
+            self.settings
+                .latency_max_ms
+                .max(self.settings.latency_min_ms),
+        );
         let ms = rand::rng().random_range(lo..=hi);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -199,7 +230,8 @@ impl Mock {
     fn injected(&self, a: Agency, ma: &str) -> Option<(u16, Option<u64>)> {
         if let Ok(mut d) = self.data.lock() {
             for (f, q) in d.faults.iter_mut() {
-                if f.agency == a && f.ma_ho_so.as_deref().is_none_or(|m| m == ma)
+                if f.agency == a
+                    && f.ma_ho_so.as_deref().is_none_or(|m| m == ma)
                     && let Some(s) = q.pop_front()
                 {
                     return Some((s, f.retry_after_s));
@@ -220,7 +252,14 @@ impl Mock {
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             for attempt in 0..20u32 {
-                let r = m.client.post(&url).bearer_auth(&key).header(header::CONTENT_TYPE, content_type).body(body.clone()).send().await;
+                let r = m
+                    .client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header(header::CONTENT_TYPE, content_type)
+                    .body(body.clone())
+                    .send()
+                    .await;
                 match r {
                     Ok(resp) if resp.status().is_success() => {
                         m.count(a, |c| c.callbacks += 1);
@@ -230,7 +269,10 @@ impl Mock {
                         tracing::warn!(message = "the bus refused a mock callback", status = %resp.status(), url);
                         return;
                     }
-                    _ => tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt + 1))).await,
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt + 1)))
+                            .await
+                    }
                 }
             }
         });
@@ -238,12 +280,19 @@ impl Mock {
 }
 
 fn idem_key(headers: &HeaderMap) -> Option<String> {
-    headers.get("Idempotency-Key").and_then(|v| v.to_str().ok()).map(str::to_string)
+    headers
+        .get("Idempotency-Key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 fn injected_answer(a: Agency, status: u16, retry_after: Option<u64>) -> Response {
     let st = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    let (code, text) = if st.is_server_error() { ("E_TAM_NGUNG", "Hệ thống tạm thời không phục vụ (giả lập)") } else { ("E_DU_LIEU", "Dữ liệu hồ sơ không hợp lệ (lỗi giả lập)") };
+    let (code, text) = if st.is_server_error() {
+        ("E_TAM_NGUNG", "Hệ thống tạm thời không phục vụ (giả lập)")
+    } else {
+        ("E_DU_LIEU", "Dữ liệu hồ sơ không hợp lệ (lỗi giả lập)")
+    };
     let mut r = match a {
         Agency::Police => answer(&police_error(st, code, text)),
         Agency::Bhxh if st.is_success() => answer(&bhxh_receipt(false, "", "", Some((code, text)))),
@@ -263,27 +312,59 @@ async fn police_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -
     m.latency().await;
     let v: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return answer(&police_error(StatusCode::BAD_REQUEST, "E_JSON", &format!("Body is not JSON: {e}"))),
+        Err(e) => {
+            return answer(&police_error(
+                StatusCode::BAD_REQUEST,
+                "E_JSON",
+                &format!("Body is not JSON: {e}"),
+            ));
+        }
     };
-    let ma = v.get("MaHoSo").and_then(Value::as_str).unwrap_or("").to_string();
+    let ma = v
+        .get("MaHoSo")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if let Some((s, ra)) = m.injected(a, &ma) {
         return injected_answer(a, s, ra);
     }
-    let errors: Vec<String> = m.police_submit.iter_errors(&v).take(10).map(|e| format!("{}: {e}", e.instance_path())).collect();
+    let errors: Vec<String> = m
+        .police_submit
+        .iter_errors(&v)
+        .take(10)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
     if !errors.is_empty() {
         m.count(a, |c| c.invalid += 1);
-        return answer(&police_error(StatusCode::BAD_REQUEST, "E_SCHEMA", &errors.join("; ")));
+        return answer(&police_error(
+            StatusCode::BAD_REQUEST,
+            "E_SCHEMA",
+            &errors.join("; "),
+        ));
     }
     let Some(key) = idem_key(&headers) else {
-        return answer(&police_error(StatusCode::BAD_REQUEST, "E_IDEMPOTENCY", "Idempotency-Key header is required"));
+        return answer(&police_error(
+            StatusCode::BAD_REQUEST,
+            "E_IDEMPOTENCY",
+            "Idempotency-Key header is required",
+        ));
     };
     if v.get("MaThamChieu").and_then(Value::as_str) != Some(key.as_str()) {
-        return answer(&police_error(StatusCode::BAD_REQUEST, "E_IDEMPOTENCY", "Idempotency-Key differs from MaThamChieu"));
+        return answer(&police_error(
+            StatusCode::BAD_REQUEST,
+            "E_IDEMPOTENCY",
+            "Idempotency-Key differs from MaThamChieu",
+        ));
     }
     let receipt = format!("CA.H48.{}", &key[key.len().saturating_sub(12)..]);
     let (ans, first) = {
-        let Ok(mut d) = m.data.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
-        d.requests.entry((a, ma.clone())).or_default().push(v.clone());
+        let Ok(mut d) = m.data.lock() else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
+        d.requests
+            .entry((a, ma.clone()))
+            .or_default()
+            .push(v.clone());
         if let Some(prev) = d.answers.get(&(a, key.clone())) {
             (prev.clone(), false)
         } else {
@@ -301,19 +382,29 @@ async fn police_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -
         m.count(a, |c| c.effects += 1);
         let refused = rand::rng().random_bool(m.settings.refusal_rate.clamp(0.0, 1.0));
         let loai = v.get("LoaiYeuCau").and_then(Value::as_str).unwrap_or("");
-        let cong_dan = v.pointer("/CongDan/HoVaTen").and_then(Value::as_str).unwrap_or("");
+        let cong_dan = v
+            .pointer("/CongDan/HoVaTen")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let noi = v.get("NoiCuTru").and_then(Value::as_str).unwrap_or("");
         let cb = if refused {
             json!({"MaHoSo": ma, "MaThamChieu": key, "MaTiepNhan": receipt, "TrangThaiHoSo": 3, "ThoiDiemXuLy": now14(),
                    "NguoiXuLy": "Cán bộ tiếp nhận (giả lập)", "NoiDungXuLy": "Không tiếp nhận", "LyDo": "Địa chỉ cư trú không khớp Cơ sở dữ liệu quốc gia về dân cư (giả lập)"})
         } else {
-            let what = if loai == "XOA_DANG_KY_THUONG_TRU" { format!("Đã xóa đăng ký thường trú của {cong_dan}") } else { format!("Đã đăng ký thường trú cho {cong_dan}") };
+            let what = if loai == "XOA_DANG_KY_THUONG_TRU" {
+                format!("Đã xóa đăng ký thường trú của {cong_dan}")
+            } else {
+                format!("Đã đăng ký thường trú cho {cong_dan}")
+            };
             json!({"MaHoSo": ma, "MaThamChieu": key, "MaTiepNhan": receipt, "TrangThaiHoSo": 9, "ThoiDiemXuLy": now14(),
                    "NguoiXuLy": "Thượng úy Lê Văn Phúc (giả lập)", "NoiDungXuLy": what,
                    "KetQua": {"NoiThuongTru": noi, "NgayDangKy": &now14()[..8], "SoHoSoCuTru": format!("051.{}", &receipt[receipt.len().saturating_sub(6)..])}})
         };
         if let Ok(mut d) = m.data.lock() {
-            d.dossiers.insert((a, ma.clone()), (receipt.clone(), if refused { 3 } else { 9 }));
+            d.dossiers.insert(
+                (a, ma.clone()),
+                (receipt.clone(), if refused { 3 } else { 9 }),
+            );
         }
         if let Some(url) = v.get("UrlPhanHoi").and_then(Value::as_str) {
             m.callback_later(a, url.to_string(), cb.to_string(), "application/json");
@@ -325,7 +416,11 @@ async fn police_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -
 }
 
 async fn police_status(State(m): State<Mock>, Path(ma): Path<String>) -> Response {
-    let found = m.data.lock().ok().and_then(|d| d.dossiers.get(&(Agency::Police, ma.clone())).cloned());
+    let found = m
+        .data
+        .lock()
+        .ok()
+        .and_then(|d| d.dossiers.get(&(Agency::Police, ma.clone())).cloned());
     match found {
         Some((receipt, st)) => Json(json!({"MaHoSo": ma, "MaTiepNhan": receipt, "TrangThaiHoSo": st, "ThoiDiemCapNhat": now14()})).into_response(),
         None => answer(&police_error(StatusCode::NOT_FOUND, "E_KHONG_TIM_THAY", "Không tìm thấy hồ sơ")),
@@ -336,16 +431,41 @@ async fn police_cancel(State(m): State<Mock>, Path(ma): Path<String>, body: Byte
     m.count(Agency::Police, |c| c.cancels += 1);
     let v: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return answer(&police_error(StatusCode::BAD_REQUEST, "E_JSON", &e.to_string())),
+        Err(e) => {
+            return answer(&police_error(
+                StatusCode::BAD_REQUEST,
+                "E_JSON",
+                &e.to_string(),
+            ));
+        }
     };
-    let errors: Vec<String> = m.police_cancel.iter_errors(&v).take(10).map(|e| format!("{}: {e}", e.instance_path())).collect();
+    let errors: Vec<String> = m
+        .police_cancel
+        .iter_errors(&v)
+        .take(10)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
     if !errors.is_empty() {
-        return answer(&police_error(StatusCode::BAD_REQUEST, "E_SCHEMA", &errors.join("; ")));
+        return answer(&police_error(
+            StatusCode::BAD_REQUEST,
+            "E_SCHEMA",
+            &errors.join("; "),
+        ));
     }
-    let Ok(mut d) = m.data.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    let Ok(mut d) = m.data.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     match d.dossiers.get_mut(&(Agency::Police, ma.clone())) {
-        None => answer(&police_error(StatusCode::NOT_FOUND, "E_KHONG_TIM_THAY", "Không tìm thấy hồ sơ")),
-        Some((_, 3 | 9)) => answer(&police_error(StatusCode::UNPROCESSABLE_ENTITY, "E_DA_GIAI_QUYET", "Hồ sơ đã được giải quyết")),
+        None => answer(&police_error(
+            StatusCode::NOT_FOUND,
+            "E_KHONG_TIM_THAY",
+            "Không tìm thấy hồ sơ",
+        )),
+        Some((_, 3 | 9)) => answer(&police_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "E_DA_GIAI_QUYET",
+            "Hồ sơ đã được giải quyết",
+        )),
         Some((receipt, st)) => {
             *st = 8;
             Json(json!({"MaHoSo": ma, "MaTiepNhan": receipt, "TrangThaiHoSo": 8, "ThoiDiemCapNhat": now14()})).into_response()
@@ -357,13 +477,24 @@ async fn police_cancel(State(m): State<Mock>, Path(ma): Path<String>, body: Byte
 pub fn validate_bhxh(xml: &[u8]) -> Result<(), Vec<String>> {
     use libxml::parser::Parser;
     use libxml::schemas::{SchemaParserContext, SchemaValidationContext};
-    let doc = Parser::default().parse_string(xml).map_err(|e| vec![format!("not well-formed XML: {e:?}")])?;
+    let doc = Parser::default()
+        .parse_string(xml)
+        .map_err(|e| vec![format!("not well-formed XML: {e:?}")])?;
     let mut parser = SchemaParserContext::from_buffer(BHXH_XSD);
-    let mut ctx = SchemaValidationContext::from_parser(&mut parser)
-        .map_err(|errs| errs.iter().map(|e| format!("XSD: {}", e.message.clone().unwrap_or_default())).collect::<Vec<_>>())?;
+    let mut ctx = SchemaValidationContext::from_parser(&mut parser).map_err(|errs| {
+        errs.iter()
+            .map(|e| format!("XSD: {}", e.message.clone().unwrap_or_default()))
+            .collect::<Vec<_>>()
+    })?;
     ctx.validate_document(&doc).map_err(|errs| {
         errs.iter()
-            .map(|e| format!("line {}: {}", e.line.unwrap_or(0), e.message.clone().unwrap_or_default().trim()))
+            .map(|e| {
+                format!(
+                    "line {}: {}",
+                    e.line.unwrap_or(0),
+                    e.message.clone().unwrap_or_default().trim()
+                )
+            })
             .collect()
     })
 }
@@ -384,28 +515,56 @@ async fn bhxh_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> 
     m.count(a, |c| c.calls += 1);
     m.latency().await;
     let flat = lienthong_adapters::xml::read_flat(&body, BHXH_NS);
-    let ma = flat.as_ref().ok().and_then(|f| f.get("MaHoSo").map(str::to_string)).unwrap_or_default();
+    let ma = flat
+        .as_ref()
+        .ok()
+        .and_then(|f| f.get("MaHoSo").map(str::to_string))
+        .unwrap_or_default();
     if let Some((s, ra)) = m.injected(a, &ma) {
         return injected_answer(a, s, ra);
     }
     if let Err(errs) = bhxh_validate(&m, &body).await {
         m.count(a, |c| c.invalid += 1);
-        return answer(&bhxh_receipt(false, &ma, "", Some(("E_XSD", &errs.join("; ")))));
+        return answer(&bhxh_receipt(
+            false,
+            &ma,
+            "",
+            Some(("E_XSD", &errs.join("; "))),
+        ));
     }
-    let Ok(f) = flat else { return answer(&bhxh_receipt(false, &ma, "", Some(("E_XML", "unreadable")))) };
+    let Ok(f) = flat else {
+        return answer(&bhxh_receipt(false, &ma, "", Some(("E_XML", "unreadable"))));
+    };
     if f.root != "HoSoBHXH" {
-        return answer(&bhxh_receipt(false, &ma, "", Some(("E_XML", "expected HoSoBHXH"))));
+        return answer(&bhxh_receipt(
+            false,
+            &ma,
+            "",
+            Some(("E_XML", "expected HoSoBHXH")),
+        ));
     }
     let Some(key) = idem_key(&headers) else {
-        return answer(&bhxh_receipt(false, &ma, "", Some(("E_IDEMPOTENCY", "Idempotency-Key header is required"))));
+        return answer(&bhxh_receipt(
+            false,
+            &ma,
+            "",
+            Some(("E_IDEMPOTENCY", "Idempotency-Key header is required")),
+        ));
     };
     if f.get("MaThamChieu") != Some(key.as_str()) {
-        return answer(&bhxh_receipt(false, &ma, "", Some(("E_IDEMPOTENCY", "Idempotency-Key differs from MaThamChieu"))));
+        return answer(&bhxh_receipt(
+            false,
+            &ma,
+            "",
+            Some(("E_IDEMPOTENCY", "Idempotency-Key differs from MaThamChieu")),
+        ));
     }
     let receipt = format!("BHXH-5127-{}", &key[key.len().saturating_sub(10)..]);
     let record = json!({"xml": String::from_utf8_lossy(&body)});
     let (ans, first) = {
-        let Ok(mut d) = m.data.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+        let Ok(mut d) = m.data.lock() else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
         d.requests.entry((a, ma.clone())).or_default().push(record);
         if let Some(prev) = d.answers.get(&(a, key.clone())) {
             (prev.clone(), false)
@@ -421,14 +580,19 @@ async fn bhxh_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> 
         let refused = rand::rng().random_bool(m.settings.refusal_rate.clamp(0.0, 1.0));
         let loai = f.get("LoaiYeuCau").unwrap_or("");
         let mut b = lienthong_adapters::xml::Builder::new("KetQuaHoSo", BHXH_NS);
-        b.text("MaHoSo", &ma).text("MaThamChieu", &key).text("MaTiepNhan", &receipt);
+        b.text("MaHoSo", &ma)
+            .text("MaThamChieu", &key)
+            .text("MaTiepNhan", &receipt);
         let today = &now14()[..8];
         if refused {
             b.text("TrangThaiHoSo", "3")
                 .text("ThoiDiemXuLy", &now14())
                 .text("NguoiXuLy", "Cán bộ BHXH (giả lập)")
                 .text("NoiDungXuLy", "Không giải quyết")
-                .text("LyDo", "Thông tin đối tượng không khớp cơ sở dữ liệu BHXH (giả lập)");
+                .text(
+                    "LyDo",
+                    "Thông tin đối tượng không khớp cơ sở dữ liệu BHXH (giả lập)",
+                );
         } else if loai == "TRO_CAP_MAI_TANG" {
             b.text("TrangThaiHoSo", "9")
                 .text("ThoiDiemXuLy", &now14())
@@ -448,10 +612,18 @@ async fn bhxh_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> 
                 .text("NoiDangKyKCB", f.get("NoiDangKyKCB").unwrap_or("Trạm Y tế"));
         }
         if let Ok(mut d) = m.data.lock() {
-            d.dossiers.insert((a, ma.clone()), (receipt.clone(), if refused { 3 } else { 9 }));
+            d.dossiers.insert(
+                (a, ma.clone()),
+                (receipt.clone(), if refused { 3 } else { 9 }),
+            );
         }
         if let Some(url) = f.get("UrlPhanHoi") {
-            m.callback_later(a, url.to_string(), String::from_utf8_lossy(&b.finish("KetQuaHoSo")).into_owned(), "application/xml; charset=utf-8");
+            m.callback_later(
+                a,
+                url.to_string(),
+                String::from_utf8_lossy(&b.finish("KetQuaHoSo")).into_owned(),
+                "application/xml; charset=utf-8",
+            );
         }
     } else {
         m.count(a, |c| c.replays += 1);
@@ -460,26 +632,59 @@ async fn bhxh_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> 
 }
 
 async fn bhxh_status(State(m): State<Mock>, Path(ma): Path<String>) -> Response {
-    let found = m.data.lock().ok().and_then(|d| d.dossiers.get(&(Agency::Bhxh, ma.clone())).cloned());
+    let found = m
+        .data
+        .lock()
+        .ok()
+        .and_then(|d| d.dossiers.get(&(Agency::Bhxh, ma.clone())).cloned());
     match found {
         Some((receipt, st)) => {
             let mut b = lienthong_adapters::xml::Builder::new("TrangThai", BHXH_NS);
-            b.text("MaHoSo", &ma).text("MaTiepNhan", &receipt).text("TrangThaiHoSo", &st.to_string()).text("ThoiDiemCapNhat", &now14());
-            answer(&Answer { status: StatusCode::OK, content_type: "application/xml; charset=utf-8", body: String::from_utf8_lossy(&b.finish("TrangThai")).into_owned() })
+            b.text("MaHoSo", &ma)
+                .text("MaTiepNhan", &receipt)
+                .text("TrangThaiHoSo", &st.to_string())
+                .text("ThoiDiemCapNhat", &now14());
+            answer(&Answer {
+                status: StatusCode::OK,
+                content_type: "application/xml; charset=utf-8",
+                body: String::from_utf8_lossy(&b.finish("TrangThai")).into_owned(),
+            })
         }
-        None => answer(&bhxh_receipt(false, &ma, "", Some(("E_KHONG_TIM_THAY", "Không tìm thấy hồ sơ")))),
+        None => answer(&bhxh_receipt(
+            false,
+            &ma,
+            "",
+            Some(("E_KHONG_TIM_THAY", "Không tìm thấy hồ sơ")),
+        )),
     }
 }
 
 async fn bhxh_cancel(State(m): State<Mock>, Path(ma): Path<String>, body: Bytes) -> Response {
     m.count(Agency::Bhxh, |c| c.cancels += 1);
     if let Err(errs) = bhxh_validate(&m, &body).await {
-        return answer(&bhxh_receipt(false, &ma, "", Some(("E_XSD", &errs.join("; ")))));
+        return answer(&bhxh_receipt(
+            false,
+            &ma,
+            "",
+            Some(("E_XSD", &errs.join("; "))),
+        ));
     }
-    let Ok(mut d) = m.data.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    let Ok(mut d) = m.data.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     match d.dossiers.get_mut(&(Agency::Bhxh, ma.clone())) {
-        None => answer(&bhxh_receipt(false, &ma, "", Some(("E_KHONG_TIM_THAY", "Không tìm thấy hồ sơ")))),
-        Some((_, 3 | 9)) => answer(&bhxh_receipt(false, &ma, "", Some(("E_DA_GIAI_QUYET", "Hồ sơ đã được giải quyết")))),
+        None => answer(&bhxh_receipt(
+            false,
+            &ma,
+            "",
+            Some(("E_KHONG_TIM_THAY", "Không tìm thấy hồ sơ")),
+        )),
+        Some((_, 3 | 9)) => answer(&bhxh_receipt(
+            false,
+            &ma,
+            "",
+            Some(("E_DA_GIAI_QUYET", "Hồ sơ đã được giải quyết")),
+        )),
         Some((receipt, st)) => {
             *st = 8;
             let r = receipt.clone();
@@ -492,14 +697,26 @@ async fn stats(State(m): State<Mock>) -> Response {
     let counts = m.data.lock().map(|d| d.counts.clone()).unwrap_or_default();
     let mut out = serde_json::Map::new();
     for a in [Agency::Police, Agency::Bhxh] {
-        out.insert(format!("{a:?}").to_lowercase(), json!(counts.get(&a).cloned().unwrap_or_default()));
+        out.insert(
+            format!("{a:?}").to_lowercase(),
+            json!(counts.get(&a).cloned().unwrap_or_default()),
+        );
     }
     Json(Value::Object(out)).into_response()
 }
 
 async fn requests(State(m): State<Mock>, Path((agency, ma)): Path<(String, String)>) -> Response {
-    let a = if agency == "bhxh" { Agency::Bhxh } else { Agency::Police };
-    let v = m.data.lock().ok().and_then(|d| d.requests.get(&(a, ma)).cloned()).unwrap_or_default();
+    let a = if agency == "bhxh" {
+        Agency::Bhxh
+    } else {
+        Agency::Police
+    };
+    let v = m
+        .data
+        .lock()
+        .ok()
+        .and_then(|d| d.requests.get(&(a, ma)).cloned())
+        .unwrap_or_default();
     Json(v).into_response()
 }
 

@@ -25,17 +25,34 @@ pub struct Problem {
 impl Problem {
     /// A problem.
     pub fn new(status: StatusCode, code: &str, title: &str, detail: impl Into<String>) -> Self {
-        Problem { status, code: code.into(), title: title.into(), detail: detail.into(), errors: Vec::new(), retry_after_s: None }
+        Problem {
+            status,
+            code: code.into(),
+            title: title.into(),
+            detail: detail.into(),
+            errors: Vec::new(),
+            retry_after_s: None,
+        }
     }
 
     /// 401: no or unknown key.
     pub fn unauthorized(detail: &str) -> Self {
-        Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail)
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        )
     }
 
     /// 503 with Retry-After.
     pub fn unavailable(detail: impl Into<String>, retry_after_s: u64) -> Self {
-        let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Bus temporarily unavailable", detail);
+        let mut p = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Bus temporarily unavailable",
+            detail,
+        );
         p.retry_after_s = Some(retry_after_s);
         p
     }
@@ -49,7 +66,14 @@ impl From<Rejection> for Problem {
             RejectCode::SenderMismatch => StatusCode::FORBIDDEN,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
-        Problem { status, code: r.code.as_str().into(), title: r.code.title().into(), detail: r.detail, errors: r.errors, retry_after_s: None }
+        Problem {
+            status,
+            code: r.code.as_str().into(),
+            title: r.code.title().into(),
+            detail: r.detail,
+            errors: r.errors,
+            retry_after_s: None,
+        }
     }
 }
 
@@ -65,7 +89,10 @@ impl IntoResponse for Problem {
             body["errors"] = json!(self.errors);
         }
         let mut resp = (self.status, body.to_string()).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(s) = self.retry_after_s
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {

@@ -32,16 +32,37 @@ struct Router {
 pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
     let timeout = ctx.settings.bus.confirm_timeout_ms;
     let publisher = Publisher::new(&ctx.conn, timeout).await?;
-    let tracer = Tracer::new(Publisher::new(&ctx.conn, timeout).await?, ctx.names.trace_exchange());
-    let dlc = DeadLetterChannel::new(Publisher::new(&ctx.conn, timeout).await?, tracer.clone(), ctx.names.clone(), COMPONENT);
-    let router = Router { ctx: ctx.clone(), publisher, tracer, dlc };
+    let tracer = Tracer::new(
+        Publisher::new(&ctx.conn, timeout).await?,
+        ctx.names.trace_exchange(),
+    );
+    let dlc = DeadLetterChannel::new(
+        Publisher::new(&ctx.conn, timeout).await?,
+        tracer.clone(),
+        ctx.names.clone(),
+        COMPONENT,
+    );
+    let router = Router {
+        ctx: ctx.clone(),
+        publisher,
+        tracer,
+        dlc,
+    };
     let channel = ctx.conn.create_channel().await?;
     let queue = ctx.names.router_queue();
     let grace = Duration::from_millis(ctx.settings.bus.shutdown_grace_ms);
-    crate::consume::consume(channel, &queue, "lienthong-router", ctx.settings.topology.router_prefetch, ctx.shutdown.clone(), grace, move |d| {
-        let r = router.clone();
-        async move { r.handle(d).await }
-    })
+    crate::consume::consume(
+        channel,
+        &queue,
+        "lienthong-router",
+        ctx.settings.topology.router_prefetch,
+        ctx.shutdown.clone(),
+        grace,
+        move |d| {
+            let r = router.clone();
+            async move { r.handle(d).await }
+        },
+    )
     .await?;
     Ok(())
 }
@@ -56,12 +77,24 @@ impl Router {
                 }
             }
             Err(Failure::Reject(rejection, env)) => {
+                let env = env.map(|b| *b);
                 tracing::info!(message = "dead-lettering", reason = %rejection, ma_ho_so = env.as_ref().map(|e| e.ma_ho_so.as_str()).unwrap_or("-"));
-                let dl = DeadLetter { body: &d.data, props: &d.properties, rejection: &rejection, queue: &queue, attempts: 1, history: &[], envelope: env.as_ref() };
+                let dl = DeadLetter {
+                    body: &d.data,
+                    props: &d.properties,
+                    rejection: &rejection,
+                    queue: &queue,
+                    attempts: 1,
+                    history: &[],
+                    envelope: env.as_ref(),
+                };
                 match self.dlc.send(dl).await {
                     Ok(()) => {
                         if let Some(env) = &env
-                            && let Err(e) = self.dlc.notify_sender(env, &rejection, &self.ctx.registry).await
+                            && let Err(e) = self
+                                .dlc
+                                .notify_sender(env, &rejection, &self.ctx.registry)
+                                .await
                         {
                             tracing::warn!(message = "could not notify the sender of a dead-lettered message", error = %e);
                         }
@@ -69,14 +102,24 @@ impl Router {
                     }
                     Err(e) => {
                         tracing::error!(message = "dead-lettering failed; requeueing", error = %e);
-                        let _ = d.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+                        let _ = d
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                multiple: false,
+                            })
+                            .await;
                     }
                 }
             }
             Err(Failure::Publish(e)) => {
                 tracing::warn!(message = "publish not confirmed; requeueing the delivery", error = %e);
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let _ = d.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+                let _ = d
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
+                    .await;
             }
         }
     }
@@ -88,32 +131,62 @@ impl Router {
         // the runtime threads that carry heartbeats.
         let accepted = tokio::task::spawn_blocking(move || validator.accept(&body))
             .await
-            .map_err(|e| Failure::Reject(Rejection::new(RejectCode::InvalidField, format!("validation task failed: {e}")), None))?;
+            .map_err(|e| {
+                Failure::Reject(
+                    Rejection::new(
+                        RejectCode::InvalidField,
+                        format!("validation task failed: {e}"),
+                    ),
+                    None,
+                )
+            })?;
         let env = accepted.map_err(|r| Failure::Reject(r, None))?;
-        let received = TraceEvent::new(TraceEventKind::Received, COMPONENT, Some(&env)).attempt(if d.redelivered { 2 } else { 1 });
+        let received = TraceEvent::new(TraceEventKind::Received, COMPONENT, Some(&env))
+            .attempt(if d.redelivered { 2 } else { 1 });
         let p_received = self.tracer.start(&received).await?;
         let origin = self.lookup_origin(&env.ma_ho_so).await;
         let decision = match routing::check(&self.ctx.registry, &env, origin.as_ref()) {
             Ok(dec) => dec,
             Err(r) => {
                 p_received.wait().await?;
-                return Err(Failure::Reject(r, Some(env)));
+                return Err(Failure::Reject(r, Some(Box::new(env))));
             }
         };
         if decision.records_origin {
-            let o = Origin { ma_ho_so: env.ma_ho_so.clone(), ma_tthc: env.ma_tthc.clone(), origin_unit: env.sender.clone(), correlation_id: env.correlation_id.clone() };
+            let o = Origin {
+                ma_ho_so: env.ma_ho_so.clone(),
+                ma_tthc: env.ma_tthc.clone(),
+                origin_unit: env.sender.clone(),
+                correlation_id: env.correlation_id.clone(),
+            };
             let store = self.ctx.store.clone();
             let res = tokio::task::spawn_blocking(move || store.record_origin(&o)).await;
             if !matches!(res, Ok(Ok(_))) {
-                tracing::error!(message = "cannot record the dossier origin; requeueing", ma_ho_so = env.ma_ho_so);
+                tracing::error!(
+                    message = "cannot record the dossier origin; requeueing",
+                    ma_ho_so = env.ma_ho_so
+                );
                 return Err(Failure::Publish(PublishError::Timeout(0)));
             }
         }
-        let p_validated = self.tracer.start(&TraceEvent::new(TraceEventKind::Validated, COMPONENT, Some(&env))).await?;
+        let p_validated = self
+            .tracer
+            .start(&TraceEvent::new(
+                TraceEventKind::Validated,
+                COMPONENT,
+                Some(&env),
+            ))
+            .await?;
         let body = env.to_bytes();
         let published = self
             .publisher
-            .start(&self.ctx.names.deliver_exchange(), &decision.receiver, &body, envelope_properties(&env), true)
+            .start(
+                &self.ctx.names.deliver_exchange(),
+                &decision.receiver,
+                &body,
+                envelope_properties(&env),
+                true,
+            )
             .await?
             .wait()
             .await;
@@ -123,13 +196,21 @@ impl Router {
                 p_received.wait().await?;
                 p_validated.wait().await?;
                 return Err(Failure::Reject(
-                    Rejection::new(RejectCode::Unroutable, format!("no queue took the message for {} (broker: {code} {text})", decision.receiver)),
-                    Some(env),
+                    Rejection::new(
+                        RejectCode::Unroutable,
+                        format!(
+                            "no queue took the message for {} (broker: {code} {text})",
+                            decision.receiver
+                        ),
+                    ),
+                    Some(Box::new(env)),
                 ));
             }
             Err(e) => return Err(Failure::Publish(e)),
         }
-        let routed = TraceEvent::new(TraceEventKind::Routed, COMPONENT, Some(&env)).reason(format!("to queue {}", self.ctx.names.unit_queue(&decision.receiver)));
+        let routed = TraceEvent::new(TraceEventKind::Routed, COMPONENT, Some(&env)).reason(
+            format!("to queue {}", self.ctx.names.unit_queue(&decision.receiver)),
+        );
         let p_routed = self.tracer.start(&routed).await?;
         p_received.wait().await?;
         p_validated.wait().await?;
@@ -140,12 +221,15 @@ impl Router {
     async fn lookup_origin(&self, ma_ho_so: &str) -> Option<Origin> {
         let store = self.ctx.store.clone();
         let key = ma_ho_so.to_string();
-        tokio::task::spawn_blocking(move || store.origin(&key).ok().flatten()).await.ok().flatten()
+        tokio::task::spawn_blocking(move || store.origin(&key).ok().flatten())
+            .await
+            .ok()
+            .flatten()
     }
 }
 
 enum Failure {
-    Reject(Rejection, Option<Envelope>),
+    Reject(Rejection, Option<Box<Envelope>>),
     Publish(PublishError),
 }
 

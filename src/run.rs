@@ -33,7 +33,12 @@ pub enum Component {
 
 impl Component {
     /// Every component.
-    pub const ALL: [Component; 4] = [Component::Router, Component::Adapters, Component::Tracer, Component::Http];
+    pub const ALL: [Component; 4] = [
+        Component::Router,
+        Component::Adapters,
+        Component::Tracer,
+        Component::Http,
+    ];
 }
 
 /// A running process.
@@ -69,17 +74,25 @@ pub fn redact(url: &str) -> String {
 pub async fn apply_topology(settings: &Settings, conn: &lapin::Connection) -> anyhow::Result<()> {
     Topology::plan(settings).apply(conn).await.map_err(|errs| {
         let lines: Vec<String> = errs.iter().map(|e| format!("  - {e}")).collect();
-        anyhow::anyhow!("the broker's topology does not match this configuration:\n{}", lines.join("\n"))
+        anyhow::anyhow!(
+            "the broker's topology does not match this configuration:\n{}",
+            lines.join("\n")
+        )
     })
 }
 
 /// Start `components` of the bus for `settings`.
 pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Result<Running> {
     settings.check()?;
-    let name = components.iter().map(|c| format!("{c:?}").to_lowercase()).collect::<Vec<_>>().join("+");
+    let name = components
+        .iter()
+        .map(|c| format!("{c:?}").to_lowercase())
+        .collect::<Vec<_>>()
+        .join("+");
     let conn = connect(&settings, &name).await?;
     apply_topology(&settings, &conn).await?;
-    let store = Store::open(&PathBuf::from(&settings.store.path)).with_context(|| format!("opening the store {}", settings.store.path))?;
+    let store = Store::open(&PathBuf::from(&settings.store.path))
+        .with_context(|| format!("opening the store {}", settings.store.path))?;
     let validator = EnvelopeValidator::new(&settings.envelope).map_err(anyhow::Error::msg)?;
     let (tx, rx) = watch::channel(false);
     let ctx = Ctx {
@@ -102,12 +115,14 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
     } else {
         None
     };
-    let callback_base = ctx
-        .settings
-        .http
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", http_addr.map(|a| a.to_string()).unwrap_or_else(|| ctx.settings.http.listen.clone())));
+    let callback_base = ctx.settings.http.public_url.clone().unwrap_or_else(|| {
+        format!(
+            "http://{}",
+            http_addr
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| ctx.settings.http.listen.clone())
+        )
+    });
     for c in components {
         let ctx = ctx.clone();
         match c {
@@ -119,10 +134,17 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
             }
             Component::Adapters => {
                 let base = callback_base.clone();
-                tasks.spawn(async move { (Component::Adapters, crate::adapter_worker::run(ctx, base).await) });
+                tasks.spawn(async move {
+                    (
+                        Component::Adapters,
+                        crate::adapter_worker::run(ctx, base).await,
+                    )
+                });
             }
             Component::Http => {
-                let Some(listener) = listener.take() else { continue };
+                let Some(listener) = listener.take() else {
+                    continue;
+                };
                 let app = crate::http_api::app(ctx.clone(), &callback_base).await?;
                 let mut stop = ctx.shutdown.clone();
                 tasks.spawn(async move {
@@ -138,7 +160,12 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         }
     }
     tracing::info!(message = "lienthong running", components = name, http = ?http_addr, prefix = ctx.names.prefix());
-    Ok(Running { http_addr, shutdown: tx, tasks, ctx })
+    Ok(Running {
+        http_addr,
+        shutdown: tx,
+        tasks,
+        ctx,
+    })
 }
 
 impl Running {
@@ -175,10 +202,13 @@ impl Running {
     /// Stop and wait, giving up after the grace period plus a margin.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown();
-        let grace = Duration::from_millis(self.ctx.settings.bus.shutdown_grace_ms) + Duration::from_secs(5);
+        let grace =
+            Duration::from_millis(self.ctx.settings.bus.shutdown_grace_ms) + Duration::from_secs(5);
         match tokio::time::timeout(grace, self.wait()).await {
             Ok(r) => r,
-            Err(_) => Err(anyhow::anyhow!("components did not stop within the grace period")),
+            Err(_) => Err(anyhow::anyhow!(
+                "components did not stop within the grace period"
+            )),
         }
     }
 }

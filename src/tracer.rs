@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use futures_lite::StreamExt;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
-use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
 use lienthong_core::amqp::{header_i64, header_str};
 use lienthong_core::deadletter::headers;
 use lienthong_core::trace::{DeadLetterRow, TraceEvent, TraceEventKind};
@@ -20,8 +22,16 @@ const LINGER: Duration = Duration::from_millis(20);
 
 /// Run the tracer until shutdown.
 pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
-    let a = tokio::spawn(batch_loop(ctx.clone(), ctx.names.trace_queue(), Kind::Trace));
-    let b = tokio::spawn(batch_loop(ctx.clone(), ctx.names.dead_log_queue(), Kind::DeadLog));
+    let a = tokio::spawn(batch_loop(
+        ctx.clone(),
+        ctx.names.trace_queue(),
+        Kind::Trace,
+    ));
+    let b = tokio::spawn(batch_loop(
+        ctx.clone(),
+        ctx.names.dead_log_queue(),
+        Kind::DeadLog,
+    ));
     a.await??;
     b.await??;
     Ok(())
@@ -35,9 +45,21 @@ enum Kind {
 
 async fn batch_loop(ctx: Ctx, queue: String, kind: Kind) -> anyhow::Result<()> {
     let channel = ctx.conn.create_channel().await?;
-    channel.basic_qos(ctx.settings.topology.tracer_prefetch, BasicQosOptions::default()).await?;
+    channel
+        .basic_qos(
+            ctx.settings.topology.tracer_prefetch,
+            BasicQosOptions::default(),
+        )
+        .await?;
     let tag = format!("lienthong-tracer-{queue}");
-    let mut consumer = channel.basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     let mut shutdown = ctx.shutdown.clone();
     loop {
         let first = tokio::select! {
@@ -58,7 +80,10 @@ async fn batch_loop(ctx: Ctx, queue: String, kind: Kind) -> anyhow::Result<()> {
             }
         }
         let store = ctx.store.clone();
-        let rows = batch.iter().map(|d| (d.data.clone(), d.properties.clone())).collect::<Vec<_>>();
+        let rows = batch
+            .iter()
+            .map(|d| (d.data.clone(), d.properties.clone()))
+            .collect::<Vec<_>>();
         let written = tokio::task::spawn_blocking(move || write(&store, kind, rows)).await;
         let last = batch.last().map(|d| d.delivery_tag);
         match written {
@@ -70,29 +95,42 @@ async fn batch_loop(ctx: Ctx, queue: String, kind: Kind) -> anyhow::Result<()> {
             other => {
                 tracing::error!(message = "trace store write failed; the batch will be redelivered", result = ?other.map(|r| r.err()), last_tag = ?last);
                 if let Some(d) = batch.last() {
-                    let _ = d.nack(BasicNackOptions { multiple: true, requeue: true }).await;
+                    let _ = d
+                        .nack(BasicNackOptions {
+                            multiple: true,
+                            requeue: true,
+                        })
+                        .await;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
-    let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+    let _ = channel
+        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+        .await;
     let _ = channel.close(200, "shutdown".into()).await;
     Ok(())
 }
 
-fn write(store: &lienthong_core::store::Store, kind: Kind, rows: Vec<(Vec<u8>, BasicProperties)>) -> Result<(), lienthong_core::store::StoreError> {
+fn write(
+    store: &lienthong_core::store::Store,
+    kind: Kind,
+    rows: Vec<(Vec<u8>, BasicProperties)>,
+) -> Result<(), lienthong_core::store::StoreError> {
     match kind {
         Kind::Trace => {
             let events: Vec<TraceEvent> = rows
                 .iter()
-                .filter_map(|(body, _)| match serde_json::from_slice::<TraceEvent>(body) {
-                    Ok(e) => Some(e),
-                    Err(e) => {
-                        tracing::warn!(message = "unreadable trace event skipped", error = %e);
-                        None
-                    }
-                })
+                .filter_map(
+                    |(body, _)| match serde_json::from_slice::<TraceEvent>(body) {
+                        Ok(e) => Some(e),
+                        Err(e) => {
+                            tracing::warn!(message = "unreadable trace event skipped", error = %e);
+                            None
+                        }
+                    },
+                )
                 .collect();
             store.insert_events(&events)
         }
@@ -102,7 +140,9 @@ fn write(store: &lienthong_core::store::Store, kind: Kind, rows: Vec<(Vec<u8>, B
             for (body, props) in &rows {
                 let (row, at_ms, from_broker) = dead_letter_row(body, props);
                 if from_broker {
-                    let mut ev = TraceEvent::new(TraceEventKind::DeadLettered, "broker", None).message_id(row.message_id.clone()).reason(row.reason.clone());
+                    let mut ev = TraceEvent::new(TraceEventKind::DeadLettered, "broker", None)
+                        .message_id(row.message_id.clone())
+                        .reason(row.reason.clone());
                     ev.ma_ho_so = row.ma_ho_so.clone();
                     ev.kind = row.kind.clone();
                     ev.from = row.sender.clone();
@@ -121,8 +161,18 @@ fn write(store: &lienthong_core::store::Store, kind: Kind, rows: Vec<(Vec<u8>, B
 /// rejection…) when it was the broker that dead-lettered it.
 fn dead_letter_row(body: &[u8], props: &BasicProperties) -> (DeadLetterRow, i64, bool) {
     let env: Option<Value> = serde_json::from_slice(body).ok();
-    let field = |k: &str| env.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_string);
-    let message_id = props.message_id().as_ref().map(|m| m.to_string()).or(field("message_id")).unwrap_or_else(|| "(none)".into());
+    let field = |k: &str| {
+        env.as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let message_id = props
+        .message_id()
+        .as_ref()
+        .map(|m| m.to_string())
+        .or(field("message_id"))
+        .unwrap_or_else(|| "(none)".into());
     let at_ms = lienthong_core::clock::now_ms();
     let ours = header_str(props, headers::REASON_CODE);
     let (reason_code, reason, component, queue, from_broker) = match ours {
@@ -135,7 +185,13 @@ fn dead_letter_row(body: &[u8], props: &BasicProperties) -> (DeadLetterRow, i64,
         ),
         None => {
             let (why, q) = x_death(props);
-            ("broker".to_string(), format!("dead-lettered by the broker: {why}"), Some("broker".to_string()), q, true)
+            (
+                "broker".to_string(),
+                format!("dead-lettered by the broker: {why}"),
+                Some("broker".to_string()),
+                q,
+                true,
+            )
         }
     };
     let row = DeadLetterRow {
@@ -155,13 +211,22 @@ fn dead_letter_row(body: &[u8], props: &BasicProperties) -> (DeadLetterRow, i64,
 }
 
 fn x_death(props: &BasicProperties) -> (String, Option<String>) {
-    let Some(h) = props.headers().as_ref() else { return ("unknown reason".into(), None) };
-    let Some(AMQPValue::FieldArray(arr)) = h.inner().get("x-death") else { return ("unknown reason".into(), None) };
-    let Some(AMQPValue::FieldTable(first)) = arr.as_slice().first() else { return ("unknown reason".into(), None) };
+    let Some(h) = props.headers().as_ref() else {
+        return ("unknown reason".into(), None);
+    };
+    let Some(AMQPValue::FieldArray(arr)) = h.inner().get("x-death") else {
+        return ("unknown reason".into(), None);
+    };
+    let Some(AMQPValue::FieldTable(first)) = arr.as_slice().first() else {
+        return ("unknown reason".into(), None);
+    };
     let s = |k: &str| match first.inner().get(k) {
         Some(AMQPValue::LongString(v)) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
         Some(AMQPValue::ShortString(v)) => Some(v.as_str().to_string()),
         _ => None,
     };
-    (s("reason").unwrap_or_else(|| "unknown reason".into()), s("queue"))
+    (
+        s("reason").unwrap_or_else(|| "unknown reason".into()),
+        s("queue"),
+    )
 }

@@ -27,7 +27,10 @@ async fn birth_dossier_from_son_ha_reaches_police_and_bhxh_and_both_results_come
 
     // The civil-status office registers the birth and answers the centre.
     let mut result = at_civil.reply(Kind::RESULT, SON_HA_CIVIL, SON_HA);
-    result.payload.result = Some(Map::from_iter([("so_dang_ky_khai_sinh".to_string(), json!("152/2026"))]));
+    result.payload.result = Some(Map::from_iter([(
+        "so_dang_ky_khai_sinh".to_string(),
+        json!("152/2026"),
+    )]));
     bus.send(&result).await;
     let back = next(&mut centre, 15).await;
     assert_eq!(back.kind.as_str(), Kind::RESULT);
@@ -41,7 +44,10 @@ async fn birth_dossier_from_son_ha_reaches_police_and_bhxh_and_both_results_come
         f.receiver = Some(agency.to_string());
         f.causation_id = Some(back.message_id.clone());
         if let Some(d) = f.payload.data.as_mut() {
-            d.insert("ket_qua_khai_sinh".into(), json!({"so_dang_ky_khai_sinh": "152/2026"}));
+            d.insert(
+                "ket_qua_khai_sinh".into(),
+                json!({"so_dang_ky_khai_sinh": "152/2026"}),
+            );
         }
         ids.push(f.message_id.clone());
         bus.send(&f).await;
@@ -56,7 +62,12 @@ async fn birth_dossier_from_son_ha_reaches_police_and_bhxh_and_both_results_come
         from.push(r.sender.clone());
         if r.sender == BHXH {
             let res = r.payload.result.as_ref().expect("result");
-            assert!(res.get("so_the_bhyt").and_then(Value::as_str).is_some_and(|s| s.starts_with("TE")), "{res:?}");
+            assert!(
+                res.get("so_the_bhyt")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| s.starts_with("TE")),
+                "{res:?}"
+            );
         }
     }
     from.sort();
@@ -70,20 +81,35 @@ async fn birth_dossier_from_son_ha_reaches_police_and_bhxh_and_both_results_come
     let ma = filed.ma_ho_so.clone();
     let rows = eventually(15, "the whole trace", || {
         let rows = store.timeline(&ma).ok()?;
-        let routed_back = rows.iter().filter(|r| r.event == "routed" && r.to.as_deref() == Some(SON_HA)).count();
+        let routed_back = rows
+            .iter()
+            .filter(|r| r.event == "routed" && r.to.as_deref() == Some(SON_HA))
+            .count();
         (routed_back == 3).then_some(rows)
     })
     .await;
-    let pos = |event: &str, to: &str| rows.iter().position(|r| r.event == event && r.to.as_deref() == Some(to)).unwrap_or_else(|| panic!("no {event} to {to}: {rows:#?}"));
+    let pos = |event: &str, to: &str| {
+        rows.iter()
+            .position(|r| r.event == event && r.to.as_deref() == Some(to))
+            .unwrap_or_else(|| panic!("no {event} to {to}: {rows:#?}"))
+    };
     assert!(pos("routed", SON_HA_CIVIL) < pos("routed", SON_HA));
     for agency in [POLICE, BHXH] {
         assert!(pos("received", agency) < pos("validated", agency));
         assert!(pos("validated", agency) < pos("routed", agency));
         assert!(pos("routed", agency) < pos("delivered", agency));
     }
-    let last_routed_back = rows.iter().rposition(|r| r.event == "routed" && r.to.as_deref() == Some(SON_HA)).expect("result routed");
-    assert!(pos("delivered", POLICE) < last_routed_back && pos("delivered", BHXH) < last_routed_back);
-    assert!(rows.windows(2).all(|w| w[0].at <= w[1].at), "timeline is time-ordered");
+    let last_routed_back = rows
+        .iter()
+        .rposition(|r| r.event == "routed" && r.to.as_deref() == Some(SON_HA))
+        .expect("result routed");
+    assert!(
+        pos("delivered", POLICE) < last_routed_back && pos("delivered", BHXH) < last_routed_back
+    );
+    assert!(
+        rows.windows(2).all(|w| w[0].at <= w[1].at),
+        "timeline is time-ordered"
+    );
     bus.stop().await;
 }
 
@@ -91,17 +117,31 @@ async fn birth_dossier_from_son_ha_reaches_police_and_bhxh_and_both_results_come
 async fn malformed_json_is_dead_lettered_with_a_reason_and_the_next_message_still_flows() {
     let bus = Bus::start("malformed").await;
     let mut civil = bus.listen(SON_HA_CIVIL).await;
-    bus.send_raw(b"{\"spec\": \"lienthong.envelope/1\", \"kind\": ").await;
+    bus.send_raw(b"{\"spec\": \"lienthong.envelope/1\", \"kind\": ")
+        .await;
     let good = birth(2, SON_HA_CIVIL);
     bus.send(&good).await;
     assert_eq!(next(&mut civil, 15).await.message_id, good.message_id);
     let dead = bus.dead(1, 10).await;
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].0, b"{\"spec\": \"lienthong.envelope/1\", \"kind\": ".to_vec(), "the body is kept verbatim");
-    assert_eq!(header_str(&dead[0].1, headers::REASON_CODE).as_deref(), Some("malformed-json"));
-    assert!(header_str(&dead[0].1, headers::REASON).is_some_and(|r| r.contains("not valid JSON") && r.contains("line 1")));
+    assert_eq!(
+        dead[0].0,
+        b"{\"spec\": \"lienthong.envelope/1\", \"kind\": ".to_vec(),
+        "the body is kept verbatim"
+    );
+    assert_eq!(
+        header_str(&dead[0].1, headers::REASON_CODE).as_deref(),
+        Some("malformed-json")
+    );
+    assert!(
+        header_str(&dead[0].1, headers::REASON)
+            .is_some_and(|r| r.contains("not valid JSON") && r.contains("line 1"))
+    );
     let store = bus.store();
-    let listed = eventually(10, "the dead-letter log", || store.dead_letters(10).ok().filter(|v| !v.is_empty())).await;
+    let listed = eventually(10, "the dead-letter log", || {
+        store.dead_letters(10).ok().filter(|v| !v.is_empty())
+    })
+    .await;
     assert_eq!(listed[0].reason_code, "malformed-json");
     bus.stop().await;
 }
@@ -117,22 +157,55 @@ async fn unknown_receiver_and_hop_off_the_route_are_refused_over_amqp_and_http()
     bus.send(&unknown).await;
     let notice = next(&mut centre, 15).await;
     assert_eq!(notice.kind.as_str(), Kind::DEAD_LETTER);
-    assert_eq!(notice.causation_id.as_deref(), Some(unknown.message_id.as_str()));
-    assert!(notice.payload.reason.as_deref().is_some_and(|r| r.starts_with("unknown-receiver")), "{notice:?}");
+    assert_eq!(
+        notice.causation_id.as_deref(),
+        Some(unknown.message_id.as_str())
+    );
+    assert!(
+        notice
+            .payload
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("unknown-receiver")),
+        "{notice:?}"
+    );
 
     // AMQP: Tax is not on the birth route.
     let off_route = birth(4, "CT.H48");
     bus.send(&off_route).await;
     let notice = next(&mut centre, 15).await;
-    assert!(notice.payload.reason.as_deref().is_some_and(|r| r.starts_with("not-on-route") && r.contains("CT.H48")), "{notice:?}");
+    assert!(
+        notice
+            .payload
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("not-on-route") && r.contains("CT.H48")),
+        "{notice:?}"
+    );
     let dead = bus.dead(2, 10).await;
-    let codes: Vec<String> = dead.iter().filter_map(|(_, p)| header_str(p, headers::REASON_CODE)).collect();
-    assert!(codes.contains(&"unknown-receiver".to_string()) && codes.contains(&"not-on-route".to_string()), "{codes:?}");
+    let codes: Vec<String> = dead
+        .iter()
+        .filter_map(|(_, p)| header_str(p, headers::REASON_CODE))
+        .collect();
+    assert!(
+        codes.contains(&"unknown-receiver".to_string())
+            && codes.contains(&"not-on-route".to_string()),
+        "{codes:?}"
+    );
 
     // HTTP: the same refusals as problem+json, nothing published.
     let client = reqwest::Client::new();
-    for (env, code) in [(birth(5, "000.99.99.H48"), "unknown-receiver"), (birth(6, "CT.H48"), "not-on-route")] {
-        let r = client.post(format!("{}/v1/messages", bus.http)).bearer_auth("dev-key-pac-sonha").json(&env).send().await.expect("http");
+    for (env, code) in [
+        (birth(5, "000.99.99.H48"), "unknown-receiver"),
+        (birth(6, "CT.H48"), "not-on-route"),
+    ] {
+        let r = client
+            .post(format!("{}/v1/messages", bus.http))
+            .bearer_auth("dev-key-pac-sonha")
+            .json(&env)
+            .send()
+            .await
+            .expect("http");
         assert_eq!(r.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(r.headers()["content-type"], "application/problem+json");
         let p: Value = r.json().await.expect("problem");
@@ -141,10 +214,22 @@ async fn unknown_receiver_and_hop_off_the_route_are_refused_over_amqp_and_http()
         assert!(p["detail"].as_str().is_some_and(|d| !d.is_empty()));
     }
     // HTTP: another unit's key may not send as Sơn Hà; a good one is accepted.
-    let r = client.post(format!("{}/v1/messages", bus.http)).bearer_auth("dev-key-pac-ducpho").json(&birth(7, SON_HA_CIVIL)).send().await.expect("http");
+    let r = client
+        .post(format!("{}/v1/messages", bus.http))
+        .bearer_auth("dev-key-pac-ducpho")
+        .json(&birth(7, SON_HA_CIVIL))
+        .send()
+        .await
+        .expect("http");
     assert_eq!(r.status(), reqwest::StatusCode::FORBIDDEN);
     let good = birth(8, SON_HA_CIVIL);
-    let r = client.post(format!("{}/v1/messages", bus.http)).bearer_auth("dev-key-pac-sonha").json(&good).send().await.expect("http");
+    let r = client
+        .post(format!("{}/v1/messages", bus.http))
+        .bearer_auth("dev-key-pac-sonha")
+        .json(&good)
+        .send()
+        .await
+        .expect("http");
     assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["message_id"], good.message_id);
@@ -153,7 +238,8 @@ async fn unknown_receiver_and_hop_off_the_route_are_refused_over_amqp_and_http()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agency_answering_503_twice_then_accepting_gets_the_dossier_exactly_once_with_two_retries_traced() {
+async fn agency_answering_503_twice_then_accepting_gets_the_dossier_exactly_once_with_two_retries_traced()
+ {
     let bus = Bus::start("retry").await;
     let mut centre = bus.listen(SON_HA).await;
     let env = birth(9, POLICE);
@@ -167,11 +253,29 @@ async fn agency_answering_503_twice_then_accepting_gets_the_dossier_exactly_once
     assert_eq!(stats["police"]["effects"], 1, "{stats}");
     let store = bus.store();
     let ma = env.ma_ho_so.clone();
-    let rows = eventually(10, "delivered in the trace", || store.timeline(&ma).ok().filter(|r| r.iter().any(|e| e.event == "delivered"))).await;
-    let retried: Vec<_> = rows.iter().filter(|r| r.event == "retried" && r.message_id.as_deref() == Some(env.message_id.as_str())).collect();
+    let rows = eventually(10, "delivered in the trace", || {
+        store
+            .timeline(&ma)
+            .ok()
+            .filter(|r| r.iter().any(|e| e.event == "delivered"))
+    })
+    .await;
+    let retried: Vec<_> = rows
+        .iter()
+        .filter(|r| {
+            r.event == "retried" && r.message_id.as_deref() == Some(env.message_id.as_str())
+        })
+        .collect();
     assert_eq!(retried.len(), 2, "{rows:#?}");
-    assert!(retried.iter().all(|r| r.reason.as_deref().is_some_and(|x| x.contains("503"))));
-    let delivered = rows.iter().find(|r| r.event == "delivered").expect("delivered");
+    assert!(
+        retried
+            .iter()
+            .all(|r| r.reason.as_deref().is_some_and(|x| x.contains("503")))
+    );
+    let delivered = rows
+        .iter()
+        .find(|r| r.event == "delivered")
+        .expect("delivered");
     assert_eq!(delivered.attempt, Some(3));
     bus.stop().await;
 }
@@ -198,14 +302,26 @@ async fn agency_answering_400_dead_letters_that_dossier_with_its_reason_and_othe
     let notice = notice.expect("dead-letter notice to the centre");
     assert_eq!(notice.ma_ho_so, bad.ma_ho_so);
     let reason = notice.payload.reason.clone().unwrap_or_default();
-    assert!(reason.starts_with("agency-refused") && reason.contains("400"), "{reason}");
-    assert_eq!(result.expect("the good dossier's result").ma_ho_so, good.ma_ho_so);
+    assert!(
+        reason.starts_with("agency-refused") && reason.contains("400"),
+        "{reason}"
+    );
+    assert_eq!(
+        result.expect("the good dossier's result").ma_ho_so,
+        good.ma_ho_so
+    );
     let dead = bus.dead(1, 10).await;
     assert_eq!(dead.len(), 1);
     let env: Envelope = serde_json::from_slice(&dead[0].0).expect("envelope kept");
     assert_eq!(env.message_id, bad.message_id);
-    assert_eq!(header_str(&dead[0].1, headers::REASON_CODE).as_deref(), Some("agency-refused"));
-    assert_eq!(header_str(&dead[0].1, headers::COMPONENT).as_deref(), Some("adapter:BHXH.H48"));
+    assert_eq!(
+        header_str(&dead[0].1, headers::REASON_CODE).as_deref(),
+        Some("agency-refused")
+    );
+    assert_eq!(
+        header_str(&dead[0].1, headers::COMPONENT).as_deref(),
+        Some("adapter:BHXH.H48")
+    );
     bus.stop().await;
 }
 
@@ -218,7 +334,10 @@ async fn nfd_name_arrives_at_the_agency_as_nfc() {
     let nfd_parent: String = "Đinh Văn Lực".nfd().collect();
     assert_ne!(nfd_child, "Đinh Thị Bảo Ngọc");
     if let Some(d) = env.payload.data.as_mut() {
-        d.insert("tre".into(), json!({"ho_ten": nfd_child, "ngay_sinh": "2026-11-20", "gioi_tinh": "nu"}));
+        d.insert(
+            "tre".into(),
+            json!({"ho_ten": nfd_child, "ngay_sinh": "2026-11-20", "gioi_tinh": "nu"}),
+        );
     }
     if let Some(a) = env.payload.applicant.as_mut() {
         a.ho_ten = nfd_parent;
@@ -239,32 +358,69 @@ async fn nfd_name_arrives_at_the_agency_as_nfc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_precreated_with_other_arguments_gives_a_named_startup_error() {
     let (s, dir) = settings("mismatch");
-    let conn = lapin::Connection::connect(AMQP_URL, Default::default()).await.expect("broker");
+    let conn = lapin::Connection::connect(AMQP_URL, Default::default())
+        .await
+        .expect("broker");
     let ch = conn.create_channel().await.expect("channel");
     // The router queue as a classic queue without arguments; a unit queue as a quorum queue
     // whose only difference is its delivery limit.
     let router = format!("{}.router", s.bus.prefix);
-    ch.queue_declare(router.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
-        .await
-        .expect("classic queue");
+    ch.queue_declare(
+        router.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("classic queue");
     let unit = format!("{}.unit.{POLICE}", s.bus.prefix);
     let mut args = FieldTable::default();
     let long = |v: String| lapin::types::AMQPValue::LongString(v.into());
     args.insert("x-queue-type".into(), long("quorum".into()));
-    args.insert("x-dead-letter-exchange".into(), long(format!("{}.dlx", s.bus.prefix)));
-    args.insert("x-dead-letter-strategy".into(), long("at-least-once".into()));
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        long(format!("{}.dlx", s.bus.prefix)),
+    );
+    args.insert(
+        "x-dead-letter-strategy".into(),
+        long("at-least-once".into()),
+    );
     args.insert("x-overflow".into(), long("reject-publish".into()));
-    args.insert("x-delivery-limit".into(), lapin::types::AMQPValue::LongLongInt(3));
-    ch.queue_declare(unit.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
-        .await
-        .expect("quorum queue");
+    args.insert(
+        "x-delivery-limit".into(),
+        lapin::types::AMQPValue::LongLongInt(3),
+    );
+    ch.queue_declare(
+        unit.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .expect("quorum queue");
     let err = match lienthong::run::start(s.clone(), &lienthong::run::Component::ALL).await {
         Ok(_) => panic!("startup must fail"),
         Err(e) => format!("{e:#}"),
     };
-    assert!(err.contains(&format!("queue \"{router}\" already exists with a different \"x-dead-letter-exchange\" argument")), "{err}");
-    assert!(err.contains(&format!("queue \"{unit}\" already exists with a different \"x-delivery-limit\" argument")), "{err}");
-    let _ = lienthong_core::topology::Topology::plan(&s).delete(&conn).await;
+    assert!(
+        err.contains(&format!(
+            "queue \"{router}\" already exists with a different \"x-dead-letter-exchange\" argument"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "queue \"{unit}\" already exists with a different \"x-delivery-limit\" argument"
+        )),
+        "{err}"
+    );
+    let _ = lienthong_core::topology::Topology::plan(&s)
+        .delete(&conn)
+        .await;
     let _ = conn.close(200, "done".into()).await;
     let _ = std::fs::remove_dir_all(dir);
     tokio::time::sleep(Duration::from_millis(10)).await;

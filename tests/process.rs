@@ -13,7 +13,11 @@ use lienthong_core::envelope::Kind;
 const EXE: &str = env!("CARGO_BIN_EXE_lienthong");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn spawn_run(config: &std::path::Path, log: &std::path::Path) -> Child {
@@ -42,7 +46,11 @@ async fn wait_ready(url: &str) {
 }
 
 fn sigterm(child: &Child) {
-    let ok = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
     assert!(ok.success());
 }
 
@@ -62,11 +70,25 @@ async fn sigterm_mid_traffic_and_restart_loses_nothing() {
 
     let mut child = spawn_run(&config, &dir.join("run1.log"));
     wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
-    let conn = lapin::Connection::connect(AMQP_URL, Default::default()).await.expect("broker");
-    let publisher = lienthong_core::amqp::Publisher::new(&conn, 10_000).await.expect("publisher");
+    let conn = lapin::Connection::connect(AMQP_URL, Default::default())
+        .await
+        .expect("broker");
+    let publisher = lienthong_core::amqp::Publisher::new(&conn, 10_000)
+        .await
+        .expect("publisher");
     let names = lienthong_core::topology::Names::new(&s.bus.prefix);
     // Listen as Sơn Hà.
-    let bus_view = Bus { settings: s.clone(), dir: dir.clone(), mock: None, running: None, conn, publisher, names, http: String::new(), mock_url: format!("http://{}", mock.addr) };
+    let bus_view = Bus {
+        settings: s.clone(),
+        dir: dir.clone(),
+        mock: None,
+        running: None,
+        conn,
+        publisher,
+        names,
+        http: String::new(),
+        mock_url: format!("http://{}", mock.addr),
+    };
     let mut centre = bus_view.listen(SON_HA).await;
 
     const N: u32 = 30;
@@ -88,7 +110,10 @@ async fn sigterm_mid_traffic_and_restart_loses_nothing() {
         if let Some(st) = child.try_wait().expect("wait") {
             break st;
         }
-        assert!(Instant::now() < until, "lienthong run did not stop within its grace period");
+        assert!(
+            Instant::now() < until,
+            "lienthong run did not stop within its grace period"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
@@ -100,27 +125,50 @@ async fn sigterm_mid_traffic_and_restart_loses_nothing() {
         got.insert((e.ma_ho_so, e.sender));
     }
     let stats = bus_view.mock_stats().await;
-    assert_eq!(stats["police"]["effects"], N, "each dossier registered once: {stats}");
+    assert_eq!(
+        stats["police"]["effects"], N,
+        "each dossier registered once: {stats}"
+    );
     assert_eq!(stats["bhxh"]["effects"], N, "{stats}");
-    assert!(bus_view.dead(1, 1).await.is_empty(), "nothing dead-lettered");
+    assert!(
+        bus_view.dead(1, 1).await.is_empty(),
+        "nothing dead-lettered"
+    );
 
     sigterm(&child);
     let _ = tokio::task::spawn_blocking(move || child.wait()).await;
     let _ = mock.stop.send(());
-    let _ = lienthong_core::topology::Topology::plan(&s).delete(&bus_view.conn).await;
+    let _ = lienthong_core::topology::Topology::plan(&s)
+        .delete(&bus_view.conn)
+        .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_completes_every_sample_dossier() {
-    let dir = std::env::temp_dir().join(format!("lienthong-demo-test-{}", uuid::Uuid::now_v7().simple()));
-    let prefix = format!("lt-test-demo-{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
+    let dir = std::env::temp_dir().join(format!(
+        "lienthong-demo-test-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let prefix = format!(
+        "lt-test-demo-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[24..]
+    );
     let out = tokio::task::spawn_blocking({
         let dir = dir.clone();
         let prefix = prefix.clone();
         move || {
             Command::new(EXE)
-                .args(["demo", "--count", "60", "--timeout-s", "120", "--prefix", &prefix, "--dir"])
+                .args([
+                    "demo",
+                    "--count",
+                    "60",
+                    "--timeout-s",
+                    "120",
+                    "--prefix",
+                    &prefix,
+                    "--dir",
+                ])
                 .arg(&dir)
                 .output()
                 .expect("demo runs")
@@ -129,15 +177,30 @@ async fn demo_completes_every_sample_dossier() {
     .await
     .expect("join");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("60 dossiers") && stdout.contains("60 completed"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("60 dossiers") && stdout.contains("60 completed"),
+        "{stdout}"
+    );
     assert!(stdout.contains("Trace of dossier"), "{stdout}");
     let s = {
-        let mut s = lienthong_core::registry::Settings::from_toml(lienthong_core::registry::DEFAULT_CONFIG, false).expect("config");
+        let mut s = lienthong_core::registry::Settings::from_toml(
+            lienthong_core::registry::DEFAULT_CONFIG,
+            false,
+        )
+        .expect("config");
         s.bus.prefix = prefix;
         s
     };
-    let conn = lapin::Connection::connect(AMQP_URL, Default::default()).await.expect("broker");
-    let _ = lienthong_core::topology::Topology::plan(&s).delete(&conn).await;
+    let conn = lapin::Connection::connect(AMQP_URL, Default::default())
+        .await
+        .expect("broker");
+    let _ = lienthong_core::topology::Topology::plan(&s)
+        .delete(&conn)
+        .await;
     let _ = std::fs::remove_dir_all(&dir);
 }

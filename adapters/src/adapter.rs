@@ -77,5 +77,9 @@ pub trait Adapter: Send + Sync {
     async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String>;
 
     /// Read a callback body (the agency's result) into bus terms. Errors say what is wrong with it.
-    fn parse_callback(&self, content_type: Option<&str>, body: &[u8]) -> Result<AgencyReply, String>;
+    fn parse_callback(
+        &self,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<AgencyReply, String>;
 }

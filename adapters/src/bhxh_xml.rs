@@ -29,34 +29,66 @@ pub struct BhxhXml {
 impl BhxhXml {
     /// An adapter calling `endpoint` (e.g. `http://127.0.0.1:8490/bhxh`); `settings.request_types`
     /// maps MaTTHC → LoaiYeuCau.
-    pub fn new(client: reqwest::Client, endpoint: &str, callback_url: &str, settings: Map<String, Value>) -> Self {
-        BhxhXml { client, endpoint: endpoint.trim_end_matches('/').to_string(), callback_url: callback_url.to_string(), settings }
+    pub fn new(
+        client: reqwest::Client,
+        endpoint: &str,
+        callback_url: &str,
+        settings: Map<String, Value>,
+    ) -> Self {
+        BhxhXml {
+            client,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            callback_url: callback_url.to_string(),
+            settings,
+        }
     }
 
     /// The `HoSoBHXH` document for `env`.
     pub fn submit_body(&self, env: &Envelope) -> Result<Vec<u8>, String> {
-        let loai = request_type(&self.settings, &env.ma_tthc)
-            .ok_or_else(|| format!("bhxh-xml has no request type for procedure {} (settings.request_types)", env.ma_tthc))?;
-        let (person, raw) = subject(env).ok_or("payload.data has neither tre (child) nor nguoi_mat (deceased): no insured person")?;
-        let ngay_sinh = person.ngay_sinh.as_deref().and_then(date8).ok_or("the insured person's ngay_sinh (YYYY-MM-DD) is missing or invalid")?;
-        let gioi_tinh = sex_code(person.gioi_tinh.as_deref()).ok_or("the insured person's gioi_tinh (nam/nu) is missing")?;
+        let loai = request_type(&self.settings, &env.ma_tthc).ok_or_else(|| {
+            format!(
+                "bhxh-xml has no request type for procedure {} (settings.request_types)",
+                env.ma_tthc
+            )
+        })?;
+        let (person, raw) = subject(env).ok_or(
+            "payload.data has neither tre (child) nor nguoi_mat (deceased): no insured person",
+        )?;
+        let ngay_sinh = person
+            .ngay_sinh
+            .as_deref()
+            .and_then(date8)
+            .ok_or("the insured person's ngay_sinh (YYYY-MM-DD) is missing or invalid")?;
+        let gioi_tinh = sex_code(person.gioi_tinh.as_deref())
+            .ok_or("the insured person's gioi_tinh (nam/nu) is missing")?;
         let applicant = env.payload.applicant.clone().unwrap_or_default();
         let mut b = Builder::new("HoSoBHXH", NS);
         b.text("MaHoSo", &env.ma_ho_so)
             .text("MaTTHC", &env.ma_tthc)
             .text("MaThamChieu", &env.message_id)
             .text("MaDonViGui", &env.sender)
-            .text("NgayGui", &lienthong_core::clock::to_dvcqg(chrono::Utc::now()))
+            .text(
+                "NgayGui",
+                &lienthong_core::clock::to_dvcqg(chrono::Utc::now()),
+            )
             .text("UrlPhanHoi", &self.callback_url)
             .text("LoaiYeuCau", &loai);
-        b.open("DoiTuong").text("HoVaTen", &person.ho_ten).text("NgaySinh", &ngay_sinh).text("GioiTinh", &gioi_tinh.to_string());
+        b.open("DoiTuong")
+            .text("HoVaTen", &person.ho_ten)
+            .text("NgaySinh", &ngay_sinh)
+            .text("GioiTinh", &gioi_tinh.to_string());
         if let Some(id) = &person.so_dinh_danh {
             b.text("SoDinhDanh", id);
         }
         if let Some(m) = raw.get("ma_so_bhxh").and_then(Value::as_str) {
             b.text("MaSoBHXH", m);
         }
-        if let Some(a) = raw.get("noi_thuong_tru").and_then(Value::as_str).map(str::to_string).or(data_str(env, &["noi_dang_ky_thuong_tru"])) {
+        if let Some(a) = raw
+            .get("noi_thuong_tru")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or(data_str(env, &["noi_dang_ky_thuong_tru"]))
+        {
             b.text("DiaChi", &a);
         }
         if let Some(d) = raw.get("ngay_mat").and_then(Value::as_str).and_then(date8) {
@@ -77,16 +109,21 @@ impl BhxhXml {
         if let Some(k) = data_str(env, &["noi_dang_ky_kcb_ban_dau"]) {
             b.text("NoiDangKyKCB", &k);
         }
-        let extra: Vec<(String, String)> = env.payload.data.as_ref().map(scalars).unwrap_or_default();
+        let extra: Vec<(String, String)> =
+            env.payload.data.as_ref().map(scalars).unwrap_or_default();
         let prior: Vec<(String, String)> = env
             .payload
             .data
             .as_ref()
-            .and_then(|d| d.get("ket_qua_khai_sinh").or_else(|| d.get("ket_qua_khai_tu")))
+            .and_then(|d| {
+                d.get("ket_qua_khai_sinh")
+                    .or_else(|| d.get("ket_qua_khai_tu"))
+            })
             .and_then(Value::as_object)
             .map(scalars)
             .unwrap_or_default();
-        let fields: std::collections::BTreeMap<String, String> = extra.into_iter().chain(prior).collect();
+        let fields: std::collections::BTreeMap<String, String> =
+            extra.into_iter().chain(prior).collect();
         if !fields.is_empty() {
             b.open("ThongTinBoSung");
             for (k, v) in &fields {
@@ -119,7 +156,10 @@ impl BhxhXml {
             .client
             .post(&url)
             .header("Idempotency-Key", key)
-            .header(reqwest::header::CONTENT_TYPE, "application/xml; charset=utf-8")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/xml; charset=utf-8",
+            )
             .body(body)
             .send()
             .await;
@@ -136,21 +176,43 @@ impl BhxhXml {
         if !status.is_success() {
             let reason = read_flat(&bytes, NS)
                 .ok()
-                .and_then(|f| Some(format!("{} {}", f.get("MaLoi")?, f.get("MoTaLoi").unwrap_or(""))))
+                .and_then(|f| {
+                    Some(format!(
+                        "{} {}",
+                        f.get("MaLoi")?,
+                        f.get("MoTaLoi").unwrap_or("")
+                    ))
+                })
                 .unwrap_or_else(|| snippet(&bytes));
             return failure_status(op, status, &headers, reason);
         }
         let flat = match read_flat(&bytes, NS) {
             Ok(f) if f.root == "BienNhan" => f,
-            Ok(f) => return Outcome::Permanent { reason: format!("{op}: expected <BienNhan>, got <{}>", f.root) },
-            Err(e) => return Outcome::Permanent { reason: format!("{op}: HTTP {status} but the receipt is not readable: {e}") },
+            Ok(f) => {
+                return Outcome::Permanent {
+                    reason: format!("{op}: expected <BienNhan>, got <{}>", f.root),
+                };
+            }
+            Err(e) => {
+                return Outcome::Permanent {
+                    reason: format!("{op}: HTTP {status} but the receipt is not readable: {e}"),
+                };
+            }
         };
         match flat.get("KetQua") {
-            Some("THANH_CONG") => Outcome::Delivered { receipt: flat.get("MaTiepNhan").unwrap_or("THANH_CONG").to_string() },
-            Some("LOI") => Outcome::Permanent {
-                reason: format!("{op}: BienNhan LOI {} {}", flat.get("MaLoi").unwrap_or("?"), flat.get("MoTaLoi").unwrap_or("")),
+            Some("THANH_CONG") => Outcome::Delivered {
+                receipt: flat.get("MaTiepNhan").unwrap_or("THANH_CONG").to_string(),
             },
-            other => Outcome::Permanent { reason: format!("{op}: BienNhan with unknown KetQua {other:?}") },
+            Some("LOI") => Outcome::Permanent {
+                reason: format!(
+                    "{op}: BienNhan LOI {} {}",
+                    flat.get("MaLoi").unwrap_or("?"),
+                    flat.get("MoTaLoi").unwrap_or("")
+                ),
+            },
+            other => Outcome::Permanent {
+                reason: format!("{op}: BienNhan with unknown KetQua {other:?}"),
+            },
         }
     }
 }
@@ -164,45 +226,97 @@ impl Adapter for BhxhXml {
     async fn deliver(&self, env: &Envelope) -> Outcome {
         match env.kind.as_str() {
             Kind::FORWARD => match self.submit_body(env) {
-                Ok(body) => self.post("submit", format!("{}/api/ho-so", self.endpoint), &env.message_id, body).await,
-                Err(reason) => Outcome::Permanent { reason: format!("cannot map the envelope to HoSoBHXH: {reason}") },
+                Ok(body) => {
+                    self.post(
+                        "submit",
+                        format!("{}/api/ho-so", self.endpoint),
+                        &env.message_id,
+                        body,
+                    )
+                    .await
+                }
+                Err(reason) => Outcome::Permanent {
+                    reason: format!("cannot map the envelope to HoSoBHXH: {reason}"),
+                },
             },
-            Kind::STATUS if matches!(env.status, Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)) => {
+            Kind::STATUS
+                if matches!(
+                    env.status,
+                    Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)
+                ) =>
+            {
                 let mut b = Builder::new("YeuCauHuy", NS);
                 b.text("MaHoSo", &env.ma_ho_so)
                     .text("MaThamChieu", &env.message_id)
-                    .text("LyDo", env.payload.reason.as_deref().unwrap_or("Dừng xử lý theo yêu cầu"))
-                    .text("NgayGui", &lienthong_core::clock::to_dvcqg(chrono::Utc::now()));
+                    .text(
+                        "LyDo",
+                        env.payload
+                            .reason
+                            .as_deref()
+                            .unwrap_or("Dừng xử lý theo yêu cầu"),
+                    )
+                    .text(
+                        "NgayGui",
+                        &lienthong_core::clock::to_dvcqg(chrono::Utc::now()),
+                    );
                 let url = format!("{}/api/ho-so/{}/huy", self.endpoint, env.ma_ho_so);
-                self.post("cancel", url, &env.message_id, b.finish("YeuCauHuy")).await
+                self.post("cancel", url, &env.message_id, b.finish("YeuCauHuy"))
+                    .await
             }
-            other => Outcome::Permanent { reason: format!("the BHXH interface has no operation for a {other} message") },
+            other => Outcome::Permanent {
+                reason: format!("the BHXH interface has no operation for a {other} message"),
+            },
         }
     }
 
     async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String> {
         let url = format!("{}/api/ho-so/{ma_ho_so}", self.endpoint);
-        let resp = self.client.get(&url).send().await.map_err(|e| format!("status lookup: {e}"))?;
+        let resp = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("status lookup: {e}"))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| format!("status lookup: {e}"))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("status lookup: {e}"))?;
         let f = read_flat(&bytes, NS).map_err(|e| format!("status lookup: HTTP {status}: {e}"))?;
         if f.root != "TrangThai" {
-            return Err(format!("status lookup: {} {}", f.get("MaLoi").unwrap_or(&f.root), f.get("MoTaLoi").unwrap_or("")));
+            return Err(format!(
+                "status lookup: {} {}",
+                f.get("MaLoi").unwrap_or(&f.root),
+                f.get("MoTaLoi").unwrap_or("")
+            ));
         }
         Ok(AgencyStatus {
             ma_ho_so: ma_ho_so.to_string(),
             receipt: f.get("MaTiepNhan").map(str::to_string),
-            status: f.get("TrangThaiHoSo").and_then(|s| s.parse().ok()).unwrap_or(0),
+            status: f
+                .get("TrangThaiHoSo")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
         })
     }
 
-    fn parse_callback(&self, _content_type: Option<&str>, body: &[u8]) -> Result<AgencyReply, String> {
+    fn parse_callback(
+        &self,
+        _content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<AgencyReply, String> {
         let f = read_flat(body, NS)?;
         if f.root != "KetQuaHoSo" {
             return Err(format!("expected <KetQuaHoSo>, got <{}>", f.root));
         }
-        let need = |k: &str| f.get(k).map(str::to_string).ok_or_else(|| format!("KetQuaHoSo lacks {k}"));
-        let status: u8 = need("TrangThaiHoSo")?.parse().map_err(|_| "TrangThaiHoSo is not a number".to_string())?;
+        let need = |k: &str| {
+            f.get(k)
+                .map(str::to_string)
+                .ok_or_else(|| format!("KetQuaHoSo lacks {k}"))
+        };
+        let status: u8 = need("TrangThaiHoSo")?
+            .parse()
+            .map_err(|_| "TrangThaiHoSo is not a number".to_string())?;
         if !(1..=10).contains(&status) {
             return Err(format!("TrangThaiHoSo {status} is outside 1–10"));
         }

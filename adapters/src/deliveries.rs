@@ -46,7 +46,8 @@ impl DeliveryLog {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -58,7 +59,9 @@ impl DeliveryLog {
                 receipt TEXT NOT NULL, at_ms INTEGER NOT NULL);
              CREATE INDEX IF NOT EXISTS deliveries_by_dossier ON adapter_deliveries (ma_ho_so);",
         )?;
-        Ok(DeliveryLog { conn: Arc::new(Mutex::new(conn)) })
+        Ok(DeliveryLog {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {

@@ -20,17 +20,27 @@ pub fn client(timeout_ms: u64) -> Result<reqwest::Client, reqwest::Error> {
 
 /// Whether a status is a transient failure (408, 425, 429, 5xx).
 pub fn is_transient_status(s: StatusCode) -> bool {
-    s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS || s.as_u16() == 425 || s.is_server_error()
+    s == StatusCode::REQUEST_TIMEOUT
+        || s == StatusCode::TOO_MANY_REQUESTS
+        || s.as_u16() == 425
+        || s.is_server_error()
 }
 
 /// Retry-After as a duration (delay-seconds or HTTP-date).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate::parse_http_date(v).ok()?;
-    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// A reqwest error as an outcome: every transport error is transient. A timeout after the
@@ -44,15 +54,28 @@ pub fn transport_error(op: &str, e: &reqwest::Error) -> Outcome {
     } else {
         "failed"
     };
-    Outcome::Transient { reason: format!("{op} {what}: {e}"), retry_after: None }
+    Outcome::Transient {
+        reason: format!("{op} {what}: {e}"),
+        retry_after: None,
+    }
 }
 
 /// An HTTP failure status as an outcome, with the agency's reason from the body.
-pub fn failure_status(op: &str, status: StatusCode, headers: &HeaderMap, reason: String) -> Outcome {
+pub fn failure_status(
+    op: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    reason: String,
+) -> Outcome {
     if is_transient_status(status) {
-        Outcome::Transient { reason: format!("{op}: HTTP {status}: {reason}"), retry_after: retry_after(headers) }
+        Outcome::Transient {
+            reason: format!("{op}: HTTP {status}: {reason}"),
+            retry_after: retry_after(headers),
+        }
     } else {
-        Outcome::Permanent { reason: format!("{op}: HTTP {status}: {reason}") }
+        Outcome::Permanent {
+            reason: format!("{op}: HTTP {status}: {reason}"),
+        }
     }
 }
 

@@ -27,14 +27,43 @@ pub const ADAPTERS: [&str; 2] = [police_rest::NAME, bhxh_xml::NAME];
 ///
 /// Errors: the unit is not reached by an adapter, or names an adapter this build lacks.
 pub fn build(unit: &Unit, callback_base: &str) -> Result<Arc<dyn Adapter>, String> {
-    let Reach::Adapter { adapter, endpoint, timeout_ms, settings, .. } = &unit.reach else {
-        return Err(format!("unit {} is reached over AMQP, not by an adapter", unit.code));
+    let Reach::Adapter {
+        adapter,
+        endpoint,
+        timeout_ms,
+        settings,
+        ..
+    } = &unit.reach
+    else {
+        return Err(format!(
+            "unit {} is reached over AMQP, not by an adapter",
+            unit.code
+        ));
     };
-    let callback_url = format!("{}/v1/callbacks/{}", callback_base.trim_end_matches('/'), unit.code);
-    let client = http::client(*timeout_ms).map_err(|e| format!("unit {}: HTTP client: {e}", unit.code))?;
+    let callback_url = format!(
+        "{}/v1/callbacks/{}",
+        callback_base.trim_end_matches('/'),
+        unit.code
+    );
+    let client =
+        http::client(*timeout_ms).map_err(|e| format!("unit {}: HTTP client: {e}", unit.code))?;
     match adapter.as_str() {
-        police_rest::NAME => Ok(Arc::new(police_rest::PoliceRest::new(client, endpoint, &callback_url, settings.clone()))),
-        bhxh_xml::NAME => Ok(Arc::new(bhxh_xml::BhxhXml::new(client, endpoint, &callback_url, settings.clone()))),
-        other => Err(format!("unit {}: unknown adapter {other:?} (this build has: {})", unit.code, ADAPTERS.join(", "))),
+        police_rest::NAME => Ok(Arc::new(police_rest::PoliceRest::new(
+            client,
+            endpoint,
+            &callback_url,
+            settings.clone(),
+        ))),
+        bhxh_xml::NAME => Ok(Arc::new(bhxh_xml::BhxhXml::new(
+            client,
+            endpoint,
+            &callback_url,
+            settings.clone(),
+        ))),
+        other => Err(format!(
+            "unit {}: unknown adapter {other:?} (this build has: {})",
+            unit.code,
+            ADAPTERS.join(", ")
+        )),
     }
 }

@@ -2,8 +2,8 @@
 //! payload to DVCQG-style values (dates `yyyyMMdd`, sex 1/2) and the choice of the person a
 //! dossier is about.
 
-use lienthong_core::envelope::Person;
 use lienthong_core::Envelope;
+use lienthong_core::envelope::Person;
 use serde_json::{Map, Value};
 
 /// `YYYY-MM-DD` → `yyyyMMdd`; `None` if the input is not of that shape.
@@ -25,7 +25,11 @@ pub fn sex_code(s: Option<&str>) -> Option<u8> {
 /// (a deceased person).
 pub fn subject(env: &Envelope) -> Option<(Person, Map<String, Value>)> {
     let data = env.payload.data.as_ref()?;
-    let raw = data.get("tre").or_else(|| data.get("nguoi_mat"))?.as_object()?.clone();
+    let raw = data
+        .get("tre")
+        .or_else(|| data.get("nguoi_mat"))?
+        .as_object()?
+        .clone();
     let p: Person = serde_json::from_value(Value::Object(raw.clone())).ok()?;
     Some((p, raw))
 }
@@ -42,7 +46,11 @@ pub fn data_str(env: &Envelope, path: &[&str]) -> Option<String> {
 /// The request type an adapter's `settings.request_types` table gives for the envelope's
 /// procedure (`{ "1.001193" = "DANG_KY_THUONG_TRU" }`).
 pub fn request_type(settings: &Map<String, Value>, ma_tthc: &str) -> Option<String> {
-    settings.get("request_types")?.get(ma_tthc)?.as_str().map(str::to_string)
+    settings
+        .get("request_types")?
+        .get(ma_tthc)?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// Scalar (string, number, bool) top-level fields of a map, as strings, in key order.

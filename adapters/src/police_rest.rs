@@ -25,16 +25,34 @@ pub struct PoliceRest {
 impl PoliceRest {
     /// An adapter calling `endpoint` (base URL, e.g. `http://127.0.0.1:8490/police`); results
     /// come back to `callback_url`. `settings.request_types` maps MaTTHC → LoaiYeuCau.
-    pub fn new(client: reqwest::Client, endpoint: &str, callback_url: &str, settings: Map<String, Value>) -> Self {
-        PoliceRest { client, endpoint: endpoint.trim_end_matches('/').to_string(), callback_url: callback_url.to_string(), settings }
+    pub fn new(
+        client: reqwest::Client,
+        endpoint: &str,
+        callback_url: &str,
+        settings: Map<String, Value>,
+    ) -> Self {
+        PoliceRest {
+            client,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            callback_url: callback_url.to_string(),
+            settings,
+        }
     }
 
     /// The submit body for `env` (public so tests and `lienthong` tools can show it).
     pub fn submit_body(&self, env: &Envelope) -> Result<Value, String> {
-        let loai = request_type(&self.settings, &env.ma_tthc)
-            .ok_or_else(|| format!("police-rest has no request type for procedure {} (settings.request_types)", env.ma_tthc))?;
+        let loai = request_type(&self.settings, &env.ma_tthc).ok_or_else(|| {
+            format!(
+                "police-rest has no request type for procedure {} (settings.request_types)",
+                env.ma_tthc
+            )
+        })?;
         let (person, raw) = subject(env).ok_or("payload.data has neither tre (newborn) nor nguoi_mat (deceased): no citizen to register")?;
-        let ngay_sinh = person.ngay_sinh.as_deref().and_then(date8).ok_or("the citizen's ngay_sinh (YYYY-MM-DD) is missing or invalid")?;
+        let ngay_sinh = person
+            .ngay_sinh
+            .as_deref()
+            .and_then(date8)
+            .ok_or("the citizen's ngay_sinh (YYYY-MM-DD) is missing or invalid")?;
         let mut cong_dan = json!({ "HoVaTen": person.ho_ten, "NgaySinh": ngay_sinh });
         if let Some(g) = sex_code(person.gioi_tinh.as_deref()) {
             cong_dan["GioiTinh"] = json!(g);
@@ -53,7 +71,11 @@ impl PoliceRest {
         if let Some(g) = sex_code(applicant.gioi_tinh.as_deref()) {
             chu["GioiTinh"] = json!(g);
         }
-        for (from, to) in [(&applicant.so_dinh_danh, "SoDinhDanh"), (&applicant.so_dien_thoai, "SoDienThoai"), (&applicant.dia_chi, "DiaChi")] {
+        for (from, to) in [
+            (&applicant.so_dinh_danh, "SoDinhDanh"),
+            (&applicant.so_dien_thoai, "SoDienThoai"),
+            (&applicant.dia_chi, "DiaChi"),
+        ] {
             if let Some(v) = from {
                 chu[to] = json!(v);
             }
@@ -97,7 +119,13 @@ impl PoliceRest {
     }
 
     async fn post(&self, op: &str, url: String, key: &str, body: &Value) -> Outcome {
-        let res = self.client.post(&url).header("Idempotency-Key", key).json(body).send().await;
+        let res = self
+            .client
+            .post(&url)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await;
         let resp = match res {
             Ok(r) => r,
             Err(e) => return transport_error(op, &e),
@@ -111,19 +139,38 @@ impl PoliceRest {
         if status.is_success() {
             let v: Value = match serde_json::from_slice(&bytes) {
                 Ok(v) => v,
-                Err(e) => return Outcome::Permanent { reason: format!("{op}: HTTP {status} but the body is not JSON ({e}): {}", snippet(&bytes)) },
+                Err(e) => {
+                    return Outcome::Permanent {
+                        reason: format!(
+                            "{op}: HTTP {status} but the body is not JSON ({e}): {}",
+                            snippet(&bytes)
+                        ),
+                    };
+                }
             };
-            let receipt = v.get("MaTiepNhan").and_then(Value::as_str).map(str::to_string);
+            let receipt = v
+                .get("MaTiepNhan")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             return match receipt {
                 Some(r) => Outcome::Delivered { receipt: r },
-                None => Outcome::Permanent { reason: format!("{op}: HTTP {status} without MaTiepNhan: {}", snippet(&bytes)) },
+                None => Outcome::Permanent {
+                    reason: format!(
+                        "{op}: HTTP {status} without MaTiepNhan: {}",
+                        snippet(&bytes)
+                    ),
+                },
             };
         }
         let reason = serde_json::from_slice::<Value>(&bytes)
             .ok()
             .and_then(|v| {
                 let code = v.get("MaLoi")?.as_str()?.to_string();
-                let text = v.get("MoTaLoi").and_then(Value::as_str).unwrap_or("").to_string();
+                let text = v
+                    .get("MoTaLoi")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 Some(format!("{code} {text}"))
             })
             .unwrap_or_else(|| snippet(&bytes));
@@ -140,10 +187,27 @@ impl Adapter for PoliceRest {
     async fn deliver(&self, env: &Envelope) -> Outcome {
         match env.kind.as_str() {
             Kind::FORWARD => match self.submit_body(env) {
-                Ok(body) => self.post("submit", format!("{}/v1/ho-so", self.endpoint), &env.message_id, &body).await,
-                Err(reason) => Outcome::Permanent { reason: format!("cannot map the envelope to the police submit format: {reason}") },
+                Ok(body) => {
+                    self.post(
+                        "submit",
+                        format!("{}/v1/ho-so", self.endpoint),
+                        &env.message_id,
+                        &body,
+                    )
+                    .await
+                }
+                Err(reason) => Outcome::Permanent {
+                    reason: format!(
+                        "cannot map the envelope to the police submit format: {reason}"
+                    ),
+                },
             },
-            Kind::STATUS if matches!(env.status, Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)) => {
+            Kind::STATUS
+                if matches!(
+                    env.status,
+                    Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)
+                ) =>
+            {
                 let body = json!({
                     "MaHoSo": env.ma_ho_so,
                     "MaThamChieu": env.message_id,
@@ -153,37 +217,64 @@ impl Adapter for PoliceRest {
                 let url = format!("{}/v1/ho-so/{}/huy", self.endpoint, env.ma_ho_so);
                 self.post("cancel", url, &env.message_id, &body).await
             }
-            other => Outcome::Permanent { reason: format!("the police residence interface has no operation for a {other} message") },
+            other => Outcome::Permanent {
+                reason: format!(
+                    "the police residence interface has no operation for a {other} message"
+                ),
+            },
         }
     }
 
     async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String> {
         let url = format!("{}/v1/ho-so/{ma_ho_so}", self.endpoint);
-        let resp = self.client.get(&url).send().await.map_err(|e| format!("status lookup: {e}"))?;
+        let resp = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("status lookup: {e}"))?;
         let status = resp.status();
-        let v: Value = resp.json().await.map_err(|e| format!("status lookup: HTTP {status}, body not JSON: {e}"))?;
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("status lookup: HTTP {status}, body not JSON: {e}"))?;
         if !status.is_success() {
             return Err(format!("status lookup: HTTP {status}: {v}"));
         }
         Ok(AgencyStatus {
             ma_ho_so: ma_ho_so.to_string(),
-            receipt: v.get("MaTiepNhan").and_then(Value::as_str).map(str::to_string),
+            receipt: v
+                .get("MaTiepNhan")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             status: v.get("TrangThaiHoSo").and_then(Value::as_u64).unwrap_or(0) as u8,
         })
     }
 
-    fn parse_callback(&self, _content_type: Option<&str>, body: &[u8]) -> Result<AgencyReply, String> {
-        let v: Value = serde_json::from_slice(body).map_err(|e| format!("callback body is not JSON: {e}"))?;
+    fn parse_callback(
+        &self,
+        _content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<AgencyReply, String> {
+        let v: Value =
+            serde_json::from_slice(body).map_err(|e| format!("callback body is not JSON: {e}"))?;
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let ma_ho_so = s("MaHoSo").ok_or("callback lacks MaHoSo")?;
         let reference = s("MaThamChieu").ok_or("callback lacks MaThamChieu")?;
-        let status = v.get("TrangThaiHoSo").and_then(Value::as_u64).ok_or("callback lacks TrangThaiHoSo")?;
+        let status = v
+            .get("TrangThaiHoSo")
+            .and_then(Value::as_u64)
+            .ok_or("callback lacks TrangThaiHoSo")?;
         if !(1..=10).contains(&status) {
             return Err(format!("callback TrangThaiHoSo {status} is outside 1–10"));
         }
         let mut result = Map::new();
         if let Some(k) = v.get("KetQua").and_then(Value::as_object) {
-            for (from, to) in [("NoiThuongTru", "noi_thuong_tru"), ("NgayDangKy", "ngay_dang_ky"), ("SoHoSoCuTru", "so_ho_so_cu_tru")] {
+            for (from, to) in [
+                ("NoiThuongTru", "noi_thuong_tru"),
+                ("NgayDangKy", "ngay_dang_ky"),
+                ("SoHoSoCuTru", "so_ho_so_cu_tru"),
+            ] {
                 if let Some(x) = k.get(from) {
                     result.insert(to.into(), x.clone());
                 }
@@ -212,5 +303,7 @@ impl Adapter for PoliceRest {
 
 /// Decode an attachment's inline content (used by tests and tools).
 pub fn decode_inline(b64: &str) -> Result<Vec<u8>, String> {
-    base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| e.to_string())
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| e.to_string())
 }

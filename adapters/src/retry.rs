@@ -44,7 +44,12 @@ struct Failure {
 
 /// Deliver `env` through `adapter`, retrying transient failures per `settings`.
 /// `on_retry(attempt, reason, delay)` is called before each retry's sleep (for the trace).
-pub async fn deliver_with_retries<F>(adapter: &dyn Adapter, env: &Envelope, settings: &RetrySettings, on_retry: F) -> Final
+pub async fn deliver_with_retries<F>(
+    adapter: &dyn Adapter,
+    env: &Envelope,
+    settings: &RetrySettings,
+    on_retry: F,
+) -> Final
 where
     F: Fn(u32, &str, Duration) + Send + Sync,
 {
@@ -66,17 +71,28 @@ where
             }
             match adapter.deliver(env).await {
                 Outcome::Delivered { receipt } => Ok(receipt),
-                Outcome::Transient { reason, retry_after } => {
+                Outcome::Transient {
+                    reason,
+                    retry_after,
+                } => {
                     if let Ok(mut h) = history.lock() {
                         h.push(reason.clone());
                     }
-                    Err(Failure { reason, transient: true, retry_after })
+                    Err(Failure {
+                        reason,
+                        transient: true,
+                        retry_after,
+                    })
                 }
                 Outcome::Permanent { reason } => {
                     if let Ok(mut h) = history.lock() {
                         h.push(reason.clone());
                     }
-                    Err(Failure { reason, transient: false, retry_after: None })
+                    Err(Failure {
+                        reason,
+                        transient: false,
+                        retry_after: None,
+                    })
                 }
             }
         }
@@ -86,7 +102,9 @@ where
         .retry(backoff)
         .sleep(tokio::time::sleep)
         .when(|f: &Failure| f.transient)
-        .adjust(|f: &Failure, d: Option<Duration>| d.map(|d| f.retry_after.map_or(d, |ra| ra.min(max_delay).max(d))))
+        .adjust(|f: &Failure, d: Option<Duration>| {
+            d.map(|d| f.retry_after.map_or(d, |ra| ra.min(max_delay).max(d)))
+        })
         .notify(|f: &Failure, d: Duration| on_retry(count(), &f.reason, d))
         .await;
     let attempts = count();

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::io::Cursor;
 
+use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
-use quick_xml::Writer;
 
 /// A flat XML document read back: root local name, child text by local name (repeated
 /// children keep the last value; `lists` keeps them all).
@@ -40,13 +40,18 @@ pub fn read_flat(body: &[u8], ns: &str) -> Result<Flat, String> {
     let mut buf = String::new();
     loop {
         let pos = r.buffer_position();
-        let (res, ev) = r.read_resolved_event().map_err(|e| format!("XML error at byte {pos}: {e}"))?;
+        let (res, ev) = r
+            .read_resolved_event()
+            .map_err(|e| format!("XML error at byte {pos}: {e}"))?;
         let in_ns = matches!(&res, ResolveResult::Bound(n) if n.as_ref() == ns);
         match ev {
             Event::DocType(_) => return Err("a DOCTYPE is not accepted".into()),
             Event::Start(s) | Event::Empty(s) if depth == 0 => {
                 if !in_ns {
-                    return Err(format!("root element <{}> is not in namespace {ns}", s.name().as_ref()));
+                    return Err(format!(
+                        "root element <{}> is not in namespace {ns}",
+                        s.name().as_ref()
+                    ));
                 }
                 flat.root = s.local_name().as_ref().to_string();
                 depth = 1;
@@ -54,7 +59,10 @@ pub fn read_flat(body: &[u8], ns: &str) -> Result<Flat, String> {
             Event::Start(s) => {
                 if depth == 1 {
                     if !in_ns {
-                        return Err(format!("element <{}> is not in namespace {ns}", s.name().as_ref()));
+                        return Err(format!(
+                            "element <{}> is not in namespace {ns}",
+                            s.name().as_ref()
+                        ));
                     }
                     current = Some(s.local_name().as_ref().to_string());
                     buf.clear();
@@ -62,13 +70,15 @@ pub fn read_flat(body: &[u8], ns: &str) -> Result<Flat, String> {
                 depth += 1;
             }
             Event::Empty(s) if depth == 1 => {
-                flat.fields.insert(s.local_name().as_ref().to_string(), String::new());
+                flat.fields
+                    .insert(s.local_name().as_ref().to_string(), String::new());
             }
             Event::Text(t) if depth == 2 => buf.push_str(&t.xml10_content()),
             Event::CData(t) if depth == 2 => buf.push_str(t.as_ref()),
             Event::GeneralRef(g) if depth == 2 => {
                 let ent = format!("&{};", &*g);
-                let v = quick_xml::escape::unescape(&ent).map_err(|e| format!("XML entity {ent} at byte {pos}: {e}"))?;
+                let v = quick_xml::escape::unescape(&ent)
+                    .map_err(|e| format!("XML entity {ent} at byte {pos}: {e}"))?;
                 buf.push_str(&v);
             }
             Event::End(_) => {
@@ -107,13 +117,20 @@ impl Builder {
 
     /// `<name>text</name>`.
     pub fn text(&mut self, name: &str, text: &str) -> &mut Self {
-        let _ = self.w.create_element(name).write_text_content(BytesText::new(text));
+        let _ = self
+            .w
+            .create_element(name)
+            .write_text_content(BytesText::new(text));
         self
     }
 
     /// `<name attr="v">text</name>`.
     pub fn text_attr(&mut self, name: &str, attr: (&str, &str), text: &str) -> &mut Self {
-        let _ = self.w.create_element(name).with_attribute(attr).write_text_content(BytesText::new(text));
+        let _ = self
+            .w
+            .create_element(name)
+            .with_attribute(attr)
+            .write_text_content(BytesText::new(text));
         self
     }
 
@@ -152,7 +169,13 @@ mod tests {
 
     #[test]
     fn wrong_namespace_and_doctype_are_refused() {
-        assert!(read_flat(br#"<BienNhan xmlns="urn:y"><KetQua>x</KetQua></BienNhan>"#, "urn:x").is_err());
+        assert!(
+            read_flat(
+                br#"<BienNhan xmlns="urn:y"><KetQua>x</KetQua></BienNhan>"#,
+                "urn:x"
+            )
+            .is_err()
+        );
         assert!(read_flat(br#"<!DOCTYPE x><BienNhan xmlns="urn:x"/>"#, "urn:x").is_err());
     }
 

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{Confirmation, PublisherConfirm};
 
 /// Publishing failed: the message must be treated as not sent.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +32,8 @@ pub enum PublishError {
 
 /// Connect to the broker, naming the connection (`lienthong/<component>`) so operators can see it.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
-    let props = ConnectionProperties::default().with_connection_name(LongString::from(format!("lienthong/{name}")));
+    let props = ConnectionProperties::default()
+        .with_connection_name(LongString::from(format!("lienthong/{name}")));
     Connection::connect(url, props).await
 }
 
@@ -57,7 +58,10 @@ impl Pending {
             Err(_) => Err(PublishError::Timeout(ms)),
             Ok(Err(e)) => Err(PublishError::Amqp(e)),
             Ok(Ok(Confirmation::Ack(None))) | Ok(Ok(Confirmation::NotRequested)) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(ret)))) => Err(PublishError::Returned { code: ret.reply_code, text: ret.reply_text.to_string() }),
+            Ok(Ok(Confirmation::Ack(Some(ret)))) => Err(PublishError::Returned {
+                code: ret.reply_code,
+                text: ret.reply_text.to_string(),
+            }),
             Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
         }
     }
@@ -65,10 +69,18 @@ impl Pending {
 
 impl Publisher {
     /// Open a channel on `conn` and put it in confirm mode.
-    pub async fn new(conn: &Connection, confirm_timeout_ms: u64) -> Result<Publisher, lapin::Error> {
+    pub async fn new(
+        conn: &Connection,
+        confirm_timeout_ms: u64,
+    ) -> Result<Publisher, lapin::Error> {
         let channel = conn.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Publisher { channel, confirm_timeout: Duration::from_millis(confirm_timeout_ms) })
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Publisher {
+            channel,
+            confirm_timeout: Duration::from_millis(confirm_timeout_ms),
+        })
     }
 
     /// The underlying channel.
@@ -90,17 +102,33 @@ impl Publisher {
             .basic_publish(
                 ShortString::from(exchange),
                 ShortString::from(routing_key),
-                BasicPublishOptions { mandatory, immediate: false },
+                BasicPublishOptions {
+                    mandatory,
+                    immediate: false,
+                },
                 body,
                 props,
             )
             .await?;
-        Ok(Pending { confirm, timeout: self.confirm_timeout })
+        Ok(Pending {
+            confirm,
+            timeout: self.confirm_timeout,
+        })
     }
 
     /// Publish and wait for the confirm.
-    pub async fn publish(&self, exchange: &str, routing_key: &str, body: &[u8], props: BasicProperties, mandatory: bool) -> Result<(), PublishError> {
-        self.start(exchange, routing_key, body, props, mandatory).await?.wait().await
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+        mandatory: bool,
+    ) -> Result<(), PublishError> {
+        self.start(exchange, routing_key, body, props, mandatory)
+            .await?
+            .wait()
+            .await
     }
 }
 
@@ -108,10 +136,19 @@ impl Publisher {
 /// AMQP `type`, app id `lienthong`, and headers `x-ma-ho-so`, `x-sender`, `x-receiver`.
 pub fn envelope_properties(env: &crate::Envelope) -> BasicProperties {
     let mut headers = FieldTable::default();
-    headers.insert("x-ma-ho-so".into(), AMQPValue::LongString(LongString::from(env.ma_ho_so.clone())));
-    headers.insert("x-sender".into(), AMQPValue::LongString(LongString::from(env.sender.clone())));
+    headers.insert(
+        "x-ma-ho-so".into(),
+        AMQPValue::LongString(LongString::from(env.ma_ho_so.clone())),
+    );
+    headers.insert(
+        "x-sender".into(),
+        AMQPValue::LongString(LongString::from(env.sender.clone())),
+    );
     if let Some(r) = &env.receiver {
-        headers.insert("x-receiver".into(), AMQPValue::LongString(LongString::from(r.clone())));
+        headers.insert(
+            "x-receiver".into(),
+            AMQPValue::LongString(LongString::from(r.clone())),
+        );
     }
     BasicProperties::default()
         .with_content_type("application/json".into())

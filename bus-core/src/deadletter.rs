@@ -64,7 +64,12 @@ pub struct DeadLetterChannel {
 impl DeadLetterChannel {
     /// A dead letter channel for `component`.
     pub fn new(publisher: Publisher, tracer: Tracer, names: Names, component: &str) -> Self {
-        DeadLetterChannel { publisher, tracer, names, component: component.to_string() }
+        DeadLetterChannel {
+            publisher,
+            tracer,
+            names,
+            component: component.to_string(),
+        }
     }
 
     /// Dead-letter a message and wait for the confirm; then trace it. The caller acks the
@@ -74,13 +79,20 @@ impl DeadLetterChannel {
         let put = |h: &mut FieldTable, k: &str, v: String| {
             h.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
         };
-        put(&mut headers, headers::REASON_CODE, dl.rejection.code.as_str().to_string());
+        put(
+            &mut headers,
+            headers::REASON_CODE,
+            dl.rejection.code.as_str().to_string(),
+        );
         put(&mut headers, headers::REASON, dl.rejection.reason());
         put(&mut headers, headers::COMPONENT, self.component.clone());
         put(&mut headers, headers::QUEUE, dl.queue.to_string());
         put(&mut headers, headers::AT, crate::clock::now_rfc3339());
         put(&mut headers, headers::HISTORY, dl.history.join("\n"));
-        headers.insert(headers::ATTEMPTS.into(), AMQPValue::LongLongInt(i64::from(dl.attempts)));
+        headers.insert(
+            headers::ATTEMPTS.into(),
+            AMQPValue::LongLongInt(i64::from(dl.attempts)),
+        );
         let message_id = dl
             .props
             .message_id()
@@ -94,7 +106,15 @@ impl DeadLetterChannel {
             .with_delivery_mode(2)
             .with_message_id(message_id.clone().into())
             .with_headers(headers);
-        self.publisher.publish(&self.names.dead_letter_exchange(), dl.queue, dl.body, props, true).await?;
+        self.publisher
+            .publish(
+                &self.names.dead_letter_exchange(),
+                dl.queue,
+                dl.body,
+                props,
+                true,
+            )
+            .await?;
         let ev = TraceEvent::new(TraceEventKind::DeadLettered, &self.component, dl.envelope)
             .message_id(message_id)
             .attempt(dl.attempts)
@@ -105,16 +125,29 @@ impl DeadLetterChannel {
     /// Tell the sender of `env` that it was dead-lettered, with a `bus.dead_letter` envelope on
     /// the sender's queue, when the sender is a unit that reads its own queue (reach = amqp).
     /// Returns whether a notice was sent.
-    pub async fn notify_sender(&self, env: &Envelope, rejection: &Rejection, registry: &Registry) -> Result<bool, PublishError> {
-        let Some(unit) = registry.unit(&env.sender) else { return Ok(false) };
+    pub async fn notify_sender(
+        &self,
+        env: &Envelope,
+        rejection: &Rejection,
+        registry: &Registry,
+    ) -> Result<bool, PublishError> {
+        let Some(unit) = registry.unit(&env.sender) else {
+            return Ok(false);
+        };
         if !matches!(unit.reach, Reach::Amqp) || env.kind.0 == Kind::DEAD_LETTER {
             return Ok(false);
         }
         let mut notice = env.reply(Kind::DEAD_LETTER, BUS_SENDER, &env.sender);
         notice.payload.reason = Some(rejection.reason());
         let mut data = Map::new();
-        data.insert("dead_lettered_message_id".into(), Value::String(env.message_id.clone()));
-        data.insert("reason_code".into(), Value::String(rejection.code.as_str().into()));
+        data.insert(
+            "dead_lettered_message_id".into(),
+            Value::String(env.message_id.clone()),
+        );
+        data.insert(
+            "reason_code".into(),
+            Value::String(rejection.code.as_str().into()),
+        );
         data.insert("original_kind".into(), Value::String(env.kind.0.clone()));
         if let Some(r) = &env.receiver {
             data.insert("original_receiver".into(), Value::String(r.clone()));
@@ -122,7 +155,13 @@ impl DeadLetterChannel {
         notice.payload.data = Some(data);
         let body = notice.to_bytes();
         self.publisher
-            .publish(&self.names.deliver_exchange(), &env.sender, &body, envelope_properties(&notice), true)
+            .publish(
+                &self.names.deliver_exchange(),
+                &env.sender,
+                &body,
+                envelope_properties(&notice),
+                true,
+            )
             .await?;
         Ok(true)
     }

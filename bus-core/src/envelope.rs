@@ -34,7 +34,8 @@ impl Kind {
     pub const DEAD_LETTER: &'static str = "bus.dead_letter";
 
     /// The kinds this version of the bus routes.
-    pub const KNOWN: [&'static str; 4] = [Self::FORWARD, Self::STATUS, Self::RESULT, Self::DEAD_LETTER];
+    pub const KNOWN: [&'static str; 4] =
+        [Self::FORWARD, Self::STATUS, Self::RESULT, Self::DEAD_LETTER];
 
     /// The kind as a string.
     pub fn as_str(&self) -> &str {
@@ -230,7 +231,14 @@ pub fn new_message_id() -> String {
 
 impl Envelope {
     /// A new envelope with a fresh message id and `sent_at` = now (+07:00).
-    pub fn new(kind: &str, ma_ho_so: &str, ma_tthc: &str, sender: &str, receiver: Option<&str>, correlation_id: &str) -> Self {
+    pub fn new(
+        kind: &str,
+        ma_ho_so: &str,
+        ma_tthc: &str,
+        sender: &str,
+        receiver: Option<&str>,
+        correlation_id: &str,
+    ) -> Self {
         Envelope {
             spec: SPEC.to_string(),
             message_id: new_message_id(),
@@ -250,7 +258,14 @@ impl Envelope {
 
     /// A reply to `self` (same dossier, procedure and correlation id; causation = `self.message_id`).
     pub fn reply(&self, kind: &str, sender: &str, receiver: &str) -> Self {
-        let mut e = Envelope::new(kind, &self.ma_ho_so, &self.ma_tthc, sender, Some(receiver), &self.correlation_id);
+        let mut e = Envelope::new(
+            kind,
+            &self.ma_ho_so,
+            &self.ma_tthc,
+            sender,
+            Some(receiver),
+            &self.correlation_id,
+        );
         e.causation_id = Some(self.message_id.clone());
         e
     }
@@ -360,9 +375,22 @@ impl RejectCode {
     pub fn parse(s: &str) -> Option<Self> {
         use RejectCode::*;
         [
-            TooLarge, MalformedJson, SchemaInvalid, InvalidField, UnsupportedKind, UnknownSender,
-            UnknownReceiver, MissingReceiver, UnknownProcedure, IneligibleProcedure, NotOnRoute,
-            SenderMismatch, Unroutable, AgencyRefused, RetriesExhausted, Broker,
+            TooLarge,
+            MalformedJson,
+            SchemaInvalid,
+            InvalidField,
+            UnsupportedKind,
+            UnknownSender,
+            UnknownReceiver,
+            MissingReceiver,
+            UnknownProcedure,
+            IneligibleProcedure,
+            NotOnRoute,
+            SenderMismatch,
+            Unroutable,
+            AgencyRefused,
+            RetriesExhausted,
+            Broker,
         ]
         .into_iter()
         .find(|c| c.as_str() == s)
@@ -372,7 +400,11 @@ impl RejectCode {
 impl Rejection {
     /// A rejection with one detail line.
     pub fn new(code: RejectCode, detail: impl Into<String>) -> Self {
-        Rejection { code, detail: detail.into(), errors: Vec::new() }
+        Rejection {
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
     }
 
     /// The reason as one line: `code: detail [errors…]`.
@@ -380,7 +412,12 @@ impl Rejection {
         if self.errors.is_empty() {
             format!("{}: {}", self.code.as_str(), self.detail)
         } else {
-            format!("{}: {} ({})", self.code.as_str(), self.detail, self.errors.join("; "))
+            format!(
+                "{}: {} ({})",
+                self.code.as_str(),
+                self.detail,
+                self.errors.join("; ")
+            )
         }
     }
 }
@@ -409,7 +446,9 @@ pub fn normalize_nfc(v: &mut Value) -> bool {
         }
         Value::Array(a) => a.iter_mut().fold(false, |c, x| normalize_nfc(x) | c),
         Value::Object(m) => {
-            let needs_key_change = m.keys().any(|k| is_nfc_quick(k.chars()) != unicode_normalization::IsNormalized::Yes);
+            let needs_key_change = m
+                .keys()
+                .any(|k| is_nfc_quick(k.chars()) != unicode_normalization::IsNormalized::Yes);
             if needs_key_change {
                 let old = std::mem::take(m);
                 for (k, mut val) in old {
@@ -441,7 +480,8 @@ pub struct EnvelopeValidator {
 impl EnvelopeValidator {
     /// Compile the schema and patterns. Errors name the bad setting.
     pub fn new(settings: &EnvelopeSettings) -> Result<Self, String> {
-        let schema_json: Value = serde_json::from_str(ENVELOPE_SCHEMA).map_err(|e| format!("envelope schema is not JSON: {e}"))?;
+        let schema_json: Value = serde_json::from_str(ENVELOPE_SCHEMA)
+            .map_err(|e| format!("envelope schema is not JSON: {e}"))?;
         let schema = jsonschema::draft202012::options()
             .build(&schema_json)
             .map_err(|e| format!("envelope schema does not compile: {e}"))?;
@@ -464,11 +504,18 @@ impl EnvelopeValidator {
         if body.len() > self.max_envelope_bytes {
             return Err(Rejection::new(
                 RejectCode::TooLarge,
-                format!("envelope is {} bytes; the limit is {} bytes", body.len(), self.max_envelope_bytes),
+                format!(
+                    "envelope is {} bytes; the limit is {} bytes",
+                    body.len(),
+                    self.max_envelope_bytes
+                ),
             ));
         }
         let mut value: Value = serde_json::from_slice(body).map_err(|e| {
-            Rejection::new(RejectCode::MalformedJson, format!("body is not valid JSON: {e}"))
+            Rejection::new(
+                RejectCode::MalformedJson,
+                format!("body is not valid JSON: {e}"),
+            )
         })?;
         normalize_nfc(&mut value);
         self.accept_value(value)
@@ -488,12 +535,16 @@ impl EnvelopeValidator {
         if !errors.is_empty() {
             return Err(Rejection {
                 code: RejectCode::SchemaInvalid,
-                detail: format!("envelope does not match schemas/envelope.schema.json ({} error(s))", errors.len()),
+                detail: format!(
+                    "envelope does not match schemas/envelope.schema.json ({} error(s))",
+                    errors.len()
+                ),
                 errors,
             });
         }
-        let env: Envelope = serde_json::from_value(value)
-            .map_err(|e| Rejection::new(RejectCode::SchemaInvalid, format!("envelope shape: {e}")))?;
+        let env: Envelope = serde_json::from_value(value).map_err(|e| {
+            Rejection::new(RejectCode::SchemaInvalid, format!("envelope shape: {e}"))
+        })?;
         self.check_fields(&env)?;
         Ok(env)
     }
@@ -502,17 +553,32 @@ impl EnvelopeValidator {
         if !self.ma_ho_so_pattern.is_match(&env.ma_ho_so) {
             return Err(Rejection::new(
                 RejectCode::InvalidField,
-                format!("ma_ho_so {:?} does not match the configured pattern {}", env.ma_ho_so, self.ma_ho_so_pattern.as_str()),
+                format!(
+                    "ma_ho_so {:?} does not match the configured pattern {}",
+                    env.ma_ho_so,
+                    self.ma_ho_so_pattern.as_str()
+                ),
             ));
         }
         if chrono::DateTime::parse_from_rfc3339(&env.sent_at).is_err() {
-            return Err(Rejection::new(RejectCode::InvalidField, format!("sent_at {:?} is not an RFC 3339 time", env.sent_at)));
+            return Err(Rejection::new(
+                RejectCode::InvalidField,
+                format!("sent_at {:?} is not an RFC 3339 time", env.sent_at),
+            ));
         }
         for (i, a) in env.attachments.iter().enumerate() {
             if let Some(b64) = &a.content_base64 {
-                let bytes = base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()).map_err(|e| {
-                    Rejection::new(RejectCode::InvalidField, format!("attachment {i} ({}): content_base64 is not valid base64: {e}", a.name))
-                })?;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map_err(|e| {
+                        Rejection::new(
+                            RejectCode::InvalidField,
+                            format!(
+                                "attachment {i} ({}): content_base64 is not valid base64: {e}",
+                                a.name
+                            ),
+                        )
+                    })?;
                 if bytes.len() > self.max_inline_attachment_bytes {
                     return Err(Rejection::new(
                         RejectCode::TooLarge,
@@ -527,14 +593,22 @@ impl EnvelopeValidator {
                 if bytes.len() as u64 != a.size_bytes {
                     return Err(Rejection::new(
                         RejectCode::InvalidField,
-                        format!("attachment {i} ({}): size_bytes says {} but the content is {} bytes", a.name, a.size_bytes, bytes.len()),
+                        format!(
+                            "attachment {i} ({}): size_bytes says {} but the content is {} bytes",
+                            a.name,
+                            a.size_bytes,
+                            bytes.len()
+                        ),
                     ));
                 }
                 let digest = hex(&Sha256::digest(&bytes));
                 if digest != a.sha256 {
                     return Err(Rejection::new(
                         RejectCode::InvalidField,
-                        format!("attachment {i} ({}): sha256 says {} but the content hashes to {}", a.name, a.sha256, digest),
+                        format!(
+                            "attachment {i} ({}): sha256 says {} but the content hashes to {}",
+                            a.name, a.sha256, digest
+                        ),
                     ));
                 }
             }
@@ -546,10 +620,12 @@ impl EnvelopeValidator {
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]
@@ -578,9 +654,14 @@ mod tests {
 
     #[test]
     fn valid_envelope_is_accepted() {
-        let env = validator().accept(sample().to_string().as_bytes()).expect("valid");
+        let env = validator()
+            .accept(sample().to_string().as_bytes())
+            .expect("valid");
         assert_eq!(env.sender, "000.20.59.H48");
-        assert_eq!(env.payload.applicant.expect("applicant").ho_ten, "Đinh Văn Pố");
+        assert_eq!(
+            env.payload.applicant.expect("applicant").ho_ten,
+            "Đinh Văn Pố"
+        );
     }
 
     #[test]
@@ -605,16 +686,24 @@ mod tests {
     fn schema_errors_name_the_field() {
         let mut v = sample();
         v["kind"] = Value::String("dossier.status".into());
-        let r = validator().accept(v.to_string().as_bytes()).expect_err("status without status");
+        let r = validator()
+            .accept(v.to_string().as_bytes())
+            .expect_err("status without status");
         assert_eq!(r.code, RejectCode::SchemaInvalid);
-        assert!(r.errors.iter().any(|e| e.contains("status")), "{:?}", r.errors);
+        assert!(
+            r.errors.iter().any(|e| e.contains("status")),
+            "{:?}",
+            r.errors
+        );
     }
 
     #[test]
     fn attachment_hash_mismatch_is_rejected() {
         let mut v = sample();
         v["attachments"][0]["content_base64"] = Value::String("YWJk".into());
-        let r = validator().accept(v.to_string().as_bytes()).expect_err("hash");
+        let r = validator()
+            .accept(v.to_string().as_bytes())
+            .expect_err("hash");
         assert_eq!(r.code, RejectCode::InvalidField);
         assert!(r.detail.contains("sha256"));
     }
@@ -624,7 +713,9 @@ mod tests {
         let mut v = sample();
         v["kind"] = Value::String("dossier.status".into());
         v["status"] = Value::from(11);
-        let r = validator().accept(v.to_string().as_bytes()).expect_err("range");
+        let r = validator()
+            .accept(v.to_string().as_bytes())
+            .expect_err("range");
         assert_eq!(r.code, RejectCode::SchemaInvalid);
     }
 }

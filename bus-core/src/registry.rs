@@ -119,7 +119,12 @@ pub struct TopologySettings {
 
 impl Default for TopologySettings {
     fn default() -> Self {
-        TopologySettings { delivery_limit: 50, router_prefetch: 64, adapter_prefetch: 16, tracer_prefetch: 500 }
+        TopologySettings {
+            delivery_limit: 50,
+            router_prefetch: 64,
+            adapter_prefetch: 16,
+            tracer_prefetch: 500,
+        }
     }
 }
 
@@ -137,7 +142,11 @@ pub struct HttpSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        HttpSettings { listen: "127.0.0.1:8480".into(), public_url: None, operator_key: None }
+        HttpSettings {
+            listen: "127.0.0.1:8480".into(),
+            public_url: None,
+            operator_key: None,
+        }
     }
 }
 
@@ -151,7 +160,9 @@ pub struct StoreSettings {
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        StoreSettings { path: "data/lienthong.db".into() }
+        StoreSettings {
+            path: "data/lienthong.db".into(),
+        }
     }
 }
 
@@ -171,7 +182,12 @@ pub struct RetrySettings {
 
 impl Default for RetrySettings {
     fn default() -> Self {
-        RetrySettings { min_delay_ms: 100, max_delay_ms: 5_000, factor: 2.0, max_retries: 8 }
+        RetrySettings {
+            min_delay_ms: 100,
+            max_delay_ms: 5_000,
+            factor: 2.0,
+            max_retries: 8,
+        }
     }
 }
 
@@ -388,7 +404,8 @@ impl Settings {
     /// overrides `LIENTHONG__<SECTION>__<KEY>` (e.g. `LIENTHONG__BUS__PREFIX=test1`).
     pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
         let source = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError::Load(format!("{}: {e}", p.display())))?,
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| ConfigError::Load(format!("{}: {e}", p.display())))?,
             None => DEFAULT_CONFIG.to_string(),
         };
         Self::from_toml(&source, true)
@@ -396,9 +413,15 @@ impl Settings {
 
     /// Parse settings from TOML text, optionally applying environment overrides.
     pub fn from_toml(text: &str, env_overrides: bool) -> Result<Settings, ConfigError> {
-        let mut b = config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml));
+        let mut b = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml));
         if env_overrides {
-            b = b.add_source(config::Environment::with_prefix("LIENTHONG").prefix_separator("__").separator("__").try_parsing(true));
+            b = b.add_source(
+                config::Environment::with_prefix("LIENTHONG")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            );
         }
         let settings: Settings = b
             .build()
@@ -412,8 +435,17 @@ impl Settings {
     /// or roles some unit has, valid cut-off times and statuses.
     pub fn check(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        if self.bus.prefix.is_empty() || !self.bus.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return bad(format!("[bus] prefix {:?} must be non-empty ASCII letters, digits, '-', '_' or '.'", self.bus.prefix));
+        if self.bus.prefix.is_empty()
+            || !self
+                .bus
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return bad(format!(
+                "[bus] prefix {:?} must be non-empty ASCII letters, digits, '-', '_' or '.'",
+                self.bus.prefix
+            ));
         }
         let mut codes = HashSet::new();
         let mut keys = HashSet::new();
@@ -421,16 +453,29 @@ impl Settings {
             if !codes.insert(u.code.as_str()) {
                 return bad(format!("unit {} is listed twice", u.code));
             }
-            if u.code.len() > 35 || u.code.is_empty() || !u.code.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-                return bad(format!("unit code {:?} must be 1–35 ASCII letters, digits, '.', '_' or '-'", u.code));
+            if u.code.len() > 35
+                || u.code.is_empty()
+                || !u
+                    .code
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return bad(format!(
+                    "unit code {:?} must be 1–35 ASCII letters, digits, '.', '_' or '-'",
+                    u.code
+                ));
             }
             if let Some(k) = &u.api_key
                 && !keys.insert(k.as_str())
             {
-                return bad(format!("unit {} shares its api_key with another unit", u.code));
+                return bad(format!(
+                    "unit {} shares its api_key with another unit",
+                    u.code
+                ));
             }
         }
-        let by_code: HashMap<&str, &Unit> = self.units.iter().map(|u| (u.code.as_str(), u)).collect();
+        let by_code: HashMap<&str, &Unit> =
+            self.units.iter().map(|u| (u.code.as_str(), u)).collect();
         for u in &self.units {
             let mut seen = HashSet::new();
             let mut cur = u.parent.as_deref();
@@ -440,7 +485,12 @@ impl Settings {
                 }
                 match by_code.get(p) {
                     Some(pu) => cur = pu.parent.as_deref(),
-                    None => return bad(format!("unit {}: parent {p} is not a unit of the registry", u.code)),
+                    None => {
+                        return bad(format!(
+                            "unit {}: parent {p} is not a unit of the registry",
+                            u.code
+                        ));
+                    }
                 }
             }
         }
@@ -452,31 +502,58 @@ impl Settings {
             if let Some(t) = &p.cutoff_time
                 && chrono::NaiveTime::parse_from_str(t, "%H:%M").is_err()
             {
-                return bad(format!("procedure {}: cutoff_time {t:?} is not HH:MM", p.ma_tthc));
+                return bad(format!(
+                    "procedure {}: cutoff_time {t:?} is not HH:MM",
+                    p.ma_tthc
+                ));
             }
-            if let Some(s) = p.clock_pausing_statuses.iter().find(|s| !(1..=10).contains(*s)) {
-                return bad(format!("procedure {}: clock_pausing_statuses has {s}, outside TrangThaiHoSo 1–10", p.ma_tthc));
+            if let Some(s) = p
+                .clock_pausing_statuses
+                .iter()
+                .find(|s| !(1..=10).contains(*s))
+            {
+                return bad(format!(
+                    "procedure {}: clock_pausing_statuses has {s}, outside TrangThaiHoSo 1–10",
+                    p.ma_tthc
+                ));
             }
             let mut step_ids = HashSet::new();
             for s in &p.steps {
                 if !step_ids.insert(s.id.as_str()) {
-                    return bad(format!("procedure {}: step id {} is used twice", p.ma_tthc, s.id));
+                    return bad(format!(
+                        "procedure {}: step id {} is used twice",
+                        p.ma_tthc, s.id
+                    ));
                 }
                 match (&s.unit, &s.role) {
                     (Some(code), None) => {
                         if !by_code.contains_key(code.as_str()) {
-                            return bad(format!("procedure {} step {}: unit {code} is not in the registry", p.ma_tthc, s.id));
+                            return bad(format!(
+                                "procedure {} step {}: unit {code} is not in the registry",
+                                p.ma_tthc, s.id
+                            ));
                         }
                     }
                     (None, Some(role)) => {
                         if !self.units.iter().any(|u| u.roles.iter().any(|r| r == role)) {
-                            return bad(format!("procedure {} step {}: no unit has role {role}", p.ma_tthc, s.id));
+                            return bad(format!(
+                                "procedure {} step {}: no unit has role {role}",
+                                p.ma_tthc, s.id
+                            ));
                         }
                     }
-                    _ => return bad(format!("procedure {} step {}: give exactly one of unit or role", p.ma_tthc, s.id)),
+                    _ => {
+                        return bad(format!(
+                            "procedure {} step {}: give exactly one of unit or role",
+                            p.ma_tthc, s.id
+                        ));
+                    }
                 }
                 if s.optional && s.choice.is_none() {
-                    return bad(format!("procedure {} step {}: an optional step needs a choice value", p.ma_tthc, s.id));
+                    return bad(format!(
+                        "procedure {} step {}: an optional step needs a choice value",
+                        p.ma_tthc, s.id
+                    ));
                 }
             }
         }
@@ -496,13 +573,21 @@ impl Registry {
     /// Build the indexes (settings are assumed checked by [`Settings::check`]).
     pub fn new(settings: &Settings) -> Self {
         Registry {
-            units: settings.units.iter().map(|u| (u.code.clone(), u.clone())).collect(),
+            units: settings
+                .units
+                .iter()
+                .map(|u| (u.code.clone(), u.clone()))
+                .collect(),
             by_key: settings
                 .units
                 .iter()
                 .filter_map(|u| u.api_key.as_ref().map(|k| (k.clone(), u.code.clone())))
                 .collect(),
-            procedures: settings.procedures.iter().map(|p| (p.ma_tthc.clone(), p.clone())).collect(),
+            procedures: settings
+                .procedures
+                .iter()
+                .map(|p| (p.ma_tthc.clone(), p.clone()))
+                .collect(),
         }
     }
 
@@ -529,7 +614,8 @@ impl Registry {
     /// The step of `procedure` that `unit` may take, if any.
     pub fn step_for<'a>(&self, procedure: &'a Procedure, unit: &Unit) -> Option<&'a Step> {
         procedure.steps.iter().find(|s| {
-            s.unit.as_deref() == Some(unit.code.as_str()) || s.role.as_ref().is_some_and(|r| unit.roles.contains(r))
+            s.unit.as_deref() == Some(unit.code.as_str())
+                || s.role.as_ref().is_some_and(|r| unit.roles.contains(r))
         })
     }
 }
@@ -542,8 +628,20 @@ mod tests {
     fn shipped_config_loads_and_names_the_parties_of_the_letter() {
         let s = Settings::from_toml(DEFAULT_CONFIG, false).expect("shipped config");
         let r = Registry::new(&s);
-        for role in ["civil_status", "police_residence", "social_insurance", "tax", "customs", "land_registration", "funeral_allowance", "justice"] {
-            assert!(r.units().any(|u| u.roles.iter().any(|x| x == role)), "no unit with role {role}");
+        for role in [
+            "civil_status",
+            "police_residence",
+            "social_insurance",
+            "tax",
+            "customs",
+            "land_registration",
+            "funeral_allowance",
+            "justice",
+        ] {
+            assert!(
+                r.units().any(|u| u.roles.iter().any(|x| x == role)),
+                "no unit with role {role}"
+            );
         }
         assert_eq!(r.units().filter(|u| u.kind == UnitKind::Centre).count(), 4);
         for code in ["1.001193", "1.011537", "1.010059"] {
@@ -555,8 +653,15 @@ mod tests {
     fn two_tier_2025_structure_is_config_only() {
         let text = include_str!("../../deploy/config/quang-ngai-2025.toml");
         let s = Settings::from_toml(text, false).expect("2025 config");
-        assert!(s.units.iter().all(|u| u.level != "district"), "no district level after 1 July 2025");
-        assert!(s.units.iter().any(|u| u.kind == UnitKind::Centre && u.level == "commune"));
+        assert!(
+            s.units.iter().all(|u| u.level != "district"),
+            "no district level after 1 July 2025"
+        );
+        assert!(
+            s.units
+                .iter()
+                .any(|u| u.kind == UnitKind::Centre && u.level == "commune")
+        );
     }
 
     #[test]

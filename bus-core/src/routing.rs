@@ -22,16 +22,32 @@ pub struct RouteDecision {
 /// sender is a centre, the dossier's origin, or on the route; the receiver is on the procedure's
 /// route, or is the centre that sent the dossier (replies are always allowed back there).
 /// Step order is not enforced here.
-pub fn check(registry: &Registry, env: &Envelope, origin: Option<&Origin>) -> Result<RouteDecision, Rejection> {
+pub fn check(
+    registry: &Registry,
+    env: &Envelope,
+    origin: Option<&Origin>,
+) -> Result<RouteDecision, Rejection> {
     let kind = env.kind.as_str();
     if !Kind::KNOWN.contains(&kind) {
-        return Err(Rejection::new(RejectCode::UnsupportedKind, format!("kind {kind:?} is not routed by this bus (known: {})", Kind::KNOWN.join(", "))));
+        return Err(Rejection::new(
+            RejectCode::UnsupportedKind,
+            format!(
+                "kind {kind:?} is not routed by this bus (known: {})",
+                Kind::KNOWN.join(", ")
+            ),
+        ));
     }
     if kind == Kind::DEAD_LETTER {
-        return Err(Rejection::new(RejectCode::UnsupportedKind, "bus.dead_letter notices are emitted by the bus only"));
+        return Err(Rejection::new(
+            RejectCode::UnsupportedKind,
+            "bus.dead_letter notices are emitted by the bus only",
+        ));
     }
     let Some(sender) = registry.unit(&env.sender) else {
-        return Err(Rejection::new(RejectCode::UnknownSender, format!("sender {} is not a unit of the registry", env.sender)));
+        return Err(Rejection::new(
+            RejectCode::UnknownSender,
+            format!("sender {} is not a unit of the registry", env.sender),
+        ));
     };
     let Some(receiver_code) = env.receiver.as_deref() else {
         return Err(Rejection::new(
@@ -40,30 +56,55 @@ pub fn check(registry: &Registry, env: &Envelope, origin: Option<&Origin>) -> Re
         ));
     };
     let Some(receiver) = registry.unit(receiver_code) else {
-        return Err(Rejection::new(RejectCode::UnknownReceiver, format!("receiver {receiver_code} is not a unit of the registry")));
+        return Err(Rejection::new(
+            RejectCode::UnknownReceiver,
+            format!("receiver {receiver_code} is not a unit of the registry"),
+        ));
     };
     let Some(procedure) = registry.procedure(&env.ma_tthc) else {
-        return Err(Rejection::new(RejectCode::UnknownProcedure, format!("procedure {} is not in the catalogue", env.ma_tthc)));
+        return Err(Rejection::new(
+            RejectCode::UnknownProcedure,
+            format!("procedure {} is not in the catalogue", env.ma_tthc),
+        ));
     };
     if !procedure.eligible() {
-        let flags: Vec<String> = procedure.exclusions.iter().map(|e| format!("{e:?}")).collect();
+        let flags: Vec<String> = procedure
+            .exclusions
+            .iter()
+            .map(|e| format!("{e:?}"))
+            .collect();
         return Err(Rejection::new(
             RejectCode::IneligibleProcedure,
-            format!("procedure {} ({}) is excluded from liên thông: {}", procedure.ma_tthc, procedure.name, flags.join(", ")),
+            format!(
+                "procedure {} ({}) is excluded from liên thông: {}",
+                procedure.ma_tthc,
+                procedure.name,
+                flags.join(", ")
+            ),
         ));
     }
     if origin.is_some_and(|o| o.ma_tthc != env.ma_tthc) {
         return Err(Rejection::new(
             RejectCode::InvalidField,
-            format!("dossier {} was filed under procedure {}, not {}", env.ma_ho_so, origin.map(|o| o.ma_tthc.as_str()).unwrap_or(""), env.ma_tthc),
+            format!(
+                "dossier {} was filed under procedure {}, not {}",
+                env.ma_ho_so,
+                origin.map(|o| o.ma_tthc.as_str()).unwrap_or(""),
+                env.ma_tthc
+            ),
         ));
     }
     let is_origin = |code: &str| origin.is_some_and(|o| o.origin_unit == code);
-    let sender_ok = sender.kind == UnitKind::Centre || is_origin(&sender.code) || registry.step_for(procedure, sender).is_some();
+    let sender_ok = sender.kind == UnitKind::Centre
+        || is_origin(&sender.code)
+        || registry.step_for(procedure, sender).is_some();
     if !sender_ok {
         return Err(Rejection::new(
             RejectCode::NotOnRoute,
-            format!("sender {} ({}) is neither a centre nor on the route of {}", sender.code, sender.name, procedure.ma_tthc),
+            format!(
+                "sender {} ({}) is neither a centre nor on the route of {}",
+                sender.code, sender.name, procedure.ma_tthc
+            ),
         ));
     }
     let on_route = registry.step_for(procedure, receiver).is_some();
@@ -72,20 +113,40 @@ pub fn check(registry: &Registry, env: &Envelope, origin: Option<&Origin>) -> Re
         let steps: Vec<String> = procedure
             .steps
             .iter()
-            .map(|s| format!("{} ({})", s.id, s.unit.as_deref().or(s.role.as_deref()).unwrap_or("?")))
+            .map(|s| {
+                format!(
+                    "{} ({})",
+                    s.id,
+                    s.unit.as_deref().or(s.role.as_deref()).unwrap_or("?")
+                )
+            })
             .collect();
         let why = match origin {
-            Some(o) => format!("and is not {}, the centre that sent the dossier", o.origin_unit),
-            None => "and no dossier.forward of this dossier from a centre has passed through the bus".to_string(),
+            Some(o) => format!(
+                "and is not {}, the centre that sent the dossier",
+                o.origin_unit
+            ),
+            None => {
+                "and no dossier.forward of this dossier from a centre has passed through the bus"
+                    .to_string()
+            }
         };
         return Err(Rejection::new(
             RejectCode::NotOnRoute,
-            format!("receiver {} ({}) is not on the route of {} [{}] {why}", receiver.code, receiver.name, procedure.ma_tthc, steps.join(", ")),
+            format!(
+                "receiver {} ({}) is not on the route of {} [{}] {why}",
+                receiver.code,
+                receiver.name,
+                procedure.ma_tthc,
+                steps.join(", ")
+            ),
         ));
     }
     Ok(RouteDecision {
         receiver: receiver.code.clone(),
-        records_origin: env.kind.is_forward() && sender.kind == UnitKind::Centre && origin.is_none(),
+        records_origin: env.kind.is_forward()
+            && sender.kind == UnitKind::Centre
+            && origin.is_none(),
     })
 }
 
@@ -99,35 +160,71 @@ mod tests {
     }
 
     fn env(kind: &str, sender: &str, receiver: &str) -> Envelope {
-        Envelope::new(kind, "000.20.59.H48-261129-0001", "1.001193", sender, Some(receiver), "c1")
+        Envelope::new(
+            kind,
+            "000.20.59.H48-261129-0001",
+            "1.001193",
+            sender,
+            Some(receiver),
+            "c1",
+        )
     }
 
     #[test]
     fn centre_may_forward_to_a_unit_on_the_route() {
-        let d = check(&reg(), &env(Kind::FORWARD, "000.20.59.H48", "000.10.59.H48"), None).expect("on route");
+        let d = check(
+            &reg(),
+            &env(Kind::FORWARD, "000.20.59.H48", "000.10.59.H48"),
+            None,
+        )
+        .expect("on route");
         assert!(d.records_origin);
     }
 
     #[test]
     fn hop_off_the_route_is_refused() {
-        let e = check(&reg(), &env(Kind::FORWARD, "000.20.59.H48", "CT.H48"), None).expect_err("tax is not on the birth route");
+        let e = check(&reg(), &env(Kind::FORWARD, "000.20.59.H48", "CT.H48"), None)
+            .expect_err("tax is not on the birth route");
         assert_eq!(e.code, RejectCode::NotOnRoute);
         assert!(e.detail.contains("CT.H48"));
     }
 
     #[test]
     fn reply_to_the_origin_centre_is_allowed_and_to_another_centre_refused() {
-        let o = Origin { ma_ho_so: "000.20.59.H48-261129-0001".into(), ma_tthc: "1.001193".into(), origin_unit: "000.20.59.H48".into(), correlation_id: "c1".into() };
-        check(&reg(), &env(Kind::RESULT, "CA.H48", "000.20.59.H48"), Some(&o)).expect("reply to origin");
-        let e = check(&reg(), &env(Kind::RESULT, "CA.H48", "000.20.61.H48"), Some(&o)).expect_err("other centre");
+        let o = Origin {
+            ma_ho_so: "000.20.59.H48-261129-0001".into(),
+            ma_tthc: "1.001193".into(),
+            origin_unit: "000.20.59.H48".into(),
+            correlation_id: "c1".into(),
+        };
+        check(
+            &reg(),
+            &env(Kind::RESULT, "CA.H48", "000.20.59.H48"),
+            Some(&o),
+        )
+        .expect("reply to origin");
+        let e = check(
+            &reg(),
+            &env(Kind::RESULT, "CA.H48", "000.20.61.H48"),
+            Some(&o),
+        )
+        .expect_err("other centre");
         assert_eq!(e.code, RejectCode::NotOnRoute);
     }
 
     #[test]
     fn unknown_receiver_and_excluded_procedure_are_refused() {
-        assert_eq!(check(&reg(), &env(Kind::FORWARD, "000.20.59.H48", "NOPE"), None).expect_err("x").code, RejectCode::UnknownReceiver);
+        assert_eq!(
+            check(&reg(), &env(Kind::FORWARD, "000.20.59.H48", "NOPE"), None)
+                .expect_err("x")
+                .code,
+            RejectCode::UnknownReceiver
+        );
         let mut e = env(Kind::FORWARD, "000.20.59.H48", "000.00.07.H48");
         e.ma_tthc = "SYN.CHUNG-THUC".into();
-        assert_eq!(check(&reg(), &e, None).expect_err("x").code, RejectCode::IneligibleProcedure);
+        assert_eq!(
+            check(&reg(), &e, None).expect_err("x").code,
+            RejectCode::IneligibleProcedure
+        );
     }
 }

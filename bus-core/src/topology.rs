@@ -2,7 +2,10 @@
 //! argument set of each queue, idempotent declaration with a named error for a queue that
 //! exists with other arguments, and export as a RabbitMQ definitions file.
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, ExchangeDeleteOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Connection, ExchangeKind};
 use serde_json::{Value, json};
@@ -18,7 +21,9 @@ pub struct Names {
 impl Names {
     /// Names under `prefix`.
     pub fn new(prefix: &str) -> Self {
-        Names { prefix: prefix.to_string() }
+        Names {
+            prefix: prefix.to_string(),
+        }
     }
     /// The prefix.
     pub fn prefix(&self) -> &str {
@@ -98,7 +103,9 @@ pub struct BindingSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
     /// A queue exists with an argument different from the bus's.
-    #[error("queue {queue:?} already exists with a different {argument:?} argument ({detail}); delete it or rename the prefix, then start again")]
+    #[error(
+        "queue {queue:?} already exists with a different {argument:?} argument ({detail}); delete it or rename the prefix, then start again"
+    )]
     QueueArgument {
         /// Queue name.
         queue: String,
@@ -156,32 +163,87 @@ impl Topology {
         // The dead-letter queues have no delivery limit and no dead-letter exchange of their own:
         // a dead-letter queue must never drop or re-route what it holds (and a DLX here would
         // make a dead-letter cycle).
-        let dead_args = vec![("x-queue-type", json!("quorum")), ("x-overflow", json!("reject-publish"))];
+        let dead_args = vec![
+            ("x-queue-type", json!("quorum")),
+            ("x-overflow", json!("reject-publish")),
+        ];
         let exchanges = vec![
-            ExchangeSpec { name: n.ingress_exchange(), kind: "fanout" },
-            ExchangeSpec { name: n.deliver_exchange(), kind: "direct" },
-            ExchangeSpec { name: n.dead_letter_exchange(), kind: "fanout" },
-            ExchangeSpec { name: n.trace_exchange(), kind: "fanout" },
+            ExchangeSpec {
+                name: n.ingress_exchange(),
+                kind: "fanout",
+            },
+            ExchangeSpec {
+                name: n.deliver_exchange(),
+                kind: "direct",
+            },
+            ExchangeSpec {
+                name: n.dead_letter_exchange(),
+                kind: "fanout",
+            },
+            ExchangeSpec {
+                name: n.trace_exchange(),
+                kind: "fanout",
+            },
         ];
         let mut queues = vec![
-            QueueSpec { name: n.router_queue(), arguments: work_args(&n) },
-            QueueSpec { name: n.trace_queue(), arguments: work_args(&n) },
-            QueueSpec { name: n.dead_letter_queue(), arguments: dead_args.clone() },
-            QueueSpec { name: n.dead_log_queue(), arguments: dead_args },
+            QueueSpec {
+                name: n.router_queue(),
+                arguments: work_args(&n),
+            },
+            QueueSpec {
+                name: n.trace_queue(),
+                arguments: work_args(&n),
+            },
+            QueueSpec {
+                name: n.dead_letter_queue(),
+                arguments: dead_args.clone(),
+            },
+            QueueSpec {
+                name: n.dead_log_queue(),
+                arguments: dead_args,
+            },
         ];
         let mut bindings = vec![
-            BindingSpec { exchange: n.ingress_exchange(), queue: n.router_queue(), routing_key: String::new() },
-            BindingSpec { exchange: n.trace_exchange(), queue: n.trace_queue(), routing_key: String::new() },
-            BindingSpec { exchange: n.dead_letter_exchange(), queue: n.dead_letter_queue(), routing_key: String::new() },
-            BindingSpec { exchange: n.dead_letter_exchange(), queue: n.dead_log_queue(), routing_key: String::new() },
+            BindingSpec {
+                exchange: n.ingress_exchange(),
+                queue: n.router_queue(),
+                routing_key: String::new(),
+            },
+            BindingSpec {
+                exchange: n.trace_exchange(),
+                queue: n.trace_queue(),
+                routing_key: String::new(),
+            },
+            BindingSpec {
+                exchange: n.dead_letter_exchange(),
+                queue: n.dead_letter_queue(),
+                routing_key: String::new(),
+            },
+            BindingSpec {
+                exchange: n.dead_letter_exchange(),
+                queue: n.dead_log_queue(),
+                routing_key: String::new(),
+            },
         ];
         let mut codes: Vec<&str> = settings.units.iter().map(|u| u.code.as_str()).collect();
         codes.sort_unstable();
         for code in codes {
-            queues.push(QueueSpec { name: n.unit_queue(code), arguments: work_args(&n) });
-            bindings.push(BindingSpec { exchange: n.deliver_exchange(), queue: n.unit_queue(code), routing_key: code.to_string() });
+            queues.push(QueueSpec {
+                name: n.unit_queue(code),
+                arguments: work_args(&n),
+            });
+            bindings.push(BindingSpec {
+                exchange: n.deliver_exchange(),
+                queue: n.unit_queue(code),
+                routing_key: code.to_string(),
+            });
         }
-        Topology { names: n, exchanges, queues, bindings }
+        Topology {
+            names: n,
+            exchanges,
+            queues,
+            bindings,
+        }
     }
 
     /// Declare everything, idempotently. Each declaration runs on its own channel so that a
@@ -201,7 +263,12 @@ impl Topology {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let ch = conn.create_channel().await.map_err(|e| vec![TopologyError::Amqp { object: "channel".into(), source: e }])?;
+        let ch = conn.create_channel().await.map_err(|e| {
+            vec![TopologyError::Amqp {
+                object: "channel".into(),
+                source: e,
+            }]
+        })?;
         for b in &self.bindings {
             ch.queue_bind(
                 ShortString::from(b.queue.as_str()),
@@ -211,7 +278,12 @@ impl Topology {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| vec![TopologyError::Amqp { object: format!("binding {} -> {}", b.exchange, b.queue), source: e }])?;
+            .map_err(|e| {
+                vec![TopologyError::Amqp {
+                    object: format!("binding {} -> {}", b.exchange, b.queue),
+                    source: e,
+                }]
+            })?;
         }
         let _ = ch.close(200, "topology applied".into()).await;
         Ok(())
@@ -221,10 +293,18 @@ impl Topology {
     pub async fn delete(&self, conn: &Connection) -> Result<(), lapin::Error> {
         let ch = conn.create_channel().await?;
         for q in &self.queues {
-            ch.queue_delete(ShortString::from(q.name.as_str()), QueueDeleteOptions::default()).await?;
+            ch.queue_delete(
+                ShortString::from(q.name.as_str()),
+                QueueDeleteOptions::default(),
+            )
+            .await?;
         }
         for x in &self.exchanges {
-            ch.exchange_delete(ShortString::from(x.name.as_str()), ExchangeDeleteOptions::default()).await?;
+            ch.exchange_delete(
+                ShortString::from(x.name.as_str()),
+                ExchangeDeleteOptions::default(),
+            )
+            .await?;
         }
         let _ = ch.close(200, "topology deleted".into()).await;
         Ok(())
@@ -267,13 +347,26 @@ fn to_field_table(args: &[(&'static str, Value)]) -> FieldTable {
 }
 
 async fn declare_exchange(conn: &Connection, x: &ExchangeSpec) -> Result<(), TopologyError> {
-    let ch = conn.create_channel().await.map_err(|e| TopologyError::Amqp { object: format!("exchange {}", x.name), source: e })?;
-    let kind = if x.kind == "direct" { ExchangeKind::Direct } else { ExchangeKind::Fanout };
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(|e| TopologyError::Amqp {
+            object: format!("exchange {}", x.name),
+            source: e,
+        })?;
+    let kind = if x.kind == "direct" {
+        ExchangeKind::Direct
+    } else {
+        ExchangeKind::Fanout
+    };
     let res = ch
         .exchange_declare(
             ShortString::from(x.name.as_str()),
             kind,
-            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await;
@@ -285,20 +378,36 @@ async fn declare_exchange(conn: &Connection, x: &ExchangeSpec) -> Result<(), Top
         Err(e) => {
             let text = e.to_string();
             if text.contains("PRECONDITION_FAILED") || text.contains("inequivalent") {
-                Err(TopologyError::Exchange { exchange: x.name.clone(), what: "type or arguments".into(), detail: text })
+                Err(TopologyError::Exchange {
+                    exchange: x.name.clone(),
+                    what: "type or arguments".into(),
+                    detail: text,
+                })
             } else {
-                Err(TopologyError::Amqp { object: format!("exchange {}", x.name), source: e })
+                Err(TopologyError::Amqp {
+                    object: format!("exchange {}", x.name),
+                    source: e,
+                })
             }
         }
     }
 }
 
 async fn declare_queue(conn: &Connection, q: &QueueSpec) -> Result<(), TopologyError> {
-    let ch = conn.create_channel().await.map_err(|e| TopologyError::Amqp { object: format!("queue {}", q.name), source: e })?;
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(|e| TopologyError::Amqp {
+            object: format!("queue {}", q.name),
+            source: e,
+        })?;
     let res = ch
         .queue_declare(
             ShortString::from(q.name.as_str()),
-            QueueDeclareOptions { durable: true, ..Default::default() },
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
             to_field_table(&q.arguments),
         )
         .await;
@@ -310,13 +419,20 @@ async fn declare_queue(conn: &Connection, q: &QueueSpec) -> Result<(), TopologyE
         Err(e) => {
             let text = e.to_string();
             match inequivalent_arg(&text) {
-                Some(arg) => Err(TopologyError::QueueArgument { queue: q.name.clone(), argument: arg, detail: text }),
+                Some(arg) => Err(TopologyError::QueueArgument {
+                    queue: q.name.clone(),
+                    argument: arg,
+                    detail: text,
+                }),
                 None if text.contains("PRECONDITION_FAILED") => Err(TopologyError::QueueArgument {
                     queue: q.name.clone(),
                     argument: "durable/exclusive/auto_delete".into(),
                     detail: text,
                 }),
-                None => Err(TopologyError::Amqp { object: format!("queue {}", q.name), source: e }),
+                None => Err(TopologyError::Amqp {
+                    object: format!("queue {}", q.name),
+                    source: e,
+                }),
             }
         }
     }
@@ -340,11 +456,19 @@ mod tests {
         let t = Topology::plan(&s);
         for q in &t.queues {
             let names: Vec<&str> = q.arguments.iter().map(|(k, _)| *k).collect();
-            assert!(names.contains(&"x-queue-type") && names.contains(&"x-overflow"), "{}", q.name);
+            assert!(
+                names.contains(&"x-queue-type") && names.contains(&"x-overflow"),
+                "{}",
+                q.name
+            );
             if q.name.ends_with(".dead") || q.name.ends_with(".dead.log") {
                 assert!(!names.contains(&"x-dead-letter-exchange"));
             } else {
-                for a in ["x-dead-letter-exchange", "x-delivery-limit", "x-dead-letter-strategy"] {
+                for a in [
+                    "x-dead-letter-exchange",
+                    "x-delivery-limit",
+                    "x-dead-letter-strategy",
+                ] {
                     assert!(names.contains(&a), "{} lacks {a}", q.name);
                 }
             }

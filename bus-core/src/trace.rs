@@ -139,7 +139,10 @@ pub struct Tracer {
 impl Tracer {
     /// A tracer publishing on `publisher` to `exchange`.
     pub fn new(publisher: Publisher, exchange: String) -> Self {
-        Tracer { publisher, exchange }
+        Tracer {
+            publisher,
+            exchange,
+        }
     }
 
     /// Put an event on the wire; await the returned [`Pending`] before acking the delivery the
@@ -150,7 +153,9 @@ impl Tracer {
             .with_content_type("application/json".into())
             .with_delivery_mode(2)
             .with_message_id(ev.event_id.clone().into());
-        self.publisher.start(&self.exchange, "", &body, props, false).await
+        self.publisher
+            .start(&self.exchange, "", &body, props, false)
+            .await
     }
 
     /// Publish an event and wait for its confirm.
@@ -374,9 +379,17 @@ pub fn render_timeline(ma_ho_so: &str, rows: &[TimelineRow]) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "Trace of dossier {ma_ho_so} ({} events)", rows.len());
-    let _ = writeln!(s, "{:<29}  {:<16} {:<35} {:<14} {:>3} {:>8}  reason", "time", "kind", "from → to", "event", "try", "ms");
+    let _ = writeln!(
+        s,
+        "{:<29}  {:<16} {:<35} {:<14} {:>3} {:>8}  reason",
+        "time", "kind", "from → to", "event", "try", "ms"
+    );
     for r in rows {
-        let hop = format!("{} → {}", r.from.as_deref().unwrap_or("-"), r.to.as_deref().unwrap_or("-"));
+        let hop = format!(
+            "{} → {}",
+            r.from.as_deref().unwrap_or("-"),
+            r.to.as_deref().unwrap_or("-")
+        );
         let _ = writeln!(
             s,
             "{:<29}  {:<16} {:<35} {:<14} {:>3} {:>8}  {}",
@@ -406,7 +419,8 @@ mod tests {
 
     #[test]
     fn events_round_trip_through_the_store() {
-        let dir = std::env::temp_dir().join(format!("lt-trace-{}", crate::envelope::new_message_id()));
+        let dir =
+            std::env::temp_dir().join(format!("lt-trace-{}", crate::envelope::new_message_id()));
         let store = Store::open(&dir.join("t.db")).expect("store");
         let mut e = TraceEvent::new(TraceEventKind::Received, "router", None).message_id("m1");
         e.ma_ho_so = Some("X-261129-0001".into());

@@ -50,8 +50,15 @@ pub fn settings(name: &str) -> (Settings, PathBuf) {
 /// Point every adapter at the mock.
 pub fn use_mock(s: &mut Settings, mock: &MockServer) {
     for u in &mut s.units {
-        if let Reach::Adapter { adapter, endpoint, .. } = &mut u.reach {
-            let path = if adapter == "police-rest" { "police" } else { "bhxh" };
+        if let Reach::Adapter {
+            adapter, endpoint, ..
+        } = &mut u.reach
+        {
+            let path = if adapter == "police-rest" {
+                "police"
+            } else {
+                "bhxh"
+            };
             *endpoint = format!("http://{}/{path}", mock.addr);
         }
     }
@@ -75,12 +82,26 @@ impl Bus {
         let (mut s, dir) = settings(name);
         let mock = lienthong::mock::serve(&s).await.expect("mock agencies");
         use_mock(&mut s, &mock);
-        let running = lienthong::run::start(s.clone(), &Component::ALL).await.expect("bus starts");
+        let running = lienthong::run::start(s.clone(), &Component::ALL)
+            .await
+            .expect("bus starts");
         let http = format!("http://{}", running.http_addr.expect("http addr"));
-        let conn = Connection::connect(AMQP_URL, Default::default()).await.expect("broker on 127.0.0.1:5672");
+        let conn = Connection::connect(AMQP_URL, Default::default())
+            .await
+            .expect("broker on 127.0.0.1:5672");
         let publisher = Publisher::new(&conn, 10_000).await.expect("publisher");
         let mock_url = format!("http://{}", mock.addr);
-        Bus { names: Names::new(&s.bus.prefix), settings: s, dir, mock: Some(mock), running: Some(running), conn, publisher, http, mock_url }
+        Bus {
+            names: Names::new(&s.bus.prefix),
+            settings: s,
+            dir,
+            mock: Some(mock),
+            running: Some(running),
+            conn,
+            publisher,
+            http,
+            mock_url,
+        }
     }
 
     pub fn store(&self) -> Store {
@@ -90,22 +111,38 @@ impl Bus {
     /// Publish an envelope to the ingress exchange over AMQP, as a centre would.
     pub async fn send(&self, env: &Envelope) {
         self.publisher
-            .publish(&self.names.ingress_exchange(), "", &env.to_bytes(), envelope_properties(env), true)
+            .publish(
+                &self.names.ingress_exchange(),
+                "",
+                &env.to_bytes(),
+                envelope_properties(env),
+                true,
+            )
             .await
             .expect("publish confirmed");
     }
 
     /// Publish raw bytes to the ingress exchange.
     pub async fn send_raw(&self, body: &[u8]) {
-        let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
-        self.publisher.publish(&self.names.ingress_exchange(), "", body, props, true).await.expect("publish confirmed");
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
+        self.publisher
+            .publish(&self.names.ingress_exchange(), "", body, props, true)
+            .await
+            .expect("publish confirmed");
     }
 
     /// Consume a unit's queue into a channel of envelopes (acking each).
     pub async fn listen(&self, unit: &str) -> mpsc::UnboundedReceiver<Envelope> {
         let ch = self.conn.create_channel().await.expect("channel");
         let mut consumer = ch
-            .basic_consume(self.names.unit_queue(unit).into(), format!("test-{unit}").into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                self.names.unit_queue(unit).into(),
+                format!("test-{unit}").into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .expect("consume");
         let (tx, rx) = mpsc::unbounded_channel();
@@ -127,7 +164,13 @@ impl Bus {
         let mut out = Vec::new();
         let until = Instant::now() + Duration::from_secs(secs);
         while out.len() < n && Instant::now() < until {
-            match ch.basic_get(self.names.dead_letter_queue().into(), BasicGetOptions { no_ack: true }).await {
+            match ch
+                .basic_get(
+                    self.names.dead_letter_queue().into(),
+                    BasicGetOptions { no_ack: true },
+                )
+                .await
+            {
                 Ok(Some(m)) => out.push((m.delivery.data.clone(), m.delivery.properties.clone())),
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
@@ -136,11 +179,21 @@ impl Bus {
     }
 
     pub async fn mock_stats(&self) -> Value {
-        reqwest::get(format!("{}/_mock/stats", self.mock_url)).await.expect("stats").json().await.expect("json")
+        reqwest::get(format!("{}/_mock/stats", self.mock_url))
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("json")
     }
 
     pub async fn mock_requests(&self, agency: &str, ma: &str) -> Vec<Value> {
-        reqwest::get(format!("{}/_mock/requests/{agency}/{ma}", self.mock_url)).await.expect("requests").json().await.expect("json")
+        reqwest::get(format!("{}/_mock/requests/{agency}/{ma}", self.mock_url))
+            .await
+            .expect("requests")
+            .json()
+            .await
+            .expect("json")
     }
 
     pub async fn fault(&self, agency: &str, ma: &str, responses: &[u16]) {
@@ -169,7 +222,10 @@ impl Bus {
 
 /// Wait for the next envelope on `rx` (panics after `secs`).
 pub async fn next(rx: &mut mpsc::UnboundedReceiver<Envelope>, secs: u64) -> Envelope {
-    tokio::time::timeout(Duration::from_secs(secs), rx.recv()).await.expect("an envelope in time").expect("channel open")
+    tokio::time::timeout(Duration::from_secs(secs), rx.recv())
+        .await
+        .expect("an envelope in time")
+        .expect("channel open")
 }
 
 /// Poll `f` until it returns Some (panics after `secs` with `what`).
@@ -187,7 +243,14 @@ pub async fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<
 /// A birth liên thông dossier filed at Sơn Hà, to `receiver`.
 pub fn birth(seq: u32, receiver: &str) -> Envelope {
     let ma = format!("{SON_HA}-261129-{seq:04}");
-    let mut env = Envelope::new("dossier.forward", &ma, "1.001193", SON_HA, Some(receiver), &uuid::Uuid::now_v7().to_string());
+    let mut env = Envelope::new(
+        "dossier.forward",
+        &ma,
+        "1.001193",
+        SON_HA,
+        Some(receiver),
+        &uuid::Uuid::now_v7().to_string(),
+    );
     env.payload = serde_json::from_value(serde_json::json!({
         "applicant": {"ho_ten": "Đinh Văn Lực", "ngay_sinh": "1994-08-12", "gioi_tinh": "nam", "so_dinh_danh": "051094000123",
                       "so_dien_thoai": "0905123456", "dia_chi": "Tổ dân phố Gò Dép, thị trấn Di Lăng, huyện Sơn Hà, tỉnh Quảng Ngãi", "quan_he": "cha"},
