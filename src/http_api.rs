@@ -56,6 +56,13 @@ pub async fn app(ctx: Ctx, callback_base: &str) -> anyhow::Result<Router> {
             lienthong_adapters::build(u, callback_base).map_err(anyhow::Error::msg)?,
         );
     }
+    // Let bodies a little over the envelope limit through, so that the envelope check answers
+    // with a problem+json 413 that names the limit.
+    let body_limit = ctx
+        .settings
+        .envelope
+        .max_envelope_bytes
+        .saturating_add(64 * 1024);
     let api = Api {
         ctx,
         publisher,
@@ -71,6 +78,7 @@ pub async fn app(ctx: Ctx, callback_base: &str) -> anyhow::Result<Router> {
         .route("/v1/stats", get(stats))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(api))
 }
 

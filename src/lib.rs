@@ -3,6 +3,8 @@
 //!
 //! Start reading at [`run`] (how a process starts its components), then [`router`].
 
+#![warn(missing_docs)]
+
 pub mod adapter_worker;
 pub mod consume;
 pub mod context;

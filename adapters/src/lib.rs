@@ -5,6 +5,8 @@
 //! adapter component takes envelopes off unit queues and hands them to an [`Adapter`].
 //! Start at [`adapter`], then [`police_rest`] (REST/JSON) and [`bhxh_xml`] (XML over HTTP).
 
+#![warn(missing_docs)]
+
 pub mod adapter;
 pub mod bhxh_xml;
 pub mod deliveries;

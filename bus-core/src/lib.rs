@@ -4,6 +4,8 @@
 //! This crate never depends on an adapter or on the `lienthong` binary.
 //! Start reading at [`envelope`], then [`registry`] and [`routing`].
 
+#![warn(missing_docs)]
+
 pub mod amqp;
 pub mod clock;
 pub mod deadletter;
