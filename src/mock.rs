@@ -245,12 +245,30 @@ impl Mock {
         None
     }
 
-    fn callback_later(&self, a: Agency, url: String, body: String, content_type: &'static str) {
+    /// After the callback delay, decide the dossier (`decided`: 3 or 9) and post the result,
+    /// unless it was cancelled meanwhile.
+    fn callback_later(
+        &self,
+        a: Agency,
+        ma: String,
+        decided: u8,
+        url: String,
+        body: String,
+        content_type: &'static str,
+    ) {
         let key = self.callback_keys.get(&a).cloned().unwrap_or_default();
         let m = self.clone();
         let delay = Duration::from_millis(self.settings.callback_delay_ms);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
+            if let Ok(mut d) = m.data.lock()
+                && let Some((_, st)) = d.dossiers.get_mut(&(a, ma.clone()))
+            {
+                if *st == 8 {
+                    return;
+                }
+                *st = decided;
+            }
             for attempt in 0..20u32 {
                 let r = m
                     .client
@@ -400,14 +418,16 @@ async fn police_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -
                    "NguoiXuLy": "Thượng úy Lê Văn Phúc (giả lập)", "NoiDungXuLy": what,
                    "KetQua": {"NoiThuongTru": noi, "NgayDangKy": &now14()[..8], "SoHoSoCuTru": format!("051.{}", &receipt[receipt.len().saturating_sub(6)..])}})
         };
-        if let Ok(mut d) = m.data.lock() {
-            d.dossiers.insert(
-                (a, ma.clone()),
-                (receipt.clone(), if refused { 3 } else { 9 }),
-            );
-        }
+        let decided = if refused { 3 } else { 9 };
         if let Some(url) = v.get("UrlPhanHoi").and_then(Value::as_str) {
-            m.callback_later(a, url.to_string(), cb.to_string(), "application/json");
+            m.callback_later(
+                a,
+                ma.clone(),
+                decided,
+                url.to_string(),
+                cb.to_string(),
+                "application/json",
+            );
         }
     } else {
         m.count(a, |c| c.replays += 1);
@@ -611,15 +631,12 @@ async fn bhxh_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> 
                 .text("GiaTriDenNgay", "20321119")
                 .text("NoiDangKyKCB", f.get("NoiDangKyKCB").unwrap_or("Trạm Y tế"));
         }
-        if let Ok(mut d) = m.data.lock() {
-            d.dossiers.insert(
-                (a, ma.clone()),
-                (receipt.clone(), if refused { 3 } else { 9 }),
-            );
-        }
+        let decided = if refused { 3 } else { 9 };
         if let Some(url) = f.get("UrlPhanHoi") {
             m.callback_later(
                 a,
+                ma.clone(),
+                decided,
                 url.to_string(),
                 String::from_utf8_lossy(&b.finish("KetQuaHoSo")).into_owned(),
                 "application/xml; charset=utf-8",

@@ -425,3 +425,102 @@ async fn queue_precreated_with_other_arguments_gives_a_named_startup_error() {
     let _ = std::fs::remove_dir_all(dir);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_from_the_agency_sets_the_wait_before_the_next_attempt() {
+    let bus = Bus::start_with("retryafter", |s| {
+        s.retry.min_delay_ms = 10;
+        s.retry.max_delay_ms = 3_000;
+    })
+    .await;
+    let mut centre = bus.listen(SON_HA).await;
+    let env = birth(13, POLICE);
+    bus.fault_with("police", &env.ma_ho_so, &[429], Some(1))
+        .await;
+    bus.send(&env).await;
+    assert_eq!(next(&mut centre, 20).await.kind.as_str(), Kind::RESULT);
+    let store = bus.store();
+    let ma = env.ma_ho_so.clone();
+    let rows = eventually(10, "the retry in the trace", || {
+        store
+            .timeline(&ma)
+            .ok()
+            .filter(|r| r.iter().any(|e| e.event == "delivered"))
+    })
+    .await;
+    let retried = rows
+        .iter()
+        .find(|r| r.event == "retried")
+        .expect("one retry");
+    let reason = retried.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("429") && reason.contains("next attempt in 1000 ms"),
+        "{reason}"
+    );
+    bus.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bhxh_receipt_saying_loi_in_a_200_is_a_permanent_failure() {
+    let bus = Bus::start("loi").await;
+    let mut centre = bus.listen(SON_HA).await;
+    let env = birth(14, BHXH);
+    bus.fault("bhxh", &env.ma_ho_so, &[200]).await;
+    bus.send(&env).await;
+    let notice = next(&mut centre, 20).await;
+    assert_eq!(notice.kind.as_str(), Kind::DEAD_LETTER);
+    let reason = notice.payload.reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("agency-refused") && reason.contains("BienNhan LOI E_DU_LIEU"),
+        "{reason}"
+    );
+    let stats = bus.mock_stats().await;
+    assert_eq!(
+        stats["bhxh"]["calls"], 1,
+        "no retry of a permanent failure: {stats}"
+    );
+    assert_eq!(stats["bhxh"]["effects"], 0, "{stats}");
+    bus.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawal_cancels_the_dossier_at_the_agency_and_the_status_lookup_shows_it() {
+    // The agency takes its time, so the dossier is still open when the citizen withdraws it.
+    let bus = Bus::start_with("cancel", |s| s.mock.callback_delay_ms = 60_000).await;
+    let env = birth(15, POLICE);
+    bus.send(&env).await;
+    let police = bus
+        .settings
+        .units
+        .iter()
+        .find(|u| u.code == POLICE)
+        .expect("police unit")
+        .clone();
+    let adapter = lienthong_adapters::build(&police, "http://127.0.0.1:9").expect("adapter");
+    let ma = env.ma_ho_so.clone();
+    let mut st = None;
+    for _ in 0..100 {
+        if let Ok(s) = adapter.status(&ma).await {
+            st = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let st = st.expect("the dossier reached the agency");
+    assert_eq!(st.status, 2, "accepted, not decided yet");
+    let mut withdraw = env.reply(Kind::STATUS, SON_HA, POLICE);
+    withdraw.status = Some(lienthong_core::TrangThaiHoSo::WITHDRAWN);
+    withdraw.payload.reason = Some("Công dân rút hồ sơ".into());
+    bus.send(&withdraw).await;
+    let mut now = 0;
+    for _ in 0..100 {
+        now = adapter.status(&ma).await.map(|s| s.status).unwrap_or(0);
+        if now == 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(now, 8, "processing stopped at the agency");
+    assert_eq!(bus.mock_stats().await["police"]["cancels"], 1);
+    bus.stop().await;
+}

@@ -59,6 +59,13 @@ impl Names {
     pub fn dead_log_queue(&self) -> String {
         format!("{}.dead.log", self.prefix)
     }
+    /// `<p>.parking` (fanout exchange and queue): the end of the line. The dead-letter exchange
+    /// of the two dead-letter queues, so that a message rejected there (by an operator's tool,
+    /// or a poison dead-letter log entry past the delivery limit) is kept, never dropped and
+    /// never cycled back.
+    pub fn parking(&self) -> String {
+        format!("{}.parking", self.prefix)
+    }
     /// `<p>.trace` (fanout): trace events.
     pub fn trace_exchange(&self) -> String {
         format!("{}.trace", self.prefix)
@@ -160,10 +167,19 @@ impl Topology {
                 ("x-delivery-limit", json!(settings.topology.delivery_limit)),
             ]
         };
-        // The dead-letter queues have no delivery limit and no dead-letter exchange of their own:
-        // a dead-letter queue must never drop or re-route what it holds (and a DLX here would
-        // make a dead-letter cycle).
+        // `dead` keeps dead letters for operators: no delivery limit (browsing must never move
+        // a message), dead-lettered to `parking` only if a consumer rejects one. `dead.log` is the
+        // tracer's work queue: a delivery limit like every work queue, but its dead letters go to
+        // `parking`, not back to `dlx` (that would be a cycle). `parking` is the end of the line.
         let dead_args = vec![
+            ("x-queue-type", json!("quorum")),
+            ("x-dead-letter-exchange", json!(n.parking())),
+            ("x-dead-letter-strategy", json!("at-least-once")),
+            ("x-overflow", json!("reject-publish")),
+        ];
+        let mut dead_log_args = dead_args.clone();
+        dead_log_args.push(("x-delivery-limit", json!(settings.topology.delivery_limit)));
+        let parking_args = vec![
             ("x-queue-type", json!("quorum")),
             ("x-overflow", json!("reject-publish")),
         ];
@@ -184,6 +200,10 @@ impl Topology {
                 name: n.trace_exchange(),
                 kind: "fanout",
             },
+            ExchangeSpec {
+                name: n.parking(),
+                kind: "fanout",
+            },
         ];
         let mut queues = vec![
             QueueSpec {
@@ -200,7 +220,11 @@ impl Topology {
             },
             QueueSpec {
                 name: n.dead_log_queue(),
-                arguments: dead_args,
+                arguments: dead_log_args,
+            },
+            QueueSpec {
+                name: n.parking(),
+                arguments: parking_args,
             },
         ];
         let mut bindings = vec![
@@ -222,6 +246,11 @@ impl Topology {
             BindingSpec {
                 exchange: n.dead_letter_exchange(),
                 queue: n.dead_log_queue(),
+                routing_key: String::new(),
+            },
+            BindingSpec {
+                exchange: n.parking(),
+                queue: n.parking(),
                 routing_key: String::new(),
             },
         ];
@@ -454,22 +483,50 @@ mod tests {
     fn every_queue_has_the_full_argument_set() {
         let s = Settings::from_toml(crate::registry::DEFAULT_CONFIG, false).expect("config");
         let t = Topology::plan(&s);
+        let arg = |q: &QueueSpec, k: &str| {
+            q.arguments
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.clone())
+        };
         for q in &t.queues {
-            let names: Vec<&str> = q.arguments.iter().map(|(k, _)| *k).collect();
-            assert!(
-                names.contains(&"x-queue-type") && names.contains(&"x-overflow"),
+            assert_eq!(arg(q, "x-queue-type"), Some(json!("quorum")), "{}", q.name);
+            assert_eq!(
+                arg(q, "x-overflow"),
+                Some(json!("reject-publish")),
                 "{}",
                 q.name
             );
-            if q.name.ends_with(".dead") || q.name.ends_with(".dead.log") {
-                assert!(!names.contains(&"x-dead-letter-exchange"));
-            } else {
-                for a in [
-                    "x-dead-letter-exchange",
-                    "x-delivery-limit",
-                    "x-dead-letter-strategy",
-                ] {
-                    assert!(names.contains(&a), "{} lacks {a}", q.name);
+            match q.name.as_str() {
+                "lienthong.parking" => assert_eq!(arg(q, "x-dead-letter-exchange"), None),
+                "lienthong.dead" => {
+                    assert_eq!(
+                        arg(q, "x-dead-letter-exchange"),
+                        Some(json!("lienthong.parking"))
+                    );
+                    assert_eq!(arg(q, "x-delivery-limit"), None);
+                }
+                "lienthong.dead.log" => {
+                    assert_eq!(
+                        arg(q, "x-dead-letter-exchange"),
+                        Some(json!("lienthong.parking"))
+                    );
+                    assert_eq!(arg(q, "x-delivery-limit"), Some(json!(50)));
+                }
+                _ => {
+                    assert_eq!(
+                        arg(q, "x-dead-letter-exchange"),
+                        Some(json!("lienthong.dlx")),
+                        "{}",
+                        q.name
+                    );
+                    assert_eq!(arg(q, "x-delivery-limit"), Some(json!(50)), "{}", q.name);
+                    assert_eq!(
+                        arg(q, "x-dead-letter-strategy"),
+                        Some(json!("at-least-once")),
+                        "{}",
+                        q.name
+                    );
                 }
             }
         }

@@ -79,7 +79,13 @@ pub struct Bus {
 impl Bus {
     /// Mock agencies + every component of the bus, in process.
     pub async fn start(name: &str) -> Bus {
+        Bus::start_with(name, |_| {}).await
+    }
+
+    /// The same, with the test's own changes to the settings.
+    pub async fn start_with(name: &str, change: impl FnOnce(&mut Settings)) -> Bus {
         let (mut s, dir) = settings(name);
+        change(&mut s);
         let mock = lienthong::mock::serve(&s).await.expect("mock agencies");
         use_mock(&mut s, &mock);
         let running = lienthong::run::start(s.clone(), &Component::ALL)
@@ -197,9 +203,19 @@ impl Bus {
     }
 
     pub async fn fault(&self, agency: &str, ma: &str, responses: &[u16]) {
+        self.fault_with(agency, ma, responses, None).await
+    }
+
+    pub async fn fault_with(
+        &self,
+        agency: &str,
+        ma: &str,
+        responses: &[u16],
+        retry_after_s: Option<u64>,
+    ) {
         let r = reqwest::Client::new()
             .post(format!("{}/_mock/faults", self.mock_url))
-            .json(&serde_json::json!({"agency": agency, "ma_ho_so": ma, "responses": responses}))
+            .json(&serde_json::json!({"agency": agency, "ma_ho_so": ma, "responses": responses, "retry_after_s": retry_after_s}))
             .send()
             .await
             .expect("fault");
