@@ -204,3 +204,79 @@ async fn demo_completes_every_sample_dossier() {
         .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_run_as_separate_processes() {
+    let (mut s, dir) = settings("split");
+    let mock = lienthong::mock::serve(&s).await.expect("mock");
+    use_mock(&mut s, &mock);
+    let port = free_port();
+    s.http.listen = format!("127.0.0.1:{port}");
+    let config = dir.join("config.toml");
+    std::fs::write(&config, toml::to_string(&s).expect("toml")).expect("config");
+    let spawn = |components: &str, log: &str| {
+        let out = std::fs::File::create(dir.join(log)).expect("log");
+        Command::new(EXE)
+            .arg("--config")
+            .arg(&config)
+            .args(["run", "--components", components])
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("spawn")
+    };
+    let mut routing = spawn("router,tracer", "routing.log");
+    let mut delivery = spawn("adapters,http", "delivery.log");
+    wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
+    let conn = lapin::Connection::connect(AMQP_URL, Default::default())
+        .await
+        .expect("broker");
+    let publisher = lienthong_core::amqp::Publisher::new(&conn, 10_000)
+        .await
+        .expect("publisher");
+    let names = lienthong_core::topology::Names::new(&s.bus.prefix);
+    let view = Bus {
+        settings: s.clone(),
+        dir: dir.clone(),
+        mock: None,
+        running: None,
+        conn,
+        publisher,
+        names,
+        http: String::new(),
+        mock_url: format!("http://{}", mock.addr),
+    };
+    let mut centre = view.listen(SON_HA).await;
+    let env = birth(200, POLICE);
+    view.send(&env).await;
+    let result = next(&mut centre, 30).await;
+    assert_eq!(result.kind.as_str(), Kind::RESULT);
+    assert_eq!(
+        result.causation_id.as_deref(),
+        Some(env.message_id.as_str())
+    );
+    // The tracer process wrote the hops of the other processes.
+    let store = view.store();
+    let ma = env.ma_ho_so.clone();
+    let rows = eventually(10, "trace from both processes", || {
+        let rows = store.timeline(&ma).ok()?;
+        (rows.iter().any(|r| r.component == "router")
+            && rows.iter().any(|r| r.component == "adapter:CA.H48")
+            && rows.iter().any(|r| r.component == "http"))
+        .then_some(rows)
+    })
+    .await;
+    assert!(rows.iter().any(|r| r.event == "delivered"));
+    for c in [&routing, &delivery] {
+        sigterm(c);
+    }
+    for c in [&mut routing, &mut delivery] {
+        let st = c.wait().expect("wait");
+        assert!(st.success(), "{st:?}");
+    }
+    let _ = mock.stop.send(());
+    let _ = lienthong_core::topology::Topology::plan(&s)
+        .delete(&view.conn)
+        .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
