@@ -33,7 +33,7 @@ struct Worker {
 /// Run one consumer per adapter-reached unit until shutdown. `callback_base` is the bus's
 /// public HTTP base URL that agencies call back.
 pub async fn run(ctx: Ctx, callback_base: String) -> anyhow::Result<()> {
-    let log = DeliveryLog::open(&ctx.store_path())?;
+    let log = DeliveryLog::new(ctx.store.clone())?;
     let mut tasks = tokio::task::JoinSet::new();
     for unit in ctx
         .registry
@@ -253,33 +253,15 @@ impl Worker {
             history,
             envelope: env,
         };
-        match self.dlc.send(dl).await {
-            Ok(()) => {
-                if let Some(env) = env {
-                    // Tell the dossier's centre (the sender, or the origin when the sender does not read a queue).
-                    let mut notice_env = env.clone();
-                    if let Ok(Some(o)) = self.ctx.store.origin(&env.ma_ho_so) {
-                        notice_env.sender = o.origin_unit;
-                    }
-                    if let Err(e) = self
-                        .dlc
-                        .notify_sender(&notice_env, r, &self.ctx.registry)
-                        .await
-                    {
-                        tracing::warn!(message = "could not notify the centre", error = %e);
-                    }
-                }
-                let _ = d.ack(BasicAckOptions::default()).await;
+        // Tell the dossier's centre: the origin when known, else the sender.
+        let notice_env = env.map(|env| {
+            let mut n = env.clone();
+            if let Ok(Some(o)) = self.ctx.store.origin(&env.ma_ho_so) {
+                n.sender = o.origin_unit;
             }
-            Err(e) => {
-                tracing::error!(message = "dead-lettering failed; requeueing", error = %e);
-                let _ = d
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        multiple: false,
-                    })
-                    .await;
-            }
-        }
+            n
+        });
+        let notify = notice_env.as_ref().map(|e| (e, self.ctx.registry.as_ref()));
+        self.dlc.settle(d, dl, notify).await;
     }
 }

@@ -44,7 +44,7 @@ pub async fn app(ctx: Ctx, callback_base: &str) -> anyhow::Result<Router> {
         Publisher::new(&ctx.conn, timeout).await?,
         ctx.names.trace_exchange(),
     );
-    let log = DeliveryLog::open(&ctx.store_path())?;
+    let log = DeliveryLog::new(ctx.store.clone())?;
     let mut adapters = HashMap::new();
     for u in ctx
         .registry
@@ -111,6 +111,46 @@ impl Api {
             Ok(())
         } else {
             Err(Problem::unauthorized("unknown key"))
+        }
+    }
+
+    /// Trace `ev`, then publish `env` to the ingress exchange; Ok once both are confirmed.
+    async fn trace_and_publish(&self, ev: &TraceEvent, env: &Envelope) -> Result<(), Problem> {
+        self.tracer
+            .emit(ev)
+            .await
+            .map_err(|e| Problem::unavailable(format!("trace not confirmed: {e}"), 5))?;
+        self.publish_ingress(env).await
+    }
+
+    /// Run a store query for a read endpoint (operator or unit key required).
+    async fn read<T: serde::Serialize + Send + 'static>(
+        &self,
+        headers: &HeaderMap,
+        query: impl FnOnce(lienthong_core::store::Store) -> Result<T, lienthong_core::store::StoreError>
+        + Send
+        + 'static,
+    ) -> Response {
+        if let Err(p) = self.operator(headers) {
+            return p.into_response();
+        }
+        let store = self.ctx.store.clone();
+        match tokio::task::spawn_blocking(move || query(store)).await {
+            Ok(Ok(rows)) => Json(rows).into_response(),
+            Ok(Err(e)) => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store",
+                "Store error",
+                e.to_string(),
+            )
+            .into_response(),
+            Err(e) => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                e.to_string(),
+            )
+            .into_response(),
         }
     }
 
@@ -185,11 +225,7 @@ async fn submit_inner(api: &Api, headers: &HeaderMap, body: &Bytes) -> Result<St
     routing::check(&api.ctx.registry, &env, origin.as_ref()).map_err(Problem::from)?;
     let ev =
         TraceEvent::new(TraceEventKind::Received, COMPONENT, Some(&env)).reason("via HTTP API");
-    api.tracer
-        .emit(&ev)
-        .await
-        .map_err(|e| Problem::unavailable(format!("trace not confirmed: {e}"), 5))?;
-    api.publish_ingress(&env).await?;
+    api.trace_and_publish(&ev, &env).await?;
     Ok(env.message_id)
 }
 
@@ -334,11 +370,7 @@ async fn callback_inner(
         reply.status,
         status.name_vi().unwrap_or("")
     ));
-    api.tracer
-        .emit(&ev)
-        .await
-        .map_err(|e| Problem::unavailable(format!("trace not confirmed: {e}"), 5))?;
-    api.publish_ingress(&env).await?;
+    api.trace_and_publish(&ev, &env).await?;
     Ok(env.message_id)
 }
 
@@ -347,20 +379,8 @@ async fn trace(
     Path(ma_ho_so): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(p) = api.operator(&headers) {
-        return p.into_response();
-    }
-    let store = api.ctx.store.clone();
-    match tokio::task::spawn_blocking(move || store.timeline(&ma_ho_so)).await {
-        Ok(Ok(rows)) => Json(rows).into_response(),
-        other => Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store",
-            "Store error",
-            format!("{:?}", other.map(|r| r.err())),
-        )
-        .into_response(),
-    }
+    api.read(&headers, move |store| store.timeline(&ma_ho_so))
+        .await
 }
 
 #[derive(Deserialize)]
@@ -373,37 +393,14 @@ async fn dead_letters(
     Query(q): Query<Limit>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(p) = api.operator(&headers) {
-        return p.into_response();
-    }
-    let store = api.ctx.store.clone();
-    match tokio::task::spawn_blocking(move || store.dead_letters(q.limit.unwrap_or(100))).await {
-        Ok(Ok(rows)) => Json(rows).into_response(),
-        other => Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store",
-            "Store error",
-            format!("{:?}", other.map(|r| r.err())),
-        )
-        .into_response(),
-    }
+    api.read(&headers, move |store| {
+        store.dead_letters(q.limit.unwrap_or(100))
+    })
+    .await
 }
 
 async fn stats(State(api): State<Api>, headers: HeaderMap) -> Response {
-    if let Err(p) = api.operator(&headers) {
-        return p.into_response();
-    }
-    let store = api.ctx.store.clone();
-    match tokio::task::spawn_blocking(move || store.unit_stats()).await {
-        Ok(Ok(rows)) => Json(rows).into_response(),
-        other => Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store",
-            "Store error",
-            format!("{:?}", other.map(|r| r.err())),
-        )
-        .into_response(),
-    }
+    api.read(&headers, |store| store.unit_stats()).await
 }
 
 async fn healthz() -> Response {

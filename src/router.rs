@@ -88,28 +88,8 @@ impl Router {
                     history: &[],
                     envelope: env.as_ref(),
                 };
-                match self.dlc.send(dl).await {
-                    Ok(()) => {
-                        if let Some(env) = &env
-                            && let Err(e) = self
-                                .dlc
-                                .notify_sender(env, &rejection, &self.ctx.registry)
-                                .await
-                        {
-                            tracing::warn!(message = "could not notify the sender of a dead-lettered message", error = %e);
-                        }
-                        let _ = d.ack(BasicAckOptions::default()).await;
-                    }
-                    Err(e) => {
-                        tracing::error!(message = "dead-lettering failed; requeueing", error = %e);
-                        let _ = d
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                multiple: false,
-                            })
-                            .await;
-                    }
-                }
+                let notify = env.as_ref().map(|e| (e, self.ctx.registry.as_ref()));
+                self.dlc.settle(&d, dl, notify).await;
             }
             Err(Failure::Publish(e)) => {
                 tracing::warn!(message = "publish not confirmed; requeueing the delivery", error = %e);

@@ -5,9 +5,8 @@
 
 use std::path::Path;
 
-use lienthong_core::store::StoreError;
+use lienthong_core::store::{Store, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::sync::{Arc, Mutex};
 
 /// One delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,42 +33,34 @@ pub struct DeliveryRecord {
     pub at_ms: i64,
 }
 
-/// The delivery log, in the same SQLite file as the rest of the store (table `adapter_deliveries`).
+/// The delivery log: table `adapter_deliveries` of the bus's store.
 #[derive(Clone)]
 pub struct DeliveryLog {
-    conn: Arc<Mutex<Connection>>,
+    store: Store,
 }
 
 impl DeliveryLog {
-    /// Open (creating the table if needed).
+    /// Open the store at `path` (creating the table if needed).
     pub fn open(path: &Path) -> Result<DeliveryLog, StoreError> {
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
-        }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS adapter_deliveries (
-                message_id TEXT PRIMARY KEY, unit TEXT NOT NULL, ma_ho_so TEXT NOT NULL, ma_tthc TEXT NOT NULL,
-                kind TEXT NOT NULL, sender TEXT NOT NULL, reply_to TEXT NOT NULL, correlation_id TEXT NOT NULL,
-                receipt TEXT NOT NULL, at_ms INTEGER NOT NULL);
-             CREATE INDEX IF NOT EXISTS deliveries_by_dossier ON adapter_deliveries (ma_ho_so);",
-        )?;
-        Ok(DeliveryLog {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        DeliveryLog::new(Store::open(path)?)
+    }
+
+    /// Use an open store (creating the table if needed).
+    pub fn new(store: Store) -> Result<DeliveryLog, StoreError> {
+        store.with(|c| {
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS adapter_deliveries (
+                    message_id TEXT PRIMARY KEY, unit TEXT NOT NULL, ma_ho_so TEXT NOT NULL, ma_tthc TEXT NOT NULL,
+                    kind TEXT NOT NULL, sender TEXT NOT NULL, reply_to TEXT NOT NULL, correlation_id TEXT NOT NULL,
+                    receipt TEXT NOT NULL, at_ms INTEGER NOT NULL);
+                 CREATE INDEX IF NOT EXISTS deliveries_by_dossier ON adapter_deliveries (ma_ho_so);",
+            )
+        })?;
+        Ok(DeliveryLog { store })
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let g = match self.conn.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        Ok(f(&g)?)
+        self.store.with(|c| f(c))
     }
 
     /// Record a completed delivery (first write wins).

@@ -4,6 +4,8 @@
 //! `bus.dead_letter` notice on its own queue when it reads one.
 
 use lapin::BasicProperties;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::{Map, Value};
 
@@ -120,6 +122,39 @@ impl DeadLetterChannel {
             .attempt(dl.attempts)
             .reason(dl.rejection.reason());
         self.tracer.emit(&ev).await
+    }
+
+    /// Dead-letter a delivery and settle it: [`DeadLetterChannel::send`], then (if `notify`
+    /// names an envelope) [`DeadLetterChannel::notify_sender`] of it, then ack. If the dead
+    /// letter was not confirmed, the delivery is requeued instead, so nothing is lost.
+    pub async fn settle(
+        &self,
+        delivery: &Delivery,
+        dl: DeadLetter<'_>,
+        notify: Option<(&Envelope, &Registry)>,
+    ) {
+        let reason = dl.rejection.clone();
+        match self.send(dl).await {
+            Ok(()) => {
+                if let Some((env, registry)) = notify
+                    && let Err(e) = self.notify_sender(env, &reason, registry).await
+                {
+                    tracing::warn!(message = "could not notify the sender of a dead-lettered message", error = %e);
+                }
+                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                    tracing::warn!(message = "ack after dead-lettering failed; the message will be redelivered", error = %e);
+                }
+            }
+            Err(e) => {
+                tracing::error!(message = "dead-lettering failed; requeueing", error = %e);
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
+                    .await;
+            }
+        }
     }
 
     /// Tell the sender of `env` that it was dead-lettered, with a `bus.dead_letter` envelope on
