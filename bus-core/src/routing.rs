@@ -213,6 +213,30 @@ mod tests {
     }
 
     #[test]
+    fn two_tier_2025_config_routes_a_commune_centre_to_the_commune_civil_status() {
+        let text = include_str!("../../deploy/config/quang-ngai-2025.toml");
+        let reg = Registry::new(&Settings::from_toml(text, false).expect("2025 config"));
+        let e = Envelope::new(
+            Kind::FORWARD,
+            "000.20.72.H48-261129-0001",
+            "1.001193",
+            "000.20.72.H48",
+            Some("000.00.72.H48"),
+            "c1",
+        );
+        check(&reg, &e, None).expect("commune centre → commune People's Committee (civil status)");
+        let to_police = Envelope::new(
+            Kind::FORWARD,
+            "000.20.72.H48-261129-0001",
+            "1.001193",
+            "000.20.72.H48",
+            Some("CA.H48"),
+            "c1",
+        );
+        check(&reg, &to_police, None).expect("commune centre → Police");
+    }
+
+    #[test]
     fn unknown_receiver_and_excluded_procedure_are_refused() {
         assert_eq!(
             check(&reg(), &env(Kind::FORWARD, "000.20.59.H48", "NOPE"), None)
