@@ -107,6 +107,22 @@ impl Worker {
         let log = self.log.clone();
         let id = env.message_id.clone();
         if let Ok(Ok(Some(done))) = tokio::task::spawn_blocking(move || log.get(&id)).await {
+            if done.ma_ho_so != env.ma_ho_so
+                || done.kind != env.kind.0
+                || done.unit != self.unit.code
+            {
+                // The same id for another message: sending it would make the agency replay the
+                // other message's answer (same idempotency key), and this one would be lost.
+                let r = Rejection::new(
+                    RejectCode::InvalidField,
+                    format!(
+                        "message_id {} was already used for a {} of dossier {} to {}; every message needs its own id",
+                        env.message_id, done.kind, done.ma_ho_so, done.unit
+                    ),
+                );
+                self.dead_letter(&d, &r, Some(&env), 1, &[]).await;
+                return;
+            }
             let ev = TraceEvent::new(TraceEventKind::Delivered, &self.component, Some(&env))
                 .reason(format!(
                     "already delivered (receipt {}); redelivery acked without calling the agency",
@@ -114,6 +130,14 @@ impl Worker {
                 ));
             let _ = self.tracer.emit(&ev).await;
             let _ = d.ack(BasicAckOptions::default()).await;
+            return;
+        }
+        if let Err(why) = self.adapter.check(&env) {
+            let r = Rejection::new(
+                RejectCode::NotDeliverable,
+                format!("not sent to {} ({}): {why}", self.unit.name, self.unit.code),
+            );
+            self.dead_letter(&d, &r, Some(&env), 0, &[]).await;
             return;
         }
         if self

@@ -51,7 +51,7 @@ where
                     tasks.spawn(async move { h(delivery).await });
                 }
                 Some(Err(e)) => break Err(e),
-                None => break Ok(()),
+                None => break Err(lapin::Error::from(std::io::Error::other(format!("the consumer of {queue} was cancelled or its channel closed")))),
             },
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = done {

@@ -433,6 +433,12 @@ pub async fn run(
             println!("  {f}");
         }
     }
+    // The demo's queues are not needed any more (its trace stays in the store).
+    drop(_bus);
+    drop(_mock);
+    if let Err(e) = topo.delete(&conn).await {
+        eprintln!("could not delete the demo's queues: {e}");
+    }
     let _ = conn.close(200, "demo done".into()).await;
     Ok(if completed == total {
         ExitCode::SUCCESS

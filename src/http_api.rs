@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -102,15 +103,15 @@ impl Api {
             .ok_or_else(|| Problem::unauthorized("unknown key"))
     }
 
+    /// Read endpoints show every dossier's hops and reasons (which may name citizens): the
+    /// operator key only.
     fn operator(&self, headers: &HeaderMap) -> Result<(), Problem> {
         let key = bearer(headers).ok_or_else(|| {
-            Problem::unauthorized("send an operator or unit key as Authorization: Bearer <key>")
+            Problem::unauthorized("send the operator key as Authorization: Bearer <key>")
         })?;
-        let op = self.ctx.settings.http.operator_key.as_deref();
-        if Some(key) == op || self.ctx.registry.unit_by_api_key(key).is_some() {
-            Ok(())
-        } else {
-            Err(Problem::unauthorized("unknown key"))
+        match self.ctx.settings.http.operator_key.as_deref() {
+            Some(op) if op == key => Ok(()),
+            _ => Err(Problem::unauthorized("not the operator key")),
         }
     }
 
@@ -180,7 +181,44 @@ impl Api {
     }
 }
 
-async fn submit(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+/// A body the HTTP layer could not take (too large, broken transfer) as a problem.
+fn body_problem(e: BytesRejection, limit: usize) -> Problem {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Rejection::new(
+            RejectCode::TooLarge,
+            format!("the body is larger than {limit} bytes"),
+        )
+        .into()
+    } else {
+        Problem::new(e.status(), "bad-body", "Body not readable", e.body_text())
+    }
+}
+
+async fn submit(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return body_problem(e, api.ctx.settings.envelope.max_envelope_bytes).into_response();
+        }
+    };
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().eq_ignore_ascii_case("application/json") || m.trim().ends_with("+json"));
+    if json != Some(true) {
+        return Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "send the envelope as Content-Type: application/json",
+        )
+        .into_response();
+    }
     match submit_inner(&api, &headers, &body).await {
         Ok(id) => (
             StatusCode::ACCEPTED,
@@ -222,7 +260,25 @@ async fn submit_inner(api: &Api, headers: &HeaderMap, body: &Bytes) -> Result<St
         .await
         .ok()
         .flatten();
-    routing::check(&api.ctx.registry, &env, origin.as_ref()).map_err(Problem::from)?;
+    let decision =
+        routing::check(&api.ctx.registry, &env, origin.as_ref()).map_err(Problem::from)?;
+    if decision.records_origin {
+        // Recorded here as well as by the router, so that a reply right after the 202 is accepted.
+        let store = api.ctx.store.clone();
+        let o = lienthong_core::store::Origin {
+            ma_ho_so: env.ma_ho_so.clone(),
+            ma_tthc: env.ma_tthc.clone(),
+            origin_unit: env.sender.clone(),
+            correlation_id: env.correlation_id.clone(),
+        };
+        let recorded = tokio::task::spawn_blocking(move || store.record_origin(&o)).await;
+        if !matches!(recorded, Ok(Ok(_))) {
+            return Err(Problem::unavailable(
+                "the store did not record the dossier",
+                5,
+            ));
+        }
+    }
     let ev =
         TraceEvent::new(TraceEventKind::Received, COMPONENT, Some(&env)).reason("via HTTP API");
     api.trace_and_publish(&ev, &env).await?;
@@ -233,8 +289,14 @@ async fn callback(
     State(api): State<Api>,
     Path(unit): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return body_problem(e, api.ctx.settings.envelope.max_envelope_bytes).into_response();
+        }
+    };
     match callback_inner(&api, &unit, &headers, &body).await {
         Ok(id) => (
             StatusCode::OK,
@@ -365,12 +427,39 @@ async fn callback_inner(
             r.reason(),
         )
     })?;
+    // A repeated callback (the agency retrying after a lost answer) must not make a second
+    // result: the first claim fixes the envelope; once published, repeats only get its id.
+    let log = api.log.clone();
+    let (unit_c, reference, st) = (unit_code.to_string(), reply.reference.clone(), reply.status);
+    let json_env = serde_json::to_string(&env).unwrap_or_default();
+    let claim =
+        tokio::task::spawn_blocking(move || log.claim_callback(&unit_c, &reference, st, &json_env))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| Problem::unavailable("the store did not take the callback", 5))?;
+    let (stored, published) = claim;
+    let env: Envelope = serde_json::from_str(&stored).map_err(|e| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            e.to_string(),
+        )
+    })?;
+    if published {
+        return Ok(env.message_id);
+    }
     let ev = TraceEvent::new(TraceEventKind::Status, COMPONENT, Some(&env)).reason(format!(
         "callback from {unit_code}: TrangThaiHoSo {} {}",
         reply.status,
         status.name_vi().unwrap_or("")
     ));
     api.trace_and_publish(&ev, &env).await?;
+    let log = api.log.clone();
+    let (unit_c, reference) = (unit_code.to_string(), reply.reference.clone());
+    let _ =
+        tokio::task::spawn_blocking(move || log.callback_published(&unit_c, &reference, st)).await;
     Ok(env.message_id)
 }
 
@@ -390,9 +479,21 @@ struct Limit {
 
 async fn dead_letters(
     State(api): State<Api>,
-    Query(q): Query<Limit>,
+    q: Result<Query<Limit>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-query",
+                "Bad query",
+                e.body_text(),
+            )
+            .into_response();
+        }
+    };
     api.read(&headers, move |store| {
         store.dead_letters(q.limit.unwrap_or(100))
     })

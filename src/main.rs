@@ -83,6 +83,25 @@ enum TopologyAction {
     },
 }
 
+/// Print to stdout, ignoring a closed pipe (`lienthong topology export | head`).
+fn out(text: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes()).and_then(|_| o.flush());
+}
+
+/// Open the store for reading; a missing file is an error (not a new empty store).
+fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let path = PathBuf::from(&settings.store.path);
+    if !path.exists() {
+        anyhow::bail!(
+            "no store at {} (is --config the bus's configuration? [store] path is relative to the working directory)",
+            path.display()
+        );
+    }
+    Ok(Store::open(&path)?)
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -90,6 +109,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,lapin=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {
@@ -118,23 +138,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 components
             };
             let running = lienthong::run::start(settings, &components).await?;
+            // A signal asks the components to stop; if they are not done within the grace
+            // period (plus a margin) the process exits anyway: unacked work is redelivered.
+            let stop = running.shutdown_handle();
+            let hard_limit = running.grace() + std::time::Duration::from_secs(5);
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            let stopped_by_signal = tokio::select! {
-                _ = term.recv() => true,
-                _ = tokio::signal::ctrl_c() => true,
-            };
-            if stopped_by_signal {
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
                 tracing::info!(message = "stopping: no new deliveries; finishing in-flight work");
-            }
-            running.stop().await?;
+                let _ = stop.send(true);
+                tokio::time::sleep(hard_limit).await;
+                tracing::error!(message = "grace period exceeded; exiting");
+                std::process::exit(1);
+            });
+            // A component that fails (e.g. its broker connection is gone) stops the others and
+            // the process exits non-zero, for the service manager to restart it.
+            running.wait().await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Topology { action } => {
             let topo = Topology::plan(&settings);
             match action {
                 TopologyAction::Export { vhost } => {
-                    println!("{}", serde_json::to_string_pretty(&topo.export(&vhost))?);
+                    out(&format!(
+                        "{}\n",
+                        serde_json::to_string_pretty(&topo.export(&vhost))?
+                    ));
                 }
                 TopologyAction::Apply => {
                     let conn = lienthong::run::connect(&settings, "topology").await?;
@@ -166,31 +199,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Trace { ma_ho_so, json } => {
-            let store = Store::open(&PathBuf::from(&settings.store.path))?;
+            let store = open_store(&settings)?;
             let rows = store.timeline(&ma_ho_so)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                out(&format!("{}\n", serde_json::to_string_pretty(&rows)?));
             } else if rows.is_empty() {
                 eprintln!("no trace for dossier {ma_ho_so} in {}", settings.store.path);
                 return Ok(ExitCode::from(3));
             } else {
-                print!(
-                    "{}",
-                    lienthong_core::trace::render_timeline(&ma_ho_so, &rows)
-                );
+                out(&lienthong_core::trace::render_timeline(&ma_ho_so, &rows));
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetters { limit, json } => {
-            let store = Store::open(&PathBuf::from(&settings.store.path))?;
+            let store = open_store(&settings)?;
             let rows = store.dead_letters(limit)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                out(&format!("{}\n", serde_json::to_string_pretty(&rows)?));
             } else {
-                println!("{} dead-lettered message(s) (newest first)", rows.len());
+                let total = store.dead_letter_count()?;
+                let mut text = format!(
+                    "{total} dead-lettered message(s); showing the newest {}\n",
+                    rows.len()
+                );
                 for r in rows {
-                    println!(
-                        "{}  {}  dossier {}  {} → {}  [{}] {}",
+                    text.push_str(&format!(
+                        "{}  {}  dossier {}  {} → {}  [{}] {}\n",
                         r.at,
                         r.message_id,
                         r.ma_ho_so.as_deref().unwrap_or("-"),
@@ -198,8 +232,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         r.receiver.as_deref().unwrap_or("-"),
                         r.reason_code,
                         r.reason
-                    );
+                    ));
                 }
+                out(&text);
             }
             Ok(ExitCode::SUCCESS)
         }

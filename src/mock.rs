@@ -79,6 +79,8 @@ struct Answer {
 struct Data {
     counts: HashMap<Agency, Counts>,
     answers: HashMap<(Agency, String), Answer>,
+    /// Which dossier an idempotency key was first used for.
+    key_owner: HashMap<(Agency, String), String>,
     dossiers: HashMap<(Agency, String), (String, u8)>,
     requests: HashMap<(Agency, String), Vec<Value>>,
     faults: Vec<(Fault, VecDeque<u16>)>,
@@ -383,9 +385,21 @@ async fn police_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -
             .entry((a, ma.clone()))
             .or_default()
             .push(v.clone());
-        if let Some(prev) = d.answers.get(&(a, key.clone())) {
+        if let Some(owner) = d.key_owner.get(&(a, key.clone()))
+            && owner != &ma
+        {
+            (
+                police_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "E_IDEMPOTENCY",
+                    &format!("Idempotency-Key already used for dossier {owner}"),
+                ),
+                false,
+            )
+        } else if let Some(prev) = d.answers.get(&(a, key.clone())) {
             (prev.clone(), false)
         } else {
+            d.key_owner.insert((a, key.clone()), ma.clone());
             let ans = Answer {
                 status: StatusCode::ACCEPTED,
                 content_type: "application/json",
@@ -586,9 +600,18 @@ async fn bhxh_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> 
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         };
         d.requests.entry((a, ma.clone())).or_default().push(record);
-        if let Some(prev) = d.answers.get(&(a, key.clone())) {
+        if let Some(owner) = d.key_owner.get(&(a, key.clone()))
+            && owner != &ma
+        {
+            let text = format!("Idempotency-Key already used for dossier {owner}");
+            (
+                bhxh_receipt(false, &ma, "", Some(("E_IDEMPOTENCY", &text))),
+                false,
+            )
+        } else if let Some(prev) = d.answers.get(&(a, key.clone())) {
             (prev.clone(), false)
         } else {
+            d.key_owner.insert((a, key.clone()), ma.clone());
             let ans = bhxh_receipt(true, &ma, &receipt, None);
             d.answers.insert((a, key.clone()), ans.clone());
             d.dossiers.insert((a, ma.clone()), (receipt.clone(), 2));

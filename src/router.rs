@@ -77,7 +77,7 @@ impl Router {
                 }
             }
             Err(Failure::Reject(rejection, env)) => {
-                let env = env.map(|b| *b);
+                let env = env.map(|b| *b).or_else(|| Envelope::salvage(&d.data));
                 tracing::info!(message = "dead-lettering", reason = %rejection, ma_ho_so = env.as_ref().map(|e| e.ma_ho_so.as_str()).unwrap_or("-"));
                 let dl = DeadLetter {
                     body: &d.data,

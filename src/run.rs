@@ -45,8 +45,8 @@ impl Component {
 pub struct Running {
     /// Where the HTTP API listens, if started.
     pub http_addr: Option<SocketAddr>,
-    shutdown: watch::Sender<bool>,
-    tasks: JoinSet<(Component, anyhow::Result<()>)>,
+    shutdown: Arc<watch::Sender<bool>>,
+    tasks: JoinSet<(&'static str, anyhow::Result<()>)>,
     ctx: Ctx,
 }
 
@@ -127,19 +127,16 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         let ctx = ctx.clone();
         match c {
             Component::Router => {
-                tasks.spawn(async move { (Component::Router, crate::router::run(ctx).await) });
+                tasks.spawn(async move { ("router", crate::router::run(ctx).await) });
             }
             Component::Tracer => {
-                tasks.spawn(async move { (Component::Tracer, crate::tracer::run(ctx).await) });
+                tasks.spawn(async move { ("tracer", crate::tracer::run(ctx).await) });
             }
             Component::Adapters => {
                 let base = callback_base.clone();
-                tasks.spawn(async move {
-                    (
-                        Component::Adapters,
-                        crate::adapter_worker::run(ctx, base).await,
-                    )
-                });
+                tasks.spawn(
+                    async move { ("adapters", crate::adapter_worker::run(ctx, base).await) },
+                );
             }
             Component::Http => {
                 let Some(listener) = listener.take() else {
@@ -154,15 +151,33 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
                         })
                         .await
                         .map_err(anyhow::Error::from);
-                    (Component::Http, r)
+                    ("http", r)
                 });
             }
         }
     }
+    // Watchdog: a lost broker connection ends the process with an error (a service manager
+    // restarts it; reconnecting in place is planned), instead of leaving a half-alive bus.
+    {
+        let conn = ctx.conn.clone();
+        let mut stop = ctx.shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return ("watchdog", Ok(())),
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                        if !conn.status().connected() {
+                            return ("watchdog", Err(anyhow::anyhow!("the broker connection is lost")));
+                        }
+                    }
+                }
+            }
+        });
+    }
     tracing::info!(message = "lienthong running", components = name, http = ?http_addr, prefix = ctx.names.prefix());
     Ok(Running {
         http_addr,
-        shutdown: tx,
+        shutdown: Arc::new(tx),
         tasks,
         ctx,
     })
@@ -172,6 +187,16 @@ impl Running {
     /// Ask every component to stop (stop consuming, finish in-flight work).
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
+    }
+
+    /// A handle that asks the components to stop (for a signal handler).
+    pub fn shutdown_handle(&self) -> Arc<watch::Sender<bool>> {
+        self.shutdown.clone()
+    }
+
+    /// The grace period for in-flight work after a stop request.
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.ctx.settings.bus.shutdown_grace_ms)
     }
 
     /// Wait for the components to end. If one fails, the others are stopped and its error is returned.
@@ -187,9 +212,9 @@ impl Running {
                 }
             };
             if let Err(e) = result {
-                tracing::error!(message = "component stopped with an error", component = ?component, error = %e);
+                tracing::error!(message = "component stopped with an error", component, error = %e);
                 self.shutdown();
-                first_err.get_or_insert(e.context(format!("component {component:?}")));
+                first_err.get_or_insert(e.context(format!("component {component}")));
             }
         }
         let _ = self.ctx.conn.close(200, "shutdown".into()).await;

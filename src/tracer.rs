@@ -67,7 +67,7 @@ async fn batch_loop(ctx: Ctx, queue: String, kind: Kind) -> anyhow::Result<()> {
             n = consumer.next() => match n {
                 Some(Ok(d)) => d,
                 Some(Err(e)) => return Err(e.into()),
-                None => break,
+                None => anyhow::bail!("the consumer of {queue} was cancelled or its channel closed"),
             },
         };
         let mut batch = vec![first];

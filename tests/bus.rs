@@ -524,3 +524,199 @@ async fn withdrawal_cancels_the_dossier_at_the_agency_and_the_status_lookup_show
     assert_eq!(bus.mock_stats().await["police"]["cancels"], 1);
     bus.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelope_with_huge_schema_errors_is_dead_lettered_and_the_bus_keeps_going() {
+    let bus = Bus::start("huge").await;
+    let mut civil = bus.listen(SON_HA_CIVIL).await;
+    let mut centre = bus.listen(SON_HA).await;
+    // 600 KB of name plus a schema error that would repeat it: the reason must still fit in
+    // an AMQP header frame, or the router's connection is closed by the broker.
+    let mut poison = serde_json::to_value(birth(16, SON_HA_CIVIL)).expect("json");
+    poison["payload"]["applicant"]["ho_ten"] = Value::String("Đ".repeat(300_000));
+    poison["payload"]["applicant"]["nope"] = Value::String("x".repeat(100_000));
+    bus.send_raw(&serde_json::to_vec(&poison).expect("json"))
+        .await;
+    let good = birth(17, SON_HA_CIVIL);
+    bus.send(&good).await;
+    assert_eq!(next(&mut civil, 15).await.message_id, good.message_id);
+    let notice = next(&mut centre, 15).await;
+    assert_eq!(notice.kind.as_str(), Kind::DEAD_LETTER);
+    assert!(
+        notice
+            .payload
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("schema-invalid") && r.len() <= 2100)
+    );
+    let dead = bus.dead(1, 10).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        header_str(&dead[0].1, headers::REASON_CODE).as_deref(),
+        Some("schema-invalid")
+    );
+    assert!(bus.running.as_ref().is_some(), "still running");
+    let ready = reqwest::get(format!("{}/readyz", bus.http))
+        .await
+        .expect("readyz");
+    assert!(ready.status().is_success());
+    bus.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_refuses_oversized_bodies_wrong_media_types_and_control_characters_as_problems() {
+    let bus = Bus::start_with("httpedges", |s| s.envelope.max_envelope_bytes = 100_000).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/messages", bus.http);
+    let big = vec![b' '; 300_000];
+    let r = client
+        .post(&url)
+        .bearer_auth("dev-key-pac-sonha")
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(r.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let p: Value = r.json().await.expect("problem");
+    assert_eq!(p["type"], "urn:lienthong:problem:too-large");
+    let env = birth(18, SON_HA_CIVIL);
+    let r = client
+        .post(&url)
+        .bearer_auth("dev-key-pac-sonha")
+        .header("content-type", "text/plain")
+        .body(serde_json::to_vec(&env).expect("json"))
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(r.status(), reqwest::StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let mut bad = birth(19, SON_HA_CIVIL);
+    if let Some(a) = bad.payload.applicant.as_mut() {
+        a.ho_ten = "Đinh\u{1}Lực".into();
+    }
+    let r = client
+        .post(&url)
+        .bearer_auth("dev-key-pac-sonha")
+        .json(&bad)
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(r.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    let p: Value = r.json().await.expect("problem");
+    assert_eq!(p["type"], "urn:lienthong:problem:invalid-field");
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("/payload/applicant/ho_ten")),
+        "{p}"
+    );
+    // Read endpoints take the operator key only.
+    let r = client
+        .get(format!("{}/v1/dead-letters", bus.http))
+        .bearer_auth("dev-key-pac-sonha")
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let r = client
+        .get(format!("{}/v1/dead-letters", bus.http))
+        .bearer_auth("dev-operator-key")
+        .send()
+        .await
+        .expect("http");
+    assert!(r.status().is_success());
+    bus.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_agency_callback_gives_the_centre_one_result() {
+    // The mock does not call back by itself here: the test plays the agency's callback.
+    let bus = Bus::start_with("callback", |s| s.mock.callback_delay_ms = 600_000).await;
+    let mut centre = bus.listen(SON_HA).await;
+    let env = birth(20, POLICE);
+    bus.send(&env).await;
+    let ma = env.ma_ho_so.clone();
+    let mut delivered = false;
+    for _ in 0..100 {
+        if bus.mock_stats().await["police"]["effects"] == 1 {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(delivered);
+    // The delivery is recorded just after the agency's receipt; give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let callback = json!({"MaHoSo": ma, "MaThamChieu": env.message_id, "MaTiepNhan": "CA.H48.X1", "TrangThaiHoSo": 9,
+        "ThoiDiemXuLy": "20261130100512", "NguoiXuLy": "Thượng úy Lê Văn Phúc", "NoiDungXuLy": "Đã đăng ký thường trú",
+        "KetQua": {"NoiThuongTru": "Di Lăng, Sơn Hà", "NgayDangKy": "20261130", "SoHoSoCuTru": "051.1"}});
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = client
+            .post(format!("{}/v1/callbacks/{POLICE}", bus.http))
+            .bearer_auth("dev-callback-police")
+            .json(&callback)
+            .send()
+            .await
+            .expect("callback");
+        assert_eq!(r.status(), reqwest::StatusCode::OK);
+        let v: Value = r.json().await.expect("json");
+        ids.push(v["message_id"].as_str().expect("id").to_string());
+    }
+    assert_eq!(ids[0], ids[1], "the same bus message both times");
+    let result = next(&mut centre, 15).await;
+    assert_eq!(result.message_id, ids[0]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), centre.recv())
+            .await
+            .is_err(),
+        "no second result"
+    );
+    // A wrong key and a 9 without KetQua are refused.
+    let r = client
+        .post(format!("{}/v1/callbacks/{POLICE}", bus.http))
+        .bearer_auth("wrong")
+        .json(&callback)
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let mut no_result = callback.clone();
+    no_result.as_object_mut().expect("object").remove("KetQua");
+    let r = client
+        .post(format!("{}/v1/callbacks/{POLICE}", bus.http))
+        .bearer_auth("dev-callback-police")
+        .json(&no_result)
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    bus.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_message_id_is_dead_lettered_not_silently_acked() {
+    let bus = Bus::start("reuse").await;
+    let mut centre = bus.listen(SON_HA).await;
+    let first = birth(21, POLICE);
+    bus.send(&first).await;
+    assert_eq!(next(&mut centre, 20).await.kind.as_str(), Kind::RESULT);
+    let mut second = birth(22, POLICE);
+    second.message_id = first.message_id.clone();
+    bus.send(&second).await;
+    let notice = next(&mut centre, 20).await;
+    assert_eq!(notice.kind.as_str(), Kind::DEAD_LETTER);
+    assert_eq!(notice.ma_ho_so, second.ma_ho_so);
+    assert!(
+        notice
+            .payload
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("invalid-field") && r.contains("already used")),
+        "{notice:?}"
+    );
+    assert_eq!(bus.mock_stats().await["police"]["effects"], 1);
+    bus.stop().await;
+}

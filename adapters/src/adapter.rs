@@ -68,6 +68,10 @@ pub trait Adapter: Send + Sync {
     /// Adapter name as used in the registry (`police-rest`).
     fn name(&self) -> &'static str;
 
+    /// Whether `env` can be expressed in the agency's interface at all (kind supported, the
+    /// fields the agency requires present), without calling the agency. Err says why not.
+    fn check(&self, env: &Envelope) -> Result<(), String>;
+
     /// One attempt to deliver `env`: a `dossier.forward` is submitted; a `dossier.status` 7
     /// (withdrawn) or 8 (stopped) cancels the dossier at the agency. Other kinds are a
     /// permanent failure naming the kind.

@@ -223,6 +223,23 @@ impl Adapter for BhxhXml {
         NAME
     }
 
+    fn check(&self, env: &Envelope) -> Result<(), String> {
+        match env.kind.as_str() {
+            Kind::FORWARD => self.submit_body(env).map(|_| ()),
+            Kind::STATUS
+                if matches!(
+                    env.status,
+                    Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)
+                ) =>
+            {
+                Ok(())
+            }
+            other => Err(format!(
+                "the BHXH interface has no operation for a {other} message (it takes dossier.forward, and dossier.status 7 or 8 as a cancel)"
+            )),
+        }
+    }
+
     async fn deliver(&self, env: &Envelope) -> Outcome {
         match env.kind.as_str() {
             Kind::FORWARD => match self.submit_body(env) {
@@ -319,6 +336,21 @@ impl Adapter for BhxhXml {
             .map_err(|_| "TrangThaiHoSo is not a number".to_string())?;
         if !(1..=10).contains(&status) {
             return Err(format!("TrangThaiHoSo {status} is outside 1–10"));
+        }
+        let card = [
+            "MaSoBHXH",
+            "SoTheBHYT",
+            "GiaTriTuNgay",
+            "GiaTriDenNgay",
+            "NoiDangKyKCB",
+        ];
+        if status == 9
+            && !(card.iter().all(|k| f.get(k).is_some()) || f.get("SoTienTroCap").is_some())
+        {
+            return Err("a KetQuaHoSo with TrangThaiHoSo 9 must carry the card (MaSoBHXH, SoTheBHYT, GiaTriTuNgay, GiaTriDenNgay, NoiDangKyKCB) or SoTienTroCap".into());
+        }
+        if status == 3 && f.get("LyDo").is_none() {
+            return Err("a KetQuaHoSo with TrangThaiHoSo 3 must carry LyDo".into());
         }
         let mut result = Map::new();
         for (from, to) in [

@@ -53,7 +53,11 @@ impl DeliveryLog {
                     message_id TEXT PRIMARY KEY, unit TEXT NOT NULL, ma_ho_so TEXT NOT NULL, ma_tthc TEXT NOT NULL,
                     kind TEXT NOT NULL, sender TEXT NOT NULL, reply_to TEXT NOT NULL, correlation_id TEXT NOT NULL,
                     receipt TEXT NOT NULL, at_ms INTEGER NOT NULL);
-                 CREATE INDEX IF NOT EXISTS deliveries_by_dossier ON adapter_deliveries (ma_ho_so);",
+                 CREATE INDEX IF NOT EXISTS deliveries_by_dossier ON adapter_deliveries (ma_ho_so);
+                 CREATE TABLE IF NOT EXISTS agency_callbacks (
+                    unit TEXT NOT NULL, reference TEXT NOT NULL, status INTEGER NOT NULL,
+                    envelope TEXT NOT NULL, published INTEGER NOT NULL DEFAULT 0, at_ms INTEGER NOT NULL,
+                    PRIMARY KEY (unit, reference, status));",
             )
         })?;
         Ok(DeliveryLog { store })
@@ -96,6 +100,46 @@ impl DeliveryLog {
                 },
             )
             .optional()
+        })
+    }
+
+    /// Claim an agency callback (unit, reference = MaThamChieu, status): the first claim stores
+    /// `envelope_json`; every later claim gets the stored one back, with whether it was already
+    /// published. So a repeated callback yields the same bus message (same message id), and
+    /// none at all once the first was confirmed.
+    pub fn claim_callback(
+        &self,
+        unit: &str,
+        reference: &str,
+        status: u8,
+        envelope_json: &str,
+    ) -> Result<(String, bool), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO agency_callbacks (unit, reference, status, envelope, published, at_ms) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+                params![unit, reference, status, envelope_json, lienthong_core::clock::now_ms()],
+            )?;
+            c.query_row(
+                "SELECT envelope, published FROM agency_callbacks WHERE unit = ?1 AND reference = ?2 AND status = ?3",
+                params![unit, reference, status],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? != 0)),
+            )
+        })
+    }
+
+    /// Mark a claimed callback as published (its publish was confirmed).
+    pub fn callback_published(
+        &self,
+        unit: &str,
+        reference: &str,
+        status: u8,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE agency_callbacks SET published = 1 WHERE unit = ?1 AND reference = ?2 AND status = ?3",
+                params![unit, reference, status],
+            )
+            .map(|_| ())
         })
     }
 }

@@ -184,6 +184,23 @@ impl Adapter for PoliceRest {
         NAME
     }
 
+    fn check(&self, env: &Envelope) -> Result<(), String> {
+        match env.kind.as_str() {
+            Kind::FORWARD => self.submit_body(env).map(|_| ()),
+            Kind::STATUS
+                if matches!(
+                    env.status,
+                    Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)
+                ) =>
+            {
+                Ok(())
+            }
+            other => Err(format!(
+                "the police residence interface has no operation for a {other} message (it takes dossier.forward, and dossier.status 7 or 8 as a cancel)"
+            )),
+        }
+    }
+
     async fn deliver(&self, env: &Envelope) -> Outcome {
         match env.kind.as_str() {
             Kind::FORWARD => match self.submit_body(env) {
@@ -267,6 +284,12 @@ impl Adapter for PoliceRest {
             .ok_or("callback lacks TrangThaiHoSo")?;
         if !(1..=10).contains(&status) {
             return Err(format!("callback TrangThaiHoSo {status} is outside 1–10"));
+        }
+        if status == 9 && v.get("KetQua").and_then(Value::as_object).is_none() {
+            return Err("a callback with TrangThaiHoSo 9 must carry KetQua".into());
+        }
+        if status == 3 && s("LyDo").is_none() {
+            return Err("a callback with TrangThaiHoSo 3 must carry LyDo".into());
         }
         let mut result = Map::new();
         if let Some(k) = v.get("KetQua").and_then(Value::as_object) {

@@ -10,7 +10,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::{Map, Value};
 
 use crate::amqp::{PublishError, Publisher, envelope_properties};
-use crate::envelope::{Envelope, Kind, Rejection};
+use crate::envelope::{Envelope, Kind, Rejection, clip};
 use crate::registry::{Reach, Registry};
 use crate::topology::Names;
 use crate::trace::{TraceEvent, TraceEventKind, Tracer};
@@ -86,11 +86,24 @@ impl DeadLetterChannel {
             headers::REASON_CODE,
             dl.rejection.code.as_str().to_string(),
         );
-        put(&mut headers, headers::REASON, dl.rejection.reason());
+        // Headers travel in one AMQP frame (frame_max, 128 KiB by default): keep them small.
+        put(
+            &mut headers,
+            headers::REASON,
+            clip(&dl.rejection.reason(), 2000),
+        );
         put(&mut headers, headers::COMPONENT, self.component.clone());
         put(&mut headers, headers::QUEUE, dl.queue.to_string());
         put(&mut headers, headers::AT, crate::clock::now_rfc3339());
-        put(&mut headers, headers::HISTORY, dl.history.join("\n"));
+        let history: Vec<String> = dl
+            .history
+            .iter()
+            .rev()
+            .take(20)
+            .rev()
+            .map(|h| clip(h, 300))
+            .collect();
+        put(&mut headers, headers::HISTORY, history.join("\n"));
         headers.insert(
             headers::ATTEMPTS.into(),
             AMQPValue::LongLongInt(i64::from(dl.attempts)),
@@ -120,7 +133,7 @@ impl DeadLetterChannel {
         let ev = TraceEvent::new(TraceEventKind::DeadLettered, &self.component, dl.envelope)
             .message_id(message_id)
             .attempt(dl.attempts)
-            .reason(dl.rejection.reason());
+            .reason(clip(&dl.rejection.reason(), 2000));
         self.tracer.emit(&ev).await
     }
 
@@ -173,7 +186,7 @@ impl DeadLetterChannel {
             return Ok(false);
         }
         let mut notice = env.reply(Kind::DEAD_LETTER, BUS_SENDER, &env.sender);
-        notice.payload.reason = Some(rejection.reason());
+        notice.payload.reason = Some(clip(&rejection.reason(), 2000));
         let mut data = Map::new();
         data.insert(
             "dead_lettered_message_id".into(),

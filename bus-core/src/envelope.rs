@@ -270,6 +270,30 @@ impl Envelope {
         e
     }
 
+    /// What can be read of a body that failed validation, so that its sender can be told:
+    /// the string fields `sender` (required), `message_id`, `kind`, `ma_ho_so`, `ma_tthc`,
+    /// `receiver`, `correlation_id`; missing ones become `unknown`. Never routed.
+    pub fn salvage(body: &[u8]) -> Option<Envelope> {
+        let v: Value = serde_json::from_slice(body).ok()?;
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(|x| clip(x, 100));
+        let sender = s("sender")?;
+        Some(Envelope {
+            spec: SPEC.to_string(),
+            message_id: s("message_id").unwrap_or_else(new_message_id),
+            kind: Kind(s("kind").unwrap_or_else(|| "unknown".into())),
+            ma_ho_so: s("ma_ho_so").unwrap_or_else(|| "unknown".into()),
+            ma_tthc: s("ma_tthc").unwrap_or_else(|| "unknown".into()),
+            sender,
+            receiver: s("receiver"),
+            sent_at: crate::clock::now_rfc3339(),
+            status: None,
+            correlation_id: s("correlation_id").unwrap_or_else(|| "unknown".into()),
+            causation_id: None,
+            payload: Payload::default(),
+            attachments: Vec::new(),
+        })
+    }
+
     /// Serialise to JSON bytes (the AMQP body).
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serialising a struct of strings, maps and numbers cannot fail.
@@ -318,6 +342,8 @@ pub enum RejectCode {
     SenderMismatch,
     /// The message could not be delivered to the receiver's queue (returned by the broker).
     Unroutable,
+    /// The adapter cannot express the message in the agency's interface: it was not sent.
+    NotDeliverable,
     /// An agency refused the message (permanent failure).
     AgencyRefused,
     /// Transient failures went on past the retry limit.
@@ -343,6 +369,7 @@ impl RejectCode {
             RejectCode::NotOnRoute => "not-on-route",
             RejectCode::SenderMismatch => "sender-mismatch",
             RejectCode::Unroutable => "unroutable",
+            RejectCode::NotDeliverable => "not-deliverable",
             RejectCode::AgencyRefused => "agency-refused",
             RejectCode::RetriesExhausted => "retries-exhausted",
             RejectCode::Broker => "broker",
@@ -365,6 +392,7 @@ impl RejectCode {
             RejectCode::NotOnRoute => "Hop not on the procedure's route",
             RejectCode::SenderMismatch => "Sender is not the authenticated unit",
             RejectCode::Unroutable => "Unroutable",
+            RejectCode::NotDeliverable => "Not deliverable to the agency",
             RejectCode::AgencyRefused => "Refused by the agency",
             RejectCode::RetriesExhausted => "Retries exhausted",
             RejectCode::Broker => "Dead-lettered by the broker",
@@ -388,6 +416,7 @@ impl RejectCode {
             NotOnRoute,
             SenderMismatch,
             Unroutable,
+            NotDeliverable,
             AgencyRefused,
             RetriesExhausted,
             Broker,
@@ -522,14 +551,35 @@ impl EnvelopeValidator {
     }
 
     /// Validate an already parsed (and NFC-normalised) JSON value.
-    pub fn accept_value(&self, value: Value) -> Result<Envelope, Rejection> {
+    pub fn accept_value(&self, mut value: Value) -> Result<Envelope, Rejection> {
+        if let Some((at, c)) = forbidden_char(&value, &mut String::new()) {
+            return Err(Rejection::new(
+                RejectCode::InvalidField,
+                format!(
+                    "text at {at} contains U+{:04X}, a control character or noncharacter that XML 1.0 (and so the agencies' XML systems) cannot carry",
+                    c as u32
+                ),
+            ));
+        }
+        // JSON Schema counts 5.0 as an integer; so does the bus.
+        if let Some(st) = value.get_mut("status")
+            && let Some(f) = st.as_f64()
+            && !st.is_u64()
+            && f.fract() == 0.0
+            && (1.0..=10.0).contains(&f)
+        {
+            *st = Value::from(f as u64);
+        }
         let errors: Vec<String> = self
             .schema
             .iter_errors(&value)
             .take(20)
             .map(|e| {
                 let at = e.instance_path().to_string();
-                format!("{}: {}", if at.is_empty() { "/" } else { &at }, e)
+                clip(
+                    &format!("{}: {}", if at.is_empty() { "/" } else { &at }, e),
+                    300,
+                )
             })
             .collect();
         if !errors.is_empty() {
@@ -614,6 +664,54 @@ impl EnvelopeValidator {
             }
         }
         Ok(())
+    }
+}
+
+/// At most `max_chars` characters of `s`, with a note of how much was cut.
+pub fn clip(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        None => s.to_string(),
+        Some((cut, _)) => format!("{}… ({} more bytes)", &s[..cut], s.len() - cut),
+    }
+}
+
+/// The first string (value or key) holding a character XML 1.0 cannot carry: C0 controls other
+/// than tab, LF and CR, and the noncharacters U+FFFE and U+FFFF. Returns its JSON pointer.
+fn forbidden_char(v: &Value, path: &mut String) -> Option<(String, char)> {
+    let bad = |s: &str| {
+        s.chars().find(|c| {
+            (*c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}')
+        })
+    };
+    match v {
+        Value::String(s) => bad(s).map(|c| {
+            (
+                if path.is_empty() {
+                    "/".to_string()
+                } else {
+                    path.clone()
+                },
+                c,
+            )
+        }),
+        Value::Array(a) => a.iter().enumerate().find_map(|(i, x)| {
+            let len = path.len();
+            path.push_str(&format!("/{i}"));
+            let r = forbidden_char(x, path);
+            path.truncate(len);
+            r
+        }),
+        Value::Object(m) => m.iter().find_map(|(k, x)| {
+            let len = path.len();
+            path.push('/');
+            path.push_str(k);
+            let r = bad(k)
+                .map(|c| (path.clone(), c))
+                .or_else(|| forbidden_char(x, path));
+            path.truncate(len);
+            r
+        }),
+        _ => None,
     }
 }
 
@@ -706,6 +804,43 @@ mod tests {
             .expect_err("hash");
         assert_eq!(r.code, RejectCode::InvalidField);
         assert!(r.detail.contains("sha256"));
+    }
+
+    #[test]
+    fn control_characters_are_refused_with_their_place() {
+        let mut v = sample();
+        v["payload"]["applicant"]["ho_ten"] = Value::String("Đinh\u{1}Văn".into());
+        let r = validator()
+            .accept(v.to_string().as_bytes())
+            .expect_err("control char");
+        assert_eq!(r.code, RejectCode::InvalidField);
+        assert!(
+            r.detail.contains("/payload/applicant/ho_ten") && r.detail.contains("U+0001"),
+            "{}",
+            r.detail
+        );
+    }
+
+    #[test]
+    fn huge_values_do_not_blow_up_the_reason() {
+        let mut v = sample();
+        v["payload"]["applicant"]["ho_ten"] = Value::String("Đ".repeat(300_000));
+        v["kind"] = Value::from(5);
+        let r = validator()
+            .accept(v.to_string().as_bytes())
+            .expect_err("invalid");
+        assert!(r.reason().len() < 20_000, "{}", r.reason().len());
+    }
+
+    #[test]
+    fn integral_float_status_is_an_integer() {
+        let mut v = sample();
+        v["kind"] = Value::String("dossier.status".into());
+        v["status"] = serde_json::json!(5.0);
+        let env = validator()
+            .accept(v.to_string().as_bytes())
+            .expect("5.0 is 5");
+        assert_eq!(env.status, Some(TrangThaiHoSo(5)));
     }
 
     #[test]

@@ -71,7 +71,12 @@ pub fn check(
         let flags: Vec<String> = procedure
             .exclusions
             .iter()
-            .map(|e| format!("{e:?}"))
+            .map(|e| {
+                serde_json::to_value(e)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            })
             .collect();
         return Err(Rejection::new(
             RejectCode::IneligibleProcedure,

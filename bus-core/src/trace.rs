@@ -328,6 +328,16 @@ impl Store {
         })
     }
 
+    /// How many dead letters the log holds.
+    pub fn dead_letter_count(&self) -> Result<u64, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+        })
+    }
+
     /// Per-unit counts and latency from the trace (units that appear in it).
     pub fn unit_stats(&self) -> Result<Vec<UnitStats>, StoreError> {
         self.with(|c| {
