@@ -1,8 +1,9 @@
 //! What every component shares: settings, registry, names, the envelope validator, the store,
 //! the broker connection, and the shutdown signal.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use lapin::Connection;
 use lienthong_core::envelope::EnvelopeValidator;
@@ -28,6 +29,29 @@ pub struct Ctx {
     pub conn: Arc<Connection>,
     /// Flips to true on shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// Which components hold a working broker connection (for `/readyz`).
+    pub health: Health,
+}
+
+/// Broker connection state of each supervised component of this process.
+#[derive(Clone, Default)]
+pub struct Health {
+    inner: Arc<Mutex<BTreeMap<&'static str, bool>>>,
+}
+
+impl Health {
+    /// Record whether `component` is connected.
+    pub fn set(&self, component: &'static str, connected: bool) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.insert(component, connected);
+        }
+    }
+
+    /// Every component's state, and whether all are connected.
+    pub fn snapshot(&self) -> (bool, BTreeMap<&'static str, bool>) {
+        let m = self.inner.lock().map(|m| m.clone()).unwrap_or_default();
+        (m.values().all(|c| *c), m)
+    }
 }
 
 impl Ctx {

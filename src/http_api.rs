@@ -31,20 +31,59 @@ const COMPONENT: &str = "http";
 #[derive(Clone)]
 struct Api {
     ctx: Ctx,
-    publisher: Publisher,
-    tracer: Tracer,
+    broker: BrokerSlot,
     log: DeliveryLog,
     adapters: Arc<HashMap<String, Arc<dyn Adapter>>>,
 }
 
-/// Build the router of the API. `callback_base` is the bus's public base URL.
-pub async fn app(ctx: Ctx, callback_base: &str) -> anyhow::Result<Router> {
+/// The API's current broker handles; empty while the broker is unreachable (requests that
+/// need it get 503 with Retry-After, health endpoints keep answering).
+pub type BrokerSlot = Arc<tokio::sync::RwLock<Option<ApiBroker>>>;
+
+/// Publishing handles of the API on one broker connection.
+#[derive(Clone)]
+pub struct ApiBroker {
+    conn: Arc<lapin::Connection>,
+    publisher: Publisher,
+    tracer: Tracer,
+}
+
+/// Keep the API's broker handles filled while `ctx.conn` lives (run under the supervisor,
+/// which reconnects). Returns an error when the connection is lost.
+pub async fn hold_broker(ctx: Ctx, slot: BrokerSlot) -> anyhow::Result<()> {
     let timeout = ctx.settings.bus.confirm_timeout_ms;
-    let publisher = Publisher::new(&ctx.conn, timeout).await?;
-    let tracer = Tracer::new(
-        Publisher::new(&ctx.conn, timeout).await?,
-        ctx.names.trace_exchange(),
-    );
+    let handles = ApiBroker {
+        conn: ctx.conn.clone(),
+        publisher: Publisher::new(&ctx.conn, timeout).await?,
+        tracer: Tracer::new(
+            Publisher::new(&ctx.conn, timeout).await?,
+            ctx.names.trace_exchange(),
+        ),
+    };
+    *slot.write().await = Some(handles);
+    let mut stop = ctx.shutdown.clone();
+    let lost = loop {
+        tokio::select! {
+            _ = stop.changed() => break false,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {
+                if !ctx.conn.status().connected() {
+                    break true;
+                }
+            }
+        }
+    };
+    *slot.write().await = None;
+    if lost {
+        Err(anyhow::anyhow!("the broker connection is lost"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Build the router of the API and its (empty) broker slot. `callback_base` is the bus's
+/// public base URL.
+pub fn app(ctx: Ctx, callback_base: &str) -> anyhow::Result<(Router, BrokerSlot)> {
+    let broker: BrokerSlot = Arc::default();
     let log = DeliveryLog::new(ctx.store.clone())?;
     let mut adapters = HashMap::new();
     for u in ctx
@@ -66,12 +105,11 @@ pub async fn app(ctx: Ctx, callback_base: &str) -> anyhow::Result<Router> {
         .saturating_add(64 * 1024);
     let api = Api {
         ctx,
-        publisher,
-        tracer,
+        broker: broker.clone(),
         log,
         adapters: Arc::new(adapters),
     };
-    Ok(Router::new()
+    let router = Router::new()
         .route("/v1/messages", post(submit))
         .route("/v1/callbacks/{unit}", post(callback))
         .route("/v1/dossiers/{ma_ho_so}/trace", get(trace))
@@ -80,7 +118,8 @@ pub async fn app(ctx: Ctx, callback_base: &str) -> anyhow::Result<Router> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
-        .with_state(api))
+        .with_state(api);
+    Ok((router, broker))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -115,13 +154,32 @@ impl Api {
         }
     }
 
+    /// The broker handles, or 503: unreachable, or blocking publishers (memory or disk alarm),
+    /// in which case a publish would hang until its confirm timeout.
+    async fn broker(&self) -> Result<ApiBroker, Problem> {
+        let b = self.broker.read().await.clone();
+        match b {
+            None => Err(Problem::unavailable(
+                "the broker is unreachable; the bus is reconnecting",
+                5,
+            )),
+            Some(b) if b.conn.status().blocked() => Err(Problem::unavailable(
+                "the broker is blocking publishers (memory or disk alarm); nothing was accepted",
+                30,
+            )),
+            Some(b) => Ok(b),
+        }
+    }
+
     /// Trace `ev`, then publish `env` to the ingress exchange; Ok once both are confirmed.
     async fn trace_and_publish(&self, ev: &TraceEvent, env: &Envelope) -> Result<(), Problem> {
-        self.tracer
+        let broker = self.broker().await?;
+        broker
+            .tracer
             .emit(ev)
             .await
             .map_err(|e| Problem::unavailable(format!("trace not confirmed: {e}"), 5))?;
-        self.publish_ingress(env).await
+        self.publish_ingress(&broker, env).await
     }
 
     /// Run a store query for a read endpoint (operator or unit key required).
@@ -155,9 +213,9 @@ impl Api {
         }
     }
 
-    async fn publish_ingress(&self, env: &Envelope) -> Result<(), Problem> {
+    async fn publish_ingress(&self, broker: &ApiBroker, env: &Envelope) -> Result<(), Problem> {
         let body = env.to_bytes();
-        match self
+        match broker
             .publisher
             .publish(
                 &self.ctx.names.ingress_exchange(),
@@ -504,15 +562,42 @@ async fn stats(State(api): State<Api>, headers: HeaderMap) -> Response {
     api.read(&headers, |store| store.unit_stats()).await
 }
 
-async fn healthz() -> Response {
-    Json(json!({"status": "ok"})).into_response()
+/// The broker state of this process: (all connected and not blocked, JSON body).
+async fn broker_state(api: &Api) -> (bool, Value) {
+    let (all, components) = api.ctx.health.snapshot();
+    let blocked = api
+        .broker
+        .read()
+        .await
+        .as_ref()
+        .is_some_and(|b| b.conn.status().blocked());
+    let ok = all && !blocked;
+    let broker = if !all {
+        "unreachable"
+    } else if blocked {
+        "blocking publishers"
+    } else {
+        "connected"
+    };
+    (
+        ok,
+        json!({"status": if ok { "ok" } else { "degraded" }, "broker": broker, "components": components}),
+    )
 }
 
+/// Liveness: 200 while the process runs; the body says `degraded` while the broker is
+/// unreachable or blocking.
+async fn healthz(State(api): State<Api>) -> Response {
+    Json(broker_state(&api).await.1).into_response()
+}
+
+/// Readiness: 503 `degraded` while any component of this process has no broker connection,
+/// or the broker blocks publishers.
 async fn readyz(State(api): State<Api>) -> Response {
-    if api.ctx.conn.status().connected() {
-        Json(json!({"status": "ready", "broker": "connected"})).into_response()
+    let (ok, body) = broker_state(&api).await;
+    if ok {
+        Json(body).into_response()
     } else {
-        let body: Value = json!({"status": "degraded", "broker": "unreachable"});
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }

@@ -70,15 +70,98 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Declaring the topology failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct TopologyFailure {
+    /// A queue or exchange exists with other arguments: retrying will not help.
+    pub mismatch: bool,
+    /// What went wrong, one line per object.
+    pub message: String,
+}
+
 /// Declare the topology of `settings`, turning mismatches into one readable error.
-pub async fn apply_topology(settings: &Settings, conn: &lapin::Connection) -> anyhow::Result<()> {
+pub async fn apply_topology(
+    settings: &Settings,
+    conn: &lapin::Connection,
+) -> Result<(), TopologyFailure> {
     Topology::plan(settings).apply(conn).await.map_err(|errs| {
+        let mismatch = errs
+            .iter()
+            .any(|e| !matches!(e, lienthong_core::topology::TopologyError::Amqp { .. }));
         let lines: Vec<String> = errs.iter().map(|e| format!("  - {e}")).collect();
-        anyhow::anyhow!(
-            "the broker's topology does not match this configuration:\n{}",
-            lines.join("\n")
-        )
+        TopologyFailure {
+            mismatch,
+            message: format!(
+                "the broker's topology does not match this configuration:\n{}",
+                lines.join("\n")
+            ),
+        }
     })
+}
+
+/// Run `component` on a broker connection of its own, for as long as the process runs: if the
+/// connection is lost (broker restart, forced close, missed heartbeats, a consumer cancelled
+/// because its queue was deleted), reconnect with backoff, re-declare the topology and start
+/// the component again. Returns on shutdown, or with an error only for a topology mismatch.
+async fn supervise<F, Fut>(
+    name: &'static str,
+    base: Ctx,
+    component: F,
+) -> (&'static str, anyhow::Result<()>)
+where
+    F: Fn(Ctx) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let settings = base.settings.clone();
+    let mut stop = base.shutdown.clone();
+    let min = Duration::from_millis(200);
+    let max = Duration::from_secs(10);
+    let mut delay = min;
+    let conn_name = format!("{}/{name}", settings.bus.prefix);
+    loop {
+        if *stop.borrow() {
+            return (name, Ok(()));
+        }
+        base.health.set(name, false);
+        let attempt = tokio::select! {
+            c = lienthong_core::amqp::connect(&settings.bus.amqp_url, &conn_name) => c,
+            _ = stop.changed() => return (name, Ok(())),
+        };
+        let outcome: anyhow::Result<()> = match attempt {
+            Err(e) => Err(anyhow::Error::from(e).context("connecting")),
+            Ok(conn) => match apply_topology(&settings, &conn).await {
+                Err(f) if f.mismatch => {
+                    let _ = conn.close(200, "topology mismatch".into()).await;
+                    return (name, Err(f.into()));
+                }
+                Err(f) => Err(anyhow::Error::from(f)),
+                Ok(()) => {
+                    base.health.set(name, true);
+                    delay = min;
+                    let ctx = Ctx {
+                        conn: Arc::new(conn),
+                        ..base.clone()
+                    };
+                    let r = component(ctx.clone()).await;
+                    base.health.set(name, false);
+                    let _ = ctx.conn.close(200, "component stopped".into()).await;
+                    if *stop.borrow() {
+                        return (name, r);
+                    }
+                    r.and_then(|()| Err(anyhow::anyhow!("the component stopped by itself")))
+                }
+            },
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(message = "broker connection lost or unavailable; reconnecting", component = name, error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {},
+            _ = stop.changed() => return (name, Ok(())),
+        }
+        delay = (delay * 2).min(max);
+    }
 }
 
 /// Start `components` of the bus for `settings`.
@@ -91,6 +174,14 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         .join("+");
     let conn = connect(&settings, &name).await?;
     apply_topology(&settings, &conn).await?;
+    // Fail fast on adapter configuration (unknown adapter names, bad endpoints).
+    for u in settings
+        .units
+        .iter()
+        .filter(|u| matches!(u.reach, lienthong_core::registry::Reach::Adapter { .. }))
+    {
+        lienthong_adapters::build(u, "http://127.0.0.1").map_err(anyhow::Error::msg)?;
+    }
     let store = Store::open(&PathBuf::from(&settings.store.path))
         .with_context(|| format!("opening the store {}", settings.store.path))?;
     let validator = EnvelopeValidator::new(&settings.envelope).map_err(anyhow::Error::msg)?;
@@ -102,6 +193,7 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         store,
         conn: Arc::new(conn),
         shutdown: rx,
+        health: crate::context::Health::default(),
         settings: Arc::new(settings),
     };
     let mut tasks = JoinSet::new();
@@ -127,22 +219,25 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         let ctx = ctx.clone();
         match c {
             Component::Router => {
-                tasks.spawn(async move { ("router", crate::router::run(ctx).await) });
+                tasks.spawn(supervise("router", ctx, crate::router::run));
             }
             Component::Tracer => {
-                tasks.spawn(async move { ("tracer", crate::tracer::run(ctx).await) });
+                tasks.spawn(supervise("tracer", ctx, crate::tracer::run));
             }
             Component::Adapters => {
                 let base = callback_base.clone();
-                tasks.spawn(
-                    async move { ("adapters", crate::adapter_worker::run(ctx, base).await) },
-                );
+                tasks.spawn(supervise("adapters", ctx, move |c| {
+                    crate::adapter_worker::run(c, base.clone())
+                }));
             }
             Component::Http => {
                 let Some(listener) = listener.take() else {
                     continue;
                 };
-                let app = crate::http_api::app(ctx.clone(), &callback_base).await?;
+                let (app, broker) = crate::http_api::app(ctx.clone(), &callback_base)?;
+                tasks.spawn(supervise("http", ctx.clone(), move |c| {
+                    crate::http_api::hold_broker(c, broker.clone())
+                }));
                 let mut stop = ctx.shutdown.clone();
                 tasks.spawn(async move {
                     let r = axum::serve(listener, app)
@@ -156,24 +251,8 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
             }
         }
     }
-    // Watchdog: a lost broker connection ends the process with an error (a service manager
-    // restarts it; reconnecting in place is planned), instead of leaving a half-alive bus.
-    {
-        let conn = ctx.conn.clone();
-        let mut stop = ctx.shutdown.clone();
-        tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => return ("watchdog", Ok(())),
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                        if !conn.status().connected() {
-                            return ("watchdog", Err(anyhow::anyhow!("the broker connection is lost")));
-                        }
-                    }
-                }
-            }
-        });
-    }
+    // The start-up connection only checked the topology; each component has its own.
+    let _ = ctx.conn.close(200, "startup checks done".into()).await;
     tracing::info!(message = "lienthong running", components = name, http = ?http_addr, prefix = ctx.names.prefix());
     Ok(Running {
         http_addr,
@@ -217,7 +296,6 @@ impl Running {
                 first_err.get_or_insert(e.context(format!("component {component}")));
             }
         }
-        let _ = self.ctx.conn.close(200, "shutdown".into()).await;
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),

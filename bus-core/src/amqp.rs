@@ -30,7 +30,8 @@ pub enum PublishError {
     Timeout(u64),
 }
 
-/// Connect to the broker, naming the connection (`lienthong/<component>`) so operators can see it.
+/// Connect to the broker, naming the connection `lienthong/<name>` (the bus names it
+/// `lienthong/<prefix>/<component>`) so operators can see it.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
     let props = ConnectionProperties::default()
         .with_connection_name(LongString::from(format!("lienthong/{name}")));
