@@ -28,6 +28,19 @@ struct Worker {
     log: DeliveryLog,
     tracer: Tracer,
     dlc: DeadLetterChannel,
+    retry: Publisher,
+}
+
+/// Headers a message carries through delayed retries.
+pub mod retry_headers {
+    /// Delayed retry rounds so far.
+    pub const DELAYED_ATTEMPTS: &str = "x-lienthong-delayed-attempts";
+    /// When the first attempt was made, ms since the epoch.
+    pub const FIRST_ATTEMPT_AT: &str = "x-lienthong-first-attempt-at";
+    /// Reasons of every failed attempt so far, one per line (clipped).
+    pub const HISTORY: &str = "x-lienthong-history";
+    /// `true` when the last attempt's outcome was unknown: resolve by a status lookup first.
+    pub const OUTCOME_UNKNOWN: &str = "x-lienthong-outcome-unknown";
 }
 
 /// Run one consumer per adapter-reached unit until shutdown. `callback_base` is the bus's
@@ -62,6 +75,7 @@ pub async fn run(ctx: Ctx, callback_base: String) -> anyhow::Result<()> {
             log: log.clone(),
             tracer,
             dlc,
+            retry: Publisher::new(&ctx.conn, timeout).await?,
         };
         let channel = ctx.conn.create_channel().await?;
         let queue = ctx.names.unit_queue(&unit.code);
@@ -106,7 +120,21 @@ impl Worker {
         // Idempotent consumer: a message whose delivery already completed is not sent again.
         let log = self.log.clone();
         let id = env.message_id.clone();
-        if let Ok(Ok(Some(done))) = tokio::task::spawn_blocking(move || log.get(&id)).await {
+        let known = match tokio::task::spawn_blocking(move || log.get(&id)).await {
+            Ok(Ok(k)) => k,
+            _ => {
+                tracing::error!(message = "cannot read the delivery log; requeueing");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = d
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
+                    .await;
+                return;
+            }
+        };
+        if let Some(done) = &known {
             if done.ma_ho_so != env.ma_ho_so
                 || done.kind != env.kind.0
                 || done.unit != self.unit.code
@@ -123,13 +151,43 @@ impl Worker {
                 self.dead_letter(&d, &r, Some(&env), 1, &[]).await;
                 return;
             }
-            let ev = TraceEvent::new(TraceEventKind::Delivered, &self.component, Some(&env))
-                .reason(format!(
+            if done.delivered {
+                let ev = TraceEvent::new(TraceEventKind::Delivered, &self.component, Some(&env)).reason(format!(
                     "already delivered (receipt {}); redelivery acked without calling the agency",
                     done.receipt
                 ));
-            let _ = self.tracer.emit(&ev).await;
-            let _ = d.ack(BasicAckOptions::default()).await;
+                let _ = self.tracer.emit(&ev).await;
+                let _ = d.ack(BasicAckOptions::default()).await;
+                return;
+            }
+            // `sending`: an earlier attempt may have reached the agency; the attempts below
+            // carry the same idempotency key, so the agency answers without a second effect.
+        }
+        // The last attempt's outcome was unknown: ask the agency before sending again.
+        if lienthong_core::amqp::header_str(&d.properties, retry_headers::OUTCOME_UNKNOWN)
+            .as_deref()
+            == Some("true")
+            && env.kind.is_forward()
+            && let Ok(st) = self.adapter.status(&env.ma_ho_so).await
+            && st.status >= 2
+        {
+            let receipt = st
+                .receipt
+                .clone()
+                .unwrap_or_else(|| format!("TrangThaiHoSo {}", st.status));
+            if self.record_delivery(&env, &receipt).await {
+                let ev = TraceEvent::new(TraceEventKind::Delivered, &self.component, Some(&env))
+                    .reason(format!("outcome was unknown; the agency's status lookup shows it took the dossier (receipt {receipt}); not sent again"));
+                let _ = self.tracer.emit(&ev).await;
+                let _ = d.ack(BasicAckOptions::default()).await;
+            } else {
+                let _ = d
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
+                    .await;
+            }
             return;
         }
         if let Err(why) = self.adapter.check(&env) {
@@ -150,6 +208,17 @@ impl Worker {
             .await
             .is_err()
         {
+            let _ = d
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await;
+            return;
+        }
+        if !self.begin_delivery(&env).await {
+            tracing::error!(message = "cannot write the delivery log; requeueing");
+            tokio::time::sleep(Duration::from_millis(500)).await;
             let _ = d
                 .nack(BasicNackOptions {
                     requeue: true,
@@ -188,27 +257,7 @@ impl Worker {
         let _ = emitter.await;
         match outcome {
             Final::Delivered { receipt, attempts } => {
-                let reply_to = match self.ctx.store.origin(&env.ma_ho_so) {
-                    Ok(Some(o)) => o.origin_unit,
-                    _ => env.sender.clone(),
-                };
-                let rec = DeliveryRecord {
-                    message_id: env.message_id.clone(),
-                    unit: self.unit.code.clone(),
-                    ma_ho_so: env.ma_ho_so.clone(),
-                    ma_tthc: env.ma_tthc.clone(),
-                    kind: env.kind.0.clone(),
-                    sender: env.sender.clone(),
-                    reply_to,
-                    correlation_id: env.correlation_id.clone(),
-                    receipt: receipt.clone(),
-                    at_ms: lienthong_core::clock::now_ms(),
-                };
-                let log = self.log.clone();
-                if !matches!(
-                    tokio::task::spawn_blocking(move || log.record(&rec)).await,
-                    Ok(Ok(()))
-                ) {
+                if !self.record_delivery(&env, &receipt).await {
                     tracing::error!(
                         message = "cannot record the delivery; leaving it unacked (the retry carries the same idempotency key)"
                     );
@@ -231,29 +280,194 @@ impl Worker {
                 exhausted,
                 attempts,
                 history,
+                retry_after,
+                unknown,
             } => {
-                let code = if exhausted {
-                    RejectCode::RetriesExhausted
-                } else {
-                    RejectCode::AgencyRefused
-                };
-                let detail = if exhausted {
-                    format!(
-                        "{} ({}) still failing after {attempts} attempts: {reason}",
-                        self.unit.name, self.unit.code
-                    )
-                } else {
+                if exhausted {
+                    self.park_or_give_up(&d, &env, attempts, history, retry_after, unknown)
+                        .await;
+                    return;
+                }
+                let r = Rejection::new(
+                    RejectCode::AgencyRefused,
                     format!(
                         "{} ({}) refused it: {reason}",
                         self.unit.name, self.unit.code
-                    )
-                };
-                let r = Rejection::new(code, detail);
+                    ),
+                );
                 let ev = TraceEvent::new(TraceEventKind::Failed, &self.component, Some(&env))
                     .attempt(attempts)
                     .reason(reason.clone());
                 let _ = self.tracer.emit(&ev).await;
                 self.dead_letter(&d, &r, Some(&env), attempts, &history)
+                    .await;
+            }
+        }
+    }
+
+    fn record_for(&self, env: &Envelope, receipt: &str) -> DeliveryRecord {
+        let reply_to = match self.ctx.store.origin(&env.ma_ho_so) {
+            Ok(Some(o)) => o.origin_unit,
+            _ => env.sender.clone(),
+        };
+        DeliveryRecord {
+            message_id: env.message_id.clone(),
+            unit: self.unit.code.clone(),
+            ma_ho_so: env.ma_ho_so.clone(),
+            ma_tthc: env.ma_tthc.clone(),
+            kind: env.kind.0.clone(),
+            sender: env.sender.clone(),
+            reply_to,
+            correlation_id: env.correlation_id.clone(),
+            receipt: receipt.to_string(),
+            at_ms: lienthong_core::clock::now_ms(),
+            delivered: !receipt.is_empty(),
+        }
+    }
+
+    /// Write-ahead: record that the message is being sent (before the first call), so that an
+    /// agency callback arriving before the receipt is read still finds its dossier.
+    async fn begin_delivery(&self, env: &Envelope) -> bool {
+        let rec = self.record_for(env, "");
+        let log = self.log.clone();
+        matches!(
+            tokio::task::spawn_blocking(move || log.begin(&rec)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Record a completed delivery in the delivery log (before the ack). False if the store failed.
+    async fn record_delivery(&self, env: &Envelope, receipt: &str) -> bool {
+        let rec = self.record_for(env, receipt);
+        let log = self.log.clone();
+        matches!(
+            tokio::task::spawn_blocking(move || log.record(&rec)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// After the in-process budget: wait in the delayed retry queue of the next step (nothing
+    /// stays unacked meanwhile), or, past `max_delayed_attempts` or `max_age_ms`, dead-letter
+    /// with the full reason history.
+    async fn park_or_give_up(
+        &self,
+        d: &Delivery,
+        env: &Envelope,
+        attempts: u32,
+        history: Vec<String>,
+        retry_after: Option<Duration>,
+        unknown: bool,
+    ) {
+        use lapin::types::{AMQPValue, LongString};
+        use lienthong_core::amqp::{header_i64, header_str};
+        let rs = &self.ctx.settings.retry;
+        let rounds = header_i64(&d.properties, retry_headers::DELAYED_ATTEMPTS)
+            .unwrap_or(0)
+            .max(0) as u32;
+        let now = lienthong_core::clock::now_ms();
+        let first = header_i64(&d.properties, retry_headers::FIRST_ATTEMPT_AT).unwrap_or(now);
+        let mut all: Vec<String> = header_str(&d.properties, retry_headers::HISTORY)
+            .map(|h| h.lines().map(str::to_string).collect())
+            .unwrap_or_default();
+        all.extend(history);
+        let last = all.last().cloned().unwrap_or_default();
+        let age_ms = (now - first).max(0) as u64;
+        if rounds >= rs.max_delayed_attempts || age_ms >= rs.max_age_ms || rs.delays_ms.is_empty() {
+            let r = Rejection::new(
+                RejectCode::RetriesExhausted,
+                format!(
+                    "{} ({}) still failing after {} delayed rounds over {} s (last: {last})",
+                    self.unit.name,
+                    self.unit.code,
+                    rounds,
+                    age_ms / 1000
+                ),
+            );
+            let ev = TraceEvent::new(TraceEventKind::Failed, &self.component, Some(env))
+                .attempt(attempts)
+                .reason(last);
+            let _ = self.tracer.emit(&ev).await;
+            self.dead_letter(d, &r, Some(env), attempts, &all).await;
+            return;
+        }
+        // The step: the next configured delay, or the smallest one that honours Retry-After.
+        let mut delay = rs.delays_ms[(rounds as usize).min(rs.delays_ms.len() - 1)];
+        if let Some(ra) = retry_after {
+            let ra = ra.as_millis() as u64;
+            delay = rs
+                .delays_ms
+                .iter()
+                .copied()
+                .find(|s| *s >= ra.max(delay))
+                .unwrap_or_else(|| rs.delays_ms.iter().copied().max().unwrap_or(delay));
+        }
+        let mut headers = d.properties.headers().clone().unwrap_or_default();
+        // A fresh publish, not a dead-letter hop: drop the broker's x-death record so that its
+        // dead-letter cycle detection never sees a loop.
+        let kept: std::collections::BTreeMap<_, _> = headers
+            .inner()
+            .iter()
+            .filter(|(k, _)| {
+                !k.as_str().starts_with("x-death")
+                    && !k.as_str().starts_with("x-first-death")
+                    && !k.as_str().starts_with("x-last-death")
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        headers = kept.into();
+        let hist: Vec<String> = all
+            .iter()
+            .rev()
+            .take(30)
+            .rev()
+            .map(|h| lienthong_core::envelope::clip(h, 300))
+            .collect();
+        headers.insert(
+            retry_headers::DELAYED_ATTEMPTS.into(),
+            AMQPValue::LongLongInt(i64::from(rounds + 1)),
+        );
+        headers.insert(
+            retry_headers::FIRST_ATTEMPT_AT.into(),
+            AMQPValue::LongLongInt(first),
+        );
+        headers.insert(
+            retry_headers::HISTORY.into(),
+            AMQPValue::LongString(LongString::from(hist.join("\n"))),
+        );
+        headers.insert(
+            retry_headers::OUTCOME_UNKNOWN.into(),
+            AMQPValue::LongString(LongString::from(if unknown { "true" } else { "false" })),
+        );
+        let props = d
+            .properties
+            .clone()
+            .with_headers(headers)
+            .with_delivery_mode(2);
+        let exchange = self.ctx.names.retry(delay);
+        match self
+            .retry
+            .publish(&exchange, &self.unit.code, &d.data, props, true)
+            .await
+        {
+            Ok(()) => {
+                let ev = TraceEvent::new(TraceEventKind::Retried, &self.component, Some(env))
+                    .attempt(attempts)
+                    .reason(format!(
+                        "{last}; waiting {delay} ms in {exchange} (delayed round {} of at most {})",
+                        rounds + 1,
+                        rs.max_delayed_attempts
+                    ));
+                let _ = self.tracer.emit(&ev).await;
+                let _ = d.ack(BasicAckOptions::default()).await;
+            }
+            Err(e) => {
+                tracing::error!(message = "cannot park the message in the delayed retry queue; requeueing", error = %e);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = d
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
                     .await;
             }
         }

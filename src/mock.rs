@@ -44,12 +44,21 @@ pub struct Fault {
     /// Only requests for this dossier (any dossier when absent).
     #[serde(default)]
     pub ma_ho_so: Option<String>,
-    /// Statuses to answer, in order (e.g. `[503, 503]`, or `[400]`).
+    /// Statuses to answer, in order (e.g. `[503, 503]`, or `[400]`). Two codes below 100 are
+    /// behaviours, not statuses: [`COMMIT_TRUNCATED`] and [`COMMIT_SLOW`].
     pub responses: Vec<u16>,
     /// Retry-After seconds to send with 503/429 answers.
     #[serde(default)]
     pub retry_after_s: Option<u64>,
 }
+
+/// Fault code: register the dossier, then answer with a truncated body (the answer is lost).
+pub const COMMIT_TRUNCATED: u16 = 1;
+/// Fault code: register the dossier, then answer only after [`SLOW_ANSWER_MS`] (past a client
+/// timeout shorter than that).
+pub const COMMIT_SLOW: u16 = 2;
+/// How long a [`COMMIT_SLOW`] answer takes, ms.
+pub const SLOW_ANSWER_MS: u64 = 3_000;
 
 /// Counters per agency.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -169,6 +178,27 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
         stop: tx,
         task,
     })
+}
+
+/// The answer, as a fault behaviour may spoil it after the dossier was registered.
+async fn answered(a: &Answer, behaviour: Option<u16>) -> Response {
+    match behaviour {
+        Some(COMMIT_TRUNCATED) => {
+            let cut = a.body.len() / 2;
+            let mut end = cut;
+            while !a.body.is_char_boundary(end) {
+                end -= 1;
+            }
+            let mut broken = a.clone();
+            broken.body = a.body[..end].to_string();
+            answer(&broken)
+        }
+        Some(COMMIT_SLOW) => {
+            tokio::time::sleep(Duration::from_millis(SLOW_ANSWER_MS)).await;
+            answer(a)
+        }
+        _ => answer(a),
+    }
 }
 
 fn answer(a: &Answer) -> Response {
@@ -345,8 +375,12 @@ async fn police_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
+    let mut behaviour = None;
     if let Some((s, ra)) = m.injected(a, &ma) {
-        return injected_answer(a, s, ra);
+        if s >= 100 {
+            return injected_answer(a, s, ra);
+        }
+        behaviour = Some(s);
     }
     let errors: Vec<String> = m
         .police_submit
@@ -446,7 +480,7 @@ async fn police_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -
     } else {
         m.count(a, |c| c.replays += 1);
     }
-    answer(&ans)
+    answered(&ans, behaviour).await
 }
 
 async fn police_status(State(m): State<Mock>, Path(ma): Path<String>) -> Response {
@@ -554,8 +588,12 @@ async fn bhxh_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> 
         .ok()
         .and_then(|f| f.get("MaHoSo").map(str::to_string))
         .unwrap_or_default();
+    let mut behaviour = None;
     if let Some((s, ra)) = m.injected(a, &ma) {
-        return injected_answer(a, s, ra);
+        if s >= 100 {
+            return injected_answer(a, s, ra);
+        }
+        behaviour = Some(s);
     }
     if let Err(errs) = bhxh_validate(&m, &body).await {
         m.count(a, |c| c.invalid += 1);
@@ -668,7 +706,7 @@ async fn bhxh_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> 
     } else {
         m.count(a, |c| c.replays += 1);
     }
-    answer(&ans)
+    answered(&ans, behaviour).await
 }
 
 async fn bhxh_status(State(m): State<Mock>, Path(ma): Path<String>) -> Response {

@@ -253,6 +253,20 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
     }
     // The start-up connection only checked the topology; each component has its own.
     let _ = ctx.conn.close(200, "startup checks done".into()).await;
+    // Return once every component holds its connection (or after 30 s: they keep trying).
+    let expected = components.len();
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (all, m) = ctx.health.snapshot();
+        if all && m.len() >= expected {
+            break;
+        }
+        if tokio::time::Instant::now() > until {
+            tracing::warn!(message = "not every component is connected yet; they keep retrying", state = ?m);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tracing::info!(message = "lienthong running", components = name, http = ?http_addr, prefix = ctx.names.prefix());
     Ok(Running {
         http_addr,

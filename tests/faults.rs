@@ -110,3 +110,176 @@ async fn connection_force_closed_by_the_broker_mid_stream_loses_nothing() {
     assert!(ready.status().is_success(), "reconnected");
     bus.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agency_down_past_the_in_process_budget_waits_in_a_delayed_queue_while_others_flow() {
+    let bus = Bus::start("fault-down").await;
+    let mut centre = bus.listen(SON_HA).await;
+    let slow = birth(2001, POLICE);
+    // 6 in-process attempts fail (1 + max_retries 5), the message waits 300 ms in
+    // <p>.retry.300, then fails twice more and gets through.
+    bus.fault("police", &slow.ma_ho_so, &[503; 8]).await;
+    bus.send(&slow).await;
+    let others: Vec<_> = (0..20).map(|i| birth(2100 + i, POLICE)).collect();
+    for o in &others {
+        bus.send(o).await;
+    }
+    let mut order = Vec::new();
+    for _ in 0..21 {
+        let r = next(&mut centre, 30).await;
+        assert_eq!(r.kind.as_str(), Kind::RESULT, "{r:?}");
+        order.push(r.ma_ho_so);
+    }
+    assert_eq!(
+        order.last(),
+        Some(&slow.ma_ho_so),
+        "the failing dossier does not hold the others up"
+    );
+    let stats = bus.mock_stats().await;
+    assert_eq!(stats["police"]["effects"], 21, "{stats}");
+    assert_eq!(stats["police"]["calls"], 21 + 8, "{stats}");
+    let store = bus.store();
+    let ma = slow.ma_ho_so.clone();
+    let rows = eventually(10, "the parked retry in the trace", || {
+        store
+            .timeline(&ma)
+            .ok()
+            .filter(|r| r.iter().any(|e| e.event == "delivered"))
+    })
+    .await;
+    assert!(
+        rows.iter().any(|r| r.event == "retried"
+            && r.reason
+                .as_deref()
+                .is_some_and(|x| x.contains(".retry.300"))),
+        "{rows:#?}"
+    );
+    bus.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_retry_after_is_honoured_up_to_the_longest_delay_step() {
+    let bus = Bus::start("fault-retryafter").await;
+    let mut centre = bus.listen(SON_HA).await;
+    let env = birth(2201, BHXH);
+    bus.fault_with("bhxh", &env.ma_ho_so, &[429], Some(1_000_000_000))
+        .await;
+    bus.send(&env).await;
+    assert_eq!(next(&mut centre, 30).await.kind.as_str(), Kind::RESULT);
+    let store = bus.store();
+    let ma = env.ma_ho_so.clone();
+    let rows = eventually(10, "delivered", || {
+        store
+            .timeline(&ma)
+            .ok()
+            .filter(|r| r.iter().any(|e| e.event == "delivered"))
+    })
+    .await;
+    let parked: Vec<_> = rows.iter().filter(|r| r.event == "retried").collect();
+    assert_eq!(
+        parked.len(),
+        1,
+        "no in-process sleep for a long Retry-After: {rows:#?}"
+    );
+    assert!(
+        parked[0]
+            .reason
+            .as_deref()
+            .is_some_and(|x| x.contains("waiting 800 ms")),
+        "{parked:?}"
+    );
+    assert_eq!(bus.mock_stats().await["bhxh"]["effects"], 1);
+    bus.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_past_the_limit_are_dead_lettered_with_the_whole_reason_history() {
+    let bus = Bus::start_with("fault-exhaust", |s| s.retry.max_delayed_attempts = 2).await;
+    let mut centre = bus.listen(SON_HA).await;
+    let env = birth(2301, POLICE);
+    bus.fault("police", &env.ma_ho_so, &[503; 40]).await;
+    bus.send(&env).await;
+    let notice = next(&mut centre, 30).await;
+    assert_eq!(notice.kind.as_str(), Kind::DEAD_LETTER);
+    assert!(
+        notice
+            .payload
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("retries-exhausted") && r.contains("2 delayed rounds")),
+        "{notice:?}"
+    );
+    let dead = bus.dead(1, 10).await;
+    assert_eq!(dead.len(), 1);
+    let history =
+        lienthong_core::amqp::header_str(&dead[0].1, lienthong_core::deadletter::headers::HISTORY)
+            .unwrap_or_default();
+    assert_eq!(
+        history.lines().count(),
+        18,
+        "3 rounds × 6 attempts:\n{history}"
+    );
+    assert!(history.lines().all(|l| l.contains("503")));
+    assert_eq!(bus.mock_stats().await["police"]["effects"], 0);
+    bus.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_answer_and_answer_after_the_client_timeout_are_resolved_without_a_second_effect()
+{
+    let bus = Bus::start_with("fault-unknown", |s| {
+        for u in &mut s.units {
+            if let lienthong_core::registry::Reach::Adapter { timeout_ms, .. } = &mut u.reach {
+                *timeout_ms = 1_000;
+            }
+        }
+    })
+    .await;
+    let mut centre = bus.listen(SON_HA).await;
+    let truncated = birth(2401, POLICE);
+    let slow = birth(2402, BHXH);
+    bus.fault(
+        "police",
+        &truncated.ma_ho_so,
+        &[lienthong::mock::COMMIT_TRUNCATED],
+    )
+    .await;
+    bus.fault("bhxh", &slow.ma_ho_so, &[lienthong::mock::COMMIT_SLOW])
+        .await;
+    bus.send(&truncated).await;
+    bus.send(&slow).await;
+    for _ in 0..2 {
+        assert_eq!(next(&mut centre, 30).await.kind.as_str(), Kind::RESULT);
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_secs(4), centre.recv())
+            .await
+            .is_err(),
+        "one result each"
+    );
+    let stats = bus.mock_stats().await;
+    assert_eq!(stats["police"]["effects"], 1, "{stats}");
+    assert_eq!(stats["bhxh"]["effects"], 1, "{stats}");
+    assert!(
+        stats["police"]["replays"].as_u64().unwrap_or(0) >= 1,
+        "resolved by the same key: {stats}"
+    );
+    let store = bus.store();
+    for ma in [truncated.ma_ho_so.clone(), slow.ma_ho_so.clone()] {
+        let rows = eventually(10, "delivered", || {
+            store
+                .timeline(&ma)
+                .ok()
+                .filter(|r| r.iter().any(|e| e.event == "delivered"))
+        })
+        .await;
+        assert!(
+            rows.iter().any(|r| r
+                .reason
+                .as_deref()
+                .is_some_and(|x| x.contains("outcome unknown"))),
+            "{rows:#?}"
+        );
+    }
+    bus.stop().await;
+}

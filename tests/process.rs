@@ -88,6 +88,7 @@ async fn sigterm_mid_traffic_and_restart_loses_nothing() {
         names,
         http: String::new(),
         mock_url: format!("http://{}", mock.addr),
+        cleaned: false,
     };
     let mut centre = bus_view.listen(SON_HA).await;
 
@@ -245,6 +246,7 @@ async fn components_run_as_separate_processes() {
         names,
         http: String::new(),
         mock_url: format!("http://{}", mock.addr),
+        cleaned: false,
     };
     let mut centre = view.listen(SON_HA).await;
     let env = birth(200, POLICE);

@@ -23,6 +23,13 @@ pub enum Outcome {
         /// The agency's Retry-After, if it sent one.
         retry_after: Option<Duration>,
     },
+    /// The request may have reached the agency but its answer was lost (timeout after sending,
+    /// unreadable or truncated 2xx body). Never resent blindly: resolved by retrying with the
+    /// same idempotency key (the agency replays its first answer) or by a status lookup.
+    Unknown {
+        /// What was seen.
+        reason: String,
+    },
     /// Not worth retrying: other 4xx, a 200 whose body says failure, an envelope the agency
     /// interface cannot express.
     Permanent {

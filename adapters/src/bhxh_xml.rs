@@ -194,7 +194,7 @@ impl BhxhXml {
                 };
             }
             Err(e) => {
-                return Outcome::Permanent {
+                return Outcome::Unknown {
                     reason: format!("{op}: HTTP {status} but the receipt is not readable: {e}"),
                 };
             }

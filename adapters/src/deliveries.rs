@@ -1,7 +1,9 @@
-//! The delivery log: a durable record, per bus message, of what an adapter handed to an agency
-//! (written before the AMQP ack). A redelivered message that was already delivered is acked
-//! without calling the agency again (idempotent consumer), and an agency's callback finds here
-//! which dossier, procedure and centre its reference belongs to.
+//! The delivery log: a durable record, per bus message, of what an adapter hands to an agency.
+//! Written before the first call (`sending`: the agency may have it, so a later attempt reuses
+//! the idempotency key) and completed before the AMQP ack (`delivered`: a redelivered message
+//! is acked without calling the agency again — idempotent consumer). An agency's callback,
+//! which may come before the adapter has even read the receipt, finds here which dossier,
+//! procedure and centre its reference belongs to.
 
 use std::path::Path;
 
@@ -27,8 +29,10 @@ pub struct DeliveryRecord {
     pub reply_to: String,
     /// Correlation id.
     pub correlation_id: String,
-    /// Agency receipt.
+    /// Agency receipt (empty while `sending`).
     pub receipt: String,
+    /// The agency's receipt was read (`delivered`); false while `sending`.
+    pub delivered: bool,
     /// When, ms since the epoch.
     pub at_ms: i64,
 }
@@ -52,7 +56,7 @@ impl DeliveryLog {
                 "CREATE TABLE IF NOT EXISTS adapter_deliveries (
                     message_id TEXT PRIMARY KEY, unit TEXT NOT NULL, ma_ho_so TEXT NOT NULL, ma_tthc TEXT NOT NULL,
                     kind TEXT NOT NULL, sender TEXT NOT NULL, reply_to TEXT NOT NULL, correlation_id TEXT NOT NULL,
-                    receipt TEXT NOT NULL, at_ms INTEGER NOT NULL);
+                    receipt TEXT NOT NULL, at_ms INTEGER NOT NULL, state TEXT NOT NULL);
                  CREATE INDEX IF NOT EXISTS deliveries_by_dossier ON adapter_deliveries (ma_ho_so);
                  CREATE TABLE IF NOT EXISTS agency_callbacks (
                     unit TEXT NOT NULL, reference TEXT NOT NULL, status INTEGER NOT NULL,
@@ -67,22 +71,39 @@ impl DeliveryLog {
         self.store.with(|c| f(c))
     }
 
-    /// Record a completed delivery (first write wins).
-    pub fn record(&self, r: &DeliveryRecord) -> Result<(), StoreError> {
+    /// Record that `r` is about to be sent (state `sending`; the first write wins).
+    pub fn begin(&self, r: &DeliveryRecord) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "INSERT OR IGNORE INTO adapter_deliveries VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![r.message_id, r.unit, r.ma_ho_so, r.ma_tthc, r.kind, r.sender, r.reply_to, r.correlation_id, r.receipt, r.at_ms],
+                "INSERT OR IGNORE INTO adapter_deliveries VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '', ?9, 'sending')",
+                params![r.message_id, r.unit, r.ma_ho_so, r.ma_tthc, r.kind, r.sender, r.reply_to, r.correlation_id, r.at_ms],
             )
             .map(|_| ())
         })
     }
 
-    /// The delivery of a message, if it completed.
+    /// Record the agency's receipt (state `delivered`).
+    pub fn complete(&self, message_id: &str, receipt: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE adapter_deliveries SET state = 'delivered', receipt = ?2 WHERE message_id = ?1",
+                params![message_id, receipt],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Record a completed delivery at once ([`DeliveryLog::begin`] + [`DeliveryLog::complete`]).
+    pub fn record(&self, r: &DeliveryRecord) -> Result<(), StoreError> {
+        self.begin(r)?;
+        self.complete(&r.message_id, &r.receipt)
+    }
+
+    /// The delivery of a message, in either state.
     pub fn get(&self, message_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT message_id, unit, ma_ho_so, ma_tthc, kind, sender, reply_to, correlation_id, receipt, at_ms FROM adapter_deliveries WHERE message_id = ?1",
+                "SELECT message_id, unit, ma_ho_so, ma_tthc, kind, sender, reply_to, correlation_id, receipt, at_ms, state FROM adapter_deliveries WHERE message_id = ?1",
                 params![message_id],
                 |r| {
                     Ok(DeliveryRecord {
@@ -96,6 +117,7 @@ impl DeliveryLog {
                         correlation_id: r.get(7)?,
                         receipt: r.get(8)?,
                         at_ms: r.get(9)?,
+                        delivered: r.get::<_, String>(10)? == "delivered",
                     })
                 },
             )

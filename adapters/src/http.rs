@@ -43,20 +43,23 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-/// A reqwest error as an outcome: every transport error is transient. A timeout after the
-/// request was sent leaves the outcome unknown at the agency; the retry carries the same
-/// idempotency key, so the agency answers it without a second effect.
+/// A reqwest error as an outcome. A connection that could not be made is transient (nothing
+/// was sent); a timeout or a broken answer after the request may have been sent leaves the
+/// outcome unknown at the agency ([`Outcome::Unknown`]).
 pub fn transport_error(op: &str, e: &reqwest::Error) -> Outcome {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
+    if e.is_connect() {
+        Outcome::Transient {
+            reason: format!("{op} could not connect: {e}"),
+            retry_after: None,
+        }
+    } else if e.is_timeout() {
+        Outcome::Unknown {
+            reason: format!("{op} timed out after the request was sent: {e}"),
+        }
     } else {
-        "failed"
-    };
-    Outcome::Transient {
-        reason: format!("{op} {what}: {e}"),
-        retry_after: None,
+        Outcome::Unknown {
+            reason: format!("{op} failed after the request was sent: {e}"),
+        }
     }
 }
 

@@ -140,9 +140,9 @@ impl PoliceRest {
             let v: Value = match serde_json::from_slice(&bytes) {
                 Ok(v) => v,
                 Err(e) => {
-                    return Outcome::Permanent {
+                    return Outcome::Unknown {
                         reason: format!(
-                            "{op}: HTTP {status} but the body is not JSON ({e}): {}",
+                            "{op}: HTTP {status} but the body is not readable JSON ({e}): {}",
                             snippet(&bytes)
                         ),
                     };

@@ -1,6 +1,8 @@
-//! The one retry policy every adapter uses: transient outcomes are retried in process with
-//! backon's exponential backoff with jitter, capped, waiting at least the agency's Retry-After
-//! (itself capped by the maximum delay); permanent outcomes stop at once.
+//! The one retry policy every adapter uses: transient and unknown outcomes are retried in
+//! process, always with the same idempotency key, with backon's exponential backoff with
+//! jitter, capped, waiting at least the agency's Retry-After; permanent outcomes stop at once.
+//! A Retry-After longer than the in-process budget stops the in-process retries at once, so the
+//! caller can park the message in a delayed retry queue instead of holding the delivery.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +33,10 @@ pub enum Final {
         attempts: u32,
         /// Every failed attempt's reason, oldest first.
         history: Vec<String>,
+        /// The agency's last Retry-After, if it asked for a wait.
+        retry_after: Option<Duration>,
+        /// The last attempt's outcome is unknown (the request may have been taken).
+        unknown: bool,
     },
 }
 
@@ -39,6 +45,7 @@ pub enum Final {
 struct Failure {
     reason: String,
     transient: bool,
+    unknown: bool,
     retry_after: Option<Duration>,
 }
 
@@ -81,7 +88,22 @@ where
                     Err(Failure {
                         reason,
                         transient: true,
+                        unknown: false,
                         retry_after,
+                    })
+                }
+                Outcome::Unknown { reason } => {
+                    let reason = format!(
+                        "outcome unknown, retrying with the same Idempotency-Key: {reason}"
+                    );
+                    if let Ok(mut h) = history.lock() {
+                        h.push(reason.clone());
+                    }
+                    Err(Failure {
+                        reason,
+                        transient: true,
+                        unknown: true,
+                        retry_after: None,
                     })
                 }
                 Outcome::Permanent { reason } => {
@@ -91,6 +113,7 @@ where
                     Err(Failure {
                         reason,
                         transient: false,
+                        unknown: false,
                         retry_after: None,
                     })
                 }
@@ -101,9 +124,9 @@ where
     let result = op
         .retry(backoff)
         .sleep(tokio::time::sleep)
-        .when(|f: &Failure| f.transient)
+        .when(|f: &Failure| f.transient && f.retry_after.is_none_or(|ra| ra <= max_delay))
         .adjust(|f: &Failure, d: Option<Duration>| {
-            d.map(|d| f.retry_after.map_or(d, |ra| ra.min(max_delay).max(d)))
+            d.map(|d| f.retry_after.map_or(d, |ra| ra.max(d)))
         })
         .notify(|f: &Failure, d: Duration| on_retry(count(), &f.reason, d))
         .await;
@@ -115,6 +138,8 @@ where
             exhausted: f.transient,
             attempts,
             history: history.lock().map(|h| h.clone()).unwrap_or_default(),
+            retry_after: f.retry_after,
+            unknown: f.unknown,
         },
     }
 }

@@ -172,12 +172,22 @@ impl Default for StoreSettings {
 pub struct RetrySettings {
     /// First delay, ms.
     pub min_delay_ms: u64,
-    /// Largest delay (also caps an agency's Retry-After), ms.
+    /// Largest in-process delay, ms. A longer Retry-After sends the message to a delayed retry
+    /// queue instead.
     pub max_delay_ms: u64,
     /// Growth factor per attempt.
     pub factor: f32,
-    /// Retries after the first attempt before the message is dead-lettered.
+    /// In-process retries after the first attempt (a short budget: the delivery stays unacked
+    /// meanwhile). Then the message waits in a delayed retry queue.
     pub max_retries: usize,
+    /// Delayed retry steps, ms: after the in-process budget, the n-th wait uses
+    /// `delays_ms[min(n, len - 1)]` in queue `<prefix>.retry.<ms>` (one queue per step:
+    /// quorum-queue TTL expires only at the head). Nothing stays unacked meanwhile.
+    pub delays_ms: Vec<u64>,
+    /// Delayed retries before the message is dead-lettered with its full reason history.
+    pub max_delayed_attempts: u32,
+    /// Age (since the first attempt) after which a failing message is dead-lettered, ms.
+    pub max_age_ms: u64,
 }
 
 impl Default for RetrySettings {
@@ -186,7 +196,10 @@ impl Default for RetrySettings {
             min_delay_ms: 100,
             max_delay_ms: 5_000,
             factor: 2.0,
-            max_retries: 8,
+            max_retries: 5,
+            delays_ms: vec![10_000, 60_000, 300_000, 1_800_000],
+            max_delayed_attempts: 100,
+            max_age_ms: 172_800_000,
         }
     }
 }

@@ -66,6 +66,12 @@ impl Names {
     pub fn parking(&self) -> String {
         format!("{}.parking", self.prefix)
     }
+    /// `<p>.retry.<ms>` (fanout exchange and queue): a delayed retry step. Messages wait there
+    /// `<ms>` milliseconds (queue TTL), then are dead-lettered to `<p>.deliver` with their
+    /// routing key (the unit code), back onto the unit's queue.
+    pub fn retry(&self, delay_ms: u64) -> String {
+        format!("{}.retry.{delay_ms}", self.prefix)
+    }
     /// `<p>.trace` (fanout): trace events.
     pub fn trace_exchange(&self) -> String {
         format!("{}.trace", self.prefix)
@@ -183,7 +189,7 @@ impl Topology {
             ("x-queue-type", json!("quorum")),
             ("x-overflow", json!("reject-publish")),
         ];
-        let exchanges = vec![
+        let mut exchanges = vec![
             ExchangeSpec {
                 name: n.ingress_exchange(),
                 kind: "fanout",
@@ -254,6 +260,31 @@ impl Topology {
                 routing_key: String::new(),
             },
         ];
+        let mut delays = settings.retry.delays_ms.clone();
+        delays.sort_unstable();
+        delays.dedup();
+        for d in delays {
+            exchanges.push(ExchangeSpec {
+                name: n.retry(d),
+                kind: "fanout",
+            });
+            queues.push(QueueSpec {
+                name: n.retry(d),
+                arguments: vec![
+                    ("x-queue-type", json!("quorum")),
+                    ("x-message-ttl", json!(d)),
+                    ("x-dead-letter-exchange", json!(n.deliver_exchange())),
+                    ("x-dead-letter-strategy", json!("at-least-once")),
+                    ("x-overflow", json!("reject-publish")),
+                    ("x-delivery-limit", json!(settings.topology.delivery_limit)),
+                ],
+            });
+            bindings.push(BindingSpec {
+                exchange: n.retry(d),
+                queue: n.retry(d),
+                routing_key: String::new(),
+            });
+        }
         let mut codes: Vec<&str> = settings.units.iter().map(|u| u.code.as_str()).collect();
         codes.sort_unstable();
         for code in codes {
@@ -318,25 +349,47 @@ impl Topology {
         Ok(())
     }
 
-    /// Delete every queue and exchange of this topology (tests and `topology delete`).
+    /// Delete every queue and exchange of this topology (tests and `topology delete`). Each
+    /// deletion runs on its own channel so one failure does not stop the rest; the first error
+    /// is returned at the end.
     pub async fn delete(&self, conn: &Connection) -> Result<(), lapin::Error> {
-        let ch = conn.create_channel().await?;
+        let mut first_err = None;
         for q in &self.queues {
-            ch.queue_delete(
-                ShortString::from(q.name.as_str()),
-                QueueDeleteOptions::default(),
-            )
-            .await?;
+            let r = async {
+                let ch = conn.create_channel().await?;
+                ch.queue_delete(
+                    ShortString::from(q.name.as_str()),
+                    QueueDeleteOptions::default(),
+                )
+                .await?;
+                let _ = ch.close(200, "deleted".into()).await;
+                Ok::<(), lapin::Error>(())
+            }
+            .await;
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
         }
         for x in &self.exchanges {
-            ch.exchange_delete(
-                ShortString::from(x.name.as_str()),
-                ExchangeDeleteOptions::default(),
-            )
-            .await?;
+            let r = async {
+                let ch = conn.create_channel().await?;
+                ch.exchange_delete(
+                    ShortString::from(x.name.as_str()),
+                    ExchangeDeleteOptions::default(),
+                )
+                .await?;
+                let _ = ch.close(200, "deleted".into()).await;
+                Ok::<(), lapin::Error>(())
+            }
+            .await;
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
         }
-        let _ = ch.close(200, "topology deleted".into()).await;
-        Ok(())
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// The topology as a RabbitMQ definitions document (import with `rabbitmqctl
@@ -505,6 +558,13 @@ mod tests {
                         Some(json!("lienthong.parking"))
                     );
                     assert_eq!(arg(q, "x-delivery-limit"), None);
+                }
+                name if name.starts_with("lienthong.retry.") => {
+                    assert_eq!(
+                        arg(q, "x-dead-letter-exchange"),
+                        Some(json!("lienthong.deliver"))
+                    );
+                    assert!(arg(q, "x-message-ttl").is_some());
                 }
                 "lienthong.dead.log" => {
                     assert_eq!(

@@ -29,6 +29,24 @@ pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// retries, a mock without random failures.
 pub fn settings(name: &str) -> (Settings, PathBuf) {
     let mut s = Settings::from_toml(DEFAULT_CONFIG, false).expect("shipped config");
+    // Only the units the tests use (each unit is a quorum queue per test, and the tests run
+    // in parallel against one broker).
+    const KEEP: [&str; 9] = [
+        SON_HA,
+        SON_HA_CIVIL,
+        "000.20.61.H48",
+        POLICE,
+        BHXH,
+        "CT.H48",
+        "000.10.12.H48",
+        "000.00.15.H48",
+        "000.00.07.H48",
+    ];
+    s.units.retain(|u| KEEP.contains(&u.code.as_str()));
+    for u in &mut s.units {
+        u.parent = None;
+    }
+    s.check().expect("trimmed registry");
     let id = uuid::Uuid::now_v7().simple().to_string();
     s.bus.prefix = format!("lt-test-{name}-{}", &id[id.len() - 8..]);
     let dir = std::env::temp_dir().join(format!("lienthong-{}", s.bus.prefix));
@@ -43,6 +61,8 @@ pub fn settings(name: &str) -> (Settings, PathBuf) {
     s.retry.min_delay_ms = 20;
     s.retry.max_delay_ms = 200;
     s.retry.max_retries = 5;
+    s.retry.delays_ms = vec![300, 800];
+    s.retry.max_delayed_attempts = 5;
     s.bus.shutdown_grace_ms = 3000;
     (s, dir)
 }
@@ -74,6 +94,34 @@ pub struct Bus {
     pub names: Names,
     pub http: String,
     pub mock_url: String,
+    /// Set by [`Bus::stop`]; otherwise (a failed test) `Drop` deletes the topology.
+    pub cleaned: bool,
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        // Stop the components first, or their supervisors would re-declare what is deleted.
+        if let Some(r) = &self.running {
+            r.shutdown();
+        }
+        let settings = self.settings.clone();
+        // A failed test still leaves the shared broker as it found it.
+        let _ = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            if let Ok(rt) = tokio::runtime::Runtime::new() {
+                rt.block_on(async {
+                    if let Ok(conn) = Connection::connect(AMQP_URL, Default::default()).await {
+                        let _ = Topology::plan(&settings).delete(&conn).await;
+                        let _ = conn.close(200, "test cleanup".into()).await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
 }
 
 impl Bus {
@@ -84,6 +132,13 @@ impl Bus {
 
     /// The same, with the test's own changes to the settings.
     pub async fn start_with(name: &str, change: impl FnOnce(&mut Settings)) -> Bus {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn,lapin=error".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let (mut s, dir) = settings(name);
         change(&mut s);
         let mock = lienthong::mock::serve(&s).await.expect("mock agencies");
@@ -107,6 +162,7 @@ impl Bus {
             publisher,
             http,
             mock_url,
+            cleaned: false,
         }
     }
 
@@ -224,6 +280,7 @@ impl Bus {
 
     /// Stop everything and delete this test's queues and exchanges.
     pub async fn stop(mut self) {
+        self.cleaned = true;
         if let Some(r) = self.running.take() {
             r.stop().await.expect("bus stops cleanly");
         }
