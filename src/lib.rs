@@ -12,6 +12,7 @@ pub mod demo;
 pub mod http_api;
 pub mod mock;
 pub mod problem;
+pub mod replay;
 pub mod router;
 pub mod run;
 pub mod tracer;

@@ -46,8 +46,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List dead-lettered messages with their reasons, newest first.
+    /// List dead-lettered messages with their reasons, newest first; or replay them.
     DeadLetters {
+        #[command(subcommand)]
+        action: Option<DeadLettersAction>,
         /// How many.
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -63,6 +65,25 @@ enum Command {
     },
     /// Run the bus on the sample dossiers and watch every dossier travel and come back.
     Demo(lienthong::demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum DeadLettersAction {
+    /// Re-inject dead-lettered messages into the ingress exchange after a fix (the router
+    /// checks them again). Replaying twice has no duplicate effect.
+    Replay {
+        /// Message ids to replay.
+        ids: Vec<String>,
+        /// Replay every dead letter with this reason code (e.g. agency-refused).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Replay every dead letter.
+        #[arg(long)]
+        all: bool,
+        /// Only count what would be replayed.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -211,7 +232,42 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::DeadLetters { limit, json } => {
+        Command::DeadLetters {
+            action:
+                Some(DeadLettersAction::Replay {
+                    ids,
+                    reason,
+                    all,
+                    dry_run,
+                }),
+            ..
+        } => {
+            if ids.is_empty() && reason.is_none() && !all {
+                anyhow::bail!("name message ids, --reason CODE or --all");
+            }
+            let filter = lienthong::replay::Filter {
+                ids,
+                reason_code: reason,
+                all,
+            };
+            let report = lienthong::replay::replay(&settings, &filter, dry_run).await?;
+            out(&format!(
+                "examined {} dead letter(s): replayed {}, kept {}{}\n",
+                report.examined,
+                report.replayed.len(),
+                report.kept,
+                if dry_run { " (dry run)" } else { "" }
+            ));
+            for id in &report.replayed {
+                out(&format!("replayed {id}\n"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetters {
+            action: None,
+            limit,
+            json,
+        } => {
             let store = open_store(&settings)?;
             let rows = store.dead_letters(limit)?;
             if json {

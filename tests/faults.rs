@@ -283,3 +283,53 @@ async fn truncated_answer_and_answer_after_the_client_timeout_are_resolved_witho
     }
     bus.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_replayed_after_a_fix_are_delivered_once_and_a_second_replay_does_nothing() {
+    let bus = Bus::start("fault-replay").await;
+    let mut centre = bus.listen(SON_HA).await;
+    let env = birth(2501, POLICE);
+    bus.fault("police", &env.ma_ho_so, &[400]).await;
+    bus.send(&env).await;
+    assert_eq!(next(&mut centre, 20).await.kind.as_str(), Kind::DEAD_LETTER);
+    // The dead letter is in <p>.dead; the agency's problem is fixed (the fault was one answer).
+    let filter = lienthong::replay::Filter {
+        ids: vec![env.message_id.clone()],
+        ..Default::default()
+    };
+    let mut report = lienthong::replay::replay(&bus.settings, &filter, false)
+        .await
+        .expect("replay");
+    for _ in 0..50 {
+        if !report.replayed.is_empty() {
+            break;
+        }
+        // The dead letter may still be on its way into the queue.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        report = lienthong::replay::replay(&bus.settings, &filter, false)
+            .await
+            .expect("replay");
+    }
+    assert_eq!(report.replayed, vec![env.message_id.clone()]);
+    let result = next(&mut centre, 20).await;
+    assert_eq!(result.kind.as_str(), Kind::RESULT);
+    assert_eq!(
+        result.causation_id.as_deref(),
+        Some(env.message_id.as_str())
+    );
+    let again = lienthong::replay::replay(&bus.settings, &filter, false)
+        .await
+        .expect("replay");
+    assert!(
+        again.replayed.is_empty(),
+        "nothing left to replay: {again:?}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), centre.recv())
+            .await
+            .is_err()
+    );
+    let stats = bus.mock_stats().await;
+    assert_eq!(stats["police"]["effects"], 1, "{stats}");
+    bus.stop().await;
+}

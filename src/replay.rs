@@ -1,0 +1,139 @@
+//! `lienthong dead-letters replay`: re-inject dead-lettered messages (one id, a reason code, or
+//! all) into the ingress exchange after a fix. Each replayed message leaves the dead-letter
+//! queue only after its republish is confirmed; the router validates it again, and an adapter's
+//! delivery log keeps a message that already reached its agency from being sent twice, so
+//! replaying twice has no duplicate effect.
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, LongString};
+use lienthong_core::amqp::{Publisher, header_str};
+use lienthong_core::deadletter::headers;
+use lienthong_core::registry::Settings;
+use lienthong_core::topology::Names;
+
+/// Which dead letters to replay.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// These message ids.
+    pub ids: Vec<String>,
+    /// This reason code (`agency-refused`, `unknown-receiver`, …).
+    pub reason_code: Option<String>,
+    /// Every dead letter.
+    pub all: bool,
+}
+
+impl Filter {
+    fn matches(&self, id: &str, code: Option<&str>) -> bool {
+        self.all
+            || self.ids.iter().any(|i| i == id)
+            || (self.reason_code.is_some() && self.reason_code.as_deref() == code)
+    }
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    /// Messages in the dead-letter queue when the replay started.
+    pub examined: u64,
+    /// Replayed (republished, confirmed, removed from the dead-letter queue); with `dry_run`,
+    /// those that would be.
+    pub replayed: Vec<String>,
+    /// Left in place.
+    pub kept: u64,
+}
+
+/// Replay the dead letters matching `filter` (at most 10,000 at a time).
+pub async fn replay(settings: &Settings, filter: &Filter, dry_run: bool) -> anyhow::Result<Report> {
+    let names = Names::new(&settings.bus.prefix);
+    let conn = crate::run::connect(settings, &format!("{}/replay", settings.bus.prefix)).await?;
+    let publisher = Publisher::new(&conn, settings.bus.confirm_timeout_ms).await?;
+    let ch = conn.create_channel().await?;
+    let q = ch
+        .queue_declare(
+            names.dead_letter_queue().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let total = u64::from(q.message_count()).min(10_000);
+    let mut report = Report {
+        examined: total,
+        ..Default::default()
+    };
+    // Take them all first (unacked), so that a message put back is not taken again.
+    let mut taken = Vec::new();
+    for _ in 0..total {
+        match ch
+            .basic_get(
+                names.dead_letter_queue().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await?
+        {
+            Some(m) => taken.push(m),
+            None => break,
+        }
+    }
+    for m in taken {
+        let d = &m.delivery;
+        let id = d
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|x| x.to_string())
+            .unwrap_or_default();
+        let code =
+            header_str(&d.properties, headers::REASON_CODE).unwrap_or_else(|| "broker".into());
+        if dry_run || !filter.matches(&id, Some(&code)) {
+            report.kept += 1;
+            d.nack(BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            })
+            .await?;
+            continue;
+        }
+        // Back in as new: without the dead-letter and retry bookkeeping of its last journey.
+        let mut h = d.properties.headers().clone().unwrap_or_default();
+        let kept: std::collections::BTreeMap<_, _> = h
+            .inner()
+            .iter()
+            .filter(|(k, _)| {
+                !k.as_str().starts_with("x-lienthong-")
+                    && !k.as_str().starts_with("x-death")
+                    && !k.as_str().contains("-death-")
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        h = kept.into();
+        h.insert(
+            "x-lienthong-replayed-at".into(),
+            AMQPValue::LongString(LongString::from(lienthong_core::clock::now_rfc3339())),
+        );
+        let props = d.properties.clone().with_headers(h).with_delivery_mode(2);
+        match publisher
+            .publish(&names.ingress_exchange(), "", &d.data, props, true)
+            .await
+        {
+            Ok(()) => {
+                d.ack(BasicAckOptions::default()).await?;
+                report.replayed.push(id);
+            }
+            Err(e) => {
+                d.nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await?;
+                let _ = conn.close(200, "replay failed".into()).await;
+                anyhow::bail!("replaying {id}: {e} (it stays in the dead-letter queue)");
+            }
+        }
+    }
+    let _ = conn.close(200, "replay done".into()).await;
+    Ok(report)
+}
