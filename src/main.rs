@@ -57,6 +57,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The message store: every envelope the router accepted, kept for
+    /// [store] message_retention_days.
+    Messages {
+        #[command(subcommand)]
+        action: MessagesAction,
+    },
     /// Serve the Police and Social Insurance reference interfaces on loopback ([mock] settings).
     MockAgency {
         /// Listen address (overrides [mock] listen).
@@ -65,6 +71,58 @@ enum Command {
     },
     /// Run the bus on the sample dossiers and watch every dossier travel and come back.
     Demo(lienthong::demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum MessagesAction {
+    /// List stored messages (ids, or a receiver since a time, or a dossier).
+    List {
+        #[command(flatten)]
+        sel: Selection,
+    },
+    /// Put stored messages back on their receivers' queues (same message ids).
+    Resend {
+        #[command(flatten)]
+        sel: Selection,
+    },
+}
+
+/// Which stored messages.
+#[derive(clap::Args)]
+struct Selection {
+    /// Message ids.
+    ids: Vec<String>,
+    /// Every message routed to this unit …
+    #[arg(long)]
+    receiver: Option<String>,
+    /// … accepted at or after this RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Every message of this dossier.
+    #[arg(long)]
+    ma_ho_so: Option<String>,
+}
+
+impl Selection {
+    fn to_core(&self) -> anyhow::Result<lienthong_core::store::MessageSelection> {
+        if self.ids.is_empty() && self.receiver.is_none() && self.ma_ho_so.is_none() {
+            anyhow::bail!("name message ids, --receiver UNIT [--since TIME] or --ma-ho-so CODE");
+        }
+        let since_ms = match &self.since {
+            Some(t) => Some(
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map_err(|e| anyhow::anyhow!("--since {t:?}: {e}"))?
+                    .timestamp_millis(),
+            ),
+            None => None,
+        };
+        Ok(lienthong_core::store::MessageSelection {
+            ids: self.ids.clone(),
+            receiver: self.receiver.clone(),
+            since_ms,
+            ma_ho_so: self.ma_ho_so.clone(),
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -294,6 +352,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Messages { action } => match action {
+            MessagesAction::List { sel } => {
+                let store = open_store(&settings)?;
+                let rows = store.stored_messages(&sel.to_core()?)?;
+                let mut text = format!("{} stored message(s)\n", rows.len());
+                for m in rows {
+                    let at = chrono::DateTime::from_timestamp_millis(m.accepted_at_ms)
+                        .map(lienthong_core::clock::to_rfc3339)
+                        .unwrap_or_default();
+                    text.push_str(&format!(
+                        "{at}  {}  {}  {} → {}  dossier {}\n",
+                        m.message_id, m.kind, m.sender, m.receiver, m.ma_ho_so
+                    ));
+                }
+                out(&text);
+                Ok(ExitCode::SUCCESS)
+            }
+            MessagesAction::Resend { sel } => {
+                let ids = lienthong::replay::resend(&settings, &sel.to_core()?).await?;
+                out(&format!("resent {} message(s)\n", ids.len()));
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Command::MockAgency { listen } => {
             let mut settings = settings;
             if let Some(l) = listen {

@@ -1,5 +1,7 @@
-//! `lienthong dead-letters replay`: re-inject dead-lettered messages (one id, a reason code, or
-//! all) into the ingress exchange after a fix. Each replayed message leaves the dead-letter
+//! Putting messages back: `lienthong dead-letters replay` re-injects dead-lettered messages
+//! (one id, a reason code, or all) into the ingress exchange after a fix; `lienthong messages
+//! resend` puts accepted envelopes from the message store back on their receivers' queues
+//! (after a queue was deleted or purged by mistake). Each replayed message leaves the dead-letter
 //! queue only after its republish is confirmed; the router validates it again, and an adapter's
 //! delivery log keeps a message that already reached its agency from being sent twice, so
 //! replaying twice has no duplicate effect.
@@ -136,4 +138,37 @@ pub async fn replay(settings: &Settings, filter: &Filter, dry_run: bool) -> anyh
     }
     let _ = conn.close(200, "replay done".into()).await;
     Ok(report)
+}
+
+/// Put stored envelopes (see [`lienthong_core::store::MessageSelection`]) back on their
+/// receivers' queues, each with a publisher confirm. Receivers see the same message id again:
+/// adapters skip what they already delivered; units dedupe by message id. Returns the ids.
+pub async fn resend(
+    settings: &Settings,
+    sel: &lienthong_core::store::MessageSelection,
+) -> anyhow::Result<Vec<String>> {
+    let store = lienthong_core::store::Store::open(std::path::Path::new(&settings.store.path))?;
+    let messages = store.stored_messages(sel)?;
+    let names = Names::new(&settings.bus.prefix);
+    let conn = crate::run::connect(settings, &format!("{}/resend", settings.bus.prefix)).await?;
+    crate::run::apply_topology(settings, &conn).await?;
+    let publisher = Publisher::new(&conn, settings.bus.confirm_timeout_ms).await?;
+    let mut done = Vec::new();
+    for m in messages {
+        let env: lienthong_core::Envelope = serde_json::from_slice(&m.body)?;
+        let mut props = lienthong_core::amqp::envelope_properties(&env);
+        let mut h = props.headers().clone().unwrap_or_default();
+        h.insert(
+            "x-lienthong-resent-at".into(),
+            AMQPValue::LongString(LongString::from(lienthong_core::clock::now_rfc3339())),
+        );
+        props = props.with_headers(h);
+        publisher
+            .publish(&names.deliver_exchange(), &m.receiver, &m.body, props, true)
+            .await
+            .map_err(|e| anyhow::anyhow!("resending {}: {e}", m.message_id))?;
+        done.push(m.message_id);
+    }
+    let _ = conn.close(200, "resend done".into()).await;
+    Ok(done)
 }

@@ -158,18 +158,40 @@ impl Router {
             ))
             .await?;
         let body = env.to_bytes();
-        let published = self
-            .publisher
-            .start(
-                &self.ctx.names.deliver_exchange(),
-                &decision.receiver,
-                &body,
-                envelope_properties(&env),
-                true,
-            )
-            .await?
-            .wait()
-            .await;
+        // The message store keeps every accepted envelope (for `lienthong messages resend`),
+        // written before it is handed on.
+        let store = self.ctx.store.clone();
+        let (id, receiver, stored_body) = (
+            env.message_id.clone(),
+            decision.receiver.clone(),
+            body.clone(),
+        );
+        let (ma, kind, sender) = (env.ma_ho_so.clone(), env.kind.0.clone(), env.sender.clone());
+        let kept = tokio::task::spawn_blocking(move || {
+            store.keep_message(&id, &ma, &kind, &sender, &receiver, &stored_body)
+        })
+        .await;
+        if !matches!(kept, Ok(Ok(()))) {
+            tracing::error!(
+                message = "cannot write the message store; requeueing",
+                ma_ho_so = env.ma_ho_so
+            );
+            return Err(Failure::Publish(PublishError::Timeout(0)));
+        }
+        let mut published = self.publish_to(&decision.receiver, &body, &env).await;
+        if matches!(published, Err(PublishError::Returned { .. })) {
+            // The receiver's queue is gone (deleted by hand?): declare the topology again and
+            // try once more before calling the message unroutable.
+            if let Err(e) = crate::run::apply_topology(&self.ctx.settings, &self.ctx.conn).await {
+                tracing::warn!(message = "re-declaring the topology failed", error = %e);
+            } else {
+                tracing::warn!(
+                    message = "a unit queue was missing; topology declared again",
+                    unit = decision.receiver
+                );
+            }
+            published = self.publish_to(&decision.receiver, &body, &env).await;
+        }
         match published {
             Ok(()) => {}
             Err(PublishError::Returned { code, text }) => {
@@ -196,6 +218,25 @@ impl Router {
         p_validated.wait().await?;
         p_routed.wait().await?;
         Ok(())
+    }
+
+    async fn publish_to(
+        &self,
+        receiver: &str,
+        body: &[u8],
+        env: &Envelope,
+    ) -> Result<(), PublishError> {
+        self.publisher
+            .start(
+                &self.ctx.names.deliver_exchange(),
+                receiver,
+                body,
+                envelope_properties(env),
+                true,
+            )
+            .await?
+            .wait()
+            .await
     }
 
     async fn lookup_origin(&self, ma_ho_so: &str) -> Option<Origin> {

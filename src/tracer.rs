@@ -22,6 +22,30 @@ const LINGER: Duration = Duration::from_millis(20);
 
 /// Run the tracer until shutdown.
 pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
+    // Retention of the message store: purge now and every hour.
+    let purge = {
+        let store = ctx.store.clone();
+        let retention_ms = i64::from(ctx.settings.store.message_retention_days) * 86_400_000;
+        let mut stop = ctx.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let s = store.clone();
+                match tokio::task::spawn_blocking(move || s.purge_messages(retention_ms)).await {
+                    Ok(Ok(n)) if n > 0 => {
+                        tracing::info!(message = "message store: purged old messages", count = n)
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(message = "message store purge failed", error = %e)
+                    }
+                    _ => {}
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(3600)) => {},
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
     let a = tokio::spawn(batch_loop(
         ctx.clone(),
         ctx.names.trace_queue(),
@@ -32,9 +56,14 @@ pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
         ctx.names.dead_log_queue(),
         Kind::DeadLog,
     ));
-    a.await??;
-    b.await??;
-    Ok(())
+    let r = async {
+        a.await??;
+        b.await??;
+        Ok(())
+    }
+    .await;
+    purge.abort();
+    r
 }
 
 #[derive(Clone, Copy)]

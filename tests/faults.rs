@@ -333,3 +333,71 @@ async fn dead_letters_replayed_after_a_fix_are_delivered_once_and_a_second_repla
     assert_eq!(stats["police"]["effects"], 1, "{stats}");
     bus.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_queue_deleted_by_hand_is_declared_again_and_its_messages_come_back_from_the_message_store()
+ {
+    let bus = Bus::start("fault-deleted").await;
+    let queue = bus.names.unit_queue(SON_HA_CIVIL);
+    let started = lienthong_core::clock::now_rfc3339();
+    // 40 dossiers wait in the civil-status office's queue (its software is not reading)…
+    let mut sent = std::collections::HashSet::new();
+    for i in 0..40 {
+        let env = birth(2600 + i, SON_HA_CIVIL);
+        sent.insert(env.message_id.clone());
+        bus.send(&env).await;
+    }
+    let store = bus.store();
+    eventually(15, "40 messages routed", || {
+        let n: usize = (0..40)
+            .filter(|i| {
+                store
+                    .timeline(&format!("{SON_HA}-261129-{:04}", 2600 + i))
+                    .map(|r| r.iter().any(|e| e.event == "routed"))
+                    .unwrap_or(false)
+            })
+            .count();
+        (n == 40).then_some(())
+    })
+    .await;
+    // … when someone deletes the queue, and all 40 with it.
+    let st = Command::new("rabbitmqctl")
+        .args(["-q", "delete_queue", &queue])
+        .status()
+        .expect("rabbitmqctl");
+    assert!(st.success());
+    // The next message makes the router declare the queue again.
+    let late = birth(2640, SON_HA_CIVIL);
+    sent.insert(late.message_id.clone());
+    bus.send(&late).await;
+    let late_ma = late.ma_ho_so.clone();
+    eventually(15, "the late message routed", || {
+        store
+            .timeline(&late_ma)
+            .ok()
+            .filter(|r| r.iter().any(|e| e.event == "routed"))
+            .map(|_| ())
+    })
+    .await;
+    let mut civil = bus.listen(SON_HA_CIVIL).await;
+    assert_eq!(next(&mut civil, 20).await.message_id, late.message_id);
+    // The operator puts back everything the office was sent since the start.
+    let sel = lienthong_core::store::MessageSelection {
+        receiver: Some(SON_HA_CIVIL.into()),
+        since_ms: chrono::DateTime::parse_from_rfc3339(&started)
+            .ok()
+            .map(|t| t.timestamp_millis()),
+        ..Default::default()
+    };
+    let resent = lienthong::replay::resend(&bus.settings, &sel)
+        .await
+        .expect("resend");
+    assert_eq!(resent.len(), 41);
+    let mut got = std::collections::HashSet::new();
+    got.insert(late.message_id.clone());
+    while got.len() < 41 {
+        got.insert(next(&mut civil, 20).await.message_id);
+    }
+    assert_eq!(got, sent, "every message is back, none invented");
+    bus.stop().await;
+}

@@ -156,12 +156,15 @@ impl Default for HttpSettings {
 pub struct StoreSettings {
     /// SQLite file (default `data/lienthong.db`, relative to the working directory).
     pub path: String,
+    /// How long the message store keeps accepted envelopes, days (default 90).
+    pub message_retention_days: u32,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
             path: "data/lienthong.db".into(),
+            message_retention_days: 90,
         }
     }
 }

@@ -52,6 +52,17 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     attempts    INTEGER,
     PRIMARY KEY (message_id, at_ms)
 );
+CREATE TABLE IF NOT EXISTS messages (
+    message_id     TEXT PRIMARY KEY,
+    accepted_at_ms INTEGER NOT NULL,
+    ma_ho_so       TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    sender         TEXT NOT NULL,
+    receiver       TEXT NOT NULL,
+    body           BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_receiver ON messages (receiver, accepted_at_ms);
+CREATE INDEX IF NOT EXISTS messages_by_dossier ON messages (ma_ho_so);
 CREATE TABLE IF NOT EXISTS dossier_origins (
     ma_ho_so       TEXT PRIMARY KEY,
     ma_tthc        TEXT NOT NULL,
@@ -66,6 +77,38 @@ CREATE TABLE IF NOT EXISTS dossier_origins (
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+}
+
+/// Which stored messages to read.
+#[derive(Debug, Clone, Default)]
+pub struct MessageSelection {
+    /// These message ids.
+    pub ids: Vec<String>,
+    /// Everything accepted for this receiver …
+    pub receiver: Option<String>,
+    /// … since this time, ms since the epoch.
+    pub since_ms: Option<i64>,
+    /// Everything of this dossier.
+    pub ma_ho_so: Option<String>,
+}
+
+/// One envelope of the message store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Message id.
+    pub message_id: String,
+    /// When the router accepted it, ms since the epoch.
+    pub accepted_at_ms: i64,
+    /// Dossier code.
+    pub ma_ho_so: String,
+    /// Kind.
+    pub kind: String,
+    /// Sender.
+    pub sender: String,
+    /// The unit it was routed to.
+    pub receiver: String,
+    /// The envelope as routed (JSON).
+    pub body: Vec<u8>,
 }
 
 /// Where a dossier came from: the centre whose first `dossier.forward` the router saw.
@@ -123,6 +166,72 @@ impl Store {
             Ok(())
         })?;
         Ok(self.origin(&o.ma_ho_so)?.unwrap_or_else(|| o.clone()))
+    }
+
+    /// Keep an accepted envelope in the message store (the first copy wins).
+    pub fn keep_message(
+        &self,
+        message_id: &str,
+        ma_ho_so: &str,
+        kind: &str,
+        sender: &str,
+        receiver: &str,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO messages (message_id, accepted_at_ms, ma_ho_so, kind, sender, receiver, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![message_id, crate::clock::now_ms(), ma_ho_so, kind, sender, receiver, body],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Stored messages: by ids, or by receiver accepted since `since_ms`, or by dossier; oldest
+    /// first. Each is (message id, receiver, body).
+    pub fn stored_messages(
+        &self,
+        sel: &MessageSelection,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.with(|c| {
+            let mut out = Vec::new();
+            let row = |r: &rusqlite::Row<'_>| {
+                Ok(StoredMessage {
+                    message_id: r.get(0)?,
+                    accepted_at_ms: r.get(1)?,
+                    ma_ho_so: r.get(2)?,
+                    kind: r.get(3)?,
+                    sender: r.get(4)?,
+                    receiver: r.get(5)?,
+                    body: r.get(6)?,
+                })
+            };
+            const COLS: &str = "message_id, accepted_at_ms, ma_ho_so, kind, sender, receiver, body";
+            for id in &sel.ids {
+                let mut st = c.prepare_cached(&format!("SELECT {COLS} FROM messages WHERE message_id = ?1"))?;
+                out.extend(st.query_map(params![id], row)?.collect::<Result<Vec<_>, _>>()?);
+            }
+            if let Some(r) = &sel.receiver {
+                let mut st = c.prepare(&format!("SELECT {COLS} FROM messages WHERE receiver = ?1 AND accepted_at_ms >= ?2 ORDER BY accepted_at_ms"))?;
+                out.extend(st.query_map(params![r, sel.since_ms.unwrap_or(0)], row)?.collect::<Result<Vec<_>, _>>()?);
+            }
+            if let Some(m) = &sel.ma_ho_so {
+                let mut st = c.prepare(&format!("SELECT {COLS} FROM messages WHERE ma_ho_so = ?1 ORDER BY accepted_at_ms"))?;
+                out.extend(st.query_map(params![m], row)?.collect::<Result<Vec<_>, _>>()?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Delete stored messages older than `retention_ms`. Returns how many.
+    pub fn purge_messages(&self, retention_ms: i64) -> Result<usize, StoreError> {
+        let cutoff = crate::clock::now_ms() - retention_ms;
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM messages WHERE accepted_at_ms < ?1",
+                params![cutoff],
+            )
+        })
     }
 
     /// The recorded origin of a dossier.
