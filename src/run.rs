@@ -47,6 +47,7 @@ pub struct Running {
     pub http_addr: Option<SocketAddr>,
     shutdown: Arc<watch::Sender<bool>>,
     tasks: JoinSet<(&'static str, anyhow::Result<()>)>,
+    pending: Arc<std::sync::Mutex<Vec<&'static str>>>,
     ctx: Ctx,
 }
 
@@ -246,7 +247,7 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
                         })
                         .await
                         .map_err(anyhow::Error::from);
-                    ("http", r)
+                    ("http-server", r)
                 });
             }
         }
@@ -268,7 +269,24 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tracing::info!(message = "lienthong running", components = name, http = ?http_addr, prefix = ctx.names.prefix());
+    let pending = Arc::new(std::sync::Mutex::new(
+        components
+            .iter()
+            .map(|c| match c {
+                Component::Router => "router",
+                Component::Adapters => "adapters",
+                Component::Tracer => "tracer",
+                Component::Http => "http",
+            })
+            .chain(
+                components
+                    .contains(&Component::Http)
+                    .then_some("http-server"),
+            )
+            .collect(),
+    ));
     Ok(Running {
+        pending,
         http_addr,
         shutdown: Arc::new(tx),
         tasks,
@@ -296,6 +314,11 @@ impl Running {
     pub async fn wait(mut self) -> anyhow::Result<()> {
         let mut first_err = None;
         while let Some(done) = self.tasks.join_next().await {
+            if let Ok((name, _)) = &done
+                && let Ok(mut p) = self.pending.lock()
+            {
+                p.retain(|n| n != name);
+            }
             let (component, result) = match done {
                 Ok(x) => x,
                 Err(e) => {
@@ -321,10 +344,12 @@ impl Running {
         self.shutdown();
         let grace =
             Duration::from_millis(self.ctx.settings.bus.shutdown_grace_ms) + Duration::from_secs(5);
+        let pending = self.pending.clone();
         match tokio::time::timeout(grace, self.wait()).await {
             Ok(r) => r,
             Err(_) => Err(anyhow::anyhow!(
-                "components did not stop within the grace period"
+                "components did not stop within the grace period: {:?}",
+                pending.lock().map(|p| p.clone()).unwrap_or_default()
             )),
         }
     }

@@ -88,7 +88,7 @@ async fn connection_force_closed_by_the_broker_mid_stream_loses_nothing() {
     .await;
     let prefix = bus.settings.bus.prefix.clone();
     const N: u32 = 300;
-    let (ids, _) = drive(&bus, N, 60, || {
+    let (ids, recovery) = drive(&bus, N, 60, || {
         let closed = close_connections(&prefix);
         assert!(closed >= 4, "closed {closed} connections");
     })
@@ -104,6 +104,15 @@ async fn connection_force_closed_by_the_broker_mid_stream_loses_nothing() {
         "no duplicate effect at the agency: {stats}"
     );
     assert!(bus.dead(1, 1).await.is_empty(), "nothing dead-lettered");
+    record_reliability(Reliability {
+        scenario: "connection force-closed by the broker mid-stream".into(),
+        fault: "rabbitmqctl close_connection (every connection of the bus)".into(),
+        messages: N as usize,
+        lost: ids.values().filter(|n| **n == 0).count(),
+        duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize)
+            .saturating_sub(N as usize),
+        recovery_ms: Some(recovery.as_millis()),
+    });
     let ready = reqwest::get(format!("{}/readyz", bus.http))
         .await
         .expect("readyz");
@@ -138,6 +147,15 @@ async fn agency_down_past_the_in_process_budget_waits_in_a_delayed_queue_while_o
     let stats = bus.mock_stats().await;
     assert_eq!(stats["police"]["effects"], 21, "{stats}");
     assert_eq!(stats["police"]["calls"], 21 + 8, "{stats}");
+    record_reliability(Reliability {
+        scenario: "agency down longer than the in-process retry budget".into(),
+        fault: "8 × 503 for one dossier; 20 others behind it".into(),
+        messages: 21,
+        lost: 21 - order.len(),
+        duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize)
+            .saturating_sub(21),
+        recovery_ms: None,
+    });
     let store = bus.store();
     let ma = slow.ma_ho_so.clone();
     let rows = eventually(10, "the parked retry in the trace", || {
@@ -189,6 +207,14 @@ async fn absurd_retry_after_is_honoured_up_to_the_longest_delay_step() {
         "{parked:?}"
     );
     assert_eq!(bus.mock_stats().await["bhxh"]["effects"], 1);
+    record_reliability(Reliability {
+        scenario: "429 with an absurd Retry-After".into(),
+        fault: "429, Retry-After: 1000000000 s".into(),
+        messages: 1,
+        lost: 0,
+        duplicate_effects: 0,
+        recovery_ms: None,
+    });
     bus.stop().await;
 }
 
@@ -221,6 +247,14 @@ async fn retries_past_the_limit_are_dead_lettered_with_the_whole_reason_history(
     );
     assert!(history.lines().all(|l| l.contains("503")));
     assert_eq!(bus.mock_stats().await["police"]["effects"], 0);
+    record_reliability(Reliability {
+        scenario: "agency never recovers: retries exhausted".into(),
+        fault: "503 on every attempt (3 rounds × 6 attempts)".into(),
+        messages: 1,
+        lost: 0,
+        duplicate_effects: 0,
+        recovery_ms: None,
+    });
     bus.stop().await;
 }
 
@@ -264,6 +298,16 @@ async fn truncated_answer_and_answer_after_the_client_timeout_are_resolved_witho
         stats["police"]["replays"].as_u64().unwrap_or(0) >= 1,
         "resolved by the same key: {stats}"
     );
+    record_reliability(Reliability {
+        scenario: "agency commits but its answer is lost".into(),
+        fault: "truncated 202 body (Police); answer 3 s after a 1 s client timeout (BHXH)".into(),
+        messages: 2,
+        lost: 0,
+        duplicate_effects: ((stats["police"]["effects"].as_u64().unwrap_or(0)
+            + stats["bhxh"]["effects"].as_u64().unwrap_or(0)) as usize)
+            .saturating_sub(2),
+        recovery_ms: None,
+    });
     let store = bus.store();
     for ma in [truncated.ma_ho_so.clone(), slow.ma_ho_so.clone()] {
         let rows = eventually(10, "delivered", || {
@@ -331,6 +375,15 @@ async fn dead_letters_replayed_after_a_fix_are_delivered_once_and_a_second_repla
     );
     let stats = bus.mock_stats().await;
     assert_eq!(stats["police"]["effects"], 1, "{stats}");
+    record_reliability(Reliability {
+        scenario: "dead letter replayed twice after a fix".into(),
+        fault: "400 from the agency, then lienthong dead-letters replay × 2".into(),
+        messages: 1,
+        lost: 0,
+        duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize)
+            .saturating_sub(1),
+        recovery_ms: None,
+    });
     bus.stop().await;
 }
 
@@ -399,5 +452,13 @@ async fn a_unit_queue_deleted_by_hand_is_declared_again_and_its_messages_come_ba
         got.insert(next(&mut civil, 20).await.message_id);
     }
     assert_eq!(got, sent, "every message is back, none invented");
+    record_reliability(Reliability {
+        scenario: "unit queue deleted with messages in it".into(),
+        fault: "rabbitmqctl delete_queue; recovered with lienthong messages resend".into(),
+        messages: sent.len(),
+        lost: sent.difference(&got).count(),
+        duplicate_effects: 0,
+        recovery_ms: None,
+    });
     bus.stop().await;
 }

@@ -135,6 +135,16 @@ async fn sigterm_mid_traffic_and_restart_loses_nothing() {
         bus_view.dead(1, 1).await.is_empty(),
         "nothing dead-lettered"
     );
+    record_reliability(Reliability {
+        scenario: "lienthong run stopped with SIGTERM mid-stream and restarted".into(),
+        fault: "SIGTERM, restart".into(),
+        messages: (2 * N) as usize,
+        lost: (2 * N) as usize - got.len(),
+        duplicate_effects: ((stats["police"]["effects"].as_u64().unwrap_or(0)
+            + stats["bhxh"]["effects"].as_u64().unwrap_or(0)) as usize)
+            .saturating_sub((2 * N) as usize),
+        recovery_ms: None,
+    });
 
     sigterm(&child);
     let _ = tokio::task::spawn_blocking(move || child.wait()).await;

@@ -335,3 +335,64 @@ pub fn birth(seq: u32, receiver: &str) -> Envelope {
     .expect("payload");
     env
 }
+
+/// One fault scenario's outcome, as counted by the test.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Reliability {
+    pub scenario: String,
+    pub fault: String,
+    pub messages: usize,
+    pub lost: usize,
+    pub duplicate_effects: usize,
+    pub recovery_ms: Option<u128>,
+}
+
+/// Record a scenario's counts under `target/reliability/` and write `RELIABILITY.md` from every
+/// scenario recorded so far (the last test to finish writes the whole table).
+pub fn record_reliability(r: Reliability) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target").join("reliability");
+    let _ = std::fs::create_dir_all(&dir);
+    let slug: String = r
+        .scenario
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let _ = std::fs::write(
+        dir.join(format!("{slug}.json")),
+        serde_json::to_vec_pretty(&r).unwrap_or_default(),
+    );
+    let mut rows: Vec<Reliability> = std::fs::read_dir(&dir)
+        .map(|it| {
+            it.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read(e.path()).ok())
+                .filter_map(|b| serde_json::from_slice(&b).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    rows.sort_by(|a, b| a.scenario.cmp(&b.scenario));
+    let mut md = String::from(
+        "# Reliability\n\nWritten by the fault-injection tests (`tests/faults.rs`, `tests/process.rs`) each time they run; not edited by hand.\n\
+         Each scenario drives its messages through the real broker and mock agencies and counts, per message id, one terminal state\n\
+         (result back at the centre, or dead-lettered with a reason); `lost` = messages without one, `duplicate effects` = agency\n\
+         registrations beyond one per message. Recovery: ms from the fault to the last message's terminal state.\n\n\
+         | scenario | fault | messages | lost | duplicate effects | recovery ms |\n|---|---|---:|---:|---:|---:|\n",
+    );
+    for r in &rows {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.scenario,
+            r.fault,
+            r.messages,
+            r.lost,
+            r.duplicate_effects,
+            r.recovery_ms
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into())
+        ));
+    }
+    let tmp = root.join(format!("RELIABILITY.md.{slug}.tmp"));
+    if std::fs::write(&tmp, md).is_ok() {
+        let _ = std::fs::rename(&tmp, root.join("RELIABILITY.md"));
+    }
+}
