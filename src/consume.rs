@@ -76,6 +76,10 @@ where
             queue
         );
     }
-    let _ = channel.close(200, "shutdown".into()).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        channel.close(200, "shutdown".into()),
+    )
+    .await;
     result
 }
