@@ -112,6 +112,7 @@ async fn connection_force_closed_by_the_broker_mid_stream_loses_nothing() {
         duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize)
             .saturating_sub(N as usize),
         recovery_ms: Some(recovery.as_millis()),
+        redelivered_copies: 0,
     });
     let ready = reqwest::get(format!("{}/readyz", bus.http))
         .await
@@ -155,6 +156,7 @@ async fn agency_down_past_the_in_process_budget_waits_in_a_delayed_queue_while_o
         duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize)
             .saturating_sub(21),
         recovery_ms: None,
+        redelivered_copies: 0,
     });
     let store = bus.store();
     let ma = slow.ma_ho_so.clone();
@@ -214,6 +216,7 @@ async fn absurd_retry_after_is_honoured_up_to_the_longest_delay_step() {
         lost: 0,
         duplicate_effects: 0,
         recovery_ms: None,
+        redelivered_copies: 0,
     });
     bus.stop().await;
 }
@@ -254,6 +257,7 @@ async fn retries_past_the_limit_are_dead_lettered_with_the_whole_reason_history(
         lost: 0,
         duplicate_effects: 0,
         recovery_ms: None,
+        redelivered_copies: 0,
     });
     bus.stop().await;
 }
@@ -307,6 +311,7 @@ async fn truncated_answer_and_answer_after_the_client_timeout_are_resolved_witho
             + stats["bhxh"]["effects"].as_u64().unwrap_or(0)) as usize)
             .saturating_sub(2),
         recovery_ms: None,
+        redelivered_copies: 0,
     });
     let store = bus.store();
     for ma in [truncated.ma_ho_so.clone(), slow.ma_ho_so.clone()] {
@@ -383,6 +388,7 @@ async fn dead_letters_replayed_after_a_fix_are_delivered_once_and_a_second_repla
         duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize)
             .saturating_sub(1),
         recovery_ms: None,
+        redelivered_copies: 0,
     });
     bus.stop().await;
 }
@@ -459,6 +465,58 @@ async fn a_unit_queue_deleted_by_hand_is_declared_again_and_its_messages_come_ba
         lost: sent.difference(&got).count(),
         duplicate_effects: 0,
         recovery_ms: None,
+        redelivered_copies: 0,
+    });
+    bus.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_on_an_agency_queue_never_stops_the_messages_behind_it() {
+    let bus = Bus::start("fault-poison").await;
+    let mut centre = bus.listen(SON_HA).await;
+    // Straight onto the Police queue, past the router: not an envelope at all.
+    let props = lapin::BasicProperties::default().with_delivery_mode(2);
+    bus.publisher
+        .publish(
+            &bus.names.deliver_exchange(),
+            POLICE,
+            b"\x00\xffnot json",
+            props,
+            true,
+        )
+        .await
+        .expect("published");
+    let behind: Vec<_> = (0..30).map(|i| birth(2700 + i, POLICE)).collect();
+    for e in &behind {
+        bus.send(e).await;
+    }
+    let mut got = std::collections::HashSet::new();
+    while got.len() < behind.len() {
+        let r = next(&mut centre, 30).await;
+        assert_eq!(r.kind.as_str(), Kind::RESULT);
+        got.insert(r.causation_id.expect("causation"));
+    }
+    let dead = bus.dead(1, 10).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, b"\x00\xffnot json".to_vec());
+    assert_eq!(
+        lienthong_core::amqp::header_str(
+            &dead[0].1,
+            lienthong_core::deadletter::headers::REASON_CODE
+        )
+        .as_deref(),
+        Some("malformed-json")
+    );
+    let stats = bus.mock_stats().await;
+    record_reliability(Reliability {
+        scenario: "a poison message ahead of 30 dossiers".into(),
+        fault: "bytes that are not an envelope on the Police queue".into(),
+        messages: 31,
+        lost: 30 - got.len(),
+        duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize)
+            .saturating_sub(30),
+        recovery_ms: None,
+        redelivered_copies: 0,
     });
     bus.stop().await;
 }

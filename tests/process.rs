@@ -12,6 +12,31 @@ use lienthong_core::envelope::Kind;
 
 const EXE: &str = env!("CARGO_BIN_EXE_lienthong");
 
+/// A child process that is killed if the test fails before stopping it.
+struct Proc(Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -20,16 +45,18 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn_run(config: &std::path::Path, log: &std::path::Path) -> Child {
+fn spawn_run(config: &std::path::Path, log: &std::path::Path) -> Proc {
     let out = std::fs::File::create(log).expect("log");
-    Command::new(EXE)
-        .arg("--config")
-        .arg(config)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(out)
-        .spawn()
-        .expect("lienthong run starts")
+    Proc(
+        Command::new(EXE)
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("lienthong run starts"),
+    )
 }
 
 async fn wait_ready(url: &str) {
@@ -45,7 +72,7 @@ async fn wait_ready(url: &str) {
     panic!("{url} not ready");
 }
 
-fn sigterm(child: &Child) {
+fn sigterm(child: &Proc) {
     let ok = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -144,6 +171,7 @@ async fn sigterm_mid_traffic_and_restart_loses_nothing() {
             + stats["bhxh"]["effects"].as_u64().unwrap_or(0)) as usize)
             .saturating_sub((2 * N) as usize),
         recovery_ms: None,
+        redelivered_copies: 0,
     });
 
     sigterm(&child);
@@ -234,6 +262,7 @@ async fn components_run_as_separate_processes() {
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
+            .map(Proc)
             .expect("spawn")
     };
     let mut routing = spawn("router,tracer", "routing.log");
@@ -286,6 +315,125 @@ async fn components_run_as_separate_processes() {
         let st = c.wait().expect("wait");
         assert!(st.success(), "{st:?}");
     }
+    let _ = mock.stop.send(());
+    let _ = lienthong_core::topology::Topology::plan(&s)
+        .delete(&view.conn)
+        .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_killed_with_sigkill_mid_stream_loses_nothing_and_duplicates_nothing() {
+    let (mut s, dir) = settings("sigkill");
+    s.mock.latency_min_ms = 2;
+    s.mock.latency_max_ms = 10;
+    s.mock.callback_delay_ms = 20;
+    let mock = lienthong::mock::serve(&s).await.expect("mock");
+    use_mock(&mut s, &mock);
+    let port = free_port();
+    s.http.listen = format!("127.0.0.1:{port}");
+    let config = dir.join("config.toml");
+    std::fs::write(&config, toml::to_string(&s).expect("toml")).expect("config");
+    let spawn = |components: &str, log: &str| {
+        let out = std::fs::File::create(dir.join(log)).expect("log");
+        Command::new(EXE)
+            .arg("--config")
+            .arg(&config)
+            .args(["run", "--components", components])
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .map(Proc)
+            .expect("spawn")
+    };
+    let mut router = spawn("router", "router1.log");
+    let mut rest = spawn("adapters,tracer,http", "rest.log");
+    wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
+    let conn = lapin::Connection::connect(AMQP_URL, Default::default())
+        .await
+        .expect("broker");
+    let publisher = lienthong_core::amqp::Publisher::new(&conn, 10_000)
+        .await
+        .expect("publisher");
+    let names = lienthong_core::topology::Names::new(&s.bus.prefix);
+    let view = Bus {
+        settings: s.clone(),
+        dir: dir.clone(),
+        mock: None,
+        running: None,
+        conn,
+        publisher,
+        names,
+        http: String::new(),
+        mock_url: format!("http://{}", mock.addr),
+        cleaned: false,
+    };
+    let mut centre = view.listen(SON_HA).await;
+    const N: u32 = 200;
+    let mut sent = std::collections::HashSet::new();
+    for i in 0..N {
+        let e = birth(3000 + i, POLICE);
+        sent.insert(e.message_id.clone());
+        view.send(&e).await;
+    }
+    // At-least-once towards units that read their own queue: a result the killed router had
+    // routed but not yet acked is routed again, with the same message id (units dedupe by it).
+    let mut results: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        std::collections::HashMap::new();
+    let mut killed_at = None;
+    let mut copies = 0u32;
+    while results.len() < N as usize {
+        let r = next(&mut centre, 60).await;
+        assert_eq!(r.kind.as_str(), Kind::RESULT, "{r:?}");
+        let cause = r.causation_id.clone().expect("causation");
+        assert!(sent.contains(&cause));
+        if !results
+            .entry(cause)
+            .or_default()
+            .insert(r.message_id.clone())
+        {
+            copies += 1;
+        }
+        if results.len() == 40 && killed_at.is_none() {
+            router.kill().expect("SIGKILL");
+            let _ = router.wait();
+            killed_at = Some(Instant::now());
+            router = spawn("router", "router2.log");
+        }
+    }
+    while let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(2), centre.recv()).await {
+        let ids = results
+            .get(r.causation_id.as_deref().unwrap_or(""))
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            ids.contains(&r.message_id),
+            "a late message is only a copy of one already seen: {r:?}"
+        );
+        copies += 1;
+    }
+    assert!(
+        results.values().all(|ids| ids.len() == 1),
+        "one result message per dossier"
+    );
+    eprintln!("redelivered copies (same message id): {copies}");
+    let stats = view.mock_stats().await;
+    assert_eq!(stats["police"]["effects"], N, "{stats}");
+    record_reliability(Reliability {
+        scenario: "router killed with SIGKILL mid-stream".into(),
+        fault: "kill -9 of a `run --components router` process, restarted".into(),
+        messages: N as usize,
+        lost: N as usize - results.len(),
+        duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize)
+            .saturating_sub(N as usize),
+        recovery_ms: killed_at.map(|t| t.elapsed().as_millis()),
+        redelivered_copies: copies as usize,
+    });
+    for c in [&router, &rest] {
+        sigterm(c);
+    }
+    let _ = router.wait();
+    let _ = rest.wait();
     let _ = mock.stop.send(());
     let _ = lienthong_core::topology::Topology::plan(&s)
         .delete(&view.conn)

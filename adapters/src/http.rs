@@ -88,3 +88,53 @@ pub fn snippet(body: &[u8]) -> String {
     let t: String = s.chars().take(300).collect();
     t.trim().to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderValue, RETRY_AFTER};
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("120"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(120)));
+        let when = SystemTime::now() + Duration::from_secs(3600);
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_str(&httpdate::fmt_http_date(when)).expect("header"),
+        );
+        let d = retry_after(&h).expect("date");
+        assert!(
+            d > Duration::from_secs(3590) && d <= Duration::from_secs(3600),
+            "{d:?}"
+        );
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(
+            retry_after(&h),
+            Some(Duration::ZERO),
+            "a date in the past means now"
+        );
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn transient_statuses_are_408_425_429_and_5xx() {
+        for s in [408, 425, 429, 500, 502, 503, 504] {
+            assert!(
+                is_transient_status(StatusCode::from_u16(s).expect("status")),
+                "{s}"
+            );
+        }
+        for s in [400, 401, 403, 404, 409, 422] {
+            assert!(
+                !is_transient_status(StatusCode::from_u16(s).expect("status")),
+                "{s}"
+            );
+        }
+    }
+}

@@ -291,6 +291,9 @@ impl Bus {
         if let Some(m) = self.mock.take() {
             let _ = m.stop.send(());
         }
+        // Twice: a component that was slow to stop may have declared something again.
+        let _ = Topology::plan(&self.settings).delete(&self.conn).await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let _ = Topology::plan(&self.settings).delete(&self.conn).await;
         let _ = self.conn.close(200, "test done".into()).await;
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -349,6 +352,10 @@ pub struct Reliability {
     pub lost: usize,
     pub duplicate_effects: usize,
     pub recovery_ms: Option<u128>,
+    /// Extra copies of a message, with its own message id, at a unit that reads its queue
+    /// (at-least-once: receivers dedupe by message id).
+    #[serde(default)]
+    pub redelivered_copies: usize,
 }
 
 /// Record a scenario's counts under `target/reliability/` and write `RELIABILITY.md` from every
@@ -379,17 +386,19 @@ pub fn record_reliability(r: Reliability) {
         "# Reliability\n\nWritten by the fault-injection tests (`tests/faults.rs`, `tests/process.rs`) each time they run; not edited by hand.\n\
          Each scenario drives its messages through the real broker and mock agencies and counts, per message id, one terminal state\n\
          (result back at the centre, or dead-lettered with a reason); `lost` = messages without one, `duplicate effects` = agency\n\
-         registrations beyond one per message. Recovery: ms from the fault to the last message's terminal state.\n\n\
-         | scenario | fault | messages | lost | duplicate effects | recovery ms |\n|---|---|---:|---:|---:|---:|\n",
+         registrations beyond one per message; `copies` = the same message (same message id) delivered again to a unit that reads its\n\
+         own queue, which at-least-once delivery allows and receivers dedupe. Recovery: ms from the fault to the last terminal state.\n\n\
+         | scenario | fault | messages | lost | duplicate effects | copies | recovery ms |\n|---|---|---:|---:|---:|---:|---:|\n",
     );
     for r in &rows {
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
             r.scenario,
             r.fault,
             r.messages,
             r.lost,
             r.duplicate_effects,
+            r.redelivered_copies,
             r.recovery_ms
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "-".into())
