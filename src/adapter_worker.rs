@@ -31,6 +31,16 @@ struct Worker {
     retry: Publisher,
 }
 
+/// Give a delivery back to the broker (it will be redelivered).
+async fn requeue(d: &Delivery) {
+    let _ = d
+        .nack(BasicNackOptions {
+            requeue: true,
+            multiple: false,
+        })
+        .await;
+}
+
 /// Headers a message carries through delayed retries.
 pub mod retry_headers {
     /// Delayed retry rounds so far.
@@ -125,12 +135,7 @@ impl Worker {
             _ => {
                 tracing::error!(message = "cannot read the delivery log; requeueing");
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                let _ = d
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        multiple: false,
-                    })
-                    .await;
+                requeue(&d).await;
                 return;
             }
         };
@@ -181,12 +186,7 @@ impl Worker {
                 let _ = self.tracer.emit(&ev).await;
                 let _ = d.ack(BasicAckOptions::default()).await;
             } else {
-                let _ = d
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        multiple: false,
-                    })
-                    .await;
+                requeue(&d).await;
             }
             return;
         }
@@ -208,23 +208,13 @@ impl Worker {
             .await
             .is_err()
         {
-            let _ = d
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                })
-                .await;
+            requeue(&d).await;
             return;
         }
         if !self.begin_delivery(&env).await {
             tracing::error!(message = "cannot write the delivery log; requeueing");
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let _ = d
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                })
-                .await;
+            requeue(&d).await;
             return;
         }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<TraceEvent>();
@@ -261,12 +251,7 @@ impl Worker {
                     tracing::error!(
                         message = "cannot record the delivery; leaving it unacked (the retry carries the same idempotency key)"
                     );
-                    let _ = d
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            multiple: false,
-                        })
-                        .await;
+                    requeue(&d).await;
                     return;
                 }
                 let ev = TraceEvent::new(TraceEventKind::Delivered, &self.component, Some(&env))
@@ -463,12 +448,7 @@ impl Worker {
             Err(e) => {
                 tracing::error!(message = "cannot park the message in the delayed retry queue; requeueing", error = %e);
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                let _ = d
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        multiple: false,
-                    })
-                    .await;
+                requeue(d).await;
             }
         }
     }

@@ -72,6 +72,52 @@ async fn wait_ready(url: &str) {
     panic!("{url} not ready");
 }
 
+/// A test-side view of a bus that runs in child processes: a broker connection under its
+/// prefix, and the mock agencies' URL.
+async fn view_of(
+    s: &lienthong_core::registry::Settings,
+    dir: &std::path::Path,
+    mock: &lienthong::mock::MockServer,
+) -> Bus {
+    let conn = lapin::Connection::connect(AMQP_URL, Default::default())
+        .await
+        .expect("broker");
+    let publisher = lienthong_core::amqp::Publisher::new(&conn, 10_000)
+        .await
+        .expect("publisher");
+    Bus {
+        names: lienthong_core::topology::Names::new(&s.bus.prefix),
+        settings: s.clone(),
+        dir: dir.to_path_buf(),
+        mock: None,
+        running: None,
+        conn,
+        publisher,
+        http: String::new(),
+        mock_url: format!("http://{}", mock.addr),
+        cleaned: false,
+    }
+}
+
+/// Start `lienthong run --components <components>` with `config`, logging to `dir/log`.
+fn spawn_components(
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    components: &str,
+    log: &str,
+) -> Proc {
+    let out = std::fs::File::create(dir.join(log)).expect("log");
+    Command::new(EXE)
+        .arg("--config")
+        .arg(config)
+        .args(["run", "--components", components])
+        .stdout(Stdio::null())
+        .stderr(out)
+        .spawn()
+        .map(Proc)
+        .expect("spawn")
+}
+
 fn sigterm(child: &Proc) {
     let ok = Command::new("kill")
         .arg("-TERM")
@@ -97,26 +143,7 @@ async fn sigterm_mid_traffic_and_restart_loses_nothing() {
 
     let mut child = spawn_run(&config, &dir.join("run1.log"));
     wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
-    let conn = lapin::Connection::connect(AMQP_URL, Default::default())
-        .await
-        .expect("broker");
-    let publisher = lienthong_core::amqp::Publisher::new(&conn, 10_000)
-        .await
-        .expect("publisher");
-    let names = lienthong_core::topology::Names::new(&s.bus.prefix);
-    // Listen as Sơn Hà.
-    let bus_view = Bus {
-        settings: s.clone(),
-        dir: dir.clone(),
-        mock: None,
-        running: None,
-        conn,
-        publisher,
-        names,
-        http: String::new(),
-        mock_url: format!("http://{}", mock.addr),
-        cleaned: false,
-    };
+    let bus_view = view_of(&s, &dir, &mock).await;
     let mut centre = bus_view.listen(SON_HA).await;
 
     const N: u32 = 30;
@@ -253,40 +280,11 @@ async fn components_run_as_separate_processes() {
     s.http.listen = format!("127.0.0.1:{port}");
     let config = dir.join("config.toml");
     std::fs::write(&config, toml::to_string(&s).expect("toml")).expect("config");
-    let spawn = |components: &str, log: &str| {
-        let out = std::fs::File::create(dir.join(log)).expect("log");
-        Command::new(EXE)
-            .arg("--config")
-            .arg(&config)
-            .args(["run", "--components", components])
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .map(Proc)
-            .expect("spawn")
-    };
+    let spawn = |components: &str, log: &str| spawn_components(&config, &dir, components, log);
     let mut routing = spawn("router,tracer", "routing.log");
     let mut delivery = spawn("adapters,http", "delivery.log");
     wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
-    let conn = lapin::Connection::connect(AMQP_URL, Default::default())
-        .await
-        .expect("broker");
-    let publisher = lienthong_core::amqp::Publisher::new(&conn, 10_000)
-        .await
-        .expect("publisher");
-    let names = lienthong_core::topology::Names::new(&s.bus.prefix);
-    let view = Bus {
-        settings: s.clone(),
-        dir: dir.clone(),
-        mock: None,
-        running: None,
-        conn,
-        publisher,
-        names,
-        http: String::new(),
-        mock_url: format!("http://{}", mock.addr),
-        cleaned: false,
-    };
+    let view = view_of(&s, &dir, &mock).await;
     let mut centre = view.listen(SON_HA).await;
     let env = birth(200, POLICE);
     view.send(&env).await;
@@ -334,40 +332,11 @@ async fn router_killed_with_sigkill_mid_stream_loses_nothing_and_duplicates_noth
     s.http.listen = format!("127.0.0.1:{port}");
     let config = dir.join("config.toml");
     std::fs::write(&config, toml::to_string(&s).expect("toml")).expect("config");
-    let spawn = |components: &str, log: &str| {
-        let out = std::fs::File::create(dir.join(log)).expect("log");
-        Command::new(EXE)
-            .arg("--config")
-            .arg(&config)
-            .args(["run", "--components", components])
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .map(Proc)
-            .expect("spawn")
-    };
+    let spawn = |components: &str, log: &str| spawn_components(&config, &dir, components, log);
     let mut router = spawn("router", "router1.log");
     let mut rest = spawn("adapters,tracer,http", "rest.log");
     wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
-    let conn = lapin::Connection::connect(AMQP_URL, Default::default())
-        .await
-        .expect("broker");
-    let publisher = lienthong_core::amqp::Publisher::new(&conn, 10_000)
-        .await
-        .expect("publisher");
-    let names = lienthong_core::topology::Names::new(&s.bus.prefix);
-    let view = Bus {
-        settings: s.clone(),
-        dir: dir.clone(),
-        mock: None,
-        running: None,
-        conn,
-        publisher,
-        names,
-        http: String::new(),
-        mock_url: format!("http://{}", mock.addr),
-        cleaned: false,
-    };
+    let view = view_of(&s, &dir, &mock).await;
     let mut centre = view.listen(SON_HA).await;
     const N: u32 = 200;
     let mut sent = std::collections::HashSet::new();

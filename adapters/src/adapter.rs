@@ -94,3 +94,28 @@ pub trait Adapter: Send + Sync {
         body: &[u8],
     ) -> Result<AgencyReply, String>;
 }
+
+/// The operations every reference interface has: a `dossier.forward` is a submit (checked by
+/// `submit`), a `dossier.status` 7 (withdrawn) or 8 (stopped) is a cancel; anything else is
+/// not deliverable. `interface` names the interface in the error.
+pub fn check_operation(
+    env: &Envelope,
+    interface: &str,
+    submit: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
+    use lienthong_core::{Kind, TrangThaiHoSo};
+    match env.kind.as_str() {
+        Kind::FORWARD => submit(),
+        Kind::STATUS
+            if matches!(
+                env.status,
+                Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)
+            ) =>
+        {
+            Ok(())
+        }
+        other => Err(format!(
+            "{interface} has no operation for a {other} message (it takes dossier.forward, and dossier.status 7 or 8 as a cancel)"
+        )),
+    }
+}

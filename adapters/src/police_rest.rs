@@ -185,20 +185,9 @@ impl Adapter for PoliceRest {
     }
 
     fn check(&self, env: &Envelope) -> Result<(), String> {
-        match env.kind.as_str() {
-            Kind::FORWARD => self.submit_body(env).map(|_| ()),
-            Kind::STATUS
-                if matches!(
-                    env.status,
-                    Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)
-                ) =>
-            {
-                Ok(())
-            }
-            other => Err(format!(
-                "the police residence interface has no operation for a {other} message (it takes dossier.forward, and dossier.status 7 or 8 as a cancel)"
-            )),
-        }
+        crate::adapter::check_operation(env, "the police residence interface", || {
+            self.submit_body(env).map(|_| ())
+        })
     }
 
     async fn deliver(&self, env: &Envelope) -> Outcome {
