@@ -31,6 +31,8 @@ pub struct Ctx {
     pub shutdown: watch::Receiver<bool>,
     /// Which components hold a working broker connection (for `/readyz`).
     pub health: Health,
+    /// The claim-check blob store.
+    pub blobs: Arc<dyn lienthong_core::claimcheck::BlobStore>,
 }
 
 /// Broker connection state of each supervised component of this process.

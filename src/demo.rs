@@ -179,6 +179,7 @@ pub async fn run(
     let configured_mock = format!("http://{}", settings.mock.listen);
     settings.bus.prefix = args.prefix.clone();
     settings.store.path = store_path.display().to_string();
+    settings.store.blob_dir = args.dir.join("blobs").display().to_string();
     settings.http.listen = format!("127.0.0.1:{http_port}");
     settings.http.public_url = None;
     settings.mock.listen = format!("127.0.0.1:{mock_port}");

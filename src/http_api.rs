@@ -115,6 +115,7 @@ pub fn app(ctx: Ctx, callback_base: &str) -> anyhow::Result<(Router, BrokerSlot)
         .route("/v1/dossiers/{ma_ho_so}/trace", get(trace))
         .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/stats", get(stats))
+        .route("/v1/blobs/{sha256}", get(blob))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
@@ -336,6 +337,33 @@ async fn submit_inner(api: &Api, headers: &HeaderMap, body: &Bytes) -> Result<St
                 5,
             ));
         }
+    }
+    // Claim check: large inline attachments leave the envelope for the blob store, so the
+    // message that goes through the broker stays small.
+    let threshold = api.ctx.settings.envelope.max_inline_attachment_bytes as u64;
+    let mut env = env;
+    if env
+        .attachments
+        .iter()
+        .any(|a| a.content_base64.is_some() && a.size_bytes > threshold)
+    {
+        let blobs = api.ctx.blobs.clone();
+        let (e, r) = tokio::task::spawn_blocking(move || {
+            let mut e = env;
+            let r = lienthong_core::claimcheck::claim_check(&mut e, blobs.as_ref(), threshold);
+            (e, r)
+        })
+        .await
+        .map_err(|e| {
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                e.to_string(),
+            )
+        })?;
+        r.map_err(|e| Problem::unavailable(format!("the claim-check store failed: {e}"), 5))?;
+        env = e;
     }
     let ev =
         TraceEvent::new(TraceEventKind::Received, COMPONENT, Some(&env)).reason("via HTTP API");
@@ -560,6 +588,42 @@ async fn dead_letters(
 
 async fn stats(State(api): State<Api>, headers: HeaderMap) -> Response {
     api.read(&headers, |store| store.unit_stats()).await
+}
+
+/// A claim-checked attachment, for any holder of a key of the bus (unit, agency callback, or
+/// operator key): agencies fetch the documents of the dossiers they were sent from here.
+async fn blob(State(api): State<Api>, Path(sha256): Path<String>, headers: HeaderMap) -> Response {
+    let key = bearer(&headers).unwrap_or("");
+    let known =
+        api.ctx.settings.http.operator_key.as_deref() == Some(key)
+            || api.ctx.registry.unit_by_api_key(key).is_some()
+            || api.ctx.registry.units().any(
+                |u| matches!(&u.reach, Reach::Adapter { callback_key: Some(k), .. } if k == key),
+            );
+    if key.is_empty() || !known {
+        return Problem::unauthorized("send a key of the bus as Authorization: Bearer <key>")
+            .into_response();
+    }
+    let blobs = api.ctx.blobs.clone();
+    match tokio::task::spawn_blocking(move || blobs.get(&sha256)).await {
+        Ok(Ok(Some(bytes))) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
+        Ok(Ok(None)) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-blob",
+            "No such attachment",
+            "no attachment with that SHA-256",
+        )
+        .into_response(),
+        other => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store",
+            "Blob store error",
+            format!("{:?}", other.map(|r| r.err())),
+        )
+        .into_response(),
+    }
 }
 
 /// The broker state of this process: (all connected and not blocked, JSON body).

@@ -157,6 +157,28 @@ impl Router {
                 Some(&env),
             ))
             .await?;
+        // Claim check: large inline attachments leave the envelope for the blob store.
+        let mut env = env;
+        if env.attachments.iter().any(|a| {
+            a.content_base64.is_some()
+                && a.size_bytes > self.ctx.settings.envelope.max_inline_attachment_bytes as u64
+        }) {
+            let blobs = self.ctx.blobs.clone();
+            let threshold = self.ctx.settings.envelope.max_inline_attachment_bytes as u64;
+            let res = tokio::task::spawn_blocking(move || {
+                let mut e = env;
+                let r = lienthong_core::claimcheck::claim_check(&mut e, blobs.as_ref(), threshold);
+                (e, r)
+            })
+            .await;
+            match res {
+                Ok((e, Ok(_))) => env = e,
+                _ => {
+                    tracing::error!(message = "the claim-check store failed; requeueing");
+                    return Err(Failure::Publish(PublishError::Timeout(0)));
+                }
+            }
+        }
         let body = env.to_bytes();
         // The message store keeps every accepted envelope (for `lienthong messages resend`),
         // written before it is handed on.

@@ -195,6 +195,9 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         conn: Arc::new(conn),
         shutdown: rx,
         health: crate::context::Health::default(),
+        blobs: Arc::new(lienthong_core::claimcheck::LocalBlobStore::new(
+            std::path::Path::new(&settings.store.blob_dir),
+        )),
         settings: Arc::new(settings),
     };
     let mut tasks = JoinSet::new();

@@ -709,3 +709,74 @@ async fn a_reused_message_id_is_dead_lettered_not_silently_acked() {
     assert_eq!(bus.mock_stats().await["police"]["effects"], 1);
     bus.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_20_mb_dossier_goes_through_by_claim_check() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let bus = Bus::start("claimcheck").await;
+    let mut centre = bus.listen(SON_HA).await;
+    let scan: Vec<u8> = (0..20_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let sha = lienthong_core::envelope::hex(&sha2::Sha256::digest(&scan));
+    let mut env = birth(23, POLICE);
+    env.attachments = vec![lienthong_core::envelope::Attachment {
+        name: "ban_scan_ho_so.pdf".into(),
+        media_type: "application/pdf".into(),
+        size_bytes: scan.len() as u64,
+        sha256: sha.clone(),
+        content_base64: Some(base64::engine::general_purpose::STANDARD.encode(&scan)),
+        reference: None,
+    }];
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/messages", bus.http))
+        .bearer_auth("dev-key-pac-sonha")
+        .json(&env)
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(
+        r.status(),
+        reqwest::StatusCode::ACCEPTED,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let result = next(&mut centre, 60).await;
+    assert_eq!(result.kind.as_str(), Kind::RESULT);
+    // What went through the broker was small; the agency got a link it can fetch.
+    let stored = bus
+        .store()
+        .stored_messages(&lienthong_core::store::MessageSelection {
+            ids: vec![env.message_id.clone()],
+            ..Default::default()
+        })
+        .expect("store");
+    assert_eq!(stored.len(), 1);
+    assert!(
+        stored[0].body.len() < 100_000,
+        "envelope through the broker: {} bytes",
+        stored[0].body.len()
+    );
+    let reqs = bus.mock_requests("police", &env.ma_ho_so).await;
+    let file = &reqs[0]["TepDinhKem"][0];
+    assert!(file.get("NoiDung").is_none());
+    let link = file["DuongDan"].as_str().expect("link").to_string();
+    assert!(link.ends_with(&sha), "{link}");
+    let fetched = reqwest::Client::new()
+        .get(&link)
+        .bearer_auth("dev-callback-police")
+        .send()
+        .await
+        .expect("fetch");
+    assert!(fetched.status().is_success());
+    let bytes = fetched.bytes().await.expect("bytes");
+    assert_eq!(bytes.len(), scan.len());
+    assert_eq!(
+        lienthong_core::envelope::hex(&sha2::Sha256::digest(&bytes)),
+        sha
+    );
+    let anonymous = reqwest::get(&link).await.expect("fetch");
+    assert_eq!(anonymous.status(), reqwest::StatusCode::UNAUTHORIZED);
+    bus.stop().await;
+}

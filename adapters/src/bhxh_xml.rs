@@ -9,7 +9,9 @@ use serde_json::{Map, Value, json};
 
 use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
 use crate::http::{failure_status, snippet, transport_error};
-use crate::mapping::{data_str, date8, request_type, scalars, sex_code, subject};
+use crate::mapping::{
+    blob_base_of, data_str, date8, fetchable, request_type, scalars, sex_code, subject,
+};
 use crate::xml::{Builder, read_flat};
 
 /// Registry name of this adapter.
@@ -23,6 +25,7 @@ pub struct BhxhXml {
     client: reqwest::Client,
     endpoint: String,
     callback_url: String,
+    blob_base: String,
     settings: Map<String, Value>,
 }
 
@@ -38,6 +41,7 @@ impl BhxhXml {
         BhxhXml {
             client,
             endpoint: endpoint.trim_end_matches('/').to_string(),
+            blob_base: blob_base_of(callback_url),
             callback_url: callback_url.to_string(),
             settings,
         }
@@ -142,7 +146,7 @@ impl BhxhXml {
                     b.text("NoiDung", c);
                 }
                 (None, Some(r)) => {
-                    b.text("DuongDan", r);
+                    b.text("DuongDan", &fetchable(r, &self.blob_base));
                 }
                 (None, None) => {}
             }

@@ -6,6 +6,25 @@ use lienthong_core::Envelope;
 use lienthong_core::envelope::Person;
 use serde_json::{Map, Value};
 
+/// The bus's blob endpoint, from the callback URL `<base>/v1/callbacks/<unit>`:
+/// `<base>/v1/blobs/`.
+pub fn blob_base_of(callback_url: &str) -> String {
+    match callback_url.find("/v1/callbacks/") {
+        Some(i) => format!("{}/v1/blobs/", &callback_url[..i]),
+        None => format!("{}/v1/blobs/", callback_url.trim_end_matches('/')),
+    }
+}
+
+/// An attachment reference the agency can fetch: a claim-check URN
+/// (`urn:lienthong:blob:sha256:<hash>`) becomes `<blob_base><hash>` on the bus's HTTP API
+/// (fetched with the agency's callback key); any other URI is passed on as it is.
+pub fn fetchable(reference: &str, blob_base: &str) -> String {
+    match reference.strip_prefix(lienthong_core::claimcheck::BLOB_URN) {
+        Some(sha) => format!("{blob_base}{sha}"),
+        None => reference.to_string(),
+    }
+}
+
 /// `YYYY-MM-DD` → `yyyyMMdd`; `None` if the input is not of that shape.
 pub fn date8(iso: &str) -> Option<String> {
     let d = chrono::NaiveDate::parse_from_str(iso, "%Y-%m-%d").ok()?;

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
 use crate::http::{failure_status, snippet, transport_error};
-use crate::mapping::{data_str, date8, request_type, sex_code, subject};
+use crate::mapping::{blob_base_of, data_str, date8, fetchable, request_type, sex_code, subject};
 
 /// Registry name of this adapter.
 pub const NAME: &str = "police-rest";
@@ -19,6 +19,7 @@ pub struct PoliceRest {
     client: reqwest::Client,
     endpoint: String,
     callback_url: String,
+    blob_base: String,
     settings: Map<String, Value>,
 }
 
@@ -34,6 +35,7 @@ impl PoliceRest {
         PoliceRest {
             client,
             endpoint: endpoint.trim_end_matches('/').to_string(),
+            blob_base: blob_base_of(callback_url),
             callback_url: callback_url.to_string(),
             settings,
         }
@@ -91,7 +93,7 @@ impl PoliceRest {
                 let mut f = json!({ "TenTep": a.name, "LoaiTep": a.media_type, "KichThuoc": a.size_bytes, "MaBam": a.sha256 });
                 match (&a.content_base64, &a.reference) {
                     (Some(c), _) => f["NoiDung"] = json!(c),
-                    (None, Some(r)) => f["DuongDan"] = json!(r),
+                    (None, Some(r)) => f["DuongDan"] = json!(fetchable(r, &self.blob_base)),
                     (None, None) => {}
                 }
                 f

@@ -503,7 +503,7 @@ pub struct EnvelopeValidator {
     schema: jsonschema::Validator,
     ma_ho_so_pattern: Regex,
     max_envelope_bytes: usize,
-    max_inline_attachment_bytes: usize,
+    max_attachment_bytes: usize,
 }
 
 impl EnvelopeValidator {
@@ -520,7 +520,7 @@ impl EnvelopeValidator {
             schema,
             ma_ho_so_pattern,
             max_envelope_bytes: settings.max_envelope_bytes,
-            max_inline_attachment_bytes: settings.max_inline_attachment_bytes,
+            max_attachment_bytes: settings.max_attachment_bytes,
         })
     }
 
@@ -629,14 +629,14 @@ impl EnvelopeValidator {
                             ),
                         )
                     })?;
-                if bytes.len() > self.max_inline_attachment_bytes {
+                if bytes.len() > self.max_attachment_bytes {
                     return Err(Rejection::new(
                         RejectCode::TooLarge,
                         format!(
-                            "attachment {i} ({}) is {} bytes inline; the inline limit is {} bytes: send it by reference",
+                            "payload too large: attachment {i} ({}) is {} bytes; the limit is {} bytes per attachment",
                             a.name,
                             bytes.len(),
-                            self.max_inline_attachment_bytes
+                            self.max_attachment_bytes
                         ),
                     ));
                 }

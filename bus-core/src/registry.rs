@@ -86,18 +86,22 @@ impl Default for BusSettings {
 pub struct EnvelopeSettings {
     /// Regex every `ma_ho_so` must match (dossier codes are opaque; shapes differ per issuer).
     pub ma_ho_so_pattern: String,
-    /// Largest accepted envelope, bytes (default 16 MiB).
+    /// Largest accepted envelope, bytes (default 64 MiB: a 20 MB scan in base64 fits).
     pub max_envelope_bytes: usize,
-    /// Largest inline attachment (decoded), bytes (default 2 MiB); larger ones go by reference.
+    /// Inline attachments larger than this (decoded), bytes (default 256 KiB), are moved to
+    /// the claim-check store at ingress; the envelope then carries their reference.
     pub max_inline_attachment_bytes: usize,
+    /// Hard cap on one attachment (decoded), bytes (default 50 MiB): larger is refused.
+    pub max_attachment_bytes: usize,
 }
 
 impl Default for EnvelopeSettings {
     fn default() -> Self {
         EnvelopeSettings {
             ma_ho_so_pattern: r"^[A-Za-z0-9][A-Za-z0-9._-]{0,34}-[0-9]{6,8}-[0-9]{4,8}$".into(),
-            max_envelope_bytes: 16 * 1024 * 1024,
-            max_inline_attachment_bytes: 2 * 1024 * 1024,
+            max_envelope_bytes: 64 * 1024 * 1024,
+            max_inline_attachment_bytes: 256 * 1024,
+            max_attachment_bytes: 50 * 1024 * 1024,
         }
     }
 }
@@ -156,6 +160,8 @@ impl Default for HttpSettings {
 pub struct StoreSettings {
     /// SQLite file (default `data/lienthong.db`, relative to the working directory).
     pub path: String,
+    /// Directory of the claim-check blob store (default `data/blobs`).
+    pub blob_dir: String,
     /// How long the message store keeps accepted envelopes, days (default 90).
     pub message_retention_days: u32,
 }
@@ -164,6 +170,7 @@ impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
             path: "data/lienthong.db".into(),
+            blob_dir: "data/blobs".into(),
             message_retention_days: 90,
         }
     }

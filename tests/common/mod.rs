@@ -52,6 +52,7 @@ pub fn settings(name: &str) -> (Settings, PathBuf) {
     let dir = std::env::temp_dir().join(format!("lienthong-{}", s.bus.prefix));
     std::fs::create_dir_all(&dir).expect("temp dir");
     s.store.path = dir.join("store.db").display().to_string();
+    s.store.blob_dir = dir.join("blobs").display().to_string();
     s.http.listen = "127.0.0.1:0".into();
     s.mock.listen = "127.0.0.1:0".into();
     s.mock.unavailable_rate = 0.0;
