@@ -320,9 +320,10 @@ async fn components_run_as_separate_processes() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn router_killed_with_sigkill_mid_stream_loses_nothing_and_duplicates_nothing() {
-    let (mut s, dir) = settings("sigkill");
+/// Kill the process running `victim` with SIGKILL after 40 of 200 results, start it again, and
+/// count: every dossier one result, no duplicate effect at the agency.
+async fn kill_mid_stream(name: &str, victim: &str, others: &str, scenario: &str) {
+    let (mut s, dir) = settings(name);
     s.mock.latency_min_ms = 2;
     s.mock.latency_max_ms = 10;
     s.mock.callback_delay_ms = 20;
@@ -333,8 +334,8 @@ async fn router_killed_with_sigkill_mid_stream_loses_nothing_and_duplicates_noth
     let config = dir.join("config.toml");
     std::fs::write(&config, toml::to_string(&s).expect("toml")).expect("config");
     let spawn = |components: &str, log: &str| spawn_components(&config, &dir, components, log);
-    let mut router = spawn("router", "router1.log");
-    let mut rest = spawn("adapters,tracer,http", "rest.log");
+    let mut router = spawn(victim, "victim1.log");
+    let mut rest = spawn(others, "others.log");
     wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
     let view = view_of(&s, &dir, &mock).await;
     let mut centre = view.listen(SON_HA).await;
@@ -367,7 +368,7 @@ async fn router_killed_with_sigkill_mid_stream_loses_nothing_and_duplicates_noth
             router.kill().expect("SIGKILL");
             let _ = router.wait();
             killed_at = Some(Instant::now());
-            router = spawn("router", "router2.log");
+            router = spawn(victim, "victim2.log");
         }
     }
     while let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(2), centre.recv()).await {
@@ -389,8 +390,8 @@ async fn router_killed_with_sigkill_mid_stream_loses_nothing_and_duplicates_noth
     let stats = view.mock_stats().await;
     assert_eq!(stats["police"]["effects"], N, "{stats}");
     record_reliability(Reliability {
-        scenario: "router killed with SIGKILL mid-stream".into(),
-        fault: "kill -9 of a `run --components router` process, restarted".into(),
+        scenario: scenario.into(),
+        fault: format!("kill -9 of a `run --components {victim}` process, restarted"),
         messages: N as usize,
         lost: N as usize - results.len(),
         duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize)
@@ -408,4 +409,26 @@ async fn router_killed_with_sigkill_mid_stream_loses_nothing_and_duplicates_noth
         .delete(&view.conn)
         .await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_killed_with_sigkill_mid_stream_loses_nothing_and_duplicates_nothing() {
+    kill_mid_stream(
+        "sigkill-router",
+        "router",
+        "adapters,tracer,http",
+        "router killed with SIGKILL mid-stream",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapters_killed_with_sigkill_between_agency_answers_and_acks_duplicate_no_effect() {
+    kill_mid_stream(
+        "sigkill-adapters",
+        "adapters",
+        "router,tracer,http",
+        "adapters killed with SIGKILL mid-stream (between agency answers and acks)",
+    )
+    .await;
 }
