@@ -114,7 +114,9 @@ impl Drop for Bus {
             std::thread::sleep(std::time::Duration::from_millis(1500));
             if let Ok(rt) = tokio::runtime::Runtime::new() {
                 rt.block_on(async {
-                    if let Ok(conn) = Connection::connect(AMQP_URL, Default::default()).await {
+                    if let Ok(conn) =
+                        Connection::connect(&settings.bus.amqp_url, Default::default()).await
+                    {
                         let _ = Topology::plan(&settings).delete(&conn).await;
                         let _ = conn.close(200, "test cleanup".into()).await;
                     }
@@ -148,7 +150,7 @@ impl Bus {
             .await
             .expect("bus starts");
         let http = format!("http://{}", running.http_addr.expect("http addr"));
-        let conn = Connection::connect(AMQP_URL, Default::default())
+        let conn = Connection::connect(&s.bus.amqp_url, Default::default())
             .await
             .expect("broker on 127.0.0.1:5672");
         let publisher = Publisher::new(&conn, 10_000).await.expect("publisher");

@@ -1,0 +1,291 @@
+//! Faults of the broker itself — a restart mid-stream, a memory alarm — made against a
+//! private RabbitMQ node that this suite starts (own node name, ports and data directory) and
+//! removes afterwards, never against the shared one.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_lite::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions};
+use lapin::types::FieldTable;
+use lienthong_core::envelope::{Envelope, Kind};
+use tokio::sync::mpsc;
+
+/// A RabbitMQ node of this test only: `rabbitmq-server -detached` with its own node name,
+/// AMQP and distribution ports and directories; stopped and removed on drop.
+struct PrivateBroker {
+    node: String,
+    port: u16,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl PrivateBroker {
+    fn start(name: &str) -> PrivateBroker {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let tag = &id[id.len() - 8..];
+        let (port, dist) = (free_port(), free_port());
+        let node = format!("lt-{name}-{tag}@localhost");
+        let dir = std::env::temp_dir().join(format!("lienthong-broker-{name}-{tag}"));
+        std::fs::create_dir_all(dir.join("mnesia")).expect("dir");
+        std::fs::create_dir_all(dir.join("log")).expect("dir");
+        std::fs::write(
+            dir.join("rabbitmq.conf"),
+            format!("listeners.tcp.default = 127.0.0.1:{port}\n"),
+        )
+        .expect("conf");
+        std::fs::write(dir.join("enabled_plugins"), "[].\n").expect("plugins");
+        // The Debian server script runs the node as the rabbitmq user.
+        let _ = Command::new("chown")
+            .args(["-R", "rabbitmq:rabbitmq"])
+            .arg(&dir)
+            .status();
+        let st = Command::new("rabbitmq-server")
+            .arg("-detached")
+            .env("RABBITMQ_NODENAME", &node)
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            .env("RABBITMQ_DIST_PORT", dist.to_string())
+            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", dir.join("log"))
+            .env("RABBITMQ_PID_FILE", dir.join("pid"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("rabbitmq-server");
+        assert!(st.success(), "rabbitmq-server -detached failed");
+        let b = PrivateBroker { node, port, dir };
+        let until = Instant::now() + Duration::from_secs(90);
+        while !b.answers() {
+            assert!(
+                Instant::now() < until,
+                "private broker {} did not start (logs in {})",
+                b.node,
+                b.dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        b
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+        let mut buf = [0u8; 8];
+        s.write_all(b"AMQP\x00\x00\x09\x01").is_ok()
+            && s.read(&mut buf).map(|n| n > 0).unwrap_or(false)
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let st = Command::new("timeout")
+            .arg("120")
+            .arg("rabbitmqctl")
+            .args(["-q", "-n", &self.node])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("rabbitmqctl");
+        assert!(st.success(), "rabbitmqctl {args:?} on {}", self.node);
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = Command::new("timeout")
+            .args(["120", "rabbitmqctl", "-q", "-n", &self.node, "stop"])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A consumer of a unit's queue that reconnects (the test's own connection goes down with the
+/// broker too).
+fn listen_reconnecting(url: String, queue: String) -> mpsc::UnboundedReceiver<Envelope> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            if tx.is_closed() {
+                return;
+            }
+            let Ok(conn) = lapin::Connection::connect(&url, Default::default()).await else {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            };
+            let Ok(ch) = conn.create_channel().await else {
+                continue;
+            };
+            let Ok(mut consumer) = ch
+                .basic_consume(
+                    queue.as_str().into(),
+                    "test".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+            else {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            };
+            while let Some(Ok(d)) = consumer.next().await {
+                if let Ok(env) = serde_json::from_slice::<Envelope>(&d.data) {
+                    let _ = tx.send(env);
+                }
+                let _ = d.ack(BasicAckOptions::default()).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_mid_stream_loses_nothing() {
+    let broker = PrivateBroker::start("restart");
+    let url = broker.url();
+    let bus = Bus::start_with("broker-restart", |s| {
+        s.bus.amqp_url = url.clone();
+        s.mock.callback_delay_ms = 20;
+    })
+    .await;
+    let mut centre = listen_reconnecting(url.clone(), bus.names.unit_queue(SON_HA));
+    const N: u32 = 150;
+    let mut sent = HashSet::new();
+    for i in 0..N {
+        let e = birth(4000 + i, POLICE);
+        sent.insert(e.message_id.clone());
+        bus.send(&e).await;
+    }
+    let mut results: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut restarted_at = None;
+    let until = Instant::now() + Duration::from_secs(180);
+    while results.len() < N as usize {
+        assert!(
+            Instant::now() < until,
+            "only {} of {N} after 180 s",
+            results.len()
+        );
+        let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(5), centre.recv()).await else {
+            continue;
+        };
+        assert_eq!(r.kind.as_str(), Kind::RESULT, "{r:?}");
+        let cause = r.causation_id.clone().expect("causation");
+        assert!(sent.contains(&cause));
+        results.entry(cause).or_default().insert(r.message_id);
+        if results.len() == 30 && restarted_at.is_none() {
+            broker.ctl(&["stop_app"]);
+            broker.ctl(&["start_app"]);
+            restarted_at = Some(Instant::now());
+        }
+    }
+    assert!(
+        results.values().all(|ids| ids.len() == 1),
+        "one result message per dossier"
+    );
+    let stats = bus.mock_stats().await;
+    assert_eq!(stats["police"]["effects"], N, "{stats}");
+    record_reliability(Reliability {
+        scenario: "broker restarted mid-stream (private node)".into(),
+        fault: "rabbitmqctl stop_app + start_app".into(),
+        messages: N as usize,
+        lost: N as usize - results.len(),
+        duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize)
+            .saturating_sub(N as usize),
+        recovery_ms: restarted_at.map(|t| t.elapsed().as_millis()),
+        redelivered_copies: 0,
+    });
+    bus.stop().await;
+    drop(broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_alarm_makes_http_ingress_answer_503_with_retry_after_and_loses_nothing() {
+    let broker = PrivateBroker::start("alarm");
+    let url = broker.url();
+    let bus = Bus::start_with("broker-alarm", |s| {
+        s.bus.amqp_url = url.clone();
+        s.mock.callback_delay_ms = 20;
+    })
+    .await;
+    let mut centre = listen_reconnecting(url.clone(), bus.names.unit_queue(SON_HA));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    broker.ctl(&["set_vm_memory_high_watermark", "0.0000001"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let refused = birth(4200, POLICE);
+    let started = Instant::now();
+    let r = client
+        .post(format!("{}/v1/messages", bus.http))
+        .bearer_auth("dev-key-pac-sonha")
+        .json(&refused)
+        .send()
+        .await
+        .expect("http");
+    let took = started.elapsed();
+    assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().get("retry-after").is_some());
+    assert!(
+        took < Duration::from_secs(20),
+        "answered in {took:?}, not held until the alarm clears"
+    );
+    broker.ctl(&["set_vm_memory_high_watermark", "0.4"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Retried after the alarm, as the 503 asked: accepted and delivered once.
+    let mut accepted = None;
+    for _ in 0..30 {
+        let r = client
+            .post(format!("{}/v1/messages", bus.http))
+            .bearer_auth("dev-key-pac-sonha")
+            .json(&refused)
+            .send()
+            .await
+            .expect("http");
+        if r.status() == reqwest::StatusCode::ACCEPTED {
+            accepted = Some(());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(accepted.is_some(), "accepted once the alarm cleared");
+    let res = tokio::time::timeout(Duration::from_secs(60), centre.recv())
+        .await
+        .expect("in time")
+        .expect("open");
+    assert_eq!(
+        res.causation_id.as_deref(),
+        Some(refused.message_id.as_str())
+    );
+    assert_eq!(bus.mock_stats().await["police"]["effects"], 1);
+    record_reliability(Reliability {
+        scenario: "broker memory alarm (private node)".into(),
+        fault: "set_vm_memory_high_watermark 0.0000001, then 0.4".into(),
+        messages: 1,
+        lost: 0,
+        duplicate_effects: 0,
+        recovery_ms: None,
+        redelivered_copies: 0,
+    });
+    bus.stop().await;
+    drop(broker);
+}
