@@ -289,3 +289,80 @@ async fn memory_alarm_makes_http_ingress_answer_503_with_retry_after_and_loses_n
     bus.stop().await;
     drop(broker);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_frozen_with_sigstop_past_the_heartbeat_then_resumed_loses_nothing() {
+    let broker = PrivateBroker::start("freeze");
+    // A short heartbeat (seconds), so that the freeze outlasts it.
+    let url = format!("{}?heartbeat=3", broker.url());
+    let bus = Bus::start_with("broker-freeze", |s| {
+        s.bus.amqp_url = url.clone();
+        s.mock.callback_delay_ms = 20;
+    })
+    .await;
+    let mut centre = listen_reconnecting(broker.url(), bus.names.unit_queue(SON_HA));
+    let pid = std::fs::read_to_string(broker.dir.join("pid"))
+        .expect("pid file")
+        .trim()
+        .to_string();
+    const N: u32 = 100;
+    let mut sent = HashSet::new();
+    for i in 0..N {
+        let e = birth(4300 + i, POLICE);
+        sent.insert(e.message_id.clone());
+        bus.send(&e).await;
+    }
+    let mut results: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut resumed_at = None;
+    let until = Instant::now() + Duration::from_secs(180);
+    while results.len() < N as usize {
+        assert!(
+            Instant::now() < until,
+            "only {} of {N} after 180 s",
+            results.len()
+        );
+        let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(5), centre.recv()).await else {
+            continue;
+        };
+        let cause = r.causation_id.clone().expect("causation");
+        assert!(sent.contains(&cause));
+        results.entry(cause).or_default().insert(r.message_id);
+        if results.len() == 20 && resumed_at.is_none() {
+            assert!(
+                Command::new("kill")
+                    .args(["-STOP", &pid])
+                    .status()
+                    .expect("kill")
+                    .success()
+            );
+            // Past the 3 s heartbeat (missed after two intervals).
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            assert!(
+                Command::new("kill")
+                    .args(["-CONT", &pid])
+                    .status()
+                    .expect("kill")
+                    .success()
+            );
+            resumed_at = Some(Instant::now());
+        }
+    }
+    assert!(
+        results.values().all(|ids| ids.len() == 1),
+        "one result message per dossier"
+    );
+    let stats = bus.mock_stats().await;
+    assert_eq!(stats["police"]["effects"], N, "{stats}");
+    record_reliability(Reliability {
+        scenario: "broker frozen (SIGSTOP) past the heartbeat, then resumed (private node)".into(),
+        fault: "kill -STOP beam.smp for 10 s with a 3 s heartbeat, kill -CONT".into(),
+        messages: N as usize,
+        lost: N as usize - results.len(),
+        duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize)
+            .saturating_sub(N as usize),
+        recovery_ms: resumed_at.map(|t| t.elapsed().as_millis()),
+        redelivered_copies: 0,
+    });
+    bus.stop().await;
+    drop(broker);
+}
