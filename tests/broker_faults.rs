@@ -34,6 +34,11 @@ fn free_port() -> u16 {
 
 impl PrivateBroker {
     fn start(name: &str) -> PrivateBroker {
+        Self::start_with(name, "")
+    }
+
+    /// Start with extra `rabbitmq.conf` lines.
+    fn start_with(name: &str, conf: &str) -> PrivateBroker {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let tag = &id[id.len() - 8..];
         let (port, dist) = (free_port(), free_port());
@@ -43,7 +48,7 @@ impl PrivateBroker {
         std::fs::create_dir_all(dir.join("log")).expect("dir");
         std::fs::write(
             dir.join("rabbitmq.conf"),
-            format!("listeners.tcp.default = 127.0.0.1:{port}\n"),
+            format!("listeners.tcp.default = 127.0.0.1:{port}\n{conf}\n"),
         )
         .expect("conf");
         std::fs::write(dir.join("enabled_plugins"), "[].\n").expect("plugins");
@@ -361,6 +366,77 @@ async fn broker_frozen_with_sigstop_past_the_heartbeat_then_resumed_loses_nothin
         duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize)
             .saturating_sub(N as usize),
         recovery_ms: resumed_at.map(|t| t.elapsed().as_millis()),
+        redelivered_copies: 0,
+    });
+    bus.stop().await;
+    drop(broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agency_down_past_a_lowered_consumer_timeout_never_gets_the_consumer_cancelled() {
+    // consumer_timeout is node-wide and checked about once a minute on RabbitMQ 3.10: the
+    // outage below lasts longer than a check interval.
+    let broker = PrivateBroker::start_with("ctimeout", "consumer_timeout = 5000");
+    let url = broker.url();
+    let bus = Bus::start_with("broker-ctimeout", |s| {
+        s.bus.amqp_url = url.clone();
+        s.retry.delays_ms = vec![2_000, 5_000];
+        s.retry.max_delayed_attempts = 40;
+    })
+    .await;
+    let mut centre = listen_reconnecting(url.clone(), bus.names.unit_queue(SON_HA));
+    let env = birth(4500, POLICE);
+    // About 75 s of 503s: 13 rounds of 6 in-process attempts with 5 s waits in between.
+    bus.fault("police", &env.ma_ho_so, &[503; 78]).await;
+    let started = Instant::now();
+    bus.send(&env).await;
+    let others: Vec<_> = (0..10).map(|i| birth(4510 + i, POLICE)).collect();
+    for o in &others {
+        bus.send(o).await;
+    }
+    let mut got = HashSet::new();
+    let until = Instant::now() + Duration::from_secs(240);
+    while !got.contains(&env.message_id) {
+        assert!(Instant::now() < until, "the dossier did not get through");
+        let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(5), centre.recv()).await else {
+            continue;
+        };
+        got.insert(r.causation_id.clone().expect("causation"));
+    }
+    let outage = started.elapsed();
+    assert!(
+        outage > Duration::from_secs(60),
+        "the outage outlasted a consumer-timeout check: {outage:?}"
+    );
+    assert!(
+        others.iter().all(|o| got.contains(&o.message_id)),
+        "the others flowed meanwhile"
+    );
+    let log = std::fs::read_dir(broker.dir.join("log"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    assert!(
+        !log.contains("consumer ack timed out")
+            && !log.contains("delivery acknowledgement on channel"),
+        "the broker cancelled a consumer"
+    );
+    let stats = bus.mock_stats().await;
+    assert_eq!(stats["police"]["effects"], 11, "{stats}");
+    record_reliability(Reliability {
+        scenario: "agency down past a lowered consumer timeout (private node)".into(),
+        fault: format!(
+            "consumer_timeout = 5 s; 78 × 503 over {} s for one dossier, 10 others behind it",
+            outage.as_secs()
+        ),
+        messages: 11,
+        lost: 11 - got.len().min(11),
+        duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize)
+            .saturating_sub(11),
+        recovery_ms: None,
         redelivered_copies: 0,
     });
     bus.stop().await;
