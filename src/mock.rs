@@ -50,6 +50,9 @@ pub struct Fault {
     /// Retry-After seconds to send with 503/429 answers.
     #[serde(default)]
     pub retry_after_s: Option<u64>,
+    /// Send Retry-After as an HTTP date (now + `retry_after_s`) instead of seconds.
+    #[serde(default)]
+    pub retry_after_as_date: bool,
 }
 
 /// Fault code: register the dossier, then answer with a truncated body (the answer is lost).
@@ -259,14 +262,14 @@ impl Mock {
     }
 
     /// A scripted or random transient answer, if one applies to this request.
-    fn injected(&self, a: Agency, ma: &str) -> Option<(u16, Option<u64>)> {
+    fn injected(&self, a: Agency, ma: &str) -> Option<(u16, Option<(u64, bool)>)> {
         if let Ok(mut d) = self.data.lock() {
             for (f, q) in d.faults.iter_mut() {
                 if f.agency == a
                     && f.ma_ho_so.as_deref().is_none_or(|m| m == ma)
                     && let Some(s) = q.pop_front()
                 {
-                    return Some((s, f.retry_after_s));
+                    return Some((s, f.retry_after_s.map(|r| (r, f.retry_after_as_date))));
                 }
             }
             d.faults.retain(|(_, q)| !q.is_empty());
@@ -336,7 +339,7 @@ fn idem_key(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-fn injected_answer(a: Agency, status: u16, retry_after: Option<u64>) -> Response {
+fn injected_answer(a: Agency, status: u16, retry_after: Option<(u64, bool)>) -> Response {
     let st = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     let (code, text) = if st.is_server_error() {
         ("E_TAM_NGUNG", "Hệ thống tạm thời không phục vụ (giả lập)")
@@ -348,10 +351,15 @@ fn injected_answer(a: Agency, status: u16, retry_after: Option<u64>) -> Response
         Agency::Bhxh if st.is_success() => answer(&bhxh_receipt(false, "", "", Some((code, text)))),
         Agency::Bhxh => (st, text.to_string()).into_response(),
     };
-    if let Some(s) = retry_after
-        && let Ok(v) = HeaderValue::from_str(&s.to_string())
-    {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
+    if let Some((s, as_date)) = retry_after {
+        let text = if as_date {
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(s))
+        } else {
+            s.to_string()
+        };
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
     }
     r
 }

@@ -187,6 +187,27 @@ async fn absurd_retry_after_is_honoured_up_to_the_longest_delay_step() {
     bus.send(&env).await;
     assert_eq!(next(&mut centre, 30).await.kind.as_str(), Kind::RESULT);
     let store = bus.store();
+    // The same with Retry-After as an HTTP date an hour ahead.
+    let dated = birth(2202, POLICE);
+    bus.fault_json(serde_json::json!({"agency": "police", "ma_ho_so": dated.ma_ho_so, "responses": [429], "retry_after_s": 3600, "retry_after_as_date": true}))
+        .await;
+    bus.send(&dated).await;
+    assert_eq!(next(&mut centre, 30).await.kind.as_str(), Kind::RESULT);
+    let dma = dated.ma_ho_so.clone();
+    let drows = eventually(10, "delivered", || {
+        store
+            .timeline(&dma)
+            .ok()
+            .filter(|r| r.iter().any(|e| e.event == "delivered"))
+    })
+    .await;
+    assert!(
+        drows.iter().any(|r| r.event == "retried"
+            && r.reason
+                .as_deref()
+                .is_some_and(|x| x.contains("waiting 800 ms"))),
+        "{drows:#?}"
+    );
     let ma = env.ma_ho_so.clone();
     let rows = eventually(10, "delivered", || {
         store
@@ -210,9 +231,9 @@ async fn absurd_retry_after_is_honoured_up_to_the_longest_delay_step() {
     );
     assert_eq!(bus.mock_stats().await["bhxh"]["effects"], 1);
     record_reliability(Reliability {
-        scenario: "429 with an absurd Retry-After".into(),
-        fault: "429, Retry-After: 1000000000 s".into(),
-        messages: 1,
+        scenario: "429 with an absurd Retry-After, in seconds and as an HTTP date".into(),
+        fault: "429, Retry-After: 1000000000 s; 429, Retry-After: <date an hour ahead>".into(),
+        messages: 2,
         lost: 0,
         duplicate_effects: 0,
         recovery_ms: None,
@@ -515,6 +536,73 @@ async fn a_poison_message_on_an_agency_queue_never_stops_the_messages_behind_it(
         lost: 30 - got.len(),
         duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize)
             .saturating_sub(30),
+        recovery_ms: None,
+        redelivered_copies: 0,
+    });
+    bus.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_queue_deleted_under_its_adapter_is_recovered_from_the_message_store_without_duplicates()
+ {
+    let bus = Bus::start_with("fault-deleted-adapter", |s| {
+        s.mock.latency_min_ms = 100;
+        s.mock.latency_max_ms = 200;
+        s.mock.callback_delay_ms = 20;
+        s.topology.adapter_prefetch = 2;
+    })
+    .await;
+    let mut centre = bus.listen(SON_HA).await;
+    let started = lienthong_core::clock::now_ms();
+    let mut sent = std::collections::HashSet::new();
+    for i in 0..40 {
+        let e = birth(2800 + i, POLICE);
+        sent.insert(e.message_id.clone());
+        bus.send(&e).await;
+    }
+    let mut got = std::collections::HashSet::new();
+    while got.len() < 5 {
+        got.insert(next(&mut centre, 30).await.causation_id.expect("causation"));
+    }
+    // Deleted under the adapter's consumer: the consumer is cancelled, what waited is gone.
+    let queue = bus.names.unit_queue(POLICE);
+    assert!(
+        Command::new("rabbitmqctl")
+            .args(["-q", "delete_queue", &queue])
+            .status()
+            .expect("rabbitmqctl")
+            .success()
+    );
+    // The adapter reconnects and declares the queue again; the operator resends from the store.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sel = lienthong_core::store::MessageSelection {
+        receiver: Some(POLICE.into()),
+        since_ms: Some(started),
+        ..Default::default()
+    };
+    let resent = lienthong::replay::resend(&bus.settings, &sel)
+        .await
+        .expect("resend");
+    assert_eq!(resent.len(), 40);
+    let until = Instant::now() + Duration::from_secs(90);
+    while got.len() < 40 {
+        assert!(Instant::now() < until, "{} of 40", got.len());
+        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(5), centre.recv()).await {
+            got.insert(r.causation_id.expect("causation"));
+        }
+    }
+    assert_eq!(got, sent);
+    let stats = bus.mock_stats().await;
+    assert_eq!(
+        stats["police"]["effects"], 40,
+        "resent copies of delivered messages were not sent again: {stats}"
+    );
+    record_reliability(Reliability {
+        scenario: "agency queue deleted under its adapter's consumer".into(),
+        fault: "rabbitmqctl delete_queue with 35 messages waiting or in flight; lienthong messages resend".into(),
+        messages: 40,
+        lost: 40 - got.len(),
+        duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize).saturating_sub(40),
         recovery_ms: None,
         redelivered_copies: 0,
     });

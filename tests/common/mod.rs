@@ -265,6 +265,17 @@ impl Bus {
         self.fault_with(agency, ma, responses, None).await
     }
 
+    /// Script a fault with every field of `lienthong::mock::Fault` as JSON.
+    pub async fn fault_json(&self, fault: serde_json::Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/_mock/faults", self.mock_url))
+            .json(&fault)
+            .send()
+            .await
+            .expect("fault");
+        assert!(r.status().is_success());
+    }
+
     pub async fn fault_with(
         &self,
         agency: &str,
