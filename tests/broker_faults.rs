@@ -390,7 +390,7 @@ async fn agency_down_past_a_lowered_consumer_timeout_never_gets_the_consumer_can
     bus.fault("police", &env.ma_ho_so, &[503; 78]).await;
     let started = Instant::now();
     bus.send(&env).await;
-    let others: Vec<_> = (0..10).map(|i| birth(4510 + i, POLICE)).collect();
+    let others: Vec<_> = (0..100).map(|i| birth(4510 + i, POLICE)).collect();
     for o in &others {
         bus.send(o).await;
     }
@@ -425,17 +425,17 @@ async fn agency_down_past_a_lowered_consumer_timeout_never_gets_the_consumer_can
         "the broker cancelled a consumer"
     );
     let stats = bus.mock_stats().await;
-    assert_eq!(stats["police"]["effects"], 11, "{stats}");
+    assert_eq!(stats["police"]["effects"], 101, "{stats}");
     record_reliability(Reliability {
         scenario: "agency down past a lowered consumer timeout (private node)".into(),
         fault: format!(
-            "consumer_timeout = 5 s; 78 × 503 over {} s for one dossier, 10 others behind it",
+            "consumer_timeout = 5 s; 78 × 503 over {} s for one dossier, 100 others behind it",
             outage.as_secs()
         ),
-        messages: 11,
-        lost: 11 - got.len().min(11),
+        messages: 101,
+        lost: 101 - got.len().min(101),
         duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize)
-            .saturating_sub(11),
+            .saturating_sub(101),
         recovery_ms: None,
         redelivered_copies: 0,
     });
