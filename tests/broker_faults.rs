@@ -198,6 +198,29 @@ async fn broker_restart_mid_stream_loses_nothing() {
         results.entry(cause).or_default().insert(r.message_id);
         if results.len() == 30 && restarted_at.is_none() {
             broker.ctl(&["stop_app"]);
+            // While the broker is down the bus says so.
+            let mut degraded = false;
+            for _ in 0..50 {
+                if let Ok(r) = reqwest::get(format!("{}/readyz", bus.http)).await
+                    && r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                {
+                    let body: serde_json::Value = r.json().await.unwrap_or_default();
+                    degraded = body["status"] == "degraded";
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            assert!(
+                degraded,
+                "/readyz reports degraded while the broker is down"
+            );
+            let h: serde_json::Value = reqwest::get(format!("{}/healthz", bus.http))
+                .await
+                .expect("healthz")
+                .json()
+                .await
+                .expect("json");
+            assert_eq!(h["status"], "degraded");
             broker.ctl(&["start_app"]);
             restarted_at = Some(Instant::now());
         }

@@ -185,8 +185,13 @@ impl Topology {
         ];
         let mut dead_log_args = dead_args.clone();
         dead_log_args.push(("x-delivery-limit", json!(settings.topology.delivery_limit)));
+        // Parking's own dead-letter exchange is parking: a message a tool rejects there goes
+        // back to its tail instead of being dropped (a cycle with a rejection, which RabbitMQ
+        // allows), so every queue has a dead-letter exchange and none loses anything.
         let parking_args = vec![
             ("x-queue-type", json!("quorum")),
+            ("x-dead-letter-exchange", json!(n.parking())),
+            ("x-dead-letter-strategy", json!("at-least-once")),
             ("x-overflow", json!("reject-publish")),
         ];
         let mut exchanges = vec![
@@ -551,7 +556,10 @@ mod tests {
                 q.name
             );
             match q.name.as_str() {
-                "lienthong.parking" => assert_eq!(arg(q, "x-dead-letter-exchange"), None),
+                "lienthong.parking" => assert_eq!(
+                    arg(q, "x-dead-letter-exchange"),
+                    Some(json!("lienthong.parking"))
+                ),
                 "lienthong.dead" => {
                     assert_eq!(
                         arg(q, "x-dead-letter-exchange"),
