@@ -456,8 +456,23 @@ async fn bhxh_receipt_saying_loi_in_a_200_is_a_permanent_failure() {
     let env = birth(14, BHXH);
     bus.fault("bhxh", &env.ma_ho_so, &[200]).await;
     bus.send(&env).await;
-    let notice = next(&mut centre, 20).await;
-    assert_eq!(notice.kind.as_str(), Kind::DEAD_LETTER);
+    // 199 other dossiers around it.
+    for i in 0..199 {
+        bus.send(&birth(5000 + i, BHXH)).await;
+    }
+    let mut notice = None;
+    let mut results = std::collections::HashSet::new();
+    while notice.is_none() || results.len() < 199 {
+        let e = next(&mut centre, 30).await;
+        match e.kind.as_str() {
+            Kind::DEAD_LETTER => notice = Some(e),
+            _ => {
+                results.insert(e.causation_id.expect("causation"));
+            }
+        }
+    }
+    let notice = notice.expect("notice");
+    assert_eq!(notice.ma_ho_so, env.ma_ho_so);
     let reason = notice.payload.reason.unwrap_or_default();
     assert!(
         reason.starts_with("agency-refused") && reason.contains("BienNhan LOI E_DU_LIEU"),
@@ -465,10 +480,20 @@ async fn bhxh_receipt_saying_loi_in_a_200_is_a_permanent_failure() {
     );
     let stats = bus.mock_stats().await;
     assert_eq!(
-        stats["bhxh"]["calls"], 1,
+        stats["bhxh"]["calls"], 200,
         "no retry of a permanent failure: {stats}"
     );
-    assert_eq!(stats["bhxh"]["effects"], 0, "{stats}");
+    assert_eq!(stats["bhxh"]["effects"], 199, "{stats}");
+    record_reliability(Reliability {
+        scenario: "200 with an error in the body (BienNhan LOI)".into(),
+        fault: "one dossier answered 200 + KetQua LOI among 200".into(),
+        messages: 200,
+        lost: 199 - results.len(),
+        duplicate_effects: (stats["bhxh"]["effects"].as_u64().unwrap_or(0) as usize)
+            .saturating_sub(199),
+        recovery_ms: None,
+        redelivered_copies: 0,
+    });
     bus.stop().await;
 }
 
