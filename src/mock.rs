@@ -280,6 +280,43 @@ impl Mock {
         None
     }
 
+    /// The agency's idempotency rule, shared by both interfaces: record the request; a key
+    /// already used for another dossier gets `conflict(owner)`; a repeated key gets the stored
+    /// answer (no new effect); a new key stores `fresh()` and registers the dossier (status 2).
+    /// Returns (answer, whether this is the first — the effect). None if the state is poisoned.
+    #[allow(clippy::too_many_arguments)]
+    fn claim_key(
+        &self,
+        a: Agency,
+        key: &str,
+        ma: &str,
+        receipt: &str,
+        request: Value,
+        conflict: impl FnOnce(&str) -> Answer,
+        fresh: impl FnOnce() -> Answer,
+    ) -> Option<(Answer, bool)> {
+        let mut d = self.data.lock().ok()?;
+        d.requests
+            .entry((a, ma.to_string()))
+            .or_default()
+            .push(request);
+        let k = (a, key.to_string());
+        if let Some(owner) = d.key_owner.get(&k)
+            && owner != ma
+        {
+            return Some((conflict(owner), false));
+        }
+        if let Some(prev) = d.answers.get(&k) {
+            return Some((prev.clone(), false));
+        }
+        let ans = fresh();
+        d.key_owner.insert(k.clone(), ma.to_string());
+        d.answers.insert(k, ans.clone());
+        d.dossiers
+            .insert((a, ma.to_string()), (receipt.to_string(), 2));
+        Some((ans, true))
+    }
+
     /// After the callback delay, decide the dossier (`decided`: 3 or 9) and post the result,
     /// unless it was cancelled meanwhile.
     fn callback_later(
@@ -419,38 +456,19 @@ async fn police_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -
         ));
     }
     let receipt = format!("CA.H48.{}", &key[key.len().saturating_sub(12)..]);
-    let (ans, first) = {
-        let Ok(mut d) = m.data.lock() else {
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        };
-        d.requests
-            .entry((a, ma.clone()))
-            .or_default()
-            .push(v.clone());
-        if let Some(owner) = d.key_owner.get(&(a, key.clone()))
-            && owner != &ma
-        {
-            (
-                police_error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "E_IDEMPOTENCY",
-                    &format!("Idempotency-Key already used for dossier {owner}"),
-                ),
-                false,
-            )
-        } else if let Some(prev) = d.answers.get(&(a, key.clone())) {
-            (prev.clone(), false)
-        } else {
-            d.key_owner.insert((a, key.clone()), ma.clone());
-            let ans = Answer {
-                status: StatusCode::ACCEPTED,
-                content_type: "application/json",
-                body: json!({"MaHoSo": ma, "MaTiepNhan": receipt, "TrangThaiHoSo": 2, "ThoiDiemTiepNhan": now14()}).to_string(),
-            };
-            d.answers.insert((a, key.clone()), ans.clone());
-            d.dossiers.insert((a, ma.clone()), (receipt.clone(), 2));
-            (ans, true)
-        }
+    let claimed = m.claim_key(a, &key, &ma, &receipt, v.clone(), |owner| {
+        police_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "E_IDEMPOTENCY",
+            &format!("Idempotency-Key already used for dossier {owner}"),
+        )
+    }, || Answer {
+        status: StatusCode::ACCEPTED,
+        content_type: "application/json",
+        body: json!({"MaHoSo": ma, "MaTiepNhan": receipt, "TrangThaiHoSo": 2, "ThoiDiemTiepNhan": now14()}).to_string(),
+    });
+    let Some((ans, first)) = claimed else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     if first {
         m.count(a, |c| c.effects += 1);
@@ -641,28 +659,20 @@ async fn bhxh_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> 
     }
     let receipt = format!("BHXH-5127-{}", &key[key.len().saturating_sub(10)..]);
     let record = json!({"xml": String::from_utf8_lossy(&body)});
-    let (ans, first) = {
-        let Ok(mut d) = m.data.lock() else {
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        };
-        d.requests.entry((a, ma.clone())).or_default().push(record);
-        if let Some(owner) = d.key_owner.get(&(a, key.clone()))
-            && owner != &ma
-        {
+    let claimed = m.claim_key(
+        a,
+        &key,
+        &ma,
+        &receipt,
+        record,
+        |owner| {
             let text = format!("Idempotency-Key already used for dossier {owner}");
-            (
-                bhxh_receipt(false, &ma, "", Some(("E_IDEMPOTENCY", &text))),
-                false,
-            )
-        } else if let Some(prev) = d.answers.get(&(a, key.clone())) {
-            (prev.clone(), false)
-        } else {
-            d.key_owner.insert((a, key.clone()), ma.clone());
-            let ans = bhxh_receipt(true, &ma, &receipt, None);
-            d.answers.insert((a, key.clone()), ans.clone());
-            d.dossiers.insert((a, ma.clone()), (receipt.clone(), 2));
-            (ans, true)
-        }
+            bhxh_receipt(false, &ma, "", Some(("E_IDEMPOTENCY", &text)))
+        },
+        || bhxh_receipt(true, &ma, &receipt, None),
+    );
+    let Some((ans, first)) = claimed else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     if first {
         m.count(a, |c| c.effects += 1);

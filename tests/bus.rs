@@ -242,13 +242,7 @@ async fn agency_answering_503_twice_then_accepting_gets_the_dossier_exactly_once
     assert_eq!(stats["police"]["effects"], 1, "{stats}");
     let store = bus.store();
     let ma = env.ma_ho_so.clone();
-    let rows = eventually(10, "delivered in the trace", || {
-        store
-            .timeline(&ma)
-            .ok()
-            .filter(|r| r.iter().any(|e| e.event == "delivered"))
-    })
-    .await;
+    let rows = delivered_timeline(&store, &ma).await;
     let retried: Vec<_> = rows
         .iter()
         .filter(|r| {
@@ -430,13 +424,7 @@ async fn retry_after_from_the_agency_sets_the_wait_before_the_next_attempt() {
     assert_eq!(next(&mut centre, 20).await.kind.as_str(), Kind::RESULT);
     let store = bus.store();
     let ma = env.ma_ho_so.clone();
-    let rows = eventually(10, "the retry in the trace", || {
-        store
-            .timeline(&ma)
-            .ok()
-            .filter(|r| r.iter().any(|e| e.event == "delivered"))
-    })
-    .await;
+    let rows = delivered_timeline(&store, &ma).await;
     let retried = rows
         .iter()
         .find(|r| r.event == "retried")

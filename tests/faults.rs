@@ -163,13 +163,7 @@ async fn agency_down_past_the_in_process_budget_waits_in_a_delayed_queue_while_o
     });
     let store = bus.store();
     let ma = slow.ma_ho_so.clone();
-    let rows = eventually(10, "the parked retry in the trace", || {
-        store
-            .timeline(&ma)
-            .ok()
-            .filter(|r| r.iter().any(|e| e.event == "delivered"))
-    })
-    .await;
+    let rows = delivered_timeline(&store, &ma).await;
     assert!(
         rows.iter().any(|r| r.event == "retried"
             && r.reason
@@ -197,13 +191,7 @@ async fn absurd_retry_after_is_honoured_up_to_the_longest_delay_step() {
     bus.send(&dated).await;
     assert_eq!(next(&mut centre, 30).await.kind.as_str(), Kind::RESULT);
     let dma = dated.ma_ho_so.clone();
-    let drows = eventually(10, "delivered", || {
-        store
-            .timeline(&dma)
-            .ok()
-            .filter(|r| r.iter().any(|e| e.event == "delivered"))
-    })
-    .await;
+    let drows = delivered_timeline(&store, &dma).await;
     assert!(
         drows.iter().any(|r| r.event == "retried"
             && r.reason
@@ -212,13 +200,7 @@ async fn absurd_retry_after_is_honoured_up_to_the_longest_delay_step() {
         "{drows:#?}"
     );
     let ma = env.ma_ho_so.clone();
-    let rows = eventually(10, "delivered", || {
-        store
-            .timeline(&ma)
-            .ok()
-            .filter(|r| r.iter().any(|e| e.event == "delivered"))
-    })
-    .await;
+    let rows = delivered_timeline(&store, &ma).await;
     let parked: Vec<_> = rows.iter().filter(|r| r.event == "retried").collect();
     assert_eq!(
         parked.len(),
@@ -339,13 +321,7 @@ async fn truncated_answer_and_answer_after_the_client_timeout_are_resolved_witho
     });
     let store = bus.store();
     for ma in [truncated.ma_ho_so.clone(), slow.ma_ho_so.clone()] {
-        let rows = eventually(10, "delivered", || {
-            store
-                .timeline(&ma)
-                .ok()
-                .filter(|r| r.iter().any(|e| e.event == "delivered"))
-        })
-        .await;
+        let rows = delivered_timeline(&store, &ma).await;
         assert!(
             rows.iter().any(|r| r
                 .reason

@@ -334,6 +334,20 @@ pub async fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
+/// A dossier's trace once it holds a `delivered` event (panics after 10 s).
+pub async fn delivered_timeline(
+    store: &Store,
+    ma_ho_so: &str,
+) -> Vec<lienthong_core::trace::TimelineRow> {
+    eventually(10, &format!("{ma_ho_so} delivered in the trace"), || {
+        store
+            .timeline(ma_ho_so)
+            .ok()
+            .filter(|r| r.iter().any(|e| e.event == "delivered"))
+    })
+    .await
+}
+
 /// A birth liên thông dossier filed at Sơn Hà, to `receiver`.
 pub fn birth(seq: u32, receiver: &str) -> Envelope {
     let ma = format!("{SON_HA}-261129-{seq:04}");
