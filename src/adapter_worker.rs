@@ -247,6 +247,11 @@ impl Worker {
         let _ = emitter.await;
         match outcome {
             Final::Delivered { receipt, attempts } => {
+                // Crash test hook: stop here, the agency has answered and nothing is written
+                // yet; the delivery stays unacked until the process dies.
+                fail::fail_point!("adapter-after-agency-answer", |_| {
+                    tracing::warn!(message = "fail point adapter-after-agency-answer: holding the delivery", ma_ho_so = %env.ma_ho_so, message_id = %env.message_id);
+                });
                 if !self.record_delivery(&env, &receipt).await {
                     tracing::error!(
                         message = "cannot record the delivery; leaving it unacked (the retry carries the same idempotency key)"
@@ -258,6 +263,10 @@ impl Worker {
                     .attempt(attempts)
                     .reason(format!("receipt {receipt}"));
                 let _ = self.tracer.emit(&ev).await;
+                // Crash test hook: the delivery log says delivered, the ack is not sent.
+                fail::fail_point!("adapter-before-ack", |_| {
+                    tracing::warn!(message = "fail point adapter-before-ack: holding the delivery", ma_ho_so = %env.ma_ho_so, message_id = %env.message_id);
+                });
                 let _ = d.ack(BasicAckOptions::default()).await;
             }
             Final::Failed {

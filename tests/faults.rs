@@ -181,15 +181,27 @@ async fn absurd_retry_after_is_honoured_up_to_the_longest_delay_step() {
     let env = birth(2201, BHXH);
     bus.fault_with("bhxh", &env.ma_ho_so, &[429], Some(1_000_000_000))
         .await;
-    bus.send(&env).await;
-    assert_eq!(next(&mut centre, 30).await.kind.as_str(), Kind::RESULT);
-    let store = bus.store();
     // The same with Retry-After as an HTTP date an hour ahead.
     let dated = birth(2202, POLICE);
     bus.fault_json(serde_json::json!({"agency": "police", "ma_ho_so": dated.ma_ho_so, "responses": [429], "retry_after_s": 3600, "retry_after_as_date": true}))
         .await;
+    bus.send(&env).await;
     bus.send(&dated).await;
-    assert_eq!(next(&mut centre, 30).await.kind.as_str(), Kind::RESULT);
+    let mut all = send_background(&bus, BACKGROUND, 5000).await;
+    all.push(env.clone());
+    all.push(dated.clone());
+    let ids = ids_of(&all);
+    let answers = collect_answers(&mut centre, &ids, 120).await;
+    let (lost, twice) = tally(&ids, &answers);
+    assert_eq!((lost, twice), (0, 0), "one answer per dossier");
+    assert!(
+        answers
+            .values()
+            .flatten()
+            .all(|a| a.kind.as_str() == Kind::RESULT),
+        "every dossier delivered"
+    );
+    let store = bus.store();
     let dma = dated.ma_ho_so.clone();
     let drows = delivered_timeline(&store, &dma).await;
     assert!(
@@ -214,13 +226,18 @@ async fn absurd_retry_after_is_honoured_up_to_the_longest_delay_step() {
             .is_some_and(|x| x.contains("waiting 800 ms")),
         "{parked:?}"
     );
-    assert_eq!(bus.mock_stats().await["bhxh"]["effects"], 1);
+    let (police, bhxh) = per_agency(&all);
+    let stats = bus.mock_stats().await;
+    assert_eq!(stats["police"]["effects"], police, "{stats}");
+    assert_eq!(stats["bhxh"]["effects"], bhxh, "{stats}");
     record_reliability(Reliability {
         scenario: "429 with an absurd Retry-After, in seconds and as an HTTP date".into(),
-        fault: "429, Retry-After: 1000000000 s; 429, Retry-After: <date an hour ahead>".into(),
-        messages: 2,
-        lost: 0,
-        duplicate_effects: 0,
+        fault: format!(
+            "429, Retry-After: 1000000000 s; 429, Retry-After: <date an hour ahead>; {BACKGROUND} other dossiers alongside"
+        ),
+        messages: ids.len(),
+        lost,
+        duplicate_effects: effects_beyond(&stats, police, bhxh),
         recovery_ms: None,
         redelivered_copies: 0,
     });
@@ -234,7 +251,13 @@ async fn retries_past_the_limit_are_dead_lettered_with_the_whole_reason_history(
     let env = birth(2301, POLICE);
     bus.fault("police", &env.ma_ho_so, &[503; 40]).await;
     bus.send(&env).await;
-    let notice = next(&mut centre, 30).await;
+    let background = send_background(&bus, BACKGROUND, 5000).await;
+    let mut ids = ids_of(&background);
+    ids.push(env.message_id.clone());
+    let answers = collect_answers(&mut centre, &ids, 120).await;
+    let (lost, twice) = tally(&ids, &answers);
+    assert_eq!((lost, twice), (0, 0), "one answer per dossier");
+    let notice = &answers[&env.message_id][0];
     assert_eq!(notice.kind.as_str(), Kind::DEAD_LETTER);
     assert!(
         notice
@@ -244,8 +267,14 @@ async fn retries_past_the_limit_are_dead_lettered_with_the_whole_reason_history(
             .is_some_and(|r| r.starts_with("retries-exhausted") && r.contains("2 delayed rounds")),
         "{notice:?}"
     );
-    let dead = bus.dead(1, 10).await;
-    assert_eq!(dead.len(), 1);
+    assert!(
+        background
+            .iter()
+            .all(|b| answers[&b.message_id][0].kind.as_str() == Kind::RESULT),
+        "the others were delivered"
+    );
+    let dead = bus.dead(2, 5).await;
+    assert_eq!(dead.len(), 1, "only the failing dossier is dead-lettered");
     let history =
         lienthong_core::amqp::header_str(&dead[0].1, lienthong_core::deadletter::headers::HISTORY)
             .unwrap_or_default();
@@ -255,13 +284,18 @@ async fn retries_past_the_limit_are_dead_lettered_with_the_whole_reason_history(
         "3 rounds × 6 attempts:\n{history}"
     );
     assert!(history.lines().all(|l| l.contains("503")));
-    assert_eq!(bus.mock_stats().await["police"]["effects"], 0);
+    let (police, bhxh) = per_agency(&background);
+    let stats = bus.mock_stats().await;
+    assert_eq!(stats["police"]["effects"], police, "{stats}");
+    assert_eq!(stats["bhxh"]["effects"], bhxh, "{stats}");
     record_reliability(Reliability {
         scenario: "agency never recovers: retries exhausted".into(),
-        fault: "503 on every attempt (3 rounds × 6 attempts)".into(),
-        messages: 1,
-        lost: 0,
-        duplicate_effects: 0,
+        fault: format!(
+            "503 on every attempt (3 rounds × 6 attempts) for one dossier; {BACKGROUND} others alongside"
+        ),
+        messages: ids.len(),
+        lost,
+        duplicate_effects: effects_beyond(&stats, police, bhxh),
         recovery_ms: None,
         redelivered_copies: 0,
     });
@@ -292,30 +326,35 @@ async fn truncated_answer_and_answer_after_the_client_timeout_are_resolved_witho
         .await;
     bus.send(&truncated).await;
     bus.send(&slow).await;
-    for _ in 0..2 {
-        assert_eq!(next(&mut centre, 30).await.kind.as_str(), Kind::RESULT);
-    }
+    let mut all = send_background(&bus, BACKGROUND, 5000).await;
+    all.push(truncated.clone());
+    all.push(slow.clone());
+    let ids = ids_of(&all);
+    let answers = collect_answers(&mut centre, &ids, 120).await;
+    let (lost, twice) = tally(&ids, &answers);
+    assert_eq!((lost, twice), (0, 0), "one answer per dossier");
     assert!(
-        tokio::time::timeout(Duration::from_secs(4), centre.recv())
-            .await
-            .is_err(),
-        "one result each"
+        answers
+            .values()
+            .flatten()
+            .all(|a| a.kind.as_str() == Kind::RESULT)
     );
+    let (police, bhxh) = per_agency(&all);
     let stats = bus.mock_stats().await;
-    assert_eq!(stats["police"]["effects"], 1, "{stats}");
-    assert_eq!(stats["bhxh"]["effects"], 1, "{stats}");
+    assert_eq!(stats["police"]["effects"], police, "{stats}");
+    assert_eq!(stats["bhxh"]["effects"], bhxh, "{stats}");
     assert!(
         stats["police"]["replays"].as_u64().unwrap_or(0) >= 1,
         "resolved by the same key: {stats}"
     );
     record_reliability(Reliability {
         scenario: "agency commits but its answer is lost".into(),
-        fault: "truncated 202 body (Police); answer 3 s after a 1 s client timeout (BHXH)".into(),
-        messages: 2,
-        lost: 0,
-        duplicate_effects: ((stats["police"]["effects"].as_u64().unwrap_or(0)
-            + stats["bhxh"]["effects"].as_u64().unwrap_or(0)) as usize)
-            .saturating_sub(2),
+        fault: format!(
+            "truncated 202 body (Police); answer 3 s after a 1 s client timeout (BHXH); {BACKGROUND} other dossiers alongside"
+        ),
+        messages: ids.len(),
+        lost,
+        duplicate_effects: effects_beyond(&stats, police, bhxh),
         recovery_ms: None,
         redelivered_copies: 0,
     });
@@ -340,7 +379,12 @@ async fn dead_letters_replayed_after_a_fix_are_delivered_once_and_a_second_repla
     let env = birth(2501, POLICE);
     bus.fault("police", &env.ma_ho_so, &[400]).await;
     bus.send(&env).await;
-    assert_eq!(next(&mut centre, 20).await.kind.as_str(), Kind::DEAD_LETTER);
+    let background = send_background(&bus, BACKGROUND, 5000).await;
+    let mut ids = ids_of(&background);
+    ids.push(env.message_id.clone());
+    let answers = collect_answers(&mut centre, &ids, 120).await;
+    assert_eq!(tally(&ids, &answers), (0, 0), "one answer per dossier");
+    assert_eq!(answers[&env.message_id][0].kind.as_str(), Kind::DEAD_LETTER);
     // The dead letter is in <p>.dead; the agency's problem is fixed (the fault was one answer).
     let filter = lienthong::replay::Filter {
         ids: vec![env.message_id.clone()],
@@ -378,15 +422,19 @@ async fn dead_letters_replayed_after_a_fix_are_delivered_once_and_a_second_repla
             .await
             .is_err()
     );
+    // Every background dossier once, the replayed one once.
+    let (police, bhxh) = per_agency(&background);
     let stats = bus.mock_stats().await;
-    assert_eq!(stats["police"]["effects"], 1, "{stats}");
+    assert_eq!(stats["police"]["effects"], police + 1, "{stats}");
+    assert_eq!(stats["bhxh"]["effects"], bhxh, "{stats}");
     record_reliability(Reliability {
         scenario: "dead letter replayed twice after a fix".into(),
-        fault: "400 from the agency, then lienthong dead-letters replay × 2".into(),
-        messages: 1,
+        fault: format!(
+            "400 from the agency, then lienthong dead-letters replay × 2; {BACKGROUND} other dossiers alongside"
+        ),
+        messages: ids.len(),
         lost: 0,
-        duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize)
-            .saturating_sub(1),
+        duplicate_effects: effects_beyond(&stats, police + 1, bhxh),
         recovery_ms: None,
         redelivered_copies: 0,
     });

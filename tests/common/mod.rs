@@ -2,6 +2,8 @@
 //! this process on loopback, each test under its own topology prefix and store.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -436,4 +438,100 @@ pub fn record_reliability(r: Reliability) {
     if std::fs::write(&tmp, md).is_ok() {
         let _ = std::fs::rename(&tmp, root.join("RELIABILITY.md"));
     }
+}
+
+/// `n` ordinary birth dossiers (sequence numbers from `first_seq`), alternately to Police and
+/// Social Insurance, sent alongside a scenario's own dossiers so that every fault scenario runs
+/// under a few hundred dossiers of load. Returns them in the order sent.
+pub async fn send_background(bus: &Bus, n: u32, first_seq: u32) -> Vec<Envelope> {
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let to = if i % 2 == 0 { POLICE } else { BHXH };
+        let env = birth(first_seq + i, to);
+        bus.send(&env).await;
+        out.push(env);
+    }
+    out
+}
+
+/// How many of `envs` went to each agency, as the mock names them (`police`, `bhxh`).
+pub fn per_agency(envs: &[Envelope]) -> (u64, u64) {
+    let police = envs
+        .iter()
+        .filter(|e| e.receiver.as_deref() == Some(POLICE))
+        .count() as u64;
+    let bhxh = envs
+        .iter()
+        .filter(|e| e.receiver.as_deref() == Some(BHXH))
+        .count() as u64;
+    (police, bhxh)
+}
+
+/// The centre's answers (results and dead-letter notices), keyed by the message id they
+/// answer (their causation id).
+pub type Answers = std::collections::HashMap<String, Vec<Envelope>>;
+
+/// Read `rx` until every message id in `ids` has at least one answer, then 2 s more so that a
+/// duplicate answer would be seen too. Panics after `secs` naming how many are missing.
+pub async fn collect_answers(
+    rx: &mut mpsc::UnboundedReceiver<Envelope>,
+    ids: &[String],
+    secs: u64,
+) -> Answers {
+    collect_more_answers(rx, ids, secs, Answers::new()).await
+}
+
+/// [`collect_answers`] starting from answers already read.
+pub async fn collect_more_answers(
+    rx: &mut mpsc::UnboundedReceiver<Envelope>,
+    ids: &[String],
+    secs: u64,
+    mut answers: Answers,
+) -> Answers {
+    let until = Instant::now() + Duration::from_secs(secs);
+    let missing = |a: &Answers| ids.iter().filter(|id| !a.contains_key(id.as_str())).count();
+    while missing(&answers) > 0 {
+        let left = until.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{} of {} messages without an answer after {secs} s",
+            missing(&answers),
+            ids.len()
+        );
+        if let Ok(Some(e)) = tokio::time::timeout(left.min(Duration::from_secs(5)), rx.recv()).await
+        {
+            let cause = e.causation_id.clone().unwrap_or_default();
+            answers.entry(cause).or_default().push(e);
+        }
+    }
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+        let cause = e.causation_id.clone().unwrap_or_default();
+        answers.entry(cause).or_default().push(e);
+    }
+    answers
+}
+
+/// (lost, answered more than once) among `ids`.
+pub fn tally(ids: &[String], answers: &Answers) -> (usize, usize) {
+    let lost = ids.iter().filter(|id| !answers.contains_key(*id)).count();
+    let twice = ids
+        .iter()
+        .filter(|id| answers.get(*id).is_some_and(|a| a.len() > 1))
+        .count();
+    (lost, twice)
+}
+
+/// The message ids of `envs`.
+pub fn ids_of<'a>(envs: impl IntoIterator<Item = &'a Envelope>) -> Vec<String> {
+    envs.into_iter().map(|e| e.message_id.clone()).collect()
+}
+
+/// How many background dossiers a fault scenario sends alongside its own.
+pub const BACKGROUND: u32 = 300;
+
+/// Agency registrations beyond the expected `police` + `bhxh` in the mock's stats.
+pub fn effects_beyond(stats: &Value, police: u64, bhxh: u64) -> usize {
+    let got = stats["police"]["effects"].as_u64().unwrap_or(0)
+        + stats["bhxh"]["effects"].as_u64().unwrap_or(0);
+    got.saturating_sub(police + bhxh) as usize
 }

@@ -1,0 +1,136 @@
+//! Running `lienthong` as child processes in tests: spawn, wait for readiness, signal, and a
+//! test-side view of a bus whose components run elsewhere.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+pub const EXE: &str = env!("CARGO_BIN_EXE_lienthong");
+
+/// A child process that is killed if the test fails before stopping it.
+pub struct Proc(pub Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub fn spawn_run(config: &std::path::Path, log: &std::path::Path) -> Proc {
+    let out = std::fs::File::create(log).expect("log");
+    Proc(
+        Command::new(EXE)
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("lienthong run starts"),
+    )
+}
+
+pub async fn wait_ready(url: &str) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        if let Ok(r) = reqwest::get(url).await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} not ready");
+}
+
+/// A test-side view of a bus that runs in child processes: a broker connection under its
+/// prefix, and the mock agencies' URL.
+pub async fn view_of(
+    s: &lienthong_core::registry::Settings,
+    dir: &std::path::Path,
+    mock: &lienthong::mock::MockServer,
+) -> Bus {
+    let conn = lapin::Connection::connect(AMQP_URL, Default::default())
+        .await
+        .expect("broker");
+    let publisher = lienthong_core::amqp::Publisher::new(&conn, 10_000)
+        .await
+        .expect("publisher");
+    Bus {
+        names: lienthong_core::topology::Names::new(&s.bus.prefix),
+        settings: s.clone(),
+        dir: dir.to_path_buf(),
+        mock: None,
+        running: None,
+        conn,
+        publisher,
+        http: String::new(),
+        mock_url: format!("http://{}", mock.addr),
+        cleaned: false,
+    }
+}
+
+/// Start `lienthong run --components <components>` with `config`, logging to `dir/log`.
+pub fn spawn_components(
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    components: &str,
+    log: &str,
+) -> Proc {
+    spawn_components_env(config, dir, components, log, &[])
+}
+
+/// The same with extra environment variables (e.g. `FAILPOINTS`).
+pub fn spawn_components_env(
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    components: &str,
+    log: &str,
+    env: &[(&str, &str)],
+) -> Proc {
+    let out = std::fs::File::create(dir.join(log)).expect("log");
+    Command::new(EXE)
+        .arg("--config")
+        .arg(config)
+        .args(["run", "--components", components])
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(out)
+        .spawn()
+        .map(Proc)
+        .expect("spawn")
+}
+
+pub fn sigterm(child: &Proc) {
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}

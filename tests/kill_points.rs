@@ -1,0 +1,177 @@
+//! Deterministic crashes of the adapters process at the two points between an agency's answer
+//! and the ack, made with fail points (built only with `--features failpoints`, which
+//! `./scripts/test` turns on): the process is held at the point, killed with SIGKILL, and
+//! started again; the agency must see no second effect.
+
+mod common;
+
+use std::time::Duration;
+
+use common::procs::*;
+use common::*;
+use lienthong_adapters::deliveries::DeliveryLog;
+
+/// Where in the adapter the crash happens.
+#[derive(Clone, Copy, PartialEq)]
+enum Point {
+    /// The agency answered 2xx; the delivery log still says `sending`.
+    AfterAgencyAnswer,
+    /// The delivery log says `delivered`; the ack was not sent.
+    BeforeAck,
+}
+
+impl Point {
+    fn name(self) -> &'static str {
+        match self {
+            Point::AfterAgencyAnswer => "adapter-after-agency-answer",
+            Point::BeforeAck => "adapter-before-ack",
+        }
+    }
+}
+
+/// The `ma_ho_so` and message id the adapters process logged when it stopped at `point`.
+fn held_at(log: &std::path::Path, point: Point) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("fail point {}", point.name())))?;
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .map(str::to_string)
+    };
+    Some((field("ma_ho_so")?, field("message_id")?))
+}
+
+async fn crash_at(point: Point, name: &str, scenario: &str) {
+    let (mut s, dir) = settings(name);
+    s.mock.latency_min_ms = 2;
+    s.mock.latency_max_ms = 10;
+    s.mock.callback_delay_ms = 20;
+    let mock = lienthong::mock::serve(&s).await.expect("mock");
+    use_mock(&mut s, &mock);
+    let port = free_port();
+    s.http.listen = format!("127.0.0.1:{port}");
+    let config = dir.join("config.toml");
+    std::fs::write(&config, toml::to_string(&s).expect("toml")).expect("config");
+    let failpoints = format!("{}=1*return", point.name());
+    let mut adapters = spawn_components_env(
+        &config,
+        &dir,
+        "adapters",
+        "adapters1.log",
+        &[("FAILPOINTS", failpoints.as_str())],
+    );
+    let rest = spawn_components(&config, &dir, "router,tracer,http", "others.log");
+    wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
+    let view = view_of(&s, &dir, &mock).await;
+    let mut centre = view.listen(SON_HA).await;
+    let all = send_background(&view, BACKGROUND, 6000).await;
+    let log1 = dir.join("adapters1.log");
+    let (ma, message_id) = eventually(60, "the adapters process at the fail point", || {
+        held_at(&log1, point)
+    })
+    .await;
+    let held = all
+        .iter()
+        .find(|e| e.message_id == message_id)
+        .expect("the held message is one we sent");
+    let agency = if held.receiver.as_deref() == Some(POLICE) {
+        "police"
+    } else {
+        "bhxh"
+    };
+    // The precondition of the crash: the agency has taken the dossier...
+    assert_eq!(view.mock_requests(agency, &ma).await.len(), 1);
+    // ...and the delivery log is where the point says.
+    let log = DeliveryLog::open(std::path::Path::new(&s.store.path)).expect("delivery log");
+    let rec = eventually(10, "the delivery log row", || {
+        log.get(&message_id).ok().flatten()
+    })
+    .await;
+    assert_eq!(
+        rec.delivered,
+        point == Point::BeforeAck,
+        "delivery log state at {}",
+        point.name()
+    );
+    adapters.kill().expect("SIGKILL");
+    let _ = adapters.wait();
+    let killed_at = std::time::Instant::now();
+    let adapters = spawn_components(&config, &dir, "adapters", "adapters2.log");
+    let ids = ids_of(&all);
+    let answers = collect_answers(&mut centre, &ids, 120).await;
+    let (lost, twice) = tally(&ids, &answers);
+    assert_eq!((lost, twice), (0, 0), "one result per dossier");
+    let (police, bhxh) = per_agency(&all);
+    let stats = view.mock_stats().await;
+    assert_eq!(stats["police"]["effects"], police, "{stats}");
+    assert_eq!(stats["bhxh"]["effects"], bhxh, "{stats}");
+    let calls = view.mock_requests(agency, &ma).await;
+    let store = view.store();
+    let rows = delivered_timeline(&store, &ma).await;
+    match point {
+        Point::AfterAgencyAnswer => {
+            // Redelivered with the log at `sending`: sent again with the same key, and the
+            // agency answered from its idempotency record.
+            assert_eq!(calls.len(), 2, "{calls:#?}");
+            assert!(
+                stats[agency]["replays"].as_u64().unwrap_or(0) >= 1,
+                "{stats}"
+            );
+        }
+        Point::BeforeAck => {
+            assert_eq!(calls.len(), 1, "not sent again: {calls:#?}");
+            assert!(
+                rows.iter().any(|r| r
+                    .reason
+                    .as_deref()
+                    .is_some_and(|x| x.contains("redelivery acked without calling the agency"))),
+                "{rows:#?}"
+            );
+        }
+    }
+    record_reliability(Reliability {
+        scenario: scenario.into(),
+        fault: format!(
+            "fail point {} held one delivery, kill -9 of the adapters process, restarted; {BACKGROUND} dossiers",
+            point.name()
+        ),
+        messages: ids.len(),
+        lost,
+        duplicate_effects: effects_beyond(&stats, police, bhxh),
+        recovery_ms: Some(killed_at.elapsed().as_millis()),
+        redelivered_copies: 0,
+    });
+    for c in [&adapters, &rest] {
+        sigterm(c);
+    }
+    drop((adapters, rest));
+    let _ = mock.stop.send(());
+    let _ = lienthong_core::topology::Topology::plan(&s)
+        .delete(&view.conn)
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapters_killed_after_the_agency_answered_before_the_delivery_log_resend_with_the_same_key()
+ {
+    crash_at(
+        Point::AfterAgencyAnswer,
+        "kp-answer",
+        "adapters killed after the agency's 2xx, before the delivery log (fail point)",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapters_killed_after_the_delivery_log_before_the_ack_never_call_the_agency_again() {
+    crash_at(
+        Point::BeforeAck,
+        "kp-ack",
+        "adapters killed after the delivery log, before the ack (fail point)",
+    )
+    .await;
+}
