@@ -63,8 +63,8 @@ pub async fn run(ctx: Ctx, callback_base: String) -> anyhow::Result<()> {
         .units()
         .filter(|u| matches!(u.reach, Reach::Adapter { .. }))
     {
-        let adapter =
-            lienthong_adapters::build(unit, &callback_base).map_err(anyhow::Error::msg)?;
+        let adapter = lienthong_adapters::build_with(unit, &callback_base, Some(ctx.store.clone()))
+            .map_err(anyhow::Error::msg)?;
         let component = format!("adapter:{}", unit.code);
         let timeout = ctx.settings.bus.confirm_timeout_ms;
         let tracer = Tracer::new(

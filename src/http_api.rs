@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use lienthong_adapters::Adapter;
 use lienthong_adapters::deliveries::DeliveryLog;
+use lienthong_adapters::outbox::{Acked, Outbox};
 use lienthong_core::amqp::{PublishError, Publisher, envelope_properties};
 use lienthong_core::envelope::{Envelope, Kind, RejectCode, Rejection, TrangThaiHoSo};
 use lienthong_core::registry::{Reach, Unit};
@@ -34,6 +35,7 @@ struct Api {
     broker: BrokerSlot,
     log: DeliveryLog,
     adapters: Arc<HashMap<String, Arc<dyn Adapter>>>,
+    outbox: Outbox,
 }
 
 /// The API's current broker handles; empty while the broker is unreachable (requests that
@@ -93,7 +95,8 @@ pub fn app(ctx: Ctx, callback_base: &str) -> anyhow::Result<(Router, BrokerSlot)
     {
         adapters.insert(
             u.code.clone(),
-            lienthong_adapters::build(u, callback_base).map_err(anyhow::Error::msg)?,
+            lienthong_adapters::build_with(u, callback_base, Some(ctx.store.clone()))
+                .map_err(anyhow::Error::msg)?,
         );
     }
     // Let bodies a little over the envelope limit through, so that the envelope check answers
@@ -103,15 +106,20 @@ pub fn app(ctx: Ctx, callback_base: &str) -> anyhow::Result<(Router, BrokerSlot)
         .envelope
         .max_envelope_bytes
         .saturating_add(64 * 1024);
+    let outbox = Outbox::new(ctx.store.clone())?;
     let api = Api {
         ctx,
         broker: broker.clone(),
         log,
         adapters: Arc::new(adapters),
+        outbox,
     };
     let router = Router::new()
         .route("/v1/messages", post(submit))
         .route("/v1/callbacks/{unit}", post(callback))
+        .route("/v1/edxml/{unit}/packages", get(edxml_list))
+        .route("/v1/edxml/{unit}/packages/{id}", get(edxml_fetch))
+        .route("/v1/edxml/{unit}/packages/{id}/ack", post(edxml_ack))
         .route("/v1/dossiers/{ma_ho_so}/trace", get(trace))
         .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/stats", get(stats))
@@ -466,6 +474,35 @@ async fn callback_inner(
             ),
         ));
     }
+    if reply.status == 0 {
+        // A status that changes nothing for the dossier (edXML 01 arrived, 13, 16, an unknown
+        // code): traced, not forwarded.
+        let mut env = Envelope::new(
+            Kind::STATUS,
+            &delivery.ma_ho_so,
+            &delivery.ma_tthc,
+            unit_code,
+            Some(&delivery.reply_to),
+            &delivery.correlation_id,
+        );
+        env.causation_id = Some(delivery.message_id.clone());
+        let code = reply
+            .result
+            .get("edxml_status_code")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        let ev = TraceEvent::new(TraceEventKind::Status, COMPONENT, Some(&env)).reason(format!(
+            "callback from {unit_code}: status {code} {} (no change of TrangThaiHoSo)",
+            reply.reason.as_deref().unwrap_or("")
+        ));
+        let broker = api.broker().await?;
+        broker
+            .tracer
+            .emit(&ev)
+            .await
+            .map_err(|e| Problem::unavailable(format!("trace not confirmed: {e}"), 5))?;
+        return Ok(env.message_id);
+    }
     let status = TrangThaiHoSo(reply.status);
     let kind = if status == TrangThaiHoSo::PROCESSED || status == TrangThaiHoSo::RESULT_RETURNED {
         Kind::RESULT
@@ -663,5 +700,232 @@ async fn readyz(State(api): State<Api>) -> Response {
         Json(body).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+/// The edXML pull settings of `unit_code` after checking the caller: the unit must be reached
+/// by the `edxml` adapter with `transport = "pull"`, and the caller must present the unit's
+/// callback key (the credential its document system already uses to post status packages).
+/// Returns (retry on `fail`, max fetches).
+fn edxml_department(
+    api: &Api,
+    unit_code: &str,
+    headers: &HeaderMap,
+) -> Result<(bool, i64), Problem> {
+    let unit = api.ctx.registry.unit(unit_code).ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-unit",
+            "Unknown unit",
+            format!("no unit {unit_code}"),
+        )
+    })?;
+    let Reach::Adapter {
+        adapter,
+        callback_key,
+        settings,
+        ..
+    } = &unit.reach
+    else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-edxml-pull",
+            "Unit does not pull edXML",
+            format!("{unit_code} is reached over AMQP"),
+        ));
+    };
+    if adapter != lienthong_adapters::edxml_adapter::NAME
+        || settings.get("transport").and_then(Value::as_str) != Some("pull")
+    {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-edxml-pull",
+            "Unit does not pull edXML",
+            format!("{unit_code} is not reached by the edxml adapter with transport = \"pull\""),
+        ));
+    }
+    if callback_key.as_deref().is_none() || bearer(headers) != callback_key.as_deref() {
+        return Err(Problem::unauthorized("wrong or missing key of this unit"));
+    }
+    let retry = settings.get("on_fail").and_then(Value::as_str) != Some("dead-letter");
+    let max = settings
+        .get("max_fetches")
+        .and_then(Value::as_i64)
+        .unwrap_or(5);
+    Ok((retry, max))
+}
+
+fn store_problem(e: impl std::fmt::Display) -> Problem {
+    Problem::unavailable(format!("the outbox is not available: {e}"), 5)
+}
+
+/// `GET /v1/edxml/{unit}/packages`: the unit's waiting packages, oldest first (JSON array of
+/// `{id, ma_ho_so, document_id, size, created_ms, fetches, state}`).
+async fn edxml_list(
+    State(api): State<Api>,
+    Path(unit): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = edxml_department(&api, &unit, &headers) {
+        return p.into_response();
+    }
+    let outbox = api.outbox.clone();
+    match tokio::task::spawn_blocking(move || outbox.list(&unit, 1000)).await {
+        Ok(Ok(items)) => Json(items).into_response(),
+        Ok(Err(e)) => store_problem(e).into_response(),
+        Err(e) => store_problem(e).into_response(),
+    }
+}
+
+/// `GET /v1/edxml/{unit}/packages/{id}`: one package (`application/xml`); 404 when there is no
+/// such waiting package.
+async fn edxml_fetch(
+    State(api): State<Api>,
+    Path((unit, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = edxml_department(&api, &unit, &headers) {
+        return p.into_response();
+    }
+    let outbox = api.outbox.clone();
+    let idc = id.clone();
+    match tokio::task::spawn_blocking(move || outbox.fetch(&unit, &idc)).await {
+        Ok(Ok(Some(pkg))) => (
+            [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+            pkg,
+        )
+            .into_response(),
+        Ok(Ok(None)) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-package",
+            "No such package",
+            format!("no waiting package {id}"),
+        )
+        .into_response(),
+        Ok(Err(e)) => store_problem(e).into_response(),
+        Err(e) => store_problem(e).into_response(),
+    }
+}
+
+/// Body of an acknowledgement.
+#[derive(Deserialize)]
+struct EdxmlAck {
+    /// `done` or `fail`.
+    status: String,
+    /// Why (`fail`), or a note.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /v1/edxml/{unit}/packages/{id}/ack` with `{"status": "done" | "fail", "reason": "…"}`:
+/// `done` completes the hand-over in the trace; `fail` puts the package back for another fetch
+/// or, past `max_fetches` or with `on_fail = "dead-letter"`, dead-letters the message with the
+/// department's reason and tells its sender. Answers `{"id", "state"}`.
+async fn edxml_ack(
+    State(api): State<Api>,
+    Path((unit, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match edxml_ack_inner(&api, &unit, &id, &headers, body).await {
+        Ok(state) => Json(json!({"id": id, "state": state})).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn edxml_ack_inner(
+    api: &Api,
+    unit: &str,
+    id: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<&'static str, Problem> {
+    let (retry, max) = edxml_department(api, unit, headers)?;
+    let body = body.map_err(|e| body_problem(e, api.ctx.settings.envelope.max_envelope_bytes))?;
+    let ack: EdxmlAck = serde_json::from_slice(&body).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-ack",
+            "Acknowledgement not readable",
+            format!("expected {{\"status\": \"done\" | \"fail\", \"reason\": \"…\"}}: {e}"),
+        )
+    })?;
+    let done = match ack.status.as_str() {
+        "done" => true,
+        "fail" => false,
+        other => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-ack",
+                "Acknowledgement not readable",
+                format!("status {other:?} is neither \"done\" nor \"fail\""),
+            ));
+        }
+    };
+    // The broker first: a done or failed package must be traced or dead-lettered.
+    let broker = api.broker().await?;
+    let reason = ack.reason.unwrap_or_default();
+    let outbox = api.outbox.clone();
+    let (u, i, r) = (unit.to_string(), id.to_string(), reason.clone());
+    let acked = tokio::task::spawn_blocking(move || outbox.ack(&u, &i, done, &r, retry, max))
+        .await
+        .map_err(store_problem)?
+        .map_err(store_problem)?
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "no-package",
+                "No such package",
+                format!("no package {id} for {unit}"),
+            )
+        })?;
+    match acked {
+        Acked::Done(env) => {
+            let ev =
+                TraceEvent::new(TraceEventKind::Delivered, COMPONENT, Some(&env)).reason(format!(
+                    "{unit} pulled the edXML package and acknowledged it: done{}",
+                    if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({reason})")
+                    }
+                ));
+            broker
+                .tracer
+                .emit(&ev)
+                .await
+                .map_err(|e| Problem::unavailable(format!("trace not confirmed: {e}"), 5))?;
+            Ok("done")
+        }
+        Acked::AlreadyEnded(state) => Ok(if state == "done" { "done" } else { "failed" }),
+        Acked::Retry { .. } => Ok("waiting"),
+        Acked::Failed(env, why) => {
+            let rejection = Rejection::new(
+                RejectCode::AgencyRefused,
+                format!("{unit} pulled the edXML package and acknowledged it: fail: {why}"),
+            );
+            let dlc = lienthong_core::deadletter::DeadLetterChannel::new(
+                broker.publisher.clone(),
+                broker.tracer.clone(),
+                api.ctx.names.clone(),
+                COMPONENT,
+            );
+            let bytes = env.to_bytes();
+            let props = envelope_properties(&env);
+            let queue = api.ctx.names.unit_queue(unit);
+            dlc.send(lienthong_core::deadletter::DeadLetter {
+                body: &bytes,
+                props: &props,
+                rejection: &rejection,
+                queue: &queue,
+                attempts: 1,
+                history: &[],
+                envelope: Some(&env),
+            })
+            .await
+            .map_err(|e| Problem::unavailable(format!("dead letter not confirmed: {e}"), 5))?;
+            let _ = dlc.notify_sender(&env, &rejection, &api.ctx.registry).await;
+            Ok("failed")
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod adapter_worker;
 pub mod consume;
 pub mod context;
 pub mod demo;
+pub mod edxml_cli;
 pub mod http_api;
 pub mod mock;
 pub mod problem;

@@ -71,6 +71,37 @@ enum Command {
     },
     /// Run the bus on the sample dossiers and watch every dossier travel and come back.
     Demo(lienthong::demo::DemoArgs),
+    /// edXML (QCVN 102:2016) packages: inspect one, or build one from an envelope.
+    Edxml {
+        #[command(subcommand)]
+        action: EdxmlAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum EdxmlAction {
+    /// Print a package as JSON (header fields, trace headers, business block, status,
+    /// attachments with name, type, size and SHA-256), or a clear error with the byte position
+    /// and exit 1.
+    Inspect {
+        /// The package file.
+        file: PathBuf,
+        /// Also write the decoded attachments into this directory.
+        #[arg(long)]
+        save_attachments: Option<PathBuf>,
+    },
+    /// Build the package the edXML adapter would send for an envelope (JSON file, or - for
+    /// stdin), to stdout or --out.
+    Build {
+        /// The envelope (lienthong.envelope/1 JSON), or - for stdin.
+        envelope: PathBuf,
+        /// Receiving unit code (default: the envelope's receiver).
+        #[arg(long)]
+        to: Option<String>,
+        /// Write the package here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -398,5 +429,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => lienthong::demo::run(settings, cli.config, args).await,
+        Command::Edxml { action } => Ok(match action {
+            EdxmlAction::Inspect {
+                file,
+                save_attachments,
+            } => lienthong::edxml_cli::inspect(&file, save_attachments.as_deref()),
+            EdxmlAction::Build { envelope, to, out } => {
+                lienthong::edxml_cli::build(&settings, &envelope, to.as_deref(), out.as_deref())
+            }
+        }),
     }
 }

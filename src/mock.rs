@@ -26,7 +26,7 @@ const POLICE_CANCEL: &str = include_str!("../schemas/agencies/police-residence/c
 const BHXH_XSD: &str = include_str!("../schemas/agencies/bhxh/bhxh.xsd");
 const BHXH_NS: &str = "urn:lienthong:agency:bhxh:1";
 
-/// The two modelled agencies.
+/// The modelled agencies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Agency {
@@ -34,6 +34,8 @@ pub enum Agency {
     Police,
     /// Social Insurance (XML).
     Bhxh,
+    /// A department's document system taking edXML packages (push), `/edxml/<unit code>`.
+    Edxml,
 }
 
 /// A scripted answer: the next matching request gets this status (and Retry-After, seconds).
@@ -104,6 +106,8 @@ struct Mock {
     police_submit: Arc<jsonschema::Validator>,
     police_cancel: Arc<jsonschema::Validator>,
     callback_keys: Arc<HashMap<Agency, String>>,
+    /// Callback keys of the units reached by the `edxml` adapter, by unit code.
+    edxml_keys: Arc<HashMap<String, String>>,
     data: Arc<Mutex<Data>>,
     client: reqwest::Client,
     xml_lock: Arc<Mutex<()>>,
@@ -123,6 +127,7 @@ pub struct MockServer {
 /// come from the registry units reached by the `police-rest` and `bhxh-xml` adapters.
 pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
     let mut keys = HashMap::new();
+    let mut edxml_keys = HashMap::new();
     for u in &settings.units {
         if let Reach::Adapter {
             adapter,
@@ -133,6 +138,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
             match adapter.as_str() {
                 "police-rest" => keys.insert(Agency::Police, k.clone()),
                 "bhxh-xml" => keys.insert(Agency::Bhxh, k.clone()),
+                "edxml" => edxml_keys.insert(u.code.clone(), k.clone()),
                 _ => None,
             };
         }
@@ -148,6 +154,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
         police_submit: Arc::new(compile(POLICE_SUBMIT)?),
         police_cancel: Arc::new(compile(POLICE_CANCEL)?),
         callback_keys: Arc::new(keys),
+        edxml_keys: Arc::new(edxml_keys),
         data: Arc::default(),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -161,6 +168,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
         .route("/bhxh/api/ho-so", post(bhxh_submit))
         .route("/bhxh/api/ho-so/{ma}", get(bhxh_status))
         .route("/bhxh/api/ho-so/{ma}/huy", post(bhxh_cancel))
+        .route("/edxml/{unit}", post(edxml_submit))
         .route("/_mock/stats", get(stats))
         .route("/_mock/requests/{agency}/{ma}", get(requests))
         .route("/_mock/faults", post(add_fault))
@@ -319,6 +327,7 @@ impl Mock {
 
     /// After the callback delay, decide the dossier (`decided`: 3 or 9) and post the result,
     /// unless it was cancelled meanwhile.
+    #[allow(clippy::too_many_arguments)]
     fn callback_later(
         &self,
         a: Agency,
@@ -327,8 +336,11 @@ impl Mock {
         url: String,
         body: String,
         content_type: &'static str,
+        key: Option<String>,
     ) {
-        let key = self.callback_keys.get(&a).cloned().unwrap_or_default();
+        let key = key
+            .or_else(|| self.callback_keys.get(&a).cloned())
+            .unwrap_or_default();
         let m = self.clone();
         let delay = Duration::from_millis(self.settings.callback_delay_ms);
         tokio::spawn(async move {
@@ -386,7 +398,7 @@ fn injected_answer(a: Agency, status: u16, retry_after: Option<(u64, bool)>) -> 
     let mut r = match a {
         Agency::Police => answer(&police_error(st, code, text)),
         Agency::Bhxh if st.is_success() => answer(&bhxh_receipt(false, "", "", Some((code, text)))),
-        Agency::Bhxh => (st, text.to_string()).into_response(),
+        Agency::Bhxh | Agency::Edxml => (st, text.to_string()).into_response(),
     };
     if let Some((s, as_date)) = retry_after {
         let text = if as_date {
@@ -399,6 +411,133 @@ fn injected_answer(a: Agency, status: u16, retry_after: Option<(u64, bool)>) -> 
         }
     }
     r
+}
+
+/// Header the edXML adapter sends with the unit's callback URL (a lienthong convention; a real
+/// department's system knows where to send its status packages).
+pub const EDXML_CALLBACK_HEADER: &str = "X-Lienthong-Callback-Url";
+
+fn edxml_text(status: StatusCode, text: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// A department's document system taking an edXML package (push): the package must read
+/// (namespace-aware, `lienthong_adapters::edxml::read`), be addressed to this unit and carry a
+/// `DocumentId` and the dossier code in `Code/CodeNumber`. The `DocumentId` is the idempotency
+/// key. Answers 200 with a status package 01 (arrived); later posts status 06 (finished), or
+/// 02 (rejected) at the mock's refusal rate, to the callback URL.
+async fn edxml_submit(
+    State(m): State<Mock>,
+    Path(unit): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    use lienthong_adapters::edxml::{dossier, read, write};
+    let a = Agency::Edxml;
+    m.count(a, |c| c.calls += 1);
+    m.latency().await;
+    let parsed = tokio::task::spawn_blocking(move || read::read_bytes(&body)).await;
+    let pkg = match parsed {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            m.count(a, |c| c.invalid += 1);
+            return edxml_text(
+                StatusCode::BAD_REQUEST,
+                format!("not an edXML package: {e}"),
+            );
+        }
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let h = &pkg.message_header;
+    let ma = h
+        .code
+        .as_ref()
+        .and_then(|c| c.code_number.clone())
+        .unwrap_or_default();
+    if let Some((s, ra)) = m.injected(a, &ma)
+        && s >= 100
+    {
+        return injected_answer(a, s, ra);
+    }
+    let Some(doc_id) = h.document_id.clone() else {
+        m.count(a, |c| c.invalid += 1);
+        return edxml_text(
+            StatusCode::BAD_REQUEST,
+            "no MessageHeader/DocumentId".into(),
+        );
+    };
+    if !h
+        .to
+        .iter()
+        .any(|t| t.organ_id.as_deref() == Some(unit.as_str()))
+    {
+        m.count(a, |c| c.invalid += 1);
+        return edxml_text(
+            StatusCode::BAD_REQUEST,
+            format!("the package is not addressed to {unit}"),
+        );
+    }
+    let arrived = dossier::status_package(&unit, &doc_id, "01", "Đã đến (giả lập)", "");
+    let arrived = write::write(&arrived, Vec::new(), Vec::new())
+        .map(|(b, _)| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let claimed = m.claim_key(
+        a,
+        &doc_id,
+        &ma,
+        &doc_id,
+        json!({"document_id": doc_id, "subject": h.subject}),
+        |owner| Answer {
+            status: StatusCode::CONFLICT,
+            content_type: "text/plain; charset=utf-8",
+            body: format!("DocumentId already used for dossier {owner}"),
+        },
+        || Answer {
+            status: StatusCode::OK,
+            content_type: "application/xml; charset=utf-8",
+            body: arrived.clone(),
+        },
+    );
+    let Some((ans, first)) = claimed else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    if first {
+        m.count(a, |c| c.effects += 1);
+        let refused = rand::rng().random_bool(m.settings.refusal_rate.clamp(0.0, 1.0));
+        let (code, decided, text) = if refused {
+            (
+                "02",
+                3,
+                "Từ chối tiếp nhận: hồ sơ không thuộc thẩm quyền (giả lập)",
+            )
+        } else {
+            ("06", 9, "Đã xử lý xong, chi trả trợ cấp mai táng (giả lập)")
+        };
+        let done = dossier::status_package(&unit, &doc_id, code, text, "Lê Thị Mai (giả lập)");
+        let url = headers
+            .get(EDXML_CALLBACK_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if let (Some(url), Ok((body, _))) = (url, write::write(&done, Vec::new(), Vec::new())) {
+            m.callback_later(
+                a,
+                ma.clone(),
+                decided,
+                url,
+                String::from_utf8_lossy(&body).into_owned(),
+                "application/xml; charset=utf-8",
+                m.edxml_keys.get(&unit).cloned(),
+            );
+        }
+    } else {
+        m.count(a, |c| c.replays += 1);
+    }
+    answer(&ans)
 }
 
 async fn police_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> Response {
@@ -501,6 +640,7 @@ async fn police_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -
                 url.to_string(),
                 cb.to_string(),
                 "application/json",
+                None,
             );
         }
     } else {
@@ -719,6 +859,7 @@ async fn bhxh_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> 
                 url.to_string(),
                 String::from_utf8_lossy(&b.finish("KetQuaHoSo")).into_owned(),
                 "application/xml; charset=utf-8",
+                None,
             );
         }
     } else {
@@ -792,7 +933,7 @@ async fn bhxh_cancel(State(m): State<Mock>, Path(ma): Path<String>, body: Bytes)
 async fn stats(State(m): State<Mock>) -> Response {
     let counts = m.data.lock().map(|d| d.counts.clone()).unwrap_or_default();
     let mut out = serde_json::Map::new();
-    for a in [Agency::Police, Agency::Bhxh] {
+    for a in [Agency::Police, Agency::Bhxh, Agency::Edxml] {
         out.insert(
             format!("{a:?}").to_lowercase(),
             json!(counts.get(&a).cloned().unwrap_or_default()),
@@ -802,10 +943,10 @@ async fn stats(State(m): State<Mock>) -> Response {
 }
 
 async fn requests(State(m): State<Mock>, Path((agency, ma)): Path<(String, String)>) -> Response {
-    let a = if agency == "bhxh" {
-        Agency::Bhxh
-    } else {
-        Agency::Police
+    let a = match agency.as_str() {
+        "bhxh" => Agency::Bhxh,
+        "edxml" => Agency::Edxml,
+        _ => Agency::Police,
     };
     let v = m
         .data

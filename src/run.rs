@@ -175,16 +175,17 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         .join("+");
     let conn = connect(&settings, &name).await?;
     apply_topology(&settings, &conn).await?;
+    let store = Store::open(&PathBuf::from(&settings.store.path))
+        .with_context(|| format!("opening the store {}", settings.store.path))?;
     // Fail fast on adapter configuration (unknown adapter names, bad endpoints).
     for u in settings
         .units
         .iter()
         .filter(|u| matches!(u.reach, lienthong_core::registry::Reach::Adapter { .. }))
     {
-        lienthong_adapters::build(u, "http://127.0.0.1").map_err(anyhow::Error::msg)?;
+        lienthong_adapters::build_with(u, "http://127.0.0.1", Some(store.clone()))
+            .map_err(anyhow::Error::msg)?;
     }
-    let store = Store::open(&PathBuf::from(&settings.store.path))
-        .with_context(|| format!("opening the store {}", settings.store.path))?;
     let validator = EnvelopeValidator::new(&settings.envelope).map_err(anyhow::Error::msg)?;
     let (tx, rx) = watch::channel(false);
     let ctx = Ctx {

@@ -349,7 +349,7 @@ async fn broker_frozen_with_sigstop_past_the_heartbeat_then_resumed_loses_nothin
         .expect("pid file")
         .trim()
         .to_string();
-    const N: u32 = 100;
+    const N: u32 = 300;
     let mut sent = HashSet::new();
     for i in 0..N {
         let e = birth(4300 + i, POLICE);

@@ -10,8 +10,11 @@
 pub mod adapter;
 pub mod bhxh_xml;
 pub mod deliveries;
+pub mod edxml;
+pub mod edxml_adapter;
 pub mod http;
 pub mod mapping;
+pub mod outbox;
 pub mod police_rest;
 pub mod retry;
 pub mod xml;
@@ -22,13 +25,23 @@ pub use adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
 use lienthong_core::registry::{Reach, Unit};
 
 /// Names of the adapters this build has.
-pub const ADAPTERS: [&str; 2] = [police_rest::NAME, bhxh_xml::NAME];
+pub const ADAPTERS: [&str; 3] = [police_rest::NAME, bhxh_xml::NAME, edxml_adapter::NAME];
 
 /// Build the adapter a unit's `reach` names. `callback_base` is the bus's public base URL
 /// (e.g. `http://127.0.0.1:8480`); the agency posts results to `<base>/v1/callbacks/<unit code>`.
 ///
 /// Errors: the unit is not reached by an adapter, or names an adapter this build lacks.
 pub fn build(unit: &Unit, callback_base: &str) -> Result<Arc<dyn Adapter>, String> {
+    build_with(unit, callback_base, None)
+}
+
+/// [`build`] with the bus's store, which adapters that keep state need (the edXML pull
+/// transport's outbox).
+pub fn build_with(
+    unit: &Unit,
+    callback_base: &str,
+    store: Option<lienthong_core::store::Store>,
+) -> Result<Arc<dyn Adapter>, String> {
     let Reach::Adapter {
         adapter,
         endpoint,
@@ -62,6 +75,15 @@ pub fn build(unit: &Unit, callback_base: &str) -> Result<Arc<dyn Adapter>, Strin
             &callback_url,
             settings.clone(),
         ))),
+        edxml_adapter::NAME => Ok(Arc::new(edxml_adapter::EdxmlAdapter::new(
+            client,
+            endpoint,
+            &callback_url,
+            &unit.code,
+            &unit.name,
+            settings,
+            store,
+        )?)),
         other => Err(format!(
             "unit {}: unknown adapter {other:?} (this build has: {})",
             unit.code,

@@ -77,10 +77,10 @@ pub fn use_mock(s: &mut Settings, mock: &MockServer) {
             adapter, endpoint, ..
         } = &mut u.reach
         {
-            let path = if adapter == "police-rest" {
-                "police"
-            } else {
-                "bhxh"
+            let path = match adapter.as_str() {
+                "police-rest" => "police".to_string(),
+                "edxml" => format!("edxml/{}", u.code),
+                _ => "bhxh".to_string(),
             };
             *endpoint = format!("http://{}/{path}", mock.addr);
         }
@@ -413,7 +413,7 @@ pub fn record_reliability(r: Reliability) {
         .unwrap_or_default();
     rows.sort_by(|a, b| a.scenario.cmp(&b.scenario));
     let mut md = String::from(
-        "# Reliability\n\nWritten by the fault-injection tests (`tests/faults.rs`, `tests/process.rs`) each time they run; not edited by hand.\n\
+        "# Reliability\n\nWritten by the fault-injection tests (`tests/faults.rs`, `tests/process.rs`, `tests/kill_points.rs`, `tests/broker_faults.rs`) each time they run; not edited by hand.\n\
          Each scenario drives its messages through the real broker and mock agencies and counts, per message id, one terminal state\n\
          (result back at the centre, or dead-lettered with a reason); `lost` = messages without one, `duplicate effects` = agency\n\
          registrations beyond one per message; `copies` = the same message (same message id) delivered again to a unit that reads its\n\
@@ -534,4 +534,20 @@ pub fn effects_beyond(stats: &Value, police: u64, bhxh: u64) -> usize {
     let got = stats["police"]["effects"].as_u64().unwrap_or(0)
         + stats["bhxh"]["effects"].as_u64().unwrap_or(0);
     got.saturating_sub(police + bhxh) as usize
+}
+
+/// Poll the async `f` until it returns Some (panics after `secs`).
+pub async fn eventually_async<T, F, Fut>(secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out after {secs} s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

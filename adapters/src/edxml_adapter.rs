@@ -1,0 +1,299 @@
+//! edXML adapter (QCVN 102:2016) for the departments' document systems, with two transports:
+//! `push` (HTTP POST of the package to the department's system) and `pull` (the package waits
+//! in the bus's durable outbox, [`crate::outbox`], until the department's system lists, fetches
+//! and acknowledges it, as the national document-exchange axis works).
+//!
+//! Registry settings of a unit with `adapter = "edxml"`: `transport = "push" | "pull"`
+//! (default push); for pull, `on_fail = "retry" | "dead-letter"` (default retry) and
+//! `max_fetches` (default 5): what a department's `fail` acknowledgement does.
+//! The idempotency key is the package's `DocumentId`, which carries the message id
+//! ([`crate::edxml::dossier::document_id`]); push requests also carry `Idempotency-Key`.
+//! Results come back as status packages posted to the unit's callback URL (content type
+//! `application/xml`), mapped by [`crate::edxml::StatusCode::to_bus`].
+
+use async_trait::async_trait;
+use lienthong_core::store::Store;
+use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
+use serde_json::{Map, Value};
+
+use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
+use crate::edxml::{StatusCode, dossier, read, write};
+use crate::http::{failure_status, snippet, transport_error};
+use crate::outbox::Outbox;
+
+/// Registry name of this adapter.
+pub const NAME: &str = "edxml";
+
+/// Header carrying the unit's callback URL on push (a lienthong convention: where to post
+/// status packages; a department's system may ignore it and use its configured address).
+pub const CALLBACK_HEADER: &str = "X-Lienthong-Callback-Url";
+
+/// How packages reach the department.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// POST to the department's endpoint.
+    Push,
+    /// Wait in the outbox for the department to pull.
+    Pull,
+}
+
+/// The adapter for one department reached over edXML.
+pub struct EdxmlAdapter {
+    client: reqwest::Client,
+    endpoint: String,
+    callback_url: String,
+    unit_code: String,
+    unit_name: String,
+    transport: Transport,
+    outbox: Option<Outbox>,
+}
+
+impl EdxmlAdapter {
+    /// An adapter for the unit `unit_code` (`unit_name`), posting to `endpoint` (push) or
+    /// storing into `store`'s outbox (pull).
+    ///
+    /// Errors: an unknown `transport` setting, or pull without a store.
+    pub fn new(
+        client: reqwest::Client,
+        endpoint: &str,
+        callback_url: &str,
+        unit_code: &str,
+        unit_name: &str,
+        settings: &Map<String, Value>,
+        store: Option<Store>,
+    ) -> Result<Self, String> {
+        let transport = match settings.get("transport").and_then(Value::as_str) {
+            None | Some("push") => Transport::Push,
+            Some("pull") => Transport::Pull,
+            Some(other) => {
+                return Err(format!(
+                    "unit {unit_code}: edxml transport {other:?} is neither \"push\" nor \"pull\""
+                ));
+            }
+        };
+        let outbox = match (transport, store) {
+            (Transport::Pull, Some(s)) => Some(Outbox::new(s).map_err(|e| e.to_string())?),
+            (Transport::Pull, None) => {
+                return Err(format!(
+                    "unit {unit_code}: the edxml pull transport needs the bus store"
+                ));
+            }
+            (Transport::Push, _) => None,
+        };
+        Ok(EdxmlAdapter {
+            client,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            callback_url: callback_url.to_string(),
+            unit_code: unit_code.to_string(),
+            unit_name: unit_name.to_string(),
+            transport,
+            outbox,
+        })
+    }
+
+    /// The transport this unit uses.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The package for `env` to this unit; see [`build_package`].
+    pub fn package(&self, env: &Envelope) -> Result<Vec<u8>, String> {
+        build_package(env, &self.unit_code, &self.unit_name)
+    }
+
+    async fn push(&self, env: &Envelope, body: Vec<u8>) -> Outcome {
+        let op = "edXML push";
+        let res = self
+            .client
+            .post(&self.endpoint)
+            .header("Idempotency-Key", &env.message_id)
+            .header(CALLBACK_HEADER, &self.callback_url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/xml; charset=utf-8",
+            )
+            .body(body)
+            .send()
+            .await;
+        let resp = match res {
+            Ok(r) => r,
+            Err(e) => return transport_error(op, &e),
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return transport_error(op, &e),
+        };
+        if !status.is_success() {
+            let reason = read::read_bytes(&bytes)
+                .ok()
+                .and_then(|p| p.message_header.description)
+                .unwrap_or_else(|| snippet(&bytes));
+            return failure_status(op, status, &headers, reason);
+        }
+        // The department may answer with a status package (01 arrived, 02 rejected, …).
+        match read::read_bytes(&bytes) {
+            Ok(p) if p.message_header.status_code.is_some() => {
+                let code = p
+                    .message_header
+                    .status_code
+                    .clone()
+                    .unwrap_or(StatusCode(String::new()));
+                if code.0 == StatusCode::REJECTED {
+                    return Outcome::Permanent {
+                        reason: format!(
+                            "{op}: the department rejected the package (02): {}",
+                            p.message_header.description.unwrap_or_default()
+                        ),
+                    };
+                }
+                Outcome::Delivered {
+                    receipt: format!(
+                        "edXML {} {}",
+                        code.0,
+                        code.meaning().unwrap_or("(unknown code)")
+                    ),
+                }
+            }
+            _ => Outcome::Delivered {
+                receipt: format!("HTTP {}", status.as_u16()),
+            },
+        }
+    }
+}
+
+/// The package for `env` to the unit `unit_code` (`unit_name`): a document package for a
+/// forward, a status package with 13 (recall requested) for a withdrawal (7) or a stop (8),
+/// answering the forward the status was caused by.
+///
+/// Errors: another kind or status (named), or the package could not be written.
+pub fn build_package(env: &Envelope, unit_code: &str, unit_name: &str) -> Result<Vec<u8>, String> {
+    match env.kind.as_str() {
+        Kind::FORWARD => dossier::build(env, unit_code, unit_name)
+            .map_err(|e| format!("cannot build the edXML package: {e}")),
+        Kind::STATUS => {
+            let code = env
+                .status
+                .and_then(StatusCode::from_bus)
+                .filter(|c| c.0 == StatusCode::RECALL_REQUESTED)
+                .ok_or_else(|| {
+                    format!(
+                        "the edXML interface takes a dossier.status only for 7 (withdrawn) or 8 (stopped), not {:?}",
+                        env.status.map(|s| s.0)
+                    )
+                })?;
+            let date = chrono::Utc::now()
+                .with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).ok_or("offset")?)
+                .format("%Y/%m/%d")
+                .to_string();
+            let mut about = env.clone();
+            if let Some(c) = &env.causation_id {
+                about.message_id = c.clone();
+            }
+            let pkg = dossier::status_package(
+                &env.sender,
+                &dossier::document_id(&about, &date),
+                &code.0,
+                env.payload
+                    .reason
+                    .as_deref()
+                    .unwrap_or("Đề nghị thu hồi hồ sơ"),
+                "",
+            );
+            write::write(&pkg, Vec::new(), Vec::new())
+                .map(|(b, _)| b)
+                .map_err(|e| e.to_string())
+        }
+        other => Err(format!("the edXML interface has no operation for {other}")),
+    }
+}
+
+#[async_trait]
+impl Adapter for EdxmlAdapter {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn check(&self, env: &Envelope) -> Result<(), String> {
+        match env.kind.as_str() {
+            Kind::FORWARD => Ok(()),
+            Kind::STATUS
+                if matches!(
+                    env.status,
+                    Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)
+                ) =>
+            {
+                Ok(())
+            }
+            other => Err(format!(
+                "the edXML interface takes dossier.forward, and dossier.status 7 or 8; not {other} {:?}",
+                env.status.map(|s| s.0)
+            )),
+        }
+    }
+
+    async fn deliver(&self, env: &Envelope) -> Outcome {
+        let (env2, code, name) = (env.clone(), self.unit_code.clone(), self.unit_name.clone());
+        // Building base64 and XML is CPU work: off the runtime threads.
+        let built = tokio::task::spawn_blocking(move || build_package(&env2, &code, &name)).await;
+        let body = match built {
+            Ok(Ok(b)) => b,
+            Ok(Err(reason)) => return Outcome::Permanent { reason },
+            Err(e) => {
+                return Outcome::Transient {
+                    reason: format!("building the package failed: {e}"),
+                    retry_after: None,
+                };
+            }
+        };
+        match (&self.transport, &self.outbox) {
+            (Transport::Pull, Some(outbox)) => {
+                let outbox = outbox.clone();
+                let env = env.clone();
+                let unit = self.unit_code.clone();
+                let doc = read::read_bytes(&body)
+                    .ok()
+                    .and_then(|p| {
+                        p.message_header.document_id.or_else(|| {
+                            p.message_header
+                                .response_for
+                                .first()
+                                .and_then(|r| r.document_id.clone())
+                        })
+                    })
+                    .unwrap_or_default();
+                let put =
+                    tokio::task::spawn_blocking(move || outbox.put(&unit, &env, &doc, &body)).await;
+                match put {
+                    Ok(Ok(())) => Outcome::Delivered {
+                        receipt: "in the edXML outbox, waiting for the department to pull it"
+                            .into(),
+                    },
+                    Ok(Err(e)) => Outcome::Transient {
+                        reason: format!("the outbox did not take the package: {e}"),
+                        retry_after: None,
+                    },
+                    Err(e) => Outcome::Transient {
+                        reason: format!("the outbox did not take the package: {e}"),
+                        retry_after: None,
+                    },
+                }
+            }
+            _ => self.push(env, body).await,
+        }
+    }
+
+    async fn status(&self, _ma_ho_so: &str) -> Result<AgencyStatus, String> {
+        Err("edXML has no status lookup: an unknown outcome is resolved by sending again with the same DocumentId".into())
+    }
+
+    fn parse_callback(
+        &self,
+        _content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<AgencyReply, String> {
+        let pkg = read::read_bytes(body).map_err(|e| e.to_string())?;
+        dossier::reply_from_status(&pkg)
+    }
+}
