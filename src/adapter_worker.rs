@@ -300,8 +300,15 @@ impl Worker {
     }
 
     fn record_for(&self, env: &Envelope, receipt: &str) -> DeliveryRecord {
+        // Results go to the dossier's centre, or to the sender when the unit's adapter settings
+        // say `results_to = "sender"` (Tax answers the land registration office).
+        let to_sender = matches!(
+            &self.unit.reach,
+            Reach::Adapter { settings, .. }
+                if settings.get("results_to").and_then(|v| v.as_str()) == Some("sender")
+        );
         let reply_to = match self.ctx.store.origin(&env.ma_ho_so) {
-            Ok(Some(o)) => o.origin_unit,
+            Ok(Some(o)) if !to_sender => o.origin_unit,
             _ => env.sender.clone(),
         };
         DeliveryRecord {

@@ -680,7 +680,8 @@ impl Demo {
                 fwd.payload.data = Some(data);
                 self.publish(&fwd).await
             }
-            (r, Kind::RESULT) if r.contains(&"land_registration") => {
+            // Tax's answer: a payment notice (status 6, in payload.data) or a result.
+            (r, Kind::RESULT | Kind::STATUS) if r.contains(&"land_registration") => {
                 let original = self
                     .board
                     .lock()
@@ -689,7 +690,12 @@ impl Demo {
                 let Some(original) = original else {
                     return Ok(());
                 };
-                let mut result = env.payload.result.clone().unwrap_or_default();
+                let mut result = env
+                    .payload
+                    .result
+                    .clone()
+                    .or_else(|| env.payload.data.clone())
+                    .unwrap_or_default();
                 result.insert(
                     "noi_dung_xu_ly".into(),
                     json!("Đã cập nhật biến động; chuyển thông báo nộp tiền cho người sử dụng đất"),

@@ -24,6 +24,8 @@ use serde_json::{Value, json};
 const POLICE_SUBMIT: &str = include_str!("../schemas/agencies/police-residence/submit.schema.json");
 const POLICE_CANCEL: &str = include_str!("../schemas/agencies/police-residence/cancel.schema.json");
 const BHXH_XSD: &str = include_str!("../schemas/agencies/bhxh/bhxh.xsd");
+const TAX_XSD: &str = include_str!("../schemas/agencies/tax-land/tax-land.xsd");
+const TAX_NS: &str = lienthong_adapters::tax_xml::NS;
 const BHXH_NS: &str = "urn:lienthong:agency:bhxh:1";
 
 /// The modelled agencies.
@@ -36,6 +38,8 @@ pub enum Agency {
     Bhxh,
     /// A department's document system taking edXML packages (push), `/edxml/<unit code>`.
     Edxml,
+    /// Tax: the land information-transfer form (XML), `/tax`.
+    Tax,
 }
 
 /// A scripted answer: the next matching request gets this status (and Retry-After, seconds).
@@ -139,6 +143,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
                 "police-rest" => keys.insert(Agency::Police, k.clone()),
                 "bhxh-xml" => keys.insert(Agency::Bhxh, k.clone()),
                 "edxml" => edxml_keys.insert(u.code.clone(), k.clone()),
+                "tax-xml" => keys.insert(Agency::Tax, k.clone()),
                 _ => None,
             };
         }
@@ -169,6 +174,9 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
         .route("/bhxh/api/ho-so/{ma}", get(bhxh_status))
         .route("/bhxh/api/ho-so/{ma}/huy", post(bhxh_cancel))
         .route("/edxml/{unit}", post(edxml_submit))
+        .route("/tax/api/phieu-chuyen", post(tax_submit))
+        .route("/tax/api/phieu-chuyen/{ma}", get(tax_status))
+        .route("/tax/api/phieu-chuyen/{ma}/huy", post(tax_cancel))
         .route("/_mock/stats", get(stats))
         .route("/_mock/requests/{agency}/{ma}", get(requests))
         .route("/_mock/faults", post(add_fault))
@@ -398,7 +406,7 @@ fn injected_answer(a: Agency, status: u16, retry_after: Option<(u64, bool)>) -> 
     let mut r = match a {
         Agency::Police => answer(&police_error(st, code, text)),
         Agency::Bhxh if st.is_success() => answer(&bhxh_receipt(false, "", "", Some((code, text)))),
-        Agency::Bhxh | Agency::Edxml => (st, text.to_string()).into_response(),
+        Agency::Bhxh | Agency::Edxml | Agency::Tax => (st, text.to_string()).into_response(),
     };
     if let Some((s, as_date)) = retry_after {
         let text = if as_date {
@@ -538,6 +546,193 @@ async fn edxml_submit(
         m.count(a, |c| c.replays += 1);
     }
     answer(&ans)
+}
+
+fn tax_receipt(ok: bool, ma: &str, receipt: &str, err: Option<(&str, &str)>) -> Answer {
+    let mut b = lienthong_adapters::xml::Builder::new("BienNhan", TAX_NS);
+    b.text("KetQua", if ok { "THANH_CONG" } else { "LOI" })
+        .text("MaHoSo", ma);
+    if ok {
+        b.text("MaTiepNhan", receipt)
+            .text("ThoiDiemTiepNhan", &now14());
+    }
+    if let Some((c, t)) = err {
+        b.text("MaLoi", c).text("MoTaLoi", t);
+    }
+    Answer {
+        status: StatusCode::OK,
+        content_type: "application/xml; charset=utf-8",
+        body: String::from_utf8_lossy(&b.finish("BienNhan")).into_owned(),
+    }
+}
+
+/// Tax taking the land information-transfer form: validated against the Tax XSD, the
+/// `Idempotency-Key` must equal `MaThamChieu`; answers a `BienNhan`, then posts a payment notice
+/// (`ThongBaoNopTien`, amounts from `GiaTriHopDongVND`: 0.5 % registration fee and 2 % personal
+/// income tax, made-up rates of the mock) or, at the mock's refusal rate, a request for more data
+/// (`YeuCauBoSung`) to `UrlPhanHoi`.
+async fn tax_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> Response {
+    let a = Agency::Tax;
+    m.count(a, |c| c.calls += 1);
+    m.latency().await;
+    let flat = lienthong_adapters::xml::read_flat(&body, TAX_NS);
+    let ma = flat
+        .as_ref()
+        .ok()
+        .and_then(|f| f.get("MaHoSo").map(str::to_string))
+        .unwrap_or_default();
+    if let Some((s, ra)) = m.injected(a, &ma)
+        && s >= 100
+    {
+        return injected_answer(a, s, ra);
+    }
+    let lock = m.xml_lock.clone();
+    let b = body.clone();
+    let valid = tokio::task::spawn_blocking(move || {
+        let _g = lock.lock();
+        validate_tax(&b)
+    })
+    .await
+    .unwrap_or_else(|e| Err(vec![e.to_string()]));
+    if let Err(errs) = valid {
+        m.count(a, |c| c.invalid += 1);
+        return answer(&tax_receipt(
+            false,
+            &ma,
+            "",
+            Some(("E_XSD", &errs.join("; "))),
+        ));
+    }
+    let Ok(f) = flat else {
+        return answer(&tax_receipt(false, &ma, "", Some(("E_XML", "unreadable"))));
+    };
+    let Some(key) = idem_key(&headers).filter(|k| f.get("MaThamChieu") == Some(k.as_str())) else {
+        return answer(&tax_receipt(
+            false,
+            &ma,
+            "",
+            Some(("E_IDEMPOTENCY", "Idempotency-Key must equal MaThamChieu")),
+        ));
+    };
+    let receipt = format!("CT-{}", &key[key.len().saturating_sub(10)..]);
+    let claimed = m.claim_key(
+        a,
+        &key,
+        &ma,
+        &receipt,
+        json!({"xml": String::from_utf8_lossy(&body)}),
+        |owner| {
+            let text = format!("Idempotency-Key already used for dossier {owner}");
+            tax_receipt(false, &ma, "", Some(("E_IDEMPOTENCY", &text)))
+        },
+        || tax_receipt(true, &ma, &receipt, None),
+    );
+    let Some((ans, first)) = claimed else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    if first {
+        m.count(a, |c| c.effects += 1);
+        let more = rand::rng().random_bool(m.settings.refusal_rate.clamp(0.0, 1.0));
+        let today = &now14()[..8];
+        let (decided, xml) = if more {
+            let mut b = lienthong_adapters::xml::Builder::new("YeuCauBoSung", TAX_NS);
+            b.text("MaHoSo", &ma)
+                .text("MaThamChieu", &key)
+                .text("NgayYeuCau", today)
+                .text(
+                    "NoiDung",
+                    "Đề nghị bổ sung hợp đồng tặng cho có công chứng (giả lập)",
+                )
+                .text("CanBoXuLy", "Phạm Văn Thuế (giả lập)");
+            (5, b.finish("YeuCauBoSung"))
+        } else {
+            let value: u64 = f
+                .get("GiaTriHopDongVND")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100_000_000);
+            let (fee, pit) = (value / 200, value / 50);
+            let mut b = lienthong_adapters::xml::Builder::new("ThongBaoNopTien", TAX_NS);
+            b.text("MaHoSo", &ma)
+                .text("MaThamChieu", &key)
+                .text("SoThongBao", &format!("TB-{receipt}"))
+                .text("NgayThongBao", today)
+                .text("LePhiTruocBaVND", &fee.to_string())
+                .text("ThueTNCNVND", &pit.to_string())
+                .text("TongSoTienVND", &(fee + pit).to_string())
+                .text("HanNop", today)
+                .text("CanBoXuLy", "Phạm Văn Thuế (giả lập)")
+                .text(
+                    "NoiDung",
+                    "Thông báo nộp lệ phí trước bạ và thuế thu nhập cá nhân (giả lập)",
+                );
+            (6, b.finish("ThongBaoNopTien"))
+        };
+        if let Some(url) = f.get("UrlPhanHoi") {
+            m.callback_later(
+                a,
+                ma.clone(),
+                decided,
+                url.to_string(),
+                String::from_utf8_lossy(&xml).into_owned(),
+                "application/xml; charset=utf-8",
+                None,
+            );
+        }
+    } else {
+        m.count(a, |c| c.replays += 1);
+    }
+    answer(&ans)
+}
+
+async fn tax_status(State(m): State<Mock>, Path(ma): Path<String>) -> Response {
+    let found = m
+        .data
+        .lock()
+        .ok()
+        .and_then(|d| d.dossiers.get(&(Agency::Tax, ma.clone())).cloned());
+    match found {
+        Some((receipt, st)) => {
+            let mut b = lienthong_adapters::xml::Builder::new("TrangThai", TAX_NS);
+            b.text("MaHoSo", &ma)
+                .text("MaTiepNhan", &receipt)
+                .text("TrangThaiHoSo", &st.to_string());
+            answer(&Answer {
+                status: StatusCode::OK,
+                content_type: "application/xml; charset=utf-8",
+                body: String::from_utf8_lossy(&b.finish("TrangThai")).into_owned(),
+            })
+        }
+        None => answer(&Answer {
+            status: StatusCode::NOT_FOUND,
+            ..tax_receipt(
+                false,
+                &ma,
+                "",
+                Some(("E_KHONG_TIM_THAY", "Không tìm thấy hồ sơ")),
+            )
+        }),
+    }
+}
+
+async fn tax_cancel(State(m): State<Mock>, Path(ma): Path<String>) -> Response {
+    m.count(Agency::Tax, |c| c.cancels += 1);
+    let mut d = match m.data.lock() {
+        Ok(d) => d,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    match d.dossiers.get_mut(&(Agency::Tax, ma.clone())) {
+        Some((receipt, st)) => {
+            *st = 8;
+            let r = receipt.clone();
+            answer(&tax_receipt(true, &ma, &r, None))
+        }
+        None => answer(&tax_receipt(
+            false,
+            &ma,
+            "",
+            Some(("E_KHONG_TIM_THAY", "Không tìm thấy hồ sơ")),
+        )),
+    }
 }
 
 async fn police_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> Response {
@@ -709,12 +904,22 @@ async fn police_cancel(State(m): State<Mock>, Path(ma): Path<String>, body: Byte
 
 /// Validate an XML document against the BHXH XSD (libxml2). Errors are the validator's messages.
 pub fn validate_bhxh(xml: &[u8]) -> Result<(), Vec<String>> {
+    validate_xsd(BHXH_XSD, xml)
+}
+
+/// Validate an XML document against the Tax XSD (libxml2).
+pub fn validate_tax(xml: &[u8]) -> Result<(), Vec<String>> {
+    validate_xsd(TAX_XSD, xml)
+}
+
+/// Validate an XML document against `xsd` (libxml2). Errors are the validator's messages.
+pub fn validate_xsd(xsd: &str, xml: &[u8]) -> Result<(), Vec<String>> {
     use libxml::parser::Parser;
     use libxml::schemas::{SchemaParserContext, SchemaValidationContext};
     let doc = Parser::default()
         .parse_string(xml)
         .map_err(|e| vec![format!("not well-formed XML: {e:?}")])?;
-    let mut parser = SchemaParserContext::from_buffer(BHXH_XSD);
+    let mut parser = SchemaParserContext::from_buffer(xsd);
     let mut ctx = SchemaValidationContext::from_parser(&mut parser).map_err(|errs| {
         errs.iter()
             .map(|e| format!("XSD: {}", e.message.clone().unwrap_or_default()))
@@ -933,7 +1138,7 @@ async fn bhxh_cancel(State(m): State<Mock>, Path(ma): Path<String>, body: Bytes)
 async fn stats(State(m): State<Mock>) -> Response {
     let counts = m.data.lock().map(|d| d.counts.clone()).unwrap_or_default();
     let mut out = serde_json::Map::new();
-    for a in [Agency::Police, Agency::Bhxh, Agency::Edxml] {
+    for a in [Agency::Police, Agency::Bhxh, Agency::Edxml, Agency::Tax] {
         out.insert(
             format!("{a:?}").to_lowercase(),
             json!(counts.get(&a).cloned().unwrap_or_default()),
@@ -946,6 +1151,7 @@ async fn requests(State(m): State<Mock>, Path((agency, ma)): Path<(String, Strin
     let a = match agency.as_str() {
         "bhxh" => Agency::Bhxh,
         "edxml" => Agency::Edxml,
+        "tax" => Agency::Tax,
         _ => Agency::Police,
     };
     let v = m

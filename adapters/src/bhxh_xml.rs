@@ -8,7 +8,6 @@ use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
 use serde_json::{Map, Value, json};
 
 use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
-use crate::http::{failure_status, snippet, transport_error};
 use crate::mapping::{
     blob_base_of, data_str, date8, fetchable, request_type, scalars, sex_code, subject,
 };
@@ -156,68 +155,7 @@ impl BhxhXml {
     }
 
     async fn post(&self, op: &str, url: String, key: &str, body: Vec<u8>) -> Outcome {
-        let res = self
-            .client
-            .post(&url)
-            .header("Idempotency-Key", key)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/xml; charset=utf-8",
-            )
-            .body(body)
-            .send()
-            .await;
-        let resp = match res {
-            Ok(r) => r,
-            Err(e) => return transport_error(op, &e),
-        };
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => return transport_error(op, &e),
-        };
-        if !status.is_success() {
-            let reason = read_flat(&bytes, NS)
-                .ok()
-                .and_then(|f| {
-                    Some(format!(
-                        "{} {}",
-                        f.get("MaLoi")?,
-                        f.get("MoTaLoi").unwrap_or("")
-                    ))
-                })
-                .unwrap_or_else(|| snippet(&bytes));
-            return failure_status(op, status, &headers, reason);
-        }
-        let flat = match read_flat(&bytes, NS) {
-            Ok(f) if f.root == "BienNhan" => f,
-            Ok(f) => {
-                return Outcome::Permanent {
-                    reason: format!("{op}: expected <BienNhan>, got <{}>", f.root),
-                };
-            }
-            Err(e) => {
-                return Outcome::Unknown {
-                    reason: format!("{op}: HTTP {status} but the receipt is not readable: {e}"),
-                };
-            }
-        };
-        match flat.get("KetQua") {
-            Some("THANH_CONG") => Outcome::Delivered {
-                receipt: flat.get("MaTiepNhan").unwrap_or("THANH_CONG").to_string(),
-            },
-            Some("LOI") => Outcome::Permanent {
-                reason: format!(
-                    "{op}: BienNhan LOI {} {}",
-                    flat.get("MaLoi").unwrap_or("?"),
-                    flat.get("MoTaLoi").unwrap_or("")
-                ),
-            },
-            other => Outcome::Permanent {
-                reason: format!("{op}: BienNhan with unknown KetQua {other:?}"),
-            },
-        }
+        crate::xml::post_for_receipt(&self.client, op, &url, key, body, NS).await
     }
 }
 

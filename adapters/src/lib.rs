@@ -17,6 +17,7 @@ pub mod mapping;
 pub mod outbox;
 pub mod police_rest;
 pub mod retry;
+pub mod tax_xml;
 pub mod xml;
 
 use std::sync::Arc;
@@ -25,7 +26,12 @@ pub use adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
 use lienthong_core::registry::{Reach, Unit};
 
 /// Names of the adapters this build has.
-pub const ADAPTERS: [&str; 3] = [police_rest::NAME, bhxh_xml::NAME, edxml_adapter::NAME];
+pub const ADAPTERS: [&str; 4] = [
+    police_rest::NAME,
+    bhxh_xml::NAME,
+    edxml_adapter::NAME,
+    tax_xml::NAME,
+];
 
 /// Build the adapter a unit's `reach` names. `callback_base` is the bus's public base URL
 /// (e.g. `http://127.0.0.1:8480`); the agency posts results to `<base>/v1/callbacks/<unit code>`.
@@ -74,6 +80,11 @@ pub fn build_with(
             endpoint,
             &callback_url,
             settings.clone(),
+        ))),
+        tax_xml::NAME => Ok(Arc::new(tax_xml::TaxXml::new(
+            client,
+            endpoint,
+            &callback_url,
         ))),
         edxml_adapter::NAME => Ok(Arc::new(edxml_adapter::EdxmlAdapter::new(
             client,

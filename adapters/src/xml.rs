@@ -10,6 +10,9 @@ use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
+use crate::adapter::Outcome;
+use crate::http::{failure_status, snippet, transport_error};
+
 /// A flat XML document read back: root local name, child text by local name (repeated
 /// children keep the last value; `lists` keeps them all).
 #[derive(Debug, Default, Clone)]
@@ -97,6 +100,82 @@ pub fn read_flat(body: &[u8], ns: &str) -> Result<Flat, String> {
         return Err("no root element".into());
     }
     Ok(flat)
+}
+
+/// POST an XML document of the project's reference XML interfaces (BHXH, Tax) and read the
+/// synchronous `BienNhan` receipt in namespace `ns`: `KetQua` `THANH_CONG` is delivered (receipt
+/// `MaTiepNhan`), `LOI` a permanent failure with `MaLoi`/`MoTaLoi` (a 200 can still be a
+/// failure); HTTP failures and transport errors are classified as for every adapter; a 2xx whose
+/// receipt cannot be read leaves the outcome unknown. `key` is sent as `Idempotency-Key`.
+pub async fn post_for_receipt(
+    client: &reqwest::Client,
+    op: &str,
+    url: &str,
+    key: &str,
+    body: Vec<u8>,
+    ns: &str,
+) -> Outcome {
+    let res = client
+        .post(url)
+        .header("Idempotency-Key", key)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/xml; charset=utf-8",
+        )
+        .body(body)
+        .send()
+        .await;
+    let resp = match res {
+        Ok(r) => r,
+        Err(e) => return transport_error(op, &e),
+    };
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => return transport_error(op, &e),
+    };
+    if !status.is_success() {
+        let reason = read_flat(&bytes, ns)
+            .ok()
+            .and_then(|f| {
+                Some(format!(
+                    "{} {}",
+                    f.get("MaLoi")?,
+                    f.get("MoTaLoi").unwrap_or("")
+                ))
+            })
+            .unwrap_or_else(|| snippet(&bytes));
+        return failure_status(op, status, &headers, reason);
+    }
+    let flat = match read_flat(&bytes, ns) {
+        Ok(f) if f.root == "BienNhan" => f,
+        Ok(f) => {
+            return Outcome::Permanent {
+                reason: format!("{op}: expected <BienNhan>, got <{}>", f.root),
+            };
+        }
+        Err(e) => {
+            return Outcome::Unknown {
+                reason: format!("{op}: HTTP {status} but the receipt is not readable: {e}"),
+            };
+        }
+    };
+    match flat.get("KetQua") {
+        Some("THANH_CONG") => Outcome::Delivered {
+            receipt: flat.get("MaTiepNhan").unwrap_or("THANH_CONG").to_string(),
+        },
+        Some("LOI") => Outcome::Permanent {
+            reason: format!(
+                "{op}: BienNhan LOI {} {}",
+                flat.get("MaLoi").unwrap_or("?"),
+                flat.get("MoTaLoi").unwrap_or("")
+            ),
+        },
+        other => Outcome::Permanent {
+            reason: format!("{op}: BienNhan with unknown KetQua {other:?}"),
+        },
+    }
 }
 
 /// Builds a namespaced document with escaped text.

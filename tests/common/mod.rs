@@ -80,6 +80,7 @@ pub fn use_mock(s: &mut Settings, mock: &MockServer) {
             let path = match adapter.as_str() {
                 "police-rest" => "police".to_string(),
                 "edxml" => format!("edxml/{}", u.code),
+                "tax-xml" => "tax".to_string(),
                 _ => "bhxh".to_string(),
             };
             *endpoint = format!("http://{}/{path}", mock.addr);
