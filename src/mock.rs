@@ -40,6 +40,8 @@ pub enum Agency {
     Edxml,
     /// Tax: the land information-transfer form (XML), `/tax`.
     Tax,
+    /// The National Public Service Portal's sync service (DVCQG), `/dvcqg`.
+    Dvcqg,
 }
 
 /// A scripted answer: the next matching request gets this status (and Retry-After, seconds).
@@ -68,6 +70,8 @@ pub const COMMIT_TRUNCATED: u16 = 1;
 pub const COMMIT_SLOW: u16 = 2;
 /// How long a [`COMMIT_SLOW`] answer takes, ms.
 pub const SLOW_ANSWER_MS: u64 = 3_000;
+/// Fault code (DVCQG): answer HTTP 200 with `error_code` "99", a failure inside a 200.
+pub const ERROR_IN_200: u16 = 3;
 
 /// Counters per agency.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -102,6 +106,10 @@ struct Data {
     dossiers: HashMap<(Agency, String), (String, u8)>,
     requests: HashMap<(Agency, String), Vec<Value>>,
     faults: Vec<(Fault, VecDeque<u16>)>,
+    /// DVCQG: sessions handed out, dossiers by MaHoSo, progress entries.
+    dvcqg_sessions: std::collections::HashSet<String>,
+    dvcqg_dossiers: HashMap<String, Value>,
+    dvcqg_progress: Vec<Value>,
 }
 
 #[derive(Clone)]
@@ -112,6 +120,8 @@ struct Mock {
     callback_keys: Arc<HashMap<Agency, String>>,
     /// Callback keys of the units reached by the `edxml` adapter, by unit code.
     edxml_keys: Arc<HashMap<String, String>>,
+    /// DVCQG credentials (username, password, dstcode, madonvi) from the `dvcqg-sync` unit.
+    dvcqg: Arc<Option<[String; 4]>>,
     data: Arc<Mutex<Data>>,
     client: reqwest::Client,
     xml_lock: Arc<Mutex<()>>,
@@ -132,7 +142,22 @@ pub struct MockServer {
 pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
     let mut keys = HashMap::new();
     let mut edxml_keys = HashMap::new();
+    let mut dvcqg = None;
     for u in &settings.units {
+        if let Reach::Adapter {
+            adapter, settings, ..
+        } = &u.reach
+            && adapter == "dvcqg-sync"
+        {
+            let g = |k: &str| {
+                settings
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            dvcqg = Some([g("username"), g("password"), g("dstcode"), g("madonvi")]);
+        }
         if let Reach::Adapter {
             adapter,
             callback_key: Some(k),
@@ -160,6 +185,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
         police_cancel: Arc::new(compile(POLICE_CANCEL)?),
         callback_keys: Arc::new(keys),
         edxml_keys: Arc::new(edxml_keys),
+        dvcqg: Arc::new(dvcqg),
         data: Arc::default(),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -174,6 +200,10 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
         .route("/bhxh/api/ho-so/{ma}", get(bhxh_status))
         .route("/bhxh/api/ho-so/{ma}/huy", post(bhxh_cancel))
         .route("/edxml/{unit}", post(edxml_submit))
+        .route("/dvcqg/auth", post(dvcqg_auth))
+        .route("/dvcqg/integration", post(dvcqg_integration))
+        .route("/_mock/dvcqg/{ma}", get(dvcqg_view))
+        .route("/_mock/dvcqg-expire", post(dvcqg_expire))
         .route("/tax/api/phieu-chuyen", post(tax_submit))
         .route("/tax/api/phieu-chuyen/{ma}", get(tax_status))
         .route("/tax/api/phieu-chuyen/{ma}/huy", post(tax_cancel))
@@ -406,7 +436,9 @@ fn injected_answer(a: Agency, status: u16, retry_after: Option<(u64, bool)>) -> 
     let mut r = match a {
         Agency::Police => answer(&police_error(st, code, text)),
         Agency::Bhxh if st.is_success() => answer(&bhxh_receipt(false, "", "", Some((code, text)))),
-        Agency::Bhxh | Agency::Edxml | Agency::Tax => (st, text.to_string()).into_response(),
+        Agency::Bhxh | Agency::Edxml | Agency::Tax | Agency::Dvcqg => {
+            (st, text.to_string()).into_response()
+        }
     };
     if let Some((s, as_date)) = retry_after {
         let text = if as_date {
@@ -733,6 +765,204 @@ async fn tax_cancel(State(m): State<Mock>, Path(ma): Path<String>) -> Response {
             Some(("E_KHONG_TIM_THAY", "Không tìm thấy hồ sơ")),
         )),
     }
+}
+
+fn dvcqg_error(code: &str, message: &str) -> Response {
+    Json(json!({"error_code": code, "message": message})).into_response()
+}
+
+fn dvcqg_dstcode_ok(m: &Mock, headers: &HeaderMap) -> bool {
+    let want = m.dvcqg.as_ref().as_ref().map(|c| c[2].as_str());
+    headers.get("dstcode").and_then(|v| v.to_str().ok()) == want
+}
+
+/// DVCQG login: header `dstcode` and body `{"username", "password"}` as the `dvcqg-sync` unit
+/// is configured; answers `{"error_code": "00", "session"}`, or a failure inside a 200.
+async fn dvcqg_auth(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> Response {
+    m.count(Agency::Dvcqg, |c| c.calls += 1);
+    let Some(cfg) = m.dvcqg.as_ref().as_ref() else {
+        return dvcqg_error("01", "the mock has no dvcqg-sync unit configured");
+    };
+    if !dvcqg_dstcode_ok(&m, &headers) {
+        m.count(Agency::Dvcqg, |c| c.invalid += 1);
+        return dvcqg_error("01", "dstcode không hợp lệ");
+    }
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if v.get("username").and_then(Value::as_str) != Some(cfg[0].as_str())
+        || v.get("password").and_then(Value::as_str) != Some(cfg[1].as_str())
+    {
+        return dvcqg_error("01", "Sai tên đăng nhập hoặc mật khẩu");
+    }
+    let session = uuid::Uuid::now_v7().simple().to_string();
+    if let Ok(mut d) = m.data.lock() {
+        d.dvcqg_sessions.insert(session.clone());
+    }
+    Json(json!({"error_code": "00", "session": session})).into_response()
+}
+
+fn digits(v: &Value, k: &str, n: usize) -> bool {
+    v.get(k)
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.len() == n && s.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// DVCQG integration calls: `TraCuuHoSo`, `DongBoHoSoMC` (insert or update, checked against
+/// `isUpdating`), `CapNhatTienDoHoSoMC` (the dossier must exist; a repeated entry — same
+/// MaHoSo, ThoiDiemXuLy and TrangThai — is counted as a replay, not a second effect).
+async fn dvcqg_integration(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> Response {
+    let a = Agency::Dvcqg;
+    m.count(a, |c| c.calls += 1);
+    m.latency().await;
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return dvcqg_error("05", &format!("JSON không hợp lệ: {e}")),
+    };
+    let ma = v
+        .get("mahoso")
+        .and_then(Value::as_str)
+        .or_else(|| v.pointer("/data/0/MaHoSo").and_then(Value::as_str))
+        .unwrap_or("")
+        .to_string();
+    if let Some((s, ra)) = m.injected(a, &ma) {
+        if s >= 100 {
+            return injected_answer(a, s, ra);
+        }
+        if s == ERROR_IN_200 {
+            return dvcqg_error("99", "Lỗi hệ thống (giả lập)");
+        }
+    }
+    if !dvcqg_dstcode_ok(&m, &headers) {
+        m.count(a, |c| c.invalid += 1);
+        return dvcqg_error("01", "dstcode không hợp lệ");
+    }
+    let madonvi = m
+        .dvcqg
+        .as_ref()
+        .as_ref()
+        .map(|c| c[3].clone())
+        .unwrap_or_default();
+    let Ok(mut d) = m.data.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let session_ok = v
+        .get("session")
+        .and_then(Value::as_str)
+        .is_some_and(|s| d.dvcqg_sessions.contains(s));
+    if !session_ok {
+        return dvcqg_error("02", "Phiên làm việc không hợp lệ hoặc đã hết hạn");
+    }
+    if v.get("madonvi").and_then(Value::as_str) != Some(madonvi.as_str()) {
+        d.counts.entry(a).or_default().invalid += 1;
+        return dvcqg_error("03", "madonvi không hợp lệ");
+    }
+    match v.get("service").and_then(Value::as_str).unwrap_or("") {
+        "TraCuuHoSo" => {
+            let found: Vec<Value> = d.dvcqg_dossiers.get(&ma).cloned().into_iter().collect();
+            Json(json!({"error_code": "00", "result": found})).into_response()
+        }
+        "DongBoHoSoMC" => {
+            let updating = match v.get("isUpdating").and_then(Value::as_str) {
+                Some("True") => true,
+                Some("False") => false,
+                _ => return dvcqg_error("05", "isUpdating phải là \"True\" hoặc \"False\""),
+            };
+            let Some(items) = v.get("data").and_then(Value::as_array) else {
+                return dvcqg_error("05", "thiếu data");
+            };
+            for it in items {
+                let ok = it
+                    .get("MaHoSo")
+                    .and_then(Value::as_str)
+                    .is_some_and(|x| !x.is_empty())
+                    && it
+                        .get("MaTTHC")
+                        .and_then(Value::as_str)
+                        .is_some_and(|x| !x.is_empty())
+                    && digits(it, "NgayTiepNhan", 14)
+                    && it
+                        .get("TrangThaiHoSo")
+                        .and_then(Value::as_str)
+                        .and_then(|x| x.parse::<u8>().ok())
+                        .is_some_and(|x| (1..=10).contains(&x))
+                    && it.get("TaiLieuNop").is_some_and(Value::is_array);
+                if !ok {
+                    d.counts.entry(a).or_default().invalid += 1;
+                    return dvcqg_error(
+                        "05",
+                        "hồ sơ thiếu MaHoSo, MaTTHC, NgayTiepNhan (yyyyMMddHHmmss), TrangThaiHoSo (1–10) hoặc TaiLieuNop",
+                    );
+                }
+                let key = it["MaHoSo"].as_str().unwrap_or("").to_string();
+                let exists = d.dvcqg_dossiers.contains_key(&key);
+                if exists != updating {
+                    return dvcqg_error(
+                        "04",
+                        if exists {
+                            "Hồ sơ đã tồn tại (isUpdating phải là True)"
+                        } else {
+                            "Không tìm thấy hồ sơ để cập nhật"
+                        },
+                    );
+                }
+                d.dvcqg_dossiers.insert(key, it.clone());
+            }
+            Json(json!({"error_code": "00"})).into_response()
+        }
+        "CapNhatTienDoHoSoMC" => {
+            let Some(items) = v.get("data").and_then(Value::as_array).cloned() else {
+                return dvcqg_error("05", "thiếu data");
+            };
+            for it in items {
+                let key = it
+                    .get("MaHoSo")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                if !d.dvcqg_dossiers.contains_key(&key) {
+                    return dvcqg_error("04", "Không tìm thấy hồ sơ");
+                }
+                if !digits(&it, "ThoiDiemXuLy", 14) || it.get("TrangThai").is_none() {
+                    d.counts.entry(a).or_default().invalid += 1;
+                    return dvcqg_error("05", "thiếu ThoiDiemXuLy (yyyyMMddHHmmss) hoặc TrangThai");
+                }
+                let same = |p: &Value| {
+                    p["MaHoSo"] == it["MaHoSo"]
+                        && p["ThoiDiemXuLy"] == it["ThoiDiemXuLy"]
+                        && p["TrangThai"] == it["TrangThai"]
+                };
+                if d.dvcqg_progress.iter().any(same) {
+                    d.counts.entry(a).or_default().replays += 1;
+                } else {
+                    d.dvcqg_progress.push(it);
+                    d.counts.entry(a).or_default().effects += 1;
+                }
+            }
+            Json(json!({"error_code": "00"})).into_response()
+        }
+        other => dvcqg_error("05", &format!("service không hỗ trợ: {other}")),
+    }
+}
+
+/// What the mock portal holds for a dossier: `{"dossier", "progress": [...]}`.
+async fn dvcqg_view(State(m): State<Mock>, Path(ma): Path<String>) -> Response {
+    let Ok(d) = m.data.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let progress: Vec<Value> = d
+        .dvcqg_progress
+        .iter()
+        .filter(|p| p["MaHoSo"] == ma.as_str())
+        .cloned()
+        .collect();
+    Json(json!({"dossier": d.dvcqg_dossiers.get(&ma), "progress": progress})).into_response()
+}
+
+/// Forget every DVCQG session (as when they expire).
+async fn dvcqg_expire(State(m): State<Mock>) -> Response {
+    if let Ok(mut d) = m.data.lock() {
+        d.dvcqg_sessions.clear();
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn police_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> Response {
@@ -1138,7 +1368,13 @@ async fn bhxh_cancel(State(m): State<Mock>, Path(ma): Path<String>, body: Bytes)
 async fn stats(State(m): State<Mock>) -> Response {
     let counts = m.data.lock().map(|d| d.counts.clone()).unwrap_or_default();
     let mut out = serde_json::Map::new();
-    for a in [Agency::Police, Agency::Bhxh, Agency::Edxml, Agency::Tax] {
+    for a in [
+        Agency::Police,
+        Agency::Bhxh,
+        Agency::Edxml,
+        Agency::Tax,
+        Agency::Dvcqg,
+    ] {
         out.insert(
             format!("{a:?}").to_lowercase(),
             json!(counts.get(&a).cloned().unwrap_or_default()),

@@ -10,6 +10,7 @@
 pub mod adapter;
 pub mod bhxh_xml;
 pub mod deliveries;
+pub mod dvcqg;
 pub mod edxml;
 pub mod edxml_adapter;
 pub mod http;
@@ -26,7 +27,8 @@ pub use adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
 use lienthong_core::registry::{Reach, Unit};
 
 /// Names of the adapters this build has.
-pub const ADAPTERS: [&str; 4] = [
+pub const ADAPTERS: [&str; 5] = [
+    dvcqg::NAME,
     police_rest::NAME,
     bhxh_xml::NAME,
     edxml_adapter::NAME,
@@ -81,6 +83,7 @@ pub fn build_with(
             &callback_url,
             settings.clone(),
         ))),
+        dvcqg::NAME => Ok(Arc::new(dvcqg::Dvcqg::new(client, endpoint, settings))),
         tax_xml::NAME => Ok(Arc::new(tax_xml::TaxXml::new(
             client,
             endpoint,

@@ -259,6 +259,9 @@ pub enum UnitKind {
     Office,
     /// A People's Committee (UBND) at any level.
     Committee,
+    /// The National Public Service Portal (DVCQG): dossiers' progress is synchronised to it; the
+    /// router never routes a dossier to it.
+    Portal,
 }
 
 /// How the bus reaches a unit.
