@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 const POLICE_SUBMIT: &str = include_str!("../schemas/agencies/police-residence/submit.schema.json");
 const POLICE_CANCEL: &str = include_str!("../schemas/agencies/police-residence/cancel.schema.json");
+const CUSTOMS_SUBMIT: &str = include_str!("../schemas/agencies/customs/submit.schema.json");
 const BHXH_XSD: &str = include_str!("../schemas/agencies/bhxh/bhxh.xsd");
 const TAX_XSD: &str = include_str!("../schemas/agencies/tax-land/tax-land.xsd");
 const TAX_NS: &str = lienthong_adapters::tax_xml::NS;
@@ -42,6 +43,8 @@ pub enum Agency {
     Tax,
     /// The National Public Service Portal's sync service (DVCQG), `/dvcqg`.
     Dvcqg,
+    /// Customs (REST/JSON, synthetic procedure), `/customs`.
+    Customs,
 }
 
 /// A scripted answer: the next matching request gets this status (and Retry-After, seconds).
@@ -117,6 +120,7 @@ struct Mock {
     settings: MockSettings,
     police_submit: Arc<jsonschema::Validator>,
     police_cancel: Arc<jsonschema::Validator>,
+    customs_submit: Arc<jsonschema::Validator>,
     callback_keys: Arc<HashMap<Agency, String>>,
     /// Callback keys of the units reached by the `edxml` adapter, by unit code.
     edxml_keys: Arc<HashMap<String, String>>,
@@ -169,6 +173,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
                 "bhxh-xml" => keys.insert(Agency::Bhxh, k.clone()),
                 "edxml" => edxml_keys.insert(u.code.clone(), k.clone()),
                 "tax-xml" => keys.insert(Agency::Tax, k.clone()),
+                "customs-rest" => keys.insert(Agency::Customs, k.clone()),
                 _ => None,
             };
         }
@@ -183,6 +188,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
         settings: settings.mock.clone(),
         police_submit: Arc::new(compile(POLICE_SUBMIT)?),
         police_cancel: Arc::new(compile(POLICE_CANCEL)?),
+        customs_submit: Arc::new(compile(CUSTOMS_SUBMIT)?),
         callback_keys: Arc::new(keys),
         edxml_keys: Arc::new(edxml_keys),
         dvcqg: Arc::new(dvcqg),
@@ -200,6 +206,8 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
         .route("/bhxh/api/ho-so/{ma}", get(bhxh_status))
         .route("/bhxh/api/ho-so/{ma}/huy", post(bhxh_cancel))
         .route("/edxml/{unit}", post(edxml_submit))
+        .route("/customs/v1/xac-nhan-to-khai", post(customs_submit))
+        .route("/customs/v1/xac-nhan-to-khai/{ma}", get(customs_status))
         .route("/dvcqg/auth", post(dvcqg_auth))
         .route("/dvcqg/integration", post(dvcqg_integration))
         .route("/_mock/dvcqg/{ma}", get(dvcqg_view))
@@ -434,7 +442,7 @@ fn injected_answer(a: Agency, status: u16, retry_after: Option<(u64, bool)>) -> 
         ("E_DU_LIEU", "Dữ liệu hồ sơ không hợp lệ (lỗi giả lập)")
     };
     let mut r = match a {
-        Agency::Police => answer(&police_error(st, code, text)),
+        Agency::Police | Agency::Customs => answer(&police_error(st, code, text)),
         Agency::Bhxh if st.is_success() => answer(&bhxh_receipt(false, "", "", Some((code, text)))),
         Agency::Bhxh | Agency::Edxml | Agency::Tax | Agency::Dvcqg => {
             (st, text.to_string()).into_response()
@@ -763,6 +771,126 @@ async fn tax_cancel(State(m): State<Mock>, Path(ma): Path<String>) -> Response {
             &ma,
             "",
             Some(("E_KHONG_TIM_THAY", "Không tìm thấy hồ sơ")),
+        )),
+    }
+}
+
+/// Customs confirming an import declaration (synthetic procedure): the body is validated
+/// against `schemas/agencies/customs/submit.schema.json`, `Idempotency-Key` must equal
+/// `MaThamChieu`; answers 202 `{MaTiepNhan}`, then posts the result (status 9, or 3 at the
+/// refusal rate) to `UrlPhanHoi`.
+async fn customs_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> Response {
+    let a = Agency::Customs;
+    m.count(a, |c| c.calls += 1);
+    m.latency().await;
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            m.count(a, |c| c.invalid += 1);
+            return answer(&police_error(
+                StatusCode::BAD_REQUEST,
+                "E_JSON",
+                &e.to_string(),
+            ));
+        }
+    };
+    let ma = v
+        .get("MaHoSo")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if let Some((s, ra)) = m.injected(a, &ma)
+        && s >= 100
+    {
+        return injected_answer(a, s, ra);
+    }
+    let errors: Vec<String> = m
+        .customs_submit
+        .iter_errors(&v)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    if !errors.is_empty() {
+        m.count(a, |c| c.invalid += 1);
+        return answer(&police_error(
+            StatusCode::BAD_REQUEST,
+            "E_SCHEMA",
+            &errors.join("; "),
+        ));
+    }
+    let Some(key) = idem_key(&headers).filter(|k| v["MaThamChieu"].as_str() == Some(k.as_str()))
+    else {
+        return answer(&police_error(
+            StatusCode::BAD_REQUEST,
+            "E_IDEMPOTENCY",
+            "Idempotency-Key must equal MaThamChieu",
+        ));
+    };
+    let receipt = format!("HQ.H48.{}", &key[key.len().saturating_sub(12)..]);
+    let claimed = m.claim_key(
+        a,
+        &key,
+        &ma,
+        &receipt,
+        v.clone(),
+        |owner| {
+            police_error(
+                StatusCode::CONFLICT,
+                "E_IDEMPOTENCY",
+                &format!("Idempotency-Key already used for dossier {owner}"),
+            )
+        },
+        || Answer {
+            status: StatusCode::ACCEPTED,
+            content_type: "application/json",
+            body: json!({"MaHoSo": ma, "MaTiepNhan": receipt, "ThoiDiemTiepNhan": now14()})
+                .to_string(),
+        },
+    );
+    let Some((ans, first)) = claimed else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    if first {
+        m.count(a, |c| c.effects += 1);
+        let refused = rand::rng().random_bool(m.settings.refusal_rate.clamp(0.0, 1.0));
+        let cb = if refused {
+            json!({"MaHoSo": ma, "MaThamChieu": key, "MaTiepNhan": receipt, "TrangThaiHoSo": 3,
+                   "LyDo": "Không tìm thấy tờ khai hải quan (giả lập)", "NguoiXuLy": "Cán bộ Hải quan (giả lập)"})
+        } else {
+            json!({"MaHoSo": ma, "MaThamChieu": key, "MaTiepNhan": receipt, "TrangThaiHoSo": 9,
+                   "KetQua": {"XacNhan": true, "SoToKhai": v["SoToKhai"], "TrangThaiToKhai": "Đã thông quan", "NgayXacNhan": &now14()[..8]},
+                   "NguoiXuLy": "Trương Văn Hải (giả lập)"})
+        };
+        if let Some(url) = v.get("UrlPhanHoi").and_then(Value::as_str) {
+            m.callback_later(
+                a,
+                ma.clone(),
+                if refused { 3 } else { 9 },
+                url.to_string(),
+                cb.to_string(),
+                "application/json",
+                None,
+            );
+        }
+    } else {
+        m.count(a, |c| c.replays += 1);
+    }
+    answer(&ans)
+}
+
+async fn customs_status(State(m): State<Mock>, Path(ma): Path<String>) -> Response {
+    let found = m
+        .data
+        .lock()
+        .ok()
+        .and_then(|d| d.dossiers.get(&(Agency::Customs, ma.clone())).cloned());
+    match found {
+        Some((receipt, st)) => {
+            Json(json!({"MaHoSo": ma, "MaTiepNhan": receipt, "TrangThaiHoSo": st})).into_response()
+        }
+        None => answer(&police_error(
+            StatusCode::NOT_FOUND,
+            "E_KHONG_TIM_THAY",
+            "Không tìm thấy hồ sơ",
         )),
     }
 }
@@ -1374,6 +1502,7 @@ async fn stats(State(m): State<Mock>) -> Response {
         Agency::Edxml,
         Agency::Tax,
         Agency::Dvcqg,
+        Agency::Customs,
     ] {
         out.insert(
             format!("{a:?}").to_lowercase(),
@@ -1388,6 +1517,7 @@ async fn requests(State(m): State<Mock>, Path((agency, ma)): Path<(String, Strin
         "bhxh" => Agency::Bhxh,
         "edxml" => Agency::Edxml,
         "tax" => Agency::Tax,
+        "customs" => Agency::Customs,
         _ => Agency::Police,
     };
     let v = m

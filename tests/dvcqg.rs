@@ -11,7 +11,9 @@ use lienthong_core::envelope::{Envelope, TrangThaiHoSo};
 use lienthong_core::registry::{DEFAULT_CONFIG, Reach, Settings};
 use serde_json::Value;
 
-async fn portal(change: impl FnOnce(&mut serde_json::Map<String, Value>)) -> (
+async fn portal(
+    change: impl FnOnce(&mut serde_json::Map<String, Value>),
+) -> (
     std::sync::Arc<dyn Adapter>,
     lienthong::mock::MockServer,
     String,
@@ -128,7 +130,10 @@ async fn a_failure_inside_a_200_an_expired_session_bad_credentials_and_a_503() {
     );
     assert!(view(&url, &env.ma_ho_so).await["dossier"].is_null());
     // An expired session: logged in again transparently.
-    assert!(matches!(adapter.deliver(&env).await, Outcome::Delivered { .. }));
+    assert!(matches!(
+        adapter.deliver(&env).await,
+        Outcome::Delivered { .. }
+    ));
     http.post(format!("{url}/_mock/dvcqg-expire"))
         .send()
         .await

@@ -82,6 +82,75 @@ pub fn failure_status(
     }
 }
 
+/// POST a JSON document of the project's reference REST interfaces (Police, Customs) with
+/// `Idempotency-Key: key`: a 2xx with `MaTiepNhan` is delivered (its receipt); a 2xx without it
+/// is a permanent failure, an unreadable 2xx leaves the outcome unknown; an HTTP failure carries
+/// the agency's `MaLoi`/`MoTaLoi` and is transient or permanent by status.
+pub async fn post_json_for_receipt(
+    client: &reqwest::Client,
+    op: &str,
+    url: &str,
+    key: &str,
+    body: &serde_json::Value,
+) -> Outcome {
+    use serde_json::Value;
+    let res = client
+        .post(url)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await;
+    let resp = match res {
+        Ok(r) => r,
+        Err(e) => return transport_error(op, &e),
+    };
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => return transport_error(op, &e),
+    };
+    if status.is_success() {
+        let v: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                return Outcome::Unknown {
+                    reason: format!(
+                        "{op}: HTTP {status} but the body is not readable JSON ({e}): {}",
+                        snippet(&bytes)
+                    ),
+                };
+            }
+        };
+        let receipt = v
+            .get("MaTiepNhan")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        return match receipt {
+            Some(r) => Outcome::Delivered { receipt: r },
+            None => Outcome::Permanent {
+                reason: format!(
+                    "{op}: HTTP {status} without MaTiepNhan: {}",
+                    snippet(&bytes)
+                ),
+            },
+        };
+    }
+    let reason = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| {
+            let code = v.get("MaLoi")?.as_str()?.to_string();
+            let text = v
+                .get("MoTaLoi")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            Some(format!("{code} {text}"))
+        })
+        .unwrap_or_else(|| snippet(&bytes));
+    failure_status(op, status, &headers, reason)
+}
+
 /// First 300 characters of a body, for reasons.
 pub fn snippet(body: &[u8]) -> String {
     let s = String::from_utf8_lossy(body);

@@ -9,6 +9,7 @@
 
 pub mod adapter;
 pub mod bhxh_xml;
+pub mod customs_rest;
 pub mod deliveries;
 pub mod dvcqg;
 pub mod edxml;
@@ -27,7 +28,8 @@ pub use adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
 use lienthong_core::registry::{Reach, Unit};
 
 /// Names of the adapters this build has.
-pub const ADAPTERS: [&str; 5] = [
+pub const ADAPTERS: [&str; 6] = [
+    customs_rest::NAME,
     dvcqg::NAME,
     police_rest::NAME,
     bhxh_xml::NAME,
@@ -82,6 +84,11 @@ pub fn build_with(
             endpoint,
             &callback_url,
             settings.clone(),
+        ))),
+        customs_rest::NAME => Ok(Arc::new(customs_rest::CustomsRest::new(
+            client,
+            endpoint,
+            &callback_url,
         ))),
         dvcqg::NAME => Ok(Arc::new(dvcqg::Dvcqg::new(client, endpoint, settings))),
         tax_xml::NAME => Ok(Arc::new(tax_xml::TaxXml::new(

@@ -99,3 +99,19 @@ mod tests {
         assert_eq!(sex_code(Some("x")), None);
     }
 }
+
+/// A DVCQG-style PascalCase field name in the bus's snake_case (`SoToKhai` → `so_to_khai`).
+pub fn snake(pascal: &str) -> String {
+    let mut out = String::with_capacity(pascal.len() + 4);
+    for (i, c) in pascal.chars().enumerate() {
+        if c.is_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -8,7 +8,6 @@ use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
 use serde_json::{Map, Value, json};
 
 use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
-use crate::http::{failure_status, snippet, transport_error};
 use crate::mapping::{blob_base_of, data_str, date8, fetchable, request_type, sex_code, subject};
 
 /// Registry name of this adapter.
@@ -121,62 +120,7 @@ impl PoliceRest {
     }
 
     async fn post(&self, op: &str, url: String, key: &str, body: &Value) -> Outcome {
-        let res = self
-            .client
-            .post(&url)
-            .header("Idempotency-Key", key)
-            .json(body)
-            .send()
-            .await;
-        let resp = match res {
-            Ok(r) => r,
-            Err(e) => return transport_error(op, &e),
-        };
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => return transport_error(op, &e),
-        };
-        if status.is_success() {
-            let v: Value = match serde_json::from_slice(&bytes) {
-                Ok(v) => v,
-                Err(e) => {
-                    return Outcome::Unknown {
-                        reason: format!(
-                            "{op}: HTTP {status} but the body is not readable JSON ({e}): {}",
-                            snippet(&bytes)
-                        ),
-                    };
-                }
-            };
-            let receipt = v
-                .get("MaTiepNhan")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            return match receipt {
-                Some(r) => Outcome::Delivered { receipt: r },
-                None => Outcome::Permanent {
-                    reason: format!(
-                        "{op}: HTTP {status} without MaTiepNhan: {}",
-                        snippet(&bytes)
-                    ),
-                },
-            };
-        }
-        let reason = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| {
-                let code = v.get("MaLoi")?.as_str()?.to_string();
-                let text = v
-                    .get("MoTaLoi")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                Some(format!("{code} {text}"))
-            })
-            .unwrap_or_else(|| snippet(&bytes));
-        failure_status(op, status, &headers, reason)
+        crate::http::post_json_for_receipt(&self.client, op, &url, key, body).await
     }
 }
 

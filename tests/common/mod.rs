@@ -33,7 +33,8 @@ pub fn settings(name: &str) -> (Settings, PathBuf) {
     let mut s = Settings::from_toml(DEFAULT_CONFIG, false).expect("shipped config");
     // Only the units the tests use (each unit is a quorum queue per test, and the tests run
     // in parallel against one broker).
-    const KEEP: [&str; 9] = [
+    const KEEP: [&str; 10] = [
+        "HQ.H48",
         SON_HA,
         SON_HA_CIVIL,
         "000.20.61.H48",
@@ -81,6 +82,7 @@ pub fn use_mock(s: &mut Settings, mock: &MockServer) {
                 "police-rest" => "police".to_string(),
                 "edxml" => format!("edxml/{}", u.code),
                 "tax-xml" => "tax".to_string(),
+                "customs-rest" => "customs".to_string(),
                 _ => "bhxh".to_string(),
             };
             *endpoint = format!("http://{}/{path}", mock.addr);
