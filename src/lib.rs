@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod adapter_worker;
+pub mod check;
 pub mod consume;
 pub mod context;
 pub mod demo;

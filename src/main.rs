@@ -71,6 +71,16 @@ enum Command {
     },
     /// Run the bus on the sample dossiers and watch every dossier travel and come back.
     Demo(lienthong::demo::DemoArgs),
+    /// Test every configured connection (the letter's trial run): configuration, endpoint
+    /// reachable, TLS handshake and certificate dates, the adapter's test call with the bus's
+    /// credentials. Prints a table; exits 1 if any step fails.
+    Check {
+        /// Only these units (codes). Default: every unit reached by an adapter.
+        units: Vec<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// edXML (QCVN 102:2016) packages: inspect one, or build one from an envelope.
     Edxml {
         #[command(subcommand)]
@@ -429,6 +439,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => lienthong::demo::run(settings, cli.config, args).await,
+        Command::Check { units, json } => {
+            let rows = lienthong::check::check(&settings, &units).await?;
+            Ok(lienthong::check::report(&rows, json))
+        }
         Command::Edxml { action } => Ok(match action {
             EdxmlAction::Inspect {
                 file,

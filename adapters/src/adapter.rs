@@ -68,6 +68,9 @@ pub struct AgencyReply {
     pub officer: Option<String>,
 }
 
+/// The dossier code `lienthong check` looks up: shaped like a code, issued by no centre.
+pub const PROBE_MA_HO_SO: &str = "LIENTHONG-CHECK-000101-0000";
+
 /// An agency adapter. Implementations are stateless apart from their HTTP client; the
 /// idempotency key of every call is the envelope's `message_id`.
 #[async_trait]
@@ -86,6 +89,13 @@ pub trait Adapter: Send + Sync {
 
     /// Look the dossier up at the agency.
     async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String>;
+
+    /// A harmless test call for `lienthong check` (the letter's trial run of the connections):
+    /// typically a status lookup of a dossier that cannot exist, whose answer must be the
+    /// reference format's "not found". Default: none.
+    async fn probe(&self) -> crate::http::Probe {
+        crate::http::Probe::NotSupported("this interface has no test call".into())
+    }
 
     /// Read a callback body (the agency's result) into bus terms. Errors say what is wrong with it.
     fn parse_callback(

@@ -13,6 +13,9 @@ use crate::mapping::{
 };
 use crate::xml::{Builder, read_flat};
 
+/// Path of the status lookup under the endpoint (the test call of `lienthong check`).
+const PROBE_PATH: &str = "/api/ho-so";
+
 /// Registry name of this adapter.
 pub const NAME: &str = "bhxh-xml";
 
@@ -215,6 +218,26 @@ impl Adapter for BhxhXml {
                 reason: format!("the BHXH interface has no operation for a {other} message"),
             },
         }
+    }
+
+    async fn probe(&self) -> crate::http::Probe {
+        let url = format!(
+            "{}{}/{}",
+            self.endpoint,
+            PROBE_PATH,
+            crate::adapter::PROBE_MA_HO_SO
+        );
+        crate::http::probe_get(&self.client, &url, |_, body| {
+            let f = read_flat(body, NS)?;
+            match f.get("MaLoi") {
+                Some(code) => Ok(format!(
+                    "status lookup of an unknown dossier answered <{}> {code}, as the reference format says",
+                    f.root
+                )),
+                None => Err(format!("expected an error with MaLoi, got <{}>", f.root)),
+            }
+        })
+        .await
     }
 
     async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String> {

@@ -296,6 +296,15 @@ impl Adapter for Dvcqg {
         }
     }
 
+    async fn probe(&self) -> crate::http::Probe {
+        match self.session(true).await {
+            Ok(_) => crate::http::Probe::Passed(
+                "logged in with dstcode, username and password (session obtained)".into(),
+            ),
+            Err(o) => crate::http::Probe::Failed(format!("login: {o:?}")),
+        }
+    }
+
     async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String> {
         let mut f = Map::new();
         f.insert("mahoso".into(), json!(ma_ho_so));

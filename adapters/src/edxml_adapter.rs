@@ -284,6 +284,18 @@ impl Adapter for EdxmlAdapter {
         }
     }
 
+    async fn probe(&self) -> crate::http::Probe {
+        match self.transport {
+            Transport::Push => crate::http::Probe::NotSupported(
+                "edXML push has no harmless test call: reachability and TLS were checked".into(),
+            ),
+            Transport::Pull => crate::http::Probe::Passed(
+                "pull: the department's system calls the bus (GET /v1/edxml/<unit>/packages)"
+                    .into(),
+            ),
+        }
+    }
+
     async fn status(&self, _ma_ho_so: &str) -> Result<AgencyStatus, String> {
         Err("edXML has no status lookup: an unknown outcome is resolved by sending again with the same DocumentId".into())
     }

@@ -9,13 +9,175 @@ use reqwest::header::HeaderMap;
 
 use crate::adapter::Outcome;
 
-/// A client with the unit's timeout (ms) for the whole request.
-pub fn client(timeout_ms: u64) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+/// A client with the unit's timeout (ms) for the whole request and default connection options.
+pub fn client(timeout_ms: u64) -> Result<reqwest::Client, String> {
+    client_for(timeout_ms, &ConnectionOptions::default())
+}
+
+/// How an adapter authenticates to its agency.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthKind {
+    /// No credentials (the agency trusts the network or mTLS).
+    #[default]
+    None,
+    /// A static key in a header (`api_key_header`, default `X-API-Key`).
+    ApiKey,
+    /// A provincial integration platform (LGSP): `AppName`, `AccessKey`, `SecretKey` and
+    /// `PartnerCode` headers (DOMAIN.md §2 names the four credentials; how they are sent is not
+    /// documented there: the header names are an unverified assumption, configurable later).
+    Lgsp,
+    /// OAuth2 client credentials: not implemented yet; configuring it is an error at startup.
+    Oauth2ClientCredentials,
+}
+
+/// Connection options of an HTTP adapter: `[units.reach.settings.connection]`. Secrets may be
+/// written `env:NAME` to read them from the environment variable `NAME`.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionOptions {
+    /// Authentication.
+    #[serde(default)]
+    pub auth: AuthKind,
+    /// Header of the API key (default `X-API-Key`).
+    pub api_key_header: Option<String>,
+    /// The API key.
+    pub api_key: Option<String>,
+    /// LGSP `AppName`.
+    pub lgsp_app_name: Option<String>,
+    /// LGSP `AccessKey`.
+    pub lgsp_access_key: Option<String>,
+    /// LGSP `SecretKey`.
+    pub lgsp_secret_key: Option<String>,
+    /// LGSP `PartnerCode`.
+    pub lgsp_partner_code: Option<String>,
+    /// PEM file of the CA certificates to trust for this agency **instead of** the system's
+    /// roots (an agency's private CA). There is no option to accept invalid certificates.
+    pub ca_bundle: Option<String>,
+    /// PEM file of the client certificate chain (mTLS); needs `client_key`.
+    pub client_cert: Option<String>,
+    /// PEM file of the client private key (mTLS).
+    pub client_key: Option<String>,
+    /// Time to establish the TCP and TLS connection, ms (default min(timeout, 5000)).
+    pub connect_timeout_ms: Option<u64>,
+    /// Longest stall between two reads of the answer, ms (default: the total timeout).
+    pub read_timeout_ms: Option<u64>,
+}
+
+/// `env:NAME` → the variable's value; anything else as is.
+fn secret(v: &Option<String>, what: &str) -> Result<Option<String>, String> {
+    match v.as_deref() {
+        Some(s) if s.starts_with("env:") => std::env::var(&s[4..])
+            .map(Some)
+            .map_err(|_| format!("{what}: environment variable {} is not set", &s[4..])),
+        other => Ok(other.map(str::to_string)),
+    }
+}
+
+impl ConnectionOptions {
+    /// Read `settings.connection` (absent: defaults). Errors name the bad field.
+    pub fn from_settings(
+        settings: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ConnectionOptions, String> {
+        match settings.get("connection") {
+            None => Ok(ConnectionOptions::default()),
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| format!("connection: {e}")),
+        }
+    }
+
+    /// The headers every request carries for this authentication.
+    pub fn auth_headers(&self) -> Result<HeaderMap, String> {
+        let mut h = HeaderMap::new();
+        let mut put = |name: &str, value: Option<String>, what: &str| -> Result<(), String> {
+            let v = value.ok_or_else(|| format!("connection: auth needs {what}"))?;
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| format!("connection: header name {name:?}: {e}"))?;
+            let mut value = reqwest::header::HeaderValue::from_str(&v)
+                .map_err(|e| format!("connection: {what}: {e}"))?;
+            value.set_sensitive(true);
+            h.insert(name, value);
+            Ok(())
+        };
+        match self.auth {
+            AuthKind::None => {}
+            AuthKind::ApiKey => put(
+                self.api_key_header.as_deref().unwrap_or("X-API-Key"),
+                secret(&self.api_key, "api_key")?,
+                "api_key",
+            )?,
+            AuthKind::Lgsp => {
+                put(
+                    "AppName",
+                    secret(&self.lgsp_app_name, "lgsp_app_name")?,
+                    "lgsp_app_name",
+                )?;
+                put(
+                    "AccessKey",
+                    secret(&self.lgsp_access_key, "lgsp_access_key")?,
+                    "lgsp_access_key",
+                )?;
+                put(
+                    "SecretKey",
+                    secret(&self.lgsp_secret_key, "lgsp_secret_key")?,
+                    "lgsp_secret_key",
+                )?;
+                put(
+                    "PartnerCode",
+                    secret(&self.lgsp_partner_code, "lgsp_partner_code")?,
+                    "lgsp_partner_code",
+                )?;
+            }
+            AuthKind::Oauth2ClientCredentials => {
+                return Err(
+                    "connection: auth = \"oauth2_client_credentials\" is not implemented yet"
+                        .into(),
+                );
+            }
+        }
+        Ok(h)
+    }
+}
+
+/// A client for one agency: total timeout `timeout_ms`, connect and per-read stall timeouts,
+/// the agency's CA bundle (instead of the system roots) and client certificate, its
+/// authentication headers, and **no redirects followed** (a redirect answer is reported as a
+/// configuration error naming the new location; see [`failure_status`]).
+///
+/// Errors: unreadable PEM files, an incomplete mTLS pair, missing credentials.
+pub fn client_for(timeout_ms: u64, c: &ConnectionOptions) -> Result<reqwest::Client, String> {
+    let read = |p: &str| std::fs::read(p).map_err(|e| format!("connection: {p}: {e}"));
+    let mut b = reqwest::Client::builder()
         .timeout(Duration::from_millis(timeout_ms))
-        .connect_timeout(Duration::from_millis(timeout_ms.min(5_000)))
-        .user_agent(concat!("lienthong/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .connect_timeout(Duration::from_millis(
+            c.connect_timeout_ms.unwrap_or(timeout_ms.min(5_000)),
+        ))
+        .read_timeout(Duration::from_millis(
+            c.read_timeout_ms.unwrap_or(timeout_ms),
+        ))
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(c.auth_headers()?)
+        .user_agent(concat!("lienthong/", env!("CARGO_PKG_VERSION")));
+    if let Some(p) = &c.ca_bundle {
+        let certs = reqwest::Certificate::from_pem_bundle(&read(p)?)
+            .map_err(|e| format!("connection: ca_bundle {p}: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!("connection: ca_bundle {p} holds no certificate"));
+        }
+        b = b.tls_certs_only(certs);
+    }
+    match (&c.client_cert, &c.client_key) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read(cert)?;
+            pem.extend_from_slice(b"\n");
+            pem.extend_from_slice(&read(key)?);
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| format!("connection: client_cert/client_key: {e}"))?;
+            b = b.identity(id);
+        }
+        (None, None) => {}
+        _ => return Err("connection: mTLS needs both client_cert and client_key".into()),
+    }
+    b.build().map_err(|e| format!("HTTP client: {e}"))
 }
 
 /// Whether a status is a transient failure (408, 425, 429, 5xx).
@@ -70,6 +232,31 @@ pub fn failure_status(
     headers: &HeaderMap,
     reason: String,
 ) -> Outcome {
+    if status.is_redirection() {
+        let to = headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("(no Location)");
+        return Outcome::Permanent {
+            reason: format!(
+                "{op}: configuration error: HTTP {status} redirects to {to}; a request is never sent on to another address: set the unit's endpoint to it"
+            ),
+        };
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        return Outcome::Permanent {
+            reason: format!(
+                "{op}: authentication refused (HTTP 401): check the unit's credentials: {reason}"
+            ),
+        };
+    }
+    if status == StatusCode::FORBIDDEN {
+        return Outcome::Permanent {
+            reason: format!(
+                "{op}: no right to this API (HTTP 403): the agency must grant it: {reason}"
+            ),
+        };
+    }
     if is_transient_status(status) {
         Outcome::Transient {
             reason: format!("{op}: HTTP {status}: {reason}"),
@@ -205,5 +392,48 @@ mod tests {
                 "{s}"
             );
         }
+    }
+}
+
+/// What `lienthong check` learnt from an adapter's test call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    /// The interface answered as its reference format says, with the bus's credentials.
+    Passed(String),
+    /// It did not (the reason).
+    Failed(String),
+    /// This interface has no harmless test call.
+    NotSupported(String),
+}
+
+/// `GET url` as a test call: 401, 403 and redirects fail with their own reasons; otherwise
+/// `validate(status, body)` decides (e.g. a status lookup of an unknown dossier must answer the
+/// reference error format).
+pub async fn probe_get(
+    client: &reqwest::Client,
+    url: &str,
+    validate: impl Fn(StatusCode, &[u8]) -> Result<String, String>,
+) -> Probe {
+    let resp = match client.get(url).send().await {
+        Ok(r) => r,
+        Err(e) => return Probe::Failed(format!("GET {url}: {e}")),
+    };
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await.unwrap_or_default();
+    if status.is_redirection()
+        || status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::FORBIDDEN
+    {
+        return match failure_status("GET", status, &headers, snippet(&body)) {
+            Outcome::Permanent { reason } | Outcome::Transient { reason, .. } => {
+                Probe::Failed(reason)
+            }
+            other => Probe::Failed(format!("{other:?}")),
+        };
+    }
+    match validate(status, &body) {
+        Ok(s) => Probe::Passed(s),
+        Err(e) => Probe::Failed(format!("GET {url}: HTTP {status}: {e}")),
     }
 }

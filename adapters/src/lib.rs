@@ -70,8 +70,10 @@ pub fn build_with(
         callback_base.trim_end_matches('/'),
         unit.code
     );
+    let options = http::ConnectionOptions::from_settings(settings)
+        .map_err(|e| format!("unit {}: {e}", unit.code))?;
     let client =
-        http::client(*timeout_ms).map_err(|e| format!("unit {}: HTTP client: {e}", unit.code))?;
+        http::client_for(*timeout_ms, &options).map_err(|e| format!("unit {}: {e}", unit.code))?;
     match adapter.as_str() {
         police_rest::NAME => Ok(Arc::new(police_rest::PoliceRest::new(
             client,

@@ -16,6 +16,9 @@ use serde_json::{Map, Value, json};
 use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
 use crate::xml::{Builder, post_for_receipt, read_flat};
 
+/// Path of the status lookup under the endpoint (the test call of `lienthong check`).
+const PROBE_PATH: &str = "/api/phieu-chuyen";
+
 /// Registry name of this adapter.
 pub const NAME: &str = "tax-xml";
 
@@ -194,6 +197,26 @@ impl Adapter for TaxXml {
                 reason: format!("the Tax interface has no operation for a {other} message"),
             },
         }
+    }
+
+    async fn probe(&self) -> crate::http::Probe {
+        let url = format!(
+            "{}{}/{}",
+            self.endpoint,
+            PROBE_PATH,
+            crate::adapter::PROBE_MA_HO_SO
+        );
+        crate::http::probe_get(&self.client, &url, |_, body| {
+            let f = read_flat(body, NS)?;
+            match f.get("MaLoi") {
+                Some(code) => Ok(format!(
+                    "status lookup of an unknown dossier answered <{}> {code}, as the reference format says",
+                    f.root
+                )),
+                None => Err(format!("expected an error with MaLoi, got <{}>", f.root)),
+            }
+        })
+        .await
     }
 
     async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String> {
