@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 const POLICE_SUBMIT: &str = include_str!("../schemas/agencies/police-residence/submit.schema.json");
 const POLICE_CANCEL: &str = include_str!("../schemas/agencies/police-residence/cancel.schema.json");
 const CUSTOMS_SUBMIT: &str = include_str!("../schemas/agencies/customs/submit.schema.json");
+const CIVIL_SUBMIT: &str = include_str!("../schemas/agencies/civil-status/submit.schema.json");
 const BHXH_XSD: &str = include_str!("../schemas/agencies/bhxh/bhxh.xsd");
 const TAX_XSD: &str = include_str!("../schemas/agencies/tax-land/tax-land.xsd");
 const TAX_NS: &str = lienthong_adapters::tax_xml::NS;
@@ -45,6 +46,9 @@ pub enum Agency {
     Dvcqg,
     /// Customs (REST/JSON, synthetic procedure), `/customs`.
     Customs,
+    /// A civil-status office's software, connected by the config-only `mapped` adapter,
+    /// `/civil-status/<unit code>`.
+    CivilStatus,
 }
 
 /// A scripted answer: the next matching request gets this status (and Retry-After, seconds).
@@ -121,6 +125,7 @@ struct Mock {
     police_submit: Arc<jsonschema::Validator>,
     police_cancel: Arc<jsonschema::Validator>,
     customs_submit: Arc<jsonschema::Validator>,
+    civil_submit: Arc<jsonschema::Validator>,
     callback_keys: Arc<HashMap<Agency, String>>,
     /// Callback keys of the units reached by the `edxml` adapter, by unit code.
     edxml_keys: Arc<HashMap<String, String>>,
@@ -171,7 +176,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
             match adapter.as_str() {
                 "police-rest" => keys.insert(Agency::Police, k.clone()),
                 "bhxh-xml" => keys.insert(Agency::Bhxh, k.clone()),
-                "edxml" => edxml_keys.insert(u.code.clone(), k.clone()),
+                "edxml" | "mapped" => edxml_keys.insert(u.code.clone(), k.clone()),
                 "tax-xml" => keys.insert(Agency::Tax, k.clone()),
                 "customs-rest" => keys.insert(Agency::Customs, k.clone()),
                 _ => None,
@@ -189,6 +194,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
         police_submit: Arc::new(compile(POLICE_SUBMIT)?),
         police_cancel: Arc::new(compile(POLICE_CANCEL)?),
         customs_submit: Arc::new(compile(CUSTOMS_SUBMIT)?),
+        civil_submit: Arc::new(compile(CIVIL_SUBMIT)?),
         callback_keys: Arc::new(keys),
         edxml_keys: Arc::new(edxml_keys),
         dvcqg: Arc::new(dvcqg),
@@ -206,6 +212,8 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
         .route("/bhxh/api/ho-so/{ma}", get(bhxh_status))
         .route("/bhxh/api/ho-so/{ma}/huy", post(bhxh_cancel))
         .route("/edxml/{unit}", post(edxml_submit))
+        .route("/civil-status/{unit}/ho-so", post(civil_submit))
+        .route("/civil-status/{unit}/ho-so/{ma}", get(civil_status))
         .route("/customs/v1/xac-nhan-to-khai", post(customs_submit))
         .route("/customs/v1/xac-nhan-to-khai/{ma}", get(customs_status))
         .route("/dvcqg/auth", post(dvcqg_auth))
@@ -442,7 +450,9 @@ fn injected_answer(a: Agency, status: u16, retry_after: Option<(u64, bool)>) -> 
         ("E_DU_LIEU", "Dữ liệu hồ sơ không hợp lệ (lỗi giả lập)")
     };
     let mut r = match a {
-        Agency::Police | Agency::Customs => answer(&police_error(st, code, text)),
+        Agency::Police | Agency::Customs | Agency::CivilStatus => {
+            answer(&police_error(st, code, text))
+        }
         Agency::Bhxh if st.is_success() => answer(&bhxh_receipt(false, "", "", Some((code, text)))),
         Agency::Bhxh | Agency::Edxml | Agency::Tax | Agency::Dvcqg => {
             (st, text.to_string()).into_response()
@@ -772,6 +782,132 @@ async fn tax_cancel(State(m): State<Mock>, Path(ma): Path<String>) -> Response {
             "",
             Some(("E_KHONG_TIM_THAY", "Không tìm thấy hồ sơ")),
         )),
+    }
+}
+
+fn civil_answer(code: &str, message: &str, receipt: &str) -> Answer {
+    Answer {
+        status: StatusCode::OK,
+        content_type: "application/json",
+        body: json!({"error_code": code, "message": message, "MaTiepNhan": receipt}).to_string(),
+    }
+}
+
+/// A civil-status office's software (the config-only `mapped` adapter's shipped example):
+/// validated against `schemas/agencies/civil-status/submit.schema.json`; answers 200 with
+/// `error_code` "00" (or another code and a message: a failure inside a 200), then posts the
+/// registration (`KetQua` `DA_DANG_KY`, or `TU_CHOI` at the refusal rate) to `UrlPhanHoi`.
+async fn civil_submit(
+    State(m): State<Mock>,
+    Path(unit): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let a = Agency::CivilStatus;
+    m.count(a, |c| c.calls += 1);
+    m.latency().await;
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            m.count(a, |c| c.invalid += 1);
+            return answer(&civil_answer("01", &format!("JSON không hợp lệ: {e}"), ""));
+        }
+    };
+    let ma = v
+        .get("MaHoSo")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if let Some((s, ra)) = m.injected(a, &ma) {
+        if s >= 100 {
+            return injected_answer(a, s, ra);
+        }
+        if s == ERROR_IN_200 {
+            return answer(&civil_answer("99", "Lỗi hệ thống (giả lập)", ""));
+        }
+    }
+    let errors: Vec<String> = m
+        .civil_submit
+        .iter_errors(&v)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    if !errors.is_empty() {
+        m.count(a, |c| c.invalid += 1);
+        return answer(&civil_answer("02", &errors.join("; "), ""));
+    }
+    let Some(key) = idem_key(&headers).filter(|k| v["MaThamChieu"].as_str() == Some(k.as_str()))
+    else {
+        return answer(&civil_answer(
+            "03",
+            "Idempotency-Key phải bằng MaThamChieu",
+            "",
+        ));
+    };
+    let receipt = format!("HT-{}", &key[key.len().saturating_sub(10)..]);
+    let claimed = m.claim_key(
+        a,
+        &key,
+        &ma,
+        &receipt,
+        v.clone(),
+        |owner| {
+            civil_answer(
+                "04",
+                &format!("Idempotency-Key đã dùng cho hồ sơ {owner}"),
+                "",
+            )
+        },
+        || civil_answer("00", "Đã tiếp nhận", &receipt),
+    );
+    let Some((ans, first)) = claimed else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    if first {
+        m.count(a, |c| c.effects += 1);
+        let refused = rand::rng().random_bool(m.settings.refusal_rate.clamp(0.0, 1.0));
+        let so = format!(
+            "{}/2026",
+            100 + (ma.len() * 7 + ma.bytes().map(u32::from).sum::<u32>() as usize) % 900
+        );
+        let cb = if refused {
+            json!({"MaHoSo": ma, "MaThamChieu": key, "MaTiepNhan": receipt, "KetQua": "TU_CHOI",
+                   "GhiChu": "Giấy chứng sinh không hợp lệ (giả lập)", "CanBo": "Công chức hộ tịch (giả lập)"})
+        } else {
+            json!({"MaHoSo": ma, "MaThamChieu": key, "MaTiepNhan": receipt, "KetQua": "DA_DANG_KY",
+                   "SoDangKy": so, "QuyenSo": "01/2026", "NgayDangKy": &now14()[..8],
+                   "CanBo": "Lê Thị Hộ Tịch (giả lập)", "GhiChu": "Đã đăng ký"})
+        };
+        if let Some(url) = v.get("UrlPhanHoi").and_then(Value::as_str) {
+            m.callback_later(
+                a,
+                ma.clone(),
+                if refused { 3 } else { 9 },
+                url.to_string(),
+                cb.to_string(),
+                "application/json",
+                m.edxml_keys.get(&unit).cloned(),
+            );
+        }
+    } else {
+        m.count(a, |c| c.replays += 1);
+    }
+    answer(&ans)
+}
+
+async fn civil_status(
+    State(m): State<Mock>,
+    Path((_unit, ma)): Path<(String, String)>,
+) -> Response {
+    let found = m
+        .data
+        .lock()
+        .ok()
+        .and_then(|d| d.dossiers.get(&(Agency::CivilStatus, ma.clone())).cloned());
+    match found {
+        Some((receipt, st)) => Json(json!({"MaHoSo": ma, "MaTiepNhan": receipt,
+            "KetQua": if st == 9 { "DA_DANG_KY" } else if st == 3 { "TU_CHOI" } else { "DANG_XU_LY" }}))
+        .into_response(),
+        None => answer(&police_error(StatusCode::NOT_FOUND, "E_KHONG_TIM_THAY", "Không tìm thấy hồ sơ")),
     }
 }
 
@@ -1503,9 +1639,13 @@ async fn stats(State(m): State<Mock>) -> Response {
         Agency::Tax,
         Agency::Dvcqg,
         Agency::Customs,
+        Agency::CivilStatus,
     ] {
         out.insert(
-            format!("{a:?}").to_lowercase(),
+            serde_json::to_value(a)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
             json!(counts.get(&a).cloned().unwrap_or_default()),
         );
     }
@@ -1513,12 +1653,10 @@ async fn stats(State(m): State<Mock>) -> Response {
 }
 
 async fn requests(State(m): State<Mock>, Path((agency, ma)): Path<(String, String)>) -> Response {
-    let a = match agency.as_str() {
-        "bhxh" => Agency::Bhxh,
-        "edxml" => Agency::Edxml,
-        "tax" => Agency::Tax,
-        "customs" => Agency::Customs,
-        _ => Agency::Police,
+    // The serde name (`civil_status`), or with a hyphen (`civil-status`).
+    let a: Agency = match serde_json::from_value(json!(agency.replace('-', "_"))) {
+        Ok(a) => a,
+        Err(_) => return StatusCode::NOT_FOUND.into_response(),
     };
     let v = m
         .data

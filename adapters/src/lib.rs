@@ -15,6 +15,7 @@ pub mod dvcqg;
 pub mod edxml;
 pub mod edxml_adapter;
 pub mod http;
+pub mod mapped;
 pub mod mapping;
 pub mod outbox;
 pub mod police_rest;
@@ -28,8 +29,9 @@ pub use adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
 use lienthong_core::registry::{Reach, Unit};
 
 /// Names of the adapters this build has.
-pub const ADAPTERS: [&str; 6] = [
+pub const ADAPTERS: [&str; 7] = [
     customs_rest::NAME,
+    mapped::NAME,
     dvcqg::NAME,
     police_rest::NAME,
     bhxh_xml::NAME,
@@ -92,6 +94,10 @@ pub fn build_with(
             endpoint,
             &callback_url,
         ))),
+        mapped::NAME => Ok(Arc::new(
+            mapped::Mapped::new(client, endpoint, &callback_url, settings)
+                .map_err(|e| format!("unit {}: {e}", unit.code))?,
+        )),
         dvcqg::NAME => Ok(Arc::new(dvcqg::Dvcqg::new(client, endpoint, settings))),
         tax_xml::NAME => Ok(Arc::new(tax_xml::TaxXml::new(
             client,
