@@ -73,6 +73,8 @@ struct Board {
     dossiers: HashMap<String, Dossier>,
     /// Land dossiers waiting at the land registration office for Tax: ma_ho_so → centre.
     land_waiting: HashMap<String, Envelope>,
+    /// Results the centres sent to the national portal (their sync).
+    portal_syncs: u64,
 }
 
 struct Demo {
@@ -170,6 +172,11 @@ pub async fn run(
     if let Some(n) = args.count {
         samples.truncate(n);
     }
+    // Customs takes part in no documented liên thông flow: a few dossiers of the synthetic
+    // procedure SYN.HQ.001 exercise its adapter (labelled synthetic in the catalogue).
+    let customs = synthetic_customs(&settings, SYNTHETIC_CUSTOMS);
+    let n_customs = customs.len();
+    samples.extend(customs);
     std::fs::create_dir_all(&args.dir)?;
     let store_path = args.dir.join("lienthong.db");
     for suffix in ["", "-wal", "-shm"] {
@@ -201,8 +208,8 @@ pub async fn run(
     let operator_key = settings.http.operator_key.clone().unwrap_or_default();
 
     eprintln!(
-        "lienthong demo: {} dossiers from {}, prefix {:?}, broker {}",
-        samples.len(),
+        "lienthong demo: {} dossiers from {} (+{n_customs} synthetic Customs dossiers), prefix {:?}, broker {}",
+        samples.len() - n_customs,
         args.file.display(),
         args.prefix,
         crate::run::redact(&settings.bus.amqp_url)
@@ -355,6 +362,37 @@ pub async fn run(
             break;
         }
         tokio::time::sleep(Duration::from_millis(if tty { 250 } else { 2000 })).await;
+    }
+    // The centres' results to the national portal: wait until its adapter has synced them.
+    let syncs = demo.board.lock().map(|b| b.portal_syncs).unwrap_or(0);
+    let portal = demo
+        .registry
+        .units()
+        .find(|u| u.kind == UnitKind::Portal)
+        .map(|u| u.code.clone());
+    if let Some(portal) = &portal
+        && syncs > 0
+    {
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until {
+            let stats: Vec<UnitStats> = http
+                .get(format!("{base}/v1/stats"))
+                .bearer_auth(&operator_key)
+                .send()
+                .await?
+                .json()
+                .await
+                .unwrap_or_default();
+            let synced = stats
+                .iter()
+                .find(|s| &s.unit == portal)
+                .map(|s| s.delivered + s.dead_lettered)
+                .unwrap_or(0);
+            if synced >= syncs {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
     // Let the tracer write the last events.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -515,6 +553,48 @@ impl Demo {
             }
         }
         out
+    }
+
+    /// As the centre's software would: tell the national portal that the dossier's result was
+    /// returned (status 10), through the bus, when the centre syncs to the portal.
+    async fn sync_to_portal(&self, ma: &str) -> anyhow::Result<()> {
+        let Some(portal) = self
+            .registry
+            .units()
+            .find(|u| u.kind == UnitKind::Portal)
+            .map(|u| u.code.clone())
+        else {
+            return Ok(());
+        };
+        let original = self
+            .board
+            .lock()
+            .ok()
+            .and_then(|b| b.dossiers.get(ma).map(|d| d.env.clone()));
+        let Some(original) = original else {
+            return Ok(());
+        };
+        if !self
+            .registry
+            .unit(&original.sender)
+            .is_some_and(|u| u.syncs_to_portal)
+        {
+            return Ok(());
+        }
+        let mut r = original.reply(Kind::RESULT, &original.sender, &portal);
+        r.status = Some(lienthong_core::envelope::TrangThaiHoSo::RESULT_RETURNED);
+        r.payload.applicant = original.payload.applicant.clone();
+        r.payload.reason = Some("Đã trả kết quả cho công dân".into());
+        let mut result = Map::new();
+        result.insert("trang_thai".into(), json!(10));
+        result.insert("noi_dung_xu_ly".into(), json!("Đã trả kết quả cho công dân"));
+        r.payload.result = Some(result);
+        r.sent_at = original.sent_at.clone();
+        self.publish(&r).await?;
+        if let Ok(mut b) = self.board.lock() {
+            b.portal_syncs += 1;
+        }
+        Ok(())
     }
 
     fn finish(&self, ma: &str, o: Outcome) {
@@ -760,6 +840,7 @@ impl Demo {
                 };
                 if complete {
                     self.finish(&ma, Outcome::Completed);
+                    self.sync_to_portal(&ma).await?;
                 }
                 Ok(())
             }
@@ -785,7 +866,7 @@ impl Demo {
         targets.sort();
         if targets.is_empty() {
             self.finish(&result.ma_ho_so, Outcome::Completed);
-            return Ok(());
+            return self.sync_to_portal(&result.ma_ho_so).await;
         }
         let key = if original.ma_tthc == "1.011537" {
             "ket_qua_khai_tu"
@@ -808,4 +889,57 @@ impl Demo {
         }
         Ok(())
     }
+}
+
+/// How many synthetic Customs dossiers the demo adds.
+const SYNTHETIC_CUSTOMS: usize = 4;
+
+/// `n` dossiers of the synthetic procedure SYN.HQ.001 (confirm an import customs declaration),
+/// filed at the provincial centre, when the registry has that procedure and a Customs unit
+/// reached by an adapter. Every value is invented.
+fn synthetic_customs(settings: &Settings, n: usize) -> Vec<Envelope> {
+    let customs = settings.units.iter().find(|u| {
+        u.roles.iter().any(|r| r == "customs")
+            && matches!(u.reach, lienthong_core::registry::Reach::Adapter { .. })
+    });
+    let centre = settings
+        .units
+        .iter()
+        .find(|u| u.kind == UnitKind::Centre && u.level == "province");
+    let (Some(customs), Some(centre)) = (customs, centre) else {
+        return Vec::new();
+    };
+    if !settings
+        .procedures
+        .iter()
+        .any(|p| p.ma_tthc == "SYN.HQ.001")
+    {
+        return Vec::new();
+    }
+    let names = [
+        "Trần Minh Khoa",
+        "Lê Thị Hồng Nhung",
+        "Phạm Quốc Việt",
+        "Nguyễn Thị Thu Trang",
+    ];
+    (0..n)
+        .map(|i| {
+            let ma = format!("{}-261120-{:04}", centre.code, 9001 + i);
+            let mut env = Envelope::new(
+                Kind::FORWARD,
+                &ma,
+                "SYN.HQ.001",
+                &centre.code,
+                Some(&customs.code),
+                &new_message_id(),
+            );
+            env.payload = serde_json::from_value(json!({
+                "applicant": {"ho_ten": names[i % names.len()], "so_dinh_danh": format!("0510880{:05}", 1234 + i)},
+                "data": {"to_khai_hai_quan": {"so_to_khai": format!("10560000{:04}", 1000 + i), "ngay_to_khai": "2026-11-18",
+                                              "so_khung": format!("RLHFC1234NY{:06}", 100 + i)}}
+            }))
+            .unwrap_or_default();
+            env
+        })
+        .collect()
 }

@@ -132,10 +132,25 @@ async fn demo_completes_every_sample_dossier() {
         "demo failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // 60 samples and the 4 synthetic Customs dossiers, all completed; every adapter of the
+    // shipped config that has traffic delivered something, the portal sync included.
     assert!(
-        stdout.contains("60 dossiers") && stdout.contains("60 completed"),
+        stdout.contains("64 dossiers") && stdout.contains("64 completed"),
         "{stdout}"
     );
+    for unit in ["CA.H48", "BHXH.H48", "HQ.H48", "DVCQG"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{unit} ")))
+            .unwrap_or_else(|| panic!("no summary row for {unit}:\n{stdout}"));
+        let delivered: u64 = line
+            .split_whitespace()
+            .rev()
+            .nth(4)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(delivered > 0, "{unit} delivered nothing: {line}");
+    }
     assert!(stdout.contains("Trace of dossier"), "{stdout}");
     let s = {
         let mut s = lienthong_core::registry::Settings::from_toml(

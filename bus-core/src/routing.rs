@@ -20,7 +20,9 @@ pub struct RouteDecision {
 /// sender is a known unit; a receiver is named (choosing it from the catalogue is a later
 /// feature); the receiver is a known unit; the procedure is in the catalogue and eligible; the
 /// sender is a centre, the dossier's origin, or on the route; the receiver is on the procedure's
-/// route, or is the centre that sent the dossier (replies are always allowed back there).
+/// route, or is the centre that sent the dossier (replies are always allowed back there); the
+/// national portal (unit kind `portal`) takes status and result messages from centres that sync
+/// to it.
 /// Step order is not enforced here.
 pub fn check(
     registry: &Registry,
@@ -112,6 +114,24 @@ pub fn check(
             ),
         ));
     }
+    if receiver.kind == UnitKind::Portal {
+        // The national portal is synchronised to, never handed a dossier: it takes a centre's
+        // status and result messages when that centre syncs to it.
+        let ok = env.kind.is_reply() && sender.kind == UnitKind::Centre && sender.syncs_to_portal;
+        if !ok {
+            return Err(Rejection::new(
+                RejectCode::NotOnRoute,
+                format!(
+                    "receiver {} ({}) is the national portal: it takes dossier.status and dossier.result from centres with syncs_to_portal = true, not a {kind} from {}",
+                    receiver.code, receiver.name, sender.code
+                ),
+            ));
+        }
+        return Ok(RouteDecision {
+            receiver: receiver.code.clone(),
+            records_origin: false,
+        });
+    }
     let on_route = registry.step_for(procedure, receiver).is_some();
     let reply_to_origin = env.kind.is_reply() && is_origin(&receiver.code);
     if !(on_route || reply_to_origin) {
@@ -184,6 +204,20 @@ mod tests {
         )
         .expect("on route");
         assert!(d.records_origin);
+    }
+
+    #[test]
+    fn the_portal_takes_results_from_a_syncing_centre_only() {
+        let d = check(&reg(), &env(Kind::RESULT, "000.20.59.H48", "DVCQG"), None)
+            .expect("a syncing centre's result");
+        assert!(!d.records_origin);
+        let e = check(&reg(), &env(Kind::FORWARD, "000.20.59.H48", "DVCQG"), None)
+            .expect_err("no dossier is handed to the portal");
+        assert_eq!(e.code, RejectCode::NotOnRoute);
+        assert!(e.detail.contains("national portal"), "{}", e.detail);
+        let e = check(&reg(), &env(Kind::RESULT, "CA.H48", "DVCQG"), None)
+            .expect_err("only centres sync");
+        assert_eq!(e.code, RejectCode::NotOnRoute);
     }
 
     #[test]
