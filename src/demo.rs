@@ -587,7 +587,10 @@ impl Demo {
         r.payload.reason = Some("Đã trả kết quả cho công dân".into());
         let mut result = Map::new();
         result.insert("trang_thai".into(), json!(10));
-        result.insert("noi_dung_xu_ly".into(), json!("Đã trả kết quả cho công dân"));
+        result.insert(
+            "noi_dung_xu_ly".into(),
+            json!("Đã trả kết quả cho công dân"),
+        );
         r.payload.result = Some(result);
         r.sent_at = original.sent_at.clone();
         self.publish(&r).await?;

@@ -126,7 +126,7 @@ fn an_xml_mapping_nests_and_orders_elements_as_configured() {
         "callback": {"ma_ho_so": "MaHoSo", "reference": "MaThamChieu", "status": "TrangThai"}
     }));
     let adapter = lienthong_adapters::mapped::Mapped::new(
-        reqwest::Client::new(),
+        lienthong_adapters::http::Agent::plain(reqwest::Client::new()),
         "http://127.0.0.1:1",
         "http://127.0.0.1:2/cb",
         match &u.reach {

@@ -8,6 +8,7 @@ use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
 use serde_json::{Map, Value, json};
 
 use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
+use crate::http::SendVia;
 use crate::mapping::{
     blob_base_of, data_str, date8, fetchable, request_type, scalars, sex_code, subject,
 };
@@ -24,7 +25,7 @@ pub const NS: &str = "urn:lienthong:agency:bhxh:1";
 
 /// The adapter for one Social Insurance unit.
 pub struct BhxhXml {
-    client: reqwest::Client,
+    client: crate::http::Agent,
     endpoint: String,
     callback_url: String,
     blob_base: String,
@@ -35,7 +36,7 @@ impl BhxhXml {
     /// An adapter calling `endpoint` (e.g. `http://127.0.0.1:8490/bhxh`); `settings.request_types`
     /// maps MaTTHC → LoaiYeuCau.
     pub fn new(
-        client: reqwest::Client,
+        client: crate::http::Agent,
         endpoint: &str,
         callback_url: &str,
         settings: Map<String, Value>,
@@ -245,7 +246,7 @@ impl Adapter for BhxhXml {
         let resp = self
             .client
             .get(&url)
-            .send()
+            .send_via(&self.client)
             .await
             .map_err(|e| format!("status lookup: {e}"))?;
         let status = resp.status();

@@ -10,6 +10,7 @@ use lienthong_core::{Envelope, Kind};
 use serde_json::{Map, Value, json};
 
 use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
+use crate::http::SendVia;
 use crate::http::post_json_for_receipt;
 use crate::mapping::date8;
 
@@ -21,14 +22,14 @@ pub const NAME: &str = "customs-rest";
 
 /// The adapter for one Customs unit.
 pub struct CustomsRest {
-    client: reqwest::Client,
+    client: crate::http::Agent,
     endpoint: String,
     callback_url: String,
 }
 
 impl CustomsRest {
     /// An adapter calling `endpoint` (e.g. `http://127.0.0.1:8490/customs`).
-    pub fn new(client: reqwest::Client, endpoint: &str, callback_url: &str) -> Self {
+    pub fn new(client: crate::http::Agent, endpoint: &str, callback_url: &str) -> Self {
         CustomsRest {
             client,
             endpoint: endpoint.trim_end_matches('/').to_string(),
@@ -139,7 +140,7 @@ impl Adapter for CustomsRest {
         let v: Value = self
             .client
             .get(&url)
-            .send()
+            .send_via(&self.client)
             .await
             .map_err(|e| format!("status lookup: {e}"))?
             .json()

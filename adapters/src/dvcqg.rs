@@ -27,6 +27,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 
 use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
+use crate::http::SendVia;
 use crate::http::{failure_status, snippet, transport_error};
 
 /// Registry name of this adapter.
@@ -34,7 +35,7 @@ pub const NAME: &str = "dvcqg-sync";
 
 /// The adapter for the portal.
 pub struct Dvcqg {
-    client: reqwest::Client,
+    client: crate::http::Agent,
     auth_url: String,
     integration_url: String,
     username: String,
@@ -82,7 +83,7 @@ fn error_text(body: &Value) -> String {
 
 impl Dvcqg {
     /// An adapter for the portal at `endpoint` with the unit's `settings` (see the module doc).
-    pub fn new(client: reqwest::Client, endpoint: &str, settings: &Map<String, Value>) -> Self {
+    pub fn new(client: crate::http::Agent, endpoint: &str, settings: &Map<String, Value>) -> Self {
         let base = endpoint.trim_end_matches('/');
         Dvcqg {
             client,
@@ -106,9 +107,9 @@ impl Dvcqg {
             .header("dstcode", &self.dstcode)
             .header(reqwest::header::ACCEPT, "application/json")
             .json(body)
-            .send()
+            .send_via(&self.client)
             .await
-            .map_err(|e| transport_error(op, &e))?;
+            .map_err(|e| e.outcome(op))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.map_err(|e| transport_error(op, &e))?;

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
 use crate::edxml::{StatusCode, dossier, read, write};
+use crate::http::SendVia;
 use crate::http::{failure_status, snippet, transport_error};
 use crate::outbox::Outbox;
 
@@ -39,7 +40,7 @@ pub enum Transport {
 
 /// The adapter for one department reached over edXML.
 pub struct EdxmlAdapter {
-    client: reqwest::Client,
+    client: crate::http::Agent,
     endpoint: String,
     callback_url: String,
     unit_code: String,
@@ -54,7 +55,7 @@ impl EdxmlAdapter {
     ///
     /// Errors: an unknown `transport` setting, or pull without a store.
     pub fn new(
-        client: reqwest::Client,
+        client: crate::http::Agent,
         endpoint: &str,
         callback_url: &str,
         unit_code: &str,
@@ -113,11 +114,11 @@ impl EdxmlAdapter {
                 "application/xml; charset=utf-8",
             )
             .body(body)
-            .send()
+            .send_via(&self.client)
             .await;
         let resp = match res {
             Ok(r) => r,
-            Err(e) => return transport_error(op, &e),
+            Err(e) => return e.outcome(op),
         };
         let status = resp.status();
         let headers = resp.headers().clone();

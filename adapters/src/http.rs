@@ -2,6 +2,7 @@
 //! into transient and permanent failures (408, 429, 5xx and connection problems are transient;
 //! Retry-After is read in both its seconds and HTTP-date forms).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
@@ -27,7 +28,9 @@ pub enum AuthKind {
     /// `PartnerCode` headers (DOMAIN.md §2 names the four credentials; how they are sent is not
     /// documented there: the header names are an unverified assumption, configurable later).
     Lgsp,
-    /// OAuth2 client credentials: not implemented yet; configuring it is an error at startup.
+    /// OAuth2 client credentials (RFC 6749 §4.4): a token from `oauth2_token_url` (client
+    /// authenticated with HTTP Basic, §2.3.1), sent as `Authorization: Bearer`, renewed 30 s
+    /// before `expires_in` and once after a 401.
     Oauth2ClientCredentials,
 }
 
@@ -51,6 +54,14 @@ pub struct ConnectionOptions {
     pub lgsp_secret_key: Option<String>,
     /// LGSP `PartnerCode`.
     pub lgsp_partner_code: Option<String>,
+    /// OAuth2 (RFC 6749 §4.4 client credentials): the token endpoint.
+    pub oauth2_token_url: Option<String>,
+    /// OAuth2 client id.
+    pub oauth2_client_id: Option<String>,
+    /// OAuth2 client secret.
+    pub oauth2_client_secret: Option<String>,
+    /// OAuth2 scope (optional).
+    pub oauth2_scope: Option<String>,
     /// PEM file of the CA certificates to trust for this agency **instead of** the system's
     /// roots (an agency's private CA). There is no option to accept invalid certificates.
     pub ca_bundle: Option<String>,
@@ -127,12 +138,8 @@ impl ConnectionOptions {
                     "lgsp_partner_code",
                 )?;
             }
-            AuthKind::Oauth2ClientCredentials => {
-                return Err(
-                    "connection: auth = \"oauth2_client_credentials\" is not implemented yet"
-                        .into(),
-                );
-            }
+            // The token is added per request by the Agent.
+            AuthKind::Oauth2ClientCredentials => {}
         }
         Ok(h)
     }
@@ -274,7 +281,7 @@ pub fn failure_status(
 /// is a permanent failure, an unreadable 2xx leaves the outcome unknown; an HTTP failure carries
 /// the agency's `MaLoi`/`MoTaLoi` and is transient or permanent by status.
 pub async fn post_json_for_receipt(
-    client: &reqwest::Client,
+    client: &Agent,
     op: &str,
     url: &str,
     key: &str,
@@ -285,11 +292,11 @@ pub async fn post_json_for_receipt(
         .post(url)
         .header("Idempotency-Key", key)
         .json(body)
-        .send()
+        .send_via(client)
         .await;
     let resp = match res {
         Ok(r) => r,
-        Err(e) => return transport_error(op, &e),
+        Err(e) => return e.outcome(op),
     };
     let status = resp.status();
     let headers = resp.headers().clone();
@@ -410,11 +417,11 @@ pub enum Probe {
 /// `validate(status, body)` decides (e.g. a status lookup of an unknown dossier must answer the
 /// reference error format).
 pub async fn probe_get(
-    client: &reqwest::Client,
+    client: &Agent,
     url: &str,
     validate: impl Fn(StatusCode, &[u8]) -> Result<String, String>,
 ) -> Probe {
-    let resp = match client.get(url).send().await {
+    let resp = match client.get(url).send_via(client).await {
         Ok(r) => r,
         Err(e) => return Probe::Failed(format!("GET {url}: {e}")),
     };
@@ -435,5 +442,203 @@ pub async fn probe_get(
     match validate(status, &body) {
         Ok(s) => Probe::Passed(s),
         Err(e) => Probe::Failed(format!("GET {url}: HTTP {status}: {e}")),
+    }
+}
+
+/// A cached OAuth2 access token source (client credentials grant).
+pub struct OAuth2 {
+    http: reqwest::Client,
+    token_url: String,
+    client_id: String,
+    client_secret: String,
+    scope: Option<String>,
+    cached: tokio::sync::Mutex<Option<(String, std::time::Instant)>>,
+}
+
+impl OAuth2 {
+    /// The current token, fetched when there is none, it is about to expire, or `fresh`.
+    pub async fn token(&self, fresh: bool) -> Result<String, SendError> {
+        let mut c = self.cached.lock().await;
+        if !fresh
+            && let Some((t, until)) = c.as_ref()
+            && std::time::Instant::now() < *until
+        {
+            return Ok(t.clone());
+        }
+        let mut form = vec![("grant_type", "client_credentials".to_string())];
+        if let Some(s) = &self.scope {
+            form.push(("scope", s.clone()));
+        }
+        let resp = self
+            .http
+            .post(&self.token_url)
+            .basic_auth(&self.client_id, Some(&self.client_secret))
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| SendError::Token {
+                reason: format!("token endpoint {}: {e}", self.token_url),
+                permanent: false,
+            })?;
+        let status = resp.status();
+        let body = resp.bytes().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(SendError::Token {
+                reason: format!("token endpoint answered HTTP {status}: {}", snippet(&body)),
+                permanent: status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS,
+            });
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| SendError::Token {
+            reason: format!("token answer is not JSON: {e}"),
+            permanent: false,
+        })?;
+        let token = v
+            .get("access_token")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| SendError::Token {
+                reason: "token answer has no access_token".into(),
+                permanent: false,
+            })?
+            .to_string();
+        let life = v
+            .get("expires_in")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(300);
+        let until = std::time::Instant::now() + Duration::from_secs(life.saturating_sub(30).max(1));
+        *c = Some((token.clone(), until));
+        Ok(token)
+    }
+}
+
+/// An agency's HTTP client with its authentication: the static headers are in the client; an
+/// OAuth2 token, when configured, is added by [`SendVia::send_via`]. Derefs to the client for
+/// building requests.
+#[derive(Clone)]
+pub struct Agent {
+    client: reqwest::Client,
+    oauth: Option<Arc<OAuth2>>,
+}
+
+impl std::ops::Deref for Agent {
+    type Target = reqwest::Client;
+    fn deref(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+impl Agent {
+    /// A client without OAuth2.
+    pub fn plain(client: reqwest::Client) -> Agent {
+        Agent {
+            client,
+            oauth: None,
+        }
+    }
+
+    /// The client and authentication of one agency ([`client_for`] plus OAuth2).
+    ///
+    /// Errors: as [`client_for`]; OAuth2 without its token URL, client id or secret.
+    pub fn for_agency(timeout_ms: u64, c: &ConnectionOptions) -> Result<Agent, String> {
+        let client = client_for(timeout_ms, c)?;
+        let oauth = if c.auth == AuthKind::Oauth2ClientCredentials {
+            let need = |v: &Option<String>, what: &str| {
+                secret(v, what)?
+                    .ok_or_else(|| format!("connection: oauth2_client_credentials needs {what}"))
+            };
+            let plain = ConnectionOptions {
+                auth: AuthKind::None,
+                ..c.clone()
+            };
+            Some(Arc::new(OAuth2 {
+                http: client_for(timeout_ms, &plain)?,
+                token_url: need(&c.oauth2_token_url, "oauth2_token_url")?,
+                client_id: need(&c.oauth2_client_id, "oauth2_client_id")?,
+                client_secret: need(&c.oauth2_client_secret, "oauth2_client_secret")?,
+                scope: c.oauth2_scope.clone(),
+                cached: tokio::sync::Mutex::new(None),
+            }))
+        } else {
+            None
+        };
+        Ok(Agent { client, oauth })
+    }
+}
+
+/// Why a request could not be sent.
+#[derive(Debug)]
+pub enum SendError {
+    /// The HTTP exchange failed.
+    Transport(reqwest::Error),
+    /// No OAuth2 token could be had.
+    Token {
+        /// Why.
+        reason: String,
+        /// Whether retrying cannot help (the token endpoint refused the credentials).
+        permanent: bool,
+    },
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Transport(e) => write!(f, "{e}"),
+            SendError::Token { reason, .. } => write!(f, "no OAuth2 token: {reason}"),
+        }
+    }
+}
+
+impl SendError {
+    /// As an outcome of operation `op`: a transport error as [`transport_error`]; a token
+    /// request refused for the credentials is permanent, other token failures transient (no
+    /// request reached the agency).
+    pub fn outcome(&self, op: &str) -> Outcome {
+        match self {
+            SendError::Transport(e) => transport_error(op, e),
+            SendError::Token {
+                reason,
+                permanent: true,
+            } => Outcome::Permanent {
+                reason: format!("{op}: no OAuth2 token: {reason}"),
+            },
+            SendError::Token { reason, .. } => Outcome::Transient {
+                reason: format!("{op}: no OAuth2 token: {reason}"),
+                retry_after: None,
+            },
+        }
+    }
+}
+
+/// Sending through an [`Agent`]: adds the OAuth2 token when there is one, and after a 401
+/// fetches a new token and sends once more.
+#[async_trait::async_trait]
+pub trait SendVia {
+    /// Send with `agent`'s authentication.
+    async fn send_via(self, agent: &Agent) -> Result<reqwest::Response, SendError>;
+}
+
+#[async_trait::async_trait]
+impl SendVia for reqwest::RequestBuilder {
+    async fn send_via(self, agent: &Agent) -> Result<reqwest::Response, SendError> {
+        let Some(o) = &agent.oauth else {
+            return self.send().await.map_err(SendError::Transport);
+        };
+        let again = self.try_clone();
+        let token = o.token(false).await?;
+        let resp = self
+            .bearer_auth(&token)
+            .send()
+            .await
+            .map_err(SendError::Transport)?;
+        if resp.status() == StatusCode::UNAUTHORIZED
+            && let Some(rb) = again
+        {
+            let token = o.token(true).await?;
+            return rb
+                .bearer_auth(&token)
+                .send()
+                .await
+                .map_err(SendError::Transport);
+        }
+        Ok(resp)
     }
 }

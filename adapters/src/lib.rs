@@ -74,8 +74,8 @@ pub fn build_with(
     );
     let options = http::ConnectionOptions::from_settings(settings)
         .map_err(|e| format!("unit {}: {e}", unit.code))?;
-    let client =
-        http::client_for(*timeout_ms, &options).map_err(|e| format!("unit {}: {e}", unit.code))?;
+    let client = http::Agent::for_agency(*timeout_ms, &options)
+        .map_err(|e| format!("unit {}: {e}", unit.code))?;
     match adapter.as_str() {
         police_rest::NAME => Ok(Arc::new(police_rest::PoliceRest::new(
             client,

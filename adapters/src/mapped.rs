@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
+use crate::http::SendVia;
 use crate::http::{Probe, failure_status, probe_get, snippet, transport_error};
 use crate::xml::{Builder, read_flat};
 
@@ -115,7 +116,7 @@ pub struct MappedConfig {
 
 /// A mapped agency.
 pub struct Mapped {
-    client: reqwest::Client,
+    client: crate::http::Agent,
     endpoint: String,
     callback_url: String,
     cfg: MappedConfig,
@@ -138,7 +139,7 @@ impl Mapped {
     ///
     /// Errors: settings that do not parse, or name an unknown format or variable.
     pub fn new(
-        client: reqwest::Client,
+        client: crate::http::Agent,
         endpoint: &str,
         callback_url: &str,
         settings: &Map<String, Value>,
@@ -328,11 +329,11 @@ impl Adapter for Mapped {
             .header("Idempotency-Key", &env.message_id)
             .header(reqwest::header::CONTENT_TYPE, ct)
             .body(body)
-            .send()
+            .send_via(&self.client)
             .await
         {
             Ok(r) => r,
-            Err(e) => return transport_error("submit", &e),
+            Err(e) => return e.outcome("submit"),
         };
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -413,7 +414,7 @@ impl Adapter for Mapped {
         let bytes = self
             .client
             .get(&url)
-            .send()
+            .send_via(&self.client)
             .await
             .map_err(|e| e.to_string())?
             .bytes()

@@ -8,6 +8,7 @@ use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
 use serde_json::{Map, Value, json};
 
 use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
+use crate::http::SendVia;
 use crate::mapping::{blob_base_of, data_str, date8, fetchable, request_type, sex_code, subject};
 
 /// Path of the status lookup under the endpoint (the test call of `lienthong check`).
@@ -18,7 +19,7 @@ pub const NAME: &str = "police-rest";
 
 /// The adapter for one Police unit.
 pub struct PoliceRest {
-    client: reqwest::Client,
+    client: crate::http::Agent,
     endpoint: String,
     callback_url: String,
     blob_base: String,
@@ -29,7 +30,7 @@ impl PoliceRest {
     /// An adapter calling `endpoint` (base URL, e.g. `http://127.0.0.1:8490/police`); results
     /// come back to `callback_url`. `settings.request_types` maps MaTTHC → LoaiYeuCau.
     pub fn new(
-        client: reqwest::Client,
+        client: crate::http::Agent,
         endpoint: &str,
         callback_url: &str,
         settings: Map<String, Value>,
@@ -204,7 +205,7 @@ impl Adapter for PoliceRest {
         let resp = self
             .client
             .get(&url)
-            .send()
+            .send_via(&self.client)
             .await
             .map_err(|e| format!("status lookup: {e}"))?;
         let status = resp.status();

@@ -14,6 +14,7 @@ use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
 use serde_json::{Map, Value, json};
 
 use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
+use crate::http::SendVia;
 use crate::xml::{Builder, post_for_receipt, read_flat};
 
 /// Path of the status lookup under the endpoint (the test call of `lienthong check`).
@@ -27,7 +28,7 @@ pub const NS: &str = "urn:lienthong:agency:tax-land:1";
 
 /// The adapter for one tax authority.
 pub struct TaxXml {
-    client: reqwest::Client,
+    client: crate::http::Agent,
     endpoint: String,
     callback_url: String,
 }
@@ -38,7 +39,7 @@ fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
 
 impl TaxXml {
     /// An adapter calling `endpoint` (e.g. `http://127.0.0.1:8490/tax`).
-    pub fn new(client: reqwest::Client, endpoint: &str, callback_url: &str) -> Self {
+    pub fn new(client: crate::http::Agent, endpoint: &str, callback_url: &str) -> Self {
         TaxXml {
             client,
             endpoint: endpoint.trim_end_matches('/').to_string(),
@@ -224,7 +225,7 @@ impl Adapter for TaxXml {
         let resp = self
             .client
             .get(&url)
-            .send()
+            .send_via(&self.client)
             .await
             .map_err(|e| format!("status lookup: {e}"))?;
         let status = resp.status();

@@ -11,7 +11,7 @@ use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
 use crate::adapter::Outcome;
-use crate::http::{failure_status, snippet, transport_error};
+use crate::http::{SendVia, failure_status, snippet, transport_error};
 
 /// A flat XML document read back: root local name, child text by local name (repeated
 /// children keep the last value; `lists` keeps them all).
@@ -108,7 +108,7 @@ pub fn read_flat(body: &[u8], ns: &str) -> Result<Flat, String> {
 /// failure); HTTP failures and transport errors are classified as for every adapter; a 2xx whose
 /// receipt cannot be read leaves the outcome unknown. `key` is sent as `Idempotency-Key`.
 pub async fn post_for_receipt(
-    client: &reqwest::Client,
+    client: &crate::http::Agent,
     op: &str,
     url: &str,
     key: &str,
@@ -123,11 +123,11 @@ pub async fn post_for_receipt(
             "application/xml; charset=utf-8",
         )
         .body(body)
-        .send()
+        .send_via(client)
         .await;
     let resp = match res {
         Ok(r) => r,
-        Err(e) => return transport_error(op, &e),
+        Err(e) => return e.outcome(op),
     };
     let status = resp.status();
     let headers = resp.headers().clone();
