@@ -248,3 +248,137 @@ async fn a_401_a_403_a_redirect_and_an_expired_certificate_fail_with_their_reaso
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A TLS server for `localhost` that **requires** a client certificate issued by its own client
+/// CA, answering 404 in the Police error format. Returns (base URL, server CA PEM, client cert
+/// PEM, client key PEM) paths.
+async fn mtls_server(dir: &std::path::Path) -> (String, String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "agency client CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
+    let client_key = rcgen::KeyPair::generate().expect("key");
+    let mut client_params =
+        rcgen::CertificateParams::new(vec!["lienthong.client".into()]).expect("params");
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "lienthong");
+    let client = client_params
+        .signed_by(&client_key, &ca)
+        .expect("client cert");
+    let server_key = rcgen::KeyPair::generate().expect("key");
+    let server = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .expect("params")
+        .self_signed(&server_key)
+        .expect("server cert");
+    let paths = [
+        ("server-ca.pem", server.pem()),
+        ("client.pem", client.pem()),
+        ("client.key", client_key.serialize_pem()),
+    ];
+    for (name, pem) in &paths {
+        std::fs::write(dir.join(name), pem).expect("write");
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).expect("client CA");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("verifier");
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![server.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).expect("key"),
+        )
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let body = "{\"MaLoi\": \"E_KHONG_TIM_THAY\", \"MoTaLoi\": \"x\"}";
+                let _ = tls
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    let p = |n: &str| dir.join(n).display().to_string();
+    (
+        format!("https://localhost:{port}"),
+        p("server-ca.pem"),
+        p("client.pem"),
+        p("client.key"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_requiring_a_client_certificate_is_reached_with_the_units_mtls_pair_only() {
+    let dir = std::env::temp_dir().join(format!("lienthong-mtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (url, server_ca, cert, key) = mtls_server(&dir).await;
+    let mut s = shipped();
+    point(&mut s, POLICE, format!("{url}/police"));
+    let set = |s: &mut Settings, conn: serde_json::Value| {
+        for u in &mut s.units {
+            if u.code == POLICE
+                && let Reach::Adapter { settings, .. } = &mut u.reach
+            {
+                settings.insert("connection".into(), conn.clone());
+            }
+        }
+    };
+    set(
+        &mut s,
+        serde_json::json!({"ca_bundle": server_ca, "client_cert": cert, "client_key": key}),
+    );
+    let rows = check(&s, &[POLICE.to_string()]).await.expect("check");
+    assert!(failed(&rows, POLICE).is_empty(), "{rows:#?}");
+    let interface = rows
+        .iter()
+        .find(|r| r.step == "interface")
+        .expect("interface row");
+    assert_eq!(interface.result, "pass", "{interface:?}");
+    // Without the pair the agency refuses the connection: some step fails.
+    set(&mut s, serde_json::json!({"ca_bundle": server_ca}));
+    let rows = check(&s, &[POLICE.to_string()]).await.expect("check");
+    assert!(!failed(&rows, POLICE).is_empty(), "{rows:#?}");
+    // Half a pair is a configuration error.
+    set(
+        &mut s,
+        serde_json::json!({"ca_bundle": server_ca, "client_cert": cert}),
+    );
+    let rows = check(&s, &[POLICE.to_string()]).await.expect("check");
+    let f = failed(&rows, POLICE);
+    assert!(
+        f.first()
+            .is_some_and(|r| r.step == "config" && r.reason.contains("client_cert and client_key")),
+        "{rows:#?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

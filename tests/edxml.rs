@@ -113,6 +113,15 @@ fn a_built_package_inspects_back_to_its_dossier() {
             .is_some_and(|d| d.ends_with(env["message_id"].as_str().unwrap_or("?"))),
         "{h}"
     );
+    // The sample's inline attachment is an edXML attachment of its own, byte for byte.
+    let attachments = v["Attachments"].as_array().expect("attachments");
+    let first = &env["attachments"][0];
+    let a = attachments
+        .iter()
+        .find(|a| a["AttachmentName"] == first["name"])
+        .expect("the dossier's attachment in the package");
+    assert_eq!(a["Sha256"], first["sha256"]);
+    assert_eq!(a["Size"], first["size_bytes"]);
     let back: serde_json::Value =
         serde_json::from_slice(&std::fs::read(saved.join("envelope.json")).expect("attachment"))
             .expect("the attached envelope");

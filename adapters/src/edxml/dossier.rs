@@ -104,23 +104,51 @@ pub fn package_for(env: &Envelope, to_code: &str, to_name: &str) -> Package {
     }
 }
 
-/// The whole package for `env` as bytes: [`package_for`] plus `envelope.json`.
+/// The whole package for `env` as bytes: [`package_for`], then each of the envelope's inline
+/// attachments as an edXML attachment (`cid:1`, `cid:2`, … in order; decoded from the
+/// envelope's base64 as it is written), then `envelope.json` (the whole envelope, whose
+/// claim-checked attachments keep their `reference` for the department to fetch).
 ///
-/// Errors: only from writing into memory, which does not fail in practice.
+/// Errors: an inline attachment whose base64 is invalid (named), or a write error.
 pub fn build(env: &Envelope, to_code: &str, to_name: &str) -> std::io::Result<Vec<u8>> {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::read::DecoderReader;
     let pkg = package_for(env, to_code, to_name);
     let json = env.to_bytes();
-    let (out, _) = write(
-        &pkg,
-        vec![OutAttachment {
-            content_id: ENVELOPE_CID.into(),
-            attachment_name: "envelope.json".into(),
-            description: Some("Thông điệp lienthong (lienthong.envelope/1)".into()),
-            content_type: "application/json".into(),
-            content: Box::new(&json[..]),
-        }],
-        Vec::with_capacity(json.len() * 2 + 4096),
-    )?;
+    let mut files = Vec::new();
+    for (i, a) in env.attachments.iter().enumerate() {
+        if let Some(b64) = &a.content_base64 {
+            files.push(OutAttachment {
+                content_id: format!("cid:{}", i + 1),
+                attachment_name: a.name.clone(),
+                description: None,
+                content_type: a.media_type.clone(),
+                content: Box::new(DecoderReader::new(b64.as_bytes(), &STANDARD)),
+            });
+        }
+    }
+    files.push(OutAttachment {
+        content_id: ENVELOPE_CID.into(),
+        attachment_name: "envelope.json".into(),
+        description: Some("Thông điệp lienthong (lienthong.envelope/1)".into()),
+        content_type: "application/json".into(),
+        content: Box::new(&json[..]),
+    });
+    let (out, written) = write(&pkg, files, Vec::with_capacity(json.len() * 2 + 4096))?;
+    // The decoded attachments must be what the envelope announced.
+    for a in &env.attachments {
+        if a.content_base64.is_some()
+            && let Some(w) = written
+                .iter()
+                .find(|w| w.attachment_name.as_deref() == Some(a.name.as_str()))
+            && w.sha256 != a.sha256
+        {
+            return Err(std::io::Error::other(format!(
+                "attachment {}: its content's SHA-256 is {}, the envelope says {}",
+                a.name, w.sha256, a.sha256
+            )));
+        }
+    }
     Ok(out)
 }
 
