@@ -63,29 +63,8 @@ async fn answering(status: u16, headers: &'static str) -> String {
     format!("http://{addr}")
 }
 
-/// A TLS server for `localhost` with a self-signed certificate valid until `not_after` (year),
-/// answering every request 404 in the Police error format. Returns (base URL, CA PEM path).
-async fn tls_server(dir: &std::path::Path, not_after_year: i32) -> (String, String) {
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).expect("params");
-    params.not_before = rcgen::date_time_ymd(2019, 1, 1);
-    params.not_after = rcgen::date_time_ymd(not_after_year, 1, 1);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "agency.test");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = params.self_signed(&key).expect("cert");
-    let pem = dir.join(format!("ca-{not_after_year}.pem"));
-    std::fs::write(&pem, cert.pem()).expect("pem");
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der"),
-        )
-        .expect("server config");
+/// Serve `cfg` on a loopback port, answering every request 404 in the Police error format.
+async fn serve_tls_404(cfg: rustls::ServerConfig) -> u16 {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -115,6 +94,33 @@ async fn tls_server(dir: &std::path::Path, not_after_year: i32) -> (String, Stri
             });
         }
     });
+    port
+}
+
+/// A TLS server for `localhost` with a self-signed certificate valid until `not_after` (year),
+/// answering every request 404 in the Police error format. Returns (base URL, CA PEM path).
+async fn tls_server(dir: &std::path::Path, not_after_year: i32) -> (String, String) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).expect("params");
+    params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+    params.not_after = rcgen::date_time_ymd(not_after_year, 1, 1);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "agency.test");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("cert");
+    let pem = dir.join(format!("ca-{not_after_year}.pem"));
+    std::fs::write(&pem, cert.pem()).expect("pem");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der"),
+        )
+        .expect("server config");
+    let port = serve_tls_404(cfg).await;
     (
         format!("https://localhost:{port}"),
         pem.display().to_string(),
@@ -300,34 +306,7 @@ async fn mtls_server(dir: &std::path::Path) -> (String, String, String, String) 
             rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).expect("key"),
         )
         .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(sock).await else {
-                    return;
-                };
-                let mut buf = [0u8; 4096];
-                let _ = tls.read(&mut buf).await;
-                let body = "{\"MaLoi\": \"E_KHONG_TIM_THAY\", \"MoTaLoi\": \"x\"}";
-                let _ = tls
-                    .write_all(
-                        format!(
-                            "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        )
-                        .as_bytes(),
-                    )
-                    .await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
+    let port = serve_tls_404(cfg).await;
     let p = |n: &str| dir.join(n).display().to_string();
     (
         format!("https://localhost:{port}"),

@@ -222,23 +222,7 @@ impl Adapter for BhxhXml {
     }
 
     async fn probe(&self) -> crate::http::Probe {
-        let url = format!(
-            "{}{}/{}",
-            self.endpoint,
-            PROBE_PATH,
-            crate::adapter::PROBE_MA_HO_SO
-        );
-        crate::http::probe_get(&self.client, &url, |_, body| {
-            let f = read_flat(body, NS)?;
-            match f.get("MaLoi") {
-                Some(code) => Ok(format!(
-                    "status lookup of an unknown dossier answered <{}> {code}, as the reference format says",
-                    f.root
-                )),
-                None => Err(format!("expected an error with MaLoi, got <{}>", f.root)),
-            }
-        })
-        .await
+        crate::xml::probe_xml_not_found(&self.client, &self.endpoint, PROBE_PATH, NS).await
     }
 
     async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String> {

@@ -642,3 +642,37 @@ impl SendVia for reqwest::RequestBuilder {
         Ok(resp)
     }
 }
+
+/// The test call of the reference JSON interfaces: `GET {endpoint}{path}/<PROBE_MA_HO_SO>` must
+/// answer 404 with the reference error body (`error.schema.json`: exactly `MaLoi`, upper-case
+/// with underscores, and a non-empty `MoTaLoi`).
+pub async fn probe_json_not_found(client: &Agent, endpoint: &str, path: &str) -> Probe {
+    let url = format!("{endpoint}{path}/{}", crate::adapter::PROBE_MA_HO_SO);
+    probe_get(client, &url, |status, body| {
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let obj = v.as_object().ok_or("the answer is not a JSON object")?;
+        let code = obj
+            .get("MaLoi")
+            .and_then(serde_json::Value::as_str)
+            .filter(|c| {
+                c.chars().next().is_some_and(|x| x.is_ascii_uppercase())
+                    && c.chars()
+                        .all(|x| x.is_ascii_uppercase() || x.is_ascii_digit() || x == '_')
+            });
+        let text = obj
+            .get("MoTaLoi")
+            .and_then(serde_json::Value::as_str)
+            .filter(|t| !t.is_empty());
+        match (status.as_u16(), code, text, obj.len()) {
+            (404, Some(code), Some(_), 2) => Ok(format!(
+                "status lookup of an unknown dossier answered 404 {code}, valid against the reference error format"
+            )),
+            _ => Err(format!(
+                "expected 404 with the reference error body {{MaLoi, MoTaLoi}}, got {}",
+                snippet(body)
+            )),
+        }
+    })
+    .await
+}

@@ -182,22 +182,7 @@ impl Adapter for PoliceRest {
     }
 
     async fn probe(&self) -> crate::http::Probe {
-        let url = format!(
-            "{}{}/{}",
-            self.endpoint,
-            PROBE_PATH,
-            crate::adapter::PROBE_MA_HO_SO
-        );
-        crate::http::probe_get(&self.client, &url, |status, body| {
-            let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-            match v.get("MaLoi").and_then(Value::as_str) {
-                Some(code) if status.as_u16() == 404 => {
-                    Ok(format!("status lookup of an unknown dossier answered 404 {code}, as the reference format says"))
-                }
-                _ => Err(format!("expected 404 with MaLoi, got {}", crate::http::snippet(body))),
-            }
-        })
-        .await
+        crate::http::probe_json_not_found(&self.client, &self.endpoint, PROBE_PATH).await
     }
 
     async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String> {

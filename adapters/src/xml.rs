@@ -178,6 +178,31 @@ pub async fn post_for_receipt(
     }
 }
 
+/// The test call of the reference XML interfaces: `GET {endpoint}{path}/<PROBE_MA_HO_SO>` must
+/// answer the "not found" receipt: `<BienNhan>` in namespace `ns` with `KetQua` `LOI` and a
+/// `MaLoi`.
+pub async fn probe_xml_not_found(
+    client: &crate::http::Agent,
+    endpoint: &str,
+    path: &str,
+    ns: &str,
+) -> crate::http::Probe {
+    let url = format!("{endpoint}{path}/{}", crate::adapter::PROBE_MA_HO_SO);
+    crate::http::probe_get(client, &url, |_, body| {
+        let f = read_flat(body, ns)?;
+        match (f.root.as_str(), f.get("KetQua"), f.get("MaLoi")) {
+            ("BienNhan", Some("LOI"), Some(code)) => Ok(format!(
+                "status lookup of an unknown dossier answered <BienNhan> LOI {code} in {ns}, as the reference format says"
+            )),
+            _ => Err(format!(
+                "expected <BienNhan> with KetQua LOI and MaLoi in {ns}, got <{}>",
+                f.root
+            )),
+        }
+    })
+    .await
+}
+
 /// Builds a namespaced document with escaped text.
 pub struct Builder {
     w: Writer<Cursor<Vec<u8>>>,
