@@ -8,7 +8,6 @@ use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
 use serde_json::{Map, Value, json};
 
 use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
-use crate::http::SendVia;
 use crate::mapping::{
     blob_base_of, data_str, date8, fetchable, request_type, scalars, sex_code, subject,
 };
@@ -227,33 +226,7 @@ impl Adapter for BhxhXml {
 
     async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String> {
         let url = format!("{}/api/ho-so/{ma_ho_so}", self.endpoint);
-        let resp = self
-            .client
-            .get(&url)
-            .send_via(&self.client)
-            .await
-            .map_err(|e| format!("status lookup: {e}"))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| format!("status lookup: {e}"))?;
-        let f = read_flat(&bytes, NS).map_err(|e| format!("status lookup: HTTP {status}: {e}"))?;
-        if f.root != "TrangThai" {
-            return Err(format!(
-                "status lookup: {} {}",
-                f.get("MaLoi").unwrap_or(&f.root),
-                f.get("MoTaLoi").unwrap_or("")
-            ));
-        }
-        Ok(AgencyStatus {
-            ma_ho_so: ma_ho_so.to_string(),
-            receipt: f.get("MaTiepNhan").map(str::to_string),
-            status: f
-                .get("TrangThaiHoSo")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
-        })
+        crate::xml::status_lookup(&self.client, &url, ma_ho_so, NS).await
     }
 
     fn parse_callback(

@@ -14,7 +14,6 @@ use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
 use serde_json::{Map, Value, json};
 
 use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
-use crate::http::SendVia;
 use crate::xml::{Builder, post_for_receipt, read_flat};
 
 /// Path of the status lookup under the endpoint (the test call of `lienthong check`).
@@ -206,29 +205,7 @@ impl Adapter for TaxXml {
 
     async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String> {
         let url = format!("{}/api/phieu-chuyen/{ma_ho_so}", self.endpoint);
-        let resp = self
-            .client
-            .get(&url)
-            .send_via(&self.client)
-            .await
-            .map_err(|e| format!("status lookup: {e}"))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| format!("status lookup: {e}"))?;
-        let f = read_flat(&bytes, NS).map_err(|e| format!("status lookup: HTTP {status}: {e}"))?;
-        if f.root != "TrangThai" {
-            return Err(format!("status lookup: HTTP {status}: <{}>", f.root));
-        }
-        Ok(AgencyStatus {
-            ma_ho_so: ma_ho_so.to_string(),
-            receipt: f.get("MaTiepNhan").map(str::to_string),
-            status: f
-                .get("TrangThaiHoSo")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
-        })
+        crate::xml::status_lookup(&self.client, &url, ma_ho_so, NS).await
     }
 
     fn parse_callback(

@@ -203,6 +203,44 @@ pub async fn probe_xml_not_found(
     .await
 }
 
+/// The status lookup of the reference XML interfaces: `GET url` answers `<TrangThai>`
+/// (`MaTiepNhan`, `TrangThaiHoSo`) in namespace `ns`, or a receipt with `MaLoi`/`MoTaLoi`.
+///
+/// Errors: transport, an unreadable answer, or the agency's error.
+pub async fn status_lookup(
+    client: &crate::http::Agent,
+    url: &str,
+    ma_ho_so: &str,
+    ns: &str,
+) -> Result<crate::adapter::AgencyStatus, String> {
+    let resp = client
+        .get(url)
+        .send_via(client)
+        .await
+        .map_err(|e| format!("status lookup: {e}"))?;
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("status lookup: {e}"))?;
+    let f = read_flat(&bytes, ns).map_err(|e| format!("status lookup: HTTP {status}: {e}"))?;
+    if f.root != "TrangThai" {
+        return Err(format!(
+            "status lookup: {} {}",
+            f.get("MaLoi").unwrap_or(&f.root),
+            f.get("MoTaLoi").unwrap_or("")
+        ));
+    }
+    Ok(crate::adapter::AgencyStatus {
+        ma_ho_so: ma_ho_so.to_string(),
+        receipt: f.get("MaTiepNhan").map(str::to_string),
+        status: f
+            .get("TrangThaiHoSo")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    })
+}
+
 /// Builds a namespaced document with escaped text.
 pub struct Builder {
     w: Writer<Cursor<Vec<u8>>>,
