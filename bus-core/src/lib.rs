@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod amqp;
+pub mod calendar;
 pub mod claimcheck;
 pub mod clock;
 pub mod deadletter;

@@ -47,6 +47,9 @@ pub struct Settings {
     /// `lienthong mock-agency` behaviour.
     #[serde(default)]
     pub mock: MockSettings,
+    /// The working-day calendar (office hours, holidays, the years' announcements).
+    #[serde(default)]
+    pub calendar: crate::calendar::CalendarSettings,
     /// The units of the province.
     #[serde(default)]
     pub units: Vec<Unit>,
@@ -461,6 +464,9 @@ impl Settings {
     /// or roles some unit has, valid cut-off times and statuses.
     pub fn check(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if let Err(e) = crate::calendar::WorkCalendar::new(&self.calendar) {
+            return bad(format!("[calendar] {e}"));
+        }
         if self.bus.prefix.is_empty()
             || !self
                 .bus
