@@ -370,12 +370,12 @@ pub fn report(rows: &[Row], json: bool) -> ExitCode {
         out.push('\n');
     } else {
         out.push_str(&format!(
-            "{:<15} {:<13} {:<10} {:<5} {:>6}  {}\n",
-            "unit", "adapter", "step", "", "ms", "reason"
+            "{:<15} {:<13} {:<10} {:<6} {:>6}  {}\n",
+            "unit", "adapter", "step", "result", "ms", "reason"
         ));
         for r in rows {
             out.push_str(&format!(
-                "{:<15} {:<13} {:<10} {:<5} {:>6}  {}\n",
+                "{:<15} {:<13} {:<10} {:<6} {:>6}  {}\n",
                 r.unit, r.adapter, r.step, r.result, r.ms, r.reason
             ));
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use lienthong_adapters::edxml::read::{self, AttachmentSink, Limits};
-use lienthong_adapters::edxml::{Attachment, Package, dossier};
+use lienthong_adapters::edxml::{Attachment, Package};
 use lienthong_core::envelope::Envelope;
 use lienthong_core::registry::Settings;
 use serde_json::{Value, json};
@@ -36,20 +36,34 @@ impl AttachmentSink for SaveTo {
             return Ok(());
         };
         f.sync_all()?;
-        let base = a
+        let mut base = a
             .attachment_name
             .as_deref()
             .and_then(|n| Path::new(n).file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .filter(|n| !n.is_empty() && n != "." && n != "..")
             .unwrap_or_else(|| format!("attachment-{}", self.saved.len()));
+        // File systems take 255 bytes per name: keep the end (the extension), at a char boundary.
+        if base.len() > 200 {
+            let mut cut = base.len() - 200;
+            while !base.is_char_boundary(cut) {
+                cut += 1;
+            }
+            base = base[cut..].to_string();
+        }
         let mut target = self.dir.join(&base);
         let mut k = 1;
         while target.exists() {
             target = self.dir.join(format!("{k}-{base}"));
             k += 1;
         }
-        std::fs::rename(&part, &target)?;
+        if let Err(e) = std::fs::rename(&part, &target) {
+            let _ = std::fs::remove_file(&part);
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("saving attachment {} as {}: {e}", base, target.display()),
+            ));
+        }
         self.saved.push(target);
         Ok(())
     }
@@ -84,6 +98,10 @@ pub fn inspect(file: &Path, save: Option<&Path>) -> ExitCode {
     };
     let result = match save {
         Some(dir) => {
+            if dir.exists() && !dir.is_dir() {
+                eprintln!("error: {}: not a directory", dir.display());
+                return ExitCode::FAILURE;
+            }
             if let Err(e) = std::fs::create_dir_all(dir) {
                 eprintln!("error: {}: {e}", dir.display());
                 return ExitCode::FAILURE;
@@ -105,11 +123,17 @@ pub fn inspect(file: &Path, save: Option<&Path>) -> ExitCode {
         Ok(pkg) => {
             let text = serde_json::to_string_pretty(&inspect_json(&pkg)).unwrap_or_default();
             let mut o = std::io::stdout().lock();
-            let _ = o
+            match o
                 .write_all(text.as_bytes())
                 .and_then(|_| o.write_all(b"\n"))
-                .and_then(|_| o.flush());
-            ExitCode::SUCCESS
+                .and_then(|_| o.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing the output: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Err(e) => {
             eprintln!("error: {}: {e}", file.display());
@@ -138,24 +162,48 @@ pub fn build(settings: &Settings, input: &Path, to: Option<&str>, out: Option<&P
             }
         }
     };
-    let env: Envelope = match serde_json::from_slice(&bytes) {
-        Ok(e) => e,
+    let value: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
         Err(e) => {
-            eprintln!("error: {}: not an envelope: {e}", input.display());
+            eprintln!("error: {}: not JSON: {e}", input.display());
             return ExitCode::FAILURE;
         }
     };
-    let Some(to) = to.or(env.receiver.as_deref()) else {
+    // The same checks as the bus's ingress (schema, field rules, NFC).
+    let validator = match lienthong_core::envelope::EnvelopeValidator::new(&settings.envelope) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let env: Envelope = match validator.accept_value(value) {
+        Ok(e) => e,
+        Err(r) => {
+            eprintln!(
+                "error: {}: not a valid envelope: {}",
+                input.display(),
+                r.reason()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(to) = to.or(env.receiver.as_deref()).filter(|t| !t.is_empty()) else {
         eprintln!("error: the envelope has no receiver; name one with --to <unit code>");
         return ExitCode::FAILURE;
     };
-    let name = settings
+    let Some(name) = settings
         .units
         .iter()
         .find(|u| u.code == to)
         .map(|u| u.name.clone())
-        .unwrap_or_default();
-    let pkg = match dossier::build(&env, to, &name) {
+    else {
+        eprintln!("error: no unit {to} in the registry (give --config, or another --to)");
+        return ExitCode::FAILURE;
+    };
+    // Exactly what the adapter sends: a document package for a forward, a recall (13) for a
+    // withdrawal or stop; anything else is refused, as the adapter refuses it.
+    let pkg = match lienthong_adapters::edxml_adapter::build_package(&env, to, &name) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
@@ -171,8 +219,14 @@ pub fn build(settings: &Settings, input: &Path, to: Option<&str>, out: Option<&P
             }
         },
         None => {
-            let _ = std::io::stdout().write_all(&pkg);
-            ExitCode::SUCCESS
+            let mut o = std::io::stdout().lock();
+            match o.write_all(&pkg).and_then(|_| o.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing the package: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -142,6 +142,7 @@ async fn every_shipped_connection_passes_against_the_mocks() {
                 "tax-xml" => "tax".to_string(),
                 "customs-rest" => "customs".to_string(),
                 "dvcqg-sync" => "dvcqg".to_string(),
+                "mapped" => format!("civil-status/{}", u.code),
                 _ => format!("edxml/{}", u.code),
             };
             *endpoint = format!("http://{}/{path}", mock.addr);
@@ -249,7 +250,7 @@ async fn a_401_a_403_a_redirect_and_an_expired_certificate_fail_with_their_reaso
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("interface  fail") && text.contains("401"),
+        text.contains("interface  fail ") && text.contains("401"),
         "{text}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -167,4 +167,18 @@ fn configuration_errors_name_the_field() {
     );
     let e = mk(json!({"format": "json", "request": {}})).expect("refused");
     assert!(e.contains("callback"), "{e}");
+    let cb = json!({"ma_ho_so": "/a", "reference": "/b", "status": "/c"});
+    let e = mk(json!({"format": "json", "request": {"NgaySinh": {"from": "/x", "format": "date9"}}, "callback": cb}))
+        .expect("refused");
+    assert!(e.contains("request.NgaySinh") && e.contains("date9"), "{e}");
+    let e =
+        mk(json!({"format": "json", "request": {"MaHoSo": {"form": "/ma_ho_so"}}, "callback": cb}))
+            .expect("refused");
+    assert!(e.contains("request.MaHoSo") && e.contains("`from`"), "{e}");
+    let e = mk(json!({"format": "json", "submit_path": "ho-so", "request": {}, "callback": cb}))
+        .expect("refused");
+    assert!(e.contains("submit_path") && e.contains("'/'"), "{e}");
+    let e = mk(json!({"format": "json", "sumbit_path": "/ho-so", "request": {}, "callback": cb}))
+        .expect("refused");
+    assert!(e.contains("sumbit_path"), "an unknown key is named: {e}");
 }

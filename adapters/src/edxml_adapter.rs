@@ -184,8 +184,12 @@ pub fn build_package(env: &Envelope, unit_code: &str, unit_name: &str) -> Result
                         env.status.map(|s| s.0)
                     )
                 })?;
-            let date = chrono::Utc::now()
-                .with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).ok_or("offset")?)
+            // The recall answers the forward this status follows; its date is not known here,
+            // so the status's own date is used (stable across retries of this message).
+            let vn = chrono::FixedOffset::east_opt(7 * 3600).ok_or("offset")?;
+            let date = chrono::DateTime::parse_from_rfc3339(&env.sent_at)
+                .map(|t| t.with_timezone(&vn))
+                .unwrap_or_else(|_| chrono::Utc::now().with_timezone(&vn))
                 .format("%Y/%m/%d")
                 .to_string();
             let mut about = env.clone();
@@ -290,9 +294,8 @@ impl Adapter for EdxmlAdapter {
             Transport::Push => crate::http::Probe::NotSupported(
                 "edXML push has no harmless test call: reachability and TLS were checked".into(),
             ),
-            Transport::Pull => crate::http::Probe::Passed(
-                "pull: the department's system calls the bus (GET /v1/edxml/<unit>/packages)"
-                    .into(),
+            Transport::Pull => crate::http::Probe::NotSupported(
+                "pull: nothing to call; the department's system calls the bus (GET /v1/edxml/<unit>/packages)".into(),
             ),
         }
     }

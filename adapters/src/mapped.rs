@@ -85,8 +85,10 @@ pub struct Callback {
     pub result: Map<String, Value>,
 }
 
-/// The whole configuration of a mapped agency (`[units.reach.settings]`).
+/// The whole configuration of a mapped agency (`[units.reach.settings]`); unknown keys are
+/// refused.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MappedConfig {
     /// `json` or `xml`.
     pub format: String,
@@ -155,6 +157,17 @@ impl Mapped {
         if cfg.format == "xml" && (cfg.xml_root.is_none() || cfg.xml_namespace.is_none()) {
             return Err("mapped: format xml needs xml_root and xml_namespace".into());
         }
+        for (what, p) in [
+            ("submit_path", Some(cfg.submit_path.as_str())),
+            ("status_path", cfg.status_path.as_deref()),
+        ] {
+            if let Some(p) = p
+                && !p.is_empty()
+                && !p.starts_with('/')
+            {
+                return Err(format!("mapped: {what} {p:?} must start with '/'"));
+            }
+        }
         let mut request = Vec::new();
         for (k, v) in &cfg.request {
             let s: Source = serde_json::from_value(v.clone())
@@ -166,6 +179,27 @@ impl Mapped {
                 return Err(format!(
                     "mapped: request.{k}: {p:?} is neither a JSON pointer (/…) nor $callback_url, $now, $message_id"
                 ));
+            }
+            if let Source::Field {
+                from,
+                value,
+                format,
+                ..
+            } = &s
+            {
+                if from.is_none() && value.is_none() {
+                    return Err(format!(
+                        "mapped: request.{k}: a field needs `from` (a JSON pointer or variable) or `value`; its keys are from, value, format, required"
+                    ));
+                }
+                if let Some(f) = format
+                    && f != "date8"
+                    && f != "string"
+                {
+                    return Err(format!(
+                        "mapped: request.{k}: format {f:?} is neither \"date8\" nor \"string\""
+                    ));
+                }
             }
             request.push((k.clone(), s));
         }
@@ -394,11 +428,23 @@ impl Adapter for Mapped {
             self.endpoint,
             path.replace("{ma_ho_so}", crate::adapter::PROBE_MA_HO_SO)
         );
-        probe_get(&self.client, &url, |status, _| {
-            if status.as_u16() == 404 || status.is_success() {
-                Ok(format!("status lookup answered HTTP {}", status.as_u16()))
+        let json = self.cfg.format == "json";
+        let ns = self.cfg.xml_namespace.clone().unwrap_or_default();
+        probe_get(&self.client, &url, move |status, body| {
+            // A 404 from a wrong route has no body in the agency's format: only a readable one
+            // shows that the status path reached the agency's interface.
+            let readable = if json {
+                serde_json::from_slice::<Value>(body).is_ok_and(|v| v.is_object())
             } else {
-                Err("unexpected status".into())
+                read_flat(body, &ns).is_ok()
+            };
+            if (status.as_u16() == 404 || status.is_success()) && readable {
+                Ok(format!(
+                    "status lookup answered HTTP {} in the agency's format",
+                    status.as_u16()
+                ))
+            } else {
+                Err("the answer is not in the agency's format: is status_path right?".into())
             }
         })
         .await

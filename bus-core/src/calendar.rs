@@ -138,8 +138,12 @@ fn md(s: &str, what: &str) -> Result<(u32, u32), String> {
     let (m, d) = s
         .split_once('-')
         .ok_or_else(|| format!("calendar: {what} {s:?} is not MM-DD"))?;
-    let m: u32 = m.parse().map_err(|_| format!("calendar: {what} {s:?} is not MM-DD"))?;
-    let d: u32 = d.parse().map_err(|_| format!("calendar: {what} {s:?} is not MM-DD"))?;
+    let m: u32 = m
+        .parse()
+        .map_err(|_| format!("calendar: {what} {s:?} is not MM-DD"))?;
+    let d: u32 = d
+        .parse()
+        .map_err(|_| format!("calendar: {what} {s:?} is not MM-DD"))?;
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return Err(format!("calendar: {what} {s:?} is not MM-DD"));
     }
@@ -147,7 +151,8 @@ fn md(s: &str, what: &str) -> Result<(u32, u32), String> {
 }
 
 fn date(s: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("calendar: {s:?} is not YYYY-MM-DD"))
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| format!("calendar: {s:?} is not YYYY-MM-DD"))
 }
 
 /// Parse `HH:MM` (a cut-off time).
@@ -176,7 +181,9 @@ impl WorkCalendar {
                 .ok_or_else(|| format!("calendar: office hours {b:?} are not HH:MM-HH:MM"))?;
             let (a, z) = (hhmm(a)?, hhmm(z)?);
             if z <= a {
-                return Err(format!("calendar: office hours {b:?} end before they start"));
+                return Err(format!(
+                    "calendar: office hours {b:?} end before they start"
+                ));
             }
             hours.push((a, z));
         }
@@ -287,10 +294,15 @@ impl WorkCalendar {
 
     /// The first counted day for something received at `received`, with the procedure's
     /// `cutoff` (rule 2).
-    pub fn clock_start(&self, received: DateTime<FixedOffset>, cutoff: Option<NaiveTime>) -> NaiveDate {
+    pub fn clock_start(
+        &self,
+        received: DateTime<FixedOffset>,
+        cutoff: Option<NaiveTime>,
+    ) -> NaiveDate {
         let local = received.with_timezone(&vn());
         let d = local.date_naive();
-        let limit = cutoff.unwrap_or_else(|| self.hours.last().map(|h| h.1).unwrap_or(NaiveTime::MIN));
+        let limit =
+            cutoff.unwrap_or_else(|| self.hours.last().map(|h| h.1).unwrap_or(NaiveTime::MIN));
         if self.is_working_day(d) && local.time() < limit {
             d
         } else {
@@ -420,7 +432,13 @@ mod tests {
         assert!(!c.is_working_day(d("2026-01-02")), "announced day off");
         assert!(c.is_working_day(d("2026-01-10")), "compensatory Saturday");
         assert!(!c.is_working_day(d("2026-01-17")), "an ordinary Saturday");
-        for x in ["2026-02-16", "2026-02-17", "2026-02-18", "2026-02-19", "2026-02-20"] {
+        for x in [
+            "2026-02-16",
+            "2026-02-17",
+            "2026-02-18",
+            "2026-02-19",
+            "2026-02-20",
+        ] {
             assert!(!c.is_working_day(d(x)), "Tết {x}");
         }
         assert!(c.is_working_day(d("2026-02-23")));
@@ -436,20 +454,54 @@ mod tests {
         let cut = Some(hhmm("15:00").expect("cut-off"));
         let cases = [
             // Friday afternoon after the cut-off: counts from Monday; 3 days → Wednesday.
-            ("2026-11-27T15:30:00+07:00", 3, cut, "2026-12-02T17:00:00+07:00"),
+            (
+                "2026-11-27T15:30:00+07:00",
+                3,
+                cut,
+                "2026-12-02T17:00:00+07:00",
+            ),
             // Friday before the cut-off: Friday is day 1 → Tuesday.
-            ("2026-11-27T10:00:00+07:00", 3, cut, "2026-12-01T17:00:00+07:00"),
+            (
+                "2026-11-27T10:00:00+07:00",
+                3,
+                cut,
+                "2026-12-01T17:00:00+07:00",
+            ),
             // Across Tết: received Friday 13 February 2026; 3 days → 13, 23, 24 February.
-            ("2026-02-13T09:00:00+07:00", 3, cut, "2026-02-24T17:00:00+07:00"),
+            (
+                "2026-02-13T09:00:00+07:00",
+                3,
+                cut,
+                "2026-02-24T17:00:00+07:00",
+            ),
             // Across a compensatory Saturday: 9 January (Fri) + 2 days → 9, 10 (Sat, worked).
-            ("2026-01-09T09:00:00+07:00", 2, cut, "2026-01-10T17:00:00+07:00"),
+            (
+                "2026-01-09T09:00:00+07:00",
+                2,
+                cut,
+                "2026-01-10T17:00:00+07:00",
+            ),
             // A 5-day step over 30 April and 1 May 2026 (Thu, Fri): 28, 29 Apr, 4, 5, 6 May.
-            ("2026-04-28T08:00:00+07:00", 5, None, "2026-05-06T17:00:00+07:00"),
+            (
+                "2026-04-28T08:00:00+07:00",
+                5,
+                None,
+                "2026-05-06T17:00:00+07:00",
+            ),
             // Received on a holiday: counts from the next worked day.
-            ("2026-09-02T09:00:00+07:00", 1, cut, "2026-09-03T17:00:00+07:00"),
+            (
+                "2026-09-02T09:00:00+07:00",
+                1,
+                cut,
+                "2026-09-03T17:00:00+07:00",
+            ),
         ];
         for (received, days, cutoff, want) in cases {
-            assert_eq!(c.due(t(received), days, cutoff), t(want), "{received} + {days}");
+            assert_eq!(
+                c.due(t(received), days, cutoff),
+                t(want),
+                "{received} + {days}"
+            );
         }
     }
 
@@ -458,19 +510,34 @@ mod tests {
         let c = cal_2026();
         let due = t("2026-12-02T17:00:00+07:00");
         // Paused Monday 13:30 to Tuesday 11:30: 3.5 h + 4 h = 7.5 h of office time.
-        let paused = c.office_seconds(t("2026-11-30T13:30:00+07:00"), t("2026-12-01T11:30:00+07:00"));
+        let paused = c.office_seconds(
+            t("2026-11-30T13:30:00+07:00"),
+            t("2026-12-01T11:30:00+07:00"),
+        );
         assert_eq!(paused, 7 * 3600 + 1800);
         // 17:00 Wednesday + 7.5 h of office time → Thursday 17:00 (a whole office day).
-        assert_eq!(c.add_office_seconds(due, paused), t("2026-12-03T17:00:00+07:00"));
+        assert_eq!(
+            c.add_office_seconds(due, paused),
+            t("2026-12-03T17:00:00+07:00")
+        );
     }
 
     #[test]
     fn classification() {
         let c = cal_2026();
         let due = t("2026-12-02T17:00:00+07:00");
-        assert_eq!(c.classify(t("2026-12-01T16:00:00+07:00"), due), Timeliness::Early);
-        assert_eq!(c.classify(t("2026-12-02T08:00:00+07:00"), due), Timeliness::OnTime);
-        assert_eq!(c.classify(t("2026-12-02T17:00:01+07:00"), due), Timeliness::Late);
+        assert_eq!(
+            c.classify(t("2026-12-01T16:00:00+07:00"), due),
+            Timeliness::Early
+        );
+        assert_eq!(
+            c.classify(t("2026-12-02T08:00:00+07:00"), due),
+            Timeliness::OnTime
+        );
+        assert_eq!(
+            c.classify(t("2026-12-02T17:00:01+07:00"), due),
+            Timeliness::Late
+        );
         assert_eq!(Timeliness::Late.vi(), "Quá hạn");
     }
 }

@@ -83,6 +83,8 @@ pub fn use_mock(s: &mut Settings, mock: &MockServer) {
                 "edxml" => format!("edxml/{}", u.code),
                 "tax-xml" => "tax".to_string(),
                 "customs-rest" => "customs".to_string(),
+                "dvcqg-sync" => "dvcqg".to_string(),
+                "mapped" => format!("civil-status/{}", u.code),
                 _ => "bhxh".to_string(),
             };
             *endpoint = format!("http://{}/{path}", mock.addr);

@@ -43,11 +43,15 @@ pub fn split_document_id(id: &str) -> Option<(&str, &str, &str, &str)> {
 }
 
 /// The document package for a `dossier.forward` from `env.sender` to the unit `to` (code and
-/// name), as of now. Subject and content are in Vietnamese; the envelope is attached whole.
+/// name), dated by the envelope's `sent_at` (Vietnam time). Subject and content are in Vietnamese; the envelope is attached whole.
 pub fn package_for(env: &Envelope, to_code: &str, to_name: &str) -> Package {
-    let now = Utc::now().with_timezone(&vn());
-    let date = now.format("%Y/%m/%d").to_string();
-    let stamp = now.format("%Y/%m/%d %H:%M:%S").to_string();
+    // The envelope's own time, so that a retry (even after midnight) builds the same
+    // DocumentId, the idempotency key.
+    let when = chrono::DateTime::parse_from_rfc3339(&env.sent_at)
+        .map(|t| t.with_timezone(&vn()))
+        .unwrap_or_else(|_| Utc::now().with_timezone(&vn()));
+    let date = when.format("%Y/%m/%d").to_string();
+    let stamp = when.format("%Y/%m/%d %H:%M:%S").to_string();
     let doc_id = document_id(env, &date);
     let applicant = env
         .payload

@@ -183,6 +183,11 @@ pub fn read<R: Read>(
         extra: skipped_bom,
         root_seen: false,
     };
+    // Elements open, the root included; whether the root has been closed; whether the last
+    // attachment content was streamed and its end tag must come next.
+    let mut open = 0usize;
+    let mut root_closed = false;
+    let mut after_content = false;
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -203,6 +208,40 @@ pub fn read<R: Read>(
                 });
             }
         };
+        if after_content {
+            let interrupted = match &ev {
+                Event::End(_) => None,
+                Event::Text(t) if t.xml10_content().trim().is_empty() => None,
+                Event::CData(_) => Some("a CDATA section"),
+                Event::Comment(_) => Some("a comment"),
+                Event::PI(_) => Some("a processing instruction"),
+                Event::Start(_) | Event::Empty(_) => Some("an element"),
+                Event::Eof => Some("the end of the package"),
+                _ => Some("other content"),
+            };
+            if let Some(what) = interrupted {
+                return Err(ReadError::Base64 {
+                    which: st.which_attachment(),
+                    msg: format!(
+                        "its content is interrupted by {what} at byte {pos}; attachment content must be one run of base64 text"
+                    ),
+                });
+            }
+            after_content = false;
+        }
+        if root_closed {
+            let junk = match &ev {
+                Event::Start(_) | Event::Empty(_) | Event::CData(_) => true,
+                Event::Text(t) => !t.xml10_content().trim().is_empty(),
+                _ => false,
+            };
+            if junk {
+                return Err(ReadError::Xml {
+                    pos,
+                    msg: "content after the end of the root element".into(),
+                });
+            }
+        }
         match ev {
             Event::Decl(d) => {
                 if let Some(enc) = d.encoding() {
@@ -217,7 +256,7 @@ pub fn read<R: Read>(
                 }
             }
             Event::DocType(_) => return Err(ReadError::Doctype(pos)),
-            Event::Start(s) | Event::Empty(s) if !st.root_seen => {
+            Event::Start(ref s) | Event::Empty(ref s) if !st.root_seen => {
                 let local = s.local_name().as_ref().to_string();
                 if ns.as_deref() != Some(NS) || (local != "edXML" && local != "edXMLEnvelope") {
                     return Err(ReadError::Root {
@@ -229,7 +268,12 @@ pub fn read<R: Read>(
                     });
                 }
                 st.root_seen = true;
-                if local == "edXMLEnvelope" {
+                if matches!(ev, Event::Start(_)) {
+                    open = 1;
+                } else {
+                    root_closed = true;
+                }
+                if local == "edXMLEnvelope" && open == 1 {
                     st.stack.push(local);
                 }
             }
@@ -247,12 +291,15 @@ pub fn read<R: Read>(
                     continue;
                 }
                 st.check_ns(&s, ns.as_deref(), &local, pos)?;
+                open += 1;
                 st.stack.push(local);
                 st.text.clear();
                 st.on_start();
                 if st.at(&["Attachment", "ContentTransferEncoded"]) {
-                    let n = stream_base64(r.get_mut(), &mut st, sink)?;
+                    let at = r.buffer_position() + st.extra;
+                    let n = stream_base64(r.get_mut(), &mut st, sink, at)?;
                     st.extra += n;
+                    after_content = true;
                 }
             }
             Event::Empty(s) => {
@@ -286,6 +333,10 @@ pub fn read<R: Read>(
                 st.push_text(&v)?
             }
             Event::End(_) => {
+                open = open.saturating_sub(1);
+                if open == 0 {
+                    root_closed = true;
+                }
                 if st.stack.is_empty() {
                     continue;
                 }
@@ -293,7 +344,18 @@ pub fn read<R: Read>(
                 st.stack.pop();
                 st.text.clear();
             }
-            Event::Eof => break,
+            Event::Eof => {
+                if open > 0 {
+                    return Err(ReadError::Xml {
+                        pos,
+                        msg: format!(
+                            "the package ends inside <{}> ({open} element(s) still open): it is cut off",
+                            st.stack.last().map(String::as_str).unwrap_or("edXML")
+                        ),
+                    });
+                }
+                break;
+            }
             _ => {}
         }
     }
@@ -664,12 +726,13 @@ const CHUNK: usize = 64 << 10;
 
 /// Decode the content of a `ContentTransferEncoded` element straight from the input, up to
 /// (not including) the next `<`, into `sink`. Whitespace and the character references of
-/// whitespace (`&#13;`, `&#xD;`, `&#10;`, `&#xA;`, `&#9;`) are skipped. Returns the bytes
-/// consumed.
+/// whitespace (`&#13;`, `&#xD;`, `&#10;`, `&#xA;`, `&#9;`) are skipped. `at` is the byte
+/// position where the content starts (for errors). Returns the bytes consumed.
 fn stream_base64<R: BufRead>(
     input: &mut R,
     st: &mut State,
     sink: &mut dyn AttachmentSink,
+    at: u64,
 ) -> Result<u64, ReadError> {
     let index = st.pkg.attachments.len().saturating_sub(1);
     sink.start(index)?;
@@ -726,7 +789,7 @@ fn stream_base64<R: BufRead>(
         let buf = input.fill_buf()?;
         if buf.is_empty() {
             return Err(ReadError::Xml {
-                pos: 0,
+                pos: at + consumed,
                 msg: format!(
                     "the package ends inside the content of attachment {}",
                     st.which_attachment()

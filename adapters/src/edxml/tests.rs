@@ -390,3 +390,40 @@ fn an_unknown_status_code_is_kept_verbatim() {
     assert_eq!(c.0, "42");
     assert_eq!(c.meaning(), None);
 }
+
+#[test]
+fn a_cut_off_package_is_an_error_never_a_partial_success() {
+    let full = sample("edoc_update.edxml");
+    let e = read_bytes(&full[..1500]).expect_err("cut in the header");
+    assert!(e.to_string().contains("cut off"), "{e}");
+    let e = read_bytes(&full[..full.len() - 2000]).expect_err("cut in the base64");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("ends inside the content of attachment"),
+        "{msg}"
+    );
+    assert!(!msg.contains("at byte 0:"), "a real position: {msg}");
+}
+
+#[test]
+fn base64_interrupted_by_cdata_a_comment_or_an_element_is_refused() {
+    for (what, content) in [
+        ("CDATA", "<![CDATA[SGVsbG8gd29ybGQ=]]>"),
+        ("comment", "SGVsbG8g<!-- x -->d29ybGQ="),
+        ("element", "SGVsbG8g<edXML:X/>d29ybGQ="),
+    ] {
+        let e = read_bytes(package_with_attachment(content).as_bytes()).expect_err(what);
+        assert!(
+            matches!(&e, ReadError::Base64 { msg, .. } if msg.contains("interrupted")),
+            "{what}: {e}"
+        );
+    }
+}
+
+#[test]
+fn content_after_the_root_is_refused() {
+    let mut text = String::from_utf8(sample("status_finish_06.edxml")).expect("utf-8");
+    text.push_str("<edXML xmlns=\"http://www.mic.gov.vn/TBT/QCVN_102_2016\"/>junk");
+    let e = read_bytes(text.as_bytes()).expect_err("junk");
+    assert!(e.to_string().contains("after the end of the root"), "{e}");
+}

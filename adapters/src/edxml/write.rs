@@ -292,7 +292,9 @@ pub fn write<O: Write>(
                     hash: Sha256::new(),
                     size: 0,
                 };
-                io::copy(&mut a.content, &mut tee)?;
+                io::copy(&mut a.content, &mut tee).map_err(|e| {
+                    io::Error::new(e.kind(), format!("attachment {}: {e}", a.attachment_name))
+                })?;
                 let size = tee.size;
                 let digest = tee.hash.finalize();
                 enc.finish()?;
