@@ -407,25 +407,7 @@ async fn callback_inner(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<String, Problem> {
-    let unit = api.ctx.registry.unit(unit_code).ok_or_else(|| {
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            "unknown-unit",
-            "Unknown unit",
-            format!("no unit {unit_code}"),
-        )
-    })?;
-    let Reach::Adapter { callback_key, .. } = &unit.reach else {
-        return Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "no-adapter",
-            "Unit has no adapter",
-            format!("{unit_code} is reached over AMQP"),
-        ));
-    };
-    if callback_key.as_deref().is_none() || bearer(headers) != callback_key.as_deref() {
-        return Err(Problem::unauthorized("wrong or missing callback key"));
-    }
+    agency_caller(api, unit_code, headers)?;
     let adapter = api.adapters.get(unit_code).ok_or_else(|| {
         Problem::new(
             StatusCode::NOT_FOUND,
@@ -703,15 +685,14 @@ async fn readyz(State(api): State<Api>) -> Response {
     }
 }
 
-/// The edXML pull settings of `unit_code` after checking the caller: the unit must be reached
-/// by the `edxml` adapter with `transport = "pull"`, and the caller must present the unit's
-/// callback key (the credential its document system already uses to post status packages).
-/// Returns (retry on `fail`, max fetches).
-fn edxml_department(
-    api: &Api,
+/// An agency's system calling the bus as `unit_code`: the unit must exist and be reached by an
+/// adapter, and the caller must present that unit's callback key. Returns the adapter's name
+/// and settings.
+fn agency_caller<'a>(
+    api: &'a Api,
     unit_code: &str,
     headers: &HeaderMap,
-) -> Result<(bool, i64), Problem> {
+) -> Result<(&'a str, &'a serde_json::Map<String, Value>), Problem> {
     let unit = api.ctx.registry.unit(unit_code).ok_or_else(|| {
         Problem::new(
             StatusCode::NOT_FOUND,
@@ -729,11 +710,27 @@ fn edxml_department(
     else {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
-            "not-edxml-pull",
-            "Unit does not pull edXML",
+            "no-adapter",
+            "Unit has no adapter",
             format!("{unit_code} is reached over AMQP"),
         ));
     };
+    if callback_key.as_deref().is_none() || bearer(headers) != callback_key.as_deref() {
+        return Err(Problem::unauthorized("wrong or missing key of this unit"));
+    }
+    Ok((adapter.as_str(), settings))
+}
+
+/// The edXML pull settings of `unit_code` after checking the caller: the unit must be reached
+/// by the `edxml` adapter with `transport = "pull"`, and the caller must present the unit's
+/// callback key (the credential its document system already uses to post status packages).
+/// Returns (retry on `fail`, max fetches).
+fn edxml_department(
+    api: &Api,
+    unit_code: &str,
+    headers: &HeaderMap,
+) -> Result<(bool, i64), Problem> {
+    let (adapter, settings) = agency_caller(api, unit_code, headers)?;
     if adapter != lienthong_adapters::edxml_adapter::NAME
         || settings.get("transport").and_then(Value::as_str) != Some("pull")
     {
@@ -743,9 +740,6 @@ fn edxml_department(
             "Unit does not pull edXML",
             format!("{unit_code} is not reached by the edxml adapter with transport = \"pull\""),
         ));
-    }
-    if callback_key.as_deref().is_none() || bearer(headers) != callback_key.as_deref() {
-        return Err(Problem::unauthorized("wrong or missing key of this unit"));
     }
     let retry = settings.get("on_fail").and_then(Value::as_str) != Some("dead-letter");
     let max = settings

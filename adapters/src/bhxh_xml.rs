@@ -196,23 +196,9 @@ impl Adapter for BhxhXml {
                     Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)
                 ) =>
             {
-                let mut b = Builder::new("YeuCauHuy", NS);
-                b.text("MaHoSo", &env.ma_ho_so)
-                    .text("MaThamChieu", &env.message_id)
-                    .text(
-                        "LyDo",
-                        env.payload
-                            .reason
-                            .as_deref()
-                            .unwrap_or("Dừng xử lý theo yêu cầu"),
-                    )
-                    .text(
-                        "NgayGui",
-                        &lienthong_core::clock::to_dvcqg(chrono::Utc::now()),
-                    );
+                let body = crate::xml::cancel_document(env, NS);
                 let url = format!("{}/api/ho-so/{}/huy", self.endpoint, env.ma_ho_so);
-                self.post("cancel", url, &env.message_id, b.finish("YeuCauHuy"))
-                    .await
+                self.post("cancel", url, &env.message_id, body).await
             }
             other => Outcome::Permanent {
                 reason: format!("the BHXH interface has no operation for a {other} message"),

@@ -168,30 +168,9 @@ impl Adapter for TaxXml {
                     Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)
                 ) =>
             {
-                let mut b = Builder::new("YeuCauHuy", NS);
-                b.text("MaHoSo", &env.ma_ho_so)
-                    .text("MaThamChieu", &env.message_id)
-                    .text(
-                        "LyDo",
-                        env.payload
-                            .reason
-                            .as_deref()
-                            .unwrap_or("Dừng xử lý theo yêu cầu"),
-                    )
-                    .text(
-                        "NgayGui",
-                        &lienthong_core::clock::to_dvcqg(chrono::Utc::now()),
-                    );
+                let body = crate::xml::cancel_document(env, NS);
                 let url = format!("{}/api/phieu-chuyen/{}/huy", self.endpoint, env.ma_ho_so);
-                post_for_receipt(
-                    &self.client,
-                    "cancel",
-                    &url,
-                    &env.message_id,
-                    b.finish("YeuCauHuy"),
-                    NS,
-                )
-                .await
+                post_for_receipt(&self.client, "cancel", &url, &env.message_id, body, NS).await
             }
             other => Outcome::Permanent {
                 reason: format!("the Tax interface has no operation for a {other} message"),

@@ -241,6 +241,26 @@ pub async fn status_lookup(
     })
 }
 
+/// The cancel document of the reference XML interfaces (`YeuCauHuy` in namespace `ns`): the
+/// dossier, the message id, the reason (default "Dừng xử lý theo yêu cầu") and the time.
+pub fn cancel_document(env: &lienthong_core::Envelope, ns: &str) -> Vec<u8> {
+    let mut b = Builder::new("YeuCauHuy", ns);
+    b.text("MaHoSo", &env.ma_ho_so)
+        .text("MaThamChieu", &env.message_id)
+        .text(
+            "LyDo",
+            env.payload
+                .reason
+                .as_deref()
+                .unwrap_or("Dừng xử lý theo yêu cầu"),
+        )
+        .text(
+            "NgayGui",
+            &lienthong_core::clock::to_dvcqg(chrono::Utc::now()),
+        );
+    b.finish("YeuCauHuy")
+}
+
 /// Builds a namespaced document with escaped text.
 pub struct Builder {
     w: Writer<Cursor<Vec<u8>>>,
