@@ -1,9 +1,30 @@
-//! `lienthong mock-agency`: the Police (REST/JSON) and Social Insurance (XML) reference
-//! interfaces of `schemas/agencies/`, served on loopback for the demo and the tests. Every
-//! request is validated against those schema files (JSON Schema, XSD via libxml2), never
-//! against the adapters' Rust types. Calls (requests) and effects (dossiers actually
-//! registered) are counted separately, so tests can prove "delivered exactly once".
+//! `lienthong mock-agency`: the reference interfaces of `schemas/agencies/` (Police and Customs
+//! REST/JSON; Social Insurance and Tax XML; departments' edXML document systems, push; the
+//! Đức Phổ civil-status software; the DVCQG portal), served on loopback for the demo and the
+//! tests. Every request is validated against those schema files (JSON Schema, XSD via
+//! libxml2), never against the adapters' Rust types. Calls (requests) and effects (dossiers
+//! actually registered) are counted separately, so tests can prove "delivered exactly once".
 //! Latency, 503s and refusals are configurable; `/_mock/faults` scripts answers per dossier.
+//!
+//! **Scripted decisions.** `POST /_mock/decisions` with [`Decision`] as JSON, `{"agency": …,
+//! "ma_ho_so": …, "status": 3 | 5 | 6 | 9, "delay_ms": …, "reason": …}`, fixes how that agency
+//! decides that dossier, instead of at random (`refusal_rate`): whenever the dossier is
+//! submitted with a new idempotency key (a replay keeps its first answer), the callback carries
+//! that decision, `reason` as its reason or text, after `delay_ms` (instead of
+//! `callback_delay_ms`). It holds until replaced by another decision for the same agency and
+//! dossier or cleared by `/_mock/reset`; it applies to submits, not to Tax's payment
+//! confirmations. What each interface can express ([`Decision::check`]; anything else is
+//! answered 400 with the reason): Police, Social Insurance, Customs, edXML departments and the
+//! civil-status software decide 3 (refused) or 9 (processed); Tax answers a form with 6 (a
+//! payment notice, `ThongBaoNopTien`) or 5 (a request for more data, `YeuCauBoSung`) and has no
+//! refusal; DVCQG decides nothing. A cancel (`…/huy`, or an edXML recall package, status 13) of a
+//! dossier whose callback is still pending stops that callback: a cancelled dossier gets no
+//! later result. Every cancel is counted in the stats (`cancels`).
+//!
+//! **Tax payment confirmation.** `POST /tax/api/nop-tien` (`XacNhanNopTien`, validated against
+//! the Tax XSD, idempotent as the form) is accepted only for a `SoThongBao` the mock issued for
+//! that `MaHoSo` (else `BienNhan` `LOI` `E_KHONG_TIM_THAY`); after the callback delay the mock
+//! posts `HoanThanhNghiaVu` and holds the dossier at status 9.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -70,6 +91,62 @@ pub struct Fault {
     pub retry_after_as_date: bool,
 }
 
+/// A scripted decision (`POST /_mock/decisions`): how `agency` decides dossier `ma_ho_so`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Decision {
+    /// Which agency.
+    pub agency: Agency,
+    /// The dossier (`MaHoSo`).
+    pub ma_ho_so: String,
+    /// TrangThaiHoSo of the decision: 3 refused, 5 more data requested, 6 financial
+    /// obligation (a payment notice), 9 processed; see [`Decision::check`].
+    pub status: u8,
+    /// Callback delay for this dossier, ms (instead of `callback_delay_ms`).
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// The refusal's reason, or the text of a request for more data or of a notice.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl Decision {
+    /// Whether the agency's interface can express the decision. Err says why not.
+    pub fn check(&self) -> Result<(), String> {
+        if self.ma_ho_so.is_empty() {
+            return Err("ma_ho_so is empty".into());
+        }
+        if self.reason.as_deref() == Some("") {
+            return Err("reason is empty (leave it out for the mock's text)".into());
+        }
+        match (self.agency, self.status) {
+            (Agency::Dvcqg, _) => {
+                Err("the DVCQG portal decides nothing: it only stores what is synced to it".into())
+            }
+            (Agency::Tax, 5 | 6) => Ok(()),
+            (Agency::Tax, 3 | 9) => Err(format!(
+                "the Tax interface answers a form only with ThongBaoNopTien (6) or YeuCauBoSung (5): it has no refusal, and its 9 (HoanThanhNghiaVu) answers a payment confirmation (POST /tax/api/nop-tien), not a form; status {} cannot be scripted for tax",
+                self.status
+            )),
+            (_, 3 | 9) => Ok(()),
+            (a, 5 | 6) => Err(format!(
+                "the {} interface answers only 3 (refused) or 9 (processed): status {} (5 more data, 6 financial obligation) is not expressible there; only tax answers 5 or 6",
+                agency_name(a),
+                self.status
+            )),
+            (_, other) => Err(format!(
+                "status {other} is not a decision: use 3, 5, 6 or 9"
+            )),
+        }
+    }
+}
+
+fn agency_name(a: Agency) -> String {
+    serde_json::to_value(a)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// Fault code: register the dossier, then answer with a truncated body (the answer is lost).
 pub const COMMIT_TRUNCATED: u16 = 1;
 /// Fault code: register the dossier, then answer only after [`SLOW_ANSWER_MS`] (past a client
@@ -113,6 +190,10 @@ struct Data {
     dossiers: HashMap<(Agency, String), (String, u8)>,
     requests: HashMap<(Agency, String), Vec<Value>>,
     faults: Vec<(Fault, VecDeque<u16>)>,
+    /// Scripted decisions by agency and dossier.
+    decisions: HashMap<(Agency, String), Decision>,
+    /// Tax: the payment notices (`SoThongBao`) issued, by dossier.
+    tax_notices: HashMap<String, std::collections::HashSet<String>>,
     /// DVCQG: sessions handed out, dossiers by MaHoSo, progress entries.
     dvcqg_sessions: std::collections::HashSet<String>,
     dvcqg_dossiers: HashMap<String, Value>,
@@ -223,9 +304,11 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
         .route("/tax/api/phieu-chuyen", post(tax_submit))
         .route("/tax/api/phieu-chuyen/{ma}", get(tax_status))
         .route("/tax/api/phieu-chuyen/{ma}/huy", post(tax_cancel))
+        .route("/tax/api/nop-tien", post(tax_payment))
         .route("/_mock/stats", get(stats))
         .route("/_mock/requests/{agency}/{ma}", get(requests))
         .route("/_mock/faults", post(add_fault))
+        .route("/_mock/decisions", post(add_decision))
         .route("/_mock/reset", post(reset))
         .with_state(mock);
     let listener = tokio::net::TcpListener::bind(&settings.mock.listen).await?;
@@ -342,7 +425,7 @@ impl Mock {
         None
     }
 
-    /// The agency's idempotency rule, shared by both interfaces: record the request; a key
+    /// The agency's idempotency rule, shared by every interface: record the request; a key
     /// already used for another dossier gets `conflict(owner)`; a repeated key gets the stored
     /// answer (no new effect); a new key stores `fresh()` and registers the dossier (status 2).
     /// Returns (answer, whether this is the first — the effect). None if the state is poisoned.
@@ -356,6 +439,26 @@ impl Mock {
         request: Value,
         conflict: impl FnOnce(&str) -> Answer,
         fresh: impl FnOnce() -> Answer,
+    ) -> Option<(Answer, bool)> {
+        let k = (a, ma.to_string());
+        let receipt = receipt.to_string();
+        self.claim(a, key, ma, request, conflict, fresh, move |d| {
+            d.dossiers.insert(k, (receipt, 2));
+        })
+    }
+
+    /// [`Mock::claim_key`] with what a new key does to the mock's records (`register`, run
+    /// under the lock with the new answer stored).
+    #[allow(clippy::too_many_arguments)]
+    fn claim(
+        &self,
+        a: Agency,
+        key: &str,
+        ma: &str,
+        request: Value,
+        conflict: impl FnOnce(&str) -> Answer,
+        fresh: impl FnOnce() -> Answer,
+        register: impl FnOnce(&mut Data),
     ) -> Option<(Answer, bool)> {
         let mut d = self.data.lock().ok()?;
         d.requests
@@ -374,46 +477,61 @@ impl Mock {
         let ans = fresh();
         d.key_owner.insert(k.clone(), ma.to_string());
         d.answers.insert(k, ans.clone());
-        d.dossiers
-            .insert((a, ma.to_string()), (receipt.to_string(), 2));
+        register(&mut d);
         Some((ans, true))
     }
 
-    /// After the callback delay, decide the dossier (`decided`: 3 or 9) and post the result,
-    /// unless it was cancelled meanwhile.
-    #[allow(clippy::too_many_arguments)]
-    fn callback_later(
-        &self,
-        a: Agency,
-        ma: String,
-        decided: u8,
-        url: String,
-        body: String,
-        content_type: &'static str,
-        key: Option<String>,
-    ) {
-        let key = key
-            .or_else(|| self.callback_keys.get(&a).cloned())
+    /// The scripted decision for this agency and dossier, if any.
+    fn decision(&self, a: Agency, ma: &str) -> Option<Decision> {
+        self.data
+            .lock()
+            .ok()
+            .and_then(|d| d.decisions.get(&(a, ma.to_string())).cloned())
+    }
+
+    /// Whether a new dossier is refused: by its scripted decision (3), else at the refusal rate.
+    fn refuses(&self, decision: Option<&Decision>) -> bool {
+        match decision {
+            Some(d) => d.status == 3,
+            None => rand::rng().random_bool(self.settings.refusal_rate.clamp(0.0, 1.0)),
+        }
+    }
+
+    /// After the callback delay (the decision's `delay_ms`, else `callback_delay_ms`), decide
+    /// the dossier and post the result, unless it was cancelled meanwhile (status 8: the
+    /// callback is never sent).
+    fn callback_later(&self, cb: Later) {
+        let key = cb
+            .key
+            .clone()
+            .or_else(|| self.callback_keys.get(&cb.agency).cloned())
             .unwrap_or_default();
         let m = self.clone();
-        let delay = Duration::from_millis(self.settings.callback_delay_ms);
+        let delay = Duration::from_millis(cb.delay_ms.unwrap_or(self.settings.callback_delay_ms));
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            if let Ok(mut d) = m.data.lock()
-                && let Some((_, st)) = d.dossiers.get_mut(&(a, ma.clone()))
-            {
-                if *st == 8 {
-                    return;
+            let a = cb.agency;
+            if let Ok(mut d) = m.data.lock() {
+                if let Some((_, st)) = d.dossiers.get_mut(&(a, cb.ma.clone())) {
+                    if *st == 8 {
+                        return;
+                    }
+                    *st = cb.decided;
                 }
-                *st = decided;
+                if let Some(n) = &cb.notice {
+                    d.tax_notices
+                        .entry(cb.ma.clone())
+                        .or_default()
+                        .insert(n.clone());
+                }
             }
             for attempt in 0..20u32 {
                 let r = m
                     .client
-                    .post(&url)
+                    .post(&cb.url)
                     .bearer_auth(&key)
-                    .header(header::CONTENT_TYPE, content_type)
-                    .body(body.clone())
+                    .header(header::CONTENT_TYPE, cb.content_type)
+                    .body(cb.body.clone())
                     .send()
                     .await;
                 match r {
@@ -422,7 +540,7 @@ impl Mock {
                         return;
                     }
                     Ok(resp) if resp.status().is_client_error() => {
-                        tracing::warn!(message = "the bus refused a mock callback", status = %resp.status(), url);
+                        tracing::warn!(message = "the bus refused a mock callback", status = %resp.status(), url = cb.url);
                         return;
                     }
                     _ => {
@@ -433,6 +551,23 @@ impl Mock {
             }
         });
     }
+}
+
+/// A result the mock posts to the bus later ([`Mock::callback_later`]).
+struct Later {
+    agency: Agency,
+    ma: String,
+    /// The status the dossier takes at the mock when the callback is sent.
+    decided: u8,
+    url: String,
+    body: String,
+    content_type: &'static str,
+    /// Callback key (default: the agency's).
+    key: Option<String>,
+    /// Delay, ms (default `callback_delay_ms`).
+    delay_ms: Option<u64>,
+    /// Tax: the payment notice number this callback issues.
+    notice: Option<String>,
 }
 
 fn idem_key(headers: &HeaderMap) -> Option<String> {
@@ -512,6 +647,11 @@ async fn edxml_submit(
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
     let h = &pkg.message_header;
+    if h.status_code.as_ref().map(|c| c.0.as_str())
+        == Some(lienthong_adapters::edxml::StatusCode::RECALL_REQUESTED)
+    {
+        return edxml_recall(&m, &unit, &pkg);
+    }
     let ma = h
         .code
         .as_ref()
@@ -566,12 +706,15 @@ async fn edxml_submit(
     };
     if first {
         m.count(a, |c| c.effects += 1);
-        let refused = rand::rng().random_bool(m.settings.refusal_rate.clamp(0.0, 1.0));
+        let dec = m.decision(a, &ma);
+        let refused = m.refuses(dec.as_ref());
         let (code, decided, text) = if refused {
             (
                 "02",
                 3,
-                "Từ chối tiếp nhận: hồ sơ không thuộc thẩm quyền (giả lập)",
+                dec.as_ref()
+                    .and_then(|d| d.reason.as_deref())
+                    .unwrap_or("Từ chối tiếp nhận: hồ sơ không thuộc thẩm quyền (giả lập)"),
             )
         } else {
             ("06", 9, "Đã xử lý xong, chi trả trợ cấp mai táng (giả lập)")
@@ -582,20 +725,72 @@ async fn edxml_submit(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         if let (Some(url), Ok((body, _))) = (url, write::write(&done, Vec::new(), Vec::new())) {
-            m.callback_later(
-                a,
-                ma.clone(),
+            m.callback_later(Later {
+                agency: a,
+                ma: ma.clone(),
                 decided,
                 url,
-                String::from_utf8_lossy(&body).into_owned(),
-                "application/xml; charset=utf-8",
-                m.edxml_keys.get(&unit).cloned(),
-            );
+                body: String::from_utf8_lossy(&body).into_owned(),
+                content_type: "application/xml; charset=utf-8",
+                key: m.edxml_keys.get(&unit).cloned(),
+                delay_ms: dec.as_ref().and_then(|d| d.delay_ms),
+                notice: None,
+            });
         }
     } else {
         m.count(a, |c| c.replays += 1);
     }
     answer(&ans)
+}
+
+/// A recall (status package 13, answering the `DocumentId` of a package this unit took): the
+/// dossier is stopped (8) and its pending result is never sent; answers 200 with a status
+/// package 15 (recall accepted), or 16 (refused) when the dossier is already decided (3 or 9);
+/// 404 for a `DocumentId` the mock never took. Counted in `cancels`.
+fn edxml_recall(m: &Mock, unit: &str, pkg: &lienthong_adapters::edxml::Package) -> Response {
+    use lienthong_adapters::edxml::{StatusCode as Code, dossier, write};
+    let a = Agency::Edxml;
+    m.count(a, |c| c.cancels += 1);
+    let Some(doc_id) = pkg
+        .message_header
+        .response_for
+        .first()
+        .and_then(|r| r.document_id.clone())
+    else {
+        m.count(a, |c| c.invalid += 1);
+        return edxml_text(
+            StatusCode::BAD_REQUEST,
+            "a recall (13) needs ResponseFor/DocumentId".into(),
+        );
+    };
+    let Ok(mut d) = m.data.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let Some(ma) = d.key_owner.get(&(a, doc_id.clone())).cloned() else {
+        return edxml_text(
+            StatusCode::NOT_FOUND,
+            format!("no document {doc_id} at {unit}"),
+        );
+    };
+    let (code, text) = match d.dossiers.get_mut(&(a, ma)) {
+        Some((_, 3 | 9)) => (Code::RECALL_REFUSED, "Hồ sơ đã được giải quyết (giả lập)"),
+        Some((_, st)) => {
+            *st = 8;
+            (Code::RECALL_ACCEPTED, "Đồng ý thu hồi hồ sơ (giả lập)")
+        }
+        None => (Code::RECALL_ACCEPTED, "Đồng ý thu hồi hồ sơ (giả lập)"),
+    };
+    drop(d);
+    let pkg = dossier::status_package(unit, &doc_id, code, text, "Lê Thị Mai (giả lập)");
+    match write::write(&pkg, Vec::new(), Vec::new()) {
+        Ok((body, _)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+        Err(e) => edxml_text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 fn tax_receipt(ok: bool, ma: &str, receipt: &str, err: Option<(&str, &str)>) -> Answer {
@@ -616,16 +811,19 @@ fn tax_receipt(ok: bool, ma: &str, receipt: &str, err: Option<(&str, &str)>) -> 
     }
 }
 
-/// Tax taking the land information-transfer form: validated against the Tax XSD, the
-/// `Idempotency-Key` must equal `MaThamChieu`; answers a `BienNhan`, then posts a payment notice
-/// (`ThongBaoNopTien`, amounts from `GiaTriHopDongVND`: 0.5 % registration fee and 2 % personal
-/// income tax, made-up rates of the mock) or, at the mock's refusal rate, a request for more data
-/// (`YeuCauBoSung`) to `UrlPhanHoi`.
-async fn tax_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> Response {
+/// A Tax request read up to its idempotency key: the flat document (root `root`, valid against
+/// the Tax XSD, `Idempotency-Key` = `MaThamChieu`), the dossier code and the key; or the
+/// answer to give at once (an injected fault, a refusal).
+async fn tax_read(
+    m: &Mock,
+    headers: &HeaderMap,
+    body: &Bytes,
+    root: &str,
+) -> Result<(lienthong_adapters::xml::Flat, String, String), Response> {
     let a = Agency::Tax;
     m.count(a, |c| c.calls += 1);
     m.latency().await;
-    let flat = lienthong_adapters::xml::read_flat(&body, TAX_NS);
+    let flat = lienthong_adapters::xml::read_flat(body, TAX_NS);
     let ma = flat
         .as_ref()
         .ok()
@@ -634,7 +832,7 @@ async fn tax_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> R
     if let Some((s, ra)) = m.injected(a, &ma)
         && s >= 100
     {
-        return injected_answer(a, s, ra);
+        return Err(injected_answer(a, s, ra));
     }
     let lock = m.xml_lock.clone();
     let b = body.clone();
@@ -646,23 +844,50 @@ async fn tax_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> R
     .unwrap_or_else(|e| Err(vec![e.to_string()]));
     if let Err(errs) = valid {
         m.count(a, |c| c.invalid += 1);
-        return answer(&tax_receipt(
+        return Err(answer(&tax_receipt(
             false,
             &ma,
             "",
             Some(("E_XSD", &errs.join("; "))),
-        ));
+        )));
     }
-    let Ok(f) = flat else {
-        return answer(&tax_receipt(false, &ma, "", Some(("E_XML", "unreadable"))));
+    let f = match flat {
+        Ok(f) if f.root == root => f,
+        Ok(f) => {
+            m.count(a, |c| c.invalid += 1);
+            let text = format!("expected {root}, got {}", f.root);
+            return Err(answer(&tax_receipt(false, &ma, "", Some(("E_XML", &text)))));
+        }
+        Err(_) => {
+            return Err(answer(&tax_receipt(
+                false,
+                &ma,
+                "",
+                Some(("E_XML", "unreadable")),
+            )));
+        }
     };
-    let Some(key) = idem_key(&headers).filter(|k| f.get("MaThamChieu") == Some(k.as_str())) else {
-        return answer(&tax_receipt(
+    let Some(key) = idem_key(headers).filter(|k| f.get("MaThamChieu") == Some(k.as_str())) else {
+        return Err(answer(&tax_receipt(
             false,
             &ma,
             "",
             Some(("E_IDEMPOTENCY", "Idempotency-Key must equal MaThamChieu")),
-        ));
+        )));
+    };
+    Ok((f, ma, key))
+}
+
+/// Tax taking the land information-transfer form: validated against the Tax XSD, the
+/// `Idempotency-Key` must equal `MaThamChieu`; answers a `BienNhan`, then posts a payment notice
+/// (`ThongBaoNopTien`, amounts from `GiaTriHopDongVND`: 0.5 % registration fee and 2 % personal
+/// income tax, made-up rates of the mock) or, at the mock's refusal rate, a request for more data
+/// (`YeuCauBoSung`) to `UrlPhanHoi`; a scripted decision (5 or 6) chooses instead.
+async fn tax_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> Response {
+    let a = Agency::Tax;
+    let (f, ma, key) = match tax_read(&m, &headers, &body, "PhieuChuyenThongTin").await {
+        Ok(r) => r,
+        Err(resp) => return resp,
     };
     let receipt = format!("CT-{}", &key[key.len().saturating_sub(10)..]);
     let claimed = m.claim_key(
@@ -682,29 +907,35 @@ async fn tax_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> R
     };
     if first {
         m.count(a, |c| c.effects += 1);
-        let more = rand::rng().random_bool(m.settings.refusal_rate.clamp(0.0, 1.0));
+        let dec = m.decision(a, &ma);
+        let more = match &dec {
+            Some(d) => d.status == 5,
+            None => rand::rng().random_bool(m.settings.refusal_rate.clamp(0.0, 1.0)),
+        };
+        let text = dec.as_ref().and_then(|d| d.reason.as_deref());
         let today = &now14()[..8];
-        let (decided, xml) = if more {
+        let (decided, xml, notice) = if more {
             let mut b = lienthong_adapters::xml::Builder::new("YeuCauBoSung", TAX_NS);
             b.text("MaHoSo", &ma)
                 .text("MaThamChieu", &key)
                 .text("NgayYeuCau", today)
                 .text(
                     "NoiDung",
-                    "Đề nghị bổ sung hợp đồng tặng cho có công chứng (giả lập)",
+                    text.unwrap_or("Đề nghị bổ sung hợp đồng tặng cho có công chứng (giả lập)"),
                 )
                 .text("CanBoXuLy", "Phạm Văn Thuế (giả lập)");
-            (5, b.finish("YeuCauBoSung"))
+            (5, b.finish("YeuCauBoSung"), None)
         } else {
             let value: u64 = f
                 .get("GiaTriHopDongVND")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(100_000_000);
             let (fee, pit) = (value / 200, value / 50);
+            let so = format!("TB-{receipt}");
             let mut b = lienthong_adapters::xml::Builder::new("ThongBaoNopTien", TAX_NS);
             b.text("MaHoSo", &ma)
                 .text("MaThamChieu", &key)
-                .text("SoThongBao", &format!("TB-{receipt}"))
+                .text("SoThongBao", &so)
                 .text("NgayThongBao", today)
                 .text("LePhiTruocBaVND", &fee.to_string())
                 .text("ThueTNCNVND", &pit.to_string())
@@ -713,23 +944,118 @@ async fn tax_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> R
                 .text("CanBoXuLy", "Phạm Văn Thuế (giả lập)")
                 .text(
                     "NoiDung",
-                    "Thông báo nộp lệ phí trước bạ và thuế thu nhập cá nhân (giả lập)",
+                    text.unwrap_or(
+                        "Thông báo nộp lệ phí trước bạ và thuế thu nhập cá nhân (giả lập)",
+                    ),
                 );
-            (6, b.finish("ThongBaoNopTien"))
+            (6, b.finish("ThongBaoNopTien"), Some(so))
         };
         if let Some(url) = f.get("UrlPhanHoi") {
-            m.callback_later(
-                a,
-                ma.clone(),
+            m.callback_later(Later {
+                agency: a,
+                ma: ma.clone(),
                 decided,
-                url.to_string(),
-                String::from_utf8_lossy(&xml).into_owned(),
-                "application/xml; charset=utf-8",
-                None,
-            );
+                url: url.to_string(),
+                body: String::from_utf8_lossy(&xml).into_owned(),
+                content_type: "application/xml; charset=utf-8",
+                key: None,
+                delay_ms: dec.and_then(|d| d.delay_ms),
+                notice,
+            });
         }
     } else {
         m.count(a, |c| c.replays += 1);
+    }
+    answer(&ans)
+}
+
+/// Tax taking a payment confirmation (`XacNhanNopTien`): validated against the Tax XSD, the
+/// `Idempotency-Key` must equal `MaThamChieu` and is honoured as for the form. A `SoThongBao`
+/// the mock issued for this `MaHoSo` (and a dossier not cancelled) gets a `BienNhan`, the
+/// dossier goes to 4 (in progress), and after the callback delay `HoanThanhNghiaVu` is posted
+/// to `UrlPhanHoi` and the dossier is at 9; any other gets `BienNhan` `LOI` (`E_KHONG_TIM_THAY`,
+/// or `E_DA_DUNG_XU_LY` for a cancelled dossier), a permanent failure, also replayed.
+async fn tax_payment(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> Response {
+    let a = Agency::Tax;
+    let (f, ma, key) = match tax_read(&m, &headers, &body, "XacNhanNopTien").await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let so = f.get("SoThongBao").unwrap_or("").to_string();
+    let refusal = {
+        let Ok(d) = m.data.lock() else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
+        if !d.tax_notices.get(&ma).is_some_and(|n| n.contains(&so)) {
+            Some((
+                "E_KHONG_TIM_THAY",
+                format!("Không tìm thấy thông báo nộp tiền {so} của hồ sơ {ma}"),
+            ))
+        } else if d
+            .dossiers
+            .get(&(a, ma.clone()))
+            .is_some_and(|(_, st)| *st == 8)
+        {
+            Some(("E_DA_DUNG_XU_LY", format!("Hồ sơ {ma} đã dừng xử lý")))
+        } else {
+            None
+        }
+    };
+    let receipt = format!("XN-{}", &key[key.len().saturating_sub(10)..]);
+    let ok = refusal.is_none();
+    let k = (a, ma.clone());
+    let claimed = m.claim(
+        a,
+        &key,
+        &ma,
+        json!({"xml": String::from_utf8_lossy(&body)}),
+        |owner| {
+            let text = format!("Idempotency-Key already used for dossier {owner}");
+            tax_receipt(false, &ma, "", Some(("E_IDEMPOTENCY", &text)))
+        },
+        || match &refusal {
+            None => tax_receipt(true, &ma, &receipt, None),
+            Some((code, text)) => tax_receipt(false, &ma, "", Some((code, text))),
+        },
+        |d| {
+            if ok && let Some((_, st)) = d.dossiers.get_mut(&k) {
+                *st = 4;
+            }
+        },
+    );
+    let Some((ans, first)) = claimed else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    if !first {
+        m.count(a, |c| c.replays += 1);
+    } else if ok {
+        m.count(a, |c| c.effects += 1);
+        let mut b = lienthong_adapters::xml::Builder::new("HoanThanhNghiaVu", TAX_NS);
+        b.text("MaHoSo", &ma)
+            .text("MaThamChieu", &key)
+            .text("SoThongBao", &so)
+            .text("NgayXacNhan", &now14()[..8])
+            .text("CanBoXuLy", "Phạm Văn Thuế (giả lập)")
+            .text(
+                "NoiDung",
+                &format!(
+                    "Đã nhận đủ tiền theo chứng từ {}; hoàn thành nghĩa vụ tài chính (giả lập)",
+                    f.get("SoChungTu").unwrap_or("")
+                ),
+            );
+        if let Some(url) = f.get("UrlPhanHoi") {
+            m.callback_later(Later {
+                agency: a,
+                ma: ma.clone(),
+                decided: 9,
+                url: url.to_string(),
+                body: String::from_utf8_lossy(&b.finish("HoanThanhNghiaVu")).into_owned(),
+                content_type: "application/xml; charset=utf-8",
+                key: None,
+                delay_ms: None,
+                notice: None,
+            });
+        }
     }
     answer(&ans)
 }
@@ -864,29 +1190,36 @@ async fn civil_submit(
     };
     if first {
         m.count(a, |c| c.effects += 1);
-        let refused = rand::rng().random_bool(m.settings.refusal_rate.clamp(0.0, 1.0));
+        let dec = m.decision(a, &ma);
+        let refused = m.refuses(dec.as_ref());
+        let why = dec
+            .as_ref()
+            .and_then(|d| d.reason.clone())
+            .unwrap_or_else(|| "Giấy chứng sinh không hợp lệ (giả lập)".into());
         let so = format!(
             "{}/2026",
             100 + (ma.len() * 7 + ma.bytes().map(u32::from).sum::<u32>() as usize) % 900
         );
         let cb = if refused {
             json!({"MaHoSo": ma, "MaThamChieu": key, "MaTiepNhan": receipt, "KetQua": "TU_CHOI",
-                   "GhiChu": "Giấy chứng sinh không hợp lệ (giả lập)", "CanBo": "Công chức hộ tịch (giả lập)"})
+                   "GhiChu": why, "CanBo": "Công chức hộ tịch (giả lập)"})
         } else {
             json!({"MaHoSo": ma, "MaThamChieu": key, "MaTiepNhan": receipt, "KetQua": "DA_DANG_KY",
                    "SoDangKy": so, "QuyenSo": "01/2026", "NgayDangKy": &now14()[..8],
                    "CanBo": "Lê Thị Hộ Tịch (giả lập)", "GhiChu": "Đã đăng ký"})
         };
         if let Some(url) = v.get("UrlPhanHoi").and_then(Value::as_str) {
-            m.callback_later(
-                a,
-                ma.clone(),
-                if refused { 3 } else { 9 },
-                url.to_string(),
-                cb.to_string(),
-                "application/json",
-                m.edxml_keys.get(&unit).cloned(),
-            );
+            m.callback_later(Later {
+                agency: a,
+                ma: ma.clone(),
+                decided: if refused { 3 } else { 9 },
+                url: url.to_string(),
+                body: cb.to_string(),
+                content_type: "application/json",
+                key: m.edxml_keys.get(&unit).cloned(),
+                delay_ms: dec.and_then(|d| d.delay_ms),
+                notice: None,
+            });
         }
     } else {
         m.count(a, |c| c.replays += 1);
@@ -987,25 +1320,32 @@ async fn customs_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) 
     };
     if first {
         m.count(a, |c| c.effects += 1);
-        let refused = rand::rng().random_bool(m.settings.refusal_rate.clamp(0.0, 1.0));
+        let dec = m.decision(a, &ma);
+        let refused = m.refuses(dec.as_ref());
+        let why = dec
+            .as_ref()
+            .and_then(|d| d.reason.clone())
+            .unwrap_or_else(|| "Không tìm thấy tờ khai hải quan (giả lập)".into());
         let cb = if refused {
             json!({"MaHoSo": ma, "MaThamChieu": key, "MaTiepNhan": receipt, "TrangThaiHoSo": 3,
-                   "LyDo": "Không tìm thấy tờ khai hải quan (giả lập)", "NguoiXuLy": "Cán bộ Hải quan (giả lập)"})
+                   "LyDo": why, "NguoiXuLy": "Cán bộ Hải quan (giả lập)"})
         } else {
             json!({"MaHoSo": ma, "MaThamChieu": key, "MaTiepNhan": receipt, "TrangThaiHoSo": 9,
                    "KetQua": {"XacNhan": true, "SoToKhai": v["SoToKhai"], "TrangThaiToKhai": "Đã thông quan", "NgayXacNhan": &now14()[..8]},
                    "NguoiXuLy": "Trương Văn Hải (giả lập)"})
         };
         if let Some(url) = v.get("UrlPhanHoi").and_then(Value::as_str) {
-            m.callback_later(
-                a,
-                ma.clone(),
-                if refused { 3 } else { 9 },
-                url.to_string(),
-                cb.to_string(),
-                "application/json",
-                None,
-            );
+            m.callback_later(Later {
+                agency: a,
+                ma: ma.clone(),
+                decided: if refused { 3 } else { 9 },
+                url: url.to_string(),
+                body: cb.to_string(),
+                content_type: "application/json",
+                key: None,
+                delay_ms: dec.and_then(|d| d.delay_ms),
+                notice: None,
+            });
         }
     } else {
         m.count(a, |c| c.replays += 1);
@@ -1300,7 +1640,14 @@ async fn police_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -
     };
     if first {
         m.count(a, |c| c.effects += 1);
-        let refused = rand::rng().random_bool(m.settings.refusal_rate.clamp(0.0, 1.0));
+        let dec = m.decision(a, &ma);
+        let refused = m.refuses(dec.as_ref());
+        let why = dec
+            .as_ref()
+            .and_then(|d| d.reason.clone())
+            .unwrap_or_else(|| {
+                "Địa chỉ cư trú không khớp Cơ sở dữ liệu quốc gia về dân cư (giả lập)".into()
+            });
         let loai = v.get("LoaiYeuCau").and_then(Value::as_str).unwrap_or("");
         let cong_dan = v
             .pointer("/CongDan/HoVaTen")
@@ -1309,7 +1656,7 @@ async fn police_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -
         let noi = v.get("NoiCuTru").and_then(Value::as_str).unwrap_or("");
         let cb = if refused {
             json!({"MaHoSo": ma, "MaThamChieu": key, "MaTiepNhan": receipt, "TrangThaiHoSo": 3, "ThoiDiemXuLy": now14(),
-                   "NguoiXuLy": "Cán bộ tiếp nhận (giả lập)", "NoiDungXuLy": "Không tiếp nhận", "LyDo": "Địa chỉ cư trú không khớp Cơ sở dữ liệu quốc gia về dân cư (giả lập)"})
+                   "NguoiXuLy": "Cán bộ tiếp nhận (giả lập)", "NoiDungXuLy": "Không tiếp nhận", "LyDo": why})
         } else {
             let what = if loai == "XOA_DANG_KY_THUONG_TRU" {
                 format!("Đã xóa đăng ký thường trú của {cong_dan}")
@@ -1320,17 +1667,18 @@ async fn police_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -
                    "NguoiXuLy": "Thượng úy Lê Văn Phúc (giả lập)", "NoiDungXuLy": what,
                    "KetQua": {"NoiThuongTru": noi, "NgayDangKy": &now14()[..8], "SoHoSoCuTru": format!("051.{}", &receipt[receipt.len().saturating_sub(6)..])}})
         };
-        let decided = if refused { 3 } else { 9 };
         if let Some(url) = v.get("UrlPhanHoi").and_then(Value::as_str) {
-            m.callback_later(
-                a,
-                ma.clone(),
-                decided,
-                url.to_string(),
-                cb.to_string(),
-                "application/json",
-                None,
-            );
+            m.callback_later(Later {
+                agency: a,
+                ma: ma.clone(),
+                decided: if refused { 3 } else { 9 },
+                url: url.to_string(),
+                body: cb.to_string(),
+                content_type: "application/json",
+                key: None,
+                delay_ms: dec.and_then(|d| d.delay_ms),
+                notice: None,
+            });
         }
     } else {
         m.count(a, |c| c.replays += 1);
@@ -1515,7 +1863,8 @@ async fn bhxh_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> 
     };
     if first {
         m.count(a, |c| c.effects += 1);
-        let refused = rand::rng().random_bool(m.settings.refusal_rate.clamp(0.0, 1.0));
+        let dec = m.decision(a, &ma);
+        let refused = m.refuses(dec.as_ref());
         let loai = f.get("LoaiYeuCau").unwrap_or("");
         let mut b = lienthong_adapters::xml::Builder::new("KetQuaHoSo", BHXH_NS);
         b.text("MaHoSo", &ma)
@@ -1529,7 +1878,9 @@ async fn bhxh_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> 
                 .text("NoiDungXuLy", "Không giải quyết")
                 .text(
                     "LyDo",
-                    "Thông tin đối tượng không khớp cơ sở dữ liệu BHXH (giả lập)",
+                    dec.as_ref()
+                        .and_then(|d| d.reason.as_deref())
+                        .unwrap_or("Thông tin đối tượng không khớp cơ sở dữ liệu BHXH (giả lập)"),
                 );
         } else if loai == "TRO_CAP_MAI_TANG" {
             b.text("TrangThaiHoSo", "9")
@@ -1549,17 +1900,18 @@ async fn bhxh_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> 
                 .text("GiaTriDenNgay", "20321119")
                 .text("NoiDangKyKCB", f.get("NoiDangKyKCB").unwrap_or("Trạm Y tế"));
         }
-        let decided = if refused { 3 } else { 9 };
         if let Some(url) = f.get("UrlPhanHoi") {
-            m.callback_later(
-                a,
-                ma.clone(),
-                decided,
-                url.to_string(),
-                String::from_utf8_lossy(&b.finish("KetQuaHoSo")).into_owned(),
-                "application/xml; charset=utf-8",
-                None,
-            );
+            m.callback_later(Later {
+                agency: a,
+                ma: ma.clone(),
+                decided: if refused { 3 } else { 9 },
+                url: url.to_string(),
+                body: String::from_utf8_lossy(&b.finish("KetQuaHoSo")).into_owned(),
+                content_type: "application/xml; charset=utf-8",
+                key: None,
+                delay_ms: dec.and_then(|d| d.delay_ms),
+                notice: None,
+            });
         }
     } else {
         m.count(a, |c| c.replays += 1);
@@ -1642,10 +1994,7 @@ async fn stats(State(m): State<Mock>) -> Response {
         Agency::CivilStatus,
     ] {
         out.insert(
-            serde_json::to_value(a)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            agency_name(a),
             json!(counts.get(&a).cloned().unwrap_or_default()),
         );
     }
@@ -1671,6 +2020,18 @@ async fn add_fault(State(m): State<Mock>, Json(f): Json<Fault>) -> Response {
     let q: VecDeque<u16> = f.responses.iter().copied().collect();
     if let Ok(mut d) = m.data.lock() {
         d.faults.push((f, q));
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Script how an agency decides a dossier (see the module doc): 204, or 400 with
+/// `{"error"}` when the agency's interface cannot express the decision.
+async fn add_decision(State(m): State<Mock>, Json(dec): Json<Decision>) -> Response {
+    if let Err(why) = dec.check() {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": why}))).into_response();
+    }
+    if let Ok(mut d) = m.data.lock() {
+        d.decisions.insert((dec.agency, dec.ma_ho_so.clone()), dec);
     }
     StatusCode::NO_CONTENT.into_response()
 }

@@ -8,6 +8,16 @@
 //! Reads from the envelope: `payload.data.phieu_chuyen_thong_tin` (`thua_dat`,
 //! `loai_bien_dong`, as the land registration office writes it) or else `payload.data` itself;
 //! the land user is `payload.applicant`, the other party `data.ben_nhan`.
+//!
+//! **Payment confirmation.** Once the citizen has paid, the same step is forwarded to Tax again
+//! with the receipt of payment in `payload.data.chung_tu_nop_tien` = `{"so_thong_bao",
+//! "so_chung_tu", "ngay_nop": "YYYY-MM-DD", "so_tien_vnd"}` (alongside the original data). Such
+//! a `dossier.forward` is not a new form: it becomes `XacNhanNopTien` (`MaHoSo`, `MaThamChieu`,
+//! `SoThongBao`, `SoChungTu`, `NgayNop` yyyyMMdd, `SoTienVND`, `UrlPhanHoi`, `CoQuanChuyen`)
+//! `POST`ed to `{endpoint}/api/nop-tien`, answered by a `BienNhan` like the form. Tax's later
+//! callback `HoanThanhNghiaVu` (obligation fulfilled: `SoThongBao`, `NgayXacNhan`, `NoiDung`)
+//! becomes status 9 (processed), a `dossier.result` whose `result.hoan_thanh_nghia_vu_tai_chinh`
+//! is `{so_thong_bao, ngay_xac_nhan, noi_dung}`.
 
 use async_trait::async_trait;
 use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
@@ -139,6 +149,68 @@ impl TaxXml {
         }
         Ok(b.finish("PhieuChuyenThongTin"))
     }
+
+    /// The `XacNhanNopTien` document (payment confirmation) for `env`, whose
+    /// `payload.data.chung_tu_nop_tien` is the receipt of payment.
+    ///
+    /// Errors: `chung_tu_nop_tien` is not an object, or lacks `so_thong_bao`, `so_chung_tu`,
+    /// `ngay_nop` (a real date, `YYYY-MM-DD`) or `so_tien_vnd` (a whole number of đồng).
+    pub fn payment_confirmation(&self, env: &Envelope) -> Result<Vec<u8>, String> {
+        let receipt = env
+            .payload
+            .data
+            .as_ref()
+            .and_then(|d| d.get(PAYMENT_RECEIPT))
+            .filter(|v| !v.is_null())
+            .ok_or("payload.data has no chung_tu_nop_tien (the receipt of payment)")?;
+        if !receipt.is_object() {
+            return Err("chung_tu_nop_tien must be an object".into());
+        }
+        let need = |k: &str| {
+            s(receipt, k).ok_or_else(|| format!("chung_tu_nop_tien.{k} is missing or not text"))
+        };
+        let so_thong_bao = need("so_thong_bao")?;
+        let so_chung_tu = need("so_chung_tu")?;
+        let ngay = need("ngay_nop")?;
+        let ngay_nop = chrono::NaiveDate::parse_from_str(ngay, "%Y-%m-%d")
+            .map_err(|_| format!("chung_tu_nop_tien.ngay_nop {ngay:?} is not a date YYYY-MM-DD"))?
+            .format("%Y%m%d")
+            .to_string();
+        let so_tien = match receipt.get("so_tien_vnd") {
+            None | Some(Value::Null) => {
+                return Err("chung_tu_nop_tien.so_tien_vnd is missing".into());
+            }
+            Some(v) => v.as_u64().ok_or_else(|| {
+                format!("chung_tu_nop_tien.so_tien_vnd {v} is not a whole number of đồng")
+            })?,
+        };
+        let mut b = Builder::new("XacNhanNopTien", NS);
+        b.text("MaHoSo", &env.ma_ho_so)
+            .text("MaThamChieu", &env.message_id)
+            .text("SoThongBao", so_thong_bao)
+            .text("SoChungTu", so_chung_tu)
+            .text("NgayNop", &ngay_nop)
+            .text("SoTienVND", &so_tien.to_string())
+            .text("UrlPhanHoi", &self.callback_url)
+            .text("CoQuanChuyen", &env.sender);
+        Ok(b.finish("XacNhanNopTien"))
+    }
+}
+
+/// Key of `payload.data` that makes a `dossier.forward` a payment confirmation.
+pub const PAYMENT_RECEIPT: &str = "chung_tu_nop_tien";
+
+/// Whether `env` is a payment confirmation: a `dossier.forward` whose `payload.data` carries
+/// `chung_tu_nop_tien` (any non-null value; a malformed one is refused by
+/// [`TaxXml::payment_confirmation`]).
+pub fn is_payment_confirmation(env: &Envelope) -> bool {
+    env.kind.as_str() == Kind::FORWARD
+        && env
+            .payload
+            .data
+            .as_ref()
+            .and_then(|d| d.get(PAYMENT_RECEIPT))
+            .is_some_and(|v| !v.is_null())
 }
 
 #[async_trait]
@@ -148,11 +220,36 @@ impl Adapter for TaxXml {
     }
 
     fn check(&self, env: &Envelope) -> Result<(), String> {
-        crate::adapter::check_operation(env, "the Tax interface", || self.form(env).map(|_| ()))
+        crate::adapter::check_operation(env, "the Tax interface", || {
+            if is_payment_confirmation(env) {
+                self.payment_confirmation(env)
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot map the envelope to XacNhanNopTien: {e}"))
+            } else {
+                self.form(env).map(|_| ())
+            }
+        })
     }
 
     async fn deliver(&self, env: &Envelope) -> Outcome {
         match env.kind.as_str() {
+            Kind::FORWARD if is_payment_confirmation(env) => match self.payment_confirmation(env) {
+                Ok(body) => {
+                    let url = format!("{}/api/nop-tien", self.endpoint);
+                    post_for_receipt(
+                        &self.client,
+                        "payment confirmation",
+                        &url,
+                        &env.message_id,
+                        body,
+                        NS,
+                    )
+                    .await
+                }
+                Err(reason) => Outcome::Permanent {
+                    reason: format!("cannot map the envelope to XacNhanNopTien: {reason}"),
+                },
+            },
             Kind::FORWARD => match self.form(env) {
                 Ok(body) => {
                     let url = format!("{}/api/phieu-chuyen", self.endpoint);
@@ -236,9 +333,25 @@ impl Adapter for TaxXml {
                     Some(need("NoiDung")?),
                 )
             }
+            "HoanThanhNghiaVu" => {
+                let so = need("SoThongBao")?;
+                let mut done = Map::new();
+                done.insert("so_thong_bao".into(), json!(so));
+                done.insert("ngay_xac_nhan".into(), json!(need("NgayXacNhan")?));
+                if let Some(v) = f.get("NoiDung") {
+                    done.insert("noi_dung".into(), json!(v));
+                }
+                result.insert("hoan_thanh_nghia_vu_tai_chinh".into(), Value::Object(done));
+                (
+                    TrangThaiHoSo::PROCESSED.0,
+                    f.get("NoiDung").map(str::to_string).or(Some(format!(
+                        "Đã hoàn thành nghĩa vụ tài chính theo thông báo {so}"
+                    ))),
+                )
+            }
             other => {
                 return Err(format!(
-                    "expected <ThongBaoNopTien> or <YeuCauBoSung>, got <{other}>"
+                    "expected <ThongBaoNopTien>, <YeuCauBoSung> or <HoanThanhNghiaVu>, got <{other}>"
                 ));
             }
         };
@@ -251,5 +364,194 @@ impl Adapter for TaxXml {
             reason,
             officer: f.get("CanBoXuLy").map(str::to_string),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xml::read_flat;
+
+    const MA: &str = "000.20.59.H48-261129-7500";
+
+    fn adapter() -> TaxXml {
+        TaxXml::new(
+            crate::http::Agent::plain(reqwest::Client::new()),
+            "http://127.0.0.1:9/tax/",
+            "http://bus.example/v1/callbacks/CT.H48",
+        )
+    }
+
+    fn forward(data: Value) -> Envelope {
+        let mut env = Envelope::new(
+            Kind::FORWARD,
+            MA,
+            "1.010059",
+            "000.10.12.H48",
+            Some("CT.H48"),
+            "01a226b5-6400-7000-8000-0000000000aa",
+        );
+        env.payload = serde_json::from_value(json!({
+            "applicant": {"ho_ten": "Lê Phương Nguyệt", "so_dinh_danh": "051175040533"},
+            "data": data
+        }))
+        .expect("payload");
+        env
+    }
+
+    fn land_data() -> Value {
+        json!({"phieu_chuyen_thong_tin": {"loai_bien_dong": "tang_cho",
+            "thua_dat": {"so_thua": "283", "so_to_ban_do": "7", "dien_tich_m2": 3407.0,
+                         "dia_chi": "thôn Tình Phú, xã Phổ Phong"}},
+            "gia_tri_hop_dong_vnd": 301_900_000u64})
+    }
+
+    fn paid(receipt: Value) -> Envelope {
+        let mut data = land_data();
+        data["chung_tu_nop_tien"] = receipt;
+        forward(data)
+    }
+
+    fn receipt() -> Value {
+        json!({"so_thong_bao": "TB-CT-0000000abc", "so_chung_tu": "BL-2026-000417",
+               "ngay_nop": "2026-12-03", "so_tien_vnd": 7_547_500u64})
+    }
+
+    #[test]
+    fn a_forward_without_a_receipt_of_payment_is_the_form() {
+        let env = forward(land_data());
+        assert!(!is_payment_confirmation(&env));
+        let t = adapter();
+        assert_eq!(t.check(&env), Ok(()));
+        let f = read_flat(&t.form(&env).expect("form"), NS).expect("xml");
+        assert_eq!(f.root, "PhieuChuyenThongTin");
+        assert_eq!(f.get("MaHoSo"), Some(MA));
+    }
+
+    #[test]
+    fn a_forward_with_a_receipt_of_payment_is_a_payment_confirmation() {
+        let env = paid(receipt());
+        assert!(is_payment_confirmation(&env));
+        let t = adapter();
+        assert_eq!(t.check(&env), Ok(()));
+        let doc = t.payment_confirmation(&env).expect("document");
+        let f = read_flat(&doc, NS).expect("xml");
+        assert_eq!(f.root, "XacNhanNopTien");
+        let order: Vec<&str> = [
+            "MaHoSo",
+            "MaThamChieu",
+            "SoThongBao",
+            "SoChungTu",
+            "NgayNop",
+            "SoTienVND",
+            "UrlPhanHoi",
+            "CoQuanChuyen",
+        ]
+        .to_vec();
+        let text = String::from_utf8(doc).expect("utf-8");
+        let positions: Vec<usize> = order
+            .iter()
+            .map(|k| text.find(&format!("<{k}>")).expect(k))
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert_eq!(f.get("MaHoSo"), Some(MA));
+        assert_eq!(f.get("MaThamChieu"), Some(env.message_id.as_str()));
+        assert_eq!(f.get("SoThongBao"), Some("TB-CT-0000000abc"));
+        assert_eq!(f.get("SoChungTu"), Some("BL-2026-000417"));
+        assert_eq!(f.get("NgayNop"), Some("20261203"));
+        assert_eq!(f.get("SoTienVND"), Some("7547500"));
+        assert_eq!(
+            f.get("UrlPhanHoi"),
+            Some("http://bus.example/v1/callbacks/CT.H48")
+        );
+        assert_eq!(f.get("CoQuanChuyen"), Some("000.10.12.H48"));
+    }
+
+    #[test]
+    fn a_receipt_of_payment_without_its_fields_is_refused_with_the_field() {
+        let t = adapter();
+        for (field, bad, expect) in [
+            ("so_thong_bao", Value::Null, "so_thong_bao is missing"),
+            ("so_thong_bao", json!(""), "so_thong_bao is missing"),
+            ("so_chung_tu", Value::Null, "so_chung_tu is missing"),
+            ("ngay_nop", Value::Null, "ngay_nop is missing"),
+            ("ngay_nop", json!("03/12/2026"), "not a date YYYY-MM-DD"),
+            ("ngay_nop", json!("2026-02-30"), "not a date YYYY-MM-DD"),
+            ("so_tien_vnd", Value::Null, "so_tien_vnd is missing"),
+            ("so_tien_vnd", json!(-5), "not a whole number"),
+            ("so_tien_vnd", json!(12.5), "not a whole number"),
+            ("so_tien_vnd", json!("7547500"), "not a whole number"),
+        ] {
+            let mut r = receipt();
+            if bad.is_null() {
+                r.as_object_mut().expect("object").remove(field);
+            } else {
+                r[field] = bad.clone();
+            }
+            let env = paid(r);
+            let err = t.check(&env).expect_err(field);
+            assert!(err.contains(expect), "{field} = {bad}: {err}");
+            assert!(err.contains("XacNhanNopTien"), "{err}");
+        }
+        let err = t.check(&paid(json!("TB-1"))).expect_err("not an object");
+        assert!(err.contains("must be an object"), "{err}");
+    }
+
+    #[test]
+    fn a_cancel_and_other_kinds_are_judged_as_before() {
+        let t = adapter();
+        let mut env = paid(receipt());
+        env.kind = Kind(Kind::STATUS.into());
+        env.status = Some(TrangThaiHoSo::STOPPED);
+        assert!(!is_payment_confirmation(&env));
+        assert_eq!(t.check(&env), Ok(()));
+        env.status = Some(TrangThaiHoSo::PROCESSED);
+        assert!(t.check(&env).is_err());
+    }
+
+    #[test]
+    fn the_obligation_fulfilled_callback_is_status_9_with_its_result() {
+        let body = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<HoanThanhNghiaVu xmlns="{NS}"><MaHoSo>{MA}</MaHoSo><MaThamChieu>0190aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee</MaThamChieu><SoThongBao>TB-CT-0000000abc</SoThongBao><NgayXacNhan>20261204</NgayXacNhan><CanBoXuLy>Phạm Văn Thuế</CanBoXuLy><NoiDung>Đã nhận đủ tiền</NoiDung></HoanThanhNghiaVu>"#
+        );
+        let r = adapter()
+            .parse_callback(Some("application/xml"), body.as_bytes())
+            .expect("reply");
+        assert_eq!(r.status, 9);
+        assert_eq!(r.ma_ho_so, MA);
+        assert_eq!(r.reference, "0190aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee");
+        assert_eq!(r.receipt.as_deref(), Some("TB-CT-0000000abc"));
+        assert_eq!(r.officer.as_deref(), Some("Phạm Văn Thuế"));
+        assert_eq!(r.reason.as_deref(), Some("Đã nhận đủ tiền"));
+        assert_eq!(
+            Value::Object(r.result),
+            json!({"hoan_thanh_nghia_vu_tai_chinh": {"so_thong_bao": "TB-CT-0000000abc",
+                   "ngay_xac_nhan": "20261204", "noi_dung": "Đã nhận đủ tiền"}})
+        );
+        let without = body.replace("<NgayXacNhan>20261204</NgayXacNhan>", "");
+        let err = adapter()
+            .parse_callback(None, without.as_bytes())
+            .expect_err("no date");
+        assert!(err.contains("HoanThanhNghiaVu lacks NgayXacNhan"), "{err}");
+    }
+
+    #[test]
+    fn the_payment_notice_is_status_6_and_an_unknown_root_is_refused() {
+        let body = format!(
+            r#"<ThongBaoNopTien xmlns="{NS}"><MaHoSo>{MA}</MaHoSo><MaThamChieu>0190aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee</MaThamChieu><SoThongBao>TB-1</SoThongBao><NgayThongBao>20261201</NgayThongBao><TongSoTienVND>7547500</TongSoTienVND><HanNop>20261231</HanNop></ThongBaoNopTien>"#
+        );
+        let r = adapter()
+            .parse_callback(None, body.as_bytes())
+            .expect("reply");
+        assert_eq!(r.status, 6);
+        assert_eq!(
+            r.result["thong_bao_nop_tien"]["tong_so_tien_vnd"],
+            7_547_500
+        );
+        let err = adapter()
+            .parse_callback(None, format!(r#"<TuChoi xmlns="{NS}"/>"#).as_bytes())
+            .expect_err("unknown");
+        assert!(err.contains("<HoanThanhNghiaVu>"), "{err}");
     }
 }
