@@ -33,6 +33,8 @@ pub struct Ctx {
     pub health: Health,
     /// The claim-check blob store.
     pub blobs: Arc<dyn lienthong_core::claimcheck::BlobStore>,
+    /// The working-day calendar (`[calendar]`).
+    pub calendar: Arc<lienthong_core::calendar::WorkCalendar>,
 }
 
 /// Broker connection state of each supervised component of this process.

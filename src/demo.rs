@@ -71,10 +71,8 @@ enum Outcome {
 #[derive(Default)]
 struct Board {
     dossiers: HashMap<String, Dossier>,
-    /// Land dossiers waiting at the land registration office for Tax: ma_ho_so → centre.
-    land_waiting: HashMap<String, Envelope>,
-    /// Results the centres sent to the national portal (their sync).
-    portal_syncs: u64,
+    /// Answers the centres gave to pauses (supplement, proof of payment).
+    answered_pauses: u64,
 }
 
 struct Demo {
@@ -192,6 +190,9 @@ pub async fn run(
     settings.mock.listen = format!("127.0.0.1:{mock_port}");
     settings.mock.unavailable_rate = args.unavailable_rate;
     settings.mock.refusal_rate = args.refusal_rate;
+    // Check due times every second, so that the late hand-overs raise their alerts while the
+    // demo runs.
+    settings.process.scan_ms = 1000;
     for u in &mut settings.units {
         if let lienthong_core::registry::Reach::Adapter { endpoint, .. } = &mut u.reach
             && let Some(rest) = endpoint.strip_prefix(configured_mock.as_str())
@@ -292,10 +293,38 @@ pub async fn run(
     // File every dossier at its centre.
     let http = reqwest::Client::new();
     let started = Instant::now();
+    let mut backdated = 0;
     for (i, mut env) in samples.into_iter().enumerate() {
         env.message_id = new_message_id();
         env.correlation_id = new_message_id();
         env.sent_at = lienthong_core::clock::now_rfc3339();
+        // The liên thông procedures of the catalogue are filed without a receiver: the bus runs
+        // their route (process manager). Every fifth one was received days ago at the centre
+        // (late hand-overs and overdue alerts); a few arrive after the 15:00 cut-off.
+        if demo
+            .registry
+            .procedure(&env.ma_tthc)
+            .is_some_and(|p| !p.synthetic && p.eligible())
+        {
+            env.receiver = None;
+            if i % 5 == 2 {
+                let when = chrono::Local::now().date_naive() - chrono::Duration::days(6);
+                let at = when
+                    .and_hms_opt(15, 30, 0)
+                    .and_then(|t| {
+                        t.and_local_timezone(lienthong_core::clock::vn_offset())
+                            .single()
+                    })
+                    .map(|t| t.to_rfc3339());
+                if let Some(at) = at {
+                    env.payload
+                        .data
+                        .get_or_insert_with(Map::new)
+                        .insert("ngay_tiep_nhan".into(), json!(at));
+                    backdated += 1;
+                }
+            }
+        }
         let expected = demo.expected_results(&env);
         {
             let mut b = demo
@@ -363,18 +392,18 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(if tty { 250 } else { 2000 })).await;
     }
-    // The centres' results to the national portal: wait until its adapter has synced them.
-    let syncs = demo.board.lock().map(|b| b.portal_syncs).unwrap_or(0);
+    // The process manager keeps the national portal in step: wait until its adapter has
+    // handled every progress message routed to it.
     let portal = demo
         .registry
         .units()
         .find(|u| u.kind == UnitKind::Portal)
         .map(|u| u.code.clone());
-    if let Some(portal) = &portal
-        && syncs > 0
-    {
+    if let Some(portal) = &portal {
         let until = Instant::now() + Duration::from_secs(30);
+        let mut last = (u64::MAX, 0);
         while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(500)).await;
             let stats: Vec<UnitStats> = http
                 .get(format!("{base}/v1/stats"))
                 .bearer_auth(&operator_key)
@@ -383,15 +412,15 @@ pub async fn run(
                 .json()
                 .await
                 .unwrap_or_default();
-            let synced = stats
+            let (routed, handled) = stats
                 .iter()
                 .find(|s| &s.unit == portal)
-                .map(|s| s.delivered + s.dead_lettered)
-                .unwrap_or(0);
-            if synced >= syncs {
+                .map(|s| (s.routed, s.delivered + s.dead_lettered))
+                .unwrap_or((0, 0));
+            if handled >= routed && (routed, handled) == last {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            last = (routed, handled);
         }
     }
     // Let the tracer write the last events.
@@ -464,6 +493,16 @@ pub async fn run(
             config_path.display()
         );
     }
+    // The process manager's view: each flow's hand-overs and dossiers before / on / past their
+    // deadlines, the alerts raised, and one dossier's state and control sheet.
+    match flow_report(&store_path, &settings, &args.dir, backdated) {
+        Ok(text) => print!("{text}"),
+        Err(e) => eprintln!("could not read the process manager's figures: {e:#}"),
+    }
+    println!(
+        "(the same with: lienthong --config {c} dossier <ma_ho_so> | overdue | control-sheet <ma_ho_so> --pdf x.pdf)",
+        c = config_path.display()
+    );
     let failed: Vec<String> = demo.unfinished_or_failed();
     if !failed.is_empty() {
         println!();
@@ -490,14 +529,135 @@ fn fmt_ms(v: Option<i64>) -> String {
     v.map(|x| x.to_string()).unwrap_or_else(|| "-".into())
 }
 
-fn role_unit(reg: &Registry, role: &str) -> Option<String> {
-    let mut v: Vec<String> = reg
-        .units()
-        .filter(|u| u.roles.iter().any(|r| r == role))
-        .map(|u| u.code.clone())
-        .collect();
-    v.sort();
-    v.into_iter().next()
+/// Per flow: dossiers and their outcome, hand-overs and dossiers before / on / past their due
+/// times, the alerts raised; then one late dossier's state, with its control sheet written as
+/// HTML and PDF into `dir`.
+fn flow_report(
+    store_path: &Path,
+    settings: &Settings,
+    dir: &Path,
+    backdated: usize,
+) -> anyhow::Result<String> {
+    use lienthong_core::calendar::Timeliness;
+    use lienthong_core::process::Phase;
+    let store = lienthong_core::store::Store::open(store_path)?;
+    let registry = Registry::new(settings);
+    let procs = store.processes(true)?;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "\nprocess manager — {} dossiers run from the catalogue ({backdated} received days earlier at their centre)\n",
+        procs.len()
+    ));
+    out.push_str(&format!(
+        "{:<10} {:<34} {:>5} {:>5} {:>5} | {:>6} {:>6} {:>6} | {:>8} {:>8} {:>8}\n",
+        "procedure",
+        "flow",
+        "files",
+        "done",
+        "other",
+        "early",
+        "ontime",
+        "late",
+        "d.early",
+        "d.ontime",
+        "d.late"
+    ));
+    let mut codes: Vec<String> = procs.iter().map(|p| p.ma_tthc.clone()).collect();
+    codes.sort();
+    codes.dedup();
+    for code in &codes {
+        let ps: Vec<_> = procs.iter().filter(|p| &p.ma_tthc == code).collect();
+        let count = |t: Timeliness| {
+            ps.iter()
+                .flat_map(|p| p.steps.iter())
+                .filter(|s| s.timeliness == Some(t))
+                .count()
+        };
+        let dcount = |t: Timeliness| ps.iter().filter(|p| p.timeliness == Some(t)).count();
+        let done = ps.iter().filter(|p| p.phase == Phase::Completed).count();
+        let name: String = registry
+            .procedure(code)
+            .map(|p| p.name.chars().take(34).collect())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<10} {:<34} {:>5} {:>5} {:>5} | {:>6} {:>6} {:>6} | {:>8} {:>8} {:>8}\n",
+            code,
+            name,
+            ps.len(),
+            done,
+            ps.len() - done,
+            count(Timeliness::Early),
+            count(Timeliness::OnTime),
+            count(Timeliness::Late),
+            dcount(Timeliness::Early),
+            dcount(Timeliness::OnTime),
+            dcount(Timeliness::Late),
+        ));
+    }
+    let unclassified = procs
+        .iter()
+        .flat_map(|p| p.steps.iter())
+        .filter(|s| s.phase == lienthong_core::process::StepPhase::Done && s.timeliness.is_none())
+        .count();
+    out.push_str(&format!(
+        "(early/ontime/late: hand-overs, each step against its due time — trước hạn / đúng hạn / quá hạn; d.*: whole dossiers against the legal deadline; {unclassified} finished steps unclassified)\n"
+    ));
+    let alerts: Vec<(String, i64)> = store.with(|c| {
+        let mut st =
+            c.prepare("SELECT level, COUNT(*) FROM process_alerts GROUP BY level ORDER BY level")?;
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+    })?;
+    out.push_str(&format!(
+        "alerts raised: {}\n",
+        if alerts.is_empty() {
+            "none".to_string()
+        } else {
+            alerts
+                .iter()
+                .map(|(l, n)| format!("{n} {l}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    ));
+    // One late birth dossier (else any completed one): its state and control sheet.
+    let pick = procs
+        .iter()
+        .filter(|p| p.phase == Phase::Completed)
+        .max_by_key(|p| {
+            (
+                p.ma_tthc == "1.001193",
+                p.steps
+                    .iter()
+                    .any(|s| s.timeliness == Some(Timeliness::Late)),
+                p.steps
+                    .iter()
+                    .any(|s| s.timeliness == Some(Timeliness::Early)),
+            )
+        });
+    if let Some(p) = pick {
+        let cal = lienthong_core::calendar::WorkCalendar::new(&settings.calendar)
+            .map_err(anyhow::Error::msg)?;
+        out.push('\n');
+        out.push_str(&crate::dossier_view::render_dossier(
+            p,
+            &registry,
+            &cal,
+            crate::process_manager::now(),
+        ));
+        let trace = store.timeline(&p.ma_ho_so)?;
+        let sheet =
+            crate::dossier_view::control_sheet(p, &registry, &trace, crate::process_manager::now());
+        let pdf = dir.join(format!("phieu-kiem-soat-{}.pdf", p.ma_ho_so));
+        let html = dir.join(format!("phieu-kiem-soat-{}.html", p.ma_ho_so));
+        std::fs::write(&pdf, crate::control_sheet::render_pdf(&sheet)?)?;
+        std::fs::write(&html, crate::control_sheet::render_html(&sheet))?;
+        out.push_str(&format!(
+            "control sheet (Phiếu kiểm soát quá trình giải quyết hồ sơ): {} and {}\n",
+            pdf.display(),
+            html.display()
+        ));
+    }
+    Ok(out)
 }
 
 impl Demo {
@@ -514,90 +674,10 @@ impl Demo {
             .with_context(|| format!("publishing {} for {}", env.kind, env.ma_ho_so))
     }
 
-    /// The units whose results the centre waits for.
+    /// The units whose results the centre waits for: the final result of the process manager
+    /// (it comes from the last step's unit; any unit counts), or the named receiver's.
     fn expected_results(&self, env: &Envelope) -> HashSet<String> {
-        let chosen: Vec<String> = env
-            .payload
-            .data
-            .as_ref()
-            .and_then(|d| d.get("thu_tuc_lua_chon"))
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut out = HashSet::new();
-        match env.ma_tthc.as_str() {
-            "1.001193" => {
-                out.extend(role_unit(&self.registry, "police_residence"));
-                out.extend(role_unit(&self.registry, "social_insurance"));
-            }
-            "1.011537" => {
-                for (choice, role) in [
-                    ("xoa_thuong_tru", "police_residence"),
-                    ("tro_cap_mai_tang", "funeral_allowance"),
-                    ("bhxh_tu_tuat", "social_insurance"),
-                ] {
-                    if chosen.iter().any(|c| c == choice) {
-                        out.extend(role_unit(&self.registry, role));
-                    }
-                }
-                if out.is_empty() {
-                    out.extend(env.receiver.clone());
-                }
-            }
-            _ => {
-                out.extend(env.receiver.clone());
-            }
-        }
-        out
-    }
-
-    /// As the centre's software would: tell the national portal that the dossier's result was
-    /// returned (status 10), through the bus, when the centre syncs to the portal.
-    async fn sync_to_portal(&self, ma: &str) -> anyhow::Result<()> {
-        let Some(portal) = self
-            .registry
-            .units()
-            .find(|u| u.kind == UnitKind::Portal)
-            .map(|u| u.code.clone())
-        else {
-            return Ok(());
-        };
-        let original = self
-            .board
-            .lock()
-            .ok()
-            .and_then(|b| b.dossiers.get(ma).map(|d| d.env.clone()));
-        let Some(original) = original else {
-            return Ok(());
-        };
-        if !self
-            .registry
-            .unit(&original.sender)
-            .is_some_and(|u| u.syncs_to_portal)
-        {
-            return Ok(());
-        }
-        let mut r = original.reply(Kind::RESULT, &original.sender, &portal);
-        r.status = Some(lienthong_core::envelope::TrangThaiHoSo::RESULT_RETURNED);
-        r.payload.applicant = original.payload.applicant.clone();
-        r.payload.reason = Some("Đã trả kết quả cho công dân".into());
-        let mut result = Map::new();
-        result.insert("trang_thai".into(), json!(10));
-        result.insert(
-            "noi_dung_xu_ly".into(),
-            json!("Đã trả kết quả cho công dân"),
-        );
-        r.payload.result = Some(result);
-        r.sent_at = original.sent_at.clone();
-        self.publish(&r).await?;
-        if let Ok(mut b) = self.board.lock() {
-            b.portal_syncs += 1;
-        }
-        Ok(())
+        env.receiver.iter().cloned().collect()
     }
 
     fn finish(&self, ma: &str, o: Outcome) {
@@ -745,45 +825,22 @@ impl Demo {
                 self.reply_result(&env, unit_code, result).await
             }
             (r, Kind::FORWARD) if r.contains(&"land_registration") => {
-                // Prepare the information-transfer form (first field: the dossier code) and send it to Tax.
-                let Some(tax) = role_unit(&self.registry, "tax") else {
-                    return Ok(());
-                };
-                if let Ok(mut b) = self.board.lock() {
-                    b.land_waiting.insert(env.ma_ho_so.clone(), env.clone());
-                }
-                let mut fwd = env.reply(Kind::FORWARD, unit_code, &tax);
-                let mut data = Map::new();
-                data.insert(
+                // The land office checks the change and writes the information-transfer form
+                // for Tax (first field: the dossier code); the bus carries it on to Tax.
+                let d = env.payload.data.clone().unwrap_or_default();
+                let mut result = Map::new();
+                result.insert(
                     "phieu_chuyen_thong_tin".into(),
-                    json!({"ma_ho_so": env.ma_ho_so, "thua_dat": env.payload.data.as_ref().and_then(|d| d.get("thua_dat")).cloned().unwrap_or(Value::Null),
-                           "loai_bien_dong": env.payload.data.as_ref().and_then(|d| d.get("loai_bien_dong")).cloned().unwrap_or(Value::Null)}),
+                    json!({"ma_ho_so": env.ma_ho_so, "thua_dat": d.get("thua_dat").cloned().unwrap_or(Value::Null),
+                           "loai_bien_dong": d.get("loai_bien_dong").cloned().unwrap_or(Value::Null)}),
                 );
-                fwd.payload.applicant = env.payload.applicant.clone();
-                fwd.payload.data = Some(data);
-                self.publish(&fwd).await
-            }
-            // Tax's answer: a payment notice (status 6, in payload.data) or a result.
-            (r, Kind::RESULT | Kind::STATUS) if r.contains(&"land_registration") => {
-                let original = self
-                    .board
-                    .lock()
-                    .ok()
-                    .and_then(|mut b| b.land_waiting.remove(&env.ma_ho_so));
-                let Some(original) = original else {
-                    return Ok(());
-                };
-                let mut result = env
-                    .payload
-                    .result
-                    .clone()
-                    .or_else(|| env.payload.data.clone())
-                    .unwrap_or_default();
                 result.insert(
                     "noi_dung_xu_ly".into(),
-                    json!("Đã cập nhật biến động; chuyển thông báo nộp tiền cho người sử dụng đất"),
+                    json!(
+                        "Đã kiểm tra hồ sơ, lập phiếu chuyển thông tin xác định nghĩa vụ tài chính"
+                    ),
                 );
-                self.reply_result(&original, unit_code, result).await
+                self.reply_result(&env, unit_code, result).await
             }
             _ => Ok(()),
         }
@@ -802,17 +859,16 @@ impl Demo {
 
     async fn centre_receives(&self, env: Envelope) -> anyhow::Result<()> {
         let ma = env.ma_ho_so.clone();
-        match env.kind.as_str() {
-            Kind::DEAD_LETTER => {
+        let status = env.status.map(|s| s.0);
+        match (env.kind.as_str(), status) {
+            (Kind::DEAD_LETTER, _) => {
                 self.finish(
                     &ma,
                     Outcome::DeadLettered(env.payload.reason.unwrap_or_default()),
                 );
                 Ok(())
             }
-            Kind::STATUS
-                if env.status.map(|s| s.0) == Some(3) || env.status.map(|s| s.0) == Some(8) =>
-            {
+            (Kind::STATUS, Some(3 | 7 | 8)) => {
                 self.finish(
                     &ma,
                     Outcome::Refused(format!(
@@ -823,15 +879,17 @@ impl Demo {
                 );
                 Ok(())
             }
-            Kind::RESULT => {
-                let is_first_step = self
-                    .registry
-                    .unit(&env.sender)
-                    .is_some_and(|u| u.roles.iter().any(|r| r == "civil_status"));
-                if is_first_step {
-                    return self.forward_next_steps(&env).await;
-                }
-                let complete = {
+            // A supplement request or a payment notice: the citizen answers at the centre, and
+            // the centre sends the answer to the bus (a forward without receiver resumes the step).
+            (Kind::STATUS, Some(s @ (5 | 6))) => self.answer_pause(&env, s).await,
+            (Kind::RESULT, _) => {
+                let managed = self
+                    .board
+                    .lock()
+                    .ok()
+                    .and_then(|b| b.dossiers.get(&ma).map(|d| d.env.receiver.is_none()))
+                    .unwrap_or(false);
+                let complete = managed || {
                     let Ok(mut b) = self.board.lock() else {
                         return Ok(());
                     };
@@ -843,7 +901,29 @@ impl Demo {
                 };
                 if complete {
                     self.finish(&ma, Outcome::Completed);
-                    self.sync_to_portal(&ma).await?;
+                    if managed {
+                        // The centre hands the result to the citizen: status 10 to the bus
+                        // (recorded, and synchronised to the national portal).
+                        let original = self
+                            .board
+                            .lock()
+                            .ok()
+                            .and_then(|b| b.dossiers.get(&ma).map(|d| d.env.clone()));
+                        if let Some(o) = original {
+                            let mut r = Envelope::new(
+                                Kind::STATUS,
+                                &ma,
+                                &o.ma_tthc,
+                                &o.sender,
+                                None,
+                                &o.correlation_id,
+                            );
+                            r.status =
+                                Some(lienthong_core::envelope::TrangThaiHoSo::RESULT_RETURNED);
+                            r.payload.reason = Some("Đã trả kết quả cho công dân".into());
+                            self.publish(&r).await?;
+                        }
+                    }
                 }
                 Ok(())
             }
@@ -851,46 +931,67 @@ impl Demo {
         }
     }
 
-    /// After the civil-status result: forward to the next steps in parallel, carrying the result.
-    async fn forward_next_steps(&self, result: &Envelope) -> anyhow::Result<()> {
-        let (original, expected) = {
-            let Ok(b) = self.board.lock() else {
-                return Ok(());
-            };
-            let Some(d) = b.dossiers.get(&result.ma_ho_so) else {
-                return Ok(());
-            };
-            (d.env.clone(), d.expected.clone())
+    /// The centre's answer to a pause: proof of payment for a payment notice (6), the requested
+    /// papers for a supplement request (5).
+    async fn answer_pause(&self, status: &Envelope, s: u8) -> anyhow::Result<()> {
+        let original = self
+            .board
+            .lock()
+            .ok()
+            .and_then(|b| b.dossiers.get(&status.ma_ho_so).map(|d| d.env.clone()));
+        let Some(o) = original else {
+            return Ok(());
         };
-        let mut targets: Vec<String> = expected
-            .into_iter()
-            .filter(|t| Some(t) != original.receiver.as_ref())
-            .collect();
-        targets.sort();
-        if targets.is_empty() {
-            self.finish(&result.ma_ho_so, Outcome::Completed);
-            return self.sync_to_portal(&result.ma_ho_so).await;
-        }
-        let key = if original.ma_tthc == "1.011537" {
-            "ket_qua_khai_tu"
-        } else {
-            "ket_qua_khai_sinh"
-        };
-        for t in targets {
-            let mut fwd = original.clone();
-            fwd.message_id = new_message_id();
-            fwd.sent_at = lienthong_core::clock::now_rfc3339();
-            fwd.receiver = Some(t);
-            fwd.causation_id = Some(result.message_id.clone());
-            let mut data = fwd.payload.data.clone().unwrap_or_default();
+        let mut a = Envelope::new(
+            Kind::FORWARD,
+            &o.ma_ho_so,
+            &o.ma_tthc,
+            &o.sender,
+            None,
+            &o.correlation_id,
+        );
+        a.causation_id = Some(status.message_id.clone());
+        let mut data = Map::new();
+        if s == 6 {
+            let notice = status
+                .payload
+                .result
+                .as_ref()
+                .and_then(|r| r.get("thong_bao_nop_tien"))
+                .or_else(|| {
+                    status
+                        .payload
+                        .data
+                        .as_ref()
+                        .and_then(|r| r.get("thong_bao_nop_tien"))
+                })
+                .cloned()
+                .unwrap_or(Value::Null);
+            let so_thong_bao = notice
+                .get("so_thong_bao")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let amount = notice
+                .get("tong_so_tien_vnd")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
             data.insert(
-                key.into(),
-                Value::Object(result.payload.result.clone().unwrap_or_default()),
+                "chung_tu_nop_tien".into(),
+                json!({"so_thong_bao": so_thong_bao, "so_chung_tu": format!("NT-{}", &o.ma_ho_so[o.ma_ho_so.len().saturating_sub(4)..]),
+                       "ngay_nop": chrono::Local::now().format("%Y-%m-%d").to_string(), "so_tien_vnd": amount}),
             );
-            fwd.payload.data = Some(data);
-            self.publish(&fwd).await?;
+        } else {
+            data.insert(
+                "bo_sung".into(),
+                json!({"noi_dung": "Công dân đã bổ sung giấy tờ theo yêu cầu", "ngay_bo_sung": chrono::Local::now().format("%Y-%m-%d").to_string()}),
+            );
         }
-        Ok(())
+        a.payload.data = Some(data);
+        if let Ok(mut b) = self.board.lock() {
+            b.answered_pauses += 1;
+        }
+        self.publish(&a).await
     }
 }
 

@@ -121,6 +121,10 @@ pub fn app(ctx: Ctx, callback_base: &str) -> anyhow::Result<(Router, BrokerSlot)
         .route("/v1/edxml/{unit}/packages/{id}", get(edxml_fetch))
         .route("/v1/edxml/{unit}/packages/{id}/ack", post(edxml_ack))
         .route("/v1/dossiers/{ma_ho_so}/trace", get(trace))
+        .route("/v1/dossiers/{ma_ho_so}", get(dossier))
+        .route("/v1/dossiers/{ma_ho_so}/control-sheet", get(control_sheet))
+        .route("/v1/overdue", get(overdue))
+        .route("/metrics", get(metrics))
         .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/stats", get(stats))
         .route("/v1/blobs/{sha256}", get(blob))
@@ -327,8 +331,35 @@ async fn submit_inner(api: &Api, headers: &HeaderMap, body: &Bytes) -> Result<St
         .await
         .ok()
         .flatten();
-    let decision =
-        routing::check(&api.ctx.registry, &env, origin.as_ref()).map_err(Problem::from)?;
+    // A forward without receiver starts the procedure's route (process manager); messages of a
+    // dossier it runs are checked by it, in the router.
+    let managed = if lienthong_core::process::starts_process(&env) {
+        if unit.kind != lienthong_core::registry::UnitKind::Centre {
+            return Err(Rejection::new(
+                RejectCode::MissingReceiver,
+                format!(
+                    "only a centre may file a dossier without naming a receiver; {} is not a centre",
+                    unit.code
+                ),
+            )
+            .into());
+        }
+        true
+    } else {
+        let store = api.ctx.store.clone();
+        let key = env.ma_ho_so.clone();
+        tokio::task::spawn_blocking(move || store.has_process(&key).unwrap_or(false))
+            .await
+            .unwrap_or(false)
+    };
+    let decision = if managed {
+        routing::RouteDecision {
+            receiver: env.receiver.clone().unwrap_or_default(),
+            records_origin: false,
+        }
+    } else {
+        routing::check(&api.ctx.registry, &env, origin.as_ref()).map_err(Problem::from)?
+    };
     if decision.records_origin {
         // Recorded here as well as by the router, so that a reply right after the 202 is accepted.
         let store = api.ctx.store.clone();
@@ -575,6 +606,188 @@ async fn trace(
 ) -> Response {
     api.read(&headers, move |store| store.timeline(&ma_ho_so))
         .await
+}
+
+/// `GET /v1/dossiers/{ma_ho_so}`: the process manager's state of the dossier (404 when it does
+/// not run it).
+async fn dossier(
+    State(api): State<Api>,
+    Path(ma_ho_so): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = api.operator(&headers) {
+        return p.into_response();
+    }
+    let store = api.ctx.store.clone();
+    let ma = ma_ho_so.clone();
+    match tokio::task::spawn_blocking(move || store.process(&ma)).await {
+        Ok(Ok(Some(p))) => Json(p).into_response(),
+        Ok(Ok(None)) => not_run(&ma_ho_so),
+        Ok(Err(e)) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store",
+            "Store error",
+            e.to_string(),
+        )
+        .into_response(),
+        Err(e) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
+
+fn not_run(ma: &str) -> Response {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        format!("dossier {ma} is not run by the process manager"),
+    )
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct SheetQuery {
+    format: Option<String>,
+}
+
+/// `GET /v1/dossiers/{ma_ho_so}/control-sheet[?format=pdf|html]`: the control sheet, HTML by
+/// default, PDF with `format=pdf` or `Accept: application/pdf`.
+async fn control_sheet(
+    State(api): State<Api>,
+    Path(ma_ho_so): Path<String>,
+    q: Result<Query<SheetQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = api.operator(&headers) {
+        return p.into_response();
+    }
+    let pdf = match q {
+        Ok(Query(SheetQuery { format: Some(f) })) if f == "pdf" => true,
+        Ok(Query(SheetQuery { format: Some(f) })) if f == "html" => false,
+        Ok(Query(SheetQuery { format: Some(f) })) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-query",
+                "Bad query",
+                format!("format {f:?}: expected pdf or html"),
+            )
+            .into_response();
+        }
+        Ok(_) => headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("application/pdf")),
+        Err(e) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-query",
+                "Bad query",
+                e.body_text(),
+            )
+            .into_response();
+        }
+    };
+    let store = api.ctx.store.clone();
+    let registry = api.ctx.registry.clone();
+    let ma = ma_ho_so.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let Some(p) = store.process(&ma)? else {
+            return Ok(None);
+        };
+        let trace = store.timeline(&ma)?;
+        let sheet = crate::dossier_view::control_sheet(
+            &p,
+            &registry,
+            &trace,
+            crate::process_manager::now(),
+        );
+        Ok::<_, lienthong_core::store::StoreError>(Some(if pdf {
+            crate::control_sheet::render_pdf(&sheet)
+                .map(|b| ("application/pdf", b))
+                .map_err(|e| e.to_string())
+        } else {
+            Ok((
+                "text/html; charset=utf-8",
+                crate::control_sheet::render_html(&sheet).into_bytes(),
+            ))
+        }))
+    })
+    .await;
+    match built {
+        Ok(Ok(Some(Ok((ct, body))))) => {
+            ([(axum::http::header::CONTENT_TYPE, ct)], body).into_response()
+        }
+        Ok(Ok(Some(Err(e)))) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "render",
+            "Cannot render the control sheet",
+            e,
+        )
+        .into_response(),
+        Ok(Ok(None)) => not_run(&ma_ho_so),
+        Ok(Err(e)) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store",
+            "Store error",
+            e.to_string(),
+        )
+        .into_response(),
+        Err(e) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /v1/overdue`: what `lienthong overdue` lists.
+async fn overdue(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Err(p) = api.operator(&headers) {
+        return p.into_response();
+    }
+    let ctx = api.ctx.clone();
+    match tokio::task::spawn_blocking(move || {
+        crate::process_manager::overdue(&ctx, crate::process_manager::now())
+    })
+    .await
+    {
+        Ok(Ok(items)) => Json(items).into_response(),
+        Ok(Err(e)) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store",
+            "Store error",
+            format!("{e:#}"),
+        )
+        .into_response(),
+        Err(e) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format (process-manager alerts, …).
+async fn metrics() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::run::metrics_handle()
+            .map(|h| h.render())
+            .unwrap_or_default(),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]

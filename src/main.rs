@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lienthong::run::Component;
-use lienthong_core::registry::Settings;
+use lienthong_core::calendar::WorkCalendar;
+use lienthong_core::registry::{Registry, Settings};
 use lienthong_core::store::Store;
 use lienthong_core::topology::Topology;
 
@@ -45,6 +46,34 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Where a dossier run by the process manager is: phase, who holds it, each step with its
+    /// hand-over, due time and timeliness.
+    Dossier {
+        /// Dossier code (ma_ho_so).
+        ma_ho_so: String,
+        /// Print the stored state as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open steps and dossiers near ([process] due_soon_margin_office_hours) or past their due
+    /// time, with the unit that holds each, most urgent first.
+    Overdue {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The dossier's control sheet ("Phiếu kiểm soát quá trình giải quyết hồ sơ") as HTML or
+    /// PDF, rebuilt from its hand-overs and the hop log.
+    ControlSheet {
+        /// Dossier code (ma_ho_so).
+        ma_ho_so: String,
+        /// Write the PDF here.
+        #[arg(long)]
+        pdf: Option<PathBuf>,
+        /// Write the HTML here (default: HTML on stdout when --pdf is not given).
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
     /// List dead-lettered messages with their reasons, newest first; or replay them.
     DeadLetters {
@@ -317,6 +346,85 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         settings.bus.prefix
                     );
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dossier { ma_ho_so, json } => {
+            let store = open_store(&settings)?;
+            let Some(p) = store.process(&ma_ho_so)? else {
+                eprintln!(
+                    "dossier {ma_ho_so} is not run by the process manager in {} (see `lienthong trace {ma_ho_so}`)",
+                    settings.store.path
+                );
+                return Ok(ExitCode::from(3));
+            };
+            if json {
+                out(&format!("{}\n", serde_json::to_string_pretty(&p)?));
+            } else {
+                let cal = WorkCalendar::new(&settings.calendar).map_err(anyhow::Error::msg)?;
+                let reg = Registry::new(&settings);
+                out(&lienthong::dossier_view::render_dossier(
+                    &p,
+                    &reg,
+                    &cal,
+                    lienthong::process_manager::now(),
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Overdue { json } => {
+            let store = open_store(&settings)?;
+            let cal = WorkCalendar::new(&settings.calendar).map_err(anyhow::Error::msg)?;
+            let items = lienthong::process_manager::overdue_in(
+                &store,
+                &cal,
+                settings.process.due_soon_margin_office_hours,
+                lienthong::process_manager::now(),
+            )?;
+            if json {
+                out(&format!("{}\n", serde_json::to_string_pretty(&items)?));
+            } else if items.is_empty() {
+                eprintln!("nothing is near or past its due time");
+            } else {
+                out(&lienthong::dossier_view::render_overdue(
+                    &items,
+                    &Registry::new(&settings),
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ControlSheet {
+            ma_ho_so,
+            pdf,
+            html,
+        } => {
+            let store = open_store(&settings)?;
+            let Some(p) = store.process(&ma_ho_so)? else {
+                eprintln!(
+                    "dossier {ma_ho_so} is not run by the process manager in {}",
+                    settings.store.path
+                );
+                return Ok(ExitCode::from(3));
+            };
+            let trace = store.timeline(&ma_ho_so)?;
+            let sheet = lienthong::dossier_view::control_sheet(
+                &p,
+                &Registry::new(&settings),
+                &trace,
+                lienthong::process_manager::now(),
+            );
+            if let Some(path) = &pdf {
+                let bytes = lienthong::control_sheet::render_pdf(&sheet)?;
+                std::fs::write(path, bytes)?;
+                eprintln!("wrote {}", path.display());
+            }
+            match (&html, &pdf) {
+                (Some(path), _) => {
+                    std::fs::write(path, lienthong::control_sheet::render_html(&sheet))?;
+                    eprintln!("wrote {}", path.display());
+                }
+                (None, None) => out(&lienthong::control_sheet::render_html(&sheet)),
+                _ => {}
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -26,6 +26,7 @@ struct Router {
     publisher: Publisher,
     tracer: Tracer,
     dlc: DeadLetterChannel,
+    pm: crate::process_manager::ProcessManager,
 }
 
 /// Run the router until shutdown.
@@ -42,11 +43,19 @@ pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
         ctx.names.clone(),
         COMPONENT,
     );
+    let pm = crate::process_manager::ProcessManager::new(
+        ctx.clone(),
+        Publisher::new(&ctx.conn, timeout).await?,
+        tracer.clone(),
+    );
+    // The sweeper: outbox left by a crash, due-soon and overdue alerts.
+    let sweeper = tokio::spawn(pm.clone().sweep_forever());
     let router = Router {
         ctx: ctx.clone(),
         publisher,
         tracer,
         dlc,
+        pm,
     };
     let channel = ctx.conn.create_channel().await?;
     let queue = ctx.names.router_queue();
@@ -64,6 +73,7 @@ pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
         },
     )
     .await?;
+    sweeper.abort();
     Ok(())
 }
 
@@ -124,6 +134,26 @@ impl Router {
         let received = TraceEvent::new(TraceEventKind::Received, COMPONENT, Some(&env))
             .attempt(if d.redelivered { 2 } else { 1 });
         let p_received = self.tracer.start(&received).await?;
+        // The process manager runs the dossiers filed without a receiver.
+        use crate::process_manager::PmError;
+        let managed = match self.pm.manages(&env).await {
+            Ok(m) => m,
+            Err(PmError::Retry(e)) | Err(PmError::Reject(Rejection { detail: e, .. })) => {
+                tracing::error!(message = "cannot read the process store; requeueing", error = %e);
+                return Err(Failure::Publish(PublishError::Timeout(0)));
+            }
+        };
+        if managed {
+            p_received.wait().await?;
+            return match self.pm.handle(&env).await {
+                Ok(()) => Ok(()),
+                Err(PmError::Reject(r)) => Err(Failure::Reject(r, Some(Box::new(env)))),
+                Err(PmError::Retry(e)) => {
+                    tracing::warn!(message = "process manager could not finish; requeueing", error = %e);
+                    Err(Failure::Publish(PublishError::Timeout(0)))
+                }
+            };
+        }
         let origin = self.lookup_origin(&env.ma_ho_so).await;
         let decision = match routing::check(&self.ctx.registry, &env, origin.as_ref()) {
             Ok(dec) => dec,

@@ -165,9 +165,23 @@ where
     }
 }
 
+/// The process's Prometheus recorder (installed by the first [`start`]).
+pub fn metrics_handle() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .ok()
+        })
+        .as_ref()
+}
+
 /// Start `components` of the bus for `settings`.
 pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Result<Running> {
     settings.check()?;
+    let _ = metrics_handle();
     let name = components
         .iter()
         .map(|c| format!("{c:?}").to_lowercase())
@@ -199,6 +213,10 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         blobs: Arc::new(lienthong_core::claimcheck::LocalBlobStore::new(
             std::path::Path::new(&settings.store.blob_dir),
         )),
+        calendar: Arc::new(
+            lienthong_core::calendar::WorkCalendar::new(&settings.calendar)
+                .map_err(anyhow::Error::msg)?,
+        ),
         settings: Arc::new(settings),
     };
     let mut tasks = JoinSet::new();

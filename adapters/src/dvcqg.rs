@@ -20,6 +20,12 @@
 //! upsert by `MaHoSo`; a repeated `CapNhatTienDoHoSoMC` of the same message carries the same
 //! `ThoiDiemXuLy` and `TrangThai` (whether the portal dedupes progress entries is not
 //! documented: unverified).
+//!
+//! Dates the sender gives in `payload.data` (the process manager gives them all, already as
+//! `yyyyMMddHHmmss`) win over the envelope's `sent_at`: `ngay_tiep_nhan` (NgayTiepNhan),
+//! `ngay_hen_tra` (NgayHenTra), `thoi_diem_xu_ly` (ThoiDiemXuLy), `ngay_bat_dau` (NgayBatDau),
+//! `ngay_ket_thuc_theo_quy_dinh` (NgayKetThucTheoQuyDinh, the legal deadline); the handler unit
+//! and officer are `payload.handler`.
 
 use async_trait::async_trait;
 use lienthong_core::{Envelope, Kind};
@@ -214,7 +220,7 @@ impl Dvcqg {
             "Fax": "",
             "SoDienThoai": applicant.so_dien_thoai.clone().unwrap_or_default(),
             "TrichYeuHoSo": d("trich_yeu"),
-            "NgayTiepNhan": dvcqg_time(&env.sent_at),
+            "NgayTiepNhan": data.get("ngay_tiep_nhan").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| dvcqg_time(&env.sent_at)),
             "NgayHenTra": d("ngay_hen_tra"),
             "TrangThaiHoSo": status.to_string(),
             "NgayTra": if status >= 9 { dvcqg_time(&env.sent_at) } else { String::new() },
@@ -244,7 +250,7 @@ impl Dvcqg {
             "MaHoSo": env.ma_ho_so,
             "NguoiXuLy": h.officer.unwrap_or_default(),
             "ChucDanh": h.title.unwrap_or_default(),
-            "ThoiDiemXuLy": dvcqg_time(&env.sent_at),
+            "ThoiDiemXuLy": data.get("thoi_diem_xu_ly").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| dvcqg_time(&env.sent_at)),
             "PhongBanXuLy": h.unit.unwrap_or_else(|| env.sender.clone()),
             "NoiDungXuLy": env.payload.reason.clone().unwrap_or_default(),
             "TrangThai": status.to_string(),

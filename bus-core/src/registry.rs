@@ -50,6 +50,9 @@ pub struct Settings {
     /// The working-day calendar (office hours, holidays, the years' announcements).
     #[serde(default)]
     pub calendar: crate::calendar::CalendarSettings,
+    /// `[process]`: the process manager (overdue alerts).
+    #[serde(default)]
+    pub process: ProcessSettings,
     /// The units of the province.
     #[serde(default)]
     pub units: Vec<Unit>,
@@ -213,6 +216,32 @@ impl Default for RetrySettings {
             delays_ms: vec![10_000, 60_000, 300_000, 1_800_000],
             max_delayed_attempts: 100,
             max_age_ms: 172_800_000,
+        }
+    }
+}
+
+/// `[process]`: the process manager's overdue alerts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessSettings {
+    /// How often open dossiers are checked against their due times, ms.
+    pub scan_ms: u64,
+    /// A step or dossier within this much office time of its due time is `due_soon`, hours
+    /// (office hours of `[calendar]`, not wall-clock hours).
+    pub due_soon_margin_office_hours: f64,
+    /// Optional webhook: each new alert is POSTed there as JSON (an `OverdueItem`).
+    pub webhook_url: Option<String>,
+    /// Webhook timeout, ms.
+    pub webhook_timeout_ms: u64,
+}
+
+impl Default for ProcessSettings {
+    fn default() -> Self {
+        ProcessSettings {
+            scan_ms: 30_000,
+            due_soon_margin_office_hours: 4.0,
+            webhook_url: None,
+            webhook_timeout_ms: 5_000,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The embedded SQLite store shared by the components of one installation: the trace (hop
-//! log), the dead-letter log, and the dossier origins the router checks replies against.
+//! log), the dead-letter log, the dossier origins the router checks replies against, and the
+//! process manager's state, inbox and outbox ([`crate::process`]).
 //! WAL mode, so separate `lienthong run --components …` processes can share one file.
 
 use std::path::Path;
@@ -63,6 +64,39 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_receiver ON messages (receiver, accepted_at_ms);
 CREATE INDEX IF NOT EXISTS messages_by_dossier ON messages (ma_ho_so);
+CREATE TABLE IF NOT EXISTS processes (
+    ma_ho_so    TEXT PRIMARY KEY,
+    ma_tthc     TEXT NOT NULL,
+    origin_unit TEXT NOT NULL,
+    phase       TEXT NOT NULL,
+    updated_ms  INTEGER NOT NULL,
+    state       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS processes_by_phase ON processes (phase);
+CREATE TABLE IF NOT EXISTS process_inbox (
+    message_id TEXT PRIMARY KEY,
+    ma_ho_so   TEXT NOT NULL,
+    at_ms      INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS process_outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL UNIQUE,
+    ma_ho_so   TEXT NOT NULL,
+    receiver   TEXT NOT NULL,
+    body       BLOB NOT NULL,
+    created_ms INTEGER NOT NULL,
+    sent_ms    INTEGER
+);
+CREATE INDEX IF NOT EXISTS process_outbox_unsent ON process_outbox (sent_ms, seq);
+CREATE TABLE IF NOT EXISTS process_alerts (
+    ma_ho_so TEXT NOT NULL,
+    step     TEXT NOT NULL,
+    level    TEXT NOT NULL,
+    due      TEXT NOT NULL,
+    holder   TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL,
+    PRIMARY KEY (ma_ho_so, step, level, due)
+);
 CREATE TABLE IF NOT EXISTS dossier_origins (
     ma_ho_so       TEXT PRIMARY KEY,
     ma_tthc        TEXT NOT NULL,

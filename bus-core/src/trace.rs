@@ -32,6 +32,11 @@ pub enum TraceEventKind {
     DeadLettered,
     /// A status or result came back from a unit.
     Status,
+    /// The process manager advanced the dossier's route (a step handed over, done, paused,
+    /// resumed, refused, stopped, cancelled; the reason says which and how timely).
+    Step,
+    /// A step or dossier is near (`due_soon`) or past (`overdue`) its due time.
+    Overdue,
 }
 
 impl TraceEventKind {
@@ -46,6 +51,8 @@ impl TraceEventKind {
             TraceEventKind::Failed => "failed",
             TraceEventKind::DeadLettered => "dead_lettered",
             TraceEventKind::Status => "status",
+            TraceEventKind::Step => "step",
+            TraceEventKind::Overdue => "overdue",
         }
     }
 }

@@ -1,0 +1,337 @@
+//! The process manager inside the router: applies each message of a dossier the bus runs
+//! ([`lienthong_core::process`]) in one store transaction (inbox + state + outbox), then publishes
+//! the outbox with publisher confirms; and the sweeper that re-publishes what a crash left in
+//! the outbox and raises due-soon / overdue alerts (trace, metric, webhook).
+
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use lienthong_core::amqp::{PublishError, Publisher, envelope_properties};
+use lienthong_core::envelope::{Envelope, Rejection};
+use lienthong_core::process::{self, Applied, OverdueItem};
+use lienthong_core::registry::UnitKind;
+use lienthong_core::store::Origin;
+use lienthong_core::trace::{TraceEvent, TraceEventKind, Tracer};
+
+use crate::context::Ctx;
+
+const COMPONENT: &str = "process";
+
+/// Why a message could not be applied.
+#[derive(Debug)]
+pub enum PmError {
+    /// The message is wrong for this dossier: dead-letter it with this reason.
+    Reject(Rejection),
+    /// Store or broker trouble: requeue the delivery and try again.
+    Retry(String),
+}
+
+/// The process manager's handles (cheap to clone).
+#[derive(Clone)]
+pub struct ProcessManager {
+    ctx: Ctx,
+    publisher: Publisher,
+    tracer: Tracer,
+    /// One flush at a time, so that two results of one dossier arriving together do not publish
+    /// the same outbox entry twice.
+    flushing: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// "Now" for the process manager: the clock, moved by `LIENTHONG_CLOCK_OFFSET_S` seconds when
+/// that variable is set (the demo and the tests use it to run a dossier across working days).
+pub fn now() -> DateTime<FixedOffset> {
+    let offset = std::env::var("LIENTHONG_CLOCK_OFFSET_S")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    lienthong_core::clock::now_vn() + chrono::Duration::seconds(offset)
+}
+
+impl ProcessManager {
+    /// A process manager publishing on `publisher` and tracing on `tracer`.
+    pub fn new(ctx: Ctx, publisher: Publisher, tracer: Tracer) -> Self {
+        ProcessManager {
+            ctx,
+            publisher,
+            tracer,
+            flushing: Default::default(),
+        }
+    }
+
+    /// Whether `env` is the process manager's: a forward with no receiver, or any message of a
+    /// dossier it runs (except the centre's own messages to the national portal).
+    pub async fn manages(&self, env: &Envelope) -> Result<bool, PmError> {
+        if env
+            .receiver
+            .as_deref()
+            .and_then(|r| self.ctx.registry.unit(r))
+            .is_some_and(|u| u.kind == UnitKind::Portal)
+        {
+            return Ok(false);
+        }
+        if process::starts_process(env) {
+            return Ok(true);
+        }
+        let store = self.ctx.store.clone();
+        let ma = env.ma_ho_so.clone();
+        tokio::task::spawn_blocking(move || store.has_process(&ma))
+            .await
+            .map_err(|e| PmError::Retry(e.to_string()))?
+            .map_err(|e| PmError::Retry(e.to_string()))
+    }
+
+    /// Apply `env` and publish what follows. Ok(()) once everything it caused is confirmed by
+    /// the broker (the caller then acks the delivery).
+    pub async fn handle(&self, env: &Envelope) -> Result<(), PmError> {
+        let store = self.ctx.store.clone();
+        let registry = self.ctx.registry.clone();
+        let calendar = self.ctx.calendar.clone();
+        let e = env.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            let ctx = process::Context {
+                registry: &registry,
+                calendar: &calendar,
+                now: now(),
+            };
+            store.apply_process(&e.message_id, &e.ma_ho_so, |current| match current {
+                Some(p) => process::advance(&ctx, p, &e).map(Some),
+                None if process::starts_process(&e) => process::start(&ctx, &e).map(Some),
+                None => Ok(None),
+            })
+        })
+        .await
+        .map_err(|e| PmError::Retry(e.to_string()))?
+        .map_err(|e| PmError::Retry(e.to_string()))?;
+        match applied {
+            None => {
+                return Err(PmError::Reject(Rejection::new(
+                    lienthong_core::envelope::RejectCode::NotOnRoute,
+                    format!("dossier {} is not run by the process manager", env.ma_ho_so),
+                )));
+            }
+            Some(Applied::Rejected(r)) => return Err(PmError::Reject(r)),
+            Some(Applied::Duplicate) => {
+                tracing::info!(
+                    message = "message already applied; publishing what is left in the outbox",
+                    ma_ho_so = env.ma_ho_so,
+                    message_id = env.message_id
+                );
+            }
+            Some(Applied::Done { notes, .. }) => {
+                if process::starts_process(env) {
+                    let o = Origin {
+                        ma_ho_so: env.ma_ho_so.clone(),
+                        ma_tthc: env.ma_tthc.clone(),
+                        origin_unit: env.sender.clone(),
+                        correlation_id: env.correlation_id.clone(),
+                    };
+                    let store = self.ctx.store.clone();
+                    let _ = tokio::task::spawn_blocking(move || store.record_origin(&o)).await;
+                }
+                for n in notes {
+                    let ev = TraceEvent::new(TraceEventKind::Step, COMPONENT, Some(env)).reason(n);
+                    self.tracer
+                        .emit(&ev)
+                        .await
+                        .map_err(|e| PmError::Retry(e.to_string()))?;
+                }
+            }
+        }
+        self.flush(Some(&env.ma_ho_so)).await
+    }
+
+    /// Publish the outbox (of one dossier, or everything older than 5 s), each envelope with a
+    /// publisher confirm, then mark it sent.
+    pub async fn flush(&self, ma_ho_so: Option<&str>) -> Result<(), PmError> {
+        let _one = self.flushing.lock().await;
+        let store = self.ctx.store.clone();
+        let key = ma_ho_so.map(str::to_string);
+        let entries = tokio::task::spawn_blocking(move || store.unsent(key.as_deref(), 5_000))
+            .await
+            .map_err(|e| PmError::Retry(e.to_string()))?
+            .map_err(|e| PmError::Retry(e.to_string()))?;
+        for entry in entries {
+            let Ok(env) = serde_json::from_slice::<Envelope>(&entry.body) else {
+                tracing::error!(message = "unreadable outbox entry skipped", seq = entry.seq);
+                continue;
+            };
+            let store = self.ctx.store.clone();
+            let (id, ma, kind, sender, receiver, body) = (
+                env.message_id.clone(),
+                env.ma_ho_so.clone(),
+                env.kind.0.clone(),
+                env.sender.clone(),
+                entry.receiver.clone(),
+                entry.body.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                store.keep_message(&id, &ma, &kind, &sender, &receiver, &body)
+            })
+            .await
+            .map_err(|e| PmError::Retry(e.to_string()))?
+            .map_err(|e| PmError::Retry(e.to_string()))?;
+            let mut sent = self.publish_to(&entry.receiver, &entry.body, &env).await;
+            if matches!(sent, Err(PublishError::Returned { .. })) {
+                if let Err(e) = crate::run::apply_topology(&self.ctx.settings, &self.ctx.conn).await
+                {
+                    tracing::warn!(message = "re-declaring the topology failed", error = %e);
+                }
+                sent = self.publish_to(&entry.receiver, &entry.body, &env).await;
+            }
+            sent.map_err(|e| {
+                PmError::Retry(format!(
+                    "publishing {} to {} failed: {e}",
+                    env.kind, entry.receiver
+                ))
+            })?;
+            let routed =
+                TraceEvent::new(TraceEventKind::Routed, COMPONENT, Some(&env)).reason(format!(
+                    "to queue {} (process manager)",
+                    self.ctx.names.unit_queue(&entry.receiver)
+                ));
+            self.tracer
+                .emit(&routed)
+                .await
+                .map_err(|e| PmError::Retry(e.to_string()))?;
+            let store = self.ctx.store.clone();
+            let seq = entry.seq;
+            tokio::task::spawn_blocking(move || store.mark_sent(seq))
+                .await
+                .map_err(|e| PmError::Retry(e.to_string()))?
+                .map_err(|e| PmError::Retry(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn publish_to(
+        &self,
+        receiver: &str,
+        body: &[u8],
+        env: &Envelope,
+    ) -> Result<(), PublishError> {
+        self.publisher
+            .start(
+                &self.ctx.names.deliver_exchange(),
+                receiver,
+                body,
+                envelope_properties(env),
+                true,
+            )
+            .await?
+            .wait()
+            .await
+    }
+
+    /// Run the sweeper until shutdown: every `[process] scan_ms`, publish what a crash left in
+    /// the outbox and raise the new due-soon / overdue alerts.
+    pub async fn sweep_forever(self) {
+        let period = Duration::from_millis(self.ctx.settings.process.scan_ms.max(200));
+        let mut stop = self.ctx.shutdown.clone();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(
+                self.ctx.settings.process.webhook_timeout_ms,
+            ))
+            .build()
+            .ok();
+        loop {
+            if let Err(e) = self.flush(None).await {
+                tracing::warn!(message = "outbox sweep failed; trying again later", error = ?e);
+            }
+            if let Err(e) = self.scan(http.as_ref()).await {
+                tracing::warn!(message = "overdue scan failed; trying again later", error = %e);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// One overdue scan: each new alert is traced, counted and sent to the webhook.
+    pub async fn scan(&self, http: Option<&reqwest::Client>) -> anyhow::Result<usize> {
+        let items = overdue(&self.ctx, now())?;
+        let mut open = std::collections::BTreeMap::<&str, f64>::new();
+        for it in &items {
+            *open.entry(it.level.as_str()).or_default() += 1.0;
+        }
+        for level in ["due_soon", "overdue"] {
+            metrics::gauge!("lienthong_process_alerts_open", "level" => level)
+                .set(open.get(level).copied().unwrap_or(0.0));
+        }
+        let mut new = 0;
+        for it in items {
+            let store = self.ctx.store.clone();
+            let i2 = it.clone();
+            let fresh = tokio::task::spawn_blocking(move || store.record_alert(&i2)).await??;
+            if !fresh {
+                continue;
+            }
+            new += 1;
+            metrics::counter!("lienthong_process_alerts_total", "level" => it.level.as_str(), "holder" => it.holder.clone()).increment(1);
+            let mut ev = TraceEvent::new(TraceEventKind::Overdue, COMPONENT, None).reason(format!(
+                "{} {}: held by {}, due {} ({} office minutes {})",
+                it.step.as_deref().unwrap_or("dossier"),
+                it.level.as_str(),
+                it.holder,
+                it.due,
+                it.office_secs_left.abs() / 60,
+                if it.office_secs_left < 0 {
+                    "late"
+                } else {
+                    "left"
+                }
+            ));
+            ev.ma_ho_so = Some(it.ma_ho_so.clone());
+            ev.to = Some(it.holder.clone());
+            let _ = self.tracer.emit(&ev).await;
+            tracing::warn!(message = "due-time alert", ma_ho_so = it.ma_ho_so, step = ?it.step, level = it.level.as_str(), holder = it.holder, due = it.due);
+            if let (Some(url), Some(http)) = (&self.ctx.settings.process.webhook_url, http) {
+                let post = || async { http.post(url).json(&it).send().await?.error_for_status() };
+                use backon::Retryable;
+                let r = post
+                    .retry(
+                        backon::ExponentialBuilder::default()
+                            .with_min_delay(Duration::from_millis(200))
+                            .with_max_times(3),
+                    )
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(message = "overdue webhook failed (the alert stays in the trace and `lienthong overdue`)", error = %e);
+                }
+            }
+        }
+        Ok(new)
+    }
+}
+
+/// Every open step or dossier near or past its due time at `now` (`[process]` margin), most
+/// urgent first.
+pub fn overdue(ctx: &Ctx, now: DateTime<FixedOffset>) -> anyhow::Result<Vec<OverdueItem>> {
+    overdue_in(
+        &ctx.store,
+        &ctx.calendar,
+        ctx.settings.process.due_soon_margin_office_hours,
+        now,
+    )
+}
+
+/// [`overdue`] from a store and calendar (for the CLI).
+pub fn overdue_in(
+    store: &lienthong_core::store::Store,
+    calendar: &lienthong_core::calendar::WorkCalendar,
+    margin_hours: f64,
+    now: DateTime<FixedOffset>,
+) -> anyhow::Result<Vec<OverdueItem>> {
+    let margin = (margin_hours * 3600.0) as i64;
+    let mut out: Vec<OverdueItem> = store
+        .processes(false)?
+        .iter()
+        .flat_map(|p| process::overdue_items(p, calendar, now, margin))
+        .collect();
+    out.sort_by(|a, b| {
+        b.level
+            .cmp(&a.level)
+            .then(a.office_secs_left.cmp(&b.office_secs_left))
+    });
+    Ok(out)
+}
