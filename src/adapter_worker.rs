@@ -91,7 +91,15 @@ pub async fn run(ctx: Ctx, callback_base: String) -> anyhow::Result<()> {
         let queue = ctx.names.unit_queue(&unit.code);
         let shutdown = ctx.shutdown.clone();
         let grace = Duration::from_millis(ctx.settings.bus.shutdown_grace_ms);
-        let prefetch = ctx.settings.topology.adapter_prefetch;
+        // The national portal gets a dossier's progress in the order the process manager sent
+        // it (each message upserts the dossier's status): one message at a time. In-process
+        // retries keep that order; a message parked for a delayed retry does not hold the
+        // others back.
+        let prefetch = if unit.kind == lienthong_core::registry::UnitKind::Portal {
+            1
+        } else {
+            ctx.settings.topology.adapter_prefetch
+        };
         let tag = format!("lienthong-adapter-{}", unit.code);
         tracing::info!(
             message = "adapter consuming",

@@ -118,6 +118,13 @@ impl ProcessManager {
                 );
             }
             Some(Applied::Done { notes, .. }) => {
+                // Crash test hook: the state and the outbox are committed, nothing is published
+                // and the delivery is not acked; held until the process is killed.
+                #[cfg(feature = "failpoints")]
+                if fail::eval("process-after-commit", |_| ()).is_some() {
+                    tracing::warn!(message = "fail point process-after-commit: holding the delivery", ma_ho_so = %env.ma_ho_so, message_id = %env.message_id);
+                    std::future::pending::<()>().await;
+                }
                 if process::starts_process(env) {
                     let o = Origin {
                         ma_ho_so: env.ma_ho_so.clone(),

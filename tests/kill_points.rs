@@ -1,7 +1,8 @@
 //! Deterministic crashes of the adapters process at the two points between an agency's answer
-//! and the ack, made with fail points (built only with `--features failpoints`, which
-//! `./scripts/test` turns on): the process is held at the point, killed with SIGKILL, and
-//! started again; the agency must see no second effect.
+//! and the ack, and of the router between the process manager's commit and its publish, made
+//! with fail points (built only with `--features failpoints`, which `./scripts/test` turns on):
+//! the process is held at the point, killed with SIGKILL, and started again; the agency must
+//! see no second effect and the route no double step.
 
 mod common;
 
@@ -174,4 +175,101 @@ async fn adapters_killed_after_the_delivery_log_before_the_ack_never_call_the_ag
         "adapters killed after the delivery log, before the ack (fail point)",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_killed_between_the_process_commit_and_the_publish_sends_the_next_steps_once() {
+    use lienthong_core::envelope::{Kind, TrangThaiHoSo};
+    use lienthong_core::process::StepPhase;
+    let (mut s, dir) = settings("kp-process");
+    s.mock.callback_delay_ms = 20;
+    let mock = lienthong::mock::serve(&s).await.expect("mock");
+    use_mock(&mut s, &mock);
+    let port = free_port();
+    s.http.listen = format!("127.0.0.1:{port}");
+    s.process.scan_ms = 500;
+    let config = dir.join("config.toml");
+    std::fs::write(&config, toml::to_string(&s).expect("toml")).expect("config");
+    // The first transition (the start) goes through; the second (the civil-status result, which
+    // fans out to Police and Social Insurance) is held after its commit.
+    let mut router = spawn_components_env(
+        &config,
+        &dir,
+        "router",
+        "router1.log",
+        &[("FAILPOINTS", "process-after-commit=1*off->1*return")],
+    );
+    let rest = spawn_components(&config, &dir, "adapters,tracer,http", "others.log");
+    wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
+    let view = view_of(&s, &dir, &mock).await;
+    let mut civil = view.listen(SON_HA_CIVIL).await;
+    let mut centre = view.listen(SON_HA).await;
+    let mut env = birth(8701, SON_HA_CIVIL);
+    env.receiver = None;
+    let ma = env.ma_ho_so.clone();
+    view.send(&env).await;
+    let fwd = next(&mut civil, 30).await;
+    assert_eq!(fwd.kind.as_str(), Kind::FORWARD);
+    let mut result = fwd.reply(Kind::RESULT, SON_HA_CIVIL, &fwd.sender);
+    result.payload.result = serde_json::json!({"so_dang_ky_khai_sinh": "91/2026"})
+        .as_object()
+        .cloned();
+    view.send(&result).await;
+    let log1 = dir.join("router1.log");
+    eventually(60, "the router at the fail point", || {
+        std::fs::read_to_string(&log1)
+            .ok()
+            .filter(|t| t.contains("fail point process-after-commit"))
+    })
+    .await;
+    // The precondition: the step is committed as handed over, the forwards wait in the outbox,
+    // and no agency has the dossier yet.
+    let store = view.store();
+    let p = store.process(&ma).expect("store").expect("process");
+    assert!(p.steps[1..].iter().all(|s| s.phase == StepPhase::Open));
+    assert_eq!(store.unsent(Some(&ma), 0).expect("outbox").len(), 2);
+    assert!(view.mock_requests("police", &ma).await.is_empty());
+    router.kill().expect("SIGKILL");
+    let _ = router.wait();
+    let killed_at = std::time::Instant::now();
+    let router = spawn_components(&config, &dir, "router", "router2.log");
+    let done = loop {
+        let e = next(&mut centre, 60).await;
+        if e.kind.as_str() == Kind::RESULT {
+            break e;
+        }
+    };
+    assert_eq!(done.status, Some(TrangThaiHoSo::PROCESSED));
+    for agency in ["police", "bhxh"] {
+        assert_eq!(
+            view.mock_requests(agency, &ma).await.len(),
+            1,
+            "{agency}: the step once"
+        );
+    }
+    let again = tokio::time::timeout(Duration::from_secs(2), centre.recv()).await;
+    assert!(
+        !matches!(&again, Ok(Some(e)) if e.kind.as_str() == Kind::RESULT),
+        "one final result"
+    );
+    let stats = view.mock_stats().await;
+    record_reliability(Reliability {
+        scenario: "router killed between the process manager's commit and its publish (fail point)".into(),
+        fault: "fail point process-after-commit held the civil-status result of a birth dossier run by the process manager, kill -9 of the router process, restarted".into(),
+        messages: 1,
+        lost: 0,
+        duplicate_effects: effects_beyond(&stats, 1, 1),
+        recovery_ms: Some(killed_at.elapsed().as_millis()),
+        redelivered_copies: 0,
+    });
+    for c in [&router, &rest] {
+        sigterm(c);
+    }
+    drop((router, rest));
+    let _ = mock.stop.send(());
+    let _ = lienthong_core::topology::Topology::plan(&s)
+        .delete(&view.conn)
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

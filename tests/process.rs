@@ -152,6 +152,42 @@ async fn demo_completes_every_sample_dossier() {
         assert!(delivered > 0, "{unit} delivered nothing: {line}");
     }
     assert!(stdout.contains("Trace of dossier"), "{stdout}");
+    // The 60 samples ran through the process manager: every flow's hand-overs classified, the
+    // backdated receipts late and alerted, and a control sheet written as PDF.
+    assert!(
+        stdout.contains("process manager — 60 dossiers run from the catalogue"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 finished steps unclassified"), "{stdout}");
+    let alerts = stdout
+        .lines()
+        .find(|l| l.starts_with("alerts raised: "))
+        .unwrap_or_default();
+    assert!(alerts.contains("overdue"), "{alerts}");
+    for code in ["1.001193", "1.010059", "1.011537"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(code))
+            .unwrap_or_else(|| panic!("no flow row for {code}:\n{stdout}"));
+        let n: Vec<u64> = row
+            .split('|')
+            .nth(1)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        assert!(
+            n.iter().sum::<u64>() > 0,
+            "no classified hand-over for {code}: {row}"
+        );
+    }
+    let pdf = std::fs::read_dir(&dir)
+        .expect("demo dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "pdf"))
+        .expect("the demo wrote a control sheet PDF");
+    assert!(std::fs::read(&pdf).expect("pdf").starts_with(b"%PDF"));
     let s = {
         let mut s = lienthong_core::registry::Settings::from_toml(
             lienthong_core::registry::DEFAULT_CONFIG,

@@ -19,7 +19,8 @@
 //!   [`crate::calendar::WorkCalendar::due`] working days after the receipt, with the procedure's
 //!   cut-off; a later group's steps count from the hand-over to them (no cut-off: a hand-over
 //!   after office hours counts from the next working day). The dossier falls due after the
-//!   procedure's `deadline_working_days`, else the sum over groups of the longest step.
+//!   procedure's `deadline_working_days` (`deadline_working_days_with_verification` when
+//!   `payload.data.can_xac_minh` is true), else the sum over groups of the longest step.
 //! * **Step done.** A `dossier.result`, or a `dossier.status` 9 or 10, from a unit holding an open
 //!   step closes that step, classified against its due time. When every step of the group is
 //!   closed, the next group is forwarded, carrying each earlier step's result as
@@ -29,7 +30,8 @@
 //! * **Refusal (3) or stop (8)** from any unit ends the dossier: the other open units get a
 //!   `dossier.status` 8 (stop), the centre gets the refusal with its reason.
 //! * **Pause (5 supplement, 6 financial obligation).** The step's status goes to the centre and
-//!   the step's clock (and the dossier's) stops. The centre answers with a `dossier.forward` with
+//!   the step's clock (and the dossier's) stops, when the status is one of the procedure's
+//!   `clock_pausing_statuses`. The centre answers with a `dossier.forward` with
 //!   no receiver: the office time paused is added to the due times and the same step resumes (the
 //!   unit gets the forward with the centre's new data).
 //! * **Withdrawal (7)** by the centre cancels every open step (`dossier.status` 7 to each unit).
@@ -419,7 +421,23 @@ pub fn start(ctx: &Context<'_>, env: &Envelope) -> Result<Transition, Rejection>
         .and_then(parse_ts)
         .or_else(|| parse_ts(&env.sent_at))
         .unwrap_or(ctx.now);
-    let total_days = proc_.deadline_working_days.unwrap_or_else(|| {
+    // `payload.data.can_xac_minh` = true: the dossier needs verification, and the procedure's
+    // longer deadline applies where it has one (birth group: 5 working days instead of 3).
+    let verification = env
+        .payload
+        .data
+        .as_ref()
+        .and_then(|d| d.get("can_xac_minh"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let legal = if verification {
+        proc_
+            .deadline_working_days_with_verification
+            .or(proc_.deadline_working_days)
+    } else {
+        proc_.deadline_working_days
+    };
+    let total_days = legal.unwrap_or_else(|| {
         let mut by_group: BTreeMap<u32, u32> = BTreeMap::new();
         for s in &steps {
             let e = by_group.entry(s.group).or_default();
@@ -458,6 +476,18 @@ pub fn start(ctx: &Context<'_>, env: &Envelope) -> Result<Transition, Rejection>
             p.due
         )],
     };
+    // The portal learns the dossier as accepted by its centre, then each hand-over.
+    let centre = p.origin_unit.clone();
+    portal(
+        ctx,
+        &p,
+        TrangThaiHoSo::ACCEPTED.0,
+        &centre,
+        p.receiving_officer.clone(),
+        None,
+        "Tiếp nhận hồ sơ liên thông",
+        &mut t,
+    );
     let first = p.steps.iter().map(|s| s.group).min().unwrap_or(1);
     open_group(ctx, &mut p, first, env, &mut t);
     t.process = p;
@@ -714,6 +744,15 @@ pub fn advance(ctx: &Context<'_>, mut p: Process, env: &Envelope) -> Result<Tran
             ),
         ));
     };
+    if env.kind.is_forward() {
+        return Err(rejection(
+            RejectCode::NotOnRoute,
+            format!(
+                "dossier {} is run by the bus (process manager): {} reports its step with dossier.result or dossier.status, and the bus forwards the dossier to the next step",
+                p.ma_ho_so, env.sender
+            ),
+        ));
+    }
     if p.phase.ended() || !p.steps[i].phase.open() {
         t.notes.push(format!(
             "ignored: {} from {} after step {} ended ({:?}) / dossier {:?}",
@@ -963,13 +1002,24 @@ fn centre_message(
                 .extend(env.attachments.iter().cloned());
             let mut resumed = Vec::new();
             let mut paused_total = 0;
+            let pausing = ctx
+                .registry
+                .procedure(&p.ma_tthc)
+                .map(|x| x.clock_pausing_statuses.clone())
+                .unwrap_or_default();
             for s in p.steps.iter_mut().filter(|s| s.phase == StepPhase::Paused) {
                 let since = s
                     .paused_since
                     .as_deref()
                     .and_then(parse_ts)
                     .unwrap_or(ctx.now);
-                let secs = ctx.calendar.office_seconds(since, ctx.now);
+                // Only the statuses of the procedure's `clock_pausing_statuses` stop the clock;
+                // another pause waits for the centre with the clock running.
+                let secs = if s.last_status.is_some_and(|st| pausing.contains(&st)) {
+                    ctx.calendar.office_seconds(since, ctx.now)
+                } else {
+                    0
+                };
                 paused_total = paused_total.max(secs);
                 s.paused_secs += secs;
                 s.paused_since = None;
@@ -1501,11 +1551,25 @@ mod tests {
         assert_eq!(p.received_at, "2026-11-27T15:30:00.000+07:00");
         // 3 working days from Monday 30 November: Wednesday 2 December at the end of office hours.
         assert_eq!(p.due, "2026-12-02T17:00:00.000+07:00");
-        assert_eq!(receivers(&st)[0], ("000.10.59.H48".to_string(), None));
+        assert_eq!(
+            receivers(&st),
+            vec![
+                ("DVCQG".to_string(), Some(2)),
+                ("000.10.59.H48".to_string(), None),
+                ("DVCQG".to_string(), Some(4)),
+            ]
+        );
         let civil = &p.steps[0];
         assert_eq!(civil.due.as_deref(), Some("2026-11-30T17:00:00.000+07:00"));
         assert_eq!(civil.phase, StepPhase::Open);
         assert!(p.steps[1..].iter().all(|s| s.phase == StepPhase::Waiting));
+        // A unit on the route does not address the next step itself.
+        let mut own = answer(&p, "000.10.59.H48", Kind::FORWARD, None);
+        own.receiver = Some("CA.H48".into());
+        let e = advance(&ctx(&r, &c, "2026-11-30T08:30:00+07:00"), p.clone(), &own)
+            .expect_err("forward from a step unit");
+        assert_eq!(e.code, RejectCode::NotOnRoute);
+        assert!(e.detail.contains("dossier.result"), "{}", e.detail);
         // Civil status done on Monday morning: both parallel steps are forwarded, carrying it.
         let mut done = answer(&p, "000.10.59.H48", Kind::RESULT, None);
         done.payload.result = json!({"so_dang_ky_khai_sinh": "12/2026"})
@@ -1759,6 +1823,21 @@ mod tests {
         let e = start(&ctx(&r, &c, "2026-11-30T08:00:00+07:00"), &none)
             .expect_err("at least one optional procedure");
         assert!(e.detail.contains("thu_tuc_lua_chon"), "{}", e.detail);
+    }
+
+    #[test]
+    fn a_dossier_needing_verification_gets_the_longer_legal_deadline() {
+        let (r, c) = setup();
+        let env = filed(
+            "1.001193",
+            "2026-11-30T08:00:00+07:00",
+            json!({"can_xac_minh": true}),
+        );
+        let p = start(&ctx(&r, &c, "2026-11-30T08:00:00+07:00"), &env)
+            .expect("start")
+            .process;
+        // 5 working days from Monday 30 November: Friday 4 December.
+        assert_eq!(p.due, "2026-12-04T17:00:00.000+07:00");
     }
 
     #[test]
