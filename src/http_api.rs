@@ -209,20 +209,8 @@ impl Api {
         let store = self.ctx.store.clone();
         match tokio::task::spawn_blocking(move || query(store)).await {
             Ok(Ok(rows)) => Json(rows).into_response(),
-            Ok(Err(e)) => Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store",
-                "Store error",
-                e.to_string(),
-            )
-            .into_response(),
-            Err(e) => Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                e.to_string(),
-            )
-            .into_response(),
+            Ok(Err(e)) => store_error(e),
+            Err(e) => internal_error(e),
         }
     }
 
@@ -623,21 +611,31 @@ async fn dossier(
     match tokio::task::spawn_blocking(move || store.process(&ma)).await {
         Ok(Ok(Some(p))) => Json(p).into_response(),
         Ok(Ok(None)) => not_run(&ma_ho_so),
-        Ok(Err(e)) => Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store",
-            "Store error",
-            e.to_string(),
-        )
-        .into_response(),
-        Err(e) => Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            e.to_string(),
-        )
-        .into_response(),
+        Ok(Err(e)) => store_error(e),
+        Err(e) => internal_error(e),
     }
+}
+
+/// 500 for a store failure.
+fn store_error(e: impl std::fmt::Display) -> Response {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "store",
+        "Store error",
+        format!("{e:#}"),
+    )
+    .into_response()
+}
+
+/// 500 for a task that failed (panicked or was cancelled).
+fn internal_error(e: impl std::fmt::Display) -> Response {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+        e.to_string(),
+    )
+    .into_response()
 }
 
 fn not_run(ma: &str) -> Response {
@@ -730,20 +728,8 @@ async fn control_sheet(
         )
         .into_response(),
         Ok(Ok(None)) => not_run(&ma_ho_so),
-        Ok(Err(e)) => Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store",
-            "Store error",
-            e.to_string(),
-        )
-        .into_response(),
-        Err(e) => Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            e.to_string(),
-        )
-        .into_response(),
+        Ok(Err(e)) => store_error(e),
+        Err(e) => internal_error(e),
     }
 }
 
@@ -759,20 +745,8 @@ async fn overdue(State(api): State<Api>, headers: HeaderMap) -> Response {
     .await
     {
         Ok(Ok(items)) => Json(items).into_response(),
-        Ok(Err(e)) => Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store",
-            "Store error",
-            format!("{e:#}"),
-        )
-        .into_response(),
-        Err(e) => Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            e.to_string(),
-        )
-        .into_response(),
+        Ok(Err(e)) => store_error(e),
+        Err(e) => internal_error(e),
     }
 }
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use lienthong_core::amqp::{PublishError, Publisher, envelope_properties};
+use lienthong_core::amqp::{PublishError, Publisher};
 use lienthong_core::envelope::{Envelope, Rejection};
 use lienthong_core::process::{self, Applied, OverdueItem};
 use lienthong_core::registry::UnitKind;
@@ -216,17 +216,7 @@ impl ProcessManager {
         body: &[u8],
         env: &Envelope,
     ) -> Result<(), PublishError> {
-        self.publisher
-            .start(
-                &self.ctx.names.deliver_exchange(),
-                receiver,
-                body,
-                envelope_properties(env),
-                true,
-            )
-            .await?
-            .wait()
-            .await
+        crate::router::publish_to_unit(&self.publisher, &self.ctx.names, receiver, body, env).await
     }
 
     /// Run the sweeper until shutdown: every `[process] scan_ms`, publish what a crash left in

@@ -278,17 +278,7 @@ impl Router {
         body: &[u8],
         env: &Envelope,
     ) -> Result<(), PublishError> {
-        self.publisher
-            .start(
-                &self.ctx.names.deliver_exchange(),
-                receiver,
-                body,
-                envelope_properties(env),
-                true,
-            )
-            .await?
-            .wait()
-            .await
+        publish_to_unit(&self.publisher, &self.ctx.names, receiver, body, env).await
     }
 
     async fn lookup_origin(&self, ma_ho_so: &str) -> Option<Origin> {
@@ -299,6 +289,28 @@ impl Router {
             .ok()
             .flatten()
     }
+}
+
+/// Publish `body` (the envelope `env`) to `receiver`'s queue through the deliver exchange,
+/// `mandatory`, and wait for the publisher confirm. `Returned` when no queue took it.
+pub async fn publish_to_unit(
+    publisher: &Publisher,
+    names: &lienthong_core::topology::Names,
+    receiver: &str,
+    body: &[u8],
+    env: &Envelope,
+) -> Result<(), PublishError> {
+    publisher
+        .start(
+            &names.deliver_exchange(),
+            receiver,
+            body,
+            envelope_properties(env),
+            true,
+        )
+        .await?
+        .wait()
+        .await
 }
 
 enum Failure {

@@ -12,7 +12,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lienthong_core::amqp::{header_i64, header_str};
 use lienthong_core::deadletter::headers;
-use lienthong_core::trace::{DeadLetterRow, TraceEvent, TraceEventKind};
+use lienthong_core::trace::{DeadLetterRow, TraceEvent, TraceEventKind, parse_trace_message};
 use serde_json::Value;
 
 use crate::context::Ctx;
@@ -151,15 +151,13 @@ fn write(
         Kind::Trace => {
             let events: Vec<TraceEvent> = rows
                 .iter()
-                .filter_map(
-                    |(body, _)| match serde_json::from_slice::<TraceEvent>(body) {
-                        Ok(e) => Some(e),
-                        Err(e) => {
-                            tracing::warn!(message = "unreadable trace event skipped", error = %e);
-                            None
-                        }
-                    },
-                )
+                .flat_map(|(body, _)| match parse_trace_message(body) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(message = "unreadable trace message skipped", error = %e);
+                        Vec::new()
+                    }
+                })
                 .collect();
             store.insert_events(&events)
         }

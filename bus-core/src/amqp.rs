@@ -28,6 +28,9 @@ pub enum PublishError {
     /// No confirm arrived in time.
     #[error("no publisher confirm within {0} ms")]
     Timeout(u64),
+    /// A batch this message went out in was not confirmed (the batch's error, as text).
+    #[error("batch not confirmed: {0}")]
+    Batch(String),
 }
 
 /// Connect to the broker, naming the connection `lienthong/<name>` (the bus names it

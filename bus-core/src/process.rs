@@ -595,6 +595,21 @@ fn unit_name(ctx: &Context<'_>, code: &str) -> String {
         .unwrap_or_else(|| code.to_string())
 }
 
+/// A `dossier.status` of the dossier from its centre to `to`, sent now.
+fn status_from_centre(ctx: &Context<'_>, p: &Process, to: &str, status: u8) -> Envelope {
+    let mut e = Envelope::new(
+        Kind::STATUS,
+        &p.ma_ho_so,
+        &p.ma_tthc,
+        &p.origin_unit,
+        Some(to),
+        &p.correlation_id,
+    );
+    e.sent_at = ts(ctx.now);
+    e.status = Some(TrangThaiHoSo(status));
+    e
+}
+
 /// A progress message to the national portal, when the centre syncs to it.
 #[allow(clippy::too_many_arguments)]
 fn portal(
@@ -616,16 +631,7 @@ fn portal(
     let Some(portal) = ctx.registry.units().find(|u| u.kind == UnitKind::Portal) else {
         return;
     };
-    let mut e = Envelope::new(
-        Kind::STATUS,
-        &p.ma_ho_so,
-        &p.ma_tthc,
-        &p.origin_unit,
-        Some(&portal.code),
-        &p.correlation_id,
-    );
-    e.sent_at = ts(ctx.now);
-    e.status = Some(TrangThaiHoSo(status));
+    let mut e = status_from_centre(ctx, p, &portal.code, status);
     e.payload.applicant = p.forward.payload.applicant.clone();
     e.payload.handler = Some(Handler {
         unit: Some(handler_unit.to_string()),
@@ -685,24 +691,17 @@ fn close_open_steps(
     } else {
         StepPhase::Stopped
     };
-    for (i, s) in p.steps.iter_mut().enumerate() {
-        if Some(i) == except || !s.phase.open() {
+    for i in 0..p.steps.len() {
+        if Some(i) == except || !p.steps[i].phase.open() {
+            let s = &mut p.steps[i];
             if s.phase == StepPhase::Waiting {
                 s.phase = phase;
                 s.note = Some(why.to_string());
             }
             continue;
         }
-        let mut e = Envelope::new(
-            Kind::STATUS,
-            &p.ma_ho_so,
-            &p.ma_tthc,
-            &p.origin_unit,
-            Some(&s.unit),
-            &p.correlation_id,
-        );
-        e.sent_at = ts(ctx.now);
-        e.status = Some(TrangThaiHoSo(status));
+        let mut e = status_from_centre(ctx, p, &p.steps[i].unit, status);
+        let s = &mut p.steps[i];
         e.causation_id = s.forward_message_id.clone();
         e.payload.reason = Some(why.to_string());
         s.phase = phase;

@@ -8,7 +8,7 @@ use std::fmt;
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
-use crate::amqp::{Pending, PublishError, Publisher};
+use crate::amqp::{PublishError, Publisher};
 use crate::envelope::Envelope;
 use crate::store::{Store, StoreError};
 
@@ -136,38 +136,113 @@ impl TraceEvent {
     }
 }
 
-/// Publishes trace events to `<prefix>.trace` on a confirm channel.
+/// Publishes trace events to `<prefix>.trace` on a confirm channel, batched: the events that
+/// arrive while the previous batch is being written go out together as one message (a JSON
+/// array, at most [`TRACE_BATCH_MAX`] events), so a busy router sends one trace message for many
+/// hops instead of one per event. An idle tracer sends each event at once (no linger). Every
+/// event's [`TracePending`] resolves with its batch's publisher confirm.
 #[derive(Clone)]
 pub struct Tracer {
-    publisher: Publisher,
-    exchange: String,
+    tx: tokio::sync::mpsc::UnboundedSender<(TraceEvent, tokio::sync::oneshot::Sender<Confirmed>)>,
+}
+
+/// At most this many events in one trace message.
+pub const TRACE_BATCH_MAX: usize = 256;
+
+type Confirmed = Result<(), String>;
+
+/// A trace event on its way; [`TracePending::wait`] for its publisher confirm.
+pub struct TracePending(tokio::sync::oneshot::Receiver<Confirmed>);
+
+impl TracePending {
+    /// Wait for the confirm of the batch that carries the event.
+    pub async fn wait(self) -> Result<(), PublishError> {
+        match self.0.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(PublishError::Batch(e)),
+            Err(_) => Err(PublishError::Batch("the trace publisher stopped".into())),
+        }
+    }
 }
 
 impl Tracer {
-    /// A tracer publishing on `publisher` to `exchange`.
+    /// A tracer publishing on `publisher` to `exchange`. Spawns its batching task on the current
+    /// Tokio runtime (it ends when the last clone of the tracer is dropped).
     pub fn new(publisher: Publisher, exchange: String) -> Self {
-        Tracer {
-            publisher,
-            exchange,
-        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(batch_publisher(publisher, exchange, rx));
+        Tracer { tx }
     }
 
-    /// Put an event on the wire; await the returned [`Pending`] before acking the delivery the
-    /// event describes, so that an acked message always has its trace.
-    pub async fn start(&self, ev: &TraceEvent) -> Result<Pending, PublishError> {
-        let body = serde_json::to_vec(ev).unwrap_or_default();
-        let props = lapin::BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_delivery_mode(2)
-            .with_message_id(ev.event_id.clone().into());
-        self.publisher
-            .start(&self.exchange, "", &body, props, false)
-            .await
+    /// Put an event on the wire; await the returned [`TracePending`] before acking the delivery
+    /// the event describes, so that an acked message always has its trace.
+    pub async fn start(&self, ev: &TraceEvent) -> Result<TracePending, PublishError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((ev.clone(), done))
+            .map_err(|_| PublishError::Batch("the trace publisher stopped".into()))?;
+        Ok(TracePending(wait))
     }
 
     /// Publish an event and wait for its confirm.
     pub async fn emit(&self, ev: &TraceEvent) -> Result<(), PublishError> {
         self.start(ev).await?.wait().await
+    }
+}
+
+/// The batching task behind a [`Tracer`].
+async fn batch_publisher(
+    publisher: Publisher,
+    exchange: String,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(
+        TraceEvent,
+        tokio::sync::oneshot::Sender<Confirmed>,
+    )>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < TRACE_BATCH_MAX {
+            match rx.try_recv() {
+                Ok(x) => batch.push(x),
+                Err(_) => break,
+            }
+        }
+        let (events, waiters): (Vec<TraceEvent>, Vec<_>) = batch.into_iter().unzip();
+        let body = if events.len() == 1 {
+            serde_json::to_vec(&events[0])
+        } else {
+            serde_json::to_vec(&events)
+        }
+        .unwrap_or_default();
+        let props = lapin::BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_message_id(events[0].event_id.clone().into());
+        match publisher.start(&exchange, "", &body, props, false).await {
+            Ok(pending) => {
+                // The confirm is awaited apart, so the next batch goes out meanwhile.
+                tokio::spawn(async move {
+                    let r = pending.wait().await.map_err(|e| e.to_string());
+                    for w in waiters {
+                        let _ = w.send(r.clone());
+                    }
+                });
+            }
+            Err(e) => {
+                let r: Confirmed = Err(e.to_string());
+                for w in waiters {
+                    let _ = w.send(r.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Read a trace message: one event (an object) or a batch (an array of events).
+pub fn parse_trace_message(body: &[u8]) -> Result<Vec<TraceEvent>, serde_json::Error> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice(body),
+        _ => serde_json::from_slice::<TraceEvent>(body).map(|e| vec![e]),
     }
 }
 
