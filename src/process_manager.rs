@@ -59,25 +59,15 @@ impl ProcessManager {
     }
 
     /// Whether `env` is the process manager's: a forward with no receiver, or any message of a
-    /// dossier it runs (except the centre's own messages to the national portal).
-    pub async fn manages(&self, env: &Envelope) -> Result<bool, PmError> {
-        if env
+    /// dossier it runs (`runs`, from [`lienthong_core::store::Store::lookup_dossier`]), except the
+    /// centre's own messages to the national portal.
+    pub fn manages(&self, env: &Envelope, runs: bool) -> bool {
+        let to_portal = env
             .receiver
             .as_deref()
             .and_then(|r| self.ctx.registry.unit(r))
-            .is_some_and(|u| u.kind == UnitKind::Portal)
-        {
-            return Ok(false);
-        }
-        if process::starts_process(env) {
-            return Ok(true);
-        }
-        let store = self.ctx.store.clone();
-        let ma = env.ma_ho_so.clone();
-        tokio::task::spawn_blocking(move || store.has_process(&ma))
-            .await
-            .map_err(|e| PmError::Retry(e.to_string()))?
-            .map_err(|e| PmError::Retry(e.to_string()))
+            .is_some_and(|u| u.kind == UnitKind::Portal);
+        !to_portal && (process::starts_process(env) || runs)
     }
 
     /// Apply `env` and publish what follows. Ok(()) once everything it caused is confirmed by

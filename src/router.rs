@@ -134,16 +134,21 @@ impl Router {
         let received = TraceEvent::new(TraceEventKind::Received, COMPONENT, Some(&env))
             .attempt(if d.redelivered { 2 } else { 1 });
         let p_received = self.tracer.start(&received).await?;
-        // The process manager runs the dossiers filed without a receiver.
-        use crate::process_manager::PmError;
-        let managed = match self.pm.manages(&env).await {
-            Ok(m) => m,
-            Err(PmError::Retry(e)) | Err(PmError::Reject(Rejection { detail: e, .. })) => {
-                tracing::error!(message = "cannot read the process store; requeueing", error = %e);
+        // One store read: does the process manager run the dossier, and where did it come from.
+        let store = self.ctx.store.clone();
+        let key = env.ma_ho_so.clone();
+        let (runs, origin) = match tokio::task::spawn_blocking(move || store.lookup_dossier(&key))
+            .await
+        {
+            Ok(Ok(found)) => found,
+            other => {
+                tracing::error!(message = "cannot read the store; requeueing", error = ?other.map(|r| r.err()));
                 return Err(Failure::Publish(PublishError::Timeout(0)));
             }
         };
-        if managed {
+        // The process manager runs the dossiers filed without a receiver.
+        use crate::process_manager::PmError;
+        if self.pm.manages(&env, runs) {
             p_received.wait().await?;
             return match self.pm.handle(&env).await {
                 Ok(()) => Ok(()),
@@ -154,7 +159,6 @@ impl Router {
                 }
             };
         }
-        let origin = self.lookup_origin(&env.ma_ho_so).await;
         let decision = match routing::check(&self.ctx.registry, &env, origin.as_ref()) {
             Ok(dec) => dec,
             Err(r) => {
@@ -162,23 +166,6 @@ impl Router {
                 return Err(Failure::Reject(r, Some(Box::new(env))));
             }
         };
-        if decision.records_origin {
-            let o = Origin {
-                ma_ho_so: env.ma_ho_so.clone(),
-                ma_tthc: env.ma_tthc.clone(),
-                origin_unit: env.sender.clone(),
-                correlation_id: env.correlation_id.clone(),
-            };
-            let store = self.ctx.store.clone();
-            let res = tokio::task::spawn_blocking(move || store.record_origin(&o)).await;
-            if !matches!(res, Ok(Ok(_))) {
-                tracing::error!(
-                    message = "cannot record the dossier origin; requeueing",
-                    ma_ho_so = env.ma_ho_so
-                );
-                return Err(Failure::Publish(PublishError::Timeout(0)));
-            }
-        }
         let p_validated = self
             .tracer
             .start(&TraceEvent::new(
@@ -219,8 +206,23 @@ impl Router {
             body.clone(),
         );
         let (ma, kind, sender) = (env.ma_ho_so.clone(), env.kind.0.clone(), env.sender.clone());
+        // A centre's first forward records the dossier's origin, in the same transaction.
+        let new_origin = decision.records_origin.then(|| Origin {
+            ma_ho_so: env.ma_ho_so.clone(),
+            ma_tthc: env.ma_tthc.clone(),
+            origin_unit: env.sender.clone(),
+            correlation_id: env.correlation_id.clone(),
+        });
         let kept = tokio::task::spawn_blocking(move || {
-            store.keep_message(&id, &ma, &kind, &sender, &receiver, &stored_body)
+            store.accept_message(
+                new_origin.as_ref(),
+                &id,
+                &ma,
+                &kind,
+                &sender,
+                &receiver,
+                &stored_body,
+            )
         })
         .await;
         if !matches!(kept, Ok(Ok(()))) {
@@ -279,15 +281,6 @@ impl Router {
         env: &Envelope,
     ) -> Result<(), PublishError> {
         publish_to_unit(&self.publisher, &self.ctx.names, receiver, body, env).await
-    }
-
-    async fn lookup_origin(&self, ma_ho_so: &str) -> Option<Origin> {
-        let store = self.ctx.store.clone();
-        let key = ma_ho_so.to_string();
-        tokio::task::spawn_blocking(move || store.origin(&key).ok().flatten())
-            .await
-            .ok()
-            .flatten()
     }
 }
 

@@ -1376,6 +1376,33 @@ impl Store {
         })
     }
 
+    /// What the router needs to know of a dossier, in one lock: whether the process manager runs
+    /// it, and its recorded origin.
+    pub fn lookup_dossier(
+        &self,
+        ma_ho_so: &str,
+    ) -> Result<(bool, Option<crate::store::Origin>), StoreError> {
+        self.with(|c| {
+            let managed = c
+                .prepare_cached("SELECT 1 FROM processes WHERE ma_ho_so = ?1")?
+                .query_row(params![ma_ho_so], |_| Ok(()))
+                .optional()?
+                .is_some();
+            let origin = c
+                .prepare_cached("SELECT ma_ho_so, ma_tthc, origin_unit, correlation_id FROM dossier_origins WHERE ma_ho_so = ?1")?
+                .query_row(params![ma_ho_so], |r| {
+                    Ok(crate::store::Origin {
+                        ma_ho_so: r.get(0)?,
+                        ma_tthc: r.get(1)?,
+                        origin_unit: r.get(2)?,
+                        correlation_id: r.get(3)?,
+                    })
+                })
+                .optional()?;
+            Ok((managed, origin))
+        })
+    }
+
     /// Whether the process manager runs dossier `ma_ho_so`.
     pub fn has_process(&self, ma_ho_so: &str) -> Result<bool, StoreError> {
         self.with(|c| {

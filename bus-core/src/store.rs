@@ -202,6 +202,32 @@ impl Store {
         Ok(self.origin(&o.ma_ho_so)?.unwrap_or_else(|| o.clone()))
     }
 
+    /// Record the origin (when given, first one wins) and keep the accepted envelope (first copy
+    /// wins), in one transaction: the router's one write per message.
+    #[allow(clippy::too_many_arguments)]
+    pub fn accept_message(
+        &self,
+        origin: Option<&Origin>,
+        message_id: &str,
+        ma_ho_so: &str,
+        kind: &str,
+        sender: &str,
+        receiver: &str,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let now = crate::clock::now_ms();
+            if let Some(o) = origin {
+                tx.prepare_cached("INSERT OR IGNORE INTO dossier_origins (ma_ho_so, ma_tthc, origin_unit, correlation_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                    .execute(params![o.ma_ho_so, o.ma_tthc, o.origin_unit, o.correlation_id, now])?;
+            }
+            tx.prepare_cached("INSERT OR IGNORE INTO messages (message_id, accepted_at_ms, ma_ho_so, kind, sender, receiver, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+                .execute(params![message_id, now, ma_ho_so, kind, sender, receiver, body])?;
+            tx.commit()
+        })
+    }
+
     /// Keep an accepted envelope in the message store (the first copy wins).
     pub fn keep_message(
         &self,
