@@ -125,13 +125,14 @@ impl ProcessManager {
                     let store = self.ctx.store.clone();
                     let _ = tokio::task::spawn_blocking(move || store.record_origin(&o)).await;
                 }
-                for n in notes {
-                    let ev = TraceEvent::new(TraceEventKind::Step, COMPONENT, Some(env)).reason(n);
-                    self.tracer
-                        .emit(&ev)
-                        .await
-                        .map_err(|e| PmError::Retry(e.to_string()))?;
-                }
+                let events = notes
+                    .into_iter()
+                    .map(|n| TraceEvent::new(TraceEventKind::Step, COMPONENT, Some(env)).reason(n))
+                    .collect();
+                self.tracer
+                    .emit_all(events)
+                    .await
+                    .map_err(|e| PmError::Retry(e.to_string()))?;
             }
         }
         self.flush(Some(&env.ma_ho_so)).await

@@ -133,7 +133,7 @@ impl Router {
         let env = accepted.map_err(|r| Failure::Reject(r, None))?;
         let received = TraceEvent::new(TraceEventKind::Received, COMPONENT, Some(&env))
             .attempt(if d.redelivered { 2 } else { 1 });
-        let p_received = self.tracer.start(&received).await?;
+        // The events of this message go to the trace together, when the outcome is known.
         // One store read: does the process manager run the dossier, and where did it come from.
         let store = self.ctx.store.clone();
         let key = env.ma_ho_so.clone();
@@ -149,7 +149,7 @@ impl Router {
         // The process manager runs the dossiers filed without a receiver.
         use crate::process_manager::PmError;
         if self.pm.manages(&env, runs) {
-            p_received.wait().await?;
+            self.tracer.emit_all(vec![received]).await?;
             return match self.pm.handle(&env).await {
                 Ok(()) => Ok(()),
                 Err(PmError::Reject(r)) => Err(Failure::Reject(r, Some(Box::new(env)))),
@@ -162,18 +162,11 @@ impl Router {
         let decision = match routing::check(&self.ctx.registry, &env, origin.as_ref()) {
             Ok(dec) => dec,
             Err(r) => {
-                p_received.wait().await?;
+                self.tracer.emit_all(vec![received]).await?;
                 return Err(Failure::Reject(r, Some(Box::new(env))));
             }
         };
-        let p_validated = self
-            .tracer
-            .start(&TraceEvent::new(
-                TraceEventKind::Validated,
-                COMPONENT,
-                Some(&env),
-            ))
-            .await?;
+        let validated = TraceEvent::new(TraceEventKind::Validated, COMPONENT, Some(&env));
         // Claim check: large inline attachments leave the envelope for the blob store.
         let mut env = env;
         if env.attachments.iter().any(|a| {
@@ -249,8 +242,7 @@ impl Router {
         match published {
             Ok(()) => {}
             Err(PublishError::Returned { code, text }) => {
-                p_received.wait().await?;
-                p_validated.wait().await?;
+                self.tracer.emit_all(vec![received, validated]).await?;
                 return Err(Failure::Reject(
                     Rejection::new(
                         RejectCode::Unroutable,
@@ -267,10 +259,9 @@ impl Router {
         let routed = TraceEvent::new(TraceEventKind::Routed, COMPONENT, Some(&env)).reason(
             format!("to queue {}", self.ctx.names.unit_queue(&decision.receiver)),
         );
-        let p_routed = self.tracer.start(&routed).await?;
-        p_received.wait().await?;
-        p_validated.wait().await?;
-        p_routed.wait().await?;
+        self.tracer
+            .emit_all(vec![received, validated, routed])
+            .await?;
         Ok(())
     }
 

@@ -143,7 +143,10 @@ impl TraceEvent {
 /// event's [`TracePending`] resolves with its batch's publisher confirm.
 #[derive(Clone)]
 pub struct Tracer {
-    tx: tokio::sync::mpsc::UnboundedSender<(TraceEvent, tokio::sync::oneshot::Sender<Confirmed>)>,
+    tx: tokio::sync::mpsc::UnboundedSender<(
+        Vec<TraceEvent>,
+        tokio::sync::oneshot::Sender<Confirmed>,
+    )>,
 }
 
 /// At most this many events in one trace message.
@@ -177,9 +180,15 @@ impl Tracer {
     /// Put an event on the wire; await the returned [`TracePending`] before acking the delivery
     /// the event describes, so that an acked message always has its trace.
     pub async fn start(&self, ev: &TraceEvent) -> Result<TracePending, PublishError> {
+        self.start_all(vec![ev.clone()])
+    }
+
+    /// Put several events on the wire in one batch (they are never split across messages);
+    /// the pending resolves with that batch's confirm.
+    pub fn start_all(&self, events: Vec<TraceEvent>) -> Result<TracePending, PublishError> {
         let (done, wait) = tokio::sync::oneshot::channel();
         self.tx
-            .send((ev.clone(), done))
+            .send((events, done))
             .map_err(|_| PublishError::Batch("the trace publisher stopped".into()))?;
         Ok(TracePending(wait))
     }
@@ -188,6 +197,11 @@ impl Tracer {
     pub async fn emit(&self, ev: &TraceEvent) -> Result<(), PublishError> {
         self.start(ev).await?.wait().await
     }
+
+    /// Publish events together and wait for their confirm.
+    pub async fn emit_all(&self, events: Vec<TraceEvent>) -> Result<(), PublishError> {
+        self.start_all(events)?.wait().await
+    }
 }
 
 /// The batching task behind a [`Tracer`].
@@ -195,19 +209,31 @@ async fn batch_publisher(
     publisher: Publisher,
     exchange: String,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<(
-        TraceEvent,
+        Vec<TraceEvent>,
         tokio::sync::oneshot::Sender<Confirmed>,
     )>,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < TRACE_BATCH_MAX {
-            match rx.try_recv() {
-                Ok(x) => batch.push(x),
-                Err(_) => break,
+    while let Some((first, w)) = rx.recv().await {
+        let mut events = first;
+        let mut waiters = vec![w];
+        // Take what is queued; under load, let the other tasks run a few times to fill the batch
+        // (no timer: an idle tracer adds no latency).
+        for round in 0..4 {
+            let before = events.len();
+            while events.len() < TRACE_BATCH_MAX {
+                match rx.try_recv() {
+                    Ok((more, w)) => {
+                        events.extend(more);
+                        waiters.push(w);
+                    }
+                    Err(_) => break,
+                }
             }
+            if round == 0 && events.len() == before || events.len() >= TRACE_BATCH_MAX {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
-        let (events, waiters): (Vec<TraceEvent>, Vec<_>) = batch.into_iter().unzip();
         let body = if events.len() == 1 {
             serde_json::to_vec(&events[0])
         } else {
