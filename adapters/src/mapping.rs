@@ -87,19 +87,6 @@ pub fn scalars(m: &Map<String, Value>) -> Vec<(String, String)> {
     v
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_and_sex_map_to_dvcqg_forms() {
-        assert_eq!(date8("2026-11-20").as_deref(), Some("20261120"));
-        assert_eq!(date8("20/11/2026"), None);
-        assert_eq!(sex_code(Some("nu")), Some(2));
-        assert_eq!(sex_code(Some("x")), None);
-    }
-}
-
 /// A DVCQG-style PascalCase field name in the bus's snake_case (`SoToKhai` → `so_to_khai`).
 pub fn snake(pascal: &str) -> String {
     let mut out = String::with_capacity(pascal.len() + 4);
@@ -114,4 +101,17 @@ pub fn snake(pascal: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_sex_map_to_dvcqg_forms() {
+        assert_eq!(date8("2026-11-20").as_deref(), Some("20261120"));
+        assert_eq!(date8("20/11/2026"), None);
+        assert_eq!(sex_code(Some("nu")), Some(2));
+        assert_eq!(sex_code(Some("x")), None);
+    }
 }
