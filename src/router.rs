@@ -27,7 +27,15 @@ struct Router {
     tracer: Tracer,
     dlc: DeadLetterChannel,
     pm: crate::process_manager::ProcessManager,
+    /// The router's own read connection (WAL: reads do not wait for writers), used inline.
+    reader: lienthong_core::store::Store,
+    /// Group commit of the one write per message.
+    writer: lienthong_core::store::MessageWriter,
 }
+
+/// Envelopes up to this size are validated on the runtime thread (tens of µs); larger ones on
+/// the blocking pool, away from the threads that carry heartbeats.
+const INLINE_VALIDATION_BYTES: usize = 256 * 1024;
 
 /// Run the router until shutdown.
 pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
@@ -56,6 +64,8 @@ pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
         tracer,
         dlc,
         pm,
+        reader: lienthong_core::store::Store::open(&ctx.store_path())?,
+        writer: lienthong_core::store::MessageWriter::start(&ctx.store_path())?,
     };
     let channel = ctx.conn.create_channel().await?;
     let queue = ctx.names.router_queue();
@@ -115,34 +125,35 @@ impl Router {
     }
 
     async fn route(&self, d: &Delivery) -> Result<(), Failure> {
-        let validator = self.ctx.validator.clone();
-        let body = d.data.clone();
-        // Parsing, NFC and schema validation can be CPU-heavy for large envelopes: keep them off
-        // the runtime threads that carry heartbeats.
-        let accepted = tokio::task::spawn_blocking(move || validator.accept(&body))
-            .await
-            .map_err(|e| {
-                Failure::Reject(
-                    Rejection::new(
-                        RejectCode::InvalidField,
-                        format!("validation task failed: {e}"),
-                    ),
-                    None,
-                )
-            })?;
+        // Parsing, NFC and schema validation take tens of µs for a usual envelope (done here, no
+        // thread hand-off) and can be CPU-heavy for large ones: those go to the blocking pool.
+        let accepted = if d.data.len() <= INLINE_VALIDATION_BYTES {
+            self.ctx.validator.accept(&d.data)
+        } else {
+            let validator = self.ctx.validator.clone();
+            let body = d.data.clone();
+            tokio::task::spawn_blocking(move || validator.accept(&body))
+                .await
+                .map_err(|e| {
+                    Failure::Reject(
+                        Rejection::new(
+                            RejectCode::InvalidField,
+                            format!("validation task failed: {e}"),
+                        ),
+                        None,
+                    )
+                })?
+        };
         let env = accepted.map_err(|r| Failure::Reject(r, None))?;
         let received = TraceEvent::new(TraceEventKind::Received, COMPONENT, Some(&env))
             .attempt(if d.redelivered { 2 } else { 1 });
         // The events of this message go to the trace together, when the outcome is known.
-        // One store read: does the process manager run the dossier, and where did it come from.
-        let store = self.ctx.store.clone();
-        let key = env.ma_ho_so.clone();
-        let (runs, origin) = match tokio::task::spawn_blocking(move || store.lookup_dossier(&key))
-            .await
-        {
-            Ok(Ok(found)) => found,
-            other => {
-                tracing::error!(message = "cannot read the store; requeueing", error = ?other.map(|r| r.err()));
+        // One store read (indexed, on the router's own connection): does the process manager
+        // run the dossier, and where did it come from.
+        let (runs, origin) = match self.reader.lookup_dossier(&env.ma_ho_so) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(message = "cannot read the store; requeueing", error = %e);
                 return Err(Failure::Publish(PublishError::Timeout(0)));
             }
         };
@@ -192,7 +203,6 @@ impl Router {
         let body = env.to_bytes();
         // The message store keeps every accepted envelope (for `lienthong messages resend`),
         // written before it is handed on.
-        let store = self.ctx.store.clone();
         let (id, receiver, stored_body) = (
             env.message_id.clone(),
             decision.receiver.clone(),
@@ -206,22 +216,15 @@ impl Router {
             origin_unit: env.sender.clone(),
             correlation_id: env.correlation_id.clone(),
         });
-        let kept = tokio::task::spawn_blocking(move || {
-            store.accept_message(
-                new_origin.as_ref(),
-                &id,
-                &ma,
-                &kind,
-                &sender,
-                &receiver,
-                &stored_body,
-            )
-        })
-        .await;
-        if !matches!(kept, Ok(Ok(()))) {
+        let kept = self
+            .writer
+            .accept(new_origin, &id, &ma, &kind, &sender, &receiver, stored_body)
+            .await;
+        if let Err(e) = kept {
             tracing::error!(
                 message = "cannot write the message store; requeueing",
-                ma_ho_so = env.ma_ho_so
+                ma_ho_so = env.ma_ho_so,
+                error = %e
             );
             return Err(Failure::Publish(PublishError::Timeout(0)));
         }

@@ -306,3 +306,95 @@ impl Store {
         })
     }
 }
+
+/// One write of [`MessageWriter`].
+struct AcceptJob {
+    origin: Option<Origin>,
+    message_id: String,
+    ma_ho_so: String,
+    kind: String,
+    sender: String,
+    receiver: String,
+    body: Vec<u8>,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// Group commit of the router's one write per message ([`Store::accept_message`]): a thread
+/// with its own connection takes the writes queued meanwhile (at most 256) into one transaction
+/// and answers each after the commit. Under load many messages share a commit and a thread
+/// wake-up; an idle writer commits each write at once.
+#[derive(Clone)]
+pub struct MessageWriter {
+    tx: std::sync::mpsc::Sender<AcceptJob>,
+}
+
+impl MessageWriter {
+    /// Open a connection to the store at `path` and start the writer thread (it ends when the
+    /// last clone is dropped).
+    pub fn start(path: &Path) -> Result<MessageWriter, StoreError> {
+        let store = Store::open(path)?;
+        let (tx, rx) = std::sync::mpsc::channel::<AcceptJob>();
+        std::thread::Builder::new()
+            .name("lienthong-store-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < 256 {
+                        match rx.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    let r = store.with(|c| {
+                        let tx = c.transaction()?;
+                        let now = crate::clock::now_ms();
+                        for j in &jobs {
+                            if let Some(o) = &j.origin {
+                                tx.prepare_cached("INSERT OR IGNORE INTO dossier_origins (ma_ho_so, ma_tthc, origin_unit, correlation_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                                    .execute(params![o.ma_ho_so, o.ma_tthc, o.origin_unit, o.correlation_id, now])?;
+                            }
+                            tx.prepare_cached("INSERT OR IGNORE INTO messages (message_id, accepted_at_ms, ma_ho_so, kind, sender, receiver, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+                                .execute(params![j.message_id, now, j.ma_ho_so, j.kind, j.sender, j.receiver, j.body])?;
+                        }
+                        tx.commit()
+                    });
+                    let r = r.map_err(|e| e.to_string());
+                    for j in jobs {
+                        let _ = j.done.send(r.clone());
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Io("the store writer thread".into(), e))?;
+        Ok(MessageWriter { tx })
+    }
+
+    /// Record the origin (when given) and keep the accepted envelope, committed (see
+    /// [`Store::accept_message`]). Errors: the store failed, or the writer thread is gone.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn accept(
+        &self,
+        origin: Option<Origin>,
+        message_id: &str,
+        ma_ho_so: &str,
+        kind: &str,
+        sender: &str,
+        receiver: &str,
+        body: Vec<u8>,
+    ) -> Result<(), String> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(AcceptJob {
+                origin,
+                message_id: message_id.to_string(),
+                ma_ho_so: ma_ho_so.to_string(),
+                kind: kind.to_string(),
+                sender: sender.to_string(),
+                receiver: receiver.to_string(),
+                body,
+                done,
+            })
+            .map_err(|_| "the store writer thread stopped".to_string())?;
+        wait.await
+            .map_err(|_| "the store writer thread stopped".to_string())?
+    }
+}
