@@ -100,6 +100,12 @@ enum Command {
     },
     /// Run the bus on the sample dossiers and watch every dossier travel and come back.
     Demo(lienthong::demo::DemoArgs),
+    /// Measure lienthong against the broker on this machine (direct, raw pipe, shovel,
+    /// lienthong, HTTP adapter, paced; --soak, --backlog) and write BENCHMARKS.md.
+    Bench(lienthong::bench::BenchArgs),
+    /// The benchmark's raw pipe (a child of `lienthong bench`).
+    #[command(hide = true)]
+    BenchPipe(lienthong::bench::PipeArgs),
     /// Test every configured connection (the letter's trial run): configuration, endpoint
     /// reachable, TLS handshake and certificate dates, the adapter's test call with the bus's
     /// credentials. Prints a table; exits 1 if any step fails.
@@ -547,6 +553,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => lienthong::demo::run(settings, cli.config, args).await,
+        Command::Bench(args) => lienthong::bench::run(settings, args).await,
+        Command::BenchPipe(args) => lienthong::bench::pipe(args).await,
         Command::Check { units, json } => {
             let rows = lienthong::check::check(&settings, &units).await?;
             Ok(lienthong::check::report(&rows, json))
