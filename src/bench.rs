@@ -48,6 +48,8 @@ pub use pipe::PipeArgs;
 use report::{Backlog, Header, ModeRuns, ProcUse, Results, Round, Soak};
 use traffic::{Book, Gen, KeyBy, Plan};
 
+use crate::demo::{free_port, wait_http};
+
 /// Options of `lienthong bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -481,27 +483,6 @@ async fn purge(conn: &Connection, name: &str) -> anyhow::Result<()> {
         .with_context(|| format!("purging {name}"))?;
     let _ = ch.close(200, "purged".into()).await;
     Ok(())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
-async fn wait_http(url: &str, secs: u64) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    let until = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Ok(r) = client.get(url).send().await
-            && r.status().is_success()
-        {
-            return Ok(());
-        }
-        if Instant::now() > until {
-            anyhow::bail!("{url} did not answer within {secs} s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 // ------------------------------------------------------------------------------------------

@@ -82,7 +82,8 @@ struct Demo {
     board: Mutex<Board>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A free loopback TCP port (bound and released; the demo and the bench give it to a child).
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
@@ -129,7 +130,8 @@ fn spawn(
     Ok(Child(child, name))
 }
 
-async fn wait_http(url: &str, secs: u64) -> anyhow::Result<()> {
+/// Wait until `url` answers 2xx (polling every 100 ms), at most `secs` seconds.
+pub(crate) async fn wait_http(url: &str, secs: u64) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let until = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -141,7 +143,7 @@ async fn wait_http(url: &str, secs: u64) -> anyhow::Result<()> {
         if Instant::now() > until {
             anyhow::bail!("{url} did not answer within {secs} s");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -856,16 +856,12 @@ pub fn advance(ctx: &Context<'_>, mut p: Process, env: &Envelope) -> Result<Tran
                 }
             );
             close_open_steps(ctx, &mut p, Some(i), TrangThaiHoSo::STOPPED.0, &why, &mut t);
-            p.phase = if s == 3 {
+            let phase = if s == 3 {
                 Phase::Refused
             } else {
                 Phase::Stopped
             };
-            p.status = s;
-            p.ended_at = Some(ts(ctx.now));
-            p.reason = Some(why.clone());
-            p.group = 0;
-            t.notes.push(format!("dossier ended: {why}"));
+            end(ctx, &mut p, (phase, s), &why, false, &mut t);
             t.out.push(to_centre(ctx, &p, env, Kind::STATUS, s));
             portal(
                 ctx,
@@ -920,6 +916,28 @@ pub fn advance(ctx: &Context<'_>, mut p: Process, env: &Envelope) -> Result<Tran
     }
     t.process = p;
     Ok(t)
+}
+
+/// End the dossier in `phase` with TrangThaiHoSo `status` for `why` (`by_centre`: the centre
+/// ended it, else a unit).
+fn end(
+    ctx: &Context<'_>,
+    p: &mut Process,
+    (phase, status): (Phase, u8),
+    why: &str,
+    by_centre: bool,
+    t: &mut Transition,
+) {
+    p.phase = phase;
+    p.status = status;
+    p.ended_at = Some(ts(ctx.now));
+    p.reason = Some(why.to_string());
+    p.group = 0;
+    t.notes.push(if by_centre {
+        format!("dossier ended by the centre: {why}")
+    } else {
+        format!("dossier ended: {why}")
+    });
 }
 
 fn complete(ctx: &Context<'_>, p: &mut Process, cause: &Envelope, t: &mut Transition) {
@@ -1109,16 +1127,12 @@ fn centre_message(
                 }
             });
             close_open_steps(ctx, p, None, s, &why, t);
-            p.phase = if s == 7 {
+            let phase = if s == 7 {
                 Phase::Withdrawn
             } else {
                 Phase::Stopped
             };
-            p.status = s;
-            p.ended_at = Some(ts(ctx.now));
-            p.reason = Some(why.clone());
-            p.group = 0;
-            t.notes.push(format!("dossier ended by the centre: {why}"));
+            end(ctx, p, (phase, s), &why, true, t);
             portal(
                 ctx,
                 p,

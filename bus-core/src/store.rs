@@ -217,13 +217,13 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let now = crate::clock::now_ms();
-            if let Some(o) = origin {
-                tx.prepare_cached("INSERT OR IGNORE INTO dossier_origins (ma_ho_so, ma_tthc, origin_unit, correlation_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                    .execute(params![o.ma_ho_so, o.ma_tthc, o.origin_unit, o.correlation_id, now])?;
-            }
-            tx.prepare_cached("INSERT OR IGNORE INTO messages (message_id, accepted_at_ms, ma_ho_so, kind, sender, receiver, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
-                .execute(params![message_id, now, ma_ho_so, kind, sender, receiver, body])?;
+            insert_accepted(
+                &tx,
+                origin,
+                crate::clock::now_ms(),
+                [message_id, ma_ho_so, kind, sender, receiver],
+                body,
+            )?;
             tx.commit()
         })
     }
@@ -307,6 +307,25 @@ impl Store {
     }
 }
 
+/// The router's write for one accepted message, inside `tx`: the origin when given (first one
+/// wins) and the envelope (first copy wins). `ids` = message id, dossier, kind, sender, receiver.
+fn insert_accepted(
+    tx: &rusqlite::Transaction<'_>,
+    origin: Option<&Origin>,
+    now: i64,
+    ids: [&str; 5],
+    body: &[u8],
+) -> Result<(), rusqlite::Error> {
+    if let Some(o) = origin {
+        tx.prepare_cached("INSERT OR IGNORE INTO dossier_origins (ma_ho_so, ma_tthc, origin_unit, correlation_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![o.ma_ho_so, o.ma_tthc, o.origin_unit, o.correlation_id, now])?;
+    }
+    let [message_id, ma_ho_so, kind, sender, receiver] = ids;
+    tx.prepare_cached("INSERT OR IGNORE INTO messages (message_id, accepted_at_ms, ma_ho_so, kind, sender, receiver, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+        .execute(params![message_id, now, ma_ho_so, kind, sender, receiver, body])?;
+    Ok(())
+}
+
 /// One write of [`MessageWriter`].
 struct AcceptJob {
     origin: Option<Origin>,
@@ -349,12 +368,13 @@ impl MessageWriter {
                         let tx = c.transaction()?;
                         let now = crate::clock::now_ms();
                         for j in &jobs {
-                            if let Some(o) = &j.origin {
-                                tx.prepare_cached("INSERT OR IGNORE INTO dossier_origins (ma_ho_so, ma_tthc, origin_unit, correlation_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                                    .execute(params![o.ma_ho_so, o.ma_tthc, o.origin_unit, o.correlation_id, now])?;
-                            }
-                            tx.prepare_cached("INSERT OR IGNORE INTO messages (message_id, accepted_at_ms, ma_ho_so, kind, sender, receiver, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
-                                .execute(params![j.message_id, now, j.ma_ho_so, j.kind, j.sender, j.receiver, j.body])?;
+                            insert_accepted(
+                                &tx,
+                                j.origin.as_ref(),
+                                now,
+                                [&j.message_id, &j.ma_ho_so, &j.kind, &j.sender, &j.receiver],
+                                &j.body,
+                            )?;
                         }
                         tx.commit()
                     });
