@@ -886,12 +886,15 @@ impl Bench {
         what: &str,
         opts: RoundOpts,
     ) -> (Round, Vec<(f64, u64, u64)>, u64) {
+        let t0 = Instant::now();
         let mut r = Round {
             round,
             count: opts.count,
             ..Round::default()
         };
-        let st = match self.setup(mode, what).await {
+        let setup = self.setup(mode, what).await;
+        r.set_up_s = t0.elapsed().as_secs_f64();
+        let st = match setup {
             Ok(st) => st,
             Err(e) => {
                 r.error = Some(format!("set-up failed: {e:#}"));
@@ -912,6 +915,7 @@ impl Bench {
             }
         }
         self.teardown(st, failed).await;
+        r.wall_s = t0.elapsed().as_secs_f64();
         (r, samples, store_bytes)
     }
 
@@ -1065,7 +1069,7 @@ fn print_round(mode: Mode, r: &Round) {
     l.sort_unstable();
     let p = |q| traffic::percentile(&l, q).map_or(0.0, |u| f64::from(u) / 1000.0);
     eprintln!(
-        "  [round {}] {:<12} {:>7}/{} in {:>6.2} s = {:>7.0} msg/s  p50 {:.1} ms  p99 {:.1} ms{}{}",
+        "  [round {}] {:<12} {:>7}/{} in {:>6.2} s = {:>7.0} msg/s  p50 {:.1} ms  p99 {:.1} ms{}{}{}",
         r.round,
         mode.name(),
         r.moved,
@@ -1076,6 +1080,7 @@ fn print_round(mode: Mode, r: &Round) {
         p(99.0),
         r.trace_lag_s
             .map_or(String::new(), |t| format!("  (trace stored +{t:.1} s)")),
+        format!("  [round {:.1} s, set-up {:.1} s]", r.wall_s, r.set_up_s),
         r.error
             .as_deref()
             .map_or(String::new(), |e| format!("  FAILED: {e}"))

@@ -151,19 +151,27 @@ pub const SHOVEL: &str = "rabbitmq_shovel";
 pub async fn prepare_shovel_plugin(
     register: impl FnOnce(std::path::PathBuf, bool),
 ) -> ShovelPlugin {
-    let all = match cli("rabbitmq-plugins", &["list", "-m"]).await {
+    // One call (each `rabbitmq-plugins` run costs seconds): `[E*] name version` when enabled
+    // explicitly, `[e*]` implicitly, `[  ]` when disabled; no line when absent.
+    let list = match cli("rabbitmq-plugins", &["list", SHOVEL]).await {
         Ok(s) => s,
         Err(e) => return ShovelPlugin::Unavailable(e),
     };
-    if !all.lines().any(|l| l.trim() == SHOVEL) {
+    let Some(line) = list
+        .lines()
+        .find(|l| l.trim_start().starts_with('[') && l.split_whitespace().any(|w| w == SHOVEL))
+    else {
         return ShovelPlugin::Unavailable(format!(
             "the {SHOVEL} plugin is not installed with this RabbitMQ"
         ));
-    }
-    match cli("rabbitmq-plugins", &["list", "-e", "-m"]).await {
-        Ok(s) if s.lines().any(|l| l.trim() == SHOVEL) => return ShovelPlugin::AlreadyEnabled,
-        Ok(_) => {}
-        Err(e) => return ShovelPlugin::Unavailable(e),
+    };
+    let marks = line
+        .trim_start()
+        .strip_prefix('[')
+        .and_then(|r| r.split(']').next())
+        .unwrap_or("");
+    if marks.contains('E') || marks.contains('e') {
+        return ShovelPlugin::AlreadyEnabled;
     }
     let file = enabled_plugins_file();
     let existed = file.exists();
