@@ -679,7 +679,7 @@ impl Bench {
         }
         s.bus.prefix = prefix.into();
         s.bus.amqp_url = self.url.clone();
-        s.bus.shutdown_grace_ms = 3000;
+        s.bus.shutdown_grace_ms = 1000;
         s.store.path = dir.join("store.db").display().to_string();
         s.store.blob_dir = dir.join("blobs").display().to_string();
         s.topology.router_prefetch = self.args.prefetch;
@@ -950,7 +950,7 @@ impl Bench {
             .collect();
         let busy_before = procfs::machine_busy_seconds();
         // Progress (long rounds) and the router's memory (soak), every second.
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(tokio::sync::Notify::new());
         let sampler = {
             let stop = stop.clone();
             let book = book.clone();
@@ -960,8 +960,11 @@ impl Bench {
                 let t0 = Instant::now();
                 let mut samples = Vec::new();
                 let mut last_print = Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+                        _ = stop.notified() => break,
+                    }
                     if let Some(p) = pid
                         && let Some(k) = procfs::status_kib(p, "VmRSS")
                     {
@@ -1002,7 +1005,7 @@ impl Bench {
                 traffic::Sunk::default()
             }
         };
-        stop.store(true, Ordering::Relaxed);
+        stop.notify_one();
         let samples = sampler.await.unwrap_or_default();
         let produced = produced?;
         r.moved = sunk.received;
@@ -1069,7 +1072,7 @@ fn print_round(mode: Mode, r: &Round) {
     l.sort_unstable();
     let p = |q| traffic::percentile(&l, q).map_or(0.0, |u| f64::from(u) / 1000.0);
     eprintln!(
-        "  [round {}] {:<12} {:>7}/{} in {:>6.2} s = {:>7.0} msg/s  p50 {:.1} ms  p99 {:.1} ms{}{}{}",
+        "  [round {}] {:<12} {:>7}/{} in {:>6.2} s = {:>7.0} msg/s  p50 {:.1} ms  p99 {:.1} ms{}  [round {:.1} s, set-up {:.1} s]{}",
         r.round,
         mode.name(),
         r.moved,
@@ -1080,7 +1083,8 @@ fn print_round(mode: Mode, r: &Round) {
         p(99.0),
         r.trace_lag_s
             .map_or(String::new(), |t| format!("  (trace stored +{t:.1} s)")),
-        format!("  [round {:.1} s, set-up {:.1} s]", r.wall_s, r.set_up_s),
+        r.wall_s,
+        r.set_up_s,
         r.error
             .as_deref()
             .map_or(String::new(), |e| format!("  FAILED: {e}"))

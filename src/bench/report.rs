@@ -61,7 +61,7 @@ pub struct Round {
     pub extra: u64,
     /// lienthong: seconds after the last arrival until the tracer had stored every trace event.
     pub trace_lag_s: Option<f64>,
-    /// Set-up, measurement and take-down of the round (child start, topology), s.
+    /// Set-up of the round (queues or topology declared, children started and consuming), s.
     pub set_up_s: f64,
     /// Wall-clock time of the whole round, s.
     pub wall_s: f64,
