@@ -494,6 +494,24 @@ pub fn start(ctx: &Context<'_>, env: &Envelope) -> Result<Transition, Rejection>
     Ok(t)
 }
 
+/// Put the results of `steps` into `data`: each as `ket_qua_<step id>`, and its top-level fields
+/// where `data` lacks them.
+fn carry_results<'a>(data: &mut Map<String, Value>, steps: impl Iterator<Item = &'a StepRun>) {
+    for s in steps {
+        if let Some(r) = &s.result {
+            data.insert(
+                format!("ket_qua_{}", snake_id(&s.id)),
+                Value::Object(r.clone()),
+            );
+            for (k, v) in r {
+                if !data.contains_key(k) {
+                    data.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+}
+
 /// Forward every step of `group` to its unit.
 fn open_group(
     ctx: &Context<'_>,
@@ -508,19 +526,7 @@ fn open_group(
     let received = parse_ts(&p.received_at).unwrap_or(ctx.now);
     // Results of the steps before this group, carried on.
     let mut carried = p.forward.payload.data.clone().unwrap_or_default();
-    for s in p.steps.iter().filter(|s| s.group < group) {
-        if let Some(r) = &s.result {
-            carried.insert(
-                format!("ket_qua_{}", snake_id(&s.id)),
-                Value::Object(r.clone()),
-            );
-            for (k, v) in r {
-                if !carried.contains_key(k) {
-                    carried.insert(k.clone(), v.clone());
-                }
-            }
-        }
-    }
+    carry_results(&mut carried, p.steps.iter().filter(|s| s.group < group));
     let previous: Vec<(String, Option<String>)> = p
         .steps
         .iter()
@@ -1071,19 +1077,10 @@ fn centre_message(
             // Earlier results the resumed step needs.
             for (_, f) in resumed.iter_mut() {
                 let mut data = f.payload.data.clone().unwrap_or_default();
-                for s in p.steps.iter().filter(|s| s.phase == StepPhase::Done) {
-                    if let Some(r) = &s.result {
-                        data.insert(
-                            format!("ket_qua_{}", snake_id(&s.id)),
-                            Value::Object(r.clone()),
-                        );
-                        for (k, v) in r {
-                            if !data.contains_key(k) {
-                                data.insert(k.clone(), v.clone());
-                            }
-                        }
-                    }
-                }
+                carry_results(
+                    &mut data,
+                    p.steps.iter().filter(|s| s.phase == StepPhase::Done),
+                );
                 f.payload.data = Some(data);
             }
             if let Some(d) = parse_ts(&p.due) {
