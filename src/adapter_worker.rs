@@ -67,10 +67,7 @@ pub async fn run(ctx: Ctx, callback_base: String) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
         let component = format!("adapter:{}", unit.code);
         let timeout = ctx.settings.bus.confirm_timeout_ms;
-        let tracer = Tracer::new(
-            Publisher::new(&ctx.conn, timeout).await?,
-            ctx.names.trace_exchange(),
-        );
+        let tracer = ctx.tracer().await?;
         let dlc = DeadLetterChannel::new(
             Publisher::new(&ctx.conn, timeout).await?,
             tracer.clone(),

@@ -109,6 +109,17 @@ pub struct BenchArgs {
     /// RabbitMQ's data directory (the soak and the backlog check its free space first).
     #[arg(long, default_value = "/var/lib/rabbitmq")]
     pub broker_data_dir: PathBuf,
+    /// Only these parts of the comparison, comma-separated: direct, pipe, shovel, lienthong,
+    /// http, paced (default: all). A partial run needs --out: BENCHMARKS.md keeps whole tables.
+    #[arg(long, value_delimiter = ',', value_parser = ["direct", "pipe", "shovel", "lienthong", "http", "paced"])]
+    pub modes: Vec<String>,
+}
+
+impl BenchArgs {
+    /// Whether the comparison includes `part` (`--modes`).
+    fn wants(&self, part: &str) -> bool {
+        self.modes.is_empty() || self.modes.iter().any(|m| m == part)
+    }
 }
 
 /// Run `lienthong bench-pipe` (the raw pipe child).
@@ -1174,6 +1185,11 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
     if args.messages == 0 || args.window == 0 || args.max_in_flight == 0 || args.paced_rate <= 0.0 {
         anyhow::bail!("--messages, --window, --max-in-flight and --paced-rate must be positive");
     }
+    if !args.modes.is_empty() && args.out.is_none() && !args.smoke {
+        anyhow::bail!(
+            "--modes runs part of the comparison: give --out (BENCHMARKS.md keeps whole tables)"
+        );
+    }
     let out_path = match (&args.out, args.smoke) {
         (Some(p), _) => p.clone(),
         (None, true) => std::env::temp_dir().join(format!(
@@ -1376,12 +1392,16 @@ async fn run_all(
         }
         return Ok(());
     }
-    let plugin = broker::prepare_shovel_plugin(|file, existed| {
-        if let Ok(mut p) = bench.cleanup.plugin.lock() {
-            *p = Some((file, existed));
-        }
-    })
-    .await;
+    let plugin = if args.wants("shovel") {
+        broker::prepare_shovel_plugin(|file, existed| {
+            if let Ok(mut p) = bench.cleanup.plugin.lock() {
+                *p = Some((file, existed));
+            }
+        })
+        .await
+    } else {
+        broker::ShovelPlugin::Unavailable("not selected (--modes)".into())
+    };
     let shovel_skip = match &plugin {
         broker::ShovelPlugin::AlreadyEnabled => {
             header.notes.push(format!(
@@ -1398,7 +1418,9 @@ async fn run_all(
             None
         }
         broker::ShovelPlugin::Unavailable(why) => {
-            header.notes.push(format!("shovel mode skipped: {why}"));
+            if args.wants("shovel") {
+                header.notes.push(format!("shovel mode skipped: {why}"));
+            }
             Some(why.clone())
         }
     };
@@ -1409,7 +1431,11 @@ async fn run_all(
             name: m.name().into(),
             what: m.what().into(),
             rounds: Vec::new(),
-            skipped: (*m == Mode::Shovel).then(|| shovel_skip.clone()).flatten(),
+            skipped: if args.wants(short(*m)) {
+                (*m == Mode::Shovel).then(|| shovel_skip.clone()).flatten()
+            } else {
+                Some("not selected (--modes)".into())
+            },
         })
         .collect();
     let opts = RoundOpts {
@@ -1432,28 +1458,35 @@ async fn run_all(
     }
     results.modes = runs;
 
-    eprintln!("http adapter, end to end ({http_messages} dossiers)");
-    let (r, _, _) = bench
-        .round(
-            Mode::Http,
-            1,
-            "http",
-            RoundOpts {
-                count: http_messages,
-                rate: None,
-                sample_rss: false,
-            },
-        )
-        .await;
-    print_round(Mode::Http, &r);
-    results.http = Some(ModeRuns {
-        name: Mode::Http.name().into(),
-        what: Mode::Http.what().into(),
-        rounds: vec![r],
-        skipped: None,
-    });
+    if args.wants("http") {
+        eprintln!("http adapter, end to end ({http_messages} dossiers)");
+        let (r, _, _) = bench
+            .round(
+                Mode::Http,
+                1,
+                "http",
+                RoundOpts {
+                    count: http_messages,
+                    rate: None,
+                    sample_rss: false,
+                },
+            )
+            .await;
+        print_round(Mode::Http, &r);
+        results.http = Some(ModeRuns {
+            name: Mode::Http.name().into(),
+            what: Mode::Http.what().into(),
+            rounds: vec![r],
+            skipped: None,
+        });
+    }
 
-    for m in [Mode::Direct, Mode::Lienthong] {
+    let paced: &[Mode] = if args.wants("paced") {
+        &[Mode::Direct, Mode::Lienthong]
+    } else {
+        &[]
+    };
+    for &m in paced {
         eprintln!(
             "paced: {} at {} msg/s for {} s",
             m.name(),
@@ -1483,12 +1516,13 @@ async fn run_all(
     Ok(())
 }
 
+/// The mode's short name: `--modes` and the working directories' names.
 fn short(m: Mode) -> &'static str {
     match m {
         Mode::Direct => "direct",
         Mode::Pipe => "pipe",
         Mode::Shovel => "shovel",
-        Mode::Lienthong => "lt",
+        Mode::Lienthong => "lienthong",
         Mode::Http => "http",
     }
 }

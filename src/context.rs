@@ -25,6 +25,9 @@ pub struct Ctx {
     pub validator: Arc<EnvelopeValidator>,
     /// The SQLite store.
     pub store: Store,
+    /// The process's group commit into the store (the router's accepted envelopes, and every
+    /// component's trace events when `[store] trace_direct`).
+    pub writer: lienthong_core::store::MessageWriter,
     /// The broker connection.
     pub conn: Arc<Connection>,
     /// Flips to true on shutdown.
@@ -62,5 +65,19 @@ impl Ctx {
     /// Path of the store file.
     pub fn store_path(&self) -> PathBuf {
         PathBuf::from(&self.settings.store.path)
+    }
+
+    /// A component's tracer: straight into the store through the process's group commit
+    /// (`[store] trace_direct`, the default), else publishing to `<prefix>.trace` on a channel of
+    /// its own with publisher confirms. Errors: the channel could not be opened.
+    pub async fn tracer(&self) -> Result<lienthong_core::trace::Tracer, lapin::Error> {
+        use lienthong_core::trace::Tracer;
+        if self.settings.store.trace_direct {
+            return Ok(Tracer::to_store(self.writer.clone()));
+        }
+        let publisher =
+            lienthong_core::amqp::Publisher::new(&self.conn, self.settings.bus.confirm_timeout_ms)
+                .await?;
+        Ok(Tracer::new(publisher, self.names.trace_exchange()))
     }
 }

@@ -57,10 +57,7 @@ pub async fn hold_broker(ctx: Ctx, slot: BrokerSlot) -> anyhow::Result<()> {
     let handles = ApiBroker {
         conn: ctx.conn.clone(),
         publisher: Publisher::new(&ctx.conn, timeout).await?,
-        tracer: Tracer::new(
-            Publisher::new(&ctx.conn, timeout).await?,
-            ctx.names.trace_exchange(),
-        ),
+        tracer: ctx.tracer().await?,
     };
     *slot.write().await = Some(handles);
     let mut stop = ctx.shutdown.clone();

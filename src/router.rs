@@ -41,10 +41,7 @@ const INLINE_VALIDATION_BYTES: usize = 256 * 1024;
 pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
     let timeout = ctx.settings.bus.confirm_timeout_ms;
     let publisher = Publisher::new(&ctx.conn, timeout).await?;
-    let tracer = Tracer::new(
-        Publisher::new(&ctx.conn, timeout).await?,
-        ctx.names.trace_exchange(),
-    );
+    let tracer = ctx.tracer().await?;
     let dlc = DeadLetterChannel::new(
         Publisher::new(&ctx.conn, timeout).await?,
         tracer.clone(),
@@ -65,7 +62,7 @@ pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
         dlc,
         pm,
         reader: lienthong_core::store::Store::open(&ctx.store_path())?,
-        writer: lienthong_core::store::MessageWriter::start(&ctx.store_path())?,
+        writer: ctx.writer.clone(),
     };
     let channel = ctx.conn.create_channel().await?;
     let queue = ctx.names.router_queue();

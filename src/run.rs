@@ -202,7 +202,10 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
     }
     let validator = EnvelopeValidator::new(&settings.envelope).map_err(anyhow::Error::msg)?;
     let (tx, rx) = watch::channel(false);
+    let writer = lienthong_core::store::MessageWriter::start(&PathBuf::from(&settings.store.path))
+        .with_context(|| format!("opening the store {}", settings.store.path))?;
     let ctx = Ctx {
+        writer,
         registry: Arc::new(Registry::new(&settings)),
         names: Names::new(&settings.bus.prefix),
         validator: Arc::new(validator),

@@ -797,3 +797,113 @@ async fn a_20_mb_dossier_goes_through_by_claim_check() {
     assert_eq!(anonymous.status(), reqwest::StatusCode::UNAUTHORIZED);
     bus.stop().await;
 }
+
+/// Bind an exclusive, auto-delete queue of the test to the trace exchange and return its name.
+async fn tap_trace_exchange(bus: &Bus, ch: &lapin::Channel) -> String {
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("tap queue");
+    let name = q.name().as_str().to_string();
+    ch.queue_bind(
+        name.as_str().into(),
+        bus.names.trace_exchange().as_str().into(),
+        "".into(),
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("bind the tap");
+    name
+}
+
+/// The router's trace events of `message_id` in the store (received, validated, routed).
+async fn router_events_stored(bus: &Bus, ma_ho_so: &str, message_id: &str) -> Vec<String> {
+    let store = bus.store();
+    eventually(15, "the router's three events in the store", || {
+        let rows = store.timeline(ma_ho_so).ok()?;
+        let ev: Vec<String> = rows
+            .iter()
+            .filter(|r| r.component == "router" && r.message_id.as_deref() == Some(message_id))
+            .map(|r| r.event.clone())
+            .collect();
+        (ev.len() == 3).then_some(ev)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_events_go_straight_into_the_store_by_default_and_through_the_trace_exchange_when_asked()
+ {
+    use futures_lite::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicGetOptions};
+    use lienthong_core::trace::parse_trace_message;
+
+    // Default (`trace_direct`): the events are in the store and nothing crossed the exchange.
+    let bus = Bus::start("trace-direct").await;
+    assert!(bus.settings.store.trace_direct);
+    let ch = bus.conn.create_channel().await.expect("channel");
+    let tap = tap_trace_exchange(&bus, &ch).await;
+    let mut civil = bus.listen(SON_HA_CIVIL).await;
+    let filed = birth(7001, SON_HA_CIVIL);
+    bus.send(&filed).await;
+    assert_eq!(next(&mut civil, 15).await.message_id, filed.message_id);
+    let ev = router_events_stored(&bus, &filed.ma_ho_so, &filed.message_id).await;
+    assert_eq!(ev, ["received", "validated", "routed"]);
+    let got = ch
+        .basic_get(tap.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get");
+    assert!(
+        got.is_none(),
+        "no trace message on the exchange when the components write the store"
+    );
+    bus.stop().await;
+
+    // `trace_direct = false`: the router's events are published to `<p>.trace` (any queue bound
+    // there sees them) and the tracer stores them.
+    let bus = Bus::start_with("trace-exchange", |s| s.store.trace_direct = false).await;
+    let ch = bus.conn.create_channel().await.expect("channel");
+    let tap = tap_trace_exchange(&bus, &ch).await;
+    let mut consumer = ch
+        .basic_consume(
+            tap.as_str().into(),
+            "trace-tap".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume the tap");
+    let mut civil = bus.listen(SON_HA_CIVIL).await;
+    let filed = birth(7002, SON_HA_CIVIL);
+    bus.send(&filed).await;
+    assert_eq!(next(&mut civil, 15).await.message_id, filed.message_id);
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let d = tokio::time::timeout(Duration::from_secs(15), consumer.next())
+            .await
+            .expect("trace messages on the exchange")
+            .expect("a delivery")
+            .expect("not an error");
+        for e in parse_trace_message(&d.data).expect("a trace message") {
+            if e.component == "router" && e.message_id.as_deref() == Some(&filed.message_id) {
+                seen.push(e.event.as_str().to_string());
+            }
+        }
+    }
+    assert_eq!(seen, ["received", "validated", "routed"]);
+    let ev = router_events_stored(&bus, &filed.ma_ho_so, &filed.message_id).await;
+    assert_eq!(ev, ["received", "validated", "routed"]);
+    bus.stop().await;
+}

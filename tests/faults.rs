@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -37,22 +37,27 @@ fn close_connections(prefix: &str) -> usize {
 }
 
 /// Send `n` birth dossiers to Police and collect one result per dossier at Sơn Hà, running
-/// `fault` once `after` results are in. Returns (results per message id, elapsed after fault).
+/// `fault` once `after` results are in. A copy of a result already seen (the same message id,
+/// redelivered: at-least-once allows it when a connection drops between a publisher confirm and
+/// the ack, and receivers dedupe by message id) is counted, not an error; a second result
+/// message for a dossier is. Returns (result message ids per sent message id, copies, elapsed
+/// after the fault).
 async fn drive(
     bus: &Bus,
     n: u32,
     after: usize,
     fault: impl FnOnce(),
-) -> (HashMap<String, usize>, Duration) {
+) -> (HashMap<String, HashSet<String>>, usize, Duration) {
     let mut centre = bus.listen(SON_HA).await;
-    let mut ids = HashMap::new();
+    let mut ids: HashMap<String, HashSet<String>> = HashMap::new();
     for i in 0..n {
         let env = birth(1000 + i, POLICE);
-        ids.insert(env.message_id.clone(), 0usize);
+        ids.insert(env.message_id.clone(), HashSet::new());
         bus.send(&env).await;
     }
     let mut fault = Some(fault);
     let mut got = 0;
+    let mut copies = 0;
     let mut fault_at = Instant::now();
     let until = Instant::now() + Duration::from_secs(120);
     while got < n as usize {
@@ -63,7 +68,12 @@ async fn drive(
         let e = next(&mut centre, 60).await;
         assert_eq!(e.kind.as_str(), Kind::RESULT, "{e:?}");
         let cause = e.causation_id.clone().expect("causation");
-        *ids.get_mut(&cause).expect("a result for a message we sent") += 1;
+        let seen = ids.get_mut(&cause).expect("a result for a message we sent");
+        if !seen.insert(e.message_id.clone()) {
+            copies += 1;
+            continue;
+        }
+        assert_eq!(seen.len(), 1, "a second result message for {cause}: {e:?}");
         got += 1;
         if got == after
             && let Some(f) = fault.take()
@@ -72,10 +82,20 @@ async fn drive(
             fault_at = Instant::now();
         }
     }
-    // Anything more would be a duplicate.
-    let extra = tokio::time::timeout(Duration::from_secs(2), centre.recv()).await;
-    assert!(extra.is_err(), "an extra message arrived: {extra:?}");
-    (ids, fault_at.elapsed())
+    // Anything more must be a copy of a result already seen.
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(2), centre.recv()).await {
+        let seen = ids
+            .get(e.causation_id.as_deref().unwrap_or(""))
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            seen.contains(&e.message_id),
+            "a late message is only a copy of one already seen: {e:?}"
+        );
+        copies += 1;
+    }
+    eprintln!("redelivered copies (same message id): {copies}");
+    (ids, copies, fault_at.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,15 +108,15 @@ async fn connection_force_closed_by_the_broker_mid_stream_loses_nothing() {
     .await;
     let prefix = bus.settings.bus.prefix.clone();
     const N: u32 = 300;
-    let (ids, recovery) = drive(&bus, N, 60, || {
+    let (ids, copies, recovery) = drive(&bus, N, 60, || {
         let closed = close_connections(&prefix);
         assert!(closed >= 4, "closed {closed} connections");
     })
     .await;
     assert_eq!(ids.len(), N as usize);
     assert!(
-        ids.values().all(|n| *n == 1),
-        "every dossier exactly one result"
+        ids.values().all(|r| r.len() == 1),
+        "every dossier exactly one result message"
     );
     let stats = bus.mock_stats().await;
     assert_eq!(
@@ -108,11 +128,11 @@ async fn connection_force_closed_by_the_broker_mid_stream_loses_nothing() {
         scenario: "connection force-closed by the broker mid-stream".into(),
         fault: "rabbitmqctl close_connection (every connection of the bus)".into(),
         messages: N as usize,
-        lost: ids.values().filter(|n| **n == 0).count(),
+        lost: ids.values().filter(|r| r.is_empty()).count(),
         duplicate_effects: (stats["police"]["effects"].as_u64().unwrap_or(0) as usize)
             .saturating_sub(N as usize),
         recovery_ms: Some(recovery.as_millis()),
-        redelivered_copies: 0,
+        redelivered_copies: copies,
     });
     let ready = reqwest::get(format!("{}/readyz", bus.http))
         .await

@@ -170,6 +170,13 @@ pub struct StoreSettings {
     pub blob_dir: String,
     /// How long the message store keeps accepted envelopes, days (default 90).
     pub message_retention_days: u32,
+    /// Components write their trace events straight into this store, in their process's group
+    /// commit (one writer thread per `lienthong run`), instead of publishing them to the fanout
+    /// exchange `<prefix>.trace` for the tracer to store (default true: no trace message
+    /// through the broker). Either way an event is stored before the delivery it describes is
+    /// acked. Set false when something outside lienthong reads the events from the trace
+    /// exchange.
+    pub trace_direct: bool,
 }
 
 impl Default for StoreSettings {
@@ -178,6 +185,7 @@ impl Default for StoreSettings {
             path: "data/lienthong.db".into(),
             blob_dir: "data/blobs".into(),
             message_retention_days: 90,
+            trace_direct: true,
         }
     }
 }

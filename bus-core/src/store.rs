@@ -326,25 +326,67 @@ fn insert_accepted(
     Ok(())
 }
 
+/// How often the [`MessageWriter`]'s checkpoint thread copies the WAL into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// One write of [`MessageWriter`].
-struct AcceptJob {
-    origin: Option<Origin>,
-    message_id: String,
-    ma_ho_so: String,
-    kind: String,
-    sender: String,
-    receiver: String,
-    body: Vec<u8>,
-    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+enum WriteJob {
+    /// An accepted envelope (and the dossier's origin, when it is the first forward).
+    Accept {
+        origin: Option<Box<Origin>>,
+        message_id: String,
+        ma_ho_so: String,
+        kind: String,
+        sender: String,
+        receiver: String,
+        body: Vec<u8>,
+        done: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
+    /// Trace events written by the router itself (no trace message through the broker).
+    Events {
+        events: Vec<crate::trace::TraceEvent>,
+        done: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
 }
 
-/// Group commit of the router's one write per message ([`Store::accept_message`]): a thread
-/// with its own connection takes the writes queued meanwhile (at most 256) into one transaction
-/// and answers each after the commit. Under load many messages share a commit and a thread
-/// wake-up; an idle writer commits each write at once.
+impl WriteJob {
+    fn write(&self, tx: &rusqlite::Transaction<'_>, now: i64) -> Result<(), rusqlite::Error> {
+        match self {
+            WriteJob::Accept {
+                origin,
+                message_id,
+                ma_ho_so,
+                kind,
+                sender,
+                receiver,
+                body,
+                ..
+            } => insert_accepted(
+                tx,
+                origin.as_deref(),
+                now,
+                [message_id, ma_ho_so, kind, sender, receiver],
+                body,
+            ),
+            WriteJob::Events { events, .. } => crate::trace::insert_events_in(tx, events),
+        }
+    }
+
+    fn answer(self, r: Result<(), String>) {
+        let done = match self {
+            WriteJob::Accept { done, .. } | WriteJob::Events { done, .. } => done,
+        };
+        let _ = done.send(r);
+    }
+}
+
+/// Group commit of one process's hot writes (the router's [`Store::accept_message`], and the
+/// trace events of a [`crate::trace::Tracer::to_store`]): a thread with its own connection takes the writes queued meanwhile (at most 256) into one
+/// transaction and answers each after the commit. Under load many messages share a commit and a
+/// thread wake-up; an idle writer commits each write at once.
 #[derive(Clone)]
 pub struct MessageWriter {
-    tx: std::sync::mpsc::Sender<AcceptJob>,
+    tx: std::sync::mpsc::Sender<WriteJob>,
 }
 
 impl MessageWriter {
@@ -352,10 +394,33 @@ impl MessageWriter {
     /// last clone is dropped).
     pub fn start(path: &Path) -> Result<MessageWriter, StoreError> {
         let store = Store::open(path)?;
-        let (tx, rx) = std::sync::mpsc::channel::<AcceptJob>();
+        // Checkpoints (copying the WAL into the database file, with its fsync) leave the commit
+        // path: the writer never runs one; a thread of its own does, every
+        // CHECKPOINT_EVERY, in PASSIVE mode (it never blocks writers). Other connections keep
+        // SQLite's automatic checkpoint, should this thread fall behind.
+        store.with(|c| c.pragma_update(None, "wal_autocheckpoint", 0))?;
+        let checkpointer = Store::open(path)?;
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("lienthong-store-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stop_rx.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    if let Err(e) = checkpointer
+                        .with(|c| c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())))
+                    {
+                        tracing::warn!(message = "store checkpoint failed", error = %e);
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Io("the store checkpoint thread".into(), e))?;
+        let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
         std::thread::Builder::new()
             .name("lienthong-store-writer".into())
             .spawn(move || {
+                // Dropped when the writer ends: the checkpoint thread then stops too.
+                let _stop = stop_tx;
                 while let Ok(first) = rx.recv() {
                     let mut jobs = vec![first];
                     while jobs.len() < 256 {
@@ -368,24 +433,43 @@ impl MessageWriter {
                         let tx = c.transaction()?;
                         let now = crate::clock::now_ms();
                         for j in &jobs {
-                            insert_accepted(
-                                &tx,
-                                j.origin.as_ref(),
-                                now,
-                                [&j.message_id, &j.ma_ho_so, &j.kind, &j.sender, &j.receiver],
-                                &j.body,
-                            )?;
+                            j.write(&tx, now)?;
                         }
                         tx.commit()
                     });
                     let r = r.map_err(|e| e.to_string());
                     for j in jobs {
-                        let _ = j.done.send(r.clone());
+                        j.answer(r.clone());
                     }
                 }
             })
             .map_err(|e| StoreError::Io("the store writer thread".into(), e))?;
         Ok(MessageWriter { tx })
+    }
+
+    /// Queue trace events for the group commit; the receiver answers once they are committed
+    /// (`Err` with the store's error). Errors: the writer thread is gone.
+    pub fn start_events(
+        &self,
+        events: Vec<crate::trace::TraceEvent>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>, String> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(WriteJob::Events { events, done })
+            .map_err(|_| "the store writer thread stopped".to_string())?;
+        Ok(wait)
+    }
+
+    async fn send(
+        &self,
+        job: WriteJob,
+        wait: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    ) -> Result<(), String> {
+        self.tx
+            .send(job)
+            .map_err(|_| "the store writer thread stopped".to_string())?;
+        wait.await
+            .map_err(|_| "the store writer thread stopped".to_string())?
     }
 
     /// Record the origin (when given) and keep the accepted envelope, committed (see
@@ -402,19 +486,16 @@ impl MessageWriter {
         body: Vec<u8>,
     ) -> Result<(), String> {
         let (done, wait) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(AcceptJob {
-                origin,
-                message_id: message_id.to_string(),
-                ma_ho_so: ma_ho_so.to_string(),
-                kind: kind.to_string(),
-                sender: sender.to_string(),
-                receiver: receiver.to_string(),
-                body,
-                done,
-            })
-            .map_err(|_| "the store writer thread stopped".to_string())?;
-        wait.await
-            .map_err(|_| "the store writer thread stopped".to_string())?
+        let job = WriteJob::Accept {
+            origin: origin.map(Box::new),
+            message_id: message_id.to_string(),
+            ma_ho_so: ma_ho_so.to_string(),
+            kind: kind.to_string(),
+            sender: sender.to_string(),
+            receiver: receiver.to_string(),
+            body,
+            done,
+        };
+        self.send(job, wait).await
     }
 }

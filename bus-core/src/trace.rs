@@ -143,10 +143,20 @@ impl TraceEvent {
 /// event's [`TracePending`] resolves with its batch's publisher confirm.
 #[derive(Clone)]
 pub struct Tracer {
-    tx: tokio::sync::mpsc::UnboundedSender<(
-        Vec<TraceEvent>,
-        tokio::sync::oneshot::Sender<Confirmed>,
-    )>,
+    sink: Sink,
+}
+
+#[derive(Clone)]
+enum Sink {
+    /// Batches published to the trace exchange (the tracer component stores them).
+    Broker(
+        tokio::sync::mpsc::UnboundedSender<(
+            Vec<TraceEvent>,
+            tokio::sync::oneshot::Sender<Confirmed>,
+        )>,
+    ),
+    /// Straight into the store, in the process's group commit ([`Tracer::to_store`]).
+    Store(crate::store::MessageWriter),
 }
 
 /// At most this many events in one trace message.
@@ -174,7 +184,19 @@ impl Tracer {
     pub fn new(publisher: Publisher, exchange: String) -> Self {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(batch_publisher(publisher, exchange, rx));
-        Tracer { tx }
+        Tracer {
+            sink: Sink::Broker(tx),
+        }
+    }
+
+    /// A tracer writing straight into the store through `writer`'s group commit (no trace
+    /// message through the broker): an event's [`TracePending`] resolves when its transaction
+    /// has committed. For components that share the store file with the tracer (`[store]
+    /// trace_direct`).
+    pub fn to_store(writer: crate::store::MessageWriter) -> Self {
+        Tracer {
+            sink: Sink::Store(writer),
+        }
     }
 
     /// Put an event on the wire; await the returned [`TracePending`] before acking the delivery
@@ -186,11 +208,18 @@ impl Tracer {
     /// Put several events on the wire in one batch (they are never split across messages);
     /// the pending resolves with that batch's confirm.
     pub fn start_all(&self, events: Vec<TraceEvent>) -> Result<TracePending, PublishError> {
-        let (done, wait) = tokio::sync::oneshot::channel();
-        self.tx
-            .send((events, done))
-            .map_err(|_| PublishError::Batch("the trace publisher stopped".into()))?;
-        Ok(TracePending(wait))
+        match &self.sink {
+            Sink::Broker(tx) => {
+                let (done, wait) = tokio::sync::oneshot::channel();
+                tx.send((events, done))
+                    .map_err(|_| PublishError::Batch("the trace publisher stopped".into()))?;
+                Ok(TracePending(wait))
+            }
+            Sink::Store(writer) => writer
+                .start_events(events)
+                .map(TracePending)
+                .map_err(PublishError::Batch),
+        }
     }
 
     /// Publish an event and wait for its confirm.
@@ -350,17 +379,7 @@ impl Store {
     pub fn insert_events(&self, events: &[TraceEvent]) -> Result<(), StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            {
-                let mut st = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO trace_events (event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                )?;
-                for e in events {
-                    st.execute(params![
-                        e.event_id, e.at_ms, e.at, e.ma_ho_so, e.message_id, e.correlation_id, e.kind,
-                        e.event.as_str(), e.component, e.from, e.to, e.attempt, e.status, e.reason
-                    ])?;
-                }
-            }
+            insert_events_in(&tx, events)?;
             tx.commit()
         })
     }
@@ -481,6 +500,37 @@ impl Store {
             Ok(out)
         })
     }
+}
+
+/// Insert trace events inside an open transaction (`event_id` is the key: a repeated event is
+/// ignored). Used by [`Store::insert_events`] and the router's group commit
+/// ([`crate::store::MessageWriter::events`]).
+pub(crate) fn insert_events_in(
+    tx: &rusqlite::Transaction<'_>,
+    events: &[TraceEvent],
+) -> Result<(), rusqlite::Error> {
+    let mut st = tx.prepare_cached(
+        "INSERT OR IGNORE INTO trace_events (event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?;
+    for e in events {
+        st.execute(params![
+            e.event_id,
+            e.at_ms,
+            e.at,
+            e.ma_ho_so,
+            e.message_id,
+            e.correlation_id,
+            e.kind,
+            e.event.as_str(),
+            e.component,
+            e.from,
+            e.to,
+            e.attempt,
+            e.status,
+            e.reason
+        ])?;
+    }
+    Ok(())
 }
 
 /// Nearest-rank percentile of sorted values.
