@@ -326,9 +326,6 @@ fn insert_accepted(
     Ok(())
 }
 
-/// How often the [`MessageWriter`]'s checkpoint thread copies the WAL into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
-
 /// One write of [`MessageWriter`].
 enum WriteJob {
     /// An accepted envelope (and the dossier's origin, when it is the first forward).
@@ -394,33 +391,10 @@ impl MessageWriter {
     /// last clone is dropped).
     pub fn start(path: &Path) -> Result<MessageWriter, StoreError> {
         let store = Store::open(path)?;
-        // Checkpoints (copying the WAL into the database file, with its fsync) leave the commit
-        // path: the writer never runs one; a thread of its own does, every
-        // CHECKPOINT_EVERY, in PASSIVE mode (it never blocks writers). Other connections keep
-        // SQLite's automatic checkpoint, should this thread fall behind.
-        store.with(|c| c.pragma_update(None, "wal_autocheckpoint", 0))?;
-        let checkpointer = Store::open(path)?;
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name("lienthong-store-checkpoint".into())
-            .spawn(move || {
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    stop_rx.recv_timeout(CHECKPOINT_EVERY)
-                {
-                    if let Err(e) = checkpointer
-                        .with(|c| c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())))
-                    {
-                        tracing::warn!(message = "store checkpoint failed", error = %e);
-                    }
-                }
-            })
-            .map_err(|e| StoreError::Io("the store checkpoint thread".into(), e))?;
         let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
         std::thread::Builder::new()
             .name("lienthong-store-writer".into())
             .spawn(move || {
-                // Dropped when the writer ends: the checkpoint thread then stops too.
-                let _stop = stop_tx;
                 while let Ok(first) = rx.recv() {
                     let mut jobs = vec![first];
                     while jobs.len() < 256 {
