@@ -538,6 +538,9 @@ impl Setup {
 }
 
 /// Options of one round.
+/// The warm-up of a paced run (same rate, not counted).
+const PACED_WARM_UP: Duration = Duration::from_secs(3);
+
 #[derive(Clone, Copy)]
 struct RoundOpts {
     count: u64,
@@ -912,6 +915,27 @@ impl Bench {
                 return (r, Vec::new(), 0);
             }
         };
+        // A paced run starts with a warm-up at the same rate, not counted: right after the
+        // set-up the broker is still starting the quorum queues just declared, and the first
+        // seconds measure that, not the path.
+        if let Some(rate) = opts.rate {
+            let mut warm = Round::default();
+            let count = (rate * PACED_WARM_UP.as_secs_f64()).ceil().max(1.0) as u64;
+            let warm_opts = RoundOpts {
+                count,
+                rate: Some(rate),
+                sample_rss: false,
+            };
+            if let Err(e) = self.measure(&st, &mut warm, warm_opts).await {
+                warm.error.get_or_insert(format!("{e:#}"));
+            }
+            if let Some(e) = warm.error {
+                r.error = Some(format!("warm-up: {e}"));
+                self.teardown(st, true).await;
+                r.wall_s = t0.elapsed().as_secs_f64();
+                return (r, Vec::new(), 0);
+            }
+        }
         let (samples, store_bytes) = match self.measure(&st, &mut r, opts).await {
             Ok(x) => x,
             Err(e) => {
@@ -1269,7 +1293,11 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
         ("paced rate".into(), format!("{} msg/s", args.paced_rate)),
         (
             "paced runs".into(),
-            format!("{} s each ({paced_count} messages)", args.paced_seconds),
+            format!(
+                "{} s each ({paced_count} messages), after a warm-up of {} s at the same rate that is not counted",
+                args.paced_seconds,
+                PACED_WARM_UP.as_secs()
+            ),
         ),
         ("http-adapter dossiers".into(), http_messages.to_string()),
         (

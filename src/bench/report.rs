@@ -516,7 +516,8 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
         if !r.paced.is_empty() {
             let mut s = String::from(
                 "The producer sends at a fixed rate (below saturation); latency is then the \
-                 path's own.\n\n| mode | rate asked msg/s | achieved msg/s | messages | p50 ms | p95 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+                 path's own. Each run follows a warm-up at the same rate that is not counted \
+                 (the quorum queues were declared just before).\n\n| mode | rate asked msg/s | achieved msg/s | messages | p50 ms | p95 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
             );
             for mr in &r.paced {
                 let l = mr.latencies();
