@@ -73,37 +73,29 @@ impl DeliveryLog {
 
     /// Record that `r` is about to be sent (state `sending`; the first write wins).
     pub fn begin(&self, r: &DeliveryRecord) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.execute(
-                "INSERT OR IGNORE INTO adapter_deliveries VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '', ?9, 'sending')",
-                params![r.message_id, r.unit, r.ma_ho_so, r.ma_tthc, r.kind, r.sender, r.reply_to, r.correlation_id, r.at_ms],
-            )
-            .map(|_| ())
-        })
+        self.with(|c| insert_sending(c, r))
     }
 
     /// Record the agency's receipt (state `delivered`).
     pub fn complete(&self, message_id: &str, receipt: &str) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE adapter_deliveries SET state = 'delivered', receipt = ?2 WHERE message_id = ?1",
-                params![message_id, receipt],
-            )
-            .map(|_| ())
-        })
+        self.with(|c| set_delivered(c, message_id, receipt))
     }
 
-    /// Record a completed delivery at once ([`DeliveryLog::begin`] + [`DeliveryLog::complete`]).
+    /// Record a completed delivery at once ([`DeliveryLog::begin`] + [`DeliveryLog::complete`],
+    /// in one transaction).
     pub fn record(&self, r: &DeliveryRecord) -> Result<(), StoreError> {
-        self.begin(r)?;
-        self.complete(&r.message_id, &r.receipt)
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            insert_sending(&tx, r)?;
+            set_delivered(&tx, &r.message_id, &r.receipt)?;
+            tx.commit()
+        })
     }
 
     /// The delivery of a message, in either state.
     pub fn get(&self, message_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
         self.with(|c| {
-            c.query_row(
-                "SELECT message_id, unit, ma_ho_so, ma_tthc, kind, sender, reply_to, correlation_id, receipt, at_ms, state FROM adapter_deliveries WHERE message_id = ?1",
+            c.prepare_cached("SELECT message_id, unit, ma_ho_so, ma_tthc, kind, sender, reply_to, correlation_id, receipt, at_ms, state FROM adapter_deliveries WHERE message_id = ?1")?.query_row(
                 params![message_id],
                 |r| {
                     Ok(DeliveryRecord {
@@ -137,12 +129,9 @@ impl DeliveryLog {
         envelope_json: &str,
     ) -> Result<(String, bool), StoreError> {
         self.with(|c| {
-            c.execute(
-                "INSERT OR IGNORE INTO agency_callbacks (unit, reference, status, envelope, published, at_ms) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
-                params![unit, reference, status, envelope_json, lienthong_core::clock::now_ms()],
-            )?;
-            c.query_row(
-                "SELECT envelope, published FROM agency_callbacks WHERE unit = ?1 AND reference = ?2 AND status = ?3",
+            c.prepare_cached("INSERT OR IGNORE INTO agency_callbacks (unit, reference, status, envelope, published, at_ms) VALUES (?1, ?2, ?3, ?4, 0, ?5)")?
+                .execute(params![unit, reference, status, envelope_json, lienthong_core::clock::now_ms()])?;
+            c.prepare_cached("SELECT envelope, published FROM agency_callbacks WHERE unit = ?1 AND reference = ?2 AND status = ?3")?.query_row(
                 params![unit, reference, status],
                 |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? != 0)),
             )
@@ -157,11 +146,25 @@ impl DeliveryLog {
         status: u8,
     ) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
-                "UPDATE agency_callbacks SET published = 1 WHERE unit = ?1 AND reference = ?2 AND status = ?3",
-                params![unit, reference, status],
-            )
+            c.prepare_cached("UPDATE agency_callbacks SET published = 1 WHERE unit = ?1 AND reference = ?2 AND status = ?3")?
+                .execute(params![unit, reference, status])
             .map(|_| ())
         })
     }
+}
+
+/// The `sending` row of a delivery (the first write wins).
+fn insert_sending(c: &Connection, r: &DeliveryRecord) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT OR IGNORE INTO adapter_deliveries VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '', ?9, 'sending')")?
+        .execute(params![r.message_id, r.unit, r.ma_ho_so, r.ma_tthc, r.kind, r.sender, r.reply_to, r.correlation_id, r.at_ms])
+        .map(|_| ())
+}
+
+/// Mark a delivery `delivered` with the agency's receipt.
+fn set_delivered(c: &Connection, message_id: &str, receipt: &str) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "UPDATE adapter_deliveries SET state = 'delivered', receipt = ?2 WHERE message_id = ?1",
+    )?
+    .execute(params![message_id, receipt])
+    .map(|_| ())
 }

@@ -1417,25 +1417,19 @@ impl Store {
     /// Whether the process manager runs dossier `ma_ho_so`.
     pub fn has_process(&self, ma_ho_so: &str) -> Result<bool, StoreError> {
         self.with(|c| {
-            c.query_row(
-                "SELECT 1 FROM processes WHERE ma_ho_so = ?1",
-                params![ma_ho_so],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|o| o.is_some())
+            c.prepare_cached("SELECT 1 FROM processes WHERE ma_ho_so = ?1")?
+                .query_row(params![ma_ho_so], |_| Ok(()))
+                .optional()
+                .map(|o| o.is_some())
         })
     }
 
     /// The process of a dossier.
     pub fn process(&self, ma_ho_so: &str) -> Result<Option<Process>, StoreError> {
         let s: Option<String> = self.with(|c| {
-            c.query_row(
-                "SELECT state FROM processes WHERE ma_ho_so = ?1",
-                params![ma_ho_so],
-                |r| r.get(0),
-            )
-            .optional()
+            c.prepare_cached("SELECT state FROM processes WHERE ma_ho_so = ?1")?
+                .query_row(params![ma_ho_so], |r| r.get(0))
+                .optional()
         })?;
         Ok(s.and_then(|s| serde_json::from_str(&s).ok()))
     }
@@ -1491,28 +1485,24 @@ impl Store {
     /// Mark an outbox envelope as confirmed by the broker.
     pub fn mark_sent(&self, seq: i64) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
-                "UPDATE process_outbox SET sent_ms = ?2 WHERE seq = ?1",
-                params![seq, crate::clock::now_ms()],
-            )
-            .map(|_| ())
+            c.prepare_cached("UPDATE process_outbox SET sent_ms = ?2 WHERE seq = ?1")?
+                .execute(params![seq, crate::clock::now_ms()])
+                .map(|_| ())
         })
     }
 
     /// Record an alert; true when it is new (each step, level and due time alerts once).
     pub fn record_alert(&self, item: &OverdueItem) -> Result<bool, StoreError> {
         self.with(|c| {
-            c.execute(
-                "INSERT OR IGNORE INTO process_alerts (ma_ho_so, step, level, due, holder, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
+            c.prepare_cached("INSERT OR IGNORE INTO process_alerts (ma_ho_so, step, level, due, holder, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+                .execute(params![
                     item.ma_ho_so,
                     item.step.clone().unwrap_or_else(|| "*".into()),
                     item.level.as_str(),
                     item.due,
                     item.holder,
                     crate::clock::now_ms()
-                ],
-            )
+                ])
             .map(|n| n == 1)
         })
     }

@@ -172,6 +172,9 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        // Every hot statement is prepared once per connection (`prepare_cached`); one
+        // connection serves many components, so keep more than rusqlite's default 16.
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -193,10 +196,8 @@ impl Store {
     /// first one wins).
     pub fn record_origin(&self, o: &Origin) -> Result<Origin, StoreError> {
         self.with(|c| {
-            c.execute(
-                "INSERT OR IGNORE INTO dossier_origins (ma_ho_so, ma_tthc, origin_unit, correlation_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![o.ma_ho_so, o.ma_tthc, o.origin_unit, o.correlation_id, crate::clock::now_ms()],
-            )?;
+            c.prepare_cached("INSERT OR IGNORE INTO dossier_origins (ma_ho_so, ma_tthc, origin_unit, correlation_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![o.ma_ho_so, o.ma_tthc, o.origin_unit, o.correlation_id, crate::clock::now_ms()])?;
             Ok(())
         })?;
         Ok(self.origin(&o.ma_ho_so)?.unwrap_or_else(|| o.clone()))
@@ -239,10 +240,8 @@ impl Store {
         body: &[u8],
     ) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
-                "INSERT OR IGNORE INTO messages (message_id, accepted_at_ms, ma_ho_so, kind, sender, receiver, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![message_id, crate::clock::now_ms(), ma_ho_so, kind, sender, receiver, body],
-            )
+            c.prepare_cached("INSERT OR IGNORE INTO messages (message_id, accepted_at_ms, ma_ho_so, kind, sender, receiver, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+                .execute(params![message_id, crate::clock::now_ms(), ma_ho_so, kind, sender, receiver, body])
             .map(|_| ())
         })
     }
@@ -287,18 +286,15 @@ impl Store {
     pub fn purge_messages(&self, retention_ms: i64) -> Result<usize, StoreError> {
         let cutoff = crate::clock::now_ms() - retention_ms;
         self.with(|c| {
-            c.execute(
-                "DELETE FROM messages WHERE accepted_at_ms < ?1",
-                params![cutoff],
-            )
+            c.prepare_cached("DELETE FROM messages WHERE accepted_at_ms < ?1")?
+                .execute(params![cutoff])
         })
     }
 
     /// The recorded origin of a dossier.
     pub fn origin(&self, ma_ho_so: &str) -> Result<Option<Origin>, StoreError> {
         self.with(|c| {
-            c.query_row(
-                "SELECT ma_ho_so, ma_tthc, origin_unit, correlation_id FROM dossier_origins WHERE ma_ho_so = ?1",
+            c.prepare_cached("SELECT ma_ho_so, ma_tthc, origin_unit, correlation_id FROM dossier_origins WHERE ma_ho_so = ?1")?.query_row(
                 params![ma_ho_so],
                 |r| Ok(Origin { ma_ho_so: r.get(0)?, ma_tthc: r.get(1)?, origin_unit: r.get(2)?, correlation_id: r.get(3)? }),
             )
