@@ -83,17 +83,7 @@ async fn drive(
         }
     }
     // Anything more must be a copy of a result already seen.
-    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(2), centre.recv()).await {
-        let seen = ids
-            .get(e.causation_id.as_deref().unwrap_or(""))
-            .cloned()
-            .unwrap_or_default();
-        assert!(
-            seen.contains(&e.message_id),
-            "a late message is only a copy of one already seen: {e:?}"
-        );
-        copies += 1;
-    }
+    copies += late_copies(&mut centre, &ids).await;
     eprintln!("redelivered copies (same message id): {copies}");
     (ids, copies, fault_at.elapsed())
 }

@@ -306,17 +306,7 @@ async fn kill_mid_stream(name: &str, victim: &str, others: &str, scenario: &str)
             router = spawn(victim, "victim2.log");
         }
     }
-    while let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(2), centre.recv()).await {
-        let ids = results
-            .get(r.causation_id.as_deref().unwrap_or(""))
-            .cloned()
-            .unwrap_or_default();
-        assert!(
-            ids.contains(&r.message_id),
-            "a late message is only a copy of one already seen: {r:?}"
-        );
-        copies += 1;
-    }
+    copies += late_copies(&mut centre, &results).await as u32;
     assert!(
         results.values().all(|ids| ids.len() == 1),
         "one result message per dossier"

@@ -329,6 +329,25 @@ pub async fn next(rx: &mut mpsc::UnboundedReceiver<Envelope>, secs: u64) -> Enve
         .expect("channel open")
 }
 
+/// After the last expected result: wait 2 s for anything more on `rx`, asserting that each late
+/// message is only a copy (same message id) of a result already in `results` (result message
+/// ids per sent message id, keyed by the result's causation id). Returns how many copies came.
+pub async fn late_copies(
+    rx: &mut mpsc::UnboundedReceiver<Envelope>,
+    results: &std::collections::HashMap<String, std::collections::HashSet<String>>,
+) -> usize {
+    let mut copies = 0;
+    while let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+        let seen = results.get(r.causation_id.as_deref().unwrap_or(""));
+        assert!(
+            seen.is_some_and(|ids| ids.contains(&r.message_id)),
+            "a late message is only a copy of one already seen: {r:?}"
+        );
+        copies += 1;
+    }
+    copies
+}
+
 /// Poll `f` until it returns Some (panics after `secs` with `what`).
 pub async fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let until = Instant::now() + Duration::from_secs(secs);
