@@ -15,6 +15,10 @@ use lapin::types::FieldTable;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+/// The longest a shutdown step waits for the broker (cancelling a consumer, closing a channel or
+/// a connection).
+pub const SHUTDOWN_STEP: Duration = Duration::from_secs(2);
+
 /// Consume `queue` on `channel` until shutdown, calling `handle` for each delivery in its own task.
 pub async fn consume<F, Fut>(
     channel: Channel,
@@ -60,9 +64,13 @@ where
             }
         }
     };
-    let _ = channel
-        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-        .await;
+    // Every shutdown step that waits for the broker is bounded: a broker that no longer
+    // answers must not keep the process from exiting (unacked work is redelivered anyway).
+    let _ = tokio::time::timeout(
+        SHUTDOWN_STEP,
+        channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()),
+    )
+    .await;
     let drain = async {
         while let Some(done) = tasks.join_next().await {
             if let Err(e) = done {
@@ -76,10 +84,6 @@ where
             queue
         );
     }
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        channel.close(200, "shutdown".into()),
-    )
-    .await;
+    let _ = tokio::time::timeout(SHUTDOWN_STEP, channel.close(200, "shutdown".into())).await;
     result
 }

@@ -146,7 +146,11 @@ where
                     };
                     let r = component(ctx.clone()).await;
                     base.health.set(name, false);
-                    let _ = ctx.conn.close(200, "component stopped".into()).await;
+                    let _ = tokio::time::timeout(
+                        crate::consume::SHUTDOWN_STEP,
+                        ctx.conn.close(200, "component stopped".into()),
+                    )
+                    .await;
                     if *stop.borrow() {
                         return (name, r);
                     }

@@ -135,10 +135,13 @@ async fn batch_loop(ctx: Ctx, queue: String, kind: Kind) -> anyhow::Result<()> {
             }
         }
     }
-    let _ = channel
-        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-        .await;
-    let _ = channel.close(200, "shutdown".into()).await;
+    let step = crate::consume::SHUTDOWN_STEP;
+    let _ = tokio::time::timeout(
+        step,
+        channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()),
+    )
+    .await;
+    let _ = tokio::time::timeout(step, channel.close(200, "shutdown".into())).await;
     Ok(())
 }
 
