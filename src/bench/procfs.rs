@@ -146,15 +146,8 @@ pub fn listener_pid(port: u16) -> Option<u32> {
     if inodes.is_empty() {
         return None;
     }
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+    for (pid, dir) in processes()? {
+        let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
             continue;
         };
         for fd in fds.flatten() {
@@ -171,15 +164,8 @@ pub fn listener_pid(port: u16) -> Option<u32> {
 /// The pid of a `beam.smp` running RabbitMQ (`-s rabbit boot`), when the listener cannot be
 /// found.
 pub fn rabbit_beam_pid() -> Option<u32> {
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else {
+    for (pid, dir) in processes()? {
+        let Ok(cmd) = std::fs::read(dir.join("cmdline")) else {
             continue;
         };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
@@ -219,6 +205,16 @@ pub fn free_space(path: &Path) -> Option<(u64, String)> {
     let line = text.lines().nth(1)?;
     let f: Vec<&str> = line.split_whitespace().collect();
     Some((f.get(3)?.parse().ok()?, f.get(5)?.to_string()))
+}
+
+/// Every process of the machine: (pid, its `/proc/<pid>` directory). `None` when `/proc` cannot
+/// be read.
+fn processes() -> Option<impl Iterator<Item = (u32, std::path::PathBuf)>> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    Some(entries.flatten().filter_map(|e| {
+        let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+        Some((pid, e.path()))
+    }))
 }
 
 #[cfg(test)]
