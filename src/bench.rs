@@ -14,8 +14,9 @@
 //!   receiver unit's queue → sink.
 //!
 //! Then, apart: the **HTTP adapter** end to end (mock agency + `lienthong run`: ingress → Police
-//! adapter → agency → callback → result on the centre's queue), and **paced** runs of direct
-//! and lienthong below saturation. On request, in their own invocations: the **soak**
+//! adapter → agency → callback → result on the centre's queue), and **paced** runs of direct,
+//! raw pipe and lienthong below saturation (the raw pipe's is the broker's own two-hop latency
+//! at that rate, the floor of lienthong's). On request, in their own invocations: the **soak**
 //! (`--soak N`, the router's memory sampled every second) and the **backlog drain**
 //! (`--backlog N`, an agency's queue emptied once its adapter comes back).
 //!
@@ -1510,7 +1511,7 @@ async fn run_all(
     }
 
     let paced: &[Mode] = if args.wants("paced") {
-        &[Mode::Direct, Mode::Lienthong]
+        &[Mode::Direct, Mode::Pipe, Mode::Lienthong]
     } else {
         &[]
     };

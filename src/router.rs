@@ -213,6 +213,7 @@ impl Router {
             origin_unit: env.sender.clone(),
             correlation_id: env.correlation_id.clone(),
         });
+        let t0 = std::time::Instant::now();
         let kept = self
             .writer
             .accept(new_origin, &id, &ma, &kind, &sender, &receiver, stored_body)
@@ -225,6 +226,7 @@ impl Router {
             );
             return Err(Failure::Publish(PublishError::Timeout(0)));
         }
+        let t1 = std::time::Instant::now();
         let mut published = self.publish_to(&decision.receiver, &body, &env).await;
         if matches!(published, Err(PublishError::Returned { .. })) {
             // The receiver's queue is gone (deleted by hand?): declare the topology again and
@@ -239,6 +241,7 @@ impl Router {
             }
             published = self.publish_to(&decision.receiver, &body, &env).await;
         }
+        let t2 = std::time::Instant::now();
         match published {
             Ok(()) => {}
             Err(PublishError::Returned { code, text }) => {
@@ -262,6 +265,10 @@ impl Router {
         self.tracer
             .emit_all(vec![received, validated, routed])
             .await?;
+        let t3 = std::time::Instant::now();
+        stage("store_write", t1 - t0);
+        stage("publish_confirm", t2 - t1);
+        stage("trace_write", t3 - t2);
         Ok(())
     }
 
@@ -295,6 +302,15 @@ pub async fn publish_to_unit(
         .await?
         .wait()
         .await
+}
+
+/// Record how long a routed message waited in one stage of the router, in
+/// `lienthong_router_stage_seconds{stage}` (a summary on `/metrics`): `store_write` (the
+/// message store's group commit), `publish_confirm` (publish to the unit's queue until the
+/// broker's confirm), `trace_write` (the trace events' commit before the ack).
+fn stage(name: &'static str, took: Duration) {
+    metrics::histogram!("lienthong_router_stage_seconds", "stage" => name)
+        .record(took.as_secs_f64());
 }
 
 enum Failure {

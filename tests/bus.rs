@@ -223,6 +223,29 @@ async fn unknown_receiver_and_hop_off_the_route_are_refused_over_amqp_and_http()
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["message_id"], good.message_id);
     assert_eq!(next(&mut civil, 15).await.message_id, good.message_id);
+    // The router's stages of a routed message are timed on /metrics.
+    let url = format!("{}/metrics", bus.http);
+    let metrics = eventually_async(10, || {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let text = client.get(url).send().await.ok()?.text().await.ok()?;
+            ["store_write", "publish_confirm", "trace_write"]
+                .iter()
+                .all(|s| {
+                    text.contains(&format!(
+                        "lienthong_router_stage_seconds_count{{stage=\"{s}\"}}"
+                    ))
+                })
+                .then_some(text)
+        }
+    })
+    .await;
+    assert!(
+        metrics.contains(
+            "lienthong_router_stage_seconds{stage=\"publish_confirm\",quantile=\"0.99\"}"
+        ),
+        "{metrics}"
+    );
     bus.stop().await;
 }
 

@@ -546,13 +546,27 @@ impl EnvelopeValidator {
                 format!("body is not valid JSON: {e}"),
             )
         })?;
-        normalize_nfc(&mut value);
-        self.accept_value(value)
+        // One scan of the raw bytes usually shows that no string needs NFC and none holds a
+        // forbidden character; when it cannot, the strings are walked one by one.
+        let plain = plain_text(body);
+        if !plain {
+            normalize_nfc(&mut value);
+        }
+        self.validate(value, !plain)
     }
 
     /// Validate an already parsed (and NFC-normalised) JSON value.
-    pub fn accept_value(&self, mut value: Value) -> Result<Envelope, Rejection> {
-        if let Some((at, c)) = forbidden_char(&value, &mut String::new()) {
+    pub fn accept_value(&self, value: Value) -> Result<Envelope, Rejection> {
+        self.validate(value, true)
+    }
+
+    /// The checks after parsing; `scan_chars` = look for forbidden characters string by string
+    /// (false when [`plain_text`] already ruled them out on the raw bytes).
+    fn validate(&self, mut value: Value, scan_chars: bool) -> Result<Envelope, Rejection> {
+        if let Some((at, c)) = scan_chars
+            .then(|| forbidden_char(&value, &mut String::new()))
+            .flatten()
+        {
             return Err(Rejection::new(
                 RejectCode::InvalidField,
                 format!(
@@ -570,18 +584,23 @@ impl EnvelopeValidator {
         {
             *st = Value::from(f as u64);
         }
-        let errors: Vec<String> = self
-            .schema
-            .iter_errors(&value)
-            .take(20)
-            .map(|e| {
-                let at = e.instance_path().to_string();
-                clip(
-                    &format!("{}: {}", if at.is_empty() { "/" } else { &at }, e),
-                    300,
-                )
-            })
-            .collect();
+        // `is_valid` stops at the first failure and builds no error values: the usual, valid
+        // envelope pays only for the check; the errors are collected when there are some.
+        let errors: Vec<String> = if self.schema.is_valid(&value) {
+            Vec::new()
+        } else {
+            self.schema
+                .iter_errors(&value)
+                .take(20)
+                .map(|e| {
+                    let at = e.instance_path().to_string();
+                    clip(
+                        &format!("{}: {}", if at.is_empty() { "/" } else { &at }, e),
+                        300,
+                    )
+                })
+                .collect()
+        };
         if !errors.is_empty() {
             return Err(Rejection {
                 code: RejectCode::SchemaInvalid,
@@ -672,6 +691,34 @@ pub fn clip(s: &str, max_chars: usize) -> String {
     match s.char_indices().nth(max_chars) {
         None => s.to_string(),
         Some((cut, _)) => format!("{}… ({} more bytes)", &s[..cut], s.len() - cut),
+    }
+}
+
+/// Whether a JSON body's strings are, as written, already NFC and free of the characters
+/// [`forbidden_char`] refuses, judged on the raw bytes in one pass: true when the body is UTF-8,
+/// holds no `\u` escape (an escape can spell any character, so such bodies take the string by
+/// string walk), no U+FFFE or U+FFFF, and passes the NFC quick check (UAX #15) as a whole.
+/// Control characters cannot appear raw inside JSON strings (the parser refuses them), and
+/// the other escapes stand for ASCII, which never changes the quick check's answer. The whole
+/// passing the quick check implies every string and key in it does: the check looks at each
+/// character and at canonical-class order between neighbours, and a string's neighbours are
+/// neighbours in the whole. False means "walk the strings", not "invalid".
+pub fn plain_text(body: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return false;
+    };
+    if memchr::memmem::find(body, b"\\u").is_some()
+        || memchr::memmem::find(body, "\u{fffe}".as_bytes()).is_some()
+        || memchr::memmem::find(body, "\u{ffff}".as_bytes()).is_some()
+    {
+        return false;
+    }
+    // Most envelopes are mostly ASCII, which is NFC by itself: check only from the first
+    // non-ASCII byte on (a combining mark must follow a character, so starting at a
+    // character boundary after ASCII loses nothing).
+    match body.iter().position(|b| !b.is_ascii()) {
+        None => true,
+        Some(i) => is_nfc_quick(text[i..].chars()) == unicode_normalization::IsNormalized::Yes,
     }
 }
 
@@ -819,6 +866,42 @@ mod tests {
             "{}",
             r.detail
         );
+    }
+
+    #[test]
+    fn the_raw_scan_sends_only_unusual_bodies_to_the_string_walk() {
+        assert!(plain_text(br#"{"a":"plain ASCII"}"#));
+        assert!(plain_text(
+            "{\"ho_ten\":\"Đinh Văn Lực, Quảng Ngãi\"}".as_bytes()
+        ));
+        // NFD (a combining mark after its base letter), also at the start of a string.
+        assert!(!plain_text("{\"a\":\"Lu\u{031b}\u{0323}c\"}".as_bytes()));
+        assert!(!plain_text("{\"a\":\"\u{0301}x\"}".as_bytes()));
+        // An escape can spell anything; the noncharacters; bytes that are not UTF-8.
+        assert!(!plain_text(br#"{"a":"\u0041"}"#));
+        assert!(!plain_text("{\"a\":\"x\u{fffe}\"}".as_bytes()));
+        assert!(!plain_text(b"{\"a\":\"\xff\"}"));
+        // Other escapes stand for ASCII and stay on the fast path.
+        assert!(plain_text(
+            r#"{"a":"line\nbreak \"quoted\" Việt"}"#.as_bytes()
+        ));
+    }
+
+    #[test]
+    fn escaped_text_still_gets_the_string_walk() {
+        let v = validator();
+        let mut env = sample();
+        env["payload"]["reason"] = serde_json::json!("x");
+        let body = serde_json::to_string(&env).unwrap().replace(
+            "\"reason\":\"x\"",
+            "\"reason\":\"Lu\\u031b\\u0323c \\u0007\"",
+        );
+        assert!(!plain_text(body.as_bytes()));
+        let err = v.accept(body.as_bytes()).unwrap_err();
+        assert!(err.detail.contains("U+0007"), "{}", err.detail);
+        let body = body.replace(" \\u0007", "");
+        let accepted = v.accept(body.as_bytes()).unwrap();
+        assert_eq!(accepted.payload.reason.as_deref(), Some("L\u{1ef1}c"));
     }
 
     #[test]

@@ -229,7 +229,7 @@ pub struct Results {
     pub modes: Vec<ModeRuns>,
     /// The HTTP adapter, end to end.
     pub http: Option<ModeRuns>,
-    /// Paced runs (direct, lienthong).
+    /// Paced runs (direct, raw pipe, lienthong).
     pub paced: Vec<ModeRuns>,
     /// The soak, when asked.
     pub soak: Option<Soak>,
@@ -516,7 +516,8 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
         if !r.paced.is_empty() {
             let mut s = String::from(
                 "The producer sends at a fixed rate (below saturation); latency is then the \
-                 path's own. Each run follows a warm-up at the same rate that is not counted \
+                 path's own; the raw pipe's two quorum-queue hops are the broker's own floor for \
+                 lienthong's. Each run follows a warm-up at the same rate that is not counted \
                  (the quorum queues were declared just before).\n\n| mode | rate asked msg/s | achieved msg/s | messages | p50 ms | p95 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
             );
             for mr in &r.paced {
