@@ -99,10 +99,13 @@ pub struct TraceEvent {
 impl TraceEvent {
     /// An event now, about `env` (when given).
     pub fn new(event: TraceEventKind, component: &str, env: Option<&Envelope>) -> Self {
+        // One clock read for both: two could straddle a millisecond and order the timeline
+        // (by `at_ms`) against its own `at` strings.
+        let now = chrono::Utc::now();
         TraceEvent {
             event_id: crate::envelope::new_message_id(),
-            at: crate::clock::now_rfc3339(),
-            at_ms: crate::clock::now_ms(),
+            at: crate::clock::to_rfc3339(now),
+            at_ms: now.timestamp_millis(),
             ma_ho_so: env.map(|e| e.ma_ho_so.clone()),
             message_id: env.map(|e| e.message_id.clone()),
             correlation_id: env.map(|e| e.correlation_id.clone()),
@@ -576,6 +579,17 @@ pub fn render_timeline(ma_ho_so: &str, rows: &[TimelineRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_time_is_one_clock_reading() {
+        // Two readings straddled a millisecond now and then, and the timeline (ordered by
+        // `at_ms`) then disagreed with its own `at` strings.
+        for _ in 0..20_000 {
+            let e = TraceEvent::new(TraceEventKind::Received, "test", None);
+            let at = chrono::DateTime::parse_from_rfc3339(&e.at).expect("rfc 3339");
+            assert_eq!(at.timestamp_millis(), e.at_ms, "{}", e.at);
+        }
+    }
 
     #[test]
     fn percentile_is_nearest_rank() {
