@@ -198,8 +198,8 @@ impl Router {
             }
         }
         let body = env.to_bytes();
-        // The message store keeps every accepted envelope (for `lienthong messages resend`),
-        // written before it is handed on.
+        // The message store keeps every accepted envelope (for `lienthong messages resend`);
+        // the delivery is acked only once it is committed and the publish confirmed.
         let (id, receiver, stored_body) = (
             env.message_id.clone(),
             decision.receiver.clone(),
@@ -213,21 +213,41 @@ impl Router {
             origin_unit: env.sender.clone(),
             correlation_id: env.correlation_id.clone(),
         });
+        let records_origin = new_origin.is_some();
         let t0 = std::time::Instant::now();
-        let kept = self
-            .writer
-            .accept(new_origin, &id, &ma, &kind, &sender, &receiver, stored_body)
-            .await;
-        if let Err(e) = kept {
+        let store = async {
+            let r = self
+                .writer
+                .accept(new_origin, &id, &ma, &kind, &sender, &receiver, stored_body)
+                .await;
+            (r, std::time::Instant::now())
+        };
+        let publish = async {
+            let start = std::time::Instant::now();
+            let r = self.publish_to(&decision.receiver, &body, &env).await;
+            (r, start)
+        };
+        // A dossier's origin must be committed before the unit can answer (the answer's route
+        // is checked against it), so that write goes first. Any other message is written while
+        // it is being published: if the write then fails, the delivery is requeued and its
+        // redelivery published again with the same message id, which receivers dedupe.
+        let store_failed = |e: String| {
             tracing::error!(
                 message = "cannot write the message store; requeueing",
                 ma_ho_so = env.ma_ho_so,
                 error = %e
             );
-            return Err(Failure::Publish(PublishError::Timeout(0)));
-        }
-        let t1 = std::time::Instant::now();
-        let mut published = self.publish_to(&decision.receiver, &body, &env).await;
+            Failure::Publish(PublishError::Timeout(0))
+        };
+        let (stored_at, (mut published, publish_start)) = if records_origin {
+            let (kept, stored_at) = store.await;
+            kept.map_err(store_failed)?;
+            (stored_at, publish.await)
+        } else {
+            let ((kept, stored_at), published) = tokio::join!(store, publish);
+            kept.map_err(store_failed)?;
+            (stored_at, published)
+        };
         if matches!(published, Err(PublishError::Returned { .. })) {
             // The receiver's queue is gone (deleted by hand?): declare the topology again and
             // try once more before calling the message unroutable.
@@ -241,7 +261,7 @@ impl Router {
             }
             published = self.publish_to(&decision.receiver, &body, &env).await;
         }
-        let t2 = std::time::Instant::now();
+        let published_at = std::time::Instant::now();
         match published {
             Ok(()) => {}
             Err(PublishError::Returned { code, text }) => {
@@ -265,10 +285,9 @@ impl Router {
         self.tracer
             .emit_all(vec![received, validated, routed])
             .await?;
-        let t3 = std::time::Instant::now();
-        stage("store_write", t1 - t0);
-        stage("publish_confirm", t2 - t1);
-        stage("trace_write", t3 - t2);
+        stage("store_write", stored_at - t0);
+        stage("publish_confirm", published_at - publish_start);
+        stage("trace_write", published_at.elapsed());
         Ok(())
     }
 
