@@ -9,9 +9,10 @@
 //!   republish with a confirm, ack after the confirm, pipelined) → queue B → sink: the ceiling
 //!   of any router written on lapin;
 //! - **shovel**: the same two queues linked by RabbitMQ's shovel plugin (`on-confirm`);
-//! - **lienthong**: `<prefix>.ingress` → `lienthong run --components router,tracer` (a child
-//!   process: schema validation, registry and route checks, message store, trace) → the
-//!   receiver unit's queue → sink.
+//! - **lienthong**: `<prefix>.ingress` → `lienthong run --components router,tracer,http` (a
+//!   child process: schema validation, registry and route checks, message store, trace; its
+//!   HTTP API serves the router's stage times on `/metrics`) → the receiver unit's queue →
+//!   sink.
 //!
 //! Then, apart: the **HTTP adapter** end to end (mock agency + `lienthong run`: ingress → Police
 //! adapter → agency → callback → result on the centre's queue), and **paced** runs of direct,
@@ -178,7 +179,7 @@ impl Mode {
                 "producer → queue A → RabbitMQ dynamic shovel (ack-mode on-confirm, src-prefetch-count = prefetch) → queue B → sink"
             }
             Mode::Lienthong => {
-                "producer → `<p>.ingress` → `<p>.router` → `lienthong run --components router,tracer` child (schema, registry and route checks, message store, trace on) → `<p>.unit.000.10.59.H48` → sink"
+                "producer → `<p>.ingress` → `<p>.router` → `lienthong run --components router,tracer,http` child (schema, registry and route checks, message store, trace on; the HTTP API idle but for `/metrics`) → `<p>.unit.000.10.59.H48` → sink"
             }
             Mode::Http => {
                 "dossier.forward to Police (`CA.H48`): `<p>.ingress` → router → `<p>.unit.CA.H48` → police-rest adapter → `lienthong mock-agency` child (latency 0, no 503s, callback without delay) → callback to the HTTP API → dossier.result → router → `<p>.unit.000.20.59.H48` (the centre) → sink; both `lienthong run` (all components) and the mock are children"
@@ -516,6 +517,8 @@ struct Setup {
     trace_queue: Option<String>,
     /// The router's child, for the soak's memory samples.
     router_pid: Option<u32>,
+    /// lienthong: the child's `/metrics`, read at the end of a round for the router's stages.
+    metrics_url: Option<String>,
 }
 
 impl Setup {
@@ -534,6 +537,7 @@ impl Setup {
             dir: None,
             trace_queue: None,
             router_pid: None,
+            metrics_url: None,
         }
     }
 }
@@ -808,10 +812,12 @@ impl Bench {
                     st.children.push(mock);
                     wait_http(&format!("http://{}/_mock/stats", s.mock.listen), 30).await?;
                 }
+                // The HTTP component serves the router's stage times on /metrics (it idles
+                // otherwise in the lienthong mode).
                 let components = if mode == Mode::Http {
                     "router,adapters,tracer,http"
                 } else {
-                    "router,tracer"
+                    "router,tracer,http"
                 };
                 let bus = Child::spawn(
                     &self.exe,
@@ -831,8 +837,9 @@ impl Bench {
                     wait.push((police_q.as_str(), 1));
                 }
                 self.wait_consumers(&wait, &mut st.children, 60).await?;
+                wait_http(&format!("http://{}/readyz", s.http.listen), 30).await?;
+                st.metrics_url = Some(format!("http://{}/metrics", s.http.listen));
                 if mode == Mode::Http {
-                    wait_http(&format!("http://{}/readyz", s.http.listen), 30).await?;
                     st.key_by = KeyBy::CorrelationId;
                     st.receiver = POLICE;
                     st.sink_queue = names.unit_queue(CENTRE);
@@ -944,6 +951,9 @@ impl Bench {
                 (Vec::new(), 0)
             }
         };
+        if let Some(url) = &st.metrics_url {
+            r.stages = router_stages(url).await;
+        }
         let failed = !r.ok();
         if failed {
             for c in &st.children {
@@ -1543,6 +1553,25 @@ async fn run_all(
         });
     }
     Ok(())
+}
+
+/// The router's stage times from a `lienthong run`'s `/metrics` (empty when it cannot be read:
+/// the figures are extra, the round stands without them).
+async fn router_stages(url: &str) -> Vec<report::StageTimes> {
+    let text = async {
+        reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    };
+    text.await
+        .map(|t| report::parse_stages(&t))
+        .unwrap_or_default()
 }
 
 /// The mode's short name: `--modes` and the working directories' names.

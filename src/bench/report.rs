@@ -14,7 +14,7 @@ pub const CHANGES: &str = "## Changes and their effect";
 pub const OTHERS: &str = "other processes (machine busy − the above)";
 
 /// Canonical order of the sections.
-const ORDER: [&str; 10] = [
+const ORDER: [&str; 11] = [
     "## Machine and settings",
     "## Throughput",
     "## Latency at saturation",
@@ -22,6 +22,7 @@ const ORDER: [&str; 10] = [
     "## Ratios",
     "## HTTP adapter, end to end",
     "## Paced latency",
+    "## Router stages",
     "## Soak",
     "## Backlog drain",
     CHANGES,
@@ -65,6 +66,84 @@ pub struct Round {
     pub set_up_s: f64,
     /// Wall-clock time of the whole round, s.
     pub wall_s: f64,
+    /// lienthong: the router's stage times at the end of the round.
+    pub stages: Vec<StageTimes>,
+}
+
+/// One stage of the router as `lienthong run` reports it (`lienthong_router_stage_seconds`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageTimes {
+    /// `store_write`, `publish_confirm` or `trace_write`.
+    pub stage: String,
+    /// Messages timed since the process started.
+    pub count: u64,
+    /// Median, ms.
+    pub p50_ms: f64,
+    /// 90th percentile, ms.
+    pub p90_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+}
+
+/// The router's stages from Prometheus text: the lines
+/// `lienthong_router_stage_seconds{stage="S",quantile="Q"} V` (seconds) and
+/// `lienthong_router_stage_seconds_count{stage="S"} N`. Stages without a count are left out.
+pub fn parse_stages(text: &str) -> Vec<StageTimes> {
+    const NAME: &str = "lienthong_router_stage_seconds";
+    let label = |l: &str, key: &str| -> Option<String> {
+        let start = l.find(&format!("{key}=\""))? + key.len() + 2;
+        let end = l[start..].find('"')? + start;
+        Some(l[start..end].to_string())
+    };
+    fn entry(out: &mut Vec<StageTimes>, stage: String) -> &mut StageTimes {
+        let i = match out.iter().position(|s| s.stage == stage) {
+            Some(i) => i,
+            None => {
+                out.push(StageTimes {
+                    stage,
+                    count: 0,
+                    p50_ms: f64::NAN,
+                    p90_ms: f64::NAN,
+                    p99_ms: f64::NAN,
+                });
+                out.len() - 1
+            }
+        };
+        &mut out[i]
+    }
+    let mut out: Vec<StageTimes> = Vec::new();
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(v) = value.parse::<f64>() else {
+            continue;
+        };
+        let Some(stage) = label(series, "stage") else {
+            continue;
+        };
+        if series.starts_with(&format!("{NAME}_count{{")) {
+            entry(&mut out, stage).count = v as u64;
+        } else if series.starts_with(&format!("{NAME}{{")) {
+            let e = entry(&mut out, stage);
+            match label(series, "quantile").as_deref() {
+                Some("0.5") => e.p50_ms = v * 1000.0,
+                Some("0.9") => e.p90_ms = v * 1000.0,
+                Some("0.99") => e.p99_ms = v * 1000.0,
+                _ => {}
+            }
+        }
+    }
+    out.retain(|s| s.count > 0);
+    // The exporter's order is arbitrary; the report lists the stages in the message's order.
+    let rank = |s: &StageTimes| {
+        ["store_write", "publish_confirm", "trace_write"]
+            .iter()
+            .position(|x| *x == s.stage)
+            .unwrap_or(3)
+    };
+    out.sort_by_key(rank);
+    out
 }
 
 impl Round {
@@ -547,6 +626,35 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
             }
             out.push((ORDER[6].to_string(), s));
         }
+        let with_stages: Vec<&ModeRuns> = r
+            .modes
+            .iter()
+            .chain(r.paced.iter())
+            .filter(|m| m.rounds.iter().any(|x| !x.stages.is_empty()))
+            .collect();
+        if !with_stages.is_empty() {
+            let mut s = String::from(
+                "What a routed message waits for in `lienthong run`, from its \
+                 `lienthong_router_stage_seconds` summary on `/metrics`, read at the end of each \
+                 round (quantiles over about the last minute, so over the round): `store_write`, \
+                 the message store's group commit (beside the publish, except a centre's first \
+                 forward); `publish_confirm`, publish to the unit's queue until the broker's \
+                 confirm; `trace_write`, the trace events' commit before the ack.\n\n\
+                 | mode | round | stage | messages | p50 ms | p90 ms | p99 ms |\n|---|---:|---|---:|---:|---:|---:|\n",
+            );
+            for mr in with_stages {
+                for x in &mr.rounds {
+                    for st in &x.stages {
+                        let _ = writeln!(
+                            s,
+                            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} |",
+                            mr.name, x.round, st.stage, st.count, st.p50_ms, st.p90_ms, st.p99_ms
+                        );
+                    }
+                }
+            }
+            out.push((ORDER[7].to_string(), s));
+        }
     }
 
     if let Some(soak) = &r.soak {
@@ -559,7 +667,7 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
         };
         let _ = writeln!(
             s,
-            "{} of {} messages through `lienthong run --components router,tracer` in {:.0} s: **{:.0} msg/s**; latency p50 {} ms, p95 {} ms, p99 {} ms{}.",
+            "{} of {} messages through `lienthong run --components router,tracer,http` in {:.0} s: **{:.0} msg/s**; latency p50 {} ms, p95 {} ms, p99 {} ms{}.",
             x.moved,
             x.count,
             x.secs,
@@ -628,7 +736,7 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
                 mib(p.rss_kib)
             );
         }
-        out.push((ORDER[7].to_string(), s));
+        out.push((ORDER[8].to_string(), s));
     }
 
     if let Some(b) = &r.backlog {
@@ -671,7 +779,7 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
         for p in &b.procs {
             let _ = writeln!(s, "| {} | {:.1} | {} |", p.name, p.cpu_s, mib(p.rss_kib));
         }
-        out.push((ORDER[8].to_string(), s));
+        out.push((ORDER[9].to_string(), s));
     }
     out
 }
@@ -745,6 +853,27 @@ pub fn render(r: &Results, previous: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn router_stages_from_prometheus_text() {
+        let text = "# TYPE lienthong_router_stage_seconds summary
+lienthong_router_stage_seconds{stage=\"publish_confirm\",quantile=\"0\"} 0.001
+lienthong_router_stage_seconds{stage=\"publish_confirm\",quantile=\"0.5\"} 0.006
+lienthong_router_stage_seconds{stage=\"publish_confirm\",quantile=\"0.9\"} 0.012
+lienthong_router_stage_seconds{stage=\"publish_confirm\",quantile=\"0.99\"} 0.0235
+lienthong_router_stage_seconds_sum{stage=\"publish_confirm\"} 60.5
+lienthong_router_stage_seconds_count{stage=\"publish_confirm\"} 10000
+lienthong_router_stage_seconds{stage=\"trace_write\",quantile=\"0.5\"} 0.0009
+lienthong_process_alerts_open{level=\"overdue\"} 2
+";
+        let st = parse_stages(text);
+        assert_eq!(st.len(), 1, "{st:?}");
+        assert_eq!(st[0].stage, "publish_confirm");
+        assert_eq!(st[0].count, 10000);
+        assert!((st[0].p50_ms - 6.0).abs() < 1e-9);
+        assert!((st[0].p90_ms - 12.0).abs() < 1e-9);
+        assert!((st[0].p99_ms - 23.5).abs() < 1e-9);
+    }
 
     #[test]
     fn keeps_changes_and_other_runs_sections() {
