@@ -636,7 +636,8 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
             let mut s = String::from(
                 "What a routed message waits for in `lienthong run`, from its \
                  `lienthong_router_stage_seconds` summary on `/metrics`, read at the end of each \
-                 round (quantiles over about the last minute, so over the round): `store_write`, \
+                 round: the count is the whole round's, the quantiles are the exporter's sliding \
+                 window, i.e. the latest part of the round, not all of it: `store_write`, \
                  the message store's group commit (beside the publish, except a centre's first \
                  forward); `publish_confirm`, publish to the unit's queue until the broker's \
                  confirm; `trace_write`, the trace events' commit before the ack.\n\n\
