@@ -377,16 +377,93 @@ impl WriteJob {
 /// trace events of a [`crate::trace::Tracer::to_store`]): a thread with its own connection takes the writes queued meanwhile (at most 256) into one
 /// transaction and answers each after the commit. Under load many messages share a commit and a
 /// thread wake-up; an idle writer commits each write at once.
+///
+/// WAL checkpoints stay out of the commits that messages wait on. SQLite's automatic
+/// checkpoint would run inside the commit that crosses 1000 frames, copying megabytes into the
+/// database file and syncing it while every message of that commit waits. Instead:
+/// - every [`CHECKPOINT_FRAMES`] new frames, a checkpointer thread with its own connection
+///   copies the WAL into the database (`PASSIVE`: it never blocks the writer), as often as
+///   SQLite's own checkpoint would, so the disk sees no more syncs than before;
+/// - once the WAL holds [`RESET_FRAMES`], the checkpointer is left alone and the writer,
+///   between two batches, runs a `PASSIVE` checkpoint of the frames written since the
+///   checkpointer's latest one (again after the next batch if that one was still running). The next
+///   transaction then starts the WAL over. (A checkpoint running beside a busy writer never
+///   catches up with it alone, and the WAL would grow without end.) That is one short
+///   checkpoint in the writer per eight of SQLite's.
 #[derive(Clone)]
 pub struct MessageWriter {
     tx: std::sync::mpsc::Sender<WriteJob>,
 }
 
+/// New WAL frames (pages, 4 KiB each by default) after which the writer wakes its
+/// checkpointer: SQLite's automatic threshold.
+pub const CHECKPOINT_FRAMES: i32 = 1000;
+
+/// WAL frames after which the writer finishes a checkpoint itself so that the WAL starts over:
+/// 8,000 frames, about 32 MiB of WAL. The checkpointer has copied all but the last thousand or
+/// so by then.
+pub const RESET_FRAMES: i32 = 8_000;
+
+/// Start the checkpointer thread of a writer connection: returns the signal that wakes it. The
+/// thread ends when the signal's sender is dropped (with the writer's connection).
+fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>, StoreError> {
+    let store = Store::open(path)?;
+    let (signal, wake) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("lienthong-store-checkpointer".into())
+        .spawn(move || {
+            while wake.recv().is_ok() {
+                if let Err(e) = checkpoint_passive(&store) {
+                    tracing::warn!(message = "WAL checkpoint failed; will retry", error = %e);
+                }
+            }
+        })
+        .map_err(|e| StoreError::Io("the store checkpointer thread".into(), e))?;
+    Ok(signal)
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE)`: copy what the WAL holds into the database without
+/// waiting for anyone. Returns (busy, frames in the WAL, frames copied so far); busy = 1 when
+/// another checkpoint was running.
+fn checkpoint_passive(store: &Store) -> Result<(i64, i64, i64), StoreError> {
+    store.with(|c| {
+        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+    })
+}
+
 impl MessageWriter {
-    /// Open a connection to the store at `path` and start the writer thread (it ends when the
-    /// last clone is dropped).
+    /// Open a connection to the store at `path` and start the writer thread and its WAL
+    /// checkpointer (they end when the last clone is dropped).
     pub fn start(path: &Path) -> Result<MessageWriter, StoreError> {
+        use std::sync::atomic::{AtomicI32, Ordering};
         let store = Store::open(path)?;
+        // Frames in the WAL after the writer's latest commit.
+        let frames = std::sync::Arc::new(AtomicI32::new(0));
+        let signal = start_checkpointer(path)?;
+        let seen = frames.clone();
+        // Frames in the WAL when the checkpointer was last woken.
+        let mut woken_at = 0;
+        // The hook replaces this connection's automatic checkpoint (sqlite3_wal_hook).
+        store.with(|c| {
+            c.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n: i32| {
+                seen.store(n, Ordering::Relaxed);
+                if n < woken_at {
+                    // The WAL started over.
+                    woken_at = 0;
+                }
+                // From RESET_FRAMES on the writer checkpoints itself (a running background
+                // checkpoint would make its attempt return busy).
+                if n - woken_at >= CHECKPOINT_FRAMES
+                    && n < RESET_FRAMES
+                    && signal.try_send(()).is_ok()
+                {
+                    woken_at = n;
+                }
+                Ok(())
+            }))
+        })?;
         let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
         std::thread::Builder::new()
             .name("lienthong-store-writer".into())
@@ -410,6 +487,12 @@ impl MessageWriter {
                     let r = r.map_err(|e| e.to_string());
                     for j in jobs {
                         j.answer(r.clone());
+                    }
+                    if frames.load(Ordering::Relaxed) >= RESET_FRAMES {
+                        frames.store(0, Ordering::Relaxed);
+                        if let Err(e) = checkpoint_passive(&store) {
+                            tracing::warn!(message = "WAL checkpoint failed; will retry", error = %e);
+                        }
                     }
                 }
             })
@@ -467,5 +550,60 @@ impl MessageWriter {
             done,
         };
         self.send(job, wait).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer's commits do not checkpoint; its checkpointer does, so the envelopes reach
+    /// the database file and the WAL stays bounded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_checkpointer_moves_the_writers_wal_into_the_database() {
+        let dir =
+            std::env::temp_dir().join(format!("lt-store-{}", crate::envelope::new_message_id()));
+        let path = dir.join("s.db");
+        let writer = MessageWriter::start(&path).expect("writer");
+        let body = vec![b'x'; 5120];
+        // ~4 WAL frames each (the body's overflow pages, the row, two indexes) and a commit
+        // each: far past RESET_FRAMES.
+        let n = 12_000usize;
+        for i in 0..n {
+            let id = format!("m{i}");
+            writer
+                .accept(None, &id, "D-1", "dossier.forward", "A", "B", body.clone())
+                .await
+                .expect("accept");
+        }
+        let db_bytes = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while db_bytes() < (n * 5120) as u64 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(
+            db_bytes() >= (n * 5120) as u64,
+            "database file {} bytes",
+            db_bytes()
+        );
+        let reader = Store::open(&path).expect("reader");
+        let kept = reader
+            .stored_messages(&MessageSelection {
+                ma_ho_so: Some("D-1".into()),
+                ..MessageSelection::default()
+            })
+            .expect("read");
+        assert_eq!(kept.len(), n);
+        // The WAL was started over along the way: it holds RESET_FRAMES frames and what was
+        // written while the checkpointer's last run ended, not all that was written (~70,000
+        // frames).
+        let wal = std::fs::metadata(dir.join("s.db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let bound = (RESET_FRAMES + 4 * CHECKPOINT_FRAMES) as u64 * 4120;
+        assert!(wal < bound, "WAL {wal} bytes, bound {bound}");
+        eprintln!("WAL {wal} bytes after {n} commits");
+        drop(writer);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
