@@ -108,6 +108,12 @@ pub struct BenchArgs {
     /// Keep the working directory (configurations, logs, stores) after a successful run.
     #[arg(long)]
     pub keep_dir: bool,
+    /// Where the lienthong children keep their SQLite stores, one subdirectory per round
+    /// (default: the round's working directory, under the system's temporary directory). The
+    /// store's writes share the disk with the broker's unless this is on another one; the
+    /// report says which.
+    #[arg(long)]
+    pub store_dir: Option<PathBuf>,
     /// RabbitMQ's data directory (the soak and the backlog check its free space first).
     #[arg(long, default_value = "/var/lib/rabbitmq")]
     pub broker_data_dir: PathBuf,
@@ -664,6 +670,15 @@ impl Bench {
         }
     }
 
+    /// The directory of a round's store: `--store-dir`/<the round's directory name>, or the
+    /// round's directory itself.
+    fn store_dir(&self, dir: &Path) -> PathBuf {
+        match (&self.args.store_dir, dir.file_name()) {
+            (Some(root), Some(name)) => root.join(name),
+            _ => dir.to_path_buf(),
+        }
+    }
+
     /// The bus's settings for a round: the registry trimmed as the tests trim it, the
     /// receiver read over AMQP, stores in `dir`, the mock agency fast and reliable.
     fn bus_settings(
@@ -699,7 +714,7 @@ impl Bench {
         s.bus.prefix = prefix.into();
         s.bus.amqp_url = self.url.clone();
         s.bus.shutdown_grace_ms = 1000;
-        s.store.path = dir.join("store.db").display().to_string();
+        s.store.path = self.store_dir(dir).join("store.db").display().to_string();
         s.store.blob_dir = dir.join("blobs").display().to_string();
         s.topology.router_prefetch = self.args.prefetch;
         s.http.listen = format!("127.0.0.1:{}", free_port()?);
@@ -883,6 +898,7 @@ impl Bench {
             if failed {
                 self.failed_dirs.store(true, Ordering::Relaxed);
             } else if !self.args.keep_dir {
+                let _ = std::fs::remove_dir_all(self.store_dir(dir));
                 let _ = std::fs::remove_dir_all(dir);
             }
         }
@@ -990,9 +1006,9 @@ impl Bench {
         )
         .await?;
         let procs = self.procs(st);
-        let before: Vec<Option<f64>> = procs
+        let before: Vec<(Option<f64>, Option<u64>)> = procs
             .iter()
-            .map(|(_, pid, _)| procfs::cpu_seconds(*pid))
+            .map(|(_, pid, _)| (procfs::cpu_seconds(*pid), procfs::write_bytes(*pid)))
             .collect();
         let busy_before = procfs::machine_busy_seconds();
         // Progress (long rounds) and the router's memory (soak), every second.
@@ -1077,7 +1093,7 @@ impl Bench {
             }
             r.trace_lag_s = Some(t.elapsed().as_secs_f64());
         }
-        for ((name, pid, child), b) in procs.iter().zip(before) {
+        for ((name, pid, child), (b, wb)) in procs.iter().zip(before) {
             let cpu = match (b, procfs::cpu_seconds(*pid)) {
                 (Some(b), Some(a)) => a - b,
                 _ => 0.0,
@@ -1087,6 +1103,9 @@ impl Bench {
                 name: name.clone(),
                 cpu_s: cpu,
                 rss_kib: rss,
+                written: wb
+                    .zip(procfs::write_bytes(*pid))
+                    .map(|(b, a)| a.saturating_sub(b)),
             });
         }
         // What else ran on the machine meanwhile (other users' builds and tests skew the figures).
@@ -1096,6 +1115,7 @@ impl Bench {
                 name: report::OTHERS.into(),
                 cpu_s: (a - b - ours).max(0.0),
                 rss_kib: None,
+                written: None,
             });
         }
         let store_bytes = st
@@ -1240,6 +1260,9 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
     let prefix = format!("lienthong-bench-{}", &id[id.len() - 8..]);
     let dir = std::env::temp_dir().join(&prefix);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    if let Some(d) = &args.store_dir {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
     let samples = std::fs::read_to_string(&args.sample).unwrap_or_else(|e| {
         eprintln!(
             "note: cannot read {} ({e}); using a built-in birth dossier",
@@ -1314,9 +1337,13 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
         (
             "lienthong".into(),
             format!(
-                "registry trimmed to {} units (as the tests do), router prefetch {}, store in a temporary directory; receiver {CIVIL} read over AMQP",
+                "registry trimmed to {} units (as the tests do), router prefetch {}, store {}; receiver {CIVIL} read over AMQP",
                 KEEP_UNITS.len(),
-                args.prefetch
+                args.prefetch,
+                store_placement(
+                    args.store_dir.as_deref().unwrap_or(&dir),
+                    &args.broker_data_dir
+                )
             ),
         ),
     ];
@@ -1824,6 +1851,7 @@ async fn backlog(bench: &Bench, n: u64, header: &mut Header) -> anyhow::Result<B
                         "VmRSS"
                     },
                 ),
+                written: None,
             });
         }
         if let (Some(bb), Some(ba)) = (busy_before, procfs::machine_busy_seconds()) {
@@ -1832,6 +1860,7 @@ async fn backlog(bench: &Bench, n: u64, header: &mut Header) -> anyhow::Result<B
                 name: report::OTHERS.into(),
                 cpu_s: (ba - bb - ours).max(0.0),
                 rss_kib: None,
+                written: None,
             });
         }
         Ok(())
@@ -1843,4 +1872,17 @@ async fn backlog(bench: &Bench, n: u64, header: &mut Header) -> anyhow::Result<B
     }
     bench.teardown(st, result.is_err()).await;
     Ok(b)
+}
+
+/// Where the stores go, for the report: the directory and whether its filesystem is the
+/// broker's data directory's (the store's writes then compete with the broker's syncs).
+fn store_placement(store: &Path, broker_data: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    let shared = match (dev(store), dev(broker_data)) {
+        (Some(a), Some(b)) if a == b => "on the same filesystem as the broker's data directory",
+        (Some(_), Some(_)) => "on another filesystem than the broker's data directory",
+        _ => "(filesystem not compared with the broker's data directory)",
+    };
+    format!("in {} ({shared})", store.display())
 }

@@ -324,7 +324,8 @@ pub async fn publish_to_unit(
 }
 
 /// Record how long a routed message waited in one stage of the router, in
-/// `lienthong_router_stage_seconds{stage}` (a summary on `/metrics`): `store_write` (the
+/// `lienthong_router_stage_seconds{stage}` (a histogram on `/metrics`, buckets
+/// [`crate::run::STAGE_BUCKETS_S`]): `store_write` (the
 /// message store's group commit), `publish_confirm` (publish to the unit's queue until the
 /// broker's confirm), `trace_write` (the trace events' commit before the ack).
 fn stage(name: &'static str, took: Duration) {

@@ -242,7 +242,7 @@ async fn unknown_receiver_and_hop_off_the_route_are_refused_over_amqp_and_http()
     .await;
     assert!(
         metrics.contains(
-            "lienthong_router_stage_seconds{stage=\"publish_confirm\",quantile=\"0.99\"}"
+            "lienthong_router_stage_seconds_bucket{stage=\"publish_confirm\",le=\"0.025\"}"
         ),
         "{metrics}"
     );

@@ -33,6 +33,18 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / clk_tck())
 }
 
+/// Bytes the process has caused to be written to storage so far (`write_bytes` of
+/// `/proc/<pid>/io`: page-cache writes to block-backed files, counted when written, synced or
+/// not; tmpfs does not count). Needs the right to read that file (the same user, or root).
+pub fn write_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// CPU seconds the whole machine has been busy (every CPU: user, nice, system, irq, softirq,
 /// steal; from `/proc/stat`).
 pub fn machine_busy_seconds() -> Option<f64> {

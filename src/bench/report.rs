@@ -37,6 +37,9 @@ pub struct ProcUse {
     pub cpu_s: f64,
     /// Memory, KiB: peak (VmHWM) for children, resident at the end for the bench and the broker.
     pub rss_kib: Option<u64>,
+    /// Bytes written to storage during the round ([`super::procfs::write_bytes`]), when
+    /// readable.
+    pub written: Option<u64>,
 }
 
 /// One round of one mode.
@@ -77,64 +80,92 @@ pub struct StageTimes {
     pub stage: String,
     /// Messages timed since the process started.
     pub count: u64,
-    /// Median, ms.
+    /// Median, ms, estimated from the histogram's buckets ([`bucket_quantile`]).
     pub p50_ms: f64,
-    /// 90th percentile, ms.
+    /// 90th percentile, ms, likewise.
     pub p90_ms: f64,
-    /// 99th percentile, ms.
+    /// 99th percentile, ms, likewise.
     pub p99_ms: f64,
 }
 
-/// The router's stages from Prometheus text: the lines
-/// `lienthong_router_stage_seconds{stage="S",quantile="Q"} V` (seconds) and
-/// `lienthong_router_stage_seconds_count{stage="S"} N`. Stages without a count are left out.
+/// The quantile `q` (0 to 1) of a Prometheus histogram given as its cumulative buckets
+/// (upper bound, count) sorted by bound, the last one `+Inf`: the estimate Prometheus's
+/// `histogram_quantile` makes, linear within the bucket the rank falls in (from 0 for the
+/// first bucket); the highest finite bound when the rank falls in the `+Inf` bucket. NaN
+/// for an empty histogram.
+pub fn bucket_quantile(buckets: &[(f64, u64)], q: f64) -> f64 {
+    let Some(&(_, total)) = buckets.last() else {
+        return f64::NAN;
+    };
+    if total == 0 {
+        return f64::NAN;
+    }
+    let rank = q * total as f64;
+    let (mut lower, mut below) = (0.0, 0u64);
+    for &(upper, count) in buckets {
+        if count as f64 >= rank && count > below {
+            if upper.is_infinite() {
+                return lower;
+            }
+            return lower + (upper - lower) * (rank - below as f64) / (count - below) as f64;
+        }
+        (lower, below) = (upper, count);
+    }
+    lower
+}
+
+/// The router's stages from Prometheus text: the histogram lines
+/// `lienthong_router_stage_seconds_bucket{stage="S",le="B"} N` (cumulative counts, bounds in
+/// seconds), whose `+Inf` bucket is the stage's count. Stages without messages are left out.
 pub fn parse_stages(text: &str) -> Vec<StageTimes> {
-    const NAME: &str = "lienthong_router_stage_seconds";
+    const BUCKET: &str = "lienthong_router_stage_seconds_bucket{";
     let label = |l: &str, key: &str| -> Option<String> {
         let start = l.find(&format!("{key}=\""))? + key.len() + 2;
         let end = l[start..].find('"')? + start;
         Some(l[start..end].to_string())
     };
-    fn entry(out: &mut Vec<StageTimes>, stage: String) -> &mut StageTimes {
-        let i = match out.iter().position(|s| s.stage == stage) {
-            Some(i) => i,
-            None => {
-                out.push(StageTimes {
-                    stage,
-                    count: 0,
-                    p50_ms: f64::NAN,
-                    p90_ms: f64::NAN,
-                    p99_ms: f64::NAN,
-                });
-                out.len() - 1
-            }
-        };
-        &mut out[i]
-    }
-    let mut out: Vec<StageTimes> = Vec::new();
+    let mut stages: Vec<(String, Vec<(f64, u64)>)> = Vec::new();
     for line in text.lines() {
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
         };
-        let Ok(v) = value.parse::<f64>() else {
+        if !series.starts_with(BUCKET) {
+            continue;
+        }
+        let (Some(stage), Some(le), Ok(count)) = (
+            label(series, "stage"),
+            label(series, "le"),
+            value.parse::<f64>(),
+        ) else {
             continue;
         };
-        let Some(stage) = label(series, "stage") else {
-            continue;
-        };
-        if series.starts_with(&format!("{NAME}_count{{")) {
-            entry(&mut out, stage).count = v as u64;
-        } else if series.starts_with(&format!("{NAME}{{")) {
-            let e = entry(&mut out, stage);
-            match label(series, "quantile").as_deref() {
-                Some("0.5") => e.p50_ms = v * 1000.0,
-                Some("0.9") => e.p90_ms = v * 1000.0,
-                Some("0.99") => e.p99_ms = v * 1000.0,
-                _ => {}
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            match le.parse::<f64>() {
+                Ok(b) => b,
+                Err(_) => continue,
             }
+        };
+        match stages.iter_mut().find(|(s, _)| *s == stage) {
+            Some((_, b)) => b.push((bound, count as u64)),
+            None => stages.push((stage, vec![(bound, count as u64)])),
         }
     }
-    out.retain(|s| s.count > 0);
+    let mut out: Vec<StageTimes> = stages
+        .into_iter()
+        .filter_map(|(stage, mut b)| {
+            b.sort_by(|x, y| x.0.total_cmp(&y.0));
+            let count = b.last().map(|x| x.1).unwrap_or(0);
+            (count > 0).then(|| StageTimes {
+                stage,
+                count,
+                p50_ms: bucket_quantile(&b, 0.5) * 1000.0,
+                p90_ms: bucket_quantile(&b, 0.9) * 1000.0,
+                p99_ms: bucket_quantile(&b, 0.99) * 1000.0,
+            })
+        })
+        .collect();
     // The exporter's order is arbitrary; the report lists the stages in the message's order.
     let rank = |s: &StageTimes| {
         ["store_write", "publish_confirm", "trace_write"]
@@ -368,7 +399,7 @@ fn cpu_rows(runs: &ModeRuns, out: &mut String) {
             "–".into()
         }
     };
-    let cpu_of = |name: &str| -> (f64, Option<u64>, bool) {
+    let cpu_of = |name: &str| -> (f64, Option<u64>, Option<u64>, bool) {
         let uses: Vec<&ProcUse> = runs
             .rounds
             .iter()
@@ -377,34 +408,43 @@ fn cpu_rows(runs: &ModeRuns, out: &mut String) {
         (
             uses.iter().map(|p| p.cpu_s).sum(),
             uses.iter().filter_map(|p| p.rss_kib).max(),
+            // Only when every round could read it.
+            uses.iter().map(|p| p.written).sum(),
             !uses.is_empty(),
         )
     };
-    let mut total = 0.0;
+    let per_msg_kib = |bytes: Option<u64>| match bytes {
+        Some(b) if moved > 0 => format!("{:.1}", b as f64 / 1024.0 / moved as f64),
+        _ => "–".into(),
+    };
+    let (mut total, mut total_written) = (0.0, Some(0u64));
     for name in &names {
-        let (cpu, rss, _) = cpu_of(name);
+        let (cpu, rss, written, _) = cpu_of(name);
         total += cpu;
+        total_written = total_written.zip(written).map(|(a, b)| a + b);
         let _ = writeln!(
             out,
-            "| {} | {name} | {:.2} | {} | {} |",
+            "| {} | {name} | {:.2} | {} | {} | {} |",
             runs.name,
             cpu / n_rounds,
             per_msg(cpu),
-            mib(rss)
+            mib(rss),
+            per_msg_kib(written)
         );
     }
     let _ = writeln!(
         out,
-        "| {} | **all of the above** | {:.2} | {} | |",
+        "| {} | **all of the above** | {:.2} | {} | | {} |",
         runs.name,
         total / n_rounds,
-        per_msg(total)
+        per_msg(total),
+        per_msg_kib(total_written)
     );
-    let (others, _, seen) = cpu_of(OTHERS);
+    let (others, _, _, seen) = cpu_of(OTHERS);
     if seen {
         let _ = writeln!(
             out,
-            "| {} | *{OTHERS}* | {:.2} | | |",
+            "| {} | *{OTHERS}* | {:.2} | | | |",
             runs.name,
             others / n_rounds
         );
@@ -530,7 +570,10 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
              averaged per round, and per message moved; memory: peak RSS (VmHWM) of child \
              processes, RSS at the end of the round for the bench process and the broker \
              (largest over the rounds). The last row of each mode is the CPU time the rest of the machine \
-             used meanwhile (from /proc/stat): other work on a shared machine skews the figures.\n\n| mode | process | CPU s / round | CPU µs / message | RSS MiB |\n|---|---|---:|---:|---:|\n",
+             used meanwhile (from /proc/stat): other work on a shared machine skews the figures. \
+             Written: bytes the process wrote to disk files per message moved (`write_bytes` of \
+             /proc/<pid>/io; the broker's queue logs, the router's SQLite store), which share \
+             the disk and its syncs unless `--store-dir` is on another one.\n\n| mode | process | CPU s / round | CPU µs / message | RSS MiB | written KiB / message |\n|---|---|---:|---:|---:|---:|\n",
         );
         for mr in r
             .modes
@@ -635,9 +678,11 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
         if !with_stages.is_empty() {
             let mut s = String::from(
                 "What a routed message waits for in `lienthong run`, from its \
-                 `lienthong_router_stage_seconds` summary on `/metrics`, read at the end of each \
-                 round: the count is the whole round's, the quantiles are the exporter's sliding \
-                 window, i.e. the latest part of the round, not all of it: `store_write`, \
+                 `lienthong_router_stage_seconds` histogram on `/metrics`, read at the end of each \
+                 round (a fresh process per round, so the whole round, warm-up included): the \
+                 quantiles are estimated from the buckets as Prometheus's `histogram_quantile` \
+                 does (linear within a bucket; bounds 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 25, 30, \
+                 40, 50, 75, 100, 150, 250, 500 ms, 1, 2.5, 5, 10 s): `store_write`, \
                  the message store's group commit (beside the publish, except a centre's first \
                  forward); `publish_confirm`, publish to the unit's queue until the broker's \
                  confirm; `trace_write`, the trace events' commit before the ack.\n\n\
@@ -857,23 +902,37 @@ mod tests {
 
     #[test]
     fn router_stages_from_prometheus_text() {
-        let text = "# TYPE lienthong_router_stage_seconds summary
-lienthong_router_stage_seconds{stage=\"publish_confirm\",quantile=\"0\"} 0.001
-lienthong_router_stage_seconds{stage=\"publish_confirm\",quantile=\"0.5\"} 0.006
-lienthong_router_stage_seconds{stage=\"publish_confirm\",quantile=\"0.9\"} 0.012
-lienthong_router_stage_seconds{stage=\"publish_confirm\",quantile=\"0.99\"} 0.0235
-lienthong_router_stage_seconds_sum{stage=\"publish_confirm\"} 60.5
-lienthong_router_stage_seconds_count{stage=\"publish_confirm\"} 10000
-lienthong_router_stage_seconds{stage=\"trace_write\",quantile=\"0.5\"} 0.0009
+        let text = "# TYPE lienthong_router_stage_seconds histogram
+lienthong_router_stage_seconds_bucket{stage=\"publish_confirm\",le=\"0.005\"} 400
+lienthong_router_stage_seconds_bucket{stage=\"publish_confirm\",le=\"0.01\"} 900
+lienthong_router_stage_seconds_bucket{stage=\"publish_confirm\",le=\"0.025\"} 990
+lienthong_router_stage_seconds_bucket{stage=\"publish_confirm\",le=\"+Inf\"} 1000
+lienthong_router_stage_seconds_sum{stage=\"publish_confirm\"} 7.5
+lienthong_router_stage_seconds_count{stage=\"publish_confirm\"} 1000
+lienthong_router_stage_seconds_bucket{stage=\"trace_write\",le=\"0.005\"} 0
+lienthong_router_stage_seconds_bucket{stage=\"trace_write\",le=\"+Inf\"} 0
 lienthong_process_alerts_open{level=\"overdue\"} 2
 ";
         let st = parse_stages(text);
         assert_eq!(st.len(), 1, "{st:?}");
         assert_eq!(st[0].stage, "publish_confirm");
-        assert_eq!(st[0].count, 10000);
-        assert!((st[0].p50_ms - 6.0).abs() < 1e-9);
-        assert!((st[0].p90_ms - 12.0).abs() < 1e-9);
-        assert!((st[0].p99_ms - 23.5).abs() < 1e-9);
+        assert_eq!(st[0].count, 1000);
+        // Rank 500 lies in (5, 10] ms, 100 of its 500: 5 + 5 × 100/500 = 6 ms.
+        assert!((st[0].p50_ms - 6.0).abs() < 1e-9, "{st:?}");
+        // Rank 900 is the top of (5, 10] ms.
+        assert!((st[0].p90_ms - 10.0).abs() < 1e-9, "{st:?}");
+        // Rank 990 is the top of (10, 25] ms.
+        assert!((st[0].p99_ms - 25.0).abs() < 1e-9, "{st:?}");
+    }
+
+    #[test]
+    fn a_quantile_in_the_overflow_bucket_is_the_highest_finite_bound() {
+        let b = [(0.001, 10), (0.002, 20), (f64::INFINITY, 100)];
+        assert!((bucket_quantile(&b, 0.99) - 0.002).abs() < 1e-12);
+        // Rank 5 of the first bucket: 0 + 1 ms × 5/10.
+        assert!((bucket_quantile(&b, 0.05) - 0.0005).abs() < 1e-12);
+        assert!(bucket_quantile(&[(f64::INFINITY, 0)], 0.5).is_nan());
+        assert!(bucket_quantile(&[], 0.5).is_nan());
     }
 
     #[test]
