@@ -34,8 +34,9 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// Bytes the process has caused to be written to storage so far (`write_bytes` of
-/// `/proc/<pid>/io`: page-cache writes to block-backed files, counted when written, synced or
-/// not; tmpfs does not count). Needs the right to read that file (the same user, or root).
+/// `/proc/<pid>/io`: counted when the process dirties a page-cache page of a block-backed file,
+/// so a page written again before it reaches the disk counts once; tmpfs does not count).
+/// Needs the right to read that file (the same user, or root).
 pub fn write_bytes(pid: u32) -> Option<u64> {
     let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
     io.lines()
