@@ -9,7 +9,7 @@ use std::time::Duration;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lienthong_adapters::Adapter;
-use lienthong_adapters::deliveries::{DeliveryLog, DeliveryRecord};
+use lienthong_adapters::deliveries::{self, DeliveryLog, DeliveryRecord};
 use lienthong_adapters::retry::{Final, deliver_with_retries};
 use lienthong_core::amqp::Publisher;
 use lienthong_core::deadletter::{DeadLetter, DeadLetterChannel};
@@ -185,10 +185,10 @@ impl Worker {
                 .receipt
                 .clone()
                 .unwrap_or_else(|| format!("TrangThaiHoSo {}", st.status));
-            if self.record_delivery(&env, &receipt).await {
-                let ev = TraceEvent::new(TraceEventKind::Delivered, &self.component, Some(&env))
-                    .reason(format!("outcome was unknown; the agency's status lookup shows it took the dossier (receipt {receipt}); not sent again"));
-                let _ = self.tracer.emit(&ev).await;
+            let ev = TraceEvent::new(TraceEventKind::Delivered, &self.component, Some(&env))
+                .reason(format!("outcome was unknown; the agency's status lookup shows it took the dossier (receipt {receipt}); not sent again"));
+            let rec = self.record_for(&env, &receipt);
+            if self.record_delivery(rec, ev).await {
                 let _ = d.ack(BasicAckOptions::default()).await;
             } else {
                 requeue(&d).await;
@@ -203,21 +203,12 @@ impl Worker {
             self.dead_letter(&d, &r, Some(&env), 0, &[]).await;
             return;
         }
-        if self
-            .tracer
-            .emit(&TraceEvent::new(
-                TraceEventKind::Received,
-                &self.component,
-                Some(&env),
-            ))
-            .await
-            .is_err()
-        {
-            requeue(&d).await;
-            return;
-        }
-        if !self.begin_delivery(&env).await {
-            tracing::error!(message = "cannot write the delivery log; requeueing");
+        // The delivery's record (its reply address read once), written ahead of the first call
+        // with the `received` event.
+        let sending = self.record_for(&env, "");
+        let received = TraceEvent::new(TraceEventKind::Received, &self.component, Some(&env));
+        if let Err(e) = self.begin_delivery(sending.clone(), received).await {
+            tracing::error!(message = "cannot write the delivery log or its trace; requeueing", error = %e);
             tokio::time::sleep(Duration::from_millis(500)).await;
             requeue(&d).await;
             return;
@@ -257,17 +248,22 @@ impl Worker {
                 fail::fail_point!("adapter-after-agency-answer", |_| {
                     tracing::warn!(message = "fail point adapter-after-agency-answer: holding the delivery", ma_ho_so = %env.ma_ho_so, message_id = %env.message_id);
                 });
-                if !self.record_delivery(&env, &receipt).await {
+                let ev = TraceEvent::new(TraceEventKind::Delivered, &self.component, Some(&env))
+                    .attempt(attempts)
+                    .reason(format!("receipt {receipt}"));
+                let rec = DeliveryRecord {
+                    receipt: receipt.clone(),
+                    delivered: !receipt.is_empty(),
+                    at_ms: lienthong_core::clock::now_ms(),
+                    ..sending
+                };
+                if !self.record_delivery(rec, ev).await {
                     tracing::error!(
                         message = "cannot record the delivery; leaving it unacked (the retry carries the same idempotency key)"
                     );
                     requeue(&d).await;
                     return;
                 }
-                let ev = TraceEvent::new(TraceEventKind::Delivered, &self.component, Some(&env))
-                    .attempt(attempts)
-                    .reason(format!("receipt {receipt}"));
-                let _ = self.tracer.emit(&ev).await;
                 // Crash test hook: the delivery log says delivered, the ack is not sent.
                 fail::fail_point!("adapter-before-ack", |_| {
                     tracing::warn!(message = "fail point adapter-before-ack: holding the delivery", ma_ho_so = %env.ma_ho_so, message_id = %env.message_id);
@@ -332,24 +328,34 @@ impl Worker {
     }
 
     /// Write-ahead: record that the message is being sent (before the first call), so that an
-    /// agency callback arriving before the receipt is read still finds its dossier.
-    async fn begin_delivery(&self, env: &Envelope) -> bool {
-        let rec = self.record_for(env, "");
-        let log = self.log.clone();
-        matches!(
-            tokio::task::spawn_blocking(move || log.begin(&rec)).await,
-            Ok(Ok(()))
-        )
+    /// agency callback arriving before the receipt is read still finds its dossier; with the
+    /// `received` event, in the process's group commit.
+    async fn begin_delivery(
+        &self,
+        rec: DeliveryRecord,
+        received: TraceEvent,
+    ) -> Result<(), String> {
+        self.tracer
+            .emit_with(&self.ctx.writer, vec![received], move |c| {
+                deliveries::insert_sending(c, &rec)
+            })
+            .await
     }
 
-    /// Record a completed delivery in the delivery log (before the ack). False if the store failed.
-    async fn record_delivery(&self, env: &Envelope, receipt: &str) -> bool {
-        let rec = self.record_for(env, receipt);
-        let log = self.log.clone();
-        matches!(
-            tokio::task::spawn_blocking(move || log.record(&rec)).await,
-            Ok(Ok(()))
-        )
+    /// Record a completed delivery in the delivery log (before the ack), with its `delivered`
+    /// event, in the process's group commit. False if the store failed or the trace was not
+    /// confirmed.
+    async fn record_delivery(&self, rec: DeliveryRecord, delivered: TraceEvent) -> bool {
+        let r = self
+            .tracer
+            .emit_with(&self.ctx.writer, vec![delivered], move |c| {
+                deliveries::record_in(c, &rec)
+            })
+            .await;
+        if let Err(e) = &r {
+            tracing::warn!(message = "the delivery record or its trace failed", error = %e);
+        }
+        r.is_ok()
     }
 
     /// After the in-process budget: wait in the delayed retry queue of the next step (nothing

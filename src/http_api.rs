@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use lienthong_adapters::Adapter;
-use lienthong_adapters::deliveries::DeliveryLog;
+use lienthong_adapters::deliveries::{self, DeliveryLog};
 use lienthong_adapters::outbox::{Acked, Outbox};
 use lienthong_core::amqp::{PublishError, Publisher, envelope_properties};
 use lienthong_core::envelope::{Envelope, Kind, RejectCode, Rejection, TrangThaiHoSo};
@@ -550,16 +550,18 @@ async fn callback_inner(
     })?;
     // A repeated callback (the agency retrying after a lost answer) must not make a second
     // result: the first claim fixes the envelope; once published, repeats only get its id.
-    let log = api.log.clone();
+    // In the process's group commit, like every hot write.
     let (unit_c, reference, st) = (unit_code.to_string(), reply.reference.clone(), reply.status);
     let json_env = serde_json::to_string(&env).unwrap_or_default();
-    let claim =
-        tokio::task::spawn_blocking(move || log.claim_callback(&unit_c, &reference, st, &json_env))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or_else(|| Problem::unavailable("the store did not take the callback", 5))?;
-    let (stored, published) = claim;
+    let (stored, published) = api
+        .ctx
+        .writer
+        .transact(move |c| deliveries::claim_callback_in(c, &unit_c, &reference, st, &json_env))
+        .await
+        .map_err(|e| {
+            tracing::error!(message = "the store did not take the callback", error = %e);
+            Problem::unavailable("the store did not take the callback", 5)
+        })?;
     let env: Envelope = serde_json::from_str(&stored).map_err(|e| {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -577,10 +579,17 @@ async fn callback_inner(
         status.name_vi().unwrap_or("")
     ));
     api.trace_and_publish(&ev, &env).await?;
-    let log = api.log.clone();
     let (unit_c, reference) = (unit_code.to_string(), reply.reference.clone());
-    let _ =
-        tokio::task::spawn_blocking(move || log.callback_published(&unit_c, &reference, st)).await;
+    if let Err(e) = api
+        .ctx
+        .writer
+        .transact(move |c| deliveries::callback_published_in(c, &unit_c, &reference, st))
+        .await
+    {
+        // The result is out; a repeated callback would publish it again with the same message
+        // id, which the router and the centre dedupe.
+        tracing::warn!(message = "cannot mark the callback published", error = %e);
+    }
     Ok(env.message_id)
 }
 

@@ -86,8 +86,7 @@ impl DeliveryLog {
     pub fn record(&self, r: &DeliveryRecord) -> Result<(), StoreError> {
         self.with(|c| {
             let tx = c.unchecked_transaction()?;
-            insert_sending(&tx, r)?;
-            set_delivered(&tx, &r.message_id, &r.receipt)?;
+            record_in(&tx, r)?;
             tx.commit()
         })
     }
@@ -128,14 +127,7 @@ impl DeliveryLog {
         status: u8,
         envelope_json: &str,
     ) -> Result<(String, bool), StoreError> {
-        self.with(|c| {
-            c.prepare_cached("INSERT OR IGNORE INTO agency_callbacks (unit, reference, status, envelope, published, at_ms) VALUES (?1, ?2, ?3, ?4, 0, ?5)")?
-                .execute(params![unit, reference, status, envelope_json, lienthong_core::clock::now_ms()])?;
-            c.prepare_cached("SELECT envelope, published FROM agency_callbacks WHERE unit = ?1 AND reference = ?2 AND status = ?3")?.query_row(
-                params![unit, reference, status],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? != 0)),
-            )
-        })
+        self.with(|c| claim_callback_in(c, unit, reference, status, envelope_json))
     }
 
     /// Mark a claimed callback as published (its publish was confirmed).
@@ -145,16 +137,51 @@ impl DeliveryLog {
         reference: &str,
         status: u8,
     ) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.prepare_cached("UPDATE agency_callbacks SET published = 1 WHERE unit = ?1 AND reference = ?2 AND status = ?3")?
-                .execute(params![unit, reference, status])
-            .map(|_| ())
-        })
+        self.with(|c| callback_published_in(c, unit, reference, status))
     }
 }
 
-/// The `sending` row of a delivery (the first write wins).
-fn insert_sending(c: &Connection, r: &DeliveryRecord) -> rusqlite::Result<()> {
+/// [`DeliveryLog::claim_callback`] on an open connection or transaction (for a process's group
+/// commit, `lienthong_core::store::MessageWriter::transact`).
+pub fn claim_callback_in(
+    c: &Connection,
+    unit: &str,
+    reference: &str,
+    status: u8,
+    envelope_json: &str,
+) -> rusqlite::Result<(String, bool)> {
+    c.prepare_cached("INSERT OR IGNORE INTO agency_callbacks (unit, reference, status, envelope, published, at_ms) VALUES (?1, ?2, ?3, ?4, 0, ?5)")?
+        .execute(params![unit, reference, status, envelope_json, lienthong_core::clock::now_ms()])?;
+    c.prepare_cached("SELECT envelope, published FROM agency_callbacks WHERE unit = ?1 AND reference = ?2 AND status = ?3")?.query_row(
+        params![unit, reference, status],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? != 0)),
+    )
+}
+
+/// [`DeliveryLog::callback_published`] on an open connection or transaction.
+pub fn callback_published_in(
+    c: &Connection,
+    unit: &str,
+    reference: &str,
+    status: u8,
+) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "UPDATE agency_callbacks SET published = 1 WHERE unit = ?1 AND reference = ?2 AND status = ?3",
+    )?
+    .execute(params![unit, reference, status])
+    .map(|_| ())
+}
+
+/// [`DeliveryLog::record`] on an open transaction: the `sending` row if there is none, then
+/// `delivered` with the receipt.
+pub fn record_in(c: &Connection, r: &DeliveryRecord) -> rusqlite::Result<()> {
+    insert_sending(c, r)?;
+    set_delivered(c, &r.message_id, &r.receipt)
+}
+
+/// [`DeliveryLog::begin`] on an open connection or transaction: the `sending` row of a
+/// delivery (the first write wins).
+pub fn insert_sending(c: &Connection, r: &DeliveryRecord) -> rusqlite::Result<()> {
     c.prepare_cached("INSERT OR IGNORE INTO adapter_deliveries VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '', ?9, 'sending')")?
         .execute(params![r.message_id, r.unit, r.ma_ho_so, r.ma_tthc, r.kind, r.sender, r.reply_to, r.correlation_id, r.at_ms])
         .map(|_| ())

@@ -340,10 +340,29 @@ enum WriteJob {
         events: Vec<crate::trace::TraceEvent>,
         done: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
+    /// Any other write of the process ([`MessageWriter::transact`]), in a savepoint of its own.
+    Tx {
+        run: Option<TxRun>,
+        value: Option<Result<TxValue, String>>,
+        done: tokio::sync::oneshot::Sender<Result<TxValue, String>>,
+    },
 }
 
+/// What a [`WriteJob::Tx`] returns to its caller (downcast by [`MessageWriter::transact`]).
+type TxValue = Box<dyn std::any::Any + Send>;
+
+/// The write of a [`WriteJob::Tx`].
+type TxRun = Box<dyn FnOnce(&Connection) -> Result<TxValue, rusqlite::Error> + Send>;
+
 impl WriteJob {
-    fn write(&self, tx: &rusqlite::Transaction<'_>, now: i64) -> Result<(), rusqlite::Error> {
+    /// Write the job into the batch's transaction. Err (the whole batch fails) only for the
+    /// router's own writes and for a savepoint that cannot be opened or released; a
+    /// [`WriteJob::Tx`] that fails is rolled back alone and answered with its error.
+    fn write(
+        &mut self,
+        tx: &mut rusqlite::Transaction<'_>,
+        now: i64,
+    ) -> Result<(), rusqlite::Error> {
         match self {
             WriteJob::Accept {
                 origin,
@@ -362,14 +381,42 @@ impl WriteJob {
                 body,
             ),
             WriteJob::Events { events, .. } => crate::trace::insert_events_in(tx, events),
+            WriteJob::Tx { run, value, .. } => {
+                let Some(run) = run.take() else {
+                    return Ok(());
+                };
+                let sp = tx.savepoint()?;
+                match run(&sp) {
+                    Ok(v) => {
+                        sp.commit()?;
+                        *value = Some(Ok(v));
+                    }
+                    Err(e) => {
+                        // Dropping the savepoint rolls this job back, and only this job.
+                        drop(sp);
+                        *value = Some(Err(e.to_string()));
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
+    /// Answer the caller once the batch's outcome `r` is known (the commit, or why it failed).
     fn answer(self, r: Result<(), String>) {
-        let done = match self {
-            WriteJob::Accept { done, .. } | WriteJob::Events { done, .. } => done,
-        };
-        let _ = done.send(r);
+        match self {
+            WriteJob::Accept { done, .. } | WriteJob::Events { done, .. } => {
+                let _ = done.send(r);
+            }
+            WriteJob::Tx { value, done, .. } => {
+                let _ = done.send(match (value, r) {
+                    (Some(Err(own)), _) => Err(own),
+                    (_, Err(batch)) => Err(batch),
+                    (Some(Ok(v)), Ok(())) => Ok(v),
+                    (None, Ok(())) => Err("the write was not run".to_string()),
+                });
+            }
+        }
     }
 }
 
@@ -477,10 +524,10 @@ impl MessageWriter {
                         }
                     }
                     let r = store.with(|c| {
-                        let tx = c.transaction()?;
+                        let mut tx = c.transaction()?;
                         let now = crate::clock::now_ms();
-                        for j in &jobs {
-                            j.write(&tx, now)?;
+                        for j in &mut jobs {
+                            j.write(&mut tx, now)?;
                         }
                         tx.commit()
                     });
@@ -511,6 +558,33 @@ impl MessageWriter {
             .send(WriteJob::Events { events, done })
             .map_err(|_| "the store writer thread stopped".to_string())?;
         Ok(wait)
+    }
+
+    /// Run `write` in the group commit, beside the other writes of this process, and return its
+    /// value once the batch has committed. The write runs on the writer thread, inside a
+    /// savepoint of its own: when it fails, only it is rolled back. Use it for every hot write
+    /// of a component (several SQLite connections writing one file wait on each other's lock,
+    /// and each of their commits would rewrite the pages the group commit just wrote). Errors:
+    /// the write's own SQLite error, the batch's commit failed, or the writer thread is gone.
+    pub async fn transact<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, String> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let run: TxRun = Box::new(move |c| write(c).map(|v| Box::new(v) as TxValue));
+        self.tx
+            .send(WriteJob::Tx {
+                run: Some(run),
+                value: None,
+                done,
+            })
+            .map_err(|_| "the store writer thread stopped".to_string())?;
+        let v = wait
+            .await
+            .map_err(|_| "the store writer thread stopped".to_string())??;
+        v.downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| "the store writer answered with another type".to_string())
     }
 
     async fn send(
@@ -556,6 +630,72 @@ impl MessageWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write handed to the group commit returns its value after the commit; one that fails
+    /// is rolled back alone and answered with its error, and the writes batched with it
+    /// commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_transact_is_rolled_back_alone() {
+        let dir =
+            std::env::temp_dir().join(format!("lt-store-{}", crate::envelope::new_message_id()));
+        let path = dir.join("s.db");
+        let writer = MessageWriter::start(&path).expect("writer");
+        writer
+            .transact(|c| c.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY)"))
+            .await
+            .expect("create");
+        // Queued together, so that they share batches: every third one breaks the key.
+        let mut pending = Vec::new();
+        for i in 0..60 {
+            let w = writer.clone();
+            pending.push(tokio::spawn(async move {
+                w.transact(move |c| {
+                    c.execute("INSERT INTO t VALUES (?1)", [format!("k{i}")])?;
+                    if i % 3 == 0 {
+                        // The same key again: a constraint error, after a row was written.
+                        c.execute("INSERT INTO t VALUES (?1)", [format!("k{i}")])?;
+                    }
+                    c.query_row(
+                        "SELECT count(*) FROM t WHERE k = ?1",
+                        [format!("k{i}")],
+                        |r| r.get::<_, i64>(0),
+                    )
+                })
+                .await
+            }));
+        }
+        let mut failed = 0;
+        for (i, p) in pending.into_iter().enumerate() {
+            match p.await.expect("task") {
+                Ok(n) => assert_eq!(n, 1, "write {i} sees its own row"),
+                Err(e) => {
+                    assert_eq!(i % 3, 0, "write {i} failed: {e}");
+                    assert!(e.contains("UNIQUE"), "{e}");
+                    failed += 1;
+                }
+            }
+        }
+        assert_eq!(failed, 20);
+        let reader = Store::open(&path).expect("reader");
+        let kept: Vec<String> = reader
+            .with(|c| {
+                c.prepare("SELECT k FROM t ORDER BY k")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .expect("read");
+        let mut want: Vec<String> = (0..60)
+            .filter(|i| i % 3 != 0)
+            .map(|i| format!("k{i}"))
+            .collect();
+        want.sort();
+        assert_eq!(
+            kept, want,
+            "the failed writes left nothing, the others everything"
+        );
+        drop(writer);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     /// The writer's commits do not checkpoint; its checkpointer does, so the envelopes reach
     /// the database file and the WAL stays bounded.

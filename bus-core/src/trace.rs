@@ -234,6 +234,37 @@ impl Tracer {
     pub async fn emit_all(&self, events: Vec<TraceEvent>) -> Result<(), PublishError> {
         self.start_all(events)?.wait().await
     }
+
+    /// Trace `events` and run a store `write` through `writer`, and wait for both: the state
+    /// change and the trace of it. A tracer that writes straight into the store
+    /// ([`Tracer::to_store`]) puts both in one savepoint of one group commit (all or nothing,
+    /// one commit instead of two); otherwise the events go to the broker while the write
+    /// commits. Returns the write's value. Errors (as text): the write or its commit failed, or
+    /// the trace was not confirmed; the write may then have committed (and the events not), so
+    /// callers use it only for idempotent writes and retry the whole step.
+    pub async fn emit_with<T: Send + 'static>(
+        &self,
+        writer: &crate::store::MessageWriter,
+        events: Vec<TraceEvent>,
+        write: impl FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, String> {
+        match &self.sink {
+            Sink::Store(own) => {
+                own.transact(move |c| {
+                    let v = write(c)?;
+                    insert_events_in(c, &events)?;
+                    Ok(v)
+                })
+                .await
+            }
+            Sink::Broker(_) => {
+                let pending = self.start_all(events).map_err(|e| e.to_string())?;
+                let v = writer.transact(write).await;
+                pending.wait().await.map_err(|e| e.to_string())?;
+                v
+            }
+        }
+    }
 }
 
 /// The batching task behind a [`Tracer`].
@@ -505,11 +536,11 @@ impl Store {
     }
 }
 
-/// Insert trace events inside an open transaction (`event_id` is the key: a repeated event is
-/// ignored). Used by [`Store::insert_events`] and the router's group commit
-/// ([`crate::store::MessageWriter::events`]).
-pub(crate) fn insert_events_in(
-    tx: &rusqlite::Transaction<'_>,
+/// Insert trace events inside an open transaction or savepoint (`event_id` is the key: a
+/// repeated event is ignored). Used by [`Store::insert_events`], the group commit
+/// ([`crate::store::MessageWriter`]) and [`Tracer::emit_with`].
+pub fn insert_events_in(
+    tx: &rusqlite::Connection,
     events: &[TraceEvent],
 ) -> Result<(), rusqlite::Error> {
     let mut st = tx.prepare_cached(
