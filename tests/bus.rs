@@ -928,5 +928,33 @@ async fn trace_events_go_straight_into_the_store_by_default_and_through_the_trac
     assert_eq!(seen, ["received", "validated", "routed"]);
     let ev = router_events_stored(&bus, &filed.ma_ho_so, &filed.message_id).await;
     assert_eq!(ev, ["received", "validated", "routed"]);
+
+    // Through an adapter: its delivery-log writes commit in the group commit while its events
+    // go through the exchange (`Tracer::emit_with`); the agency's callback comes back as a
+    // result, and the adapter's `received` and `delivered` are stored by the tracer.
+    let mut centre = bus.listen(SON_HA).await;
+    let to_police = birth(7003, POLICE);
+    bus.send(&to_police).await;
+    let back = next(&mut centre, 20).await;
+    assert_eq!(back.kind.as_str(), Kind::RESULT, "{back:?}");
+    assert_eq!(back.ma_ho_so, to_police.ma_ho_so);
+    assert_eq!(
+        back.causation_id.as_deref(),
+        Some(to_police.message_id.as_str())
+    );
+    let rows = delivered_timeline(&bus.store(), &to_police.ma_ho_so).await;
+    let adapter: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.component == format!("adapter:{POLICE}"))
+        .map(|r| r.event.as_str())
+        .collect();
+    assert_eq!(adapter, ["received", "delivered"], "{rows:?}");
+    let log = lienthong_adapters::deliveries::DeliveryLog::new(bus.store()).expect("log");
+    let rec = log
+        .get(&to_police.message_id)
+        .expect("read the delivery log")
+        .expect("a delivery record");
+    assert!(rec.delivered && !rec.receipt.is_empty(), "{rec:?}");
+    assert_eq!(rec.reply_to, SON_HA);
     bus.stop().await;
 }
