@@ -95,7 +95,9 @@ pub struct BenchArgs {
     /// to a temporary file unless --out is given. Exit 0 when every mode moved every message.
     #[arg(long)]
     pub smoke: bool,
-    /// Where the report goes (default BENCHMARKS.md; with --smoke a temporary file).
+    /// Where the report goes (default BENCHMARKS.md; with --smoke a temporary file). When some
+    /// mode fails, the report goes beside it instead (BENCHMARKS.failed.md) and it keeps the
+    /// last good run's tables.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Sample dossiers (one envelope per line): the benchmark's envelopes are built from a
@@ -1157,6 +1159,20 @@ fn print_round(mode: Mode, r: &Round) {
     );
 }
 
+/// Where the report of a run in which some mode failed goes: beside `out`, with `.failed`
+/// before the extension (`BENCHMARKS.md` → `BENCHMARKS.failed.md`), so that the tables of the
+/// last good run stay.
+fn failed_report_path(out: &Path) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map_or_else(|| "report".into(), |s| s.to_string_lossy().into_owned());
+    let name = match out.extension() {
+        Some(ext) => format!("{stem}.failed.{}", ext.to_string_lossy()),
+        None => format!("{stem}.failed"),
+    };
+    out.with_file_name(name)
+}
+
 fn git_commit() -> String {
     let run = |args: &[&str]| {
         std::process::Command::new("git")
@@ -1418,15 +1434,21 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
             .push(format!("load average (1, 5, 15 min) at the end: {l}"));
     }
     results.header = header;
-    let previous = std::fs::read_to_string(&out_path).ok();
-    let text = report::render(&results, previous.as_deref());
-    std::fs::write(&out_path, &text).with_context(|| format!("writing {}", out_path.display()))?;
-    println!("{text}");
     let ok = results.modes.iter().all(ModeRuns::ok)
         && results.http.as_ref().is_none_or(ModeRuns::ok)
         && results.paced.iter().all(ModeRuns::ok)
         && results.soak.as_ref().is_none_or(|s| s.round.ok())
         && results.backlog.as_ref().is_none_or(|b| b.error.is_none());
+    let previous = std::fs::read_to_string(&out_path).ok();
+    let text = report::render(&results, previous.as_deref());
+    // A run where some mode failed does not replace the report's tables: it goes beside it.
+    let out_path = if ok {
+        out_path
+    } else {
+        failed_report_path(&out_path)
+    };
+    std::fs::write(&out_path, &text).with_context(|| format!("writing {}", out_path.display()))?;
+    println!("{text}");
     if bench.failed_dirs.load(Ordering::Relaxed) || args.keep_dir {
         eprintln!("logs and stores kept in {}", dir.display());
     } else {
@@ -1893,4 +1915,22 @@ fn store_placement(store: &Path, broker_data: &Path) -> String {
         _ => "(filesystem not compared with the broker's data directory)",
     };
     format!("in {} ({shared})", store.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// A failed run's report goes beside the report, not over it.
+    #[test]
+    fn a_failed_runs_report_goes_beside_the_report() {
+        assert_eq!(
+            super::failed_report_path(Path::new("BENCHMARKS.md")),
+            Path::new("BENCHMARKS.failed.md")
+        );
+        assert_eq!(
+            super::failed_report_path(Path::new("/tmp/x/b")),
+            Path::new("/tmp/x/b.failed")
+        );
+    }
 }
