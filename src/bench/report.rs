@@ -88,6 +88,25 @@ pub struct StageTimes {
     pub p99_ms: f64,
 }
 
+/// The bucket bounds (seconds) as the report says them: "0.5, 1, 2 … 500 ms, 1, 2.5 … 10 s".
+fn bucket_bounds_text(bounds_s: &[f64]) -> String {
+    let ms: Vec<String> = bounds_s
+        .iter()
+        .filter(|b| **b < 1.0)
+        .map(|b| format!("{}", (b * 1e6).round() / 1e3))
+        .collect();
+    let s: Vec<String> = bounds_s
+        .iter()
+        .filter(|b| **b >= 1.0)
+        .map(|b| format!("{b}"))
+        .collect();
+    match (ms.is_empty(), s.is_empty()) {
+        (false, false) => format!("{} ms, {} s", ms.join(", "), s.join(", ")),
+        (false, true) => format!("{} ms", ms.join(", ")),
+        (true, _) => format!("{} s", s.join(", ")),
+    }
+}
+
 /// The quantile `q` (0 to 1) of a Prometheus histogram given as its cumulative buckets
 /// (upper bound, count) sorted by bound, the last one `+Inf`: the estimate Prometheus's
 /// `histogram_quantile` makes, linear within the bucket the rank falls in (from 0 for the
@@ -676,17 +695,17 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
             .filter(|m| m.rounds.iter().any(|x| !x.stages.is_empty()))
             .collect();
         if !with_stages.is_empty() {
-            let mut s = String::from(
+            let mut s = format!(
                 "What a routed message waits for in `lienthong run`, from its \
                  `lienthong_router_stage_seconds` histogram on `/metrics`, read at the end of each \
                  round (a fresh process per round, so the whole round, warm-up included): the \
                  quantiles are estimated from the buckets as Prometheus's `histogram_quantile` \
-                 does (linear within a bucket; bounds 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 25, 30, \
-                 40, 50, 75, 100, 150, 250, 500 ms, 1, 2.5, 5, 10 s): `store_write`, \
+                 does (linear within a bucket; bounds {}): `store_write`, \
                  the message store's group commit (beside the publish, except a centre's first \
                  forward); `publish_confirm`, publish to the unit's queue until the broker's \
                  confirm; `trace_write`, the trace events' commit before the ack.\n\n\
                  | mode | round | stage | messages | p50 ms | p90 ms | p99 ms |\n|---|---:|---|---:|---:|---:|---:|\n",
+                bucket_bounds_text(crate::run::STAGE_BUCKETS_S)
             );
             for mr in with_stages {
                 for x in &mr.rounds {
@@ -899,6 +918,15 @@ pub fn render(r: &Results, previous: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The report names the router's histogram buckets as `lienthong run` defines them.
+    #[test]
+    fn the_bucket_bounds_are_said_in_ms_then_s() {
+        assert_eq!(
+            bucket_bounds_text(crate::run::STAGE_BUCKETS_S),
+            "0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 25, 30, 40, 50, 75, 100, 150, 250, 500 ms, 1, 2.5, 5, 10 s"
+        );
+    }
 
     #[test]
     fn router_stages_from_prometheus_text() {
