@@ -355,9 +355,11 @@ type TxValue = Box<dyn std::any::Any + Send>;
 type TxRun = Box<dyn FnOnce(&Connection) -> Result<TxValue, rusqlite::Error> + Send>;
 
 impl WriteJob {
-    /// Write the job into the batch's transaction. Err (the whole batch fails) only for the
-    /// router's own writes and for a savepoint that cannot be opened or released; a
-    /// [`WriteJob::Tx`] that fails is rolled back alone and answered with its error.
+    /// Write the job into the batch's transaction. Err (the whole batch fails) for the
+    /// router's own writes, for a savepoint that cannot be opened, released or rolled back, and
+    /// for a [`WriteJob::Tx`] whose failure ended the transaction or is a busy lock; any other
+    /// failing [`WriteJob::Tx`] (its own SQL error, a panic) is rolled back alone and answered
+    /// with its error.
     fn write(
         &mut self,
         tx: &mut rusqlite::Transaction<'_>,
@@ -386,14 +388,35 @@ impl WriteJob {
                     return Ok(());
                 };
                 let sp = tx.savepoint()?;
-                match run(&sp) {
+                // A panicking write fails alone; the writer thread goes on.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&sp)))
+                    .unwrap_or_else(|_| {
+                        Err(rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                            Some("the write panicked".to_string()),
+                        ))
+                    });
+                match ran {
                     Ok(v) => {
                         sp.commit()?;
                         *value = Some(Ok(v));
                     }
                     Err(e) => {
-                        // Dropping the savepoint rolls this job back, and only this job.
-                        drop(sp);
+                        // Rolled back to the savepoint: this job's writes only.
+                        let undone = sp.finish();
+                        // SQLite itself ended the transaction (disk full, I/O error), the undo
+                        // failed, or the lock is busy (the next job would wait as long): the
+                        // batch fails as a whole and every job of it is told so.
+                        let busy = matches!(
+                            e.sqlite_error_code(),
+                            Some(
+                                rusqlite::ErrorCode::DatabaseBusy
+                                    | rusqlite::ErrorCode::DatabaseLocked
+                            )
+                        );
+                        if undone.is_err() || tx.is_autocommit() || busy {
+                            return Err(e);
+                        }
                         *value = Some(Err(e.to_string()));
                     }
                 }
@@ -688,6 +711,32 @@ mod tests {
             kept, want,
             "the failed writes left nothing, the others everything"
         );
+        // A write that panics fails alone; the writer thread goes on.
+        let panicked = writer
+            .transact(|c| {
+                c.execute("INSERT INTO t VALUES ('p')", [])?;
+                if c.is_autocommit() {
+                    return Ok(());
+                }
+                panic!("a bug in a write");
+            })
+            .await;
+        assert!(
+            panicked.as_ref().is_err_and(|e| e.contains("panicked")),
+            "{panicked:?}"
+        );
+        writer
+            .transact(|c| c.execute("INSERT INTO t VALUES ('after')", []).map(|_| ()))
+            .await
+            .expect("the writer still writes");
+        let rows: Vec<String> = reader
+            .with(|c| {
+                c.prepare("SELECT k FROM t WHERE k IN ('p', 'after')")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .expect("read");
+        assert_eq!(rows, ["after"], "the panicking write was rolled back");
         drop(writer);
         let _ = std::fs::remove_dir_all(dir);
     }

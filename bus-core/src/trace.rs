@@ -235,13 +235,15 @@ impl Tracer {
         self.start_all(events)?.wait().await
     }
 
-    /// Trace `events` and run a store `write` through `writer`, and wait for both: the state
-    /// change and the trace of it. A tracer that writes straight into the store
-    /// ([`Tracer::to_store`]) puts both in one savepoint of one group commit (all or nothing,
-    /// one commit instead of two); otherwise the events go to the broker while the write
-    /// commits. Returns the write's value. Errors (as text): the write or its commit failed, or
-    /// the trace was not confirmed; the write may then have committed (and the events not), so
-    /// callers use it only for idempotent writes and retry the whole step.
+    /// Run a store `write` and trace `events`, and wait for both: the state change and the
+    /// trace of it. A tracer that writes straight into the store ([`Tracer::to_store`]) puts
+    /// both in one savepoint of one group commit of its own writer (all or nothing, one commit
+    /// instead of two; `writer` is then not used: a process has one, `Ctx::writer`, which its
+    /// tracer writes through). Otherwise the write commits through `writer` first and the
+    /// events are published after it, so that no event tells of a write that failed. Returns
+    /// the write's value. Errors (as text): the write or its commit failed, or the trace was
+    /// not confirmed; the write has then committed and the events may be lost, so callers use
+    /// it only for idempotent writes and retry the whole step.
     pub async fn emit_with<T: Send + 'static>(
         &self,
         writer: &crate::store::MessageWriter,
@@ -258,10 +260,9 @@ impl Tracer {
                 .await
             }
             Sink::Broker(_) => {
-                let pending = self.start_all(events).map_err(|e| e.to_string())?;
-                let v = writer.transact(write).await;
-                pending.wait().await.map_err(|e| e.to_string())?;
-                v
+                let v = writer.transact(write).await?;
+                self.emit_all(events).await.map_err(|e| e.to_string())?;
+                Ok(v)
             }
         }
     }
