@@ -50,7 +50,7 @@ pub use pipe::PipeArgs;
 use report::{Backlog, Header, ModeRuns, ProcUse, Results, Round, Soak};
 use traffic::{Book, Gen, KeyBy, Plan};
 
-use crate::demo::{free_port, wait_http};
+use crate::demo::{HTTP_LISTENING, MOCK_LISTENING, free_port, wait_http, wait_listening};
 
 /// Options of `lienthong bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -827,6 +827,13 @@ impl Bench {
                         "mock-agency",
                     )?;
                     st.children.push(mock);
+                    wait_listening(
+                        &dir.join("mock-agency.log"),
+                        MOCK_LISTENING,
+                        &s.mock.listen,
+                        30,
+                    )
+                    .await?;
                     wait_http(&format!("http://{}/_mock/stats", s.mock.listen), 30).await?;
                 }
                 // The HTTP component serves the router's stage times on /metrics (it idles
@@ -854,6 +861,7 @@ impl Bench {
                     wait.push((police_q.as_str(), 1));
                 }
                 self.wait_consumers(&wait, &mut st.children, 60).await?;
+                wait_listening(&dir.join("run.log"), HTTP_LISTENING, &s.http.listen, 30).await?;
                 wait_http(&format!("http://{}/readyz", s.http.listen), 30).await?;
                 st.metrics_url = Some(format!("http://{}/metrics", s.http.listen));
                 if mode == Mode::Http {
@@ -1733,7 +1741,8 @@ async fn backlog(bench: &Bench, n: u64, header: &mut Header) -> anyhow::Result<B
             &dir.join("mock-agency.log"),
             "mock-agency",
         )?);
-        wait_http(&format!("http://{}/_mock/stats", s.mock.listen), 30).await?;
+        wait_listening(&dir.join("mock-agency.log"), MOCK_LISTENING, &s.mock.listen, 30).await?;
+ wait_http(&format!("http://{}/_mock/stats", s.mock.listen), 30).await?;
         st.children.push(Child::spawn(
             &bench.exe,
             Some(&config),
@@ -1751,7 +1760,8 @@ async fn backlog(bench: &Bench, n: u64, header: &mut Header) -> anyhow::Result<B
                 60,
             )
             .await?;
-        wait_http(&format!("http://{}/readyz", s.http.listen), 30).await?;
+        wait_listening(&dir.join("run.log"), HTTP_LISTENING, &s.http.listen, 30).await?;
+ wait_http(&format!("http://{}/readyz", s.http.listen), 30).await?;
         let police_q = names.unit_queue(POLICE);
         let generator = Gen::new(
             &bench.sample,

@@ -130,6 +130,41 @@ fn spawn(
     Ok(Child(child, name))
 }
 
+/// Wait until the child process writing `log` says it listens on `addr` (a line holding
+/// `what` and `addr`), polling every 100 ms, at most `secs` seconds. A port picked with
+/// [`free_port`] may be taken by another process before the child binds it; that process's
+/// server would then answer [`wait_http`] in the child's stead. Errors: the line did not come
+/// (the log's last lines say why, e.g. "cannot listen on …: Address in use").
+pub(crate) async fn wait_listening(
+    log: &Path,
+    what: &str,
+    addr: &str,
+    secs: u64,
+) -> anyhow::Result<()> {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.lines().any(|l| l.contains(what) && l.contains(addr)) {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            anyhow::bail!(
+                "{} did not say it listens on {addr} within {secs} s; its log ends with:\n{}",
+                log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The line `lienthong mock-agency` prints once it listens.
+pub(crate) const MOCK_LISTENING: &str = "mock agencies listening on";
+
+/// The line `lienthong run` logs once its HTTP API listens.
+pub(crate) const HTTP_LISTENING: &str = "HTTP API listening on";
+
 /// Wait until `url` answers 2xx (polling every 100 ms), at most `secs` seconds.
 pub(crate) async fn wait_http(url: &str, secs: u64) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
@@ -241,7 +276,21 @@ pub async fn run(
         "lienthong run",
     )?;
     let base = format!("http://127.0.0.1:{http_port}");
+    wait_listening(
+        &args.dir.join("mock-agency.log"),
+        MOCK_LISTENING,
+        &format!("127.0.0.1:{mock_port}"),
+        30,
+    )
+    .await?;
     wait_http(&format!("http://127.0.0.1:{mock_port}/_mock/stats"), 30).await?;
+    wait_listening(
+        &args.dir.join("run.log"),
+        HTTP_LISTENING,
+        &format!("127.0.0.1:{http_port}"),
+        60,
+    )
+    .await?;
     wait_http(&format!("{base}/readyz"), 60)
         .await
         .context("lienthong run did not become ready (see data/demo/run.log)")?;

@@ -270,7 +270,11 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         let l = tokio::net::TcpListener::bind(&ctx.settings.http.listen)
             .await
             .with_context(|| format!("cannot listen on {}", ctx.settings.http.listen))?;
-        http_addr = Some(l.local_addr()?);
+        let addr = l.local_addr()?;
+        // The demo and the bench wait for this line: a port they picked may have been taken
+        // by another process meanwhile, whose server would answer in this one's stead.
+        tracing::info!("HTTP API listening on {addr}");
+        http_addr = Some(addr);
         Some(l)
     } else {
         None

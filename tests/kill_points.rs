@@ -64,7 +64,7 @@ async fn crash_at(point: Point, name: &str, scenario: &str) {
         &[("FAILPOINTS", failpoints.as_str())],
     );
     let rest = spawn_components(&config, &dir, "router,tracer,http", "others.log");
-    wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
+    wait_ready_from(&dir.join("others.log"), port).await;
     let view = view_of(&s, &dir, &mock).await;
     let mut centre = view.listen(SON_HA).await;
     let all = send_background(&view, BACKGROUND, 6000).await;
@@ -200,7 +200,7 @@ async fn router_killed_between_the_process_commit_and_the_publish_sends_the_next
         &[("FAILPOINTS", "process-after-commit=1*off->1*return")],
     );
     let rest = spawn_components(&config, &dir, "adapters,tracer,http", "others.log");
-    wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
+    wait_ready_from(&dir.join("others.log"), port).await;
     let view = view_of(&s, &dir, &mock).await;
     let mut civil = view.listen(SON_HA_CIVIL).await;
     let mut centre = view.listen(SON_HA).await;

@@ -26,7 +26,7 @@ async fn sigterm_mid_traffic_and_restart_loses_nothing() {
     std::fs::write(&config, toml::to_string(&s).expect("toml")).expect("config");
 
     let mut child = spawn_run(&config, &dir.join("run1.log"));
-    wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
+    wait_ready_from(&dir.join("run1.log"), port).await;
     let bus_view = view_of(&s, &dir, &mock).await;
     let mut centre = bus_view.listen(SON_HA).await;
 
@@ -57,7 +57,7 @@ async fn sigterm_mid_traffic_and_restart_loses_nothing() {
     };
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
     child = spawn_run(&config, &dir.join("run2.log"));
-    wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
+    wait_ready_from(&dir.join("run2.log"), port).await;
     while got.len() < (2 * N) as usize {
         let e = next(&mut centre, 60).await;
         assert_eq!(e.kind.as_str(), Kind::RESULT, "{e:?}");
@@ -218,7 +218,7 @@ async fn components_run_as_separate_processes() {
     let spawn = |components: &str, log: &str| spawn_components(&config, &dir, components, log);
     let mut routing = spawn("router,tracer", "routing.log");
     let mut delivery = spawn("adapters,http", "delivery.log");
-    wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
+    wait_ready_from(&dir.join("delivery.log"), port).await;
     let view = view_of(&s, &dir, &mock).await;
     let mut centre = view.listen(SON_HA).await;
     let env = birth(200, POLICE);
@@ -271,7 +271,12 @@ async fn kill_mid_stream(name: &str, victim: &str, others: &str, scenario: &str)
     let spawn = |components: &str, log: &str| spawn_components(&config, &dir, components, log);
     let mut router = spawn(victim, "victim1.log");
     let mut rest = spawn(others, "others.log");
-    wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
+    let http_log = if victim.contains("http") {
+        "victim1.log"
+    } else {
+        "others.log"
+    };
+    wait_ready_from(&dir.join(http_log), port).await;
     let view = view_of(&s, &dir, &mock).await;
     let mut centre = view.listen(SON_HA).await;
     const N: u32 = 200;

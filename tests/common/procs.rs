@@ -48,11 +48,36 @@ pub fn spawn_run(config: &std::path::Path, log: &std::path::Path) -> Proc {
             .arg("--config")
             .arg(config)
             .arg("run")
+            .env("RUST_LOG", "info,lapin=warn")
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
             .expect("lienthong run starts"),
     )
+}
+
+/// Wait until the `lienthong run` child logging to `log` says its HTTP API listens on
+/// 127.0.0.1:`port` (a port from [`free_port`] may have been taken by another test's process
+/// meanwhile, which would answer in its stead), then until its `/readyz` answers 2xx.
+pub async fn wait_ready_from(log: &std::path::Path, port: u16) {
+    let addr = format!("127.0.0.1:{port}");
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.contains("HTTP API listening on") && l.contains(&addr))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "{} does not say it listens on {addr}:\n{text}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_ready(&format!("http://{addr}/readyz")).await;
 }
 
 pub async fn wait_ready(url: &str) {
@@ -118,6 +143,7 @@ pub fn spawn_components_env(
         .arg("--config")
         .arg(config)
         .args(["run", "--components", components])
+        .env("RUST_LOG", "info,lapin=warn")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(out)
