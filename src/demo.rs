@@ -135,12 +135,7 @@ fn spawn(
 /// [`free_port`] may be taken by another process before the child binds it; that process's
 /// server would then answer [`wait_http`] in the child's stead. Errors: the line did not come
 /// (the log's last lines say why, e.g. "cannot listen on …: Address in use").
-pub(crate) async fn wait_listening(
-    log: &Path,
-    what: &str,
-    addr: &str,
-    secs: u64,
-) -> anyhow::Result<()> {
+pub async fn wait_listening(log: &Path, what: &str, addr: &str, secs: u64) -> anyhow::Result<()> {
     let until = Instant::now() + Duration::from_secs(secs);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -160,10 +155,10 @@ pub(crate) async fn wait_listening(
 }
 
 /// The line `lienthong mock-agency` prints once it listens.
-pub(crate) const MOCK_LISTENING: &str = "mock agencies listening on";
+pub const MOCK_LISTENING: &str = "mock agencies listening on";
 
 /// The line `lienthong run` logs once its HTTP API listens.
-pub(crate) const HTTP_LISTENING: &str = "HTTP API listening on";
+pub const HTTP_LISTENING: &str = "HTTP API listening on";
 
 /// Wait until `url` answers 2xx (polling every 100 ms), at most `secs` seconds.
 pub(crate) async fn wait_http(url: &str, secs: u64) -> anyhow::Result<()> {

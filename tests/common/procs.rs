@@ -61,22 +61,9 @@ pub fn spawn_run(config: &std::path::Path, log: &std::path::Path) -> Proc {
 /// meanwhile, which would answer in its stead), then until its `/readyz` answers 2xx.
 pub async fn wait_ready_from(log: &std::path::Path, port: u16) {
     let addr = format!("127.0.0.1:{port}");
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text
-            .lines()
-            .any(|l| l.contains("HTTP API listening on") && l.contains(&addr))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "{} does not say it listens on {addr}:\n{text}",
-            log.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    lienthong::demo::wait_listening(log, lienthong::demo::HTTP_LISTENING, &addr, 30)
+        .await
+        .expect("the child listens on its port");
     wait_ready(&format!("http://{addr}/readyz")).await;
 }
 
