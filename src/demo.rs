@@ -82,8 +82,30 @@ struct Demo {
     board: Mutex<Board>,
 }
 
-/// A free loopback TCP port (bound and released; the demo and the bench give it to a child).
-pub(crate) fn free_port() -> anyhow::Result<u16> {
+/// A free loopback TCP port for a child process (bound and released; the demo, the bench and
+/// the tests give it to a child). Picked at random below the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`), where a server binding port 0 — such as another
+/// test's in-process mock — cannot be handed the same port before the child binds it. Falls back
+/// to a port the kernel picks when no such range is known or free. The caller should still wait
+/// for the child to say it listens ([`wait_listening`]).
+pub fn free_port() -> anyhow::Result<u16> {
+    use rand::Rng;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            t.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        });
+    if let Some(low) = ephemeral_low.filter(|l| *l > 20_000) {
+        let mut rng = rand::rng();
+        for _ in 0..200 {
+            let port = rng.random_range(15_000..low);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }

@@ -25,11 +25,7 @@ struct PrivateBroker {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    lienthong::demo::free_port().expect("a free port")
 }
 
 impl PrivateBroker {

@@ -34,11 +34,7 @@ impl Drop for Proc {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    lienthong::demo::free_port().expect("a free port")
 }
 
 pub fn spawn_run(config: &std::path::Path, log: &std::path::Path) -> Proc {
