@@ -176,10 +176,10 @@ pub async fn wait_listening(log: &Path, what: &str, addr: &str, secs: u64) -> an
     }
 }
 
-/// The line `lienthong mock-agency` prints once it listens.
+/// How the line starts that `lienthong mock-agency` prints once it listens (the address follows).
 pub const MOCK_LISTENING: &str = "mock agencies listening on";
 
-/// The line `lienthong run` logs once its HTTP API listens.
+/// How the line starts that `lienthong run` logs once its HTTP API listens (the address follows).
 pub const HTTP_LISTENING: &str = "HTTP API listening on";
 
 /// Wait until `url` answers 2xx (polling every 100 ms), at most `secs` seconds.

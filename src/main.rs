@@ -539,7 +539,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let server = lienthong::mock::serve(&settings).await?;
             println!(
-                "mock agencies listening on http://{} (police: /police/v1, bhxh: /bhxh/api, control: /_mock)",
+                "{} http://{} (police: /police/v1, bhxh: /bhxh/api, control: /_mock)",
+                lienthong::demo::MOCK_LISTENING,
                 server.addr
             );
             let mut term =

@@ -273,7 +273,7 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         let addr = l.local_addr()?;
         // The demo and the bench wait for this line: a port they picked may have been taken
         // by another process meanwhile, whose server would answer in this one's stead.
-        tracing::info!("HTTP API listening on {addr}");
+        tracing::info!("{} {addr}", crate::demo::HTTP_LISTENING);
         http_addr = Some(addr);
         Some(l)
     } else {
