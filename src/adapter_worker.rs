@@ -19,6 +19,9 @@ use lienthong_core::trace::{TraceEvent, TraceEventKind, Tracer};
 
 use crate::context::Ctx;
 
+/// The supervised component's name (health, metrics).
+const COMPONENT: &str = "adapters";
+
 #[derive(Clone)]
 struct Worker {
     ctx: Ctx,
@@ -66,10 +69,12 @@ pub async fn run(ctx: Ctx, callback_base: String) -> anyhow::Result<()> {
         let adapter = lienthong_adapters::build_with(unit, &callback_base, Some(ctx.store.clone()))
             .map_err(anyhow::Error::msg)?;
         let component = format!("adapter:{}", unit.code);
-        let timeout = ctx.settings.bus.confirm_timeout_ms;
-        let tracer = ctx.tracer().await?;
+        let tracer = ctx
+            .tracer(COMPONENT, &format!("trace {}", unit.code))
+            .await?;
         let dlc = DeadLetterChannel::new(
-            Publisher::new(&ctx.conn, timeout).await?,
+            ctx.publisher(COMPONENT, &format!("dead letters {}", unit.code))
+                .await?,
             tracer.clone(),
             ctx.names.clone(),
             &component,
@@ -82,7 +87,9 @@ pub async fn run(ctx: Ctx, callback_base: String) -> anyhow::Result<()> {
             log: log.clone(),
             tracer,
             dlc,
-            retry: Publisher::new(&ctx.conn, timeout).await?,
+            retry: ctx
+                .publisher(COMPONENT, &format!("retry {}", unit.code))
+                .await?,
         };
         let channel = ctx.conn.create_channel().await?;
         let queue = ctx.names.unit_queue(&unit.code);

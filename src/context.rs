@@ -1,12 +1,13 @@
 //! What every component shares: settings, registry, names, the envelope validator, the store,
 //! the broker connection, and the shutdown signal.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use lapin::Connection;
+use lienthong_core::amqp::{Publisher, Supervision};
 use lienthong_core::envelope::EnvelopeValidator;
+pub use lienthong_core::health::Health;
 use lienthong_core::registry::{Registry, Settings};
 use lienthong_core::store::Store;
 use lienthong_core::topology::Names;
@@ -32,33 +33,13 @@ pub struct Ctx {
     pub conn: Arc<Connection>,
     /// Flips to true on shutdown.
     pub shutdown: watch::Receiver<bool>,
-    /// Which components hold a working broker connection (for `/readyz`).
+    /// Which components hold a working broker connection, and which of their channels cannot
+    /// publish (for `/readyz`).
     pub health: Health,
     /// The claim-check blob store.
     pub blobs: Arc<dyn lienthong_core::claimcheck::BlobStore>,
     /// The working-day calendar (`[calendar]`).
     pub calendar: Arc<lienthong_core::calendar::WorkCalendar>,
-}
-
-/// Broker connection state of each supervised component of this process.
-#[derive(Clone, Default)]
-pub struct Health {
-    inner: Arc<Mutex<BTreeMap<&'static str, bool>>>,
-}
-
-impl Health {
-    /// Record whether `component` is connected.
-    pub fn set(&self, component: &'static str, connected: bool) {
-        if let Ok(mut m) = self.inner.lock() {
-            m.insert(component, connected);
-        }
-    }
-
-    /// Every component's state, and whether all are connected.
-    pub fn snapshot(&self) -> (bool, BTreeMap<&'static str, bool>) {
-        let m = self.inner.lock().map(|m| m.clone()).unwrap_or_default();
-        (m.values().all(|c| *c), m)
-    }
 }
 
 impl Ctx {
@@ -67,17 +48,50 @@ impl Ctx {
         PathBuf::from(&self.settings.store.path)
     }
 
+    /// A publishing channel of `component` on this context's connection, named `channel` in
+    /// `/readyz` and in `lienthong_channel_recoveries_total`: reopened when the broker closes it,
+    /// re-declaring the topology first ([`Publisher`]). Errors: the channel could not be opened.
+    pub async fn publisher(
+        &self,
+        component: &str,
+        channel: &str,
+    ) -> Result<Publisher, lapin::Error> {
+        let settings = self.settings.clone();
+        let redeclare: lienthong_core::amqp::Redeclare = Arc::new(move |conn| {
+            let settings = settings.clone();
+            Box::pin(async move {
+                crate::run::apply_topology(&settings, &conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        });
+        Publisher::supervised(
+            &self.conn,
+            self.settings.bus.confirm_timeout_ms,
+            Supervision {
+                health: self.health.clone(),
+                component: component.to_string(),
+                channel: channel.to_string(),
+                redeclare: Some(redeclare),
+            },
+        )
+        .await
+    }
+
     /// A component's tracer: straight into the store through the process's group commit
     /// (`[store] trace_direct`, the default), else publishing to `<prefix>.trace` on a channel of
-    /// its own with publisher confirms. Errors: the channel could not be opened.
-    pub async fn tracer(&self) -> Result<lienthong_core::trace::Tracer, lapin::Error> {
+    /// its own ([`Ctx::publisher`] of `component`, named `channel`) with publisher confirms.
+    /// Errors: the channel could not be opened.
+    pub async fn tracer(
+        &self,
+        component: &str,
+        channel: &str,
+    ) -> Result<lienthong_core::trace::Tracer, lapin::Error> {
         use lienthong_core::trace::Tracer;
         if self.settings.store.trace_direct {
             return Ok(Tracer::to_store(self.writer.clone()));
         }
-        let publisher =
-            lienthong_core::amqp::Publisher::new(&self.conn, self.settings.bus.confirm_timeout_ms)
-                .await?;
+        let publisher = self.publisher(component, channel).await?;
         Ok(Tracer::new(publisher, self.names.trace_exchange()))
     }
 }

@@ -270,7 +270,7 @@ pub async fn run(
         crate::run::redact(&settings.bus.amqp_url)
     );
     // A fresh topology: the demo deletes its own prefix's queues from an earlier run.
-    let conn = crate::run::connect(&settings, "demo").await?;
+    let conn = Arc::new(crate::run::connect(&settings, "demo").await?);
     let topo = Topology::plan(&settings);
     topo.delete(&conn)
         .await

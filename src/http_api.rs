@@ -53,11 +53,10 @@ pub struct ApiBroker {
 /// Keep the API's broker handles filled while `ctx.conn` lives (run under the supervisor,
 /// which reconnects). Returns an error when the connection is lost.
 pub async fn hold_broker(ctx: Ctx, slot: BrokerSlot) -> anyhow::Result<()> {
-    let timeout = ctx.settings.bus.confirm_timeout_ms;
     let handles = ApiBroker {
         conn: ctx.conn.clone(),
-        publisher: Publisher::new(&ctx.conn, timeout).await?,
-        tracer: ctx.tracer().await?,
+        publisher: ctx.publisher(COMPONENT, "ingress").await?,
+        tracer: ctx.tracer(COMPONENT, "trace").await?,
     };
     *slot.write().await = Some(handles);
     let mut stop = ctx.shutdown.clone();
@@ -227,6 +226,18 @@ impl Api {
             Ok(()) => Ok(()),
             Err(PublishError::Returned { code, text }) => Err(Problem::unavailable(
                 format!("ingress exchange has no router queue bound ({code} {text})"),
+                5,
+            )),
+            Err(PublishError::TooLarge(why)) => Err(Rejection::new(
+                RejectCode::TooLarge,
+                format!(
+                    "the broker refuses a message of {} bytes: {why}; nothing was accepted",
+                    body.len()
+                ),
+            )
+            .into()),
+            Err(e @ PublishError::Channel(_)) => Err(Problem::unavailable(
+                format!("the bus cannot publish right now: {e}; nothing was accepted"),
                 5,
             )),
             Err(e) => Err(Problem::unavailable(
@@ -838,7 +849,9 @@ async fn blob(State(api): State<Api>, Path(sha256): Path<String>, headers: Heade
     }
 }
 
-/// The broker state of this process: (all connected and not blocked, JSON body).
+/// The broker state of this process: (every component connected, no channel failing and the
+/// broker not blocking publishers; the JSON body). The body names each component's state and,
+/// in `problems`, every component that cannot publish with the broker's error.
 async fn broker_state(api: &Api) -> (bool, Value) {
     let (all, components) = api.ctx.health.snapshot();
     let blocked = api
@@ -848,16 +861,22 @@ async fn broker_state(api: &Api) -> (bool, Value) {
         .as_ref()
         .is_some_and(|b| b.conn.status().blocked());
     let ok = all && !blocked;
-    let broker = if !all {
+    let broker = if components.values().any(|c| !c.connected) {
         "unreachable"
     } else if blocked {
         "blocking publishers"
+    } else if !all {
+        "channel failing"
     } else {
         "connected"
     };
+    let mut problems = api.ctx.health.problems();
+    if blocked {
+        problems.push("the broker is blocking publishers (memory or disk alarm)".into());
+    }
     (
         ok,
-        json!({"status": if ok { "ok" } else { "degraded" }, "broker": broker, "components": components}),
+        json!({"status": if ok { "ok" } else { "degraded" }, "broker": broker, "components": components, "problems": problems}),
     )
 }
 
@@ -867,8 +886,8 @@ async fn healthz(State(api): State<Api>) -> Response {
     Json(broker_state(&api).await.1).into_response()
 }
 
-/// Readiness: 503 `degraded` while any component of this process has no broker connection,
-/// or the broker blocks publishers.
+/// Readiness: 503 `degraded` while any component of this process has no broker connection or a
+/// channel it cannot publish on, or the broker blocks publishers.
 async fn readyz(State(api): State<Api>) -> Response {
     let (ok, body) = broker_state(&api).await;
     if ok {

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod dossier_view;
 pub mod edxml_cli;
 pub mod http_api;
+pub mod logging;
 pub mod mock;
 pub mod problem;
 pub mod process_manager;

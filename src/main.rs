@@ -259,10 +259,7 @@ fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,lapin=warn".into()),
-        )
+        .with_env_filter(lienthong::logging::env_filter("info,lapin=warn"))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

@@ -168,14 +168,9 @@ impl ProcessManager {
             .await
             .map_err(|e| PmError::Retry(e.to_string()))?
             .map_err(|e| PmError::Retry(e.to_string()))?;
-            let mut sent = self.publish_to(&entry.receiver, &entry.body, &env).await;
-            if matches!(sent, Err(PublishError::Returned { .. })) {
-                if let Err(e) = crate::run::apply_topology(&self.ctx.settings, &self.ctx.conn).await
-                {
-                    tracing::warn!(message = "re-declaring the topology failed", error = %e);
-                }
-                sent = self.publish_to(&entry.receiver, &entry.body, &env).await;
-            }
+            // A unit queue deleted by hand is declared again by the publisher (see
+            // `router::publish_to_unit`).
+            let sent = self.publish_to(&entry.receiver, &entry.body, &env).await;
             sent.map_err(|e| {
                 PmError::Retry(format!(
                     "publishing {} to {} failed: {e}",

@@ -48,7 +48,9 @@ pub struct Report {
 /// Replay the dead letters matching `filter` (at most 10,000 at a time).
 pub async fn replay(settings: &Settings, filter: &Filter, dry_run: bool) -> anyhow::Result<Report> {
     let names = Names::new(&settings.bus.prefix);
-    let conn = crate::run::connect(settings, &format!("{}/replay", settings.bus.prefix)).await?;
+    let conn = std::sync::Arc::new(
+        crate::run::connect(settings, &format!("{}/replay", settings.bus.prefix)).await?,
+    );
     let publisher = Publisher::new(&conn, settings.bus.confirm_timeout_ms).await?;
     let ch = conn.create_channel().await?;
     let q = ch
@@ -150,7 +152,9 @@ pub async fn resend(
     let store = lienthong_core::store::Store::open(std::path::Path::new(&settings.store.path))?;
     let messages = store.stored_messages(sel)?;
     let names = Names::new(&settings.bus.prefix);
-    let conn = crate::run::connect(settings, &format!("{}/resend", settings.bus.prefix)).await?;
+    let conn = std::sync::Arc::new(
+        crate::run::connect(settings, &format!("{}/resend", settings.bus.prefix)).await?,
+    );
     crate::run::apply_topology(settings, &conn).await?;
     let publisher = Publisher::new(&conn, settings.bus.confirm_timeout_ms).await?;
     let mut done = Vec::new();

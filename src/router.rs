@@ -39,22 +39,22 @@ const INLINE_VALIDATION_BYTES: usize = 256 * 1024;
 
 /// Run the router until shutdown.
 pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
-    let timeout = ctx.settings.bus.confirm_timeout_ms;
-    let publisher = Publisher::new(&ctx.conn, timeout).await?;
-    let tracer = ctx.tracer().await?;
+    let publisher = ctx.publisher(COMPONENT, "deliver").await?;
+    let tracer = ctx.tracer(COMPONENT, "trace").await?;
     let dlc = DeadLetterChannel::new(
-        Publisher::new(&ctx.conn, timeout).await?,
+        ctx.publisher(COMPONENT, "dead letters").await?,
         tracer.clone(),
         ctx.names.clone(),
         COMPONENT,
     );
     let pm = crate::process_manager::ProcessManager::new(
         ctx.clone(),
-        Publisher::new(&ctx.conn, timeout).await?,
+        ctx.publisher(COMPONENT, "process outbox").await?,
         tracer.clone(),
     );
-    // The sweeper: outbox left by a crash, due-soon and overdue alerts.
-    let sweeper = tokio::spawn(pm.clone().sweep_forever());
+    // The sweeper: outbox left by a crash, due-soon and overdue alerts. It lives as long as this
+    // connection's router: aborted however `run` ends (a restart starts a new one).
+    let sweeper = AbortOnDrop(tokio::spawn(pm.clone().sweep_forever()));
     let router = Router {
         ctx: ctx.clone(),
         publisher,
@@ -80,8 +80,17 @@ pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
         },
     )
     .await?;
-    sweeper.abort();
+    drop(sweeper);
     Ok(())
+}
+
+/// A task aborted when this handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Router {
@@ -110,13 +119,20 @@ impl Router {
             }
             Err(Failure::Publish(e)) => {
                 tracing::warn!(message = "publish not confirmed; requeueing the delivery", error = %e);
+                // A channel being repaired (or a topology that cannot be declared) is not fixed
+                // in 200 ms: wait longer before the redelivery.
+                let pause = if matches!(e, PublishError::Channel(_)) {
+                    1000
+                } else {
+                    200
+                };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                requeue(&d).await;
+            }
+            Err(Failure::Retry(why)) => {
+                tracing::warn!(message = "cannot finish the message now; requeueing the delivery", error = %why);
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let _ = d
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        multiple: false,
-                    })
-                    .await;
+                requeue(&d).await;
             }
         }
     }
@@ -131,15 +147,7 @@ impl Router {
             let body = d.data.clone();
             tokio::task::spawn_blocking(move || validator.accept(&body))
                 .await
-                .map_err(|e| {
-                    Failure::Reject(
-                        Rejection::new(
-                            RejectCode::InvalidField,
-                            format!("validation task failed: {e}"),
-                        ),
-                        None,
-                    )
-                })?
+                .map_err(|e| Failure::Retry(format!("validation task failed: {e}")))?
         };
         let env = accepted.map_err(|r| Failure::Reject(r, None))?;
         let received = TraceEvent::new(TraceEventKind::Received, COMPONENT, Some(&env))
@@ -149,10 +157,7 @@ impl Router {
         // run the dossier, and where did it come from.
         let (runs, origin) = match self.reader.lookup_dossier(&env.ma_ho_so) {
             Ok(found) => found,
-            Err(e) => {
-                tracing::error!(message = "cannot read the store; requeueing", error = %e);
-                return Err(Failure::Publish(PublishError::Timeout(0)));
-            }
+            Err(e) => return Err(Failure::Retry(format!("cannot read the store: {e}"))),
         };
         // The process manager runs the dossiers filed without a receiver.
         use crate::process_manager::PmError;
@@ -161,10 +166,9 @@ impl Router {
             return match self.pm.handle(&env).await {
                 Ok(()) => Ok(()),
                 Err(PmError::Reject(r)) => Err(Failure::Reject(r, Some(Box::new(env)))),
-                Err(PmError::Retry(e)) => {
-                    tracing::warn!(message = "process manager could not finish; requeueing", error = %e);
-                    Err(Failure::Publish(PublishError::Timeout(0)))
-                }
+                Err(PmError::Retry(e)) => Err(Failure::Retry(format!(
+                    "the process manager could not finish: {e}"
+                ))),
             };
         }
         let decision = match routing::check(&self.ctx.registry, &env, origin.as_ref()) {
@@ -191,9 +195,11 @@ impl Router {
             .await;
             match res {
                 Ok((e, Ok(_))) => env = e,
-                _ => {
-                    tracing::error!(message = "the claim-check store failed; requeueing");
-                    return Err(Failure::Publish(PublishError::Timeout(0)));
+                Ok((_, Err(e))) => {
+                    return Err(Failure::Retry(format!("the claim-check store failed: {e}")));
+                }
+                Err(e) => {
+                    return Err(Failure::Retry(format!("the claim-check task failed: {e}")));
                 }
             }
         }
@@ -231,15 +237,9 @@ impl Router {
         // is checked against it), so that write goes first. Any other message is written while
         // it is being published: if the write then fails, the delivery is requeued and its
         // redelivery published again with the same message id, which receivers dedupe.
-        let store_failed = |e: String| {
-            tracing::error!(
-                message = "cannot write the message store; requeueing",
-                ma_ho_so = env.ma_ho_so,
-                error = %e
-            );
-            Failure::Publish(PublishError::Timeout(0))
-        };
-        let (stored_at, (mut published, publish_start)) = if records_origin {
+        let store_failed =
+            |e: String| Failure::Retry(format!("cannot write the message store: {e}"));
+        let (stored_at, (published, publish_start)) = if records_origin {
             let (kept, stored_at) = store.await;
             kept.map_err(store_failed)?;
             (stored_at, publish.await)
@@ -248,29 +248,30 @@ impl Router {
             kept.map_err(store_failed)?;
             (stored_at, published)
         };
-        if matches!(published, Err(PublishError::Returned { .. })) {
-            // The receiver's queue is gone (deleted by hand?): declare the topology again and
-            // try once more before calling the message unroutable.
-            if let Err(e) = crate::run::apply_topology(&self.ctx.settings, &self.ctx.conn).await {
-                tracing::warn!(message = "re-declaring the topology failed", error = %e);
-            } else {
-                tracing::warn!(
-                    message = "a unit queue was missing; topology declared again",
-                    unit = decision.receiver
-                );
-            }
-            published = self.publish_to(&decision.receiver, &body, &env).await;
-        }
         let published_at = std::time::Instant::now();
         match published {
             Ok(()) => {}
             Err(PublishError::Returned { code, text }) => {
+                // Returned although the publisher re-declared the topology and published again.
                 self.tracer.emit_all(vec![received, validated]).await?;
                 return Err(Failure::Reject(
                     Rejection::new(
                         RejectCode::Unroutable,
                         format!(
                             "no queue took the message for {} (broker: {code} {text})",
+                            decision.receiver
+                        ),
+                    ),
+                    Some(Box::new(env)),
+                ));
+            }
+            Err(PublishError::TooLarge(why)) => {
+                self.tracer.emit_all(vec![received, validated]).await?;
+                return Err(Failure::Reject(
+                    Rejection::new(
+                        RejectCode::TooLarge,
+                        format!(
+                            "the broker refuses to carry it to {}: {why} (lower [envelope] max_envelope_bytes or max_inline_attachment_bytes below the broker's max_message_size)",
                             decision.receiver
                         ),
                     ),
@@ -302,7 +303,8 @@ impl Router {
 }
 
 /// Publish `body` (the envelope `env`) to `receiver`'s queue through the deliver exchange,
-/// `mandatory`, and wait for the publisher confirm. `Returned` when no queue took it.
+/// `mandatory`, and wait for the publisher confirm. `Returned` when no queue took it even after
+/// the publisher re-declared the topology (a unit queue deleted by hand is declared again).
 pub async fn publish_to_unit(
     publisher: &Publisher,
     names: &lienthong_core::topology::Names,
@@ -311,15 +313,13 @@ pub async fn publish_to_unit(
     env: &Envelope,
 ) -> Result<(), PublishError> {
     publisher
-        .start(
+        .publish(
             &names.deliver_exchange(),
             receiver,
             body,
             envelope_properties(env),
             true,
         )
-        .await?
-        .wait()
         .await
 }
 
@@ -333,9 +333,24 @@ fn stage(name: &'static str, took: Duration) {
         .record(took.as_secs_f64());
 }
 
+/// Why a delivery was not acked.
 enum Failure {
+    /// The message is wrong: dead-letter it with this reason.
     Reject(Rejection, Option<Box<Envelope>>),
+    /// A publish or its confirm failed: requeue.
     Publish(PublishError),
+    /// The store or a task failed: requeue.
+    Retry(String),
+}
+
+/// Give a delivery back to the broker (it is redelivered, with the same message id).
+async fn requeue(d: &Delivery) {
+    let _ = d
+        .nack(BasicNackOptions {
+            requeue: true,
+            multiple: false,
+        })
+        .await;
 }
 
 impl From<PublishError> for Failure {

@@ -124,7 +124,7 @@ where
         if *stop.borrow() {
             return (name, Ok(()));
         }
-        base.health.set(name, false);
+        base.health.set_connected(name, false);
         let attempt = tokio::select! {
             c = lienthong_core::amqp::connect(&settings.bus.amqp_url, &conn_name) => c,
             _ = stop.changed() => return (name, Ok(())),
@@ -138,14 +138,14 @@ where
                 }
                 Err(f) => Err(anyhow::Error::from(f)),
                 Ok(()) => {
-                    base.health.set(name, true);
+                    base.health.set_connected(name, true);
                     delay = min;
                     let ctx = Ctx {
                         conn: Arc::new(conn),
                         ..base.clone()
                     };
                     let r = component(ctx.clone()).await;
-                    base.health.set(name, false);
+                    base.health.set_connected(name, false);
                     let _ = tokio::time::timeout(
                         crate::consume::SHUTDOWN_STEP,
                         ctx.conn.close(200, "component stopped".into()),
@@ -254,7 +254,7 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         store,
         conn: Arc::new(conn),
         shutdown: rx,
-        health: crate::context::Health::default(),
+        health: lienthong_core::health::Health::default(),
         blobs: Arc::new(lienthong_core::claimcheck::LocalBlobStore::new(
             std::path::Path::new(&settings.store.blob_dir),
         )),

@@ -524,3 +524,102 @@ async fn agency_down_past_a_lowered_consumer_timeout_never_gets_the_consumer_can
     bus.stop().await;
     drop(broker);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_brokers_max_size_gets_413_and_the_closed_channel_is_reopened_for_the_rest()
+ {
+    // The broker refuses messages over 200,000 bytes by closing the publishing *channel*
+    // (406 PRECONDITION_FAILED): the HTTP API must not be left with a dead channel.
+    let broker = PrivateBroker::start_with("maxsize", "max_message_size = 200000");
+    let url = broker.url();
+    let bus = Bus::start_with("broker-maxsize", |s| {
+        s.bus.amqp_url = url.clone();
+        s.mock.callback_delay_ms = 20;
+    })
+    .await;
+    let mut centre = listen_reconnecting(url.clone(), bus.names.unit_queue(SON_HA));
+    let background = send_background(&bus, BACKGROUND, 5400).await;
+    let client = reqwest::Client::new();
+    let post = |env: &Envelope| {
+        client
+            .post(format!("{}/v1/messages", bus.http))
+            .bearer_auth("dev-key-pac-sonha")
+            .json(env)
+            .send()
+    };
+    // 5 dossiers with a 180 kB scan inline (about 240 kB as JSON: over the broker's limit,
+    // within the bus's own), each followed by an ordinary dossier over HTTP.
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let scan = vec![0x25u8; 180_000];
+    let mut accepted = Vec::new();
+    for i in 0..5 {
+        let mut big = birth(5800 + i, POLICE);
+        big.attachments = vec![lienthong_core::envelope::Attachment {
+            name: "to-khai.pdf".into(),
+            media_type: "application/pdf".into(),
+            size_bytes: scan.len() as u64,
+            sha256: lienthong_core::envelope::hex(&sha2::Sha256::digest(&scan)),
+            content_base64: Some(base64::engine::general_purpose::STANDARD.encode(&scan)),
+            reference: None,
+        }];
+        let r = post(&big).await.expect("POST");
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        assert_eq!(status, reqwest::StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("max size")),
+            "the broker's limit is named: {body}"
+        );
+        let small = birth(5900 + i, BHXH);
+        let r = post(&small).await.expect("POST");
+        assert_eq!(
+            r.status(),
+            reqwest::StatusCode::ACCEPTED,
+            "the next message goes through on a reopened channel"
+        );
+        accepted.push(small);
+    }
+    let mut all = background.clone();
+    all.extend(accepted);
+    let ids = ids_of(&all);
+    let answers = collect_answers(&mut centre, &ids, 120).await;
+    let (lost, twice) = tally(&ids, &answers);
+    assert_eq!((lost, twice), (0, 0), "one result per dossier");
+    let (police, bhxh) = per_agency(&all);
+    let stats = bus.mock_stats().await;
+    assert_eq!(stats["police"]["effects"], police, "{stats}");
+    assert_eq!(stats["bhxh"]["effects"], bhxh, "{stats}");
+    let ready = reqwest::get(format!("{}/readyz", bus.http))
+        .await
+        .expect("readyz");
+    assert!(ready.status().is_success(), "ready, without a restart");
+    let metrics = reqwest::get(format!("{}/metrics", bus.http))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("lienthong_channel_recoveries_total")
+                && l.contains("channel=\"ingress\"")),
+        "channel recoveries are counted: {metrics}"
+    );
+    record_reliability(Reliability {
+        scenario: "a message over the broker's max_message_size (private node)".into(),
+        fault: format!(
+            "max_message_size = 200000; 5 POSTs of ~240 kB (each closes the HTTP API's channel with 406 PRECONDITION_FAILED: 413), each followed by an ordinary POST; {BACKGROUND} dossiers alongside"
+        ),
+        messages: ids.len(),
+        lost,
+        duplicate_effects: effects_beyond(&stats, police, bhxh),
+        recovery_ms: None,
+        redelivered_copies: 0,
+    });
+    bus.stop().await;
+    drop(broker);
+}

@@ -1,12 +1,18 @@
 //! AMQP plumbing on lapin: connecting, publishing with publisher confirms (and `mandatory`,
-//! where a `basic.return` is a failure even though a confirm ack follows), message properties.
+//! where a `basic.return` is a failure even though a confirm ack follows) on channels that are
+//! reopened when the broker closes them, message properties.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use lapin::{Confirmation, PublisherConfirm};
+
+use crate::health::Health;
 
 /// Publishing failed: the message must be treated as not sent.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +37,36 @@ pub enum PublishError {
     /// A batch this message went out in was not confirmed (the batch's error, as text).
     #[error("batch not confirmed: {0}")]
     Batch(String),
+    /// The broker closed the publishing channel (a channel-level error such as `NOT_FOUND - no
+    /// exchange …` or `PRECONDITION_FAILED - …`) and it could not be reopened, or re-declaring
+    /// the topology failed; the publisher keeps trying in the background (see [`Publisher`]).
+    #[error("the channel cannot publish: {0}")]
+    Channel(String),
+    /// The broker refuses messages this large (`PRECONDITION_FAILED - message size … is larger
+    /// than configured max size …`, its `max_message_size`): sending it again cannot help.
+    #[error("the broker refuses a message this large: {0}")]
+    TooLarge(String),
+}
+
+impl PublishError {
+    /// The broker's error when it closed the channel for this publish (a soft, channel-level
+    /// AMQP error such as 404 NOT_FOUND or 406 PRECONDITION_FAILED), as text.
+    fn channel_error(&self) -> Option<String> {
+        match self {
+            PublishError::Amqp(e) => match e.kind() {
+                lapin::ErrorKind::ProtocolError(a)
+                    if matches!(a.kind(), lapin::protocol::AMQPErrorKind::Soft(_)) =>
+                {
+                    Some(a.get_message().to_string())
+                }
+                lapin::ErrorKind::InvalidChannelState(..) | lapin::ErrorKind::InvalidChannel(_) => {
+                    Some(e.to_string())
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 /// Connect to the broker, naming the connection `lienthong/<name>` (the bus names it
@@ -41,12 +77,66 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> 
     Connection::connect(url, props).await
 }
 
-/// A channel in confirm mode. Every publish waits (or is awaited) for its publisher confirm.
+/// Re-declares what a publisher publishes to (the bus passes "declare the whole topology") on
+/// the publisher's connection. Errors: the declaration's error, as text.
+pub type Redeclare = Arc<
+    dyn Fn(Arc<Connection>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Who a [`Publisher`] reports to: the process's [`Health`] under `component` / `channel`, and
+/// the counter `lienthong_channel_recoveries_total{component, channel}`.
+#[derive(Clone)]
+pub struct Supervision {
+    /// The process's broker health (`/readyz`).
+    pub health: Health,
+    /// The supervised component (`router`, `adapters`, `http`, `tracer`).
+    pub component: String,
+    /// What the channel publishes (`deliver`, `dead letters`, `ingress`, `retry CA.H48`, …).
+    pub channel: String,
+    /// How to re-declare the topology (after a channel was closed for a missing exchange, or a
+    /// `mandatory` message was returned for a missing queue).
+    pub redeclare: Option<Redeclare>,
+}
+
+/// A publishing channel in confirm mode that survives channel-level errors. Every publish waits
+/// (or is awaited) for its publisher confirm.
+///
+/// The broker closes a *channel*, not the connection, for errors such as publishing to an
+/// exchange that does not exist (404 NOT_FOUND) or a precondition failure (406); lapin then
+/// refuses every later publish on it. A `Publisher` notices, opens a new channel on the same
+/// connection (re-declaring the topology first when it has a [`Redeclare`]), and retries the
+/// publish (at most [`Publisher::ATTEMPTS`] times; the message keeps its message id, so a copy
+/// the broker did take is deduplicated downstream). While it cannot, it reports the channel
+/// failing in [`Health`] with the broker's error and a background task keeps repairing it with
+/// backoff (200 ms doubling to 10 s), so `/readyz` turns ready again on its own once the cause
+/// is removed. A lost *connection* is not repaired here: the component's supervisor reconnects.
 #[derive(Clone)]
 pub struct Publisher {
-    channel: Channel,
-    confirm_timeout: Duration,
+    inner: Arc<Inner>,
 }
+
+struct Inner {
+    conn: Arc<Connection>,
+    channel: std::sync::Mutex<Channel>,
+    confirm_timeout: Duration,
+    supervision: Option<Supervision>,
+    repair: tokio::sync::Mutex<RepairState>,
+    healing: std::sync::atomic::AtomicBool,
+}
+
+/// The state of repairs: the last failure and when to try again.
+#[derive(Default)]
+struct RepairState {
+    /// Set while broken: (why, not before).
+    broken: Option<(String, tokio::time::Instant)>,
+    /// The next wait after a failed repair.
+    backoff: Duration,
+}
+
+const REPAIR_MIN: Duration = Duration::from_millis(200);
+const REPAIR_MAX: Duration = Duration::from_secs(10);
 
 /// A publish on the wire whose confirm is still to come.
 pub struct Pending {
@@ -72,27 +162,70 @@ impl Pending {
 }
 
 impl Publisher {
-    /// Open a channel on `conn` and put it in confirm mode.
+    /// Attempts of one [`Publisher::publish`] when the broker closes the channel under it.
+    pub const ATTEMPTS: u32 = 3;
+
+    /// Open a channel on `conn` and put it in confirm mode; no health reporting and no
+    /// re-declaration (tools, tests).
     pub async fn new(
-        conn: &Connection,
+        conn: &Arc<Connection>,
         confirm_timeout_ms: u64,
     ) -> Result<Publisher, lapin::Error> {
-        let channel = conn.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        Self::open(conn, confirm_timeout_ms, None).await
+    }
+
+    /// [`Publisher::new`], reporting to `supervision` and re-declaring with its [`Redeclare`].
+    pub async fn supervised(
+        conn: &Arc<Connection>,
+        confirm_timeout_ms: u64,
+        supervision: Supervision,
+    ) -> Result<Publisher, lapin::Error> {
+        Self::open(conn, confirm_timeout_ms, Some(supervision)).await
+    }
+
+    async fn open(
+        conn: &Arc<Connection>,
+        confirm_timeout_ms: u64,
+        supervision: Option<Supervision>,
+    ) -> Result<Publisher, lapin::Error> {
+        let channel = confirm_channel(conn).await?;
         Ok(Publisher {
-            channel,
-            confirm_timeout: Duration::from_millis(confirm_timeout_ms),
+            inner: Arc::new(Inner {
+                conn: conn.clone(),
+                channel: std::sync::Mutex::new(channel),
+                confirm_timeout: Duration::from_millis(confirm_timeout_ms),
+                supervision,
+                repair: tokio::sync::Mutex::new(RepairState::default()),
+                healing: std::sync::atomic::AtomicBool::new(false),
+            }),
         })
     }
 
-    /// The underlying channel.
-    pub fn channel(&self) -> &Channel {
-        &self.channel
+    /// The channel publishes go out on now (a new one after each repair).
+    pub fn channel(&self) -> Channel {
+        match self.inner.channel.lock() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
     }
 
-    /// Put a message on the wire; the returned [`Pending`] resolves with its confirm.
+    /// The connection this publisher's channels are opened on.
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.inner.conn
+    }
+
+    /// A working channel: the current one, or a repaired one if the broker closed it.
+    async fn ready_channel(&self) -> Result<Channel, PublishError> {
+        let ch = self.channel();
+        if ch.status().connected() {
+            return Ok(ch);
+        }
+        self.repair(None, false).await?;
+        Ok(self.channel())
+    }
+
+    /// Put a message on the wire; the returned [`Pending`] resolves with its confirm. A channel
+    /// the broker closed is reopened first (see [`Publisher`]).
     pub async fn start(
         &self,
         exchange: &str,
@@ -101,26 +234,48 @@ impl Publisher {
         props: BasicProperties,
         mandatory: bool,
     ) -> Result<Pending, PublishError> {
-        let confirm = self
-            .channel
-            .basic_publish(
-                ShortString::from(exchange),
-                ShortString::from(routing_key),
-                BasicPublishOptions {
-                    mandatory,
-                    immediate: false,
-                },
-                body,
-                props,
-            )
-            .await?;
-        Ok(Pending {
-            confirm,
-            timeout: self.confirm_timeout,
-        })
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let ch = self.ready_channel().await?;
+            let r = ch
+                .basic_publish(
+                    ShortString::from(exchange),
+                    ShortString::from(routing_key),
+                    BasicPublishOptions {
+                        mandatory,
+                        immediate: false,
+                    },
+                    body,
+                    props.clone(),
+                )
+                .await;
+            match r {
+                Ok(confirm) => {
+                    return Ok(Pending {
+                        confirm,
+                        timeout: self.inner.confirm_timeout,
+                    });
+                }
+                Err(e) => {
+                    let e = PublishError::Amqp(e);
+                    if tries < Self::ATTEMPTS
+                        && let Some(why) = e.channel_error()
+                        && self.inner.conn.status().connected()
+                    {
+                        self.note_closed(&why).await;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
     }
 
-    /// Publish and wait for the confirm.
+    /// Publish and wait for the confirm. A channel the broker closes under the publish is
+    /// reopened and the publish retried (same body and properties); a `mandatory` message the
+    /// broker returns (its queue is missing) is published once more after re-declaring the
+    /// topology, when this publisher has a [`Redeclare`].
     pub async fn publish(
         &self,
         exchange: &str,
@@ -129,11 +284,210 @@ impl Publisher {
         props: BasicProperties,
         mandatory: bool,
     ) -> Result<(), PublishError> {
-        self.start(exchange, routing_key, body, props, mandatory)
-            .await?
-            .wait()
-            .await
+        let mut tries = 0;
+        let mut redeclared = false;
+        loop {
+            tries += 1;
+            let r = self
+                .start(exchange, routing_key, body, props.clone(), mandatory)
+                .await?
+                .wait()
+                .await;
+            let Err(e) = r else {
+                return Ok(());
+            };
+            if let PublishError::Returned { code, text } = &e {
+                tracing::warn!(
+                    message = "the broker returned a message (no queue took it)",
+                    message_id = props.message_id().as_ref().map(|m| m.as_str()).unwrap_or("-"),
+                    ma_ho_so = header_str(&props, "x-ma-ho-so").as_deref().unwrap_or("-"),
+                    exchange,
+                    routing_key,
+                    reply = %format!("{code} {text}")
+                );
+                if !redeclared && self.redeclare_hook().is_some() {
+                    redeclared = true;
+                    self.repair(
+                        Some(format!("{code} {text} for {exchange}/{routing_key}")),
+                        true,
+                    )
+                    .await?;
+                    continue;
+                }
+                return Err(e);
+            }
+            let Some(why) = e.channel_error() else {
+                return Err(e);
+            };
+            if why.contains("larger than configured max size") {
+                // The broker closed the channel for this message's size: reopen for the others,
+                // and fail this one for good.
+                self.note_closed(&why).await;
+                return Err(PublishError::TooLarge(why));
+            }
+            if tries >= Self::ATTEMPTS || !self.inner.conn.status().connected() {
+                self.note_closed(&why).await;
+                return Err(PublishError::Channel(why));
+            }
+            self.note_closed(&why).await;
+        }
     }
+
+    fn redeclare_hook(&self) -> Option<&Redeclare> {
+        self.inner.supervision.as_ref()?.redeclare.as_ref()
+    }
+
+    /// The broker closed the channel (`why`): repair it now, and keep repairing in the
+    /// background if that fails.
+    async fn note_closed(&self, why: &str) {
+        tracing::warn!(
+            message = "the broker closed a publishing channel; reopening it",
+            component = self.component(),
+            channel = self.channel_name(),
+            error = why
+        );
+        let _ = self.repair(Some(why.to_string()), false).await;
+    }
+
+    fn component(&self) -> &str {
+        self.inner
+            .supervision
+            .as_ref()
+            .map(|s| s.component.as_str())
+            .unwrap_or("-")
+    }
+
+    fn channel_name(&self) -> &str {
+        self.inner
+            .supervision
+            .as_ref()
+            .map(|s| s.channel.as_str())
+            .unwrap_or("-")
+    }
+
+    /// Reopen the channel if the broker closed it, and re-declare the topology (when the
+    /// channel was reopened, or `redeclare` asks for it) — unless a failed repair's backoff has
+    /// not run out, in which case its error is returned at once. `cause` is what broke it.
+    async fn repair(&self, cause: Option<String>, redeclare: bool) -> Result<(), PublishError> {
+        let mut st = self.inner.repair.lock().await;
+        let closed = !self.channel().status().connected();
+        if !closed && !redeclare {
+            return Ok(());
+        }
+        if !self.inner.conn.status().connected() {
+            return Err(PublishError::Channel(
+                "the broker connection is lost; the component reconnects".into(),
+            ));
+        }
+        if let Some((why, not_before)) = &st.broken
+            && tokio::time::Instant::now() < *not_before
+        {
+            return Err(PublishError::Channel(why.clone()));
+        }
+        let cause = cause.or_else(|| st.broken.as_ref().map(|b| b.0.clone()));
+        let attempt = async {
+            if closed {
+                let ch = confirm_channel(&self.inner.conn)
+                    .await
+                    .map_err(|e| format!("reopening the channel: {e}"))?;
+                if let Ok(mut c) = self.inner.channel.lock() {
+                    *c = ch;
+                }
+            }
+            if let Some(re) = self.redeclare_hook() {
+                re(self.inner.conn.clone())
+                    .await
+                    .map_err(|e| format!("re-declaring the topology: {e}"))?;
+            }
+            Ok::<(), String>(())
+        };
+        match attempt.await {
+            Ok(()) => {
+                let was_broken = st.broken.take().is_some();
+                st.backoff = Duration::ZERO;
+                if closed || was_broken {
+                    tracing::info!(
+                        message = "publishing channel repaired",
+                        component = self.component(),
+                        channel = self.channel_name(),
+                        cause = cause.as_deref().unwrap_or("-")
+                    );
+                }
+                if let Some(s) = &self.inner.supervision {
+                    if closed {
+                        metrics::counter!("lienthong_channel_recoveries_total", "component" => s.component.clone(), "channel" => s.channel.clone()).increment(1);
+                    }
+                    s.health.channel_ok(&s.component, &s.channel);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let why = match &cause {
+                    Some(c) => format!("{c}; {e}"),
+                    None => e,
+                };
+                st.backoff = (st.backoff * 2).clamp(REPAIR_MIN, REPAIR_MAX);
+                st.broken = Some((why.clone(), tokio::time::Instant::now() + st.backoff));
+                tracing::warn!(
+                    message = "cannot repair a publishing channel; retrying in the background",
+                    component = self.component(),
+                    channel = self.channel_name(),
+                    error = why,
+                    retry_in_ms = st.backoff.as_millis() as u64
+                );
+                if let Some(s) = &self.inner.supervision {
+                    s.health.channel_failed(&s.component, &s.channel, &why);
+                }
+                drop(st);
+                self.heal_in_background();
+                Err(PublishError::Channel(why))
+            }
+        }
+    }
+
+    /// Keep repairing until it works or the connection is gone (then the supervisor takes over),
+    /// so that health recovers without traffic. One such task per publisher at a time.
+    fn heal_in_background(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.healing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let p = Publisher { inner };
+                let wait = {
+                    let st = p.inner.repair.lock().await;
+                    match &st.broken {
+                        None => {
+                            p.inner.healing.store(false, Ordering::Release);
+                            return;
+                        }
+                        Some((_, at)) => at.saturating_duration_since(tokio::time::Instant::now()),
+                    }
+                };
+                if !p.inner.conn.status().connected() {
+                    p.inner.healing.store(false, Ordering::Release);
+                    return;
+                }
+                drop(p);
+                tokio::time::sleep(wait).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let p = Publisher { inner };
+                let _ = p.repair(None, true).await;
+            }
+        });
+    }
+}
+
+/// A new channel on `conn` in confirm mode.
+async fn confirm_channel(conn: &Connection) -> Result<Channel, lapin::Error> {
+    let channel = conn.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
 }
 
 /// Properties of an envelope message: JSON, persistent (delivery mode 2), message id, kind as

@@ -97,7 +97,7 @@ pub struct Bus {
     pub dir: PathBuf,
     pub mock: Option<MockServer>,
     pub running: Option<Running>,
-    pub conn: Connection,
+    pub conn: std::sync::Arc<Connection>,
     pub publisher: Publisher,
     pub names: Names,
     pub http: String,
@@ -143,10 +143,7 @@ impl Bus {
     /// The same, with the test's own changes to the settings.
     pub async fn start_with(name: &str, change: impl FnOnce(&mut Settings)) -> Bus {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "warn,lapin=error".into()),
-            )
+            .with_env_filter(lienthong::logging::env_filter("warn,lapin=error"))
             .with_test_writer()
             .try_init();
         let (mut s, dir) = settings(name);
@@ -157,9 +154,11 @@ impl Bus {
             .await
             .expect("bus starts");
         let http = format!("http://{}", running.http_addr.expect("http addr"));
-        let conn = Connection::connect(&s.bus.amqp_url, Default::default())
-            .await
-            .expect("broker on 127.0.0.1:5672");
+        let conn = std::sync::Arc::new(
+            Connection::connect(&s.bus.amqp_url, Default::default())
+                .await
+                .expect("broker on 127.0.0.1:5672"),
+        );
         let publisher = Publisher::new(&conn, 10_000).await.expect("publisher");
         let mock_url = format!("http://{}", mock.addr);
         Bus {

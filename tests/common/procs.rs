@@ -83,9 +83,11 @@ pub async fn view_of(
     dir: &std::path::Path,
     mock: &lienthong::mock::MockServer,
 ) -> Bus {
-    let conn = lapin::Connection::connect(AMQP_URL, Default::default())
-        .await
-        .expect("broker");
+    let conn = std::sync::Arc::new(
+        lapin::Connection::connect(AMQP_URL, Default::default())
+            .await
+            .expect("broker"),
+    );
     let publisher = lienthong_core::amqp::Publisher::new(&conn, 10_000)
         .await
         .expect("publisher");
