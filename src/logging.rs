@@ -16,11 +16,62 @@ pub const BODY_FREE_DIRECTIVES: [&str; 3] = [
 
 /// `RUST_LOG` (or `default` when it is unset or invalid) plus [`BODY_FREE_DIRECTIVES`].
 pub fn env_filter(default: &str) -> EnvFilter {
-    let mut f = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let spec = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| EnvFilter::try_new(s).is_ok())
+        .unwrap_or_else(|| default.to_string());
+    filter(&spec)
+}
+
+/// The filter of the `RUST_LOG`-style `spec` plus [`BODY_FREE_DIRECTIVES`].
+pub fn filter(spec: &str) -> EnvFilter {
+    let mut f = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"));
     for d in BODY_FREE_DIRECTIVES {
         if let Ok(d) = d.parse() {
             f = f.add_directive(d);
         }
     }
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// Captures what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend_from_slice(b);
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lapins_returned_message_and_frame_logs_never_reach_the_log_even_at_trace() {
+        let sink = Sink::default();
+        let s = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(super::filter("trace"))
+            .with_writer(move || s.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(target: "lapin::returned_messages", message = ?b"{\"so_dinh_danh\":\"051094000123\"}", "Server returned us a message");
+            tracing::trace!(target: "lapin::channels", frame = "{\"ho_ten\":\"Dinh Van Luc\"}", "will handle frame");
+            tracing::warn!(target: "lienthong_core::amqp", message_id = "01a2", "the broker returned a message");
+        });
+        let text = String::from_utf8_lossy(&sink.0.lock().map(|v| v.clone()).unwrap_or_default())
+            .to_string();
+        assert!(!text.contains("051094000123"), "{text}");
+        assert!(!text.contains("Dinh Van Luc"), "{text}");
+        assert!(text.contains("01a2"), "the bus's own line stays: {text}");
+    }
 }
