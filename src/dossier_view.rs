@@ -119,6 +119,34 @@ pub fn render_dossier(
             }
         ));
     }
+    if !p.blocked.is_empty() {
+        s.push_str(
+            "
+blocked (dead-lettered; nothing moves until recovered)
+",
+        );
+        for b in &p.blocked {
+            s.push_str(&format!(
+                "  {}  {}
+    [{}] {}
+    dead letter {}, since {}
+",
+                short(Some(&b.at)),
+                b.what(),
+                b.reason_code,
+                b.reason,
+                b.message_id,
+                short(Some(&b.at))
+            ));
+        }
+        s.push_str(&format!(
+            "  recover: after the fix, `lienthong dead-letters replay <dead letter>` sends the same message again;
+  `lienthong retry {}` hands the blocked steps over again with the dossier's current data
+  (the centre may first amend it with a dossier.forward without receiver, which also hands them over again)
+",
+            p.ma_ho_so
+        ));
+    }
     s
 }
 
@@ -139,6 +167,12 @@ pub fn render_overdue(items: &[OverdueItem], reg: &Registry) -> String {
             format!("{:+.1}", it.office_secs_left as f64 / 3600.0),
             name(reg, &it.holder)
         ));
+        if let Some(r) = &it.reason {
+            s.push_str(&format!(
+                "          {r} (dead letter {})\n",
+                it.dead_letter_id.as_deref().unwrap_or("-")
+            ));
+        }
     }
     s
 }

@@ -118,6 +118,7 @@ pub fn app(ctx: Ctx, callback_base: &str) -> anyhow::Result<(Router, BrokerSlot)
         .route("/v1/edxml/{unit}/packages/{id}/ack", post(edxml_ack))
         .route("/v1/dossiers/{ma_ho_so}/trace", get(trace))
         .route("/v1/dossiers/{ma_ho_so}", get(dossier))
+        .route("/v1/dossiers/{ma_ho_so}/retry", post(retry))
         .route("/v1/dossiers/{ma_ho_so}/control-sheet", get(control_sheet))
         .route("/v1/overdue", get(overdue))
         .route("/metrics", get(metrics))
@@ -622,6 +623,83 @@ async fn dossier(
 ) -> Response {
     if let Err(p) = api.operator(&headers) {
         return p.into_response();
+    }
+    let store = api.ctx.store.clone();
+    let ma = ma_ho_so.clone();
+    match tokio::task::spawn_blocking(move || store.process(&ma)).await {
+        Ok(Ok(Some(p))) => Json(p).into_response(),
+        Ok(Ok(None)) => not_run(&ma_ho_so),
+        Ok(Err(e)) => store_error(e),
+        Err(e) => internal_error(e),
+    }
+}
+
+/// What `POST /v1/dossiers/{ma_ho_so}/retry` takes (an empty body retries everything blocked).
+#[derive(Deserialize, Default)]
+struct RetryRequest {
+    /// Only this step's hand-over.
+    step: Option<String>,
+    /// Who retries (recorded in the trace); default `operator`.
+    by: Option<String>,
+}
+
+/// An operator hands the blocked steps of a dossier the bus runs over again
+/// ([`crate::process_manager::ProcessManager::retry`]): 200 with the dossier's state once the new
+/// hand-overs are confirmed by the broker; 404 when the bus does not run it; 409 when nothing
+/// (or not that step) is blocked; 503 when the broker is unavailable.
+async fn retry(
+    State(api): State<Api>,
+    Path(ma_ho_so): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(p) = api.operator(&headers) {
+        return p.into_response();
+    }
+    let req: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RetryRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed-json",
+                    "Malformed JSON",
+                    format!("the body must be {{\"step\"?: string, \"by\"?: string}}: {e}"),
+                )
+                .into_response();
+            }
+        }
+    };
+    let broker = match api.broker().await {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    let pm = crate::process_manager::ProcessManager::new(
+        api.ctx.clone(),
+        broker.publisher.clone(),
+        broker.tracer.clone(),
+    );
+    let by = req.by.unwrap_or_else(|| "operator".into());
+    match pm.retry(&ma_ho_so, req.step, &by).await {
+        Ok(()) => {}
+        Err(crate::process_manager::PmError::Reject(r)) if r.code == RejectCode::NotOnRoute => {
+            return not_run(&ma_ho_so);
+        }
+        Err(crate::process_manager::PmError::Reject(r)) => {
+            return Problem::new(
+                StatusCode::CONFLICT,
+                "not-blocked",
+                "Nothing to retry",
+                r.detail,
+            )
+            .into_response();
+        }
+        Err(crate::process_manager::PmError::Retry(e)) => {
+            return Problem::unavailable(format!("the retry could not finish: {e}"), 5)
+                .into_response();
+        }
     }
     let store = api.ctx.store.clone();
     let ma = ma_ho_so.clone();

@@ -56,6 +56,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Hand the blocked steps of a dossier the bus runs over again, after their hand-over was
+    /// dead-lettered and the cause was fixed (or the centre amended the data): new message ids,
+    /// the dossier's current data, the same due times. A blocked result to the centre, cancel
+    /// or portal update goes out again unchanged. (To send the very same message again, replay
+    /// its dead letter: `lienthong dead-letters replay <id>`.)
+    Retry {
+        /// Dossier code (ma_ho_so).
+        ma_ho_so: String,
+        /// Only this step (its id, e.g. thuong-tru).
+        #[arg(long)]
+        step: Option<String>,
+        /// Who retries (recorded in the trace).
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+    },
     /// Open steps and dossiers near ([process] due_soon_margin_office_hours) or past their due
     /// time, with the unit that holds each, most urgent first.
     Overdue {
@@ -370,6 +385,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     &p,
                     &reg,
                     &cal,
+                    lienthong::process_manager::now(),
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retry { ma_ho_so, step, by } => {
+            let ctx = lienthong::run::tool_context(settings, "retry").await?;
+            let pm = lienthong::process_manager::ProcessManager::new(
+                ctx.clone(),
+                ctx.publisher("retry", "process outbox").await?,
+                ctx.tracer("retry", "trace").await?,
+            );
+            let r = pm.retry(&ma_ho_so, step, &by).await;
+            let _ = ctx.conn.close(200, "retry done".into()).await;
+            match r {
+                Ok(()) => {}
+                Err(lienthong::process_manager::PmError::Reject(r)) => {
+                    eprintln!("error: {}", r.detail);
+                    return Ok(ExitCode::from(3));
+                }
+                Err(lienthong::process_manager::PmError::Retry(e)) => {
+                    anyhow::bail!("the retry could not finish (run it again): {e}")
+                }
+            }
+            if let Some(p) = ctx.store.process(&ma_ho_so)? {
+                out(&lienthong::dossier_view::render_dossier(
+                    &p,
+                    &ctx.registry,
+                    &ctx.calendar,
                     lienthong::process_manager::now(),
                 ));
             }

@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lienthong_core::amqp::{PublishError, Publisher};
 use lienthong_core::envelope::{Envelope, Rejection};
 use lienthong_core::process::{self, Applied, OverdueItem};
@@ -67,12 +69,36 @@ impl ProcessManager {
             .as_deref()
             .and_then(|r| self.ctx.registry.unit(r))
             .is_some_and(|u| u.kind == UnitKind::Portal);
-        !to_portal && (process::starts_process(env) || runs)
+        if to_portal {
+            // A replayed dead letter of the process manager's own portal update is its own.
+            return runs && self.own_message(&env.message_id).is_some();
+        }
+        process::starts_process(env) || runs
+    }
+
+    /// The dossier of `message_id` when the process manager sent that message (it comes back
+    /// through the ingress when an operator replays its dead letter).
+    fn own_message(&self, message_id: &str) -> Option<String> {
+        match self.ctx.store.outbox_dossier(message_id) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(message = "cannot read the process outbox", error = %e);
+                None
+            }
+        }
     }
 
     /// Apply `env` and publish what follows. Ok(()) once everything it caused is confirmed by
     /// the broker (the caller then acks the delivery).
     pub async fn handle(&self, env: &Envelope) -> Result<(), PmError> {
+        if let Some(ma) = self.own_message(&env.message_id) {
+            // A replayed dead letter of a message the process manager sent: publish it again (same
+            // id) and resume what it blocked.
+            let id = env.message_id.clone();
+            return self
+                .apply_event(&ma, move |_, p| Ok(process::replayed(p, &id)))
+                .await;
+        }
         let store = self.ctx.store.clone();
         let registry = self.ctx.registry.clone();
         let calendar = self.ctx.calendar.clone();
@@ -136,6 +162,128 @@ impl ProcessManager {
             }
         }
         self.flush(Some(&env.ma_ho_so)).await
+    }
+
+    /// Apply an event the inbox does not deduplicate (a dead letter, a replay, an operator's
+    /// retry: each transition is idempotent by itself) to dossier `ma`, trace its notes and
+    /// publish what it sends. `Reject` when `f` refuses, or the bus does not run the dossier.
+    async fn apply_event(
+        &self,
+        ma: &str,
+        f: impl FnOnce(
+            &process::Context<'_>,
+            process::Process,
+        ) -> Result<process::Transition, Rejection>
+        + Send
+        + 'static,
+    ) -> Result<(), PmError> {
+        let store = self.ctx.store.clone();
+        let registry = self.ctx.registry.clone();
+        let calendar = self.ctx.calendar.clone();
+        let key = ma.to_string();
+        let applied = tokio::task::spawn_blocking(move || {
+            let ctx = process::Context {
+                registry: &registry,
+                calendar: &calendar,
+                now: now(),
+            };
+            store.apply_process_as(None, &key, |current| match current {
+                Some(p) => f(&ctx, p).map(Some),
+                None => Ok(None),
+            })
+        })
+        .await
+        .map_err(|e| PmError::Retry(e.to_string()))?
+        .map_err(|e| PmError::Retry(e.to_string()))?;
+        match applied {
+            None => {
+                return Err(PmError::Reject(Rejection::new(
+                    lienthong_core::envelope::RejectCode::NotOnRoute,
+                    format!("dossier {ma} is not run by the process manager"),
+                )));
+            }
+            Some(Applied::Rejected(r)) => return Err(PmError::Reject(r)),
+            Some(Applied::Duplicate) => {}
+            Some(Applied::Done { process, notes }) => {
+                let events = notes
+                    .into_iter()
+                    .map(|n| {
+                        let mut ev =
+                            TraceEvent::new(TraceEventKind::Step, COMPONENT, None).reason(n);
+                        ev.ma_ho_so = Some(process.ma_ho_so.clone());
+                        ev
+                    })
+                    .collect();
+                self.tracer
+                    .emit_all(events)
+                    .await
+                    .map_err(|e| PmError::Retry(e.to_string()))?;
+            }
+        }
+        self.flush(Some(ma)).await
+    }
+
+    /// A dead letter on `<p>.dead.process`: when it is a message the process manager sent for a
+    /// dossier it runs, block what waits on it ([`process::dead_lettered`]); anything else is
+    /// not the process manager's and is only acked (the tracer logs every dead letter).
+    pub async fn dead_letter(&self, d: Delivery) {
+        let (row, _) = lienthong_core::deadletter::read_dead_letter(&d.data, &d.properties);
+        let env = serde_json::from_slice::<Envelope>(&d.data).ok();
+        let mine = match &env {
+            Some(e) => self.own_message(&e.message_id),
+            None => None,
+        };
+        let r = match (env, mine) {
+            (Some(e), Some(ma)) => {
+                let notice = process::DeadLetterNotice {
+                    message_id: e.message_id.clone(),
+                    kind: e.kind.0.clone(),
+                    status: e.status.map(|s| s.0),
+                    receiver: e.receiver.clone().unwrap_or_default(),
+                    reason_code: row.reason_code,
+                    reason: row.reason,
+                };
+                tracing::warn!(
+                    message = "a message of a dossier the bus runs was dead-lettered; blocking what waits on it",
+                    ma_ho_so = ma,
+                    message_id = e.message_id,
+                    reason_code = notice.reason_code
+                );
+                self.apply_event(&ma, move |ctx, p| {
+                    Ok(process::dead_lettered(ctx, p, &notice))
+                })
+                .await
+            }
+            _ => Ok(()),
+        };
+        match r {
+            Ok(()) | Err(PmError::Reject(_)) => {
+                let _ = d.ack(BasicAckOptions::default()).await;
+            }
+            Err(PmError::Retry(e)) => {
+                tracing::warn!(message = "cannot record a dead letter in the process; requeueing", error = %e);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = d
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// An operator (`by`) hands the blocked steps of dossier `ma` over again — every one, or only
+    /// `step` — with the dossier's current data and new message ids; a blocked result, cancel
+    /// or portal update goes out again unchanged ([`process::retry_blocked`]). Ok once
+    /// published. `Reject`: the bus does not run the dossier, or nothing (or not `step`) is
+    /// blocked.
+    pub async fn retry(&self, ma: &str, step: Option<String>, by: &str) -> Result<(), PmError> {
+        let by = by.to_string();
+        self.apply_event(ma, move |ctx, p| {
+            process::retry_blocked(ctx, p, step.as_deref(), &by)
+        })
+        .await
     }
 
     /// Publish the outbox (of one dossier, or everything older than 5 s), each envelope with a
@@ -237,7 +385,7 @@ impl ProcessManager {
         for it in &items {
             *open.entry(it.level.as_str()).or_default() += 1.0;
         }
-        for level in ["due_soon", "overdue"] {
+        for level in ["due_soon", "overdue", "blocked"] {
             metrics::gauge!("lienthong_process_alerts_open", "level" => level)
                 .set(open.get(level).copied().unwrap_or(0.0));
         }
@@ -251,23 +399,33 @@ impl ProcessManager {
             }
             new += 1;
             metrics::counter!("lienthong_process_alerts_total", "level" => it.level.as_str(), "holder" => it.holder.clone()).increment(1);
-            let mut ev = TraceEvent::new(TraceEventKind::Overdue, COMPONENT, None).reason(format!(
-                "{} {}: held by {}, due {} ({} office minutes {})",
-                it.step.as_deref().unwrap_or("dossier"),
-                it.level.as_str(),
-                it.holder,
-                it.due,
-                it.office_secs_left.abs() / 60,
-                if it.office_secs_left < 0 {
-                    "late"
-                } else {
-                    "left"
+            let mut ev = match it.level {
+                process::AlertLevel::Blocked => {
+                    TraceEvent::new(TraceEventKind::Alert, COMPONENT, None).reason(format!(
+                        "blocked: {} (dead letter {}); due {}",
+                        it.reason.as_deref().unwrap_or("-"),
+                        it.dead_letter_id.as_deref().unwrap_or("-"),
+                        it.due
+                    ))
                 }
-            ));
+                _ => TraceEvent::new(TraceEventKind::Overdue, COMPONENT, None).reason(format!(
+                    "{} {}: held by {}, due {} ({} office minutes {})",
+                    it.step.as_deref().unwrap_or("dossier"),
+                    it.level.as_str(),
+                    it.holder,
+                    it.due,
+                    it.office_secs_left.abs() / 60,
+                    if it.office_secs_left < 0 {
+                        "late"
+                    } else {
+                        "left"
+                    }
+                )),
+            };
             ev.ma_ho_so = Some(it.ma_ho_so.clone());
             ev.to = Some(it.holder.clone());
             let _ = self.tracer.emit(&ev).await;
-            tracing::warn!(message = "due-time alert", ma_ho_so = it.ma_ho_so, step = ?it.step, level = it.level.as_str(), holder = it.holder, due = it.due);
+            tracing::warn!(message = "process alert", ma_ho_so = it.ma_ho_so, step = ?it.step, level = it.level.as_str(), holder = it.holder, due = it.due, reason = it.reason.as_deref().unwrap_or("-"));
             if let (Some(url), Some(http)) = (&self.ctx.settings.process.webhook_url, http) {
                 let post = || async { http.post(url).json(&it).send().await?.error_for_status() };
                 use backon::Retryable;

@@ -64,12 +64,26 @@ pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
         reader: lienthong_core::store::Store::open(&ctx.store_path())?,
         writer: ctx.writer.clone(),
     };
-    let channel = ctx.conn.create_channel().await?;
-    let queue = ctx.names.router_queue();
     let grace = Duration::from_millis(ctx.settings.bus.shutdown_grace_ms);
-    crate::consume::consume(
-        channel,
-        &queue,
+    // The process manager reads the dead letter channel too: a dead letter of a message it
+    // sent blocks the step (or result) that waits on it, visibly.
+    let pm = router.pm.clone();
+    let (dead_queue, router_queue) = (ctx.names.dead_process_queue(), ctx.names.router_queue());
+    let dead = crate::consume::consume(
+        ctx.conn.create_channel().await?,
+        &dead_queue,
+        "lienthong-process-dead-letters",
+        16,
+        ctx.shutdown.clone(),
+        grace,
+        move |d| {
+            let pm = pm.clone();
+            async move { pm.dead_letter(d).await }
+        },
+    );
+    let routing = crate::consume::consume(
+        ctx.conn.create_channel().await?,
+        &router_queue,
         "lienthong-router",
         ctx.settings.topology.router_prefetch,
         ctx.shutdown.clone(),
@@ -78,10 +92,22 @@ pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
             let r = router.clone();
             async move { r.handle(d).await }
         },
-    )
-    .await?;
+    );
+    // Either consumer failing (its channel closed) ends the component: the supervisor restarts
+    // it on a new connection. On shutdown both finish their in-flight work.
+    tokio::pin!(routing, dead);
+    let r = tokio::select! {
+        r = &mut routing => match r {
+            Ok(()) => dead.await,
+            e => e,
+        },
+        r = &mut dead => match r {
+            Ok(()) => routing.await,
+            e => e,
+        },
+    };
     drop(sweeper);
-    Ok(())
+    r.map_err(anyhow::Error::from)
 }
 
 /// A task aborted when this handle is dropped.

@@ -220,6 +220,55 @@ pub fn metrics_handle() -> Option<&'static metrics_exporter_prometheus::Promethe
     Some(handle)
 }
 
+/// The context of a process: `settings` checked into a registry, names, validator, calendar and
+/// blob store, the store's group-commit writer, on the broker connection `conn`.
+fn context(
+    settings: Settings,
+    store: Store,
+    conn: lapin::Connection,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Ctx> {
+    let validator = EnvelopeValidator::new(&settings.envelope).map_err(anyhow::Error::msg)?;
+    let writer = lienthong_core::store::MessageWriter::start(&PathBuf::from(&settings.store.path))
+        .with_context(|| format!("opening the store {}", settings.store.path))?;
+    Ok(Ctx {
+        writer,
+        registry: Arc::new(Registry::new(&settings)),
+        names: Names::new(&settings.bus.prefix),
+        validator: Arc::new(validator),
+        store,
+        conn: Arc::new(conn),
+        shutdown,
+        health: lienthong_core::health::Health::default(),
+        blobs: Arc::new(lienthong_core::claimcheck::LocalBlobStore::new(
+            std::path::Path::new(&settings.store.blob_dir),
+        )),
+        calendar: Arc::new(
+            lienthong_core::calendar::WorkCalendar::new(&settings.calendar)
+                .map_err(anyhow::Error::msg)?,
+        ),
+        settings: Arc::new(settings),
+    })
+}
+
+/// The context of a one-shot command that acts as the bus (`lienthong retry`): the store at
+/// `[store] path` (which must exist), a broker connection named `lienthong/<prefix>/<name>`.
+pub async fn tool_context(settings: Settings, name: &str) -> anyhow::Result<Ctx> {
+    settings.check()?;
+    let path = PathBuf::from(&settings.store.path);
+    if !path.exists() {
+        anyhow::bail!(
+            "no store at {} (is --config the bus's configuration? [store] path is relative to the working directory)",
+            path.display()
+        );
+    }
+    let store =
+        Store::open(&path).with_context(|| format!("opening the store {}", path.display()))?;
+    let conn = connect(&settings, &format!("{}/{name}", settings.bus.prefix)).await?;
+    let (_, rx) = watch::channel(false);
+    context(settings, store, conn, rx)
+}
+
 /// Start `components` of the bus for `settings`.
 pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Result<Running> {
     settings.check()?;
@@ -242,28 +291,8 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         lienthong_adapters::build_with(u, "http://127.0.0.1", Some(store.clone()))
             .map_err(anyhow::Error::msg)?;
     }
-    let validator = EnvelopeValidator::new(&settings.envelope).map_err(anyhow::Error::msg)?;
     let (tx, rx) = watch::channel(false);
-    let writer = lienthong_core::store::MessageWriter::start(&PathBuf::from(&settings.store.path))
-        .with_context(|| format!("opening the store {}", settings.store.path))?;
-    let ctx = Ctx {
-        writer,
-        registry: Arc::new(Registry::new(&settings)),
-        names: Names::new(&settings.bus.prefix),
-        validator: Arc::new(validator),
-        store,
-        conn: Arc::new(conn),
-        shutdown: rx,
-        health: lienthong_core::health::Health::default(),
-        blobs: Arc::new(lienthong_core::claimcheck::LocalBlobStore::new(
-            std::path::Path::new(&settings.store.blob_dir),
-        )),
-        calendar: Arc::new(
-            lienthong_core::calendar::WorkCalendar::new(&settings.calendar)
-                .map_err(anyhow::Error::msg)?,
-        ),
-        settings: Arc::new(settings),
-    };
+    let ctx = context(settings, store, conn, rx)?;
     let mut tasks = JoinSet::new();
     let mut http_addr = None;
     let mut listener = if components.contains(&Component::Http) {

@@ -9,11 +9,9 @@ use lapin::BasicProperties;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
-use lienthong_core::amqp::{header_i64, header_str};
-use lienthong_core::deadletter::headers;
-use lienthong_core::trace::{DeadLetterRow, TraceEvent, TraceEventKind, parse_trace_message};
-use serde_json::Value;
+use lapin::types::FieldTable;
+use lienthong_core::deadletter::read_dead_letter;
+use lienthong_core::trace::{TraceEvent, TraceEventKind, parse_trace_message};
 
 use crate::context::Ctx;
 
@@ -56,14 +54,21 @@ pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
         ctx.names.dead_log_queue(),
         Kind::DeadLog,
     ));
-    let r = async {
-        a.await??;
-        b.await??;
-        Ok(())
-    }
-    .await;
+    // Either consumer ending (its channel closed, its queue deleted) ends the component, which
+    // its supervisor restarts on a new connection: no consumer is left dead behind the other.
+    let (mut a, mut b) = (a, b);
+    let r = tokio::select! {
+        r = &mut a => match r {
+            Ok(Ok(())) => b.await,
+            e => { b.abort(); e }
+        },
+        r = &mut b => match r {
+            Ok(Ok(())) => a.await,
+            e => { a.abort(); e }
+        },
+    };
     purge.abort();
-    r
+    r?
 }
 
 #[derive(Clone, Copy)]
@@ -168,7 +173,8 @@ fn write(
             let mut dead = Vec::new();
             let mut broker_events = Vec::new();
             for (body, props) in &rows {
-                let (row, at_ms, from_broker) = dead_letter_row(body, props);
+                let (row, from_broker) = read_dead_letter(body, props);
+                let at_ms = lienthong_core::clock::now_ms();
                 if from_broker {
                     let mut ev = TraceEvent::new(TraceEventKind::DeadLettered, "broker", None)
                         .message_id(row.message_id.clone())
@@ -185,78 +191,4 @@ fn write(
             store.insert_events(&broker_events)
         }
     }
-}
-
-/// Read a dead-lettered message: our reason headers, or the broker's `x-death` (delivery limit,
-/// rejection…) when it was the broker that dead-lettered it.
-fn dead_letter_row(body: &[u8], props: &BasicProperties) -> (DeadLetterRow, i64, bool) {
-    let env: Option<Value> = serde_json::from_slice(body).ok();
-    let field = |k: &str| {
-        env.as_ref()
-            .and_then(|v| v.get(k))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let message_id = props
-        .message_id()
-        .as_ref()
-        .map(|m| m.to_string())
-        .or(field("message_id"))
-        .unwrap_or_else(|| "(none)".into());
-    let at_ms = lienthong_core::clock::now_ms();
-    let ours = header_str(props, headers::REASON_CODE);
-    let (reason_code, reason, component, queue, from_broker) = match ours {
-        Some(code) => (
-            code,
-            header_str(props, headers::REASON).unwrap_or_default(),
-            header_str(props, headers::COMPONENT),
-            header_str(props, headers::QUEUE),
-            false,
-        ),
-        None => {
-            let (why, q) = x_death(props);
-            (
-                "broker".to_string(),
-                format!("dead-lettered by the broker: {why}"),
-                Some("broker".to_string()),
-                q,
-                true,
-            )
-        }
-    };
-    let row = DeadLetterRow {
-        at: lienthong_core::clock::now_rfc3339(),
-        message_id,
-        ma_ho_so: field("ma_ho_so"),
-        kind: field("kind"),
-        sender: field("sender"),
-        receiver: field("receiver"),
-        reason_code,
-        reason,
-        component,
-        queue,
-        attempts: header_i64(props, headers::ATTEMPTS).map(|n| n as u32),
-    };
-    (row, at_ms, from_broker)
-}
-
-fn x_death(props: &BasicProperties) -> (String, Option<String>) {
-    let Some(h) = props.headers().as_ref() else {
-        return ("unknown reason".into(), None);
-    };
-    let Some(AMQPValue::FieldArray(arr)) = h.inner().get("x-death") else {
-        return ("unknown reason".into(), None);
-    };
-    let Some(AMQPValue::FieldTable(first)) = arr.as_slice().first() else {
-        return ("unknown reason".into(), None);
-    };
-    let s = |k: &str| match first.inner().get(k) {
-        Some(AMQPValue::LongString(v)) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
-        Some(AMQPValue::ShortString(v)) => Some(v.as_str().to_string()),
-        _ => None,
-    };
-    (
-        s("reason").unwrap_or_else(|| "unknown reason".into()),
-        s("queue"),
-    )
 }

@@ -15,13 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_lite::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-};
+use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions};
 use lapin::types::FieldTable;
 use lienthong_core::envelope::{Envelope, Kind};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Delete `exchange` from a connection of the test's own (as an operator would by mistake).
 async fn delete_exchange(bus: &Bus, exchange: &str) {
@@ -93,63 +90,6 @@ impl Board {
             .count();
         (lost, twice, self.copies.lock().map(|c| *c).unwrap_or(0))
     }
-}
-
-/// Play Sơn Hà's civil-status office, which reads its own queue: answer each forward the
-/// process manager hands it (once per message id) with its result.
-async fn civil_status_office(bus: &Bus) {
-    let ch = bus.conn.create_channel().await.expect("channel");
-    let mut consumer = ch
-        .basic_consume(
-            bus.names.unit_queue(SON_HA_CIVIL).into(),
-            "test-civil-status".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
-    let publisher = bus.publisher.clone();
-    let ingress = bus.names.ingress_exchange();
-    tokio::spawn(async move {
-        let mut seen = HashSet::new();
-        while let Some(Ok(d)) = consumer.next().await {
-            if let Ok(env) = serde_json::from_slice::<Envelope>(&d.data)
-                && env.kind.as_str() == Kind::FORWARD
-                && seen.insert(env.message_id.clone())
-            {
-                let mut r = env.reply(Kind::RESULT, SON_HA_CIVIL, &env.sender);
-                r.payload.result = json!({"so_dang_ky": format!("KS-{}", env.ma_ho_so)})
-                    .as_object()
-                    .cloned();
-                // Published with retries: this "office" is a client, not the bus under test.
-                for _ in 0..50 {
-                    let sent = publisher
-                        .publish(
-                            &ingress,
-                            "",
-                            &r.to_bytes(),
-                            lienthong_core::amqp::envelope_properties(&r),
-                            true,
-                        )
-                        .await;
-                    if sent.is_ok() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-            let _ = d.ack(BasicAckOptions::default()).await;
-            let _ = &ch;
-        }
-    });
-}
-
-/// A birth dossier filed at Sơn Hà without a receiver: the process manager runs its route
-/// (civil-status office, then Police ∥ Social Insurance).
-fn filed_birth(seq: u32) -> Envelope {
-    let mut e = birth(seq, SON_HA_CIVIL);
-    e.receiver = None;
-    e
 }
 
 /// `n` dossiers: every third one filed without a receiver (the process manager runs it), the
@@ -255,7 +195,7 @@ async fn the_ingress_exchange_deleted_under_http_submissions_and_agency_callback
  {
     let bus = Bus::start("chan-ingress").await;
     let board = Board::watch(&bus).await;
-    civil_status_office(&bus).await;
+    answer_as_civil_status_office(&bus).await;
     let envs = mixed(300, 5000);
     // Every dossier goes in over HTTP, as a centre without AMQP would send it, and each
     // agency's result comes back by callback: both publish to <p>.ingress.
@@ -311,7 +251,7 @@ async fn the_ingress_exchange_deleted_under_http_submissions_and_agency_callback
 async fn the_deliver_exchange_deleted_under_the_router_and_the_process_outbox_is_declared_again() {
     let bus = Bus::start("chan-deliver").await;
     let board = Board::watch(&bus).await;
-    civil_status_office(&bus).await;
+    answer_as_civil_status_office(&bus).await;
     let envs = mixed(300, 5400);
     let sending = send_all(&bus, envs.clone());
     board.until(40, 60).await;
@@ -458,7 +398,7 @@ async fn the_trace_exchange_deleted_under_published_trace_events_is_declared_aga
 async fn a_deliver_exchange_replaced_with_another_type_makes_the_bus_unready_until_it_is_removed() {
     let bus = Bus::start("chan-precondition").await;
     let board = Board::watch(&bus).await;
-    civil_status_office(&bus).await;
+    answer_as_civil_status_office(&bus).await;
     let envs = mixed(300, 7000);
     let sending = send_all(&bus, envs.clone());
     board.until(40, 60).await;

@@ -31,13 +31,6 @@ fn with_portal(s: &mut Settings) {
     s.process.scan_ms = 500;
 }
 
-/// A birth dossier filed at Sơn Hà without a receiver: the bus runs the route.
-fn filed_birth(seq: u32) -> Envelope {
-    let mut e = birth(seq, SON_HA_CIVIL);
-    e.receiver = None;
-    e
-}
-
 fn land(seq: u32) -> Envelope {
     let ma = format!("{SON_HA}-261129-{seq:04}");
     let mut env = Envelope::new(

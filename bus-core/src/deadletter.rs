@@ -9,11 +9,11 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::{Map, Value};
 
-use crate::amqp::{PublishError, Publisher, envelope_properties};
+use crate::amqp::{PublishError, Publisher, envelope_properties, header_i64, header_str};
 use crate::envelope::{Envelope, Kind, Rejection, clip};
 use crate::registry::{Reach, Registry};
 use crate::topology::Names;
-use crate::trace::{TraceEvent, TraceEventKind, Tracer};
+use crate::trace::{DeadLetterRow, TraceEvent, TraceEventKind, Tracer};
 
 /// Sender code the bus uses for its own notices.
 pub const BUS_SENDER: &str = "lienthong.bus";
@@ -213,4 +213,79 @@ impl DeadLetterChannel {
             .await?;
         Ok(true)
     }
+}
+
+/// Read a dead-lettered message (body verbatim, properties with our reason headers, or the
+/// broker's `x-death` when the broker dead-lettered it: delivery limit, rejection…) into a row
+/// of the dead-letter log; true when the broker dead-lettered it (reason code `broker`).
+pub fn read_dead_letter(body: &[u8], props: &BasicProperties) -> (DeadLetterRow, bool) {
+    let env: Option<Value> = serde_json::from_slice(body).ok();
+    let field = |k: &str| {
+        env.as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let message_id = props
+        .message_id()
+        .as_ref()
+        .map(|m| m.to_string())
+        .or(field("message_id"))
+        .unwrap_or_else(|| "(none)".into());
+    let ours = header_str(props, headers::REASON_CODE);
+    let (reason_code, reason, component, queue, from_broker) = match ours {
+        Some(code) => (
+            code,
+            header_str(props, headers::REASON).unwrap_or_default(),
+            header_str(props, headers::COMPONENT),
+            header_str(props, headers::QUEUE),
+            false,
+        ),
+        None => {
+            let (why, q) = x_death(props);
+            (
+                "broker".to_string(),
+                format!("dead-lettered by the broker: {why}"),
+                Some("broker".to_string()),
+                q,
+                true,
+            )
+        }
+    };
+    let row = DeadLetterRow {
+        at: crate::clock::now_rfc3339(),
+        message_id,
+        ma_ho_so: field("ma_ho_so"),
+        kind: field("kind"),
+        sender: field("sender"),
+        receiver: field("receiver"),
+        reason_code,
+        reason,
+        component,
+        queue,
+        attempts: header_i64(props, headers::ATTEMPTS).map(|n| n as u32),
+    };
+    (row, from_broker)
+}
+
+/// The broker's reason and queue from the first `x-death` entry.
+fn x_death(props: &BasicProperties) -> (String, Option<String>) {
+    let Some(h) = props.headers().as_ref() else {
+        return ("unknown reason".into(), None);
+    };
+    let Some(AMQPValue::FieldArray(arr)) = h.inner().get("x-death") else {
+        return ("unknown reason".into(), None);
+    };
+    let Some(AMQPValue::FieldTable(first)) = arr.as_slice().first() else {
+        return ("unknown reason".into(), None);
+    };
+    let s = |k: &str| match first.inner().get(k) {
+        Some(AMQPValue::LongString(v)) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        Some(AMQPValue::ShortString(v)) => Some(v.as_str().to_string()),
+        _ => None,
+    };
+    (
+        s("reason").unwrap_or_else(|| "unknown reason".into()),
+        s("queue"),
+    )
 }

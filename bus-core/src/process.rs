@@ -51,6 +51,9 @@ use crate::registry::{Procedure, Registry, UnitKind};
 use crate::store::{Store, StoreError};
 use rusqlite::{OptionalExtension, params};
 
+mod blocked;
+pub use blocked::{DeadLetterNotice, dead_lettered, replayed, retry_blocked};
+
 /// Where a dossier is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -106,12 +109,20 @@ pub enum StepPhase {
     Stopped,
     /// Cancelled by a withdrawal.
     Cancelled,
+    /// Its hand-over was dead-lettered (the agency refused it, the retries ran out, the adapter
+    /// could not express it…): waiting for an operator's replay or retry, or the centre's
+    /// amendment ([`Process::blocked`] says why).
+    Blocked,
 }
 
 impl StepPhase {
-    /// Whether the step's unit still holds the dossier.
+    /// Whether the step is still the unit's to finish: open, paused, or blocked (its unit may
+    /// still answer: a dead-lettered hand-over can have reached the agency).
     pub fn open(self) -> bool {
-        matches!(self, StepPhase::Open | StepPhase::Paused)
+        matches!(
+            self,
+            StepPhase::Open | StepPhase::Paused | StepPhase::Blocked
+        )
     }
 }
 
@@ -194,6 +205,43 @@ pub struct Process {
     pub returned_at: Option<String>,
     /// Why it ended, when not completed.
     pub reason: Option<String>,
+    /// Messages the bus sent for this dossier that were dead-lettered and not yet recovered
+    /// (a step's hand-over, the result to the centre, a cancel, a portal update), oldest first.
+    #[serde(default)]
+    pub blocked: Vec<BlockedMessage>,
+}
+
+/// A message of the process manager that was dead-lettered: what it was, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockedMessage {
+    /// Its message id: the dead letter's id (`lienthong dead-letters replay <id>`).
+    pub message_id: String,
+    /// The step whose hand-over it was, if it was one.
+    pub step: Option<String>,
+    /// Envelope kind (`dossier.forward`, `dossier.result`, `dossier.status`).
+    pub kind: String,
+    /// TrangThaiHoSo it carried, if any.
+    pub status: Option<u8>,
+    /// The unit it was for.
+    pub receiver: String,
+    /// The dead letter's reason code (`agency-refused`, `retries-exhausted`, …).
+    pub reason_code: String,
+    /// The dead letter's reason.
+    pub reason: String,
+    /// When the bus learnt of it (RFC 3339 +07:00).
+    pub at: String,
+}
+
+impl BlockedMessage {
+    /// What the message was, in words (`hand-over of step thuong-tru to CA.H48`).
+    pub fn what(&self) -> String {
+        match (&self.step, self.kind.as_str(), self.status) {
+            (Some(step), _, _) => format!("hand-over of step {step} to {}", self.receiver),
+            (None, Kind::RESULT, _) => format!("result to {}", self.receiver),
+            (None, Kind::STATUS, Some(s)) => format!("status {s} to {}", self.receiver),
+            (None, kind, _) => format!("{kind} to {}", self.receiver),
+        }
+    }
 }
 
 /// What [`advance`] decided.
@@ -205,6 +253,9 @@ pub struct Transition {
     pub out: Vec<Envelope>,
     /// What happened, one line per fact, for the trace (`step khai-sinh done: Trước hạn`).
     pub notes: Vec<String>,
+    /// Message ids of envelopes already in the outbox to publish once more, with the same id (a
+    /// replayed dead letter).
+    pub republish: Vec<String>,
 }
 
 /// Knobs of [`advance`] that come from the registry.
@@ -465,10 +516,12 @@ pub fn start(ctx: &Context<'_>, env: &Envelope) -> Result<Transition, Rejection>
         timeliness: None,
         returned_at: None,
         reason: None,
+        blocked: Vec::new(),
     };
     let mut t = Transition {
         process: p.clone(),
         out: Vec::new(),
+        republish: Vec::new(),
         notes: vec![format!(
             "process started: {} step(s), received {}, due {}",
             p.steps.len(),
@@ -510,6 +563,21 @@ fn carry_results<'a>(data: &mut Map<String, Value>, steps: impl Iterator<Item = 
             }
         }
     }
+}
+
+/// Merge the keys of the centre's `payload.data` (except `ngay_tiep_nhan`) and its new
+/// attachments into the dossier's forward.
+fn merge_centre_data(p: &mut Process, env: &Envelope) {
+    let mut data = p.forward.payload.data.clone().unwrap_or_default();
+    for (k, v) in env.payload.data.clone().unwrap_or_default() {
+        if k != "ngay_tiep_nhan" {
+            data.insert(k, v);
+        }
+    }
+    p.forward.payload.data = Some(data);
+    p.forward
+        .attachments
+        .extend(env.attachments.iter().cloned());
 }
 
 /// Forward every step of `group` to its unit.
@@ -726,6 +794,7 @@ pub fn advance(ctx: &Context<'_>, mut p: Process, env: &Envelope) -> Result<Tran
         process: p.clone(),
         out: Vec::new(),
         notes: Vec::new(),
+        republish: Vec::new(),
     };
     let status = env.status.map(|s| s.0);
     if env.sender == p.origin_unit {
@@ -772,6 +841,11 @@ pub fn advance(ctx: &Context<'_>, mut p: Process, env: &Envelope) -> Result<Tran
         p.steps[i].officer = Some(o);
     }
     p.steps[i].last_status = status.or(p.steps[i].last_status);
+    if p.steps[i].phase == StepPhase::Blocked {
+        // The unit answers: it has the dossier after all (the dead-lettered hand-over reached
+        // it, or an earlier copy did).
+        blocked::unblock_answered(&mut p, i, &env.sender, &mut t);
+    }
     if done {
         let due = p.steps[i]
             .due
@@ -779,6 +853,9 @@ pub fn advance(ctx: &Context<'_>, mut p: Process, env: &Envelope) -> Result<Tran
             .and_then(parse_ts)
             .unwrap_or(ctx.now);
         let tl = ctx.calendar.classify(ctx.now, due);
+        let step_id = p.steps[i].id.clone();
+        p.blocked
+            .retain(|b| b.step.as_deref() != Some(step_id.as_str()));
         let s = &mut p.steps[i];
         s.phase = StepPhase::Done;
         s.ended_at = Some(ts(ctx.now));
@@ -939,6 +1016,8 @@ fn end(
     p.ended_at = Some(ts(ctx.now));
     p.reason = Some(why.to_string());
     p.group = 0;
+    // A blocked hand-over no longer matters once the dossier has ended (its step is closed).
+    p.blocked.retain(|b| b.step.is_none());
     t.notes.push(if by_centre {
         format!("dossier ended by the centre: {why}")
     } else {
@@ -1007,22 +1086,18 @@ fn centre_message(
     };
     match (env.kind.as_str(), status) {
         (Kind::FORWARD, _) if env.receiver.is_none() => {
+            if p.phase == Phase::Running && p.steps.iter().any(|s| s.phase == StepPhase::Blocked) {
+                // The centre amends the data of a dossier whose hand-over was dead-lettered.
+                blocked::amend(ctx, p, env, t);
+                return Ok(());
+            }
             if p.phase != Phase::Paused {
                 return Err(phase_err(
-                    "the bus is already running its route; a new dossier.forward without receiver is only an answer to a supplement request or a payment notice",
+                    "the bus is already running its route; a new dossier.forward without receiver is only an answer to a supplement request or a payment notice, or an amendment of a dossier whose hand-over was dead-lettered",
                 ));
             }
             // Resume: the centre's answer (supplement, proof of payment) goes to the paused step.
-            let mut data = p.forward.payload.data.clone().unwrap_or_default();
-            for (k, v) in env.payload.data.clone().unwrap_or_default() {
-                if k != "ngay_tiep_nhan" {
-                    data.insert(k, v);
-                }
-            }
-            p.forward.payload.data = Some(data);
-            p.forward
-                .attachments
-                .extend(env.attachments.iter().cloned());
+            merge_centre_data(p, env);
             let mut resumed = Vec::new();
             let mut paused_total = 0;
             let pausing = ctx
@@ -1189,9 +1264,24 @@ pub struct OverdueItem {
     pub level: AlertLevel,
     /// Office time left (negative: past due), seconds.
     pub office_secs_left: i64,
+    /// `blocked`: what was dead-lettered and why (`hand-over of step thuong-tru to CA.H48:
+    /// agency-refused: …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `blocked`: the dead letter's id (the message id to replay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_id: Option<String>,
 }
 
-/// How urgent an [`OverdueItem`] is.
+impl OverdueItem {
+    /// What makes the alert unique in `process_alerts`: a due-time alert is raised once per
+    /// step, level and due time; a `blocked` one once per dead letter.
+    pub fn alert_key(&self) -> &str {
+        self.dead_letter_id.as_deref().unwrap_or(&self.due)
+    }
+}
+
+/// How urgent an [`OverdueItem`] is (ordered: `blocked` is the most urgent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertLevel {
@@ -1199,6 +1289,9 @@ pub enum AlertLevel {
     DueSoon,
     /// Past its due time.
     Overdue,
+    /// A message of the dossier was dead-lettered and nothing moves until it is recovered
+    /// (replayed, retried, or the centre amends the dossier).
+    Blocked,
 }
 
 impl AlertLevel {
@@ -1207,6 +1300,7 @@ impl AlertLevel {
         match self {
             AlertLevel::DueSoon => "due_soon",
             AlertLevel::Overdue => "overdue",
+            AlertLevel::Blocked => "blocked",
         }
     }
 }
@@ -1220,6 +1314,38 @@ pub fn overdue_items(
     margin_secs: i64,
 ) -> Vec<OverdueItem> {
     let mut out = Vec::new();
+    // Dead-lettered messages first: nothing moves until someone recovers them, whatever the
+    // due time (also after the dossier has ended: a result or cancel that did not arrive).
+    for b in &p.blocked {
+        let step = b
+            .step
+            .as_deref()
+            .and_then(|id| p.steps.iter().find(|s| s.id == id));
+        let due = step
+            .and_then(|s| s.due.as_deref())
+            .unwrap_or(&p.due)
+            .to_string();
+        let left = parse_ts(&due)
+            .map(|d| {
+                if now > d {
+                    -cal.office_seconds(d, now).max(1)
+                } else {
+                    cal.office_seconds(now, d)
+                }
+            })
+            .unwrap_or(0);
+        out.push(OverdueItem {
+            ma_ho_so: p.ma_ho_so.clone(),
+            ma_tthc: p.ma_tthc.clone(),
+            step: b.step.clone(),
+            holder: b.receiver.clone(),
+            due,
+            level: AlertLevel::Blocked,
+            office_secs_left: left,
+            reason: Some(format!("{}: {}: {}", b.what(), b.reason_code, b.reason)),
+            dead_letter_id: Some(b.message_id.clone()),
+        });
+    }
     if p.phase.ended() {
         return out;
     }
@@ -1253,6 +1379,8 @@ pub fn overdue_items(
                 due: ts(due),
                 level: lv,
                 office_secs_left: l,
+                reason: None,
+                dead_letter_id: None,
             });
         }
     }
@@ -1275,6 +1403,8 @@ pub fn overdue_items(
                 due: ts(due),
                 level: lv,
                 office_secs_left: l,
+                reason: None,
+                dead_letter_id: None,
             });
         }
     }
@@ -1323,17 +1453,33 @@ impl Store {
         ma_ho_so: &str,
         f: impl FnOnce(Option<Process>) -> Result<Option<Transition>, Rejection>,
     ) -> Result<Option<Applied>, StoreError> {
+        self.apply_process_as(Some(message_id), ma_ho_so, f)
+    }
+
+    /// [`Store::apply_process`] for an event the inbox does not deduplicate (`inbox` = None):
+    /// one whose transition is idempotent by itself (a dead letter, a replay, an operator's
+    /// retry). Also publishes again, with their ids, the outbox envelopes the transition names
+    /// in [`Transition::republish`], and keeps `process_blocked` (the dossiers with a blocked
+    /// message, which the overdue scan reads even after they ended) in step.
+    pub fn apply_process_as(
+        &self,
+        inbox: Option<&str>,
+        ma_ho_so: &str,
+        f: impl FnOnce(Option<Process>) -> Result<Option<Transition>, Rejection>,
+    ) -> Result<Option<Applied>, StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let seen: Option<i64> = tx
-                .query_row(
-                    "SELECT 1 FROM process_inbox WHERE message_id = ?1",
-                    params![message_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if seen.is_some() {
-                return Ok(Some(Applied::Duplicate));
+            if let Some(message_id) = inbox {
+                let seen: Option<i64> = tx
+                    .query_row(
+                        "SELECT 1 FROM process_inbox WHERE message_id = ?1",
+                        params![message_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if seen.is_some() {
+                    return Ok(Some(Applied::Duplicate));
+                }
             }
             let state: Option<String> = tx
                 .query_row(
@@ -1375,10 +1521,29 @@ impl Store {
                     params![e.message_id, e.ma_ho_so, e.receiver.clone().unwrap_or_default(), e.to_bytes(), now],
                 )?;
             }
-            tx.execute(
-                "INSERT INTO process_inbox (message_id, ma_ho_so, at_ms) VALUES (?1, ?2, ?3)",
-                params![message_id, ma_ho_so, now],
-            )?;
+            for id in &t.republish {
+                tx.execute(
+                    "UPDATE process_outbox SET sent_ms = NULL WHERE message_id = ?1 AND ma_ho_so = ?2",
+                    params![id, p.ma_ho_so],
+                )?;
+            }
+            if p.blocked.is_empty() {
+                tx.execute(
+                    "DELETE FROM process_blocked WHERE ma_ho_so = ?1",
+                    params![p.ma_ho_so],
+                )?;
+            } else {
+                tx.execute(
+                    "INSERT OR IGNORE INTO process_blocked (ma_ho_so, since_ms) VALUES (?1, ?2)",
+                    params![p.ma_ho_so, now],
+                )?;
+            }
+            if let Some(message_id) = inbox {
+                tx.execute(
+                    "INSERT INTO process_inbox (message_id, ma_ho_so, at_ms) VALUES (?1, ?2, ?3)",
+                    params![message_id, ma_ho_so, now],
+                )?;
+            }
             tx.commit()?;
             Ok(Some(Applied::Done {
                 process: Box::new(t.process),
@@ -1434,13 +1599,14 @@ impl Store {
         Ok(s.and_then(|s| serde_json::from_str(&s).ok()))
     }
 
-    /// Every process still running or paused, or every process when `all`.
+    /// Every process still running or paused or with a blocked message, or every process when
+    /// `all`.
     pub fn processes(&self, all: bool) -> Result<Vec<Process>, StoreError> {
         let rows: Vec<String> = self.with(|c| {
             let sql = if all {
                 "SELECT state FROM processes ORDER BY ma_ho_so"
             } else {
-                "SELECT state FROM processes WHERE phase IN ('running', 'paused') ORDER BY ma_ho_so"
+                "SELECT state FROM processes WHERE phase IN ('running', 'paused') OR ma_ho_so IN (SELECT ma_ho_so FROM process_blocked) ORDER BY ma_ho_so"
             };
             let mut st = c.prepare(sql)?;
             st.query_map([], |r| r.get(0))?.collect()
@@ -1482,6 +1648,16 @@ impl Store {
         })
     }
 
+    /// The dossier of outbox envelope `message_id`, when the process manager sent it (a
+    /// replayed dead letter of the process manager's own comes back with its id).
+    pub fn outbox_dossier(&self, message_id: &str) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached("SELECT ma_ho_so FROM process_outbox WHERE message_id = ?1")?
+                .query_row(params![message_id], |r| r.get(0))
+                .optional()
+        })
+    }
+
     /// Mark an outbox envelope as confirmed by the broker.
     pub fn mark_sent(&self, seq: i64) -> Result<(), StoreError> {
         self.with(|c| {
@@ -1499,7 +1675,7 @@ impl Store {
                     item.ma_ho_so,
                     item.step.clone().unwrap_or_else(|| "*".into()),
                     item.level.as_str(),
-                    item.due,
+                    item.alert_key(),
                     item.holder,
                     crate::clock::now_ms()
                 ])

@@ -88,6 +88,10 @@ CREATE TABLE IF NOT EXISTS process_outbox (
     sent_ms    INTEGER
 );
 CREATE INDEX IF NOT EXISTS process_outbox_unsent ON process_outbox (sent_ms, seq);
+CREATE TABLE IF NOT EXISTS process_blocked (
+    ma_ho_so TEXT PRIMARY KEY,
+    since_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS process_alerts (
     ma_ho_so TEXT NOT NULL,
     step     TEXT NOT NULL,

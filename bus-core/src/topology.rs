@@ -59,6 +59,12 @@ impl Names {
     pub fn dead_log_queue(&self) -> String {
         format!("{}.dead.log", self.prefix)
     }
+    /// `<p>.dead.process`: a third queue on the dead-letter exchange, consumed by the process
+    /// manager (in the router): a dead letter of a message it sent blocks the dossier's step
+    /// visibly instead of leaving it waiting.
+    pub fn dead_process_queue(&self) -> String {
+        format!("{}.dead.process", self.prefix)
+    }
     /// `<p>.parking` (fanout exchange and queue): the end of the line. The dead-letter exchange
     /// of the two dead-letter queues, so that a message rejected there (by an operator's tool,
     /// or a poison dead-letter log entry past the delivery limit) is kept, never dropped and
@@ -174,9 +180,10 @@ impl Topology {
             ]
         };
         // `dead` keeps dead letters for operators: no delivery limit (browsing must never move
-        // a message), dead-lettered to `parking` only if a consumer rejects one. `dead.log` is the
-        // tracer's work queue: a delivery limit like every work queue, but its dead letters go to
-        // `parking`, not back to `dlx` (that would be a cycle). `parking` is the end of the line.
+        // a message), dead-lettered to `parking` only if a consumer rejects one. `dead.log` (the
+        // tracer's) and `dead.process` (the process manager's) are work queues: a delivery limit
+        // like every work queue, but their dead letters go to `parking`, not back to `dlx` (that
+        // would be a cycle). `parking` is the end of the line.
         let dead_args = vec![
             ("x-queue-type", json!("quorum")),
             ("x-dead-letter-exchange", json!(n.parking())),
@@ -231,6 +238,10 @@ impl Topology {
             },
             QueueSpec {
                 name: n.dead_log_queue(),
+                arguments: dead_log_args.clone(),
+            },
+            QueueSpec {
+                name: n.dead_process_queue(),
                 arguments: dead_log_args,
             },
             QueueSpec {
@@ -257,6 +268,11 @@ impl Topology {
             BindingSpec {
                 exchange: n.dead_letter_exchange(),
                 queue: n.dead_log_queue(),
+                routing_key: String::new(),
+            },
+            BindingSpec {
+                exchange: n.dead_letter_exchange(),
+                queue: n.dead_process_queue(),
                 routing_key: String::new(),
             },
             BindingSpec {
@@ -574,7 +590,7 @@ mod tests {
                     );
                     assert!(arg(q, "x-message-ttl").is_some());
                 }
-                "lienthong.dead.log" => {
+                "lienthong.dead.log" | "lienthong.dead.process" => {
                     assert_eq!(
                         arg(q, "x-dead-letter-exchange"),
                         Some(json!("lienthong.parking"))

@@ -37,6 +37,9 @@ pub enum TraceEventKind {
     Step,
     /// A step or dossier is near (`due_soon`) or past (`overdue`) its due time.
     Overdue,
+    /// Something waits on an operator: a message of the dossier was dead-lettered (`blocked`),
+    /// or an agency's answers cannot be read (`unreadable_answers`); the reason says what.
+    Alert,
 }
 
 impl TraceEventKind {
@@ -53,6 +56,7 @@ impl TraceEventKind {
             TraceEventKind::Status => "status",
             TraceEventKind::Step => "step",
             TraceEventKind::Overdue => "overdue",
+            TraceEventKind::Alert => "alert",
         }
     }
 }

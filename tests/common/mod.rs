@@ -14,7 +14,7 @@ use lapin::{BasicProperties, Connection};
 use lienthong::mock::MockServer;
 use lienthong::run::{Component, Running};
 use lienthong_core::amqp::{Publisher, envelope_properties};
-use lienthong_core::envelope::Envelope;
+use lienthong_core::envelope::{Envelope, Kind};
 use lienthong_core::registry::{DEFAULT_CONFIG, Reach, Settings};
 use lienthong_core::store::Store;
 use lienthong_core::topology::{Names, Topology};
@@ -573,4 +573,62 @@ where
         assert!(Instant::now() < until, "timed out after {secs} s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Play Sơn Hà's civil-status office, which reads its own queue: answer each forward the
+/// process manager hands it (once per message id) with its result.
+pub async fn answer_as_civil_status_office(bus: &Bus) {
+    let ch = bus.conn.create_channel().await.expect("channel");
+    let mut consumer = ch
+        .basic_consume(
+            bus.names.unit_queue(SON_HA_CIVIL).into(),
+            "test-civil-status".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let publisher = bus.publisher.clone();
+    let ingress = bus.names.ingress_exchange();
+    tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(Ok(d)) = consumer.next().await {
+            if let Ok(env) = serde_json::from_slice::<Envelope>(&d.data)
+                && env.kind.as_str() == Kind::FORWARD
+                && seen.insert(env.message_id.clone())
+            {
+                let mut r = env.reply(Kind::RESULT, SON_HA_CIVIL, &env.sender);
+                r.payload.result =
+                    serde_json::json!({"so_dang_ky": format!("KS-{}", env.ma_ho_so)})
+                        .as_object()
+                        .cloned();
+                // Published with retries: this "office" is a client, not the bus under test.
+                for _ in 0..50 {
+                    let sent = publisher
+                        .publish(
+                            &ingress,
+                            "",
+                            &r.to_bytes(),
+                            lienthong_core::amqp::envelope_properties(&r),
+                            true,
+                        )
+                        .await;
+                    if sent.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            let _ = d.ack(BasicAckOptions::default()).await;
+            let _ = &ch;
+        }
+    });
+}
+
+/// A birth dossier filed at Sơn Hà without a receiver: the process manager runs its route
+/// (civil-status office, then Police ∥ Social Insurance).
+pub fn filed_birth(seq: u32) -> Envelope {
+    let mut e = birth(seq, SON_HA_CIVIL);
+    e.receiver = None;
+    e
 }
