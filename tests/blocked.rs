@@ -67,19 +67,19 @@ async fn a_dead_lettered_hand_over_blocks_its_step_visibly_and_replay_amendment_
     .await;
     answer_as_civil_status_office(&bus).await;
     let mut centre = bus.listen(SON_HA).await;
-    // Three dossiers whose Police hand-over is dead-lettered, 60 others alongside.
+    // Four dossiers whose Police hand-over is dead-lettered, 60 others alongside.
     let replayed = filed_birth(8001);
     let amended = filed_birth(8002);
     let retried = filed_birth(8003);
+    let retried_cli = filed_birth(8004);
     bus.fault("police", &replayed.ma_ho_so, &[400]).await;
     bus.fault("police", &amended.ma_ho_so, &[400]).await;
     // 1 + 5 attempts per round, three rounds: exhausted after the 18th.
     bus.fault("police", &retried.ma_ho_so, &[503; 18]).await;
+    bus.fault("police", &retried_cli.ma_ho_so, &[503; 18]).await;
+    let mine = [&replayed, &amended, &retried, &retried_cli];
     let others: Vec<Envelope> = (0..60).map(|i| filed_birth(8100 + i)).collect();
-    for e in [&replayed, &amended, &retried]
-        .into_iter()
-        .chain(others.iter())
-    {
+    for e in mine.into_iter().chain(others.iter()) {
         bus.send(e).await;
     }
     let (replayed_dl, code) = blocked_at_police(&bus, &replayed.ma_ho_so).await;
@@ -87,6 +87,8 @@ async fn a_dead_lettered_hand_over_blocks_its_step_visibly_and_replay_amendment_
     let (_, code) = blocked_at_police(&bus, &amended.ma_ho_so).await;
     assert_eq!(code, "agency-refused");
     let (_, code) = blocked_at_police(&bus, &retried.ma_ho_so).await;
+    assert_eq!(code, "retries-exhausted");
+    let (_, code) = blocked_at_police(&bus, &retried_cli.ma_ho_so).await;
     assert_eq!(code, "retries-exhausted");
     let blocked_at = Instant::now();
 
@@ -102,7 +104,7 @@ async fn a_dead_lettered_hand_over_blocks_its_step_visibly_and_replay_amendment_
         .json()
         .await
         .expect("json");
-    for e in [&replayed, &amended, &retried] {
+    for e in mine {
         assert!(
             listed.iter().any(|i| i["ma_ho_so"] == e.ma_ho_so.as_str()
                 && i["level"] == "blocked"
@@ -115,7 +117,7 @@ async fn a_dead_lettered_hand_over_blocks_its_step_visibly_and_replay_amendment_
     assert_eq!(listed[0]["level"], "blocked", "most urgent first");
     let mut hooked = HashSet::new();
     let until = Instant::now() + Duration::from_secs(20);
-    while hooked.len() < 3 {
+    while hooked.len() < mine.len() {
         let left = until.saturating_duration_since(Instant::now());
         let v = tokio::time::timeout(left, hooks.recv())
             .await
@@ -215,12 +217,34 @@ async fn a_dead_lettered_hand_over_blocks_its_step_visibly_and_replay_amendment_
         reqwest::StatusCode::CONFLICT,
         "nothing left to retry"
     );
+    // 4. … or with the command line, on the bus's configuration.
+    let config = bus.dir.join("config.toml");
+    std::fs::write(&config, toml::to_string(&bus.settings).expect("toml")).expect("config");
+    let cli = |args: &[&str]| {
+        std::process::Command::new(procs::EXE)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("lienthong runs")
+    };
+    let shown = cli(&["dossier", &retried_cli.ma_ho_so]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("blocked") && text.contains("retries-exhausted"),
+        "{text}"
+    );
+    let done = cli(&["retry", &retried_cli.ma_ho_so, "--by", "Minh"]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let nothing = cli(&["retry", &retried_cli.ma_ho_so]);
+    assert_eq!(nothing.status.code(), Some(3), "nothing left to retry");
 
     // Every dossier completes, with one final result and one registration at Police.
-    let all: Vec<&Envelope> = [&replayed, &amended, &retried]
-        .into_iter()
-        .chain(others.iter())
-        .collect();
+    let all: Vec<&Envelope> = mine.into_iter().chain(others.iter()).collect();
     let mut results: HashMap<String, HashSet<String>> = HashMap::new();
     let until = Instant::now() + Duration::from_secs(90);
     while results.len() < all.len() {
@@ -249,7 +273,7 @@ async fn a_dead_lettered_hand_over_blocks_its_step_visibly_and_replay_amendment_
     let n = all.len() as u64;
     assert_eq!(stats["police"]["effects"], n, "{stats}");
     assert_eq!(stats["bhxh"]["effects"], n, "{stats}");
-    for e in [&replayed, &amended, &retried] {
+    for e in mine {
         let p = store.process(&e.ma_ho_so).expect("store").expect("process");
         assert!(p.blocked.is_empty(), "{}: {:?}", e.ma_ho_so, p.blocked);
     }
@@ -278,7 +302,7 @@ async fn a_dead_lettered_hand_over_blocks_its_step_visibly_and_replay_amendment_
     );
     record_reliability(Reliability {
         scenario: "a step's hand-over dead-lettered in a dossier the bus runs".into(),
-        fault: "Police refuses 2 dossiers (400) and answers 503 until the retries run out for a third, 60 others alongside; recovered by dead-letters replay, the centre's amendment and POST /v1/dossiers/{ma}/retry".into(),
+        fault: "Police refuses 2 dossiers (400) and answers 503 until the retries run out for 2 more, 60 others alongside; recovered by dead-letters replay, the centre's amendment, POST /v1/dossiers/{ma}/retry and lienthong retry".into(),
         messages: all.len(),
         lost: all.len() - results.len(),
         duplicate_effects: effects_beyond(&stats, n, n),
