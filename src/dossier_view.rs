@@ -120,30 +120,19 @@ pub fn render_dossier(
         ));
     }
     if !p.blocked.is_empty() {
-        s.push_str(
-            "
-blocked (dead-lettered; nothing moves until recovered)
-",
-        );
+        s.push_str("\nblocked (dead-lettered; nothing moves until recovered)\n");
         for b in &p.blocked {
             s.push_str(&format!(
-                "  {}  {}
-    [{}] {}
-    dead letter {}, since {}
-",
+                "  {}  {}\n    [{}] {}\n    dead letter {}\n",
                 short(Some(&b.at)),
                 b.what(),
                 b.reason_code,
                 b.reason,
                 b.message_id,
-                short(Some(&b.at))
             ));
         }
         s.push_str(&format!(
-            "  recover: after the fix, `lienthong dead-letters replay <dead letter>` sends the same message again;
-  `lienthong retry {}` hands the blocked steps over again with the dossier's current data
-  (the centre may first amend it with a dossier.forward without receiver, which also hands them over again)
-",
+            "  recover: after the fix, `lienthong dead-letters replay <dead letter>` sends the same message again;\n  `lienthong retry {}` hands the blocked steps over again with the dossier's current data\n  (the centre may first amend it with a dossier.forward without receiver, which also hands them over again)\n",
             p.ma_ho_so
         ));
     }
