@@ -9,7 +9,6 @@ use chrono::{DateTime, FixedOffset};
 use lienthong_core::amqp::{PublishError, Publisher};
 use lienthong_core::envelope::{Envelope, Rejection};
 use lienthong_core::process::{self, Applied, OverdueItem};
-use lienthong_core::registry::UnitKind;
 use lienthong_core::store::Origin;
 use lienthong_core::trace::{TraceEvent, TraceEventKind, Tracer};
 
@@ -62,12 +61,7 @@ impl ProcessManager {
     /// dossier it runs (`runs`, from [`lienthong_core::store::Store::lookup_dossier`]), except the
     /// centre's own messages to the national portal.
     pub fn manages(&self, env: &Envelope, runs: bool) -> bool {
-        let to_portal = env
-            .receiver
-            .as_deref()
-            .and_then(|r| self.ctx.registry.unit(r))
-            .is_some_and(|u| u.kind == UnitKind::Portal);
-        !to_portal && (process::starts_process(env) || runs)
+        process::manages(&self.ctx.registry, env, runs)
     }
 
     /// Apply `env` and publish what follows. Ok(()) once everything it caused is confirmed by

@@ -243,6 +243,7 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
             .map_err(anyhow::Error::msg)?;
     }
     let validator = EnvelopeValidator::new(&settings.envelope).map_err(anyhow::Error::msg)?;
+    let filing = lienthong_core::filing::FilingSchemas::load(&settings)?;
     let (tx, rx) = watch::channel(false);
     let writer = lienthong_core::store::MessageWriter::start(&PathBuf::from(&settings.store.path))
         .with_context(|| format!("opening the store {}", settings.store.path))?;
@@ -251,6 +252,7 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         registry: Arc::new(Registry::new(&settings)),
         names: Names::new(&settings.bus.prefix),
         validator: Arc::new(validator),
+        filing: Arc::new(filing),
         store,
         conn: Arc::new(conn),
         shutdown: rx,
