@@ -24,6 +24,8 @@ pub struct Ctx {
     pub names: Names,
     /// Ingress checks.
     pub validator: Arc<EnvelopeValidator>,
+    /// The procedures' data schemas, compiled once: what a filing must carry for its route.
+    pub filing: Arc<lienthong_core::filing::FilingSchemas>,
     /// The SQLite store.
     pub store: Store,
     /// The process's group commit into the store (the router's accepted envelopes, and every

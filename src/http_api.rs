@@ -18,9 +18,9 @@ use lienthong_adapters::deliveries::{self, DeliveryLog};
 use lienthong_adapters::outbox::{Acked, Outbox};
 use lienthong_core::amqp::{PublishError, Publisher, envelope_properties};
 use lienthong_core::envelope::{Envelope, Kind, RejectCode, Rejection, TrangThaiHoSo};
-use lienthong_core::registry::{Reach, Unit};
-use lienthong_core::routing;
+use lienthong_core::registry::{Reach, Unit, UnitKind};
 use lienthong_core::trace::{TraceEvent, TraceEventKind, Tracer};
+use lienthong_core::{filing, process, routing};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -322,16 +322,34 @@ async fn submit_inner(api: &Api, headers: &HeaderMap, body: &Bytes) -> Result<St
         )
         .into());
     }
+    // The same store read as the router's: does the process manager run the dossier (then a
+    // forward without receiver is the centre's answer to a pause, not a filing), and which
+    // centre filed it.
     let store = api.ctx.store.clone();
     let key = env.ma_ho_so.clone();
-    let origin = tokio::task::spawn_blocking(move || store.origin(&key).ok().flatten())
-        .await
-        .ok()
-        .flatten();
+    let (runs, origin) = match tokio::task::spawn_blocking(move || store.lookup_dossier(&key)).await
+    {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => {
+            return Err(Problem::unavailable(
+                format!("the store could not be read: {e}"),
+                5,
+            ));
+        }
+        Err(e) => {
+            return Err(Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                e.to_string(),
+            ));
+        }
+    };
+    let registry = &api.ctx.registry;
     // A forward without receiver starts the procedure's route (process manager); messages of a
-    // dossier it runs are checked by it, in the router.
-    let managed = if lienthong_core::process::starts_process(&env) {
-        if unit.kind != lienthong_core::registry::UnitKind::Centre {
+    // dossier it runs are checked by it, in the router, after the 202.
+    let decision = if process::manages(registry, &env, runs) {
+        if process::starts_process(&env) && unit.kind != UnitKind::Centre {
             return Err(Rejection::new(
                 RejectCode::MissingReceiver,
                 format!(
@@ -341,21 +359,21 @@ async fn submit_inner(api: &Api, headers: &HeaderMap, body: &Bytes) -> Result<St
             )
             .into());
         }
-        true
-    } else {
-        let store = api.ctx.store.clone();
-        let key = env.ma_ho_so.clone();
-        tokio::task::spawn_blocking(move || store.has_process(&key).unwrap_or(false))
-            .await
-            .unwrap_or(false)
-    };
-    let decision = if managed {
+        // The filing must carry what the route needs: refused now, while the centre can fix it.
+        if filing::starts_run(registry, &env, runs) {
+            api.ctx.filing.check(registry, &env)?;
+        }
         routing::RouteDecision {
             receiver: env.receiver.clone().unwrap_or_default(),
             records_origin: false,
         }
     } else {
-        routing::check(&api.ctx.registry, &env, origin.as_ref()).map_err(Problem::from)?
+        let decision = routing::check(registry, &env, origin.as_ref())?;
+        // A centre's first forward of a dossier it drives itself is its filing.
+        if decision.records_origin {
+            api.ctx.filing.check(registry, &env)?;
+        }
+        decision
     };
     if decision.records_origin {
         // Recorded here as well as by the router, so that a reply right after the 202 is accepted.

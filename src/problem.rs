@@ -16,8 +16,10 @@ pub struct Problem {
     pub title: String,
     /// What is wrong, for people.
     pub detail: String,
-    /// Individual errors.
-    pub errors: Vec<String>,
+    /// Individual errors: strings (a schema error with its JSON pointer), or for
+    /// `procedure-data-invalid` objects `{pointer, alternatives?, detail, needed_by: [{step,
+    /// name, unit?, unit_name?}]}` (a [`lienthong_core::envelope::FieldError`] each).
+    pub errors: Vec<serde_json::Value>,
     /// Seconds for Retry-After (503).
     pub retry_after_s: Option<u64>,
 }
@@ -71,7 +73,17 @@ impl From<Rejection> for Problem {
             code: r.code.as_str().into(),
             title: r.code.title().into(),
             detail: r.detail,
-            errors: r.errors,
+            errors: if r.fields.is_empty() {
+                r.errors
+                    .into_iter()
+                    .map(serde_json::Value::String)
+                    .collect()
+            } else {
+                r.fields
+                    .iter()
+                    .map(|f| serde_json::to_value(f).unwrap_or_default())
+                    .collect()
+            },
             retry_after_s: None,
         }
     }

@@ -11,7 +11,6 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lienthong_core::amqp::{PublishError, Publisher};
 use lienthong_core::envelope::{Envelope, Rejection};
 use lienthong_core::process::{self, Applied, OverdueItem};
-use lienthong_core::registry::UnitKind;
 use lienthong_core::store::Origin;
 use lienthong_core::trace::{TraceEvent, TraceEventKind, Tracer};
 
@@ -64,16 +63,10 @@ impl ProcessManager {
     /// dossier it runs (`runs`, from [`lienthong_core::store::Store::lookup_dossier`]), except the
     /// centre's own messages to the national portal.
     pub fn manages(&self, env: &Envelope, runs: bool) -> bool {
-        let to_portal = env
-            .receiver
-            .as_deref()
-            .and_then(|r| self.ctx.registry.unit(r))
-            .is_some_and(|u| u.kind == UnitKind::Portal);
-        if to_portal {
-            // A replayed dead letter of the process manager's own portal update is its own.
-            return runs && self.own_message(&env.message_id).is_some();
-        }
-        process::starts_process(env) || runs
+        // A message to the national portal is routed as usual, unless it is the process
+        // manager's own portal update coming back as a replayed dead letter.
+        process::manages(&self.ctx.registry, env, runs)
+            || (runs && self.own_message(&env.message_id).is_some())
     }
 
     /// The dossier of `message_id` when the process manager sent that message (it comes back

@@ -1,5 +1,6 @@
 //! The router: consumes `<prefix>.router` (fed by the ingress exchange), validates each
-//! envelope (schema, registry, route), publishes it to the receiver's queue with a publisher
+//! envelope (schema, registry, route; a centre's filing also against its procedure's data
+//! schema), publishes it to the receiver's queue with a publisher
 //! confirm and `mandatory`, and acks the ingress delivery only after the confirm. Anything
 //! invalid or unroutable is dead-lettered with a human-readable reason (and the sender told),
 //! never dropped; the router keeps going.
@@ -11,9 +12,9 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lienthong_core::amqp::{PublishError, Publisher, envelope_properties};
 use lienthong_core::deadletter::{DeadLetter, DeadLetterChannel};
 use lienthong_core::envelope::{Envelope, RejectCode, Rejection};
-use lienthong_core::routing;
 use lienthong_core::store::Origin;
 use lienthong_core::trace::{TraceEvent, TraceEventKind, Tracer};
+use lienthong_core::{filing, routing};
 
 use crate::context::Ctx;
 
@@ -189,6 +190,12 @@ impl Router {
         use crate::process_manager::PmError;
         if self.pm.manages(&env, runs) {
             self.tracer.emit_all(vec![received]).await?;
+            // A filing (not a later message of the dossier) must carry what its route needs.
+            if filing::starts_run(&self.ctx.registry, &env, runs)
+                && let Err(r) = self.ctx.filing.check(&self.ctx.registry, &env)
+            {
+                return Err(Failure::Reject(r, Some(Box::new(env))));
+            }
             return match self.pm.handle(&env).await {
                 Ok(()) => Ok(()),
                 Err(PmError::Reject(r)) => Err(Failure::Reject(r, Some(Box::new(env)))),
@@ -197,13 +204,21 @@ impl Router {
                 ))),
             };
         }
-        let decision = match routing::check(&self.ctx.registry, &env, origin.as_ref()) {
-            Ok(dec) => dec,
-            Err(r) => {
-                self.tracer.emit_all(vec![received]).await?;
-                return Err(Failure::Reject(r, Some(Box::new(env))));
-            }
-        };
+        // A centre's first forward of a dossier it drives itself (it records the origin) is its
+        // filing: it must carry what the procedure's route needs.
+        let decision =
+            match routing::check(&self.ctx.registry, &env, origin.as_ref()).and_then(|dec| {
+                if dec.records_origin {
+                    self.ctx.filing.check(&self.ctx.registry, &env)?;
+                }
+                Ok(dec)
+            }) {
+                Ok(dec) => dec,
+                Err(r) => {
+                    self.tracer.emit_all(vec![received]).await?;
+                    return Err(Failure::Reject(r, Some(Box::new(env))));
+                }
+            };
         let validated = TraceEvent::new(TraceEventKind::Validated, COMPONENT, Some(&env));
         // Claim check: large inline attachments leave the envelope for the blob store.
         let mut env = env;

@@ -229,6 +229,7 @@ fn context(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Ctx> {
     let validator = EnvelopeValidator::new(&settings.envelope).map_err(anyhow::Error::msg)?;
+    let filing = lienthong_core::filing::FilingSchemas::load(&settings)?;
     let writer = lienthong_core::store::MessageWriter::start(&PathBuf::from(&settings.store.path))
         .with_context(|| format!("opening the store {}", settings.store.path))?;
     Ok(Ctx {
@@ -236,6 +237,7 @@ fn context(
         registry: Arc::new(Registry::new(&settings)),
         names: Names::new(&settings.bus.prefix),
         validator: Arc::new(validator),
+        filing: Arc::new(filing),
         store,
         conn: Arc::new(conn),
         shutdown,

@@ -406,19 +406,30 @@ async fn a_deliver_exchange_replaced_with_another_type_makes_the_bus_unready_unt
     // returned (nothing is bound to it) and re-declaring the direct exchange fails with
     // 406 PRECONDITION_FAILED.
     let deliver = bus.names.deliver_exchange();
-    delete_exchange(&bus, &deliver).await;
-    let ch = bus.conn.create_channel().await.expect("channel");
-    ch.exchange_declare(
-        deliver.as_str().into(),
-        lapin::ExchangeKind::Fanout,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("exchange.declare fanout");
+    // The bus re-declares the exchange as soon as a publish finds it gone, so the test may lose
+    // the race between its delete and its declare: it tries again until its fanout one stands.
+    let mut replaced = false;
+    for _ in 0..20 {
+        delete_exchange(&bus, &deliver).await;
+        let ch = bus.conn.create_channel().await.expect("channel");
+        let declared = ch
+            .exchange_declare(
+                deliver.as_str().into(),
+                lapin::ExchangeKind::Fanout,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        if declared.is_ok() {
+            let _ = ch.close(200, "fault injected".into()).await;
+            replaced = true;
+            break;
+        }
+    }
+    assert!(replaced, "the fanout exchange was declared");
     let fault_at = Instant::now();
     // While it cannot publish, the bus says so, naming the component and the broker's error.
     let body = eventually_async(30, || async {
@@ -435,10 +446,7 @@ async fn a_deliver_exchange_replaced_with_another_type_makes_the_bus_unready_unt
     let stalled = board.done();
     assert!(stalled < envs.len(), "the flow waits for the fix");
     // The operator removes the wrong exchange; the bus declares the right one by itself.
-    ch.exchange_delete(deliver.as_str().into(), ExchangeDeleteOptions::default())
-        .await
-        .expect("exchange.delete");
-    let _ = ch.close(200, "fixed".into()).await;
+    delete_exchange(&bus, &deliver).await;
     sending.await.expect("sent");
     settle(
         &bus,

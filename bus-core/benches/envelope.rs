@@ -1,4 +1,6 @@
-//! Benchmarks envelope ingress: `EnvelopeValidator::accept` and `normalize_nfc` on sample dossiers.
+//! Benchmarks envelope ingress: `EnvelopeValidator::accept` and `normalize_nfc` on sample
+//! dossiers, and `FilingSchemas::check` (a filing against its procedure's data schema, what the
+//! router adds for a centre's filing).
 //!
 //! Inputs come from `schemas/samples/dossiers.jsonl`, read when the bench starts. They are the
 //! first birth dossier (`1.001193`), the first birth dossier whose names are in NFD, the largest
@@ -14,7 +16,8 @@ use std::path::Path;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use lienthong_core::envelope::{EnvelopeValidator, normalize_nfc};
-use lienthong_core::registry::{DEFAULT_CONFIG, Settings};
+use lienthong_core::filing::FilingSchemas;
+use lienthong_core::registry::{DEFAULT_CONFIG, Registry, Settings};
 use serde_json::Value;
 use unicode_normalization::{UnicodeNormalization, is_nfc};
 
@@ -158,6 +161,37 @@ fn accept(c: &mut Criterion) {
                 |v| normalize_nfc(black_box(v)),
                 BatchSize::SmallInput,
             )
+        });
+    }
+    g.finish();
+
+    // A filing against its procedure's data schema (valid: the router's usual case), for the
+    // first sample of each flow and the padded birth envelope.
+    let schemas = FilingSchemas::load(&settings).expect("procedure schemas");
+    let registry = Registry::new(&settings);
+    let mut filings: Vec<(String, lienthong_core::Envelope)> = ["1.001193", "1.011537", "1.010059"]
+        .iter()
+        .map(|tthc| {
+            let line = values
+                .iter()
+                .position(|v| v["ma_tthc"] == *tthc)
+                .expect("a sample of the flow");
+            let env = validator.accept(lines[line].as_bytes()).expect("accepted");
+            (format!("{tthc}_sample"), env)
+        })
+        .collect();
+    filings.push((
+        "1.001193_padded_5k".into(),
+        validator.accept(&inputs[3].1).expect("accepted"),
+    ));
+    let mut g = c.benchmark_group("filing_check");
+    for (name, env) in &filings {
+        schemas
+            .check(&registry, env)
+            .unwrap_or_else(|r| panic!("sample {name} is refused: {r}"));
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(name.as_str(), |b| {
+            b.iter(|| schemas.check(&registry, black_box(env)).expect("valid"))
         });
     }
     g.finish();

@@ -311,6 +311,64 @@ pub struct Rejection {
     pub detail: String,
     /// Individual problems (schema errors with their JSON pointer), if several.
     pub errors: Vec<String>,
+    /// The fields a filing lacks for its procedure's route
+    /// ([`RejectCode::ProcedureDataInvalid`]), structured; `errors` holds the same as text.
+    pub fields: Vec<FieldError>,
+}
+
+/// One field of a filing that its procedure's route needs and that is missing or wrong
+/// (`procedure-data-invalid`, from the procedure's data schema, `schemas/procedures/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// JSON pointer (RFC 6901) of the field in the envelope, e.g. `/payload/data/tre/ngay_sinh`;
+    /// when any one of several fields will do, the first of them.
+    pub pointer: String,
+    /// The other fields (JSON pointers) that would do instead of `pointer`; empty for most.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alternatives: Vec<String>,
+    /// What is wrong, in English: `missing`, or the schema's message about the value.
+    pub detail: String,
+    /// The steps of the route that need the field, in route order.
+    pub needed_by: Vec<NeededBy>,
+}
+
+/// A step of a procedure's route that needs a field, and who takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NeededBy {
+    /// Step id in the catalogue, e.g. `thuong-tru`.
+    pub step: String,
+    /// The step's name, in Vietnamese (`Đăng ký thường trú`).
+    pub name: String,
+    /// Code of the unit that takes the step for the filing centre: the step's `unit`, or the
+    /// unit with its `role` nearest to the centre (as the process manager resolves it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// That unit's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_name: Option<String>,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.pointer)?;
+        if !self.alternatives.is_empty() {
+            write!(f, " (or {})", self.alternatives.join(", "))?;
+        }
+        write!(f, ": {}", self.detail)?;
+        if !self.needed_by.is_empty() {
+            let who: Vec<String> = self
+                .needed_by
+                .iter()
+                .map(|n| match (&n.unit, &n.unit_name) {
+                    (Some(c), Some(name)) => format!("{} at {c} ({name})", n.step),
+                    (Some(c), None) => format!("{} at {c}", n.step),
+                    _ => n.step.clone(),
+                })
+                .collect();
+            write!(f, "; needed by {}", who.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 /// Stable rejection codes.
@@ -322,6 +380,9 @@ pub enum RejectCode {
     MalformedJson,
     /// JSON does not match `schemas/envelope.schema.json`.
     SchemaInvalid,
+    /// A filing lacks what its procedure's route needs (its procedure's data schema,
+    /// `schemas/procedures/`): the centre can add it and file again.
+    ProcedureDataInvalid,
     /// A field has a valid shape but a wrong value (pattern, hash, date…).
     InvalidField,
     /// Kind not routed by this version.
@@ -359,6 +420,7 @@ impl RejectCode {
             RejectCode::TooLarge => "too-large",
             RejectCode::MalformedJson => "malformed-json",
             RejectCode::SchemaInvalid => "schema-invalid",
+            RejectCode::ProcedureDataInvalid => "procedure-data-invalid",
             RejectCode::InvalidField => "invalid-field",
             RejectCode::UnsupportedKind => "unsupported-kind",
             RejectCode::UnknownSender => "unknown-sender",
@@ -382,6 +444,7 @@ impl RejectCode {
             RejectCode::TooLarge => "Envelope too large",
             RejectCode::MalformedJson => "Malformed JSON",
             RejectCode::SchemaInvalid => "Envelope does not match the schema",
+            RejectCode::ProcedureDataInvalid => "Dossier lacks data its procedure's route needs",
             RejectCode::InvalidField => "Invalid field value",
             RejectCode::UnsupportedKind => "Unsupported message kind",
             RejectCode::UnknownSender => "Unknown sender",
@@ -406,6 +469,7 @@ impl RejectCode {
             TooLarge,
             MalformedJson,
             SchemaInvalid,
+            ProcedureDataInvalid,
             InvalidField,
             UnsupportedKind,
             UnknownSender,
@@ -433,6 +497,7 @@ impl Rejection {
             code,
             detail: detail.into(),
             errors: Vec::new(),
+            fields: Vec::new(),
         }
     }
 
@@ -609,6 +674,7 @@ impl EnvelopeValidator {
                     errors.len()
                 ),
                 errors,
+                fields: Vec::new(),
             });
         }
         let env: Envelope = serde_json::from_value(value).map_err(|e| {

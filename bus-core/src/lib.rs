@@ -12,6 +12,7 @@ pub mod claimcheck;
 pub mod clock;
 pub mod deadletter;
 pub mod envelope;
+pub mod filing;
 pub mod health;
 pub mod process;
 pub mod registry;

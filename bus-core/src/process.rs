@@ -352,6 +352,19 @@ pub fn starts_process(env: &Envelope) -> bool {
     env.kind.is_forward() && env.receiver.is_none()
 }
 
+/// Whether `env` is the process manager's rather than the routing rules': a forward with no
+/// receiver, or any message of a dossier it runs (`runs`, from
+/// [`crate::store::Store::lookup_dossier`]), except a message addressed to the national portal
+/// (routed as usual). The router and the HTTP API both ask this, with the same store read.
+pub fn manages(registry: &Registry, env: &Envelope, runs: bool) -> bool {
+    let to_portal = env
+        .receiver
+        .as_deref()
+        .and_then(|r| registry.unit(r))
+        .is_some_and(|u| u.kind == UnitKind::Portal);
+    !to_portal && (starts_process(env) || runs)
+}
+
 fn handler_officer(env: &Envelope) -> Option<String> {
     env.payload.handler.as_ref().and_then(|h| h.officer.clone())
 }

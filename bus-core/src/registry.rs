@@ -59,6 +59,23 @@ pub struct Settings {
     /// The procedure catalogue.
     #[serde(default)]
     pub procedures: Vec<Procedure>,
+    /// Where these settings came from, which says where `[[procedures]] data_schema` is read
+    /// ([`crate::filing`]). Not a setting: [`Settings::load`] sets it.
+    #[serde(skip)]
+    pub source: ConfigSource,
+}
+
+/// Where the configuration came from: it says where a procedure's `data_schema` is read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// The embedded default (`deploy/config/quang-ngai.toml` compiled in), or TOML given as text:
+    /// `data_schema` names one of the copies of `schemas/procedures/` compiled into the binary
+    /// ([`crate::filing::EMBEDDED`]).
+    #[default]
+    Embedded,
+    /// A file (`--config FILE`, the path kept for messages): `data_schema` is read from disk, an
+    /// absolute path as it is, a relative one from the working directory (as `[store] path`).
+    File(std::path::PathBuf),
 }
 
 /// `[bus]`: broker connection and naming.
@@ -452,6 +469,12 @@ pub struct Procedure {
     /// Whether the facts were checked against the official text.
     #[serde(default)]
     pub verified: bool,
+    /// What the route needs from the centre's filing: a JSON Schema 2020-12 over the envelope
+    /// (`schemas/procedures/<ma_tthc>.schema.json`), checked at ingress against the filing
+    /// ([`crate::filing`]); where it is read from depends on [`ConfigSource`]. None: the filing
+    /// is checked against the envelope schema only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_schema: Option<String>,
 }
 
 fn default_pausing() -> Vec<u8> {
@@ -468,17 +491,31 @@ impl Procedure {
 impl Settings {
     /// Load settings: the file at `path` (TOML), or the embedded default; then environment
     /// overrides `LIENTHONG__<SECTION>__<KEY>` (e.g. `LIENTHONG__BUS__PREFIX=test1`).
+    /// Procedure schemas (`data_schema`) are read as [`ConfigSource`] says: from the binary for
+    /// the embedded default, from disk for a file.
     pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
-        let source = match path {
-            Some(p) => std::fs::read_to_string(p)
-                .map_err(|e| ConfigError::Load(format!("{}: {e}", p.display())))?,
-            None => DEFAULT_CONFIG.to_string(),
-        };
-        Self::from_toml(&source, true)
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError::Load(format!("{}: {e}", p.display())))?;
+                Self::from_toml_with(&text, true, ConfigSource::File(p.to_path_buf()))
+            }
+            None => Self::from_toml_with(DEFAULT_CONFIG, true, ConfigSource::Embedded),
+        }
     }
 
-    /// Parse settings from TOML text, optionally applying environment overrides.
+    /// Parse settings from TOML text, optionally applying environment overrides; `data_schema`
+    /// names the schemas compiled into the binary ([`ConfigSource::Embedded`]).
     pub fn from_toml(text: &str, env_overrides: bool) -> Result<Settings, ConfigError> {
+        Self::from_toml_with(text, env_overrides, ConfigSource::Embedded)
+    }
+
+    /// [`Settings::from_toml`], with `data_schema` read as `source` says.
+    pub fn from_toml_with(
+        text: &str,
+        env_overrides: bool,
+        source: ConfigSource,
+    ) -> Result<Settings, ConfigError> {
         let mut b = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml));
         if env_overrides {
@@ -489,16 +526,18 @@ impl Settings {
                     .try_parsing(true),
             );
         }
-        let settings: Settings = b
+        let mut settings: Settings = b
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError::Load(e.to_string()))?;
+        settings.source = source;
         settings.check()?;
         Ok(settings)
     }
 
     /// Check the registry: unique codes, known parents without cycles, routes naming known units
-    /// or roles some unit has, valid cut-off times and statuses.
+    /// or roles some unit has, valid cut-off times and statuses, and every procedure's
+    /// `data_schema` found, JSON Schema 2020-12, compiling, naming only its own steps.
     pub fn check(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if let Err(e) = crate::calendar::WorkCalendar::new(&self.calendar) {
@@ -626,6 +665,7 @@ impl Settings {
                 }
             }
         }
+        crate::filing::FilingSchemas::load(self)?;
         Ok(())
     }
 }

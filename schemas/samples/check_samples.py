@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Validate schemas/samples/dossiers.jsonl against ../envelope.schema.json plus the
+"""Validate schemas/samples/dossiers.jsonl against ../envelope.schema.json, each line against its
+procedure's data schema (../procedures/<ma_tthc>.schema.json), plus the
 sample-set rules that JSON Schema cannot express. Exits 1 on any failure.
 
 Needs the `jsonschema` package (pip install jsonschema; `rfc3987` optional, enables
@@ -24,6 +25,8 @@ except ImportError:
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCHEMA = os.path.join(HERE, "..", "envelope.schema.json")
+# What each procedure's route needs from the filing (the catalogue's data_schema).
+PROCEDURE_SCHEMAS = os.path.join(HERE, "..", "procedures")
 MAX_LINE_BYTES = 8192
 
 UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -235,6 +238,14 @@ def main():
         schema = json.load(f)
     Draft202012Validator.check_schema(schema)
     validator = Draft202012Validator(schema, format_checker=FormatChecker())
+    procedure_validators = {}
+    for name in sorted(os.listdir(PROCEDURE_SCHEMAS)):
+        if name.endswith(".schema.json"):
+            with open(os.path.join(PROCEDURE_SCHEMAS, name), encoding="utf-8") as f:
+                ps = json.load(f)
+            Draft202012Validator.check_schema(ps)
+            procedure_validators[name[: -len(".schema.json")]] = Draft202012Validator(
+                ps, format_checker=FormatChecker())
     state = {"ids": set(), "ma_ho_so": set(), "seq": collections.defaultdict(list),
              "nfd": 0, "inline": 0, "reference": 0}
     per_flow, per_sender, per_pair = collections.Counter(), collections.Counter(), collections.Counter()
@@ -255,6 +266,12 @@ def main():
                 for e in sorted(validator.iter_errors(env), key=lambda e: list(e.absolute_path)):
                     errors.append("schema: %s at /%s" % (e.message, "/".join(map(str, e.absolute_path))))
                 if isinstance(env, dict):
+                    pv = procedure_validators.get(env.get("ma_tthc"))
+                    if pv is None:
+                        errors.append("no procedure schema for %s in schemas/procedures/" % env.get("ma_tthc"))
+                    else:
+                        for e in sorted(pv.iter_errors(env), key=lambda e: list(e.absolute_path)):
+                            errors.append("procedure schema: %s at /%s" % (e.message, "/".join(map(str, e.absolute_path))))
                     flow = check_line(env, errors, state)
                     per_flow[flow] += 1
                     per_sender[env.get("sender")] += 1
