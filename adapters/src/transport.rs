@@ -86,6 +86,15 @@ pub enum TlsProblem {
     },
 }
 
+/// A presented name as rustls writes it (`DnsName("a.example")`, `IpAddress(…)`) without the
+/// wrapper.
+fn bare_name(n: &str) -> String {
+    match (n.find('('), n.rfind(')')) {
+        (Some(i), Some(j)) if i < j => n[i + 1..j].trim_matches('"').to_string(),
+        _ => n.to_string(),
+    }
+}
+
 /// `UnixTime` as a UTC date, `YYYY-MM-DD`.
 fn day(t: rustls::pki_types::UnixTime) -> Option<String> {
     let secs = i64::try_from(t.as_secs()).ok()?;
@@ -116,7 +125,7 @@ impl TlsProblem {
                     presented,
                 } => TlsProblem::NameMismatch {
                     expected: Some(expected.to_str().into_owned()),
-                    presented: presented.clone(),
+                    presented: presented.iter().map(|n| bare_name(n)).collect(),
                 },
                 C::Revoked => TlsProblem::Revoked,
                 _ => TlsProblem::Other {
@@ -287,7 +296,7 @@ impl TransportError {
             (
                 Failure::Tls(p),
                 format!(
-                    "TLS handshake with {who} at {addr} failed: {text}; nothing was sent (retried in delayed rounds until it is fixed){hint}"
+                    "TLS handshake with {who} at {addr} failed: {text}; nothing was sent{hint}"
                 ),
             )
         } else if e.is_dns() {
@@ -322,14 +331,14 @@ impl TransportError {
             (
                 Failure::ReadTimeout,
                 format!(
-                    "read timeout: {who} at {addr} took the request and sent {limit}; the agency may have taken it"
+                    "read timeout: no answer from {who} at {addr}: {limit}; the agency may have taken it"
                 ),
             )
         } else if io_kind(&[K::ConnectionRefused]) {
             (
                 Failure::Refused,
                 format!(
-                    "connection refused by {addr}: nothing listens there ({who}'s system is down, or the endpoint's port is wrong); nothing was sent{hint}"
+                    "connection refused by {addr}: nothing listens there (the system of {who} is down, or the endpoint's port is wrong); nothing was sent{hint}"
                 ),
             )
         } else if e.is_connect() {
