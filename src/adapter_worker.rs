@@ -180,12 +180,13 @@ impl Worker {
             // `sending`: an earlier attempt may have reached the agency; the attempts below
             // carry the same idempotency key, so the agency answers without a second effect.
         }
-        // The last attempt's outcome was unknown: ask the agency before sending again.
+        // The last attempt's outcome was unknown: ask the agency before sending again. Only a
+        // readable "found" at status 2 or later is delivered; anything else sends again.
         if lienthong_core::amqp::header_str(&d.properties, retry_headers::OUTCOME_UNKNOWN)
             .as_deref()
             == Some("true")
             && env.kind.is_forward()
-            && let Ok(st) = self.adapter.status(&env.ma_ho_so).await
+            && let Some(st) = self.adapter.status(&env.ma_ho_so).await.found()
             && st.status >= 2
         {
             let receipt = st
@@ -249,7 +250,9 @@ impl Worker {
         .await;
         let _ = emitter.await;
         match outcome {
-            Final::Delivered { receipt, attempts } => {
+            Final::Delivered {
+                receipt, attempts, ..
+            } => {
                 // Crash test hook: stop here, the agency has answered and nothing is written
                 // yet; the delivery stays unacked until the process dies.
                 fail::fail_point!("adapter-after-agency-answer", |_| {
@@ -284,6 +287,7 @@ impl Worker {
                 history,
                 retry_after,
                 unknown,
+                ..
             } => {
                 if exhausted {
                     self.park_or_give_up(&d, &env, attempts, history, retry_after, unknown)

@@ -1,13 +1,16 @@
 //! `lienthong check [unit…]`: the letter's trial run of the connections. For every unit reached
 //! by an adapter: the configuration builds, the endpoint is reachable, the TLS handshake passes
 //! with the unit's trust and client certificate (and the certificate's dates are shown), and the
-//! adapter's harmless test call answers in the reference format with the bus's credentials.
+//! adapter's harmless test call answers in the reference format with the bus's credentials:
+//! the status lookup of a dossier that cannot exist ([`lienthong_adapters::Adapter::probe`]),
+//! read by the very code that resolves a delivery's unknown outcome, must say "not found".
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lienthong_adapters::http::{ConnectionOptions, Probe};
+use lienthong_adapters::transport::TlsProblem;
 use lienthong_core::registry::{Reach, Settings, Unit};
 use serde::Serialize;
 use tokio_rustls::rustls;
@@ -357,7 +360,15 @@ async fn tls_check(host: &str, port: u16, o: &ConnectionOptions) -> Result<Strin
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS handshake: {e} ({described})"))?;
+        .map_err(|e| {
+            // The same words as a delivery's reason (lienthong_adapters::transport).
+            let why = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .map(|t| TlsProblem::from_rustls(t).describe(o.ca_bundle.as_deref()))
+                .unwrap_or_else(|| e.to_string());
+            format!("TLS handshake: {why} ({described})")
+        })?;
     Ok(described)
 }
 

@@ -80,8 +80,11 @@ pub struct Fault {
     /// Only requests for this dossier (any dossier when absent).
     #[serde(default)]
     pub ma_ho_so: Option<String>,
-    /// Statuses to answer, in order (e.g. `[503, 503]`, or `[400]`). Two codes below 100 are
-    /// behaviours, not statuses: [`COMMIT_TRUNCATED`] and [`COMMIT_SLOW`].
+    /// Statuses to answer, in order (e.g. `[503, 503]`, or `[400]`). A 2xx is a refusal in a
+    /// readable body of the interface's format (Police, Customs: `{MaLoi, MoTaLoi}`; BHXH,
+    /// Tax: `BienNhan` `LOI`; DVCQG and the civil-status software: `error_code` "99"; edXML:
+    /// a status package 02), never an unreadable page. Codes below 100 are behaviours, not statuses: [`COMMIT_TRUNCATED`],
+    /// [`COMMIT_SLOW`] and [`ERROR_IN_200`].
     pub responses: Vec<u16>,
     /// Retry-After seconds to send with 503/429 answers.
     #[serde(default)]
@@ -585,10 +588,18 @@ fn injected_answer(a: Agency, status: u16, retry_after: Option<(u64, bool)>) -> 
         ("E_DU_LIEU", "Dữ liệu hồ sơ không hợp lệ (lỗi giả lập)")
     };
     let mut r = match a {
+        Agency::CivilStatus if st.is_success() => answer(&Answer {
+            status: st,
+            ..civil_answer("99", text, "")
+        }),
         Agency::Police | Agency::Customs | Agency::CivilStatus => {
             answer(&police_error(st, code, text))
         }
         Agency::Bhxh if st.is_success() => answer(&bhxh_receipt(false, "", "", Some((code, text)))),
+        Agency::Tax if st.is_success() => answer(&tax_receipt(false, "", "", Some((code, text)))),
+        Agency::Dvcqg if st.is_success() => {
+            (st, Json(json!({"error_code": "99", "message": text}))).into_response()
+        }
         Agency::Bhxh | Agency::Edxml | Agency::Tax | Agency::Dvcqg => {
             (st, text.to_string()).into_response()
         }
@@ -622,8 +633,11 @@ fn edxml_text(status: StatusCode, text: String) -> Response {
 /// A department's document system taking an edXML package (push): the package must read
 /// (namespace-aware, `lienthong_adapters::edxml::read`), be addressed to this unit and carry a
 /// `DocumentId` and the dossier code in `Code/CodeNumber`. The `DocumentId` is the idempotency
-/// key. Answers 200 with a status package 01 (arrived); later posts status 06 (finished), or
-/// 02 (rejected) at the mock's refusal rate, to the callback URL.
+/// key. Answers 200 with a status package 01 (arrived) answering the `DocumentId` — the
+/// receipt the `edxml` adapter requires (a plain 2xx is an unknown outcome to it) — and
+/// replays it for the same `DocumentId`; later posts status 06 (finished), or 02 (rejected)
+/// at the mock's refusal rate, to the callback URL. A scripted 2xx fault answers a status
+/// package 02 (rejected) for the package.
 async fn edxml_submit(
     State(m): State<Mock>,
     Path(unit): Path<String>,
@@ -660,6 +674,26 @@ async fn edxml_submit(
     if let Some((s, ra)) = m.injected(a, &ma)
         && s >= 100
     {
+        if (200..300).contains(&s)
+            && let Some(doc) = &h.document_id
+        {
+            let rejected = dossier::status_package(
+                &unit,
+                doc,
+                lienthong_adapters::edxml::StatusCode::REJECTED,
+                "Dữ liệu hồ sơ không hợp lệ (lỗi giả lập)",
+                "",
+            );
+            return match write::write(&rejected, Vec::new(), Vec::new()) {
+                Ok((b, _)) => (
+                    StatusCode::from_u16(s).unwrap_or(StatusCode::OK),
+                    [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+                    b,
+                )
+                    .into_response(),
+                Err(e) => edxml_text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            };
+        }
         return injected_answer(a, s, ra);
     }
     let Some(doc_id) = h.document_id.clone() else {

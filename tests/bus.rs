@@ -525,7 +525,7 @@ async fn withdrawal_cancels_the_dossier_at_the_agency_and_the_status_lookup_show
     let ma = env.ma_ho_so.clone();
     let mut st = None;
     for _ in 0..100 {
-        if let Ok(s) = adapter.status(&ma).await {
+        if let Some(s) = adapter.status(&ma).await.found() {
             st = Some(s);
             break;
         }
@@ -539,7 +539,12 @@ async fn withdrawal_cancels_the_dossier_at_the_agency_and_the_status_lookup_show
     bus.send(&withdraw).await;
     let mut now = 0;
     for _ in 0..100 {
-        now = adapter.status(&ma).await.map(|s| s.status).unwrap_or(0);
+        now = adapter
+            .status(&ma)
+            .await
+            .found()
+            .map(|s| s.status)
+            .unwrap_or(0);
         if now == 8 {
             break;
         }

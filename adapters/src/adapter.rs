@@ -1,6 +1,14 @@
 //! The adapter contract: deliver one envelope to an agency's system and say what happened
-//! (delivered / transient failure / permanent failure, with the agency's reason); look a
-//! dossier up; and read the agency's result callbacks back into bus terms.
+//! (delivered / transient failure / unknown outcome / permanent failure, with the agency's
+//! reason); look a dossier up (found / not found / unreadable / failed); and read the agency's
+//! result callbacks back into bus terms.
+//!
+//! **The one rule for outcomes**, which every adapter and every operation follows: a 2xx is
+//! delivered only when its body reads as the agency's answer and that answer says success; a
+//! 2xx whose body cannot be read as the agency's answer (a key field missing, another shape,
+//! an HTML page, an empty or truncated body, another format) is an *unknown* outcome, since
+//! the agency may have recorded the dossier; a *permanent* failure is kept for answers that
+//! say so: a 4xx, or a business error in a readable body.
 
 use std::time::Duration;
 
@@ -23,19 +31,37 @@ pub enum Outcome {
         /// The agency's Retry-After, if it sent one.
         retry_after: Option<Duration>,
     },
-    /// The request may have reached the agency but its answer was lost (timeout after sending,
-    /// unreadable or truncated 2xx body). Never resent blindly: resolved by retrying with the
-    /// same idempotency key (the agency replays its first answer) or by a status lookup.
+    /// The request may have reached the agency but its answer was lost or cannot be read
+    /// (timeout after sending, connection closed mid-answer, a 2xx whose body is not the
+    /// agency's answer). Never resent blindly: resolved by retrying with the same idempotency
+    /// key (the agency replays its first answer) or by a status lookup.
     Unknown {
         /// What was seen.
         reason: String,
+        /// The 2xx body that could not be read, as an excerpt (at most 300 characters,
+        /// [`crate::http::snippet`]; empty for an empty body); `None` when no answer came
+        /// (timeout, broken connection). The worker counts these to alert an operator.
+        answer: Option<String>,
     },
-    /// Not worth retrying: other 4xx, a 200 whose body says failure, an envelope the agency
-    /// interface cannot express.
+    /// Not worth retrying: a 4xx, a readable answer whose business code says failure
+    /// (`BienNhan` `LOI`, an `error_code` other than `"00"`, an edXML status 02), an envelope
+    /// the agency interface cannot express.
     Permanent {
         /// The agency's reason.
         reason: String,
     },
+}
+
+impl Outcome {
+    /// The reason (for [`Outcome::Delivered`], the receipt).
+    pub fn reason(&self) -> &str {
+        match self {
+            Outcome::Delivered { receipt } => receipt,
+            Outcome::Transient { reason, .. }
+            | Outcome::Unknown { reason, .. }
+            | Outcome::Permanent { reason } => reason,
+        }
+    }
 }
 
 /// A dossier's status at the agency (status lookup).
@@ -47,6 +73,49 @@ pub struct AgencyStatus {
     pub receipt: Option<String>,
     /// TrangThaiHoSo.
     pub status: u8,
+}
+
+/// What a status lookup at the agency came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatusLookup {
+    /// The agency has the dossier: its answer was read, with a `TrangThaiHoSo` of 1–10.
+    Found(AgencyStatus),
+    /// The agency answered, readably, that it has no such dossier (the reference format's
+    /// "not found": Police/Customs 404 `{MaLoi, MoTaLoi}`, BHXH/Tax `BienNhan` `LOI`
+    /// `E_KHONG_TIM_THAY`, DVCQG an empty `result`, a mapped agency's 404 in its format).
+    NotFound {
+        /// The agency's words.
+        reason: String,
+    },
+    /// The agency answered 2xx with a body that is not its answer (missing field, another
+    /// shape or format, HTML, empty, truncated).
+    Unreadable {
+        /// What could not be read.
+        reason: String,
+        /// Excerpt of the body (at most 300 characters, [`crate::http::snippet`]).
+        answer: String,
+    },
+    /// No readable answer: a transport failure, 429/5xx, another HTTP failure, or an answer
+    /// refusing the lookup itself (a business error other than "not found").
+    Failed {
+        /// Why, in the agency's words where it gave any.
+        reason: String,
+    },
+    /// This interface has no status lookup (edXML; a mapped agency without `status_path`).
+    NotSupported {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl StatusLookup {
+    /// The agency's status when the lookup found the dossier, else `None`.
+    pub fn found(self) -> Option<AgencyStatus> {
+        match self {
+            StatusLookup::Found(s) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 /// A result or status an agency posted back to the bus (callback), in bus terms.
@@ -87,14 +156,16 @@ pub trait Adapter: Send + Sync {
     /// permanent failure naming the kind.
     async fn deliver(&self, env: &Envelope) -> Outcome;
 
-    /// Look the dossier up at the agency.
-    async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String>;
+    /// Look the dossier up at the agency (used when an outcome was unknown).
+    async fn status(&self, ma_ho_so: &str) -> StatusLookup;
 
-    /// A harmless test call for `lienthong check` (the letter's trial run of the connections):
-    /// typically a status lookup of a dossier that cannot exist, whose answer must be the
-    /// reference format's "not found". Default: none.
+    /// A harmless test call for `lienthong check` (the letter's trial run of the connections).
+    /// Default: the status lookup of [`PROBE_MA_HO_SO`], a dossier that cannot exist, whose
+    /// answer must be the agency's readable "not found" — the same lookup, read by the same
+    /// code, as the worker uses to resolve an unknown outcome, so the check is never stricter
+    /// or looser than the real work.
     async fn probe(&self) -> crate::http::Probe {
-        crate::http::Probe::NotSupported("this interface has no test call".into())
+        crate::http::Probe::from_lookup(self.status(PROBE_MA_HO_SO).await)
     }
 
     /// Read a callback body (the agency's result) into bus terms. Errors say what is wrong with it.

@@ -7,14 +7,11 @@ use async_trait::async_trait;
 use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
+use crate::adapter::{Adapter, AgencyReply, Outcome, StatusLookup};
 use crate::mapping::{
     blob_base_of, data_str, date8, fetchable, request_type, scalars, sex_code, subject,
 };
 use crate::xml::{Builder, read_flat};
-
-/// Path of the status lookup under the endpoint (the test call of `lienthong check`).
-const PROBE_PATH: &str = "/api/ho-so";
 
 /// Registry name of this adapter.
 pub const NAME: &str = "bhxh-xml";
@@ -206,11 +203,8 @@ impl Adapter for BhxhXml {
         }
     }
 
-    async fn probe(&self) -> crate::http::Probe {
-        crate::xml::probe_xml_not_found(&self.client, &self.endpoint, PROBE_PATH, NS).await
-    }
-
-    async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String> {
+    /// `GET {endpoint}/api/ho-so/{MaHoSo}` ([`crate::xml::status_lookup`]).
+    async fn status(&self, ma_ho_so: &str) -> StatusLookup {
         let url = format!("{}/api/ho-so/{ma_ho_so}", self.endpoint);
         crate::xml::status_lookup(&self.client, &url, ma_ho_so, NS).await
     }

@@ -9,13 +9,9 @@ use async_trait::async_trait;
 use lienthong_core::{Envelope, Kind};
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
-use crate::http::SendVia;
+use crate::adapter::{Adapter, AgencyReply, Outcome, StatusLookup};
 use crate::http::post_json_for_receipt;
 use crate::mapping::date8;
-
-/// Path of the status lookup under the endpoint (the test call of `lienthong check`).
-const PROBE_PATH: &str = "/v1/xac-nhan-to-khai";
 
 /// Registry name of this adapter.
 pub const NAME: &str = "customs-rest";
@@ -116,29 +112,10 @@ impl Adapter for CustomsRest {
         }
     }
 
-    async fn probe(&self) -> crate::http::Probe {
-        crate::http::probe_json_not_found(&self.client, &self.endpoint, PROBE_PATH).await
-    }
-
-    async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String> {
+    /// `GET {endpoint}/v1/xac-nhan-to-khai/{MaHoSo}` ([`crate::http::json_status_lookup`]).
+    async fn status(&self, ma_ho_so: &str) -> StatusLookup {
         let url = format!("{}/v1/xac-nhan-to-khai/{ma_ho_so}", self.endpoint);
-        let v: Value = self
-            .client
-            .get(&url)
-            .send_via(&self.client)
-            .await
-            .map_err(|e| format!("status lookup: {e}"))?
-            .json()
-            .await
-            .map_err(|e| format!("status lookup: {e}"))?;
-        Ok(AgencyStatus {
-            ma_ho_so: ma_ho_so.to_string(),
-            receipt: v
-                .get("MaTiepNhan")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            status: v.get("TrangThaiHoSo").and_then(Value::as_u64).unwrap_or(0) as u8,
-        })
+        crate::http::json_status_lookup(&self.client, &url, ma_ho_so).await
     }
 
     /// The result: `{"MaHoSo", "MaThamChieu", "TrangThaiHoSo" (9 or 3), "KetQua": {...},

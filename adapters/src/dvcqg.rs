@@ -13,7 +13,11 @@
 //!    (`data`: [progress]).
 //!
 //! Success is `error_code` `"00"` **inside a 200 body** (OpenCPS also takes the number 0, and so
-//! does this adapter); any other `error_code` in a 200 is a failure. Dates are `yyyyMMddHHmmss`,
+//! does this adapter); any other `error_code` in a 200 is a failure (permanent). Under the one
+//! rule of [`crate::adapter`], a 2xx that is not a JSON object with an `error_code` (HTML,
+//! empty, truncated, XML), a login answer without `session` and a `TraCuuHoSo` answer without
+//! a `result` array are unknown outcomes, never failures. The status lookup is `TraCuuHoSo`:
+//! an empty `result` is "not found". Dates are `yyyyMMddHHmmss`,
 //! Asia/Ho_Chi_Minh. Registry settings: `auth_path` (default `/auth`), `integration_path`
 //! (default `/integration`; the real paths are deployment configuration, not in OpenCPS's
 //! source), `username`, `password`, `dstcode`, `madonvi`. Idempotency: `DongBoHoSoMC` is an
@@ -32,9 +36,10 @@ use lienthong_core::{Envelope, Kind};
 use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 
-use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
-use crate::http::SendVia;
-use crate::http::{failure_status, snippet, transport_error};
+use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome, StatusLookup};
+use crate::http::{
+    exchange, failure_status, lookup_failed, lookup_unreadable, snippet, unreadable,
+};
 
 /// Registry name of this adapter.
 pub const NAME: &str = "dvcqg-sync";
@@ -106,25 +111,39 @@ impl Dvcqg {
         }
     }
 
+    /// One call: a 2xx JSON object carrying `error_code` (whatever its value), or the outcome.
     async fn post(&self, op: &str, url: &str, body: &Value) -> Result<Value, Outcome> {
-        let resp = self
+        let request = self
             .client
             .post(url)
             .header("dstcode", &self.dstcode)
             .header(reqwest::header::ACCEPT, "application/json")
-            .json(body)
-            .send_via(&self.client)
-            .await
-            .map_err(|e| e.outcome(op))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| transport_error(op, &e))?;
-        if !status.is_success() {
-            return Err(failure_status(op, status, &headers, snippet(&bytes)));
+            .json(body);
+        let r = exchange(&self.client, op, request).await?;
+        if !r.status.is_success() {
+            return Err(failure_status(op, r.status, &r.headers, snippet(&r.body)));
         }
-        serde_json::from_slice(&bytes).map_err(|e| Outcome::Unknown {
-            reason: format!("{op}: HTTP {status} but the body is not JSON: {e}"),
-        })
+        match serde_json::from_slice::<Value>(&r.body) {
+            Ok(v) if v.get("error_code").is_some_and(|c| !c.is_null()) => Ok(v),
+            Ok(v) if v.is_object() => Err(unreadable(
+                op,
+                r.status,
+                "the answer has no error_code",
+                &r.body,
+            )),
+            Ok(_) => Err(unreadable(
+                op,
+                r.status,
+                "the body is JSON but not an object",
+                &r.body,
+            )),
+            Err(e) => Err(unreadable(
+                op,
+                r.status,
+                format!("the body is not JSON ({e})"),
+                &r.body,
+            )),
+        }
     }
 
     /// The session, logging in when there is none.
@@ -135,14 +154,22 @@ impl Dvcqg {
         }
         let body = json!({"username": self.username, "password": self.password});
         let v = self.post("login", &self.auth_url, &body).await?;
+        if !succeeded(&v) {
+            return Err(Outcome::Permanent {
+                reason: format!("login refused: {}", error_text(&v)),
+            });
+        }
         match v.get("session").and_then(Value::as_str) {
-            Some(tok) if succeeded(&v) => {
+            Some(tok) if !tok.is_empty() => {
                 *s = Some(tok.to_string());
                 Ok(tok.to_string())
             }
-            _ => Err(Outcome::Permanent {
-                reason: format!("login refused: {}", error_text(&v)),
-            }),
+            _ => Err(unreadable(
+                "login",
+                reqwest::StatusCode::OK,
+                "error_code 00 without a session",
+                v.to_string().as_bytes(),
+            )),
         }
     }
 
@@ -173,14 +200,26 @@ impl Dvcqg {
         })
     }
 
-    /// `TraCuuHoSo`: whether the portal already has the dossier.
-    pub async fn exists(&self, ma_ho_so: &str) -> Result<bool, Outcome> {
+    /// `TraCuuHoSo`: the portal's records of the dossier (the `result` array; empty when it
+    /// has none). An answer without a `result` array is an unknown outcome.
+    pub async fn lookup(&self, ma_ho_so: &str) -> Result<Vec<Value>, Outcome> {
         let mut f = Map::new();
         f.insert("mahoso".into(), json!(ma_ho_so));
         let v = self.call("TraCuuHoSo", f).await?;
-        Ok(v.get("result")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty()))
+        match v.get("result").and_then(Value::as_array) {
+            Some(a) => Ok(a.clone()),
+            None => Err(unreadable(
+                "TraCuuHoSo",
+                reqwest::StatusCode::OK,
+                "error_code 00 without a result array",
+                v.to_string().as_bytes(),
+            )),
+        }
+    }
+
+    /// `TraCuuHoSo`: whether the portal already has the dossier.
+    pub async fn exists(&self, ma_ho_so: &str) -> Result<bool, Outcome> {
+        Ok(!self.lookup(ma_ho_so).await?.is_empty())
     }
 
     /// The `DongBoHoSoMC` dossier object for `env` (field names as OpenCPS sends them).
@@ -303,40 +342,44 @@ impl Adapter for Dvcqg {
         }
     }
 
-    async fn probe(&self) -> crate::http::Probe {
-        match self.session(true).await {
-            Ok(_) => crate::http::Probe::Passed(
-                "logged in with dstcode, username and password (session obtained)".into(),
+    /// `TraCuuHoSo` (after a login): a non-empty `result` is found (its first record's
+    /// `TrangThaiHoSo`), an empty one not found; also the test call of `lienthong check`, which
+    /// thereby proves the login, the session, `dstcode` and `madonvi`.
+    async fn status(&self, ma_ho_so: &str) -> StatusLookup {
+        let records = match self.lookup(ma_ho_so).await {
+            Ok(r) => r,
+            Err(Outcome::Unknown {
+                reason,
+                answer: Some(answer),
+            }) => return StatusLookup::Unreadable { reason, answer },
+            Err(o) => return lookup_failed(o),
+        };
+        let Some(first) = records.first() else {
+            return StatusLookup::NotFound {
+                reason: format!("TraCuuHoSo: the portal has no dossier {ma_ho_so}"),
+            };
+        };
+        let status = first
+            .get("TrangThaiHoSo")
+            .and_then(|s| {
+                s.as_str()
+                    .and_then(|x| x.parse::<u8>().ok())
+                    .or(s.as_u64().and_then(|n| u8::try_from(n).ok()))
+            })
+            .filter(|n| (1..=10).contains(n));
+        match status {
+            Some(status) => StatusLookup::Found(AgencyStatus {
+                ma_ho_so: ma_ho_so.to_string(),
+                receipt: None,
+                status,
+            }),
+            None => lookup_unreadable(
+                "TraCuuHoSo",
+                reqwest::StatusCode::OK,
+                "the portal's record has no TrangThaiHoSo 1–10",
+                first.to_string().as_bytes(),
             ),
-            Err(o) => crate::http::Probe::Failed(format!("login: {o:?}")),
         }
-    }
-
-    async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String> {
-        let mut f = Map::new();
-        f.insert("mahoso".into(), json!(ma_ho_so));
-        let v = self
-            .call("TraCuuHoSo", f)
-            .await
-            .map_err(|o| format!("TraCuuHoSo: {o:?}"))?;
-        let first = v
-            .get("result")
-            .and_then(Value::as_array)
-            .and_then(|a| a.first())
-            .cloned()
-            .unwrap_or(Value::Null);
-        Ok(AgencyStatus {
-            ma_ho_so: ma_ho_so.to_string(),
-            receipt: None,
-            status: first
-                .get("TrangThaiHoSo")
-                .and_then(|s| {
-                    s.as_str()
-                        .and_then(|x| x.parse().ok())
-                        .or(s.as_u64().map(|n| n as u8))
-                })
-                .unwrap_or(0),
-        })
     }
 
     fn parse_callback(&self, _: Option<&str>, _: &[u8]) -> Result<AgencyReply, String> {

@@ -10,16 +10,25 @@
 //! ([`crate::edxml::dossier::document_id`]); push requests also carry `Idempotency-Key`.
 //! Results come back as status packages posted to the unit's callback URL (content type
 //! `application/xml`), mapped by [`crate::edxml::StatusCode::to_bus`].
+//!
+//! **The push answer** follows the one rule of [`crate::adapter`]: the receipt is a status
+//! package in the 2xx answer (01 arrived, 03 accepted, 04–06 as the standard lists them; 15
+//! for a recall), answering this dossier; 02 (rejected) and 16 (recall refused) are permanent
+//! failures with the department's `Description`. A 2xx without a status package — empty, a
+//! document package, another format, a status package for another dossier or with a code the
+//! standard does not list — is an unknown outcome: the package is sent again with the same
+//! `DocumentId`, which a document system keeps once, until a readable answer comes. (A plain
+//! 2xx is not taken as the receipt: a proxy's or load balancer's page says nothing about the
+//! department's document system, and QCVN 102's status 01 is the department's own "arrived".)
 
 use async_trait::async_trait;
 use lienthong_core::store::Store;
 use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
 use serde_json::{Map, Value};
 
-use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
+use crate::adapter::{Adapter, AgencyReply, Outcome, StatusLookup};
 use crate::edxml::{StatusCode, dossier, read, write};
-use crate::http::SendVia;
-use crate::http::{failure_status, snippet, transport_error};
+use crate::http::{exchange, failure_status, snippet, unreadable};
 use crate::outbox::Outbox;
 
 /// Registry name of this adapter.
@@ -103,8 +112,12 @@ impl EdxmlAdapter {
     }
 
     async fn push(&self, env: &Envelope, body: Vec<u8>) -> Outcome {
-        let op = "edXML push";
-        let res = self
+        let op = if env.kind.as_str() == Kind::FORWARD {
+            "edXML push"
+        } else {
+            "edXML recall"
+        };
+        let request = self
             .client
             .post(&self.endpoint)
             .header("Idempotency-Key", &env.message_id)
@@ -113,54 +126,79 @@ impl EdxmlAdapter {
                 reqwest::header::CONTENT_TYPE,
                 "application/xml; charset=utf-8",
             )
-            .body(body)
-            .send_via(&self.client)
-            .await;
-        let resp = match res {
+            .body(body);
+        let r = match exchange(&self.client, op, request).await {
             Ok(r) => r,
-            Err(e) => return e.outcome(op),
+            Err(o) => return o,
         };
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => return transport_error(op, &e),
-        };
-        if !status.is_success() {
-            let reason = read::read_bytes(&bytes)
+        if !r.status.is_success() {
+            let reason = read::read_bytes(&r.body)
                 .ok()
                 .and_then(|p| p.message_header.description)
-                .unwrap_or_else(|| snippet(&bytes));
-            return failure_status(op, status, &headers, reason);
+                .unwrap_or_else(|| snippet(&r.body));
+            return failure_status(op, r.status, &r.headers, reason);
         }
-        // The department may answer with a status package (01 arrived, 02 rejected, …).
-        match read::read_bytes(&bytes) {
-            Ok(p) if p.message_header.status_code.is_some() => {
-                let code = p
-                    .message_header
-                    .status_code
-                    .clone()
-                    .unwrap_or(StatusCode(String::new()));
-                if code.0 == StatusCode::REJECTED {
-                    return Outcome::Permanent {
-                        reason: format!(
-                            "{op}: the department rejected the package (02): {}",
-                            p.message_header.description.unwrap_or_default()
-                        ),
-                    };
-                }
-                Outcome::Delivered {
-                    receipt: format!(
-                        "edXML {} {}",
-                        code.0,
-                        code.meaning().unwrap_or("(unknown code)")
-                    ),
-                }
-            }
-            _ => Outcome::Delivered {
-                receipt: format!("HTTP {}", status.as_u16()),
+        push_answer(op, r.status, &r.body, &env.ma_ho_so)
+    }
+}
+
+/// A department's 2xx answer to a pushed package for dossier `ma_ho_so`, under the one rule
+/// (see the module documentation): a status package is the receipt, 02 and 16 refusals;
+/// anything else is unknown.
+pub fn push_answer(op: &str, status: reqwest::StatusCode, body: &[u8], ma_ho_so: &str) -> Outcome {
+    let p = match read::read_bytes(body) {
+        Ok(p) => p,
+        Err(e) => {
+            return unreadable(
+                op,
+                status,
+                format!("the body is not an edXML status package ({e})"),
+                body,
+            );
+        }
+    };
+    let h = &p.message_header;
+    let Some(code) = h.status_code.as_ref().filter(|c| !c.0.is_empty()) else {
+        return unreadable(
+            op,
+            status,
+            "the answer is an edXML package without MessageHeader/StatusCode (not a status package)",
+            body,
+        );
+    };
+    if let Some((_, _, ma, _)) = h
+        .response_for
+        .iter()
+        .find_map(|r| r.document_id.as_deref())
+        .and_then(dossier::split_document_id)
+        && ma != ma_ho_so
+    {
+        return unreadable(
+            op,
+            status,
+            format!("the status package answers dossier {ma}, not {ma_ho_so}"),
+            body,
+        );
+    }
+    let description = h.description.clone().unwrap_or_default();
+    match code.0.as_str() {
+        StatusCode::REJECTED => Outcome::Permanent {
+            reason: format!("{op}: the department rejected the package (02): {description}"),
+        },
+        StatusCode::RECALL_REFUSED => Outcome::Permanent {
+            reason: format!("{op}: the department refused the recall (16): {description}"),
+        },
+        c => match code.meaning() {
+            Some(m) => Outcome::Delivered {
+                receipt: format!("edXML {c} {m}"),
             },
-        }
+            None => unreadable(
+                op,
+                status,
+                format!("the status package's StatusCode {c:?} is not one QCVN 102 lists"),
+                body,
+            ),
+        },
     }
 }
 
@@ -289,19 +327,15 @@ impl Adapter for EdxmlAdapter {
         }
     }
 
-    async fn probe(&self) -> crate::http::Probe {
-        match self.transport {
-            Transport::Push => crate::http::Probe::NotSupported(
-                "edXML push has no harmless test call: reachability and TLS were checked".into(),
-            ),
-            Transport::Pull => crate::http::Probe::NotSupported(
-                "pull: nothing to call; the department's system calls the bus (GET /v1/edxml/<unit>/packages)".into(),
-            ),
+    /// Not supported: an unknown outcome is resolved by sending again with the same
+    /// `DocumentId`. (So `lienthong check` skips the test call.)
+    async fn status(&self, _ma_ho_so: &str) -> StatusLookup {
+        StatusLookup::NotSupported {
+            reason: match self.transport {
+                Transport::Push => "edXML push has no status lookup and no harmless test call (reachability and TLS were checked); an unknown outcome is resolved by sending again with the same DocumentId".into(),
+                Transport::Pull => "pull: nothing to call; the department's system calls the bus (GET /v1/edxml/<unit>/packages)".into(),
+            },
         }
-    }
-
-    async fn status(&self, _ma_ho_so: &str) -> Result<AgencyStatus, String> {
-        Err("edXML has no status lookup: an unknown outcome is resolved by sending again with the same DocumentId".into())
     }
 
     fn parse_callback(

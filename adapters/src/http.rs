@@ -1,14 +1,18 @@
-//! HTTP helpers shared by adapters: the client, and the classification of answers and errors
-//! into transient and permanent failures (408, 429, 5xx and connection problems are transient;
-//! Retry-After is read in both its seconds and HTTP-date forms).
+//! HTTP helpers shared by adapters: the client, one exchange with an agency, and the
+//! classification of answers under the one rule of [`crate::adapter`] (408, 425, 429, 5xx and
+//! connection problems are transient, Retry-After read in both its seconds and HTTP-date forms;
+//! other 4xx permanent; a 2xx that is not the agency's answer unknown), with the JSON receipt
+//! and status lookup of the reference REST interfaces.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
+use serde_json::Value;
 
-use crate::adapter::Outcome;
+use crate::adapter::{AgencyStatus, Outcome, StatusLookup};
+use crate::transport::{Peer, TransportError};
 
 /// A client with the unit's timeout (ms) for the whole request and default connection options.
 pub fn client(timeout_ms: u64) -> Result<reqwest::Client, String> {
@@ -212,23 +216,67 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-/// A reqwest error as an outcome. A connection that could not be made is transient (nothing
-/// was sent); a timeout or a broken answer after the request may have been sent leaves the
-/// outcome unknown at the agency ([`Outcome::Unknown`]).
-pub fn transport_error(op: &str, e: &reqwest::Error) -> Outcome {
-    if e.is_connect() {
-        Outcome::Transient {
-            reason: format!("{op} could not connect: {e}"),
-            retry_after: None,
-        }
-    } else if e.is_timeout() {
-        Outcome::Unknown {
-            reason: format!("{op} timed out after the request was sent: {e}"),
-        }
-    } else {
-        Outcome::Unknown {
-            reason: format!("{op} failed after the request was sent: {e}"),
-        }
+/// A reqwest error of a call through `agent` as an outcome, with a reason an operator can act
+/// on ([`TransportError`]: the TLS certificate problem, the host that did not resolve, the
+/// address that refused, which timeout fired): a failure before anything was sent is
+/// transient; a timeout or a broken answer after the request may have been sent leaves the
+/// outcome unknown at the agency ([`Outcome::Unknown`], without an answer).
+pub fn transport_error(agent: &Agent, op: &str, e: &reqwest::Error) -> Outcome {
+    TransportError::new(e, &agent.peer).outcome(op)
+}
+
+/// A whole answer of an agency: status, headers and body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Headers (Retry-After, Location, Content-Type).
+    pub headers: HeaderMap,
+    /// The body, read whole.
+    pub body: bytes::Bytes,
+}
+
+/// Send `request` through `agent` and read the whole answer. Err: the outcome when no whole
+/// answer came ([`SendError::outcome`], [`transport_error`]).
+pub async fn exchange(
+    agent: &Agent,
+    op: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<Reply, Outcome> {
+    let resp = request.send_via(agent).await.map_err(|e| e.outcome(op))?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| transport_error(agent, op, &e))?;
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// The one rule for a 2xx whose body is not the agency's answer (`what` says why): the
+/// agency may have recorded the request, so the outcome is unknown, with the body's excerpt as
+/// [`Outcome::Unknown::answer`].
+pub fn unreadable(
+    op: &str,
+    status: StatusCode,
+    what: impl std::fmt::Display,
+    body: &[u8],
+) -> Outcome {
+    let excerpt = snippet(body);
+    Outcome::Unknown {
+        reason: format!(
+            "{op}: HTTP {status} but {what}; the agency may have taken it: {}",
+            if excerpt.is_empty() {
+                "(empty body)"
+            } else {
+                &excerpt
+            }
+        ),
+        answer: Some(excerpt),
     }
 }
 
@@ -276,10 +324,28 @@ pub fn failure_status(
     }
 }
 
+/// A JSON object, or why the body is not one.
+fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(_) => Err("the body is JSON but not an object".into()),
+        Err(e) => Err(format!("the body is not JSON ({e})")),
+    }
+}
+
+/// The reference error object `{MaLoi, MoTaLoi}` as "MaLoi MoTaLoi", if `o` is one.
+fn json_error(o: &serde_json::Map<String, Value>) -> Option<String> {
+    let code = o.get("MaLoi")?.as_str()?;
+    let text = o.get("MoTaLoi").and_then(Value::as_str).unwrap_or("");
+    Some(format!("{code} {text}").trim().to_string())
+}
+
 /// POST a JSON document of the project's reference REST interfaces (Police, Customs) with
-/// `Idempotency-Key: key`: a 2xx with `MaTiepNhan` is delivered (its receipt); a 2xx without it
-/// is a permanent failure, an unreadable 2xx leaves the outcome unknown; an HTTP failure carries
-/// the agency's `MaLoi`/`MoTaLoi` and is transient or permanent by status.
+/// `Idempotency-Key: key` (submit, cancel). A 2xx answer: `MaTiepNhan` is delivered (its
+/// receipt); the reference error object `{MaLoi, MoTaLoi}` is a permanent failure; anything
+/// else (no `MaTiepNhan`, not a JSON object, empty, HTML, truncated) leaves the outcome
+/// unknown. An HTTP failure carries the agency's `MaLoi`/`MoTaLoi` and is transient or
+/// permanent by status ([`failure_status`]).
 pub async fn post_json_for_receipt(
     client: &Agent,
     op: &str,
@@ -287,62 +353,133 @@ pub async fn post_json_for_receipt(
     key: &str,
     body: &serde_json::Value,
 ) -> Outcome {
-    use serde_json::Value;
-    let res = client
-        .post(url)
-        .header("Idempotency-Key", key)
-        .json(body)
-        .send_via(client)
-        .await;
-    let resp = match res {
+    let request = client.post(url).header("Idempotency-Key", key).json(body);
+    let r = match exchange(client, op, request).await {
         Ok(r) => r,
-        Err(e) => return e.outcome(op),
+        Err(o) => return o,
     };
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = match resp.bytes().await {
-        Ok(b) => b,
-        Err(e) => return transport_error(op, &e),
+    if !r.status.is_success() {
+        let reason = json_object(&r.body)
+            .ok()
+            .as_ref()
+            .and_then(json_error)
+            .unwrap_or_else(|| snippet(&r.body));
+        return failure_status(op, r.status, &r.headers, reason);
+    }
+    json_receipt(op, r.status, &r.body)
+}
+
+/// A 2xx answer of the reference REST interfaces under the one rule: `MaTiepNhan` (non-empty)
+/// is delivered; `{MaLoi, MoTaLoi}` is a permanent failure; anything else is unknown.
+pub fn json_receipt(op: &str, status: StatusCode, body: &[u8]) -> Outcome {
+    let o = match json_object(body) {
+        Ok(o) => o,
+        Err(what) => return unreadable(op, status, what, body),
     };
-    if status.is_success() {
-        let v: Value = match serde_json::from_slice(&bytes) {
-            Ok(v) => v,
-            Err(e) => {
-                return Outcome::Unknown {
-                    reason: format!(
-                        "{op}: HTTP {status} but the body is not readable JSON ({e}): {}",
-                        snippet(&bytes)
-                    ),
-                };
-            }
-        };
-        let receipt = v
-            .get("MaTiepNhan")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        return match receipt {
-            Some(r) => Outcome::Delivered { receipt: r },
-            None => Outcome::Permanent {
-                reason: format!(
-                    "{op}: HTTP {status} without MaTiepNhan: {}",
-                    snippet(&bytes)
-                ),
-            },
+    if let Some(r) = o
+        .get("MaTiepNhan")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+    {
+        return Outcome::Delivered {
+            receipt: r.to_string(),
         };
     }
-    let reason = serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .and_then(|v| {
-            let code = v.get("MaLoi")?.as_str()?.to_string();
-            let text = v
-                .get("MoTaLoi")
+    if let Some(err) = json_error(&o) {
+        return Outcome::Permanent {
+            reason: format!("{op}: HTTP {status} with the agency's error {err}"),
+        };
+    }
+    unreadable(
+        op,
+        status,
+        "the answer has neither MaTiepNhan (the receipt) nor MaLoi (an error)",
+        body,
+    )
+}
+
+/// A lookup that got no readable answer, from the outcome the exchange came to.
+pub fn lookup_failed(o: Outcome) -> StatusLookup {
+    StatusLookup::Failed {
+        reason: o.reason().to_string(),
+    }
+}
+
+/// The status lookup of the reference REST interfaces (Police, Customs): `GET url` answers
+/// 2xx `{MaHoSo, MaTiepNhan, TrangThaiHoSo}` (found, with `TrangThaiHoSo` 1–10), or 404 with
+/// the reference error body `{MaLoi, MoTaLoi}` (not found). A 2xx without a readable
+/// `TrangThaiHoSo` is unreadable; a 404 without the error body, and every other failure, is
+/// failed (a 404 from a wrong path says nothing about the dossier).
+pub async fn json_status_lookup(agent: &Agent, url: &str, ma_ho_so: &str) -> StatusLookup {
+    let op = "status lookup";
+    let r = match exchange(agent, op, agent.get(url)).await {
+        Ok(r) => r,
+        Err(o) => return lookup_failed(o),
+    };
+    let obj = json_object(&r.body);
+    if r.status == StatusCode::NOT_FOUND
+        && let Some(err) = obj.as_ref().ok().and_then(json_error)
+    {
+        return StatusLookup::NotFound { reason: err };
+    }
+    if !r.status.is_success() {
+        let reason = obj
+            .as_ref()
+            .ok()
+            .and_then(json_error)
+            .unwrap_or_else(|| snippet(&r.body));
+        return lookup_failed(failure_status(op, r.status, &r.headers, reason));
+    }
+    let o = match obj {
+        Ok(o) => o,
+        Err(what) => return lookup_unreadable(op, r.status, what, &r.body),
+    };
+    let status = o
+        .get("TrangThaiHoSo")
+        .and_then(Value::as_u64)
+        .filter(|n| (1..=10).contains(n));
+    match status {
+        Some(n) => StatusLookup::Found(AgencyStatus {
+            ma_ho_so: ma_ho_so.to_string(),
+            receipt: o
+                .get("MaTiepNhan")
                 .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            Some(format!("{code} {text}"))
-        })
-        .unwrap_or_else(|| snippet(&bytes));
-    failure_status(op, status, &headers, reason)
+                .map(str::to_string),
+            status: n as u8,
+        }),
+        None => match json_error(&o) {
+            Some(err) => StatusLookup::Failed {
+                reason: format!("{op}: HTTP {} with the agency's error {err}", r.status),
+            },
+            None => lookup_unreadable(
+                op,
+                r.status,
+                "the answer has no TrangThaiHoSo 1–10",
+                &r.body,
+            ),
+        },
+    }
+}
+
+/// A lookup whose 2xx answer is not the agency's (`what` says why), with its excerpt.
+pub fn lookup_unreadable(
+    op: &str,
+    status: StatusCode,
+    what: impl std::fmt::Display,
+    body: &[u8],
+) -> StatusLookup {
+    let answer = snippet(body);
+    StatusLookup::Unreadable {
+        reason: format!(
+            "{op}: HTTP {status} but {what}: {}",
+            if answer.is_empty() {
+                "(empty body)"
+            } else {
+                &answer
+            }
+        ),
+        answer,
+    }
 }
 
 /// First 300 characters of a body, for reasons.
@@ -413,35 +550,23 @@ pub enum Probe {
     NotSupported(String),
 }
 
-/// `GET url` as a test call: 401, 403 and redirects fail with their own reasons; otherwise
-/// `validate(status, body)` decides (e.g. a status lookup of an unknown dossier must answer the
-/// reference error format).
-pub async fn probe_get(
-    client: &Agent,
-    url: &str,
-    validate: impl Fn(StatusCode, &[u8]) -> Result<String, String>,
-) -> Probe {
-    let resp = match client.get(url).send_via(client).await {
-        Ok(r) => r,
-        Err(e) => return Probe::Failed(format!("GET {url}: {e}")),
-    };
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp.bytes().await.unwrap_or_default();
-    if status.is_redirection()
-        || status == StatusCode::UNAUTHORIZED
-        || status == StatusCode::FORBIDDEN
-    {
-        return match failure_status("GET", status, &headers, snippet(&body)) {
-            Outcome::Permanent { reason } | Outcome::Transient { reason, .. } => {
+impl Probe {
+    /// The test call's verdict from the status lookup of [`crate::adapter::PROBE_MA_HO_SO`]:
+    /// only the agency's readable "not found" passes.
+    pub fn from_lookup(lookup: StatusLookup) -> Probe {
+        match lookup {
+            StatusLookup::NotFound { reason } => Probe::Passed(format!(
+                "status lookup of a dossier that cannot exist answered \"not found\" in the agency's format ({reason})"
+            )),
+            StatusLookup::Found(s) => Probe::Failed(format!(
+                "status lookup of {}, a dossier that cannot exist, answered that it exists (TrangThaiHoSo {}): the status path or the agency's lookup is wrong",
+                s.ma_ho_so, s.status
+            )),
+            StatusLookup::Unreadable { reason, .. } | StatusLookup::Failed { reason } => {
                 Probe::Failed(reason)
             }
-            other => Probe::Failed(format!("{other:?}")),
-        };
-    }
-    match validate(status, &body) {
-        Ok(s) => Probe::Passed(s),
-        Err(e) => Probe::Failed(format!("GET {url}: HTTP {status}: {e}")),
+            StatusLookup::NotSupported { reason } => Probe::NotSupported(reason),
+        }
     }
 }
 
@@ -456,8 +581,9 @@ pub struct OAuth2 {
 }
 
 impl OAuth2 {
-    /// The current token, fetched when there is none, it is about to expire, or `fresh`.
-    pub async fn token(&self, fresh: bool) -> Result<String, SendError> {
+    /// The current token, fetched when there is none, it is about to expire, or `fresh`;
+    /// `peer` names the agency in transport failures.
+    pub async fn token(&self, fresh: bool, peer: &Peer) -> Result<String, SendError> {
         let mut c = self.cached.lock().await;
         if !fresh
             && let Some((t, until)) = c.as_ref()
@@ -477,11 +603,22 @@ impl OAuth2 {
             .send()
             .await
             .map_err(|e| SendError::Token {
-                reason: format!("token endpoint {}: {e}", self.token_url),
+                reason: format!(
+                    "token endpoint {}: {}",
+                    self.token_url,
+                    TransportError::new(&e, peer)
+                ),
                 permanent: false,
             })?;
         let status = resp.status();
-        let body = resp.bytes().await.unwrap_or_default();
+        let body = resp.bytes().await.map_err(|e| SendError::Token {
+            reason: format!(
+                "token endpoint {}: {}",
+                self.token_url,
+                TransportError::new(&e, peer)
+            ),
+            permanent: false,
+        })?;
         if !status.is_success() {
             return Err(SendError::Token {
                 reason: format!("token endpoint answered HTTP {status}: {}", snippet(&body)),
@@ -517,6 +654,7 @@ impl OAuth2 {
 pub struct Agent {
     client: reqwest::Client,
     oauth: Option<Arc<OAuth2>>,
+    peer: Arc<Peer>,
 }
 
 impl std::ops::Deref for Agent {
@@ -527,15 +665,32 @@ impl std::ops::Deref for Agent {
 }
 
 impl Agent {
-    /// A client without OAuth2.
+    /// A client without OAuth2, for an agency that is not named (reasons say "the agency").
     pub fn plain(client: reqwest::Client) -> Agent {
         Agent {
             client,
             oauth: None,
+            peer: Arc::default(),
         }
     }
 
-    /// The client and authentication of one agency ([`client_for`] plus OAuth2).
+    /// This agent for the unit `code` (`name`), so that transport failures name it and point
+    /// to `lienthong check <code>`.
+    pub fn for_unit(mut self, code: &str, name: &str) -> Agent {
+        let mut peer = (*self.peer).clone();
+        peer.unit_code = code.to_string();
+        peer.unit_name = name.to_string();
+        self.peer = Arc::new(peer);
+        self
+    }
+
+    /// Who this agent calls, and its limits.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// The client and authentication of one agency ([`client_for`] plus OAuth2), with its
+    /// limits recorded for reasons (name it with [`Agent::for_unit`]).
     ///
     /// Errors: as [`client_for`]; OAuth2 without its token URL, client id or secret.
     pub fn for_agency(timeout_ms: u64, c: &ConnectionOptions) -> Result<Agent, String> {
@@ -560,15 +715,26 @@ impl Agent {
         } else {
             None
         };
-        Ok(Agent { client, oauth })
+        let peer = Peer {
+            connect_timeout_ms: c.connect_timeout_ms.unwrap_or(timeout_ms.min(5_000)),
+            read_timeout_ms: c.read_timeout_ms.unwrap_or(timeout_ms),
+            timeout_ms,
+            ca_bundle: c.ca_bundle.clone(),
+            ..Peer::default()
+        };
+        Ok(Agent {
+            client,
+            oauth,
+            peer: Arc::new(peer),
+        })
     }
 }
 
 /// Why a request could not be sent.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum SendError {
-    /// The HTTP exchange failed.
-    Transport(reqwest::Error),
+    /// The HTTP exchange failed (classified, with the agency's name and address).
+    Transport(TransportError),
     /// No OAuth2 token could be had.
     Token {
         /// Why.
@@ -593,7 +759,7 @@ impl SendError {
     /// request reached the agency).
     pub fn outcome(&self, op: &str) -> Outcome {
         match self {
-            SendError::Transport(e) => transport_error(op, e),
+            SendError::Transport(e) => e.outcome(op),
             SendError::Token {
                 reason,
                 permanent: true,
@@ -619,60 +785,19 @@ pub trait SendVia {
 #[async_trait::async_trait]
 impl SendVia for reqwest::RequestBuilder {
     async fn send_via(self, agent: &Agent) -> Result<reqwest::Response, SendError> {
+        let failed = |e: reqwest::Error| SendError::Transport(TransportError::new(&e, &agent.peer));
         let Some(o) = &agent.oauth else {
-            return self.send().await.map_err(SendError::Transport);
+            return self.send().await.map_err(failed);
         };
         let again = self.try_clone();
-        let token = o.token(false).await?;
-        let resp = self
-            .bearer_auth(&token)
-            .send()
-            .await
-            .map_err(SendError::Transport)?;
+        let token = o.token(false, &agent.peer).await?;
+        let resp = self.bearer_auth(&token).send().await.map_err(failed)?;
         if resp.status() == StatusCode::UNAUTHORIZED
             && let Some(rb) = again
         {
-            let token = o.token(true).await?;
-            return rb
-                .bearer_auth(&token)
-                .send()
-                .await
-                .map_err(SendError::Transport);
+            let token = o.token(true, &agent.peer).await?;
+            return rb.bearer_auth(&token).send().await.map_err(failed);
         }
         Ok(resp)
     }
-}
-
-/// The test call of the reference JSON interfaces: `GET {endpoint}{path}/<PROBE_MA_HO_SO>` must
-/// answer 404 with the reference error body (`error.schema.json`: exactly `MaLoi`, upper-case
-/// with underscores, and a non-empty `MoTaLoi`).
-pub async fn probe_json_not_found(client: &Agent, endpoint: &str, path: &str) -> Probe {
-    let url = format!("{endpoint}{path}/{}", crate::adapter::PROBE_MA_HO_SO);
-    probe_get(client, &url, |status, body| {
-        let v: serde_json::Value =
-            serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-        let obj = v.as_object().ok_or("the answer is not a JSON object")?;
-        let code = obj
-            .get("MaLoi")
-            .and_then(serde_json::Value::as_str)
-            .filter(|c| {
-                c.chars().next().is_some_and(|x| x.is_ascii_uppercase())
-                    && c.chars()
-                        .all(|x| x.is_ascii_uppercase() || x.is_ascii_digit() || x == '_')
-            });
-        let text = obj
-            .get("MoTaLoi")
-            .and_then(serde_json::Value::as_str)
-            .filter(|t| !t.is_empty());
-        match (status.as_u16(), code, text, obj.len()) {
-            (404, Some(code), Some(_), 2) => Ok(format!(
-                "status lookup of an unknown dossier answered 404 {code}, valid against the reference error format"
-            )),
-            _ => Err(format!(
-                "expected 404 with the reference error body {{MaLoi, MoTaLoi}}, got {}",
-                snippet(body)
-            )),
-        }
-    })
-    .await
 }

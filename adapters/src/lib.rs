@@ -21,11 +21,12 @@ pub mod outbox;
 pub mod police_rest;
 pub mod retry;
 pub mod tax_xml;
+pub mod transport;
 pub mod xml;
 
 use std::sync::Arc;
 
-pub use adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
+pub use adapter::{Adapter, AgencyReply, AgencyStatus, Outcome, StatusLookup};
 use lienthong_core::registry::{Reach, Unit};
 
 /// Names of the adapters this build has.
@@ -75,7 +76,8 @@ pub fn build_with(
     let options = http::ConnectionOptions::from_settings(settings)
         .map_err(|e| format!("unit {}: {e}", unit.code))?;
     let client = http::Agent::for_agency(*timeout_ms, &options)
-        .map_err(|e| format!("unit {}: {e}", unit.code))?;
+        .map_err(|e| format!("unit {}: {e}", unit.code))?
+        .for_unit(&unit.code, &unit.name);
     match adapter.as_str() {
         police_rest::NAME => Ok(Arc::new(police_rest::PoliceRest::new(
             client,

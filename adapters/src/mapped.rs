@@ -13,9 +13,10 @@ use lienthong_core::{Envelope, Kind};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
-use crate::http::SendVia;
-use crate::http::{Probe, failure_status, probe_get, snippet, transport_error};
+use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome, StatusLookup};
+use crate::http::{
+    exchange, failure_status, lookup_failed, lookup_unreadable, snippet, unreadable,
+};
 use crate::xml::{Builder, read_flat};
 
 /// Registry name of this adapter.
@@ -309,12 +310,94 @@ impl Mapped {
 
     /// A field of an answer: JSON pointer, or XML element name (flat documents).
     fn answer_field(&self, body: &[u8], field: &str) -> Option<String> {
+        self.read(body).ok()?.field(field)
+    }
+
+    /// An answer read in the configured format: a JSON object, or a flat XML document in
+    /// `xml_namespace`. Errors say why the body is not one.
+    fn read(&self, body: &[u8]) -> Result<Answer, String> {
         if self.cfg.format == "json" {
-            let v: Value = serde_json::from_slice(body).ok()?;
-            pointer(&v, field).map(text)
+            match serde_json::from_slice::<Value>(body) {
+                Ok(v) if v.is_object() => Ok(Answer::Json(v)),
+                Ok(_) => Err("the body is JSON but not an object".into()),
+                Err(e) => Err(format!("the body is not JSON ({e})")),
+            }
         } else {
-            let f = read_flat(body, self.cfg.xml_namespace.as_deref().unwrap_or("")).ok()?;
-            f.get(field.trim_start_matches('/')).map(str::to_string)
+            let ns = self.cfg.xml_namespace.as_deref().unwrap_or("");
+            read_flat(body, ns)
+                .map(Answer::Xml)
+                .map_err(|e| format!("the body is not an XML document in {ns} ({e})"))
+        }
+    }
+
+    /// The submit answer under the one rule (the status is among the success statuses): a
+    /// body that does not read in the configured format, or lacks the configured
+    /// `success.field` or `success.receipt`, is unknown; `success.field` with another value
+    /// than `equals` is a permanent failure with the agency's `message`. With neither field
+    /// nor receipt configured, an empty body is the receipt (`HTTP <status>`).
+    fn submit_answer(&self, status: reqwest::StatusCode, body: &[u8]) -> Outcome {
+        let s = &self.cfg.success;
+        let op = "submit";
+        if body.is_empty() && s.field.is_none() && s.receipt.is_none() {
+            return Outcome::Delivered {
+                receipt: format!("HTTP {}", status.as_u16()),
+            };
+        }
+        let answer = match self.read(body) {
+            Ok(a) => a,
+            Err(what) => return unreadable(op, status, what, body),
+        };
+        if let (Some(field), Some(want)) = (&s.field, &s.equals) {
+            match answer.field(field) {
+                Some(got) if &got == want => {}
+                Some(got) => {
+                    let message = s
+                        .message
+                        .as_deref()
+                        .and_then(|m| answer.field(m))
+                        .unwrap_or_else(|| snippet(body));
+                    return Outcome::Permanent {
+                        reason: format!(
+                            "{op}: HTTP {status} with {field} = {got:?} (success is {want:?}): {message}"
+                        ),
+                    };
+                }
+                None => {
+                    return unreadable(op, status, format!("{field} is not in the answer"), body);
+                }
+            }
+        }
+        match s.receipt.as_deref() {
+            None => Outcome::Delivered {
+                receipt: format!("HTTP {}", status.as_u16()),
+            },
+            Some(r) => match answer.field(r).filter(|x| !x.is_empty()) {
+                Some(receipt) => Outcome::Delivered { receipt },
+                None => unreadable(
+                    op,
+                    status,
+                    format!("the receipt {r} is not in the answer"),
+                    body,
+                ),
+            },
+        }
+    }
+}
+
+/// An agency's answer read in its configured format.
+enum Answer {
+    /// A JSON object.
+    Json(Value),
+    /// A flat XML document.
+    Xml(crate::xml::Flat),
+}
+
+impl Answer {
+    /// A field: JSON pointer, or XML element name (a leading `/` is ignored).
+    fn field(&self, field: &str) -> Option<String> {
+        match self {
+            Answer::Json(v) => pointer(v, field).map(text),
+            Answer::Xml(f) => f.get(field.trim_start_matches('/')).map(str::to_string),
         }
     }
 }
@@ -357,128 +440,121 @@ impl Adapter for Mapped {
             "application/xml; charset=utf-8"
         };
         let url = format!("{}{}", self.endpoint, self.cfg.submit_path);
-        let resp = match self
+        let request = self
             .client
             .post(&url)
             .header("Idempotency-Key", &env.message_id)
             .header(reqwest::header::CONTENT_TYPE, ct)
-            .body(body)
-            .send_via(&self.client)
-            .await
-        {
+            .body(body);
+        let r = match exchange(&self.client, "submit", request).await {
             Ok(r) => r,
-            Err(e) => return e.outcome("submit"),
-        };
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => return transport_error("submit", &e),
+            Err(o) => return o,
         };
         let s = &self.cfg.success;
+        let listed = s.statuses.is_empty() && r.status.is_success()
+            || s.statuses.contains(&r.status.as_u16());
+        if listed {
+            return self.submit_answer(r.status, &r.body);
+        }
+        if r.status.is_success() {
+            return unreadable(
+                "submit",
+                r.status,
+                format!("the status is not among success.statuses {:?}", s.statuses),
+                &r.body,
+            );
+        }
         let message = s
             .message
             .as_deref()
-            .and_then(|m| self.answer_field(&bytes, m))
-            .unwrap_or_else(|| snippet(&bytes));
-        let status_ok = if s.statuses.is_empty() {
-            status.is_success()
-        } else {
-            s.statuses.contains(&status.as_u16())
-        };
-        if !status_ok {
-            return failure_status("submit", status, &headers, message);
-        }
-        if let (Some(field), Some(want)) = (&s.field, &s.equals) {
-            match self.answer_field(&bytes, field) {
-                Some(got) if &got == want => {}
-                Some(got) => {
-                    return Outcome::Permanent {
-                        reason: format!(
-                            "submit: HTTP {status} with {field} = {got:?} (success is {want:?}): {message}"
-                        ),
-                    };
-                }
-                None => {
-                    return Outcome::Unknown {
-                        reason: format!(
-                            "submit: HTTP {status} but {field} is not in the answer: {}",
-                            snippet(&bytes)
-                        ),
-                    };
-                }
-            }
-        }
-        let receipt = s
-            .receipt
-            .as_deref()
-            .and_then(|r| self.answer_field(&bytes, r))
-            .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
-        Outcome::Delivered { receipt }
+            .and_then(|m| self.answer_field(&r.body, m))
+            .unwrap_or_else(|| snippet(&r.body));
+        failure_status("submit", r.status, &r.headers, message)
     }
 
-    async fn probe(&self) -> Probe {
+    /// `GET {endpoint}{status_path}` (with `{ma_ho_so}` replaced): a 2xx in the configured
+    /// format whose `callback.status` field gives 1–10 (directly or through `status_map`) is
+    /// found; a 404 in the configured format is not found; a 2xx that does not read, lacks the
+    /// status field or has a value the mapping does not know is unreadable; a 2xx whose
+    /// `success.field` says failure, and every other failure, is failed. Without
+    /// `status_path`: not supported.
+    async fn status(&self, ma_ho_so: &str) -> StatusLookup {
         let Some(path) = &self.cfg.status_path else {
-            return Probe::NotSupported(
-                "no status_path configured: reachability and TLS only".into(),
-            );
-        };
-        let url = format!(
-            "{}{}",
-            self.endpoint,
-            path.replace("{ma_ho_so}", crate::adapter::PROBE_MA_HO_SO)
-        );
-        let json = self.cfg.format == "json";
-        let ns = self.cfg.xml_namespace.clone().unwrap_or_default();
-        probe_get(&self.client, &url, move |status, body| {
-            // A 404 from a wrong route has no body in the agency's format: only a readable one
-            // shows that the status path reached the agency's interface.
-            let readable = if json {
-                serde_json::from_slice::<Value>(body).is_ok_and(|v| v.is_object())
-            } else {
-                read_flat(body, &ns).is_ok()
+            return StatusLookup::NotSupported {
+                reason: "no status_path configured: reachability and TLS only".into(),
             };
-            if (status.as_u16() == 404 || status.is_success()) && readable {
-                Ok(format!(
-                    "status lookup answered HTTP {} in the agency's format",
-                    status.as_u16()
-                ))
-            } else {
-                Err("the answer is not in the agency's format: is status_path right?".into())
-            }
-        })
-        .await
-    }
-
-    async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String> {
-        let path = self
-            .cfg
-            .status_path
-            .as_deref()
-            .ok_or("no status_path configured")?;
+        };
+        let op = "status lookup";
         let url = format!("{}{}", self.endpoint, path.replace("{ma_ho_so}", ma_ho_so));
-        let bytes = self
-            .client
-            .get(&url)
-            .send_via(&self.client)
-            .await
-            .map_err(|e| e.to_string())?
-            .bytes()
-            .await
-            .map_err(|e| e.to_string())?;
-        let c = &self.cfg.callback;
-        let status = self
-            .answer_field(&bytes, &c.status)
-            .and_then(|s| self.map_status(&s))
-            .unwrap_or(0);
-        Ok(AgencyStatus {
-            ma_ho_so: ma_ho_so.to_string(),
-            receipt: c
-                .receipt
+        let r = match exchange(&self.client, op, self.client.get(&url)).await {
+            Ok(r) => r,
+            Err(o) => return lookup_failed(o),
+        };
+        let answer = self.read(&r.body);
+        let message = |a: &Answer| {
+            self.cfg
+                .success
+                .message
                 .as_deref()
-                .and_then(|r| self.answer_field(&bytes, r)),
-            status,
-        })
+                .and_then(|m| a.field(m))
+                .unwrap_or_else(|| snippet(&r.body))
+        };
+        if r.status == reqwest::StatusCode::NOT_FOUND
+            && let Ok(a) = &answer
+        {
+            return StatusLookup::NotFound { reason: message(a) };
+        }
+        if !r.status.is_success() {
+            let reason = match &answer {
+                Ok(a) => message(a),
+                Err(_) => snippet(&r.body),
+            };
+            return lookup_failed(failure_status(op, r.status, &r.headers, reason));
+        }
+        let a = match answer {
+            Ok(a) => a,
+            Err(what) => return lookup_unreadable(op, r.status, what, &r.body),
+        };
+        let c = &self.cfg.callback;
+        match a.field(&c.status) {
+            Some(raw) => match self.map_status(&raw) {
+                Some(status) => StatusLookup::Found(AgencyStatus {
+                    ma_ho_so: ma_ho_so.to_string(),
+                    receipt: c.receipt.as_deref().and_then(|f| a.field(f)),
+                    status,
+                }),
+                None => lookup_unreadable(
+                    op,
+                    r.status,
+                    format!(
+                        "{} = {raw:?} is neither 1–10 nor in callback.status_map",
+                        c.status
+                    ),
+                    &r.body,
+                ),
+            },
+            None => {
+                let s = &self.cfg.success;
+                if let (Some(field), Some(want)) = (&s.field, &s.equals)
+                    && let Some(got) = a.field(field)
+                    && &got != want
+                {
+                    return StatusLookup::Failed {
+                        reason: format!(
+                            "{op}: HTTP {} with {field} = {got:?}: {}",
+                            r.status,
+                            message(&a)
+                        ),
+                    };
+                }
+                lookup_unreadable(
+                    op,
+                    r.status,
+                    format!("{} is not in the answer", c.status),
+                    &r.body,
+                )
+            }
+        }
     }
 
     fn parse_callback(&self, _: Option<&str>, body: &[u8]) -> Result<AgencyReply, String> {

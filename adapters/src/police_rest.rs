@@ -7,12 +7,8 @@ use base64::Engine as _;
 use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
-use crate::http::SendVia;
+use crate::adapter::{Adapter, AgencyReply, Outcome, StatusLookup};
 use crate::mapping::{blob_base_of, data_str, date8, fetchable, request_type, sex_code, subject};
-
-/// Path of the status lookup under the endpoint (the test call of `lienthong check`).
-const PROBE_PATH: &str = "/v1/ho-so";
 
 /// Registry name of this adapter.
 pub const NAME: &str = "police-rest";
@@ -181,34 +177,10 @@ impl Adapter for PoliceRest {
         }
     }
 
-    async fn probe(&self) -> crate::http::Probe {
-        crate::http::probe_json_not_found(&self.client, &self.endpoint, PROBE_PATH).await
-    }
-
-    async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String> {
+    /// `GET {endpoint}/v1/ho-so/{MaHoSo}` ([`crate::http::json_status_lookup`]).
+    async fn status(&self, ma_ho_so: &str) -> StatusLookup {
         let url = format!("{}/v1/ho-so/{ma_ho_so}", self.endpoint);
-        let resp = self
-            .client
-            .get(&url)
-            .send_via(&self.client)
-            .await
-            .map_err(|e| format!("status lookup: {e}"))?;
-        let status = resp.status();
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("status lookup: HTTP {status}, body not JSON: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("status lookup: HTTP {status}: {v}"));
-        }
-        Ok(AgencyStatus {
-            ma_ho_so: ma_ho_so.to_string(),
-            receipt: v
-                .get("MaTiepNhan")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            status: v.get("TrangThaiHoSo").and_then(Value::as_u64).unwrap_or(0) as u8,
-        })
+        crate::http::json_status_lookup(&self.client, &url, ma_ho_so).await
     }
 
     fn parse_callback(

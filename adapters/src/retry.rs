@@ -3,6 +3,8 @@
 //! jitter, capped, waiting at least the agency's Retry-After; permanent outcomes stop at once.
 //! A Retry-After longer than the in-process budget stops the in-process retries at once, so the
 //! caller can park the message in a delayed retry queue instead of holding the delivery.
+//! Attempts whose 2xx answer could not be read are counted, with the last one's excerpt, so the
+//! caller can alert an operator (an agency whose front end answers pages instead of receipts).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +24,11 @@ pub enum Final {
         receipt: String,
         /// Attempts made (1 = first try).
         attempts: u32,
+        /// Attempts before the receipt whose 2xx answer could not be read
+        /// ([`Outcome::Unknown`] with an answer).
+        unreadable_answers: u32,
+        /// Excerpt (at most 300 characters) of the last of them.
+        last_unreadable_answer: Option<String>,
     },
     /// Permanent failure, or transient failures past the retry limit.
     Failed {
@@ -37,6 +44,11 @@ pub enum Final {
         retry_after: Option<Duration>,
         /// The last attempt's outcome is unknown (the request may have been taken).
         unknown: bool,
+        /// Attempts whose 2xx answer could not be read as the agency's answer
+        /// ([`Outcome::Unknown`] with an answer), in this run of retries.
+        unreadable_answers: u32,
+        /// Excerpt (at most 300 characters, [`crate::http::snippet`]) of the last of them.
+        last_unreadable_answer: Option<String>,
     },
 }
 
@@ -62,6 +74,8 @@ where
 {
     let attempts = Arc::new(Mutex::new(0u32));
     let history: Arc<Mutex<Vec<String>>> = Arc::default();
+    // (count, last excerpt) of the answers that could not be read.
+    let unreadable: Arc<Mutex<(u32, Option<String>)>> = Arc::default();
     let max_delay = Duration::from_millis(settings.max_delay_ms);
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(settings.min_delay_ms))
@@ -72,6 +86,7 @@ where
     let op = || {
         let attempts = attempts.clone();
         let history = history.clone();
+        let unreadable = unreadable.clone();
         async move {
             if let Ok(mut n) = attempts.lock() {
                 *n += 1;
@@ -92,7 +107,13 @@ where
                         retry_after,
                     })
                 }
-                Outcome::Unknown { reason } => {
+                Outcome::Unknown { reason, answer } => {
+                    if let Some(a) = answer
+                        && let Ok(mut u) = unreadable.lock()
+                    {
+                        u.0 += 1;
+                        u.1 = Some(a);
+                    }
                     let reason = format!(
                         "outcome unknown, retrying with the same Idempotency-Key: {reason}"
                     );
@@ -131,8 +152,15 @@ where
         .notify(|f: &Failure, d: Duration| on_retry(count(), &f.reason, d))
         .await;
     let attempts = count();
+    let (unreadable_answers, last_unreadable_answer) =
+        unreadable.lock().map(|u| u.clone()).unwrap_or_default();
     match result {
-        Ok(receipt) => Final::Delivered { receipt, attempts },
+        Ok(receipt) => Final::Delivered {
+            receipt,
+            attempts,
+            unreadable_answers,
+            last_unreadable_answer,
+        },
         Err(f) => Final::Failed {
             reason: f.reason,
             exhausted: f.transient,
@@ -140,6 +168,8 @@ where
             history: history.lock().map(|h| h.clone()).unwrap_or_default(),
             retry_after: f.retry_after,
             unknown: f.unknown,
+            unreadable_answers,
+            last_unreadable_answer,
         },
     }
 }

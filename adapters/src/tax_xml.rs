@@ -23,11 +23,8 @@ use async_trait::async_trait;
 use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome};
+use crate::adapter::{Adapter, AgencyReply, Outcome, StatusLookup};
 use crate::xml::{Builder, post_for_receipt, read_flat};
-
-/// Path of the status lookup under the endpoint (the test call of `lienthong check`).
-const PROBE_PATH: &str = "/api/phieu-chuyen";
 
 /// Registry name of this adapter.
 pub const NAME: &str = "tax-xml";
@@ -275,11 +272,8 @@ impl Adapter for TaxXml {
         }
     }
 
-    async fn probe(&self) -> crate::http::Probe {
-        crate::xml::probe_xml_not_found(&self.client, &self.endpoint, PROBE_PATH, NS).await
-    }
-
-    async fn status(&self, ma_ho_so: &str) -> Result<AgencyStatus, String> {
+    /// `GET {endpoint}/api/phieu-chuyen/{MaHoSo}` ([`crate::xml::status_lookup`]).
+    async fn status(&self, ma_ho_so: &str) -> StatusLookup {
         let url = format!("{}/api/phieu-chuyen/{ma_ho_so}", self.endpoint);
         crate::xml::status_lookup(&self.client, &url, ma_ho_so, NS).await
     }

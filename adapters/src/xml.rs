@@ -10,8 +10,10 @@ use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
-use crate::adapter::Outcome;
-use crate::http::{SendVia, failure_status, snippet, transport_error};
+use crate::adapter::{Outcome, StatusLookup};
+use crate::http::{
+    exchange, failure_status, lookup_failed, lookup_unreadable, snippet, unreadable,
+};
 
 /// A flat XML document read back: root local name, child text by local name (repeated
 /// children keep the last value; `lists` keeps them all).
@@ -102,11 +104,10 @@ pub fn read_flat(body: &[u8], ns: &str) -> Result<Flat, String> {
     Ok(flat)
 }
 
-/// POST an XML document of the project's reference XML interfaces (BHXH, Tax) and read the
-/// synchronous `BienNhan` receipt in namespace `ns`: `KetQua` `THANH_CONG` is delivered (receipt
-/// `MaTiepNhan`), `LOI` a permanent failure with `MaLoi`/`MoTaLoi` (a 200 can still be a
-/// failure); HTTP failures and transport errors are classified as for every adapter; a 2xx whose
-/// receipt cannot be read leaves the outcome unknown. `key` is sent as `Idempotency-Key`.
+/// POST an XML document of the project's reference XML interfaces (BHXH, Tax: submit, payment
+/// confirmation, cancel) with `Idempotency-Key: key`, and read the synchronous `BienNhan`
+/// receipt in namespace `ns` ([`xml_receipt`]); HTTP failures and transport errors are
+/// classified as for every adapter, with the agency's `MaLoi`/`MoTaLoi` when the body has them.
 pub async fn post_for_receipt(
     client: &crate::http::Agent,
     op: &str,
@@ -115,28 +116,20 @@ pub async fn post_for_receipt(
     body: Vec<u8>,
     ns: &str,
 ) -> Outcome {
-    let res = client
+    let request = client
         .post(url)
         .header("Idempotency-Key", key)
         .header(
             reqwest::header::CONTENT_TYPE,
             "application/xml; charset=utf-8",
         )
-        .body(body)
-        .send_via(client)
-        .await;
-    let resp = match res {
+        .body(body);
+    let r = match exchange(client, op, request).await {
         Ok(r) => r,
-        Err(e) => return e.outcome(op),
+        Err(o) => return o,
     };
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = match resp.bytes().await {
-        Ok(b) => b,
-        Err(e) => return transport_error(op, &e),
-    };
-    if !status.is_success() {
-        let reason = read_flat(&bytes, ns)
+    if !r.status.is_success() {
+        let reason = read_flat(&r.body, ns)
             .ok()
             .and_then(|f| {
                 Some(format!(
@@ -145,100 +138,154 @@ pub async fn post_for_receipt(
                     f.get("MoTaLoi").unwrap_or("")
                 ))
             })
-            .unwrap_or_else(|| snippet(&bytes));
-        return failure_status(op, status, &headers, reason);
+            .unwrap_or_else(|| snippet(&r.body));
+        return failure_status(op, r.status, &r.headers, reason);
     }
-    let flat = match read_flat(&bytes, ns) {
+    xml_receipt(op, r.status, &r.body, ns)
+}
+
+/// A 2xx answer of the reference XML interfaces under the one rule: `<BienNhan>` in `ns` with
+/// `KetQua` `THANH_CONG` and a `MaTiepNhan` is delivered (the receipt); `KetQua` `LOI` is a
+/// permanent failure with `MaLoi`/`MoTaLoi` (a 200 can still be a failure); anything else (not
+/// XML, another root or namespace, no `KetQua`, another `KetQua`, no `MaTiepNhan`, empty,
+/// HTML, truncated) leaves the outcome unknown.
+pub fn xml_receipt(op: &str, status: reqwest::StatusCode, body: &[u8], ns: &str) -> Outcome {
+    let flat = match read_flat(body, ns) {
         Ok(f) if f.root == "BienNhan" => f,
         Ok(f) => {
-            return Outcome::Permanent {
-                reason: format!("{op}: expected <BienNhan>, got <{}>", f.root),
-            };
+            return unreadable(
+                op,
+                status,
+                format!("the answer is <{}>, not the <BienNhan> receipt", f.root),
+                body,
+            );
         }
         Err(e) => {
-            return Outcome::Unknown {
-                reason: format!("{op}: HTTP {status} but the receipt is not readable: {e}"),
-            };
+            return unreadable(
+                op,
+                status,
+                format!("the body is not a <BienNhan> receipt in {ns} ({e})"),
+                body,
+            );
         }
     };
-    match flat.get("KetQua") {
-        Some("THANH_CONG") => Outcome::Delivered {
-            receipt: flat.get("MaTiepNhan").unwrap_or("THANH_CONG").to_string(),
+    match (flat.get("KetQua"), flat.get("MaTiepNhan")) {
+        (Some("THANH_CONG"), Some(r)) if !r.is_empty() => Outcome::Delivered {
+            receipt: r.to_string(),
         },
-        Some("LOI") => Outcome::Permanent {
+        (Some("LOI"), _) => Outcome::Permanent {
             reason: format!(
                 "{op}: BienNhan LOI {} {}",
                 flat.get("MaLoi").unwrap_or("?"),
                 flat.get("MoTaLoi").unwrap_or("")
-            ),
+            )
+            .trim()
+            .to_string(),
         },
-        other => Outcome::Permanent {
-            reason: format!("{op}: BienNhan with unknown KetQua {other:?}"),
-        },
+        (Some("THANH_CONG"), _) => unreadable(
+            op,
+            status,
+            "the <BienNhan> says THANH_CONG without a MaTiepNhan",
+            body,
+        ),
+        (other, _) => unreadable(
+            op,
+            status,
+            format!("the <BienNhan> has KetQua {other:?}, neither THANH_CONG nor LOI"),
+            body,
+        ),
     }
 }
 
-/// The test call of the reference XML interfaces: `GET {endpoint}{path}/<PROBE_MA_HO_SO>` must
-/// answer the "not found" receipt: `<BienNhan>` in namespace `ns` with `KetQua` `LOI` and a
-/// `MaLoi`.
-pub async fn probe_xml_not_found(
-    client: &crate::http::Agent,
-    endpoint: &str,
-    path: &str,
-    ns: &str,
-) -> crate::http::Probe {
-    let url = format!("{endpoint}{path}/{}", crate::adapter::PROBE_MA_HO_SO);
-    crate::http::probe_get(client, &url, |_, body| {
-        let f = read_flat(body, ns)?;
-        match (f.root.as_str(), f.get("KetQua"), f.get("MaLoi")) {
-            ("BienNhan", Some("LOI"), Some(code)) => Ok(format!(
-                "status lookup of an unknown dossier answered <BienNhan> LOI {code} in {ns}, as the reference format says"
-            )),
-            _ => Err(format!(
-                "expected <BienNhan> with KetQua LOI and MaLoi in {ns}, got <{}>",
-                f.root
-            )),
-        }
-    })
-    .await
-}
+/// The reference XML interfaces' code for an unknown `MaHoSo`.
+pub const NOT_FOUND_CODE: &str = "E_KHONG_TIM_THAY";
 
-/// The status lookup of the reference XML interfaces: `GET url` answers `<TrangThai>`
-/// (`MaTiepNhan`, `TrangThaiHoSo`) in namespace `ns`, or a receipt with `MaLoi`/`MoTaLoi`.
-///
-/// Errors: transport, an unreadable answer, or the agency's error.
+/// The status lookup of the reference XML interfaces (BHXH, Tax): `GET url` answers
+/// `<TrangThai>` in `ns` (`MaTiepNhan`, `TrangThaiHoSo` 1–10: found), or, for an unknown
+/// dossier, a `<BienNhan>` `LOI` `E_KHONG_TIM_THAY` (BHXH with 200, Tax with 404: not found).
+/// Another `LOI` is failed (the lookup was refused); a 2xx that reads as neither is
+/// unreadable; other HTTP failures and transport errors are failed.
 pub async fn status_lookup(
     client: &crate::http::Agent,
     url: &str,
     ma_ho_so: &str,
     ns: &str,
-) -> Result<crate::adapter::AgencyStatus, String> {
-    let resp = client
-        .get(url)
-        .send_via(client)
-        .await
-        .map_err(|e| format!("status lookup: {e}"))?;
-    let status = resp.status();
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("status lookup: {e}"))?;
-    let f = read_flat(&bytes, ns).map_err(|e| format!("status lookup: HTTP {status}: {e}"))?;
-    if f.root != "TrangThai" {
-        return Err(format!(
-            "status lookup: {} {}",
-            f.get("MaLoi").unwrap_or(&f.root),
+) -> StatusLookup {
+    let op = "status lookup";
+    let r = match exchange(client, op, client.get(url)).await {
+        Ok(r) => r,
+        Err(o) => return lookup_failed(o),
+    };
+    let flat = read_flat(&r.body, ns);
+    if let Ok(f) = &flat
+        && f.root == "BienNhan"
+        && f.get("KetQua") == Some("LOI")
+        && (r.status.is_success() || r.status == reqwest::StatusCode::NOT_FOUND)
+    {
+        let err = format!(
+            "{} {}",
+            f.get("MaLoi").unwrap_or("?"),
             f.get("MoTaLoi").unwrap_or("")
-        ));
+        )
+        .trim()
+        .to_string();
+        return if f.get("MaLoi") == Some(NOT_FOUND_CODE) {
+            StatusLookup::NotFound { reason: err }
+        } else {
+            StatusLookup::Failed {
+                reason: format!("{op}: HTTP {}: BienNhan LOI {err}", r.status),
+            }
+        };
     }
-    Ok(crate::adapter::AgencyStatus {
-        ma_ho_so: ma_ho_so.to_string(),
-        receipt: f.get("MaTiepNhan").map(str::to_string),
-        status: f
-            .get("TrangThaiHoSo")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
-    })
+    if !r.status.is_success() {
+        let reason = flat
+            .ok()
+            .and_then(|f| {
+                Some(format!(
+                    "{} {}",
+                    f.get("MaLoi")?,
+                    f.get("MoTaLoi").unwrap_or("")
+                ))
+            })
+            .unwrap_or_else(|| snippet(&r.body));
+        return lookup_failed(failure_status(op, r.status, &r.headers, reason));
+    }
+    let f = match flat {
+        Ok(f) if f.root == "TrangThai" => f,
+        Ok(f) => {
+            return lookup_unreadable(
+                op,
+                r.status,
+                format!("the answer is <{}>, not <TrangThai>", f.root),
+                &r.body,
+            );
+        }
+        Err(e) => {
+            return lookup_unreadable(
+                op,
+                r.status,
+                format!("the body is not a <TrangThai> in {ns} ({e})"),
+                &r.body,
+            );
+        }
+    };
+    match f
+        .get("TrangThaiHoSo")
+        .and_then(|s| s.parse::<u8>().ok())
+        .filter(|n| (1..=10).contains(n))
+    {
+        Some(status) => StatusLookup::Found(crate::adapter::AgencyStatus {
+            ma_ho_so: ma_ho_so.to_string(),
+            receipt: f.get("MaTiepNhan").map(str::to_string),
+            status,
+        }),
+        None => lookup_unreadable(
+            op,
+            r.status,
+            "the <TrangThai> has no TrangThaiHoSo 1–10",
+            &r.body,
+        ),
+    }
 }
 
 /// The cancel document of the reference XML interfaces (`YeuCauHuy` in namespace `ns`): the
