@@ -75,6 +75,7 @@ impl Ctx {
                 component: component.to_string(),
                 channel: channel.to_string(),
                 redeclare: Some(redeclare),
+                shutdown: Some(self.shutdown.clone()),
             },
         )
         .await

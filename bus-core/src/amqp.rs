@@ -98,6 +98,9 @@ pub struct Supervision {
     /// How to re-declare the topology (after a channel was closed for a missing exchange, or a
     /// `mandatory` message was returned for a missing queue).
     pub redeclare: Option<Redeclare>,
+    /// The process's stop signal: no background repair (which re-declares the topology) runs
+    /// once it is true.
+    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// A publishing channel in confirm mode that survives channel-level errors. Every publish waits
@@ -467,7 +470,13 @@ impl Publisher {
                         Some((_, at)) => at.saturating_duration_since(tokio::time::Instant::now()),
                     }
                 };
-                if !p.inner.conn.status().connected() {
+                let stopping = p
+                    .inner
+                    .supervision
+                    .as_ref()
+                    .and_then(|s| s.shutdown.as_ref())
+                    .is_some_and(|s| *s.borrow());
+                if stopping || !p.inner.conn.status().connected() {
                     p.inner.healing.store(false, Ordering::Release);
                     return;
                 }

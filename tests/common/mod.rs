@@ -124,6 +124,9 @@ impl Drop for Bus {
                     if let Ok(conn) =
                         Connection::connect(&settings.bus.amqp_url, Default::default()).await
                     {
+                        // Twice, as in `stop`: a component slow to stop may declare again.
+                        let _ = Topology::plan(&settings).delete(&conn).await;
+                        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
                         let _ = Topology::plan(&settings).delete(&conn).await;
                         let _ = conn.close(200, "test cleanup".into()).await;
                     }
