@@ -32,6 +32,8 @@ struct Worker {
     tracer: Tracer,
     dlc: DeadLetterChannel,
     retry: Publisher,
+    /// The operator's webhook, for the unreadable-answers alert.
+    webhook: crate::alerts::Webhook,
 }
 
 /// Give a delivery back to the broker (it will be redelivered).
@@ -54,12 +56,47 @@ pub mod retry_headers {
     pub const HISTORY: &str = "x-lienthong-history";
     /// `true` when the last attempt's outcome was unknown: resolve by a status lookup first.
     pub const OUTCOME_UNKNOWN: &str = "x-lienthong-outcome-unknown";
+    /// Unreadable answers so far (attempts and status lookups, every round).
+    pub const UNREADABLE_ANSWERS: &str = "x-lienthong-unreadable-answers";
+    /// `true` once an operator was alerted about them (one alert per message).
+    pub const UNREADABLE_ALERTED: &str = "x-lienthong-unreadable-alerted";
+}
+
+/// Unreadable answers of one message so far: how many, the last one's excerpt, and whether the
+/// operator was alerted (carried in headers through the delayed rounds).
+#[derive(Debug, Clone, Default)]
+struct Unreadable {
+    count: u32,
+    last: Option<String>,
+    alerted: bool,
+}
+
+impl Unreadable {
+    fn from_headers(props: &lapin::BasicProperties) -> Unreadable {
+        use lienthong_core::amqp::{header_i64, header_str};
+        Unreadable {
+            count: header_i64(props, retry_headers::UNREADABLE_ANSWERS)
+                .unwrap_or(0)
+                .clamp(0, i64::from(u32::MAX)) as u32,
+            last: None,
+            alerted: header_str(props, retry_headers::UNREADABLE_ALERTED).as_deref()
+                == Some("true"),
+        }
+    }
+
+    fn add(&mut self, n: u32, last: Option<String>) {
+        self.count = self.count.saturating_add(n);
+        if last.is_some() {
+            self.last = last;
+        }
+    }
 }
 
 /// Run one consumer per adapter-reached unit until shutdown. `callback_base` is the bus's
 /// public HTTP base URL that agencies call back.
 pub async fn run(ctx: Ctx, callback_base: String) -> anyhow::Result<()> {
     let log = DeliveryLog::new(ctx.store.clone())?;
+    let webhook = crate::alerts::Webhook::new(&ctx.settings.process);
     let mut tasks = tokio::task::JoinSet::new();
     for unit in ctx
         .registry
@@ -90,6 +127,7 @@ pub async fn run(ctx: Ctx, callback_base: String) -> anyhow::Result<()> {
             retry: ctx
                 .publisher(COMPONENT, &format!("retry {}", unit.code))
                 .await?,
+            webhook: webhook.clone(),
         };
         let channel = ctx.conn.create_channel().await?;
         let queue = ctx.names.unit_queue(&unit.code);
@@ -180,28 +218,36 @@ impl Worker {
             // `sending`: an earlier attempt may have reached the agency; the attempts below
             // carry the same idempotency key, so the agency answers without a second effect.
         }
+        let mut unreadable = Unreadable::from_headers(&d.properties);
         // The last attempt's outcome was unknown: ask the agency before sending again. Only a
-        // readable "found" at status 2 or later is delivered; anything else sends again.
+        // readable "found" at status 2 or later is delivered; anything else sends again (an
+        // unreadable lookup answer counts towards the operator's alert).
         if lienthong_core::amqp::header_str(&d.properties, retry_headers::OUTCOME_UNKNOWN)
             .as_deref()
             == Some("true")
             && env.kind.is_forward()
-            && let Some(st) = self.adapter.status(&env.ma_ho_so).await.found()
-            && st.status >= 2
         {
-            let receipt = st
-                .receipt
-                .clone()
-                .unwrap_or_else(|| format!("TrangThaiHoSo {}", st.status));
-            let ev = TraceEvent::new(TraceEventKind::Delivered, &self.component, Some(&env))
-                .reason(format!("outcome was unknown; the agency's status lookup shows it took the dossier (receipt {receipt}); not sent again"));
-            let rec = self.record_for(&env, &receipt);
-            if self.record_delivery(rec, ev).await {
-                let _ = d.ack(BasicAckOptions::default()).await;
-            } else {
-                requeue(&d).await;
+            match self.adapter.status(&env.ma_ho_so).await {
+                lienthong_adapters::StatusLookup::Found(st) if st.status >= 2 => {
+                    let receipt = st
+                        .receipt
+                        .clone()
+                        .unwrap_or_else(|| format!("TrangThaiHoSo {}", st.status));
+                    let ev = TraceEvent::new(TraceEventKind::Delivered, &self.component, Some(&env))
+                        .reason(format!("outcome was unknown; the agency's status lookup shows it took the dossier (receipt {receipt}); not sent again"));
+                    let rec = self.record_for(&env, &receipt);
+                    if self.record_delivery(rec, ev).await {
+                        let _ = d.ack(BasicAckOptions::default()).await;
+                    } else {
+                        requeue(&d).await;
+                    }
+                    return;
+                }
+                lienthong_adapters::StatusLookup::Unreadable { answer, .. } => {
+                    unreadable.add(1, Some(answer));
+                }
+                _ => {}
             }
-            return;
         }
         if let Err(why) = self.adapter.check(&env) {
             let r = Rejection::new(
@@ -249,6 +295,20 @@ impl Worker {
         )
         .await;
         let _ = emitter.await;
+        let (n, last) = match &outcome {
+            Final::Delivered {
+                unreadable_answers,
+                last_unreadable_answer,
+                ..
+            }
+            | Final::Failed {
+                unreadable_answers,
+                last_unreadable_answer,
+                ..
+            } => (*unreadable_answers, last_unreadable_answer.clone()),
+        };
+        unreadable.add(n, last);
+        self.alert_if_unreadable(&env, &mut unreadable, n).await;
         match outcome {
             Final::Delivered {
                 receipt, attempts, ..
@@ -290,8 +350,16 @@ impl Worker {
                 ..
             } => {
                 if exhausted {
-                    self.park_or_give_up(&d, &env, attempts, history, retry_after, unknown)
-                        .await;
+                    self.park_or_give_up(
+                        &d,
+                        &env,
+                        attempts,
+                        history,
+                        retry_after,
+                        unknown,
+                        &unreadable,
+                    )
+                    .await;
                     return;
                 }
                 let r = Rejection::new(
@@ -309,6 +377,52 @@ impl Worker {
                     .await;
             }
         }
+    }
+
+    /// Count `new` unreadable answers of this round, and alert the operator once per message
+    /// when `unreadable` reaches `[retry] unreadable_alert_after`: a trace event `alert` on the
+    /// dossier with an excerpt of the last answer, a log warning, the webhook
+    /// ([`crate::alerts::UnreadableAnswers`]).
+    async fn alert_if_unreadable(&self, env: &Envelope, unreadable: &mut Unreadable, new: u32) {
+        if new > 0 {
+            metrics::counter!("lienthong_adapter_unreadable_answers_total", "unit" => self.unit.code.clone())
+                .increment(u64::from(new));
+        }
+        let after = self.ctx.settings.retry.unreadable_alert_after.max(1);
+        if unreadable.alerted || unreadable.count < after {
+            return;
+        }
+        unreadable.alerted = true;
+        let excerpt = unreadable.last.clone().unwrap_or_default();
+        let reason = format!(
+            "{} answers from {} ({}) could not be read as its interface's answer; usually a misconfigured adapter (endpoint, path, format) or a proxy in front of the agency — check with `lienthong check {}`. The delivery keeps retrying with the same Idempotency-Key. Last answer: «{}»",
+            unreadable.count, self.unit.name, self.unit.code, self.unit.code, excerpt
+        );
+        metrics::counter!("lienthong_adapter_alerts_total", "unit" => self.unit.code.clone(), "level" => crate::alerts::UnreadableAnswers::LEVEL)
+            .increment(1);
+        tracing::warn!(
+            message = "an agency's answers cannot be read",
+            unit = self.unit.code,
+            ma_ho_so = env.ma_ho_so,
+            message_id = env.message_id,
+            answers = unreadable.count
+        );
+        let ev = TraceEvent::new(TraceEventKind::Alert, &self.component, Some(env)).reason(
+            format!("{}: {reason}", crate::alerts::UnreadableAnswers::LEVEL),
+        );
+        let _ = self.tracer.emit(&ev).await;
+        self.webhook
+            .post(&crate::alerts::UnreadableAnswers {
+                level: crate::alerts::UnreadableAnswers::LEVEL,
+                ma_ho_so: env.ma_ho_so.clone(),
+                ma_tthc: env.ma_tthc.clone(),
+                message_id: env.message_id.clone(),
+                holder: self.unit.code.clone(),
+                answers: unreadable.count,
+                answer: excerpt,
+                reason,
+            })
+            .await;
     }
 
     fn record_for(&self, env: &Envelope, receipt: &str) -> DeliveryRecord {
@@ -372,6 +486,7 @@ impl Worker {
     /// After the in-process budget: wait in the delayed retry queue of the next step (nothing
     /// stays unacked meanwhile), or, past `max_delayed_attempts` or `max_age_ms`, dead-letter
     /// with the full reason history.
+    #[allow(clippy::too_many_arguments)]
     async fn park_or_give_up(
         &self,
         d: &Delivery,
@@ -380,6 +495,7 @@ impl Worker {
         history: Vec<String>,
         retry_after: Option<Duration>,
         unknown: bool,
+        unreadable: &Unreadable,
     ) {
         use lapin::types::{AMQPValue, LongString};
         use lienthong_core::amqp::{header_i64, header_str};
@@ -460,6 +576,18 @@ impl Worker {
         headers.insert(
             retry_headers::OUTCOME_UNKNOWN.into(),
             AMQPValue::LongString(LongString::from(if unknown { "true" } else { "false" })),
+        );
+        headers.insert(
+            retry_headers::UNREADABLE_ANSWERS.into(),
+            AMQPValue::LongLongInt(i64::from(unreadable.count)),
+        );
+        headers.insert(
+            retry_headers::UNREADABLE_ALERTED.into(),
+            AMQPValue::LongString(LongString::from(if unreadable.alerted {
+                "true"
+            } else {
+                "false"
+            })),
         );
         let props = d
             .properties

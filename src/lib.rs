@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod adapter_worker;
+pub mod alerts;
 pub mod bench;
 pub mod check;
 pub mod consume;

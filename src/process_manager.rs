@@ -351,17 +351,12 @@ impl ProcessManager {
     pub async fn sweep_forever(self) {
         let period = Duration::from_millis(self.ctx.settings.process.scan_ms.max(200));
         let mut stop = self.ctx.shutdown.clone();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(
-                self.ctx.settings.process.webhook_timeout_ms,
-            ))
-            .build()
-            .ok();
+        let webhook = crate::alerts::Webhook::new(&self.ctx.settings.process);
         loop {
             if let Err(e) = self.flush(None).await {
                 tracing::warn!(message = "outbox sweep failed; trying again later", error = ?e);
             }
-            if let Err(e) = self.scan(http.as_ref()).await {
+            if let Err(e) = self.scan(&webhook).await {
                 tracing::warn!(message = "overdue scan failed; trying again later", error = %e);
             }
             tokio::select! {
@@ -372,7 +367,7 @@ impl ProcessManager {
     }
 
     /// One overdue scan: each new alert is traced, counted and sent to the webhook.
-    pub async fn scan(&self, http: Option<&reqwest::Client>) -> anyhow::Result<usize> {
+    pub async fn scan(&self, webhook: &crate::alerts::Webhook) -> anyhow::Result<usize> {
         let items = overdue(&self.ctx, now())?;
         let mut open = std::collections::BTreeMap::<&str, f64>::new();
         for it in &items {
@@ -419,20 +414,7 @@ impl ProcessManager {
             ev.to = Some(it.holder.clone());
             let _ = self.tracer.emit(&ev).await;
             tracing::warn!(message = "process alert", ma_ho_so = it.ma_ho_so, step = ?it.step, level = it.level.as_str(), holder = it.holder, due = it.due, reason = it.reason.as_deref().unwrap_or("-"));
-            if let (Some(url), Some(http)) = (&self.ctx.settings.process.webhook_url, http) {
-                let post = || async { http.post(url).json(&it).send().await?.error_for_status() };
-                use backon::Retryable;
-                let r = post
-                    .retry(
-                        backon::ExponentialBuilder::default()
-                            .with_min_delay(Duration::from_millis(200))
-                            .with_max_times(3),
-                    )
-                    .await;
-                if let Err(e) = r {
-                    tracing::warn!(message = "overdue webhook failed (the alert stays in the trace and `lienthong overdue`)", error = %e);
-                }
-            }
+            webhook.post(&it).await;
         }
         Ok(new)
     }

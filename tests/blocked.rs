@@ -15,29 +15,6 @@ use lienthong_core::process::StepPhase;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-/// The operator's webhook, on loopback: (its URL, what it received).
-async fn webhook() -> (String, mpsc::UnboundedReceiver<Value>) {
-    let (tx, rx) = mpsc::unbounded_channel::<Value>();
-    let app = axum::Router::new().route(
-        "/alerts",
-        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(v);
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, rx)
-}
-
 /// Wait until the police step of `ma` is blocked; returns the dead letter's id and reason code.
 async fn blocked_at_police(bus: &Bus, ma: &str) -> (String, String) {
     let store = bus.store();

@@ -645,3 +645,92 @@ async fn an_agency_queue_deleted_under_its_adapter_is_recovered_from_the_message
     });
     bus.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_whose_answers_cannot_be_read_alerts_the_operator_once_and_the_dossier_still_goes_through_once()
+ {
+    let (hook_url, mut hooks) = webhook().await;
+    let bus = Bus::start_with("fault-unreadable", move |s| {
+        s.process.webhook_url = Some(hook_url);
+        s.retry.unreadable_alert_after = 3;
+    })
+    .await;
+    let mut centre = bus.listen(SON_HA).await;
+    // Police registers the dossier at once, then answers four times with a truncated body
+    // (the same Idempotency-Key each time: it replays its record), then readably.
+    let garbled = birth(2501, POLICE);
+    bus.fault(
+        "police",
+        &garbled.ma_ho_so,
+        &[lienthong::mock::COMMIT_TRUNCATED; 4],
+    )
+    .await;
+    bus.send(&garbled).await;
+    let mut all = send_background(&bus, BACKGROUND, 5400).await;
+    all.push(garbled.clone());
+    let ids = ids_of(&all);
+    let answers = collect_answers(&mut centre, &ids, 120).await;
+    let (lost, twice) = tally(&ids, &answers);
+    assert_eq!((lost, twice), (0, 0), "one answer per dossier");
+    let (police, bhxh) = per_agency(&all);
+    let stats = bus.mock_stats().await;
+    assert_eq!(stats["police"]["effects"], police, "{stats}");
+    // The operator hears of it once, with what the agency answered.
+    let mut alerts = Vec::new();
+    while let Ok(Some(v)) = tokio::time::timeout(Duration::from_secs(3), hooks.recv()).await {
+        if v["level"] == "unreadable_answers" {
+            alerts.push(v);
+        }
+    }
+    assert_eq!(alerts.len(), 1, "one alert per message: {alerts:?}");
+    let a = &alerts[0];
+    assert_eq!(a["ma_ho_so"], garbled.ma_ho_so.as_str());
+    assert_eq!(a["holder"], POLICE);
+    assert_eq!(a["message_id"], garbled.message_id.as_str());
+    assert!(a["answers"].as_u64().is_some_and(|n| n >= 3), "{a}");
+    assert!(
+        a["answer"]
+            .as_str()
+            .is_some_and(|x| x.contains("MaTiepNhan") || x.contains('{')),
+        "an excerpt of the raw answer: {a}"
+    );
+    assert!(
+        a["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("lienthong check CA.H48")),
+        "{a}"
+    );
+    let store = bus.store();
+    let rows = delivered_timeline(&store, &garbled.ma_ho_so).await;
+    assert!(
+        rows.iter().any(|r| r.event == "alert"
+            && r.reason
+                .as_deref()
+                .is_some_and(|x| x.starts_with("unreadable_answers"))),
+        "an alert event in the dossier's trace"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", bus.http))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("lienthong_adapter_unreadable_answers_total") && l.contains(POLICE)
+        ),
+        "{metrics}"
+    );
+    record_reliability(Reliability {
+        scenario: "agency answers that cannot be read, alerting an operator".into(),
+        fault: format!(
+            "Police registers a dossier and answers 4 times with a truncated 2xx body, then readably (unreadable_alert_after = 3); {BACKGROUND} other dossiers alongside"
+        ),
+        messages: ids.len(),
+        lost,
+        duplicate_effects: effects_beyond(&stats, police, bhxh),
+        recovery_ms: None,
+        redelivered_copies: 0,
+    });
+    bus.stop().await;
+}

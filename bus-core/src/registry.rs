@@ -229,6 +229,11 @@ pub struct RetrySettings {
     pub max_delayed_attempts: u32,
     /// Age (since the first attempt) after which a failing message is dead-lettered, ms.
     pub max_age_ms: u64,
+    /// Unreadable answers (a 2xx whose body is not the agency's answer, in a delivery attempt or
+    /// a status lookup) for one message, over all its rounds, after which an operator is
+    /// alerted (trace event `alert`, log, metric, webhook) with an excerpt of the answer; the
+    /// delivery keeps retrying. At least 1.
+    pub unreadable_alert_after: u32,
 }
 
 impl Default for RetrySettings {
@@ -241,6 +246,7 @@ impl Default for RetrySettings {
             delays_ms: vec![10_000, 60_000, 300_000, 1_800_000],
             max_delayed_attempts: 100,
             max_age_ms: 172_800_000,
+            unreadable_alert_after: 3,
         }
     }
 }
