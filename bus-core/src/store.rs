@@ -782,13 +782,15 @@ mod tests {
             })
             .expect("read");
         assert_eq!(kept.len(), n);
-        // The WAL was started over along the way: it holds RESET_FRAMES frames and what was
-        // written while the checkpointer's last run ended, not all that was written (~70,000
-        // frames).
+        // The WAL was started over along the way: it holds about RESET_FRAMES frames and what
+        // was written while the checkpointer's last run ended, not all that was written (~70,000
+        // frames). How far past RESET_FRAMES it got depends on how the checkpointer thread was
+        // scheduled (on a loaded 2-core machine, 59 MB was seen): the bound is three times
+        // RESET_FRAMES, still far below the WAL of a writer that never starts it over.
         let wal = std::fs::metadata(dir.join("s.db-wal"))
             .map(|m| m.len())
             .unwrap_or(0);
-        let bound = (RESET_FRAMES + 4 * CHECKPOINT_FRAMES) as u64 * 4120;
+        let bound = (3 * RESET_FRAMES) as u64 * 4120;
         assert!(wal < bound, "WAL {wal} bytes, bound {bound}");
         drop(writer);
         let _ = std::fs::remove_dir_all(dir);
