@@ -179,7 +179,13 @@ async fn a_dead_lettered_hand_over_blocks_its_step_visibly_and_replay_amendment_
         .send()
         .await
         .expect("retry");
-    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let status = r.status();
+    assert_eq!(
+        status,
+        reqwest::StatusCode::OK,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
     let again = client
         .post(format!(
             "{}/v1/dossiers/{}/retry",

@@ -1481,7 +1481,10 @@ impl Store {
         f: impl FnOnce(Option<Process>) -> Result<Option<Transition>, Rejection>,
     ) -> Result<Option<Applied>, StoreError> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            // IMMEDIATE: the write lock is taken before the reads, so a commit of another
+            // connection between them (the group-commit writer's) cannot make the upgrade fail
+            // with SQLITE_BUSY (a snapshot too old to write from, which no busy timeout waits out).
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             if let Some(message_id) = inbox {
                 let seen: Option<i64> = tx
                     .query_row(

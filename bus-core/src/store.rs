@@ -546,7 +546,11 @@ impl MessageWriter {
                         }
                     }
                     let r = store.with(|c| {
-                        let mut tx = c.transaction()?;
+                        // IMMEDIATE: a write that reads first (the delivery log) would otherwise
+                        // fail the batch with SQLITE_BUSY when another connection committed
+                        // since its read; this way the lock is waited for (busy timeout).
+                        let mut tx =
+                            c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                         let now = crate::clock::now_ms();
                         for j in &mut jobs {
                             j.write(&mut tx, now)?;
