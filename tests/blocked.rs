@@ -314,3 +314,114 @@ async fn late_copies_by_dossier(
     }
     copies
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_centre_rejects_is_listed_as_blocked_and_a_replay_delivers_it() {
+    let bus = Bus::start_with("blocked-result", |s| {
+        s.process.scan_ms = 300;
+    })
+    .await;
+    answer_as_civil_status_office(&bus).await;
+    // The centre's software rejects the first final result it gets (basic.reject without
+    // requeue): the broker dead-letters it from the centre's queue.
+    let ch = bus.conn.create_channel().await.expect("channel");
+    let mut consumer = ch
+        .basic_consume(
+            bus.names.unit_queue(SON_HA).into(),
+            "test-centre".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let (tx, mut got) = mpsc::unbounded_channel::<Envelope>();
+    tokio::spawn(async move {
+        use futures_lite::StreamExt;
+        let mut rejected = false;
+        while let Some(Ok(d)) = consumer.next().await {
+            let Ok(env) = serde_json::from_slice::<Envelope>(&d.data) else {
+                continue;
+            };
+            if env.kind.as_str() == Kind::RESULT && !rejected {
+                rejected = true;
+                let _ = d
+                    .reject(lapin::options::BasicRejectOptions { requeue: false })
+                    .await;
+                continue;
+            }
+            let _ = d.ack(lapin::options::BasicAckOptions::default()).await;
+            let _ = tx.send(env);
+            let _ = &ch;
+        }
+    });
+    let env = filed_birth(8401);
+    let ma = env.ma_ho_so.clone();
+    bus.send(&env).await;
+    let store = bus.store();
+    let m = ma.clone();
+    let blocked = eventually(
+        30,
+        "the result to the centre listed as blocked",
+        move || {
+            let p = store.process(&m).ok().flatten()?;
+            (p.phase == lienthong_core::process::Phase::Completed)
+                .then_some(())
+                .and_then(|_| p.blocked.first().cloned())
+        },
+    )
+    .await;
+    assert_eq!(blocked.step, None);
+    assert_eq!(blocked.receiver, SON_HA);
+    assert_eq!(blocked.reason_code, "broker", "{blocked:?}");
+    let key = bus.settings.http.operator_key.clone().unwrap_or_default();
+    let listed: Vec<Value> = reqwest::Client::new()
+        .get(format!("{}/v1/overdue", bus.http))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("overdue")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        listed.iter().any(|i| i["ma_ho_so"] == ma.as_str()
+            && i["level"] == "blocked"
+            && i["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("result to"))),
+        "a completed dossier whose result did not arrive is listed: {listed:?}"
+    );
+    // Replayed, the same result reaches the centre.
+    let report = lienthong::replay::replay(
+        &bus.settings,
+        &lienthong::replay::Filter {
+            ids: vec![blocked.message_id.clone()],
+            ..Default::default()
+        },
+        false,
+    )
+    .await
+    .expect("replay");
+    assert_eq!(report.replayed, vec![blocked.message_id.clone()]);
+    let result = loop {
+        let e = next(&mut got, 30).await;
+        if e.kind.as_str() == Kind::RESULT {
+            break e;
+        }
+    };
+    assert_eq!(
+        result.message_id, blocked.message_id,
+        "the very same message"
+    );
+    let store = bus.store();
+    let m = ma.clone();
+    eventually(10, "nothing blocked any more", move || {
+        store
+            .process(&m)
+            .ok()
+            .flatten()
+            .filter(|p| p.blocked.is_empty())
+    })
+    .await;
+    bus.stop().await;
+}
