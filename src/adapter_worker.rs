@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::BasicAckOptions;
 use lienthong_adapters::Adapter;
 use lienthong_adapters::deliveries::{self, DeliveryLog, DeliveryRecord};
 use lienthong_adapters::retry::{Final, deliver_with_retries};
@@ -17,6 +17,7 @@ use lienthong_core::envelope::{Envelope, RejectCode, Rejection};
 use lienthong_core::registry::{Reach, Unit};
 use lienthong_core::trace::{TraceEvent, TraceEventKind, Tracer};
 
+use crate::consume::requeue;
 use crate::context::Ctx;
 
 /// The supervised component's name (health, metrics).
@@ -34,16 +35,6 @@ struct Worker {
     retry: Publisher,
     /// The operator's webhook, for the unreadable-answers alert.
     webhook: crate::alerts::Webhook,
-}
-
-/// Give a delivery back to the broker (it will be redelivered).
-async fn requeue(d: &Delivery) {
-    let _ = d
-        .nack(BasicNackOptions {
-            requeue: true,
-            multiple: false,
-        })
-        .await;
 }
 
 /// Headers a message carries through delayed retries.

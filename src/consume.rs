@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_lite::StreamExt;
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -86,4 +86,15 @@ where
     }
     let _ = tokio::time::timeout(SHUTDOWN_STEP, channel.close(200, "shutdown".into())).await;
     result
+}
+
+/// Give a delivery back to the broker (nack with requeue): it is redelivered, with the same
+/// message id. A failed nack is ignored: the delivery is redelivered when its channel closes.
+pub async fn requeue(d: &Delivery) {
+    let _ = d
+        .nack(BasicNackOptions {
+            requeue: true,
+            multiple: false,
+        })
+        .await;
 }

@@ -642,11 +642,16 @@ async fn dossier(
     if let Err(p) = api.operator(&headers) {
         return p.into_response();
     }
+    process_state(&api, &ma_ho_so).await
+}
+
+/// The process manager's state of a dossier as JSON, or 404 when the bus does not run it.
+async fn process_state(api: &Api, ma_ho_so: &str) -> Response {
     let store = api.ctx.store.clone();
-    let ma = ma_ho_so.clone();
+    let ma = ma_ho_so.to_string();
     match tokio::task::spawn_blocking(move || store.process(&ma)).await {
         Ok(Ok(Some(p))) => Json(p).into_response(),
-        Ok(Ok(None)) => not_run(&ma_ho_so),
+        Ok(Ok(None)) => not_run(ma_ho_so),
         Ok(Err(e)) => store_error(e),
         Err(e) => internal_error(e),
     }
@@ -719,14 +724,7 @@ async fn retry(
                 .into_response();
         }
     }
-    let store = api.ctx.store.clone();
-    let ma = ma_ho_so.clone();
-    match tokio::task::spawn_blocking(move || store.process(&ma)).await {
-        Ok(Ok(Some(p))) => Json(p).into_response(),
-        Ok(Ok(None)) => not_run(&ma_ho_so),
-        Ok(Err(e)) => store_error(e),
-        Err(e) => internal_error(e),
-    }
+    process_state(&api, &ma_ho_so).await
 }
 
 /// 500 for a store failure.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::BasicAckOptions;
 use lienthong_core::amqp::{PublishError, Publisher};
 use lienthong_core::envelope::{Envelope, Rejection};
 use lienthong_core::process::{self, Applied, OverdueItem};
@@ -92,41 +92,28 @@ impl ProcessManager {
                 .apply_event(&ma, move |_, p| Ok(process::replayed(p, &id)))
                 .await;
         }
-        let store = self.ctx.store.clone();
-        let registry = self.ctx.registry.clone();
-        let calendar = self.ctx.calendar.clone();
         let e = env.clone();
-        let applied = tokio::task::spawn_blocking(move || {
-            let ctx = process::Context {
-                registry: &registry,
-                calendar: &calendar,
-                now: now(),
-            };
-            store.apply_process(&e.message_id, &e.ma_ho_so, |current| match current {
-                Some(p) => process::advance(&ctx, p, &e).map(Some),
-                None if process::starts_process(&e) => process::start(&ctx, &e).map(Some),
-                None => Ok(None),
-            })
-        })
-        .await
-        .map_err(|e| PmError::Retry(e.to_string()))?
-        .map_err(|e| PmError::Retry(e.to_string()))?;
+        let applied = self
+            .apply(
+                Some(env.message_id.clone()),
+                &env.ma_ho_so,
+                move |ctx, current| match current {
+                    Some(p) => process::advance(ctx, p, &e).map(Some),
+                    None if process::starts_process(&e) => process::start(ctx, &e).map(Some),
+                    None => Ok(None),
+                },
+            )
+            .await?;
         match applied {
-            None => {
-                return Err(PmError::Reject(Rejection::new(
-                    lienthong_core::envelope::RejectCode::NotOnRoute,
-                    format!("dossier {} is not run by the process manager", env.ma_ho_so),
-                )));
-            }
-            Some(Applied::Rejected(r)) => return Err(PmError::Reject(r)),
-            Some(Applied::Duplicate) => {
+            Applied::Rejected(r) => return Err(PmError::Reject(r)),
+            Applied::Duplicate => {
                 tracing::info!(
                     message = "message already applied; publishing what is left in the outbox",
                     ma_ho_so = env.ma_ho_so,
                     message_id = env.message_id
                 );
             }
-            Some(Applied::Done { notes, .. }) => {
+            Applied::Done { notes, .. } => {
                 // Crash test hook: the state and the outbox are committed, nothing is published
                 // and the delivery is not acked; held until the process is killed.
                 #[cfg(feature = "failpoints")]
@@ -157,6 +144,44 @@ impl ProcessManager {
         self.flush(Some(&env.ma_ho_so)).await
     }
 
+    /// Run `f` on dossier `ma`'s stored state in one store transaction on the blocking pool
+    /// ([`lienthong_core::store::Store::apply_process_as`], deduplicated by `inbox` when given),
+    /// with the process manager's clock. `Reject` (not-on-route) when `f` finds no process to
+    /// act on; `Retry` for store or task trouble.
+    async fn apply(
+        &self,
+        inbox: Option<String>,
+        ma: &str,
+        f: impl FnOnce(
+            &process::Context<'_>,
+            Option<process::Process>,
+        ) -> Result<Option<process::Transition>, Rejection>
+        + Send
+        + 'static,
+    ) -> Result<Applied, PmError> {
+        let store = self.ctx.store.clone();
+        let registry = self.ctx.registry.clone();
+        let calendar = self.ctx.calendar.clone();
+        let key = ma.to_string();
+        let applied = tokio::task::spawn_blocking(move || {
+            let ctx = process::Context {
+                registry: &registry,
+                calendar: &calendar,
+                now: now(),
+            };
+            store.apply_process_as(inbox.as_deref(), &key, |current| f(&ctx, current))
+        })
+        .await
+        .map_err(|e| PmError::Retry(e.to_string()))?
+        .map_err(|e| PmError::Retry(e.to_string()))?;
+        applied.ok_or_else(|| {
+            PmError::Reject(Rejection::new(
+                lienthong_core::envelope::RejectCode::NotOnRoute,
+                format!("dossier {ma} is not run by the process manager"),
+            ))
+        })
+    }
+
     /// Apply an event the inbox does not deduplicate (a dead letter, a replay, an operator's
     /// retry: each transition is idempotent by itself) to dossier `ma`, trace its notes and
     /// publish what it sends. `Reject` when `f` refuses, or the bus does not run the dossier.
@@ -170,34 +195,16 @@ impl ProcessManager {
         + Send
         + 'static,
     ) -> Result<(), PmError> {
-        let store = self.ctx.store.clone();
-        let registry = self.ctx.registry.clone();
-        let calendar = self.ctx.calendar.clone();
-        let key = ma.to_string();
-        let applied = tokio::task::spawn_blocking(move || {
-            let ctx = process::Context {
-                registry: &registry,
-                calendar: &calendar,
-                now: now(),
-            };
-            store.apply_process_as(None, &key, |current| match current {
-                Some(p) => f(&ctx, p).map(Some),
+        let applied = self
+            .apply(None, ma, move |ctx, current| match current {
+                Some(p) => f(ctx, p).map(Some),
                 None => Ok(None),
             })
-        })
-        .await
-        .map_err(|e| PmError::Retry(e.to_string()))?
-        .map_err(|e| PmError::Retry(e.to_string()))?;
+            .await?;
         match applied {
-            None => {
-                return Err(PmError::Reject(Rejection::new(
-                    lienthong_core::envelope::RejectCode::NotOnRoute,
-                    format!("dossier {ma} is not run by the process manager"),
-                )));
-            }
-            Some(Applied::Rejected(r)) => return Err(PmError::Reject(r)),
-            Some(Applied::Duplicate) => {}
-            Some(Applied::Done { process, notes }) => {
+            Applied::Rejected(r) => return Err(PmError::Reject(r)),
+            Applied::Duplicate => {}
+            Applied::Done { process, notes } => {
                 let events = notes
                     .into_iter()
                     .map(|n| {
@@ -256,12 +263,7 @@ impl ProcessManager {
             Err(PmError::Retry(e)) => {
                 tracing::warn!(message = "cannot record a dead letter in the process; requeueing", error = %e);
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                let _ = d
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        multiple: false,
-                    })
-                    .await;
+                crate::consume::requeue(&d).await;
             }
         }
     }

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::BasicAckOptions;
 use lienthong_core::amqp::{PublishError, Publisher, envelope_properties};
 use lienthong_core::deadletter::{DeadLetter, DeadLetterChannel};
 use lienthong_core::envelope::{Envelope, RejectCode, Rejection};
@@ -16,6 +16,7 @@ use lienthong_core::store::Origin;
 use lienthong_core::trace::{TraceEvent, TraceEventKind, Tracer};
 use lienthong_core::{filing, routing};
 
+use crate::consume::requeue;
 use crate::context::Ctx;
 
 const COMPONENT: &str = "router";
@@ -382,16 +383,6 @@ enum Failure {
     Publish(PublishError),
     /// The store or a task failed: requeue.
     Retry(String),
-}
-
-/// Give a delivery back to the broker (it is redelivered, with the same message id).
-async fn requeue(d: &Delivery) {
-    let _ = d
-        .nack(BasicNackOptions {
-            requeue: true,
-            multiple: false,
-        })
-        .await;
 }
 
 impl From<PublishError> for Failure {

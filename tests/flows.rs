@@ -573,24 +573,7 @@ async fn a_restart_of_the_bus_in_the_middle_of_a_flow_continues_it_without_doubl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overdue_step_raises_a_trace_event_a_metric_and_a_webhook_and_is_listed() {
     // The operator's webhook, on loopback.
-    let (tx, mut hooks) = mpsc::unbounded_channel::<Value>();
-    let app = axum::Router::new().route(
-        "/alerts",
-        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(v);
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let hook_url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (hook_url, mut hooks) = webhook().await;
     let url = hook_url.clone();
     let bus = Bus::start_with("flow-overdue", move |s| {
         with_portal(s);
