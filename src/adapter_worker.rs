@@ -14,6 +14,7 @@ use lienthong_adapters::retry::{Final, deliver_with_retries};
 use lienthong_core::amqp::Publisher;
 use lienthong_core::deadletter::{DeadLetter, DeadLetterChannel};
 use lienthong_core::envelope::{Envelope, RejectCode, Rejection};
+use lienthong_core::hold::Hold;
 use lienthong_core::registry::{Reach, Unit};
 use lienthong_core::trace::{TraceEvent, TraceEventKind, Tracer};
 
@@ -106,7 +107,8 @@ pub async fn run(ctx: Ctx, callback_base: String) -> anyhow::Result<()> {
             tracer.clone(),
             ctx.names.clone(),
             &component,
-        );
+        )
+        .with_shutdown(ctx.shutdown.clone());
         let worker = Worker {
             ctx: ctx.clone(),
             unit: unit.clone(),
@@ -586,11 +588,27 @@ impl Worker {
             .with_headers(headers)
             .with_delivery_mode(2);
         let exchange = self.ctx.names.retry(delay);
-        match self
-            .retry
-            .publish(&exchange, &self.unit.code, &d.data, props, true)
-            .await
-        {
+        // Held (not requeued, which would call the agency again) while the retry queue cannot
+        // take it.
+        let mut hold = Hold::new(COMPONENT, Some(self.ctx.shutdown.clone()));
+        let parked = loop {
+            match self
+                .retry
+                .publish(&exchange, &self.unit.code, &d.data, props.clone(), true)
+                .await
+            {
+                Ok(()) => break Ok(()),
+                Err(e) => {
+                    if !hold
+                        .again(&format!("cannot park the message in {exchange}: {e}"))
+                        .await
+                    {
+                        break Err(e);
+                    }
+                }
+            }
+        };
+        match parked {
             Ok(()) => {
                 let ev = TraceEvent::new(TraceEventKind::Retried, &self.component, Some(env))
                     .attempt(attempts)
@@ -604,7 +622,6 @@ impl Worker {
             }
             Err(e) => {
                 tracing::error!(message = "cannot park the message in the delayed retry queue; requeueing", error = %e);
-                tokio::time::sleep(Duration::from_millis(500)).await;
                 requeue(d).await;
             }
         }

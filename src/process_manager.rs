@@ -10,6 +10,7 @@ use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use lienthong_core::amqp::{PublishError, Publisher};
 use lienthong_core::envelope::{Envelope, Rejection};
+use lienthong_core::hold::Hold;
 use lienthong_core::process::{self, Applied, OverdueItem};
 use lienthong_core::store::Origin;
 use lienthong_core::trace::{TraceEvent, TraceEventKind, Tracer};
@@ -233,37 +234,47 @@ impl ProcessManager {
             Some(e) => self.own_message(&e.message_id),
             None => None,
         };
-        let r = match (env, mine) {
-            (Some(e), Some(ma)) => {
-                let notice = process::DeadLetterNotice {
-                    message_id: e.message_id.clone(),
-                    kind: e.kind.0.clone(),
-                    status: e.status.map(|s| s.0),
-                    receiver: e.receiver.clone().unwrap_or_default(),
-                    reason_code: row.reason_code,
-                    reason: row.reason,
-                };
-                tracing::warn!(
-                    message = "a message of a dossier the bus runs was dead-lettered; blocking what waits on it",
-                    ma_ho_so = ma,
-                    message_id = e.message_id,
-                    reason_code = notice.reason_code
-                );
-                self.apply_event(&ma, move |ctx, p| {
-                    Ok(process::dead_lettered(ctx, p, &notice))
-                })
-                .await
-            }
-            _ => Ok(()),
+        let (Some(e), Some(ma)) = (env, mine) else {
+            let _ = d.ack(BasicAckOptions::default()).await;
+            return;
         };
-        match r {
-            Ok(()) | Err(PmError::Reject(_)) => {
-                let _ = d.ack(BasicAckOptions::default()).await;
-            }
-            Err(PmError::Retry(e)) => {
-                tracing::warn!(message = "cannot record a dead letter in the process; requeueing", error = %e);
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                crate::consume::requeue(&d).await;
+        let notice = process::DeadLetterNotice {
+            message_id: e.message_id.clone(),
+            kind: e.kind.0.clone(),
+            status: e.status.map(|s| s.0),
+            receiver: e.receiver.clone().unwrap_or_default(),
+            reason_code: row.reason_code,
+            reason: row.reason,
+        };
+        tracing::warn!(
+            message =
+                "a message of a dossier the bus runs was dead-lettered; blocking what waits on it",
+            ma_ho_so = ma,
+            message_id = e.message_id,
+            reason_code = notice.reason_code
+        );
+        // Held and tried again while the store fails (a requeue counts against the queue's
+        // delivery limit).
+        let mut hold = Hold::new("process dead letters", Some(self.ctx.shutdown.clone()));
+        loop {
+            let n = notice.clone();
+            match self
+                .apply_event(&ma, move |ctx, p| Ok(process::dead_lettered(ctx, p, &n)))
+                .await
+            {
+                Ok(()) | Err(PmError::Reject(_)) => {
+                    let _ = d.ack(BasicAckOptions::default()).await;
+                    return;
+                }
+                Err(PmError::Retry(e)) => {
+                    if !hold
+                        .again(&format!("cannot record a dead letter in the process: {e}"))
+                        .await
+                    {
+                        crate::consume::requeue(&d).await;
+                        return;
+                    }
+                }
             }
         }
     }

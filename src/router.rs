@@ -12,6 +12,7 @@ use lapin::options::BasicAckOptions;
 use lienthong_core::amqp::{PublishError, Publisher, envelope_properties};
 use lienthong_core::deadletter::{DeadLetter, DeadLetterChannel};
 use lienthong_core::envelope::{Envelope, RejectCode, Rejection};
+use lienthong_core::hold::Hold;
 use lienthong_core::store::Origin;
 use lienthong_core::trace::{TraceEvent, TraceEventKind, Tracer};
 use lienthong_core::{filing, routing};
@@ -48,7 +49,8 @@ pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
         tracer.clone(),
         ctx.names.clone(),
         COMPONENT,
-    );
+    )
+    .with_shutdown(ctx.shutdown.clone());
     let pm = crate::process_manager::ProcessManager::new(
         ctx.clone(),
         ctx.publisher(COMPONENT, "process outbox").await?,
@@ -124,13 +126,28 @@ impl Drop for AbortOnDrop {
 impl Router {
     async fn handle(&self, d: Delivery) {
         let queue = self.ctx.names.router_queue();
-        match self.route(&d).await {
-            Ok(()) => {
+        // A publish that is not confirmed (a channel being repaired, a topology that cannot be
+        // declared, the broker's alarm) or a store that fails is tried again while the delivery
+        // is held, not requeued at once: each requeue counts against the queue's delivery limit.
+        let mut hold = Hold::new(COMPONENT, Some(self.ctx.shutdown.clone()));
+        let outcome = loop {
+            let why = match self.route(&d, hold.attempts()).await {
+                Err(Failure::Publish(e)) => format!("publish not confirmed: {e}"),
+                Err(Failure::Retry(why)) => why,
+                other => break Some(other),
+            };
+            if !hold.again(&why).await {
+                break None;
+            }
+        };
+        match outcome {
+            None => requeue(&d).await,
+            Some(Ok(())) => {
                 if let Err(e) = d.ack(BasicAckOptions::default()).await {
                     tracing::warn!(message = "ack failed; the message will be redelivered (idempotent downstream)", error = %e);
                 }
             }
-            Err(Failure::Reject(rejection, env)) => {
+            Some(Err(Failure::Reject(rejection, env))) => {
                 let env = env.map(|b| *b).or_else(|| Envelope::salvage(&d.data));
                 tracing::info!(message = "dead-lettering", reason = %rejection, ma_ho_so = env.as_ref().map(|e| e.ma_ho_so.as_str()).unwrap_or("-"));
                 let dl = DeadLetter {
@@ -145,27 +162,13 @@ impl Router {
                 let notify = env.as_ref().map(|e| (e, self.ctx.registry.as_ref()));
                 self.dlc.settle(&d, dl, notify).await;
             }
-            Err(Failure::Publish(e)) => {
-                tracing::warn!(message = "publish not confirmed; requeueing the delivery", error = %e);
-                // A channel being repaired (or a topology that cannot be declared) is not fixed
-                // in 200 ms: wait longer before the redelivery.
-                let pause = if matches!(e, PublishError::Channel(_)) {
-                    1000
-                } else {
-                    200
-                };
-                tokio::time::sleep(Duration::from_millis(pause)).await;
-                requeue(&d).await;
-            }
-            Err(Failure::Retry(why)) => {
-                tracing::warn!(message = "cannot finish the message now; requeueing the delivery", error = %why);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                requeue(&d).await;
-            }
+            Some(Err(Failure::Publish(_) | Failure::Retry(_))) => requeue(&d).await,
         }
     }
 
-    async fn route(&self, d: &Delivery) -> Result<(), Failure> {
+    /// Route one delivery; `attempt` is how many earlier attempts on it failed (the process
+    /// manager's path traces `received` only on the first).
+    async fn route(&self, d: &Delivery, attempt: u32) -> Result<(), Failure> {
         // Parsing, NFC and schema validation take tens of µs for a usual envelope (done here, no
         // thread hand-off) and can be CPU-heavy for large ones: those go to the blocking pool.
         let accepted = if d.data.len() <= INLINE_VALIDATION_BYTES {
@@ -190,7 +193,9 @@ impl Router {
         // The process manager runs the dossiers filed without a receiver.
         use crate::process_manager::PmError;
         if self.pm.manages(&env, runs) {
-            self.tracer.emit_all(vec![received]).await?;
+            if attempt == 0 {
+                self.tracer.emit_all(vec![received]).await?;
+            }
             // A filing (not a later message of the dossier) must carry what its route needs.
             if filing::starts_run(&self.ctx.registry, &env, runs)
                 && let Err(r) = self.ctx.filing.check(&self.ctx.registry, &env)

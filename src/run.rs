@@ -132,11 +132,13 @@ where
         let outcome: anyhow::Result<()> = match attempt {
             Err(e) => Err(anyhow::Error::from(e).context("connecting")),
             Ok(conn) => match apply_topology(&settings, &conn).await {
-                Err(f) if f.mismatch => {
-                    let _ = conn.close(200, "topology mismatch".into()).await;
-                    return (name, Err(f.into()));
+                // Startup (`start`) stops on a mismatch; once running, a topology someone
+                // changed under the bus is reported (`/readyz`) and tried again until fixed.
+                Err(f) => {
+                    let _ = conn.close(200, "topology not declared".into()).await;
+                    base.health.channel_failed(name, "topology", &f.message);
+                    Err(anyhow::Error::from(f))
                 }
-                Err(f) => Err(anyhow::Error::from(f)),
                 Ok(()) => {
                     base.health.set_connected(name, true);
                     delay = min;
@@ -166,6 +168,43 @@ where
             _ = stop.changed() => return (name, Ok(())),
         }
         delay = (delay * 2).min(max);
+    }
+}
+
+/// The process's topology keeper (a supervised task of every `lienthong run`, named
+/// `topology` in `/readyz`): every `[topology] check_ms` it declares the whole topology again,
+/// so an exchange, queue or binding deleted while nothing published to it comes back without
+/// waiting for traffic to find it missing, and one re-declared with other arguments shows in
+/// `/readyz` (503, naming it) until it is fixed. Declaring is idempotent.
+async fn keep_topology(ctx: Ctx) -> anyhow::Result<()> {
+    let mut stop = ctx.shutdown.clone();
+    let every = ctx.settings.topology.check_ms;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(every.max(1000))), if every > 0 => {}
+            _ = stop.changed() => return Ok(()),
+        }
+        if !ctx.conn.status().connected() {
+            anyhow::bail!("the broker connection is lost");
+        }
+        match apply_topology(&ctx.settings, &ctx.conn).await {
+            Ok(()) => {
+                if failing {
+                    tracing::info!(message = "the topology is declared again");
+                }
+                failing = false;
+                ctx.health.channel_ok("topology", "declarations");
+            }
+            Err(f) => {
+                if !failing {
+                    tracing::warn!(message = "the broker's topology does not match; retrying", error = %f.message);
+                }
+                failing = true;
+                ctx.health
+                    .channel_failed("topology", "declarations", &f.message);
+            }
+        }
     }
 }
 
@@ -318,6 +357,7 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
                 .unwrap_or_else(|| ctx.settings.http.listen.clone())
         )
     });
+    tasks.spawn(supervise("topology", ctx.clone(), keep_topology));
     for c in components {
         let ctx = ctx.clone();
         match c {
@@ -357,7 +397,7 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
     // The start-up connection only checked the topology; each component has its own.
     let _ = ctx.conn.close(200, "startup checks done".into()).await;
     // Return once every component holds its connection (or after 30 s: they keep trying).
-    let expected = components.len();
+    let expected = components.len() + 1; // and the topology keeper
     let until = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (all, m) = ctx.health.snapshot();
@@ -385,6 +425,7 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
                     .contains(&Component::Http)
                     .then_some("http-server"),
             )
+            .chain(std::iter::once("topology"))
             .collect(),
     ));
     Ok(Running {

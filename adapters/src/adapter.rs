@@ -64,6 +64,28 @@ impl Outcome {
     }
 }
 
+/// A cancel (a `dossier.status` 7 or 8) whose answer is the reference interfaces' readable
+/// "not found" ([`crate::xml::NOT_FOUND_CODE`], `E_KHONG_TIM_THAY`: Police's 404
+/// `{MaLoi, MoTaLoi}`, BHXH's and Tax's `BienNhan` `LOI`): the agency does not hold the
+/// dossier, so there is nothing to cancel, and the cancel has done its job (delivered). Any
+/// other outcome is kept.
+pub fn cancel_outcome(o: Outcome) -> Outcome {
+    match o {
+        Outcome::Permanent { reason }
+            if reason
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .any(|w| w == crate::xml::NOT_FOUND_CODE) =>
+        {
+            Outcome::Delivered {
+                receipt: format!(
+                    "nothing to cancel: the agency does not hold the dossier ({reason})"
+                ),
+            }
+        }
+        other => other,
+    }
+}
+
 /// A dossier's status at the agency (status lookup).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgencyStatus {

@@ -195,7 +195,9 @@ impl Adapter for BhxhXml {
             {
                 let body = crate::xml::cancel_document(env, NS);
                 let url = format!("{}/api/ho-so/{}/huy", self.endpoint, env.ma_ho_so);
-                self.post("cancel", url, &env.message_id, body).await
+                crate::adapter::cancel_outcome(
+                    self.post("cancel", url, &env.message_id, body).await,
+                )
             }
             other => Outcome::Permanent {
                 reason: format!("the BHXH interface has no operation for a {other} message"),

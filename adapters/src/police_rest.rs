@@ -167,7 +167,9 @@ impl Adapter for PoliceRest {
                     "NgayGui": lienthong_core::clock::to_dvcqg(chrono::Utc::now()),
                 });
                 let url = format!("{}/v1/ho-so/{}/huy", self.endpoint, env.ma_ho_so);
-                self.post("cancel", url, &env.message_id, &body).await
+                crate::adapter::cancel_outcome(
+                    self.post("cancel", url, &env.message_id, &body).await,
+                )
             }
             other => Outcome::Permanent {
                 reason: format!(

@@ -264,7 +264,9 @@ impl Adapter for TaxXml {
             {
                 let body = crate::xml::cancel_document(env, NS);
                 let url = format!("{}/api/phieu-chuyen/{}/huy", self.endpoint, env.ma_ho_so);
-                post_for_receipt(&self.client, "cancel", &url, &env.message_id, body, NS).await
+                crate::adapter::cancel_outcome(
+                    post_for_receipt(&self.client, "cancel", &url, &env.message_id, body, NS).await,
+                )
             }
             other => Outcome::Permanent {
                 reason: format!("the Tax interface has no operation for a {other} message"),

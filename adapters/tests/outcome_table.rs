@@ -617,7 +617,8 @@ async fn every_adapter_classifies_every_reply_by_the_one_rule() {
         cells.push(line);
     }
     let got = markdown(&deliveries, &cells);
-    // DVCQG's TraCuuHoSo "not found" is a readable answer: the dossier is inserted.
+    // DVCQG's TraCuuHoSo "not found" is a readable answer: the dossier is inserted; a cancel of a
+    // dossier the agency does not hold has nothing to cancel.
     let d = "delivered";
     let u = "unknown";
     let p = "permanent";
@@ -626,7 +627,7 @@ async fn every_adapter_classifies_every_reply_by_the_one_rule() {
         vec![d; 16],
         vec![p; 16],
         vec![p; 16],
-        vec![p, p, p, p, p, p, p, p, p, p, p, d, p, p, p, p],
+        vec![p, d, p, p, d, p, p, d, p, p, p, d, p, p, p, p],
         vec![u; 16],
         vec![u; 16],
         vec![u; 16],

@@ -132,10 +132,31 @@ struct Inner {
 /// The state of repairs: the last failure and when to try again.
 #[derive(Default)]
 struct RepairState {
-    /// Set while broken: (why, not before).
-    broken: Option<(String, tokio::time::Instant)>,
+    /// Set while broken: what broke it first, the latest repair's error, and when to try again.
+    broken: Option<Broken>,
     /// The next wait after a failed repair.
     backoff: Duration,
+}
+
+/// A publisher that could not be repaired yet.
+struct Broken {
+    /// What broke it (the broker's error that closed the channel, or a returned message).
+    cause: Option<String>,
+    /// Why the latest repair failed.
+    last: String,
+    /// No repair before this.
+    not_before: tokio::time::Instant,
+}
+
+impl Broken {
+    /// "cause; latest repair error", clipped: the same length however long it stays broken.
+    fn why(&self) -> String {
+        let text = match &self.cause {
+            Some(c) => format!("{c}; {}", self.last),
+            None => self.last.clone(),
+        };
+        crate::envelope::clip(&text, 1000)
+    }
 }
 
 const REPAIR_MIN: Duration = Duration::from_millis(200);
@@ -382,12 +403,16 @@ impl Publisher {
                 "the broker connection is lost; the component reconnects".into(),
             ));
         }
-        if let Some((why, not_before)) = &st.broken
-            && tokio::time::Instant::now() < *not_before
+        if let Some(b) = &st.broken
+            && tokio::time::Instant::now() < b.not_before
         {
-            return Err(PublishError::Channel(why.clone()));
+            return Err(PublishError::Channel(b.why()));
         }
-        let cause = cause.or_else(|| st.broken.as_ref().map(|b| b.0.clone()));
+        // The first cause is kept while it stays broken (not every repair's error in turn).
+        let cause = match &st.broken {
+            Some(b) => b.cause.clone().or(cause),
+            None => cause,
+        };
         let attempt = async {
             if closed {
                 let ch = confirm_channel(&self.inner.conn)
@@ -425,19 +450,25 @@ impl Publisher {
                 Ok(())
             }
             Err(e) => {
-                let why = match &cause {
-                    Some(c) => format!("{c}; {e}"),
-                    None => e,
-                };
+                let first = st.broken.is_none();
                 st.backoff = (st.backoff * 2).clamp(REPAIR_MIN, REPAIR_MAX);
-                st.broken = Some((why.clone(), tokio::time::Instant::now() + st.backoff));
-                tracing::warn!(
-                    message = "cannot repair a publishing channel; retrying in the background",
-                    component = self.component(),
-                    channel = self.channel_name(),
-                    error = why,
-                    retry_in_ms = st.backoff.as_millis() as u64
-                );
+                let b = Broken {
+                    cause,
+                    last: e,
+                    not_before: tokio::time::Instant::now() + st.backoff,
+                };
+                let why = b.why();
+                st.broken = Some(b);
+                if first || st.backoff >= REPAIR_MAX {
+                    // Once when it breaks, then at most every REPAIR_MAX.
+                    tracing::warn!(
+                        message = "cannot repair a publishing channel; retrying in the background",
+                        component = self.component(),
+                        channel = self.channel_name(),
+                        error = why,
+                        retry_in_ms = st.backoff.as_millis() as u64
+                    );
+                }
                 if let Some(s) = &self.inner.supervision {
                     s.health.channel_failed(&s.component, &s.channel, &why);
                 }
@@ -467,7 +498,9 @@ impl Publisher {
                             p.inner.healing.store(false, Ordering::Release);
                             return;
                         }
-                        Some((_, at)) => at.saturating_duration_since(tokio::time::Instant::now()),
+                        Some(b) => b
+                            .not_before
+                            .saturating_duration_since(tokio::time::Instant::now()),
                     }
                 };
                 let stopping = p

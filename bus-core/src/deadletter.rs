@@ -61,6 +61,7 @@ pub struct DeadLetterChannel {
     tracer: Tracer,
     names: Names,
     component: String,
+    shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl DeadLetterChannel {
@@ -71,7 +72,15 @@ impl DeadLetterChannel {
             tracer,
             names,
             component: component.to_string(),
+            shutdown: None,
         }
+    }
+
+    /// The same, giving a delivery back at once when `shutdown` turns true instead of holding
+    /// it while its dead letter cannot be published ([`DeadLetterChannel::settle`]).
+    pub fn with_shutdown(mut self, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(shutdown);
+        self
     }
 
     /// Dead-letter a message and wait for the confirm; then trace it. The caller acks the
@@ -138,8 +147,10 @@ impl DeadLetterChannel {
     }
 
     /// Dead-letter a delivery and settle it: [`DeadLetterChannel::send`], then (if `notify`
-    /// names an envelope) [`DeadLetterChannel::notify_sender`] of it, then ack. If the dead
-    /// letter was not confirmed, the delivery is requeued instead, so nothing is lost.
+    /// names an envelope) [`DeadLetterChannel::notify_sender`] of it, then ack. While the dead
+    /// letter is not confirmed (the dead-letter exchange being repaired…) the delivery is held
+    /// and the publish tried again ([`crate::hold::Hold`]); past the hold, it is requeued, so
+    /// nothing is lost.
     pub async fn settle(
         &self,
         delivery: &Delivery,
@@ -147,7 +158,19 @@ impl DeadLetterChannel {
         notify: Option<(&Envelope, &Registry)>,
     ) {
         let reason = dl.rejection.clone();
-        match self.send(dl).await {
+        let mut hold = crate::hold::Hold::new("dead letter channel", self.shutdown.clone());
+        let sent = loop {
+            let again = DeadLetter { ..dl };
+            match self.send(again).await {
+                Ok(()) => break Ok(()),
+                Err(e) => {
+                    if !hold.again(&format!("dead letter not confirmed: {e}")).await {
+                        break Err(e);
+                    }
+                }
+            }
+        };
+        match sent {
             Ok(()) => {
                 if let Some((env, registry)) = notify
                     && let Err(e) = self.notify_sender(env, &reason, registry).await

@@ -14,6 +14,7 @@ pub mod deadletter;
 pub mod envelope;
 pub mod filing;
 pub mod health;
+pub mod hold;
 pub mod process;
 pub mod registry;
 pub mod routing;

@@ -787,6 +787,28 @@ fn close_open_steps(
             }
             continue;
         }
+        // A blocked step whose hand-over the agency refused, or the adapter could not express,
+        // never reached the agency: there is nothing to cancel there.
+        let id = p.steps[i].id.clone();
+        let never_held = p.steps[i].phase == StepPhase::Blocked
+            && p.blocked.iter().any(|b| {
+                b.step.as_deref() == Some(id.as_str())
+                    && matches!(
+                        b.reason_code.as_str(),
+                        "agency-refused" | "not-deliverable" | "invalid-field"
+                    )
+            });
+        if never_held {
+            let s = &mut p.steps[i];
+            s.phase = phase;
+            s.ended_at = Some(ts(ctx.now));
+            s.note = Some(why.to_string());
+            t.notes.push(format!(
+                "step {} at {}: {} (its hand-over never reached {}: no cancel sent)",
+                s.id, s.unit, why, s.unit
+            ));
+            continue;
+        }
         let mut e = status_from_centre(ctx, p, &p.steps[i].unit, status);
         let s = &mut p.steps[i];
         e.causation_id = s.forward_message_id.clone();

@@ -142,6 +142,10 @@ pub struct TopologySettings {
     pub adapter_prefetch: u16,
     /// Prefetch of the tracer.
     pub tracer_prefetch: u16,
+    /// How often each `lienthong run` process declares the whole topology again, ms (0: never):
+    /// an exchange, queue or binding deleted while nothing published to it comes back, and one
+    /// declared with other arguments makes `/readyz` answer 503 naming it, within this time.
+    pub check_ms: u64,
 }
 
 impl Default for TopologySettings {
@@ -151,6 +155,7 @@ impl Default for TopologySettings {
             router_prefetch: 64,
             adapter_prefetch: 16,
             tracer_prefetch: 500,
+            check_ms: 30_000,
         }
     }
 }

@@ -592,10 +592,46 @@ mod tests {
     }
 
     #[test]
-    fn a_withdrawal_cancels_a_blocked_step_at_its_unit_and_clears_the_block() {
+    fn a_withdrawal_sends_no_cancel_for_a_hand_over_the_agency_refused() {
         let (r, c) = setup();
         let p = at_police(&r, &c);
         let dl = police_dead_letter(&p);
+        let p = dead_lettered(&ctx(&r, &c, "2026-11-30T10:05:00+07:00"), p, &dl).process;
+        let mut w = Envelope::new(Kind::STATUS, &p.ma_ho_so, &p.ma_tthc, CENTRE, None, "c1");
+        w.status = Some(TrangThaiHoSo::WITHDRAWN);
+        let t = advance(&ctx(&r, &c, "2026-11-30T11:00:00+07:00"), p, &w).expect("withdrawal");
+        assert_eq!(t.process.phase, Phase::Withdrawn);
+        assert!(t.process.blocked.is_empty());
+        assert!(
+            !t.out
+                .iter()
+                .any(|e| e.receiver.as_deref() == Some("CA.H48")),
+            "Police never registered it: no cancel ({:?})",
+            t.out
+        );
+        assert!(
+            t.out
+                .iter()
+                .any(|e| e.receiver.as_deref() == Some("BHXH.H48")
+                    && e.status == Some(TrangThaiHoSo::WITHDRAWN)),
+            "Social Insurance holds it: it is told"
+        );
+        let police = t
+            .process
+            .steps
+            .iter()
+            .find(|s| s.unit == "CA.H48")
+            .expect("police");
+        assert_eq!(police.phase, StepPhase::Cancelled);
+    }
+
+    #[test]
+    fn a_withdrawal_cancels_a_blocked_step_at_its_unit_and_clears_the_block() {
+        let (r, c) = setup();
+        let p = at_police(&r, &c);
+        let mut dl = police_dead_letter(&p);
+        // The retries ran out: the agency may hold it after all.
+        dl.reason_code = "retries-exhausted".into();
         let p = dead_lettered(&ctx(&r, &c, "2026-11-30T10:05:00+07:00"), p, &dl).process;
         let mut w = Envelope::new(Kind::STATUS, &p.ma_ho_so, &p.ma_tthc, CENTRE, None, "c1");
         w.status = Some(TrangThaiHoSo::WITHDRAWN);
