@@ -123,11 +123,10 @@ pub fn render_dossier(
         s.push_str("\nblocked (dead-lettered; nothing moves until recovered)\n");
         for b in &p.blocked {
             s.push_str(&format!(
-                "  {}  {}\n    [{}] {}\n    dead letter {}\n",
+                "  {}  {}\n    {}\n    dead letter {}\n",
                 short(Some(&b.at)),
                 b.what(),
-                b.reason_code,
-                b.reason,
+                b.why(),
                 b.message_id,
             ));
         }

@@ -659,6 +659,7 @@ async fn process_state(api: &Api, ma_ho_so: &str) -> Response {
 
 /// What `POST /v1/dossiers/{ma_ho_so}/retry` takes (an empty body retries everything blocked).
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RetryRequest {
     /// Only this step's hand-over.
     step: Option<String>,
@@ -705,21 +706,24 @@ async fn retry(
         broker.tracer.clone(),
     );
     let by = req.by.unwrap_or_else(|| "operator".into());
+    use crate::process_manager::RetryError;
     match pm.retry(&ma_ho_so, req.step, &by).await {
         Ok(()) => {}
-        Err(crate::process_manager::PmError::Reject(r)) if r.code == RejectCode::NotOnRoute => {
-            return not_run(&ma_ho_so);
-        }
-        Err(crate::process_manager::PmError::Reject(r)) => {
+        Err(RetryError::NotRun) => return not_run(&ma_ho_so),
+        Err(RetryError::NoSuchStep(why)) => {
             return Problem::new(
-                StatusCode::CONFLICT,
-                "not-blocked",
-                "Nothing to retry",
-                r.detail,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no-such-step",
+                "No such step",
+                why,
             )
             .into_response();
         }
-        Err(crate::process_manager::PmError::Retry(e)) => {
+        Err(RetryError::NothingBlocked(why)) => {
+            return Problem::new(StatusCode::CONFLICT, "not-blocked", "Nothing to retry", why)
+                .into_response();
+        }
+        Err(RetryError::Failed(e)) => {
             return Problem::unavailable(format!("the retry could not finish: {e}"), 5)
                 .into_response();
         }

@@ -399,13 +399,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             let r = pm.retry(&ma_ho_so, step, &by).await;
             let _ = ctx.conn.close(200, "retry done".into()).await;
+            use lienthong::process_manager::RetryError;
             match r {
                 Ok(()) => {}
-                Err(lienthong::process_manager::PmError::Reject(r)) => {
-                    eprintln!("error: {}", r.detail);
+                Err(RetryError::NotRun) => {
+                    eprintln!(
+                        "dossier {ma_ho_so} is not run by the process manager in {}",
+                        ctx.settings.store.path
+                    );
                     return Ok(ExitCode::from(3));
                 }
-                Err(lienthong::process_manager::PmError::Retry(e)) => {
+                Err(RetryError::NoSuchStep(why) | RetryError::NothingBlocked(why)) => {
+                    eprintln!("error: {why}");
+                    return Ok(ExitCode::from(3));
+                }
+                Err(RetryError::Failed(e)) => {
                     anyhow::bail!("the retry could not finish (run it again): {e}")
                 }
             }
@@ -502,7 +510,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("name message ids, --reason CODE or --all");
             }
             let filter = lienthong::replay::Filter {
-                ids,
+                ids: ids.clone(),
                 reason_code: reason,
                 all,
             };
@@ -516,6 +524,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ));
             for id in &report.replayed {
                 out(&format!("replayed {id}\n"));
+            }
+            // An id that is not in the dead-letter queue (mistyped, or replayed already) is
+            // said, and the exit code says it too.
+            let missing: Vec<&String> = ids
+                .iter()
+                .filter(|id| !report.replayed.contains(id) && !dry_run)
+                .collect();
+            for id in &missing {
+                eprintln!(
+                    "not in the dead-letter queue: {id} (replayed already, or not a dead letter's id; `lienthong dead-letters` lists them)"
+                );
+            }
+            if !missing.is_empty() {
+                return Ok(ExitCode::from(3));
             }
             Ok(ExitCode::SUCCESS)
         }

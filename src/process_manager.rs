@@ -19,6 +19,19 @@ use crate::context::Ctx;
 
 const COMPONENT: &str = "process";
 
+/// Why an operator's retry ([`ProcessManager::retry`]) did nothing.
+#[derive(Debug)]
+pub enum RetryError {
+    /// The bus does not run the dossier.
+    NotRun,
+    /// The dossier has no step of that id (the text lists its steps).
+    NoSuchStep(String),
+    /// Nothing (or not that step) is blocked.
+    NothingBlocked(String),
+    /// Store or broker trouble: try again.
+    Failed(String),
+}
+
 /// Why a message could not be applied.
 #[derive(Debug)]
 pub enum PmError {
@@ -282,14 +295,39 @@ impl ProcessManager {
     /// An operator (`by`) hands the blocked steps of dossier `ma` over again — every one, or only
     /// `step` — with the dossier's current data and new message ids; a blocked result, cancel
     /// or portal update goes out again unchanged ([`process::retry_blocked`]). Ok once
-    /// published. `Reject`: the bus does not run the dossier, or nothing (or not `step`) is
-    /// blocked.
-    pub async fn retry(&self, ma: &str, step: Option<String>, by: &str) -> Result<(), PmError> {
+    /// published.
+    pub async fn retry(&self, ma: &str, step: Option<String>, by: &str) -> Result<(), RetryError> {
+        let store = self.ctx.store.clone();
+        let key = ma.to_string();
+        let p = tokio::task::spawn_blocking(move || store.process(&key))
+            .await
+            .map_err(|e| RetryError::Failed(e.to_string()))?
+            .map_err(|e| RetryError::Failed(e.to_string()))?
+            .ok_or(RetryError::NotRun)?;
+        if let Some(id) = &step
+            && !p.steps.iter().any(|s| &s.id == id)
+        {
+            return Err(RetryError::NoSuchStep(format!(
+                "dossier {ma} has no step {id:?} (its steps: {})",
+                p.steps
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         let by = by.to_string();
         self.apply_event(ma, move |ctx, p| {
             process::retry_blocked(ctx, p, step.as_deref(), &by)
         })
         .await
+        .map_err(|e| match e {
+            PmError::Reject(r) if r.code == lienthong_core::envelope::RejectCode::NotOnRoute => {
+                RetryError::NotRun
+            }
+            PmError::Reject(r) => RetryError::NothingBlocked(r.detail),
+            PmError::Retry(e) => RetryError::Failed(e),
+        })
     }
 
     /// Publish the outbox (of one dossier, or everything older than 5 s), each envelope with a

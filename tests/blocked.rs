@@ -200,6 +200,29 @@ async fn a_dead_lettered_hand_over_blocks_its_step_visibly_and_replay_amendment_
         reqwest::StatusCode::CONFLICT,
         "nothing left to retry"
     );
+    // A mistyped request does nothing and says why.
+    for (body, status) in [
+        (
+            json!({"stepp": "thuong-tru"}),
+            reqwest::StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"step": "khong-co"}),
+            reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let r = client
+            .post(format!(
+                "{}/v1/dossiers/{}/retry",
+                bus.http, retried_cli.ma_ho_so
+            ))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .expect("retry");
+        assert_eq!(r.status(), status, "{body}");
+    }
     // 4. … or with the command line, on the bus's configuration.
     let config = bus.dir.join("config.toml");
     std::fs::write(&config, toml::to_string(&bus.settings).expect("toml")).expect("config");

@@ -68,6 +68,9 @@ pub enum TlsProblem {
         /// The names the certificate carries.
         presented: Vec<String>,
     },
+    /// The certificate is a CA's (basic constraints CA:TRUE), served as the server's own: what
+    /// `openssl req -x509` makes by default for a self-signed certificate.
+    CaAsServerCertificate,
     /// The certificate has been revoked.
     Revoked,
     /// The agency refused the handshake with a certificate alert: our client certificate
@@ -128,6 +131,10 @@ impl TlsProblem {
                     presented: presented.iter().map(|n| bare_name(n)).collect(),
                 },
                 C::Revoked => TlsProblem::Revoked,
+                // webpki's error inside rustls's `Other` (no public type to match on).
+                C::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
+                    TlsProblem::CaAsServerCertificate
+                }
                 _ => TlsProblem::Other {
                     detail: e.to_string(),
                 },
@@ -188,6 +195,9 @@ impl TlsProblem {
             ),
             TlsProblem::Revoked => {
                 "its certificate has been revoked: the agency must replace it".into()
+            }
+            TlsProblem::CaAsServerCertificate => {
+                "its certificate is a CA certificate (CA:TRUE, as a self-signed `openssl req -x509` makes by default), not a server certificate: the agency must serve a server certificate (CA:FALSE) issued by a CA the unit trusts (set that CA as the unit's ca_bundle)".into()
             }
             TlsProblem::ClientCertificateRefused { alert } => format!(
                 "the agency refused the handshake (TLS alert {alert}): check the unit's client certificate (client_cert, client_key), its dates and that the agency trusts its CA"

@@ -261,6 +261,43 @@ async fn a_certificate_from_an_unknown_ca_names_the_trust_that_was_used() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_ca_certificate_served_as_the_servers_own_says_so() {
+    let dir = scratch("ca-as-leaf");
+    // What `openssl req -x509` makes: one self-signed certificate with CA:TRUE, served alone.
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2099, 1, 1);
+    let cert = params.self_signed(&key).expect("cert");
+    let pem = dir.join("self-signed.pem");
+    std::fs::write(&pem, cert.pem()).expect("pem");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der"),
+        )
+        .expect("server config");
+    let port = tls_server(cfg).await;
+    let endpoint = format!("https://localhost:{port}/police");
+    let reason = transient(&police(
+        &endpoint,
+        Some(&pem.display().to_string()),
+        json!({}),
+    ))
+    .await;
+    has(
+        &reason,
+        &["a CA certificate", "CA:FALSE", "lienthong check CA.H48"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_port_is_a_refused_connection_at_its_address() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();

@@ -233,6 +233,16 @@ pub struct BlockedMessage {
 }
 
 impl BlockedMessage {
+    /// The dead letter's reason with its code once (`agency-refused: Công an tỉnh … refused
+    /// it: …`; the reason header usually starts with the code already).
+    pub fn why(&self) -> String {
+        if self.reason.starts_with(&format!("{}:", self.reason_code)) {
+            self.reason.clone()
+        } else {
+            format!("{}: {}", self.reason_code, self.reason)
+        }
+    }
+
     /// What the message was, in words (`hand-over of step thuong-tru to CA.H48`).
     pub fn what(&self) -> String {
         match (&self.step, self.kind.as_str(), self.status) {
@@ -1377,7 +1387,7 @@ pub fn overdue_items(
             due,
             level: AlertLevel::Blocked,
             office_secs_left: left,
-            reason: Some(format!("{}: {}: {}", b.what(), b.reason_code, b.reason)),
+            reason: Some(format!("{}: {}", b.what(), b.why())),
             dead_letter_id: Some(b.message_id.clone()),
         });
     }

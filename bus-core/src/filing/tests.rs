@@ -147,9 +147,14 @@ fn a_birth_filing_without_a_residence_address_names_the_field_and_police() {
     let mut with_child = v.clone();
     with_child["payload"]["data"]["tre"]["noi_thuong_tru"] = json!("thôn Gò Da, xã Sơn Hải");
     check(&with_child).expect("the child's residence");
-    let mut with_applicant = v;
+    let mut with_applicant = v.clone();
     with_applicant["payload"]["applicant"]["dia_chi"] = json!("thôn Gò Da, xã Sơn Hải");
     check(&with_applicant).expect("the applicant's address");
+    // Blanks are not an address: an agency would refuse it two hops later.
+    let mut blank = v;
+    blank["payload"]["data"]["noi_dang_ky_thuong_tru"] = json!("   ");
+    let r = check(&blank).expect_err("a blank address");
+    assert_eq!(r.fields[0].pointer, "/payload/data/noi_dang_ky_thuong_tru");
 }
 
 #[test]

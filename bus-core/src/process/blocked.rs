@@ -77,21 +77,18 @@ pub fn dead_lettered(ctx: &Context<'_>, mut p: Process, dl: &DeadLetterNotice) -
         reason: dl.reason.clone(),
         at: ts(ctx.now),
     };
-    let what = entry.what();
+    let (what, why) = (entry.what(), entry.why());
     match p.blocked.iter_mut().find(|b| b.message_id == dl.message_id) {
         Some(b) => *b = entry,
         None => p.blocked.push(entry),
     }
     if let Some(i) = step {
         p.steps[i].phase = StepPhase::Blocked;
-        p.steps[i].note = Some(format!(
-            "không chuyển được: {} ({})",
-            dl.reason_code, dl.reason
-        ));
+        p.steps[i].note = Some(format!("không chuyển được: {why}"));
     }
     t.notes.push(format!(
-        "blocked: the {what} was dead-lettered ({}: {}); replay it after the fix (lienthong dead-letters replay {}) or retry (lienthong retry {})",
-        dl.reason_code, dl.reason, dl.message_id, p.ma_ho_so
+        "blocked: the {what} was dead-lettered ({why}); replay it after the fix (lienthong dead-letters replay {}) or retry (lienthong retry {})",
+        dl.message_id, p.ma_ho_so
     ));
     t.process = p;
     t
