@@ -443,6 +443,9 @@ async fn a_deliver_exchange_replaced_with_another_type_makes_the_bus_unready_unt
         problems.contains("router") && problems.contains("type"),
         "the router and the broker's error are named: {body}"
     );
+    // The fault lasts 20 s: the router holds its deliveries meanwhile instead of requeueing
+    // them, so none reaches the queue's delivery limit (50 requeues) and is dead-lettered.
+    tokio::time::sleep(Duration::from_secs(20)).await;
     let stalled = board.done();
     assert!(stalled < envs.len(), "the flow waits for the fix");
     // The operator removes the wrong exchange; the bus declares the right one by itself.
@@ -453,9 +456,107 @@ async fn a_deliver_exchange_replaced_with_another_type_makes_the_bus_unready_unt
         &board,
         &envs,
         fault_at,
-        "deliver exchange replaced by one of another type (precondition failure), then removed",
-        "exchange.delete + exchange.declare <p>.deliver as fanout after 40 answers of 300 (re-declaring it fails with 406 PRECONDITION_FAILED; /readyz 503 naming the router), then exchange.delete",
+        "deliver exchange replaced by one of another type (precondition failure) for 20 s, then removed",
+        "exchange.delete + exchange.declare <p>.deliver as fanout after 40 answers of 300 (re-declaring it fails with 406 PRECONDITION_FAILED; /readyz 503 naming the router; the router holds its deliveries), then exchange.delete",
     )
+    .await;
+    assert!(
+        bus.dead(1, 2).await.is_empty(),
+        "nothing dead-lettered (no delivery limit reached while the router held its deliveries)"
+    );
+    bus.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_bus_declares_what_was_deleted_again_and_reports_what_it_cannot() {
+    let bus = Bus::start_with("chan-keeper", |s| s.topology.check_ms = 1000).await;
+    let ch = bus.conn.create_channel().await.expect("channel");
+    let exists = |name: String| {
+        let conn = bus.conn.clone();
+        async move {
+            let Ok(ch) = conn.create_channel().await else {
+                return false;
+            };
+            let ok = ch
+                .exchange_declare(
+                    name.as_str().into(),
+                    lapin::ExchangeKind::Fanout,
+                    ExchangeDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .is_ok();
+            let _ = ch.close(200, "checked".into()).await;
+            ok
+        }
+    };
+    // Nothing flows. The dead-letter exchange is deleted, and the binding of the router's
+    // queue to the ingress: both come back without any publish finding them gone.
+    delete_exchange(&bus, &bus.names.dead_letter_exchange()).await;
+    ch.queue_unbind(
+        bus.names.router_queue().as_str().into(),
+        bus.names.ingress_exchange().as_str().into(),
+        "".into(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("queue.unbind");
+    let dlx = bus.names.dead_letter_exchange();
+    eventually_async(10, || {
+        let dlx = dlx.clone();
+        let exists = &exists;
+        async move { exists(dlx).await.then_some(()) }
+    })
+    .await;
+    // A sender that publishes without `mandatory` would lose a message to an unbound ingress:
+    // the binding is back, so this one arrives.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut centre = bus.listen(SON_HA).await;
+    let env = birth(7600, POLICE);
+    bus.publisher
+        .publish(
+            &bus.names.ingress_exchange(),
+            "",
+            &env.to_bytes(),
+            lienthong_core::amqp::envelope_properties(&env),
+            false,
+        )
+        .await
+        .expect("published");
+    let r = next(&mut centre, 30).await;
+    assert_eq!(r.ma_ho_so, env.ma_ho_so);
+    // An exchange replaced by one of another type, while idle: /readyz says so by itself.
+    let deliver = bus.names.deliver_exchange();
+    delete_exchange(&bus, &deliver).await;
+    let ch = bus.conn.create_channel().await.expect("channel");
+    ch.exchange_declare(
+        deliver.as_str().into(),
+        lapin::ExchangeKind::Fanout,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("exchange.declare fanout");
+    let body = eventually_async(10, || async {
+        let (status, body) = readyz(&bus).await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(
+        body["problems"].to_string().contains("topology"),
+        "the topology keeper names it: {body}"
+    );
+    delete_exchange(&bus, &deliver).await;
+    eventually_async(10, || async {
+        let (status, _) = readyz(&bus).await;
+        (status == 200).then_some(())
+    })
     .await;
     bus.stop().await;
 }
