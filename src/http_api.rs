@@ -237,10 +237,15 @@ impl Api {
                 ),
             )
             .into()),
-            Err(e @ PublishError::Channel(_)) => Err(Problem::unavailable(
-                format!("the bus cannot publish right now: {e}; nothing was accepted"),
-                5,
-            )),
+            Err(PublishError::Channel(why)) => {
+                // The broker's error names the bus's own exchanges: it goes to the log and
+                // /readyz (operators), not to the sender.
+                tracing::warn!(message = "cannot publish to the ingress; answering 503", error = %why);
+                Err(Problem::unavailable(
+                    "the bus cannot publish right now (its broker channel is being repaired); nothing was accepted",
+                    5,
+                ))
+            }
             Err(e) => Err(Problem::unavailable(
                 format!("the broker did not confirm the message: {e}"),
                 5,
