@@ -62,7 +62,7 @@ impl Ctx {
         let redeclare: lienthong_core::amqp::Redeclare = Arc::new(move |conn| {
             let settings = settings.clone();
             Box::pin(async move {
-                crate::run::apply_topology(&settings, &conn)
+                lienthong_core::topology::declare(&settings, &conn)
                     .await
                     .map_err(|e| e.to_string())
             })

@@ -12,7 +12,7 @@ use backon::{ExponentialBuilder, Retryable};
 use lienthong_core::envelope::EnvelopeValidator;
 use lienthong_core::registry::{Registry, Settings};
 use lienthong_core::store::Store;
-use lienthong_core::topology::{Names, Topology};
+use lienthong_core::topology::Names;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -71,35 +71,7 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Declaring the topology failed.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct TopologyFailure {
-    /// A queue or exchange exists with other arguments: retrying will not help.
-    pub mismatch: bool,
-    /// What went wrong, one line per object.
-    pub message: String,
-}
-
-/// Declare the topology of `settings`, turning mismatches into one readable error.
-pub async fn apply_topology(
-    settings: &Settings,
-    conn: &lapin::Connection,
-) -> Result<(), TopologyFailure> {
-    Topology::plan(settings).apply(conn).await.map_err(|errs| {
-        let mismatch = errs
-            .iter()
-            .any(|e| !matches!(e, lienthong_core::topology::TopologyError::Amqp { .. }));
-        let lines: Vec<String> = errs.iter().map(|e| format!("  - {e}")).collect();
-        TopologyFailure {
-            mismatch,
-            message: format!(
-                "the broker's topology does not match this configuration:\n{}",
-                lines.join("\n")
-            ),
-        }
-    })
-}
+pub use lienthong_core::topology::{TopologyFailure, declare as apply_topology};
 
 /// Run `component` on a broker connection of its own, for as long as the process runs: if the
 /// connection is lost (broker restart, forced close, missed heartbeats, a consumer cancelled

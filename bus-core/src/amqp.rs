@@ -155,7 +155,10 @@ impl Broken {
             Some(c) => format!("{c}; {}", self.last),
             None => self.last.clone(),
         };
-        crate::envelope::clip(&text, 1000)
+        match text.char_indices().nth(1000) {
+            Some((at, _)) => format!("{}…", &text[..at]),
+            None => text,
+        }
     }
 }
 

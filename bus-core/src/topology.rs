@@ -166,6 +166,34 @@ pub struct Topology {
     pub bindings: Vec<BindingSpec>,
 }
 
+/// Declaring the topology failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct TopologyFailure {
+    /// A queue or exchange exists with other arguments: retrying will not help.
+    pub mismatch: bool,
+    /// What went wrong, one line per object.
+    pub message: String,
+}
+
+/// Declare the topology of `settings` (every exchange, queue and binding; idempotent), turning
+/// mismatches into one readable error.
+pub async fn declare(settings: &Settings, conn: &lapin::Connection) -> Result<(), TopologyFailure> {
+    Topology::plan(settings).apply(conn).await.map_err(|errs| {
+        let mismatch = errs
+            .iter()
+            .any(|e| !matches!(e, TopologyError::Amqp { .. }));
+        let lines: Vec<String> = errs.iter().map(|e| format!("  - {e}")).collect();
+        TopologyFailure {
+            mismatch,
+            message: format!(
+                "the broker's topology does not match this configuration:\n{}",
+                lines.join("\n")
+            ),
+        }
+    })
+}
+
 impl Topology {
     /// The topology for `settings`: one queue per unit of the registry.
     pub fn plan(settings: &Settings) -> Topology {
