@@ -877,7 +877,7 @@ async fn metrics() -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        crate::run::metrics_handle()
+        crate::metrics::metrics_handle()
             .map(|h| h.render())
             .unwrap_or_default(),
     )

@@ -17,6 +17,7 @@ pub mod dossier_view;
 pub mod edxml_cli;
 pub mod http_api;
 pub mod logging;
+pub mod metrics;
 pub mod mock;
 pub mod problem;
 pub mod process_manager;

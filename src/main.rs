@@ -299,6 +299,9 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(cli.config.as_deref())?;
+    // Every procedure's data schema found, JSON Schema 2020-12, compiling, naming only its own
+    // steps: a bad one stops every command here, not only `run`.
+    lienthong_core::filing::FilingSchemas::load(&settings)?;
     match cli.command {
         Command::Run { components } => {
             let components = if components.is_empty() {

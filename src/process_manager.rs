@@ -361,7 +361,7 @@ impl ProcessManager {
             .map_err(|e| PmError::Retry(e.to_string()))?
             .map_err(|e| PmError::Retry(e.to_string()))?;
             // A unit queue deleted by hand is declared again by the publisher (see
-            // `router::publish_to_unit`).
+            // `Publisher::publish_to_unit`).
             let sent = self.publish_to(&entry.receiver, &entry.body, &env).await;
             sent.map_err(|e| {
                 PmError::Retry(format!(
@@ -394,7 +394,9 @@ impl ProcessManager {
         body: &[u8],
         env: &Envelope,
     ) -> Result<(), PublishError> {
-        crate::router::publish_to_unit(&self.publisher, &self.ctx.names, receiver, body, env).await
+        self.publisher
+            .publish_to_unit(&self.ctx.names.deliver_exchange(), receiver, body, env)
+            .await
     }
 
     /// Run the sweeper until shutdown: every `[process] scan_ms`, publish what a crash left in

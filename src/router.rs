@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
-use lienthong_core::amqp::{PublishError, Publisher, envelope_properties};
+use lienthong_core::amqp::{PublishError, Publisher};
 use lienthong_core::deadletter::{DeadLetter, DeadLetterChannel};
 use lienthong_core::envelope::{Envelope, RejectCode, Rejection};
 use lienthong_core::hold::Hold;
@@ -345,34 +345,15 @@ impl Router {
         body: &[u8],
         env: &Envelope,
     ) -> Result<(), PublishError> {
-        publish_to_unit(&self.publisher, &self.ctx.names, receiver, body, env).await
+        self.publisher
+            .publish_to_unit(&self.ctx.names.deliver_exchange(), receiver, body, env)
+            .await
     }
-}
-
-/// Publish `body` (the envelope `env`) to `receiver`'s queue through the deliver exchange,
-/// `mandatory`, and wait for the publisher confirm. `Returned` when no queue took it even after
-/// the publisher re-declared the topology (a unit queue deleted by hand is declared again).
-pub async fn publish_to_unit(
-    publisher: &Publisher,
-    names: &lienthong_core::topology::Names,
-    receiver: &str,
-    body: &[u8],
-    env: &Envelope,
-) -> Result<(), PublishError> {
-    publisher
-        .publish(
-            &names.deliver_exchange(),
-            receiver,
-            body,
-            envelope_properties(env),
-            true,
-        )
-        .await
 }
 
 /// Record how long a routed message waited in one stage of the router, in
 /// `lienthong_router_stage_seconds{stage}` (a histogram on `/metrics`, buckets
-/// [`crate::run::STAGE_BUCKETS_S`]): `store_write` (the
+/// [`crate::metrics::STAGE_BUCKETS_S`]): `store_write` (the
 /// message store's group commit), `publish_confirm` (publish to the unit's queue until the
 /// broker's confirm), `trace_write` (the trace events' commit before the ack).
 fn stage(name: &'static str, took: Duration) {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use backon::{ExponentialBuilder, Retryable};
 use lienthong_core::envelope::EnvelopeValidator;
 use lienthong_core::registry::{Registry, Settings};
 use lienthong_core::store::Store;
@@ -51,24 +50,12 @@ pub struct Running {
     ctx: Ctx,
 }
 
-/// Connect to the broker, retrying with backoff for up to about 30 s (the broker may still be
-/// starting).
-pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<lapin::Connection> {
-    let url = settings.bus.amqp_url.clone();
-    (|| async { lienthong_core::amqp::connect(&url, name).await })
-        .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(200)).with_max_delay(Duration::from_secs(3)).with_max_times(15))
-        .sleep(tokio::time::sleep)
-        .notify(|e, d| tracing::warn!(message = "broker not reachable yet", error = %e, retry_in_ms = d.as_millis() as u64))
-        .await
-        .with_context(|| format!("cannot connect to the broker at {}", redact(&settings.bus.amqp_url)))
-}
+pub use lienthong_core::amqp::redact;
 
-/// The AMQP URL without its password.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
-    }
+/// Connect to the broker, retrying with backoff for up to about 30 s (the broker may still be
+/// starting): [`lienthong_core::amqp::connect_patiently`] with the settings' URL.
+pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<lapin::Connection> {
+    Ok(lienthong_core::amqp::connect_patiently(&settings.bus.amqp_url, name).await?)
 }
 
 pub use lienthong_core::topology::{TopologyFailure, declare as apply_topology};
@@ -180,57 +167,6 @@ async fn keep_topology(ctx: Ctx) -> anyhow::Result<()> {
     }
 }
 
-/// Bucket bounds (upper, seconds) of `lienthong_router_stage_seconds`: fine below 50 ms, where
-/// a stage normally lies (the paced hop target is 25 ms, a bound), coarse up to the 10 s of a
-/// broker stall. A histogram, not a summary, so that Prometheus can aggregate it across router
-/// processes and compute quantiles over any window (`histogram_quantile`).
-pub const STAGE_BUCKETS_S: &[f64] = &[
-    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
-    0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// How often the recorder's upkeep runs (ms): it drains the samples histograms buffer between
-/// two renderings into their buckets.
-const METRICS_UPKEEP_MS: u64 = 5_000;
-
-/// The process's Prometheus recorder (installed by the first [`start`]), with a thread that
-/// runs its upkeep every [`METRICS_UPKEEP_MS`]: a histogram keeps every sample until upkeep or
-/// a scrape drains it, so without it the process would grow by ~60 bytes per routed message
-/// when nobody scrapes `/metrics`.
-pub fn metrics_handle() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
-    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
-        std::sync::OnceLock::new();
-    let handle = HANDLE
-        .get_or_init(|| {
-            metrics_exporter_prometheus::PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full(
-                        "lienthong_router_stage_seconds".into(),
-                    ),
-                    STAGE_BUCKETS_S,
-                )
-                .ok()?
-                .install_recorder()
-                .ok()
-        })
-        .as_ref()?;
-    static UPKEEP: std::sync::Once = std::sync::Once::new();
-    UPKEEP.call_once(|| {
-        let spawned = std::thread::Builder::new()
-            .name("lienthong-metrics-upkeep".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(std::time::Duration::from_millis(METRICS_UPKEEP_MS));
-                    handle.run_upkeep();
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(message = "cannot start the metrics upkeep thread; histograms grow until /metrics is scraped", error = %e);
-        }
-    });
-    Some(handle)
-}
-
 /// The context of a process: `settings` checked into a registry, names, validator, calendar and
 /// blob store, the store's group-commit writer, on the broker connection `conn`.
 fn context(
@@ -285,7 +221,7 @@ pub async fn tool_context(settings: Settings, name: &str) -> anyhow::Result<Ctx>
 /// Start `components` of the bus for `settings`.
 pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Result<Running> {
     settings.check()?;
-    let _ = metrics_handle();
+    let _ = crate::metrics::metrics_handle();
     let name = components
         .iter()
         .map(|c| format!("{c:?}").to_lowercase())

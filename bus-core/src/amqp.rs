@@ -77,6 +77,47 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> 
     Connection::connect(url, props).await
 }
 
+/// [`connect`], retrying with exponential backoff (200 ms up to 3 s, 15 times: about 30 s in
+/// all) while the broker may still be starting; the error names the URL without its password.
+pub async fn connect_patiently(url: &str, name: &str) -> Result<Connection, ConnectError> {
+    use backon::{ExponentialBuilder, Retryable};
+    (|| async { connect(url, name).await })
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(3))
+                .with_max_times(15),
+        )
+        .sleep(tokio::time::sleep)
+        .notify(|e, d| {
+            tracing::warn!(message = "broker not reachable yet", error = %e, retry_in_ms = d.as_millis() as u64)
+        })
+        .await
+        .map_err(|source| ConnectError {
+            url: redact(url),
+            source,
+        })
+}
+
+/// The broker stayed unreachable through [`connect_patiently`]'s retries.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to the broker at {url}: {source}")]
+pub struct ConnectError {
+    /// The AMQP URL, password removed ([`redact`]).
+    pub url: String,
+    /// The last attempt's error.
+    #[source]
+    pub source: lapin::Error,
+}
+
+/// The AMQP URL without its password: `amqp://user:secret@host/vhost` → `amqp://***@host/vhost`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
 /// Re-declares what a publisher publishes to (the bus passes "declare the whole topology") on
 /// the publisher's connection. Errors: the declaration's error, as text.
 pub type Redeclare = Arc<
@@ -584,5 +625,28 @@ pub fn header_i64(props: &BasicProperties, name: &str) -> Option<i64> {
         AMQPValue::ShortInt(v) => Some(i64::from(*v)),
         AMQPValue::ShortUInt(v) => Some(i64::from(*v)),
         _ => None,
+    }
+}
+
+impl Publisher {
+    /// Publish `body` (the envelope `env`) to `receiver`'s queue through the deliver exchange
+    /// (`Names::deliver_exchange`; routing key = the unit's code), `mandatory`, with [`envelope_properties`], and wait for
+    /// the publisher confirm. `Returned` when no queue took it even after the publisher
+    /// re-declared the topology (a unit queue deleted by hand is declared again).
+    pub async fn publish_to_unit(
+        &self,
+        deliver_exchange: &str,
+        receiver: &str,
+        body: &[u8],
+        env: &crate::Envelope,
+    ) -> Result<(), PublishError> {
+        self.publish(
+            deliver_exchange,
+            receiver,
+            body,
+            envelope_properties(env),
+            true,
+        )
+        .await
     }
 }

@@ -547,8 +547,9 @@ impl Settings {
     }
 
     /// Check the registry: unique codes, known parents without cycles, routes naming known units
-    /// or roles some unit has, valid cut-off times and statuses, and every procedure's
-    /// `data_schema` found, JSON Schema 2020-12, compiling, naming only its own steps.
+    /// or roles some unit has, valid cut-off times and statuses. The procedures' `data_schema`
+    /// files are checked where they are compiled (`filing::FilingSchemas::load`), which
+    /// `lienthong` does right after loading the settings.
     pub fn check(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if let Err(e) = crate::calendar::WorkCalendar::new(&self.calendar) {
@@ -676,7 +677,6 @@ impl Settings {
                 }
             }
         }
-        crate::filing::FilingSchemas::load(self)?;
         Ok(())
     }
 }

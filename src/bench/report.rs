@@ -705,7 +705,7 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
                  forward); `publish_confirm`, publish to the unit's queue until the broker's \
                  confirm; `trace_write`, the trace events' commit before the ack.\n\n\
                  | mode | round | stage | messages | p50 ms | p90 ms | p99 ms |\n|---|---:|---|---:|---:|---:|---:|\n",
-                bucket_bounds_text(crate::run::STAGE_BUCKETS_S)
+                bucket_bounds_text(crate::metrics::STAGE_BUCKETS_S)
             );
             for mr in with_stages {
                 for x in &mr.rounds {
@@ -923,7 +923,7 @@ mod tests {
     #[test]
     fn the_bucket_bounds_are_said_in_ms_then_s() {
         assert_eq!(
-            bucket_bounds_text(crate::run::STAGE_BUCKETS_S),
+            bucket_bounds_text(crate::metrics::STAGE_BUCKETS_S),
             "0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 25, 30, 40, 50, 75, 100, 150, 250, 500 ms, 1, 2.5, 5, 10 s"
         );
     }

@@ -295,7 +295,10 @@ fn from_file_with_birth_schema(path: &str) -> Result<Settings, ConfigError> {
                 env!("CARGO_MANIFEST_DIR")
             ),
         );
-    Settings::from_toml_with(&text, false, ConfigSource::File("test-config.toml".into()))
+    let settings =
+        Settings::from_toml_with(&text, false, ConfigSource::File("test-config.toml".into()))?;
+    FilingSchemas::load(&settings)?;
+    Ok(settings)
 }
 
 #[test]
@@ -359,8 +362,10 @@ fn the_embedded_config_can_only_name_compiled_in_schemas() {
         "schemas/procedures/1.011537.schema.json",
         "schemas/procedures/1.011537-local.schema.json",
     );
-    let e = Settings::from_toml(&text, false)
-        .expect_err("not compiled in")
+    let settings = Settings::from_toml(&text, false).expect("the registry itself is sound");
+    let e = FilingSchemas::load(&settings)
+        .err()
+        .expect("not compiled in")
         .to_string();
     assert!(
         e.contains("procedure 1.011537")
