@@ -29,8 +29,9 @@ pub enum AuthKind {
     /// A static key in a header (`api_key_header`, default `X-API-Key`).
     ApiKey,
     /// A provincial integration platform (LGSP): `AppName`, `AccessKey`, `SecretKey` and
-    /// `PartnerCode` headers (DOMAIN.md §2 names the four credentials; how they are sent is not
-    /// documented there: the header names are an unverified assumption, configurable later).
+    /// `PartnerCode` headers (the sources name the four credentials, docs/reference/sources.md;
+    /// how they are sent is not documented: the header names are an unverified assumption,
+    /// configurable later).
     Lgsp,
     /// OAuth2 client credentials (RFC 6749 §4.4): a token from `oauth2_token_url` (client
     /// authenticated with HTTP Basic, §2.3.1), sent as `Authorization: Bearer`, renewed 30 s

@@ -2,8 +2,8 @@
 //! due, and whether a hand-over was before, on or past its deadline (trước hạn / đúng hạn /
 //! quá hạn).
 //!
-//! **Counting rule** (lienthong's, documented in README "Working days"; DOMAIN.md §3 gives only
-//! the 15:00 cut-off of the birth group, the rest is unverified and configurable):
+//! **Counting rule** (lienthong's, documented in docs/reference/working-days.md; the sources
+//! give only the 15:00 cut-off of the birth group, the rest is unverified and configurable):
 //! 1. A day is worked unless it is a weekend day, a public holiday, or a day off announced for
 //!    the year; a day the year's announcement makes worked (a compensatory Saturday) is worked.
 //! 2. The clock starts on the day of receipt if that day is worked and the dossier arrived
@@ -16,10 +16,11 @@
 //! 5. A hand-over on an earlier day than the due day is before the deadline; on the due day, at
 //!    or before the due time, on the deadline; after the due time, past it.
 //!
-//! Holidays (Labour Code 2019, Art. 112, as quoted by secondary sources in DOMAIN.md §6): 1
-//! January, Tết (5 days), Hùng Kings' day (10th day of the 3rd lunar month), 30 April, 1 May,
-//! 2 September and one adjacent day. Lunar dates are computed for the UTC+7 meridian (Hồ Ngọc
-//! Đức's algorithm, crate `amlich-core`), so Tết 1985 and 2007 differ from China's.
+//! Holidays (Labour Code 2019, Art. 112, as quoted by secondary sources; see
+//! docs/reference/working-days.md): 1 January, Tết (5 days), Hùng Kings' day (10th day of the
+//! 3rd lunar month), 30 April, 1 May, 2 September and one adjacent day. Lunar dates are computed
+//! for the UTC+7 meridian (Hồ Ngọc Đức's algorithm, crate `amlich-core`), so Tết 1985 and 2007
+//! differ from China's.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,12 +53,13 @@ pub struct YearOverride {
     pub verified: bool,
 }
 
-/// `[calendar]` settings. Every default is marked with its source in README.
+/// `[calendar]` settings. Every default is marked with its source in
+/// docs/reference/working-days.md.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CalendarSettings {
     /// Office hours, `HH:MM-HH:MM` blocks in +07:00 (default 07:30-11:30, 13:30-17:00;
-    /// DOMAIN.md §6: differs by province).
+    /// docs/reference/working-days.md: differs by province).
     pub office_hours: Vec<String>,
     /// Days of the week not worked (`sat`, `sun`, …).
     pub weekend: Vec<String>,
@@ -401,7 +403,7 @@ mod tests {
         date(s).expect("date")
     }
 
-    /// The 2026 announcement of DOMAIN.md §6, as shipped in the config.
+    /// The 2026 announcement (docs/reference/working-days.md), as shipped in the config.
     fn cal_2026() -> WorkCalendar {
         let mut s = CalendarSettings::default();
         s.years.push(YearOverride {

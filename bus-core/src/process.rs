@@ -8,7 +8,7 @@
 //! "now", and returns the new state and the envelopes to publish. Persistence (with an inbox for
 //! idempotency and a transactional outbox) is [`ProcessStore`].
 //!
-//! ## Rules (README "Process manager" documents them for operators)
+//! ## Rules (docs/reference/process-manager.md documents them for operators)
 //!
 //! * **Start.** A `dossier.forward` from a centre with no `receiver`, for a dossier the bus has
 //!   not seen, starts the procedure's route. The optional steps are the ones whose `choice` is in

@@ -6,7 +6,7 @@
 //! `edXMLBody/edXMLManifest/Reference`; the attachments sit outside the envelope in
 //! `AttachmentEncoded/Attachment`, base64 in `ContentTransferEncoded`. Element names here and in
 //! the JSON of [`Package`] are the standard's own (including its spelling `Bussiness`).
-//! Facts are from `../shared/DOMAIN.md` §5 and the real samples in `../shared/fixtures/edxml/`;
+//! Facts are from docs/reference/edxml.md and the real samples in `schemas/samples/edxml/`;
 //! the official list of status codes was not found, so unknown codes are kept verbatim.
 
 /// Envelopes to packages and status packages to replies.
@@ -372,8 +372,8 @@ impl StatusCode {
     /// | 13 recall requested, 16 recall refused | — |
     /// | 15 recall accepted | 8 processing stopped |
     ///
-    /// This mapping is lienthong's reading of the code meanings in DOMAIN.md §5; QCVN 102:2016
-    /// does not define it.
+    /// This mapping is lienthong's reading of the code meanings (docs/reference/edxml.md); QCVN
+    /// 102:2016 does not define it.
     pub fn to_bus(&self) -> Option<TrangThaiHoSo> {
         match self.0.trim() {
             Self::REJECTED => Some(TrangThaiHoSo::NOT_ACCEPTED),

@@ -1,5 +1,5 @@
 //! Tests of the procedure data schemas: the shipped ones against the sample dossiers and the
-//! README's example, the errors' pointers and steps, and the startup errors.
+//! example envelope of docs/centres.md, the errors' pointers and steps, and the startup errors.
 
 use super::*;
 use crate::envelope::EnvelopeValidator;
@@ -375,13 +375,13 @@ fn the_embedded_config_can_only_name_compiled_in_schemas() {
     );
 }
 
-/// The JSON block of README's "The envelope" section.
+/// The JSON block of the section "The envelope" of docs/centres.md.
 fn readme_example() -> String {
-    let readme = include_str!("../../../README.md");
+    let readme = include_str!("../../../docs/centres.md");
     let section = readme
         .split("\n## The envelope\n")
         .nth(1)
-        .expect("README has a section \"The envelope\"");
+        .expect("docs/centres.md has a section \"The envelope\"");
     let block = section
         .split("```json\n")
         .nth(1)
@@ -401,14 +401,14 @@ fn the_readme_example_envelope_is_accepted_as_printed() {
     let env = EnvelopeValidator::new(&s.envelope)
         .expect("validator")
         .accept(text.as_bytes())
-        .unwrap_or_else(|r| panic!("README example refused at ingress: {}", r.reason()));
+        .unwrap_or_else(|r| panic!("doc example refused at ingress: {}", r.reason()));
     let decision = crate::routing::check(&registry, &env, None)
-        .unwrap_or_else(|r| panic!("README example refused by routing: {}", r.reason()));
+        .unwrap_or_else(|r| panic!("doc example refused by routing: {}", r.reason()));
     assert!(decision.records_origin, "it is the centre's filing");
     FilingSchemas::load(&s)
         .expect("schemas")
         .check(&registry, &env)
-        .unwrap_or_else(|r| panic!("README example lacks procedure data: {}", r.reason()));
+        .unwrap_or_else(|r| panic!("doc example lacks procedure data: {}", r.reason()));
     for a in &env.attachments {
         assert!(
             a.sha256.len() == 64 && a.sha256.bytes().all(|b| b.is_ascii_hexdigit()),
