@@ -742,10 +742,8 @@ impl Bench {
         }
         std::fs::create_dir_all(dir)?;
         let config = dir.join("config.toml");
-        std::fs::write(
-            &config,
-            toml::to_string(s).context("writing the bus configuration")?,
-        )?;
+        s.write_file(&config)
+            .context("writing the bus configuration")?;
         Ok(config)
     }
 

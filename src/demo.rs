@@ -256,10 +256,9 @@ pub async fn run(
     }
     settings.check()?;
     let config_path = args.dir.join("config.toml");
-    std::fs::write(
-        &config_path,
-        toml::to_string(&settings).context("writing the demo config")?,
-    )?;
+    settings
+        .write_file(&config_path)
+        .context("writing the demo config")?;
     let operator_key = settings.http.operator_key.clone().unwrap_or_default();
 
     eprintln!(

@@ -225,7 +225,7 @@ async fn a_dead_lettered_hand_over_blocks_its_step_visibly_and_replay_amendment_
     }
     // 4. … or with the command line, on the bus's configuration.
     let config = bus.dir.join("config.toml");
-    std::fs::write(&config, toml::to_string(&bus.settings).expect("toml")).expect("config");
+    bus.settings.write_file(&config).expect("config");
     let cli = |args: &[&str]| {
         std::process::Command::new(procs::EXE)
             .arg("--config")

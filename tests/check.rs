@@ -240,7 +240,7 @@ async fn a_401_a_403_a_redirect_and_an_expired_certificate_fail_with_their_reaso
     );
     // The command itself: a table and exit status 1.
     let config = dir.join("config.toml");
-    std::fs::write(&config, toml::to_string(&s).expect("toml")).expect("config");
+    s.write_file(&config).expect("config");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lienthong"))
         .arg("--config")
         .arg(&config)

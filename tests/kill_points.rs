@@ -54,7 +54,7 @@ async fn crash_at(point: Point, name: &str, scenario: &str) {
     let port = free_port();
     s.http.listen = format!("127.0.0.1:{port}");
     let config = dir.join("config.toml");
-    std::fs::write(&config, toml::to_string(&s).expect("toml")).expect("config");
+    s.write_file(&config).expect("config");
     let failpoints = format!("{}=1*return", point.name());
     let mut adapters = spawn_components_env(
         &config,
@@ -189,7 +189,7 @@ async fn router_killed_between_the_process_commit_and_the_publish_sends_the_next
     s.http.listen = format!("127.0.0.1:{port}");
     s.process.scan_ms = 500;
     let config = dir.join("config.toml");
-    std::fs::write(&config, toml::to_string(&s).expect("toml")).expect("config");
+    s.write_file(&config).expect("config");
     // The first transition (the start) goes through; the second (the civil-status result, which
     // fans out to Police and Social Insurance) is held after its commit.
     let mut router = spawn_components_env(

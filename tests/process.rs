@@ -23,7 +23,7 @@ async fn sigterm_mid_traffic_and_restart_loses_nothing() {
     let port = free_port();
     s.http.listen = format!("127.0.0.1:{port}");
     let config = dir.join("config.toml");
-    std::fs::write(&config, toml::to_string(&s).expect("toml")).expect("config");
+    s.write_file(&config).expect("config");
 
     let mut child = spawn_run(&config, &dir.join("run1.log"));
     wait_ready_from(&dir.join("run1.log"), port).await;
@@ -214,7 +214,7 @@ async fn components_run_as_separate_processes() {
     let port = free_port();
     s.http.listen = format!("127.0.0.1:{port}");
     let config = dir.join("config.toml");
-    std::fs::write(&config, toml::to_string(&s).expect("toml")).expect("config");
+    s.write_file(&config).expect("config");
     let spawn = |components: &str, log: &str| spawn_components(&config, &dir, components, log);
     let mut routing = spawn("router,tracer", "routing.log");
     let mut delivery = spawn("adapters,http", "delivery.log");
@@ -267,7 +267,7 @@ async fn kill_mid_stream(name: &str, victim: &str, others: &str, scenario: &str)
     let port = free_port();
     s.http.listen = format!("127.0.0.1:{port}");
     let config = dir.join("config.toml");
-    std::fs::write(&config, toml::to_string(&s).expect("toml")).expect("config");
+    s.write_file(&config).expect("config");
     let spawn = |components: &str, log: &str| spawn_components(&config, &dir, components, log);
     let mut router = spawn(victim, "victim1.log");
     let mut rest = spawn(others, "others.log");

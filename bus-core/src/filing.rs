@@ -33,26 +33,7 @@ pub const NEEDED_BY: &str = "x-needed-by";
 /// The `$schema` a procedure schema may declare (it may also leave it out).
 pub const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
 
-/// The procedure schemas compiled into the binary, by the path the shipped catalogue names them
-/// with: what `data_schema` reads when the configuration is the embedded default.
-pub const EMBEDDED: [(&str, &str); 4] = [
-    (
-        "schemas/procedures/1.001193.schema.json",
-        include_str!("../../schemas/procedures/1.001193.schema.json"),
-    ),
-    (
-        "schemas/procedures/1.011537.schema.json",
-        include_str!("../../schemas/procedures/1.011537.schema.json"),
-    ),
-    (
-        "schemas/procedures/1.010059.schema.json",
-        include_str!("../../schemas/procedures/1.010059.schema.json"),
-    ),
-    (
-        "schemas/procedures/SYN.HQ.001.schema.json",
-        include_str!("../../schemas/procedures/SYN.HQ.001.schema.json"),
-    ),
-];
+pub use crate::embedded::EMBEDDED;
 
 /// Most field errors reported for one filing.
 const MAX_ERRORS: usize = 20;
@@ -123,15 +104,14 @@ fn read_schema(source: &ConfigSource, procedure: &str, path: &str) -> Result<Str
                     EMBEDDED.map(|(p, _)| p).join(", ")
                 ))
             }),
-        ConfigSource::File(_) => std::fs::read_to_string(Path::new(path)).map_err(|e| {
-            let cwd = std::env::current_dir()
-                .map(|d| d.display().to_string())
-                .unwrap_or_else(|_| "?".into());
-            bad(if Path::new(path).is_absolute() {
-                format!("cannot read it: {e}")
-            } else {
-                format!("cannot read it: {e} (a relative path is read from the working directory, {cwd})")
-            })
+        ConfigSource::File(file) => std::fs::read_to_string(Path::new(path)).map_err(|e| {
+            bad(format!(
+                "cannot read it: {e} (a relative path in a config file is read from the file's directory, {})",
+                file.parent()
+                    .map(|d| d.display().to_string())
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or_else(|| ".".into())
+            ))
         }),
     }
 }

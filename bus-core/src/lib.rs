@@ -11,6 +11,7 @@ pub mod calendar;
 pub mod claimcheck;
 pub mod clock;
 pub mod deadletter;
+pub mod embedded;
 pub mod envelope;
 pub mod filing;
 pub mod health;

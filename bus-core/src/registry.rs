@@ -73,8 +73,10 @@ pub enum ConfigSource {
     /// ([`crate::filing::EMBEDDED`]).
     #[default]
     Embedded,
-    /// A file (`--config FILE`, the path kept for messages): `data_schema` is read from disk, an
-    /// absolute path as it is, a relative one from the working directory (as `[store] path`).
+    /// A file (`--config FILE`, the path kept for messages): `data_schema` is read from disk.
+    /// Every relative path the file holds (`[store] path` and `blob_dir`, `data_schema`, a
+    /// unit's `connection` `ca_bundle` / `client_cert` / `client_key`) was resolved against the
+    /// file's directory when it was loaded ([`Settings::resolve_paths`]).
     File(std::path::PathBuf),
 }
 
@@ -332,6 +334,9 @@ pub enum UnitKind {
     Portal,
 }
 
+/// The keys of a unit's `[units.reach.settings.connection]` that name files.
+const CONNECTION_FILES: [&str; 3] = ["ca_bundle", "client_cert", "client_key"];
+
 /// How the bus reaches a unit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -541,9 +546,94 @@ impl Settings {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError::Load(e.to_string()))?;
+        if let ConfigSource::File(p) = &source {
+            let base = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => std::path::PathBuf::from("."),
+            };
+            settings.resolve_paths(&base);
+        }
         settings.source = source;
         settings.check()?;
         Ok(settings)
+    }
+
+    /// Make every relative path of the settings relative to `base` instead (a config file's
+    /// directory, so that a config works from any working directory, as nginx's or RabbitMQ's
+    /// do): `[store] path` and `blob_dir`, each procedure's `data_schema`, and each adapter
+    /// unit's `[units.reach.settings.connection]` `ca_bundle`, `client_cert`, `client_key`.
+    /// Absolute paths are kept as they are.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let join = |p: &mut String| {
+            if !p.is_empty() && Path::new(p.as_str()).is_relative() {
+                *p = base.join(p.as_str()).display().to_string();
+            }
+        };
+        join(&mut self.store.path);
+        join(&mut self.store.blob_dir);
+        for proc_ in &mut self.procedures {
+            if let Some(d) = &mut proc_.data_schema {
+                join(d);
+            }
+        }
+        for u in &mut self.units {
+            if let Reach::Adapter { settings, .. } = &mut u.reach
+                && let Some(Value::Object(conn)) = settings.get_mut("connection")
+            {
+                for key in CONNECTION_FILES {
+                    if let Some(Value::String(f)) = conn.get_mut(key) {
+                        join(f);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Write these settings as a TOML config file at `path` that another process (a child
+    /// `lienthong run`, a test's bus) loads to the same effect, from any working directory:
+    /// relative paths are made absolute against the working directory (settings loaded from a
+    /// file hold absolute paths already), and for settings that came from the embedded default
+    /// each procedure's compiled-in `data_schema` is written beside the file at its relative
+    /// path (`<dir>/schemas/procedures/…`), which the file then names.
+    pub fn write_file(&self, path: &Path) -> Result<(), ConfigError> {
+        let io = |what: &Path, e: std::io::Error| {
+            ConfigError::Load(format!("writing {}: {e}", what.display()))
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let mut out = self.clone();
+        if out.source == ConfigSource::Embedded {
+            for proc_ in &out.procedures {
+                if let Some(d) = &proc_.data_schema
+                    && let Some((_, text)) = crate::embedded::schema(d)
+                {
+                    let target = dir.join(d);
+                    if let Some(parent) = target.parent() {
+                        std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+                    }
+                    std::fs::write(&target, text).map_err(|e| io(&target, e))?;
+                }
+            }
+            // The schemas just written sit beside the file, where its loader looks.
+            let keep: Vec<Option<String>> = out
+                .procedures
+                .iter()
+                .map(|p| p.data_schema.clone())
+                .collect();
+            let cwd = std::env::current_dir().map_err(|e| io(Path::new("."), e))?;
+            out.resolve_paths(&cwd);
+            for (p, d) in out.procedures.iter_mut().zip(keep) {
+                p.data_schema = d;
+            }
+        } else {
+            let cwd = std::env::current_dir().map_err(|e| io(Path::new("."), e))?;
+            out.resolve_paths(&cwd);
+        }
+        let text = toml::to_string(&out)
+            .map_err(|e| ConfigError::Load(format!("writing {}: {e}", path.display())))?;
+        std::fs::write(path, text).map_err(|e| io(path, e))
     }
 
     /// Check the registry: unique codes, known parents without cycles, routes naming known units
