@@ -77,6 +77,14 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> 
     Connection::connect(url, props).await
 }
 
+/// The AMQP URL without its password (`amqp://***@host:5672/%2f`), for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
 /// Re-declares what a publisher publishes to (the bus passes "declare the whole topology") on
 /// the publisher's connection. Errors: the declaration's error, as text.
 pub type Redeclare = Arc<
