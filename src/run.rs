@@ -63,13 +63,12 @@ pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<lapin::C
         .with_context(|| format!("cannot connect to the broker at {}", redact(&settings.bus.amqp_url)))
 }
 
-/// The AMQP URL without its password.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
-    }
-}
+pub use lienthong_core::amqp::redact;
+
+/// How the line starts that `lienthong run` logs once its HTTP API listens (the address
+/// follows). Whoever starts `lienthong run` as a child (the demo, the bench, the tests) waits
+/// for it: `lienthong_testkit::procs::HTTP_LISTENING` is the same text (a test checks).
+pub const HTTP_LISTENING: &str = "HTTP API listening on";
 
 pub use lienthong_core::topology::{TopologyFailure, declare as apply_topology};
 
@@ -315,7 +314,7 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         let addr = l.local_addr()?;
         // The demo and the bench wait for this line: a port they picked may have been taken
         // by another process meanwhile, whose server would answer in this one's stead.
-        tracing::info!("{} {addr}", crate::demo::HTTP_LISTENING);
+        tracing::info!("{HTTP_LISTENING} {addr}");
         http_addr = Some(addr);
         Some(l)
     } else {

@@ -18,7 +18,7 @@ async fn sigterm_mid_traffic_and_restart_loses_nothing() {
     s.mock.latency_max_ms = 80;
     s.mock.callback_delay_ms = 300;
     s.mock.unavailable_rate = 0.15;
-    let mock = lienthong::mock::serve(&s).await.expect("mock");
+    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
     use_mock(&mut s, &mock);
     let port = free_port();
     s.http.listen = format!("127.0.0.1:{port}");
@@ -209,7 +209,7 @@ async fn demo_completes_every_sample_dossier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn components_run_as_separate_processes() {
     let (mut s, dir) = settings("split");
-    let mock = lienthong::mock::serve(&s).await.expect("mock");
+    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
     use_mock(&mut s, &mock);
     let port = free_port();
     s.http.listen = format!("127.0.0.1:{port}");
@@ -262,7 +262,7 @@ async fn kill_mid_stream(name: &str, victim: &str, others: &str, scenario: &str)
     s.mock.latency_min_ms = 2;
     s.mock.latency_max_ms = 10;
     s.mock.callback_delay_ms = 20;
-    let mock = lienthong::mock::serve(&s).await.expect("mock");
+    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
     use_mock(&mut s, &mock);
     let port = free_port();
     s.http.listen = format!("127.0.0.1:{port}");

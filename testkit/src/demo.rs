@@ -1,5 +1,5 @@
-//! `lienthong demo`: the whole bus on the sample dossiers, as the centres' software would see
-//! it. The demo starts `lienthong mock-agency` and `lienthong run` as child processes and talks
+//! `lienthong-demo`: the whole bus on the sample dossiers, as the centres' software would see
+//! it. The demo starts `lienthong-mock` and `lienthong run` as child processes and talks
 //! to them only over AMQP and HTTP: it files each dossier at its centre (most over AMQP, every
 //! fourth over the HTTP API), plays the units that read their own queues (civil-status offices,
 //! land registration office, Tax, the funeral-allowance department, and the centres), waits
@@ -24,7 +24,12 @@ use lienthong_core::topology::{Names, Topology};
 use lienthong_core::trace::{TimelineRow, UnitStats, percentile, render_timeline};
 use serde_json::{Map, Value, json};
 
-/// Options of `lienthong demo`.
+use crate::mock::point_adapters_at;
+use crate::procs::{
+    HTTP_LISTENING, MOCK_LISTENING, connect, exe, free_port, wait_http, wait_listening,
+};
+
+/// Options of `lienthong-demo`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
     /// Sample dossiers (one envelope per line).
@@ -82,34 +87,6 @@ struct Demo {
     board: Mutex<Board>,
 }
 
-/// A free loopback TCP port for a child process (bound and released; the demo, the bench and
-/// the tests give it to a child). Picked at random below the kernel's ephemeral range
-/// (`/proc/sys/net/ipv4/ip_local_port_range`), where a server binding port 0 — such as another
-/// test's in-process mock — cannot be handed the same port before the child binds it. Falls back
-/// to a port the kernel picks when no such range is known or free. The caller should still wait
-/// for the child to say it listens ([`wait_listening`]).
-pub fn free_port() -> anyhow::Result<u16> {
-    use rand::Rng;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| {
-            t.split_whitespace()
-                .next()
-                .and_then(|p| p.parse::<u16>().ok())
-        });
-    if let Some(low) = ephemeral_low.filter(|l| *l > 20_000) {
-        let mut rng = rand::rng();
-        for _ in 0..200 {
-            let port = rng.random_range(15_000..low);
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return Ok(port);
-            }
-        }
-    }
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
 struct Child(std::process::Child, &'static str);
 
 impl Drop for Child {
@@ -152,59 +129,11 @@ fn spawn(
     Ok(Child(child, name))
 }
 
-/// Wait until the child process writing `log` says it listens on `addr` (a line holding
-/// `what` and `addr`), polling every 100 ms, at most `secs` seconds. A port picked with
-/// [`free_port`] may be taken by another process before the child binds it; that process's
-/// server would then answer [`wait_http`] in the child's stead. Errors: the line did not come
-/// (the log's last lines say why, e.g. "cannot listen on …: Address in use").
-pub async fn wait_listening(log: &Path, what: &str, addr: &str, secs: u64) -> anyhow::Result<()> {
-    let until = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.lines().any(|l| l.contains(what) && l.contains(addr)) {
-            return Ok(());
-        }
-        if Instant::now() > until {
-            let tail: Vec<&str> = text.lines().rev().take(5).collect();
-            anyhow::bail!(
-                "{} did not say it listens on {addr} within {secs} s; its log ends with:\n{}",
-                log.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// How the line starts that `lienthong mock-agency` prints once it listens (the address follows).
-pub const MOCK_LISTENING: &str = "mock agencies listening on";
-
-/// How the line starts that `lienthong run` logs once its HTTP API listens (the address follows).
-pub const HTTP_LISTENING: &str = "HTTP API listening on";
-
-/// Wait until `url` answers 2xx (polling every 100 ms), at most `secs` seconds.
-pub(crate) async fn wait_http(url: &str, secs: u64) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    let until = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Ok(r) = client.get(url).send().await
-            && r.status().is_success()
-        {
-            return Ok(());
-        }
-        if Instant::now() > until {
-            anyhow::bail!("{url} did not answer within {secs} s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Run the demo.
-pub async fn run(
-    mut settings: Settings,
-    _config: Option<PathBuf>,
-    args: DemoArgs,
-) -> anyhow::Result<ExitCode> {
+/// Run the demo on the registry of `settings` (every adapter pointed at the mock agencies it
+/// starts). Exit status: success when every dossier completed.
+pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let lienthong = exe("lienthong", "LIENTHONG_BIN")?;
+    let mock_exe = exe("lienthong-mock", "LIENTHONG_MOCK_BIN")?;
     let lines: Vec<String> = std::io::BufReader::new(
         std::fs::File::open(&args.file)
             .with_context(|| format!("opening {}", args.file.display()))?,
@@ -235,7 +164,6 @@ pub async fn run(
         let _ = std::fs::remove_file(format!("{}{suffix}", store_path.display()));
     }
     let (http_port, mock_port) = (free_port()?, free_port()?);
-    let configured_mock = format!("http://{}", settings.mock.listen);
     settings.bus.prefix = args.prefix.clone();
     settings.store.path = store_path.display().to_string();
     settings.store.blob_dir = args.dir.join("blobs").display().to_string();
@@ -247,13 +175,7 @@ pub async fn run(
     // Check due times every second, so that the late hand-overs raise their alerts while the
     // demo runs.
     settings.process.scan_ms = 1000;
-    for u in &mut settings.units {
-        if let lienthong_core::registry::Reach::Adapter { endpoint, .. } = &mut u.reach
-            && let Some(rest) = endpoint.strip_prefix(configured_mock.as_str())
-        {
-            *endpoint = format!("http://127.0.0.1:{mock_port}{rest}");
-        }
-    }
+    point_adapters_at(&mut settings, &format!("http://127.0.0.1:{mock_port}"));
     settings.check()?;
     let config_path = args.dir.join("config.toml");
     std::fs::write(
@@ -263,30 +185,29 @@ pub async fn run(
     let operator_key = settings.http.operator_key.clone().unwrap_or_default();
 
     eprintln!(
-        "lienthong demo: {} dossiers from {} (+{n_customs} synthetic Customs dossiers), prefix {:?}, broker {}",
+        "lienthong-demo: {} dossiers from {} (+{n_customs} synthetic Customs dossiers), prefix {:?}, broker {}",
         samples.len() - n_customs,
         args.file.display(),
         args.prefix,
-        crate::run::redact(&settings.bus.amqp_url)
+        lienthong_core::amqp::redact(&settings.bus.amqp_url)
     );
     // A fresh topology: the demo deletes its own prefix's queues from an earlier run.
-    let conn = Arc::new(crate::run::connect(&settings, "demo").await?);
+    let conn = Arc::new(connect(&settings, "demo").await?);
     let topo = Topology::plan(&settings);
     topo.delete(&conn)
         .await
         .context("cleaning the demo topology")?;
-    crate::run::apply_topology(&settings, &conn).await?;
+    lienthong_core::topology::declare(&settings, &conn).await?;
 
-    let exe = std::env::current_exe()?;
     let _mock = spawn(
-        &exe,
+        &mock_exe,
         &config_path,
-        &["mock-agency"],
-        &args.dir.join("mock-agency.log"),
-        "mock-agency",
+        &[],
+        &args.dir.join("mock.log"),
+        "lienthong-mock",
     )?;
     let _bus = spawn(
-        &exe,
+        &lienthong,
         &config_path,
         &["run"],
         &args.dir.join("run.log"),
@@ -294,7 +215,7 @@ pub async fn run(
     )?;
     let base = format!("http://127.0.0.1:{http_port}");
     wait_listening(
-        &args.dir.join("mock-agency.log"),
+        &args.dir.join("mock.log"),
         MOCK_LISTENING,
         &format!("127.0.0.1:{mock_port}"),
         30,
@@ -508,7 +429,7 @@ pub async fn run(
     e2e.sort_unstable();
     println!();
     println!(
-        "lienthong demo — {total} dossiers in {:.1} s: {completed} completed, {refused} refused, {dead} dead-lettered, {} unfinished",
+        "lienthong-demo — {total} dossiers in {:.1} s: {completed} completed, {refused} refused, {dead} dead-lettered, {} unfinished",
         started.elapsed().as_secs_f64(),
         total - done
     );
@@ -563,7 +484,11 @@ pub async fn run(
     }
     // The process manager's view: each flow's hand-overs and dossiers before / on / past their
     // deadlines, the alerts raised, and one dossier's state and control sheet.
-    match flow_report(&store_path, &settings, &args.dir, backdated) {
+    let bus_cli = BusCli {
+        exe: &lienthong,
+        config: &config_path,
+    };
+    match flow_report(&store_path, &settings, &bus_cli, &args.dir, backdated) {
         Ok(text) => print!("{text}"),
         Err(e) => eprintln!("could not read the process manager's figures: {e:#}"),
     }
@@ -597,12 +522,42 @@ fn fmt_ms(v: Option<i64>) -> String {
     v.map(|x| x.to_string()).unwrap_or_else(|| "-".into())
 }
 
+/// The `lienthong` binary with the demo's configuration: the operator's commands, as an
+/// operator would run them.
+struct BusCli<'a> {
+    exe: &'a Path,
+    config: &'a Path,
+}
+
+impl BusCli<'_> {
+    /// `lienthong --config <config> <args>`: its standard output, or an error with its
+    /// standard error.
+    fn output(&self, args: &[&str]) -> anyhow::Result<String> {
+        let o = std::process::Command::new(self.exe)
+            .arg("--config")
+            .arg(self.config)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .with_context(|| format!("running lienthong {}", args.join(" ")))?;
+        if !o.status.success() {
+            anyhow::bail!(
+                "lienthong {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+}
+
 /// Per flow: dossiers and their outcome, hand-overs and dossiers before / on / past their due
-/// times, the alerts raised; then one late dossier's state, with its control sheet written as
-/// HTML and PDF into `dir`.
+/// times, the alerts raised; then one late dossier's state (`lienthong dossier`), with its
+/// control sheet written as HTML and PDF into `dir` (`lienthong control-sheet`).
 fn flow_report(
     store_path: &Path,
     settings: &Settings,
+    bus: &BusCli,
     dir: &Path,
     backdated: usize,
 ) -> anyhow::Result<String> {
@@ -703,22 +658,19 @@ fn flow_report(
             )
         });
     if let Some(p) = pick {
-        let cal = lienthong_core::calendar::WorkCalendar::new(&settings.calendar)
-            .map_err(anyhow::Error::msg)?;
         out.push('\n');
-        out.push_str(&crate::dossier_view::render_dossier(
-            p,
-            &registry,
-            &cal,
-            crate::process_manager::now(),
-        ));
-        let trace = store.timeline(&p.ma_ho_so)?;
-        let sheet =
-            crate::dossier_view::control_sheet(p, &registry, &trace, crate::process_manager::now());
+        out.push_str(&bus.output(&["dossier", &p.ma_ho_so])?);
         let pdf = dir.join(format!("phieu-kiem-soat-{}.pdf", p.ma_ho_so));
         let html = dir.join(format!("phieu-kiem-soat-{}.html", p.ma_ho_so));
-        std::fs::write(&pdf, crate::control_sheet::render_pdf(&sheet)?)?;
-        std::fs::write(&html, crate::control_sheet::render_html(&sheet))?;
+        let (pdf_arg, html_arg) = (pdf.display().to_string(), html.display().to_string());
+        bus.output(&[
+            "control-sheet",
+            &p.ma_ho_so,
+            "--pdf",
+            &pdf_arg,
+            "--html",
+            &html_arg,
+        ])?;
         out.push_str(&format!(
             "control sheet (Phiếu kiểm soát quá trình giải quyết hồ sơ): {} and {}\n",
             pdf.display(),
