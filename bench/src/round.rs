@@ -120,10 +120,10 @@ impl Setup {
     }
 }
 
-/// Options of one round.
 /// The warm-up of a paced run (same rate, not counted).
 pub(crate) const PACED_WARM_UP: Duration = Duration::from_secs(3);
 
+/// Options of one round.
 #[derive(Clone, Copy)]
 pub(crate) struct RoundOpts {
     pub(crate) count: u64,
