@@ -7,6 +7,7 @@
 //! dossier's trace, and exits non-zero if any dossier did not complete.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -129,11 +130,74 @@ fn spawn(
     Ok(Child(child, name))
 }
 
+/// The programs the demo runs.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    /// The `lienthong` binary: `lienthong run`, and the operator's commands the demo shows.
+    pub lienthong: PathBuf,
+    /// The `lienthong-mock` binary; None: the mock agencies are served in the demo's own
+    /// process (the tests, which cannot name another package's binary).
+    pub mock: Option<PathBuf>,
+}
+
+impl Programs {
+    /// `lienthong` and `lienthong-mock` beside the running executable (or at `$LIENTHONG_BIN`
+    /// and `$LIENTHONG_MOCK_BIN`).
+    pub fn beside_me() -> anyhow::Result<Programs> {
+        Ok(Programs {
+            lienthong: exe("lienthong", "LIENTHONG_BIN")?,
+            mock: Some(exe("lienthong-mock", "LIENTHONG_MOCK_BIN")?),
+        })
+    }
+}
+
+/// What a demo run ends with.
+#[derive(Debug, Clone)]
+pub struct DemoOutcome {
+    /// The summary (what `lienthong-demo` prints on standard output).
+    pub report: String,
+    /// Every dossier completed.
+    pub all_completed: bool,
+}
+
+/// The mock agencies while the demo runs: a child process, or a server in this process.
+enum MockAgencies {
+    Child(Child),
+    InProcess(crate::mock::MockServer),
+}
+
+impl MockAgencies {
+    async fn stop(self) {
+        match self {
+            MockAgencies::Child(c) => drop(c),
+            MockAgencies::InProcess(s) => {
+                let _ = s.stop.send(());
+                let _ = s.task.await;
+            }
+        }
+    }
+}
+
+/// Run the demo with `lienthong` and `lienthong-mock` from beside this program: print the
+/// summary; exit status success when every dossier completed.
+pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let outcome = run_with(settings, args, &Programs::beside_me()?).await?;
+    print!("{}", outcome.report);
+    Ok(if outcome.all_completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// Run the demo on the registry of `settings` (every adapter pointed at the mock agencies it
-/// starts). Exit status: success when every dossier completed.
-pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let lienthong = exe("lienthong", "LIENTHONG_BIN")?;
-    let mock_exe = exe("lienthong-mock", "LIENTHONG_MOCK_BIN")?;
+/// starts) with `programs`; progress goes to standard error, the summary into the outcome.
+pub async fn run_with(
+    mut settings: Settings,
+    args: DemoArgs,
+    programs: &Programs,
+) -> anyhow::Result<DemoOutcome> {
+    let lienthong = programs.lienthong.clone();
     let lines: Vec<String> = std::io::BufReader::new(
         std::fs::File::open(&args.file)
             .with_context(|| format!("opening {}", args.file.display()))?,
@@ -199,13 +263,16 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<ExitC
         .context("cleaning the demo topology")?;
     lienthong_core::topology::declare(&settings, &conn).await?;
 
-    let _mock = spawn(
-        &mock_exe,
-        &config_path,
-        &[],
-        &args.dir.join("mock.log"),
-        "lienthong-mock",
-    )?;
+    let mock = match &programs.mock {
+        Some(mock_exe) => MockAgencies::Child(spawn(
+            mock_exe,
+            &config_path,
+            &[],
+            &args.dir.join("mock.log"),
+            "lienthong-mock",
+        )?),
+        None => MockAgencies::InProcess(crate::mock::serve(&settings).await?),
+    };
     let _bus = spawn(
         &lienthong,
         &config_path,
@@ -214,13 +281,15 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<ExitC
         "lienthong run",
     )?;
     let base = format!("http://127.0.0.1:{http_port}");
-    wait_listening(
-        &args.dir.join("mock.log"),
-        MOCK_LISTENING,
-        &format!("127.0.0.1:{mock_port}"),
-        30,
-    )
-    .await?;
+    if let MockAgencies::Child(_) = mock {
+        wait_listening(
+            &args.dir.join("mock.log"),
+            MOCK_LISTENING,
+            &format!("127.0.0.1:{mock_port}"),
+            30,
+        )
+        .await?;
+    }
     wait_http(&format!("http://127.0.0.1:{mock_port}/_mock/stats"), 30).await?;
     wait_listening(
         &args.dir.join("run.log"),
@@ -425,21 +494,25 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<ExitC
         .await
         .unwrap_or_default();
     let (total, done, completed, refused, dead) = demo.tally();
+    let mut report = String::new();
     let mut e2e: Vec<i64> = demo.durations();
     e2e.sort_unstable();
-    println!();
-    println!(
+    report.push('\n');
+    let _ = writeln!(
+        report,
         "lienthong-demo — {total} dossiers in {:.1} s: {completed} completed, {refused} refused, {dead} dead-lettered, {} unfinished",
         started.elapsed().as_secs_f64(),
         total - done
     );
-    println!(
+    let _ = writeln!(
+        report,
         "end to end (filed at the centre → last result back at the centre): p50 {} ms, p95 {} ms",
         fmt_ms(percentile(&e2e, 0.5)),
         fmt_ms(percentile(&e2e, 0.95))
     );
-    println!();
-    println!(
+    report.push('\n');
+    let _ = writeln!(
+        report,
         "{:<15} {:<52} {:>7} {:>9} {:>7} {:>7} {:>8} {:>8}",
         "unit", "name", "routed", "delivered", "retried", "dead", "p50 ms", "p95 ms"
     );
@@ -450,7 +523,8 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<ExitC
             .map(|u| u.name.clone())
             .unwrap_or_else(|| "-".into());
         let name: String = name.chars().take(52).collect();
-        println!(
+        let _ = writeln!(
+            report,
             "{:<15} {:<52} {:>7} {:>9} {:>7} {:>7} {:>8} {:>8}",
             s.unit,
             name,
@@ -462,7 +536,8 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<ExitC
             fmt_ms(s.p95_ms)
         );
     }
-    println!(
+    let _ = writeln!(
+        report,
         "(delivered: handed to the agency's system by its adapter; units without an adapter read their queue themselves. p50/p95: ms from entry into the bus to routed or delivered.)"
     );
     // One dossier's trace: a birth dossier that needed retries if there is one.
@@ -475,9 +550,10 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<ExitC
             .json()
             .await
             .unwrap_or_default();
-        println!();
-        print!("{}", render_timeline(&ma, &rows));
-        println!(
+        report.push('\n');
+        report.push_str(&render_timeline(&ma, &rows));
+        let _ = writeln!(
+            report,
             "(the same with: lienthong --config {} trace {ma})",
             config_path.display()
         );
@@ -489,32 +565,32 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<ExitC
         config: &config_path,
     };
     match flow_report(&store_path, &settings, &bus_cli, &args.dir, backdated) {
-        Ok(text) => print!("{text}"),
+        Ok(text) => report.push_str(&text),
         Err(e) => eprintln!("could not read the process manager's figures: {e:#}"),
     }
-    println!(
+    let _ = writeln!(
+        report,
         "(the same with: lienthong --config {c} dossier <ma_ho_so> | overdue | control-sheet <ma_ho_so> --pdf x.pdf)",
         c = config_path.display()
     );
     let failed: Vec<String> = demo.unfinished_or_failed();
     if !failed.is_empty() {
-        println!();
-        println!("not completed:");
+        report.push('\n');
+        let _ = writeln!(report, "not completed:");
         for f in failed.iter().take(20) {
-            println!("  {f}");
+            let _ = writeln!(report, "  {f}");
         }
     }
     // The demo's queues are not needed any more (its trace stays in the store).
     drop(_bus);
-    drop(_mock);
+    mock.stop().await;
     if let Err(e) = topo.delete(&conn).await {
         eprintln!("could not delete the demo's queues: {e}");
     }
     let _ = conn.close(200, "demo done".into()).await;
-    Ok(if completed == total {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    Ok(DemoOutcome {
+        report,
+        all_completed: completed == total,
     })
 }
 
