@@ -1,5 +1,6 @@
 //! The `lienthong` application: the components `lienthong run` starts (router, adapters, tracer,
-//! HTTP API), the mock agencies, the demo, and the commands around them.
+//! HTTP API, process manager) and the operator commands around them. The mock agencies, the
+//! demo and the benchmark are not part of it (`testkit/`, `bench/`).
 //!
 //! Start reading at [`run`] (how a process starts its components), then [`router`].
 
@@ -7,18 +8,15 @@
 
 pub mod adapter_worker;
 pub mod alerts;
-pub mod bench;
 pub mod check;
 pub mod consume;
 pub mod context;
 pub mod control_sheet;
-pub mod demo;
 pub mod dossier_view;
 pub mod edxml_cli;
 pub mod http_api;
 pub mod logging;
 pub mod metrics;
-pub mod mock;
 pub mod problem;
 pub mod process_manager;
 pub mod replay;

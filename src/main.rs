@@ -1,5 +1,6 @@
-//! The `lienthong` command: run the bus or parts of it, manage the topology, read traces and
-//! dead letters, serve the mock agencies, and run the demo.
+//! The `lienthong` command: run the bus or parts of it, manage the topology, and the operator's
+//! commands (traces, dossiers, overdue steps, control sheets, dead letters, the message store,
+//! connection checks, edXML packages).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,20 +108,6 @@ enum Command {
         #[command(subcommand)]
         action: MessagesAction,
     },
-    /// Serve the Police and Social Insurance reference interfaces on loopback ([mock] settings).
-    MockAgency {
-        /// Listen address (overrides [mock] listen).
-        #[arg(long)]
-        listen: Option<String>,
-    },
-    /// Run the bus on the sample dossiers and watch every dossier travel and come back.
-    Demo(lienthong::demo::DemoArgs),
-    /// Measure lienthong against the broker on this machine (direct, raw pipe, shovel,
-    /// lienthong, HTTP adapter, paced; --soak, --backlog) and write BENCHMARKS.md.
-    Bench(lienthong::bench::BenchArgs),
-    /// The benchmark's raw pipe (a child of `lienthong bench`).
-    #[command(hide = true)]
-    BenchPipe(lienthong::bench::PipeArgs),
     /// Test every configured connection (the letter's trial run): configuration, endpoint
     /// reachable, TLS handshake and certificate dates, the adapter's test call with the bus's
     /// credentials. Prints a table; exits 1 if any step fails.
@@ -598,30 +585,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
-        Command::MockAgency { listen } => {
-            let mut settings = settings;
-            if let Some(l) = listen {
-                settings.mock.listen = l;
-            }
-            let server = lienthong::mock::serve(&settings).await?;
-            println!(
-                "{} http://{} (police: /police/v1, bhxh: /bhxh/api, control: /_mock)",
-                lienthong::demo::MOCK_LISTENING,
-                server.addr
-            );
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = tokio::signal::ctrl_c() => {},
-            }
-            let _ = server.stop.send(());
-            let _ = server.task.await;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Demo(args) => lienthong::demo::run(settings, cli.config, args).await,
-        Command::Bench(args) => lienthong::bench::run(settings, args).await,
-        Command::BenchPipe(args) => lienthong::bench::pipe(args).await,
         Command::Check { units, json } => {
             let rows = lienthong::check::check(&settings, &units).await?;
             Ok(lienthong::check::report(&rows, json))

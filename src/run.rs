@@ -58,6 +58,11 @@ pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<lapin::C
     Ok(lienthong_core::amqp::connect_patiently(&settings.bus.amqp_url, name).await?)
 }
 
+/// How the line starts that `lienthong run` logs once its HTTP API listens (the address
+/// follows). Whoever starts `lienthong run` as a child (the demo, the bench, the tests) waits
+/// for it: `lienthong_testkit::procs::HTTP_LISTENING` is the same text (a test checks).
+pub const HTTP_LISTENING: &str = "HTTP API listening on";
+
 pub use lienthong_core::topology::{TopologyFailure, declare as apply_topology};
 
 /// Run `component` on a broker connection of its own, for as long as the process runs: if the
@@ -251,7 +256,7 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         let addr = l.local_addr()?;
         // The demo and the bench wait for this line: a port they picked may have been taken
         // by another process meanwhile, whose server would answer in this one's stead.
-        tracing::info!("{} {addr}", crate::demo::HTTP_LISTENING);
+        tracing::info!("{HTTP_LISTENING} {addr}");
         http_addr = Some(addr);
         Some(l)
     } else {

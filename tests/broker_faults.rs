@@ -25,7 +25,7 @@ struct PrivateBroker {
 }
 
 fn free_port() -> u16 {
-    lienthong::demo::free_port().expect("a free port")
+    lienthong_testkit::procs::free_port().expect("a free port")
 }
 
 impl PrivateBroker {

@@ -963,3 +963,13 @@ async fn trace_events_go_straight_into_the_store_by_default_and_through_the_trac
     assert_eq!(rec.reply_to, SON_HA);
     bus.stop().await;
 }
+
+/// The demo, the bench and the tests wait for the line `lienthong run` logs once its HTTP API
+/// listens; the test kit (which does not depend on this package) names it too.
+#[test]
+fn the_test_kit_waits_for_the_line_lienthong_run_logs() {
+    assert_eq!(
+        lienthong_testkit::procs::HTTP_LISTENING,
+        lienthong::run::HTTP_LISTENING
+    );
+}

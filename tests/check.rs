@@ -130,7 +130,7 @@ async fn tls_server(dir: &std::path::Path, not_after_year: i32) -> (String, Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shipped_connection_passes_against_the_mocks() {
     let mut s = shipped();
-    let mock = lienthong::mock::serve(&s).await.expect("mock");
+    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
     for u in &mut s.units {
         if let Reach::Adapter {
             adapter, endpoint, ..

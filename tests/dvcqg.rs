@@ -15,7 +15,7 @@ async fn portal(
     change: impl FnOnce(&mut serde_json::Map<String, Value>),
 ) -> (
     std::sync::Arc<dyn Adapter>,
-    lienthong::mock::MockServer,
+    lienthong_testkit::mock::MockServer,
     String,
 ) {
     let mut s = Settings::from_toml(DEFAULT_CONFIG, false).expect("shipped config");
@@ -23,7 +23,7 @@ async fn portal(
     s.mock.unavailable_rate = 0.0;
     s.mock.latency_min_ms = 0;
     s.mock.latency_max_ms = 2;
-    let mock = lienthong::mock::serve(&s).await.expect("mock");
+    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
     let mut unit = s
         .units
         .iter()
@@ -118,7 +118,7 @@ async fn a_failure_inside_a_200_an_expired_session_bad_credentials_and_a_503() {
     // error_code 99 in a 200 is a failure, never a success.
     let r = http
         .post(format!("{url}/_mock/faults"))
-        .json(&serde_json::json!({"agency": "dvcqg", "ma_ho_so": env.ma_ho_so, "responses": [lienthong::mock::ERROR_IN_200, lienthong::mock::ERROR_IN_200]}))
+        .json(&serde_json::json!({"agency": "dvcqg", "ma_ho_so": env.ma_ho_so, "responses": [lienthong_testkit::mock::ERROR_IN_200, lienthong_testkit::mock::ERROR_IN_200]}))
         .send()
         .await
         .expect("fault");

@@ -329,11 +329,15 @@ async fn truncated_answer_and_answer_after_the_client_timeout_are_resolved_witho
     bus.fault(
         "police",
         &truncated.ma_ho_so,
-        &[lienthong::mock::COMMIT_TRUNCATED],
+        &[lienthong_testkit::mock::COMMIT_TRUNCATED],
     )
     .await;
-    bus.fault("bhxh", &slow.ma_ho_so, &[lienthong::mock::COMMIT_SLOW])
-        .await;
+    bus.fault(
+        "bhxh",
+        &slow.ma_ho_so,
+        &[lienthong_testkit::mock::COMMIT_SLOW],
+    )
+    .await;
     bus.send(&truncated).await;
     bus.send(&slow).await;
     let mut all = send_background(&bus, BACKGROUND, 5000).await;
@@ -662,7 +666,7 @@ async fn an_agency_whose_answers_cannot_be_read_alerts_the_operator_once_and_the
     bus.fault(
         "police",
         &garbled.ma_ho_so,
-        &[lienthong::mock::COMMIT_TRUNCATED; 4],
+        &[lienthong_testkit::mock::COMMIT_TRUNCATED; 4],
     )
     .await;
     bus.send(&garbled).await;

@@ -49,7 +49,7 @@ async fn crash_at(point: Point, name: &str, scenario: &str) {
     s.mock.latency_min_ms = 2;
     s.mock.latency_max_ms = 10;
     s.mock.callback_delay_ms = 20;
-    let mock = lienthong::mock::serve(&s).await.expect("mock");
+    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
     use_mock(&mut s, &mock);
     let port = free_port();
     s.http.listen = format!("127.0.0.1:{port}");
@@ -183,7 +183,7 @@ async fn router_killed_between_the_process_commit_and_the_publish_sends_the_next
     use lienthong_core::process::StepPhase;
     let (mut s, dir) = settings("kp-process");
     s.mock.callback_delay_ms = 20;
-    let mock = lienthong::mock::serve(&s).await.expect("mock");
+    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
     use_mock(&mut s, &mock);
     let port = free_port();
     s.http.listen = format!("127.0.0.1:{port}");

@@ -26,7 +26,7 @@ async fn the_shipped_mapping_reaches_the_civil_status_software_and_its_answers_m
     s.mock.listen = "127.0.0.1:0".into();
     s.mock.unavailable_rate = 0.0;
     s.mock.latency_max_ms = 2;
-    let mock = lienthong::mock::serve(&s).await.expect("mock");
+    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
     let mut unit = shipped_unit(&s);
     if let Reach::Adapter { endpoint, .. } = &mut unit.reach {
         *endpoint = format!("http://{}/civil-status/{DUC_PHO_CIVIL}", mock.addr);
@@ -70,7 +70,7 @@ async fn the_shipped_mapping_reaches_the_civil_status_software_and_its_answers_m
     let other = birth(8102, DUC_PHO_CIVIL);
     let r = reqwest::Client::new()
         .post(format!("http://{}/_mock/faults", mock.addr))
-        .json(&json!({"agency": "civil_status", "ma_ho_so": other.ma_ho_so, "responses": [lienthong::mock::ERROR_IN_200]}))
+        .json(&json!({"agency": "civil_status", "ma_ho_so": other.ma_ho_so, "responses": [lienthong_testkit::mock::ERROR_IN_200]}))
         .send()
         .await
         .expect("fault");

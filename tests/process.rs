@@ -1,10 +1,9 @@
 //! `lienthong` as separate processes: SIGTERM in the middle of traffic and a restart lose
-//! nothing; the demo command completes on the sample dossiers.
+//! nothing; the demo completes on the sample dossiers.
 
 mod common;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::procs::*;
@@ -18,7 +17,7 @@ async fn sigterm_mid_traffic_and_restart_loses_nothing() {
     s.mock.latency_max_ms = 80;
     s.mock.callback_delay_ms = 300;
     s.mock.unavailable_rate = 0.15;
-    let mock = lienthong::mock::serve(&s).await.expect("mock");
+    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
     use_mock(&mut s, &mock);
     let port = free_port();
     s.http.listen = format!("127.0.0.1:{port}");
@@ -104,34 +103,28 @@ async fn demo_completes_every_sample_dossier() {
         "lt-test-demo-{}",
         &uuid::Uuid::now_v7().simple().to_string()[24..]
     );
-    let out = tokio::task::spawn_blocking({
-        let dir = dir.clone();
-        let prefix = prefix.clone();
-        move || {
-            Command::new(EXE)
-                .args([
-                    "demo",
-                    "--count",
-                    "60",
-                    "--timeout-s",
-                    "120",
-                    "--prefix",
-                    &prefix,
-                    "--dir",
-                ])
-                .arg(&dir)
-                .output()
-                .expect("demo runs")
-        }
-    })
-    .await
-    .expect("join");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The demo driver runs in this process with the mock agencies (a test cannot name the
+    // `lienthong-mock` binary: it belongs to another package); `lienthong run` and the
+    // operator's commands it shows are this package's binary.
+    let settings = lienthong_core::registry::Settings::load(None).expect("shipped config");
+    let args = lienthong_testkit::demo::DemoArgs {
+        file: "schemas/samples/dossiers.jsonl".into(),
+        count: Some(60),
+        prefix: prefix.clone(),
+        dir: dir.clone(),
+        timeout_s: 120,
+        unavailable_rate: 0.1,
+        refusal_rate: 0.0,
+    };
+    let programs = lienthong_testkit::demo::Programs {
+        lienthong: EXE.into(),
+        mock: None,
+    };
+    let out = lienthong_testkit::demo::run_with(settings, args, &programs)
+        .await
+        .expect("the demo runs");
+    let stdout = out.report;
+    assert!(out.all_completed, "demo failed:\n{stdout}");
     // 60 samples and the 4 synthetic Customs dossiers, all completed; every adapter of the
     // shipped config that has traffic delivered something, the portal sync included.
     assert!(
@@ -209,7 +202,7 @@ async fn demo_completes_every_sample_dossier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn components_run_as_separate_processes() {
     let (mut s, dir) = settings("split");
-    let mock = lienthong::mock::serve(&s).await.expect("mock");
+    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
     use_mock(&mut s, &mock);
     let port = free_port();
     s.http.listen = format!("127.0.0.1:{port}");
@@ -262,7 +255,7 @@ async fn kill_mid_stream(name: &str, victim: &str, others: &str, scenario: &str)
     s.mock.latency_min_ms = 2;
     s.mock.latency_max_ms = 10;
     s.mock.callback_delay_ms = 20;
-    let mock = lienthong::mock::serve(&s).await.expect("mock");
+    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
     use_mock(&mut s, &mock);
     let port = free_port();
     s.http.listen = format!("127.0.0.1:{port}");

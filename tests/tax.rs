@@ -246,15 +246,15 @@ fn the_payment_confirmation_and_its_answer_are_valid_against_the_tax_xsd() {
     let env = paid(&form, "TB-CT-0000000abc");
     assert_eq!(tax.check(&env), Ok(()));
     let doc = tax.payment_confirmation(&env).expect("document");
-    lienthong::mock::validate_tax(&doc).expect("XacNhanNopTien valid");
-    lienthong::mock::validate_tax(&tax.form(&form).expect("form")).expect("form valid");
+    lienthong_testkit::mock::validate_tax(&doc).expect("XacNhanNopTien valid");
+    lienthong_testkit::mock::validate_tax(&tax.form(&form).expect("form")).expect("form valid");
     let answer = format!(
         r#"<HoanThanhNghiaVu xmlns="{}"><MaHoSo>{}</MaHoSo><MaThamChieu>{}</MaThamChieu><SoThongBao>TB-CT-0000000abc</SoThongBao><NgayXacNhan>20261204</NgayXacNhan><CanBoXuLy>Phạm Văn Thuế</CanBoXuLy><NoiDung>Đã nhận đủ tiền</NoiDung></HoanThanhNghiaVu>"#,
         lienthong_adapters::tax_xml::NS,
         env.ma_ho_so,
         env.message_id
     );
-    lienthong::mock::validate_tax(answer.as_bytes()).expect("HoanThanhNghiaVu valid");
+    lienthong_testkit::mock::validate_tax(answer.as_bytes()).expect("HoanThanhNghiaVu valid");
     let reply = tax
         .parse_callback(None, answer.as_bytes())
         .expect("callback");

@@ -44,7 +44,8 @@ pub struct Settings {
     /// In-process retries of agency calls.
     #[serde(default)]
     pub retry: RetrySettings,
-    /// `lienthong mock-agency` behaviour.
+    /// `[mock]`: the mock agencies' behaviour (`lienthong-mock`, testkit/); the bus reads
+    /// nothing from it.
     #[serde(default)]
     pub mock: MockSettings,
     /// The working-day calendar (office hours, holidays, the years' announcements).
@@ -284,7 +285,7 @@ impl Default for ProcessSettings {
     }
 }
 
-/// `[mock]`: behaviour of `lienthong mock-agency` (loopback only).
+/// `[mock]`: behaviour of the mock agencies (`lienthong-mock`, testkit/; loopback only).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MockSettings {

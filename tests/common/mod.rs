@@ -11,13 +11,13 @@ use futures_lite::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
-use lienthong::mock::MockServer;
 use lienthong::run::{Component, Running};
 use lienthong_core::amqp::{Publisher, envelope_properties};
 use lienthong_core::envelope::{Envelope, Kind};
-use lienthong_core::registry::{DEFAULT_CONFIG, Reach, Settings};
+use lienthong_core::registry::{DEFAULT_CONFIG, Settings};
 use lienthong_core::store::Store;
 use lienthong_core::topology::{Names, Topology};
+use lienthong_testkit::mock::MockServer;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -73,23 +73,7 @@ pub fn settings(name: &str) -> (Settings, PathBuf) {
 
 /// Point every adapter at the mock.
 pub fn use_mock(s: &mut Settings, mock: &MockServer) {
-    for u in &mut s.units {
-        if let Reach::Adapter {
-            adapter, endpoint, ..
-        } = &mut u.reach
-        {
-            let path = match adapter.as_str() {
-                "police-rest" => "police".to_string(),
-                "edxml" => format!("edxml/{}", u.code),
-                "tax-xml" => "tax".to_string(),
-                "customs-rest" => "customs".to_string(),
-                "dvcqg-sync" => "dvcqg".to_string(),
-                "mapped" => format!("civil-status/{}", u.code),
-                _ => "bhxh".to_string(),
-            };
-            *endpoint = format!("http://{}/{path}", mock.addr);
-        }
-    }
+    lienthong_testkit::mock::point_adapters_at(s, &format!("http://{}", mock.addr));
 }
 
 pub struct Bus {
@@ -151,7 +135,9 @@ impl Bus {
             .try_init();
         let (mut s, dir) = settings(name);
         change(&mut s);
-        let mock = lienthong::mock::serve(&s).await.expect("mock agencies");
+        let mock = lienthong_testkit::mock::serve(&s)
+            .await
+            .expect("mock agencies");
         use_mock(&mut s, &mock);
         let running = lienthong::run::start(s.clone(), &Component::ALL)
             .await
@@ -274,7 +260,7 @@ impl Bus {
         self.fault_with(agency, ma, responses, None).await
     }
 
-    /// Script a fault with every field of `lienthong::mock::Fault` as JSON.
+    /// Script a fault with every field of `lienthong_testkit::mock::Fault` as JSON.
     pub async fn fault_json(&self, fault: serde_json::Value) {
         let r = reqwest::Client::new()
             .post(format!("{}/_mock/faults", self.mock_url))

@@ -34,7 +34,7 @@ impl Drop for Proc {
 }
 
 pub fn free_port() -> u16 {
-    lienthong::demo::free_port().expect("a free port")
+    lienthong_testkit::procs::free_port().expect("a free port")
 }
 
 pub fn spawn_run(config: &std::path::Path, log: &std::path::Path) -> Proc {
@@ -57,9 +57,14 @@ pub fn spawn_run(config: &std::path::Path, log: &std::path::Path) -> Proc {
 /// meanwhile, which would answer in its stead), then until its `/readyz` answers 2xx.
 pub async fn wait_ready_from(log: &std::path::Path, port: u16) {
     let addr = format!("127.0.0.1:{port}");
-    lienthong::demo::wait_listening(log, lienthong::demo::HTTP_LISTENING, &addr, 30)
-        .await
-        .expect("the child listens on its port");
+    lienthong_testkit::procs::wait_listening(
+        log,
+        lienthong_testkit::procs::HTTP_LISTENING,
+        &addr,
+        30,
+    )
+    .await
+    .expect("the child listens on its port");
     wait_ready(&format!("http://{addr}/readyz")).await;
 }
 
@@ -81,7 +86,7 @@ pub async fn wait_ready(url: &str) {
 pub async fn view_of(
     s: &lienthong_core::registry::Settings,
     dir: &std::path::Path,
-    mock: &lienthong::mock::MockServer,
+    mock: &lienthong_testkit::mock::MockServer,
 ) -> Bus {
     let conn = std::sync::Arc::new(
         lapin::Connection::connect(AMQP_URL, Default::default())

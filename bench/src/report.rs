@@ -86,6 +86,8 @@ pub struct StageTimes {
     pub p90_ms: f64,
     /// 99th percentile, ms, likewise.
     pub p99_ms: f64,
+    /// The histogram's finite bucket bounds, seconds, as the process defines them.
+    pub bounds_s: Vec<f64>,
 }
 
 /// The bucket bounds (seconds) as the report says them: "0.5, 1, 2 … 500 ms, 1, 2.5 … 10 s".
@@ -182,6 +184,7 @@ pub fn parse_stages(text: &str) -> Vec<StageTimes> {
                 p50_ms: bucket_quantile(&b, 0.5) * 1000.0,
                 p90_ms: bucket_quantile(&b, 0.9) * 1000.0,
                 p99_ms: bucket_quantile(&b, 0.99) * 1000.0,
+                bounds_s: b.iter().map(|x| x.0).filter(|x| x.is_finite()).collect(),
             })
         })
         .collect();
@@ -694,6 +697,15 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
             .chain(r.paced.iter())
             .filter(|m| m.rounds.iter().any(|x| !x.stages.is_empty()))
             .collect();
+        // The bounds `lienthong run` defines (`lienthong::run::STAGE_BUCKETS_S`), as its
+        // `/metrics` gave them.
+        let bounds = with_stages
+            .iter()
+            .flat_map(|m| m.rounds.iter())
+            .flat_map(|x| x.stages.iter())
+            .map(|st| st.bounds_s.as_slice())
+            .find(|b| !b.is_empty())
+            .unwrap_or_default();
         if !with_stages.is_empty() {
             let mut s = format!(
                 "What a routed message waits for in `lienthong run`, from its \
@@ -705,7 +717,7 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
                  forward); `publish_confirm`, publish to the unit's queue until the broker's \
                  confirm; `trace_write`, the trace events' commit before the ack.\n\n\
                  | mode | round | stage | messages | p50 ms | p90 ms | p99 ms |\n|---|---:|---|---:|---:|---:|---:|\n",
-                bucket_bounds_text(crate::metrics::STAGE_BUCKETS_S)
+                bucket_bounds_text(bounds)
             );
             for mr in with_stages {
                 for x in &mr.rounds {
@@ -866,7 +878,7 @@ pub fn split_sections(text: &str) -> (String, Vec<(String, String)>) {
 }
 
 const DEFAULT_CHANGES: &str = "Record each optimisation here: what changed (commit), and the figures before and after \
-(mode, msg/s, p99). `lienthong bench` keeps this section as it is when it rewrites the file.\n";
+(mode, msg/s, p99). `lienthong-bench` keeps this section as it is when it rewrites the file.\n";
 
 /// The new file: this run's sections, the previous file's other sections, and "Changes and
 /// their effect" verbatim from the previous file.
@@ -874,8 +886,8 @@ pub fn render(r: &Results, previous: Option<&str>) -> String {
     let new = sections(r);
     let (_, old) = previous.map(split_sections).unwrap_or_default();
     let mut text = String::from(
-        "# lienthong benchmarks\n\nWritten by `lienthong bench` (`cargo run --release -- bench`; \
-         see `lienthong bench --help`). Do not edit by hand, except the section \
+        "# lienthong benchmarks\n\nWritten by `lienthong-bench` (`cargo build --release --workspace \
+         --bins`, then `./target/release/lienthong-bench`; see `lienthong-bench --help`). Do not edit by hand, except the section \
          \"Changes and their effect\", which the harness keeps. The soak and the backlog drain \
          run in their own invocations (`--soak N`, `--backlog N`), which update only their \
          sections.\n\n",
@@ -919,11 +931,16 @@ pub fn render(r: &Results, previous: Option<&str>) -> String {
 mod tests {
     use super::*;
 
-    /// The report names the router's histogram buckets as `lienthong run` defines them.
+    /// The report names the router's histogram buckets as `lienthong run` defines them
+    /// (`lienthong::run::STAGE_BUCKETS_S`).
     #[test]
     fn the_bucket_bounds_are_said_in_ms_then_s() {
+        let bounds = [
+            0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
+            0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
         assert_eq!(
-            bucket_bounds_text(crate::metrics::STAGE_BUCKETS_S),
+            bucket_bounds_text(&bounds),
             "0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 25, 30, 40, 50, 75, 100, 150, 250, 500 ms, 1, 2.5, 5, 10 s"
         );
     }
@@ -945,6 +962,7 @@ lienthong_process_alerts_open{level=\"overdue\"} 2
         assert_eq!(st.len(), 1, "{st:?}");
         assert_eq!(st[0].stage, "publish_confirm");
         assert_eq!(st[0].count, 1000);
+        assert_eq!(st[0].bounds_s, [0.005, 0.01, 0.025]);
         // Rank 500 lies in (5, 10] ms, 100 of its 500: 5 + 5 × 100/500 = 6 ms.
         assert!((st[0].p50_ms - 6.0).abs() < 1e-9, "{st:?}");
         // Rank 900 is the top of (5, 10] ms.

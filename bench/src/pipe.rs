@@ -1,9 +1,9 @@
-//! `lienthong bench-pipe` (hidden): the raw pipe of the benchmark, the least a router written on
+//! `lienthong-bench pipe` (hidden): the raw pipe of the benchmark, the least a router written on
 //! lapin must do. It consumes one queue with a prefetch and manual acks, republishes each
 //! delivery unchanged (body and properties) to another queue on a confirm channel, and acks the
 //! delivery once the broker confirmed the copy. Pipelined: the next delivery is taken without
 //! waiting for the previous confirm, so up to `prefetch` messages are in flight. It runs as a
-//! child process of `lienthong bench` so that its CPU and memory are measured on their own.
+//! child process of `lienthong-bench` so that its CPU and memory are measured on their own.
 
 use std::process::ExitCode;
 
@@ -15,7 +15,7 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 
-/// Options of `lienthong bench-pipe`.
+/// Options of `lienthong-bench pipe`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct PipeArgs {
     /// Queue to consume.

@@ -1,5 +1,5 @@
-//! `lienthong demo`: the whole bus on the sample dossiers, as the centres' software would see
-//! it. The demo starts `lienthong mock-agency` and `lienthong run` as child processes and talks
+//! `lienthong-demo`: the whole bus on the sample dossiers, as the centres' software would see
+//! it. The demo starts `lienthong-mock` and `lienthong run` as child processes and talks
 //! to them only over AMQP and HTTP: it files each dossier at its centre (most over AMQP, every
 //! fourth over the HTTP API), plays the units that read their own queues (civil-status offices,
 //! land registration office, Tax, the funeral-allowance department, and the centres), waits
@@ -7,6 +7,7 @@
 //! dossier's trace, and exits non-zero if any dossier did not complete.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,7 +25,12 @@ use lienthong_core::topology::{Names, Topology};
 use lienthong_core::trace::{TimelineRow, UnitStats, percentile, render_timeline};
 use serde_json::{Map, Value, json};
 
-/// Options of `lienthong demo`.
+use crate::mock::point_adapters_at;
+use crate::procs::{
+    HTTP_LISTENING, MOCK_LISTENING, connect, exe, free_port, wait_http, wait_listening,
+};
+
+/// Options of `lienthong-demo`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
     /// Sample dossiers (one envelope per line).
@@ -82,34 +88,6 @@ struct Demo {
     board: Mutex<Board>,
 }
 
-/// A free loopback TCP port for a child process (bound and released; the demo, the bench and
-/// the tests give it to a child). Picked at random below the kernel's ephemeral range
-/// (`/proc/sys/net/ipv4/ip_local_port_range`), where a server binding port 0 — such as another
-/// test's in-process mock — cannot be handed the same port before the child binds it. Falls back
-/// to a port the kernel picks when no such range is known or free. The caller should still wait
-/// for the child to say it listens ([`wait_listening`]).
-pub fn free_port() -> anyhow::Result<u16> {
-    use rand::Rng;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| {
-            t.split_whitespace()
-                .next()
-                .and_then(|p| p.parse::<u16>().ok())
-        });
-    if let Some(low) = ephemeral_low.filter(|l| *l > 20_000) {
-        let mut rng = rand::rng();
-        for _ in 0..200 {
-            let port = rng.random_range(15_000..low);
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return Ok(port);
-            }
-        }
-    }
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
 struct Child(std::process::Child, &'static str);
 
 impl Drop for Child {
@@ -152,59 +130,74 @@ fn spawn(
     Ok(Child(child, name))
 }
 
-/// Wait until the child process writing `log` says it listens on `addr` (a line holding
-/// `what` and `addr`), polling every 100 ms, at most `secs` seconds. A port picked with
-/// [`free_port`] may be taken by another process before the child binds it; that process's
-/// server would then answer [`wait_http`] in the child's stead. Errors: the line did not come
-/// (the log's last lines say why, e.g. "cannot listen on …: Address in use").
-pub async fn wait_listening(log: &Path, what: &str, addr: &str, secs: u64) -> anyhow::Result<()> {
-    let until = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.lines().any(|l| l.contains(what) && l.contains(addr)) {
-            return Ok(());
-        }
-        if Instant::now() > until {
-            let tail: Vec<&str> = text.lines().rev().take(5).collect();
-            anyhow::bail!(
-                "{} did not say it listens on {addr} within {secs} s; its log ends with:\n{}",
-                log.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// The programs the demo runs.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    /// The `lienthong` binary: `lienthong run`, and the operator's commands the demo shows.
+    pub lienthong: PathBuf,
+    /// The `lienthong-mock` binary; None: the mock agencies are served in the demo's own
+    /// process (the tests, which cannot name another package's binary).
+    pub mock: Option<PathBuf>,
+}
+
+impl Programs {
+    /// `lienthong` and `lienthong-mock` beside the running executable (or at `$LIENTHONG_BIN`
+    /// and `$LIENTHONG_MOCK_BIN`).
+    pub fn beside_me() -> anyhow::Result<Programs> {
+        Ok(Programs {
+            lienthong: exe("lienthong", "LIENTHONG_BIN")?,
+            mock: Some(exe("lienthong-mock", "LIENTHONG_MOCK_BIN")?),
+        })
     }
 }
 
-/// How the line starts that `lienthong mock-agency` prints once it listens (the address follows).
-pub const MOCK_LISTENING: &str = "mock agencies listening on";
+/// What a demo run ends with.
+#[derive(Debug, Clone)]
+pub struct DemoOutcome {
+    /// The summary (what `lienthong-demo` prints on standard output).
+    pub report: String,
+    /// Every dossier completed.
+    pub all_completed: bool,
+}
 
-/// How the line starts that `lienthong run` logs once its HTTP API listens (the address follows).
-pub const HTTP_LISTENING: &str = "HTTP API listening on";
+/// The mock agencies while the demo runs: a child process, or a server in this process.
+enum MockAgencies {
+    Child(Child),
+    InProcess(crate::mock::MockServer),
+}
 
-/// Wait until `url` answers 2xx (polling every 100 ms), at most `secs` seconds.
-pub(crate) async fn wait_http(url: &str, secs: u64) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    let until = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Ok(r) = client.get(url).send().await
-            && r.status().is_success()
-        {
-            return Ok(());
+impl MockAgencies {
+    async fn stop(self) {
+        match self {
+            MockAgencies::Child(c) => drop(c),
+            MockAgencies::InProcess(s) => {
+                let _ = s.stop.send(());
+                let _ = s.task.await;
+            }
         }
-        if Instant::now() > until {
-            anyhow::bail!("{url} did not answer within {secs} s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// Run the demo.
-pub async fn run(
+/// Run the demo with `lienthong` and `lienthong-mock` from beside this program: print the
+/// summary; exit status success when every dossier completed.
+pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let outcome = run_with(settings, args, &Programs::beside_me()?).await?;
+    print!("{}", outcome.report);
+    Ok(if outcome.all_completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Run the demo on the registry of `settings` (every adapter pointed at the mock agencies it
+/// starts) with `programs`; progress goes to standard error, the summary into the outcome.
+pub async fn run_with(
     mut settings: Settings,
-    _config: Option<PathBuf>,
     args: DemoArgs,
-) -> anyhow::Result<ExitCode> {
+    programs: &Programs,
+) -> anyhow::Result<DemoOutcome> {
+    let lienthong = programs.lienthong.clone();
     let lines: Vec<String> = std::io::BufReader::new(
         std::fs::File::open(&args.file)
             .with_context(|| format!("opening {}", args.file.display()))?,
@@ -235,7 +228,6 @@ pub async fn run(
         let _ = std::fs::remove_file(format!("{}{suffix}", store_path.display()));
     }
     let (http_port, mock_port) = (free_port()?, free_port()?);
-    let configured_mock = format!("http://{}", settings.mock.listen);
     settings.bus.prefix = args.prefix.clone();
     settings.store.path = store_path.display().to_string();
     settings.store.blob_dir = args.dir.join("blobs").display().to_string();
@@ -247,13 +239,7 @@ pub async fn run(
     // Check due times every second, so that the late hand-overs raise their alerts while the
     // demo runs.
     settings.process.scan_ms = 1000;
-    for u in &mut settings.units {
-        if let lienthong_core::registry::Reach::Adapter { endpoint, .. } = &mut u.reach
-            && let Some(rest) = endpoint.strip_prefix(configured_mock.as_str())
-        {
-            *endpoint = format!("http://127.0.0.1:{mock_port}{rest}");
-        }
-    }
+    point_adapters_at(&mut settings, &format!("http://127.0.0.1:{mock_port}"));
     settings.check()?;
     let config_path = args.dir.join("config.toml");
     settings
@@ -262,43 +248,47 @@ pub async fn run(
     let operator_key = settings.http.operator_key.clone().unwrap_or_default();
 
     eprintln!(
-        "lienthong demo: {} dossiers from {} (+{n_customs} synthetic Customs dossiers), prefix {:?}, broker {}",
+        "lienthong-demo: {} dossiers from {} (+{n_customs} synthetic Customs dossiers), prefix {:?}, broker {}",
         samples.len() - n_customs,
         args.file.display(),
         args.prefix,
-        crate::run::redact(&settings.bus.amqp_url)
+        lienthong_core::amqp::redact(&settings.bus.amqp_url)
     );
     // A fresh topology: the demo deletes its own prefix's queues from an earlier run.
-    let conn = Arc::new(crate::run::connect(&settings, "demo").await?);
+    let conn = Arc::new(connect(&settings, "demo").await?);
     let topo = Topology::plan(&settings);
     topo.delete(&conn)
         .await
         .context("cleaning the demo topology")?;
-    crate::run::apply_topology(&settings, &conn).await?;
+    lienthong_core::topology::declare(&settings, &conn).await?;
 
-    let exe = std::env::current_exe()?;
-    let _mock = spawn(
-        &exe,
-        &config_path,
-        &["mock-agency"],
-        &args.dir.join("mock-agency.log"),
-        "mock-agency",
-    )?;
+    let mock = match &programs.mock {
+        Some(mock_exe) => MockAgencies::Child(spawn(
+            mock_exe,
+            &config_path,
+            &[],
+            &args.dir.join("mock.log"),
+            "lienthong-mock",
+        )?),
+        None => MockAgencies::InProcess(crate::mock::serve(&settings).await?),
+    };
     let _bus = spawn(
-        &exe,
+        &lienthong,
         &config_path,
         &["run"],
         &args.dir.join("run.log"),
         "lienthong run",
     )?;
     let base = format!("http://127.0.0.1:{http_port}");
-    wait_listening(
-        &args.dir.join("mock-agency.log"),
-        MOCK_LISTENING,
-        &format!("127.0.0.1:{mock_port}"),
-        30,
-    )
-    .await?;
+    if let MockAgencies::Child(_) = mock {
+        wait_listening(
+            &args.dir.join("mock.log"),
+            MOCK_LISTENING,
+            &format!("127.0.0.1:{mock_port}"),
+            30,
+        )
+        .await?;
+    }
     wait_http(&format!("http://127.0.0.1:{mock_port}/_mock/stats"), 30).await?;
     wait_listening(
         &args.dir.join("run.log"),
@@ -503,21 +493,25 @@ pub async fn run(
         .await
         .unwrap_or_default();
     let (total, done, completed, refused, dead) = demo.tally();
+    let mut report = String::new();
     let mut e2e: Vec<i64> = demo.durations();
     e2e.sort_unstable();
-    println!();
-    println!(
-        "lienthong demo — {total} dossiers in {:.1} s: {completed} completed, {refused} refused, {dead} dead-lettered, {} unfinished",
+    report.push('\n');
+    let _ = writeln!(
+        report,
+        "lienthong-demo — {total} dossiers in {:.1} s: {completed} completed, {refused} refused, {dead} dead-lettered, {} unfinished",
         started.elapsed().as_secs_f64(),
         total - done
     );
-    println!(
+    let _ = writeln!(
+        report,
         "end to end (filed at the centre → last result back at the centre): p50 {} ms, p95 {} ms",
         fmt_ms(percentile(&e2e, 0.5)),
         fmt_ms(percentile(&e2e, 0.95))
     );
-    println!();
-    println!(
+    report.push('\n');
+    let _ = writeln!(
+        report,
         "{:<15} {:<52} {:>7} {:>9} {:>7} {:>7} {:>8} {:>8}",
         "unit", "name", "routed", "delivered", "retried", "dead", "p50 ms", "p95 ms"
     );
@@ -528,7 +522,8 @@ pub async fn run(
             .map(|u| u.name.clone())
             .unwrap_or_else(|| "-".into());
         let name: String = name.chars().take(52).collect();
-        println!(
+        let _ = writeln!(
+            report,
             "{:<15} {:<52} {:>7} {:>9} {:>7} {:>7} {:>8} {:>8}",
             s.unit,
             name,
@@ -540,7 +535,8 @@ pub async fn run(
             fmt_ms(s.p95_ms)
         );
     }
-    println!(
+    let _ = writeln!(
+        report,
         "(delivered: handed to the agency's system by its adapter; units without an adapter read their queue themselves. p50/p95: ms from entry into the bus to routed or delivered.)"
     );
     // One dossier's trace: a birth dossier that needed retries if there is one.
@@ -553,42 +549,47 @@ pub async fn run(
             .json()
             .await
             .unwrap_or_default();
-        println!();
-        print!("{}", render_timeline(&ma, &rows));
-        println!(
+        report.push('\n');
+        report.push_str(&render_timeline(&ma, &rows));
+        let _ = writeln!(
+            report,
             "(the same with: lienthong --config {} trace {ma})",
             config_path.display()
         );
     }
     // The process manager's view: each flow's hand-overs and dossiers before / on / past their
     // deadlines, the alerts raised, and one dossier's state and control sheet.
-    match flow_report(&store_path, &settings, &args.dir, backdated) {
-        Ok(text) => print!("{text}"),
+    let bus_cli = BusCli {
+        exe: &lienthong,
+        config: &config_path,
+    };
+    match flow_report(&store_path, &settings, &bus_cli, &args.dir, backdated) {
+        Ok(text) => report.push_str(&text),
         Err(e) => eprintln!("could not read the process manager's figures: {e:#}"),
     }
-    println!(
+    let _ = writeln!(
+        report,
         "(the same with: lienthong --config {c} dossier <ma_ho_so> | overdue | control-sheet <ma_ho_so> --pdf x.pdf)",
         c = config_path.display()
     );
     let failed: Vec<String> = demo.unfinished_or_failed();
     if !failed.is_empty() {
-        println!();
-        println!("not completed:");
+        report.push('\n');
+        let _ = writeln!(report, "not completed:");
         for f in failed.iter().take(20) {
-            println!("  {f}");
+            let _ = writeln!(report, "  {f}");
         }
     }
     // The demo's queues are not needed any more (its trace stays in the store).
     drop(_bus);
-    drop(_mock);
+    mock.stop().await;
     if let Err(e) = topo.delete(&conn).await {
         eprintln!("could not delete the demo's queues: {e}");
     }
     let _ = conn.close(200, "demo done".into()).await;
-    Ok(if completed == total {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    Ok(DemoOutcome {
+        report,
+        all_completed: completed == total,
     })
 }
 
@@ -596,12 +597,42 @@ fn fmt_ms(v: Option<i64>) -> String {
     v.map(|x| x.to_string()).unwrap_or_else(|| "-".into())
 }
 
+/// The `lienthong` binary with the demo's configuration: the operator's commands, as an
+/// operator would run them.
+struct BusCli<'a> {
+    exe: &'a Path,
+    config: &'a Path,
+}
+
+impl BusCli<'_> {
+    /// `lienthong --config <config> <args>`: its standard output, or an error with its
+    /// standard error.
+    fn output(&self, args: &[&str]) -> anyhow::Result<String> {
+        let o = std::process::Command::new(self.exe)
+            .arg("--config")
+            .arg(self.config)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .with_context(|| format!("running lienthong {}", args.join(" ")))?;
+        if !o.status.success() {
+            anyhow::bail!(
+                "lienthong {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+}
+
 /// Per flow: dossiers and their outcome, hand-overs and dossiers before / on / past their due
-/// times, the alerts raised; then one late dossier's state, with its control sheet written as
-/// HTML and PDF into `dir`.
+/// times, the alerts raised; then one late dossier's state (`lienthong dossier`), with its
+/// control sheet written as HTML and PDF into `dir` (`lienthong control-sheet`).
 fn flow_report(
     store_path: &Path,
     settings: &Settings,
+    bus: &BusCli,
     dir: &Path,
     backdated: usize,
 ) -> anyhow::Result<String> {
@@ -702,22 +733,19 @@ fn flow_report(
             )
         });
     if let Some(p) = pick {
-        let cal = lienthong_core::calendar::WorkCalendar::new(&settings.calendar)
-            .map_err(anyhow::Error::msg)?;
         out.push('\n');
-        out.push_str(&crate::dossier_view::render_dossier(
-            p,
-            &registry,
-            &cal,
-            crate::process_manager::now(),
-        ));
-        let trace = store.timeline(&p.ma_ho_so)?;
-        let sheet =
-            crate::dossier_view::control_sheet(p, &registry, &trace, crate::process_manager::now());
+        out.push_str(&bus.output(&["dossier", &p.ma_ho_so])?);
         let pdf = dir.join(format!("phieu-kiem-soat-{}.pdf", p.ma_ho_so));
         let html = dir.join(format!("phieu-kiem-soat-{}.html", p.ma_ho_so));
-        std::fs::write(&pdf, crate::control_sheet::render_pdf(&sheet)?)?;
-        std::fs::write(&html, crate::control_sheet::render_html(&sheet))?;
+        let (pdf_arg, html_arg) = (pdf.display().to_string(), html.display().to_string());
+        bus.output(&[
+            "control-sheet",
+            &p.ma_ho_so,
+            "--pdf",
+            &pdf_arg,
+            "--html",
+            &html_arg,
+        ])?;
         out.push_str(&format!(
             "control sheet (Phiếu kiểm soát quá trình giải quyết hồ sơ): {} and {}\n",
             pdf.display(),

@@ -1,7 +1,7 @@
-//! `lienthong mock-agency`: the reference interfaces of `schemas/agencies/` (Police and Customs
-//! REST/JSON; Social Insurance and Tax XML; departments' edXML document systems, push; the
-//! Đức Phổ civil-status software; the DVCQG portal), served on loopback for the demo and the
-//! tests. Every request is validated against those schema files (JSON Schema, XSD via
+//! The mock agencies (`lienthong-mock`, and in process for the tests): the reference interfaces
+//! of `schemas/agencies/` (Police and Customs REST/JSON; Social Insurance and Tax XML;
+//! departments' edXML document systems, push; the Đức Phổ civil-status software; the DVCQG
+//! portal), served on loopback for the demo, the bench and the tests. Every request is validated against those schema files (JSON Schema, XSD via
 //! libxml2), never against the adapters' Rust types. Calls (requests) and effects (dossiers
 //! actually registered) are counted separately, so tests can prove "delivered exactly once".
 //! Latency, 503s and refusals are configurable; `/_mock/faults` scripts answers per dossier.
@@ -42,12 +42,14 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-const POLICE_SUBMIT: &str = include_str!("../schemas/agencies/police-residence/submit.schema.json");
-const POLICE_CANCEL: &str = include_str!("../schemas/agencies/police-residence/cancel.schema.json");
-const CUSTOMS_SUBMIT: &str = include_str!("../schemas/agencies/customs/submit.schema.json");
-const CIVIL_SUBMIT: &str = include_str!("../schemas/agencies/civil-status/submit.schema.json");
-const BHXH_XSD: &str = include_str!("../schemas/agencies/bhxh/bhxh.xsd");
-const TAX_XSD: &str = include_str!("../schemas/agencies/tax-land/tax-land.xsd");
+const POLICE_SUBMIT: &str =
+    include_str!("../../schemas/agencies/police-residence/submit.schema.json");
+const POLICE_CANCEL: &str =
+    include_str!("../../schemas/agencies/police-residence/cancel.schema.json");
+const CUSTOMS_SUBMIT: &str = include_str!("../../schemas/agencies/customs/submit.schema.json");
+const CIVIL_SUBMIT: &str = include_str!("../../schemas/agencies/civil-status/submit.schema.json");
+const BHXH_XSD: &str = include_str!("../../schemas/agencies/bhxh/bhxh.xsd");
+const TAX_XSD: &str = include_str!("../../schemas/agencies/tax-land/tax-land.xsd");
 const TAX_NS: &str = lienthong_adapters::tax_xml::NS;
 const BHXH_NS: &str = "urn:lienthong:agency:bhxh:1";
 
@@ -230,8 +232,42 @@ pub struct MockServer {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// The path under the mock's base URL that serves the interface of `adapter` for `unit`
+/// (`police`, `bhxh`, `tax`, `customs`, `dvcqg`, `edxml/<unit>`, `civil-status/<unit>`); None
+/// for an adapter the mock does not serve.
+pub fn path_for(adapter: &str, unit: &str) -> Option<String> {
+    Some(match adapter {
+        "police-rest" => "police".to_string(),
+        "bhxh-xml" => "bhxh".to_string(),
+        "tax-xml" => "tax".to_string(),
+        "customs-rest" => "customs".to_string(),
+        "dvcqg-sync" => "dvcqg".to_string(),
+        "edxml" => format!("edxml/{unit}"),
+        "mapped" => format!("civil-status/{unit}"),
+        _ => return None,
+    })
+}
+
+/// Point the endpoint of every unit reached by an adapter the mock serves at the mock whose
+/// base URL is `base` (`http://127.0.0.1:8490`): what the demo, the bench and the tests run
+/// the registry of `deploy/config/` against.
+pub fn point_adapters_at(settings: &mut Settings, base: &str) {
+    let base = base.trim_end_matches('/');
+    for u in &mut settings.units {
+        if let Reach::Adapter {
+            adapter, endpoint, ..
+        } = &mut u.reach
+            && let Some(path) = path_for(adapter, &u.code)
+        {
+            *endpoint = format!("{base}/{path}");
+        }
+    }
+}
+
 /// Serve the mock agencies on `settings.mock.listen` (port 0 picks a free one). Callback keys
-/// come from the registry units reached by the `police-rest` and `bhxh-xml` adapters.
+/// come from the registry units reached by the `police-rest`, `bhxh-xml`, `tax-xml`,
+/// `customs-rest`, `edxml` and `mapped` adapters; the portal's credentials from the
+/// `dvcqg-sync` unit.
 pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
     let mut keys = HashMap::new();
     let mut edxml_keys = HashMap::new();

@@ -1,0 +1,83 @@
+//! The command line of `lienthong-bench`: what to measure, how much, and where the report goes.
+
+use std::path::PathBuf;
+
+/// Options of `lienthong-bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Rounds of the alternation direct, raw pipe, shovel, lienthong (at least 3, except with
+    /// --smoke).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Messages per round and mode.
+    #[arg(long, default_value_t = 50_000)]
+    pub messages: u64,
+    /// Body size of every message, bytes.
+    #[arg(long, default_value_t = 5120)]
+    pub body_bytes: usize,
+    /// Prefetch of every consumer in the path (sink, raw pipe, shovel, lienthong's router).
+    #[arg(long, default_value_t = 64)]
+    pub prefetch: u16,
+    /// Publisher confirms the producer keeps outstanding.
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// Most messages sent and not yet at the sink (the producer waits beyond it), every mode.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_in_flight: u64,
+    /// Rate of the paced runs, messages per second.
+    #[arg(long, default_value_t = 1000.0)]
+    pub paced_rate: f64,
+    /// Length of each paced run, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub paced_seconds: u64,
+    /// Dossiers of the HTTP-adapter run (default: --messages ÷ 5).
+    #[arg(long)]
+    pub http_messages: Option<u64>,
+    /// Instead of the comparison: N messages through the router, its memory sampled every
+    /// second (e.g. 1000000). Updates only the soak section of the report.
+    #[arg(long)]
+    pub soak: Option<u64>,
+    /// Instead of the comparison: N dossiers piled up in Police's queue while the adapters are
+    /// down, then drained (e.g. 200000). Updates only the backlog section of the report.
+    #[arg(long)]
+    pub backlog: Option<u64>,
+    /// A tiny run of every mode for CI (2 rounds × 300 messages, paced 2 s); the report goes
+    /// to a temporary file unless --out is given. Exit 0 when every mode moved every message.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Where the report goes (default BENCHMARKS.md; with --smoke a temporary file). When some
+    /// mode fails, the report goes beside it instead (BENCHMARKS.failed.md) and it keeps the
+    /// last good run's tables.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Sample dossiers (one envelope per line): the benchmark's envelopes are built from a
+    /// birth dossier of this file.
+    #[arg(long, default_value = "schemas/samples/dossiers.jsonl")]
+    pub sample: PathBuf,
+    /// A round fails when nothing reaches the sink for this long, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub stall_s: u64,
+    /// Keep the working directory (configurations, logs, stores) after a successful run.
+    #[arg(long)]
+    pub keep_dir: bool,
+    /// Where the lienthong children keep their SQLite stores, one subdirectory per round
+    /// (default: the round's working directory, under the system's temporary directory). The
+    /// store's writes share the disk with the broker's unless this is on another one; the
+    /// report says which.
+    #[arg(long)]
+    pub store_dir: Option<PathBuf>,
+    /// RabbitMQ's data directory (the soak and the backlog check its free space first).
+    #[arg(long, default_value = "/var/lib/rabbitmq")]
+    pub broker_data_dir: PathBuf,
+    /// Only these parts of the comparison, comma-separated: direct, pipe, shovel, lienthong,
+    /// http, paced (default: all). A partial run needs --out: BENCHMARKS.md keeps whole tables.
+    #[arg(long, value_delimiter = ',', value_parser = ["direct", "pipe", "shovel", "lienthong", "http", "paced"])]
+    pub modes: Vec<String>,
+}
+
+impl BenchArgs {
+    /// Whether the comparison includes `part` (`--modes`).
+    pub fn wants(&self, part: &str) -> bool {
+        self.modes.is_empty() || self.modes.iter().any(|m| m == part)
+    }
+}
