@@ -10,8 +10,8 @@ use lienthong_testkit::procs::{
 
 use crate::children::Child;
 use crate::cleanup::queue_counts;
-use crate::harness::check_disk;
 use crate::procfs;
+use crate::procfs::check_disk;
 use crate::report::{self, Backlog, Header, ProcUse};
 use crate::round::{Bench, CENTRE, Mode, POLICE, Setup};
 use crate::traffic::{self, Book, Gen, KeyBy, Plan};

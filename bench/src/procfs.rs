@@ -244,3 +244,43 @@ mod tests {
         assert!(machine_busy_seconds().is_some_and(|s| s > 0.0));
     }
 }
+
+/// Check that each path's file system has at least twice the bytes needed there free (needs on
+/// the same file system add up). Err says what is missing; Ok gives notes for the report.
+pub(crate) fn check_disk(checks: &[(&Path, u64, &str)]) -> anyhow::Result<Vec<String>> {
+    let mut by_mount: Vec<(String, u64, u64, Vec<String>)> = Vec::new();
+    let mut notes = Vec::new();
+    for (path, need, what) in checks {
+        match free_space(path) {
+            Some((free, mount)) => match by_mount.iter_mut().find(|m| m.0 == mount) {
+                Some(m) => {
+                    m.2 += need;
+                    m.3.push(what.to_string());
+                }
+                None => by_mount.push((mount, free, *need, vec![what.to_string()])),
+            },
+            None => notes.push(format!(
+                "could not check the free space of {} ({what})",
+                path.display()
+            )),
+        }
+    }
+    for (mount, free, need, whats) in &by_mount {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        if *free < 2 * need {
+            anyhow::bail!(
+                "refusing to run: {} need about {:.1} GiB on {mount}; twice that must be free and only {:.1} GiB is",
+                whats.join(" + "),
+                gib(*need),
+                gib(*free)
+            );
+        }
+        notes.push(format!(
+            "disk: {:.1} GiB free on {mount}, about {:.1} GiB needed ({})",
+            gib(*free),
+            gib(*need),
+            whats.join(" + ")
+        ));
+    }
+    Ok(notes)
+}

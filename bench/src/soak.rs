@@ -1,7 +1,7 @@
 //! `--soak N`: N messages through the router in one round, its memory sampled every second.
 
-use crate::harness::check_disk;
 use crate::procfs;
+use crate::procfs::check_disk;
 use crate::report::{Header, Soak};
 use crate::round::{Bench, Mode, RoundOpts, print_round};
 
