@@ -228,7 +228,7 @@ impl Worker {
                         .unwrap_or_else(|| format!("TrangThaiHoSo {}", st.status));
                     let ev = TraceEvent::new(TraceEventKind::Delivered, &self.component, Some(&env))
                         .reason(format!("outcome was unknown; the agency's status lookup shows it took the dossier (receipt {receipt}); not sent again"));
-                    let rec = self.record_for(&env, &receipt);
+                    let rec = self.record_for(&env, &receipt).await;
                     if self.record_delivery(rec, ev).await {
                         let _ = d.ack(BasicAckOptions::default()).await;
                     } else {
@@ -252,7 +252,7 @@ impl Worker {
         }
         // The delivery's record (its reply address read once), written ahead of the first call
         // with the `received` event.
-        let sending = self.record_for(&env, "");
+        let sending = self.record_for(&env, "").await;
         let received = TraceEvent::new(TraceEventKind::Received, &self.component, Some(&env));
         if let Err(e) = self.begin_delivery(sending.clone(), received).await {
             tracing::error!(message = "cannot write the delivery log or its trace; requeueing", error = %e);
@@ -418,7 +418,19 @@ impl Worker {
             .await;
     }
 
-    fn record_for(&self, env: &Envelope, receipt: &str) -> DeliveryRecord {
+    /// The recorded origin of dossier `ma_ho_so` (None when unknown or unreadable), read on the
+    /// blocking pool.
+    async fn origin(&self, ma_ho_so: &str) -> Option<lienthong_core::store::Origin> {
+        let ma = ma_ho_so.to_string();
+        self.ctx
+            .store
+            .read(move |s| s.origin(&ma))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn record_for(&self, env: &Envelope, receipt: &str) -> DeliveryRecord {
         // Results go to the dossier's centre, or to the sender when the unit's adapter settings
         // say `results_to = "sender"` (Tax answers the land registration office).
         let to_sender = matches!(
@@ -426,8 +438,8 @@ impl Worker {
             Reach::Adapter { settings, .. }
                 if settings.get("results_to").and_then(|v| v.as_str()) == Some("sender")
         );
-        let reply_to = match self.ctx.store.origin(&env.ma_ho_so) {
-            Ok(Some(o)) if !to_sender => o.origin_unit,
+        let reply_to = match self.origin(&env.ma_ho_so).await {
+            Some(o) if !to_sender => o.origin_unit,
             _ => env.sender.clone(),
         };
         DeliveryRecord {
@@ -646,9 +658,13 @@ impl Worker {
             envelope: env,
         };
         // Tell the dossier's centre: the origin when known, else the sender.
+        let origin = match env {
+            Some(e) => self.origin(&e.ma_ho_so).await,
+            None => None,
+        };
         let notice_env = env.map(|env| {
             let mut n = env.clone();
-            if let Ok(Some(o)) = self.ctx.store.origin(&env.ma_ho_so) {
+            if let Some(o) = origin {
                 n.sender = o.origin_unit;
             }
             n

@@ -26,10 +26,13 @@ pub struct Ctx {
     pub validator: Arc<EnvelopeValidator>,
     /// The procedures' data schemas, compiled once: what a filing must carry for its route.
     pub filing: Arc<lienthong_core::filing::FilingSchemas>,
-    /// The SQLite store.
+    /// The SQLite store: reads on its own connection (from async code through
+    /// [`Store::read`]); its writes go through `writer`.
     pub store: Store,
-    /// The process's group commit into the store (the router's accepted envelopes, and every
-    /// component's trace events when `[store] trace_direct`).
+    /// The process's group commit into the store: every write of every component (the router's
+    /// accepted envelopes, the process manager's state and outbox, the delivery log, callbacks,
+    /// the edXML outbox, the retention sweeps, and the trace events when `[store]
+    /// trace_direct`).
     pub writer: lienthong_core::store::MessageWriter,
     /// The broker connection.
     pub conn: Arc<Connection>,

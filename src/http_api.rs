@@ -382,15 +382,14 @@ async fn submit_inner(api: &Api, headers: &HeaderMap, body: &Bytes) -> Result<St
     };
     if decision.records_origin {
         // Recorded here as well as by the router, so that a reply right after the 202 is accepted.
-        let store = api.ctx.store.clone();
         let o = lienthong_core::store::Origin {
             ma_ho_so: env.ma_ho_so.clone(),
             ma_tthc: env.ma_tthc.clone(),
             origin_unit: env.sender.clone(),
             correlation_id: env.correlation_id.clone(),
         };
-        let recorded = tokio::task::spawn_blocking(move || store.record_origin(&o)).await;
-        if !matches!(recorded, Ok(Ok(_))) {
+        let recorded = api.ctx.writer.record_origin(o).await;
+        if recorded.is_err() {
             return Err(Problem::unavailable(
                 "the store did not record the dossier",
                 5,
@@ -1078,10 +1077,8 @@ async fn edxml_list(
     if let Err(p) = edxml_department(&api, &unit, &headers) {
         return p.into_response();
     }
-    let outbox = api.outbox.clone();
-    match tokio::task::spawn_blocking(move || outbox.list(&unit, 1000)).await {
-        Ok(Ok(items)) => Json(items).into_response(),
-        Ok(Err(e)) => store_problem(e).into_response(),
+    match api.outbox.list(&unit, 1000).await {
+        Ok(items) => Json(items).into_response(),
         Err(e) => store_problem(e).into_response(),
     }
 }
@@ -1096,22 +1093,19 @@ async fn edxml_fetch(
     if let Err(p) = edxml_department(&api, &unit, &headers) {
         return p.into_response();
     }
-    let outbox = api.outbox.clone();
-    let idc = id.clone();
-    match tokio::task::spawn_blocking(move || outbox.fetch(&unit, &idc)).await {
-        Ok(Ok(Some(pkg))) => (
+    match api.outbox.fetch(&unit, &id).await {
+        Ok(Some(pkg)) => (
             [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
             pkg,
         )
             .into_response(),
-        Ok(Ok(None)) => Problem::new(
+        Ok(None) => Problem::new(
             StatusCode::NOT_FOUND,
             "no-package",
             "No such package",
             format!("no waiting package {id}"),
         )
         .into_response(),
-        Ok(Err(e)) => store_problem(e).into_response(),
         Err(e) => store_problem(e).into_response(),
     }
 }
@@ -1174,11 +1168,10 @@ async fn edxml_ack_inner(
     // The broker first: a done or failed package must be traced or dead-lettered.
     let broker = api.broker().await?;
     let reason = ack.reason.unwrap_or_default();
-    let outbox = api.outbox.clone();
-    let (u, i, r) = (unit.to_string(), id.to_string(), reason.clone());
-    let acked = tokio::task::spawn_blocking(move || outbox.ack(&u, &i, done, &r, retry, max))
+    let acked = api
+        .outbox
+        .ack(unit, id, done, &reason, retry, max)
         .await
-        .map_err(store_problem)?
         .map_err(store_problem)?
         .ok_or_else(|| {
             Problem::new(

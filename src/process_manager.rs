@@ -1,5 +1,6 @@
 //! The process manager inside the router: applies each message of a dossier the bus runs
-//! ([`lienthong_core::process`]) in one store transaction (inbox + state + outbox), then publishes
+//! ([`lienthong_core::process`]) in one savepoint of the process's group commit (inbox + state +
+//! outbox + origin), then publishes
 //! the outbox with publisher confirms; and the sweeper that re-publishes what a crash left in
 //! the outbox and raises due-soon / overdue alerts (trace, metric, webhook).
 
@@ -11,8 +12,8 @@ use lapin::options::BasicAckOptions;
 use lienthong_core::amqp::{PublishError, Publisher};
 use lienthong_core::envelope::{Envelope, Rejection};
 use lienthong_core::hold::Hold;
-use lienthong_core::process::{self, Applied, OverdueItem};
-use lienthong_core::store::Origin;
+use lienthong_core::process::{self, OverdueItem};
+use lienthong_core::store::{Applied, Origin};
 use lienthong_core::trace::{TraceEvent, TraceEventKind, Tracer};
 
 use crate::context::Ctx;
@@ -76,17 +77,18 @@ impl ProcessManager {
     /// Whether `env` is the process manager's: a forward with no receiver, or any message of a
     /// dossier it runs (`runs`, from [`lienthong_core::store::Store::lookup_dossier`]), except the
     /// centre's own messages to the national portal.
-    pub fn manages(&self, env: &Envelope, runs: bool) -> bool {
+    pub async fn manages(&self, env: &Envelope, runs: bool) -> bool {
         // A message to the national portal is routed as usual, unless it is the process
         // manager's own portal update coming back as a replayed dead letter.
         process::manages(&self.ctx.registry, env, runs)
-            || (runs && self.own_message(&env.message_id).is_some())
+            || (runs && self.own_message(&env.message_id).await.is_some())
     }
 
     /// The dossier of `message_id` when the process manager sent that message (it comes back
     /// through the ingress when an operator replays its dead letter).
-    fn own_message(&self, message_id: &str) -> Option<String> {
-        match self.ctx.store.outbox_dossier(message_id) {
+    async fn own_message(&self, message_id: &str) -> Option<String> {
+        let id = message_id.to_string();
+        match self.ctx.store.read(move |s| s.outbox_dossier(&id)).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(message = "cannot read the process outbox", error = %e);
@@ -98,7 +100,7 @@ impl ProcessManager {
     /// Apply `env` and publish what follows. Ok(()) once everything it caused is confirmed by
     /// the broker (the caller then acks the delivery).
     pub async fn handle(&self, env: &Envelope) -> Result<(), PmError> {
-        if let Some(ma) = self.own_message(&env.message_id) {
+        if let Some(ma) = self.own_message(&env.message_id).await {
             // A replayed dead letter of a message the process manager sent: publish it again (same
             // id) and resume what it blocked.
             let id = env.message_id.clone();
@@ -107,10 +109,18 @@ impl ProcessManager {
                 .await;
         }
         let e = env.clone();
+        // A filing records the dossier's origin, in the same savepoint as its first state.
+        let origin = process::starts_process(env).then(|| Origin {
+            ma_ho_so: env.ma_ho_so.clone(),
+            ma_tthc: env.ma_tthc.clone(),
+            origin_unit: env.sender.clone(),
+            correlation_id: env.correlation_id.clone(),
+        });
         let applied = self
             .apply(
                 Some(env.message_id.clone()),
                 &env.ma_ho_so,
+                origin,
                 move |ctx, current| match current {
                     Some(p) => process::advance(ctx, p, &e).map(Some),
                     None if process::starts_process(&e) => process::start(ctx, &e).map(Some),
@@ -135,16 +145,6 @@ impl ProcessManager {
                     tracing::warn!(message = "fail point process-after-commit: holding the delivery", ma_ho_so = %env.ma_ho_so, message_id = %env.message_id);
                     std::future::pending::<()>().await;
                 }
-                if process::starts_process(env) {
-                    let o = Origin {
-                        ma_ho_so: env.ma_ho_so.clone(),
-                        ma_tthc: env.ma_tthc.clone(),
-                        origin_unit: env.sender.clone(),
-                        correlation_id: env.correlation_id.clone(),
-                    };
-                    let store = self.ctx.store.clone();
-                    let _ = tokio::task::spawn_blocking(move || store.record_origin(&o)).await;
-                }
                 let events = notes
                     .into_iter()
                     .map(|n| TraceEvent::new(TraceEventKind::Step, COMPONENT, Some(env)).reason(n))
@@ -158,14 +158,16 @@ impl ProcessManager {
         self.flush(Some(&env.ma_ho_so)).await
     }
 
-    /// Run `f` on dossier `ma`'s stored state in one store transaction on the blocking pool
-    /// ([`lienthong_core::store::Store::apply_process_as`], deduplicated by `inbox` when given),
-    /// with the process manager's clock. `Reject` (not-on-route) when `f` finds no process to
-    /// act on; `Retry` for store or task trouble.
+    /// Run `f` on dossier `ma`'s stored state in one savepoint of the process's group commit
+    /// ([`lienthong_core::store::MessageWriter::apply_process`], deduplicated by `inbox` when
+    /// given, recording `origin` with the new state), with the process manager's clock; `f`
+    /// runs on the writer thread. `Reject` (not-on-route) when `f` finds no process to act on;
+    /// `Retry` for store trouble.
     async fn apply(
         &self,
         inbox: Option<String>,
         ma: &str,
+        origin: Option<Origin>,
         f: impl FnOnce(
             &process::Context<'_>,
             Option<process::Process>,
@@ -173,21 +175,21 @@ impl ProcessManager {
         + Send
         + 'static,
     ) -> Result<Applied, PmError> {
-        let store = self.ctx.store.clone();
         let registry = self.ctx.registry.clone();
         let calendar = self.ctx.calendar.clone();
-        let key = ma.to_string();
-        let applied = tokio::task::spawn_blocking(move || {
-            let ctx = process::Context {
-                registry: &registry,
-                calendar: &calendar,
-                now: now(),
-            };
-            store.apply_process_as(inbox.as_deref(), &key, |current| f(&ctx, current))
-        })
-        .await
-        .map_err(|e| PmError::Retry(e.to_string()))?
-        .map_err(|e| PmError::Retry(e.to_string()))?;
+        let applied = self
+            .ctx
+            .writer
+            .apply_process(inbox, ma.to_string(), origin, move |current| {
+                let ctx = process::Context {
+                    registry: &registry,
+                    calendar: &calendar,
+                    now: now(),
+                };
+                f(&ctx, current)
+            })
+            .await
+            .map_err(PmError::Retry)?;
         applied.ok_or_else(|| {
             PmError::Reject(Rejection::new(
                 lienthong_core::envelope::RejectCode::NotOnRoute,
@@ -210,7 +212,7 @@ impl ProcessManager {
         + 'static,
     ) -> Result<(), PmError> {
         let applied = self
-            .apply(None, ma, move |ctx, current| match current {
+            .apply(None, ma, None, move |ctx, current| match current {
                 Some(p) => f(ctx, p).map(Some),
                 None => Ok(None),
             })
@@ -244,7 +246,7 @@ impl ProcessManager {
         let (row, _) = lienthong_core::deadletter::read_dead_letter(&d.data, &d.properties);
         let env = serde_json::from_slice::<Envelope>(&d.data).ok();
         let mine = match &env {
-            Some(e) => self.own_message(&e.message_id),
+            Some(e) => self.own_message(&e.message_id).await,
             None => None,
         };
         let (Some(e), Some(ma)) = (env, mine) else {
@@ -297,11 +299,12 @@ impl ProcessManager {
     /// or portal update goes out again unchanged ([`process::retry_blocked`]). Ok once
     /// published.
     pub async fn retry(&self, ma: &str, step: Option<String>, by: &str) -> Result<(), RetryError> {
-        let store = self.ctx.store.clone();
         let key = ma.to_string();
-        let p = tokio::task::spawn_blocking(move || store.process(&key))
+        let p = self
+            .ctx
+            .store
+            .read(move |s| s.process(&key))
             .await
-            .map_err(|e| RetryError::Failed(e.to_string()))?
             .map_err(|e| RetryError::Failed(e.to_string()))?
             .ok_or(RetryError::NotRun)?;
         if let Some(id) = &step
@@ -334,32 +337,32 @@ impl ProcessManager {
     /// publisher confirm, then mark it sent.
     pub async fn flush(&self, ma_ho_so: Option<&str>) -> Result<(), PmError> {
         let _one = self.flushing.lock().await;
-        let store = self.ctx.store.clone();
         let key = ma_ho_so.map(str::to_string);
-        let entries = tokio::task::spawn_blocking(move || store.unsent(key.as_deref(), 5_000))
+        let entries = self
+            .ctx
+            .store
+            .read(move |s| s.unsent(key.as_deref(), 5_000))
             .await
-            .map_err(|e| PmError::Retry(e.to_string()))?
             .map_err(|e| PmError::Retry(e.to_string()))?;
         for entry in entries {
             let Ok(env) = serde_json::from_slice::<Envelope>(&entry.body) else {
                 tracing::error!(message = "unreadable outbox entry skipped", seq = entry.seq);
                 continue;
             };
-            let store = self.ctx.store.clone();
-            let (id, ma, kind, sender, receiver, body) = (
-                env.message_id.clone(),
-                env.ma_ho_so.clone(),
-                env.kind.0.clone(),
-                env.sender.clone(),
-                entry.receiver.clone(),
-                entry.body.clone(),
-            );
-            tokio::task::spawn_blocking(move || {
-                store.keep_message(&id, &ma, &kind, &sender, &receiver, &body)
-            })
-            .await
-            .map_err(|e| PmError::Retry(e.to_string()))?
-            .map_err(|e| PmError::Retry(e.to_string()))?;
+            // Kept in the message store (first copy wins), like every envelope the router routes.
+            self.ctx
+                .writer
+                .accept(
+                    None,
+                    &env.message_id,
+                    &env.ma_ho_so,
+                    &env.kind.0,
+                    &env.sender,
+                    &entry.receiver,
+                    entry.body.clone(),
+                )
+                .await
+                .map_err(PmError::Retry)?;
             // A unit queue deleted by hand is declared again by the publisher (see
             // `Publisher::publish_to_unit`).
             let sent = self.publish_to(&entry.receiver, &entry.body, &env).await;
@@ -378,12 +381,11 @@ impl ProcessManager {
                 .emit(&routed)
                 .await
                 .map_err(|e| PmError::Retry(e.to_string()))?;
-            let store = self.ctx.store.clone();
-            let seq = entry.seq;
-            tokio::task::spawn_blocking(move || store.mark_sent(seq))
+            self.ctx
+                .writer
+                .mark_sent(entry.seq)
                 .await
-                .map_err(|e| PmError::Retry(e.to_string()))?
-                .map_err(|e| PmError::Retry(e.to_string()))?;
+                .map_err(PmError::Retry)?;
         }
         Ok(())
     }
@@ -421,7 +423,11 @@ impl ProcessManager {
 
     /// One overdue scan: each new alert is traced, counted and sent to the webhook.
     pub async fn scan(&self, webhook: &crate::alerts::Webhook) -> anyhow::Result<usize> {
-        let items = overdue(&self.ctx, now())?;
+        let items = {
+            let ctx = self.ctx.clone();
+            let at = now();
+            tokio::task::spawn_blocking(move || overdue(&ctx, at)).await??
+        };
         let mut open = std::collections::BTreeMap::<&str, f64>::new();
         for it in &items {
             *open.entry(it.level.as_str()).or_default() += 1.0;
@@ -432,9 +438,12 @@ impl ProcessManager {
         }
         let mut new = 0;
         for it in items {
-            let store = self.ctx.store.clone();
-            let i2 = it.clone();
-            let fresh = tokio::task::spawn_blocking(move || store.record_alert(&i2)).await??;
+            let fresh = self
+                .ctx
+                .writer
+                .record_alert(it.clone())
+                .await
+                .map_err(anyhow::Error::msg)?;
             if !fresh {
                 continue;
             }
@@ -474,7 +483,7 @@ impl ProcessManager {
 }
 
 /// Every open step or dossier near or past its due time at `now` (`[process]` margin), most
-/// urgent first.
+/// urgent first. Blocking (it reads the store): from async code, on the blocking pool.
 pub fn overdue(ctx: &Ctx, now: DateTime<FixedOffset>) -> anyhow::Result<Vec<OverdueItem>> {
     overdue_in(
         &ctx.store,
@@ -484,7 +493,7 @@ pub fn overdue(ctx: &Ctx, now: DateTime<FixedOffset>) -> anyhow::Result<Vec<Over
     )
 }
 
-/// [`overdue`] from a store and calendar (for the CLI).
+/// [`overdue`] from a store and calendar (for the CLI). Blocking (it reads the store).
 pub fn overdue_in(
     store: &lienthong_core::store::Store,
     calendar: &lienthong_core::calendar::WorkCalendar,

@@ -30,7 +30,7 @@ struct Router {
     tracer: Tracer,
     dlc: DeadLetterChannel,
     pm: crate::process_manager::ProcessManager,
-    /// The router's own read connection (WAL: reads do not wait for writers), used inline.
+    /// The router's own read connection (WAL: reads do not wait for writers).
     reader: lienthong_core::store::Store,
     /// Group commit of the one write per message.
     writer: lienthong_core::store::MessageWriter,
@@ -184,15 +184,16 @@ impl Router {
         let received = TraceEvent::new(TraceEventKind::Received, COMPONENT, Some(&env))
             .attempt(if d.redelivered { 2 } else { 1 });
         // The events of this message go to the trace together, when the outcome is known.
-        // One store read (indexed, on the router's own connection): does the process manager
-        // run the dossier, and where did it come from.
-        let (runs, origin) = match self.reader.lookup_dossier(&env.ma_ho_so) {
+        // One store read (indexed, on the router's own connection, on the blocking pool): does
+        // the process manager run the dossier, and where did it come from.
+        let key = env.ma_ho_so.clone();
+        let (runs, origin) = match self.reader.read(move |s| s.lookup_dossier(&key)).await {
             Ok(found) => found,
             Err(e) => return Err(Failure::Retry(format!("cannot read the store: {e}"))),
         };
         // The process manager runs the dossiers filed without a receiver.
         use crate::process_manager::PmError;
-        if self.pm.manages(&env, runs) {
+        if self.pm.manages(&env, runs).await {
             if attempt == 0 {
                 self.tracer.emit_all(vec![received]).await?;
             }

@@ -185,12 +185,14 @@ fn context(
     let writer = lienthong_core::store::MessageWriter::start(&PathBuf::from(&settings.store.path))
         .with_context(|| format!("opening the store {}", settings.store.path))?;
     Ok(Ctx {
+        // Every write of this process goes through the writer, also those made through the
+        // shared store handle.
+        store: store.with_writer(writer.clone()),
         writer,
         registry: Arc::new(Registry::new(&settings)),
         names: Names::new(&settings.bus.prefix),
         validator: Arc::new(validator),
         filing: Arc::new(filing),
-        store,
         conn: Arc::new(conn),
         shutdown,
         health: lienthong_core::health::Health::default(),

@@ -1,6 +1,7 @@
 //! The tracer: consumes `<prefix>.trace.store` into the trace table and `<prefix>.dead.log`
-//! into the dead-letter log, in batches (one SQLite transaction per batch, then one
-//! multiple-ack), so `lienthong trace` and `lienthong dead-letters` read from the store.
+//! into the dead-letter log, in batches (one write of the group commit per batch, then one
+//! multiple-ack), so `lienthong trace` and `lienthong dead-letters` read from the store; and
+//! sweeps the store's retention (message store, process outbox, edXML outbox) every hour.
 
 use std::time::Duration;
 
@@ -11,6 +12,8 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lienthong_core::deadletter::read_dead_letter;
+use lienthong_core::store::dead_letters::insert_dead_letters_in;
+use lienthong_core::store::trace::insert_events_in;
 use lienthong_core::trace::{TraceEvent, TraceEventKind, parse_trace_message};
 
 use crate::context::Ctx;
@@ -20,30 +23,8 @@ const LINGER: Duration = Duration::from_millis(20);
 
 /// Run the tracer until shutdown.
 pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
-    // Retention of the message store: purge now and every hour.
-    let purge = {
-        let store = ctx.store.clone();
-        let retention_ms = i64::from(ctx.settings.store.message_retention_days) * 86_400_000;
-        let mut stop = ctx.shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                let s = store.clone();
-                match tokio::task::spawn_blocking(move || s.purge_messages(retention_ms)).await {
-                    Ok(Ok(n)) if n > 0 => {
-                        tracing::info!(message = "message store: purged old messages", count = n)
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(message = "message store purge failed", error = %e)
-                    }
-                    _ => {}
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(3600)) => {},
-                    _ = stop.changed() => return,
-                }
-            }
-        })
-    };
+    // Retention: purge now and every hour, through the process's group commit.
+    let purge = tokio::spawn(purge_forever(ctx.clone()));
     let a = tokio::spawn(batch_loop(
         ctx.clone(),
         ctx.names.trace_queue(),
@@ -113,21 +94,20 @@ async fn batch_loop(ctx: Ctx, queue: String, kind: Kind) -> anyhow::Result<()> {
                 Ok(None) | Err(_) => break,
             }
         }
-        let store = ctx.store.clone();
         let rows = batch
             .iter()
             .map(|d| (d.data.clone(), d.properties.clone()))
             .collect::<Vec<_>>();
-        let written = tokio::task::spawn_blocking(move || write(&store, kind, rows)).await;
+        let written = write(&ctx.writer, kind, rows).await;
         let last = batch.last().map(|d| d.delivery_tag);
         match written {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 if let Some(d) = batch.last() {
                     d.ack(BasicAckOptions { multiple: true }).await?;
                 }
             }
-            other => {
-                tracing::error!(message = "trace store write failed; the batch will be redelivered", result = ?other.map(|r| r.err()), last_tag = ?last);
+            Err(e) => {
+                tracing::error!(message = "trace store write failed; the batch will be redelivered", error = %e, last_tag = ?last);
                 if let Some(d) = batch.last() {
                     let _ = d
                         .nack(BasicNackOptions {
@@ -150,11 +130,13 @@ async fn batch_loop(ctx: Ctx, queue: String, kind: Kind) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write(
-    store: &lienthong_core::store::Store,
+/// Write one batch, in one write of the group commit (a dead-log batch: its dead letters and
+/// the broker's own dead-lettering events together).
+async fn write(
+    writer: &lienthong_core::store::MessageWriter,
     kind: Kind,
     rows: Vec<(Vec<u8>, BasicProperties)>,
-) -> Result<(), lienthong_core::store::StoreError> {
+) -> Result<(), String> {
     match kind {
         Kind::Trace => {
             let events: Vec<TraceEvent> = rows
@@ -167,7 +149,7 @@ fn write(
                     }
                 })
                 .collect();
-            store.insert_events(&events)
+            writer.insert_events(events).await
         }
         Kind::DeadLog => {
             let mut dead = Vec::new();
@@ -187,8 +169,56 @@ fn write(
                 }
                 dead.push((at_ms, row));
             }
-            store.insert_dead_letters(&dead)?;
-            store.insert_events(&broker_events)
+            writer
+                .transact(move |c| {
+                    insert_dead_letters_in(c, &dead)?;
+                    insert_events_in(c, &broker_events)
+                })
+                .await
         }
+    }
+}
+
+/// Sweep the store's retention now and every hour until shutdown: accepted envelopes past
+/// `[store] message_retention_days`, process outbox envelopes sent more than
+/// `process_outbox_retention_days` ago (of dossiers no longer running), edXML packages ended
+/// more than `edxml_outbox_retention_days` ago. Each sweep deletes in small writes of the group
+/// commit.
+async fn purge_forever(ctx: Ctx) {
+    let ms = |days: u32| i64::from(days) * 86_400_000;
+    let (s, w) = (&ctx.settings.store, &ctx.writer);
+    let mut stop = ctx.shutdown.clone();
+    loop {
+        purged(
+            "message store",
+            w.purge_messages(ms(s.message_retention_days)).await,
+        );
+        purged(
+            "process outbox",
+            w.purge_process_outbox(ms(s.process_outbox_retention_days))
+                .await,
+        );
+        purged(
+            "edXML outbox",
+            w.purge_edxml_outbox(ms(s.edxml_outbox_retention_days))
+                .await,
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {},
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Log what a retention sweep of `what` did.
+fn purged(what: &str, r: Result<usize, String>) {
+    match r {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            message = "retention: purged old rows",
+            store = what,
+            count = n
+        ),
+        Err(e) => tracing::warn!(message = "retention purge failed", store = what, error = %e),
     }
 }

@@ -292,9 +292,6 @@ impl Adapter for EdxmlAdapter {
         };
         match (&self.transport, &self.outbox) {
             (Transport::Pull, Some(outbox)) => {
-                let outbox = outbox.clone();
-                let env = env.clone();
-                let unit = self.unit_code.clone();
                 let doc = read::read_bytes(&body)
                     .ok()
                     .and_then(|p| {
@@ -306,16 +303,11 @@ impl Adapter for EdxmlAdapter {
                         })
                     })
                     .unwrap_or_default();
-                let put =
-                    tokio::task::spawn_blocking(move || outbox.put(&unit, &env, &doc, &body)).await;
-                match put {
-                    Ok(Ok(())) => Outcome::Delivered {
+                // In the process's group commit.
+                match outbox.put(&self.unit_code, env, &doc, body).await {
+                    Ok(()) => Outcome::Delivered {
                         receipt: "in the edXML outbox, waiting for the department to pull it"
                             .into(),
-                    },
-                    Ok(Err(e)) => Outcome::Transient {
-                        reason: format!("the outbox did not take the package: {e}"),
-                        retry_after: None,
                     },
                     Err(e) => Outcome::Transient {
                         reason: format!("the outbox did not take the package: {e}"),

@@ -73,13 +73,19 @@ impl std::fmt::Debug for FilingSchemas {
     }
 }
 
+/// A `dossier.forward` with no receiver: what starts a process (a filing), or a centre's answer
+/// to a pause of a dossier the process manager runs.
+pub fn forward_without_receiver(env: &Envelope) -> bool {
+    env.kind.is_forward() && env.receiver.is_none()
+}
+
 /// Whether `env` files a dossier for the process manager: a `dossier.forward` without receiver
 /// from a centre, for a dossier the process manager does not run yet (`runs`, read from the
 /// store by [`crate::store::Store::lookup_dossier`]). A forward without receiver for a dossier
 /// it runs is the centre's answer to a pause (supplement, payment), not a filing; one from a unit
 /// that is not a centre is refused by the process manager (`missing-receiver`).
 pub fn starts_run(registry: &Registry, env: &Envelope, runs: bool) -> bool {
-    crate::process::starts_process(env)
+    forward_without_receiver(env)
         && !runs
         && registry
             .unit(&env.sender)
@@ -516,7 +522,7 @@ impl ProcedureSchema {
             .map(|(id, name, unit, role)| {
                 let code = unit.clone().or_else(|| {
                     role.as_deref()
-                        .and_then(|r| crate::process::resolve_role(registry, r, centre))
+                        .and_then(|r| registry.resolve_role(r, centre))
                 });
                 let unit_name = code
                     .as_deref()

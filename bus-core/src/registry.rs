@@ -195,6 +195,14 @@ pub struct StoreSettings {
     pub blob_dir: String,
     /// How long the message store keeps accepted envelopes, days (default 90).
     pub message_retention_days: u32,
+    /// How long the process manager's outbox keeps an envelope after the broker confirmed it,
+    /// days (default 90, as the message store, which keeps a copy of each). Only dossiers
+    /// that are no longer running or paused and have no blocked message are swept: a running
+    /// dossier's envelopes may be published again (a replayed dead letter, an operator's retry).
+    pub process_outbox_retention_days: u32,
+    /// How long the edXML outbox keeps a package after the department acknowledged it (`done`)
+    /// or it failed, days (default 30; its envelope stays in the message store).
+    pub edxml_outbox_retention_days: u32,
     /// Components write their trace events straight into this store, in their process's group
     /// commit (one writer thread per `lienthong run`), instead of publishing them to the fanout
     /// exchange `<prefix>.trace` for the tracer to store (default true: no trace message
@@ -210,6 +218,8 @@ impl Default for StoreSettings {
             path: "data/lienthong.db".into(),
             blob_dir: "data/blobs".into(),
             message_retention_days: 90,
+            process_outbox_retention_days: 90,
+            edxml_outbox_retention_days: 30,
             trace_direct: true,
         }
     }
@@ -781,6 +791,36 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The unit with `role` nearest to `near` in the parent tree (ties: lowest code).
+    pub fn resolve_role(&self, role: &str, near: &str) -> Option<String> {
+        let ancestors = |code: &str| -> Vec<String> {
+            let mut v = Vec::new();
+            let mut cur = self.unit(code).and_then(|u| u.parent.clone());
+            while let Some(c) = cur {
+                if v.contains(&c) {
+                    break;
+                }
+                cur = self.unit(&c).and_then(|u| u.parent.clone());
+                v.push(c);
+            }
+            v
+        };
+        let mine = ancestors(near);
+        let mut best: Option<(usize, String)> = None;
+        for u in self.units().filter(|u| u.roles.iter().any(|r| r == role)) {
+            let theirs = ancestors(&u.code);
+            let dist = mine
+                .iter()
+                .position(|a| theirs.contains(a) || *a == u.code)
+                .unwrap_or(usize::MAX);
+            let cand = (dist, u.code.clone());
+            if best.as_ref().is_none_or(|b| cand < *b) {
+                best = Some(cand);
+            }
+        }
+        best.map(|b| b.1)
+    }
+
     /// Build the indexes (settings are assumed checked by [`Settings::check`]).
     pub fn new(settings: &Settings) -> Self {
         Registry {

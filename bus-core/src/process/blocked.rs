@@ -6,12 +6,11 @@
 
 use serde_json::json;
 
-use super::{
-    Context, Process, StepPhase, Transition, carry_results, merge_centre_data, parse_ts, ts,
-};
 use crate::envelope::{Envelope, Kind, RejectCode, Rejection};
 
-use super::BlockedMessage;
+use super::carried::{carry_results, merge_centre_data};
+use super::due::{parse_ts, ts};
+use super::state::{BlockedMessage, Context, Process, StepPhase, Transition};
 
 /// A dead letter of a message the process manager sent, as read off the dead letter channel
 /// (`<p>.dead.process`): the envelope's identity and the dead letter's reason headers.
@@ -291,9 +290,9 @@ mod tests {
     use chrono::{DateTime, FixedOffset};
     use serde_json::{Map, json};
 
-    use super::super::{
-        AlertLevel, Context, Phase, Process, StepPhase, advance, overdue_items, start,
-    };
+    use super::super::due::{AlertLevel, overdue_items};
+    use super::super::rules::{advance, start};
+    use super::super::state::{Context, Phase, Process, StepPhase};
     use super::*;
     use crate::calendar::WorkCalendar;
     use crate::envelope::TrangThaiHoSo;

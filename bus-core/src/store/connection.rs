@@ -1,0 +1,79 @@
+//! [`Store`]: a handle on the store file, cheap to clone. Reads run on its own connection
+//! (blocking: from async code, [`Store::read`] moves them to the blocking pool); writes go
+//! through the process's group-commit writer ([`Store::write`]), never through this connection.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+
+use super::error::StoreError;
+use super::migrations::open_connection;
+use super::writer::MessageWriter;
+
+/// A handle on the SQLite store; cheap to clone. Its own connection serves reads, which block
+/// briefly (local file, WAL: they never wait for a writer); from async code use [`Store::read`].
+/// Writes go through the [`MessageWriter`] attached with [`Store::with_writer`].
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    writer: Option<MessageWriter>,
+}
+
+impl Store {
+    /// Open (creating the file, its directory and the tables if needed, and bringing the schema
+    /// to the latest version). The handle can read; attach the process's writer to write.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Ok(Store {
+            conn: Arc::new(Mutex::new(open_connection(path)?)),
+            writer: None,
+        })
+    }
+
+    /// This handle, writing through `writer` (the process's group commit).
+    pub fn with_writer(mut self, writer: MessageWriter) -> Store {
+        self.writer = Some(writer);
+        self
+    }
+
+    /// The group-commit writer this handle writes through, if one is attached.
+    pub fn writer(&self) -> Option<&MessageWriter> {
+        self.writer.as_ref()
+    }
+
+    /// Run `f` with this handle's connection (blocking). For reads: a write here would commit
+    /// beside the group commit, on a second connection.
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error>,
+    ) -> Result<T, StoreError> {
+        let mut guard = match self.conn.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Ok(f(&mut guard)?)
+    }
+
+    /// Run the blocking read `f` on the blocking pool (never on an async worker thread).
+    /// Errors: `f`'s, or the task failed.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Run `write` in the group commit of the attached writer ([`MessageWriter::transact`]):
+    /// in a savepoint of its own, committed with the other writes queued meanwhile. Errors: the
+    /// write's own, the commit's, or [`StoreError::ReadOnly`] when no writer is attached.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let writer = self.writer.as_ref().ok_or(StoreError::ReadOnly)?;
+        writer.transact(write).await.map_err(StoreError::Writer)
+    }
+}

@@ -1,0 +1,196 @@
+//! The message store (table `messages`: every envelope the router accepted, for
+//! `lienthong messages resend`, kept `[store] message_retention_days`) and the dossier origins
+//! (table `dossier_origins`: the centre whose first forward the router saw, which replies are
+//! checked against).
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::connection::Store;
+use super::error::StoreError;
+use super::writer::MessageWriter;
+
+/// Which stored messages to read.
+#[derive(Debug, Clone, Default)]
+pub struct MessageSelection {
+    /// These message ids.
+    pub ids: Vec<String>,
+    /// Everything accepted for this receiver …
+    pub receiver: Option<String>,
+    /// … since this time, ms since the epoch.
+    pub since_ms: Option<i64>,
+    /// Everything of this dossier.
+    pub ma_ho_so: Option<String>,
+}
+
+/// One envelope of the message store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Message id.
+    pub message_id: String,
+    /// When the router accepted it, ms since the epoch.
+    pub accepted_at_ms: i64,
+    /// Dossier code.
+    pub ma_ho_so: String,
+    /// Kind.
+    pub kind: String,
+    /// Sender.
+    pub sender: String,
+    /// The unit it was routed to.
+    pub receiver: String,
+    /// The envelope as routed (JSON).
+    pub body: Vec<u8>,
+}
+
+/// Where a dossier came from: the centre whose first `dossier.forward` the router saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Dossier code.
+    pub ma_ho_so: String,
+    /// Procedure code.
+    pub ma_tthc: String,
+    /// The centre that sent the dossier.
+    pub origin_unit: String,
+    /// Its correlation id.
+    pub correlation_id: String,
+}
+
+/// Record `o` if the dossier has no origin yet (the first one wins), inside an open
+/// transaction.
+pub fn insert_origin(c: &Connection, o: &Origin, now_ms: i64) -> Result<(), rusqlite::Error> {
+    c.prepare_cached("INSERT OR IGNORE INTO dossier_origins (ma_ho_so, ma_tthc, origin_unit, correlation_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![o.ma_ho_so, o.ma_tthc, o.origin_unit, o.correlation_id, now_ms])
+        .map(|_| ())
+}
+
+/// Keep an envelope in the message store (the first copy wins), inside an open transaction.
+/// `ids` = message id, dossier, kind, sender, receiver.
+pub fn insert_message(
+    c: &Connection,
+    now_ms: i64,
+    ids: [&str; 5],
+    body: &[u8],
+) -> Result<(), rusqlite::Error> {
+    let [message_id, ma_ho_so, kind, sender, receiver] = ids;
+    c.prepare_cached("INSERT OR IGNORE INTO messages (message_id, accepted_at_ms, ma_ho_so, kind, sender, receiver, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+        .execute(params![message_id, now_ms, ma_ho_so, kind, sender, receiver, body])
+        .map(|_| ())
+}
+
+/// The recorded origin of a dossier, on an open connection.
+pub fn origin_in(c: &Connection, ma_ho_so: &str) -> Result<Option<Origin>, rusqlite::Error> {
+    c.prepare_cached("SELECT ma_ho_so, ma_tthc, origin_unit, correlation_id FROM dossier_origins WHERE ma_ho_so = ?1")?
+        .query_row(params![ma_ho_so], |r| {
+            Ok(Origin {
+                ma_ho_so: r.get(0)?,
+                ma_tthc: r.get(1)?,
+                origin_unit: r.get(2)?,
+                correlation_id: r.get(3)?,
+            })
+        })
+        .optional()
+}
+
+/// Rows deleted per statement by a retention sweep: each chunk is one write of the group
+/// commit, so a large purge never holds the writer for long.
+pub const PURGE_CHUNK: i64 = 1000;
+
+impl MessageWriter {
+    /// Record the origin (when given, first one wins) and keep the accepted envelope (first copy
+    /// wins), in the group commit: the router's one write per message. Errors: the store
+    /// failed, or the writer thread is gone.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn accept(
+        &self,
+        origin: Option<Origin>,
+        message_id: &str,
+        ma_ho_so: &str,
+        kind: &str,
+        sender: &str,
+        receiver: &str,
+        body: Vec<u8>,
+    ) -> Result<(), String> {
+        let ids = [message_id, ma_ho_so, kind, sender, receiver].map(str::to_string);
+        // Not isolated: the router's write cannot fail but on the file, which fails the batch.
+        self.write_unit(false, move |c| {
+            let now = crate::clock::now_ms();
+            if let Some(o) = &origin {
+                insert_origin(c, o, now)?;
+            }
+            let [a, b, k, s, r] = &ids;
+            insert_message(c, now, [a, b, k, s, r], &body)
+        })
+        .await
+    }
+
+    /// Record a dossier's origin if none is recorded yet; returns the recorded origin (the
+    /// first one wins).
+    pub async fn record_origin(&self, o: Origin) -> Result<Origin, String> {
+        self.transact(move |c| {
+            insert_origin(c, &o, crate::clock::now_ms())?;
+            Ok(origin_in(c, &o.ma_ho_so)?.unwrap_or(o))
+        })
+        .await
+    }
+
+    /// Delete stored messages accepted more than `retention_ms` ago, [`PURGE_CHUNK`] rows per
+    /// write. Returns how many.
+    pub async fn purge_messages(&self, retention_ms: i64) -> Result<usize, String> {
+        let cutoff = crate::clock::now_ms() - retention_ms;
+        let mut total = 0;
+        loop {
+            let n = self
+                .transact(move |c| {
+                    c.prepare_cached("DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages WHERE accepted_at_ms < ?1 LIMIT ?2)")?
+                        .execute(params![cutoff, PURGE_CHUNK])
+                })
+                .await?;
+            total += n;
+            if (n as i64) < PURGE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Stored messages: by ids, or by receiver accepted since `since_ms`, or by dossier; oldest
+    /// first.
+    pub fn stored_messages(
+        &self,
+        sel: &MessageSelection,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.with(|c| {
+            let mut out = Vec::new();
+            let row = |r: &rusqlite::Row<'_>| {
+                Ok(StoredMessage {
+                    message_id: r.get(0)?,
+                    accepted_at_ms: r.get(1)?,
+                    ma_ho_so: r.get(2)?,
+                    kind: r.get(3)?,
+                    sender: r.get(4)?,
+                    receiver: r.get(5)?,
+                    body: r.get(6)?,
+                })
+            };
+            const COLS: &str = "message_id, accepted_at_ms, ma_ho_so, kind, sender, receiver, body";
+            for id in &sel.ids {
+                let mut st = c.prepare_cached(&format!("SELECT {COLS} FROM messages WHERE message_id = ?1"))?;
+                out.extend(st.query_map(params![id], row)?.collect::<Result<Vec<_>, _>>()?);
+            }
+            if let Some(r) = &sel.receiver {
+                let mut st = c.prepare(&format!("SELECT {COLS} FROM messages WHERE receiver = ?1 AND accepted_at_ms >= ?2 ORDER BY accepted_at_ms"))?;
+                out.extend(st.query_map(params![r, sel.since_ms.unwrap_or(0)], row)?.collect::<Result<Vec<_>, _>>()?);
+            }
+            if let Some(m) = &sel.ma_ho_so {
+                let mut st = c.prepare(&format!("SELECT {COLS} FROM messages WHERE ma_ho_so = ?1 ORDER BY accepted_at_ms"))?;
+                out.extend(st.query_map(params![m], row)?.collect::<Result<Vec<_>, _>>()?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// The recorded origin of a dossier.
+    pub fn origin(&self, ma_ho_so: &str) -> Result<Option<Origin>, StoreError> {
+        self.with(|c| origin_in(c, ma_ho_so))
+    }
+}

@@ -1,0 +1,190 @@
+//! The store's schema, declared once: every table of the bus (message store and dossier
+//! origins, trace, dead-letter log, the process manager's state, inbox, outbox, blocked
+//! dossiers and alerts, the adapters' delivery log, agency callbacks, the edXML outbox) as
+//! versioned migrations, applied when a connection opens. The version is SQLite's
+//! `PRAGMA user_version`: the number of migrations applied (the convention of the
+//! `rusqlite_migration` crate, so a store stays readable if the runner is swapped for it).
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::error::StoreError;
+
+/// Migration 1: the schema of the releases before versioned migrations (`user_version` 0),
+/// statement for statement. Everything is `IF NOT EXISTS`: on a store such a release wrote it
+/// changes nothing, on a new file it creates the tables.
+const V1: &str = r#"
+CREATE TABLE IF NOT EXISTS trace_events (
+    event_id       TEXT PRIMARY KEY,
+    at_ms          INTEGER NOT NULL,
+    at             TEXT NOT NULL,
+    ma_ho_so       TEXT,
+    message_id     TEXT,
+    correlation_id TEXT,
+    kind           TEXT,
+    event          TEXT NOT NULL,
+    component      TEXT NOT NULL,
+    from_unit      TEXT,
+    to_unit        TEXT,
+    attempt        INTEGER,
+    status         INTEGER,
+    reason         TEXT
+);
+CREATE INDEX IF NOT EXISTS trace_by_dossier ON trace_events (ma_ho_so, at_ms);
+CREATE INDEX IF NOT EXISTS trace_by_message ON trace_events (message_id, at_ms);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    message_id  TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    at          TEXT NOT NULL,
+    ma_ho_so    TEXT,
+    kind        TEXT,
+    sender      TEXT,
+    receiver    TEXT,
+    reason_code TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    component   TEXT,
+    queue       TEXT,
+    attempts    INTEGER,
+    PRIMARY KEY (message_id, at_ms)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    message_id     TEXT PRIMARY KEY,
+    accepted_at_ms INTEGER NOT NULL,
+    ma_ho_so       TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    sender         TEXT NOT NULL,
+    receiver       TEXT NOT NULL,
+    body           BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_receiver ON messages (receiver, accepted_at_ms);
+CREATE INDEX IF NOT EXISTS messages_by_dossier ON messages (ma_ho_so);
+CREATE TABLE IF NOT EXISTS processes (
+    ma_ho_so    TEXT PRIMARY KEY,
+    ma_tthc     TEXT NOT NULL,
+    origin_unit TEXT NOT NULL,
+    phase       TEXT NOT NULL,
+    updated_ms  INTEGER NOT NULL,
+    state       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS processes_by_phase ON processes (phase);
+CREATE TABLE IF NOT EXISTS process_inbox (
+    message_id TEXT PRIMARY KEY,
+    ma_ho_so   TEXT NOT NULL,
+    at_ms      INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS process_outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL UNIQUE,
+    ma_ho_so   TEXT NOT NULL,
+    receiver   TEXT NOT NULL,
+    body       BLOB NOT NULL,
+    created_ms INTEGER NOT NULL,
+    sent_ms    INTEGER
+);
+CREATE INDEX IF NOT EXISTS process_outbox_unsent ON process_outbox (sent_ms, seq);
+CREATE TABLE IF NOT EXISTS process_blocked (
+    ma_ho_so TEXT PRIMARY KEY,
+    since_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS process_alerts (
+    ma_ho_so TEXT NOT NULL,
+    step     TEXT NOT NULL,
+    level    TEXT NOT NULL,
+    due      TEXT NOT NULL,
+    holder   TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL,
+    PRIMARY KEY (ma_ho_so, step, level, due)
+);
+CREATE TABLE IF NOT EXISTS dossier_origins (
+    ma_ho_so       TEXT PRIMARY KEY,
+    ma_tthc        TEXT NOT NULL,
+    origin_unit    TEXT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    first_seen_ms  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS adapter_deliveries (
+    message_id TEXT PRIMARY KEY, unit TEXT NOT NULL, ma_ho_so TEXT NOT NULL, ma_tthc TEXT NOT NULL,
+    kind TEXT NOT NULL, sender TEXT NOT NULL, reply_to TEXT NOT NULL, correlation_id TEXT NOT NULL,
+    receipt TEXT NOT NULL, at_ms INTEGER NOT NULL, state TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS deliveries_by_dossier ON adapter_deliveries (ma_ho_so);
+CREATE TABLE IF NOT EXISTS agency_callbacks (
+    unit TEXT NOT NULL, reference TEXT NOT NULL, status INTEGER NOT NULL,
+    envelope TEXT NOT NULL, published INTEGER NOT NULL DEFAULT 0, at_ms INTEGER NOT NULL,
+    PRIMARY KEY (unit, reference, status));
+CREATE TABLE IF NOT EXISTS edxml_outbox (
+    id TEXT PRIMARY KEY, unit TEXT NOT NULL, ma_ho_so TEXT NOT NULL,
+    document_id TEXT NOT NULL, envelope TEXT NOT NULL, package BLOB NOT NULL,
+    state TEXT NOT NULL, fetches INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, reason TEXT);
+CREATE INDEX IF NOT EXISTS edxml_outbox_waiting ON edxml_outbox (unit, state, created_ms);
+"#;
+
+/// Migration 2: an index for the edXML outbox's retention sweep (ended packages by age).
+const V2: &str = r#"
+CREATE INDEX IF NOT EXISTS edxml_outbox_ended ON edxml_outbox (state, updated_ms);
+"#;
+
+/// The migrations, oldest first; after migration `n` the file's `user_version` is `n`. Append
+/// only: never edit one that was released. Each is idempotent (`IF NOT EXISTS`), so two
+/// processes opening a store at once cannot trip over each other's upgrade.
+pub const MIGRATIONS: &[&str] = &[V1, V2];
+
+/// The schema version this build writes (the number of migrations).
+pub fn latest_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// The file's schema version (`PRAGMA user_version`).
+pub fn version(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+/// Bring the file to [`latest_version`]: the migrations it lacks and the new version, in one
+/// `IMMEDIATE` transaction (all or nothing; a concurrent opener waits for it, then finds nothing
+/// left to do). Errors: SQLite failed, or the file is newer than this build
+/// ([`StoreError::TooNew`]).
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let known = latest_version();
+    if version(conn)? == known {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found = version(&tx)?;
+    if found > known {
+        return Err(StoreError::TooNew { found, known });
+    }
+    for up in &MIGRATIONS[found.max(0) as usize..] {
+        tx.execute_batch(up)?;
+    }
+    tx.pragma_update(None, "user_version", known)?;
+    tx.commit()?;
+    if found < known {
+        tracing::info!(
+            message = "store schema upgraded",
+            from_version = found,
+            to_version = known
+        );
+    }
+    Ok(())
+}
+
+/// Open a connection to the store at `path` (creating the file and its directory if needed):
+/// WAL mode, `synchronous = NORMAL`, a 10 s busy timeout, the schema migrated to the latest
+/// version.
+pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+    }
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    migrate(&mut conn)?;
+    // Every hot statement is prepared once per connection (`prepare_cached`); one
+    // connection serves many components, so keep more than rusqlite's default 16.
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}

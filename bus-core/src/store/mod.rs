@@ -1,0 +1,34 @@
+//! The embedded SQLite store shared by the components of one installation, in one place: one
+//! schema with versioned migrations, one group-commit writer per process, one file per group
+//! of tables. WAL mode, so separate `lienthong run --components …` processes can share one file.
+//!
+//! Files: [`migrations`] (the schema, every table), [`connection`] (the [`Store`] handle:
+//! reads), [`writer`] (the [`MessageWriter`]: every write), then one file per group of tables:
+//! [`messages`] (message store, dossier origins), [`trace`] (trace events), [`dead_letters`],
+//! [`process`] (the process manager's state, inbox, outbox, blocked dossiers, alerts),
+//! [`deliveries`] (the adapters' delivery log), [`callbacks`] (agency callbacks),
+//! [`edxml_outbox`]. The store imports plain data from above it (trace events, the process
+//! manager's state); nothing of the store imports the [`crate::trace::Tracer`] or the process
+//! manager's rules.
+
+pub mod callbacks;
+pub mod connection;
+pub mod dead_letters;
+pub mod deliveries;
+pub mod edxml_outbox;
+pub mod error;
+pub mod messages;
+pub mod migrations;
+pub mod process;
+#[cfg(test)]
+mod tests;
+pub mod trace;
+pub mod writer;
+
+pub use connection::Store;
+pub use deliveries::DeliveryRecord;
+pub use edxml_outbox::OutboxItem;
+pub use error::StoreError;
+pub use messages::{MessageSelection, Origin, StoredMessage};
+pub use process::{Applied, OutboxEntry};
+pub use writer::{CHECKPOINT_FRAMES, MessageWriter, RESET_FRAMES};

@@ -1,0 +1,284 @@
+//! The group-commit writer ([`MessageWriter`]): every write of a process to the store goes
+//! through one thread and one connection, which commits the writes queued meanwhile together,
+//! and keeps WAL checkpoints out of the commits messages wait on.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::error::StoreError;
+use super::migrations::open_connection;
+
+/// What a write returns to its caller (downcast by [`MessageWriter::transact`]).
+pub type TxValue = Box<dyn std::any::Any + Send>;
+
+/// One write: runs on the writer thread, inside the batch's transaction.
+pub type TxRun = Box<dyn FnOnce(&Connection) -> Result<TxValue, rusqlite::Error> + Send>;
+
+/// Who waits for a write.
+enum Done {
+    /// The caller of [`MessageWriter::transact`]: the write's value.
+    Value(tokio::sync::oneshot::Sender<Result<TxValue, String>>),
+    /// The caller of [`MessageWriter::start_unit`]: only the outcome.
+    Unit(tokio::sync::oneshot::Sender<Result<(), String>>),
+}
+
+/// One write of [`MessageWriter`].
+struct WriteJob {
+    run: Option<TxRun>,
+    /// In a savepoint of its own (it fails alone), or straight in the batch's transaction (its
+    /// failure fails the batch: the router's own writes, which cannot fail but on the file).
+    isolated: bool,
+    value: Option<Result<TxValue, String>>,
+    done: Done,
+}
+
+impl WriteJob {
+    /// Write the job into the batch's transaction. Err (the whole batch fails) for a write that
+    /// is not isolated, for a savepoint that cannot be opened, released or rolled back, and for
+    /// an isolated write whose failure ended the transaction or is a busy lock; any other
+    /// failing isolated write (its own SQL error, a panic) is rolled back alone and answered
+    /// with its error.
+    fn write(&mut self, tx: &mut rusqlite::Transaction<'_>) -> Result<(), rusqlite::Error> {
+        let Some(run) = self.run.take() else {
+            return Ok(());
+        };
+        if !self.isolated {
+            self.value = Some(Ok(run(tx)?));
+            return Ok(());
+        }
+        let sp = tx.savepoint()?;
+        // A panicking write fails alone; the writer thread goes on.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&sp)))
+            .unwrap_or_else(|_| {
+                Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                    Some("the write panicked".to_string()),
+                ))
+            });
+        match ran {
+            Ok(v) => {
+                sp.commit()?;
+                self.value = Some(Ok(v));
+            }
+            Err(e) => {
+                // Rolled back to the savepoint: this job's writes only.
+                let undone = sp.finish();
+                // SQLite itself ended the transaction (disk full, I/O error), the undo
+                // failed, or the lock is busy (the next job would wait as long): the
+                // batch fails as a whole and every job of it is told so.
+                let busy = matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                );
+                if undone.is_err() || tx.is_autocommit() || busy {
+                    return Err(e);
+                }
+                self.value = Some(Err(e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Answer the caller once the batch's outcome `r` is known (the commit, or why it failed).
+    fn answer(self, r: Result<(), String>) {
+        let outcome = match (self.value, r) {
+            (Some(Err(own)), _) => Err(own),
+            (_, Err(batch)) => Err(batch),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (None, Ok(())) => Err("the write was not run".to_string()),
+        };
+        match self.done {
+            Done::Value(done) => {
+                let _ = done.send(outcome);
+            }
+            Done::Unit(done) => {
+                let _ = done.send(outcome.map(|_| ()));
+            }
+        }
+    }
+}
+
+/// Group commit of every write of one process (the router's accepted envelopes, trace events,
+/// the process manager's state and outbox, the delivery log, agency callbacks, the edXML
+/// outbox, the retention sweeps): a thread with its own connection takes the writes queued
+/// meanwhile (at most 256) into one transaction and answers each after the commit. Under load
+/// many messages share a commit and a thread wake-up; an idle writer commits each write at once.
+///
+/// WAL checkpoints stay out of the commits that messages wait on. SQLite's automatic
+/// checkpoint would run inside the commit that crosses 1000 frames, copying megabytes into the
+/// database file and syncing it while every message of that commit waits. Instead:
+/// - every [`CHECKPOINT_FRAMES`] new frames, a checkpointer thread with its own connection
+///   copies the WAL into the database (`PASSIVE`: it never blocks the writer), as often as
+///   SQLite's own checkpoint would, so the disk sees no more syncs than before;
+/// - once the WAL holds [`RESET_FRAMES`], the checkpointer is left alone and the writer,
+///   between two batches, runs a `PASSIVE` checkpoint of the frames written since the
+///   checkpointer's latest one (again after the next batch if that one was still running). The next
+///   transaction then starts the WAL over. (A checkpoint running beside a busy writer never
+///   catches up with it alone, and the WAL would grow without end.) That is one short
+///   checkpoint in the writer per eight of SQLite's.
+#[derive(Clone)]
+pub struct MessageWriter {
+    tx: std::sync::mpsc::Sender<WriteJob>,
+}
+
+/// New WAL frames (pages, 4 KiB each by default) after which the writer wakes its
+/// checkpointer: SQLite's automatic threshold.
+pub const CHECKPOINT_FRAMES: i32 = 1000;
+
+/// WAL frames after which the writer finishes a checkpoint itself so that the WAL starts over:
+/// 8,000 frames, about 32 MiB of WAL. The checkpointer has copied all but the last thousand or
+/// so by then.
+pub const RESET_FRAMES: i32 = 8_000;
+
+/// Start the checkpointer thread of a writer connection: returns the signal that wakes it. The
+/// thread ends when the signal's sender is dropped (with the writer's connection).
+fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>, StoreError> {
+    let conn = open_connection(path)?;
+    let (signal, wake) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("lienthong-store-checkpointer".into())
+        .spawn(move || {
+            while wake.recv().is_ok() {
+                if let Err(e) = checkpoint_passive(&conn) {
+                    tracing::warn!(message = "WAL checkpoint failed; will retry", error = %e);
+                }
+            }
+        })
+        .map_err(|e| StoreError::Io("the store checkpointer thread".into(), e))?;
+    Ok(signal)
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE)`: copy what the WAL holds into the database without
+/// waiting for anyone (what it could not copy, the next one will).
+fn checkpoint_passive(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+}
+
+impl MessageWriter {
+    /// Open a connection to the store at `path` and start the writer thread and its WAL
+    /// checkpointer (they end when the last clone is dropped).
+    pub fn start(path: &Path) -> Result<MessageWriter, StoreError> {
+        use std::sync::atomic::{AtomicI32, Ordering};
+        let mut conn = open_connection(path)?;
+        // Frames in the WAL after the writer's latest commit.
+        let frames = std::sync::Arc::new(AtomicI32::new(0));
+        let signal = start_checkpointer(path)?;
+        let seen = frames.clone();
+        // Frames in the WAL when the checkpointer was last woken.
+        let mut woken_at = 0;
+        // The hook replaces this connection's automatic checkpoint (sqlite3_wal_hook).
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n: i32| {
+            seen.store(n, Ordering::Relaxed);
+            if n < woken_at {
+                // The WAL started over.
+                woken_at = 0;
+            }
+            // From RESET_FRAMES on the writer checkpoints itself (a running background
+            // checkpoint would make its attempt return busy).
+            if n - woken_at >= CHECKPOINT_FRAMES && n < RESET_FRAMES && signal.try_send(()).is_ok()
+            {
+                woken_at = n;
+            }
+            Ok(())
+        }))?;
+        let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
+        std::thread::Builder::new()
+            .name("lienthong-store-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < 256 {
+                        match rx.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    let r = (|| {
+                        // IMMEDIATE: a write that reads first (the delivery log, the process
+                        // manager's state) would otherwise fail the batch with SQLITE_BUSY when
+                        // another connection committed since its read; this way the lock is
+                        // waited for (busy timeout).
+                        let mut tx = conn
+                            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                        for j in &mut jobs {
+                            j.write(&mut tx)?;
+                        }
+                        tx.commit()
+                    })();
+                    let r = r.map_err(|e| e.to_string());
+                    for j in jobs {
+                        j.answer(r.clone());
+                    }
+                    if frames.load(Ordering::Relaxed) >= RESET_FRAMES {
+                        frames.store(0, Ordering::Relaxed);
+                        if let Err(e) = checkpoint_passive(&conn) {
+                            tracing::warn!(message = "WAL checkpoint failed; will retry", error = %e);
+                        }
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Io("the store writer thread".into(), e))?;
+        Ok(MessageWriter { tx })
+    }
+
+    /// Queue `write` for the group commit without waiting: the receiver answers once its batch
+    /// has committed (`Err` with the store's error). `isolated`: in a savepoint of its own (it
+    /// fails alone); else its failure fails the whole batch. Errors: the writer thread is gone.
+    pub fn start_unit(
+        &self,
+        isolated: bool,
+        write: impl FnOnce(&Connection) -> Result<(), rusqlite::Error> + Send + 'static,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>, String> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let run: TxRun = Box::new(move |c| write(c).map(|()| Box::new(()) as TxValue));
+        self.tx
+            .send(WriteJob {
+                run: Some(run),
+                isolated,
+                value: None,
+                done: Done::Unit(done),
+            })
+            .map_err(|_| "the store writer thread stopped".to_string())?;
+        Ok(wait)
+    }
+
+    /// [`MessageWriter::start_unit`] and wait for the commit.
+    pub async fn write_unit(
+        &self,
+        isolated: bool,
+        write: impl FnOnce(&Connection) -> Result<(), rusqlite::Error> + Send + 'static,
+    ) -> Result<(), String> {
+        self.start_unit(isolated, write)?
+            .await
+            .map_err(|_| "the store writer thread stopped".to_string())?
+    }
+
+    /// Run `write` in the group commit, beside the other writes of this process, and return its
+    /// value once the batch has committed. The write runs on the writer thread, inside a
+    /// savepoint of its own: when it fails, only it is rolled back. Use it for every write of a
+    /// component (several SQLite connections writing one file wait on each other's lock, and
+    /// each of their commits would rewrite the pages the group commit just wrote). Errors: the
+    /// write's own SQLite error, the batch's commit failed, or the writer thread is gone.
+    pub async fn transact<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, String> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let run: TxRun = Box::new(move |c| write(c).map(|v| Box::new(v) as TxValue));
+        self.tx
+            .send(WriteJob {
+                run: Some(run),
+                isolated: true,
+                value: None,
+                done: Done::Value(done),
+            })
+            .map_err(|_| "the store writer thread stopped".to_string())?;
+        let v = wait
+            .await
+            .map_err(|_| "the store writer thread stopped".to_string())??;
+        v.downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| "the store writer answered with another type".to_string())
+    }
+}

@@ -1,0 +1,198 @@
+//! The [`Tracer`]: how a component hands its trace events on, above the store: published to
+//! the trace exchange in batches with publisher confirms (the tracer component stores them), or
+//! straight into the store through the process's group commit (`[store] trace_direct`).
+
+use crate::amqp::{PublishError, Publisher};
+use crate::store::trace::insert_events_in;
+use crate::store::writer::MessageWriter;
+
+use super::event::TraceEvent;
+
+/// Publishes trace events to `<prefix>.trace` on a confirm channel, batched: the events that
+/// arrive while the previous batch is being written go out together as one message (a JSON
+/// array, at most [`TRACE_BATCH_MAX`] events), so a busy router sends one trace message for many
+/// hops instead of one per event. An idle tracer sends each event at once (no linger). Every
+/// event's [`TracePending`] resolves with its batch's publisher confirm.
+#[derive(Clone)]
+pub struct Tracer {
+    sink: Sink,
+}
+
+#[derive(Clone)]
+enum Sink {
+    /// Batches published to the trace exchange (the tracer component stores them).
+    Broker(
+        tokio::sync::mpsc::UnboundedSender<(
+            Vec<TraceEvent>,
+            tokio::sync::oneshot::Sender<Confirmed>,
+        )>,
+    ),
+    /// Straight into the store, in the process's group commit ([`Tracer::to_store`]).
+    Store(MessageWriter),
+}
+
+/// At most this many events in one trace message.
+pub const TRACE_BATCH_MAX: usize = 256;
+
+type Confirmed = Result<(), String>;
+
+/// A trace event on its way; [`TracePending::wait`] for its publisher confirm.
+pub struct TracePending(tokio::sync::oneshot::Receiver<Confirmed>);
+
+impl TracePending {
+    /// Wait for the confirm of the batch that carries the event.
+    pub async fn wait(self) -> Result<(), PublishError> {
+        match self.0.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(PublishError::Batch(e)),
+            Err(_) => Err(PublishError::Batch("the trace publisher stopped".into())),
+        }
+    }
+}
+
+impl Tracer {
+    /// A tracer publishing on `publisher` to `exchange`. Spawns its batching task on the current
+    /// Tokio runtime (it ends when the last clone of the tracer is dropped).
+    pub fn new(publisher: Publisher, exchange: String) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(batch_publisher(publisher, exchange, rx));
+        Tracer {
+            sink: Sink::Broker(tx),
+        }
+    }
+
+    /// A tracer writing straight into the store through `writer`'s group commit (no trace
+    /// message through the broker): an event's [`TracePending`] resolves when its transaction
+    /// has committed. For components that share the store file with the tracer (`[store]
+    /// trace_direct`).
+    pub fn to_store(writer: MessageWriter) -> Self {
+        Tracer {
+            sink: Sink::Store(writer),
+        }
+    }
+
+    /// Put an event on the wire; await the returned [`TracePending`] before acking the delivery
+    /// the event describes, so that an acked message always has its trace.
+    pub async fn start(&self, ev: &TraceEvent) -> Result<TracePending, PublishError> {
+        self.start_all(vec![ev.clone()])
+    }
+
+    /// Put several events on the wire in one batch (they are never split across messages);
+    /// the pending resolves with that batch's confirm.
+    pub fn start_all(&self, events: Vec<TraceEvent>) -> Result<TracePending, PublishError> {
+        match &self.sink {
+            Sink::Broker(tx) => {
+                let (done, wait) = tokio::sync::oneshot::channel();
+                tx.send((events, done))
+                    .map_err(|_| PublishError::Batch("the trace publisher stopped".into()))?;
+                Ok(TracePending(wait))
+            }
+            Sink::Store(writer) => writer
+                .start_events(events)
+                .map(TracePending)
+                .map_err(PublishError::Batch),
+        }
+    }
+
+    /// Publish an event and wait for its confirm.
+    pub async fn emit(&self, ev: &TraceEvent) -> Result<(), PublishError> {
+        self.start(ev).await?.wait().await
+    }
+
+    /// Publish events together and wait for their confirm.
+    pub async fn emit_all(&self, events: Vec<TraceEvent>) -> Result<(), PublishError> {
+        self.start_all(events)?.wait().await
+    }
+
+    /// Run a store `write` and trace `events`, and wait for both: the state change and the
+    /// trace of it. A tracer that writes straight into the store ([`Tracer::to_store`]) puts
+    /// both in one savepoint of one group commit of its own writer (all or nothing, one commit
+    /// instead of two; `writer` is then not used: a process has one, `Ctx::writer`, which its
+    /// tracer writes through). Otherwise the write commits through `writer` first and the
+    /// events are published after it, so that no event tells of a write that failed. Returns
+    /// the write's value. Errors (as text): the write or its commit failed, or the trace was
+    /// not confirmed; the write has then committed and the events may be lost, so callers use
+    /// it only for idempotent writes and retry the whole step.
+    pub async fn emit_with<T: Send + 'static>(
+        &self,
+        writer: &MessageWriter,
+        events: Vec<TraceEvent>,
+        write: impl FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, String> {
+        match &self.sink {
+            Sink::Store(own) => {
+                own.transact(move |c| {
+                    let v = write(c)?;
+                    insert_events_in(c, &events)?;
+                    Ok(v)
+                })
+                .await
+            }
+            Sink::Broker(_) => {
+                let v = writer.transact(write).await?;
+                self.emit_all(events).await.map_err(|e| e.to_string())?;
+                Ok(v)
+            }
+        }
+    }
+}
+
+/// The batching task behind a [`Tracer`].
+async fn batch_publisher(
+    publisher: Publisher,
+    exchange: String,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(
+        Vec<TraceEvent>,
+        tokio::sync::oneshot::Sender<Confirmed>,
+    )>,
+) {
+    while let Some((first, w)) = rx.recv().await {
+        let mut events = first;
+        let mut waiters = vec![w];
+        // Take what is queued; under load, let the other tasks run a few times to fill the batch
+        // (no timer: an idle tracer adds no latency).
+        for round in 0..4 {
+            let before = events.len();
+            while events.len() < TRACE_BATCH_MAX {
+                match rx.try_recv() {
+                    Ok((more, w)) => {
+                        events.extend(more);
+                        waiters.push(w);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if round == 0 && events.len() == before || events.len() >= TRACE_BATCH_MAX {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let body = if events.len() == 1 {
+            serde_json::to_vec(&events[0])
+        } else {
+            serde_json::to_vec(&events)
+        }
+        .unwrap_or_default();
+        let props = lapin::BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_message_id(events[0].event_id.clone().into());
+        match publisher.start(&exchange, "", &body, props, false).await {
+            Ok(pending) => {
+                // The confirm is awaited apart, so the next batch goes out meanwhile.
+                tokio::spawn(async move {
+                    let r = pending.wait().await.map_err(|e| e.to_string());
+                    for w in waiters {
+                        let _ = w.send(r.clone());
+                    }
+                });
+            }
+            Err(e) => {
+                let r: Confirmed = Err(e.to_string());
+                for w in waiters {
+                    let _ = w.send(r.clone());
+                }
+            }
+        }
+    }
+}
