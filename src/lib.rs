@@ -5,13 +5,13 @@
 
 #![warn(missing_docs)]
 
-pub mod adapter_worker;
 pub mod alerts;
 pub mod bench;
 pub mod check;
 pub mod consume;
 pub mod context;
 pub mod control_sheet;
+pub mod delivery;
 pub mod demo;
 pub mod dossier_view;
 pub mod edxml_cli;
