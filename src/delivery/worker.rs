@@ -205,7 +205,6 @@ impl Worker {
                 receipt, attempts, ..
             } => self.delivered(d, &env, sending, receipt, attempts).await,
             Final::Failed {
-                reason,
                 exhausted: true,
                 attempts,
                 history,
@@ -213,7 +212,6 @@ impl Worker {
                 unknown,
                 ..
             } => {
-                let _ = reason;
                 let ex = Exhausted {
                     attempts,
                     history,
