@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lienthong_adapters::http::{ConnectionOptions, Probe};
+use lienthong_adapters::Probe;
+use lienthong_adapters::http::ConnectionOptions;
 use lienthong_adapters::transport::TlsProblem;
 use lienthong_core::registry::{Reach, Settings, Unit};
 use serde::Serialize;
@@ -92,9 +93,9 @@ async fn check_unit(settings: &Settings, u: &Unit) -> Vec<Row> {
     } else {
         None
     };
-    let built = options
-        .clone()
-        .and_then(|_| lienthong_adapters::build_with(u, &callback_base, store));
+    let built = options.clone().and_then(|_| {
+        lienthong_adapters::build_with(u, &callback_base, store).map_err(|e| e.to_string())
+    });
     let (options, built) = match (options, built) {
         (Ok(o), Ok(a)) => {
             rows.push(row(

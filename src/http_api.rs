@@ -3,7 +3,6 @@
 //! confirm, or an RFC 9457 problem), `POST /v1/callbacks/{unit}` (an agency's result, turned
 //! into a bus envelope for the dossier's centre), read endpoints for operators, and health.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -13,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use lienthong_adapters::Adapter;
+use lienthong_adapters::Adapters;
 use lienthong_adapters::deliveries::{self, DeliveryLog};
 use lienthong_adapters::outbox::{Acked, Outbox};
 use lienthong_core::amqp::{PublishError, Publisher, envelope_properties};
@@ -34,7 +33,7 @@ struct Api {
     ctx: Ctx,
     broker: BrokerSlot,
     log: DeliveryLog,
-    adapters: Arc<HashMap<String, Arc<dyn Adapter>>>,
+    adapters: Adapters,
     outbox: Outbox,
 }
 
@@ -78,23 +77,12 @@ pub async fn hold_broker(ctx: Ctx, slot: BrokerSlot) -> anyhow::Result<()> {
     }
 }
 
-/// Build the router of the API and its (empty) broker slot. `callback_base` is the bus's
-/// public base URL.
-pub fn app(ctx: Ctx, callback_base: &str) -> anyhow::Result<(Router, BrokerSlot)> {
+/// Build the router of the API and its (empty) broker slot. `adapters` are the process's
+/// adapters by unit code ([`lienthong_adapters::build_all`]): the callback route reads each
+/// agency's callbacks through its unit's adapter.
+pub fn app(ctx: Ctx, adapters: Adapters) -> anyhow::Result<(Router, BrokerSlot)> {
     let broker: BrokerSlot = Arc::default();
     let log = DeliveryLog::new(ctx.store.clone())?;
-    let mut adapters = HashMap::new();
-    for u in ctx
-        .registry
-        .units()
-        .filter(|u| matches!(u.reach, Reach::Adapter { .. }))
-    {
-        adapters.insert(
-            u.code.clone(),
-            lienthong_adapters::build_with(u, callback_base, Some(ctx.store.clone()))
-                .map_err(anyhow::Error::msg)?,
-        );
-    }
     // Let bodies a little over the envelope limit through, so that the envelope check answers
     // with a problem+json 413 that names the limit.
     let body_limit = ctx
@@ -107,7 +95,7 @@ pub fn app(ctx: Ctx, callback_base: &str) -> anyhow::Result<(Router, BrokerSlot)
         ctx,
         broker: broker.clone(),
         log,
-        adapters: Arc::new(adapters),
+        adapters,
         outbox,
     };
     let router = Router::new()
@@ -474,7 +462,7 @@ async fn callback_inner(
             StatusCode::BAD_REQUEST,
             "invalid-callback",
             "Callback not readable",
-            e,
+            e.to_string(),
         )
     })?;
     let log = api.log.clone();

@@ -6,12 +6,12 @@
 
 #![warn(missing_docs)]
 
-pub mod adapter_worker;
 pub mod alerts;
 pub mod check;
 pub mod consume;
 pub mod context;
 pub mod control_sheet;
+pub mod delivery;
 pub mod dossier_view;
 pub mod edxml_cli;
 pub mod http_api;

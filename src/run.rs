@@ -244,8 +244,7 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         .iter()
         .filter(|u| matches!(u.reach, lienthong_core::registry::Reach::Adapter { .. }))
     {
-        lienthong_adapters::build_with(u, "http://127.0.0.1", Some(store.clone()))
-            .map_err(anyhow::Error::msg)?;
+        lienthong_adapters::build_with(u, "http://127.0.0.1", Some(store.clone()))?;
     }
     let (tx, rx) = watch::channel(false);
     let ctx = context(settings, store, conn, rx)?;
@@ -272,6 +271,10 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
                 .unwrap_or_else(|| ctx.settings.http.listen.clone())
         )
     });
+    // The adapters, built once: the delivery component sends through them and the HTTP API's
+    // callback route reads the agencies' callbacks with the same instances.
+    let adapters =
+        lienthong_adapters::build_all(&ctx.registry, &callback_base, Some(ctx.store.clone()))?;
     tasks.spawn(supervise("topology", ctx.clone(), keep_topology));
     for c in components {
         let ctx = ctx.clone();
@@ -283,16 +286,16 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
                 tasks.spawn(supervise("tracer", ctx, crate::tracer::run));
             }
             Component::Adapters => {
-                let base = callback_base.clone();
+                let adapters = adapters.clone();
                 tasks.spawn(supervise("adapters", ctx, move |c| {
-                    crate::adapter_worker::run(c, base.clone())
+                    crate::delivery::run(c, adapters.clone())
                 }));
             }
             Component::Http => {
                 let Some(listener) = listener.take() else {
                     continue;
                 };
-                let (app, broker) = crate::http_api::app(ctx.clone(), &callback_base)?;
+                let (app, broker) = crate::http_api::app(ctx.clone(), adapters.clone())?;
                 tasks.spawn(supervise("http", ctx.clone(), move |c| {
                     crate::http_api::hold_broker(c, broker.clone())
                 }));

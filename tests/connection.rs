@@ -203,6 +203,7 @@ async fn an_api_key_from_the_environment_and_lgsp_headers_are_sent_and_their_abs
     );
     let e = lienthong_adapters::build(&unit, "http://127.0.0.1:1")
         .err()
-        .expect("refused");
+        .expect("refused")
+        .to_string();
     assert!(e.contains("LIENTHONG_NOT_SET_X"), "{e}");
 }

@@ -2,7 +2,9 @@
 //! and the ack, and of the router between the process manager's commit and its publish, made
 //! with fail points (built only with `--features failpoints`, which `./scripts/test` turns on):
 //! the process is held at the point, killed with SIGKILL, and started again; the agency must
-//! see no second effect and the route no double step.
+//! see no second effect and the route no double step. A third fail point makes a delivery
+//! handler panic: its delivery must be dead-lettered with the panic's message and its prefetch
+//! slot freed.
 
 mod common;
 
@@ -266,6 +268,70 @@ async fn router_killed_between_the_process_commit_and_the_publish_sends_the_next
         sigterm(c);
     }
     drop((router, rest));
+    let _ = mock.stop.send(());
+    let _ = lienthong_core::topology::Topology::plan(&s)
+        .delete(&view.conn)
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_delivery_handler_dead_letters_its_delivery_and_frees_its_slot() {
+    use lienthong_core::deadletter::headers;
+    use lienthong_core::envelope::Kind;
+    let (mut s, dir) = settings("kp-panic");
+    s.mock.callback_delay_ms = 20;
+    // One prefetch slot: a delivery that kept it would stop the unit's queue.
+    s.topology.adapter_prefetch = 1;
+    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
+    use_mock(&mut s, &mock);
+    let port = free_port();
+    s.http.listen = format!("127.0.0.1:{port}");
+    let config = dir.join("config.toml");
+    std::fs::write(&config, toml::to_string(&s).expect("toml")).expect("config");
+    let adapters = spawn_components_env(
+        &config,
+        &dir,
+        "adapters",
+        "adapters.log",
+        &[("FAILPOINTS", "adapter-handler-panic=1*return")],
+    );
+    let rest = spawn_components(&config, &dir, "router,tracer,http", "others.log");
+    wait_ready_from(&dir.join("others.log"), port).await;
+    let view = view_of(&s, &dir, &mock).await;
+    let mut centre = view.listen(SON_HA).await;
+    let first = birth(8801, POLICE);
+    view.send(&first).await;
+    let dead = view.dead(1, 60).await;
+    assert_eq!(dead.len(), 1, "the panicking delivery is dead-lettered");
+    let code = lienthong_core::amqp::header_str(&dead[0].1, headers::REASON_CODE);
+    assert_eq!(code.as_deref(), Some("handler-failed"));
+    let reason = lienthong_core::amqp::header_str(&dead[0].1, headers::REASON).unwrap_or_default();
+    assert!(
+        reason.contains("fail point adapter-handler-panic"),
+        "the panic's message is the reason: {reason}"
+    );
+    assert!(
+        view.mock_requests("police", &first.ma_ho_so)
+            .await
+            .is_empty(),
+        "it panicked before calling the agency"
+    );
+    // The slot is free: the next dossier goes through to its result.
+    let second = birth(8802, POLICE);
+    view.send(&second).await;
+    let result = loop {
+        let e = next(&mut centre, 60).await;
+        if e.ma_ho_so == second.ma_ho_so && e.kind.as_str() == Kind::RESULT {
+            break e;
+        }
+    };
+    assert_eq!(result.sender, POLICE);
+    for c in [&adapters, &rest] {
+        sigterm(c);
+    }
+    drop((adapters, rest));
     let _ = mock.stop.send(());
     let _ = lienthong_core::topology::Topology::plan(&s)
         .delete(&view.conn)

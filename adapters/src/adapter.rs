@@ -1,182 +1,199 @@
-//! The adapter contract: deliver one envelope to an agency's system and say what happened
-//! (delivered / transient failure / unknown outcome / permanent failure, with the agency's
-//! reason); look a dossier up (found / not found / unreadable / failed); and read the agency's
-//! result callbacks back into bus terms.
-//!
-//! **The one rule for outcomes**, which every adapter and every operation follows: a 2xx is
-//! delivered only when its body reads as the agency's answer and that answer says success; a
-//! 2xx whose body cannot be read as the agency's answer (a key field missing, another shape,
-//! an HTML page, an empty or truncated body, another format) is an *unknown* outcome, since
-//! the agency may have recorded the dossier; a *permanent* failure is kept for answers that
-//! say so: a 4xx, or a business error in a readable body.
-
-use std::time::Duration;
+//! The adapter contract: which operation an envelope asks of an agency (written once, here),
+//! the request an adapter builds for it once ([`AgencyRequest`], the same bytes on every
+//! attempt), sending that request and classifying the answer ([`Outcome`], under the one rule
+//! of [`crate::outcome`]), the status lookup, the harmless test call of `lienthong check`, and
+//! reading the agency's callbacks back into bus terms. The retry machinery is not here: the
+//! bus's delivery component drives [`Adapter::prepare`] once and [`Adapter::send`] per attempt.
 
 use async_trait::async_trait;
-use lienthong_core::Envelope;
+use bytes::Bytes;
+use lienthong_core::registry::Unit;
+use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
 use serde_json::{Map, Value};
 
-/// What one delivery attempt came to.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// The agency accepted it; `receipt` is its receipt number (MaTiepNhan) or answer.
-    Delivered {
-        /// Agency receipt.
-        receipt: String,
-    },
-    /// Worth retrying with the same idempotency key: connect error, timeout, 408, 429, 5xx.
-    Transient {
-        /// What went wrong, in the agency's words where it gave any.
-        reason: String,
-        /// The agency's Retry-After, if it sent one.
-        retry_after: Option<Duration>,
-    },
-    /// The request may have reached the agency but its answer was lost or cannot be read
-    /// (timeout after sending, connection closed mid-answer, a 2xx whose body is not the
-    /// agency's answer). Never resent blindly: resolved by retrying with the same idempotency
-    /// key (the agency replays its first answer) or by a status lookup.
-    Unknown {
-        /// What was seen.
-        reason: String,
-        /// The 2xx body that could not be read, as an excerpt (at most 300 characters,
-        /// [`crate::http::snippet`]; empty for an empty body); `None` when no answer came
-        /// (timeout, broken connection). The worker counts these to alert an operator.
-        answer: Option<String>,
-    },
-    /// Not worth retrying: a 4xx, a readable answer whose business code says failure
-    /// (`BienNhan` `LOI`, an `error_code` other than `"00"`, an edXML status 02), an envelope
-    /// the agency interface cannot express.
-    Permanent {
-        /// The agency's reason.
-        reason: String,
-    },
+use crate::error::{CallbackError, NotDeliverable};
+use crate::outcome::{AgencyReply, Outcome, PROBE_MA_HO_SO, Probe, StatusLookup};
+
+/// What an envelope asks of an agency. Decided by [`Operation::of`] for every adapter alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// A `dossier.forward`: hand the dossier to the agency.
+    Submit,
+    /// A `dossier.status` 7 (withdrawn) or 8 (stopped): cancel the dossier at the agency. A
+    /// readable "not found" is delivered ([`cancel_outcome`]).
+    Cancel,
+    /// Any other `dossier.status`, or a `dossier.result`: the dossier's progress (only the
+    /// national portal sync takes it).
+    Progress,
 }
 
-impl Outcome {
-    /// The reason (for [`Outcome::Delivered`], the receipt).
-    pub fn reason(&self) -> &str {
-        match self {
-            Outcome::Delivered { receipt } => receipt,
-            Outcome::Transient { reason, .. }
-            | Outcome::Unknown { reason, .. }
-            | Outcome::Permanent { reason } => reason,
-        }
-    }
-}
-
-/// A cancel (a `dossier.status` 7 or 8) whose answer is the reference interfaces' readable
-/// "not found" ([`crate::xml::NOT_FOUND_CODE`], `E_KHONG_TIM_THAY`: Police's 404
-/// `{MaLoi, MoTaLoi}`, BHXH's and Tax's `BienNhan` `LOI`): the agency does not hold the
-/// dossier, so there is nothing to cancel, and the cancel has done its job (delivered). Any
-/// other outcome is kept.
-pub fn cancel_outcome(o: Outcome) -> Outcome {
-    match o {
-        Outcome::Permanent { reason }
-            if reason
-                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .any(|w| w == crate::xml::NOT_FOUND_CODE) =>
-        {
-            Outcome::Delivered {
-                receipt: format!(
-                    "nothing to cancel: the agency does not hold the dossier ({reason})"
-                ),
+impl Operation {
+    /// The operation `env` means: forward → submit; status 7 or 8 → cancel; another status or
+    /// a result → progress; any other kind → `None`.
+    pub fn of(env: &Envelope) -> Option<Operation> {
+        match env.kind.as_str() {
+            Kind::FORWARD => Some(Operation::Submit),
+            Kind::STATUS
+                if matches!(
+                    env.status,
+                    Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)
+                ) =>
+            {
+                Some(Operation::Cancel)
             }
-        }
-        other => other,
-    }
-}
-
-/// A dossier's status at the agency (status lookup).
-#[derive(Debug, Clone, PartialEq)]
-pub struct AgencyStatus {
-    /// Dossier code.
-    pub ma_ho_so: String,
-    /// Agency receipt number, if any.
-    pub receipt: Option<String>,
-    /// TrangThaiHoSo.
-    pub status: u8,
-}
-
-/// What a status lookup at the agency came to.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StatusLookup {
-    /// The agency has the dossier: its answer was read, with a `TrangThaiHoSo` of 1–10.
-    Found(AgencyStatus),
-    /// The agency answered, readably, that it has no such dossier (the reference format's
-    /// "not found": Police/Customs 404 `{MaLoi, MoTaLoi}`, BHXH/Tax `BienNhan` `LOI`
-    /// `E_KHONG_TIM_THAY`, DVCQG an empty `result`, a mapped agency's 404 in its format).
-    NotFound {
-        /// The agency's words.
-        reason: String,
-    },
-    /// The agency answered 2xx with a body that is not its answer (missing field, another
-    /// shape or format, HTML, empty, truncated).
-    Unreadable {
-        /// What could not be read.
-        reason: String,
-        /// Excerpt of the body (at most 300 characters, [`crate::http::snippet`]).
-        answer: String,
-    },
-    /// No readable answer: a transport failure, 429/5xx, another HTTP failure, or an answer
-    /// refusing the lookup itself (a business error other than "not found").
-    Failed {
-        /// Why, in the agency's words where it gave any.
-        reason: String,
-    },
-    /// This interface has no status lookup (edXML; a mapped agency without `status_path`).
-    NotSupported {
-        /// Why.
-        reason: String,
-    },
-}
-
-impl StatusLookup {
-    /// The agency's status when the lookup found the dossier, else `None`.
-    pub fn found(self) -> Option<AgencyStatus> {
-        match self {
-            StatusLookup::Found(s) => Some(s),
+            Kind::STATUS | Kind::RESULT => Some(Operation::Progress),
             _ => None,
         }
     }
+
+    /// The messages that mean this operation, in words (for reasons).
+    pub fn messages(self) -> &'static str {
+        match self {
+            Operation::Submit => "dossier.forward",
+            Operation::Cancel => "dossier.status 7 or 8 as a cancel",
+            Operation::Progress => "dossier.result and other dossier.status as progress",
+        }
+    }
 }
 
-/// A result or status an agency posted back to the bus (callback), in bus terms.
+/// One request to an agency, built once per message by [`Adapter::prepare`] and sent as is
+/// on every attempt: the same bytes under the same idempotency key.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AgencyReply {
-    /// Dossier code.
+pub struct AgencyRequest {
+    /// What it asks.
+    pub operation: Operation,
+    /// The operation's name in the agency's terms, for reasons (`submit`, `cancel`,
+    /// `payment confirmation`, `edXML push`).
+    pub label: &'static str,
+    /// Where it goes: the full URL (empty when the adapter does not call a URL, e.g. the edXML
+    /// pull transport's outbox).
+    pub url: String,
+    /// The idempotency key (the envelope's `message_id`), sent as `Idempotency-Key`.
+    pub key: String,
+    /// The dossier (MaHoSo).
     pub ma_ho_so: String,
-    /// The bus message id the agency was answering (MaThamChieu).
-    pub reference: String,
-    /// Agency receipt number.
-    pub receipt: Option<String>,
-    /// TrangThaiHoSo: 9 processed, 3 refused, …
-    pub status: u8,
-    /// Result fields (snake_case, for `payload.result`).
-    pub result: Map<String, Value>,
-    /// Reason (refusals) or what was done.
-    pub reason: Option<String>,
-    /// Officer who handled it.
-    pub officer: Option<String>,
+    /// The document, byte-exact (JSON or XML, per the interface).
+    pub body: Bytes,
+    /// The envelope itself, kept only by adapters that store it with the document (the edXML
+    /// pull outbox, which hands it back on a department's `fail`); never used to build a
+    /// document at send time.
+    pub envelope: Option<std::sync::Arc<Envelope>>,
 }
 
-/// The dossier code `lienthong check` looks up: shaped like a code, issued by no centre.
-pub const PROBE_MA_HO_SO: &str = "LIENTHONG-CHECK-000101-0000";
+impl AgencyRequest {
+    /// A request for `env` with the key and dossier taken from it.
+    pub fn new(
+        operation: Operation,
+        label: &'static str,
+        url: String,
+        env: &Envelope,
+        body: impl Into<Bytes>,
+    ) -> AgencyRequest {
+        AgencyRequest {
+            operation,
+            label,
+            url,
+            key: env.message_id.clone(),
+            ma_ho_so: env.ma_ho_so.clone(),
+            body: body.into(),
+            envelope: None,
+        }
+    }
+}
 
-/// An agency adapter. Implementations are stateless apart from their HTTP client; the
-/// idempotency key of every call is the envelope's `message_id`.
+/// Who gets an agency's callbacks (results and statuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResultsTo {
+    /// The dossier's centre (its origin unit), else the sender.
+    #[default]
+    Origin,
+    /// The unit that sent the message (unit setting `results_to = "sender"`: Tax answers the
+    /// land registration office that sent the form).
+    Sender,
+}
+
+/// What an adapter is built from: the unit, its HTTP client, its endpoint and callback URL,
+/// its registry settings and the bus's store.
+pub struct Setup<'a> {
+    /// The unit the adapter reaches.
+    pub unit: &'a Unit,
+    /// The unit's HTTP client (timeouts, TLS, authentication).
+    pub client: crate::http::Agent,
+    /// The agency's base URL, without a trailing `/`.
+    pub endpoint: String,
+    /// Where the agency posts results: `<bus base>/v1/callbacks/<unit code>`.
+    pub callback_url: String,
+    /// `[units.reach.settings]`.
+    pub settings: &'a Map<String, Value>,
+    /// The bus's store, for adapters that keep state (the edXML pull outbox).
+    pub store: Option<lienthong_core::store::Store>,
+}
+
+impl Setup<'_> {
+    /// The unit setting `results_to` (`"sender"`, else the dossier's centre).
+    pub fn results_to(&self) -> ResultsTo {
+        match self.settings.get("results_to").and_then(Value::as_str) {
+            Some("sender") => ResultsTo::Sender,
+            _ => ResultsTo::Origin,
+        }
+    }
+}
+
+/// An agency adapter: one per agency interface, in `src/agencies/`. Implementations hold
+/// their HTTP client and settings; the idempotency key of every call is the envelope's
+/// `message_id`.
 #[async_trait]
 pub trait Adapter: Send + Sync {
     /// Adapter name as used in the registry (`police-rest`).
     fn name(&self) -> &'static str;
 
-    /// Whether `env` can be expressed in the agency's interface at all (kind supported, the
-    /// fields the agency requires present), without calling the agency. Err says why not.
-    fn check(&self, env: &Envelope) -> Result<(), String>;
+    /// The interface as reasons name it ("the police residence interface").
+    fn interface(&self) -> &'static str;
 
-    /// One attempt to deliver `env`: a `dossier.forward` is submitted; a `dossier.status` 7
-    /// (withdrawn) or 8 (stopped) cancels the dossier at the agency. Other kinds are a
-    /// permanent failure naming the kind.
-    async fn deliver(&self, env: &Envelope) -> Outcome;
+    /// The operations this interface has.
+    fn operations(&self) -> &'static [Operation];
+
+    /// Build the request of `op` (one of [`Adapter::operations`]) for `env`: the document, its
+    /// URL and key. Pure: no call to the agency, no clock (times come from the envelope).
+    ///
+    /// Errors: the envelope lacks what the document needs ([`NotDeliverable::Unmappable`]).
+    fn request(&self, op: Operation, env: &Envelope) -> Result<AgencyRequest, NotDeliverable>;
+
+    /// The request for `env`, built once per message: the operation it asks
+    /// ([`Operation::of`]), refused when the interface has no such operation, then
+    /// [`Adapter::request`].
+    fn prepare(&self, env: &Envelope) -> Result<AgencyRequest, NotDeliverable> {
+        match Operation::of(env) {
+            Some(op) if self.operations().contains(&op) => self.request(op, env),
+            _ => Err(NotDeliverable::NoOperation {
+                interface: self.interface(),
+                kind: env.kind.0.clone(),
+                status: env.status.map(|s| s.0),
+                takes: self
+                    .operations()
+                    .iter()
+                    .map(|o| o.messages())
+                    .collect::<Vec<_>>()
+                    .join(", and "),
+            }),
+        }
+    }
+
+    /// One attempt: send `req` and classify the answer. Every attempt of a message sends the
+    /// same `req`.
+    async fn send(&self, req: &AgencyRequest) -> Outcome;
+
+    /// One attempt without retries: [`Adapter::prepare`] then [`Adapter::send`]; an envelope
+    /// that cannot be expressed is a permanent failure with the reason. (Tests and tools; the
+    /// bus prepares once and sends per attempt.)
+    async fn deliver(&self, env: &Envelope) -> Outcome {
+        match self.prepare(env) {
+            Ok(req) => self.send(&req).await,
+            Err(e) => Outcome::Permanent {
+                reason: e.to_string(),
+            },
+        }
+    }
 
     /// Look the dossier up at the agency (used when an outcome was unknown).
     async fn status(&self, ma_ho_so: &str) -> StatusLookup;
@@ -186,39 +203,41 @@ pub trait Adapter: Send + Sync {
     /// answer must be the agency's readable "not found" — the same lookup, read by the same
     /// code, as the worker uses to resolve an unknown outcome, so the check is never stricter
     /// or looser than the real work.
-    async fn probe(&self) -> crate::http::Probe {
-        crate::http::Probe::from_lookup(self.status(PROBE_MA_HO_SO).await)
+    async fn probe(&self) -> Probe {
+        Probe::from_lookup(self.status(PROBE_MA_HO_SO).await)
     }
 
-    /// Read a callback body (the agency's result) into bus terms. Errors say what is wrong with it.
+    /// Read a callback body (the agency's result, posted to `/v1/callbacks/<unit>`) into bus
+    /// terms. `content_type` is the request's Content-Type, if any.
     fn parse_callback(
         &self,
         content_type: Option<&str>,
         body: &[u8],
-    ) -> Result<AgencyReply, String>;
+    ) -> Result<AgencyReply, CallbackError>;
+
+    /// Who gets this agency's callbacks. Default: the dossier's centre.
+    fn results_to(&self) -> ResultsTo {
+        ResultsTo::Origin
+    }
 }
 
-/// The operations every reference interface has: a `dossier.forward` is a submit (checked by
-/// `submit`), a `dossier.status` 7 (withdrawn) or 8 (stopped) is a cancel; anything else is
-/// not deliverable. `interface` names the interface in the error.
-pub fn check_operation(
-    env: &Envelope,
-    interface: &str,
-    submit: impl FnOnce() -> Result<(), String>,
-) -> Result<(), String> {
-    use lienthong_core::{Kind, TrangThaiHoSo};
-    match env.kind.as_str() {
-        Kind::FORWARD => submit(),
-        Kind::STATUS
-            if matches!(
-                env.status,
-                Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)
-            ) =>
+/// A cancel whose answer is the reference interfaces' readable "not found"
+/// ([`crate::outcome::NOT_FOUND_CODE`], `E_KHONG_TIM_THAY`: Police's 404 `{MaLoi, MoTaLoi}`,
+/// BHXH's and Tax's `BienNhan` `LOI`): the agency does not hold the dossier, so there is
+/// nothing to cancel, and the cancel has done its job (delivered). Any other outcome is kept.
+pub fn cancel_outcome(o: Outcome) -> Outcome {
+    match o {
+        Outcome::Permanent { reason }
+            if reason
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .any(|w| w == crate::outcome::NOT_FOUND_CODE) =>
         {
-            Ok(())
+            Outcome::Delivered {
+                receipt: format!(
+                    "nothing to cancel: the agency does not hold the dossier ({reason})"
+                ),
+            }
         }
-        other => Err(format!(
-            "{interface} has no operation for a {other} message (it takes dossier.forward, and dossier.status 7 or 8 as a cancel)"
-        )),
+        other => other,
     }
 }

@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use crate::adapter::{AgencyStatus, Outcome, StatusLookup};
+use crate::outcome::{AgencyStatus, Outcome, StatusLookup};
 use crate::transport::{Peer, TransportError};
 
 /// A client with the unit's timeout (ms) for the whole request and default connection options.
@@ -341,8 +341,9 @@ fn json_error(o: &serde_json::Map<String, Value>) -> Option<String> {
     Some(format!("{code} {text}").trim().to_string())
 }
 
-/// POST a JSON document of the project's reference REST interfaces (Police, Customs) with
-/// `Idempotency-Key: key` (submit, cancel). A 2xx answer: `MaTiepNhan` is delivered (its
+/// POST a JSON document (`body`, already serialized: the same bytes on every attempt) of the
+/// project's reference REST interfaces (Police, Customs) with `Idempotency-Key: key` (submit,
+/// cancel). A 2xx answer: `MaTiepNhan` is delivered (its
 /// receipt); the reference error object `{MaLoi, MoTaLoi}` is a permanent failure; anything
 /// else (no `MaTiepNhan`, not a JSON object, empty, HTML, truncated) leaves the outcome
 /// unknown. An HTTP failure carries the agency's `MaLoi`/`MoTaLoi` and is transient or
@@ -352,9 +353,13 @@ pub async fn post_json_for_receipt(
     op: &str,
     url: &str,
     key: &str,
-    body: &serde_json::Value,
+    body: bytes::Bytes,
 ) -> Outcome {
-    let request = client.post(url).header("Idempotency-Key", key).json(body);
+    let request = client
+        .post(url)
+        .header("Idempotency-Key", key)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
     let r = match exchange(client, op, request).await {
         Ok(r) => r,
         Err(o) => return o,
@@ -536,37 +541,6 @@ mod tests {
                 !is_transient_status(StatusCode::from_u16(s).expect("status")),
                 "{s}"
             );
-        }
-    }
-}
-
-/// What `lienthong check` learnt from an adapter's test call.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Probe {
-    /// The interface answered as its reference format says, with the bus's credentials.
-    Passed(String),
-    /// It did not (the reason).
-    Failed(String),
-    /// This interface has no harmless test call.
-    NotSupported(String),
-}
-
-impl Probe {
-    /// The test call's verdict from the status lookup of [`crate::adapter::PROBE_MA_HO_SO`]:
-    /// only the agency's readable "not found" passes.
-    pub fn from_lookup(lookup: StatusLookup) -> Probe {
-        match lookup {
-            StatusLookup::NotFound { reason } => Probe::Passed(format!(
-                "status lookup of a dossier that cannot exist answered \"not found\" in the agency's format ({reason})"
-            )),
-            StatusLookup::Found(s) => Probe::Failed(format!(
-                "status lookup of {}, a dossier that cannot exist, answered that it exists (TrangThaiHoSo {}): the status path or the agency's lookup is wrong",
-                s.ma_ho_so, s.status
-            )),
-            StatusLookup::Unreadable { reason, .. } | StatusLookup::Failed { reason } => {
-                Probe::Failed(reason)
-            }
-            StatusLookup::NotSupported { reason } => Probe::NotSupported(reason),
         }
     }
 }

@@ -103,6 +103,17 @@ pub fn snake(pascal: &str) -> String {
     out
 }
 
+/// The envelope's `sent_at` as `yyyyMMddHHmmss` in Vietnam time: the time an agency document
+/// carries (`NgayGui`, `NgayChuyen`, `$now`). Taken from the envelope, never the clock, so that
+/// every attempt of one message sends the same bytes under its idempotency key.
+///
+/// Errors: `sent_at` is not an RFC 3339 time (ingress refuses such an envelope).
+pub fn sent_time(env: &Envelope) -> Result<String, String> {
+    chrono::DateTime::parse_from_rfc3339(&env.sent_at)
+        .map(|t| lienthong_core::clock::to_dvcqg(t.with_timezone(&chrono::Utc)))
+        .map_err(|e| format!("sent_at {:?} is not an RFC 3339 time ({e})", env.sent_at))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 
 use std::error::Error as StdError;
 
-use crate::adapter::Outcome;
+use crate::outcome::Outcome;
 
 /// Who an adapter calls, and with what limits: what a reason needs to name the agency, the
 /// timeout that fired and the trust that was used. Built by [`crate::http::Agent::for_agency`]

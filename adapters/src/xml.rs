@@ -10,10 +10,10 @@ use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
-use crate::adapter::{Outcome, StatusLookup};
 use crate::http::{
     exchange, failure_status, lookup_failed, lookup_unreadable, snippet, unreadable,
 };
+use crate::outcome::{Outcome, StatusLookup};
 
 /// A flat XML document read back: root local name, child text by local name (repeated
 /// children keep the last value; `lists` keeps them all).
@@ -104,8 +104,8 @@ pub fn read_flat(body: &[u8], ns: &str) -> Result<Flat, String> {
     Ok(flat)
 }
 
-/// POST an XML document of the project's reference XML interfaces (BHXH, Tax: submit, payment
-/// confirmation, cancel) with `Idempotency-Key: key`, and read the synchronous `BienNhan`
+/// POST an XML document (`body`, built once: the same bytes on every attempt) of the
+/// project's reference XML interfaces (BHXH, Tax: submit, payment confirmation, cancel) with `Idempotency-Key: key`, and read the synchronous `BienNhan`
 /// receipt in namespace `ns` ([`xml_receipt`]); HTTP failures and transport errors are
 /// classified as for every adapter, with the agency's `MaLoi`/`MoTaLoi` when the body has them.
 pub async fn post_for_receipt(
@@ -113,7 +113,7 @@ pub async fn post_for_receipt(
     op: &str,
     url: &str,
     key: &str,
-    body: Vec<u8>,
+    body: bytes::Bytes,
     ns: &str,
 ) -> Outcome {
     let request = client
@@ -197,8 +197,8 @@ pub fn xml_receipt(op: &str, status: reqwest::StatusCode, body: &[u8], ns: &str)
     }
 }
 
-/// The reference XML interfaces' code for an unknown `MaHoSo`.
-pub const NOT_FOUND_CODE: &str = "E_KHONG_TIM_THAY";
+/// The reference interfaces' "no such dossier" code (defined with the outcomes).
+pub use crate::outcome::NOT_FOUND_CODE;
 
 /// The status lookup of the reference XML interfaces (BHXH, Tax): `GET url` answers
 /// `<TrangThai>` in `ns` (`MaTiepNhan`, `TrangThaiHoSo` 1–10: found), or, for an unknown
@@ -274,7 +274,7 @@ pub async fn status_lookup(
         .and_then(|s| s.parse::<u8>().ok())
         .filter(|n| (1..=10).contains(n))
     {
-        Some(status) => StatusLookup::Found(crate::adapter::AgencyStatus {
+        Some(status) => StatusLookup::Found(crate::outcome::AgencyStatus {
             ma_ho_so: ma_ho_so.to_string(),
             receipt: f.get("MaTiepNhan").map(str::to_string),
             status,
@@ -289,8 +289,12 @@ pub async fn status_lookup(
 }
 
 /// The cancel document of the reference XML interfaces (`YeuCauHuy` in namespace `ns`): the
-/// dossier, the message id, the reason (default "Dừng xử lý theo yêu cầu") and the time.
-pub fn cancel_document(env: &lienthong_core::Envelope, ns: &str) -> Vec<u8> {
+/// dossier, the message id, the reason (default "Dừng xử lý theo yêu cầu") and the envelope's
+/// `sent_at` ([`crate::mapping::sent_time`]), so that every attempt sends the same bytes.
+///
+/// Errors: `sent_at` is not an RFC 3339 time.
+pub fn cancel_document(env: &lienthong_core::Envelope, ns: &str) -> Result<Vec<u8>, String> {
+    let sent = crate::mapping::sent_time(env)?;
     let mut b = Builder::new("YeuCauHuy", ns);
     b.text("MaHoSo", &env.ma_ho_so)
         .text("MaThamChieu", &env.message_id)
@@ -301,11 +305,8 @@ pub fn cancel_document(env: &lienthong_core::Envelope, ns: &str) -> Vec<u8> {
                 .as_deref()
                 .unwrap_or("Dừng xử lý theo yêu cầu"),
         )
-        .text(
-            "NgayGui",
-            &lienthong_core::clock::to_dvcqg(chrono::Utc::now()),
-        );
-    b.finish("YeuCauHuy")
+        .text("NgayGui", &sent);
+    Ok(b.finish("YeuCauHuy"))
 }
 
 /// Builds a namespaced document with escaped text.

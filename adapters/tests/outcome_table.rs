@@ -538,8 +538,8 @@ async fn delivery_cell(base: &str, row: &str, c: &Column) -> &'static str {
     let env = make();
     let a = adapter(base, row, c);
     assert_eq!(
-        a.check(&env),
-        Ok(()),
+        a.prepare(&env).err(),
+        None,
         "{} can express the envelope",
         c.heading
     );
@@ -670,69 +670,4 @@ async fn every_adapter_classifies_every_reply_by_the_one_rule() {
         readme.contains(&got),
         "adapters/README.md must carry the tested table:\n{got}"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreadable_answers_are_counted_across_retries_with_the_last_excerpt() {
-    let base = serve().await;
-    let police = adapter(&base, "html", &col("Police", POLICE, "police", None));
-    let settings = lienthong_core::registry::RetrySettings {
-        min_delay_ms: 1,
-        max_delay_ms: 5,
-        max_retries: 2,
-        ..Default::default()
-    };
-    let out = lienthong_adapters::retry::deliver_with_retries(
-        police.as_ref(),
-        &birth(POLICE),
-        &settings,
-        |_, _, _| {},
-    )
-    .await;
-    match out {
-        lienthong_adapters::retry::Final::Failed {
-            exhausted,
-            unknown,
-            attempts,
-            unreadable_answers,
-            last_unreadable_answer,
-            ..
-        } => {
-            assert!(exhausted && unknown);
-            assert_eq!(attempts, 3);
-            assert_eq!(unreadable_answers, 3);
-            assert_eq!(
-                last_unreadable_answer.as_deref(),
-                Some(snippet(html_page().as_bytes()).as_str())
-            );
-        }
-        other => panic!("expected the retries to run out, got {other:?}"),
-    }
-    // A closed connection is unknown too, but there is no answer to count.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    drop(listener);
-    let refused = build(&unit(
-        POLICE,
-        &format!("http://127.0.0.1:{port}/police"),
-        None,
-    ));
-    match lienthong_adapters::retry::deliver_with_retries(
-        refused.as_ref(),
-        &birth(POLICE),
-        &settings,
-        |_, _, _| {},
-    )
-    .await
-    {
-        lienthong_adapters::retry::Final::Failed {
-            unreadable_answers,
-            last_unreadable_answer,
-            ..
-        } => {
-            assert_eq!(unreadable_answers, 0);
-            assert_eq!(last_unreadable_answer, None);
-        }
-        other => panic!("expected the retries to run out, got {other:?}"),
-    }
 }

@@ -201,7 +201,7 @@ fn a_minimal_valid_filing_passes_every_adapter_on_its_route() {
         for (unit, a) in &adapters {
             let mut to_unit = env.clone();
             to_unit.receiver = Some(unit.clone());
-            a.check(&to_unit)
+            a.prepare(&to_unit)
                 .unwrap_or_else(|e| panic!("{}: {} ({unit}) refuses it: {e}", m.what, a.name()));
             covered.insert(a.name());
         }
@@ -274,7 +274,7 @@ fn removing_any_field_of_a_minimal_filing_fails_with_its_pointer_and_an_adapter_
             let refused_by = adapters.iter().find(|(unit, a)| {
                 let mut to_unit = env.clone();
                 to_unit.receiver = Some(unit.clone());
-                a.check(&to_unit).is_err()
+                a.prepare(&to_unit).is_err()
             });
             let stated = m.beyond_check.iter().find(|(p, _)| *p == pointer);
             assert!(

@@ -230,21 +230,6 @@ fn processes() -> Option<impl Iterator<Item = (u32, std::path::PathBuf)>> {
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_this_process() {
-        let pid = std::process::id();
-        assert!(cpu_seconds(pid).is_some());
-        assert!(status_kib(pid, "VmRSS").is_some_and(|k| k > 0));
-        assert!(status_kib(pid, "VmHWM").is_some_and(|k| k > 0));
-        assert!(machine().cores >= 1);
-        assert!(machine_busy_seconds().is_some_and(|s| s > 0.0));
-    }
-}
-
 /// Check that each path's file system has at least twice the bytes needed there free (needs on
 /// the same file system add up). Err says what is missing; Ok gives notes for the report.
 pub(crate) fn check_disk(checks: &[(&Path, u64, &str)]) -> anyhow::Result<Vec<String>> {
@@ -283,4 +268,19 @@ pub(crate) fn check_disk(checks: &[(&Path, u64, &str)]) -> anyhow::Result<Vec<St
         ));
     }
     Ok(notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let pid = std::process::id();
+        assert!(cpu_seconds(pid).is_some());
+        assert!(status_kib(pid, "VmRSS").is_some_and(|k| k > 0));
+        assert!(status_kib(pid, "VmHWM").is_some_and(|k| k > 0));
+        assert!(machine().cores >= 1);
+        assert!(machine_busy_seconds().is_some_and(|s| s > 0.0));
+    }
 }

@@ -411,6 +411,9 @@ pub enum RejectCode {
     RetriesExhausted,
     /// The broker dead-lettered it (delivery limit, overflow…).
     Broker,
+    /// The bus's own handler failed (panicked) while delivering it: a bug, not the agency's
+    /// answer; the agency may or may not have it.
+    HandlerFailed,
 }
 
 impl RejectCode {
@@ -435,6 +438,7 @@ impl RejectCode {
             RejectCode::AgencyRefused => "agency-refused",
             RejectCode::RetriesExhausted => "retries-exhausted",
             RejectCode::Broker => "broker",
+            RejectCode::HandlerFailed => "handler-failed",
         }
     }
 
@@ -459,6 +463,7 @@ impl RejectCode {
             RejectCode::AgencyRefused => "Refused by the agency",
             RejectCode::RetriesExhausted => "Retries exhausted",
             RejectCode::Broker => "Dead-lettered by the broker",
+            RejectCode::HandlerFailed => "The bus failed while delivering it",
         }
     }
 
@@ -484,6 +489,7 @@ impl RejectCode {
             AgencyRefused,
             RetriesExhausted,
             Broker,
+            HandlerFailed,
         ]
         .into_iter()
         .find(|c| c.as_str() == s)

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::write::{OutAttachment, write};
 use super::*;
-use crate::adapter::AgencyReply;
+use crate::outcome::AgencyReply;
 
 /// Vietnam's offset (UTC+7): edXML dates and timestamps are local time.
 fn vn() -> FixedOffset {

@@ -8,12 +8,16 @@
 //! Only `dossier.forward` is delivered (a submit); the idempotency key is the envelope's
 //! `message_id`, sent as `Idempotency-Key`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use lienthong_core::{Envelope, Kind};
+use lienthong_core::Envelope;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome, StatusLookup};
+use crate::adapter::{Adapter, AgencyRequest, Operation, ResultsTo, Setup};
+use crate::error::{BuildError, CallbackError, NotDeliverable};
+use crate::outcome::{AgencyReply, AgencyStatus, Outcome, StatusLookup};
 use crate::http::{
     exchange, failure_status, lookup_failed, lookup_unreadable, snippet, unreadable,
 };
@@ -27,7 +31,8 @@ pub const NAME: &str = "mapped";
 #[serde(untagged)]
 pub enum Source {
     /// `"/payload/applicant/ho_ten"` (a JSON pointer into the envelope) or a variable:
-    /// `$callback_url`, `$now` (yyyyMMddHHmmss, Vietnam time), `$message_id`.
+    /// `$callback_url`, `$now` (the envelope's `sent_at` as yyyyMMddHHmmss, Vietnam time: the
+    /// same on every attempt), `$message_id`.
     Path(String),
     /// A field with options.
     Field {
@@ -109,10 +114,10 @@ pub struct MappedConfig {
     pub success: Success,
     /// The callback mapping.
     pub callback: Callback,
-    /// Accepted and ignored here: connection options, `results_to` (read elsewhere).
+    /// Accepted and ignored here: connection options (read by [`crate::http`]).
     #[serde(default)]
     pub connection: Option<Value>,
-    /// See above.
+    /// `"sender"`: callbacks go to the sending unit ([`ResultsTo`]).
     #[serde(default)]
     pub results_to: Option<String>,
 }
@@ -124,6 +129,17 @@ pub struct Mapped {
     callback_url: String,
     cfg: MappedConfig,
     request: Vec<(String, Source)>,
+}
+
+/// The adapter of a unit with `adapter = "mapped"` (its registration).
+pub fn build(s: Setup<'_>) -> Result<Arc<dyn Adapter>, BuildError> {
+    let a = Mapped::new(s.client.clone(), &s.endpoint, &s.callback_url, s.settings).map_err(
+        |reason| BuildError::Settings {
+            unit: s.unit.code.clone(),
+            reason,
+        },
+    )?;
+    Ok(Arc::new(a))
 }
 
 fn pointer<'a>(v: &'a Value, p: &str) -> Option<&'a Value> {
@@ -216,7 +232,11 @@ impl Mapped {
     fn resolve(&self, env: &Value, from: &str) -> Option<Value> {
         match from {
             "$callback_url" => Some(json!(self.callback_url)),
-            "$now" => Some(json!(lienthong_core::clock::to_dvcqg(chrono::Utc::now()))),
+            "$now" => env
+                .get("sent_at")
+                .and_then(Value::as_str)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| json!(lienthong_core::clock::to_dvcqg(t.with_timezone(&chrono::Utc)))),
             "$message_id" => env.get("message_id").cloned(),
             p => pointer(env, p).cloned(),
         }
@@ -408,44 +428,36 @@ impl Adapter for Mapped {
         NAME
     }
 
-    fn check(&self, env: &Envelope) -> Result<(), String> {
-        match env.kind.as_str() {
-            Kind::FORWARD => self.body(env).map(|_| ()),
-            other => Err(format!(
-                "a mapped agency takes dossier.forward only, not {other}"
-            )),
-        }
+    fn interface(&self) -> &'static str {
+        "a mapped agency"
     }
 
-    async fn deliver(&self, env: &Envelope) -> Outcome {
-        if env.kind.as_str() != Kind::FORWARD {
-            return Outcome::Permanent {
-                reason: format!(
-                    "a mapped agency takes dossier.forward only, not {}",
-                    env.kind.0
-                ),
-            };
-        }
-        let body = match self.body(env) {
-            Ok(b) => b,
-            Err(reason) => {
-                return Outcome::Permanent {
-                    reason: format!("cannot map the envelope: {reason}"),
-                };
-            }
-        };
+    fn operations(&self) -> &'static [Operation] {
+        &[Operation::Submit]
+    }
+
+    /// Submit: `POST {endpoint}{submit_path}` with [`Mapped::body`].
+    fn request(&self, op: Operation, env: &Envelope) -> Result<AgencyRequest, NotDeliverable> {
+        let body = self.body(env).map_err(|reason| NotDeliverable::Unmappable {
+            document: "the agency's document",
+            reason,
+        })?;
+        let url = format!("{}{}", self.endpoint, self.cfg.submit_path);
+        Ok(AgencyRequest::new(op, "submit", url, env, body))
+    }
+
+    async fn send(&self, req: &AgencyRequest) -> Outcome {
         let ct = if self.cfg.format == "json" {
             "application/json"
         } else {
             "application/xml; charset=utf-8"
         };
-        let url = format!("{}{}", self.endpoint, self.cfg.submit_path);
         let request = self
             .client
-            .post(&url)
-            .header("Idempotency-Key", &env.message_id)
+            .post(&req.url)
+            .header("Idempotency-Key", &req.key)
             .header(reqwest::header::CONTENT_TYPE, ct)
-            .body(body);
+            .body(req.body.clone());
         let r = match exchange(&self.client, "submit", request).await {
             Ok(r) => r,
             Err(o) => return o,
@@ -557,7 +569,7 @@ impl Adapter for Mapped {
         }
     }
 
-    fn parse_callback(&self, _: Option<&str>, body: &[u8]) -> Result<AgencyReply, String> {
+    fn parse_callback(&self, _: Option<&str>, body: &[u8]) -> Result<AgencyReply, CallbackError> {
         let c = &self.cfg.callback;
         let need = |f: &str| {
             self.answer_field(body, f)
@@ -590,6 +602,13 @@ impl Adapter for Mapped {
                 .as_deref()
                 .and_then(|r| self.answer_field(body, r)),
         })
+    }
+
+    fn results_to(&self) -> ResultsTo {
+        match self.cfg.results_to.as_deref() {
+            Some("sender") => ResultsTo::Sender,
+            _ => ResultsTo::Origin,
+        }
     }
 }
 

@@ -2,13 +2,19 @@
 //! `schemas/agencies/police-residence/` (submit → 202 receipt, result by callback, status
 //! lookup, cancel; `Idempotency-Key` = the bus message id).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use base64::Engine as _;
-use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
+use lienthong_core::Envelope;
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Adapter, AgencyReply, Outcome, StatusLookup};
-use crate::mapping::{blob_base_of, data_str, date8, fetchable, request_type, sex_code, subject};
+use crate::adapter::{Adapter, AgencyRequest, Operation, ResultsTo, Setup, cancel_outcome};
+use crate::error::{BuildError, CallbackError, NotDeliverable};
+use crate::mapping::{
+    blob_base_of, data_str, date8, fetchable, request_type, sent_time, sex_code, subject,
+};
+use crate::outcome::{AgencyReply, Outcome, StatusLookup};
 
 /// Registry name of this adapter.
 pub const NAME: &str = "police-rest";
@@ -20,6 +26,14 @@ pub struct PoliceRest {
     callback_url: String,
     blob_base: String,
     settings: Map<String, Value>,
+    results_to: ResultsTo,
+}
+
+/// The adapter of a unit with `adapter = "police-rest"` (its registration).
+pub fn build(s: Setup<'_>) -> Result<Arc<dyn Adapter>, BuildError> {
+    let mut a = PoliceRest::new(s.client.clone(), &s.endpoint, &s.callback_url, s.settings.clone());
+    a.results_to = s.results_to();
+    Ok(Arc::new(a))
 }
 
 impl PoliceRest {
@@ -37,6 +51,7 @@ impl PoliceRest {
             blob_base: blob_base_of(callback_url),
             callback_url: callback_url.to_string(),
             settings,
+            results_to: ResultsTo::Origin,
         }
     }
 
@@ -103,7 +118,7 @@ impl PoliceRest {
             "MaTTHC": env.ma_tthc,
             "MaThamChieu": env.message_id,
             "MaDonViGui": env.sender,
-            "NgayGui": lienthong_core::clock::to_dvcqg(chrono::Utc::now()),
+            "NgayGui": sent_time(env)?,
             "UrlPhanHoi": self.callback_url,
             "LoaiYeuCau": loai,
             "ChuHoSo": chu,
@@ -119,9 +134,6 @@ impl PoliceRest {
         Ok(body)
     }
 
-    async fn post(&self, op: &str, url: String, key: &str, body: &Value) -> Outcome {
-        crate::http::post_json_for_receipt(&self.client, op, &url, key, body).await
-    }
 }
 
 #[async_trait]
@@ -130,52 +142,54 @@ impl Adapter for PoliceRest {
         NAME
     }
 
-    fn check(&self, env: &Envelope) -> Result<(), String> {
-        crate::adapter::check_operation(env, "the police residence interface", || {
-            self.submit_body(env).map(|_| ())
-        })
+    fn interface(&self) -> &'static str {
+        "the police residence interface"
     }
 
-    async fn deliver(&self, env: &Envelope) -> Outcome {
-        match env.kind.as_str() {
-            Kind::FORWARD => match self.submit_body(env) {
-                Ok(body) => {
-                    self.post(
-                        "submit",
-                        format!("{}/v1/ho-so", self.endpoint),
-                        &env.message_id,
-                        &body,
-                    )
-                    .await
-                }
-                Err(reason) => Outcome::Permanent {
-                    reason: format!(
-                        "cannot map the envelope to the police submit format: {reason}"
-                    ),
-                },
-            },
-            Kind::STATUS
-                if matches!(
-                    env.status,
-                    Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)
-                ) =>
-            {
+    fn operations(&self) -> &'static [Operation] {
+        &[Operation::Submit, Operation::Cancel]
+    }
+
+    /// Submit: `POST {endpoint}/v1/ho-so` with [`PoliceRest::submit_body`]; cancel: `POST
+    /// {endpoint}/v1/ho-so/{MaHoSo}/huy` with `{MaHoSo, MaThamChieu, LyDo, NgayGui}`.
+    fn request(&self, op: Operation, env: &Envelope) -> Result<AgencyRequest, NotDeliverable> {
+        let unmappable = |reason: String| NotDeliverable::Unmappable {
+            document: "the police submit format",
+            reason,
+        };
+        let (label, url, body) = match op {
+            Operation::Cancel => {
                 let body = json!({
                     "MaHoSo": env.ma_ho_so,
                     "MaThamChieu": env.message_id,
                     "LyDo": env.payload.reason.clone().unwrap_or_else(|| "Dừng xử lý theo yêu cầu".into()),
-                    "NgayGui": lienthong_core::clock::to_dvcqg(chrono::Utc::now()),
+                    "NgayGui": sent_time(env).map_err(unmappable)?,
                 });
                 let url = format!("{}/v1/ho-so/{}/huy", self.endpoint, env.ma_ho_so);
-                crate::adapter::cancel_outcome(
-                    self.post("cancel", url, &env.message_id, &body).await,
-                )
+                ("cancel", url, body)
             }
-            other => Outcome::Permanent {
-                reason: format!(
-                    "the police residence interface has no operation for a {other} message"
-                ),
-            },
+            _ => (
+                "submit",
+                format!("{}/v1/ho-so", self.endpoint),
+                self.submit_body(env).map_err(unmappable)?,
+            ),
+        };
+        let bytes = serde_json::to_vec(&body).map_err(|e| unmappable(e.to_string()))?;
+        Ok(AgencyRequest::new(op, label, url, env, bytes))
+    }
+
+    async fn send(&self, req: &AgencyRequest) -> Outcome {
+        let o = crate::http::post_json_for_receipt(
+            &self.client,
+            req.label,
+            &req.url,
+            &req.key,
+            req.body.clone(),
+        )
+        .await;
+        match req.operation {
+            Operation::Cancel => cancel_outcome(o),
+            _ => o,
         }
     }
 
@@ -189,9 +203,9 @@ impl Adapter for PoliceRest {
         &self,
         _content_type: Option<&str>,
         body: &[u8],
-    ) -> Result<AgencyReply, String> {
-        let v: Value =
-            serde_json::from_slice(body).map_err(|e| format!("callback body is not JSON: {e}"))?;
+    ) -> Result<AgencyReply, CallbackError> {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| CallbackError::Format(format!("callback body is not JSON: {e}")))?;
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let ma_ho_so = s("MaHoSo").ok_or("callback lacks MaHoSo")?;
         let reference = s("MaThamChieu").ok_or("callback lacks MaThamChieu")?;
@@ -200,7 +214,7 @@ impl Adapter for PoliceRest {
             .and_then(Value::as_u64)
             .ok_or("callback lacks TrangThaiHoSo")?;
         if !(1..=10).contains(&status) {
-            return Err(format!("callback TrangThaiHoSo {status} is outside 1–10"));
+            return Err(format!("callback TrangThaiHoSo {status} is outside 1–10").into());
         }
         if status == 9 && v.get("KetQua").and_then(Value::as_object).is_none() {
             return Err("a callback with TrangThaiHoSo 9 must carry KetQua".into());
@@ -238,6 +252,10 @@ impl Adapter for PoliceRest {
             reason: s("LyDo").or(s("NoiDungXuLy")),
             officer: s("NguoiXuLy"),
         })
+    }
+
+    fn results_to(&self) -> ResultsTo {
+        self.results_to
     }
 }
 

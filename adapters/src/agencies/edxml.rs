@@ -21,12 +21,16 @@
 //! 2xx is not taken as the receipt: a proxy's or load balancer's page says nothing about the
 //! department's document system, and QCVN 102's status 01 is the department's own "arrived".)
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use lienthong_core::store::Store;
-use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
+use lienthong_core::{Envelope, Kind};
 use serde_json::{Map, Value};
 
-use crate::adapter::{Adapter, AgencyReply, Outcome, StatusLookup};
+use crate::adapter::{Adapter, AgencyRequest, Operation, ResultsTo, Setup};
+use crate::error::{BuildError, CallbackError, NotDeliverable};
+use crate::outcome::{AgencyReply, Outcome, StatusLookup};
 use crate::edxml::{StatusCode, dossier, read, write};
 use crate::http::{exchange, failure_status, snippet, unreadable};
 use crate::outbox::Outbox;
@@ -56,6 +60,26 @@ pub struct EdxmlAdapter {
     unit_name: String,
     transport: Transport,
     outbox: Option<Outbox>,
+    results_to: ResultsTo,
+}
+
+/// The adapter of a unit with `adapter = "edxml"` (its registration).
+pub fn build(s: Setup<'_>) -> Result<Arc<dyn Adapter>, BuildError> {
+    let mut a = EdxmlAdapter::new(
+        s.client.clone(),
+        &s.endpoint,
+        &s.callback_url,
+        &s.unit.code,
+        &s.unit.name,
+        s.settings,
+        s.store.clone(),
+    )
+    .map_err(|reason| BuildError::Settings {
+        unit: s.unit.code.clone(),
+        reason,
+    })?;
+    a.results_to = s.results_to();
+    Ok(Arc::new(a))
 }
 
 impl EdxmlAdapter {
@@ -77,16 +101,14 @@ impl EdxmlAdapter {
             Some("pull") => Transport::Pull,
             Some(other) => {
                 return Err(format!(
-                    "unit {unit_code}: edxml transport {other:?} is neither \"push\" nor \"pull\""
+                    "edxml transport {other:?} is neither \"push\" nor \"pull\""
                 ));
             }
         };
         let outbox = match (transport, store) {
             (Transport::Pull, Some(s)) => Some(Outbox::new(s).map_err(|e| e.to_string())?),
             (Transport::Pull, None) => {
-                return Err(format!(
-                    "unit {unit_code}: the edxml pull transport needs the bus store"
-                ));
+                return Err("the edxml pull transport needs the bus store".into());
             }
             (Transport::Push, _) => None,
         };
@@ -98,6 +120,7 @@ impl EdxmlAdapter {
             unit_name: unit_name.to_string(),
             transport,
             outbox,
+            results_to: ResultsTo::Origin,
         })
     }
 
@@ -111,22 +134,18 @@ impl EdxmlAdapter {
         build_package(env, &self.unit_code, &self.unit_name)
     }
 
-    async fn push(&self, env: &Envelope, body: Vec<u8>) -> Outcome {
-        let op = if env.kind.as_str() == Kind::FORWARD {
-            "edXML push"
-        } else {
-            "edXML recall"
-        };
+    async fn push(&self, req: &AgencyRequest) -> Outcome {
+        let op = req.label;
         let request = self
             .client
-            .post(&self.endpoint)
-            .header("Idempotency-Key", &env.message_id)
+            .post(&req.url)
+            .header("Idempotency-Key", &req.key)
             .header(CALLBACK_HEADER, &self.callback_url)
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/xml; charset=utf-8",
             )
-            .body(body);
+            .body(req.body.clone());
         let r = match exchange(&self.client, op, request).await {
             Ok(r) => r,
             Err(o) => return o,
@@ -138,7 +157,7 @@ impl EdxmlAdapter {
                 .unwrap_or_else(|| snippet(&r.body));
             return failure_status(op, r.status, &r.headers, reason);
         }
-        push_answer(op, r.status, &r.body, &env.ma_ho_so)
+        push_answer(op, r.status, &r.body, &req.ma_ho_so)
     }
 }
 
@@ -225,16 +244,15 @@ pub fn build_package(env: &Envelope, unit_code: &str, unit_name: &str) -> Result
             // The recall answers the forward this status follows; its date is not known here,
             // so the status's own date is used (stable across retries of this message).
             let vn = chrono::FixedOffset::east_opt(7 * 3600).ok_or("offset")?;
-            let date = chrono::DateTime::parse_from_rfc3339(&env.sent_at)
-                .map(|t| t.with_timezone(&vn))
-                .unwrap_or_else(|_| chrono::Utc::now().with_timezone(&vn))
-                .format("%Y/%m/%d")
-                .to_string();
+            let when = chrono::DateTime::parse_from_rfc3339(&env.sent_at)
+                .map_err(|e| format!("sent_at {:?} is not an RFC 3339 time ({e})", env.sent_at))?
+                .with_timezone(&vn);
+            let date = when.format("%Y/%m/%d").to_string();
             let mut about = env.clone();
             if let Some(c) = &env.causation_id {
                 about.message_id = c.clone();
             }
-            let pkg = dossier::status_package(
+            let mut pkg = dossier::status_package(
                 &env.sender,
                 &dossier::document_id(&about, &date),
                 &code.0,
@@ -244,6 +262,8 @@ pub fn build_package(env: &Envelope, unit_code: &str, unit_name: &str) -> Result
                     .unwrap_or("Đề nghị thu hồi hồ sơ"),
                 "",
             );
+            // Stamped with the envelope's time, not the clock: every attempt sends the same bytes.
+            pkg.message_header.timestamp = Some(when.format("%Y/%m/%d %H:%M:%S").to_string());
             write::write(&pkg, Vec::new(), Vec::new())
                 .map(|(b, _)| b)
                 .map_err(|e| e.to_string())
@@ -258,40 +278,42 @@ impl Adapter for EdxmlAdapter {
         NAME
     }
 
-    fn check(&self, env: &Envelope) -> Result<(), String> {
-        match env.kind.as_str() {
-            Kind::FORWARD => Ok(()),
-            Kind::STATUS
-                if matches!(
-                    env.status,
-                    Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)
-                ) =>
-            {
-                Ok(())
-            }
-            other => Err(format!(
-                "the edXML interface takes dossier.forward, and dossier.status 7 or 8; not {other} {:?}",
-                env.status.map(|s| s.0)
-            )),
-        }
+    fn interface(&self) -> &'static str {
+        "the edXML interface"
     }
 
-    async fn deliver(&self, env: &Envelope) -> Outcome {
-        let (env2, code, name) = (env.clone(), self.unit_code.clone(), self.unit_name.clone());
-        // Building base64 and XML is CPU work: off the runtime threads.
-        let built = tokio::task::spawn_blocking(move || build_package(&env2, &code, &name)).await;
-        let body = match built {
-            Ok(Ok(b)) => b,
-            Ok(Err(reason)) => return Outcome::Permanent { reason },
-            Err(e) => {
-                return Outcome::Transient {
-                    reason: format!("building the package failed: {e}"),
-                    retry_after: None,
-                };
-            }
+    fn operations(&self) -> &'static [Operation] {
+        &[Operation::Submit, Operation::Cancel]
+    }
+
+    /// The package ([`build_package`]): pushed to `{endpoint}` or put in the outbox (pull).
+    fn request(&self, op: Operation, env: &Envelope) -> Result<AgencyRequest, NotDeliverable> {
+        let body = self
+            .package(env)
+            .map_err(|reason| NotDeliverable::Unmappable {
+                document: "an edXML package",
+                reason,
+            })?;
+        let label = match op {
+            Operation::Submit => "edXML push",
+            _ => "edXML recall",
         };
+        let mut req = AgencyRequest::new(op, label, self.endpoint.clone(), env, body);
+        if self.transport == Transport::Pull {
+            req.envelope = Some(Arc::new(env.clone()));
+        }
+        Ok(req)
+    }
+
+    async fn send(&self, req: &AgencyRequest) -> Outcome {
         match (&self.transport, &self.outbox) {
             (Transport::Pull, Some(outbox)) => {
+                let Some(env) = req.envelope.as_deref() else {
+                    return Outcome::Permanent {
+                        reason: "the edXML pull request was prepared without its envelope".into(),
+                    };
+                };
+                let body = req.body.clone();
                 let doc = read::read_bytes(&body)
                     .ok()
                     .and_then(|p| {
@@ -304,7 +326,7 @@ impl Adapter for EdxmlAdapter {
                     })
                     .unwrap_or_default();
                 // In the process's group commit.
-                match outbox.put(&self.unit_code, env, &doc, body).await {
+                match outbox.put(&self.unit_code, env, &doc, body.to_vec()).await {
                     Ok(()) => Outcome::Delivered {
                         receipt: "in the edXML outbox, waiting for the department to pull it"
                             .into(),
@@ -315,7 +337,7 @@ impl Adapter for EdxmlAdapter {
                     },
                 }
             }
-            _ => self.push(env, body).await,
+            _ => self.push(req).await,
         }
     }
 
@@ -334,8 +356,12 @@ impl Adapter for EdxmlAdapter {
         &self,
         _content_type: Option<&str>,
         body: &[u8],
-    ) -> Result<AgencyReply, String> {
-        let pkg = read::read_bytes(body).map_err(|e| e.to_string())?;
-        dossier::reply_from_status(&pkg)
+    ) -> Result<AgencyReply, CallbackError> {
+        let pkg = read::read_bytes(body).map_err(|e| CallbackError::Format(e.to_string()))?;
+        Ok(dossier::reply_from_status(&pkg)?)
+    }
+
+    fn results_to(&self) -> ResultsTo {
+        self.results_to
     }
 }

@@ -19,11 +19,16 @@
 //! becomes status 9 (processed), a `dossier.result` whose `result.hoan_thanh_nghia_vu_tai_chinh`
 //! is `{so_thong_bao, ngay_xac_nhan, noi_dung}`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Adapter, AgencyReply, Outcome, StatusLookup};
+use crate::adapter::{Adapter, AgencyRequest, Operation, ResultsTo, Setup, cancel_outcome};
+use crate::error::{BuildError, CallbackError, NotDeliverable};
+use crate::mapping::sent_time;
+use crate::outcome::{AgencyReply, Outcome, StatusLookup};
 use crate::xml::{Builder, post_for_receipt, read_flat};
 
 /// Registry name of this adapter.
@@ -37,6 +42,14 @@ pub struct TaxXml {
     client: crate::http::Agent,
     endpoint: String,
     callback_url: String,
+    results_to: ResultsTo,
+}
+
+/// The adapter of a unit with `adapter = "tax-xml"` (its registration).
+pub fn build(s: Setup<'_>) -> Result<Arc<dyn Adapter>, BuildError> {
+    let mut a = TaxXml::new(s.client.clone(), &s.endpoint, &s.callback_url);
+    a.results_to = s.results_to();
+    Ok(Arc::new(a))
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
@@ -50,6 +63,7 @@ impl TaxXml {
             client,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             callback_url: callback_url.to_string(),
+            results_to: ResultsTo::Origin,
         }
     }
 
@@ -99,10 +113,7 @@ impl TaxXml {
             .text("MaThamChieu", &env.message_id)
             .text("MaTTHC", &env.ma_tthc)
             .text("CoQuanChuyen", &env.sender)
-            .text(
-                "NgayChuyen",
-                &lienthong_core::clock::to_dvcqg(chrono::Utc::now())[..8],
-            )
+            .text("NgayChuyen", &sent_time(env)?[..8])
             .text("UrlPhanHoi", &self.callback_url)
             .text("LoaiBienDong", loai);
         b.open("NguoiSuDungDat").text("HoTen", &user.ho_ten);
@@ -216,61 +227,56 @@ impl Adapter for TaxXml {
         NAME
     }
 
-    fn check(&self, env: &Envelope) -> Result<(), String> {
-        crate::adapter::check_operation(env, "the Tax interface", || {
-            if is_payment_confirmation(env) {
-                self.payment_confirmation(env)
-                    .map(|_| ())
-                    .map_err(|e| format!("cannot map the envelope to XacNhanNopTien: {e}"))
-            } else {
-                self.form(env).map(|_| ())
-            }
-        })
+    fn interface(&self) -> &'static str {
+        "the Tax interface"
     }
 
-    async fn deliver(&self, env: &Envelope) -> Outcome {
-        match env.kind.as_str() {
-            Kind::FORWARD if is_payment_confirmation(env) => match self.payment_confirmation(env) {
-                Ok(body) => {
-                    let url = format!("{}/api/nop-tien", self.endpoint);
-                    post_for_receipt(
-                        &self.client,
-                        "payment confirmation",
-                        &url,
-                        &env.message_id,
-                        body,
-                        NS,
-                    )
-                    .await
-                }
-                Err(reason) => Outcome::Permanent {
-                    reason: format!("cannot map the envelope to XacNhanNopTien: {reason}"),
-                },
-            },
-            Kind::FORWARD => match self.form(env) {
-                Ok(body) => {
-                    let url = format!("{}/api/phieu-chuyen", self.endpoint);
-                    post_for_receipt(&self.client, "submit", &url, &env.message_id, body, NS).await
-                }
-                Err(reason) => Outcome::Permanent {
-                    reason: format!("cannot map the envelope to PhieuChuyenThongTin: {reason}"),
-                },
-            },
-            Kind::STATUS
-                if matches!(
-                    env.status,
-                    Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)
-                ) =>
-            {
-                let body = crate::xml::cancel_document(env, NS);
-                let url = format!("{}/api/phieu-chuyen/{}/huy", self.endpoint, env.ma_ho_so);
-                crate::adapter::cancel_outcome(
-                    post_for_receipt(&self.client, "cancel", &url, &env.message_id, body, NS).await,
-                )
-            }
-            other => Outcome::Permanent {
-                reason: format!("the Tax interface has no operation for a {other} message"),
-            },
+    fn operations(&self) -> &'static [Operation] {
+        &[Operation::Submit, Operation::Cancel]
+    }
+
+    /// Submit: a payment confirmation ([`is_payment_confirmation`]: `XacNhanNopTien` to
+    /// `{endpoint}/api/nop-tien`) or the form (`PhieuChuyenThongTin` to
+    /// `{endpoint}/api/phieu-chuyen`); cancel: `YeuCauHuy` to
+    /// `{endpoint}/api/phieu-chuyen/{MaHoSo}/huy`.
+    fn request(&self, op: Operation, env: &Envelope) -> Result<AgencyRequest, NotDeliverable> {
+        let (label, url, built, document) = match op {
+            Operation::Cancel => (
+                "cancel",
+                format!("{}/api/phieu-chuyen/{}/huy", self.endpoint, env.ma_ho_so),
+                crate::xml::cancel_document(env, NS),
+                "YeuCauHuy",
+            ),
+            _ if is_payment_confirmation(env) => (
+                "payment confirmation",
+                format!("{}/api/nop-tien", self.endpoint),
+                self.payment_confirmation(env),
+                "XacNhanNopTien",
+            ),
+            _ => (
+                "submit",
+                format!("{}/api/phieu-chuyen", self.endpoint),
+                self.form(env),
+                "PhieuChuyenThongTin",
+            ),
+        };
+        let body = built.map_err(|reason| NotDeliverable::Unmappable { document, reason })?;
+        Ok(AgencyRequest::new(op, label, url, env, body))
+    }
+
+    async fn send(&self, req: &AgencyRequest) -> Outcome {
+        let o = post_for_receipt(
+            &self.client,
+            req.label,
+            &req.url,
+            &req.key,
+            req.body.clone(),
+            NS,
+        )
+        .await;
+        match req.operation {
+            Operation::Cancel => cancel_outcome(o),
+            _ => o,
         }
     }
 
@@ -284,8 +290,8 @@ impl Adapter for TaxXml {
         &self,
         _content_type: Option<&str>,
         body: &[u8],
-    ) -> Result<AgencyReply, String> {
-        let f = read_flat(body, NS)?;
+    ) -> Result<AgencyReply, CallbackError> {
+        let f = read_flat(body, NS).map_err(CallbackError::Format)?;
         let need = |k: &str| {
             f.get(k)
                 .map(str::to_string)
@@ -346,9 +352,9 @@ impl Adapter for TaxXml {
                 )
             }
             other => {
-                return Err(format!(
+                return Err(CallbackError::Format(format!(
                     "expected <ThongBaoNopTien>, <YeuCauBoSung> or <HoanThanhNghiaVu>, got <{other}>"
-                ));
+                )));
             }
         };
         Ok(AgencyReply {
@@ -361,12 +367,21 @@ impl Adapter for TaxXml {
             officer: f.get("CanBoXuLy").map(str::to_string),
         })
     }
+
+    fn results_to(&self) -> ResultsTo {
+        self.results_to
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::xml::read_flat;
+
+    /// Whether `t` can express `env` (the request built and dropped), with the reason.
+    fn check(t: &TaxXml, env: &Envelope) -> Result<(), String> {
+        t.prepare(env).map(|_| ()).map_err(|e| e.to_string())
+    }
 
     const MA: &str = "000.20.59.H48-261129-7500";
 
@@ -418,7 +433,7 @@ mod tests {
         let env = forward(land_data());
         assert!(!is_payment_confirmation(&env));
         let t = adapter();
-        assert_eq!(t.check(&env), Ok(()));
+        assert_eq!(check(&t, &env), Ok(()));
         let f = read_flat(&t.form(&env).expect("form"), NS).expect("xml");
         assert_eq!(f.root, "PhieuChuyenThongTin");
         assert_eq!(f.get("MaHoSo"), Some(MA));
@@ -429,7 +444,7 @@ mod tests {
         let env = paid(receipt());
         assert!(is_payment_confirmation(&env));
         let t = adapter();
-        assert_eq!(t.check(&env), Ok(()));
+        assert_eq!(check(&t, &env), Ok(()));
         let doc = t.payment_confirmation(&env).expect("document");
         let f = read_flat(&doc, NS).expect("xml");
         assert_eq!(f.root, "XacNhanNopTien");
@@ -485,11 +500,11 @@ mod tests {
                 r[field] = bad.clone();
             }
             let env = paid(r);
-            let err = t.check(&env).expect_err(field);
+            let err = check(&t, &env).expect_err(field);
             assert!(err.contains(expect), "{field} = {bad}: {err}");
             assert!(err.contains("XacNhanNopTien"), "{err}");
         }
-        let err = t.check(&paid(json!("TB-1"))).expect_err("not an object");
+        let err = check(&t, &paid(json!("TB-1"))).expect_err("not an object");
         assert!(err.contains("must be an object"), "{err}");
     }
 
@@ -500,9 +515,9 @@ mod tests {
         env.kind = Kind(Kind::STATUS.into());
         env.status = Some(TrangThaiHoSo::STOPPED);
         assert!(!is_payment_confirmation(&env));
-        assert_eq!(t.check(&env), Ok(()));
+        assert_eq!(check(&t, &env), Ok(()));
         env.status = Some(TrangThaiHoSo::PROCESSED);
-        assert!(t.check(&env).is_err());
+        assert!(check(&t, &env).is_err());
     }
 
     #[test]
@@ -529,7 +544,7 @@ mod tests {
         let err = adapter()
             .parse_callback(None, without.as_bytes())
             .expect_err("no date");
-        assert!(err.contains("HoanThanhNghiaVu lacks NgayXacNhan"), "{err}");
+        assert!(err.to_string().contains("HoanThanhNghiaVu lacks NgayXacNhan"), "{err}");
     }
 
     #[test]
@@ -548,6 +563,6 @@ mod tests {
         let err = adapter()
             .parse_callback(None, format!(r#"<TuChoi xmlns="{NS}"/>"#).as_bytes())
             .expect_err("unknown");
-        assert!(err.contains("<HoanThanhNghiaVu>"), "{err}");
+        assert!(err.to_string().contains("<HoanThanhNghiaVu>"), "{err}");
     }
 }

@@ -5,13 +5,17 @@
 //! Reads `payload.data.to_khai_hai_quan` (`so_to_khai`, `ngay_to_khai` YYYY-MM-DD, `so_khung`,
 //! `so_may`) and the applicant.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use lienthong_core::{Envelope, Kind};
+use lienthong_core::Envelope;
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Adapter, AgencyReply, Outcome, StatusLookup};
+use crate::adapter::{Adapter, AgencyRequest, Operation, ResultsTo, Setup};
+use crate::error::{BuildError, CallbackError, NotDeliverable};
 use crate::http::post_json_for_receipt;
-use crate::mapping::date8;
+use crate::mapping::{date8, sent_time};
+use crate::outcome::{AgencyReply, Outcome, StatusLookup};
 
 /// Registry name of this adapter.
 pub const NAME: &str = "customs-rest";
@@ -21,6 +25,14 @@ pub struct CustomsRest {
     client: crate::http::Agent,
     endpoint: String,
     callback_url: String,
+    results_to: ResultsTo,
+}
+
+/// The adapter of a unit with `adapter = "customs-rest"` (its registration).
+pub fn build(s: Setup<'_>) -> Result<Arc<dyn Adapter>, BuildError> {
+    let mut a = CustomsRest::new(s.client.clone(), &s.endpoint, &s.callback_url);
+    a.results_to = s.results_to();
+    Ok(Arc::new(a))
 }
 
 impl CustomsRest {
@@ -30,6 +42,7 @@ impl CustomsRest {
             client,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             callback_url: callback_url.to_string(),
+            results_to: ResultsTo::Origin,
         }
     }
 
@@ -67,7 +80,7 @@ impl CustomsRest {
         }
         let mut body = json!({
             "MaHoSo": env.ma_ho_so, "MaThamChieu": env.message_id, "MaTTHC": env.ma_tthc,
-            "MaDonViGui": env.sender, "NgayGui": lienthong_core::clock::to_dvcqg(chrono::Utc::now()),
+            "MaDonViGui": env.sender, "NgayGui": sent_time(env)?,
             "UrlPhanHoi": self.callback_url, "SoToKhai": so, "NgayToKhai": ngay, "NguoiNopHoSo": who,
         });
         for (from, to) in [("so_khung", "SoKhung"), ("so_may", "SoMay")] {
@@ -85,31 +98,35 @@ impl Adapter for CustomsRest {
         NAME
     }
 
-    fn check(&self, env: &Envelope) -> Result<(), String> {
-        match env.kind.as_str() {
-            Kind::FORWARD => self.submit_body(env).map(|_| ()),
-            other => Err(format!(
-                "the Customs interface takes dossier.forward only, not {other}"
-            )),
-        }
+    fn interface(&self) -> &'static str {
+        "the Customs interface"
     }
 
-    async fn deliver(&self, env: &Envelope) -> Outcome {
-        match env.kind.as_str() {
-            Kind::FORWARD => match self.submit_body(env) {
-                Ok(body) => {
-                    let url = format!("{}/v1/xac-nhan-to-khai", self.endpoint);
-                    post_json_for_receipt(&self.client, "submit", &url, &env.message_id, &body)
-                        .await
-                }
-                Err(reason) => Outcome::Permanent {
-                    reason: format!("cannot map the envelope to XacNhanToKhai: {reason}"),
-                },
-            },
-            other => Outcome::Permanent {
-                reason: format!("the Customs interface has no operation for a {other} message"),
-            },
-        }
+    fn operations(&self) -> &'static [Operation] {
+        &[Operation::Submit]
+    }
+
+    /// Submit: `POST {endpoint}/v1/xac-nhan-to-khai` with [`CustomsRest::submit_body`].
+    fn request(&self, op: Operation, env: &Envelope) -> Result<AgencyRequest, NotDeliverable> {
+        let unmappable = |reason: String| NotDeliverable::Unmappable {
+            document: "XacNhanToKhai",
+            reason,
+        };
+        let body = self.submit_body(env).map_err(unmappable)?;
+        let bytes = serde_json::to_vec(&body).map_err(|e| unmappable(e.to_string()))?;
+        let url = format!("{}/v1/xac-nhan-to-khai", self.endpoint);
+        Ok(AgencyRequest::new(op, "submit", url, env, bytes))
+    }
+
+    async fn send(&self, req: &AgencyRequest) -> Outcome {
+        post_json_for_receipt(
+            &self.client,
+            req.label,
+            &req.url,
+            &req.key,
+            req.body.clone(),
+        )
+        .await
     }
 
     /// `GET {endpoint}/v1/xac-nhan-to-khai/{MaHoSo}` ([`crate::http::json_status_lookup`]).
@@ -120,9 +137,9 @@ impl Adapter for CustomsRest {
 
     /// The result: `{"MaHoSo", "MaThamChieu", "TrangThaiHoSo" (9 or 3), "KetQua": {...},
     /// "LyDo", "NguoiXuLy"}`.
-    fn parse_callback(&self, _: Option<&str>, body: &[u8]) -> Result<AgencyReply, String> {
-        let v: Value =
-            serde_json::from_slice(body).map_err(|e| format!("the result is not JSON: {e}"))?;
+    fn parse_callback(&self, _: Option<&str>, body: &[u8]) -> Result<AgencyReply, CallbackError> {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| CallbackError::Format(format!("the result is not JSON: {e}")))?;
         let s = |k: &str| {
             v.get(k)
                 .and_then(Value::as_str)
@@ -155,5 +172,9 @@ impl Adapter for CustomsRest {
                 .and_then(Value::as_str)
                 .map(str::to_string),
         })
+    }
+
+    fn results_to(&self) -> ResultsTo {
+        self.results_to
     }
 }

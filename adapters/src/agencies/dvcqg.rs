@@ -31,12 +31,16 @@
 //! `ngay_ket_thuc_theo_quy_dinh` (NgayKetThucTheoQuyDinh, the legal deadline); the handler unit
 //! and officer are `payload.handler`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use lienthong_core::{Envelope, Kind};
 use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 
-use crate::adapter::{Adapter, AgencyReply, AgencyStatus, Outcome, StatusLookup};
+use crate::adapter::{Adapter, AgencyRequest, Operation, Setup};
+use crate::error::{BuildError, CallbackError, NotDeliverable};
+use crate::outcome::{AgencyReply, AgencyStatus, Outcome, StatusLookup};
 use crate::http::{
     exchange, failure_status, lookup_failed, lookup_unreadable, snippet, unreadable,
 };
@@ -54,6 +58,11 @@ pub struct Dvcqg {
     dstcode: String,
     madonvi: String,
     session: Mutex<Option<String>>,
+}
+
+/// The adapter of a unit with `adapter = "dvcqg-sync"` (its registration).
+pub fn build(s: Setup<'_>) -> Result<Arc<dyn Adapter>, BuildError> {
+    Ok(Arc::new(Dvcqg::new(s.client.clone(), &s.endpoint, s.settings)))
 }
 
 fn setting(settings: &Map<String, Value>, k: &str, default: &str) -> String {
@@ -305,17 +314,44 @@ impl Adapter for Dvcqg {
         NAME
     }
 
-    fn check(&self, env: &Envelope) -> Result<(), String> {
-        match env.kind.as_str() {
-            Kind::FORWARD | Kind::STATUS | Kind::RESULT => Ok(()),
-            other => Err(format!(
-                "the portal sync takes dossier messages, not {other}"
-            )),
-        }
+    fn interface(&self) -> &'static str {
+        "the portal sync"
     }
 
-    async fn deliver(&self, env: &Envelope) -> Outcome {
-        let exists = match self.exists(&env.ma_ho_so).await {
+    fn operations(&self) -> &'static [Operation] {
+        &[Operation::Submit, Operation::Cancel, Operation::Progress]
+    }
+
+    /// Every operation is a sync: the body is `{"dossier": …, "progress": …}`
+    /// ([`Dvcqg::dossier`], [`Dvcqg::progress`]), sent as `DongBoHoSoMC` then
+    /// `CapNhatTienDoHoSoMC` to `{endpoint}{integration_path}`.
+    fn request(&self, op: Operation, env: &Envelope) -> Result<AgencyRequest, NotDeliverable> {
+        let body = json!({"dossier": Self::dossier(env), "progress": Self::progress(env)});
+        let bytes = serde_json::to_vec(&body).map_err(|e| NotDeliverable::Unmappable {
+            document: "DongBoHoSoMC",
+            reason: e.to_string(),
+        })?;
+        Ok(AgencyRequest::new(
+            op,
+            "DongBoHoSoMC",
+            self.integration_url.clone(),
+            env,
+            bytes,
+        ))
+    }
+
+    /// `TraCuuHoSo` (does the portal have the dossier?), then `DongBoHoSoMC` with
+    /// `isUpdating` accordingly, then `CapNhatTienDoHoSoMC`.
+    async fn send(&self, req: &AgencyRequest) -> Outcome {
+        let (dossier, progress) = match serde_json::from_slice::<Value>(&req.body) {
+            Ok(mut v) => (v["dossier"].take(), v["progress"].take()),
+            Err(e) => {
+                return Outcome::Permanent {
+                    reason: format!("the prepared sync request is not JSON: {e}"),
+                };
+            }
+        };
+        let exists = match self.exists(&req.ma_ho_so).await {
             Ok(e) => e,
             Err(o) => return o,
         };
@@ -324,18 +360,18 @@ impl Adapter for Dvcqg {
             "isUpdating".into(),
             json!(if exists { "True" } else { "False" }),
         );
-        f.insert("data".into(), json!([Self::dossier(env)]));
+        f.insert("data".into(), json!([dossier]));
         if let Err(o) = self.call("DongBoHoSoMC", f).await {
             return o;
         }
+        let trang_thai = progress["TrangThai"].as_str().unwrap_or("").to_string();
         let mut p = Map::new();
-        p.insert("data".into(), json!([Self::progress(env)]));
+        p.insert("data".into(), json!([progress]));
         match self.call("CapNhatTienDoHoSoMC", p).await {
             Ok(_) => Outcome::Delivered {
                 receipt: format!(
-                    "DVCQG {} and progress {}",
+                    "DVCQG {} and progress {trang_thai}",
                     if exists { "updated" } else { "inserted" },
-                    Self::progress(env)["TrangThai"].as_str().unwrap_or("")
                 ),
             },
             Err(o) => o,
@@ -382,7 +418,9 @@ impl Adapter for Dvcqg {
         }
     }
 
-    fn parse_callback(&self, _: Option<&str>, _: &[u8]) -> Result<AgencyReply, String> {
-        Err("the portal does not post results to the bus".into())
+    fn parse_callback(&self, _: Option<&str>, _: &[u8]) -> Result<AgencyReply, CallbackError> {
+        Err(CallbackError::NoCallbacks {
+            interface: "the portal sync",
+        })
     }
 }

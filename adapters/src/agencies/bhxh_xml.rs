@@ -3,14 +3,18 @@
 //! `LOI`; result by `KetQuaHoSo` callback; status lookup; cancel; `Idempotency-Key` = the bus
 //! message id, also sent as `MaThamChieu`).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
+use lienthong_core::Envelope;
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Adapter, AgencyReply, Outcome, StatusLookup};
+use crate::adapter::{Adapter, AgencyRequest, Operation, ResultsTo, Setup, cancel_outcome};
+use crate::error::{BuildError, CallbackError, NotDeliverable};
 use crate::mapping::{
-    blob_base_of, data_str, date8, fetchable, request_type, scalars, sex_code, subject,
+    blob_base_of, data_str, date8, fetchable, request_type, scalars, sent_time, sex_code, subject,
 };
+use crate::outcome::{AgencyReply, Outcome, StatusLookup};
 use crate::xml::{Builder, read_flat};
 
 /// Registry name of this adapter.
@@ -26,6 +30,14 @@ pub struct BhxhXml {
     callback_url: String,
     blob_base: String,
     settings: Map<String, Value>,
+    results_to: ResultsTo,
+}
+
+/// The adapter of a unit with `adapter = "bhxh-xml"` (its registration).
+pub fn build(s: Setup<'_>) -> Result<Arc<dyn Adapter>, BuildError> {
+    let mut a = BhxhXml::new(s.client.clone(), &s.endpoint, &s.callback_url, s.settings.clone());
+    a.results_to = s.results_to();
+    Ok(Arc::new(a))
 }
 
 impl BhxhXml {
@@ -43,6 +55,7 @@ impl BhxhXml {
             blob_base: blob_base_of(callback_url),
             callback_url: callback_url.to_string(),
             settings,
+            results_to: ResultsTo::Origin,
         }
     }
 
@@ -70,10 +83,7 @@ impl BhxhXml {
             .text("MaTTHC", &env.ma_tthc)
             .text("MaThamChieu", &env.message_id)
             .text("MaDonViGui", &env.sender)
-            .text(
-                "NgayGui",
-                &lienthong_core::clock::to_dvcqg(chrono::Utc::now()),
-            )
+            .text("NgayGui", &sent_time(env)?)
             .text("UrlPhanHoi", &self.callback_url)
             .text("LoaiYeuCau", &loai);
         b.open("DoiTuong")
@@ -154,9 +164,6 @@ impl BhxhXml {
         Ok(b.finish("HoSoBHXH"))
     }
 
-    async fn post(&self, op: &str, url: String, key: &str, body: Vec<u8>) -> Outcome {
-        crate::xml::post_for_receipt(&self.client, op, &url, key, body, NS).await
-    }
 }
 
 #[async_trait]
@@ -165,43 +172,49 @@ impl Adapter for BhxhXml {
         NAME
     }
 
-    fn check(&self, env: &Envelope) -> Result<(), String> {
-        crate::adapter::check_operation(env, "the BHXH interface", || {
-            self.submit_body(env).map(|_| ())
-        })
+    fn interface(&self) -> &'static str {
+        "the BHXH interface"
     }
 
-    async fn deliver(&self, env: &Envelope) -> Outcome {
-        match env.kind.as_str() {
-            Kind::FORWARD => match self.submit_body(env) {
-                Ok(body) => {
-                    self.post(
-                        "submit",
-                        format!("{}/api/ho-so", self.endpoint),
-                        &env.message_id,
-                        body,
-                    )
-                    .await
-                }
-                Err(reason) => Outcome::Permanent {
-                    reason: format!("cannot map the envelope to HoSoBHXH: {reason}"),
-                },
-            },
-            Kind::STATUS
-                if matches!(
-                    env.status,
-                    Some(TrangThaiHoSo::WITHDRAWN) | Some(TrangThaiHoSo::STOPPED)
-                ) =>
-            {
-                let body = crate::xml::cancel_document(env, NS);
-                let url = format!("{}/api/ho-so/{}/huy", self.endpoint, env.ma_ho_so);
-                crate::adapter::cancel_outcome(
-                    self.post("cancel", url, &env.message_id, body).await,
-                )
-            }
-            other => Outcome::Permanent {
-                reason: format!("the BHXH interface has no operation for a {other} message"),
-            },
+    fn operations(&self) -> &'static [Operation] {
+        &[Operation::Submit, Operation::Cancel]
+    }
+
+    /// Submit: `POST {endpoint}/api/ho-so` with [`BhxhXml::submit_body`]; cancel: `POST
+    /// {endpoint}/api/ho-so/{MaHoSo}/huy` with `YeuCauHuy` ([`crate::xml::cancel_document`]).
+    fn request(&self, op: Operation, env: &Envelope) -> Result<AgencyRequest, NotDeliverable> {
+        let unmappable = |reason: String| NotDeliverable::Unmappable {
+            document: "HoSoBHXH",
+            reason,
+        };
+        let (label, url, body) = match op {
+            Operation::Cancel => (
+                "cancel",
+                format!("{}/api/ho-so/{}/huy", self.endpoint, env.ma_ho_so),
+                crate::xml::cancel_document(env, NS).map_err(unmappable)?,
+            ),
+            _ => (
+                "submit",
+                format!("{}/api/ho-so", self.endpoint),
+                self.submit_body(env).map_err(unmappable)?,
+            ),
+        };
+        Ok(AgencyRequest::new(op, label, url, env, body))
+    }
+
+    async fn send(&self, req: &AgencyRequest) -> Outcome {
+        let o = crate::xml::post_for_receipt(
+            &self.client,
+            req.label,
+            &req.url,
+            &req.key,
+            req.body.clone(),
+            NS,
+        )
+        .await;
+        match req.operation {
+            Operation::Cancel => cancel_outcome(o),
+            _ => o,
         }
     }
 
@@ -215,10 +228,13 @@ impl Adapter for BhxhXml {
         &self,
         _content_type: Option<&str>,
         body: &[u8],
-    ) -> Result<AgencyReply, String> {
-        let f = read_flat(body, NS)?;
+    ) -> Result<AgencyReply, CallbackError> {
+        let f = read_flat(body, NS).map_err(CallbackError::Format)?;
         if f.root != "KetQuaHoSo" {
-            return Err(format!("expected <KetQuaHoSo>, got <{}>", f.root));
+            return Err(CallbackError::Format(format!(
+                "expected <KetQuaHoSo>, got <{}>",
+                f.root
+            )));
         }
         let need = |k: &str| {
             f.get(k)
@@ -229,7 +245,7 @@ impl Adapter for BhxhXml {
             .parse()
             .map_err(|_| "TrangThaiHoSo is not a number".to_string())?;
         if !(1..=10).contains(&status) {
-            return Err(format!("TrangThaiHoSo {status} is outside 1–10"));
+            return Err(format!("TrangThaiHoSo {status} is outside 1–10").into());
         }
         let card = [
             "MaSoBHXH",
@@ -273,5 +289,9 @@ impl Adapter for BhxhXml {
             reason: f.get("LyDo").or(f.get("NoiDungXuLy")).map(str::to_string),
             officer: f.get("NguoiXuLy").map(str::to_string),
         })
+    }
+
+    fn results_to(&self) -> ResultsTo {
+        self.results_to
     }
 }
