@@ -289,7 +289,7 @@ async fn a_panicking_delivery_handler_dead_letters_its_delivery_and_frees_its_sl
     let port = free_port();
     s.http.listen = format!("127.0.0.1:{port}");
     let config = dir.join("config.toml");
-    std::fs::write(&config, toml::to_string(&s).expect("toml")).expect("config");
+    s.write_file(&config).expect("config");
     let adapters = spawn_components_env(
         &config,
         &dir,
