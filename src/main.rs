@@ -296,13 +296,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 components
             };
+            // SIGTERM is taken over before startup: one that arrives while the components start
+            // waits for them, instead of killing the process with the default action.
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let running = lienthong::run::start(settings, &components).await?;
             // A signal asks the components to stop; if they are not done within the grace
             // period (plus a margin) the process exits anyway: unacked work is redelivered.
             let stop = running.shutdown_handle();
             let hard_limit = running.grace() + std::time::Duration::from_secs(5);
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::spawn(async move {
                 tokio::select! {
                     _ = term.recv() => {},
