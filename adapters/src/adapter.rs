@@ -183,12 +183,23 @@ pub trait Adapter: Send + Sync {
     /// same `req`.
     async fn send(&self, req: &AgencyRequest) -> Outcome;
 
-    /// One attempt without retries: [`Adapter::prepare`] then [`Adapter::send`]; an envelope
+    /// One attempt as the bus counts it: [`Adapter::send`], with the one rule every adapter's
+    /// cancel follows applied ([`cancel_outcome`]: an agency that does not hold the dossier
+    /// has nothing to cancel). What the retry engine calls; not meant to be overridden.
+    async fn attempt(&self, req: &AgencyRequest) -> Outcome {
+        let o = self.send(req).await;
+        match req.operation {
+            Operation::Cancel => cancel_outcome(o),
+            _ => o,
+        }
+    }
+
+    /// One attempt without retries: [`Adapter::prepare`] then [`Adapter::attempt`]; an envelope
     /// that cannot be expressed is a permanent failure with the reason. (Tests and tools; the
     /// bus prepares once and sends per attempt.)
     async fn deliver(&self, env: &Envelope) -> Outcome {
         match self.prepare(env) {
-            Ok(req) => self.send(&req).await,
+            Ok(req) => self.attempt(&req).await,
             Err(e) => Outcome::Permanent {
                 reason: e.to_string(),
             },

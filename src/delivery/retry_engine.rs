@@ -149,7 +149,7 @@ where
             if let Ok(mut n) = attempts.lock() {
                 *n += 1;
             }
-            let failure = match adapter.send(req).await {
+            let failure = match adapter.attempt(req).await {
                 Outcome::Delivered { receipt } => return Ok(receipt),
                 Outcome::Transient {
                     reason,

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use lienthong_core::Envelope;
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Adapter, AgencyRequest, Operation, ResultsTo, Setup, cancel_outcome};
+use crate::adapter::{Adapter, AgencyRequest, Operation, ResultsTo, Setup};
 use crate::error::{BuildError, CallbackError, NotDeliverable};
 use crate::mapping::{
     blob_base_of, data_str, date8, fetchable, request_type, scalars, sent_time, sex_code, subject,
@@ -203,7 +203,7 @@ impl Adapter for BhxhXml {
     }
 
     async fn send(&self, req: &AgencyRequest) -> Outcome {
-        let o = crate::xml::post_for_receipt(
+        crate::xml::post_for_receipt(
             &self.client,
             req.label,
             &req.url,
@@ -211,11 +211,7 @@ impl Adapter for BhxhXml {
             req.body.clone(),
             NS,
         )
-        .await;
-        match req.operation {
-            Operation::Cancel => cancel_outcome(o),
-            _ => o,
-        }
+        .await
     }
 
     /// `GET {endpoint}/api/ho-so/{MaHoSo}` ([`crate::xml::status_lookup`]).

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use lienthong_core::Envelope;
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Adapter, AgencyRequest, Operation, ResultsTo, Setup, cancel_outcome};
+use crate::adapter::{Adapter, AgencyRequest, Operation, ResultsTo, Setup};
 use crate::error::{BuildError, CallbackError, NotDeliverable};
 use crate::mapping::{
     blob_base_of, data_str, date8, fetchable, request_type, sent_time, sex_code, subject,
@@ -179,18 +179,14 @@ impl Adapter for PoliceRest {
     }
 
     async fn send(&self, req: &AgencyRequest) -> Outcome {
-        let o = crate::http::post_json_for_receipt(
+        crate::http::post_json_for_receipt(
             &self.client,
             req.label,
             &req.url,
             &req.key,
             req.body.clone(),
         )
-        .await;
-        match req.operation {
-            Operation::Cancel => cancel_outcome(o),
-            _ => o,
-        }
+        .await
     }
 
     /// `GET {endpoint}/v1/ho-so/{MaHoSo}` ([`crate::http::json_status_lookup`]).

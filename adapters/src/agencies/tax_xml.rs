@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use lienthong_core::{Envelope, Kind, TrangThaiHoSo};
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{Adapter, AgencyRequest, Operation, ResultsTo, Setup, cancel_outcome};
+use crate::adapter::{Adapter, AgencyRequest, Operation, ResultsTo, Setup};
 use crate::error::{BuildError, CallbackError, NotDeliverable};
 use crate::mapping::sent_time;
 use crate::outcome::{AgencyReply, Outcome, StatusLookup};
@@ -265,7 +265,7 @@ impl Adapter for TaxXml {
     }
 
     async fn send(&self, req: &AgencyRequest) -> Outcome {
-        let o = post_for_receipt(
+        post_for_receipt(
             &self.client,
             req.label,
             &req.url,
@@ -273,11 +273,7 @@ impl Adapter for TaxXml {
             req.body.clone(),
             NS,
         )
-        .await;
-        match req.operation {
-            Operation::Cancel => cancel_outcome(o),
-            _ => o,
-        }
+        .await
     }
 
     /// `GET {endpoint}/api/phieu-chuyen/{MaHoSo}` ([`crate::xml::status_lookup`]).

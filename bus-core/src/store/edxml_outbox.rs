@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use super::connection::Store;
 use super::error::StoreError;
-use super::messages::PURGE_CHUNK;
 use super::writer::MessageWriter;
 
 /// One waiting package, as listed to the department.
@@ -131,25 +130,14 @@ impl Store {
 
 impl MessageWriter {
     /// Delete packages that ended (`done` or `failed`) more than `retention_ms` ago,
-    /// [`PURGE_CHUNK`] rows per write. Returns how many.
+    /// [`PURGE_CHUNK`](super::writer::PURGE_CHUNK) rows per write. Returns how many.
     pub async fn purge_edxml_outbox(&self, retention_ms: i64) -> Result<usize, String> {
-        let cutoff = crate::clock::now_ms() - retention_ms;
-        let mut total = 0;
-        loop {
-            let n = self
-                .transact(move |c| {
-                    c.prepare_cached(
-                        "DELETE FROM edxml_outbox WHERE id IN (
+        self.purge_in_chunks(
+            "DELETE FROM edxml_outbox WHERE id IN (
                            SELECT id FROM edxml_outbox
                            WHERE state IN ('done', 'failed') AND updated_ms < ?1 LIMIT ?2)",
-                    )?
-                    .execute(params![cutoff, PURGE_CHUNK])
-                })
-                .await?;
-            total += n;
-            if (n as i64) < PURGE_CHUNK {
-                return Ok(total);
-            }
-        }
+            crate::clock::now_ms() - retention_ms,
+        )
+        .await
     }
 }

@@ -90,10 +90,6 @@ pub fn origin_in(c: &Connection, ma_ho_so: &str) -> Result<Option<Origin>, rusql
         .optional()
 }
 
-/// Rows deleted per statement by a retention sweep: each chunk is one write of the group
-/// commit, so a large purge never holds the writer for long.
-pub const PURGE_CHUNK: i64 = 1000;
-
 impl MessageWriter {
     /// Record the origin (when given, first one wins) and keep the accepted envelope (first copy
     /// wins), in the group commit: the router's one write per message. Errors: the store
@@ -132,23 +128,14 @@ impl MessageWriter {
         .await
     }
 
-    /// Delete stored messages accepted more than `retention_ms` ago, [`PURGE_CHUNK`] rows per
+    /// Delete stored messages accepted more than `retention_ms` ago, [`PURGE_CHUNK`](super::writer::PURGE_CHUNK) rows per
     /// write. Returns how many.
     pub async fn purge_messages(&self, retention_ms: i64) -> Result<usize, String> {
-        let cutoff = crate::clock::now_ms() - retention_ms;
-        let mut total = 0;
-        loop {
-            let n = self
-                .transact(move |c| {
-                    c.prepare_cached("DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages WHERE accepted_at_ms < ?1 LIMIT ?2)")?
-                        .execute(params![cutoff, PURGE_CHUNK])
-                })
-                .await?;
-            total += n;
-            if (n as i64) < PURGE_CHUNK {
-                return Ok(total);
-            }
-        }
+        self.purge_in_chunks(
+            "DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages WHERE accepted_at_ms < ?1 LIMIT ?2)",
+            crate::clock::now_ms() - retention_ms,
+        )
+        .await
     }
 }
 

@@ -12,7 +12,7 @@ use crate::process::state::{Process, Transition};
 
 use super::connection::Store;
 use super::error::StoreError;
-use super::messages::{Origin, PURGE_CHUNK, insert_origin, origin_in};
+use super::messages::{Origin, insert_origin, origin_in};
 use super::writer::MessageWriter;
 
 /// What [`MessageWriter::apply_process`] did with a message.
@@ -190,29 +190,18 @@ impl MessageWriter {
     /// Delete outbox envelopes the broker confirmed more than `retention_ms` ago, of dossiers
     /// that are no longer running or paused and have no blocked message (a running dossier's
     /// envelopes may still be published again: a replayed dead letter, an operator's retry),
-    /// [`PURGE_CHUNK`] rows per write. Returns how many.
+    /// [`PURGE_CHUNK`](super::writer::PURGE_CHUNK) rows per write. Returns how many.
     pub async fn purge_process_outbox(&self, retention_ms: i64) -> Result<usize, String> {
-        let cutoff = crate::clock::now_ms() - retention_ms;
-        let mut total = 0;
-        loop {
-            let n = self
-                .transact(move |c| {
-                    c.prepare_cached(
-                        "DELETE FROM process_outbox WHERE seq IN (
+        self.purge_in_chunks(
+            "DELETE FROM process_outbox WHERE seq IN (
                            SELECT o.seq FROM process_outbox o
                            WHERE o.sent_ms IS NOT NULL AND o.sent_ms < ?1
                              AND o.ma_ho_so NOT IN (SELECT ma_ho_so FROM process_blocked)
                              AND o.ma_ho_so NOT IN (SELECT ma_ho_so FROM processes WHERE phase IN ('running', 'paused'))
                            LIMIT ?2)",
-                    )?
-                    .execute(params![cutoff, PURGE_CHUNK])
-                })
-                .await?;
-            total += n;
-            if (n as i64) < PURGE_CHUNK {
-                return Ok(total);
-            }
-        }
+            crate::clock::now_ms() - retention_ms,
+        )
+        .await
     }
 }
 

@@ -282,3 +282,32 @@ impl MessageWriter {
             .map_err(|_| "the store writer answered with another type".to_string())
     }
 }
+
+/// Rows deleted per statement by a retention sweep: each chunk is one write of the group
+/// commit, so a large purge never holds the writer for long.
+pub const PURGE_CHUNK: i64 = 1000;
+
+impl MessageWriter {
+    /// Run a retention `DELETE` (`sql`, with `?1` = `cutoff` in ms since the epoch and `?2` =
+    /// [`PURGE_CHUNK`] as the inner `LIMIT`) in writes of at most [`PURGE_CHUNK`] rows until
+    /// one deletes fewer, so that the group commit is never held for long. Returns how many.
+    pub(super) async fn purge_in_chunks(
+        &self,
+        sql: &'static str,
+        cutoff: i64,
+    ) -> Result<usize, String> {
+        let mut total = 0;
+        loop {
+            let n = self
+                .transact(move |c| {
+                    c.prepare_cached(sql)?
+                        .execute(rusqlite::params![cutoff, PURGE_CHUNK])
+                })
+                .await?;
+            total += n;
+            if (n as i64) < PURGE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+}
