@@ -184,10 +184,13 @@ impl Router {
         let received = TraceEvent::new(TraceEventKind::Received, COMPONENT, Some(&env))
             .attempt(if d.redelivered { 2 } else { 1 });
         // The events of this message go to the trace together, when the outcome is known.
-        // One store read (indexed, on the router's own connection, on the blocking pool): does
-        // the process manager run the dossier, and where did it come from.
-        let key = env.ma_ho_so.clone();
-        let (runs, origin) = match self.reader.read(move |s| s.lookup_dossier(&key)).await {
+        // One store read (indexed, on the router's own connection): does the process manager
+        // run the dossier, and where did it come from. It runs on this async worker, the one
+        // store call of the hot path that does: a point read on a WAL reader connection of the
+        // router's own (readers never wait for the writer's lock) takes microseconds, while the
+        // hand-off to the blocking pool and back cost the router ~15% more CPU per message and
+        // its throughput ÷ raw pipe fell from 0.64–0.89 to 0.49–0.61 (A/B, BENCHMARKS.md).
+        let (runs, origin) = match self.reader.lookup_dossier(&env.ma_ho_so) {
             Ok(found) => found,
             Err(e) => return Err(Failure::Retry(format!("cannot read the store: {e}"))),
         };
