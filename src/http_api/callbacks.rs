@@ -1,0 +1,237 @@
+//! `POST /v1/callbacks/{unit}`: an agency's answer, read by its unit's adapter (`parse_callback`) and turned into a bus envelope for the dossier's centre.
+
+use super::*;
+
+pub(super) async fn callback(
+    State(api): State<Api>,
+    Path(unit): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return body_problem(e, api.ctx.settings.envelope.max_envelope_bytes).into_response();
+        }
+    };
+    match callback_inner(&api, &unit, &headers, &body).await {
+        Ok(id) => (
+            StatusCode::OK,
+            Json(json!({"message_id": id, "status": "accepted"})),
+        )
+            .into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+pub(super) async fn callback_inner(
+    api: &Api,
+    unit_code: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<String, Problem> {
+    agency_caller(api, unit_code, headers)?;
+    let adapter = api.adapters.get(unit_code).ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-adapter",
+            "Unit has no adapter",
+            unit_code.to_string(),
+        )
+    })?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let reply = adapter.parse_callback(ct, body).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-callback",
+            "Callback not readable",
+            e.to_string(),
+        )
+    })?;
+    let log = api.log.clone();
+    let reference = reply.reference.clone();
+    let delivery = tokio::task::spawn_blocking(move || log.get(&reference))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "unknown-reference",
+                "Unknown reference",
+                format!(
+                    "no delivery with MaThamChieu {} to {unit_code}",
+                    reply.reference
+                ),
+            )
+        })?;
+    if delivery.unit != unit_code || delivery.ma_ho_so != reply.ma_ho_so {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "reference-mismatch",
+            "Reference does not match",
+            format!(
+                "MaThamChieu {} belongs to {} at {}",
+                reply.reference, delivery.ma_ho_so, delivery.unit
+            ),
+        ));
+    }
+    if reply.status == 0 {
+        // A status that changes nothing for the dossier (edXML 01 arrived, 13, 16, an unknown
+        // code): traced, not forwarded.
+        let mut env = Envelope::new(
+            Kind::STATUS,
+            &delivery.ma_ho_so,
+            &delivery.ma_tthc,
+            unit_code,
+            Some(&delivery.reply_to),
+            &delivery.correlation_id,
+        );
+        env.causation_id = Some(delivery.message_id.clone());
+        let code = reply
+            .result
+            .get("edxml_status_code")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        let ev = TraceEvent::new(TraceEventKind::Status, COMPONENT, Some(&env)).reason(format!(
+            "callback from {unit_code}: status {code} {} (no change of TrangThaiHoSo)",
+            reply.reason.as_deref().unwrap_or("")
+        ));
+        let broker = api.broker().await?;
+        broker
+            .tracer
+            .emit(&ev)
+            .await
+            .map_err(|e| Problem::unavailable(format!("trace not confirmed: {e}"), 5))?;
+        return Ok(env.message_id);
+    }
+    let status = TrangThaiHoSo(reply.status);
+    let kind = if status == TrangThaiHoSo::PROCESSED || status == TrangThaiHoSo::RESULT_RETURNED {
+        Kind::RESULT
+    } else {
+        Kind::STATUS
+    };
+    let mut env = Envelope::new(
+        kind,
+        &delivery.ma_ho_so,
+        &delivery.ma_tthc,
+        unit_code,
+        Some(&delivery.reply_to),
+        &delivery.correlation_id,
+    );
+    env.causation_id = Some(delivery.message_id.clone());
+    env.status = Some(status);
+    let mut result = reply.result.clone();
+    if kind == Kind::RESULT {
+        result.insert("trang_thai".into(), json!(reply.status));
+        env.payload.result = Some(result);
+    } else if !result.is_empty() {
+        env.payload.data = Some(result);
+    }
+    env.payload.reason = reply.reason.clone();
+    env.payload.handler = Some(lienthong_core::envelope::Handler {
+        unit: Some(unit_code.to_string()),
+        officer: reply.officer.clone(),
+        title: None,
+    });
+    // The agency's words go through the same ingress checks as any envelope.
+    let mut value = serde_json::to_value(&env).map_err(|e| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            e.to_string(),
+        )
+    })?;
+    lienthong_core::envelope::normalize_nfc(&mut value);
+    let env = api.ctx.validator.accept_value(value).map_err(|r| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-callback",
+            "Callback gives an invalid envelope",
+            r.reason(),
+        )
+    })?;
+    // A repeated callback (the agency retrying after a lost answer) must not make a second
+    // result: the first claim fixes the envelope; once published, repeats only get its id.
+    // In the process's group commit, like every hot write.
+    let (unit_c, reference, st) = (unit_code.to_string(), reply.reference.clone(), reply.status);
+    let json_env = serde_json::to_string(&env).unwrap_or_default();
+    let (stored, published) = api
+        .ctx
+        .writer
+        .transact(move |c| deliveries::claim_callback_in(c, &unit_c, &reference, st, &json_env))
+        .await
+        .map_err(|e| {
+            tracing::error!(message = "the store did not take the callback", error = %e);
+            Problem::unavailable("the store did not take the callback", 5)
+        })?;
+    let env: Envelope = serde_json::from_str(&stored).map_err(|e| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            e.to_string(),
+        )
+    })?;
+    if published {
+        return Ok(env.message_id);
+    }
+    let ev = TraceEvent::new(TraceEventKind::Status, COMPONENT, Some(&env)).reason(format!(
+        "callback from {unit_code}: TrangThaiHoSo {} {}",
+        reply.status,
+        status.name_vi().unwrap_or("")
+    ));
+    api.trace_and_publish(&ev, &env).await?;
+    let (unit_c, reference) = (unit_code.to_string(), reply.reference.clone());
+    if let Err(e) = api
+        .ctx
+        .writer
+        .transact(move |c| deliveries::callback_published_in(c, &unit_c, &reference, st))
+        .await
+    {
+        // The result is out; a repeated callback would publish it again with the same message
+        // id, which the router and the centre dedupe.
+        tracing::warn!(message = "cannot mark the callback published", error = %e);
+    }
+    Ok(env.message_id)
+}
+
+/// An agency's system calling the bus as `unit_code`: the unit must exist and be reached by an
+/// adapter, and the caller must present that unit's callback key. Returns the adapter's name
+/// and settings.
+pub(super) fn agency_caller<'a>(
+    api: &'a Api,
+    unit_code: &str,
+    headers: &HeaderMap,
+) -> Result<(&'a str, &'a serde_json::Map<String, Value>), Problem> {
+    let unit = api.ctx.registry.unit(unit_code).ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-unit",
+            "Unknown unit",
+            format!("no unit {unit_code}"),
+        )
+    })?;
+    let Reach::Adapter {
+        adapter,
+        callback_key,
+        settings,
+        ..
+    } = &unit.reach
+    else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-adapter",
+            "Unit has no adapter",
+            format!("{unit_code} is reached over AMQP"),
+        ));
+    };
+    if callback_key.as_deref().is_none() || bearer(headers) != callback_key.as_deref() {
+        return Err(Problem::unauthorized("wrong or missing key of this unit"));
+    }
+    Ok((adapter.as_str(), settings))
+}

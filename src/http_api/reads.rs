@@ -1,0 +1,331 @@
+//! The operators' endpoints: trace, dossier state, retry of blocked steps, control sheet, overdue, dead letters, stats, blobs, metrics.
+
+use super::*;
+
+pub(super) async fn trace(
+    State(api): State<Api>,
+    Path(ma_ho_so): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    api.read(&headers, move |store| store.timeline(&ma_ho_so))
+        .await
+}
+
+/// `GET /v1/dossiers/{ma_ho_so}`: the process manager's state of the dossier (404 when it does
+/// not run it).
+pub(super) async fn dossier(
+    State(api): State<Api>,
+    Path(ma_ho_so): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = api.operator(&headers) {
+        return p.into_response();
+    }
+    process_state(&api, &ma_ho_so).await
+}
+
+/// The process manager's state of a dossier as JSON, or 404 when the bus does not run it.
+pub(super) async fn process_state(api: &Api, ma_ho_so: &str) -> Response {
+    let store = api.ctx.store.clone();
+    let ma = ma_ho_so.to_string();
+    match tokio::task::spawn_blocking(move || store.process(&ma)).await {
+        Ok(Ok(Some(p))) => Json(p).into_response(),
+        Ok(Ok(None)) => not_run(ma_ho_so),
+        Ok(Err(e)) => store_error(e),
+        Err(e) => internal_error(e),
+    }
+}
+
+/// What `POST /v1/dossiers/{ma_ho_so}/retry` takes (an empty body retries everything blocked).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RetryRequest {
+    /// Only this step's hand-over.
+    step: Option<String>,
+    /// Who retries (recorded in the trace); default `operator`.
+    by: Option<String>,
+}
+
+/// An operator hands the blocked steps of a dossier the bus runs over again
+/// ([`crate::process_manager::ProcessManager::retry`]): 200 with the dossier's state once the new
+/// hand-overs are confirmed by the broker; 404 when the bus does not run it; 409 when nothing
+/// (or not that step) is blocked; 503 when the broker is unavailable.
+pub(super) async fn retry(
+    State(api): State<Api>,
+    Path(ma_ho_so): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(p) = api.operator(&headers) {
+        return p.into_response();
+    }
+    let req: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RetryRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed-json",
+                    "Malformed JSON",
+                    format!("the body must be {{\"step\"?: string, \"by\"?: string}}: {e}"),
+                )
+                .into_response();
+            }
+        }
+    };
+    let broker = match api.broker().await {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    let pm = crate::process_manager::ProcessManager::new(
+        api.ctx.clone(),
+        broker.publisher.clone(),
+        broker.tracer.clone(),
+    );
+    let by = req.by.unwrap_or_else(|| "operator".into());
+    use crate::process_manager::RetryError;
+    match pm.retry(&ma_ho_so, req.step, &by).await {
+        Ok(()) => {}
+        Err(RetryError::NotRun) => return not_run(&ma_ho_so),
+        Err(RetryError::NoSuchStep(why)) => {
+            return Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no-such-step",
+                "No such step",
+                why,
+            )
+            .into_response();
+        }
+        Err(RetryError::NothingBlocked(why)) => {
+            return Problem::new(StatusCode::CONFLICT, "not-blocked", "Nothing to retry", why)
+                .into_response();
+        }
+        Err(RetryError::Failed(e)) => {
+            return Problem::unavailable(format!("the retry could not finish: {e}"), 5)
+                .into_response();
+        }
+    }
+    process_state(&api, &ma_ho_so).await
+}
+
+/// 500 for a store failure.
+pub(super) fn store_error(e: impl std::fmt::Display) -> Response {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "store",
+        "Store error",
+        format!("{e:#}"),
+    )
+    .into_response()
+}
+
+/// 500 for a task that failed (panicked or was cancelled).
+pub(super) fn internal_error(e: impl std::fmt::Display) -> Response {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+        e.to_string(),
+    )
+    .into_response()
+}
+
+pub(super) fn not_run(ma: &str) -> Response {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        format!("dossier {ma} is not run by the process manager"),
+    )
+    .into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct SheetQuery {
+    format: Option<String>,
+}
+
+/// `GET /v1/dossiers/{ma_ho_so}/control-sheet[?format=pdf|html]`: the control sheet, HTML by
+/// default, PDF with `format=pdf` or `Accept: application/pdf`.
+pub(super) async fn control_sheet(
+    State(api): State<Api>,
+    Path(ma_ho_so): Path<String>,
+    q: Result<Query<SheetQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = api.operator(&headers) {
+        return p.into_response();
+    }
+    let pdf = match q {
+        Ok(Query(SheetQuery { format: Some(f) })) if f == "pdf" => true,
+        Ok(Query(SheetQuery { format: Some(f) })) if f == "html" => false,
+        Ok(Query(SheetQuery { format: Some(f) })) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-query",
+                "Bad query",
+                format!("format {f:?}: expected pdf or html"),
+            )
+            .into_response();
+        }
+        Ok(_) => headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("application/pdf")),
+        Err(e) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-query",
+                "Bad query",
+                e.body_text(),
+            )
+            .into_response();
+        }
+    };
+    let store = api.ctx.store.clone();
+    let registry = api.ctx.registry.clone();
+    let ma = ma_ho_so.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let Some(p) = store.process(&ma)? else {
+            return Ok(None);
+        };
+        let trace = store.timeline(&ma)?;
+        let sheet = crate::dossier_view::control_sheet(
+            &p,
+            &registry,
+            &trace,
+            crate::process_manager::now(),
+        );
+        Ok::<_, lienthong_core::store::StoreError>(Some(if pdf {
+            crate::control_sheet::render_pdf(&sheet)
+                .map(|b| ("application/pdf", b))
+                .map_err(|e| e.to_string())
+        } else {
+            Ok((
+                "text/html; charset=utf-8",
+                crate::control_sheet::render_html(&sheet).into_bytes(),
+            ))
+        }))
+    })
+    .await;
+    match built {
+        Ok(Ok(Some(Ok((ct, body))))) => {
+            ([(axum::http::header::CONTENT_TYPE, ct)], body).into_response()
+        }
+        Ok(Ok(Some(Err(e)))) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "render",
+            "Cannot render the control sheet",
+            e,
+        )
+        .into_response(),
+        Ok(Ok(None)) => not_run(&ma_ho_so),
+        Ok(Err(e)) => store_error(e),
+        Err(e) => internal_error(e),
+    }
+}
+
+/// `GET /v1/overdue`: what `lienthong overdue` lists.
+pub(super) async fn overdue(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Err(p) = api.operator(&headers) {
+        return p.into_response();
+    }
+    let ctx = api.ctx.clone();
+    match tokio::task::spawn_blocking(move || {
+        crate::process_manager::overdue(&ctx, crate::process_manager::now())
+    })
+    .await
+    {
+        Ok(Ok(items)) => Json(items).into_response(),
+        Ok(Err(e)) => store_error(e),
+        Err(e) => internal_error(e),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format (process-manager alerts, …).
+pub(super) async fn metrics() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::metrics::metrics_handle()
+            .map(|h| h.render())
+            .unwrap_or_default(),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct Limit {
+    limit: Option<u32>,
+}
+
+pub(super) async fn dead_letters(
+    State(api): State<Api>,
+    q: Result<Query<Limit>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-query",
+                "Bad query",
+                e.body_text(),
+            )
+            .into_response();
+        }
+    };
+    api.read(&headers, move |store| {
+        store.dead_letters(q.limit.unwrap_or(100))
+    })
+    .await
+}
+
+pub(super) async fn stats(State(api): State<Api>, headers: HeaderMap) -> Response {
+    api.read(&headers, |store| store.unit_stats()).await
+}
+
+/// A claim-checked attachment, for any holder of a key of the bus (unit, agency callback, or
+/// operator key): agencies fetch the documents of the dossiers they were sent from here.
+pub(super) async fn blob(
+    State(api): State<Api>,
+    Path(sha256): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let key = bearer(&headers).unwrap_or("");
+    let known =
+        api.ctx.settings.http.operator_key.as_deref() == Some(key)
+            || api.ctx.registry.unit_by_api_key(key).is_some()
+            || api.ctx.registry.units().any(
+                |u| matches!(&u.reach, Reach::Adapter { callback_key: Some(k), .. } if k == key),
+            );
+    if key.is_empty() || !known {
+        return Problem::unauthorized("send a key of the bus as Authorization: Bearer <key>")
+            .into_response();
+    }
+    let blobs = api.ctx.blobs.clone();
+    match tokio::task::spawn_blocking(move || blobs.get(&sha256)).await {
+        Ok(Ok(Some(bytes))) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
+        Ok(Ok(None)) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-blob",
+            "No such attachment",
+            "no attachment with that SHA-256",
+        )
+        .into_response(),
+        other => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store",
+            "Blob store error",
+            format!("{:?}", other.map(|r| r.err())),
+        )
+        .into_response(),
+    }
+}
