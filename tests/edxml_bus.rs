@@ -191,6 +191,17 @@ async fn a_pulling_department_lists_fetches_and_acknowledges_and_a_fail_is_dead_
             .is_err(),
         "nothing forwarded for 01"
     );
+    // … and the trace names the department's code, which the HTTP route does not know.
+    eventually(10, "the 01 status in the trace", || {
+        store.timeline(&a.ma_ho_so).ok().filter(|rows| {
+            rows.iter().any(|r| {
+                r.reason
+                    .as_deref()
+                    .is_some_and(|x| x.contains("edXML status 01 arrived: Đã đến"))
+            })
+        })
+    })
+    .await;
     // fail twice (max_fetches 2): back to waiting, then dead-lettered with the reason.
     let id_b = b.message_id.clone();
     for expected in ["waiting", "failed"] {

@@ -91,14 +91,14 @@ pub(super) async fn callback_inner(
             &delivery.correlation_id,
         );
         env.causation_id = Some(delivery.message_id.clone());
-        let code = reply
-            .result
-            .get("edxml_status_code")
-            .and_then(Value::as_str)
-            .unwrap_or("?");
+        // The adapter's parser says in `reason` what the agency's code was (edXML's 01, 13,
+        // 16 …): the route knows no agency's codes.
         let ev = TraceEvent::new(TraceEventKind::Status, COMPONENT, Some(&env)).reason(format!(
-            "callback from {unit_code}: status {code} {} (no change of TrangThaiHoSo)",
-            reply.reason.as_deref().unwrap_or("")
+            "callback from {unit_code}: {} (no change of TrangThaiHoSo)",
+            reply
+                .reason
+                .as_deref()
+                .unwrap_or("a status that changes nothing")
         ));
         let broker = api.broker().await?;
         broker

@@ -186,13 +186,29 @@ pub fn reply_from_status(pkg: &Package) -> Result<AgencyReply, String> {
     if let Some(t) = &h.timestamp {
         result.insert("edxml_timestamp".into(), Value::String(t.clone()));
     }
+    let status = code.to_bus().map(|s| s.0).unwrap_or(0);
+    // A code that changes nothing for the dossier is traced, not forwarded: its reason names
+    // the edXML code so that the trace says what the department sent.
+    let reason = if status == 0 {
+        Some(format!(
+            "edXML status {} {}{}",
+            code.0,
+            code.meaning().unwrap_or("(unknown code)"),
+            h.description
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        ))
+    } else {
+        h.description.clone()
+    };
     Ok(AgencyReply {
         ma_ho_so: ma.to_string(),
         reference: message_id.to_string(),
         receipt: None,
-        status: code.to_bus().map(|s| s.0).unwrap_or(0),
+        status,
         result,
-        reason: h.description.clone(),
+        reason,
         officer: h.staff_info.as_ref().and_then(|s| s.staff.clone()),
     })
 }
