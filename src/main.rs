@@ -325,10 +325,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let topo = Topology::plan(&settings);
             match action {
                 TopologyAction::Export { vhost } => {
-                    out(&format!(
-                        "{}\n",
-                        serde_json::to_string_pretty(&topo.export(&vhost))?
-                    ));
+                    let mut defs = topo.export(&vhost);
+                    defs["users"] = lienthong_core::broker_users::users(&settings).into();
+                    defs["permissions"] =
+                        lienthong_core::broker_users::permissions(&settings, &vhost).into();
+                    out(&format!("{}\n", serde_json::to_string_pretty(&defs)?));
                 }
                 TopologyAction::Apply => {
                     let conn = lienthong::run::connect(&settings, "topology").await?;

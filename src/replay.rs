@@ -118,6 +118,19 @@ pub async fn replay(settings: &Settings, filter: &Filter, dry_run: bool) -> anyh
             "x-lienthong-replayed-at".into(),
             AMQPValue::LongString(LongString::from(lienthong_core::clock::now_rfc3339())),
         );
+        // The bus republishes it (its own broker user), so the router would take it as the
+        // bus's: the user that first published it goes along, and the router checks the sender
+        // against that user instead ("" when it had none: still a sender-mismatch).
+        h.insert(
+            lienthong_core::senders::ORIGINAL_USER_HEADER.into(),
+            AMQPValue::LongString(LongString::from(
+                d.properties
+                    .user_id()
+                    .as_ref()
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
+            )),
+        );
         let props = d.properties.clone().with_headers(h).with_delivery_mode(2);
         match publisher
             .publish(&names.ingress_exchange(), "", &d.data, props, true)

@@ -34,6 +34,8 @@ struct Router {
     reader: lienthong_core::store::Store,
     /// Group commit of the one write per message.
     writer: lienthong_core::store::MessageWriter,
+    /// The broker user the bus connects as: its messages may carry any unit as sender.
+    bus_user: Option<String>,
 }
 
 /// Envelopes up to this size are validated on the runtime thread (tens of µs); larger ones on
@@ -67,6 +69,7 @@ pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
         pm,
         reader: lienthong_core::store::Store::open(&ctx.store_path())?,
         writer: ctx.writer.clone(),
+        bus_user: lienthong_core::amqp::connection_user(&ctx.conn),
     };
     let grace = Duration::from_millis(ctx.settings.bus.shutdown_grace_ms);
     // The process manager reads the dead letter channel too: a dead letter of a message it
@@ -124,6 +127,25 @@ impl Drop for AbortOnDrop {
 }
 
 impl Router {
+    /// The broker user a delivery speaks for ([`lienthong_core::senders::effective_user`]).
+    fn user_of<'a>(&self, d: &'a Delivery) -> Option<&'a str> {
+        let original = d
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(lienthong_core::senders::ORIGINAL_USER_HEADER))
+            .and_then(|v| match v {
+                lapin::types::AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+                lapin::types::AMQPValue::ShortString(s) => Some(s.as_str()),
+                _ => None,
+            });
+        lienthong_core::senders::effective_user(
+            self.bus_user.as_deref(),
+            d.properties.user_id().as_ref().map(|u| u.as_str()),
+            original,
+        )
+    }
+
     async fn handle(&self, d: Delivery) {
         let queue = self.ctx.names.router_queue();
         // A publish that is not confirmed (a channel being repaired, a topology that cannot be
@@ -149,6 +171,18 @@ impl Router {
             }
             Some(Err(Failure::Reject(rejection, env))) => {
                 let env = env.map(|b| *b).or_else(|| Envelope::salvage(&d.data));
+                // Only a sender the broker authenticated is told, and only its dossier's trace
+                // shows the dead letter: a message published as someone else (sender-mismatch,
+                // or unreadable from a user that is not the sender's) has no effect on the
+                // dossier or the unit it names.
+                let env = env.filter(|e| {
+                    lienthong_core::senders::authenticated(
+                        &self.ctx.registry,
+                        self.bus_user.as_deref(),
+                        self.user_of(&d),
+                        &e.sender,
+                    )
+                });
                 tracing::info!(message = "dead-lettering", reason = %rejection, ma_ho_so = env.as_ref().map(|e| e.ma_ho_so.as_str()).unwrap_or("-"));
                 let dl = DeadLetter {
                     body: &d.data,
@@ -181,6 +215,16 @@ impl Router {
                 .map_err(|e| Failure::Retry(format!("validation task failed: {e}")))?
         };
         let env = accepted.map_err(|r| Failure::Reject(r, None))?;
+        // Who published it (the broker validated `user_id`) must be allowed to send as
+        // `sender`; otherwise nothing of it is traced or acted on.
+        if let Err(r) = lienthong_core::senders::check(
+            &self.ctx.registry,
+            self.bus_user.as_deref(),
+            self.user_of(d),
+            &env.sender,
+        ) {
+            return Err(Failure::Reject(r, None));
+        }
         let received = TraceEvent::new(TraceEventKind::Received, COMPONENT, Some(&env))
             .attempt(if d.redelivered { 2 } else { 1 });
         // The events of this message go to the trace together, when the outcome is known.

@@ -308,6 +308,7 @@ pub async fn produce(
     key_by: KeyBy,
     book: &Book,
 ) -> anyhow::Result<Produced> {
+    let user_id = lienthong_core::amqp::connection_user(conn);
     let ch = conn.create_channel().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let mut pending: VecDeque<lapin::PublisherConfirm> = VecDeque::with_capacity(plan.window + 1);
@@ -359,7 +360,12 @@ pub async fn produce(
                     immediate: false,
                 },
                 &msg.body,
-                msg.props,
+                // As a unit's software must: the broker user it connected as (the router
+                // refuses a message without it, sender-mismatch).
+                match &user_id {
+                    Some(u) => msg.props.with_user_id(u.as_str().into()),
+                    None => msg.props,
+                },
             )
             .await?;
         book.published.fetch_add(1, Ordering::Relaxed);

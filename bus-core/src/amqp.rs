@@ -110,6 +110,14 @@ pub struct ConnectError {
     pub source: lapin::Error,
 }
 
+/// The broker user a connection authenticated as (from its URI; `None` when the URI names
+/// none, as with EXTERNAL authentication by client certificate, where the broker takes the
+/// user from the certificate).
+pub fn connection_user(conn: &Connection) -> Option<String> {
+    let u = conn.status().username();
+    (!u.is_empty()).then_some(u)
+}
+
 /// The AMQP URL without its password: `amqp://user:secret@host/vhost` → `amqp://***@host/vhost`.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -163,6 +171,9 @@ pub struct Publisher {
 
 struct Inner {
     conn: Arc<Connection>,
+    /// The connection's broker user, stamped as `user_id` on every publish (RabbitMQ refuses a
+    /// `user_id` that differs from the connection's user, so the router can trust it).
+    user_id: Option<ShortString>,
     channel: std::sync::Mutex<Channel>,
     confirm_timeout: Duration,
     supervision: Option<Supervision>,
@@ -259,6 +270,7 @@ impl Publisher {
         let channel = confirm_channel(conn).await?;
         Ok(Publisher {
             inner: Arc::new(Inner {
+                user_id: connection_user(conn).map(ShortString::from),
                 conn: conn.clone(),
                 channel: std::sync::Mutex::new(channel),
                 confirm_timeout: Duration::from_millis(confirm_timeout_ms),
@@ -302,6 +314,12 @@ impl Publisher {
         props: BasicProperties,
         mandatory: bool,
     ) -> Result<Pending, PublishError> {
+        // Whatever `user_id` the properties carry (a consumed message's, say), the broker
+        // accepts only this connection's own.
+        let props = match &self.inner.user_id {
+            Some(u) => props.with_user_id(u.clone()),
+            None => props,
+        };
         let mut tries = 0;
         loop {
             tries += 1;

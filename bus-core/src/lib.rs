@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod amqp;
+pub mod broker_users;
 pub mod calendar;
 pub mod claimcheck;
 pub mod clock;
@@ -19,6 +20,7 @@ pub mod hold;
 pub mod process;
 pub mod registry;
 pub mod routing;
+pub mod senders;
 pub mod store;
 pub mod topology;
 pub mod trace;

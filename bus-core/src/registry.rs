@@ -89,10 +89,24 @@ pub struct BusSettings {
     pub prefix: String,
     /// AMQP URI of the broker (default `amqp://guest:guest@127.0.0.1:5672/%2f`).
     pub amqp_url: String,
+    /// The hash of the bus's broker password in RabbitMQ's definitions format (`lienthong keys
+    /// new --broker` prints one), for `lienthong topology export` to create the bus's user;
+    /// without it the user is exported with no password (client certificate only).
+    pub amqp_password_hash: Option<String>,
     /// How long a publisher confirm may take before the publish counts as failed, ms.
     pub confirm_timeout_ms: u64,
     /// Grace period after SIGTERM for in-flight work, ms.
     pub shutdown_grace_ms: u64,
+}
+
+impl BusSettings {
+    /// The broker user the bus connects as (the user of `amqp_url`; RabbitMQ's default
+    /// `guest` when the URL names none). `None` when the URL does not parse (the connection
+    /// then fails with the reason).
+    pub fn user(&self) -> Option<String> {
+        let uri: lapin::uri::AMQPUri = self.amqp_url.parse().ok()?;
+        Some(uri.authority.userinfo.username)
+    }
 }
 
 impl Default for BusSettings {
@@ -100,6 +114,7 @@ impl Default for BusSettings {
         BusSettings {
             prefix: "lienthong".into(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            amqp_password_hash: None,
             confirm_timeout_ms: 15_000,
             shutdown_grace_ms: 10_000,
         }
@@ -396,6 +411,20 @@ pub struct Unit {
     /// Key this unit presents to the HTTP API (`Authorization: Bearer …`).
     #[serde(default)]
     pub api_key: Option<String>,
+    /// The RabbitMQ user this unit's own software connects as (reach `amqp`, or any unit that
+    /// publishes to `<prefix>.ingress` itself). The router takes an envelope from a broker user
+    /// only when its `sender` is a unit of that user ([`crate::senders`]); several units (a
+    /// centre and its offices run by one system) may share one user. `lienthong topology
+    /// export` creates the user with the permissions of its units.
+    #[serde(default)]
+    pub amqp_user: Option<String>,
+    /// The broker password's hash for `amqp_user`, in RabbitMQ's definitions format
+    /// (`rabbit_password_hashing_sha256`, base64 of salt + SHA-256), as `lienthong keys new
+    /// --broker` prints it: `topology export` puts it into the user's definition. Without it
+    /// the user is exported with no password (it must then authenticate with a client
+    /// certificate, EXTERNAL).
+    #[serde(default)]
+    pub amqp_password_hash: Option<String>,
     /// Whether this unit's dossiers are synchronised to the national portal (a later issue).
     #[serde(default)]
     pub syncs_to_portal: bool,
@@ -786,6 +815,8 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct Registry {
     units: HashMap<String, Unit>,
+    /// Broker user → the codes of the units it publishes for.
+    by_amqp_user: HashMap<String, Vec<String>>,
     by_key: HashMap<String, String>,
     procedures: HashMap<String, Procedure>,
 }
@@ -829,6 +860,14 @@ impl Registry {
                 .iter()
                 .map(|u| (u.code.clone(), u.clone()))
                 .collect(),
+            by_amqp_user: settings
+                .units
+                .iter()
+                .filter_map(|u| Some((u.amqp_user.clone()?, u.code.clone())))
+                .fold(HashMap::new(), |mut m, (user, code)| {
+                    m.entry(user).or_insert_with(Vec::new).push(code);
+                    m
+                }),
             by_key: settings
                 .units
                 .iter()
@@ -850,6 +889,14 @@ impl Registry {
     /// Every unit.
     pub fn units(&self) -> impl Iterator<Item = &Unit> {
         self.units.values()
+    }
+
+    /// The codes of the units broker user `user` publishes for (empty: none).
+    pub fn units_of_amqp_user(&self, user: &str) -> &[String] {
+        self.by_amqp_user
+            .get(user)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// The unit that owns an HTTP API key.

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod broker_users;
 pub mod demo;
 pub mod mock;
 pub mod procs;
