@@ -238,6 +238,16 @@ impl Router {
             Ok(found) => found,
             Err(e) => return Err(Failure::Retry(format!("cannot read the store: {e}"))),
         };
+        // A message id someone else already used is refused: receivers would drop it unseen.
+        match self.reader.message_seen(&env.message_id) {
+            Ok(seen) => {
+                if let Err(r) = routing::check_message_id(&env, seen.as_ref()) {
+                    self.tracer.emit_all(vec![received]).await?;
+                    return Err(Failure::Reject(r, Some(Box::new(env))));
+                }
+            }
+            Err(e) => return Err(Failure::Retry(format!("cannot read the store: {e}"))),
+        }
         // The process manager runs the dossiers filed without a receiver.
         use crate::process_manager::PmError;
         if self.pm.manages(&env, runs).await {

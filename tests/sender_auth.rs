@@ -89,7 +89,9 @@ async fn a_unit_publishes_only_as_itself_and_only_where_it_may() {
 
     // As Police, with a result for that dossier: dead-lettered, no effect, no notice.
     let mut forged = env.reply(Kind::RESULT, POLICE, SON_HA);
-    forged.payload.result = serde_json::json!({"so_dang_ky": "TT-1"}).as_object().cloned();
+    forged.payload.result = serde_json::json!({"so_dang_ky": "TT-1"})
+        .as_object()
+        .cloned();
     son_ha
         .publish(
             &ingress,
@@ -188,5 +190,106 @@ async fn a_unit_publishes_only_as_itself_and_only_where_it_may() {
     assert!(e.contains("ACCESS_REFUSED"), "{e}");
     let _ = conn.close(200, "done".into()).await;
     drop(users);
+    bus.stop().await;
+}
+
+/// The HTTP API key of unit `code` in the test's settings.
+fn key_of(bus: &Bus, code: &str) -> String {
+    bus.settings
+        .units
+        .iter()
+        .find(|u| u.code == code)
+        .and_then(|u| u.api_key.clone())
+        .expect("the unit has an API key")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_its_parties_act_on_a_dossier_and_no_centre_takes_anothers_codes_or_ids() {
+    const DUC_PHO: &str = "000.20.61.H48";
+    let bus = Bus::start("parties").await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/messages", bus.http);
+    let post = |key: String, env: lienthong_core::envelope::Envelope| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let r = client
+                .post(url)
+                .bearer_auth(key)
+                .json(&env)
+                .send()
+                .await
+                .expect("http");
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, body)
+        }
+    };
+    let mut civil = bus.listen(SON_HA_CIVIL).await;
+    // Sơn Hà files a dossier: it is the dossier's origin.
+    let filed = birth(9401, SON_HA_CIVIL);
+    let (status, _) = post(key_of(&bus, SON_HA), filed.clone()).await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED);
+    assert_eq!(next(&mut civil, 20).await.message_id, filed.message_id);
+
+    // Đức Phổ's centre, over HTTP, sends a status about Sơn Hà's dossier: not a party.
+    let mut meddling = filed.reply(Kind::STATUS, DUC_PHO, SON_HA_CIVIL);
+    meddling.status = Some(lienthong_core::envelope::TrangThaiHoSo(7));
+    meddling.payload.reason = Some("công dân rút hồ sơ".into());
+    let (status, p) = post(key_of(&bus, DUC_PHO), meddling.clone()).await;
+    assert_eq!(status, reqwest::StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(p["type"], "urn:lienthong:problem:not-on-route");
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("not a party")),
+        "{p}"
+    );
+    // … and over AMQP (published here with the bus's own user, so that only the party rule
+    // can refuse it): dead-lettered, nothing reaches the office.
+    let mut over_amqp = meddling.clone();
+    over_amqp.message_id = uuid::Uuid::now_v7().to_string();
+    bus.send(&over_amqp).await;
+    let dead = bus.dead(1, 20).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        header_str(&dead[0].1, headers::REASON_CODE).as_deref(),
+        Some("not-on-route")
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), civil.recv())
+            .await
+            .is_err(),
+        "another centre's status reached the office"
+    );
+
+    // Đức Phổ opens a dossier under Sơn Hà's code: refused (the code is not its own).
+    let mut squat = birth(9402, SON_HA_CIVIL);
+    squat.sender = DUC_PHO.into();
+    let (status, p) = post(key_of(&bus, DUC_PHO), squat).await;
+    assert_eq!(status, reqwest::StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("is not a code of 000.20.61.H48")),
+        "{p}"
+    );
+
+    // Đức Phổ reuses the message id of Sơn Hà's filing for a dossier of its own: refused.
+    let mut own = birth(9403, SON_HA_CIVIL);
+    own.sender = DUC_PHO.into();
+    own.ma_ho_so = format!("{DUC_PHO}-261129-9403");
+    own.message_id = filed.message_id.clone();
+    let (status, p) = post(key_of(&bus, DUC_PHO), own.clone()).await;
+    assert_eq!(status, reqwest::StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("was already used")),
+        "{p}"
+    );
+    // With an id of its own the same dossier goes through.
+    own.message_id = uuid::Uuid::now_v7().to_string();
+    let (status, p) = post(key_of(&bus, DUC_PHO), own).await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{p}");
     bus.stop().await;
 }

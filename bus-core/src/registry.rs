@@ -387,6 +387,10 @@ pub enum Reach {
     },
 }
 
+fn yes() -> bool {
+    true
+}
+
 fn default_timeout_ms() -> u64 {
     10_000
 }
@@ -501,6 +505,14 @@ pub struct Procedure {
     /// A made-up procedure to exercise a party that no documented flow involves.
     #[serde(default)]
     pub synthetic: bool,
+    /// Whether a dossier code (`ma_ho_so`) of this procedure is built from the code of the
+    /// centre that received it (`<centre code>-<yyMMdd>-<seq>`, the shape of
+    /// `[envelope] ma_ho_so_pattern` and of the codes the one-stop software issues; default
+    /// true). When it is, a centre may open a dossier only under its own code, so no centre
+    /// can take another's codes ([`crate::routing::check_issuer`]). Unverified as a legal
+    /// rule: it is how the codes in the sample dossiers are built.
+    #[serde(default = "yes")]
+    pub ma_ho_so_carries_issuer: bool,
     /// Time of day (`HH:MM`, +07:00) after which a dossier counts from the next working day.
     #[serde(default)]
     pub cutoff_time: Option<String>,

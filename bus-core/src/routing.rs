@@ -102,17 +102,34 @@ pub fn check(
         ));
     }
     let is_origin = |code: &str| origin.is_some_and(|o| o.origin_unit == code);
-    let sender_ok = sender.kind == UnitKind::Centre
-        || is_origin(&sender.code)
-        || registry.step_for(procedure, sender).is_some();
-    if !sender_ok {
-        return Err(Rejection::new(
-            RejectCode::NotOnRoute,
-            format!(
-                "sender {} ({}) is neither a centre nor on the route of {}",
-                sender.code, sender.name, procedure.ma_tthc
-            ),
-        ));
+    let on_route_sender = registry.step_for(procedure, sender).is_some();
+    // Once a dossier has an origin, only its parties speak of it: its centre and the units on
+    // its route. Before, any centre may open it (under its own code: `check_issuer`).
+    match origin {
+        Some(o) if !(is_origin(&sender.code) || on_route_sender) => {
+            return Err(Rejection::new(
+                RejectCode::NotOnRoute,
+                format!(
+                    "sender {} ({}) is not a party of dossier {}: it was filed by {} and {} is not on the route of {}",
+                    sender.code,
+                    sender.name,
+                    env.ma_ho_so,
+                    o.origin_unit,
+                    sender.code,
+                    procedure.ma_tthc
+                ),
+            ));
+        }
+        None if !(sender.kind == UnitKind::Centre || on_route_sender) => {
+            return Err(Rejection::new(
+                RejectCode::NotOnRoute,
+                format!(
+                    "sender {} ({}) is neither a centre nor on the route of {}",
+                    sender.code, sender.name, procedure.ma_tthc
+                ),
+            ));
+        }
+        _ => {}
     }
     if receiver.kind == UnitKind::Portal {
         // The national portal is synchronised to, never handed a dossier: it takes a centre's
@@ -167,12 +184,63 @@ pub fn check(
             ),
         ));
     }
+    let records_origin =
+        env.kind.is_forward() && sender.kind == UnitKind::Centre && origin.is_none();
+    if records_origin {
+        check_issuer(procedure, &sender.code, &env.ma_ho_so)?;
+    }
     Ok(RouteDecision {
         receiver: receiver.code.clone(),
-        records_origin: env.kind.is_forward()
-            && sender.kind == UnitKind::Centre
-            && origin.is_none(),
+        records_origin,
     })
+}
+
+/// A message id is the sender's promise that this is one message: receivers drop a second
+/// message with an id they have seen. `seen` is what the bus already holds under `env`'s id
+/// ([`crate::store::Store::message_seen`]): the same sender and dossier is a redelivery (fine);
+/// another sender or another dossier reusing it is refused.
+pub fn check_message_id(
+    env: &Envelope,
+    seen: Option<&(Option<String>, String)>,
+) -> Result<(), Rejection> {
+    let Some((sender, ma_ho_so)) = seen else {
+        return Ok(());
+    };
+    let other_sender = sender.as_deref().is_some_and(|s| s != env.sender);
+    if other_sender || *ma_ho_so != env.ma_ho_so {
+        return Err(Rejection::new(
+            RejectCode::InvalidField,
+            format!(
+                "message_id {} was already used by another message (another sender or dossier): every message needs its own id (UUIDv7)",
+                env.message_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A centre opening dossier `ma_ho_so` of `procedure` must be its issuer: where the catalogue
+/// says the code is built from the centre's code ([`crate::registry::Procedure::ma_ho_so_carries_issuer`]), the
+/// code must start with `<centre code>-`. Together with "the first origin wins", two centres
+/// cannot own one code.
+pub fn check_issuer(
+    procedure: &crate::registry::Procedure,
+    centre: &str,
+    ma_ho_so: &str,
+) -> Result<(), Rejection> {
+    let issued_here = ma_ho_so
+        .strip_prefix(centre)
+        .is_some_and(|rest| rest.starts_with('-'));
+    if procedure.ma_ho_so_carries_issuer && !issued_here {
+        return Err(Rejection::new(
+            RejectCode::InvalidField,
+            format!(
+                "ma_ho_so {ma_ho_so} is not a code of {centre}: a centre opens a dossier of {} only under its own code ({centre}-<yyMMdd>-<number>)",
+                procedure.ma_tthc
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -249,6 +317,66 @@ mod tests {
         )
         .expect_err("other centre");
         assert_eq!(e.code, RejectCode::NotOnRoute);
+    }
+
+    #[test]
+    fn only_the_parties_of_a_dossier_speak_of_it_once_it_has_an_origin() {
+        let o = Origin {
+            ma_ho_so: "000.20.59.H48-261129-0001".into(),
+            ma_tthc: "1.001193".into(),
+            origin_unit: "000.20.59.H48".into(),
+            correlation_id: "c1".into(),
+        };
+        // Another centre, about Sơn Hà's dossier: a status to a unit on the route.
+        let e = check(
+            &reg(),
+            &env(Kind::STATUS, "000.20.61.H48", "CA.H48"),
+            Some(&o),
+        )
+        .expect_err("another centre");
+        assert_eq!(e.code, RejectCode::NotOnRoute);
+        assert!(e.detail.contains("not a party"), "{}", e.detail);
+        // Its centre and the units on its route still may.
+        check(
+            &reg(),
+            &env(Kind::STATUS, "000.20.59.H48", "CA.H48"),
+            Some(&o),
+        )
+        .expect("its centre");
+        check(
+            &reg(),
+            &env(Kind::STATUS, "CA.H48", "000.20.59.H48"),
+            Some(&o),
+        )
+        .expect("a unit on its route");
+    }
+
+    #[test]
+    fn a_centre_opens_dossiers_under_its_own_code_only() {
+        // Đức Phổ's centre filing under Sơn Hà's code: refused.
+        let e = check(
+            &reg(),
+            &env(Kind::FORWARD, "000.20.61.H48", "000.10.59.H48"),
+            None,
+        )
+        .expect_err("a squatted code");
+        assert_eq!(e.code, RejectCode::InvalidField);
+        assert!(
+            e.detail.contains("not a code of 000.20.61.H48"),
+            "{}",
+            e.detail
+        );
+        // A procedure whose codes are not built from the centre's: allowed.
+        let mut s = Settings::from_toml(DEFAULT_CONFIG, false).expect("config");
+        for p in &mut s.procedures {
+            p.ma_ho_so_carries_issuer = false;
+        }
+        check(
+            &Registry::new(&s),
+            &env(Kind::FORWARD, "000.20.61.H48", "000.10.59.H48"),
+            None,
+        )
+        .expect("codes not built from the centre's");
     }
 
     #[test]

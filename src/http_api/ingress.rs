@@ -84,8 +84,15 @@ pub(super) async fn submit_inner(
     // centre filed it.
     let store = api.ctx.store.clone();
     let key = env.ma_ho_so.clone();
-    let (runs, origin) = match tokio::task::spawn_blocking(move || store.lookup_dossier(&key)).await
-    {
+    let id = env.message_id.clone();
+    let looked_up = tokio::task::spawn_blocking(move || {
+        Ok::<_, lienthong_core::store::StoreError>((
+            store.lookup_dossier(&key)?,
+            store.message_seen(&id)?,
+        ))
+    })
+    .await;
+    let ((runs, origin), seen) = match looked_up {
         Ok(Ok(found)) => found,
         Ok(Err(e)) => {
             return Err(Problem::unavailable(
@@ -102,6 +109,7 @@ pub(super) async fn submit_inner(
             ));
         }
     };
+    routing::check_message_id(&env, seen.as_ref())?;
     let registry = &api.ctx.registry;
     // A forward without receiver starts the procedure's route (process manager); messages of a
     // dossier it runs are checked by it, in the router, after the 202.

@@ -54,6 +54,7 @@ pub fn start(ctx: &Context<'_>, env: &Envelope) -> Result<Transition, Rejection>
             ),
         ));
     }
+    crate::routing::check_issuer(proc_, &sender.code, &env.ma_ho_so)?;
     let picked = chosen(env);
     let mut steps = Vec::new();
     for s in &proc_.steps {

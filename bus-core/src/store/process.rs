@@ -220,6 +220,28 @@ impl Store {
         })
     }
 
+    /// What the bus already holds under `message_id`: `(sender, ma_ho_so)` of the copy in the
+    /// message store, or `(None, ma_ho_so)` when only the process manager's inbox has it.
+    /// `None` when the id is new. The router refuses a message whose id another sender or
+    /// another dossier already used (receivers dedupe by id: it would be dropped unseen).
+    pub fn message_seen(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<(Option<String>, String)>, StoreError> {
+        self.with(|c| {
+            let stored = c
+                .prepare_cached("SELECT sender, ma_ho_so FROM messages WHERE message_id = ?1")?
+                .query_row(params![message_id], |r| Ok((Some(r.get(0)?), r.get(1)?)))
+                .optional()?;
+            if stored.is_some() {
+                return Ok(stored);
+            }
+            c.prepare_cached("SELECT ma_ho_so FROM process_inbox WHERE message_id = ?1")?
+                .query_row(params![message_id], |r| Ok((None, r.get(0)?)))
+                .optional()
+        })
+    }
+
     /// Whether the process manager runs dossier `ma_ho_so`.
     pub fn has_process(&self, ma_ho_so: &str) -> Result<bool, StoreError> {
         self.with(|c| {
