@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod dossier_view;
 pub mod edxml_cli;
 pub mod http_api;
+pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod problem;

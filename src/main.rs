@@ -123,6 +123,21 @@ enum Command {
         #[command(subcommand)]
         action: EdxmlAction,
     },
+    /// Keys: `keys new` prints a fresh key and its hash for the configuration.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// A fresh key (32 random bytes, base64url) and its `sha256:` hash.
+    New {
+        /// A broker password instead, with its RabbitMQ hash (`amqp_password_hash`).
+        #[arg(long)]
+        broker: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -591,6 +606,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { units, json } => {
             let rows = lienthong::check::check(&settings, &units).await?;
             Ok(lienthong::check::report(&rows, json))
+        }
+        Command::Keys {
+            action: KeysAction::New { broker },
+        } => {
+            out(&lienthong::keys::new(broker)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Edxml { action } => Ok(match action {
             EdxmlAction::Inspect {

@@ -225,9 +225,28 @@ pub async fn tool_context(settings: Settings, name: &str) -> anyhow::Result<Ctx>
     context(settings, store, conn, rx)
 }
 
-/// Start `components` of the bus for `settings`.
+/// Refuse to run with a key anyone could guess: empty, a placeholder of the shipped
+/// configurations, or short ([`lienthong_core::secret::weakness`]). The error names each
+/// setting, never the key.
+fn refuse_weak_keys(settings: &Settings) -> anyhow::Result<()> {
+    let weak = settings.weak_keys();
+    if weak.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = weak
+        .iter()
+        .map(|(setting, why)| format!("  {setting}: {why}"))
+        .collect();
+    anyhow::bail!(
+        "refusing to start with keys that are not secret:\n{}\nPut a fresh key from `lienthong keys new` in each (or `env:NAME` / `file:PATH` pointing at one; a `sha256:` hash from `keys new` keeps the key itself out of the file).",
+        list.join("\n")
+    )
+}
+
+/// Start `components` of the bus for `settings` (refused while a key is weak).
 pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Result<Running> {
     settings.check()?;
+    refuse_weak_keys(&settings)?;
     let _ = crate::metrics::metrics_handle();
     let name = components
         .iter()

@@ -272,7 +272,7 @@ async fn memory_alarm_makes_http_ingress_answer_503_with_retry_after_and_loses_n
     let started = Instant::now();
     let r = client
         .post(format!("{}/v1/messages", bus.http))
-        .bearer_auth("dev-key-pac-sonha")
+        .bearer_auth(bus.key(SON_HA))
         .json(&refused)
         .send()
         .await
@@ -293,7 +293,7 @@ async fn memory_alarm_makes_http_ingress_answer_503_with_retry_after_and_loses_n
     for _ in 0..30 {
         let r = client
             .post(format!("{}/v1/messages", bus.http))
-            .bearer_auth("dev-key-pac-sonha")
+            .bearer_auth(bus.key(SON_HA))
             .json(&refused)
             .send()
             .await
@@ -543,7 +543,7 @@ async fn a_message_over_the_brokers_max_size_gets_413_and_the_closed_channel_is_
     let post = |env: &Envelope| {
         client
             .post(format!("{}/v1/messages", bus.http))
-            .bearer_auth("dev-key-pac-sonha")
+            .bearer_auth(bus.key(SON_HA))
             .json(env)
             .send()
     };

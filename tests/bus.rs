@@ -190,7 +190,7 @@ async fn unknown_receiver_and_hop_off_the_route_are_refused_over_amqp_and_http()
     ] {
         let r = client
             .post(format!("{}/v1/messages", bus.http))
-            .bearer_auth("dev-key-pac-sonha")
+            .bearer_auth(bus.key(SON_HA))
             .json(&env)
             .send()
             .await
@@ -205,7 +205,7 @@ async fn unknown_receiver_and_hop_off_the_route_are_refused_over_amqp_and_http()
     // HTTP: another unit's key may not send as Sơn Hà; a good one is accepted.
     let r = client
         .post(format!("{}/v1/messages", bus.http))
-        .bearer_auth("dev-key-pac-ducpho")
+        .bearer_auth(bus.key("000.20.61.H48"))
         .json(&birth(7, SON_HA_CIVIL))
         .send()
         .await
@@ -214,7 +214,7 @@ async fn unknown_receiver_and_hop_off_the_route_are_refused_over_amqp_and_http()
     let good = birth(8, SON_HA_CIVIL);
     let r = client
         .post(format!("{}/v1/messages", bus.http))
-        .bearer_auth("dev-key-pac-sonha")
+        .bearer_auth(bus.key(SON_HA))
         .json(&good)
         .send()
         .await
@@ -605,7 +605,7 @@ async fn http_refuses_oversized_bodies_wrong_media_types_and_control_characters_
     let big = vec![b' '; 300_000];
     let r = client
         .post(&url)
-        .bearer_auth("dev-key-pac-sonha")
+        .bearer_auth(bus.key(SON_HA))
         .header("content-type", "application/json")
         .body(big)
         .send()
@@ -618,7 +618,7 @@ async fn http_refuses_oversized_bodies_wrong_media_types_and_control_characters_
     let env = birth(18, SON_HA_CIVIL);
     let r = client
         .post(&url)
-        .bearer_auth("dev-key-pac-sonha")
+        .bearer_auth(bus.key(SON_HA))
         .header("content-type", "text/plain")
         .body(serde_json::to_vec(&env).expect("json"))
         .send()
@@ -631,7 +631,7 @@ async fn http_refuses_oversized_bodies_wrong_media_types_and_control_characters_
     }
     let r = client
         .post(&url)
-        .bearer_auth("dev-key-pac-sonha")
+        .bearer_auth(bus.key(SON_HA))
         .json(&bad)
         .send()
         .await
@@ -648,14 +648,14 @@ async fn http_refuses_oversized_bodies_wrong_media_types_and_control_characters_
     // Read endpoints take the operator key only.
     let r = client
         .get(format!("{}/v1/dead-letters", bus.http))
-        .bearer_auth("dev-key-pac-sonha")
+        .bearer_auth(bus.key(SON_HA))
         .send()
         .await
         .expect("http");
     assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
     let r = client
         .get(format!("{}/v1/dead-letters", bus.http))
-        .bearer_auth("dev-operator-key")
+        .bearer_auth(bus.operator_key())
         .send()
         .await
         .expect("http");
@@ -690,7 +690,7 @@ async fn a_repeated_agency_callback_gives_the_centre_one_result() {
     for _ in 0..2 {
         let r = client
             .post(format!("{}/v1/callbacks/{POLICE}", bus.http))
-            .bearer_auth("dev-callback-police")
+            .bearer_auth(bus.callback_key(POLICE))
             .json(&callback)
             .send()
             .await
@@ -721,7 +721,7 @@ async fn a_repeated_agency_callback_gives_the_centre_one_result() {
     no_result.as_object_mut().expect("object").remove("KetQua");
     let r = client
         .post(format!("{}/v1/callbacks/{POLICE}", bus.http))
-        .bearer_auth("dev-callback-police")
+        .bearer_auth(bus.callback_key(POLICE))
         .json(&no_result)
         .send()
         .await
@@ -776,7 +776,7 @@ async fn a_20_mb_dossier_goes_through_by_claim_check() {
     }];
     let r = reqwest::Client::new()
         .post(format!("{}/v1/messages", bus.http))
-        .bearer_auth("dev-key-pac-sonha")
+        .bearer_auth(bus.key(SON_HA))
         .json(&env)
         .send()
         .await
@@ -810,7 +810,7 @@ async fn a_20_mb_dossier_goes_through_by_claim_check() {
     assert!(link.ends_with(&sha), "{link}");
     let fetched = reqwest::Client::new()
         .get(&link)
-        .bearer_auth("dev-callback-police")
+        .bearer_auth(bus.callback_key(POLICE))
         .send()
         .await
         .expect("fetch");

@@ -212,7 +212,7 @@ async fn the_ingress_exchange_deleted_under_http_submissions_and_agency_callback
         loop {
             let r = client
                 .post(&url)
-                .bearer_auth("dev-key-pac-sonha")
+                .bearer_auth(bus.key(SON_HA))
                 .json(env)
                 .send()
                 .await

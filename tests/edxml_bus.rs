@@ -88,13 +88,14 @@ async fn a_pulling_department_lists_fetches_and_acknowledges_and_a_fail_is_dead_
     })
     .await;
     let mut centre = bus.listen(SON_HA_CIVIL).await;
-    let key = "dev-callback-ldtbxh";
+    let ldtbxh_key = bus.callback_key(LDTBXH);
+    let key = ldtbxh_key.as_str();
     let http = reqwest::Client::new();
     let base = format!("{}/v1/edxml/{LDTBXH}/packages", bus.http);
     // Not this unit's key: refused.
     let r = http
         .get(&base)
-        .bearer_auth("dev-callback-stp")
+        .bearer_auth(bus.callback_key("000.00.07.H48"))
         .send()
         .await
         .expect("http");

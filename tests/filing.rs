@@ -13,7 +13,6 @@ use lienthong_core::deadletter::headers;
 use lienthong_core::envelope::{Envelope, Kind, TrangThaiHoSo};
 use serde_json::{Value, json};
 
-const SON_HA_KEY: &str = "dev-key-pac-sonha";
 const POINTER: &str = "/payload/data/noi_dang_ky_thuong_tru";
 
 /// A birth dossier filed at Sơn Hà for the process manager (no receiver); without any residence
@@ -40,7 +39,7 @@ fn strip_residence(env: &mut Envelope) {
 async fn post(bus: &Bus, env: &Envelope) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{}/v1/messages", bus.http))
-        .bearer_auth(SON_HA_KEY)
+        .bearer_auth(bus.key(SON_HA))
         .json(env)
         .send()
         .await

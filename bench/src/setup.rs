@@ -71,6 +71,8 @@ impl Bench {
         s.mock.unavailable_rate = 0.0;
         s.mock.refusal_rate = 0.0;
         s.mock.callback_delay_ms = 0;
+        // The shipped keys are placeholders, which `lienthong run` refuses.
+        lienthong_testkit::keys::fill(&mut s);
         s.check()?;
         Ok(s)
     }

@@ -20,6 +20,7 @@ pub mod hold;
 pub mod process;
 pub mod registry;
 pub mod routing;
+pub mod secret;
 pub mod senders;
 pub mod store;
 pub mod topology;

@@ -89,6 +89,9 @@ pub struct BusSettings {
     pub prefix: String,
     /// AMQP URI of the broker (default `amqp://guest:guest@127.0.0.1:5672/%2f`).
     pub amqp_url: String,
+    /// The bus's broker password, where `amqp_url` should not hold it: `env:NAME` or
+    /// `file:PATH` (or the password itself). Put into `amqp_url` when the settings are loaded.
+    pub amqp_password: Option<String>,
     /// The hash of the bus's broker password in RabbitMQ's definitions format (`lienthong keys
     /// new --broker` prints one), for `lienthong topology export` to create the bus's user;
     /// without it the user is exported with no password (client certificate only).
@@ -114,6 +117,7 @@ impl Default for BusSettings {
         BusSettings {
             prefix: "lienthong".into(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            amqp_password: None,
             amqp_password_hash: None,
             confirm_timeout_ms: 15_000,
             shutdown_grace_ms: 10_000,
@@ -360,6 +364,27 @@ pub enum UnitKind {
     Portal,
 }
 
+/// The keys of an adapter unit's `settings` that hold secrets (`env:`/`file:` allowed).
+pub const SECRET_SETTINGS: [&str; 4] = ["password", "client_secret", "token", "api_key"];
+
+/// `url` with its password replaced by `password` (percent-encoded); `None` when the URL
+/// names no user (`scheme://user[:old]@host…`).
+fn with_password(url: &str, password: &str) -> Option<String> {
+    let start = url.find("://")? + 3;
+    let at = start + url[start..].find('@')?;
+    let user = url[start..at].split(':').next()?;
+    let enc: String = password
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Some(format!("{}{user}:{enc}{}", &url[..start], &url[at..]))
+}
+
 /// The keys of a unit's `[units.reach.settings.connection]` that name files.
 const CONNECTION_FILES: [&str; 3] = ["ca_bundle", "client_cert", "client_key"];
 
@@ -598,16 +623,90 @@ impl Settings {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError::Load(e.to_string()))?;
-        if let ConfigSource::File(p) = &source {
-            let base = match p.parent() {
+        let base = match &source {
+            ConfigSource::File(p) => match p.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
                 _ => std::path::PathBuf::from("."),
-            };
+            },
+            ConfigSource::Embedded => std::path::PathBuf::from("."),
+        };
+        if let ConfigSource::File(_) = &source {
             settings.resolve_paths(&base);
         }
+        settings
+            .resolve_secrets(&base)
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
         settings.source = source;
         settings.check()?;
         Ok(settings)
+    }
+
+    /// Read every secret setting that says where it is (`env:NAME`, `file:PATH` relative to
+    /// `base`; [`crate::secret::resolve`]): the units' `api_key` and `callback_key`, `[http]
+    /// operator_key`, `[bus] amqp_password` (then put into `amqp_url` as its password), and in
+    /// an adapter unit's settings the keys named in [`SECRET_SETTINGS`].
+    pub fn resolve_secrets(&mut self, base: &Path) -> Result<(), crate::secret::SecretError> {
+        use crate::secret::resolve;
+        if let Some(k) = &self.http.operator_key {
+            self.http.operator_key = Some(resolve("http.operator_key", k, base)?);
+        }
+        if let Some(pw) = &self.bus.amqp_password {
+            let pw = resolve("bus.amqp_password", pw, base)?;
+            // A URL without a user keeps RabbitMQ's default one and gets no password: the
+            // connection then fails with the broker's reason.
+            if let Some(url) = with_password(&self.bus.amqp_url, &pw) {
+                self.bus.amqp_url = url;
+            }
+            self.bus.amqp_password = None;
+        }
+        for u in &mut self.units {
+            if let Some(k) = &u.api_key {
+                u.api_key = Some(resolve(&format!("units.{}.api_key", u.code), k, base)?);
+            }
+            if let Reach::Adapter {
+                callback_key,
+                settings,
+                ..
+            } = &mut u.reach
+            {
+                if let Some(k) = callback_key {
+                    *k = resolve(&format!("units.{}.callback_key", u.code), k, base)?;
+                }
+                for name in SECRET_SETTINGS {
+                    if let Some(Value::String(v)) = settings.get_mut(name) {
+                        *v = resolve(&format!("units.{}.settings.{name}", u.code), v, base)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key the bus checks that is too weak to run with ([`crate::secret::weakness`]):
+    /// `(setting, why)`. `lienthong run` refuses to start while this is not empty.
+    pub fn weak_keys(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut judge = |setting: String, key: &str| {
+            if let Some(why) = crate::secret::weakness(key) {
+                out.push((setting, why));
+            }
+        };
+        if let Some(k) = &self.http.operator_key {
+            judge("http.operator_key".into(), k);
+        }
+        for u in &self.units {
+            if let Some(k) = &u.api_key {
+                judge(format!("units.{}.api_key", u.code), k);
+            }
+            if let Reach::Adapter {
+                callback_key: Some(k),
+                ..
+            } = &u.reach
+            {
+                judge(format!("units.{}.callback_key", u.code), k);
+            }
+        }
+        out
     }
 
     /// Make every relative path of the settings relative to `base` instead (a config file's
@@ -727,7 +826,9 @@ impl Settings {
                     u.code
                 ));
             }
+            // Placeholders are alike by nature (and refused by `lienthong run` anyway).
             if let Some(k) = &u.api_key
+                && crate::secret::weakness(k).is_none()
                 && !keys.insert(k.as_str())
             {
                 return bad(format!(
@@ -829,7 +930,12 @@ pub struct Registry {
     units: HashMap<String, Unit>,
     /// Broker user → the codes of the units it publishes for.
     by_amqp_user: HashMap<String, Vec<String>>,
-    by_key: HashMap<String, String>,
+    /// SHA-256 of each unit's HTTP API key → unit code (keys are not kept in clear).
+    by_key: HashMap<crate::secret::KeyHash, String>,
+    /// SHA-256 of the operator key.
+    operator_key: Option<crate::secret::KeyHash>,
+    /// SHA-256 of each adapter unit's callback key, by unit code.
+    callback_keys: HashMap<String, crate::secret::KeyHash>,
     procedures: HashMap<String, Procedure>,
 }
 
@@ -883,7 +989,27 @@ impl Registry {
             by_key: settings
                 .units
                 .iter()
-                .filter_map(|u| u.api_key.as_ref().map(|k| (k.clone(), u.code.clone())))
+                .filter_map(|u| {
+                    u.api_key
+                        .as_ref()
+                        .map(|k| (crate::secret::KeyHash::from_config(k), u.code.clone()))
+                })
+                .collect(),
+            operator_key: settings
+                .http
+                .operator_key
+                .as_deref()
+                .map(crate::secret::KeyHash::from_config),
+            callback_keys: settings
+                .units
+                .iter()
+                .filter_map(|u| match &u.reach {
+                    Reach::Adapter {
+                        callback_key: Some(k),
+                        ..
+                    } => Some((u.code.clone(), crate::secret::KeyHash::from_config(k))),
+                    _ => None,
+                })
                 .collect(),
             procedures: settings
                 .procedures
@@ -911,9 +1037,30 @@ impl Registry {
             .unwrap_or(&[])
     }
 
-    /// The unit that owns an HTTP API key.
+    /// The unit that owns an HTTP API key (looked up by the key's SHA-256: a lookup's timing
+    /// tells nothing of the key).
     pub fn unit_by_api_key(&self, key: &str) -> Option<&Unit> {
-        self.by_key.get(key).and_then(|c| self.units.get(c))
+        self.by_key
+            .get(&crate::secret::KeyHash::of(key))
+            .and_then(|c| self.units.get(c))
+    }
+
+    /// Whether `key` is the operator key (`[http] operator_key`), compared in constant time.
+    pub fn is_operator_key(&self, key: &str) -> bool {
+        self.operator_key.as_ref().is_some_and(|h| h.matches(key))
+    }
+
+    /// Whether `key` is the callback key of adapter unit `unit`, compared in constant time.
+    pub fn is_callback_key(&self, unit: &str, key: &str) -> bool {
+        self.callback_keys.get(unit).is_some_and(|h| h.matches(key))
+    }
+
+    /// The adapter unit whose callback key `key` is, if any.
+    pub fn unit_by_callback_key(&self, key: &str) -> Option<&Unit> {
+        self.callback_keys
+            .iter()
+            .find(|(_, h)| h.matches(key))
+            .and_then(|(c, _)| self.units.get(c))
     }
 
     /// A procedure by national code.
@@ -933,6 +1080,36 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_broker_password_goes_into_the_url_and_secrets_come_from_env_or_file() {
+        assert_eq!(
+            with_password("amqp://lienthong@10.0.0.5:5672/%2f", "p@ss/w").as_deref(),
+            Some("amqp://lienthong:p%40ss%2Fw@10.0.0.5:5672/%2f")
+        );
+        assert_eq!(
+            with_password("amqps://bus:old@h/v", "new").as_deref(),
+            Some("amqps://bus:new@h/v")
+        );
+        assert_eq!(with_password("amqp://h:5672/%2f", "x"), None);
+        let dir = std::env::temp_dir().join(format!("lienthong-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("op.key"), "operator-secret-from-file\n").expect("write");
+        let mut s = Settings::from_toml(DEFAULT_CONFIG, false).expect("config");
+        s.http.operator_key = Some("file:op.key".into());
+        s.bus.amqp_password = Some("file:op.key".into());
+        s.bus.amqp_url = "amqp://lienthong@127.0.0.1:5672/%2f".into();
+        s.resolve_secrets(&dir).expect("secrets");
+        assert_eq!(
+            s.http.operator_key.as_deref(),
+            Some("operator-secret-from-file")
+        );
+        assert_eq!(
+            s.bus.amqp_url,
+            "amqp://lienthong:operator-secret-from-file@127.0.0.1:5672/%2f"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn shipped_config_loads_and_names_the_parties_of_the_letter() {

@@ -217,10 +217,7 @@ pub(super) fn agency_caller<'a>(
         )
     })?;
     let Reach::Adapter {
-        adapter,
-        callback_key,
-        settings,
-        ..
+        adapter, settings, ..
     } = &unit.reach
     else {
         return Err(Problem::new(
@@ -230,7 +227,7 @@ pub(super) fn agency_caller<'a>(
             format!("{unit_code} is reached over AMQP"),
         ));
     };
-    if callback_key.as_deref().is_none() || bearer(headers) != callback_key.as_deref() {
+    if !bearer(headers).is_some_and(|k| api.ctx.registry.is_callback_key(unit_code, k)) {
         return Err(Problem::unauthorized("wrong or missing key of this unit"));
     }
     Ok((adapter.as_str(), settings))

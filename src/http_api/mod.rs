@@ -158,9 +158,10 @@ impl Api {
         let key = bearer(headers).ok_or_else(|| {
             Problem::unauthorized("send the operator key as Authorization: Bearer <key>")
         })?;
-        match self.ctx.settings.http.operator_key.as_deref() {
-            Some(op) if op == key => Ok(()),
-            _ => Err(Problem::unauthorized("not the operator key")),
+        if self.ctx.registry.is_operator_key(key) {
+            Ok(())
+        } else {
+            Err(Problem::unauthorized("not the operator key"))
         }
     }
 

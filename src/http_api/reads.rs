@@ -298,12 +298,9 @@ pub(super) async fn blob(
     headers: HeaderMap,
 ) -> Response {
     let key = bearer(&headers).unwrap_or("");
-    let known =
-        api.ctx.settings.http.operator_key.as_deref() == Some(key)
-            || api.ctx.registry.unit_by_api_key(key).is_some()
-            || api.ctx.registry.units().any(
-                |u| matches!(&u.reach, Reach::Adapter { callback_key: Some(k), .. } if k == key),
-            );
+    let known = api.ctx.registry.is_operator_key(key)
+        || api.ctx.registry.unit_by_api_key(key).is_some()
+        || api.ctx.registry.unit_by_callback_key(key).is_some();
     if key.is_empty() || !known {
         return Problem::unauthorized("send a key of the bus as Authorization: Bearer <key>")
             .into_response();

@@ -240,6 +240,8 @@ pub async fn run_with(
     // demo runs.
     settings.process.scan_ms = 1000;
     point_adapters_at(&mut settings, &format!("http://127.0.0.1:{mock_port}"));
+    // The shipped keys are placeholders, which `lienthong run` refuses: the demo's own.
+    crate::keys::fill(&mut settings);
     settings.check()?;
     let config_path = args.dir.join("config.toml");
     settings

@@ -9,5 +9,6 @@
 
 pub mod broker_users;
 pub mod demo;
+pub mod keys;
 pub mod mock;
 pub mod procs;

@@ -50,6 +50,8 @@ pub fn settings(name: &str) -> (Settings, PathBuf) {
         u.parent = None;
     }
     s.check().expect("trimmed registry");
+    // The shipped keys are placeholders, which `lienthong run` refuses: fresh ones per test.
+    lienthong_testkit::keys::fill(&mut s);
     let id = uuid::Uuid::now_v7().simple().to_string();
     s.bus.prefix = format!("lt-test-{name}-{}", &id[id.len() - 8..]);
     let dir = std::env::temp_dir().join(format!("lienthong-{}", s.bus.prefix));
@@ -162,6 +164,40 @@ impl Bus {
             mock_url,
             cleaned: false,
         }
+    }
+
+    /// The HTTP API key of unit `code` (fresh per test).
+    pub fn key(&self, code: &str) -> String {
+        self.settings
+            .units
+            .iter()
+            .find(|u| u.code == code)
+            .and_then(|u| u.api_key.clone())
+            .expect("the unit has an API key")
+    }
+
+    /// The callback key of adapter unit `code` (fresh per test).
+    pub fn callback_key(&self, code: &str) -> String {
+        self.settings
+            .units
+            .iter()
+            .find_map(|u| match &u.reach {
+                lienthong_core::registry::Reach::Adapter {
+                    callback_key: Some(k),
+                    ..
+                } if u.code == code => Some(k.clone()),
+                _ => None,
+            })
+            .expect("the unit has a callback key")
+    }
+
+    /// The operator key (fresh per test).
+    pub fn operator_key(&self) -> String {
+        self.settings
+            .http
+            .operator_key
+            .clone()
+            .expect("operator key")
     }
 
     pub fn store(&self) -> Store {
