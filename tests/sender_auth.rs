@@ -13,7 +13,6 @@ use lapin::{BasicProperties, Connection};
 use lienthong_core::amqp::{Publisher, envelope_properties, header_str};
 use lienthong_core::deadletter::headers;
 use lienthong_core::envelope::Kind;
-use lienthong_testkit::broker_users::BrokerUsers;
 
 /// Publish on a fresh confirm channel of `conn`; the broker's refusal as text.
 async fn publish_raw(
@@ -48,7 +47,6 @@ async fn publish_raw(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unit_publishes_only_as_itself_and_only_where_it_may() {
-    let mut users = None;
     let bus = Bus::start_with("sender-auth", |s| {
         let user = format!("{}.son-ha", s.bus.prefix);
         for u in &mut s.units {
@@ -56,12 +54,10 @@ async fn a_unit_publishes_only_as_itself_and_only_where_it_may() {
                 u.amqp_user = Some(user.clone());
             }
         }
-        users = Some(BrokerUsers::create(s).expect("broker users"));
     })
     .await;
-    let users = users.expect("users");
     let user = format!("{}.son-ha", bus.settings.bus.prefix);
-    let url = users.url(&user).expect("son-ha's url");
+    let url = bus.users.url(&user).expect("son-ha's url");
     let conn = std::sync::Arc::new(
         Connection::connect(&url, Default::default())
             .await
@@ -189,7 +185,6 @@ async fn a_unit_publishes_only_as_itself_and_only_where_it_may() {
     let e = e.to_string();
     assert!(e.contains("ACCESS_REFUSED"), "{e}");
     let _ = conn.close(200, "done".into()).await;
-    drop(users);
     bus.stop().await;
 }
 
@@ -244,8 +239,8 @@ async fn only_its_parties_act_on_a_dossier_and_no_centre_takes_anothers_codes_or
             .is_some_and(|d| d.contains("not a party")),
         "{p}"
     );
-    // … and over AMQP (published here with the bus's own user, so that only the party rule
-    // can refuse it): dead-lettered, nothing reaches the office.
+    // … and over AMQP (published as the units' broker user, which may speak for Đức Phổ, so
+    // that only the party rule can refuse it): dead-lettered, nothing reaches the office.
     let mut over_amqp = meddling.clone();
     over_amqp.message_id = uuid::Uuid::now_v7().to_string();
     bus.send(&over_amqp).await;

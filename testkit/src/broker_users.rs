@@ -1,9 +1,8 @@
-//! Broker users for a test or the demo: the units' users of a registry created on the local
-//! RabbitMQ from the definitions `lienthong topology export` writes (password hashes only),
-//! with fresh random passwords, and deleted again when the guard is dropped.
+//! Broker users for a test or the demo: the bus's and the units' users of a registry created
+//! on the local RabbitMQ with the permissions `lienthong topology export` gives them, with
+//! fresh random passwords, and deleted again when the guard is dropped.
 //!
-//! It drives `rabbitmqctl` (the node on this machine; root or the rabbitmq user), as an
-//! operator would import the exported definitions.
+//! It drives `rabbitmqctl` (the node on this machine; root or the rabbitmq user).
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -15,6 +14,18 @@ use lienthong_core::registry::Settings;
 pub struct BrokerUsers {
     /// User → password (random, for this run only).
     pub passwords: BTreeMap<String, String>,
+}
+
+/// `url` (`scheme://[user[:password]@]host…`) with `user` and `password` instead.
+fn with_user(url: &str, user: &str, password: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = match url[start..].find('@') {
+        Some(at) => &url[start + at + 1..],
+        None => &url[start..],
+    };
+    format!("{}{user}:{password}@{rest}", &url[..start])
 }
 
 /// A random secret of 32 bytes, hex.
@@ -38,14 +49,55 @@ fn rabbitmqctl(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// [`rabbitmqctl`] with `input` on its standard input.
+fn rabbitmqctl_stdin(args: &[&str], input: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("rabbitmqctl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot run rabbitmqctl: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(format!("{input}\n").as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "rabbitmqctl {} failed: {}",
+            args.first().copied().unwrap_or(""),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 impl BrokerUsers {
     /// Give every `amqp_user` of `settings`' units a fresh password (its hash goes into
     /// `amqp_password_hash`), and create those users with their permissions in vhost `/`
-    /// through `rabbitmqctl import_definitions` of [`broker_users::users`] and
-    /// [`broker_users::permissions`]. The bus's own user is not touched.
+    /// with `rabbitmqctl add_user` and the [`broker_users::permissions`] of `topology export`.
+    /// The bus's own user is not touched.
     pub fn create(settings: &mut Settings) -> anyhow::Result<BrokerUsers> {
-        let bus = settings.bus.user();
+        Self::create_with_bus(settings, None)
+    }
+
+    /// [`BrokerUsers::create`], and when `bus_user` is given, the bus's own user too: its
+    /// password goes into `[bus] amqp_url` (same host), its hash into `amqp_password_hash`,
+    /// so that the bus runs as that user instead of the broker's `guest`.
+    pub fn create_with_bus(
+        settings: &mut Settings,
+        bus_user: Option<&str>,
+    ) -> anyhow::Result<BrokerUsers> {
         let mut passwords = BTreeMap::new();
+        if let Some(name) = bus_user {
+            let pw = random_secret();
+            let salt: [u8; 4] = rand::random();
+            settings.bus.amqp_password_hash = Some(broker_users::password_hash(&pw, salt));
+            settings.bus.amqp_url = with_user(&settings.bus.amqp_url, name, &pw);
+            passwords.insert(name.to_string(), pw);
+        }
+        let bus = settings.bus.user();
         for u in &mut settings.units {
             let Some(name) = u.amqp_user.clone() else {
                 continue;
@@ -57,10 +109,6 @@ impl BrokerUsers {
             let salt: [u8; 4] = rand::random();
             u.amqp_password_hash = Some(broker_users::password_hash(&pw, salt));
         }
-        let users: Vec<_> = broker_users::users(settings)
-            .into_iter()
-            .filter(|u| passwords.contains_key(u["name"].as_str().unwrap_or("")))
-            .collect();
         let permissions: Vec<_> = broker_users::permissions(settings, "/")
             .into_iter()
             .filter(|p| passwords.contains_key(p["user"].as_str().unwrap_or("")))
@@ -69,25 +117,32 @@ impl BrokerUsers {
         if guard.passwords.is_empty() {
             return Ok(guard);
         }
-        let defs = serde_json::json!({"users": users, "permissions": permissions});
-        let file = std::env::temp_dir().join(format!("lienthong-users-{}.json", random_secret()));
-        std::fs::write(&file, serde_json::to_vec(&defs)?)?;
-        let imported = rabbitmqctl(&["import_definitions", &file.display().to_string()]);
-        let _ = std::fs::remove_file(&file);
-        imported?;
-        // The import is asynchronous: wait until every user exists with its permissions.
-        for _ in 0..50 {
-            let listed = rabbitmqctl(&["list_permissions", "-p", "/", "-q"])?;
-            if guard
-                .passwords
-                .keys()
-                .all(|u| listed.lines().any(|l| l.split('\t').next() == Some(u)))
-            {
-                return Ok(guard);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+        // One by one with rabbitmqctl (the password on its standard input, never on a command
+        // line), with the permissions of the exported definitions. (An `import_definitions` of
+        // the same document is asynchronous and was seen to lose a concurrent import.)
+        for (user, pw) in &guard.passwords {
+            rabbitmqctl_stdin(&["add_user", user], pw)?;
         }
-        anyhow::bail!("the imported broker users did not appear")
+        for p in &permissions {
+            let get = |k: &str| p[k].as_str().unwrap_or("").to_string();
+            rabbitmqctl(&[
+                "set_permissions",
+                "-p",
+                &get("vhost"),
+                &get("user"),
+                &get("configure"),
+                &get("write"),
+                &get("read"),
+            ])?;
+        }
+        Ok(guard)
+    }
+
+    /// No users (a bus that runs as the broker's default user).
+    pub fn none() -> BrokerUsers {
+        BrokerUsers {
+            passwords: BTreeMap::new(),
+        }
     }
 
     /// The AMQP URL of `user` on the local broker.

@@ -242,6 +242,28 @@ pub async fn run_with(
     point_adapters_at(&mut settings, &format!("http://127.0.0.1:{mock_port}"));
     // The shipped keys are placeholders, which `lienthong run` refuses: the demo's own.
     crate::keys::fill(&mut settings);
+    // Broker users of the demo's own, as in a deployment: the bus's, and one for the units
+    // whose software the demo plays (it reads their queues and answers as them). Without
+    // rabbitmqctl rights (not root) the demo runs as the broker's default user, and says so.
+    let units_user = format!("{}.units", settings.bus.prefix);
+    for u in &mut settings.units {
+        if matches!(u.reach, lienthong_core::registry::Reach::Amqp) {
+            u.amqp_user = Some(units_user.clone());
+        }
+    }
+    let bus_user = format!("{}.bus", settings.bus.prefix);
+    let users = match crate::broker_users::BrokerUsers::create_with_bus(
+        &mut settings,
+        Some(&bus_user),
+    ) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!(
+                "lienthong-demo: WARNING: cannot create the demo's broker users ({e:#}); the bus runs as the broker's default user"
+            );
+            crate::broker_users::BrokerUsers::none()
+        }
+    };
     settings.check()?;
     let config_path = args.dir.join("config.toml");
     settings
@@ -307,10 +329,20 @@ pub async fn run_with(
         args.dir.display()
     );
 
+    // The units the demo plays connect as their own broker user (the bus's user when none
+    // could be created).
+    let units_conn = match users.url(&units_user) {
+        Some(url) => Arc::new(
+            lienthong_core::amqp::connect(&url, "demo-units")
+                .await
+                .context("connecting as the units' broker user")?,
+        ),
+        None => conn.clone(),
+    };
     let demo = Arc::new(Demo {
         names: Names::new(&settings.bus.prefix),
         registry: Registry::new(&settings),
-        publisher: Publisher::new(&conn, settings.bus.confirm_timeout_ms).await?,
+        publisher: Publisher::new(&units_conn, settings.bus.confirm_timeout_ms).await?,
         board: Mutex::new(Board::default()),
     });
     // Play every unit that reads its own queue.
@@ -321,7 +353,7 @@ pub async fn run_with(
         .map(|u| u.code.clone())
         .collect();
     for code in &played {
-        let ch = conn.create_channel().await?;
+        let ch = units_conn.create_channel().await?;
         ch.basic_qos(32, BasicQosOptions::default()).await?;
         let mut consumer = ch
             .basic_consume(

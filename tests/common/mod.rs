@@ -54,6 +54,12 @@ pub fn settings(name: &str) -> (Settings, PathBuf) {
     lienthong_testkit::keys::fill(&mut s);
     let id = uuid::Uuid::now_v7().simple().to_string();
     s.bus.prefix = format!("lt-test-{name}-{}", &id[id.len() - 8..]);
+    // Every unit's software connects as one broker user of this test (`Bus::start` creates it,
+    // and the bus's own user): the router takes from it envelopes of any of these units.
+    let units_user = format!("{}.units", s.bus.prefix);
+    for u in &mut s.units {
+        u.amqp_user = Some(units_user.clone());
+    }
     let dir = std::env::temp_dir().join(format!("lienthong-{}", s.bus.prefix));
     std::fs::create_dir_all(&dir).expect("temp dir");
     s.store.path = dir.join("store.db").display().to_string();
@@ -88,6 +94,10 @@ pub struct Bus {
     pub names: Names,
     pub http: String,
     pub mock_url: String,
+    /// This test's broker users (the bus's and the units'), deleted when the bus is dropped.
+    pub users: lienthong_testkit::broker_users::BrokerUsers,
+    /// Publishes as the units' broker user, as a centre's software would.
+    pub unit_publisher: Publisher,
     /// Set by [`Bus::stop`]; otherwise (a failed test) `Drop` deletes the topology.
     pub cleaned: bool,
 }
@@ -137,6 +147,12 @@ impl Bus {
             .try_init();
         let (mut s, dir) = settings(name);
         change(&mut s);
+        // Not guest: the bus and the units get broker users of their own, with the
+        // permissions `lienthong topology export` gives them.
+        let bus_user = format!("{}.bus", s.bus.prefix);
+        let users =
+            lienthong_testkit::broker_users::BrokerUsers::create_with_bus(&mut s, Some(&bus_user))
+                .expect("this test's broker users");
         let mock = lienthong_testkit::mock::serve(&s)
             .await
             .expect("mock agencies");
@@ -145,14 +161,30 @@ impl Bus {
             .await
             .expect("bus starts");
         let http = format!("http://{}", running.http_addr.expect("http addr"));
+        // The test's own observer (listening on units' queues, reading dead letters, tapping
+        // exchanges) administers the broker as its default user; the bus does not use it.
         let conn = std::sync::Arc::new(
-            Connection::connect(&s.bus.amqp_url, Default::default())
+            Connection::connect(AMQP_URL, Default::default())
                 .await
                 .expect("broker on 127.0.0.1:5672"),
         );
         let publisher = Publisher::new(&conn, 10_000).await.expect("publisher");
+        let units_url = users.url(&format!("{}.units", s.bus.prefix));
+        let unit_publisher = match units_url {
+            Some(url) => {
+                let unit_conn = std::sync::Arc::new(
+                    Connection::connect(&url, Default::default())
+                        .await
+                        .expect("the units' broker user connects"),
+                );
+                Publisher::new(&unit_conn, 10_000).await.expect("publisher")
+            }
+            None => publisher.clone(),
+        };
         let mock_url = format!("http://{}", mock.addr);
         Bus {
+            users,
+            unit_publisher,
             names: Names::new(&s.bus.prefix),
             settings: s,
             dir,
@@ -204,9 +236,10 @@ impl Bus {
         Store::open(&PathBuf::from(&self.settings.store.path)).expect("store")
     }
 
-    /// Publish an envelope to the ingress exchange over AMQP, as a centre would.
+    /// Publish an envelope to the ingress exchange over AMQP, as a centre would (as the units'
+    /// broker user).
     pub async fn send(&self, env: &Envelope) {
-        self.publisher
+        self.unit_publisher
             .publish(
                 &self.names.ingress_exchange(),
                 "",
@@ -223,7 +256,7 @@ impl Bus {
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into());
-        self.publisher
+        self.unit_publisher
             .publish(&self.names.ingress_exchange(), "", body, props, true)
             .await
             .expect("publish confirmed");

@@ -97,6 +97,8 @@ pub async fn view_of(
         .await
         .expect("publisher");
     Bus {
+        users: lienthong_testkit::broker_users::BrokerUsers::none(),
+        unit_publisher: publisher.clone(),
         names: lienthong_core::topology::Names::new(&s.bus.prefix),
         settings: s.clone(),
         dir: dir.to_path_buf(),
