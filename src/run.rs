@@ -55,7 +55,18 @@ pub use lienthong_core::amqp::redact;
 /// Connect to the broker, retrying with backoff for up to about 30 s (the broker may still be
 /// starting): [`lienthong_core::amqp::connect_patiently`] with the settings' URL.
 pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<lapin::Connection> {
-    Ok(lienthong_core::amqp::connect_patiently(&settings.bus.amqp_url, name).await?)
+    let tls = lienthong_core::amqp::tls_config(&settings.bus).map_err(anyhow::Error::msg)?;
+    Ok(lienthong_core::amqp::connect_patiently(&settings.bus.amqp_url, name, &tls).await?)
+}
+
+/// One connection attempt with the settings' URL and TLS files.
+async fn connect_once(settings: &Settings, name: &str) -> Result<lapin::Connection, lapin::Error> {
+    match lienthong_core::amqp::tls_config(&settings.bus) {
+        Ok(tls) => lienthong_core::amqp::connect_with(&settings.bus.amqp_url, name, &tls).await,
+        Err(e) => Err(lapin::Error::from(lapin::ErrorKind::IOError(
+            std::sync::Arc::new(std::io::Error::other(e)),
+        ))),
+    }
 }
 
 /// How the line starts that `lienthong run` logs once its HTTP API listens (the address
@@ -90,7 +101,7 @@ where
         }
         base.health.set_connected(name, false);
         let attempt = tokio::select! {
-            c = lienthong_core::amqp::connect(&settings.bus.amqp_url, &conn_name) => c,
+            c = connect_once(&settings, &conn_name) => c,
             _ = stop.changed() => return (name, Ok(())),
         };
         let outcome: anyhow::Result<()> = match attempt {
@@ -247,6 +258,15 @@ fn refuse_weak_keys(settings: &Settings) -> anyhow::Result<()> {
 pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Result<Running> {
     settings.check()?;
     refuse_weak_keys(&settings)?;
+    if let Some(why) = settings.bus.transport_problem() {
+        anyhow::bail!("refusing to start: {why}");
+    }
+    if settings.bus.insecure {
+        tracing::warn!(
+            message = "[bus] insecure = true: a plain amqp:// broker off this machine is accepted; messages cross the network unencrypted",
+            broker = %lienthong_core::amqp::redact(&settings.bus.amqp_url)
+        );
+    }
     let _ = crate::metrics::metrics_handle();
     let name = components
         .iter()

@@ -72,16 +72,65 @@ impl PublishError {
 /// Connect to the broker, naming the connection `lienthong/<name>` (the bus names it
 /// `lienthong/<prefix>/<component>`) so operators can see it.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
+    connect_with(url, name, &lapin::tcp::OwnedTLSConfig::default()).await
+}
+
+/// [`connect`] with the TLS settings of an `amqps://` URL ([`tls_config`]).
+pub async fn connect_with(
+    url: &str,
+    name: &str,
+    tls: &lapin::tcp::OwnedTLSConfig,
+) -> Result<Connection, lapin::Error> {
     let props = ConnectionProperties::default()
         .with_connection_name(LongString::from(format!("lienthong/{name}")));
-    Connection::connect(url, props).await
+    Connection::connect_with_config(url, props, tls.clone(), lapin::runtime::default_runtime()?)
+        .await
+}
+
+/// The TLS settings of the broker link from `[bus]`: the CA bundle (`tls_ca`, PEM) trusted for
+/// the broker's certificate, and the client certificate and key (`tls_client_cert`,
+/// `tls_client_key`, PEM) when the broker asks for one. Errors name the file that cannot be
+/// read.
+pub fn tls_config(
+    bus: &crate::registry::BusSettings,
+) -> Result<lapin::tcp::OwnedTLSConfig, String> {
+    let read = |what: &str, p: &str| {
+        std::fs::read(p).map_err(|e| format!("[bus] {what} {p}: {}", e.kind()))
+    };
+    let cert_chain = match &bus.tls_ca {
+        Some(p) => Some(
+            String::from_utf8(read("tls_ca", p)?)
+                .map_err(|_| format!("[bus] tls_ca {p}: not a PEM text file"))?,
+        ),
+        None => None,
+    };
+    let identity = match (&bus.tls_client_cert, &bus.tls_client_key) {
+        (Some(c), Some(k)) => Some(lapin::tcp::OwnedIdentity::PKCS8 {
+            pem: read("tls_client_cert", c)?,
+            key: read("tls_client_key", k)?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(
+                "[bus] tls_client_cert and tls_client_key go together: set both or neither".into(),
+            );
+        }
+    };
+    Ok(lapin::tcp::OwnedTLSConfig {
+        identity,
+        cert_chain,
+    })
 }
 
 /// [`connect`], retrying with exponential backoff (200 ms up to 3 s, 15 times: about 30 s in
 /// all) while the broker may still be starting; the error names the URL without its password.
-pub async fn connect_patiently(url: &str, name: &str) -> Result<Connection, ConnectError> {
+pub async fn connect_patiently(
+    url: &str,
+    name: &str,
+    tls: &lapin::tcp::OwnedTLSConfig,
+) -> Result<Connection, ConnectError> {
     use backon::{ExponentialBuilder, Retryable};
-    (|| async { connect(url, name).await })
+    (|| async { connect_with(url, name, tls).await })
         .retry(
             ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(200))

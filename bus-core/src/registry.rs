@@ -96,6 +96,17 @@ pub struct BusSettings {
     /// new --broker` prints one), for `lienthong topology export` to create the bus's user;
     /// without it the user is exported with no password (client certificate only).
     pub amqp_password_hash: Option<String>,
+    /// PEM file of the certificate authorities that sign the broker's certificate, for an
+    /// `amqps://` URL (default: the system's roots).
+    pub tls_ca: Option<String>,
+    /// PEM file of the bus's client certificate, for a broker that asks for one (with
+    /// `?auth_mechanism=external` in the URL the broker takes the user from it).
+    pub tls_client_cert: Option<String>,
+    /// PEM file of that certificate's private key (PKCS#8).
+    pub tls_client_key: Option<String>,
+    /// Allow a plain `amqp://` broker that is not on loopback (default false: `lienthong run`
+    /// refuses it, since messages carry citizens' data). When set, every start logs a warning.
+    pub insecure: bool,
     /// How long a publisher confirm may take before the publish counts as failed, ms.
     pub confirm_timeout_ms: u64,
     /// Grace period after SIGTERM for in-flight work, ms.
@@ -103,6 +114,25 @@ pub struct BusSettings {
 }
 
 impl BusSettings {
+    /// Why the broker link may not be used as configured: a plain `amqp://` URL whose host is
+    /// not loopback (`127.0.0.0/8`, `::1`, `localhost`), unless `insecure` is set. `None`: fine.
+    pub fn transport_problem(&self) -> Option<String> {
+        let uri: lapin::uri::AMQPUri = self.amqp_url.parse().ok()?;
+        if uri.scheme == lapin::uri::AMQPScheme::AMQPS || self.insecure {
+            return None;
+        }
+        let host = uri.authority.host.trim_matches(['[', ']']);
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        (!loopback).then(|| {
+            format!(
+                "the broker {host} is reached over plain amqp:// (unencrypted) and is not on this machine: use amqps:// with [bus] tls_ca, or set [bus] insecure = true to accept it"
+            )
+        })
+    }
+
     /// The broker user the bus connects as (the user of `amqp_url`; RabbitMQ's default
     /// `guest` when the URL names none). `None` when the URL does not parse (the connection
     /// then fails with the reason).
@@ -119,6 +149,10 @@ impl Default for BusSettings {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             amqp_password: None,
             amqp_password_hash: None,
+            tls_ca: None,
+            tls_client_cert: None,
+            tls_client_key: None,
+            insecure: false,
             confirm_timeout_ms: 15_000,
             shutdown_grace_ms: 10_000,
         }
@@ -722,6 +756,16 @@ impl Settings {
         };
         join(&mut self.store.path);
         join(&mut self.store.blob_dir);
+        for f in [
+            &mut self.bus.tls_ca,
+            &mut self.bus.tls_client_cert,
+            &mut self.bus.tls_client_key,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            join(f);
+        }
         for proc_ in &mut self.procedures {
             if let Some(d) = &mut proc_.data_schema {
                 join(d);

@@ -2,6 +2,7 @@
 //! this process on loopback, each test under its own topology prefix and store.
 #![allow(dead_code)]
 
+pub mod private_broker;
 pub mod procs;
 
 use std::path::PathBuf;
