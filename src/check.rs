@@ -33,6 +33,24 @@ pub struct Row {
     pub ms: u128,
 }
 
+/// Why an agency endpoint may not be used: `http://` (unencrypted) to a host that is not
+/// loopback. `None`: `https://`, or this machine.
+pub fn plain_http_off_machine(url: &reqwest::Url) -> Option<String> {
+    if url.scheme() != "http" {
+        return None;
+    }
+    let host = url.host_str().unwrap_or("").trim_matches(['[', ']']);
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| {
+        format!(
+            "endpoint {url} is plain http:// to another machine: dossiers would cross the network unencrypted; use https://"
+        )
+    })
+}
+
 fn row(
     u: &Unit,
     adapter: &str,
@@ -140,6 +158,11 @@ async fn check_unit(settings: &Settings, u: &Unit) -> Vec<Row> {
         };
         let host = url.host_str().unwrap_or("").to_string();
         let port = url.port_or_known_default().unwrap_or(80);
+        // Dossiers carry citizens' data: plain HTTP only to this machine.
+        if let Some(why) = plain_http_off_machine(&url) {
+            rows.push(row(u, adapter, "encrypted", "fail", why, t));
+            return rows;
+        }
         let limit = Duration::from_millis(
             options
                 .connect_timeout_ms

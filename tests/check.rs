@@ -196,7 +196,9 @@ async fn a_401_a_403_a_redirect_and_an_expired_certificate_fail_with_their_reaso
             settings.insert("connection".into(), serde_json::json!({"ca_bundle": ca}));
         }
     }
-    let only: Vec<String> = [POLICE, "HQ.H48", BHXH, "CT.H48", "DVCQG"]
+    // Plain http:// to another machine (a documentation address): refused before any call.
+    point(&mut s, "000.00.15.H48", "http://192.0.2.10:8080/edxml".into());
+    let only: Vec<String> = [POLICE, "HQ.H48", BHXH, "CT.H48", "DVCQG", "000.00.15.H48"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -220,6 +222,11 @@ async fn a_401_a_403_a_redirect_and_an_expired_certificate_fail_with_their_reaso
     let r = reason(BHXH);
     assert!(
         r.contains("redirects to https://bhxh.example/api/v2"),
+        "{r}"
+    );
+    let r = reason("000.00.15.H48");
+    assert!(
+        r.starts_with("encrypted:") && r.contains("plain http:// to another machine"),
         "{r}"
     );
     let r = reason("CT.H48");
