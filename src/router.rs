@@ -217,13 +217,20 @@ impl Router {
         let env = accepted.map_err(|r| Failure::Reject(r, None))?;
         // Who published it (the broker validated `user_id`) must be allowed to send as
         // `sender`; otherwise nothing of it is traced or acted on.
-        if let Err(r) = lienthong_core::senders::check(
+        let publisher = match lienthong_core::senders::check(
             &self.ctx.registry,
             self.bus_user.as_deref(),
             self.user_of(d),
             &env.sender,
         ) {
-            return Err(Failure::Reject(r, None));
+            Ok(p) => p,
+            Err(r) => return Err(Failure::Reject(r, None)),
+        };
+        // Only the bus mints blob references (its HTTP API claim-checked the message).
+        if let Err(r) =
+            routing::check_references(&env, publisher == lienthong_core::senders::Publisher::Bus)
+        {
+            return Err(Failure::Reject(r, Some(Box::new(env))));
         }
         let received = TraceEvent::new(TraceEventKind::Received, COMPONENT, Some(&env))
             .attempt(if d.redelivered { 2 } else { 1 });
@@ -299,7 +306,16 @@ impl Router {
             })
             .await;
             match res {
-                Ok((e, Ok(_))) => env = e,
+                Ok((e, Ok(_))) => {
+                    // Who may fetch the blobs, and when they go: the dossier's.
+                    let refs = lienthong_core::claimcheck::blob_refs(&e);
+                    if let Err(why) = self.writer.record_blobs(&e.ma_ho_so, refs).await {
+                        return Err(Failure::Retry(format!(
+                            "cannot record the claim-checked blobs: {why}"
+                        )));
+                    }
+                    env = e;
+                }
                 Ok((_, Err(e))) => {
                     return Err(Failure::Retry(format!("the claim-check store failed: {e}")));
                 }

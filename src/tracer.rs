@@ -182,8 +182,8 @@ async fn write(
 /// Sweep the store's retention now and every hour until shutdown: accepted envelopes past
 /// `[store] message_retention_days`, process outbox envelopes sent more than
 /// `process_outbox_retention_days` ago (of dossiers no longer running), edXML packages ended
-/// more than `edxml_outbox_retention_days` ago. Each sweep deletes in small writes of the group
-/// commit.
+/// more than `edxml_outbox_retention_days` ago, claim-checked blobs of dossiers whose envelopes
+/// are past the message retention. Each sweep deletes in small writes of the group commit.
 async fn purge_forever(ctx: Ctx) {
     let ms = |days: u32| i64::from(days) * 86_400_000;
     let (s, w) = (&ctx.settings.store, &ctx.writer);
@@ -202,6 +202,21 @@ async fn purge_forever(ctx: Ctx) {
             "edXML outbox",
             w.purge_edxml_outbox(ms(s.edxml_outbox_retention_days))
                 .await,
+        );
+        // Claim-checked blobs go with their dossiers' envelopes.
+        purged(
+            "blob store",
+            match w.purge_blob_index(ms(s.message_retention_days)).await {
+                Ok(gone) => {
+                    let blobs = ctx.blobs.clone();
+                    tokio::task::spawn_blocking(move || {
+                        gone.iter().filter(|sha| blobs.delete(sha).is_ok()).count()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e),
+            },
         );
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {},

@@ -815,6 +815,14 @@ async fn a_20_mb_dossier_goes_through_by_claim_check() {
         .await
         .expect("fetch");
     assert!(fetched.status().is_success());
+    assert_eq!(fetched.headers()["x-content-type-options"], "nosniff");
+    assert!(
+        fetched.headers()["content-disposition"]
+            .to_str()
+            .is_ok_and(|d| d.starts_with("attachment")),
+        "{:?}",
+        fetched.headers()
+    );
     let bytes = fetched.bytes().await.expect("bytes");
     assert_eq!(bytes.len(), scan.len());
     assert_eq!(
@@ -823,6 +831,58 @@ async fn a_20_mb_dossier_goes_through_by_claim_check() {
     );
     let anonymous = reqwest::get(&link).await.expect("fetch");
     assert_eq!(anonymous.status(), reqwest::StatusCode::UNAUTHORIZED);
+    // Its centre and the operator may fetch it; a centre that is not a party of the dossier
+    // gets the same answer as for a blob that does not exist.
+    for (key, status) in [
+        (bus.key(SON_HA), reqwest::StatusCode::OK),
+        (bus.operator_key(), reqwest::StatusCode::OK),
+        (bus.key("000.20.61.H48"), reqwest::StatusCode::NOT_FOUND),
+    ] {
+        let r = reqwest::Client::new()
+            .get(&link)
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("fetch");
+        assert_eq!(r.status(), status);
+    }
+    // Only the bus mints blob references; a sender's own must be https.
+    let mut thief = birth(24, POLICE);
+    thief.sender = "000.20.61.H48".into();
+    thief.ma_ho_so = "000.20.61.H48-261129-0024".into();
+    for reference in [
+        format!("urn:lienthong:blob:sha256:{sha}"),
+        "http://files.example/scan.pdf".to_string(),
+    ] {
+        thief.message_id = uuid::Uuid::now_v7().to_string();
+        thief.attachments = vec![lienthong_core::envelope::Attachment {
+            name: "ban_scan_ho_so.pdf".into(),
+            media_type: "application/pdf".into(),
+            size_bytes: scan.len() as u64,
+            sha256: sha.clone(),
+            content_base64: None,
+            reference: Some(reference.clone()),
+        }];
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/messages", bus.http))
+            .bearer_auth(bus.key("000.20.61.H48"))
+            .json(&thief)
+            .send()
+            .await
+            .expect("http");
+        assert_eq!(
+            r.status(),
+            reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+            "{reference}"
+        );
+        let p: Value = r.json().await.expect("problem");
+        assert!(
+            p["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("is not allowed")),
+            "{p}"
+        );
+    }
     bus.stop().await;
 }
 

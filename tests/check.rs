@@ -197,7 +197,11 @@ async fn a_401_a_403_a_redirect_and_an_expired_certificate_fail_with_their_reaso
         }
     }
     // Plain http:// to another machine (a documentation address): refused before any call.
-    point(&mut s, "000.00.15.H48", "http://192.0.2.10:8080/edxml".into());
+    point(
+        &mut s,
+        "000.00.15.H48",
+        "http://192.0.2.10:8080/edxml".into(),
+    );
     let only: Vec<String> = [POLICE, "HQ.H48", BHXH, "CT.H48", "DVCQG", "000.00.15.H48"]
         .iter()
         .map(|s| s.to_string())

@@ -20,6 +20,23 @@ pub trait BlobStore: Send + Sync {
     fn put(&self, bytes: &[u8]) -> std::io::Result<String>;
     /// The bytes stored under `sha256`, if any.
     fn get(&self, sha256: &str) -> std::io::Result<Option<Vec<u8>>>;
+    /// Delete the bytes stored under `sha256` (absent: nothing to do).
+    fn delete(&self, sha256: &str) -> std::io::Result<()>;
+    /// The local file holding `sha256`'s bytes, when the store keeps files (it is then
+    /// streamed from disk, not read into memory). Default: none.
+    fn file(&self, _sha256: &str) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// The SHA-256s of the blobs `env` refers to by the bus's own references
+/// (`urn:lienthong:blob:sha256:<hash>`).
+pub fn blob_refs(env: &Envelope) -> Vec<String> {
+    env.attachments
+        .iter()
+        .filter_map(|a| a.reference.as_deref()?.strip_prefix(BLOB_URN))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Blobs as files `<dir>/<first two hex>/<sha256>`, written atomically (temp file + rename).
@@ -64,6 +81,17 @@ impl BlobStore for LocalBlobStore {
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, &path)?;
         Ok(sha)
+    }
+
+    fn file(&self, sha256: &str) -> Option<PathBuf> {
+        self.path(sha256).filter(|p| p.exists())
+    }
+
+    fn delete(&self, sha256: &str) -> std::io::Result<()> {
+        match self.path(sha256).map(std::fs::remove_file) {
+            Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     fn get(&self, sha256: &str) -> std::io::Result<Option<Vec<u8>>> {

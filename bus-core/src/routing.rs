@@ -195,6 +195,33 @@ pub fn check(
     })
 }
 
+/// The attachment references a sender may give: its own documents by an `https:` URL. A
+/// `urn:lienthong:blob:` reference is minted by the bus's claim check only (`bus_minted`: the
+/// message comes from the bus itself, whose HTTP API claim-checked it), so no sender can point at
+/// another dossier's blob.
+pub fn check_references(env: &Envelope, bus_minted: bool) -> Result<(), Rejection> {
+    for a in &env.attachments {
+        let Some(r) = a.reference.as_deref() else {
+            continue;
+        };
+        let ok = if r.starts_with(crate::claimcheck::BLOB_URN) {
+            bus_minted
+        } else {
+            r.starts_with("https://")
+        };
+        if !ok {
+            return Err(Rejection::new(
+                RejectCode::InvalidField,
+                format!(
+                    "attachment {:?}: reference {r:?} is not allowed: give your own document by an https:// URL, or its content inline (the bus stores large ones itself)",
+                    a.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A message id is the sender's promise that this is one message: receivers drop a second
 /// message with an id they have seen. `seen` is what the bus already holds under `env`'s id
 /// ([`crate::store::Store::message_seen`]): the same sender and dossier is a redelivery (fine);

@@ -79,6 +79,8 @@ pub(super) async fn submit_inner(
         )
         .into());
     }
+    // A sender gives its own documents by https:// URL or inline, never a blob of the bus.
+    routing::check_references(&env, false)?;
     // The same store read as the router's: does the process manager run the dossier (then a
     // forward without receiver is the centre's answer to a pause, not a filing), and which
     // centre filed it.
@@ -181,6 +183,12 @@ pub(super) async fn submit_inner(
             )
         })?;
         r.map_err(|e| Problem::unavailable(format!("the claim-check store failed: {e}"), 5))?;
+        // Who may fetch the blobs, and when they go: the dossier's.
+        api.ctx
+            .writer
+            .record_blobs(&e.ma_ho_so, lienthong_core::claimcheck::blob_refs(&e))
+            .await
+            .map_err(|_| Problem::unavailable("the store did not record the attachments", 5))?;
         env = e;
     }
     let ev =

@@ -290,39 +290,87 @@ pub(super) async fn stats(State(api): State<Api>, headers: HeaderMap) -> Respons
     api.read(&headers, |store| store.unit_stats()).await
 }
 
-/// A claim-checked attachment, for any holder of a key of the bus (unit, agency callback, or
-/// operator key): agencies fetch the documents of the dossiers they were sent from here.
+/// A claim-checked attachment, for the parties of a dossier it belongs to (its centre, the
+/// units it reached: their API or callback key) and the operator. Anyone else, and an unknown
+/// hash, get the same 404 (no telling which blobs exist). Streamed from disk, as an attachment
+/// the browser must not sniff.
 pub(super) async fn blob(
     State(api): State<Api>,
     Path(sha256): Path<String>,
     headers: HeaderMap,
 ) -> Response {
     let key = bearer(&headers).unwrap_or("");
-    let known = api.ctx.registry.is_operator_key(key)
-        || api.ctx.registry.unit_by_api_key(key).is_some()
-        || api.ctx.registry.unit_by_callback_key(key).is_some();
-    if key.is_empty() || !known {
+    let reg = &api.ctx.registry;
+    let caller = if key.is_empty() {
+        None
+    } else if reg.is_operator_key(key) {
+        Some(None)
+    } else {
+        reg.unit_by_api_key(key)
+            .or_else(|| reg.unit_by_callback_key(key))
+            .map(|u| Some(u.code.clone()))
+    };
+    let Some(unit) = caller else {
         return Problem::unauthorized("send a key of the bus as Authorization: Bearer <key>")
             .into_response();
-    }
-    let blobs = api.ctx.blobs.clone();
-    match tokio::task::spawn_blocking(move || blobs.get(&sha256)).await {
-        Ok(Ok(Some(bytes))) => {
-            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
-        }
-        Ok(Ok(None)) => Problem::new(
+    };
+    let not_found = || {
+        Problem::new(
             StatusCode::NOT_FOUND,
             "unknown-blob",
             "No such attachment",
-            "no attachment with that SHA-256",
+            "no attachment with that SHA-256 in a dossier of yours",
         )
-        .into_response(),
-        other => Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store",
-            "Blob store error",
-            format!("{:?}", other.map(|r| r.err())),
-        )
-        .into_response(),
+        .into_response()
+    };
+    if let Some(unit) = unit {
+        let (store, sha) = (api.ctx.store.clone(), sha256.clone());
+        match tokio::task::spawn_blocking(move || store.blob_party(&sha, &unit)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return not_found(),
+            Ok(Err(e)) => return store_error(e),
+            Err(e) => return internal_error(e),
+        }
     }
+    let headers = [
+        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{sha256}\""),
+        ),
+    ];
+    if let Some(path) = api.ctx.blobs.file(&sha256) {
+        return match tokio::fs::File::open(&path).await {
+            Ok(f) => (headers, axum::body::Body::from_stream(file_chunks(f))).into_response(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => not_found(),
+            Err(e) => internal_error(e),
+        };
+    }
+    let blobs = api.ctx.blobs.clone();
+    match tokio::task::spawn_blocking(move || blobs.get(&sha256)).await {
+        Ok(Ok(Some(bytes))) => (headers, bytes).into_response(),
+        Ok(Ok(None)) => not_found(),
+        Ok(Err(e)) => internal_error(e),
+        Err(e) => internal_error(e),
+    }
+}
+
+/// A file's bytes as a stream of 64 KiB chunks, ending after the first read error.
+fn file_chunks(
+    f: tokio::fs::File,
+) -> impl futures_lite::Stream<Item = Result<axum::body::Bytes, std::io::Error>> {
+    futures_lite::stream::unfold(Some(f), |f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut f = f?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(axum::body::Bytes::from(buf)), Some(f)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
 }

@@ -125,10 +125,23 @@ const V2: &str = r#"
 CREATE INDEX IF NOT EXISTS edxml_outbox_ended ON edxml_outbox (state, updated_ms);
 "#;
 
+/// Migration 3: the claim-check blobs' index (which dossiers a blob belongs to: who may fetch
+/// it, and when it is deleted), and the process outbox by dossier (the blob party check).
+const V3: &str = r#"
+CREATE TABLE IF NOT EXISTS blob_dossiers (
+    sha256   TEXT NOT NULL,
+    ma_ho_so TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL,
+    PRIMARY KEY (sha256, ma_ho_so)
+);
+CREATE INDEX IF NOT EXISTS blob_dossiers_by_age ON blob_dossiers (at_ms);
+CREATE INDEX IF NOT EXISTS process_outbox_by_dossier ON process_outbox (ma_ho_so, receiver);
+"#;
+
 /// The migrations, oldest first; after migration `n` the file's `user_version` is `n`. Append
 /// only: never edit one that was released. Each is idempotent (`IF NOT EXISTS`), so two
 /// processes opening a store at once cannot trip over each other's upgrade.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes (the number of migrations).
 pub fn latest_version() -> i64 {

@@ -11,6 +11,7 @@
 //! manager's state); nothing of the store imports the [`crate::trace::Tracer`] or the process
 //! manager's rules.
 
+pub mod blobs;
 pub mod callbacks;
 pub mod connection;
 pub mod dead_letters;

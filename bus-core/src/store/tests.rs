@@ -5,7 +5,7 @@
 use rusqlite::{Connection, params};
 
 use super::connection::Store;
-use super::messages::MessageSelection;
+use super::messages::{MessageSelection, Origin};
 use super::migrations::{MIGRATIONS, latest_version, version};
 use super::writer::MessageWriter;
 
@@ -220,6 +220,51 @@ async fn retention_sweeps_keep_what_may_still_be_needed() {
         })
         .expect("left");
     assert_eq!(left, ["e-waiting", "o-blocked", "o-runs", "o-unsent"]);
+    drop(writer);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_blob_is_fetched_by_its_dossiers_parties_and_goes_with_the_retention() {
+    let dir = temp_dir("blobs");
+    let path = dir.join("s.db");
+    let writer = MessageWriter::start(&path).expect("writer");
+    let store = Store::open(&path).expect("store");
+    let origin = Origin {
+        ma_ho_so: "C-261129-0001".into(),
+        ma_tthc: "T".into(),
+        origin_unit: "CENTRE".into(),
+        correlation_id: "c".into(),
+    };
+    writer
+        .accept(
+            Some(origin),
+            "m1",
+            "C-261129-0001",
+            "dossier.forward",
+            "CENTRE",
+            "AGENCY",
+            b"{}".to_vec(),
+        )
+        .await
+        .expect("accept");
+    writer
+        .record_blobs("C-261129-0001", vec!["aa".repeat(32)])
+        .await
+        .expect("record");
+    let sha = "aa".repeat(32);
+    assert_eq!(store.blob_party(&sha, "CENTRE").ok(), Some(true));
+    assert_eq!(store.blob_party(&sha, "AGENCY").ok(), Some(true));
+    assert_eq!(store.blob_party(&sha, "OTHER").ok(), Some(false));
+    assert_eq!(
+        store.blob_party(&"bb".repeat(32), "CENTRE").ok(),
+        Some(false)
+    );
+    // Within the retention it stays; past it, it is returned for deletion and forgotten.
+    assert_eq!(writer.purge_blob_index(86_400_000).await, Ok(vec![]));
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(writer.purge_blob_index(0).await, Ok(vec![sha.clone()]));
+    assert_eq!(store.blob_party(&sha, "CENTRE").ok(), Some(false));
     drop(writer);
     let _ = std::fs::remove_dir_all(dir);
 }
