@@ -48,6 +48,7 @@ fn held_at(log: &std::path::Path, point: Point) -> Option<(String, String)> {
 
 async fn crash_at(point: Point, name: &str, scenario: &str) {
     let (mut s, dir) = settings(name);
+    let users = broker_users(&mut s);
     s.mock.latency_min_ms = 2;
     s.mock.latency_max_ms = 10;
     s.mock.callback_delay_ms = 20;
@@ -67,7 +68,7 @@ async fn crash_at(point: Point, name: &str, scenario: &str) {
     );
     let rest = spawn_components(&config, &dir, "router,tracer,http", "others.log");
     wait_ready_from(&dir.join("others.log"), port).await;
-    let view = view_of(&s, &dir, &mock).await;
+    let view = view_of(&s, &dir, &mock, users).await;
     let mut centre = view.listen(SON_HA).await;
     let all = send_background(&view, BACKGROUND, 6000).await;
     let log1 = dir.join("adapters1.log");
@@ -184,6 +185,7 @@ async fn router_killed_between_the_process_commit_and_the_publish_sends_the_next
     use lienthong_core::envelope::{Kind, TrangThaiHoSo};
     use lienthong_core::process::StepPhase;
     let (mut s, dir) = settings("kp-process");
+    let users = broker_users(&mut s);
     s.mock.callback_delay_ms = 20;
     let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
     use_mock(&mut s, &mock);
@@ -203,7 +205,7 @@ async fn router_killed_between_the_process_commit_and_the_publish_sends_the_next
     );
     let rest = spawn_components(&config, &dir, "adapters,tracer,http", "others.log");
     wait_ready_from(&dir.join("others.log"), port).await;
-    let view = view_of(&s, &dir, &mock).await;
+    let view = view_of(&s, &dir, &mock, users).await;
     let mut civil = view.listen(SON_HA_CIVIL).await;
     let mut centre = view.listen(SON_HA).await;
     let mut env = birth(8701, SON_HA_CIVIL);
@@ -281,6 +283,7 @@ async fn a_panicking_delivery_handler_dead_letters_its_delivery_and_frees_its_sl
     use lienthong_core::deadletter::headers;
     use lienthong_core::envelope::Kind;
     let (mut s, dir) = settings("kp-panic");
+    let users = broker_users(&mut s);
     s.mock.callback_delay_ms = 20;
     // One prefetch slot: a delivery that kept it would stop the unit's queue.
     s.topology.adapter_prefetch = 1;
@@ -299,7 +302,7 @@ async fn a_panicking_delivery_handler_dead_letters_its_delivery_and_frees_its_sl
     );
     let rest = spawn_components(&config, &dir, "router,tracer,http", "others.log");
     wait_ready_from(&dir.join("others.log"), port).await;
-    let view = view_of(&s, &dir, &mock).await;
+    let view = view_of(&s, &dir, &mock, users).await;
     let mut centre = view.listen(SON_HA).await;
     let first = birth(8801, POLICE);
     view.send(&first).await;

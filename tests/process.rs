@@ -13,6 +13,7 @@ use lienthong_core::envelope::Kind;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_traffic_and_restart_loses_nothing() {
     let (mut s, dir) = settings("sigterm");
+    let users = broker_users(&mut s);
     s.mock.latency_min_ms = 20;
     s.mock.latency_max_ms = 80;
     s.mock.callback_delay_ms = 300;
@@ -26,7 +27,7 @@ async fn sigterm_mid_traffic_and_restart_loses_nothing() {
 
     let mut child = spawn_run(&config, &dir.join("run1.log"));
     wait_ready_from(&dir.join("run1.log"), port).await;
-    let bus_view = view_of(&s, &dir, &mock).await;
+    let bus_view = view_of(&s, &dir, &mock, users).await;
     let mut centre = bus_view.listen(SON_HA).await;
 
     const N: u32 = 30;
@@ -202,6 +203,7 @@ async fn demo_completes_every_sample_dossier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn components_run_as_separate_processes() {
     let (mut s, dir) = settings("split");
+    let users = broker_users(&mut s);
     let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
     use_mock(&mut s, &mock);
     let port = free_port();
@@ -212,7 +214,7 @@ async fn components_run_as_separate_processes() {
     let mut routing = spawn("router,tracer", "routing.log");
     let mut delivery = spawn("adapters,http", "delivery.log");
     wait_ready_from(&dir.join("delivery.log"), port).await;
-    let view = view_of(&s, &dir, &mock).await;
+    let view = view_of(&s, &dir, &mock, users).await;
     let mut centre = view.listen(SON_HA).await;
     let env = birth(200, POLICE);
     view.send(&env).await;
@@ -252,6 +254,7 @@ async fn components_run_as_separate_processes() {
 /// count: every dossier one result, no duplicate effect at the agency.
 async fn kill_mid_stream(name: &str, victim: &str, others: &str, scenario: &str) {
     let (mut s, dir) = settings(name);
+    let users = broker_users(&mut s);
     s.mock.latency_min_ms = 2;
     s.mock.latency_max_ms = 10;
     s.mock.callback_delay_ms = 20;
@@ -270,7 +273,7 @@ async fn kill_mid_stream(name: &str, victim: &str, others: &str, scenario: &str)
         "others.log"
     };
     wait_ready_from(&dir.join(http_log), port).await;
-    let view = view_of(&s, &dir, &mock).await;
+    let view = view_of(&s, &dir, &mock, users).await;
     let mut centre = view.listen(SON_HA).await;
     const N: u32 = 200;
     let mut sent = std::collections::HashSet::new();

@@ -61,6 +61,7 @@ async fn keys_from_keys_new_env_and_hashes_work_and_no_secret_shows_in_any_outpu
         .expect("a hash line")
         .to_string();
     let (mut s, dir) = settings("secrets");
+    let users = broker_users(&mut s);
     for u in &mut s.units {
         if u.code == SON_HA {
             u.api_key = Some(hash.clone());
@@ -72,6 +73,7 @@ async fn keys_from_keys_new_env_and_hashes_work_and_no_secret_shows_in_any_outpu
     let port = free_port();
     s.http.listen = format!("127.0.0.1:{port}");
     let mut secrets: Vec<String> = vec![key.clone(), operator.clone()];
+    secrets.extend(users.passwords.values().cloned());
     for u in &s.units {
         secrets.extend(u.api_key.clone().filter(|k| !k.starts_with("sha256:")));
         if let lienthong_core::registry::Reach::Adapter {
@@ -186,5 +188,6 @@ async fn keys_from_keys_new_env_and_hashes_work_and_no_secret_shows_in_any_outpu
     let _ = lienthong_core::topology::Topology::plan(&s2)
         .delete(&conn)
         .await;
+    drop(users);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -80,6 +80,15 @@ pub fn settings(name: &str) -> (Settings, PathBuf) {
     (s, dir)
 }
 
+/// The broker users of a test that runs the bus in child processes: the bus's own
+/// (`<prefix>.bus`, its password put into `[bus] amqp_url`) and the units' (`<prefix>.units`),
+/// deleted when the guard (moved into [`procs::view_of`]'s bus) is dropped.
+pub fn broker_users(s: &mut Settings) -> lienthong_testkit::broker_users::BrokerUsers {
+    let bus_user = format!("{}.bus", s.bus.prefix);
+    lienthong_testkit::broker_users::BrokerUsers::create_with_bus(s, Some(&bus_user))
+        .expect("this test's broker users")
+}
+
 /// Point every adapter at the mock.
 pub fn use_mock(s: &mut Settings, mock: &MockServer) {
     lienthong_testkit::mock::point_adapters_at(s, &format!("http://{}", mock.addr));
@@ -150,10 +159,7 @@ impl Bus {
         change(&mut s);
         // Not guest: the bus and the units get broker users of their own, with the
         // permissions `lienthong topology export` gives them.
-        let bus_user = format!("{}.bus", s.bus.prefix);
-        let users =
-            lienthong_testkit::broker_users::BrokerUsers::create_with_bus(&mut s, Some(&bus_user))
-                .expect("this test's broker users");
+        let users = broker_users(&mut s);
         let mock = lienthong_testkit::mock::serve(&s)
             .await
             .expect("mock agencies");

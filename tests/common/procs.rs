@@ -87,6 +87,7 @@ pub async fn view_of(
     s: &lienthong_core::registry::Settings,
     dir: &std::path::Path,
     mock: &lienthong_testkit::mock::MockServer,
+    users: lienthong_testkit::broker_users::BrokerUsers,
 ) -> Bus {
     let conn = std::sync::Arc::new(
         lapin::Connection::connect(AMQP_URL, Default::default())
@@ -96,9 +97,23 @@ pub async fn view_of(
     let publisher = lienthong_core::amqp::Publisher::new(&conn, 10_000)
         .await
         .expect("publisher");
+    // Centres publish as the units' broker user, as in `Bus::start`.
+    let unit_publisher = match users.url(&format!("{}.units", s.bus.prefix)) {
+        Some(url) => {
+            let c = std::sync::Arc::new(
+                lapin::Connection::connect(&url, Default::default())
+                    .await
+                    .expect("the units' broker user connects"),
+            );
+            lienthong_core::amqp::Publisher::new(&c, 10_000)
+                .await
+                .expect("publisher")
+        }
+        None => publisher.clone(),
+    };
     Bus {
-        users: lienthong_testkit::broker_users::BrokerUsers::none(),
-        unit_publisher: publisher.clone(),
+        users,
+        unit_publisher,
         names: lienthong_core::topology::Names::new(&s.bus.prefix),
         settings: s.clone(),
         dir: dir.to_path_buf(),
