@@ -1,4 +1,5 @@
-//! RFC 9457 problem details (`application/problem+json`), written once for every endpoint.
+//! RFC 9457 problem details (`application/problem+json`), written once for every endpoint;
+//! internal errors are logged under an id and answered with that id only.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,8 +21,11 @@ pub struct Problem {
     /// `procedure-data-invalid` objects `{pointer, alternatives?, detail, needed_by: [{step,
     /// name, unit?, unit_name?}]}` (a [`lienthong_core::envelope::FieldError`] each).
     pub errors: Vec<serde_json::Value>,
-    /// Seconds for Retry-After (503).
+    /// Seconds for Retry-After (503, 429).
     pub retry_after_s: Option<u64>,
+    /// `urn:lienthong:error:<id>` when the cause was logged (an internal error): the log line
+    /// carries the same `error_id`.
+    pub instance: Option<String>,
 }
 
 impl Problem {
@@ -34,7 +38,67 @@ impl Problem {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after_s: None,
+            instance: None,
         }
+    }
+
+    /// A problem whose cause is internal (a store, broker or task error): the cause is logged
+    /// with a new error id and never sent; the answer carries `detail` (for people, naming no
+    /// internals) and `instance` = `urn:lienthong:error:<id>`, so an operator finds the log line.
+    pub fn hidden(
+        status: StatusCode,
+        code: &str,
+        title: &str,
+        detail: impl Into<String>,
+        cause: impl std::fmt::Display,
+    ) -> Self {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let detail = detail.into();
+        tracing::error!(message = "HTTP API: internal error", error_id = %id, code, detail = %detail, error = %format!("{cause:#}"));
+        let mut p = Problem::new(status, code, title, detail);
+        p.instance = Some(format!("urn:lienthong:error:{id}"));
+        p
+    }
+
+    /// 500 for an internal failure (a task that panicked, a store error): see [`Problem::hidden`].
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Problem::hidden(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the bus failed on this request; the operator can find the cause by this instance",
+            cause,
+        )
+    }
+
+    /// 503 with Retry-After whose cause is internal (a store or broker error): see
+    /// [`Problem::hidden`].
+    pub fn unavailable_because(
+        detail: impl Into<String>,
+        retry_after_s: u64,
+        cause: impl std::fmt::Display,
+    ) -> Self {
+        let mut p = Problem::hidden(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Bus temporarily unavailable",
+            detail,
+            cause,
+        );
+        p.retry_after_s = Some(retry_after_s);
+        p
+    }
+
+    /// 429 with Retry-After: the key sent more than its rate.
+    pub fn too_many(retry_after_s: u64) -> Self {
+        let mut p = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            format!("this key sent more requests than its rate allows; retry in {retry_after_s} s"),
+        );
+        p.retry_after_s = Some(retry_after_s);
+        p
     }
 
     /// 401: no or unknown key.
@@ -85,6 +149,7 @@ impl From<Rejection> for Problem {
                     .collect()
             },
             retry_after_s: None,
+            instance: None,
         }
     }
 }
@@ -99,6 +164,9 @@ impl IntoResponse for Problem {
         });
         if !self.errors.is_empty() {
             body["errors"] = json!(self.errors);
+        }
+        if let Some(i) = &self.instance {
+            body["instance"] = json!(i);
         }
         let mut resp = (self.status, body.to_string()).into_response();
         resp.headers_mut().insert(

@@ -101,11 +101,7 @@ pub(super) async fn callback_inner(
                 .unwrap_or("a status that changes nothing")
         ));
         let broker = api.broker().await?;
-        broker
-            .tracer
-            .emit(&ev)
-            .await
-            .map_err(|e| Problem::unavailable(format!("trace not confirmed: {e}"), 5))?;
+        broker.tracer.emit(&ev).await.map_err(trace_unconfirmed)?;
         return Ok(env.message_id);
     }
     let status = TrangThaiHoSo(reply.status);
@@ -138,14 +134,7 @@ pub(super) async fn callback_inner(
         title: None,
     });
     // The agency's words go through the same ingress checks as any envelope.
-    let mut value = serde_json::to_value(&env).map_err(|e| {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            e.to_string(),
-        )
-    })?;
+    let mut value = serde_json::to_value(&env).map_err(Problem::internal)?;
     lienthong_core::envelope::normalize_nfc(&mut value);
     let env = api.ctx.validator.accept_value(value).map_err(|r| {
         Problem::new(
@@ -169,14 +158,7 @@ pub(super) async fn callback_inner(
             tracing::error!(message = "the store did not take the callback", error = %e);
             Problem::unavailable("the store did not take the callback", 5)
         })?;
-    let env: Envelope = serde_json::from_str(&stored).map_err(|e| {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            e.to_string(),
-        )
-    })?;
+    let env: Envelope = serde_json::from_str(&stored).map_err(Problem::internal)?;
     if published {
         return Ok(env.message_id);
     }

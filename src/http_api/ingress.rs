@@ -60,14 +60,7 @@ pub(super) async fn submit_inner(
     let b = body.clone();
     let env = tokio::task::spawn_blocking(move || validator.accept(&b))
         .await
-        .map_err(|e| {
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                e.to_string(),
-            )
-        })?
+        .map_err(Problem::internal)?
         .map_err(Problem::from)?;
     if env.sender != unit.code {
         return Err(Rejection::new(
@@ -88,19 +81,13 @@ pub(super) async fn submit_inner(
     {
         Ok(Ok(found)) => found,
         Ok(Err(e)) => {
-            return Err(Problem::unavailable(
-                format!("the store could not be read: {e}"),
+            return Err(Problem::unavailable_because(
+                "the store could not be read",
                 5,
+                e,
             ));
         }
-        Err(e) => {
-            return Err(Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                e.to_string(),
-            ));
-        }
+        Err(e) => return Err(Problem::internal(e)),
     };
     let registry = &api.ctx.registry;
     // A forward without receiver starts the procedure's route (process manager); messages of a
@@ -164,15 +151,8 @@ pub(super) async fn submit_inner(
             (e, r)
         })
         .await
-        .map_err(|e| {
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                e.to_string(),
-            )
-        })?;
-        r.map_err(|e| Problem::unavailable(format!("the claim-check store failed: {e}"), 5))?;
+        .map_err(Problem::internal)?;
+        r.map_err(|e| Problem::unavailable_because("the claim-check store failed", 5, e))?;
         env = e;
     }
     let ev =
