@@ -22,10 +22,11 @@ pub struct Problem {
     /// name, unit?, unit_name?}]}` (a [`lienthong_core::envelope::FieldError`] each).
     pub errors: Vec<serde_json::Value>,
     /// Seconds for Retry-After (503, 429).
-    pub retry_after_s: Option<u64>,
-    /// `urn:lienthong:error:<id>` when the cause was logged (an internal error): the log line
-    /// carries the same `error_id`.
-    pub instance: Option<String>,
+    pub retry_after_s: Option<u32>,
+    /// The id under which the cause was logged (an internal error), answered as `instance`
+    /// `urn:lienthong:error:<16 hex digits>`; the log line carries the same `error_id`. (An
+    /// integer and a u32 Retry-After keep a `Problem` within clippy's size for an `Err`.)
+    pub error_id: Option<std::num::NonZeroU64>,
 }
 
 impl Problem {
@@ -38,7 +39,7 @@ impl Problem {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after_s: None,
-            instance: None,
+            error_id: None,
         }
     }
 
@@ -52,11 +53,13 @@ impl Problem {
         detail: impl Into<String>,
         cause: impl std::fmt::Display,
     ) -> Self {
-        let id = uuid::Uuid::now_v7().simple().to_string();
+        // The random low half of a UUIDv7.
+        let id = std::num::NonZeroU64::new(uuid::Uuid::now_v7().as_u64_pair().1)
+            .unwrap_or(std::num::NonZeroU64::MIN);
         let detail = detail.into();
-        tracing::error!(message = "HTTP API: internal error", error_id = %id, code, detail = %detail, error = %format!("{cause:#}"));
+        tracing::error!(message = "HTTP API: internal error", error_id = %format!("{id:016x}"), code, detail = %detail, error = %format!("{cause:#}"));
         let mut p = Problem::new(status, code, title, detail);
-        p.instance = Some(format!("urn:lienthong:error:{id}"));
+        p.error_id = Some(id);
         p
     }
 
@@ -75,7 +78,7 @@ impl Problem {
     /// [`Problem::hidden`].
     pub fn unavailable_because(
         detail: impl Into<String>,
-        retry_after_s: u64,
+        retry_after_s: u32,
         cause: impl std::fmt::Display,
     ) -> Self {
         let mut p = Problem::hidden(
@@ -90,7 +93,7 @@ impl Problem {
     }
 
     /// 429 with Retry-After: the key sent more than its rate.
-    pub fn too_many(retry_after_s: u64) -> Self {
+    pub fn too_many(retry_after_s: u32) -> Self {
         let mut p = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate-limited",
@@ -119,7 +122,7 @@ impl Problem {
             "Bus temporarily unavailable",
             detail,
         );
-        p.retry_after_s = Some(retry_after_s);
+        p.retry_after_s = Some(u32::try_from(retry_after_s).unwrap_or(u32::MAX));
         p
     }
 }
@@ -149,7 +152,7 @@ impl From<Rejection> for Problem {
                     .collect()
             },
             retry_after_s: None,
-            instance: None,
+            error_id: None,
         }
     }
 }
@@ -165,8 +168,8 @@ impl IntoResponse for Problem {
         if !self.errors.is_empty() {
             body["errors"] = json!(self.errors);
         }
-        if let Some(i) = &self.instance {
-            body["instance"] = json!(i);
+        if let Some(id) = self.error_id {
+            body["instance"] = json!(format!("urn:lienthong:error:{id:016x}"));
         }
         let mut resp = (self.status, body.to_string()).into_response();
         resp.headers_mut().insert(

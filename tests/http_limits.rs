@@ -306,7 +306,7 @@ async fn an_internal_error_is_answered_with_an_id_and_no_internals() {
     }
     let instance = body["instance"].as_str().unwrap_or_default();
     assert!(
-        instance.starts_with("urn:lienthong:error:") && instance.len() > 30,
+        instance.starts_with("urn:lienthong:error:") && instance.len() == 20 + 16,
         "an error id the operator finds in the log: {text}"
     );
     assert_eq!(body["type"], "urn:lienthong:problem:store");

@@ -134,7 +134,8 @@ pub(super) async fn gate(
     if let Err(not_until) = limiter.check_key(&who) {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        return Problem::too_many(secs.max(1)).into_response();
+        let secs = u32::try_from(secs).unwrap_or(u32::MAX).max(1);
+        return Problem::too_many(secs).into_response();
     }
     let declared = req
         .headers()
