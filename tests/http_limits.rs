@@ -1,7 +1,8 @@
 //! The HTTP API's limits against a real bus on loopback: the key is checked before the body is
 //! read (a 60 MiB unauthenticated POST), a client dribbling its headers is cut off, a key over
-//! its rate gets 429 with Retry-After, an internal error's body names no internals, and an
-//! unknown unit looks exactly like a wrong key.
+//! its rate gets 429 with Retry-After, requests beyond the bound are shed (503) and a slow one
+//! times out, an internal error's body names no internals, an unknown unit looks exactly like a
+//! wrong key, and `/metrics` needs the operator key or its own listener.
 
 mod common;
 
@@ -423,5 +424,76 @@ async fn metrics_need_the_operator_key_or_their_own_listener() {
         .await
         .expect("metrics listener");
     assert_eq!(other.status(), reqwest::StatusCode::NOT_FOUND);
+    bus.stop().await;
+}
+
+/// Open a POST to `/v1/messages` with a valid key that declares `len` bytes and sends only a
+/// few: the request holds its place until its body comes.
+async fn hanging_post(bus: &Bus, len: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(addr(bus)).await.expect("connect");
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nHost: bus\r\nContent-Type: application/json\r\nAuthorization: Bearer {SON_HA_KEY}\r\nContent-Length: {len}\r\n\r\n{{\"kind\""
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream
+}
+
+/// Read a whole answer (until the server closes or 10 s pass).
+async fn read_answer(stream: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await
+    {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"}") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_bound_are_shed_and_a_slow_request_times_out() {
+    let _one = SERIAL.lock().await;
+    let bus = Bus::start_with("limits-shed", |s| {
+        s.http.max_concurrent_requests = 1;
+        s.http.request_timeout_ms = 1500;
+    })
+    .await;
+    let t0 = Instant::now();
+    let mut held = hanging_post(&bus, 1000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The one place is taken: the next request is answered 503 at once.
+    let r = reqwest::get(format!("{}/healthz", bus.http))
+        .await
+        .expect("healthz");
+    assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    // The held request never sends its body: answered 503 timeout after 1.5 s.
+    let answer = read_answer(&mut held).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("urn:lienthong:problem:timeout"), "{answer}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1400) && t0.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        t0.elapsed()
+    );
+    // The place is free again.
+    let r = reqwest::get(format!("{}/healthz", bus.http))
+        .await
+        .expect("healthz");
+    assert!(r.status().is_success());
     bus.stop().await;
 }
