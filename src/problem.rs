@@ -184,3 +184,65 @@ impl IntoResponse for Problem {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A log writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend_from_slice(b);
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_is_logged_under_the_id_it_is_answered_with() {
+        let log = Buf::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let p = tracing::subscriber::with_default(subscriber, || {
+            Problem::internal("disk I/O error: no such table: dead_letters")
+        });
+        let resp = p.into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let text = body.to_string();
+        assert!(
+            !text.contains("dead_letters") && !text.contains("I/O"),
+            "{text}"
+        );
+        let id = body["instance"]
+            .as_str()
+            .and_then(|i| i.strip_prefix("urn:lienthong:error:"))
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(id.len(), 16, "{text}");
+        let logged = log
+            .0
+            .lock()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default();
+        assert!(
+            logged.contains(&format!("error_id={id}"))
+                && logged.contains("no such table: dead_letters"),
+            "the log line carries the id and the cause: {logged}"
+        );
+    }
+}

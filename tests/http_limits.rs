@@ -192,6 +192,29 @@ async fn a_client_dribbling_its_headers_is_cut_off() {
         .await
         .expect("healthz");
     assert!(r.status().is_success());
+    // A kept-alive connection that sends no next request is closed after the same timeout.
+    let mut idle = TcpStream::connect(addr(&bus)).await.expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: bus\r\n\r\n")
+        .await
+        .expect("request");
+    let t1 = Instant::now();
+    let mut buf = [0u8; 4096];
+    let mut first = Vec::new();
+    let closed_after = loop {
+        match tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break t1.elapsed(),
+            Ok(Ok(n)) => first.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("an idle kept-alive connection stays open"),
+        }
+    };
+    assert!(
+        String::from_utf8_lossy(&first).starts_with("HTTP/1.1 200"),
+        "served first"
+    );
+    assert!(
+        closed_after < Duration::from_secs(4),
+        "idle connection closed after {closed_after:?}"
+    );
     bus.stop().await;
 }
 
