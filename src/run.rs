@@ -225,6 +225,27 @@ pub async fn tool_context(settings: Settings, name: &str) -> anyhow::Result<Ctx>
     context(settings, store, conn, rx)
 }
 
+/// Log and ignore SIGHUP until `stop` (a process without a TLS certificate to reload).
+async fn ignore_hangup(mut stop: watch::Receiver<bool>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = hup.recv() => {
+                    tracing::info!(message = "SIGHUP: no TLS certificate to reload in this process");
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = stop.changed().await;
+}
+
 /// Refuse to serve the HTTP API in plain HTTP on an address that is not loopback, unless
 /// `[http] insecure = true` (then warn, at every start). `listen` may name a host: every address
 /// it resolves to must be loopback.
@@ -333,6 +354,11 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
     let adapters =
         lienthong_adapters::build_all(&ctx.registry, &callback_base, Some(ctx.store.clone()))?;
     tasks.spawn(supervise("topology", ctx.clone(), keep_topology));
+    if tls.is_none() {
+        // SIGHUP reloads the TLS certificate (`CertReloader::watch`); without one it must not
+        // end the process (its default action), e.g. under `systemctl reload`.
+        tokio::spawn(ignore_hangup(ctx.shutdown.clone()));
+    }
     for c in components {
         let ctx = ctx.clone();
         match c {
