@@ -52,30 +52,41 @@ pub(super) async fn callback_inner(
     })?;
     let log = api.log.clone();
     let reference = reply.reference.clone();
-    let delivery = tokio::task::spawn_blocking(move || log.get(&reference))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .flatten()
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::NOT_FOUND,
-                "unknown-reference",
-                "Unknown reference",
-                format!(
-                    "no delivery with MaThamChieu {} to {unit_code}",
-                    reply.reference
-                ),
-            )
-        })?;
-    if delivery.unit != unit_code || delivery.ma_ho_so != reply.ma_ho_so {
+    let unknown = || {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-reference",
+            "Unknown reference",
+            format!(
+                "no delivery with MaThamChieu {} to {unit_code}",
+                reply.reference
+            ),
+        )
+    };
+    let delivery = match tokio::task::spawn_blocking(move || log.get(&reference)).await {
+        Ok(Ok(Some(d))) => d,
+        Ok(Ok(None)) => return Err(unknown()),
+        Ok(Err(e)) => {
+            return Err(Problem::unavailable_because(
+                "the delivery log could not be read",
+                5,
+                e,
+            ));
+        }
+        Err(e) => return Err(Problem::internal(e)),
+    };
+    // Another unit's delivery is as unknown to this one as no delivery at all.
+    if delivery.unit != unit_code {
+        return Err(unknown());
+    }
+    if delivery.ma_ho_so != reply.ma_ho_so {
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "reference-mismatch",
             "Reference does not match",
             format!(
-                "MaThamChieu {} belongs to {} at {}",
-                reply.reference, delivery.ma_ho_so, delivery.unit
+                "MaThamChieu {} is a delivery to {unit_code} of another dossier than {}",
+                reply.reference, reply.ma_ho_so
             ),
         ));
     }
