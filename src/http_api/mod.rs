@@ -292,15 +292,7 @@ impl Api {
             Err(PublishError::TooLarge(why)) => {
                 // The broker's words stay in the log; the sender gets its limit.
                 tracing::warn!(message = "the broker refuses a message of the HTTP API as too large", error = %why);
-                let max = why
-                    .split("max size ")
-                    .nth(1)
-                    .map(|t| {
-                        t.chars()
-                            .take_while(char::is_ascii_digit)
-                            .collect::<String>()
-                    })
-                    .filter(|n| !n.is_empty())
+                let max = broker_max_size(&why)
                     .map(|n| format!(" (the broker's max size is {n} bytes)"))
                     .unwrap_or_default();
                 Err(Rejection::new(
@@ -328,6 +320,30 @@ impl Api {
             )),
         }
     }
+}
+
+/// The limit in the broker's refusal of a large message (`… is larger than configured max size
+/// 200000`): the one part of its words the sender may see.
+fn broker_max_size(why: &str) -> Option<&str> {
+    let rest = why.split("max size ").nth(1)?;
+    let n = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(rest, |end| &rest[..end]);
+    (!n.is_empty()).then_some(n)
+}
+
+#[cfg(test)]
+#[test]
+fn only_the_brokers_limit_is_taken_from_its_refusal() {
+    assert_eq!(
+        broker_max_size(
+            "PRECONDITION_FAILED - message size 240123 is larger than configured max size 200000"
+        ),
+        Some("200000")
+    );
+    assert_eq!(broker_max_size("max size 5 (vhost /)"), Some("5"));
+    assert_eq!(broker_max_size("channel closed"), None);
+    assert_eq!(broker_max_size("max size unknown"), None);
 }
 
 /// 503 for a trace event the broker did not confirm (the cause is logged, not sent).
