@@ -23,4 +23,5 @@ pub mod process_manager;
 pub mod replay;
 pub mod router;
 pub mod run;
+pub mod testing;
 pub mod tracer;

@@ -281,7 +281,12 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    // Fail points from the FAILPOINTS environment variable; only a `failpoints` build has any.
+    // The clock offset and fail points exist only in `testing` builds: any other refuses them.
+    if let Err(e) = lienthong::testing::refuse_in_production() {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    // Fail points from the FAILPOINTS environment variable; only a `testing` build has any.
     let _failpoints = fail::FailScenario::setup();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -1,4 +1,5 @@
-//! RFC 9457 problem details (`application/problem+json`), written once for every endpoint.
+//! RFC 9457 problem details (`application/problem+json`), written once for every endpoint;
+//! internal errors are logged under an id and answered with that id only.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,8 +21,12 @@ pub struct Problem {
     /// `procedure-data-invalid` objects `{pointer, alternatives?, detail, needed_by: [{step,
     /// name, unit?, unit_name?}]}` (a [`lienthong_core::envelope::FieldError`] each).
     pub errors: Vec<serde_json::Value>,
-    /// Seconds for Retry-After (503).
-    pub retry_after_s: Option<u64>,
+    /// Seconds for Retry-After (503, 429).
+    pub retry_after_s: Option<u32>,
+    /// The id under which the cause was logged (an internal error), answered as `instance`
+    /// `urn:lienthong:error:<16 hex digits>`; the log line carries the same `error_id`. (An
+    /// integer and a u32 Retry-After keep a `Problem` within clippy's size for an `Err`.)
+    pub error_id: Option<std::num::NonZeroU64>,
 }
 
 impl Problem {
@@ -34,7 +39,69 @@ impl Problem {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after_s: None,
+            error_id: None,
         }
+    }
+
+    /// A problem whose cause is internal (a store, broker or task error): the cause is logged
+    /// with a new error id and never sent; the answer carries `detail` (for people, naming no
+    /// internals) and `instance` = `urn:lienthong:error:<id>`, so an operator finds the log line.
+    pub fn hidden(
+        status: StatusCode,
+        code: &str,
+        title: &str,
+        detail: impl Into<String>,
+        cause: impl std::fmt::Display,
+    ) -> Self {
+        // The random low half of a UUIDv7.
+        let id = std::num::NonZeroU64::new(uuid::Uuid::now_v7().as_u64_pair().1)
+            .unwrap_or(std::num::NonZeroU64::MIN);
+        let detail = detail.into();
+        tracing::error!(message = "HTTP API: internal error", error_id = %format!("{id:016x}"), code, detail = %detail, error = %format!("{cause:#}"));
+        let mut p = Problem::new(status, code, title, detail);
+        p.error_id = Some(id);
+        p
+    }
+
+    /// 500 for an internal failure (a task that panicked, a store error): see [`Problem::hidden`].
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Problem::hidden(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the bus failed on this request; the operator can find the cause by this instance",
+            cause,
+        )
+    }
+
+    /// 503 with Retry-After whose cause is internal (a store or broker error): see
+    /// [`Problem::hidden`].
+    pub fn unavailable_because(
+        detail: impl Into<String>,
+        retry_after_s: u32,
+        cause: impl std::fmt::Display,
+    ) -> Self {
+        let mut p = Problem::hidden(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Bus temporarily unavailable",
+            detail,
+            cause,
+        );
+        p.retry_after_s = Some(retry_after_s);
+        p
+    }
+
+    /// 429 with Retry-After: the key sent more than its rate.
+    pub fn too_many(retry_after_s: u32) -> Self {
+        let mut p = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            format!("this key sent more requests than its rate allows; retry in {retry_after_s} s"),
+        );
+        p.retry_after_s = Some(retry_after_s);
+        p
     }
 
     /// 401: no or unknown key.
@@ -55,7 +122,7 @@ impl Problem {
             "Bus temporarily unavailable",
             detail,
         );
-        p.retry_after_s = Some(retry_after_s);
+        p.retry_after_s = Some(u32::try_from(retry_after_s).unwrap_or(u32::MAX));
         p
     }
 }
@@ -85,6 +152,7 @@ impl From<Rejection> for Problem {
                     .collect()
             },
             retry_after_s: None,
+            error_id: None,
         }
     }
 }
@@ -100,6 +168,9 @@ impl IntoResponse for Problem {
         if !self.errors.is_empty() {
             body["errors"] = json!(self.errors);
         }
+        if let Some(id) = self.error_id {
+            body["instance"] = json!(format!("urn:lienthong:error:{id:016x}"));
+        }
         let mut resp = (self.status, body.to_string()).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -111,5 +182,67 @@ impl IntoResponse for Problem {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A log writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend_from_slice(b);
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_is_logged_under_the_id_it_is_answered_with() {
+        let log = Buf::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let p = tracing::subscriber::with_default(subscriber, || {
+            Problem::internal("disk I/O error: no such table: dead_letters")
+        });
+        let resp = p.into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let text = body.to_string();
+        assert!(
+            !text.contains("dead_letters") && !text.contains("I/O"),
+            "{text}"
+        );
+        let id = body["instance"]
+            .as_str()
+            .and_then(|i| i.strip_prefix("urn:lienthong:error:"))
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(id.len(), 16, "{text}");
+        let logged = log
+            .0
+            .lock()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default();
+        assert!(
+            logged.contains(&format!("error_id={id}"))
+                && logged.contains("no such table: dead_letters"),
+            "the log line carries the id and the cause: {logged}"
+        );
     }
 }

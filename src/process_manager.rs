@@ -54,13 +54,10 @@ pub struct ProcessManager {
 }
 
 /// "Now" for the process manager: the clock, moved by `LIENTHONG_CLOCK_OFFSET_S` seconds when
-/// that variable is set (the demo and the tests use it to run a dossier across working days).
+/// that variable is set in a `testing` build (tests use it to run a dossier across working days;
+/// other builds refuse it: [`crate::testing`]).
 pub fn now() -> DateTime<FixedOffset> {
-    let offset = std::env::var("LIENTHONG_CLOCK_OFFSET_S")
-        .ok()
-        .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(0);
-    lienthong_core::clock::now_vn() + chrono::Duration::seconds(offset)
+    lienthong_core::clock::now_vn() + chrono::Duration::seconds(crate::testing::clock_offset_s())
 }
 
 impl ProcessManager {
@@ -140,7 +137,7 @@ impl ProcessManager {
             Applied::Done { notes, .. } => {
                 // Crash test hook: the state and the outbox are committed, nothing is published
                 // and the delivery is not acked; held until the process is killed.
-                #[cfg(feature = "failpoints")]
+                #[cfg(feature = "testing")]
                 if fail::eval("process-after-commit", |_| ()).is_some() {
                     tracing::warn!(message = "fail point process-after-commit: holding the delivery", ma_ho_so = %env.ma_ho_so, message_id = %env.message_id);
                     std::future::pending::<()>().await;

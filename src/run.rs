@@ -254,9 +254,66 @@ fn refuse_weak_keys(settings: &Settings) -> anyhow::Result<()> {
     )
 }
 
-/// Start `components` of the bus for `settings` (refused while a key is weak).
+/// Log and ignore SIGHUP until `stop` (a process without a TLS certificate to reload).
+async fn ignore_hangup(mut stop: watch::Receiver<bool>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = hup.recv() => {
+                    tracing::info!(message = "SIGHUP: no TLS certificate to reload in this process");
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = stop.changed().await;
+}
+
+/// Refuse to serve the HTTP API in plain HTTP on an address that is not loopback, unless
+/// `[http] insecure = true` (then warn, at every start). `listen` may name a host: every address
+/// it resolves to must be loopback.
+pub async fn check_http_exposure(settings: &Settings) -> anyhow::Result<()> {
+    let http = &settings.http;
+    if http.tls_cert.is_some() && http.tls_key.is_some() {
+        return Ok(());
+    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(http.listen.as_str())
+        .await
+        .with_context(|| format!("[http] listen {}", http.listen))?
+        .collect();
+    let exposed: Vec<String> = addrs
+        .iter()
+        .filter(|a| !a.ip().is_loopback())
+        .map(ToString::to_string)
+        .collect();
+    if exposed.is_empty() {
+        return Ok(());
+    }
+    if http.insecure {
+        tracing::warn!(
+            message = "the HTTP API serves plain HTTP on an address that is not loopback ([http] insecure = true): keys and dossiers cross the network unencrypted",
+            listen = %http.listen
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to serve the HTTP API without TLS on {} ({}): set [http] tls_cert and tls_key, listen on a loopback address behind a TLS proxy, or set [http] insecure = true",
+        http.listen,
+        exposed.join(", ")
+    )
+}
+
+/// Start `components` of the bus for `settings` (refused while a key is weak, the broker link
+/// or the HTTP API would be unencrypted off this machine, or a test-only switch is set).
 pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Result<Running> {
     settings.check()?;
+    crate::testing::refuse_in_production()?;
     refuse_weak_keys(&settings)?;
     if let Some(why) = settings.bus.transport_problem() {
         anyhow::bail!("refusing to start: {why}");
@@ -266,6 +323,9 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
             message = "[bus] insecure = true: a plain amqp:// broker off this machine is accepted; messages cross the network unencrypted",
             broker = %lienthong_core::amqp::redact(&settings.bus.amqp_url)
         );
+    }
+    if components.contains(&Component::Http) {
+        check_http_exposure(&settings).await?;
     }
     let _ = crate::metrics::metrics_handle();
     let name = components
@@ -302,9 +362,28 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
     } else {
         None
     };
+    // TLS: the certificate is read now (a bad file stops startup), then on SIGHUP or change.
+    let tls = match (&ctx.settings.http.tls_cert, &ctx.settings.http.tls_key) {
+        (Some(cert), Some(key)) if components.contains(&Component::Http) => {
+            Some(crate::http_api::serve::CertReloader::load(
+                std::path::Path::new(cert),
+                std::path::Path::new(key),
+            )?)
+        }
+        _ => None,
+    };
+    let mut metrics_listener = match &ctx.settings.http.metrics_listen {
+        Some(addr) if components.contains(&Component::Http) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on [http] metrics_listen {addr}"))?,
+        ),
+        _ => None,
+    };
     let callback_base = ctx.settings.http.public_url.clone().unwrap_or_else(|| {
         format!(
-            "http://{}",
+            "{}://{}",
+            if tls.is_some() { "https" } else { "http" },
             http_addr
                 .map(|a| a.to_string())
                 .unwrap_or_else(|| ctx.settings.http.listen.clone())
@@ -315,6 +394,11 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
     let adapters =
         lienthong_adapters::build_all(&ctx.registry, &callback_base, Some(ctx.store.clone()))?;
     tasks.spawn(supervise("topology", ctx.clone(), keep_topology));
+    if tls.is_none() {
+        // SIGHUP reloads the TLS certificate (`CertReloader::watch`); without one it must not
+        // end the process (its default action), e.g. under `systemctl reload`.
+        tokio::spawn(ignore_hangup(ctx.shutdown.clone()));
+    }
     for c in components {
         let ctx = ctx.clone();
         match c {
@@ -338,14 +422,34 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
                 tasks.spawn(supervise("http", ctx.clone(), move |c| {
                     crate::http_api::hold_broker(c, broker.clone())
                 }));
-                let mut stop = ctx.shutdown.clone();
+                let opts = crate::http_api::serve::ServeOptions {
+                    header_read_timeout: Duration::from_millis(
+                        ctx.settings.http.header_read_timeout_ms,
+                    ),
+                    tls: match &tls {
+                        Some(t) => {
+                            tokio::spawn(t.clone().watch(ctx.shutdown.clone()));
+                            Some(t.acceptor()?)
+                        }
+                        None => None,
+                    },
+                };
+                if let Some(ml) = metrics_listener.take() {
+                    let opts = crate::http_api::serve::ServeOptions {
+                        tls: None,
+                        ..opts.clone()
+                    };
+                    let stop = ctx.shutdown.clone();
+                    tokio::spawn(crate::http_api::serve::serve(
+                        ml,
+                        crate::http_api::metrics_app(),
+                        opts,
+                        stop,
+                    ));
+                }
+                let stop = ctx.shutdown.clone();
                 tasks.spawn(async move {
-                    let r = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = stop.changed().await;
-                        })
-                        .await
-                        .map_err(anyhow::Error::from);
+                    let r = crate::http_api::serve::serve(listener, app, opts, stop).await;
                     ("http-server", r)
                 });
             }

@@ -111,6 +111,7 @@ async fn a_dead_lettered_hand_over_blocks_its_step_visibly_and_replay_amendment_
     }
     let metrics = client
         .get(format!("{}/metrics", bus.http))
+        .bearer_auth(bus.settings.http.operator_key.clone().unwrap_or_default())
         .send()
         .await
         .expect("metrics")

@@ -493,12 +493,7 @@ async fn a_message_over_the_brokers_max_size_gets_413_and_the_closed_channel_is_
         .await
         .expect("readyz");
     assert!(ready.status().is_success(), "ready, without a restart");
-    let metrics = reqwest::get(format!("{}/metrics", bus.http))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = bus.metrics().await;
     assert!(
         metrics
             .lines()

@@ -225,10 +225,19 @@ async fn unknown_receiver_and_hop_off_the_route_are_refused_over_amqp_and_http()
     assert_eq!(next(&mut civil, 15).await.message_id, good.message_id);
     // The router's stages of a routed message are timed on /metrics.
     let url = format!("{}/metrics", bus.http);
+    let op = bus.settings.http.operator_key.clone().unwrap_or_default();
     let metrics = eventually_async(10, || {
-        let (client, url) = (client.clone(), url.clone());
+        let (client, url, op) = (client.clone(), url.clone(), op.clone());
         async move {
-            let text = client.get(url).send().await.ok()?.text().await.ok()?;
+            let text = client
+                .get(url)
+                .bearer_auth(op)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
             ["store_write", "publish_confirm", "trace_write"]
                 .iter()
                 .all(|s| {

@@ -122,12 +122,7 @@ async fn readyz(bus: &Bus) -> (u16, Value) {
 
 /// The counter of channel recoveries on `/metrics` (summed over its labels).
 async fn recoveries(bus: &Bus, channel: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", bus.http))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let text = bus.metrics().await;
     text.lines()
         .filter(|l| {
             l.starts_with("lienthong_channel_recoveries_total")

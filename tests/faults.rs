@@ -713,12 +713,7 @@ async fn an_agency_whose_answers_cannot_be_read_alerts_the_operator_once_and_the
                 .is_some_and(|x| x.starts_with("unreadable_answers"))),
         "an alert event in the dossier's trace"
     );
-    let metrics = reqwest::get(format!("{}/metrics", bus.http))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = bus.metrics().await;
     assert!(
         metrics.lines().any(
             |l| l.starts_with("lienthong_adapter_unreadable_answers_total") && l.contains(POLICE)

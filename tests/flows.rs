@@ -628,6 +628,7 @@ async fn an_overdue_step_raises_a_trace_event_a_metric_and_a_webhook_and_is_list
     );
     let metrics = client
         .get(format!("{}/metrics", bus.http))
+        .bearer_auth(bus.settings.http.operator_key.clone().unwrap_or_default())
         .send()
         .await
         .expect("metrics")

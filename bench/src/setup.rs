@@ -65,6 +65,12 @@ impl Bench {
         s.topology.router_prefetch = self.args.prefetch;
         s.http.listen = format!("127.0.0.1:{}", free_port()?);
         s.http.public_url = None;
+        // /metrics without the operator key, on a listener of its own; and no rate limit or
+        // bound on requests at once that a benchmark's agency callbacks would hit.
+        s.http.metrics_listen = Some(format!("127.0.0.1:{}", free_port()?));
+        s.http.rate_per_s = 1_000_000;
+        s.http.rate_burst = 1_000_000;
+        s.http.max_concurrent_requests = 100_000;
         s.mock.listen = format!("127.0.0.1:{}", mock_port.unwrap_or(0));
         s.mock.latency_min_ms = 0;
         s.mock.latency_max_ms = 0;
@@ -202,7 +208,11 @@ impl Bench {
                 self.wait_consumers(&wait, &mut st.children, 60).await?;
                 wait_listening(&dir.join("run.log"), HTTP_LISTENING, &s.http.listen, 30).await?;
                 wait_http(&format!("http://{}/readyz", s.http.listen), 30).await?;
-                st.metrics_url = Some(format!("http://{}/metrics", s.http.listen));
+                st.metrics_url = s
+                    .http
+                    .metrics_listen
+                    .as_ref()
+                    .map(|m| format!("http://{m}/metrics"));
                 if mode == Mode::Http {
                     st.key_by = KeyBy::CorrelationId;
                     st.receiver = POLICE;

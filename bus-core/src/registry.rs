@@ -76,7 +76,7 @@ pub enum ConfigSource {
     Embedded,
     /// A file (`--config FILE`, the path kept for messages): `data_schema` is read from disk.
     /// Every relative path the file holds (`[store] path` and `blob_dir`, `data_schema`, a
-    /// unit's `connection` `ca_bundle` / `client_cert` / `client_key`) was resolved against the
+    /// unit's `connection` `ca_bundle` / `client_cert` / `client_key`, `[http] tls_cert` / `tls_key`) was resolved against the
     /// file's directory when it was loaded ([`Settings::resolve_paths`]).
     File(std::path::PathBuf),
 }
@@ -220,12 +220,47 @@ impl Default for TopologySettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HttpSettings {
-    /// Listen address (default `127.0.0.1:8480`; port 0 picks a free one).
+    /// Listen address (default `127.0.0.1:8480`; port 0 picks a free one). An address that is
+    /// not loopback needs `tls_cert` and `tls_key`, or `insecure = true`.
     pub listen: String,
-    /// Base URL agencies use for callbacks; defaults to `http://<listen address>`.
+    /// Base URL agencies use for callbacks; defaults to `http://<listen address>` (`https://`
+    /// with TLS).
     pub public_url: Option<String>,
-    /// Key for the read endpoints (trace, dead letters, stats); unit keys also work there.
+    /// Key for the read endpoints (trace, dead letters, stats) and `/metrics`.
     pub operator_key: Option<String>,
+    /// PEM file of the server's certificate chain: with `tls_key`, the API speaks HTTPS only.
+    /// Relative to the configuration file's directory; read again on SIGHUP and when the file
+    /// changes.
+    pub tls_cert: Option<String>,
+    /// PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<String>,
+    /// Allow plain HTTP on an address that is not loopback (a warning is logged at every
+    /// start). Default false: `lienthong run` refuses to start.
+    pub insecure: bool,
+    /// When set, `/metrics` is served on this address too, without a key (keep it on a
+    /// loopback or monitoring-only address); on `listen` it always needs the operator key.
+    pub metrics_listen: Option<String>,
+    /// Largest body of an agency callback (`POST /v1/callbacks/{unit}`), bytes (default 1 MiB).
+    /// `POST /v1/messages` takes up to `[envelope] max_envelope_bytes`.
+    pub max_callback_bytes: usize,
+    /// Largest body of the other POSTs (an edXML acknowledgement, an operator's retry), bytes
+    /// (default 1 MiB).
+    pub max_small_body_bytes: usize,
+    /// Requests served at once; more are answered 503 with Retry-After (default 256).
+    pub max_concurrent_requests: usize,
+    /// The longest a request may take, body upload included, ms (default 120000); then 503.
+    pub request_timeout_ms: u64,
+    /// The longest a client may take to send a request's headers, ms (default 10000); then
+    /// the connection is closed (a TLS handshake gets as long).
+    pub header_read_timeout_ms: u64,
+    /// Requests per second allowed to each unit or agency key, sustained (default 100).
+    pub rate_per_s: u32,
+    /// Requests a unit or agency key may send at once above the sustained rate (default 1000).
+    pub rate_burst: u32,
+    /// Requests per second allowed to the operator key (default 20).
+    pub operator_rate_per_s: u32,
+    /// Burst of the operator key (default 100).
+    pub operator_rate_burst: u32,
 }
 
 impl Default for HttpSettings {
@@ -234,6 +269,19 @@ impl Default for HttpSettings {
             listen: "127.0.0.1:8480".into(),
             public_url: None,
             operator_key: None,
+            tls_cert: None,
+            tls_key: None,
+            insecure: false,
+            metrics_listen: None,
+            max_callback_bytes: 1024 * 1024,
+            max_small_body_bytes: 1024 * 1024,
+            max_concurrent_requests: 256,
+            request_timeout_ms: 120_000,
+            header_read_timeout_ms: 10_000,
+            rate_per_s: 100,
+            rate_burst: 1000,
+            operator_rate_per_s: 20,
+            operator_rate_burst: 100,
         }
     }
 }
@@ -745,7 +793,7 @@ impl Settings {
 
     /// Make every relative path of the settings relative to `base` instead (a config file's
     /// directory, so that a config works from any working directory, as nginx's or RabbitMQ's
-    /// do): `[store] path` and `blob_dir`, each procedure's `data_schema`, and each adapter
+    /// do): `[store] path` and `blob_dir`, each procedure's `data_schema`, `[http] tls_cert` and `tls_key`, and each adapter
     /// unit's `[units.reach.settings.connection]` `ca_bundle`, `client_cert`, `client_key`.
     /// Absolute paths are kept as they are.
     pub fn resolve_paths(&mut self, base: &Path) {
@@ -760,6 +808,8 @@ impl Settings {
             &mut self.bus.tls_ca,
             &mut self.bus.tls_client_cert,
             &mut self.bus.tls_client_key,
+            &mut self.http.tls_cert,
+            &mut self.http.tls_key,
         ]
         .into_iter()
         .flatten()
@@ -851,6 +901,22 @@ impl Settings {
                 "[bus] prefix {:?} must be non-empty ASCII letters, digits, '-', '_' or '.'",
                 self.bus.prefix
             ));
+        }
+        let h = &self.http;
+        if h.tls_cert.is_some() != h.tls_key.is_some() {
+            return bad("[http] tls_cert and tls_key go together: give both or neither".into());
+        }
+        if h.rate_per_s == 0
+            || h.rate_burst == 0
+            || h.operator_rate_per_s == 0
+            || h.operator_rate_burst == 0
+            || h.max_concurrent_requests == 0
+            || h.header_read_timeout_ms == 0
+            || h.request_timeout_ms == 0
+        {
+            return bad(
+                "[http] rates, bursts, max_concurrent_requests and timeouts must be above 0".into(),
+            );
         }
         let mut codes = HashSet::new();
         let mut keys = HashSet::new();

@@ -52,30 +52,41 @@ pub(super) async fn callback_inner(
     })?;
     let log = api.log.clone();
     let reference = reply.reference.clone();
-    let delivery = tokio::task::spawn_blocking(move || log.get(&reference))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .flatten()
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::NOT_FOUND,
-                "unknown-reference",
-                "Unknown reference",
-                format!(
-                    "no delivery with MaThamChieu {} to {unit_code}",
-                    reply.reference
-                ),
-            )
-        })?;
-    if delivery.unit != unit_code || delivery.ma_ho_so != reply.ma_ho_so {
+    let unknown = || {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-reference",
+            "Unknown reference",
+            format!(
+                "no delivery with MaThamChieu {} to {unit_code}",
+                reply.reference
+            ),
+        )
+    };
+    let delivery = match tokio::task::spawn_blocking(move || log.get(&reference)).await {
+        Ok(Ok(Some(d))) => d,
+        Ok(Ok(None)) => return Err(unknown()),
+        Ok(Err(e)) => {
+            return Err(Problem::unavailable_because(
+                "the delivery log could not be read",
+                5,
+                e,
+            ));
+        }
+        Err(e) => return Err(Problem::internal(e)),
+    };
+    // Another unit's delivery is as unknown to this one as no delivery at all.
+    if delivery.unit != unit_code {
+        return Err(unknown());
+    }
+    if delivery.ma_ho_so != reply.ma_ho_so {
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "reference-mismatch",
             "Reference does not match",
             format!(
-                "MaThamChieu {} belongs to {} at {}",
-                reply.reference, delivery.ma_ho_so, delivery.unit
+                "MaThamChieu {} is a delivery to {unit_code} of another dossier than {}",
+                reply.reference, reply.ma_ho_so
             ),
         ));
     }
@@ -101,11 +112,7 @@ pub(super) async fn callback_inner(
                 .unwrap_or("a status that changes nothing")
         ));
         let broker = api.broker().await?;
-        broker
-            .tracer
-            .emit(&ev)
-            .await
-            .map_err(|e| Problem::unavailable(format!("trace not confirmed: {e}"), 5))?;
+        broker.tracer.emit(&ev).await.map_err(trace_unconfirmed)?;
         return Ok(env.message_id);
     }
     let status = TrangThaiHoSo(reply.status);
@@ -138,14 +145,7 @@ pub(super) async fn callback_inner(
         title: None,
     });
     // The agency's words go through the same ingress checks as any envelope.
-    let mut value = serde_json::to_value(&env).map_err(|e| {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            e.to_string(),
-        )
-    })?;
+    let mut value = serde_json::to_value(&env).map_err(Problem::internal)?;
     lienthong_core::envelope::normalize_nfc(&mut value);
     let env = api.ctx.validator.accept_value(value).map_err(|r| {
         Problem::new(
@@ -169,14 +169,7 @@ pub(super) async fn callback_inner(
             tracing::error!(message = "the store did not take the callback", error = %e);
             Problem::unavailable("the store did not take the callback", 5)
         })?;
-    let env: Envelope = serde_json::from_str(&stored).map_err(|e| {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            e.to_string(),
-        )
-    })?;
+    let env: Envelope = serde_json::from_str(&stored).map_err(Problem::internal)?;
     if published {
         return Ok(env.message_id);
     }

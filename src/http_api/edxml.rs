@@ -30,8 +30,9 @@ pub(super) fn edxml_department(
     Ok((retry, max))
 }
 
+/// 503 for an outbox (store) failure; the cause is logged, not sent.
 pub(super) fn store_problem(e: impl std::fmt::Display) -> Problem {
-    Problem::unavailable(format!("the outbox is not available: {e}"), 5)
+    Problem::unavailable_because("the outbox is not available", 5, e)
 }
 
 /// `GET /v1/edxml/{unit}/packages`: the unit's waiting packages, oldest first (JSON array of
@@ -159,11 +160,7 @@ pub(super) async fn edxml_ack_inner(
                         format!(" ({reason})")
                     }
                 ));
-            broker
-                .tracer
-                .emit(&ev)
-                .await
-                .map_err(|e| Problem::unavailable(format!("trace not confirmed: {e}"), 5))?;
+            broker.tracer.emit(&ev).await.map_err(trace_unconfirmed)?;
             Ok("done")
         }
         Acked::AlreadyEnded(state) => Ok(if state == "done" { "done" } else { "failed" }),
@@ -192,7 +189,13 @@ pub(super) async fn edxml_ack_inner(
                 envelope: Some(&env),
             })
             .await
-            .map_err(|e| Problem::unavailable(format!("dead letter not confirmed: {e}"), 5))?;
+            .map_err(|e| {
+                Problem::unavailable_because(
+                    "the dead letter was not confirmed",
+                    5,
+                    format!("dead letter not confirmed: {e}"),
+                )
+            })?;
             let _ = dlc.notify_sender(&env, &rejection, &api.ctx.registry).await;
             Ok("failed")
         }

@@ -60,14 +60,7 @@ pub(super) async fn submit_inner(
     let b = body.clone();
     let env = tokio::task::spawn_blocking(move || validator.accept(&b))
         .await
-        .map_err(|e| {
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                e.to_string(),
-            )
-        })?
+        .map_err(Problem::internal)?
         .map_err(Problem::from)?;
     if env.sender != unit.code {
         return Err(Rejection::new(
@@ -97,19 +90,13 @@ pub(super) async fn submit_inner(
     let ((runs, origin), seen) = match looked_up {
         Ok(Ok(found)) => found,
         Ok(Err(e)) => {
-            return Err(Problem::unavailable(
-                format!("the store could not be read: {e}"),
+            return Err(Problem::unavailable_because(
+                "the store could not be read",
                 5,
+                e,
             ));
         }
-        Err(e) => {
-            return Err(Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                e.to_string(),
-            ));
-        }
+        Err(e) => return Err(Problem::internal(e)),
     };
     routing::check_message_id(&env, seen.as_ref())?;
     let registry = &api.ctx.registry;
@@ -174,21 +161,16 @@ pub(super) async fn submit_inner(
             (e, r)
         })
         .await
-        .map_err(|e| {
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                e.to_string(),
-            )
-        })?;
-        r.map_err(|e| Problem::unavailable(format!("the claim-check store failed: {e}"), 5))?;
+        .map_err(Problem::internal)?;
+        r.map_err(|e| Problem::unavailable_because("the claim-check store failed", 5, e))?;
         // Who may fetch the blobs, and when they go: the dossier's.
         api.ctx
             .writer
             .record_blobs(&e.ma_ho_so, lienthong_core::claimcheck::blob_refs(&e))
             .await
-            .map_err(|_| Problem::unavailable("the store did not record the attachments", 5))?;
+            .map_err(|why| {
+                Problem::unavailable_because("the store did not record the attachments", 5, why)
+            })?;
         env = e;
     }
     let ev =

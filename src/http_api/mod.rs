@@ -1,7 +1,9 @@
 //! The HTTP API (axum) for units that do not speak AMQP and for agency callbacks: its state,
 //! its routes and who may call them; one file per group of routes: `ingress` (`POST
 //! /v1/messages`), `callbacks` (`POST /v1/callbacks/{unit}`), `edxml` (the departments' pull),
-//! `reads` (operators' endpoints), `health`.
+//! `reads` (operators' endpoints), `health`; `guard` (the layers in front of them: requests at
+//! once, timeout, key before body, rate, body limit) and `serve` (the connections: HTTP/1.1 with
+//! a header-read timeout, TLS with certificate reload, graceful shutdown).
 
 use std::sync::Arc;
 
@@ -28,12 +30,15 @@ use crate::problem::Problem;
 
 mod callbacks;
 mod edxml;
+mod guard;
 mod health;
 mod ingress;
 mod reads;
+pub mod serve;
 
 use callbacks::*;
 use edxml::*;
+use guard::{Gate, Guard, Limits};
 use health::*;
 use ingress::*;
 use reads::*;
@@ -47,6 +52,7 @@ struct Api {
     log: DeliveryLog,
     adapters: Adapters,
     outbox: Outbox,
+    limits: Arc<Limits>,
 }
 
 /// The API's current broker handles; empty while the broker is unreachable (requests that
@@ -92,16 +98,25 @@ pub async fn hold_broker(ctx: Ctx, slot: BrokerSlot) -> anyhow::Result<()> {
 /// Build the router of the API and its (empty) broker slot. `adapters` are the process's
 /// adapters by unit code ([`lienthong_adapters::build_all`]): the callback route reads each
 /// agency's callbacks through its unit's adapter.
+///
+/// The layers, outermost first: [`guard::shed`] (requests at once, request timeout) on every
+/// route; then, on each authenticated route, [`guard::gate`] (the key from the headers before
+/// the body, the key's rate, a declared length above the route's limit); then the route's body
+/// limit while the handler reads the body.
 pub fn app(ctx: Ctx, adapters: Adapters) -> anyhow::Result<(Router, BrokerSlot)> {
     let broker: BrokerSlot = Arc::default();
     let log = DeliveryLog::new(ctx.store.clone())?;
+    let http = &ctx.settings.http;
     // Let bodies a little over the envelope limit through, so that the envelope check answers
     // with a problem+json 413 that names the limit.
-    let body_limit = ctx
+    let ingress_limit = ctx
         .settings
         .envelope
         .max_envelope_bytes
         .saturating_add(64 * 1024);
+    let callback_limit = http.max_callback_bytes;
+    let small_limit = http.max_small_body_bytes;
+    let limits = Arc::new(Limits::new(http));
     let outbox = Outbox::new(ctx.store.clone())?;
     let api = Api {
         ctx,
@@ -109,27 +124,75 @@ pub fn app(ctx: Ctx, adapters: Adapters) -> anyhow::Result<(Router, BrokerSlot)>
         log,
         adapters,
         outbox,
+        limits,
     };
+    let gated = |router: Router<Api>, guard: Guard, body_limit: usize| {
+        router
+            .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+            .route_layer(axum::middleware::from_fn_with_state(
+                Gate {
+                    api: api.clone(),
+                    guard,
+                    body_limit,
+                },
+                guard::gate,
+            ))
+    };
+    let units = gated(
+        Router::new().route("/v1/messages", post(submit)),
+        Guard::Unit,
+        ingress_limit,
+    );
+    let callbacks = gated(
+        Router::new().route("/v1/callbacks/{unit}", post(callback)),
+        Guard::Agency,
+        callback_limit,
+    );
+    let departments = gated(
+        Router::new()
+            .route("/v1/edxml/{unit}/packages", get(edxml_list))
+            .route("/v1/edxml/{unit}/packages/{id}", get(edxml_fetch))
+            .route("/v1/edxml/{unit}/packages/{id}/ack", post(edxml_ack)),
+        Guard::Agency,
+        small_limit,
+    );
+    let operators = gated(
+        Router::new()
+            .route("/v1/dossiers/{ma_ho_so}/trace", get(trace))
+            .route("/v1/dossiers/{ma_ho_so}", get(dossier))
+            .route("/v1/dossiers/{ma_ho_so}/retry", post(retry))
+            .route("/v1/dossiers/{ma_ho_so}/control-sheet", get(control_sheet))
+            .route("/v1/overdue", get(overdue))
+            .route("/metrics", get(metrics))
+            .route("/v1/dead-letters", get(dead_letters))
+            .route("/v1/stats", get(stats)),
+        Guard::Operator,
+        small_limit,
+    );
+    let blobs = gated(
+        Router::new().route("/v1/blobs/{sha256}", get(blob)),
+        Guard::AnyKey,
+        small_limit,
+    );
     let router = Router::new()
-        .route("/v1/messages", post(submit))
-        .route("/v1/callbacks/{unit}", post(callback))
-        .route("/v1/edxml/{unit}/packages", get(edxml_list))
-        .route("/v1/edxml/{unit}/packages/{id}", get(edxml_fetch))
-        .route("/v1/edxml/{unit}/packages/{id}/ack", post(edxml_ack))
-        .route("/v1/dossiers/{ma_ho_so}/trace", get(trace))
-        .route("/v1/dossiers/{ma_ho_so}", get(dossier))
-        .route("/v1/dossiers/{ma_ho_so}/retry", post(retry))
-        .route("/v1/dossiers/{ma_ho_so}/control-sheet", get(control_sheet))
-        .route("/v1/overdue", get(overdue))
-        .route("/metrics", get(metrics))
-        .route("/v1/dead-letters", get(dead_letters))
-        .route("/v1/stats", get(stats))
-        .route("/v1/blobs/{sha256}", get(blob))
+        .merge(units)
+        .merge(callbacks)
+        .merge(departments)
+        .merge(operators)
+        .merge(blobs)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            guard::shed,
+        ))
         .with_state(api);
     Ok((router, broker))
+}
+
+/// The router of `[http] metrics_listen`: `/metrics` without a key, nothing else.
+pub fn metrics_app() -> Router {
+    Router::new().route("/metrics", get(metrics))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -185,11 +248,7 @@ impl Api {
     /// Trace `ev`, then publish `env` to the ingress exchange; Ok once both are confirmed.
     async fn trace_and_publish(&self, ev: &TraceEvent, env: &Envelope) -> Result<(), Problem> {
         let broker = self.broker().await?;
-        broker
-            .tracer
-            .emit(ev)
-            .await
-            .map_err(|e| Problem::unavailable(format!("trace not confirmed: {e}"), 5))?;
+        broker.tracer.emit(ev).await.map_err(trace_unconfirmed)?;
         self.publish_ingress(&broker, env).await
     }
 
@@ -226,18 +285,26 @@ impl Api {
             .await
         {
             Ok(()) => Ok(()),
-            Err(PublishError::Returned { code, text }) => Err(Problem::unavailable(
-                format!("ingress exchange has no router queue bound ({code} {text})"),
+            Err(PublishError::Returned { code, text }) => Err(Problem::unavailable_because(
+                "the bus has no router queue bound to its ingress; nothing was accepted",
                 5,
+                format!("ingress exchange returned the message: {code} {text}"),
             )),
-            Err(PublishError::TooLarge(why)) => Err(Rejection::new(
-                RejectCode::TooLarge,
-                format!(
-                    "the broker refuses a message of {} bytes: {why}; nothing was accepted",
-                    body.len()
-                ),
-            )
-            .into()),
+            Err(PublishError::TooLarge(why)) => {
+                // The broker's words stay in the log; the sender gets its limit.
+                tracing::warn!(message = "the broker refuses a message of the HTTP API as too large", error = %why);
+                let max = broker_max_size(&why)
+                    .map(|n| format!(" (the broker's max size is {n} bytes)"))
+                    .unwrap_or_default();
+                Err(Rejection::new(
+                    RejectCode::TooLarge,
+                    format!(
+                        "the broker refuses a message of {} bytes{max}; nothing was accepted",
+                        body.len()
+                    ),
+                )
+                .into())
+            }
             Err(PublishError::Channel(why)) => {
                 // The broker's error names the bus's own exchanges: it goes to the log and
                 // /readyz (operators), not to the sender.
@@ -247,10 +314,44 @@ impl Api {
                     5,
                 ))
             }
-            Err(e) => Err(Problem::unavailable(
-                format!("the broker did not confirm the message: {e}"),
+            Err(e) => Err(Problem::unavailable_because(
+                "the broker did not confirm the message; nothing was accepted",
                 5,
+                e,
             )),
         }
     }
+}
+
+/// The limit in the broker's refusal of a large message (`… is larger than configured max size
+/// 200000`): the one part of its words the sender may see.
+fn broker_max_size(why: &str) -> Option<&str> {
+    let rest = why.split("max size ").nth(1)?;
+    let n = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(rest, |end| &rest[..end]);
+    (!n.is_empty()).then_some(n)
+}
+
+#[cfg(test)]
+#[test]
+fn only_the_brokers_limit_is_taken_from_its_refusal() {
+    assert_eq!(
+        broker_max_size(
+            "PRECONDITION_FAILED - message size 240123 is larger than configured max size 200000"
+        ),
+        Some("200000")
+    );
+    assert_eq!(broker_max_size("max size 5 (vhost /)"), Some("5"));
+    assert_eq!(broker_max_size("channel closed"), None);
+    assert_eq!(broker_max_size("max size unknown"), None);
+}
+
+/// 503 for a trace event the broker did not confirm (the cause is logged, not sent).
+fn trace_unconfirmed(e: impl std::fmt::Display) -> Problem {
+    Problem::unavailable_because(
+        "the trace event was not confirmed; nothing was accepted",
+        5,
+        format!("trace not confirmed: {e}"),
+    )
 }

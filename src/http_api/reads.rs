@@ -103,33 +103,28 @@ pub(super) async fn retry(
                 .into_response();
         }
         Err(RetryError::Failed(e)) => {
-            return Problem::unavailable(format!("the retry could not finish: {e}"), 5)
+            return Problem::unavailable_because("the retry could not finish", 5, e)
                 .into_response();
         }
     }
     process_state(&api, &ma_ho_so).await
 }
 
-/// 500 for a store failure.
+/// 500 for a store failure (logged with an error id; the answer names the id only).
 pub(super) fn store_error(e: impl std::fmt::Display) -> Response {
-    Problem::new(
+    Problem::hidden(
         StatusCode::INTERNAL_SERVER_ERROR,
         "store",
         "Store error",
-        format!("{e:#}"),
+        "the store failed on this request; the operator can find the cause by this instance",
+        e,
     )
     .into_response()
 }
 
-/// 500 for a task that failed (panicked or was cancelled).
+/// 500 for a task that failed (panicked or was cancelled), logged with an error id.
 pub(super) fn internal_error(e: impl std::fmt::Display) -> Response {
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "Internal error",
-        e.to_string(),
-    )
-    .into_response()
+    Problem::internal(e).into_response()
 }
 
 pub(super) fn not_run(ma: &str) -> Response {
@@ -214,10 +209,11 @@ pub(super) async fn control_sheet(
         Ok(Ok(Some(Ok((ct, body))))) => {
             ([(axum::http::header::CONTENT_TYPE, ct)], body).into_response()
         }
-        Ok(Ok(Some(Err(e)))) => Problem::new(
+        Ok(Ok(Some(Err(e)))) => Problem::hidden(
             StatusCode::INTERNAL_SERVER_ERROR,
             "render",
             "Cannot render the control sheet",
+            "the control sheet could not be rendered",
             e,
         )
         .into_response(),

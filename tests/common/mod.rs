@@ -66,6 +66,11 @@ pub fn settings(name: &str) -> (Settings, PathBuf) {
     s.store.path = dir.join("store.db").display().to_string();
     s.store.blob_dir = dir.join("blobs").display().to_string();
     s.http.listen = "127.0.0.1:0".into();
+    // The tests send hundreds of dossiers and callbacks at once: no rate limit or bound on
+    // requests at once gets in their way (tests/http_limits.rs sets its own).
+    s.http.rate_per_s = 1_000_000;
+    s.http.rate_burst = 1_000_000;
+    s.http.max_concurrent_requests = 100_000;
     s.mock.listen = "127.0.0.1:0".into();
     s.mock.unavailable_rate = 0.0;
     s.mock.latency_min_ms = 0;
@@ -237,6 +242,19 @@ impl Bus {
             .operator_key
             .clone()
             .expect("operator key")
+    }
+
+    /// `GET /metrics` with the operator key.
+    pub async fn metrics(&self) -> String {
+        reqwest::Client::new()
+            .get(format!("{}/metrics", self.http))
+            .bearer_auth(self.settings.http.operator_key.clone().unwrap_or_default())
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default()
     }
 
     pub fn store(&self) -> Store {
