@@ -118,6 +118,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Audit the trace: `audit verify [--from DATE] [--json]` recomputes its hash chain and
+    /// checks the signed checkpoints (src/audit.rs).
+    Audit {
+        #[command(subcommand)]
+        action: lienthong::audit::AuditAction,
+    },
     /// edXML (QCVN 102:2016) packages: inspect one, or build one from an envelope.
     Edxml {
         #[command(subcommand)]
@@ -591,6 +597,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rows = lienthong::check::check(&settings, &units).await?;
             Ok(lienthong::check::report(&rows, json))
         }
+        Command::Audit { action } => lienthong::audit::run(&settings, &action),
         Command::Edxml { action } => Ok(match action {
             EdxmlAction::Inspect {
                 file,
