@@ -460,12 +460,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(3));
             };
             let trace = store.timeline(&ma_ho_so)?;
-            let sheet = lienthong::dossier_view::control_sheet(
+            let mut sheet = lienthong::dossier_view::control_sheet(
                 &p,
                 &Registry::new(&settings),
                 &trace,
                 lienthong::process_manager::now(),
             );
+            let chain = store.verify_dossier_chain(&ma_ho_so)?;
+            sheet.trace_chain = Some(lienthong::control_sheet::trace_chain_line(&chain));
             if let Some(path) = &pdf {
                 let bytes = lienthong::control_sheet::render_pdf(&sheet)?;
                 std::fs::write(path, bytes)?;
