@@ -366,6 +366,9 @@ impl StoreReport {
 /// At most this many breaks are listed.
 pub const MAX_BREAKS: usize = 50;
 
+/// One checkpoint as read back: time, event count, head hash, public key, signature.
+type CheckpointRow = (i64, i64, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// One chained row as read back.
 struct Row {
     event_id: String,
@@ -466,7 +469,7 @@ pub fn verify_store(
         }
     };
     // Checkpoints to match against the chain: their counts.
-    let mut cps: Vec<(i64, i64, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>)> = Vec::new();
+    let mut cps: Vec<CheckpointRow> = Vec::new();
     {
         let mut st = c.prepare(
             "SELECT at_ms, event_count, head_hash, public_key, signature FROM trace_checkpoints WHERE event_count >= ?1 ORDER BY id",
