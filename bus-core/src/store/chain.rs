@@ -999,6 +999,40 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_writers_on_one_file_keep_one_chain() {
+        // Two group-commit writers (as two `lienthong run` processes would have) writing the
+        // same dossiers at once: SQLite serialises their transactions, and each reads the heads
+        // inside its own, so the chain has no fork.
+        let (dir, first, store, _) = store_with_events().await;
+        let second = MessageWriter::start(&dir.join("t.db")).expect("second writer");
+        let mut tasks = Vec::new();
+        for (w, base) in [(first.clone(), 100), (second.clone(), 1000)] {
+            tasks.push(tokio::spawn(async move {
+                for n in 0..200 {
+                    let ma = if n % 3 == 0 { "A-1" } else { "C-3" };
+                    w.insert_events(vec![ev(ma, base + n), ev("B-2", base + n)])
+                        .await
+                        .expect("insert");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("writer task");
+        }
+        let r = store.verify_trace(None, None).expect("verify");
+        assert!(r.ok(), "{:?}", r.breaks);
+        assert_eq!(r.checked, 10 + 2 * 200 * 2);
+        for ma in ["A-1", "B-2", "C-3"] {
+            assert!(
+                store.verify_dossier_chain(ma).expect("dossier").verified,
+                "{ma}"
+            );
+        }
+        drop((first, second));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn signing_keys_are_read_as_raw_hex_or_base64() {
         let k = SigningKey::from_bytes(&[9u8; 32]);
@@ -1009,5 +1043,12 @@ mod tests {
         let b = base64::engine::general_purpose::STANDARD.encode(k.to_bytes());
         assert_eq!(parse_signing_key(b.as_bytes()).expect("b64"), k);
         assert!(parse_signing_key(b"nonsense").is_err());
+        // What `openssl genpkey -algorithm ed25519` writes (a throwaway key).
+        let pem = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIMI3VQ0kb9Zh17adzxDbej0kwOieyoOZAouUvZHrD+Sk\n-----END PRIVATE KEY-----\n";
+        let k = parse_signing_key(pem).expect("pem");
+        assert_eq!(
+            hex(&k.to_bytes()),
+            "c237550d246fd661d7b69dcf10db7a3d24c0e89eca8399028b94bd91eb0fe4a4"
+        );
     }
 }
