@@ -98,6 +98,10 @@ impl Ctx {
             return Ok(Tracer::to_store(self.writer.clone()));
         }
         let publisher = self.publisher(component, channel).await?;
-        Ok(Tracer::new(publisher, self.names.trace_exchange()))
+        Ok(Tracer::new(
+            publisher,
+            self.names.trace_exchange(),
+            lienthong_core::trace::broker_user(&self.settings.bus.amqp_url),
+        ))
     }
 }

@@ -52,6 +52,9 @@ pub struct ControlSheet {
     pub status_vi: String,
     /// The hand-overs, in order.
     pub rows: Vec<ControlSheetRow>,
+    /// Whether the dossier's trace chain verifies, in words ([`trace_chain_line`]); None: not
+    /// checked (the line is left out).
+    pub trace_chain: Option<String>,
     /// When the sheet was made (shown in the footer).
     pub generated_at: DateTime<FixedOffset>,
 }
@@ -174,7 +177,34 @@ fn header_lines(sheet: &ControlSheet) -> Vec<HeaderLine> {
         label: "Trạng thái:",
         value: sheet.status_vi.clone(),
     });
+    if let Some(chain) = &sheet.trace_chain {
+        lines.push(HeaderLine {
+            label: "Nhật ký liên thông:",
+            value: chain.clone(),
+        });
+    }
     lines
+}
+
+/// The sheet's line about the dossier's trace chain (`lienthong_core::store::chain`):
+/// "đã xác minh (trace chain verified …)" or "KHÔNG xác minh được (trace chain NOT verified:
+/// reason)".
+pub fn trace_chain_line(c: &lienthong_core::store::chain::DossierChain) -> String {
+    if c.verified {
+        let mut s = format!(
+            "đã xác minh chuỗi băm (trace chain verified, {} sự kiện)",
+            c.events
+        );
+        if let Some(r) = &c.reason {
+            s.push_str(&format!("; {r}"));
+        }
+        s
+    } else {
+        format!(
+            "KHÔNG xác minh được (trace chain NOT verified: {})",
+            c.reason.as_deref().unwrap_or("unknown")
+        )
+    }
 }
 
 fn footer_text(sheet: &ControlSheet) -> String {

@@ -292,6 +292,7 @@ pub fn control_sheet(
             _ => p.phase.vi().to_string(),
         },
         rows,
+        trace_chain: None,
         generated_at: now,
     }
 }

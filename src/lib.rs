@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod alerts;
+pub mod audit;
 pub mod check;
 pub mod consume;
 pub mod context;

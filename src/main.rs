@@ -118,6 +118,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Audit the trace: `audit verify [--from DATE] [--json]` recomputes its hash chain and
+    /// checks the signed checkpoints (src/audit.rs).
+    Audit {
+        #[command(subcommand)]
+        action: lienthong::audit::AuditAction,
+    },
     /// edXML (QCVN 102:2016) packages: inspect one, or build one from an envelope.
     Edxml {
         #[command(subcommand)]
@@ -475,12 +481,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(3));
             };
             let trace = store.timeline(&ma_ho_so)?;
-            let sheet = lienthong::dossier_view::control_sheet(
+            let mut sheet = lienthong::dossier_view::control_sheet(
                 &p,
                 &Registry::new(&settings),
                 &trace,
                 lienthong::process_manager::now(),
             );
+            let chain = store.verify_dossier_chain(&ma_ho_so)?;
+            sheet.trace_chain = Some(lienthong::control_sheet::trace_chain_line(&chain));
             if let Some(path) = &pdf {
                 let bytes = lienthong::control_sheet::render_pdf(&sheet)?;
                 std::fs::write(path, bytes)?;
@@ -618,6 +626,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out(&lienthong::keys::new(broker)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit { action } => lienthong::audit::run(&settings, &action),
         Command::Edxml { action } => Ok(match action {
             EdxmlAction::Inspect {
                 file,

@@ -1,7 +1,9 @@
 //! The tracer: consumes `<prefix>.trace.store` into the trace table and `<prefix>.dead.log`
 //! into the dead-letter log, in batches (one write of the group commit per batch, then one
 //! multiple-ack), so `lienthong trace` and `lienthong dead-letters` read from the store; and
-//! sweeps the store's retention (message store, process outbox, edXML outbox) every hour.
+//! sweeps the store's retention (message store, process outbox, edXML outbox) every hour; and
+//! writes the signed checkpoints of the trace's hash chain. With `[store] trace_direct` (the
+//! default) there is no `<prefix>.trace.store` to consume: every process writes its own events.
 
 use std::time::Duration;
 
@@ -12,6 +14,8 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lienthong_core::deadletter::read_dead_letter;
+use lienthong_core::store::chain;
+use lienthong_core::store::chain::SigningKey;
 use lienthong_core::store::dead_letters::insert_dead_letters_in;
 use lienthong_core::store::trace::insert_events_in;
 use lienthong_core::trace::{TraceEvent, TraceEventKind, parse_trace_message};
@@ -23,33 +27,85 @@ const LINGER: Duration = Duration::from_millis(20);
 
 /// Run the tracer until shutdown.
 pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
+    // The signing key is read before anything runs: a key that is configured but unreadable
+    // stops the component (its supervisor says why and tries again), never a silent fallback.
+    let key = signing_key(&ctx.settings.trace)?;
     // Retention: purge now and every hour, through the process's group commit.
     let purge = tokio::spawn(purge_forever(ctx.clone()));
-    let a = tokio::spawn(batch_loop(
-        ctx.clone(),
-        ctx.names.trace_queue(),
-        Kind::Trace,
-    ));
+    let checkpoints = tokio::spawn(checkpoint_forever(ctx.clone(), key));
     let b = tokio::spawn(batch_loop(
         ctx.clone(),
         ctx.names.dead_log_queue(),
         Kind::DeadLog,
     ));
-    // Either consumer ending (its channel closed, its queue deleted) ends the component, which
-    // its supervisor restarts on a new connection: no consumer is left dead behind the other.
-    let (mut a, mut b) = (a, b);
-    let r = tokio::select! {
-        r = &mut a => match r {
-            Ok(Ok(())) => b.await,
-            e => { b.abort(); e }
-        },
-        r = &mut b => match r {
-            Ok(Ok(())) => a.await,
-            e => { a.abort(); e }
-        },
+    let r = if ctx.settings.store.trace_direct {
+        // Every process writes its trace events itself: `<p>.trace` is not declared and there
+        // is nothing to consume.
+        b.await
+    } else {
+        let a = tokio::spawn(batch_loop(
+            ctx.clone(),
+            ctx.names.trace_queue(),
+            Kind::Trace,
+        ));
+        // Either consumer ending (its channel closed, its queue deleted) ends the component,
+        // which its supervisor restarts on a new connection: no consumer is left dead behind
+        // the other.
+        let (mut a, mut b) = (a, b);
+        tokio::select! {
+            r = &mut a => match r {
+                Ok(Ok(())) => b.await,
+                e => { b.abort(); e }
+            },
+            r = &mut b => match r {
+                Ok(Ok(())) => a.await,
+                e => { a.abort(); e }
+            },
+        }
     };
     purge.abort();
+    checkpoints.abort();
     r?
+}
+
+/// The checkpoints' signing key from `[trace] signing_key`, if configured (a warning when not).
+/// Errors: configured but unreadable.
+pub fn signing_key(
+    settings: &lienthong_core::registry::TraceSettings,
+) -> anyhow::Result<Option<SigningKey>> {
+    match &settings.signing_key {
+        Some(r) => Ok(Some(
+            chain::load_signing_key(r).map_err(anyhow::Error::msg)?,
+        )),
+        None => {
+            tracing::warn!(
+                message = "no [trace] signing_key: the trace's hash chain is kept but its checkpoints are not signed"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Write a checkpoint of the trace chain's head every `[trace] checkpoint_interval_secs` (when
+/// it moved), signed with `key` when there is one, until shutdown.
+async fn checkpoint_forever(ctx: Ctx, key: Option<SigningKey>) {
+    let every = Duration::from_secs(ctx.settings.trace.checkpoint_interval_secs.max(1));
+    let mut stop = ctx.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {},
+            _ = stop.changed() => return,
+        }
+        match ctx.writer.checkpoint(key.clone()).await {
+            Ok(Some(n)) => tracing::debug!(
+                message = "trace checkpoint written",
+                events = n,
+                signed = key.is_some()
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(message = "trace checkpoint failed; will retry", error = %e),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -75,6 +131,7 @@ async fn batch_loop(ctx: Ctx, queue: String, kind: Kind) -> anyhow::Result<()> {
             FieldTable::default(),
         )
         .await?;
+    let bus_user = lienthong_core::trace::broker_user(&ctx.settings.bus.amqp_url);
     let mut shutdown = ctx.shutdown.clone();
     loop {
         let first = tokio::select! {
@@ -98,7 +155,7 @@ async fn batch_loop(ctx: Ctx, queue: String, kind: Kind) -> anyhow::Result<()> {
             .iter()
             .map(|d| (d.data.clone(), d.properties.clone()))
             .collect::<Vec<_>>();
-        let written = write(&ctx.writer, kind, rows).await;
+        let written = write(&ctx.writer, &bus_user, kind, rows).await;
         let last = batch.last().map(|d| d.delivery_tag);
         match written {
             Ok(()) => {
@@ -134,13 +191,29 @@ async fn batch_loop(ctx: Ctx, queue: String, kind: Kind) -> anyhow::Result<()> {
 /// the broker's own dead-lettering events together).
 async fn write(
     writer: &lienthong_core::store::MessageWriter,
+    bus_user: &str,
     kind: Kind,
     rows: Vec<(Vec<u8>, BasicProperties)>,
 ) -> Result<(), String> {
     match kind {
         Kind::Trace => {
+            // Only the bus's own trace messages are stored: each carries `user_id` = the bus's
+            // broker user, which RabbitMQ checks against the publishing connection's user. One
+            // published by another broker user (a unit with write access it should not have)
+            // is logged and dropped.
             let events: Vec<TraceEvent> = rows
                 .iter()
+                .filter(|(_, props)| {
+                    let from = props.user_id().as_ref().map(|u| u.as_str());
+                    let ours = from == Some(bus_user);
+                    if !ours {
+                        tracing::warn!(
+                            message = "trace message not published by the bus dropped",
+                            user_id = from.unwrap_or("(none)")
+                        );
+                    }
+                    ours
+                })
                 .flat_map(|(body, _)| match parse_trace_message(body) {
                     Ok(e) => e,
                     Err(e) => {

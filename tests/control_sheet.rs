@@ -116,6 +116,7 @@ fn sheet() -> ControlSheet {
         returned_at: None,
         status_vi: "Đang xử lý".to_owned(),
         rows,
+        trace_chain: Some("đã xác minh chuỗi băm (trace chain verified, 12 sự kiện)".to_owned()),
         generated_at: t("2026-11-05T02:30:00Z"),
     }
 }

@@ -256,6 +256,8 @@ async fn the_birth_flow_runs_the_route_joins_the_parallel_steps_and_keeps_the_po
         .await
         .expect("json");
     assert_eq!(state["phase"], "completed");
+    // Its trace chain verifies (tests/trace_chain.rs: what an edit does).
+    assert_eq!(state["trace_verified"], true, "{}", state["trace_chain"]);
     let html = client
         .get(format!("{}/v1/dossiers/{ma}/control-sheet", bus.http))
         .bearer_auth(&key)
@@ -273,6 +275,7 @@ async fn the_birth_flow_runs_the_route_joins_the_parallel_steps_and_keeps_the_po
         html.contains("Công an tỉnh Quảng Ngãi")
             && html.contains("Bảo hiểm xã hội tỉnh Quảng Ngãi")
     );
+    assert!(html.contains("trace chain verified"), "{html}");
     let pdf = client
         .get(format!(
             "{}/v1/dossiers/{ma}/control-sheet?format=pdf",

@@ -69,7 +69,9 @@ pub(crate) async fn backlog(bench: &Bench, n: u64, header: &mut Header) -> anyho
             .wait_consumers(
                 &[
                     (names.router_queue().as_str(), 1),
-                    (names.trace_queue().as_str(), 1),
+                    // The tracer consumes `dead.log` in every mode (`trace.store` exists
+                    // only with `[store] trace_direct = false`).
+                    (names.dead_log_queue().as_str(), 1),
                 ],
                 &mut st.children,
                 60,

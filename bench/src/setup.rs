@@ -200,8 +200,11 @@ impl Bench {
                 let router_q = names.router_queue();
                 let trace_q = names.trace_queue();
                 let police_q = names.unit_queue(POLICE);
+                // The tracer consumes `dead.log` in every mode (`trace.store` exists only with
+                // `[store] trace_direct = false`; a queue that does not exist drains at once).
+                let dead_log_q = names.dead_log_queue();
                 let mut wait: Vec<(&str, u32)> =
-                    vec![(router_q.as_str(), 1), (trace_q.as_str(), 1)];
+                    vec![(router_q.as_str(), 1), (dead_log_q.as_str(), 1)];
                 if mode == Mode::Http {
                     wait.push((police_q.as_str(), 1));
                 }

@@ -41,6 +41,9 @@ pub struct Settings {
     /// Embedded store (trace, dossier origins, adapter deliveries).
     #[serde(default)]
     pub store: StoreSettings,
+    /// `[trace]`: the signed checkpoints of the trace's hash chain.
+    #[serde(default)]
+    pub trace: TraceSettings,
     /// In-process retries of agency calls.
     #[serde(default)]
     pub retry: RetrySettings,
@@ -322,6 +325,29 @@ impl Default for StoreSettings {
             process_outbox_retention_days: 90,
             edxml_outbox_retention_days: 30,
             trace_direct: true,
+        }
+    }
+}
+
+/// `[trace]`: the trace's hash chain (`store/chain.rs`) is always computed; these settings are
+/// about its signed checkpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TraceSettings {
+    /// The Ed25519 key that signs the checkpoints: `file:/path` or a path (PKCS#8 PEM as
+    /// `openssl genpkey -algorithm ed25519` writes it, or 32 bytes raw, hex or base64). None:
+    /// checkpoints are written unsigned (a warning at start; `lienthong audit verify` says so).
+    pub signing_key: Option<String>,
+    /// Seconds between two checkpoints of the store head, written by the tracer component when
+    /// the head has moved (default 60).
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for TraceSettings {
+    fn default() -> Self {
+        TraceSettings {
+            signing_key: None,
+            checkpoint_interval_secs: 60,
         }
     }
 }

@@ -243,10 +243,6 @@ impl Topology {
                 kind: "fanout",
             },
             ExchangeSpec {
-                name: n.trace_exchange(),
-                kind: "fanout",
-            },
-            ExchangeSpec {
                 name: n.parking(),
                 kind: "fanout",
             },
@@ -254,10 +250,6 @@ impl Topology {
         let mut queues = vec![
             QueueSpec {
                 name: n.router_queue(),
-                arguments: work_args(&n),
-            },
-            QueueSpec {
-                name: n.trace_queue(),
                 arguments: work_args(&n),
             },
             QueueSpec {
@@ -284,11 +276,6 @@ impl Topology {
                 routing_key: String::new(),
             },
             BindingSpec {
-                exchange: n.trace_exchange(),
-                queue: n.trace_queue(),
-                routing_key: String::new(),
-            },
-            BindingSpec {
                 exchange: n.dead_letter_exchange(),
                 queue: n.dead_letter_queue(),
                 routing_key: String::new(),
@@ -309,6 +296,25 @@ impl Topology {
                 routing_key: String::new(),
             },
         ];
+        // The trace exchange exists only when trace events cross the broker: with `[store]
+        // trace_direct` (the default) every process writes them into the store itself, and
+        // nothing can publish a trace event (the broker refuses a publish to an exchange that
+        // does not exist).
+        if !settings.store.trace_direct {
+            exchanges.push(ExchangeSpec {
+                name: n.trace_exchange(),
+                kind: "fanout",
+            });
+            queues.push(QueueSpec {
+                name: n.trace_queue(),
+                arguments: work_args(&n),
+            });
+            bindings.push(BindingSpec {
+                exchange: n.trace_exchange(),
+                queue: n.trace_queue(),
+                routing_key: String::new(),
+            });
+        }
         let mut delays = settings.retry.delays_ms.clone();
         delays.sort_unstable();
         delays.dedup();

@@ -24,11 +24,28 @@ pub(super) async fn dossier(
     process_state(&api, &ma_ho_so).await
 }
 
-/// The process manager's state of a dossier as JSON, or 404 when the bus does not run it.
+/// The process manager's state of a dossier as JSON, with `trace_verified` (whether the
+/// dossier's trace chain verifies) and `trace_chain` (the details), or 404 when the bus does not
+/// run it.
 pub(super) async fn process_state(api: &Api, ma_ho_so: &str) -> Response {
     let store = api.ctx.store.clone();
     let ma = ma_ho_so.to_string();
-    match tokio::task::spawn_blocking(move || store.process(&ma)).await {
+    let read = move || {
+        let Some(p) = store.process(&ma)? else {
+            return Ok(None);
+        };
+        let chain = store.verify_dossier_chain(&ma)?;
+        let mut v = serde_json::to_value(&p).unwrap_or(serde_json::Value::Null);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("trace_verified".into(), chain.verified.into());
+            o.insert(
+                "trace_chain".into(),
+                serde_json::to_value(&chain).unwrap_or_default(),
+            );
+        }
+        Ok::<_, lienthong_core::store::StoreError>(Some(v))
+    };
+    match tokio::task::spawn_blocking(read).await {
         Ok(Ok(Some(p))) => Json(p).into_response(),
         Ok(Ok(None)) => not_run(ma_ho_so),
         Ok(Err(e)) => store_error(e),
@@ -187,12 +204,14 @@ pub(super) async fn control_sheet(
             return Ok(None);
         };
         let trace = store.timeline(&ma)?;
-        let sheet = crate::dossier_view::control_sheet(
+        let mut sheet = crate::dossier_view::control_sheet(
             &p,
             &registry,
             &trace,
             crate::process_manager::now(),
         );
+        let chain = store.verify_dossier_chain(&ma)?;
+        sheet.trace_chain = Some(crate::control_sheet::trace_chain_line(&chain));
         Ok::<_, lienthong_core::store::StoreError>(Some(if pdf {
             crate::control_sheet::render_pdf(&sheet)
                 .map(|b| ("application/pdf", b))

@@ -138,10 +138,45 @@ CREATE INDEX IF NOT EXISTS blob_dossiers_by_age ON blob_dossiers (at_ms);
 CREATE INDEX IF NOT EXISTS process_outbox_by_dossier ON process_outbox (ma_ho_so, receiver);
 "#;
 
+/// Migration 4: the tamper-evident trace (`store/chain.rs`). Each event carries its position in
+/// the store's chain, the hash of the store's previous event and of its dossier's previous
+/// event, and its own hash; `trace_heads` keeps the store head (`*`) and each dossier's head
+/// (`d:<ma_ho_so>`); `trace_chain_start` records when the chain started and how many events were
+/// there before it (they stay unchained); `trace_checkpoints` holds the signed checkpoints of
+/// the store head. `ADD COLUMN` has no `IF NOT EXISTS`: this one relies on [`migrate`] running
+/// in an `IMMEDIATE` transaction that reads the version again under the lock.
+const V4: &str = r#"
+ALTER TABLE trace_events ADD COLUMN chain_seq INTEGER;
+ALTER TABLE trace_events ADD COLUMN chain_prev BLOB;
+ALTER TABLE trace_events ADD COLUMN dossier_prev BLOB;
+ALTER TABLE trace_events ADD COLUMN chain_hash BLOB;
+CREATE TABLE IF NOT EXISTS trace_heads (
+    scope TEXT PRIMARY KEY,
+    seq   INTEGER NOT NULL,
+    hash  BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trace_chain_start (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    started_ms INTEGER NOT NULL,
+    unchained  INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO trace_chain_start (id, started_ms, unchained)
+    SELECT 1, CAST(strftime('%s', 'now') AS INTEGER) * 1000, COUNT(*) FROM trace_events;
+CREATE TABLE IF NOT EXISTS trace_checkpoints (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms       INTEGER NOT NULL,
+    event_count INTEGER NOT NULL,
+    head_hash   BLOB NOT NULL,
+    key_id      TEXT,
+    public_key  BLOB,
+    signature   BLOB
+);
+"#;
+
 /// The migrations, oldest first; after migration `n` the file's `user_version` is `n`. Append
 /// only: never edit one that was released. Each is idempotent (`IF NOT EXISTS`), so two
 /// processes opening a store at once cannot trip over each other's upgrade.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes (the number of migrations).
 pub fn latest_version() -> i64 {

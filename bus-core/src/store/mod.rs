@@ -5,7 +5,7 @@
 //! Files: [`migrations`] (the schema, every table), [`connection`] (the [`Store`] handle:
 //! reads), [`writer`] (the [`MessageWriter`]: every write), then one file per group of tables:
 //! [`messages`] (message store, dossier origins), [`trace`] (trace events), [`dead_letters`],
-//! [`process`] (the process manager's state, inbox, outbox, blocked dossiers, alerts),
+//! [`chain`] (the trace's hash chain and signed checkpoints), [`process`] (the process manager's state, inbox, outbox, blocked dossiers, alerts),
 //! [`deliveries`] (the adapters' delivery log), [`callbacks`] (agency callbacks),
 //! [`edxml_outbox`]. The store imports plain data from above it (trace events, the process
 //! manager's state); nothing of the store imports the [`crate::trace::Tracer`] or the process
@@ -13,6 +13,7 @@
 
 pub mod blobs;
 pub mod callbacks;
+pub mod chain;
 pub mod connection;
 pub mod dead_letters;
 pub mod deliveries;

@@ -60,6 +60,11 @@ async fn a_store_of_the_previous_release_is_upgraded_and_keeps_its_data() {
             [],
         )
         .expect("edxml");
+        c.execute(
+            "INSERT INTO trace_events (event_id, at_ms, at, ma_ho_so, event, component) VALUES ('t0', 1, '1970-01-01T07:00:00.001+07:00', 'D-1', 'routed', 'router')",
+            [],
+        )
+        .expect("trace");
         assert_eq!(version(&c).expect("version"), 0);
     }
     // What migration 1 would create on a new file is exactly what the old release created.
@@ -84,6 +89,17 @@ async fn a_store_of_the_previous_release_is_upgraded_and_keeps_its_data() {
         .expect("version");
     let upgraded = store.with(|c| Ok(schema_of(c))).expect("schema");
     for table in &old_schema {
+        if table.0 == "trace_events" {
+            // Migration 4 appends the chain's columns (store/chain.rs) and nothing else.
+            let (_, sql) = upgraded
+                .iter()
+                .find(|(n, _)| n == "trace_events")
+                .expect("trace_events");
+            let old_cols = table.1.trim_end().trim_end_matches(')').trim_end();
+            assert!(sql.starts_with(old_cols), "{sql}");
+            assert!(sql.contains("chain_hash BLOB"), "{sql}");
+            continue;
+        }
         assert!(
             upgraded.contains(table),
             "{} is unchanged by the upgrade",
@@ -137,6 +153,25 @@ async fn a_store_of_the_previous_release_is_upgraded_and_keeps_its_data() {
         .map(|m| m.message_id)
         .collect();
     assert_eq!(ids, ["m2"]);
+    // The old trace event stays, unchained; the chain starts with the first new event, and
+    // verifying says how many came before it.
+    writer
+        .insert_events(vec![{
+            let mut e = crate::trace::TraceEvent::new(
+                crate::trace::TraceEventKind::Delivered,
+                "adapter:B",
+                None,
+            );
+            e.ma_ho_so = Some("D-1".into());
+            e
+        }])
+        .await
+        .expect("event");
+    let r = store.verify_trace(None, None).expect("verify");
+    assert!(r.ok(), "{:?}", r.breaks);
+    assert_eq!((r.unchained_before, r.checked), (1, 1));
+    let d = store.verify_dossier_chain("D-1").expect("dossier");
+    assert!(d.verified && d.unchained == 1, "{d:?}");
     // Opening again changes nothing.
     drop(store);
     let again = Store::open(&path).expect("reopen");

@@ -10,16 +10,18 @@ use super::connection::Store;
 use super::error::StoreError;
 use super::writer::MessageWriter;
 
-/// repeated event is ignored). Used by [`Store::insert_events`], the group commit
-/// ([`crate::store::MessageWriter`]) and [`Tracer::emit_with`].
+/// Write trace events inside the caller's transaction, chained (`store/chain.rs`: each event
+/// carries the hash of the store's and of its dossier's previous event; a repeated event is
+/// ignored and does not advance the chain). Used by [`MessageWriter::insert_events`], the group
+/// commit ([`crate::store::MessageWriter`]) and `Tracer::emit_with`.
 pub fn insert_events_in(
     tx: &rusqlite::Connection,
     events: &[TraceEvent],
 ) -> Result<(), rusqlite::Error> {
     let mut st = tx.prepare_cached(
-        "INSERT OR IGNORE INTO trace_events (event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        "INSERT OR IGNORE INTO trace_events (event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason, chain_seq, chain_prev, dossier_prev, chain_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?;
-    for e in events {
+    super::chain::chain_events_in(tx, events, |e, l| {
         st.execute(params![
             e.event_id,
             e.at_ms,
@@ -34,10 +36,13 @@ pub fn insert_events_in(
             e.to,
             e.attempt,
             e.status,
-            e.reason
-        ])?;
-    }
-    Ok(())
+            e.reason,
+            l.seq,
+            l.prev.as_ref().map(|h| &h[..]),
+            l.dossier_prev.as_ref().map(|h| &h[..]),
+            &l.hash[..]
+        ])
+    })
 }
 
 impl MessageWriter {

@@ -13,4 +13,4 @@ pub mod tracer;
 
 pub use event::{TraceEvent, TraceEventKind, parse_trace_message};
 pub use report::{DeadLetterRow, TimelineRow, UnitStats, percentile, render_timeline};
-pub use tracer::{TRACE_BATCH_MAX, TracePending, Tracer};
+pub use tracer::{TRACE_BATCH_MAX, TracePending, Tracer, broker_user};

@@ -53,9 +53,14 @@ impl TracePending {
 impl Tracer {
     /// A tracer publishing on `publisher` to `exchange`. Spawns its batching task on the current
     /// Tokio runtime (it ends when the last clone of the tracer is dropped).
-    pub fn new(publisher: Publisher, exchange: String) -> Self {
+    ///
+    /// Each trace message carries `user_id` = `broker_user` (the bus's own broker user, see
+    /// [`broker_user`]): RabbitMQ refuses a message whose `user_id` is not the publishing
+    /// connection's user, so the tracer component can tell the bus's trace messages from ones
+    /// another broker user published.
+    pub fn new(publisher: Publisher, exchange: String, broker_user: String) -> Self {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(batch_publisher(publisher, exchange, rx));
+        tokio::spawn(batch_publisher(publisher, exchange, broker_user, rx));
         Tracer {
             sink: Sink::Broker(tx),
         }
@@ -141,6 +146,7 @@ impl Tracer {
 async fn batch_publisher(
     publisher: Publisher,
     exchange: String,
+    user: String,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<(
         Vec<TraceEvent>,
         tokio::sync::oneshot::Sender<Confirmed>,
@@ -176,7 +182,8 @@ async fn batch_publisher(
         let props = lapin::BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(2)
-            .with_message_id(events[0].event_id.clone().into());
+            .with_message_id(events[0].event_id.clone().into())
+            .with_user_id(user.as_str().into());
         match publisher.start(&exchange, "", &body, props, false).await {
             Ok(pending) => {
                 // The confirm is awaited apart, so the next batch goes out meanwhile.
@@ -194,5 +201,56 @@ async fn batch_publisher(
                 }
             }
         }
+    }
+}
+
+/// The broker user an AMQP URL logs in as (`amqp://user:pass@host/…`, percent-decoded; RabbitMQ's
+/// default `guest` when the URL names none). The tracer component accepts a published trace
+/// message only with this `user_id`.
+pub fn broker_user(amqp_url: &str) -> String {
+    let rest = amqp_url.split_once("://").map_or(amqp_url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or("");
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return "guest".to_string();
+    };
+    let user = userinfo.split(':').next().unwrap_or("");
+    if user.is_empty() {
+        return "guest".to_string();
+    }
+    percent_decode(user)
+}
+
+/// Decode `%XX` escapes (others left as they are).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::broker_user;
+
+    #[test]
+    fn the_broker_user_is_read_from_the_url() {
+        assert_eq!(
+            broker_user("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "guest"
+        );
+        assert_eq!(broker_user("amqps://bus%2Dqn:p%40ss@h/v"), "bus-qn");
+        assert_eq!(broker_user("amqp://127.0.0.1:5672"), "guest");
     }
 }

@@ -1,0 +1,1054 @@
+//! The tamper-evident trace: every trace event is chained (SHA-256 over its stored fields, the
+//! hash of the store's previous event and of its dossier's previous event), the chain heads are
+//! kept in `trace_heads`, the bus signs checkpoints of the store head (Ed25519) into
+//! `trace_checkpoints`, and [`verify_store`] / [`verify_dossier`] recompute the chains.
+//!
+//! The chain is computed inside the write transaction ([`chain_events_in`], called by
+//! `insert_events_in`): SQLite serialises writers, so the heads read there are the current ones
+//! even with several processes writing one file. Events written before migration 4 carry no
+//! chain (`chain_seq` NULL); their number is recorded in `trace_chain_start` when the chain
+//! started, and [`verify_store`] says how many there are.
+
+use std::collections::{HashMap, HashSet};
+
+use ed25519_dalek::{Signature, Signer, Verifier};
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
+use rusqlite::types::ValueRef;
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::trace::event::TraceEvent;
+
+/// Prefix of every event hash (the version of the encoding).
+const EVENT_DOMAIN: &[u8] = b"lienthong-trace-event-v1\0";
+/// Prefix of every signed checkpoint.
+const CHECKPOINT_DOMAIN: &[u8] = b"lienthong-trace-checkpoint-v1\0";
+/// The scope of the store head in `trace_heads` (dossier heads are `d:<ma_ho_so>`).
+const STORE_SCOPE: &str = "*";
+
+/// The `trace_heads` scope of a dossier.
+fn dossier_scope(ma: &str) -> String {
+    format!("d:{ma}")
+}
+
+/// The columns an event hash covers, in order: the event's stored fields, then its chain fields
+/// (`chain_seq`, `chain_prev`, `dossier_prev`). `chain_hash` follows them in every query.
+pub const CHAINED_COLUMNS: &str = "event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason, chain_seq, chain_prev, dossier_prev";
+
+/// Number of columns in [`CHAINED_COLUMNS`].
+const N_CHAINED: usize = 17;
+
+/// SHA-256 over a canonical, type-tagged, length-prefixed encoding of `fields` (the values of
+/// [`CHAINED_COLUMNS`] as SQLite stores them), so that writing and verifying hash the same bytes.
+pub fn event_hash(fields: &[ValueRef<'_>]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(EVENT_DOMAIN);
+    for v in fields {
+        match v {
+            ValueRef::Null => h.update([0u8]),
+            ValueRef::Integer(i) => {
+                h.update([1u8]);
+                h.update(i.to_be_bytes());
+            }
+            ValueRef::Real(f) => {
+                h.update([4u8]);
+                h.update(f.to_bits().to_be_bytes());
+            }
+            ValueRef::Text(t) => {
+                h.update([2u8]);
+                h.update((t.len() as u64).to_be_bytes());
+                h.update(t);
+            }
+            ValueRef::Blob(b) => {
+                h.update([3u8]);
+                h.update((b.len() as u64).to_be_bytes());
+                h.update(b);
+            }
+        }
+    }
+    h.finalize().into()
+}
+
+/// The chain fields of one event about to be written.
+pub struct Link {
+    /// Position in the store's chain (1 = first chained event).
+    pub seq: i64,
+    /// Hash of the store's previous event (None for the first).
+    pub prev: Option<[u8; 32]>,
+    /// Hash of the dossier's previous event (None for its first, or an event without dossier).
+    pub dossier_prev: Option<[u8; 32]>,
+    /// This event's hash.
+    pub hash: [u8; 32],
+}
+
+/// Compute an event's link from the current heads.
+fn link(e: &TraceEvent, seq: i64, prev: Option<[u8; 32]>, dossier_prev: Option<[u8; 32]>) -> Link {
+    fn opt(s: &Option<String>) -> ValueRef<'_> {
+        match s {
+            Some(s) => ValueRef::Text(s.as_bytes()),
+            None => ValueRef::Null,
+        }
+    }
+    let int = |i: Option<i64>| i.map_or(ValueRef::Null, ValueRef::Integer);
+    fn blob(b: &Option<[u8; 32]>) -> ValueRef<'_> {
+        match b {
+            Some(b) => ValueRef::Blob(&b[..]),
+            None => ValueRef::Null,
+        }
+    }
+    let (prev_v, dprev_v) = (blob(&prev), blob(&dossier_prev));
+    let fields: [ValueRef<'_>; N_CHAINED] = [
+        ValueRef::Text(e.event_id.as_bytes()),
+        ValueRef::Integer(e.at_ms),
+        ValueRef::Text(e.at.as_bytes()),
+        opt(&e.ma_ho_so),
+        opt(&e.message_id),
+        opt(&e.correlation_id),
+        opt(&e.kind),
+        ValueRef::Text(e.event.as_str().as_bytes()),
+        ValueRef::Text(e.component.as_bytes()),
+        opt(&e.from),
+        opt(&e.to),
+        int(e.attempt.map(i64::from)),
+        int(e.status.map(i64::from)),
+        opt(&e.reason),
+        ValueRef::Integer(seq),
+        prev_v,
+        dprev_v,
+    ];
+    Link {
+        seq,
+        prev,
+        dossier_prev,
+        hash: event_hash(&fields),
+    }
+}
+
+/// A head read from `trace_heads`.
+fn read_head(
+    c: &rusqlite::Connection,
+    scope: &str,
+) -> Result<Option<(i64, [u8; 32])>, rusqlite::Error> {
+    let row: Option<(i64, Vec<u8>)> = c
+        .prepare_cached("SELECT seq, hash FROM trace_heads WHERE scope = ?1")?
+        .query_row(params![scope], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(row.and_then(|(s, h)| <[u8; 32]>::try_from(h.as_slice()).ok().map(|h| (s, h))))
+}
+
+/// Chain and write `events` inside the caller's transaction: one read of the store head, one
+/// per dossier the events name, one write of each head at the end (per call, not per event).
+/// `insert(event, link)` writes one row and returns how many rows it wrote (0: a duplicate
+/// `event_id`, which does not advance the chain).
+pub fn chain_events_in(
+    c: &rusqlite::Connection,
+    events: &[TraceEvent],
+    mut insert: impl FnMut(&TraceEvent, &Link) -> Result<usize, rusqlite::Error>,
+) -> Result<(), rusqlite::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let (mut seq, mut prev) = match read_head(c, STORE_SCOPE)? {
+        Some((s, h)) => (s, Some(h)),
+        None => (0, None),
+    };
+    let start_seq = seq;
+    // Dossier heads: read once, written once.
+    let mut dossiers: HashMap<&str, (Option<[u8; 32]>, bool)> = HashMap::new();
+    for e in events {
+        let dprev = match e.ma_ho_so.as_deref() {
+            Some(ma) => {
+                if !dossiers.contains_key(ma) {
+                    let h = read_head(c, &dossier_scope(ma))?.map(|(_, h)| h);
+                    dossiers.insert(ma, (h, false));
+                }
+                dossiers.get(ma).and_then(|(h, _)| *h)
+            }
+            None => None,
+        };
+        let l = link(e, seq + 1, prev, dprev);
+        if insert(e, &l)? == 0 {
+            continue;
+        }
+        seq = l.seq;
+        prev = Some(l.hash);
+        if let Some(ma) = e.ma_ho_so.as_deref() {
+            dossiers.insert(ma, (Some(l.hash), true));
+        }
+    }
+    if seq == start_seq {
+        return Ok(());
+    }
+    let mut up = c.prepare_cached(
+        "INSERT INTO trace_heads (scope, seq, hash) VALUES (?1, ?2, ?3)
+         ON CONFLICT (scope) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+    )?;
+    if let Some(h) = prev {
+        up.execute(params![STORE_SCOPE, seq, &h[..]])?;
+    }
+    for (ma, (h, changed)) in dossiers {
+        if let (true, Some(h)) = (changed, h) {
+            up.execute(params![dossier_scope(ma), seq, &h[..]])?;
+        }
+    }
+    Ok(())
+}
+
+/// Read an Ed25519 signing key from `reference`: `file:/path` or a plain path. The file holds a
+/// PKCS#8 PEM key (`openssl genpkey -algorithm ed25519`), 32 raw bytes, or their hex or base64.
+/// The one place a secret reference is parsed, so it can be swapped for the general one.
+pub fn load_signing_key(reference: &str) -> Result<SigningKey, String> {
+    let path = reference.strip_prefix("file:").unwrap_or(reference);
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read the signing key {path}: {e}"))?;
+    parse_signing_key(&bytes).map_err(|e| format!("the signing key {path}: {e}"))
+}
+
+/// Parse a signing key's bytes (see [`load_signing_key`]).
+pub fn parse_signing_key(bytes: &[u8]) -> Result<SigningKey, String> {
+    use base64::Engine;
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    if bytes.len() == 32 {
+        let mut k = [0u8; 32];
+        k.copy_from_slice(bytes);
+        return Ok(SigningKey::from_bytes(&k));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| "neither 32 raw bytes nor text".to_string())?
+        .trim();
+    if text.starts_with("-----BEGIN") {
+        return SigningKey::from_pkcs8_pem(text)
+            .map_err(|e| format!("not an Ed25519 PKCS#8 PEM key: {e}"));
+    }
+    let raw = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        (0..32)
+            .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|e| e.to_string())?
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| "not PEM, hex or base64".to_string())?
+    };
+    let k: [u8; 32] = raw
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("{} bytes, expected 32", raw.len()))?;
+    Ok(SigningKey::from_bytes(&k))
+}
+
+/// The id of a public key: the first 8 bytes of its SHA-256, in hex.
+pub fn key_id(key: &VerifyingKey) -> String {
+    hex(&Sha256::digest(key.as_bytes())[..8])
+}
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The bytes a checkpoint's signature covers.
+fn checkpoint_message(at_ms: i64, count: i64, head: &[u8]) -> Vec<u8> {
+    let mut m = CHECKPOINT_DOMAIN.to_vec();
+    m.extend_from_slice(&at_ms.to_be_bytes());
+    m.extend_from_slice(&count.to_be_bytes());
+    m.extend_from_slice(head);
+    m
+}
+
+/// Write a checkpoint of the store head (signed when `key` is given) unless the head has not
+/// moved since the latest checkpoint. Returns the number of chained events it covers, if
+/// written. Runs inside the caller's transaction (the group commit).
+pub fn write_checkpoint_in(
+    c: &rusqlite::Connection,
+    key: Option<&SigningKey>,
+    at_ms: i64,
+) -> Result<Option<i64>, rusqlite::Error> {
+    let Some((count, head)) = read_head(c, STORE_SCOPE)? else {
+        return Ok(None);
+    };
+    let last: Option<i64> = c
+        .query_row(
+            "SELECT event_count FROM trace_checkpoints ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if last == Some(count) {
+        return Ok(None);
+    }
+    let (kid, public, sig) = match key {
+        Some(k) => {
+            let s = k.sign(&checkpoint_message(at_ms, count, &head));
+            let v = k.verifying_key();
+            (
+                Some(key_id(&v)),
+                Some(v.as_bytes().to_vec()),
+                Some(s.to_bytes().to_vec()),
+            )
+        }
+        None => (None, None, None),
+    };
+    c.execute(
+        "INSERT INTO trace_checkpoints (at_ms, event_count, head_hash, key_id, public_key, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![at_ms, count, &head[..], kid, public, sig],
+    )?;
+    Ok(Some(count))
+}
+
+/// What is wrong with one event of the chain.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakKind {
+    /// The event's fields no longer hash to its stored hash.
+    Edited,
+    /// Events are missing before this one (a gap in `chain_seq`, or a link to a hash no event
+    /// carries), or at the end of the chain (the head or a checkpoint counts more events).
+    Deleted,
+    /// The event does not belong to the chain (a repeated position, or no chain fields although
+    /// written after the chain started).
+    Inserted,
+    /// The link to the previous event does not match (that event was edited and its hash
+    /// recomputed, or this one was forged with a recomputed hash).
+    Relinked,
+    /// A checkpoint's signature does not verify, or was made with another key than the
+    /// configured one.
+    BadSignature,
+}
+
+/// One broken link.
+#[derive(Debug, Clone, Serialize)]
+pub struct Break {
+    /// What kind of break.
+    pub kind: BreakKind,
+    /// The event where it shows (None: at the end of the chain, or a checkpoint).
+    pub event_id: Option<String>,
+    /// Its time (RFC 3339), as stored.
+    pub at: Option<String>,
+    /// Its dossier.
+    pub ma_ho_so: Option<String>,
+    /// Its position in the chain, as stored.
+    pub seq: Option<i64>,
+    /// In words.
+    pub detail: String,
+}
+
+/// What [`verify_store`] found.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreReport {
+    /// Events that carry a chain and were checked.
+    pub checked: u64,
+    /// Events written before the chain started (not verifiable), as recorded at the upgrade.
+    pub unchained_before: i64,
+    /// When the chain started (ms since the epoch), if the store records it.
+    pub chain_started_ms: Option<i64>,
+    /// Checkpoints found (from the start of the checked range on).
+    pub checkpoints: u64,
+    /// Of them, signed ones whose signature verified.
+    pub checkpoints_signed_ok: u64,
+    /// Of them, unsigned ones.
+    pub checkpoints_unsigned: u64,
+    /// Whether the signatures were checked against a configured key (else only against the key
+    /// each checkpoint names).
+    pub trusted_key: Option<String>,
+    /// Broken links, first first (at most [`MAX_BREAKS`]).
+    pub breaks: Vec<Break>,
+}
+
+impl StoreReport {
+    /// Everything verified.
+    pub fn ok(&self) -> bool {
+        self.breaks.is_empty()
+    }
+}
+
+/// At most this many breaks are listed.
+pub const MAX_BREAKS: usize = 50;
+
+/// One checkpoint as read back: time, event count, head hash, public key, signature.
+type CheckpointRow = (i64, i64, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// One chained row as read back.
+struct Row {
+    event_id: String,
+    at: String,
+    ma: Option<String>,
+    seq: Option<i64>,
+    prev: Option<Vec<u8>>,
+    dossier_prev: Option<Vec<u8>>,
+    stored: Option<Vec<u8>>,
+    computed: [u8; 32],
+}
+
+/// Read one row of `SELECT CHAINED_COLUMNS, chain_hash`.
+fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, rusqlite::Error> {
+    let mut fields = Vec::with_capacity(N_CHAINED);
+    for i in 0..N_CHAINED {
+        fields.push(r.get_ref(i)?);
+    }
+    let computed = event_hash(&fields);
+    let text = |v: ValueRef<'_>| match v {
+        ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Integer(i) => Some(i.to_string()),
+        _ => None,
+    };
+    let blob = |v: ValueRef<'_>| match v {
+        ValueRef::Blob(b) => Some(b.to_vec()),
+        _ => None,
+    };
+    Ok(Row {
+        event_id: text(fields[0]).unwrap_or_default(),
+        at: text(fields[2]).unwrap_or_default(),
+        ma: text(fields[3]),
+        seq: match fields[14] {
+            ValueRef::Integer(i) => Some(i),
+            _ => None,
+        },
+        prev: blob(fields[15]),
+        dossier_prev: blob(fields[16]),
+        stored: blob(r.get_ref(N_CHAINED)?),
+        computed,
+    })
+}
+
+fn brk(kind: BreakKind, row: Option<&Row>, detail: String) -> Break {
+    Break {
+        kind,
+        event_id: row.map(|r| r.event_id.clone()),
+        at: row.map(|r| r.at.clone()),
+        ma_ho_so: row.and_then(|r| r.ma.clone()),
+        seq: row.and_then(|r| r.seq),
+        detail,
+    }
+}
+
+/// Recompute the whole chain (or from the first event at or after `from_ms`): every event's
+/// hash, its link to the store's and its dossier's previous event, the gaps, the heads, and
+/// every checkpoint (its head must be in the chain, its signature must verify, with `trusted`
+/// when given). Read-only.
+pub fn verify_store(
+    c: &rusqlite::Connection,
+    from_ms: Option<i64>,
+    trusted: Option<&VerifyingKey>,
+) -> Result<StoreReport, rusqlite::Error> {
+    let start: Option<(i64, Option<i64>)> = c
+        .query_row(
+            "SELECT started_ms, unchained FROM trace_chain_start WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (chain_started_ms, unchained_before) = match start {
+        Some((s, u)) => (Some(s), u.unwrap_or(0)),
+        None => (None, 0),
+    };
+    let first_seq: i64 = match from_ms {
+        Some(f) => c
+            .query_row(
+                "SELECT MIN(chain_seq) FROM trace_events WHERE chain_seq IS NOT NULL AND at_ms >= ?1",
+                params![f],
+                |r| r.get::<_, Option<i64>>(0),
+            )?
+            .unwrap_or(i64::MAX),
+        None => 1,
+    };
+    let mut report = StoreReport {
+        checked: 0,
+        unchained_before,
+        chain_started_ms,
+        checkpoints: 0,
+        checkpoints_signed_ok: 0,
+        checkpoints_unsigned: 0,
+        trusted_key: trusted.map(key_id),
+        breaks: Vec::new(),
+    };
+    let push = |report: &mut StoreReport, b: Break| {
+        if report.breaks.len() < MAX_BREAKS {
+            report.breaks.push(b);
+        }
+    };
+    // Checkpoints to match against the chain: their counts.
+    let mut cps: Vec<CheckpointRow> = Vec::new();
+    {
+        let mut st = c.prepare(
+            "SELECT at_ms, event_count, head_hash, public_key, signature FROM trace_checkpoints WHERE event_count >= ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map(params![first_seq], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
+        for row in rows {
+            cps.push(row?);
+        }
+    }
+    let wanted: HashSet<i64> = cps.iter().map(|c| c.1).collect();
+    let mut at_count: HashMap<i64, [u8; 32]> = HashMap::new();
+
+    // Unchained rows beyond those recorded when the chain started: inserted.
+    let unchained_now: i64 = c.query_row(
+        "SELECT COUNT(*) FROM trace_events WHERE chain_seq IS NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    if unchained_now > unchained_before {
+        let mut st = c.prepare(&format!(
+            "SELECT {CHAINED_COLUMNS}, chain_hash FROM trace_events WHERE chain_seq IS NULL AND at_ms >= ?1 ORDER BY at_ms LIMIT 1"
+        ))?;
+        let first = st
+            .query_row(params![chain_started_ms.unwrap_or(0)], read_row)
+            .optional()?;
+        push(
+            &mut report,
+            brk(
+                BreakKind::Inserted,
+                first.as_ref(),
+                format!(
+                    "{} event(s) without a chain entry, {} recorded when the chain started: rows were inserted outside the bus",
+                    unchained_now, unchained_before
+                ),
+            ),
+        );
+    }
+
+    let mut st = c.prepare(&format!(
+        "SELECT {CHAINED_COLUMNS}, chain_hash FROM trace_events WHERE chain_seq >= ?1 ORDER BY chain_seq, rowid"
+    ))?;
+    let mut rows = st.query(params![first_seq])?;
+    let mut prev: Option<Row> = None;
+    let mut dossier_last: HashMap<String, Vec<u8>> = HashMap::new();
+    while let Some(r) = rows.next()? {
+        let row = read_row(r)?;
+        report.checked += 1;
+        let seq = row.seq.unwrap_or(0);
+        let expected = prev
+            .as_ref()
+            .and_then(|p| p.seq)
+            .map_or(first_seq, |s| s + 1);
+        let prev_desc = |p: &Option<Row>| {
+            p.as_ref()
+                .map_or("the start of the chain".to_string(), |p| {
+                    format!("event {} ({})", p.event_id, p.at)
+                })
+        };
+        let before = report.breaks.len();
+        if row.stored.as_deref() != Some(&row.computed[..]) {
+            push(
+                &mut report,
+                brk(
+                    BreakKind::Edited,
+                    Some(&row),
+                    "its fields no longer match its hash: the row was edited".into(),
+                ),
+            );
+        } else if seq < expected {
+            push(
+                &mut report,
+                brk(
+                    BreakKind::Inserted,
+                    Some(&row),
+                    format!(
+                        "position {seq} is already taken (after {}): the row was inserted",
+                        prev_desc(&prev)
+                    ),
+                ),
+            );
+            continue;
+        } else if seq > expected {
+            push(
+                &mut report,
+                brk(
+                    BreakKind::Deleted,
+                    Some(&row),
+                    format!(
+                        "{} event(s) missing between {} and this one (positions {expected}..{}): deleted",
+                        seq - expected,
+                        prev_desc(&prev),
+                        seq - 1
+                    ),
+                ),
+            );
+        } else if let Some(p) = &prev
+            && row.prev.as_deref() != p.stored.as_deref()
+        {
+            push(
+                &mut report,
+                brk(
+                    BreakKind::Relinked,
+                    Some(&row),
+                    format!(
+                        "its link does not match the hash of {}: that event was edited and its hash recomputed, or this one was forged",
+                        prev_desc(&prev)
+                    ),
+                ),
+            );
+        } else if prev.is_none() && from_ms.is_none() && row.prev.is_some() {
+            push(
+                &mut report,
+                brk(
+                    BreakKind::Deleted,
+                    Some(&row),
+                    "the first chained event links to an earlier one: events were deleted at the start".into(),
+                ),
+            );
+        }
+        if let Some(ma) = &row.ma {
+            let last = dossier_last.get(ma);
+            // With --from, a dossier's first event in range links to one before it.
+            // A row already reported above is not reported twice.
+            let skip = (last.is_none() && from_ms.is_some()) || report.breaks.len() > before;
+            if !skip && last.map(|v| v.as_slice()) != row.dossier_prev.as_deref() {
+                push(
+                    &mut report,
+                    brk(
+                        BreakKind::Relinked,
+                        Some(&row),
+                        format!("its link to the previous event of dossier {ma} does not match"),
+                    ),
+                );
+            }
+            if let Some(h) = &row.stored {
+                dossier_last.insert(ma.clone(), h.clone());
+            }
+        }
+        if wanted.contains(&seq)
+            && let Some(h) = row
+                .stored
+                .as_deref()
+                .and_then(|h| <[u8; 32]>::try_from(h).ok())
+        {
+            at_count.insert(seq, h);
+        }
+        prev = Some(row);
+    }
+    drop(rows);
+    drop(st);
+    let last_seq = prev.as_ref().and_then(|p| p.seq).unwrap_or(first_seq - 1);
+    if let Some((hseq, hhash)) = read_head(c, STORE_SCOPE)? {
+        if hseq > last_seq {
+            push(
+                &mut report,
+                brk(
+                    BreakKind::Deleted,
+                    None,
+                    format!(
+                        "the head says {hseq} events, the chain ends at {last_seq} (after {}): the last {} event(s) were deleted",
+                        prev.as_ref()
+                            .map_or("nothing".to_string(), |p| format!("event {}", p.event_id)),
+                        hseq - last_seq
+                    ),
+                ),
+            );
+        } else if hseq == last_seq
+            && prev.as_ref().and_then(|p| p.stored.as_deref()) != Some(&hhash[..])
+        {
+            push(
+                &mut report,
+                brk(
+                    BreakKind::Edited,
+                    prev.as_ref(),
+                    "the last event's hash does not match the store head".into(),
+                ),
+            );
+        }
+    }
+    for (at_ms, count, head, public, sig) in &cps {
+        report.checkpoints += 1;
+        let when = crate::clock::to_rfc3339(
+            chrono::DateTime::from_timestamp_millis(*at_ms).unwrap_or_default(),
+        );
+        match at_count.get(count) {
+            Some(h) if h[..] == head[..] => {}
+            Some(_) => push(
+                &mut report,
+                brk(
+                    BreakKind::Relinked,
+                    None,
+                    format!(
+                        "the checkpoint of {when} signed event {count} with another hash: the chain was rewritten up to there"
+                    ),
+                ),
+            ),
+            None => push(
+                &mut report,
+                brk(
+                    BreakKind::Deleted,
+                    None,
+                    format!(
+                        "the checkpoint of {when} counts {count} events; the chain has no event {count}: deleted"
+                    ),
+                ),
+            ),
+        }
+        match (public, sig) {
+            (Some(p), Some(s)) => {
+                let ok = (|| {
+                    let p: [u8; 32] = p.as_slice().try_into().ok()?;
+                    let v = VerifyingKey::from_bytes(&p).ok()?;
+                    if trusted.is_some_and(|t| t != &v) {
+                        return None;
+                    }
+                    let s = Signature::from_slice(s).ok()?;
+                    v.verify(&checkpoint_message(*at_ms, *count, head), &s).ok()
+                })();
+                if ok.is_some() {
+                    report.checkpoints_signed_ok += 1;
+                } else {
+                    push(
+                        &mut report,
+                        brk(
+                            BreakKind::BadSignature,
+                            None,
+                            format!(
+                                "the checkpoint of {when} ({count} events): the signature does not verify{}",
+                                if trusted.is_some() {
+                                    " with the configured key"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        ),
+                    );
+                }
+            }
+            _ => report.checkpoints_unsigned += 1,
+        }
+    }
+    Ok(report)
+}
+
+/// Whether one dossier's chain verifies (the control sheet's line).
+#[derive(Debug, Clone, Serialize)]
+pub struct DossierChain {
+    /// Every chained event of the dossier recomputes, links to the one before, and the last is
+    /// the dossier's head.
+    pub verified: bool,
+    /// Chained events checked.
+    pub events: u64,
+    /// Events of the dossier written before the chain started.
+    pub unchained: u64,
+    /// Why not verified (or a note when verified).
+    pub reason: Option<String>,
+}
+
+/// Recompute one dossier's chain (its events by the dossier index; a few rows).
+pub fn verify_dossier(c: &rusqlite::Connection, ma: &str) -> Result<DossierChain, rusqlite::Error> {
+    let started: Option<i64> = c
+        .query_row(
+            "SELECT started_ms FROM trace_chain_start WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let mut st = c.prepare(&format!(
+        "SELECT {CHAINED_COLUMNS}, chain_hash, at_ms FROM trace_events WHERE ma_ho_so = ?1 ORDER BY chain_seq, rowid"
+    ))?;
+    let mut rows = st.query(params![ma])?;
+    let mut out = DossierChain {
+        verified: true,
+        events: 0,
+        unchained: 0,
+        reason: None,
+    };
+    let mut last: Option<Row> = None;
+    fn fail(out: &mut DossierChain, why: String) {
+        if out.verified {
+            out.verified = false;
+            out.reason = Some(why);
+        }
+    }
+    while let Some(r) = rows.next()? {
+        let row = read_row(r)?;
+        let at_ms: i64 = r.get(N_CHAINED + 1)?;
+        if row.seq.is_none() {
+            if started.is_some_and(|s| at_ms >= s) {
+                fail(
+                    &mut out,
+                    format!("event {} has no chain entry: inserted", row.event_id),
+                );
+            }
+            out.unchained += 1;
+            continue;
+        }
+        out.events += 1;
+        if row.stored.as_deref() != Some(&row.computed[..]) {
+            fail(
+                &mut out,
+                format!("event {} ({}) was edited", row.event_id, row.at),
+            );
+        } else if row.dossier_prev.as_deref() != last.as_ref().and_then(|l| l.stored.as_deref()) {
+            fail(
+                &mut out,
+                format!(
+                    "event {} ({}) does not link to the dossier's previous event: an event was deleted or inserted",
+                    row.event_id, row.at
+                ),
+            );
+        }
+        last = Some(row);
+    }
+    let head = read_head(c, &dossier_scope(ma))?;
+    match (head, &last) {
+        (Some((_, h)), Some(l)) if l.stored.as_deref() != Some(&h[..]) => fail(
+            &mut out,
+            "the dossier's last event is not its recorded head: events were deleted at the end"
+                .into(),
+        ),
+        (Some(_), None) => fail(
+            &mut out,
+            "the dossier has a recorded head but no chained event: deleted".into(),
+        ),
+        _ => {}
+    }
+    if out.verified && out.unchained > 0 {
+        out.reason = Some(format!(
+            "{} earlier event(s) predate the chain and are not covered",
+            out.unchained
+        ));
+    }
+    Ok(out)
+}
+
+impl super::Store {
+    /// [`verify_store`] on this handle's connection (blocking; a read).
+    pub fn verify_trace(
+        &self,
+        from_ms: Option<i64>,
+        trusted: Option<&VerifyingKey>,
+    ) -> Result<StoreReport, super::StoreError> {
+        self.with(|c| verify_store(c, from_ms, trusted))
+    }
+
+    /// [`verify_dossier`] on this handle's connection (blocking; a read).
+    pub fn verify_dossier_chain(&self, ma: &str) -> Result<DossierChain, super::StoreError> {
+        self.with(|c| verify_dossier(c, ma))
+    }
+}
+
+impl super::MessageWriter {
+    /// Write a checkpoint of the store head through the group commit ([`write_checkpoint_in`]),
+    /// signed with `key` when given. Returns the events it covers, if one was written.
+    pub async fn checkpoint(&self, key: Option<SigningKey>) -> Result<Option<i64>, String> {
+        let now = crate::clock::now_ms();
+        self.transact(move |c| write_checkpoint_in(c, key.as_ref(), now))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MessageWriter, Store};
+    use crate::trace::event::TraceEventKind;
+
+    fn ev(ma: &str, n: i64) -> TraceEvent {
+        let mut e =
+            TraceEvent::new(TraceEventKind::Routed, "router", None).message_id(format!("m{n}"));
+        e.ma_ho_so = Some(ma.to_string());
+        e.at_ms += n;
+        e
+    }
+
+    async fn store_with_events() -> (std::path::PathBuf, MessageWriter, Store, Vec<TraceEvent>) {
+        let dir =
+            std::env::temp_dir().join(format!("lt-chain-{}", crate::envelope::new_message_id()));
+        let path = dir.join("t.db");
+        let writer = MessageWriter::start(&path).expect("writer");
+        let store = Store::open(&path).expect("store");
+        let events: Vec<TraceEvent> = (0..10)
+            .map(|n| ev(if n % 2 == 0 { "A-1" } else { "B-2" }, n))
+            .collect();
+        // Two writes, and one repeated event (ignored, does not advance the chain).
+        writer
+            .insert_events(events[..4].to_vec())
+            .await
+            .expect("insert");
+        let mut rest = events[4..].to_vec();
+        rest.push(events[0].clone());
+        writer.insert_events(rest).await.expect("insert");
+        (dir, writer, store, events)
+    }
+
+    fn exec(store: &Store, sql: &str) {
+        store.with(|c| c.execute_batch(sql)).expect("sql");
+    }
+
+    #[tokio::test]
+    async fn an_untouched_chain_verifies_and_a_signed_checkpoint_too() {
+        let (dir, writer, store, _) = store_with_events().await;
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        assert_eq!(
+            writer.checkpoint(Some(key.clone())).await.expect("cp"),
+            Some(10)
+        );
+        // Nothing moved: no second checkpoint.
+        assert_eq!(
+            writer.checkpoint(Some(key.clone())).await.expect("cp"),
+            None
+        );
+        let r = store
+            .verify_trace(None, Some(&key.verifying_key()))
+            .expect("verify");
+        assert!(r.ok(), "{:?}", r.breaks);
+        assert_eq!((r.checked, r.checkpoints_signed_ok), (10, 1));
+        assert!(store.verify_dossier_chain("A-1").expect("dossier").verified);
+        // Another key than the configured one: refused.
+        let other = SigningKey::from_bytes(&[8u8; 32]).verifying_key();
+        let r = store.verify_trace(None, Some(&other)).expect("verify");
+        assert_eq!(r.breaks[0].kind, BreakKind::BadSignature);
+        drop(writer);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn an_edited_a_deleted_and_an_inserted_event_are_found() {
+        let (dir, writer, store, events) = store_with_events().await;
+        exec(
+            &store,
+            &format!(
+                "UPDATE trace_events SET reason = 'nothing to see' WHERE event_id = '{}'",
+                events[3].event_id
+            ),
+        );
+        let r = store.verify_trace(None, None).expect("verify");
+        assert_eq!(r.breaks.len(), 1, "{:?}", r.breaks);
+        assert_eq!(r.breaks[0].kind, BreakKind::Edited);
+        assert_eq!(r.breaks[0].event_id.as_deref(), Some(&*events[3].event_id));
+        let d = store.verify_dossier_chain("B-2").expect("dossier");
+        assert!(!d.verified && d.reason.as_deref().is_some_and(|r| r.contains("edited")));
+        assert!(store.verify_dossier_chain("A-1").expect("dossier").verified);
+
+        exec(
+            &store,
+            &format!(
+                "DELETE FROM trace_events WHERE event_id = '{}'",
+                events[6].event_id
+            ),
+        );
+        let r = store.verify_trace(None, None).expect("verify");
+        assert_eq!(r.breaks[1].kind, BreakKind::Deleted, "{:?}", r.breaks);
+        // Shown at the event after the gap.
+        assert_eq!(r.breaks[1].event_id.as_deref(), Some(&*events[7].event_id));
+        assert!(!store.verify_dossier_chain("A-1").expect("dossier").verified);
+
+        // The last event deleted: the head counts more.
+        exec(
+            &store,
+            &format!(
+                "DELETE FROM trace_events WHERE event_id = '{}'",
+                events[9].event_id
+            ),
+        );
+        let r = store.verify_trace(None, None).expect("verify");
+        assert!(
+            r.breaks
+                .iter()
+                .any(|b| b.kind == BreakKind::Deleted && b.event_id.is_none()),
+            "{:?}",
+            r.breaks
+        );
+
+        // A row inserted by hand (no chain fields) and one copying a position.
+        exec(
+            &store,
+            "INSERT INTO trace_events (event_id, at_ms, at, ma_ho_so, event, component) VALUES ('forged', 99999999999999, 'x', 'A-1', 'delivered', 'adapter:X')",
+        );
+        exec(
+            &store,
+            &format!(
+                "INSERT INTO trace_events (event_id, at_ms, at, ma_ho_so, event, component, chain_seq, chain_prev, chain_hash) SELECT 'forged2', at_ms, at, ma_ho_so, 'delivered', component, chain_seq, chain_prev, chain_hash FROM trace_events WHERE event_id = '{}'",
+                events[1].event_id
+            ),
+        );
+        let r = store.verify_trace(None, None).expect("verify");
+        assert_eq!(r.breaks[0].kind, BreakKind::Inserted, "{:?}", r.breaks);
+        assert_eq!(r.breaks[0].event_id.as_deref(), Some("forged"));
+        assert!(
+            r.breaks
+                .iter()
+                .any(|b| b.event_id.as_deref() == Some("forged2")),
+            "{:?}",
+            r.breaks
+        );
+        drop(writer);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_chain_does_not_match_its_signed_checkpoint() {
+        let (dir, writer, store, events) = store_with_events().await;
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        writer.checkpoint(Some(key.clone())).await.expect("cp");
+        // Delete an event and rewrite every later link (someone who knows the scheme).
+        exec(
+            &store,
+            &format!(
+                "DELETE FROM trace_events WHERE event_id = '{}'",
+                events[9].event_id
+            ),
+        );
+        exec(&store, "DELETE FROM trace_heads");
+        let r = store
+            .verify_trace(None, Some(&key.verifying_key()))
+            .expect("verify");
+        assert!(
+            r.breaks.iter().any(|b| b.detail.contains("checkpoint")),
+            "{:?}",
+            r.breaks
+        );
+        drop(writer);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_writers_on_one_file_keep_one_chain() {
+        // Two group-commit writers (as two `lienthong run` processes would have) writing the
+        // same dossiers at once: SQLite serialises their transactions, and each reads the heads
+        // inside its own, so the chain has no fork.
+        let (dir, first, store, _) = store_with_events().await;
+        let second = MessageWriter::start(&dir.join("t.db")).expect("second writer");
+        let mut tasks = Vec::new();
+        for (w, base) in [(first.clone(), 100), (second.clone(), 1000)] {
+            tasks.push(tokio::spawn(async move {
+                for n in 0..200 {
+                    let ma = if n % 3 == 0 { "A-1" } else { "C-3" };
+                    w.insert_events(vec![ev(ma, base + n), ev("B-2", base + n)])
+                        .await
+                        .expect("insert");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("writer task");
+        }
+        let r = store.verify_trace(None, None).expect("verify");
+        assert!(r.ok(), "{:?}", r.breaks);
+        assert_eq!(r.checked, 10 + 2 * 200 * 2);
+        for ma in ["A-1", "B-2", "C-3"] {
+            assert!(
+                store.verify_dossier_chain(ma).expect("dossier").verified,
+                "{ma}"
+            );
+        }
+        drop((first, second));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn signing_keys_are_read_as_raw_hex_or_base64() {
+        let k = SigningKey::from_bytes(&[9u8; 32]);
+        let hexed = hex(&k.to_bytes());
+        assert_eq!(parse_signing_key(hexed.as_bytes()).expect("hex"), k);
+        assert_eq!(parse_signing_key(&k.to_bytes()).expect("raw"), k);
+        use base64::Engine;
+        let b = base64::engine::general_purpose::STANDARD.encode(k.to_bytes());
+        assert_eq!(parse_signing_key(b.as_bytes()).expect("b64"), k);
+        assert!(parse_signing_key(b"nonsense").is_err());
+        // What `openssl genpkey -algorithm ed25519` writes (a throwaway key).
+        let pem = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIMI3VQ0kb9Zh17adzxDbej0kwOieyoOZAouUvZHrD+Sk\n-----END PRIVATE KEY-----\n";
+        let k = parse_signing_key(pem).expect("pem");
+        assert_eq!(
+            hex(&k.to_bytes()),
+            "c237550d246fd661d7b69dcf10db7a3d24c0e89eca8399028b94bd91eb0fe4a4"
+        );
+    }
+}
