@@ -134,7 +134,7 @@ async fn recoveries(bus: &Bus, channel: &str) -> u64 {
 
 /// Send `envs` over AMQP in the background (the fault lands while they flow).
 fn send_all(bus: &Bus, envs: Vec<Envelope>) -> tokio::task::JoinHandle<()> {
-    let publisher = bus.publisher.clone();
+    let publisher = bus.unit_publisher.clone();
     let ingress = bus.names.ingress_exchange();
     tokio::spawn(async move {
         for env in envs {
@@ -511,7 +511,7 @@ async fn an_idle_bus_declares_what_was_deleted_again_and_reports_what_it_cannot(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut centre = bus.listen(SON_HA).await;
     let env = birth(7600, POLICE);
-    bus.publisher
+    bus.unit_publisher
         .publish(
             &bus.names.ingress_exchange(),
             "",

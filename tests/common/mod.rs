@@ -104,7 +104,11 @@ pub struct Bus {
     pub dir: PathBuf,
     pub mock: Option<MockServer>,
     pub running: Option<Running>,
+    /// The test's own control connection (the broker's default user: listening, dead letters,
+    /// injecting faults); the bus never uses it.
     pub conn: std::sync::Arc<Connection>,
+    /// Publishes on the control connection: only for what no unit could send (a poison message
+    /// straight onto an agency's queue).
     pub publisher: Publisher,
     pub names: Names,
     pub http: String,
@@ -671,7 +675,8 @@ pub async fn answer_as_civil_status_office(bus: &Bus) {
         )
         .await
         .expect("consume");
-    let publisher = bus.publisher.clone();
+    // The office's software publishes as its broker user.
+    let publisher = bus.unit_publisher.clone();
     let ingress = bus.names.ingress_exchange();
     tokio::spawn(async move {
         let mut seen = std::collections::HashSet::new();
