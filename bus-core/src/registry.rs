@@ -119,6 +119,17 @@ pub struct EnvelopeSettings {
     pub max_inline_attachment_bytes: usize,
     /// Hard cap on one attachment (decoded), bytes (default 50 MiB): larger is refused.
     pub max_attachment_bytes: usize,
+    /// Deepest nesting of JSON objects and arrays an envelope may have, levels (default 32;
+    /// the envelope itself is level 1): deeper is refused before any JSON value is built.
+    pub max_json_depth: usize,
+    /// Most JSON nodes (objects, arrays and their elements) an envelope may have (default
+    /// 100 000): more is refused before any JSON value is built.
+    pub max_json_nodes: usize,
+    /// How far in the past `payload.data.ngay_tiep_nhan` (the filing date the due times start
+    /// from) may lie, days before now (default 400).
+    pub date_window_days_back: u32,
+    /// How far in the future `payload.data.ngay_tiep_nhan` may lie, days after now (default 1).
+    pub date_window_days_ahead: u32,
 }
 
 impl Default for EnvelopeSettings {
@@ -128,6 +139,10 @@ impl Default for EnvelopeSettings {
             max_envelope_bytes: 64 * 1024 * 1024,
             max_inline_attachment_bytes: 256 * 1024,
             max_attachment_bytes: 50 * 1024 * 1024,
+            max_json_depth: 32,
+            max_json_nodes: 100_000,
+            date_window_days_back: 400,
+            date_window_days_ahead: 1,
         }
     }
 }
