@@ -2,7 +2,10 @@
 //! 127.0.0.1:5672, the bus and the mock agencies on loopback: a deeply nested payload is refused
 //! before it is parsed (dead letter with the reason over AMQP, 413 problem+json over HTTP) while
 //! the next message flows; a filing date (`ngay_tiep_nhan`) in year 1 or year 9999 is refused
-//! and `/v1/overdue` still answers; an attachment named with a path is refused.
+//! and `/v1/overdue` still answers; an attachment named with a path is refused; one unit's
+//! queue flooded past its `x-max-length` (nobody consuming it) parks the overflow (`queue-full`)
+//! while the other units' messages keep flowing, and every flooded message is delivered once a
+//! consumer drains the queue.
 
 mod common;
 
@@ -169,5 +172,95 @@ async fn an_attachment_named_with_a_path_is_refused() {
             "{name}: {p}"
         );
     }
+    bus.stop().await;
+}
+
+/// Messages in `queue` now (a passive declare).
+async fn depth(bus: &Bus, queue: &str) -> u32 {
+    let ch = bus.conn.create_channel().await.expect("channel");
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("queue exists");
+    let _ = ch.close(200, "checked".into()).await;
+    q.message_count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_unit_queue_parks_its_overflow_while_other_units_flow_and_loses_nothing() {
+    const LIMIT: u32 = 20;
+    const FLOOD: u32 = 60;
+    let bus = Bus::start_with("limits-flood", |s| {
+        if let Some(u) = s.units.iter_mut().find(|u| u.code == SON_HA_CIVIL) {
+            u.max_queue_length = Some(u64::from(LIMIT));
+        }
+    })
+    .await;
+    let mut centre = bus.listen(SON_HA).await;
+    // Nobody consumes the civil-status office's queue while 60 dossiers go to it, and 40 to
+    // the agencies alongside.
+    let mut flood = Vec::new();
+    let mut flooded = Vec::new();
+    let mut others = Vec::new();
+    for i in 0..FLOOD {
+        let e = birth(1000 + i, SON_HA_CIVIL);
+        bus.send(&e).await;
+        flood.push(e.message_id.clone());
+        flooded.push(e.ma_ho_so.clone());
+        if i % 3 == 0 {
+            others.extend(send_background(&bus, 2, 2000 + i * 2).await);
+        }
+    }
+    // The others are delivered to their agencies and answered.
+    let ids = ids_of(&others);
+    let answers = collect_answers(&mut centre, &ids, 90).await;
+    assert_eq!(tally(&ids, &answers), (0, 0), "others: (lost, twice)");
+    // The flooded queue holds about its limit (a quorum queue checks the limit as publishes
+    // arrive, so a few in flight may pass it), far from all 60; nothing was dead-lettered.
+    let civil_queue = bus.names.unit_queue(SON_HA_CIVIL);
+    let held = depth(&bus, &civil_queue).await;
+    assert!(held <= LIMIT + 10, "{held} messages in a queue of {LIMIT}");
+    assert!(bus.dead(1, 1).await.is_empty(), "nothing dead-lettered");
+    // The overflow is visible in the trace as parked, queue-full.
+    let store = bus.store();
+    let parked = eventually(10, "a queue-full trace", || {
+        flooded.iter().find_map(|ma| {
+            store.timeline(ma).ok()?.into_iter().find(|r| {
+                r.reason
+                    .as_deref()
+                    .is_some_and(|x| x.starts_with("queue-full"))
+            })
+        })
+    })
+    .await;
+    assert!(
+        parked
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains(&civil_queue)),
+        "{parked:?}"
+    );
+    // A consumer drains the queue: every flooded message arrives, once.
+    let mut civil = bus.listen(SON_HA_CIVIL).await;
+    let mut seen = std::collections::HashMap::<String, u32>::new();
+    let until = std::time::Instant::now() + Duration::from_secs(300);
+    while seen.len() < flood.len() && std::time::Instant::now() < until {
+        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(5), civil.recv()).await {
+            *seen.entry(e.message_id).or_default() += 1;
+        }
+    }
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(2), civil.recv()).await {
+        *seen.entry(e.message_id).or_default() += 1;
+    }
+    let lost = flood.iter().filter(|id| !seen.contains_key(*id)).count();
+    let twice = seen.values().filter(|n| **n > 1).count();
+    assert_eq!((lost, twice), (0, 0), "flooded: (lost, twice)");
     bus.stop().await;
 }

@@ -164,6 +164,24 @@ pub struct TopologySettings {
     /// an exchange, queue or binding deleted while nothing published to it comes back, and one
     /// declared with other arguments makes `/readyz` answer 503 naming it, within this time.
     pub check_ms: u64,
+    /// `x-max-length` of each unit's queue, messages (default 1 000 000; a unit's
+    /// `max_queue_length` overrides it). Past it the broker refuses publishes to that queue
+    /// (`x-overflow = reject-publish`) and the router parks them (`queue-full`).
+    pub unit_max_length: u64,
+    /// `x-max-length-bytes` of each unit's queue, bytes of message bodies (default 4 GiB; a
+    /// unit's `max_queue_bytes` overrides it).
+    pub unit_max_length_bytes: u64,
+}
+
+impl TopologySettings {
+    /// The (`x-max-length`, `x-max-length-bytes`) of `unit`'s queue: its own override, else
+    /// `[topology] unit_max_length` / `unit_max_length_bytes`.
+    pub fn unit_queue_limits(&self, unit: &Unit) -> (u64, u64) {
+        (
+            unit.max_queue_length.unwrap_or(self.unit_max_length),
+            unit.max_queue_bytes.unwrap_or(self.unit_max_length_bytes),
+        )
+    }
 }
 
 impl Default for TopologySettings {
@@ -174,6 +192,8 @@ impl Default for TopologySettings {
             adapter_prefetch: 16,
             tracer_prefetch: 500,
             check_ms: 30_000,
+            unit_max_length: 1_000_000,
+            unit_max_length_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -420,6 +440,13 @@ pub struct Unit {
     /// Where the code comes from / whether it is verified.
     #[serde(default)]
     pub note: Option<String>,
+    /// `x-max-length` of this unit's queue, messages (default `[topology] unit_max_length`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_length: Option<u64>,
+    /// `x-max-length-bytes` of this unit's queue, bytes (default `[topology]
+    /// unit_max_length_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_bytes: Option<u64>,
 }
 
 fn default_reach() -> Reach {
