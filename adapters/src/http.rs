@@ -289,11 +289,12 @@ async fn read_capped(
     {
         return Err(over(len, b""));
     }
+    let url = resp.url().clone();
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| transport_error(agent, op, &e))?
+        .map_err(|e| transport_error(agent, op, &e.with_url(url.clone())))?
     {
         if body.len() + chunk.len() > cap {
             return Err(over((body.len() + chunk.len()) as u64, &body));
