@@ -362,18 +362,38 @@ impl ProcessManager {
                 .map_err(PmError::Retry)?;
             // A unit queue deleted by hand is declared again by the publisher (see
             // `Publisher::publish_to_unit`).
-            let sent = self.publish_to(&entry.receiver, &entry.body, &env).await;
-            sent.map_err(|e| {
+            let failed = |e: PublishError| {
                 PmError::Retry(format!(
                     "publishing {} to {} failed: {e}",
                     env.kind, entry.receiver
                 ))
-            })?;
-            let routed =
-                TraceEvent::new(TraceEventKind::Routed, COMPONENT, Some(&env)).reason(format!(
-                    "to queue {} (process manager)",
-                    self.ctx.names.unit_queue(&entry.receiver)
-                ));
+            };
+            let unit_queue = self.ctx.names.unit_queue(&entry.receiver);
+            let routed = match self.publish_to(&entry.receiver, &entry.body, &env).await {
+                Ok(()) => TraceEvent::new(TraceEventKind::Routed, COMPONENT, Some(&env))
+                    .reason(format!("to queue {unit_queue} (process manager)")),
+                // The unit's queue is full (reject-publish): park it for that unit, so that the
+                // rest of the outbox (other units) goes out.
+                Err(PublishError::Nacked) => {
+                    let (queue, delay) = lienthong_core::overflow::park_queue_full(
+                        &self.publisher,
+                        &self.ctx.names,
+                        &self.ctx.settings.retry.delays_ms,
+                        &entry.receiver,
+                        &entry.body,
+                        &env,
+                    )
+                    .await
+                    .map_err(failed)?;
+                    metrics::counter!("lienthong_queue_full_parked_total", "component" => COMPONENT)
+                        .increment(1);
+                    TraceEvent::new(TraceEventKind::Retried, COMPONENT, Some(&env)).reason(format!(
+                        "{}: the broker refused it for queue {unit_queue} (x-max-length / x-max-length-bytes reached); parked in {queue}, back to the queue in {delay} ms (process manager)",
+                        lienthong_core::overflow::QUEUE_FULL
+                    ))
+                }
+                Err(e) => return Err(failed(e)),
+            };
             self.tracer
                 .emit(&routed)
                 .await

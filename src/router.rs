@@ -15,7 +15,7 @@ use lienthong_core::envelope::{Envelope, RejectCode, Rejection};
 use lienthong_core::hold::Hold;
 use lienthong_core::store::Origin;
 use lienthong_core::trace::{TraceEvent, TraceEventKind, Tracer};
-use lienthong_core::{filing, routing};
+use lienthong_core::{filing, overflow, routing};
 
 use crate::consume::requeue;
 use crate::context::Ctx;
@@ -398,6 +398,31 @@ impl Router {
                     ),
                     Some(Box::new(env)),
                 ));
+            }
+            Err(PublishError::Nacked) => {
+                // The unit's queue is full (reject-publish): park the message for this unit
+                // and ack, so that the other units' messages keep flowing.
+                let (queue, delay) = overflow::park_queue_full(
+                    &self.publisher,
+                    &self.ctx.names,
+                    &self.ctx.settings.retry.delays_ms,
+                    &decision.receiver,
+                    &body,
+                    &env,
+                )
+                .await?;
+                metrics::counter!("lienthong_queue_full_parked_total", "component" => COMPONENT)
+                    .increment(1);
+                let parked = TraceEvent::new(TraceEventKind::Retried, COMPONENT, Some(&env))
+                    .reason(format!(
+                        "{}: the broker refused it for queue {} (x-max-length / x-max-length-bytes reached); parked in {queue}, back to the queue in {delay} ms",
+                        overflow::QUEUE_FULL,
+                        self.ctx.names.unit_queue(&decision.receiver)
+                    ));
+                self.tracer
+                    .emit_all(vec![received, validated, parked])
+                    .await?;
+                return Ok(());
             }
             Err(e) => return Err(Failure::Publish(e)),
         }

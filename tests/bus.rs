@@ -403,6 +403,30 @@ async fn queue_precreated_with_other_arguments_gives_a_named_startup_error() {
         long("at-least-once".into()),
     );
     args.insert("x-overflow".into(), long("reject-publish".into()));
+    // A queue declared before the unit queues were bounded (issue 17): the argument set of
+    // then, without x-max-length; the migration in docs/deploy.md starts from this error.
+    let old_unit = format!("{}.unit.{BHXH}", s.bus.prefix);
+    let mut old_args = args.clone();
+    old_args.insert(
+        "x-delivery-limit".into(),
+        lapin::types::AMQPValue::LongLongInt(i64::from(s.topology.delivery_limit)),
+    );
+    ch.queue_declare(
+        old_unit.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        old_args,
+    )
+    .await
+    .expect("quorum queue of an older version");
+    let num = |v: u64| lapin::types::AMQPValue::LongLongInt(v as i64);
+    args.insert("x-max-length".into(), num(s.topology.unit_max_length));
+    args.insert(
+        "x-max-length-bytes".into(),
+        num(s.topology.unit_max_length_bytes),
+    );
     args.insert(
         "x-delivery-limit".into(),
         lapin::types::AMQPValue::LongLongInt(3),
@@ -430,6 +454,12 @@ async fn queue_precreated_with_other_arguments_gives_a_named_startup_error() {
     assert!(
         err.contains(&format!(
             "queue \"{unit}\" already exists with a different \"x-delivery-limit\" argument"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "queue \"{old_unit}\" already exists with a different \"x-max-length\" argument"
         )),
         "{err}"
     );

@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use crate::outcome::{AgencyStatus, Outcome, StatusLookup};
+use crate::outcome::{AgencyStatus, Outcome, StatusLookup, clean_text};
 use crate::transport::{Peer, TransportError};
 
 /// A client with the unit's timeout (ms) for the whole request and default connection options.
@@ -78,7 +78,14 @@ pub struct ConnectionOptions {
     pub connect_timeout_ms: Option<u64>,
     /// Longest stall between two reads of the answer, ms (default: the total timeout).
     pub read_timeout_ms: Option<u64>,
+    /// Largest answer body read from this agency, bytes (default [`DEFAULT_MAX_ANSWER_BYTES`],
+    /// 4 MiB): a longer one is an unreadable answer (outcome unknown) with that reason.
+    pub max_answer_bytes: Option<usize>,
 }
+
+/// Largest agency answer body read when the unit's `connection` sets no `max_answer_bytes`,
+/// bytes (4 MiB).
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
 /// `env:NAME` → the variable's value; anything else as is.
 fn secret(v: &Option<String>, what: &str) -> Result<Option<String>, String> {
@@ -247,15 +254,54 @@ pub async fn exchange(
     let resp = request.send_via(agent).await.map_err(|e| e.outcome(op))?;
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| transport_error(agent, op, &e))?;
+    let body = read_capped(agent, op, status, &headers, resp).await?;
     Ok(Reply {
         status,
         headers,
         body,
     })
+}
+
+/// Read an answer's body, at most the agent's `max_answer_bytes` (checked against
+/// `Content-Length` first, then chunk by chunk). Over the cap: for a 2xx the unreadable answer
+/// ([`unreadable`], outcome unknown: the agency may have taken the request), for another status
+/// the failure it is, both saying the limit.
+async fn read_capped(
+    agent: &Agent,
+    op: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    mut resp: reqwest::Response,
+) -> Result<bytes::Bytes, Outcome> {
+    let cap = agent.max_answer_bytes;
+    let over = |seen: u64, first: &[u8]| {
+        let what = format!(
+            "the answer is over the limit of {cap} bytes ({seen} bytes or more; the unit's connection max_answer_bytes)"
+        );
+        if status.is_success() {
+            unreadable(op, status, what, first)
+        } else {
+            failure_status(op, status, headers, what)
+        }
+    };
+    if let Some(len) = resp.content_length()
+        && len > cap as u64
+    {
+        return Err(over(len, b""));
+    }
+    let url = resp.url().clone();
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| transport_error(agent, op, &e.with_url(url.clone())))?
+    {
+        if body.len() + chunk.len() > cap {
+            return Err(over((body.len() + chunk.len()) as u64, &body));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// The one rule for a 2xx whose body is not the agency's answer (`what` says why): the
@@ -288,6 +334,7 @@ pub fn failure_status(
     headers: &HeaderMap,
     reason: String,
 ) -> Outcome {
+    let reason = clean_text(&reason);
     if status.is_redirection() {
         let to = headers
             .get(reqwest::header::LOCATION)
@@ -488,11 +535,11 @@ pub fn lookup_unreadable(
     }
 }
 
-/// First 300 characters of a body, for reasons.
+/// First 300 characters of a body, for reasons, without control characters ([`clean_text`]).
 pub fn snippet(body: &[u8]) -> String {
     let s = String::from_utf8_lossy(body);
     let t: String = s.chars().take(300).collect();
-    t.trim().to_string()
+    clean_text(t.trim())
 }
 
 #[cfg(test)]
@@ -630,6 +677,8 @@ pub struct Agent {
     client: reqwest::Client,
     oauth: Option<Arc<OAuth2>>,
     peer: Arc<Peer>,
+    /// Largest answer body read, bytes.
+    max_answer_bytes: usize,
 }
 
 impl std::ops::Deref for Agent {
@@ -646,7 +695,14 @@ impl Agent {
             client,
             oauth: None,
             peer: Arc::default(),
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
         }
+    }
+
+    /// This agent reading answers of at most `bytes` bytes.
+    pub fn with_max_answer_bytes(mut self, bytes: usize) -> Agent {
+        self.max_answer_bytes = bytes;
+        self
     }
 
     /// This agent for the unit `code` (`name`), so that transport failures name it and point
@@ -701,6 +757,7 @@ impl Agent {
             client,
             oauth,
             peer: Arc::new(peer),
+            max_answer_bytes: c.max_answer_bytes.unwrap_or(DEFAULT_MAX_ANSWER_BYTES),
         })
     }
 }

@@ -134,6 +134,60 @@ pub struct AgencyReply {
     pub officer: Option<String>,
 }
 
+impl AgencyReply {
+    /// The reply with every text the agency wrote passed through [`clean_text`]: dossier code,
+    /// reference, receipt, reason, officer, and each string of `result` (at any depth).
+    /// Every adapter's `parse_callback` returns its reply through this.
+    pub fn cleaned(mut self) -> AgencyReply {
+        fn walk(v: &mut Value) {
+            match v {
+                Value::String(s) => *s = clean_text(s),
+                Value::Array(a) => a.iter_mut().for_each(walk),
+                Value::Object(m) => m.values_mut().for_each(walk),
+                _ => {}
+            }
+        }
+        self.ma_ho_so = clean_text(&self.ma_ho_so);
+        self.reference = clean_text(&self.reference);
+        for t in [&mut self.receipt, &mut self.reason, &mut self.officer]
+            .into_iter()
+            .flatten()
+        {
+            *t = clean_text(t);
+        }
+        let keys_clean = self.result.keys().all(|k| clean_text(k) == *k);
+        if !keys_clean {
+            self.result = std::mem::take(&mut self.result)
+                .into_iter()
+                .map(|(k, v)| (clean_text(&k), v))
+                .collect();
+        }
+        self.result.values_mut().for_each(walk);
+        self
+    }
+}
+
+/// Agency text as it may enter traces, logs and terminals: control characters (C0 but tab and
+/// line feed, DEL, C1 — terminal escapes among them), the bidirectional overrides and
+/// isolates (U+202A–U+202E, U+2066–U+2069) and the noncharacters U+FFFE/U+FFFF removed; CR
+/// becomes a line feed. Everything else is kept as the agency wrote it.
+pub fn clean_text(s: &str) -> String {
+    let bad = |c: char| {
+        (c.is_control() && c != '\t' && c != '\n')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{fffe}' | '\u{ffff}')
+    };
+    if !s.chars().any(bad) {
+        return s.to_string();
+    }
+    s.chars()
+        .filter_map(|c| match c {
+            '\r' => Some('\n'),
+            c if bad(c) => None,
+            c => Some(c),
+        })
+        .collect()
+}
+
 /// The dossier code `lienthong check` looks up: shaped like a code, issued by no centre.
 pub const PROBE_MA_HO_SO: &str = "LIENTHONG-CHECK-000101-0000";
 

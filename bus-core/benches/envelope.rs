@@ -1,6 +1,7 @@
 //! Benchmarks envelope ingress: `EnvelopeValidator::accept` and `normalize_nfc` on sample
 //! dossiers, and `FilingSchemas::check` (a filing against its procedure's data schema, what the
-//! router adds for a centre's filing).
+//! router adds for a centre's filing), and `json_shape_within` alone (the depth and node bound
+//! `accept` runs before parsing).
 //!
 //! Inputs come from `schemas/samples/dossiers.jsonl`, read when the bench starts. They are the
 //! first birth dossier (`1.001193`), the first birth dossier whose names are in NFD, the largest
@@ -15,7 +16,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use lienthong_core::envelope::{EnvelopeValidator, normalize_nfc};
+use lienthong_core::envelope::{EnvelopeValidator, json_shape_within, normalize_nfc};
 use lienthong_core::filing::FilingSchemas;
 use lienthong_core::registry::{DEFAULT_CONFIG, Registry, Settings};
 use serde_json::Value;
@@ -137,6 +138,16 @@ fn accept(c: &mut Criterion) {
         });
         g.bench_function(*name, |b| {
             b.iter(|| validator.accept(black_box(body)).expect("accepted"))
+        });
+    }
+    g.finish();
+
+    // The depth / node bound alone (`json_shape_within`, part of `accept` above): its share.
+    let mut g = c.benchmark_group("json_shape");
+    for (name, body) in &inputs {
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(*name, |b| {
+            b.iter(|| json_shape_within(black_box(body), 32, 100_000).expect("within"))
         });
     }
     g.finish();

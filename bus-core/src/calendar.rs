@@ -22,7 +22,8 @@
 //! for the UTC+7 meridian (Hồ Ngọc Đức's algorithm, crate `amlich-core`), so Tết 1985 and 2007
 //! differ from China's.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, NaiveTime, TimeZone, Weekday};
 use serde::{Deserialize, Serialize};
@@ -134,7 +135,20 @@ pub struct WorkCalendar {
     lunar: Vec<(i32, i32)>,
     off: BTreeSet<NaiveDate>,
     worked: BTreeSet<NaiveDate>,
+    /// Each year's worked days, computed once per year on first use and shared by clones.
+    years: Arc<Mutex<HashMap<i32, Arc<YearDays>>>>,
 }
+
+/// One Gregorian year's worked days: `worked[i]` for the day of ordinal `i` (0-based), and
+/// `before[i]` = worked days before it in the year (so a span's count is two look-ups).
+#[derive(Debug)]
+struct YearDays {
+    worked: Vec<bool>,
+    before: Vec<u32>,
+}
+
+/// Years a cache keeps before it is emptied (bounds memory against far-away dates: ~3 KB each).
+const CACHED_YEARS: usize = 64;
 
 fn md(s: &str, what: &str) -> Result<(u32, u32), String> {
     let (m, d) = s
@@ -229,7 +243,58 @@ impl WorkCalendar {
             lunar,
             off,
             worked,
+            years: Arc::default(),
         })
+    }
+
+    /// The worked days of `year`, from the cache or computed (holidays once per year).
+    fn year(&self, year: i32) -> Arc<YearDays> {
+        let mut cache = self.years.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(y) = cache.get(&year) {
+            return y.clone();
+        }
+        let holidays = self.holidays(year);
+        let mut worked = Vec::with_capacity(366);
+        let mut before = Vec::with_capacity(367);
+        let mut n = 0u32;
+        let mut d = NaiveDate::from_yo_opt(year, 1);
+        while let Some(day) = d.filter(|x| x.year() == year) {
+            let w = self.worked.contains(&day)
+                || !(self.weekend.contains(&day.weekday())
+                    || self.off.contains(&day)
+                    || holidays.contains_key(&day));
+            before.push(n);
+            worked.push(w);
+            n += u32::from(w);
+            d = day.succ_opt();
+        }
+        before.push(n);
+        let y = Arc::new(YearDays { worked, before });
+        if cache.len() >= CACHED_YEARS {
+            cache.clear();
+        }
+        cache.insert(year, y.clone());
+        y
+    }
+
+    /// Worked days from `a` to `b`, both included (0 when `b < a`): O(1) per year crossed.
+    pub fn working_days_between(&self, a: NaiveDate, b: NaiveDate) -> i64 {
+        let mut total = 0i64;
+        let mut from = a;
+        while from <= b {
+            let y = self.year(from.year());
+            let end_of_year = NaiveDate::from_ymd_opt(from.year(), 12, 31).unwrap_or(b);
+            let to = b.min(end_of_year);
+            let (i, j) = (from.ordinal0() as usize, to.ordinal0() as usize + 1);
+            total += i64::from(
+                y.before.get(j).copied().unwrap_or(0) - y.before.get(i).copied().unwrap_or(0),
+            );
+            match end_of_year.succ_opt() {
+                Some(next) if to == end_of_year => from = next,
+                _ => break,
+            }
+        }
+        total
     }
 
     /// The public holidays of Gregorian year `year` by law (before the year's announcement),
@@ -267,12 +332,11 @@ impl WorkCalendar {
 
     /// Whether `d` is worked.
     pub fn is_working_day(&self, d: NaiveDate) -> bool {
-        if self.worked.contains(&d) {
-            return true;
-        }
-        !(self.weekend.contains(&d.weekday())
-            || self.off.contains(&d)
-            || self.holidays(d.year()).contains_key(&d))
+        self.year(d.year())
+            .worked
+            .get(d.ordinal0() as usize)
+            .copied()
+            .unwrap_or(false)
     }
 
     fn next_working_day(&self, mut d: NaiveDate) -> NaiveDate {
@@ -326,28 +390,42 @@ impl WorkCalendar {
         self.day_end(d)
     }
 
-    /// Office time (seconds) between `a` and `b` on worked days.
+    /// Office time (seconds) between `a` and `b` on worked days: the first and last day
+    /// counted hour by hour, the days between by the per-year tables (O(1) per year crossed).
     pub fn office_seconds(&self, a: DateTime<FixedOffset>, b: DateTime<FixedOffset>) -> i64 {
         if b <= a {
             return 0;
         }
         let (a, b) = (a.with_timezone(&vn()), b.with_timezone(&vn()));
-        let mut total = 0;
-        let mut d = a.date_naive();
-        while d <= b.date_naive() {
-            if self.is_working_day(d) {
-                for (s, e) in &self.hours {
-                    let (s, e) = (self.at(d, *s), self.at(d, *e));
-                    let lo = s.max(a);
-                    let hi = e.min(b);
-                    if hi > lo {
-                        total += (hi - lo).num_seconds();
-                    }
+        let in_day = |d: NaiveDate| -> i64 {
+            if !self.is_working_day(d) {
+                return 0;
+            }
+            let mut total = 0;
+            for (s, e) in &self.hours {
+                let (s, e) = (self.at(d, *s), self.at(d, *e));
+                let lo = s.max(a);
+                let hi = e.min(b);
+                if hi > lo {
+                    total += (hi - lo).num_seconds();
                 }
             }
-            d += Duration::days(1);
+            total
+        };
+        let (first, last) = (a.date_naive(), b.date_naive());
+        if first == last {
+            return in_day(first);
         }
-        total
+        let full_day: i64 = self
+            .hours
+            .iter()
+            .map(|(s, e)| (*e - *s).num_seconds())
+            .sum();
+        let middle = match (first.succ_opt(), last.pred_opt()) {
+            (Some(x), Some(y)) if x <= y => self.working_days_between(x, y) * full_day,
+            _ => 0,
+        };
+        in_day(first) + middle + in_day(last)
     }
 
     /// `t` moved forward by `secs` of office time (rule 4).
@@ -522,6 +600,42 @@ mod tests {
             c.add_office_seconds(due, paused),
             t("2026-12-03T17:00:00+07:00")
         );
+    }
+
+    #[test]
+    fn office_seconds_by_year_tables_match_the_day_walk() {
+        let c = cal_2026();
+        let walk = |a: DateTime<FixedOffset>, b: DateTime<FixedOffset>| -> i64 {
+            let mut total = 0;
+            let mut d = a.date_naive();
+            while d <= b.date_naive() {
+                if c.is_working_day(d) {
+                    for (s, e) in &c.hours {
+                        let (s, e) = (c.at(d, *s), c.at(d, *e));
+                        let (lo, hi) = (s.max(a), e.min(b));
+                        if hi > lo {
+                            total += (hi - lo).num_seconds();
+                        }
+                    }
+                }
+                d += Duration::days(1);
+            }
+            total
+        };
+        for (a, b) in [
+            ("2025-12-30T10:00:00+07:00", "2027-01-05T15:30:00+07:00"),
+            ("2026-02-13T16:00:00+07:00", "2026-02-24T08:30:00+07:00"),
+            ("2026-05-04T07:00:00+07:00", "2026-05-04T18:00:00+07:00"),
+            ("2026-05-04T12:00:00+07:00", "2026-05-05T12:00:00+07:00"),
+        ] {
+            assert_eq!(c.office_seconds(t(a), t(b)), walk(t(a), t(b)), "{a} … {b}");
+        }
+        // Year 1 to year 9999: one table per year, no walk of 3.6 million days.
+        let far = c.office_seconds(
+            t("0001-01-01T08:00:00+07:00"),
+            t("9999-12-31T08:00:00+07:00"),
+        );
+        assert!(far > 0);
     }
 
     #[test]

@@ -575,6 +575,10 @@ pub struct EnvelopeValidator {
     ma_ho_so_pattern: Regex,
     max_envelope_bytes: usize,
     max_attachment_bytes: usize,
+    max_json_depth: usize,
+    max_json_nodes: usize,
+    date_window_days_back: i64,
+    date_window_days_ahead: i64,
 }
 
 impl EnvelopeValidator {
@@ -592,6 +596,10 @@ impl EnvelopeValidator {
             ma_ho_so_pattern,
             max_envelope_bytes: settings.max_envelope_bytes,
             max_attachment_bytes: settings.max_attachment_bytes,
+            max_json_depth: settings.max_json_depth,
+            max_json_nodes: settings.max_json_nodes,
+            date_window_days_back: i64::from(settings.date_window_days_back),
+            date_window_days_ahead: i64::from(settings.date_window_days_ahead),
         })
     }
 
@@ -599,7 +607,10 @@ impl EnvelopeValidator {
     ///
     /// Errors: [`RejectCode::TooLarge`], [`RejectCode::MalformedJson`] (with line and column),
     /// [`RejectCode::SchemaInvalid`] (each error with its JSON pointer),
-    /// [`RejectCode::InvalidField`] (ma_ho_so pattern, sent_at, attachment size or hash).
+    /// [`RejectCode::InvalidField`] (ma_ho_so pattern, sent_at, attachment size, hash or name,
+    /// `payload.data.ngay_tiep_nhan` outside the date window). Bodies nested deeper than
+    /// `[envelope] max_json_depth` or with more than `max_json_nodes` nodes are refused
+    /// ([`RejectCode::TooLarge`]) by one scan of the bytes, before any JSON value is built.
     pub fn accept(&self, body: &[u8]) -> Result<Envelope, Rejection> {
         if body.len() > self.max_envelope_bytes {
             return Err(Rejection::new(
@@ -611,6 +622,8 @@ impl EnvelopeValidator {
                 ),
             ));
         }
+        json_shape_within(body, self.max_json_depth, self.max_json_nodes)
+            .map_err(|detail| Rejection::new(RejectCode::TooLarge, detail))?;
         let mut value: Value = serde_json::from_slice(body).map_err(|e| {
             Rejection::new(
                 RejectCode::MalformedJson,
@@ -707,7 +720,17 @@ impl EnvelopeValidator {
                 format!("sent_at {:?} is not an RFC 3339 time", env.sent_at),
             ));
         }
+        self.check_dates(env, crate::clock::now_vn())?;
         for (i, a) in env.attachments.iter().enumerate() {
+            if let Some(why) = bad_file_name(&a.name) {
+                return Err(Rejection::new(
+                    RejectCode::InvalidField,
+                    format!(
+                        "attachment {i}: name {:?} {why}; a file name is one plain name",
+                        clip(&a.name, 100)
+                    ),
+                ));
+            }
             if let Some(b64) = &a.content_base64 {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(b64.as_bytes())
@@ -756,6 +779,119 @@ impl EnvelopeValidator {
         }
         Ok(())
     }
+}
+
+impl EnvelopeValidator {
+    /// Refuse a sender-chosen date the due times start from when it lies outside
+    /// `[now - date_window_days_back, now + date_window_days_ahead]`: `payload.data.ngay_tiep_nhan`
+    /// (RFC 3339, or DVCQG `yyyyMMddHHmmss` in +07:00). A value that is neither is left to the
+    /// process manager, which then does not use it.
+    fn check_dates(
+        &self,
+        env: &Envelope,
+        now: chrono::DateTime<chrono::FixedOffset>,
+    ) -> Result<(), Rejection> {
+        let Some(raw) = env
+            .payload
+            .data
+            .as_ref()
+            .and_then(|d| d.get("ngay_tiep_nhan"))
+            .and_then(Value::as_str)
+        else {
+            return Ok(());
+        };
+        let Some(t) = parse_sender_time(raw) else {
+            return Ok(());
+        };
+        let from = now - chrono::Duration::days(self.date_window_days_back);
+        let to = now + chrono::Duration::days(self.date_window_days_ahead);
+        if t < from || t > to {
+            return Err(Rejection::new(
+                RejectCode::InvalidField,
+                format!(
+                    "payload.data.ngay_tiep_nhan {:?} is outside the accepted window of {} days back to {} day(s) ahead of now ([envelope] date_window_days_back / date_window_days_ahead)",
+                    clip(raw, 40),
+                    self.date_window_days_back,
+                    self.date_window_days_ahead
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A sender's time: RFC 3339, or DVCQG `yyyyMMddHHmmss` read in +07:00.
+pub fn parse_sender_time(s: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t);
+    }
+    if s.len() == 14 && s.bytes().all(|b| b.is_ascii_digit()) {
+        let naive = chrono::NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%S").ok()?;
+        return naive.and_local_timezone(crate::clock::vn_offset()).single();
+    }
+    None
+}
+
+/// Why an attachment name is not one plain file name: a path separator (`/`, `\`), `..`, a
+/// control character (C0, DEL, C1), or nothing but dots and spaces. `None` when it is fine.
+pub fn bad_file_name(name: &str) -> Option<&'static str> {
+    if name.contains('/') || name.contains('\\') {
+        Some("holds a path separator")
+    } else if name.contains("..") {
+        Some("holds \"..\"")
+    } else if name.chars().any(char::is_control) {
+        Some("holds a control character")
+    } else if name.trim_matches(|c| c == '.' || c == ' ').is_empty() {
+        Some("is empty or only dots")
+    } else {
+        None
+    }
+}
+
+/// Whether a JSON body stays within `max_depth` levels of nested objects and arrays and
+/// `max_nodes` nodes (objects and arrays, plus one per `,`: about one per element), judged in
+/// one pass over the bytes outside strings (strings are skipped with `memchr`). The parser
+/// still judges the syntax: a body this lets through may be malformed. Errors say which limit,
+/// for the rejection's detail.
+pub fn json_shape_within(body: &[u8], max_depth: usize, max_nodes: usize) -> Result<(), String> {
+    let (mut i, mut depth, mut nodes) = (0usize, 0usize, 1usize);
+    while let Some(&b) = body.get(i) {
+        match b {
+            b'"' => {
+                // Skip the string: to its closing quote, stepping over escapes.
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', body.get(i..).unwrap_or_default()) {
+                        None => return Ok(()),
+                        Some(j) if body.get(i + j) == Some(&b'\\') => i += j + 2,
+                        Some(j) => {
+                            i += j;
+                            break;
+                        }
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                nodes += 1;
+                if depth > max_depth {
+                    return Err(format!(
+                        "JSON nested more than {max_depth} levels deep; the limit is {max_depth} levels ([envelope] max_json_depth)"
+                    ));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' => nodes += 1,
+            _ => {}
+        }
+        if nodes > max_nodes {
+            return Err(format!(
+                "JSON has more than {max_nodes} nodes; the limit is {max_nodes} ([envelope] max_json_nodes)"
+            ));
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 /// At most `max_chars` characters of `s`, with a note of how much was cut.
@@ -985,6 +1121,88 @@ mod tests {
             .accept(v.to_string().as_bytes())
             .expect_err("invalid");
         assert!(r.reason().len() < 20_000, "{}", r.reason().len());
+    }
+
+    #[test]
+    fn deep_or_huge_json_is_refused_before_parsing() {
+        let mut body = String::new();
+        for _ in 0..40 {
+            body.push_str("{\"a\":");
+        }
+        body.push('1');
+        for _ in 0..40 {
+            body.push('}');
+        }
+        let r = validator().accept(body.as_bytes()).expect_err("deep");
+        assert_eq!(r.code, RejectCode::TooLarge);
+        assert!(r.detail.contains("max_json_depth"), "{}", r.detail);
+        // Brackets inside strings are text, not nesting.
+        let mut v = sample();
+        v["payload"]["reason"] = Value::String("[[[[{{{{\\\"".repeat(20));
+        validator()
+            .accept(v.to_string().as_bytes())
+            .expect("brackets in strings");
+        // Many nodes at depth 2.
+        let mut v = sample();
+        v["payload"]["data"] = serde_json::json!({"xs": vec![1; 100_001]});
+        let r = validator()
+            .accept(v.to_string().as_bytes())
+            .expect_err("nodes");
+        assert!(r.detail.contains("max_json_nodes"), "{}", r.detail);
+        assert!(json_shape_within(b"[[1],[2]]", 2, 10).is_ok());
+        assert!(json_shape_within(b"[[[1]]]", 2, 10).is_err());
+    }
+
+    #[test]
+    fn the_data_has_a_bounded_number_of_keys() {
+        let mut v = sample();
+        let many: Map<String, Value> = (0..501)
+            .map(|i| (format!("k{i}"), Value::from(i)))
+            .collect();
+        v["payload"]["data"] = Value::Object(many);
+        let r = validator()
+            .accept(v.to_string().as_bytes())
+            .expect_err("keys");
+        assert_eq!(r.code, RejectCode::SchemaInvalid);
+    }
+
+    #[test]
+    fn filing_dates_outside_the_window_are_refused() {
+        for bad in [
+            "0001-01-01T08:00:00+07:00",
+            "9999-12-31T08:00:00+07:00",
+            "00010101080000",
+        ] {
+            let mut v = sample();
+            v["payload"]["data"] = serde_json::json!({ "ngay_tiep_nhan": bad });
+            let r = validator().accept(v.to_string().as_bytes()).expect_err(bad);
+            assert_eq!(r.code, RejectCode::InvalidField);
+            assert!(r.detail.contains("ngay_tiep_nhan"), "{}", r.detail);
+        }
+        let mut v = sample();
+        v["payload"]["data"] = serde_json::json!({ "ngay_tiep_nhan": crate::clock::now_rfc3339() });
+        validator().accept(v.to_string().as_bytes()).expect("today");
+    }
+
+    #[test]
+    fn attachment_names_are_plain_names() {
+        for bad in [
+            "../etc/passwd",
+            "a/b.pdf",
+            "a\\b.pdf",
+            "x..pdf",
+            "a\tb.pdf",
+            "a\u{9b}.pdf",
+            "..",
+            " . ",
+        ] {
+            let mut v = sample();
+            v["attachments"][0]["name"] = Value::String(bad.into());
+            let r = validator().accept(v.to_string().as_bytes()).expect_err(bad);
+            assert_eq!(r.code, RejectCode::InvalidField, "{bad}");
+            assert!(r.detail.contains("attachment 0"), "{}", r.detail);
+        }
+        assert_eq!(bad_file_name("Tờ khai.pdf"), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod envelope;
 pub mod filing;
 pub mod health;
 pub mod hold;
+pub mod overflow;
 pub mod process;
 pub mod registry;
 pub mod routing;

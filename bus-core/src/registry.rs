@@ -175,6 +175,17 @@ pub struct EnvelopeSettings {
     pub max_inline_attachment_bytes: usize,
     /// Hard cap on one attachment (decoded), bytes (default 50 MiB): larger is refused.
     pub max_attachment_bytes: usize,
+    /// Deepest nesting of JSON objects and arrays an envelope may have, levels (default 32;
+    /// the envelope itself is level 1): deeper is refused before any JSON value is built.
+    pub max_json_depth: usize,
+    /// Most JSON nodes (objects, arrays and their elements) an envelope may have (default
+    /// 100 000): more is refused before any JSON value is built.
+    pub max_json_nodes: usize,
+    /// How far in the past `payload.data.ngay_tiep_nhan` (the filing date the due times start
+    /// from) may lie, days before now (default 400).
+    pub date_window_days_back: u32,
+    /// How far in the future `payload.data.ngay_tiep_nhan` may lie, days after now (default 1).
+    pub date_window_days_ahead: u32,
 }
 
 impl Default for EnvelopeSettings {
@@ -184,6 +195,10 @@ impl Default for EnvelopeSettings {
             max_envelope_bytes: 64 * 1024 * 1024,
             max_inline_attachment_bytes: 256 * 1024,
             max_attachment_bytes: 50 * 1024 * 1024,
+            max_json_depth: 32,
+            max_json_nodes: 100_000,
+            date_window_days_back: 400,
+            date_window_days_ahead: 1,
         }
     }
 }
@@ -205,6 +220,24 @@ pub struct TopologySettings {
     /// an exchange, queue or binding deleted while nothing published to it comes back, and one
     /// declared with other arguments makes `/readyz` answer 503 naming it, within this time.
     pub check_ms: u64,
+    /// `x-max-length` of each unit's queue, messages (default 1 000 000; a unit's
+    /// `max_queue_length` overrides it). Past it the broker refuses publishes to that queue
+    /// (`x-overflow = reject-publish`) and the router parks them (`queue-full`).
+    pub unit_max_length: u64,
+    /// `x-max-length-bytes` of each unit's queue, bytes of message bodies (default 4 GiB; a
+    /// unit's `max_queue_bytes` overrides it).
+    pub unit_max_length_bytes: u64,
+}
+
+impl TopologySettings {
+    /// The (`x-max-length`, `x-max-length-bytes`) of `unit`'s queue: its own override, else
+    /// `[topology] unit_max_length` / `unit_max_length_bytes`.
+    pub fn unit_queue_limits(&self, unit: &Unit) -> (u64, u64) {
+        (
+            unit.max_queue_length.unwrap_or(self.unit_max_length),
+            unit.max_queue_bytes.unwrap_or(self.unit_max_length_bytes),
+        )
+    }
 }
 
 impl Default for TopologySettings {
@@ -215,6 +248,8 @@ impl Default for TopologySettings {
             adapter_prefetch: 16,
             tracer_prefetch: 500,
             check_ms: 30_000,
+            unit_max_length: 1_000_000,
+            unit_max_length_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -571,6 +606,13 @@ pub struct Unit {
     /// Where the code comes from / whether it is verified.
     #[serde(default)]
     pub note: Option<String>,
+    /// `x-max-length` of this unit's queue, messages (default `[topology] unit_max_length`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_length: Option<u64>,
+    /// `x-max-length-bytes` of this unit's queue, bytes (default `[topology]
+    /// unit_max_length_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_bytes: Option<u64>,
 }
 
 fn default_reach() -> Reach {

@@ -340,12 +340,20 @@ impl Topology {
                 routing_key: String::new(),
             });
         }
-        let mut codes: Vec<&str> = settings.units.iter().map(|u| u.code.as_str()).collect();
-        codes.sort_unstable();
-        for code in codes {
+        let mut units: Vec<&crate::registry::Unit> = settings.units.iter().collect();
+        units.sort_unstable_by(|a, b| a.code.cmp(&b.code));
+        for u in units {
+            let code = u.code.as_str();
+            // A unit's queue is bounded (`x-overflow = reject-publish` is in `work_args`): once
+            // full the broker nacks publishes to it, and the router parks them (queue-full)
+            // instead of letting one unit's backlog fill the broker's disk.
+            let mut arguments = work_args(&n);
+            let (len, bytes) = settings.topology.unit_queue_limits(u);
+            arguments.push(("x-max-length", json!(len)));
+            arguments.push(("x-max-length-bytes", json!(bytes)));
             queues.push(QueueSpec {
                 name: n.unit_queue(code),
-                arguments: work_args(&n),
+                arguments,
             });
             bindings.push(BindingSpec {
                 exchange: n.deliver_exchange(),

@@ -284,7 +284,8 @@ impl Adapter for BhxhXml {
             result,
             reason: f.get("LyDo").or(f.get("NoiDungXuLy")).map(str::to_string),
             officer: f.get("NguoiXuLy").map(str::to_string),
-        })
+        }
+        .cleaned())
     }
 
     fn results_to(&self) -> ResultsTo {

@@ -171,7 +171,8 @@ impl Adapter for CustomsRest {
                 .get("NguoiXuLy")
                 .and_then(Value::as_str)
                 .map(str::to_string),
-        })
+        }
+        .cleaned())
     }
 
     fn results_to(&self) -> ResultsTo {

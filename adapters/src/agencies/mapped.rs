@@ -601,7 +601,8 @@ impl Adapter for Mapped {
                 .officer
                 .as_deref()
                 .and_then(|r| self.answer_field(body, r)),
-        })
+        }
+        .cleaned())
     }
 
     fn results_to(&self) -> ResultsTo {

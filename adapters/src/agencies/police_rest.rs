@@ -247,7 +247,8 @@ impl Adapter for PoliceRest {
             result,
             reason: s("LyDo").or(s("NoiDungXuLy")),
             officer: s("NguoiXuLy"),
-        })
+        }
+        .cleaned())
     }
 
     fn results_to(&self) -> ResultsTo {

@@ -361,7 +361,8 @@ impl Adapter for TaxXml {
             result,
             reason,
             officer: f.get("CanBoXuLy").map(str::to_string),
-        })
+        }
+        .cleaned())
     }
 
     fn results_to(&self) -> ResultsTo {

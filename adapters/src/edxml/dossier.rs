@@ -210,7 +210,8 @@ pub fn reply_from_status(pkg: &Package) -> Result<AgencyReply, String> {
         result,
         reason,
         officer: h.staff_info.as_ref().and_then(|s| s.staff.clone()),
-    })
+    }
+    .cleaned())
 }
 
 /// A status package answering `document_id`, from `from` (an organisation code), as a

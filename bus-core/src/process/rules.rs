@@ -135,7 +135,8 @@ pub fn start(ctx: &Context<'_>, env: &Envelope) -> Result<Transition, Rejection>
         .and_then(|d| d.get("ngay_tiep_nhan"))
         .and_then(Value::as_str)
         .and_then(parse_ts)
-        .or_else(|| parse_ts(&env.sent_at))
+        .filter(|t| sane_start(*t, ctx.now))
+        .or_else(|| parse_ts(&env.sent_at).filter(|t| sane_start(*t, ctx.now)))
         .unwrap_or(ctx.now);
     // `payload.data.can_xac_minh` = true: the dossier needs verification, and the procedure's
     // longer deadline applies where it has one (birth group: 5 working days instead of 3).
@@ -900,3 +901,14 @@ fn centre_message(
         ))),
     }
 }
+
+/// Whether a sender-chosen time may start a dossier's clock: within [`SANE_START_DAYS`] of
+/// `now` either way. Ingress refuses `ngay_tiep_nhan` outside the narrower configured window
+/// (`[envelope] date_window_days_back` / `_ahead`); this bound also covers `sent_at` (used when
+/// there is no `ngay_tiep_nhan`), which is not refused: outside it the bus's own time is used.
+fn sane_start(t: DateTime<FixedOffset>, now: DateTime<FixedOffset>) -> bool {
+    (t - now).num_days().abs() <= SANE_START_DAYS
+}
+
+/// How far from now (days, either way) a sender's time may start a dossier's clock.
+const SANE_START_DAYS: i64 = 3660;
