@@ -167,8 +167,13 @@ impl Bus {
         let (mut s, dir) = settings(name);
         change(&mut s);
         // Not guest: the bus and the units get broker users of their own, with the
-        // permissions `lienthong topology export` gives them.
-        let users = broker_users(&mut s);
+        // permissions `lienthong topology export` gives them. A test that points the bus at a
+        // private node of its own (tests/broker_faults.rs) keeps that node's default user.
+        let users = if s.bus.amqp_url == AMQP_URL {
+            broker_users(&mut s)
+        } else {
+            lienthong_testkit::broker_users::BrokerUsers::none()
+        };
         let mock = lienthong_testkit::mock::serve(&s)
             .await
             .expect("mock agencies");
@@ -179,10 +184,15 @@ impl Bus {
         let http = format!("http://{}", running.http_addr.expect("http addr"));
         // The test's own observer (listening on units' queues, reading dead letters, tapping
         // exchanges) administers the broker as its default user; the bus does not use it.
+        let control_url = if users.passwords.is_empty() {
+            s.bus.amqp_url.clone()
+        } else {
+            AMQP_URL.to_string()
+        };
         let conn = std::sync::Arc::new(
-            Connection::connect(AMQP_URL, Default::default())
+            Connection::connect(&control_url, Default::default())
                 .await
-                .expect("broker on 127.0.0.1:5672"),
+                .expect("the test's control connection to the broker"),
         );
         let publisher = Publisher::new(&conn, 10_000).await.expect("publisher");
         let units_url = users.url(&format!("{}.units", s.bus.prefix));
