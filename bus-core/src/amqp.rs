@@ -69,6 +69,13 @@ impl PublishError {
     }
 }
 
+/// The broker's limit in a "message size N is larger than configured max size M" refusal, bytes.
+fn max_size_in(why: &str) -> Option<u64> {
+    let rest = &why[why.find("configured max size ")? + "configured max size ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 /// Connect to the broker, naming the connection `lienthong/<name>` (the bus names it
 /// `lienthong/<prefix>/<component>`) so operators can see it.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
@@ -454,9 +461,12 @@ impl Publisher {
             let Some(why) = e.channel_error() else {
                 return Err(e);
             };
-            if why.contains("larger than configured max size") {
+            if why.contains("larger than configured max size")
+                && max_size_in(&why).is_none_or(|max| body.len() as u64 > max)
+            {
                 // The broker closed the channel for this message's size: reopen for the others,
-                // and fail this one for good.
+                // and fail this one for good. (Another message on the same channel that was
+                // too large closes it under this one too: that one is tried again below.)
                 self.note_closed(&why).await;
                 return Err(PublishError::TooLarge(why));
             }
@@ -715,5 +725,19 @@ impl Publisher {
             true,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_brokers_size_limit_is_read_from_its_refusal() {
+        assert_eq!(
+            super::max_size_in(
+                "PRECONDITION_FAILED - message size 241136 is larger than configured max size 200000"
+            ),
+            Some(200_000)
+        );
+        assert_eq!(super::max_size_in("NOT_FOUND - no exchange"), None);
     }
 }
