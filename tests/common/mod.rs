@@ -631,12 +631,23 @@ pub async fn collect_more_answers(
     answers
 }
 
-/// (lost, answered more than once) among `ids`.
+/// (lost, answered more than once with different message ids) among `ids`.
 pub fn tally(ids: &[String], answers: &Answers) -> (usize, usize) {
     let lost = ids.iter().filter(|id| !answers.contains_key(*id)).count();
+    // Answered twice = two answers with different message ids; a second copy of one message
+    // (a publish tried again after its channel closed: at-least-once) is deduplicated by the
+    // receiver, as the documentation asks.
     let twice = ids
         .iter()
-        .filter(|id| answers.get(*id).is_some_and(|a| a.len() > 1))
+        .filter(|id| {
+            answers.get(*id).is_some_and(|a| {
+                a.iter()
+                    .map(|e| e.message_id.as_str())
+                    .collect::<std::collections::HashSet<_>>()
+                    .len()
+                    > 1
+            })
+        })
         .count();
     (lost, twice)
 }
