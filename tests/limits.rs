@@ -19,12 +19,10 @@ use lienthong_core::deadletter::headers;
 use lienthong_core::envelope::{Attachment, Envelope};
 use serde_json::{Value, json};
 
-const SON_HA_KEY: &str = "dev-key-pac-sonha";
-
 async fn post(bus: &Bus, env: &Envelope) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{}/v1/messages", bus.http))
-        .bearer_auth(SON_HA_KEY)
+        .bearer_auth(bus.key(SON_HA))
         .timeout(Duration::from_secs(10))
         .json(env)
         .send()
