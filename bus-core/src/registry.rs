@@ -473,6 +473,13 @@ pub struct MockSettings {
     pub callback_delay_ms: u64,
     /// Share of dossiers the agency refuses (callback with status 3).
     pub refusal_rate: f64,
+    /// PEM certificate chain: with `tls_key`, the mock agencies speak HTTPS only (the demo
+    /// makes its own CA, testkit/src/tls.rs).
+    pub tls_cert: Option<String>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<String>,
+    /// PEM CA the mock's callbacks to the bus trust (instead of the system's roots).
+    pub ca_bundle: Option<String>,
 }
 
 impl Default for MockSettings {
@@ -484,6 +491,9 @@ impl Default for MockSettings {
             unavailable_rate: 0.1,
             callback_delay_ms: 300,
             refusal_rate: 0.0,
+            tls_cert: None,
+            tls_key: None,
+            ca_bundle: None,
         }
     }
 }

@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 
 use crate::mock::point_adapters_at;
 use crate::procs::{
-    HTTP_LISTENING, MOCK_LISTENING, connect, exe, free_port, wait_http, wait_listening,
+    HTTP_LISTENING, MOCK_LISTENING, connect, exe, free_port, wait_http_with, wait_listening,
 };
 
 /// Options of `lienthong-demo`.
@@ -239,7 +239,35 @@ pub async fn run_with(
     // Check due times every second, so that the late hand-overs raise their alerts while the
     // demo runs.
     settings.process.scan_ms = 1000;
-    point_adapters_at(&mut settings, &format!("http://127.0.0.1:{mock_port}"));
+    // TLS everywhere over HTTP, as in a deployment: a CA made at this start signs the
+    // certificate of the bus's HTTP API and of the mock agencies; the adapters, the mock's
+    // callbacks and the demo's own requests trust that CA only.
+    let ca = crate::tls::DemoCa::create(&args.dir.join("tls"))?;
+    let (ca_pem, cert_pem, key_pem) = (
+        ca.ca.display().to_string(),
+        ca.cert.display().to_string(),
+        ca.key.display().to_string(),
+    );
+    settings.http.tls_cert = Some(cert_pem.clone());
+    settings.http.tls_key = Some(key_pem.clone());
+    settings.mock.tls_cert = Some(cert_pem);
+    settings.mock.tls_key = Some(key_pem);
+    settings.mock.ca_bundle = Some(ca_pem.clone());
+    point_adapters_at(&mut settings, &format!("https://127.0.0.1:{mock_port}"));
+    for u in &mut settings.units {
+        if let lienthong_core::registry::Reach::Adapter { settings: s, .. } = &mut u.reach {
+            let conn = s.entry("connection").or_insert_with(|| json!({}));
+            if let Some(c) = conn.as_object_mut() {
+                c.insert("ca_bundle".into(), json!(ca_pem));
+            }
+        }
+    }
+    let http = ca.client()?;
+    // The trace's checkpoints signed with a key made at this start (Ed25519, 32 random bytes).
+    settings.trace.signing_key = Some(format!(
+        "file:{}",
+        crate::tls::signing_key(&args.dir.join("tls"))?.display()
+    ));
     // The shipped keys are placeholders, which `lienthong run` refuses: the demo's own.
     crate::keys::fill(&mut settings);
     // Broker users of the demo's own, as in a deployment: the bus's, and one for the units
@@ -303,7 +331,7 @@ pub async fn run_with(
         &args.dir.join("run.log"),
         "lienthong run",
     )?;
-    let base = format!("http://127.0.0.1:{http_port}");
+    let base = format!("https://127.0.0.1:{http_port}");
     if let MockAgencies::Child(_) = mock {
         wait_listening(
             &args.dir.join("mock.log"),
@@ -313,7 +341,12 @@ pub async fn run_with(
         )
         .await?;
     }
-    wait_http(&format!("http://127.0.0.1:{mock_port}/_mock/stats"), 30).await?;
+    wait_http_with(
+        &http,
+        &format!("https://127.0.0.1:{mock_port}/_mock/stats"),
+        30,
+    )
+    .await?;
     wait_listening(
         &args.dir.join("run.log"),
         HTTP_LISTENING,
@@ -321,11 +354,12 @@ pub async fn run_with(
         60,
     )
     .await?;
-    wait_http(&format!("{base}/readyz"), 60)
+    wait_http_with(&http, &format!("{base}/readyz"), 60)
         .await
         .context("lienthong run did not become ready (see data/demo/run.log)")?;
     eprintln!(
-        "mock agencies on 127.0.0.1:{mock_port}, bus HTTP API on {base}; logs in {}",
+        "mock agencies on https://127.0.0.1:{mock_port}, bus HTTP API on {base} (TLS with the demo's own CA, {}); logs in {}",
+        ca.ca.display(),
         args.dir.display()
     );
 
@@ -382,7 +416,6 @@ pub async fn run_with(
     }
 
     // File every dossier at its centre.
-    let http = reqwest::Client::new();
     let started = Instant::now();
     let mut backdated = 0;
     for (i, mut env) in samples.into_iter().enumerate() {

@@ -12,3 +12,4 @@ pub mod demo;
 pub mod keys;
 pub mod mock;
 pub mod procs;
+pub mod tls;

@@ -319,9 +319,12 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
         edxml_keys: Arc::new(edxml_keys),
         dvcqg: Arc::new(dvcqg),
         data: Arc::default(),
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?,
+        client: match &settings.mock.ca_bundle {
+            Some(ca) => crate::tls::client_trusting(std::path::Path::new(ca))?,
+            None => reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+        },
         xml_lock: Arc::default(),
     };
     let app = Router::new()
@@ -353,13 +356,32 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
     let listener = tokio::net::TcpListener::bind(&settings.mock.listen).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
+    let task = match (&settings.mock.tls_cert, &settings.mock.tls_key) {
+        (Some(cert), Some(key)) => {
+            // HTTPS (axum-server with rustls): what an agency's endpoint is in a deployment.
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| anyhow::anyhow!("[mock] tls_cert {cert} / tls_key {key}: {e}"))?;
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
                 let _ = rx.await;
+                stopper.graceful_shutdown(Some(Duration::from_secs(1)));
+            });
+            let listener = listener.into_std()?;
+            let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle);
+            tokio::spawn(async move {
+                let _ = server.serve(app.into_make_service()).await;
             })
-            .await;
-    });
+        }
+        _ => tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+        }),
+    };
     Ok(MockServer {
         addr,
         stop: tx,

@@ -93,7 +93,11 @@ pub async fn wait_listening(log: &Path, what: &str, addr: &str, secs: u64) -> an
 
 /// Wait until `url` answers 2xx (polling every 100 ms), at most `secs` seconds.
 pub async fn wait_http(url: &str, secs: u64) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    wait_http_with(&reqwest::Client::new(), url, secs).await
+}
+
+/// [`wait_http`] with `client` (e.g. one that trusts the demo's CA, for an `https://` URL).
+pub async fn wait_http_with(client: &reqwest::Client, url: &str, secs: u64) -> anyhow::Result<()> {
     let until = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Ok(r) = client.get(url).send().await

@@ -354,8 +354,9 @@ impl Mapped {
     /// body that does not read in the configured format, or lacks the configured
     /// `success.field` or `success.receipt`, is unknown; `success.field` with another value
     /// than `equals` is a permanent failure with the agency's `message`. With neither field
-    /// nor receipt configured, an empty body is the receipt (`HTTP <status>`).
-    fn submit_answer(&self, status: reqwest::StatusCode, body: &[u8]) -> Outcome {
+    /// nor receipt configured, an empty body is the receipt (`HTTP <status>`). Public for the
+    /// fuzz target `agency_answers`; `send` calls it with the agency's 2xx answer.
+    pub fn submit_answer(&self, status: reqwest::StatusCode, body: &[u8]) -> Outcome {
         let s = &self.cfg.success;
         let op = "submit";
         if body.is_empty() && s.field.is_none() && s.receipt.is_none() {

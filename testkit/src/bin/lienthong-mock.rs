@@ -61,8 +61,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let server = lienthong_testkit::mock::serve(&settings).await?;
     println!(
-        "{MOCK_LISTENING} http://{} (police: /police, bhxh: /bhxh, tax: /tax, customs: /customs, \
+        "{MOCK_LISTENING} {}://{} (police: /police, bhxh: /bhxh, tax: /tax, customs: /customs, \
          edxml: /edxml/<unit>, civil status: /civil-status/<unit>, dvcqg: /dvcqg, control: /_mock)",
+        if settings.mock.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         server.addr
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
