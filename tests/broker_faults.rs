@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::private_broker::PrivateBroker;
+use common::private_broker::{PrivateBroker, PrivateBrokerExt};
 use common::*;
 use futures_lite::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions};

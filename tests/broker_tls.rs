@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::private_broker::PrivateBroker;
+use common::private_broker::{PrivateBroker, PrivateBrokerExt};
 use common::*;
 
 /// A CA named `name`: (issuer, PEM).

@@ -116,6 +116,8 @@ async fn demo_completes_every_sample_dossier() {
         timeout_s: 120,
         unavailable_rate: 0.1,
         refusal_rate: 0.0,
+        // The demo's default: its own broker node over TLS (amqps://, its own CA).
+        shared_broker: false,
     };
     let programs = lienthong_testkit::demo::Programs {
         lienthong: EXE.into(),

@@ -2,7 +2,8 @@
 //! on the local RabbitMQ with the permissions `lienthong topology export` gives them, with
 //! fresh random passwords, and deleted again when the guard is dropped.
 //!
-//! It drives `rabbitmqctl` (the node on this machine; root or the rabbitmq user).
+//! It drives `rabbitmqctl` (the node on this machine, or a private node by name; root or the
+//! rabbitmq user).
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -14,6 +15,10 @@ use lienthong_core::registry::Settings;
 pub struct BrokerUsers {
     /// User → password (random, for this run only).
     pub passwords: BTreeMap<String, String>,
+    /// The node they were created on (`rabbitmqctl -n`); None: the machine's default node.
+    node: Option<String>,
+    /// The broker's URL as configured before any user was put in it ([`BrokerUsers::url`]).
+    base_url: String,
 }
 
 /// `url` (`scheme://[user[:password]@]host…`) with `user` and `password` instead.
@@ -34,8 +39,17 @@ pub fn random_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn rabbitmqctl(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("rabbitmqctl")
+/// `rabbitmqctl [-n node] args`.
+fn ctl(node: Option<&str>) -> Command {
+    let mut c = Command::new("rabbitmqctl");
+    if let Some(n) = node {
+        c.args(["-n", n]);
+    }
+    c
+}
+
+fn rabbitmqctl(node: Option<&str>, args: &[&str]) -> anyhow::Result<String> {
+    let out = ctl(node)
         .args(args)
         .output()
         .map_err(|e| anyhow::anyhow!("cannot run rabbitmqctl: {e}"))?;
@@ -50,9 +64,9 @@ fn rabbitmqctl(args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// [`rabbitmqctl`] with `input` on its standard input.
-fn rabbitmqctl_stdin(args: &[&str], input: &str) -> anyhow::Result<()> {
+fn rabbitmqctl_stdin(node: Option<&str>, args: &[&str], input: &str) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut child = Command::new("rabbitmqctl")
+    let mut child = ctl(node)
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
@@ -89,6 +103,17 @@ impl BrokerUsers {
         settings: &mut Settings,
         bus_user: Option<&str>,
     ) -> anyhow::Result<BrokerUsers> {
+        Self::create_on(settings, bus_user, None)
+    }
+
+    /// [`BrokerUsers::create_with_bus`] on the node `node` (`rabbitmqctl -n`; None: the
+    /// machine's default node), e.g. a [`crate::private_broker::PrivateBroker`].
+    pub fn create_on(
+        settings: &mut Settings,
+        bus_user: Option<&str>,
+        node: Option<&str>,
+    ) -> anyhow::Result<BrokerUsers> {
+        let base_url = settings.bus.amqp_url.clone();
         let mut passwords = BTreeMap::new();
         if let Some(name) = bus_user {
             let pw = random_secret();
@@ -113,7 +138,12 @@ impl BrokerUsers {
             .into_iter()
             .filter(|p| passwords.contains_key(p["user"].as_str().unwrap_or("")))
             .collect();
-        let guard = BrokerUsers { passwords };
+        let guard = BrokerUsers {
+            passwords,
+            node: node.map(str::to_string),
+            base_url,
+        };
+        let node = guard.node.as_deref();
         if guard.passwords.is_empty() {
             return Ok(guard);
         }
@@ -121,19 +151,22 @@ impl BrokerUsers {
         // line), with the permissions of the exported definitions. (An `import_definitions` of
         // the same document is asynchronous and was seen to lose a concurrent import.)
         for (user, pw) in &guard.passwords {
-            rabbitmqctl_stdin(&["add_user", user], pw)?;
+            rabbitmqctl_stdin(node, &["add_user", user], pw)?;
         }
         for p in &permissions {
             let get = |k: &str| p[k].as_str().unwrap_or("").to_string();
-            rabbitmqctl(&[
-                "set_permissions",
-                "-p",
-                &get("vhost"),
-                &get("user"),
-                &get("configure"),
-                &get("write"),
-                &get("read"),
-            ])?;
+            rabbitmqctl(
+                node,
+                &[
+                    "set_permissions",
+                    "-p",
+                    &get("vhost"),
+                    &get("user"),
+                    &get("configure"),
+                    &get("write"),
+                    &get("read"),
+                ],
+            )?;
         }
         Ok(guard)
     }
@@ -142,20 +175,23 @@ impl BrokerUsers {
     pub fn none() -> BrokerUsers {
         BrokerUsers {
             passwords: BTreeMap::new(),
+            node: None,
+            base_url: String::new(),
         }
     }
 
-    /// The AMQP URL of `user` on the local broker.
+    /// The AMQP URL of `user`: the broker's configured URL (scheme, host, port, vhost) with
+    /// this user and password.
     pub fn url(&self, user: &str) -> Option<String> {
         let pw = self.passwords.get(user)?;
-        Some(format!("amqp://{user}:{pw}@127.0.0.1:5672/%2f"))
+        Some(with_user(&self.base_url, user, pw))
     }
 }
 
 impl Drop for BrokerUsers {
     fn drop(&mut self) {
         for user in self.passwords.keys() {
-            let _ = rabbitmqctl(&["delete_user", user]);
+            let _ = rabbitmqctl(self.node.as_deref(), &["delete_user", user]);
         }
     }
 }

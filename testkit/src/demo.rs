@@ -54,6 +54,11 @@ pub struct DemoArgs {
     /// Share of dossiers the mock agencies refuse (status 3); 0 by default.
     #[arg(long, default_value_t = 0.0)]
     pub refusal_rate: f64,
+    /// Use the configured broker (`[bus] amqp_url`, by default the machine's RabbitMQ on
+    /// 127.0.0.1:5672, plain AMQP on loopback) instead of a RabbitMQ node of the demo's own
+    /// with a TLS listener (`amqps://`, the demo's CA), started and removed by the demo.
+    #[arg(long)]
+    pub shared_broker: bool,
 }
 
 /// What the centre expects back for one dossier.
@@ -270,6 +275,21 @@ pub async fn run_with(
     ));
     // The shipped keys are placeholders, which `lienthong run` refuses: the demo's own.
     crate::keys::fill(&mut settings);
+    // The broker over TLS: a node of the demo's own (its data in a temporary directory,
+    // stopped and removed when the demo ends) with a TLS listener serving the demo CA's
+    // certificate; the bus and the units connect with amqps:// and trust that CA only.
+    let private = if args.shared_broker {
+        None
+    } else {
+        eprintln!("lienthong-demo: starting a RabbitMQ node of its own with a TLS listener …");
+        let (node, tls_port) = crate::private_broker::PrivateBroker::try_start_tls(
+            "demo", &ca.ca, &ca.cert, &ca.key,
+        )
+        .context("starting the demo's own broker node (use --shared-broker to use the configured broker)")?;
+        settings.bus.amqp_url = format!("amqps://localhost:{tls_port}/%2f");
+        settings.bus.tls_ca = Some(ca_pem.clone());
+        Some(node)
+    };
     // Broker users of the demo's own, as in a deployment: the bus's, and one for the units
     // whose software the demo plays (it reads their queues and answers as them). Without
     // rabbitmqctl rights (not root) the demo runs as the broker's default user, and says so.
@@ -280,9 +300,10 @@ pub async fn run_with(
         }
     }
     let bus_user = format!("{}.bus", settings.bus.prefix);
-    let users = match crate::broker_users::BrokerUsers::create_with_bus(
+    let users = match crate::broker_users::BrokerUsers::create_on(
         &mut settings,
         Some(&bus_user),
+        private.as_ref().map(|p| p.node.as_str()),
     ) {
         Ok(u) => u,
         Err(e) => {
@@ -367,9 +388,13 @@ pub async fn run_with(
     // could be created).
     let units_conn = match users.url(&units_user) {
         Some(url) => Arc::new(
-            lienthong_core::amqp::connect(&url, "demo-units")
-                .await
-                .context("connecting as the units' broker user")?,
+            lienthong_core::amqp::connect_with(
+                &url,
+                "demo-units",
+                &lienthong_core::amqp::tls_config(&settings.bus).map_err(anyhow::Error::msg)?,
+            )
+            .await
+            .context("connecting as the units' broker user")?,
         ),
         None => conn.clone(),
     };

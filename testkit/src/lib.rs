@@ -11,5 +11,6 @@ pub mod broker_users;
 pub mod demo;
 pub mod keys;
 pub mod mock;
+pub mod private_broker;
 pub mod procs;
 pub mod tls;

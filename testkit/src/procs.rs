@@ -116,9 +116,11 @@ pub async fn wait_http_with(client: &reqwest::Client, url: &str, secs: u64) -> a
 /// may still be starting).
 pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<lapin::Connection> {
     let url = &settings.bus.amqp_url;
+    // amqps:// with the CA and client certificate of [bus], as `lienthong run` connects.
+    let tls = lienthong_core::amqp::tls_config(&settings.bus).map_err(anyhow::Error::msg)?;
     let mut tries = 0;
     loop {
-        match lienthong_core::amqp::connect(url, name).await {
+        match lienthong_core::amqp::connect_with(url, name, &tls).await {
             Ok(c) => return Ok(c),
             Err(e) if tries < 30 => {
                 tries += 1;
