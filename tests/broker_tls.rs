@@ -1,6 +1,7 @@
 //! The broker link over TLS (`amqps://`), against private RabbitMQ nodes with TLS listeners and
 //! certificates this test makes: the CA the bus is told to trust connects; another CA and an
-//! expired certificate are refused with an error that names the problem.
+//! expired certificate are refused with an error that names the problem; a client certificate
+//! authenticates the bus (EXTERNAL) as the user its common name names.
 
 mod common;
 
@@ -144,4 +145,132 @@ fn a_plain_broker_link_off_this_machine_is_refused_unless_insecure_is_set() {
         s.bus.amqp_url = local.into();
         assert_eq!(s.bus.transport_problem(), None, "{local}");
     }
+}
+
+/// A client certificate for the broker user `cn` (its common name), signed by `ca`:
+/// (certificate PEM, key PEM).
+fn client_cert(ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, cn: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2099, 1, 1);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, ca).expect("client cert");
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_authenticates_the_bus_with_external_and_user_id_is_its_user() {
+    let dir = std::env::temp_dir().join(format!(
+        "lienthong-broker-external-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (ca, ca_pem) = ca("lienthong test CA");
+    let (cert, key) = server_cert(&ca, 2020, 2099);
+    let user = "lt-ext-bus";
+    let (client, client_key) = client_cert(&ca, user);
+    std::fs::write(dir.join("ca.pem"), &ca_pem).expect("write");
+    std::fs::write(dir.join("client.pem"), &client).expect("write");
+    std::fs::write(dir.join("client-key.pem"), &client_key).expect("write");
+    // A node that asks every TLS client for a certificate and takes the user from its CN.
+    let tls_port = lienthong_testkit::procs::free_port().expect("port");
+    let conf = format!(
+        "listeners.ssl.default = 127.0.0.1:{tls_port}\n\
+         ssl_options.cacertfile = {{dir}}/ca.pem\n\
+         ssl_options.certfile = {{dir}}/cert.pem\n\
+         ssl_options.keyfile = {{dir}}/key.pem\n\
+         ssl_options.verify = verify_peer\n\
+         ssl_options.fail_if_no_peer_cert = true\n\
+         ssl_cert_login_from = common_name\n\
+         auth_mechanisms.1 = EXTERNAL\n\
+         auth_mechanisms.2 = PLAIN"
+    );
+    let node = PrivateBroker::start_with_files(
+        "tls-external",
+        &conf,
+        &[
+            ("ca.pem", &ca_pem),
+            ("cert.pem", &cert),
+            ("key.pem", &key),
+            ("enabled_plugins", "[rabbitmq_auth_mechanism_ssl].\n"),
+        ],
+    );
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The user exists with no password at all: only its certificate lets it in.
+    node.ctl(&[
+        "add_user",
+        user,
+        &lienthong_testkit::broker_users::random_secret(),
+    ]);
+    node.ctl(&["clear_password", user]);
+    node.ctl(&["set_permissions", "-p", "/", user, ".*", ".*", ".*"]);
+
+    let (mut s, _) = settings("broker-external");
+    // The URL names the certificate's user (for the bus's own user_id stamp; EXTERNAL sends
+    // no password) and asks for EXTERNAL.
+    s.bus.amqp_url = format!("amqps://{user}@localhost:{tls_port}/%2f?auth_mechanism=external");
+    s.bus.tls_ca = Some(dir.join("ca.pem").display().to_string());
+    s.bus.tls_client_cert = Some(dir.join("client.pem").display().to_string());
+    s.bus.tls_client_key = Some(dir.join("client-key.pem").display().to_string());
+    assert_eq!(s.bus.user().as_deref(), Some(user));
+    let tls = lienthong_core::amqp::tls_config(&s.bus).expect("tls config");
+    let conn = lienthong_core::amqp::connect_with(&s.bus.amqp_url, "external-test", &tls)
+        .await
+        .expect("the client certificate authenticates");
+    assert_eq!(
+        lienthong_core::amqp::connection_user(&conn).as_deref(),
+        Some(user)
+    );
+    // A publish stamped with that user is accepted (the broker checks user_id against the
+    // user it authenticated from the certificate).
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(Default::default())
+        .await
+        .expect("confirms");
+    let q = ch
+        .queue_declare(
+            "".into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("queue");
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            q.name().as_str().into(),
+            Default::default(),
+            b"{}",
+            lapin::BasicProperties::default().with_user_id(user.into()),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert!(confirm.is_ack(), "{confirm:?}");
+    let _ = conn.close(200, "ok".into()).await;
+    // Without the certificate: refused.
+    s.bus.tls_client_cert = None;
+    s.bus.tls_client_key = None;
+    let tls = lienthong_core::amqp::tls_config(&s.bus).expect("tls config");
+    assert!(
+        lienthong_core::amqp::connect_with(&s.bus.amqp_url, "external-test", &tls)
+            .await
+            .is_err(),
+        "no certificate, no connection"
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -22,7 +22,8 @@ pub struct PrivateBroker {
 
 impl PrivateBroker {
     /// Start a node with extra `rabbitmq.conf` lines and `files` (name, content) written into
-    /// its directory first; `{dir}` in `conf` stands for that directory. Waits (up to 90 s)
+    /// its directory first (an `enabled_plugins` file among them replaces the default of no
+    /// plugin); `{dir}` in `conf` stands for that directory. Waits (up to 90 s)
     /// until its AMQP listener answers.
     ///
     /// Errors: `rabbitmq-server` missing or failing, or the node not answering in time (the
@@ -47,7 +48,10 @@ impl PrivateBroker {
             dir.join("rabbitmq.conf"),
             format!("listeners.tcp.default = 127.0.0.1:{port}\n{conf}\n"),
         )?;
-        std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
+        // No plugin, unless `files` names some (e.g. `[rabbitmq_auth_mechanism_ssl].`).
+        if !files.iter().any(|(f, _)| *f == "enabled_plugins") {
+            std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
+        }
         // The Debian server script runs the node as the rabbitmq user.
         let _ = Command::new("chown")
             .args(["-R", "rabbitmq:rabbitmq"])
