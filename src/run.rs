@@ -324,6 +324,12 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
             broker = %lienthong_core::amqp::redact(&settings.bus.amqp_url)
         );
     }
+    if settings.bus.user().as_deref() == Some("guest") {
+        tracing::warn!(
+            message = "the bus connects as RabbitMQ's default user guest (every unit's software could use it too on this machine): give the bus its own broker user ([bus] amqp_url with its user, amqp_password from env: or file:; lienthong keys new --broker; docs/deploy.md, Broker users)",
+            broker = %lienthong_core::amqp::redact(&settings.bus.amqp_url)
+        );
+    }
     if components.contains(&Component::Http) {
         check_http_exposure(&settings).await?;
     }

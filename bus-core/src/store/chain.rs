@@ -1043,12 +1043,21 @@ mod tests {
         let b = base64::engine::general_purpose::STANDARD.encode(k.to_bytes());
         assert_eq!(parse_signing_key(b.as_bytes()).expect("b64"), k);
         assert!(parse_signing_key(b"nonsense").is_err());
-        // What `openssl genpkey -algorithm ed25519` writes (a throwaway key).
-        let pem = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIMI3VQ0kb9Zh17adzxDbej0kwOieyoOZAouUvZHrD+Sk\n-----END PRIVATE KEY-----\n";
-        let k = parse_signing_key(pem).expect("pem");
-        assert_eq!(
-            hex(&k.to_bytes()),
-            "c237550d246fd661d7b69dcf10db7a3d24c0e89eca8399028b94bd91eb0fe4a4"
+        // What `openssl genpkey -algorithm ed25519` writes: the PKCS#8 DER of RFC 8410 (a fixed
+        // 16-byte prefix, then the 32-byte seed) in PEM, made here from a fresh seed (no key
+        // is kept in the repository).
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("random seed");
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend_from_slice(&seed);
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(&der)
         );
+        let k = parse_signing_key(pem.as_bytes()).expect("pem");
+        assert_eq!(k.to_bytes(), seed);
     }
 }
