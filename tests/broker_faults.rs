@@ -60,7 +60,7 @@ fn listen_reconnecting(url: String, queue: String) -> mpsc::UnboundedReceiver<En
 async fn broker_restart_mid_stream_loses_nothing() {
     let broker = PrivateBroker::start("restart");
     let url = broker.url();
-    let bus = Bus::start_with("broker-restart", |s| {
+    let bus = Bus::start_on("broker-restart", &broker, |s| {
         s.bus.amqp_url = url.clone();
         s.mock.callback_delay_ms = 20;
     })
@@ -142,7 +142,7 @@ async fn broker_restart_mid_stream_loses_nothing() {
 async fn memory_alarm_makes_http_ingress_answer_503_with_retry_after_and_loses_nothing() {
     let broker = PrivateBroker::start("alarm");
     let url = broker.url();
-    let bus = Bus::start_with("broker-alarm", |s| {
+    let bus = Bus::start_on("broker-alarm", &broker, |s| {
         s.bus.amqp_url = url.clone();
         s.mock.callback_delay_ms = 20;
     })
@@ -232,7 +232,7 @@ async fn broker_frozen_with_sigstop_past_the_heartbeat_then_resumed_loses_nothin
     let broker = PrivateBroker::start("freeze");
     // A short heartbeat (seconds), so that the freeze outlasts it.
     let url = format!("{}?heartbeat=3", broker.url());
-    let bus = Bus::start_with("broker-freeze", |s| {
+    let bus = Bus::start_on("broker-freeze", &broker, |s| {
         s.bus.amqp_url = url.clone();
         s.mock.callback_delay_ms = 20;
     })
@@ -359,7 +359,7 @@ async fn agency_down_past_a_lowered_consumer_timeout_never_gets_the_consumer_can
     // outage below lasts longer than a check interval.
     let broker = PrivateBroker::start_with("ctimeout", "consumer_timeout = 5000");
     let url = broker.url();
-    let bus = Bus::start_with("broker-ctimeout", |s| {
+    let bus = Bus::start_on("broker-ctimeout", &broker, |s| {
         s.bus.amqp_url = url.clone();
         s.retry.delays_ms = vec![2_000, 5_000];
         s.retry.max_delayed_attempts = 40;
@@ -429,7 +429,7 @@ async fn a_message_over_the_brokers_max_size_gets_413_and_the_closed_channel_is_
     // (406 PRECONDITION_FAILED): the HTTP API must not be left with a dead channel.
     let broker = PrivateBroker::start_with("maxsize", "max_message_size = 200000");
     let url = broker.url();
-    let bus = Bus::start_with("broker-maxsize", |s| {
+    let bus = Bus::start_on("broker-maxsize", &broker, |s| {
         s.bus.amqp_url = url.clone();
         s.mock.callback_delay_ms = 20;
     })

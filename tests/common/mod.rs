@@ -160,6 +160,24 @@ impl Bus {
 
     /// The same, with the test's own changes to the settings.
     pub async fn start_with(name: &str, change: impl FnOnce(&mut Settings)) -> Bus {
+        Self::start_inner(name, change, None).await
+    }
+
+    /// The same on a private node of the test's own (`broker`): the bus and the units get
+    /// broker users on that node; the test's control connection is the node's default user.
+    pub async fn start_on(
+        name: &str,
+        broker: &private_broker::PrivateBroker,
+        change: impl FnOnce(&mut Settings),
+    ) -> Bus {
+        Self::start_inner(name, change, Some(broker)).await
+    }
+
+    async fn start_inner(
+        name: &str,
+        change: impl FnOnce(&mut Settings),
+        node: Option<&private_broker::PrivateBroker>,
+    ) -> Bus {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(lienthong::logging::env_filter("warn,lapin=error"))
             .with_test_writer()
@@ -167,12 +185,21 @@ impl Bus {
         let (mut s, dir) = settings(name);
         change(&mut s);
         // Not guest: the bus and the units get broker users of their own, with the
-        // permissions `lienthong topology export` gives them. A test that points the bus at a
-        // private node of its own (tests/broker_faults.rs) keeps that node's default user.
-        let users = if s.bus.amqp_url == AMQP_URL {
-            broker_users(&mut s)
-        } else {
-            lienthong_testkit::broker_users::BrokerUsers::none()
+        // permissions `lienthong topology export` gives them, on the shared broker or on the
+        // test's private node.
+        let users = match node {
+            Some(b) => {
+                s.bus.amqp_url = b.url();
+                let bus_user = format!("{}.bus", s.bus.prefix);
+                lienthong_testkit::broker_users::BrokerUsers::create_on(
+                    &mut s,
+                    Some(&bus_user),
+                    Some(&b.node),
+                )
+                .expect("this test's broker users on its private node")
+            }
+            None if s.bus.amqp_url == AMQP_URL => broker_users(&mut s),
+            None => lienthong_testkit::broker_users::BrokerUsers::none(),
         };
         let mock = lienthong_testkit::mock::serve(&s)
             .await
@@ -184,10 +211,10 @@ impl Bus {
         let http = format!("http://{}", running.http_addr.expect("http addr"));
         // The test's own observer (listening on units' queues, reading dead letters, tapping
         // exchanges) administers the broker as its default user; the bus does not use it.
-        let control_url = if users.passwords.is_empty() {
-            s.bus.amqp_url.clone()
-        } else {
-            AMQP_URL.to_string()
+        let control_url = match node {
+            Some(b) => b.url(),
+            None if users.passwords.is_empty() => s.bus.amqp_url.clone(),
+            None => AMQP_URL.to_string(),
         };
         let conn = std::sync::Arc::new(
             Connection::connect(&control_url, Default::default())
