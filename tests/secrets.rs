@@ -62,9 +62,12 @@ async fn keys_from_keys_new_env_and_hashes_work_and_no_secret_shows_in_any_outpu
         .to_string();
     let (mut s, dir) = settings("secrets");
     let users = broker_users(&mut s);
+    // During a rotation the unit's next key works beside the current one.
+    let next = lienthong_testkit::keys::fresh();
     for u in &mut s.units {
         if u.code == SON_HA {
             u.api_key = Some(hash.clone());
+            u.api_key_next = Some(next.clone());
         }
     }
     // The operator key from the environment of the process (as a service unit would give it).
@@ -72,7 +75,7 @@ async fn keys_from_keys_new_env_and_hashes_work_and_no_secret_shows_in_any_outpu
     s.http.operator_key = Some("env:LIENTHONG_TEST_OPERATOR_KEY".into());
     let port = free_port();
     s.http.listen = format!("127.0.0.1:{port}");
-    let mut secrets: Vec<String> = vec![key.clone(), operator.clone()];
+    let mut secrets: Vec<String> = vec![key.clone(), operator.clone(), next.clone()];
     secrets.extend(users.passwords.values().cloned());
     for u in &s.units {
         secrets.extend(u.api_key.clone().filter(|k| !k.starts_with("sha256:")));
@@ -116,6 +119,18 @@ async fn keys_from_keys_new_env_and_hashes_work_and_no_secret_shows_in_any_outpu
         .await
         .expect("http");
     assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED, "the hashed key");
+    let r = client
+        .post(format!("{http}/v1/messages"))
+        .bearer_auth(&next)
+        .json(&birth(9502, SON_HA_CIVIL))
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(
+        r.status(),
+        reqwest::StatusCode::ACCEPTED,
+        "the next key (rotation)"
+    );
     let r = client
         .get(format!("{http}/v1/dead-letters"))
         .bearer_auth(&operator)

@@ -559,6 +559,9 @@ pub enum Reach {
         /// Key the agency presents (Bearer) when it calls the bus back with a result.
         #[serde(default)]
         callback_key: Option<String>,
+        /// The agency's next callback key during a rotation, accepted beside `callback_key`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        callback_key_next: Option<String>,
         /// Adapter-specific settings.
         #[serde(default)]
         settings: Map<String, Value>,
@@ -593,6 +596,11 @@ pub struct Unit {
     /// Key this unit presents to the HTTP API (`Authorization: Bearer …`).
     #[serde(default)]
     pub api_key: Option<String>,
+    /// The unit's next key during a rotation: accepted beside `api_key` until the unit's
+    /// software has switched; then it becomes `api_key` and this goes (SECURITY.md, Rotating
+    /// keys and certificates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_next: Option<String>,
     /// The RabbitMQ user this unit's own software connects as (reach `amqp`, or any unit that
     /// publishes to `<prefix>.ingress` itself). The router takes an envelope from a broker user
     /// only when its `sender` is a unit of that user ([`crate::senders`]); several units (a
@@ -823,14 +831,21 @@ impl Settings {
             if let Some(k) = &u.api_key {
                 u.api_key = Some(resolve(&format!("units.{}.api_key", u.code), k, base)?);
             }
+            if let Some(k) = &u.api_key_next {
+                u.api_key_next = Some(resolve(&format!("units.{}.api_key_next", u.code), k, base)?);
+            }
             if let Reach::Adapter {
                 callback_key,
+                callback_key_next,
                 settings,
                 ..
             } = &mut u.reach
             {
                 if let Some(k) = callback_key {
                     *k = resolve(&format!("units.{}.callback_key", u.code), k, base)?;
+                }
+                if let Some(k) = callback_key_next {
+                    *k = resolve(&format!("units.{}.callback_key_next", u.code), k, base)?;
                 }
                 for name in SECRET_SETTINGS {
                     if let Some(Value::String(v)) = settings.get_mut(name) {
@@ -858,12 +873,21 @@ impl Settings {
             if let Some(k) = &u.api_key {
                 judge(format!("units.{}.api_key", u.code), k);
             }
+            if let Some(k) = &u.api_key_next {
+                judge(format!("units.{}.api_key_next", u.code), k);
+            }
             if let Reach::Adapter {
-                callback_key: Some(k),
+                callback_key,
+                callback_key_next,
                 ..
             } = &u.reach
             {
-                judge(format!("units.{}.callback_key", u.code), k);
+                if let Some(k) = callback_key {
+                    judge(format!("units.{}.callback_key", u.code), k);
+                }
+                if let Some(k) = callback_key_next {
+                    judge(format!("units.{}.callback_key_next", u.code), k);
+                }
             }
         }
         out
@@ -1015,14 +1039,13 @@ impl Settings {
                 ));
             }
             // Placeholders are alike by nature (and refused by `lienthong run` anyway).
-            if let Some(k) = &u.api_key
-                && crate::secret::weakness(k).is_none()
-                && !keys.insert(k.as_str())
-            {
-                return bad(format!(
-                    "unit {} shares its api_key with another unit",
-                    u.code
-                ));
+            for k in [&u.api_key, &u.api_key_next].into_iter().flatten() {
+                if crate::secret::weakness(k).is_none() && !keys.insert(k.as_str()) {
+                    return bad(format!(
+                        "unit {} shares its api_key (or api_key_next) with another unit",
+                        u.code
+                    ));
+                }
             }
         }
         let by_code: HashMap<&str, &Unit> =
@@ -1123,7 +1146,8 @@ pub struct Registry {
     /// SHA-256 of the operator key.
     operator_key: Option<crate::secret::KeyHash>,
     /// SHA-256 of each adapter unit's callback key, by unit code.
-    callback_keys: HashMap<String, crate::secret::KeyHash>,
+    /// (unit, callback key's hash): one or two per adapter unit (two during a rotation).
+    callback_keys: Vec<(String, crate::secret::KeyHash)>,
     procedures: HashMap<String, Procedure>,
 }
 
@@ -1177,9 +1201,10 @@ impl Registry {
             by_key: settings
                 .units
                 .iter()
-                .filter_map(|u| {
-                    u.api_key
-                        .as_ref()
+                .flat_map(|u| {
+                    [&u.api_key, &u.api_key_next]
+                        .into_iter()
+                        .flatten()
                         .map(|k| (crate::secret::KeyHash::from_config(k), u.code.clone()))
                 })
                 .collect(),
@@ -1191,12 +1216,17 @@ impl Registry {
             callback_keys: settings
                 .units
                 .iter()
-                .filter_map(|u| match &u.reach {
+                .flat_map(|u| match &u.reach {
                     Reach::Adapter {
-                        callback_key: Some(k),
+                        callback_key,
+                        callback_key_next,
                         ..
-                    } => Some((u.code.clone(), crate::secret::KeyHash::from_config(k))),
-                    _ => None,
+                    } => [callback_key, callback_key_next]
+                        .into_iter()
+                        .flatten()
+                        .map(|k| (u.code.clone(), crate::secret::KeyHash::from_config(k)))
+                        .collect(),
+                    _ => Vec::new(),
                 })
                 .collect(),
             procedures: settings
@@ -1240,7 +1270,11 @@ impl Registry {
 
     /// Whether `key` is the callback key of adapter unit `unit`, compared in constant time.
     pub fn is_callback_key(&self, unit: &str, key: &str) -> bool {
-        self.callback_keys.get(unit).is_some_and(|h| h.matches(key))
+        // Every key of the unit is compared (current and next), each in constant time.
+        self.callback_keys
+            .iter()
+            .filter(|(u, _)| u == unit)
+            .fold(false, |found, (_, h)| h.matches(key) | found)
     }
 
     /// The adapter unit whose callback key `key` is, if any.
@@ -1297,6 +1331,56 @@ mod tests {
             "amqp://lienthong:operator-secret-from-file@127.0.0.1:5672/%2f"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn during_a_rotation_the_current_and_the_next_key_both_work_and_stay_unique() {
+        let mut s = Settings::from_toml(DEFAULT_CONFIG, false).expect("shipped config");
+        let key = |n: u8| format!("{n:02x}").repeat(32);
+        let mut agency = None;
+        for u in &mut s.units {
+            if u.code == "000.20.59.H48" {
+                u.api_key = Some(key(1));
+                u.api_key_next = Some(key(2));
+            }
+            if let Reach::Adapter {
+                callback_key,
+                callback_key_next,
+                ..
+            } = &mut u.reach
+                && agency.is_none()
+            {
+                *callback_key = Some(key(3));
+                *callback_key_next = Some(key(4));
+                agency = Some(u.code.clone());
+            }
+        }
+        let agency = agency.expect("an adapter unit");
+        let r = Registry::new(&s);
+        for k in [key(1), key(2)] {
+            assert_eq!(
+                r.unit_by_api_key(&k).map(|u| u.code.as_str()),
+                Some("000.20.59.H48")
+            );
+        }
+        assert!(r.unit_by_api_key(&key(5)).is_none());
+        for k in [key(3), key(4)] {
+            assert!(r.is_callback_key(&agency, &k), "{k}");
+            assert_eq!(
+                r.unit_by_callback_key(&k).map(|u| u.code.clone()),
+                Some(agency.clone())
+            );
+        }
+        assert!(!r.is_callback_key(&agency, &key(1)));
+        assert!(!r.is_callback_key("000.20.59.H48", &key(3)));
+        // A next key that is another unit's key is refused, as a shared key is.
+        for u in &mut s.units {
+            if u.code == "000.20.51.H48" {
+                u.api_key = Some(key(2));
+            }
+        }
+        let e = s.check().expect_err("shared next key").to_string();
+        assert!(e.contains("shares its api_key"), "{e}");
     }
 
     #[test]
