@@ -19,6 +19,28 @@ use tokio::task::JoinSet;
 /// a connection).
 pub const SHUTDOWN_STEP: Duration = Duration::from_secs(2);
 
+/// `lienthong_messages_in_flight{consumer}`: deliveries a consumer (its tag: `router`,
+/// `adapter:<unit>`, …) has taken and not yet finished (acked, dead-lettered or given back); a
+/// gauge.
+pub const IN_FLIGHT: &str = "lienthong_messages_in_flight";
+
+/// One delivery counted in [`IN_FLIGHT`] until dropped (also when its handler panics).
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn new(tag: &str) -> InFlight {
+        let g = metrics::gauge!(IN_FLIGHT, "consumer" => tag.to_string());
+        g.increment(1.0);
+        InFlight(g)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// Consume `queue` on `channel` until shutdown, calling `handle` for each delivery in its own task.
 pub async fn consume<F, Fut>(
     channel: Channel,
@@ -52,7 +74,11 @@ where
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     let h = handle.clone();
-                    tasks.spawn(async move { h(delivery).await });
+                    let in_flight = InFlight::new(tag);
+                    tasks.spawn(async move {
+                        h(delivery).await;
+                        drop(in_flight);
+                    });
                 }
                 Some(Err(e)) => break Err(e),
                 None => break Err(lapin::Error::from(std::io::Error::other(format!("the consumer of {queue} was cancelled or its channel closed")))),

@@ -13,6 +13,11 @@ use lienthong_core::store::Store;
 use lienthong_core::topology::Names;
 use tokio::sync::watch;
 
+/// Where a component that does not own a broker connection finds one: the HTTP component's
+/// current connection, or none while it reconnects (the console's units page asks the broker
+/// about queues on it).
+pub type ConnectionSource = Arc<dyn Fn() -> Option<Arc<Connection>> + Send + Sync>;
+
 /// Shared state of one `lienthong run` process.
 #[derive(Clone)]
 pub struct Ctx {

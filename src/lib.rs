@@ -9,10 +9,12 @@
 pub mod alerts;
 pub mod audit;
 pub mod check;
+pub mod console;
 pub mod consume;
 pub mod context;
 pub mod control_sheet;
 pub mod delivery;
+pub mod dossier_list;
 pub mod dossier_view;
 pub mod edxml_cli;
 pub mod http_api;

@@ -1,5 +1,6 @@
-//! The log filter every `lienthong` process (and the tests' in-process bus) uses: `RUST_LOG`
-//! (default `info,lapin=warn`), with the directives that keep message bodies out of the log.
+//! The log every `lienthong` process writes to stderr: text lines or JSON lines (`[log]
+//! format`), filtered by `RUST_LOG` (default `info,lapin=warn`, the tests' in-process bus uses
+//! the same filter), with the directives that keep message bodies out of the log.
 
 use tracing_subscriber::EnvFilter;
 
@@ -32,6 +33,26 @@ pub fn filter(spec: &str) -> EnvFilter {
         }
     }
     f
+}
+
+/// Install the process's log on stderr: `format` (text, coloured on a terminal; or one JSON
+/// object per line with the event's fields at the top level) filtered by [`env_filter`] with
+/// `default`.
+pub fn init(format: lienthong_core::registry::LogFormat, default: &str) {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter(default))
+        .with_writer(std::io::stderr);
+    match format {
+        lienthong_core::registry::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        lienthong_core::registry::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 #[cfg(test)]

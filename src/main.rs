@@ -34,6 +34,10 @@ enum Command {
         /// Components to start (comma-separated). Default: all.
         #[arg(long, value_delimiter = ',', value_enum)]
         components: Vec<Component>,
+        /// Serve this process's `/metrics` (no key) on ADDR, overriding `[http] metrics_listen`:
+        /// how a process without the HTTP component is scraped (each on a port of its own).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
     /// Declare, export or delete the AMQP topology.
     Topology {
@@ -47,6 +51,28 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Write it as CSV (UTF-8 with BOM, for Excel) here.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Write it as an Excel workbook (XLSX) here.
+        #[arg(long)]
+        xlsx: Option<PathBuf>,
+    },
+    /// List dossiers, newest received first: by centre, holder, procedure, phase, lateness,
+    /// dates, or words of the code or the applicant's name (without diacritics). Open or ended,
+    /// run by the process manager or routed: every dossier the bus has seen.
+    Dossiers {
+        #[command(flatten)]
+        filter: lienthong::dossier_list::ListParams,
+        /// Print JSON (one page, with the total) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Write the page as CSV (UTF-8 with BOM, for Excel) here.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Write the page as an Excel workbook (XLSX) here.
+        #[arg(long)]
+        xlsx: Option<PathBuf>,
     },
     /// Where a dossier run by the process manager is: phase, who holds it, each step with its
     /// hand-over, due time and timeliness.
@@ -143,6 +169,13 @@ enum KeysAction {
         /// A broker password instead, with its RabbitMQ hash (`amqp_password_hash`).
         #[arg(long)]
         broker: bool,
+        /// A console password for this account name instead, with its argon2 hash and the
+        /// `[[console.accounts]]` entry.
+        #[arg(long, value_name = "USER", conflicts_with = "broker")]
+        console: Option<String>,
+        /// The console account's role.
+        #[arg(long, default_value = "viewer", value_parser = ["viewer", "operator"], requires = "console")]
+        role: String,
     },
 }
 
@@ -268,6 +301,14 @@ fn out(text: &str) {
     let _ = o.write_all(text.as_bytes()).and_then(|_| o.flush());
 }
 
+/// Write an export (CSV or XLSX bytes, or why they could not be made) to `path`.
+fn write_export(path: &std::path::Path, bytes: Result<Vec<u8>, String>) -> anyhow::Result<()> {
+    let bytes = bytes.map_err(anyhow::Error::msg)?;
+    std::fs::write(path, bytes).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
 /// Open the store for reading; a missing file is an error (not a new empty store).
 fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let path = PathBuf::from(&settings.store.path);
@@ -281,12 +322,12 @@ fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(lienthong::logging::env_filter("info,lapin=warn"))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    // The configuration first, for its `[log] format`; a configuration that does not load is
+    // reported by `run` below, on a text log.
+    let settings = Settings::load(cli.config.as_deref());
+    let format = settings.as_ref().map(|s| s.log.format).unwrap_or_default();
+    lienthong::logging::init(format, "info,lapin=warn");
     // The clock offset and fail points exist only in `testing` builds: any other refuses them.
     if let Err(e) = lienthong::testing::refuse_in_production() {
         eprintln!("error: {e:#}");
@@ -301,7 +342,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(cli, settings)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -310,13 +351,19 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let settings = Settings::load(cli.config.as_deref())?;
+async fn run(
+    cli: Cli,
+    settings: Result<Settings, lienthong_core::registry::ConfigError>,
+) -> anyhow::Result<ExitCode> {
+    let settings = settings?;
     // Every procedure's data schema found, JSON Schema 2020-12, compiling, naming only its own
     // steps: a bad one stops every command here, not only `run`.
     lienthong_core::filing::FilingSchemas::load(&settings)?;
     match cli.command {
-        Command::Run { components } => {
+        Command::Run {
+            components,
+            metrics_listen,
+        } => {
             let components = if components.is_empty() {
                 Component::ALL.to_vec()
             } else {
@@ -326,7 +373,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // waits for them, instead of killing the process with the default action.
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            let running = lienthong::run::start(settings, &components).await?;
+            let running =
+                lienthong::run::start_with_metrics(settings, &components, metrics_listen).await?;
             // A signal asks the components to stop; if they are not done within the grace
             // period (plus a margin) the process exits anyway: unacked work is redelivered.
             let stop = running.shutdown_handle();
@@ -446,6 +494,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dossiers {
+            filter,
+            json,
+            csv,
+            xlsx,
+        } => {
+            let query = filter.to_query().map_err(anyhow::Error::msg)?;
+            let store = open_store(&settings)?;
+            let page = store.dossiers(&query, lienthong_core::clock::now_ms())?;
+            let sheet = || lienthong::dossier_list::dossier_sheet(&page.items);
+            if let Some(path) = &csv {
+                write_export(path, lienthong::dossier_list::to_csv(&sheet()))?;
+            }
+            if let Some(path) = &xlsx {
+                write_export(path, lienthong::dossier_list::to_xlsx(&sheet(), "Dossiers"))?;
+            }
+            if json {
+                out(&format!("{}\n", serde_json::to_string_pretty(&page)?));
+            } else if csv.is_none() && xlsx.is_none() {
+                out(&lienthong::dossier_list::to_table(&sheet()));
+            }
+            let shown = page.items.len() as u64;
+            if !json && page.total > u64::from(page.offset) + shown {
+                eprintln!(
+                    "{shown} of {} (rows {}–{}); the next page: --offset {}",
+                    page.total,
+                    page.offset + 1,
+                    u64::from(page.offset) + shown,
+                    u64::from(page.offset) + shown
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Overdue { json } => {
             let store = open_store(&settings)?;
             let cal = WorkCalendar::new(&settings.calendar).map_err(anyhow::Error::msg)?;
@@ -504,9 +585,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Trace { ma_ho_so, json } => {
+        Command::Trace {
+            ma_ho_so,
+            json,
+            csv,
+            xlsx,
+        } => {
             let store = open_store(&settings)?;
             let rows = store.timeline(&ma_ho_so)?;
+            let sheet = || lienthong::dossier_list::trace_sheet(&rows);
+            if let Some(path) = &csv {
+                write_export(path, lienthong::dossier_list::to_csv(&sheet()))?;
+            }
+            if let Some(path) = &xlsx {
+                write_export(path, lienthong::dossier_list::to_xlsx(&sheet(), "Trace"))?;
+            }
+            if (csv.is_some() || xlsx.is_some()) && !json {
+                return Ok(ExitCode::SUCCESS);
+            }
             if json {
                 out(&format!("{}\n", serde_json::to_string_pretty(&rows)?));
             } else if rows.is_empty() {
@@ -535,7 +631,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 reason_code: reason,
                 all,
             };
-            let report = lienthong::replay::replay(&settings, &filter, dry_run).await?;
+            let writer = lienthong_core::store::MessageWriter::start(std::path::Path::new(
+                &settings.store.path,
+            ))?;
+            let who = lienthong::replay::Replayer {
+                writer: &writer,
+                by: format!(
+                    "cli:{}",
+                    std::env::var("USER")
+                        .or_else(|_| std::env::var("LOGNAME"))
+                        .unwrap_or_else(|_| "unknown".into())
+                ),
+                component: "cli",
+            };
+            let report = lienthong::replay::replay(&settings, &filter, dry_run, &who).await?;
+            if let Some(e) = &report.unrecorded {
+                eprintln!("the replay is done but could not be recorded in the store: {e}");
+            }
             out(&format!(
                 "examined {} dead letter(s): replayed {}, kept {}{}\n",
                 report.examined,
@@ -588,6 +700,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         r.reason_code,
                         r.reason
                     ));
+                    if let Some(at) = &r.replayed_at {
+                        text.push_str(&format!(
+                            "    replayed {at} by {}\n",
+                            r.replayed_by.as_deref().unwrap_or("-")
+                        ));
+                    }
                 }
                 out(&text);
             }
@@ -621,9 +739,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(lienthong::check::report(&rows, json))
         }
         Command::Keys {
-            action: KeysAction::New { broker },
+            action:
+                KeysAction::New {
+                    broker,
+                    console,
+                    role,
+                },
         } => {
-            out(&lienthong::keys::new(broker)?);
+            match console {
+                Some(user) => out(&lienthong::keys::console_account(&user, &role)?),
+                None => out(&lienthong::keys::new(broker)?),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { action } => lienthong::audit::run(&settings, &action),

@@ -13,7 +13,7 @@ use lienthong_core::amqp::{PublishError, Publisher};
 use lienthong_core::envelope::{Envelope, Rejection};
 use lienthong_core::hold::Hold;
 use lienthong_core::process::{self, OverdueItem};
-use lienthong_core::store::{Applied, Origin};
+use lienthong_core::store::{Applied, DossierNote, Origin};
 use lienthong_core::trace::{TraceEvent, TraceEventKind, Tracer};
 
 use crate::context::Ctx;
@@ -63,6 +63,12 @@ pub fn now() -> DateTime<FixedOffset> {
 impl ProcessManager {
     /// A process manager publishing on `publisher` and tracing on `tracer`.
     pub fn new(ctx: Ctx, publisher: Publisher, tracer: Tracer) -> Self {
+        // Every series exists from the start at 0, so that `rate()` and `increase()` see the
+        // first step and the first completed dossier of each timeliness.
+        for t in ["early", "on_time", "late"] {
+            metrics::counter!(STEPS_TOTAL, "timeliness" => t).increment(0);
+            metrics::counter!(COMPLETED_TOTAL, "timeliness" => t).increment(0);
+        }
         ProcessManager {
             ctx,
             publisher,
@@ -142,6 +148,7 @@ impl ProcessManager {
                     tracing::warn!(message = "fail point process-after-commit: holding the delivery", ma_ho_so = %env.ma_ho_so, message_id = %env.message_id);
                     std::future::pending::<()>().await;
                 }
+                count_timeliness(&notes);
                 let events = notes
                     .into_iter()
                     .map(|n| TraceEvent::new(TraceEventKind::Step, COMPONENT, Some(env)).reason(n))
@@ -352,10 +359,7 @@ impl ProcessManager {
                 .accept(
                     None,
                     &env.message_id,
-                    &env.ma_ho_so,
-                    &env.kind.0,
-                    &env.sender,
-                    &entry.receiver,
+                    DossierNote::of(&env, &entry.receiver),
                     entry.body.clone(),
                 )
                 .await
@@ -529,4 +533,38 @@ pub fn overdue_in(
             .then(a.office_secs_left.cmp(&b.office_secs_left))
     });
     Ok(out)
+}
+
+/// `lienthong_process_steps_total{timeliness}`: steps the process manager saw done, by
+/// timeliness (`early`, `on_time`, `late`: trước / đúng / quá hạn).
+pub const STEPS_TOTAL: &str = "lienthong_process_steps_total";
+/// `lienthong_process_dossiers_completed_total{timeliness}`: dossiers completed, by timeliness.
+pub const COMPLETED_TOTAL: &str = "lienthong_process_dossiers_completed_total";
+
+/// Count the steps done and the dossiers completed in a transition's notes (`step … done at …:
+/// <timeliness>`, `dossier completed: <timeliness>`, the timeliness in Vietnamese as
+/// [`lienthong_core::calendar::Timeliness::vi`] writes it).
+fn count_timeliness(notes: &[String]) {
+    use lienthong_core::calendar::Timeliness;
+    let of = |text: &str| {
+        [
+            (Timeliness::Early, "early"),
+            (Timeliness::OnTime, "on_time"),
+            (Timeliness::Late, "late"),
+        ]
+        .into_iter()
+        .find(|(t, _)| text.ends_with(t.vi()))
+        .map(|(_, name)| name)
+    };
+    for n in notes {
+        if n.starts_with("step ") && n.contains(" done at ") {
+            if let Some(t) = of(n) {
+                metrics::counter!(STEPS_TOTAL, "timeliness" => t).increment(1);
+            }
+        } else if n.starts_with("dossier completed: ")
+            && let Some(t) = of(n)
+        {
+            metrics::counter!(COMPLETED_TOTAL, "timeliness" => t).increment(1);
+        }
+    }
 }

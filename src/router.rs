@@ -13,7 +13,7 @@ use lienthong_core::amqp::{PublishError, Publisher};
 use lienthong_core::deadletter::{DeadLetter, DeadLetterChannel};
 use lienthong_core::envelope::{Envelope, RejectCode, Rejection};
 use lienthong_core::hold::Hold;
-use lienthong_core::store::Origin;
+use lienthong_core::store::{DossierNote, Origin};
 use lienthong_core::trace::{TraceEvent, TraceEventKind, Tracer};
 use lienthong_core::{filing, overflow, routing};
 
@@ -183,7 +183,12 @@ impl Router {
                         &e.sender,
                     )
                 });
-                tracing::info!(message = "dead-lettering", reason = %rejection, ma_ho_so = env.as_ref().map(|e| e.ma_ho_so.as_str()).unwrap_or("-"));
+                tracing::info!(
+                    message = "dead-lettering",
+                    reason = %rejection,
+                    ma_ho_so = env.as_ref().map(|e| e.ma_ho_so.as_str()).unwrap_or("-"),
+                    message_id = env.as_ref().map(|e| e.message_id.as_str()).unwrap_or("-")
+                );
                 let dl = DeadLetter {
                     body: &d.data,
                     props: &d.properties,
@@ -327,12 +332,9 @@ impl Router {
         let body = env.to_bytes();
         // The message store keeps every accepted envelope (for `lienthong messages resend`);
         // the delivery is acked only once it is committed and the publish confirmed.
-        let (id, receiver, stored_body) = (
-            env.message_id.clone(),
-            decision.receiver.clone(),
-            body.clone(),
-        );
-        let (ma, kind, sender) = (env.ma_ho_so.clone(), env.kind.0.clone(), env.sender.clone());
+        let (id, stored_body) = (env.message_id.clone(), body.clone());
+        // What the message says about its dossier, for the dossier index.
+        let note = DossierNote::of(&env, &decision.receiver);
         // A centre's first forward records the dossier's origin, in the same transaction.
         let new_origin = decision.records_origin.then(|| Origin {
             ma_ho_so: env.ma_ho_so.clone(),
@@ -341,12 +343,14 @@ impl Router {
             correlation_id: env.correlation_id.clone(),
         });
         let records_origin = new_origin.is_some();
+        // Stamped as it is handed to the broker (traced once the confirm is in): the unit's
+        // `delivered` can be committed before the confirm comes back, never before this.
+        let routed = TraceEvent::new(TraceEventKind::Routed, COMPONENT, Some(&env)).reason(
+            format!("to queue {}", self.ctx.names.unit_queue(&decision.receiver)),
+        );
         let t0 = std::time::Instant::now();
         let store = async {
-            let r = self
-                .writer
-                .accept(new_origin, &id, &ma, &kind, &sender, &receiver, stored_body)
-                .await;
+            let r = self.writer.accept(new_origin, &id, note, stored_body).await;
             (r, std::time::Instant::now())
         };
         let publish = async {
@@ -426,9 +430,6 @@ impl Router {
             }
             Err(e) => return Err(Failure::Publish(e)),
         }
-        let routed = TraceEvent::new(TraceEventKind::Routed, COMPONENT, Some(&env)).reason(
-            format!("to queue {}", self.ctx.names.unit_queue(&decision.receiver)),
-        );
         self.tracer
             .emit_all(vec![received, validated, routed])
             .await?;

@@ -95,6 +95,9 @@ where
     let max = Duration::from_secs(10);
     let mut delay = min;
     let conn_name = format!("{}/{name}", settings.bus.prefix);
+    // Every connection after the first is a reconnect (the series exists from the start, at 0).
+    let mut reconnecting = false;
+    metrics::counter!(lienthong_core::health::BROKER_RECONNECTS, "component" => name).increment(0);
     loop {
         if *stop.borrow() {
             return (name, Ok(()));
@@ -116,6 +119,14 @@ where
                 }
                 Ok(()) => {
                     base.health.set_connected(name, true);
+                    if reconnecting {
+                        metrics::counter!(
+                            lienthong_core::health::BROKER_RECONNECTS,
+                            "component" => name
+                        )
+                        .increment(1);
+                    }
+                    reconnecting = true;
                     delay = min;
                     let ctx = Ctx {
                         conn: Arc::new(conn),
@@ -312,6 +323,19 @@ pub async fn check_http_exposure(settings: &Settings) -> anyhow::Result<()> {
 /// Start `components` of the bus for `settings` (refused while a key is weak, the broker link
 /// or the HTTP API would be unencrypted off this machine, or a test-only switch is set).
 pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Result<Running> {
+    start_with_metrics(settings, components, None).await
+}
+
+/// [`start`], serving `/metrics` without a key on `metrics_listen` (`lienthong run
+/// --metrics-listen`): how a process without the HTTP component is scraped. Without it, a
+/// process with the HTTP component serves `[http] metrics_listen` when that is set (one
+/// configuration shared by several processes names one address: only the HTTP process binds
+/// it).
+pub async fn start_with_metrics(
+    settings: Settings,
+    components: &[Component],
+    metrics_listen: Option<String>,
+) -> anyhow::Result<Running> {
     settings.check()?;
     crate::testing::refuse_in_production()?;
     refuse_weak_keys(&settings)?;
@@ -378,11 +402,17 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
         }
         _ => None,
     };
-    let mut metrics_listener = match &ctx.settings.http.metrics_listen {
-        Some(addr) if components.contains(&Component::Http) => Some(
+    let metrics_addr = metrics_listen.or_else(|| {
+        components
+            .contains(&Component::Http)
+            .then(|| ctx.settings.http.metrics_listen.clone())
+            .flatten()
+    });
+    let mut metrics_listener = match &metrics_addr {
+        Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("cannot listen on [http] metrics_listen {addr}"))?,
+                .with_context(|| format!("cannot serve /metrics on {addr}"))?,
         ),
         _ => None,
     };
@@ -440,19 +470,6 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
                         None => None,
                     },
                 };
-                if let Some(ml) = metrics_listener.take() {
-                    let opts = crate::http_api::serve::ServeOptions {
-                        tls: None,
-                        ..opts.clone()
-                    };
-                    let stop = ctx.shutdown.clone();
-                    tokio::spawn(crate::http_api::serve::serve(
-                        ml,
-                        crate::http_api::metrics_app(),
-                        opts,
-                        stop,
-                    ));
-                }
                 let stop = ctx.shutdown.clone();
                 tasks.spawn(async move {
                     let r = crate::http_api::serve::serve(listener, app, opts, stop).await;
@@ -460,6 +477,24 @@ pub async fn start(settings: Settings, components: &[Component]) -> anyhow::Resu
                 });
             }
         }
+    }
+    // `/metrics` on a listener of its own, without a key: every process, with or without the
+    // HTTP component (whose API also serves it, behind the operator key).
+    if let Some(ml) = metrics_listener.take() {
+        let opts = crate::http_api::serve::ServeOptions {
+            header_read_timeout: Duration::from_millis(ctx.settings.http.header_read_timeout_ms),
+            tls: None,
+        };
+        tokio::spawn(crate::http_api::serve::serve(
+            ml,
+            crate::http_api::metrics_app(),
+            opts,
+            ctx.shutdown.clone(),
+        ));
+    } else if !components.contains(&Component::Http) {
+        tracing::warn!(
+            message = "this process's metrics are not served: it has no HTTP component and no [http] metrics_listen (lienthong run --metrics-listen ADDR)"
+        );
     }
     // The start-up connection only checked the topology; each component has its own.
     let _ = ctx.conn.close(200, "startup checks done".into()).await;

@@ -16,7 +16,7 @@ use lapin::types::FieldTable;
 use lienthong_core::deadletter::read_dead_letter;
 use lienthong_core::store::chain;
 use lienthong_core::store::chain::SigningKey;
-use lienthong_core::store::dead_letters::insert_dead_letters_in;
+use lienthong_core::store::dead_letters::{DeadLetterRecord, insert_dead_letters_in};
 use lienthong_core::store::trace::insert_events_in;
 use lienthong_core::trace::{TraceEvent, TraceEventKind, parse_trace_message};
 
@@ -240,7 +240,11 @@ async fn write(
                     ev.to = row.receiver.clone();
                     broker_events.push(ev);
                 }
-                dead.push((at_ms, row));
+                dead.push(DeadLetterRecord {
+                    at_ms,
+                    row,
+                    body: body.to_vec(),
+                });
             }
             writer
                 .transact(move |c| {

@@ -145,16 +145,7 @@ async fn a_dead_lettered_hand_over_blocks_its_step_visibly_and_replay_amendment_
     );
 
     // 1. After the fix, the operator replays the dead letter: the same hand-over goes out again.
-    let report = lienthong::replay::replay(
-        &bus.settings,
-        &lienthong::replay::Filter {
-            ids: vec![replayed_dl.clone()],
-            ..Default::default()
-        },
-        false,
-    )
-    .await
-    .expect("replay");
+    let report = bus.replay(std::slice::from_ref(&replayed_dl)).await;
     assert_eq!(report.replayed, vec![replayed_dl.clone()]);
     // 2. The centre amends the dossier (a dossier.forward without receiver).
     let mut fix = Envelope::new(
@@ -416,16 +407,7 @@ async fn a_result_the_centre_rejects_is_listed_as_blocked_and_a_replay_delivers_
         "a completed dossier whose result did not arrive is listed: {listed:?}"
     );
     // Replayed, the same result reaches the centre.
-    let report = lienthong::replay::replay(
-        &bus.settings,
-        &lienthong::replay::Filter {
-            ids: vec![blocked.message_id.clone()],
-            ..Default::default()
-        },
-        false,
-    )
-    .await
-    .expect("replay");
+    let report = bus.replay(std::slice::from_ref(&blocked.message_id)).await;
     assert_eq!(report.replayed, vec![blocked.message_id.clone()]);
     let result = loop {
         let e = next(&mut got, 30).await;

@@ -400,22 +400,15 @@ async fn dead_letters_replayed_after_a_fix_are_delivered_once_and_a_second_repla
     assert_eq!(tally(&ids, &answers), (0, 0), "one answer per dossier");
     assert_eq!(answers[&env.message_id][0].kind.as_str(), Kind::DEAD_LETTER);
     // The dead letter is in <p>.dead; the agency's problem is fixed (the fault was one answer).
-    let filter = lienthong::replay::Filter {
-        ids: vec![env.message_id.clone()],
-        ..Default::default()
-    };
-    let mut report = lienthong::replay::replay(&bus.settings, &filter, false)
-        .await
-        .expect("replay");
+    let ids = [env.message_id.clone()];
+    let mut report = bus.replay(&ids).await;
     for _ in 0..50 {
         if !report.replayed.is_empty() {
             break;
         }
         // The dead letter may still be on its way into the queue.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        report = lienthong::replay::replay(&bus.settings, &filter, false)
-            .await
-            .expect("replay");
+        report = bus.replay(&ids).await;
     }
     assert_eq!(report.replayed, vec![env.message_id.clone()]);
     let result = next(&mut centre, 20).await;
@@ -424,9 +417,7 @@ async fn dead_letters_replayed_after_a_fix_are_delivered_once_and_a_second_repla
         result.causation_id.as_deref(),
         Some(env.message_id.as_str())
     );
-    let again = lienthong::replay::replay(&bus.settings, &filter, false)
-        .await
-        .expect("replay");
+    let again = bus.replay(&ids).await;
     assert!(
         again.replayed.is_empty(),
         "nothing left to replay: {again:?}"

@@ -118,6 +118,7 @@ async fn demo_completes_every_sample_dossier() {
         refusal_rate: 0.0,
         // The demo's default: its own broker node over TLS (amqps://, its own CA).
         shared_broker: false,
+        keep_running: false,
     };
     let programs = lienthong_testkit::demo::Programs {
         lienthong: EXE.into(),
@@ -205,6 +206,8 @@ async fn demo_completes_every_sample_dossier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn components_run_as_separate_processes() {
     let (mut s, dir) = settings("split");
+    // JSON log lines, as a log collector reads them.
+    s.log.format = lienthong_core::registry::LogFormat::Json;
     let users = broker_users(&mut s);
     let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
     use_mock(&mut s, &mock);
@@ -238,6 +241,30 @@ async fn components_run_as_separate_processes() {
     })
     .await;
     assert!(rows.iter().any(|r| r.event == "delivered"));
+    // A message to an unknown receiver: the router's log line names its dossier and id, as
+    // JSON fields; every line of both logs is a JSON object.
+    let lost = birth(201, "000.99.99.H48");
+    view.send(&lost).await;
+    let line = eventually(10, "the router's JSON log line", || {
+        std::fs::read_to_string(dir.join("routing.log"))
+            .ok()?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message"] == "dead-lettering")
+    })
+    .await;
+    assert_eq!(line["ma_ho_so"], lost.ma_ho_so.as_str(), "{line}");
+    assert_eq!(line["message_id"], lost.message_id.as_str(), "{line}");
+    assert_eq!(line["level"], "INFO", "{line}");
+    for log in ["routing.log", "delivery.log"] {
+        let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
+        for l in text.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v.is_object()),
+                "{log}: not a JSON line: {l}"
+            );
+        }
+    }
     for c in [&routing, &delivery] {
         sigterm(c);
     }

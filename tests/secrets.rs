@@ -39,6 +39,10 @@ fn a_run_with_the_shipped_placeholder_keys_is_refused_naming_each_setting() {
         err.contains("units.CA.H48.callback_key: it is a placeholder"),
         "{err}"
     );
+    assert!(
+        err.contains("bus.amqp_password: it is a placeholder"),
+        "{err}"
+    );
     assert!(err.contains("lienthong keys new"), "{err}");
 }
 

@@ -233,6 +233,14 @@ pub fn transport_error(agent: &Agent, op: &str, e: &reqwest::Error) -> Outcome {
     TransportError::new(e, &agent.peer).outcome(op)
 }
 
+/// `lienthong_agency_call_seconds{unit}`: time from sending a request to an agency to its
+/// answer's head (or the failure), seconds; a histogram.
+pub const AGENCY_CALL_SECONDS: &str = "lienthong_agency_call_seconds";
+/// `lienthong_agency_responses_total{unit, class}`: agencies' answers by HTTP status class
+/// (`2xx`, `4xx`, `5xx`, …), and `error` for a call that got no answer (connection refused,
+/// TLS, timeout).
+pub const AGENCY_RESPONSES: &str = "lienthong_agency_responses_total";
+
 /// A whole answer of an agency: status, headers and body.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -251,7 +259,17 @@ pub async fn exchange(
     op: &str,
     request: reqwest::RequestBuilder,
 ) -> Result<Reply, Outcome> {
-    let resp = request.send_via(agent).await.map_err(|e| e.outcome(op))?;
+    let started = std::time::Instant::now();
+    let unit = agent.peer.unit_code.clone();
+    let sent = request.send_via(agent).await;
+    metrics::histogram!(AGENCY_CALL_SECONDS, "unit" => unit.clone())
+        .record(started.elapsed().as_secs_f64());
+    let class = match &sent {
+        Ok(r) => format!("{}xx", r.status().as_u16() / 100),
+        Err(_) => "error".to_string(),
+    };
+    metrics::counter!(AGENCY_RESPONSES, "unit" => unit, "class" => class).increment(1);
+    let resp = sent.map_err(|e| e.outcome(op))?;
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = read_capped(agent, op, status, &headers, resp).await?;

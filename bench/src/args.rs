@@ -41,6 +41,11 @@ pub struct BenchArgs {
     /// down, then drained (e.g. 200000). Updates only the backlog section of the report.
     #[arg(long)]
     pub backlog: Option<u64>,
+    /// Instead of the comparison: the operators' console's pages timed against a store of N
+    /// dossiers (e.g. 100000), served by `lienthong run --components http`. Prints a table (and
+    /// writes it to --out when given); BENCHMARKS.md is not touched.
+    #[arg(long)]
+    pub console: Option<u64>,
     /// A tiny run of every mode for CI (2 rounds × 300 messages, paced 2 s); the report goes
     /// to a temporary file unless --out is given. Exit 0 when every mode moved every message.
     #[arg(long)]

@@ -76,7 +76,12 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
         args.soak = None;
         args.backlog = None;
         args.stall_s = args.stall_s.min(20);
-    } else if args.rounds < 3 && args.soak.is_none() && args.backlog.is_none() {
+        args.console = None;
+    } else if args.rounds < 3
+        && args.soak.is_none()
+        && args.backlog.is_none()
+        && args.console.is_none()
+    {
         anyhow::bail!(
             "--rounds must be at least 3 (medians and spreads need them); use --smoke for a quick check"
         );
@@ -226,6 +231,26 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
         out_path.display()
     );
 
+    if let Some(n) = args.console {
+        let outcome = tokio::select! {
+            r = crate::console::console(&bench, n) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        };
+        for p in cleanup.finish(Some(&bench.ctl)).await {
+            eprintln!("clean-up: {p}");
+        }
+        if args.keep_dir {
+            eprintln!("logs and store kept in {}", dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let md = outcome?;
+        println!("{md}");
+        if let Some(p) = &args.out {
+            std::fs::write(p, &md).with_context(|| format!("writing {}", p.display()))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut results = Results::default();
     let outcome = tokio::select! {

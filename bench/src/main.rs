@@ -36,6 +36,7 @@ mod broker;
 mod children;
 mod cleanup;
 mod compare;
+mod console;
 mod harness;
 mod pipe;
 mod procfs;
@@ -72,6 +73,10 @@ struct Cli {
     args: args::BenchArgs,
 }
 
+/// The machine's RabbitMQ through its default user (loopback only on a default broker): the
+/// broker the bench uses without `--config`.
+const SHARED_BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
 #[derive(Subcommand)]
 enum Command {
     /// The benchmark's raw pipe (a child of `lienthong-bench`).
@@ -92,7 +97,13 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Pipe(args)) => pipe::run(args).await,
             None => {
-                let settings = Settings::load(cli.config.as_deref())?;
+                let mut settings = Settings::load(cli.config.as_deref())?;
+                if cli.config.is_none() {
+                    // The shipped bus user has a placeholder password: without a config of
+                    // its own the bench measures on the machine's broker as its default user
+                    // (its producer publishes as the bus; BENCHMARKS.md, SECURITY.md).
+                    settings.bus.amqp_url = SHARED_BROKER.into();
+                }
                 harness::run(settings, cli.args).await
             }
         }

@@ -287,6 +287,9 @@ pub fn read_dead_letter(body: &[u8], props: &BasicProperties) -> (DeadLetterRow,
         component,
         queue,
         attempts: header_i64(props, headers::ATTEMPTS).map(|n| n as u32),
+        history: header_str(props, headers::HISTORY).filter(|h| !h.is_empty()),
+        replayed_at: None,
+        replayed_by: None,
     };
     (row, from_broker)
 }

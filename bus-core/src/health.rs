@@ -5,6 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+/// `lienthong_broker_connected{component}`: 1 while the component holds its broker
+/// connection, 0 while it reconnects (a gauge).
+pub const BROKER_CONNECTED: &str = "lienthong_broker_connected";
+/// `lienthong_broker_reconnects_total{component}`: broker connections a component opened again
+/// after losing one.
+pub const BROKER_RECONNECTS: &str = "lienthong_broker_reconnects_total";
+
 /// The state of one supervised component (`router`, `adapters`, `tracer`, `http`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ComponentHealth {
@@ -38,6 +45,11 @@ impl Health {
     /// Record whether `component` holds a broker connection. A new connection has new
     /// channels: the failures recorded for the old ones are cleared.
     pub fn set_connected(&self, component: &str, connected: bool) {
+        metrics::gauge!(BROKER_CONNECTED, "component" => component.to_string()).set(if connected {
+            1.0
+        } else {
+            0.0
+        });
         self.with(|m| {
             let c = m.entry(component.to_string()).or_default();
             c.connected = connected;

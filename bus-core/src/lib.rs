@@ -11,6 +11,7 @@ pub mod broker_users;
 pub mod calendar;
 pub mod claimcheck;
 pub mod clock;
+pub mod console_settings;
 pub mod deadletter;
 pub mod embedded;
 pub mod envelope;

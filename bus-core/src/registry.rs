@@ -57,6 +57,12 @@ pub struct Settings {
     /// `[process]`: the process manager (overdue alerts).
     #[serde(default)]
     pub process: ProcessSettings,
+    /// `[console]`: the operators' web console's accounts.
+    #[serde(default)]
+    pub console: crate::console_settings::ConsoleSettings,
+    /// `[log]`: how the process writes its log.
+    #[serde(default)]
+    pub log: LogSettings,
     /// The units of the province.
     #[serde(default)]
     pub units: Vec<Unit>,
@@ -67,6 +73,27 @@ pub struct Settings {
     /// ([`crate::filing`]). Not a setting: [`Settings::load`] sets it.
     #[serde(skip)]
     pub source: ConfigSource,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` (default: one human-readable line per event) or `json` (one JSON object per
+    /// line, for a log collector: `timestamp`, `level`, `target`, `message` and the event's
+    /// fields — `ma_ho_so`, `message_id`, `unit`, … where the event has them).
+    pub format: LogFormat,
+}
+
+/// The log's line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// JSON lines.
+    Json,
 }
 
 /// Where the configuration came from: it says where a procedure's `data_schema` is read.
@@ -90,7 +117,8 @@ pub enum ConfigSource {
 pub struct BusSettings {
     /// Prefix of every exchange and queue name (default `lienthong`). Tests use their own.
     pub prefix: String,
-    /// AMQP URI of the broker (default `amqp://guest:guest@127.0.0.1:5672/%2f`).
+    /// AMQP URI of the broker, with the bus's own broker user (default
+    /// `amqp://lienthong@127.0.0.1:5672/%2f`; the password in `amqp_password`).
     pub amqp_url: String,
     /// The bus's broker password, where `amqp_url` should not hold it: `env:NAME` or
     /// `file:PATH` (or the password itself). Put into `amqp_url` when the settings are loaded.
@@ -149,7 +177,7 @@ impl Default for BusSettings {
     fn default() -> Self {
         BusSettings {
             prefix: "lienthong".into(),
-            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            amqp_url: "amqp://lienthong@127.0.0.1:5672/%2f".into(),
             amqp_password: None,
             amqp_password_hash: None,
             tls_ca: None,
@@ -861,6 +889,16 @@ impl Settings {
     /// `(setting, why)`. `lienthong run` refuses to start while this is not empty.
     pub fn weak_keys(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        // The bus's broker password is judged by the broker; only a shipped placeholder is
+        // refused here.
+        if let Ok(uri) = self.bus.amqp_url.parse::<lapin::uri::AMQPUri>()
+            && crate::secret::is_placeholder(&uri.authority.userinfo.password)
+        {
+            out.push((
+                "bus.amqp_password".into(),
+                "it is a placeholder from an example configuration (the bus's broker password: `lienthong keys new --broker`)".into(),
+            ));
+        }
         let mut judge = |setting: String, key: &str| {
             if let Some(why) = crate::secret::weakness(key) {
                 out.push((setting, why));
@@ -1405,6 +1443,29 @@ mod tests {
         assert_eq!(r.units().filter(|u| u.kind == UnitKind::Centre).count(), 4);
         for code in ["1.001193", "1.011537", "1.010059"] {
             assert!(r.procedure(code).is_some_and(Procedure::eligible), "{code}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_bus_user_is_not_guest_and_its_placeholder_password_is_refused() {
+        for text in [
+            DEFAULT_CONFIG,
+            include_str!("../../deploy/config/quang-ngai-2025.toml"),
+        ] {
+            let mut s = Settings::from_toml(text, false).expect("shipped config");
+            assert_eq!(s.bus.user().as_deref(), Some("lienthong"));
+            let weak = s.weak_keys();
+            assert!(
+                weak.iter().any(|(k, _)| k == "bus.amqp_password"),
+                "{weak:?}"
+            );
+            s.bus.amqp_url =
+                with_password(&s.bus.amqp_url, &crate::secret::new_key().expect("key"))
+                    .expect("url with a user");
+            assert!(
+                !s.weak_keys().iter().any(|(k, _)| k == "bus.amqp_password"),
+                "a fresh password is not refused"
+            );
         }
     }
 

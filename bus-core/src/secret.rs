@@ -120,13 +120,8 @@ pub fn weakness(value: &str) -> Option<String> {
     if value.trim().is_empty() {
         return Some("it is empty".into());
     }
-    let lower = value.to_lowercase();
-    if ["change-me", "changeme", "placeholder", "example"]
-        .iter()
-        .any(|p| lower.contains(p))
-        || lower.starts_with("dev-")
-    {
-        return Some("it is a placeholder from an example configuration".into());
+    if is_placeholder(value) {
+        return Some(PLACEHOLDER.into());
     }
     let alphabet: f64 = if value.chars().all(|c| c.is_ascii_hexdigit()) {
         16.0
@@ -144,6 +139,19 @@ pub fn weakness(value: &str) -> Option<String> {
             "it carries at most {bits:.0} bits of entropy, fewer than {MIN_KEY_BITS:.0} (use `lienthong keys new`)"
         )
     })
+}
+
+/// What [`weakness`] says of a placeholder.
+const PLACEHOLDER: &str = "it is a placeholder from an example configuration";
+
+/// Whether `value` is a placeholder of an example configuration (`CHANGE-ME…`, `changeme`,
+/// `placeholder`, `example…`, `dev-…`), case-insensitively.
+pub fn is_placeholder(value: &str) -> bool {
+    let lower = value.to_lowercase();
+    ["change-me", "changeme", "placeholder", "example"]
+        .iter()
+        .any(|p| lower.contains(p))
+        || lower.starts_with("dev-")
 }
 
 /// A fresh key: 32 random bytes from the operating system, base64url without padding (43

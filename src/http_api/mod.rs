@@ -1,7 +1,7 @@
 //! The HTTP API (axum) for units that do not speak AMQP and for agency callbacks: its state,
 //! its routes and who may call them; one file per group of routes: `ingress` (`POST
 //! /v1/messages`), `callbacks` (`POST /v1/callbacks/{unit}`), `edxml` (the departments' pull),
-//! `reads` (operators' endpoints), `health`; `guard` (the layers in front of them: requests at
+//! `reads` (operators' endpoints), `lists` (the dossier list and exports), `health`; `guard` (the layers in front of them: requests at
 //! once, timeout, key before body, rate, body limit) and `serve` (the connections: HTTP/1.1 with
 //! a header-read timeout, TLS with certificate reload, graceful shutdown).
 
@@ -33,6 +33,7 @@ mod edxml;
 mod guard;
 mod health;
 mod ingress;
+mod lists;
 mod reads;
 pub mod serve;
 
@@ -41,6 +42,7 @@ use edxml::*;
 use guard::{Gate, Guard, Limits};
 use health::*;
 use ingress::*;
+use lists::*;
 use reads::*;
 
 const COMPONENT: &str = "http";
@@ -65,6 +67,13 @@ pub struct ApiBroker {
     conn: Arc<lapin::Connection>,
     publisher: Publisher,
     tracer: Tracer,
+}
+
+impl ApiBroker {
+    /// The HTTP component's broker connection (the console asks the broker about queues on it).
+    pub fn connection(&self) -> Arc<lapin::Connection> {
+        self.conn.clone()
+    }
 }
 
 /// Keep the API's broker handles filled while `ctx.conn` lives (run under the supervisor,
@@ -162,6 +171,7 @@ pub fn app(ctx: Ctx, adapters: Adapters) -> anyhow::Result<(Router, BrokerSlot)>
             .route("/v1/dossiers/{ma_ho_so}", get(dossier))
             .route("/v1/dossiers/{ma_ho_so}/retry", post(retry))
             .route("/v1/dossiers/{ma_ho_so}/control-sheet", get(control_sheet))
+            .route("/v1/dossiers", get(dossiers))
             .route("/v1/overdue", get(overdue))
             .route("/metrics", get(metrics))
             .route("/v1/dead-letters", get(dead_letters))
@@ -180,6 +190,17 @@ pub fn app(ctx: Ctx, adapters: Adapters) -> anyhow::Result<(Router, BrokerSlot)>
         .merge(departments)
         .merge(operators)
         .merge(blobs)
+        .nest_service(
+            "/console",
+            crate::console::router(api.ctx.clone(), {
+                let slot = broker.clone();
+                Arc::new(move || {
+                    slot.try_read()
+                        .ok()
+                        .and_then(|b| b.as_ref().map(ApiBroker::connection))
+                })
+            }),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(axum::middleware::from_fn_with_state(

@@ -2,13 +2,39 @@
 
 use super::*;
 
+/// `GET /v1/dossiers/{ma_ho_so}/trace`: the dossier's hop timeline as JSON, or with
+/// `format=csv` / `format=xlsx` as a download.
 pub(super) async fn trace(
     State(api): State<Api>,
     Path(ma_ho_so): Path<String>,
+    Query(format): Query<ExportFormat>,
     headers: HeaderMap,
 ) -> Response {
-    api.read(&headers, move |store| store.timeline(&ma_ho_so))
-        .await
+    let Some(f) = format.format.filter(|f| f != "json") else {
+        return api
+            .read(&headers, move |store| store.timeline(&ma_ho_so))
+            .await;
+    };
+    if let Err(p) = api.operator(&headers) {
+        return p.into_response();
+    }
+    let store = api.ctx.store.clone();
+    let ma = ma_ho_so.clone();
+    match tokio::task::spawn_blocking(move || store.timeline(&ma)).await {
+        Ok(Ok(rows)) => export(
+            &crate::dossier_list::trace_sheet(&rows),
+            &f,
+            &format!("trace-{ma_ho_so}"),
+        ),
+        Ok(Err(e)) => store_error(e),
+        Err(e) => internal_error(e),
+    }
+}
+
+/// `?format=`: `json` (default), `csv` or `xlsx`.
+#[derive(Deserialize, Default)]
+pub(super) struct ExportFormat {
+    format: Option<String>,
 }
 
 /// `GET /v1/dossiers/{ma_ho_so}`: the process manager's state of the dossier (404 when it does
@@ -273,30 +299,66 @@ pub(super) async fn metrics() -> Response {
         .into_response()
 }
 
+/// `GET /v1/dead-letters`'s filters (each optional): `reason` (code), `unit` (sender or
+/// receiver), `procedure` (`ma_tthc`), `dossier` (`ma_ho_so`), `since` / `until` (day or RFC
+/// 3339), `state` (`waiting`, `replayed`; both by default), `limit` (default 100, at most
+/// 1000), `offset`.
 #[derive(Deserialize)]
-pub(super) struct Limit {
+pub(super) struct DeadLetterParams {
     limit: Option<u32>,
+    offset: Option<u32>,
+    reason: Option<String>,
+    unit: Option<String>,
+    procedure: Option<String>,
+    dossier: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    state: Option<String>,
+}
+
+impl DeadLetterParams {
+    fn into_query(self) -> Result<lienthong_core::store::dead_letters::DeadLetterQuery, String> {
+        let time = |name: &str, v: Option<String>, end: bool| {
+            v.map(|s| crate::dossier_list::parse_time(&s, end))
+                .transpose()
+                .map_err(|e| format!("{name}: {e}"))
+        };
+        if let Some(s) = self.state.as_deref()
+            && !matches!(s, "waiting" | "replayed")
+        {
+            return Err(format!("state: waiting or replayed, not {s}"));
+        }
+        Ok(lienthong_core::store::dead_letters::DeadLetterQuery {
+            reason_code: self.reason,
+            unit: self.unit,
+            ma_tthc: self.procedure,
+            ma_ho_so: self.dossier,
+            since_ms: time("since", self.since, false)?,
+            until_ms: time("until", self.until, true)?,
+            state: self.state,
+            limit: Some(self.limit.unwrap_or(100)),
+            offset: self.offset,
+        })
+    }
 }
 
 pub(super) async fn dead_letters(
     State(api): State<Api>,
-    q: Result<Query<Limit>, QueryRejection>,
+    q: Result<Query<DeadLetterParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
+    let q = match q
+        .map_err(|e| e.body_text())
+        .and_then(|Query(q)| q.into_query())
+    {
+        Ok(q) => q,
         Err(e) => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "bad-query",
-                "Bad query",
-                e.body_text(),
-            )
-            .into_response();
+            return Problem::new(StatusCode::BAD_REQUEST, "bad-query", "Bad query", e)
+                .into_response();
         }
     };
     api.read(&headers, move |store| {
-        store.dead_letters(q.limit.unwrap_or(100))
+        store.dead_letter_page(&q).map(|p| p.items)
     })
     .await
 }

@@ -59,6 +59,10 @@ pub struct DemoArgs {
     /// with a TLS listener (`amqps://`, the demo's CA), started and removed by the demo.
     #[arg(long)]
     pub shared_broker: bool,
+    /// Keep the bus (and its console) running after the dossiers complete, until Ctrl-C, so
+    /// that an operator can look around.
+    #[arg(long)]
+    pub keep_running: bool,
 }
 
 /// What the centre expects back for one dossier.
@@ -310,6 +314,8 @@ pub async fn run_with(
             eprintln!(
                 "lienthong-demo: WARNING: cannot create the demo's broker users ({e:#}); the bus runs as the broker's default user"
             );
+            // The shipped bus user has a placeholder password: the node's default user.
+            settings.bus.amqp_url = without_user(&settings.bus.amqp_url);
             crate::broker_users::BrokerUsers::none()
         }
     };
@@ -671,6 +677,22 @@ pub async fn run_with(
         for f in failed.iter().take(20) {
             let _ = writeln!(report, "  {f}");
         }
+    }
+    if args.keep_running {
+        let _ = writeln!(
+            report,
+            "\nThe operators' console: {base}/console (certificate from the demo's CA, {ca}); log in with\nan empty user name and the operator key as password: {operator_key}\nThe bus keeps running until Ctrl-C.",
+            ca = ca_pem,
+        );
+        print!("{report}");
+        report.clear();
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("lienthong-demo: stopping the bus …");
+    } else {
+        let _ = writeln!(
+            report,
+            "\n(with --keep-running the bus stays up after the dossiers complete, with the operators' console at {base}/console)"
+        );
     }
     // The demo's queues are not needed any more (its trace stays in the store).
     drop(_bus);
@@ -1233,4 +1255,12 @@ fn synthetic_customs(settings: &Settings, n: usize) -> Vec<Envelope> {
             env
         })
         .collect()
+}
+
+/// `url` without its user and password (`scheme://host…`): the broker's default user.
+fn without_user(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
+        _ => url.to_string(),
+    }
 }

@@ -53,6 +53,9 @@ pub fn settings(name: &str) -> (Settings, PathBuf) {
     s.check().expect("trimmed registry");
     // The shipped keys are placeholders, which `lienthong run` refuses: fresh ones per test.
     lienthong_testkit::keys::fill(&mut s);
+    // The shipped bus user has a placeholder password: the machine's broker through its
+    // default user, from which `Bus::start` (or `broker_users`) makes the bus's own.
+    s.bus.amqp_url = AMQP_URL.into();
     let id = uuid::Uuid::now_v7().simple().to_string();
     s.bus.prefix = format!("lt-test-{name}-{}", &id[id.len() - 8..]);
     // Every unit's software connects as one broker user of this test (`Bus::start` creates it,
@@ -300,6 +303,31 @@ impl Bus {
 
     pub fn store(&self) -> Store {
         Store::open(&PathBuf::from(&self.settings.store.path)).expect("store")
+    }
+
+    /// Replay the dead letters `ids` as `lienthong dead-letters replay` does (recorded as
+    /// `cli:test`).
+    #[allow(dead_code)]
+    pub async fn replay(&self, ids: &[String]) -> lienthong::replay::Report {
+        let writer =
+            lienthong_core::store::MessageWriter::start(&PathBuf::from(&self.settings.store.path))
+                .expect("writer");
+        let who = lienthong::replay::Replayer {
+            writer: &writer,
+            by: "cli:test".into(),
+            component: "cli",
+        };
+        lienthong::replay::replay(
+            &self.settings,
+            &lienthong::replay::Filter {
+                ids: ids.to_vec(),
+                ..Default::default()
+            },
+            false,
+            &who,
+        )
+        .await
+        .expect("replay")
     }
 
     /// Publish an envelope to the ingress exchange over AMQP, as a centre would (as the units'

@@ -531,16 +531,7 @@ pub fn verify_store(
                 })
         };
         let before = report.breaks.len();
-        if row.stored.as_deref() != Some(&row.computed[..]) {
-            push(
-                &mut report,
-                brk(
-                    BreakKind::Edited,
-                    Some(&row),
-                    "its fields no longer match its hash: the row was edited".into(),
-                ),
-            );
-        } else if seq < expected {
+        if seq < expected {
             push(
                 &mut report,
                 brk(
@@ -553,7 +544,21 @@ pub fn verify_store(
                 ),
             );
             continue;
-        } else if seq > expected {
+        }
+        // An edited row and a gap before it are two findings: the row after a deletion can
+        // be the one that was edited, and neither may hide the other.
+        let edited = row.stored.as_deref() != Some(&row.computed[..]);
+        if edited {
+            push(
+                &mut report,
+                brk(
+                    BreakKind::Edited,
+                    Some(&row),
+                    "its fields no longer match its hash: the row was edited".into(),
+                ),
+            );
+        }
+        if seq > expected {
             push(
                 &mut report,
                 brk(
@@ -567,7 +572,8 @@ pub fn verify_store(
                     ),
                 ),
             );
-        } else if let Some(p) = &prev
+        } else if !edited
+            && let Some(p) = &prev
             && row.prev.as_deref() != p.stored.as_deref()
         {
             push(
@@ -581,7 +587,7 @@ pub fn verify_store(
                     ),
                 ),
             );
-        } else if prev.is_none() && from_ms.is_none() && row.prev.is_some() {
+        } else if !edited && prev.is_none() && from_ms.is_none() && row.prev.is_some() {
             push(
                 &mut report,
                 brk(
@@ -895,6 +901,34 @@ mod tests {
         let other = SigningKey::from_bytes(&[8u8; 32]).verifying_key();
         let r = store.verify_trace(None, Some(&other)).expect("verify");
         assert_eq!(r.breaks[0].kind, BreakKind::BadSignature);
+        drop(writer);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_deletion_right_before_an_edited_event_is_reported_with_it() {
+        // The row after a gap is itself edited: both findings are reported (a clean-clone
+        // run had the deletion hidden behind the edit and named only as a relinked event).
+        let (dir, writer, store, events) = store_with_events().await;
+        exec(
+            &store,
+            &format!(
+                "DELETE FROM trace_events WHERE event_id = '{}'; UPDATE trace_events SET reason = 'changed' WHERE event_id = '{}'",
+                events[5].event_id, events[6].event_id
+            ),
+        );
+        let r = store.verify_trace(None, None).expect("verify");
+        let kinds: Vec<_> = r
+            .breaks
+            .iter()
+            .map(|b| (b.kind.clone(), b.event_id.clone()))
+            .collect();
+        let at6 = Some(events[6].event_id.clone());
+        assert!(
+            kinds.contains(&(BreakKind::Edited, at6.clone())),
+            "{kinds:?}"
+        );
+        assert!(kinds.contains(&(BreakKind::Deleted, at6)), "{kinds:?}");
         drop(writer);
         let _ = std::fs::remove_dir_all(dir);
     }

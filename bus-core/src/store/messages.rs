@@ -1,7 +1,8 @@
 //! The message store (table `messages`: every envelope the router accepted, for
 //! `lienthong messages resend`, kept `[store] message_retention_days`) and the dossier origins
 //! (table `dossier_origins`: the centre whose first forward the router saw, which replies are
-//! checked against).
+//! checked against). The router's one write per message (`MessageWriter::accept`: origin,
+//! message and the dossier index together) is in `dossiers.rs`.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -91,33 +92,6 @@ pub fn origin_in(c: &Connection, ma_ho_so: &str) -> Result<Option<Origin>, rusql
 }
 
 impl MessageWriter {
-    /// Record the origin (when given, first one wins) and keep the accepted envelope (first copy
-    /// wins), in the group commit: the router's one write per message. Errors: the store
-    /// failed, or the writer thread is gone.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn accept(
-        &self,
-        origin: Option<Origin>,
-        message_id: &str,
-        ma_ho_so: &str,
-        kind: &str,
-        sender: &str,
-        receiver: &str,
-        body: Vec<u8>,
-    ) -> Result<(), String> {
-        let ids = [message_id, ma_ho_so, kind, sender, receiver].map(str::to_string);
-        // Not isolated: the router's write cannot fail but on the file, which fails the batch.
-        self.write_unit(false, move |c| {
-            let now = crate::clock::now_ms();
-            if let Some(o) = &origin {
-                insert_origin(c, o, now)?;
-            }
-            let [a, b, k, s, r] = &ids;
-            insert_message(c, now, [a, b, k, s, r], &body)
-        })
-        .await
-    }
-
     /// Record a dossier's origin if none is recorded yet; returns the recorded origin (the
     /// first one wins).
     pub async fn record_origin(&self, o: Origin) -> Result<Origin, String> {

@@ -1,6 +1,7 @@
 //! The store's schema, declared once: every table of the bus (message store and dossier
 //! origins, trace, dead-letter log, the process manager's state, inbox, outbox, blocked
-//! dossiers and alerts, the adapters' delivery log, agency callbacks, the edXML outbox) as
+//! dossiers and alerts, the adapters' delivery log, agency callbacks, the edXML outbox, the
+//! dossier index) as
 //! versioned migrations, applied when a connection opens. The version is SQLite's
 //! `PRAGMA user_version`: the number of migrations applied (the convention of the
 //! `rusqlite_migration` crate, so a store stays readable if the runner is swapped for it).
@@ -173,10 +174,59 @@ CREATE TABLE IF NOT EXISTS trace_checkpoints (
 );
 "#;
 
+/// Migration 5: the dossier index (`store/dossiers.rs`), a read model for the operators' lists:
+/// one row per dossier with its centre, applicant (and a folded search text), phase, holder,
+/// due time and timeliness. Filled from what the store already holds (origins and process
+/// states; no applicant for those) and kept up to date with each routed message and process
+/// state from then on.
+const V5: &str = r#"
+CREATE TABLE IF NOT EXISTS dossiers (
+    ma_ho_so    TEXT PRIMARY KEY,
+    ma_tthc     TEXT NOT NULL,
+    centre      TEXT NOT NULL,
+    applicant   TEXT,
+    search      TEXT NOT NULL,
+    phase       TEXT NOT NULL,
+    status      INTEGER,
+    holder      TEXT,
+    received_ms INTEGER NOT NULL,
+    due_ms      INTEGER,
+    ended_ms    INTEGER,
+    timeliness  TEXT,
+    managed     INTEGER NOT NULL DEFAULT 0,
+    updated_ms  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dossiers_by_received ON dossiers (received_ms);
+CREATE INDEX IF NOT EXISTS dossiers_by_centre ON dossiers (centre, received_ms);
+CREATE INDEX IF NOT EXISTS dossiers_by_holder ON dossiers (holder, received_ms);
+CREATE INDEX IF NOT EXISTS dossiers_by_phase ON dossiers (phase, received_ms);
+CREATE INDEX IF NOT EXISTS dossiers_by_procedure ON dossiers (ma_tthc, received_ms);
+CREATE INDEX IF NOT EXISTS dossiers_open_by_due ON dossiers (due_ms) WHERE ended_ms IS NULL;
+INSERT OR IGNORE INTO dossiers (ma_ho_so, ma_tthc, centre, search, phase, received_ms, managed, updated_ms)
+    SELECT ma_ho_so, ma_tthc, origin_unit, lower(ma_ho_so || ' ' || ma_tthc), phase, updated_ms, 1, updated_ms
+    FROM processes;
+INSERT OR IGNORE INTO dossiers (ma_ho_so, ma_tthc, centre, search, phase, received_ms, updated_ms)
+    SELECT ma_ho_so, ma_tthc, origin_unit, lower(ma_ho_so || ' ' || ma_tthc), 'running', first_seen_ms, first_seen_ms
+    FROM dossier_origins;
+"#;
+
+/// Migration 6: the dead-letter log as the console needs it: each row keeps the failed
+/// attempts' history and the body (clipped at [`super::dead_letters::BODY_MAX`]), and when and
+/// by whom it was replayed; indexes for the filters (time, reason). `ADD COLUMN` relies on
+/// [`migrate`]'s `IMMEDIATE` transaction, as migration 4 does.
+const V6: &str = r#"
+ALTER TABLE dead_letters ADD COLUMN history TEXT;
+ALTER TABLE dead_letters ADD COLUMN body BLOB;
+ALTER TABLE dead_letters ADD COLUMN replayed_ms INTEGER;
+ALTER TABLE dead_letters ADD COLUMN replayed_by TEXT;
+CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (at_ms);
+CREATE INDEX IF NOT EXISTS dead_letters_by_reason ON dead_letters (reason_code, at_ms);
+"#;
+
 /// The migrations, oldest first; after migration `n` the file's `user_version` is `n`. Append
 /// only: never edit one that was released. Each is idempotent (`IF NOT EXISTS`), so two
 /// processes opening a store at once cannot trip over each other's upgrade.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes (the number of migrations).
 pub fn latest_version() -> i64 {

@@ -4,19 +4,21 @@
 //!
 //! Files: [`migrations`] (the schema, every table), [`connection`] (the [`Store`] handle:
 //! reads), [`writer`] (the [`MessageWriter`]: every write), then one file per group of tables:
-//! [`messages`] (message store, dossier origins), [`trace`] (trace events), [`dead_letters`],
+//! [`messages`] (message store, dossier origins), [`dossiers`] (the dossier index the lists read), [`trace`] (trace events), [`activity`] (per-unit activity from the trace), [`dead_letters`],
 //! [`chain`] (the trace's hash chain and signed checkpoints), [`process`] (the process manager's state, inbox, outbox, blocked dossiers, alerts),
 //! [`deliveries`] (the adapters' delivery log), [`callbacks`] (agency callbacks),
 //! [`edxml_outbox`]. The store imports plain data from above it (trace events, the process
 //! manager's state); nothing of the store imports the [`crate::trace::Tracer`] or the process
 //! manager's rules.
 
+pub mod activity;
 pub mod blobs;
 pub mod callbacks;
 pub mod chain;
 pub mod connection;
 pub mod dead_letters;
 pub mod deliveries;
+pub mod dossiers;
 pub mod edxml_outbox;
 pub mod error;
 pub mod messages;
@@ -29,6 +31,7 @@ pub mod writer;
 
 pub use connection::Store;
 pub use deliveries::DeliveryRecord;
+pub use dossiers::{DossierNote, DossierPage, DossierQuery, DossierRow};
 pub use edxml_outbox::OutboxItem;
 pub use error::StoreError;
 pub use messages::{MessageSelection, Origin, StoredMessage};

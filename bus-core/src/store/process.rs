@@ -108,6 +108,7 @@ pub fn apply_process_in(
              ON CONFLICT (ma_ho_so) DO UPDATE SET phase = excluded.phase, updated_ms = excluded.updated_ms, state = excluded.state",
             params![p.ma_ho_so, p.ma_tthc, p.origin_unit, phase, now, json],
         )?;
+    super::dossiers::index_process_in(c, p, now)?;
     for e in &t.out {
         c.execute(
                 "INSERT OR IGNORE INTO process_outbox (message_id, ma_ho_so, receiver, body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",

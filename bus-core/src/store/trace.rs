@@ -66,13 +66,24 @@ impl MessageWriter {
 impl Store {
     /// The hop timeline of a dossier, oldest first.
     pub fn timeline(&self, ma_ho_so: &str) -> Result<Vec<TimelineRow>, StoreError> {
+        self.events_where("t.ma_ho_so = ?1", ma_ho_so)
+    }
+
+    /// Every event of one message (its attempts, retries, dead-lettering and replays), oldest
+    /// first.
+    pub fn message_timeline(&self, message_id: &str) -> Result<Vec<TimelineRow>, StoreError> {
+        self.events_where("t.message_id = ?1", message_id)
+    }
+
+    /// The events where `cond` (on `t`, with `?1` = `arg`) holds, oldest first.
+    fn events_where(&self, cond: &str, arg: &str) -> Result<Vec<TimelineRow>, StoreError> {
         self.with(|c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare(&format!(
                 "SELECT t.at, t.message_id, t.kind, t.from_unit, t.to_unit, t.event, t.component, t.attempt, t.status, t.reason,
                         t.at_ms - (SELECT MIN(f.at_ms) FROM trace_events f WHERE f.message_id = t.message_id)
-                 FROM trace_events t WHERE t.ma_ho_so = ?1 ORDER BY t.at_ms, t.rowid",
-            )?;
-            let rows = st.query_map(params![ma_ho_so], |r| {
+                 FROM trace_events t WHERE {cond} ORDER BY t.at_ms, t.rowid"
+            ))?;
+            let rows = st.query_map(params![arg], |r| {
                 Ok(TimelineRow {
                     at: r.get(0)?,
                     message_id: r.get(1)?,

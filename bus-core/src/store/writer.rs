@@ -194,6 +194,7 @@ impl MessageWriter {
                             Err(_) => break,
                         }
                     }
+                    let started = std::time::Instant::now();
                     let r = (|| {
                         // IMMEDIATE: a write that reads first (the delivery log, the process
                         // manager's state) would otherwise fail the batch with SQLITE_BUSY when
@@ -206,6 +207,8 @@ impl MessageWriter {
                         }
                         tx.commit()
                     })();
+                    metrics::histogram!(STORE_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+                    metrics::histogram!(STORE_BATCH_WRITES).record(jobs.len() as f64);
                     let r = r.map_err(|e| e.to_string());
                     for j in jobs {
                         j.answer(r.clone());
@@ -282,6 +285,12 @@ impl MessageWriter {
             .map_err(|_| "the store writer answered with another type".to_string())
     }
 }
+
+/// `lienthong_store_commit_seconds`: time of one group commit (the batch's writes and the
+/// commit), seconds; a histogram.
+pub const STORE_COMMIT_SECONDS: &str = "lienthong_store_commit_seconds";
+/// `lienthong_store_batch_writes`: writes per group commit; a histogram.
+pub const STORE_BATCH_WRITES: &str = "lienthong_store_batch_writes";
 
 /// Rows deleted per statement by a retention sweep: each chunk is one write of the group
 /// commit, so a large purge never holds the writer for long.

@@ -26,6 +26,9 @@ pub enum TraceEventKind {
     Failed,
     /// Sent to the dead-letter queue.
     DeadLettered,
+    /// Put back from the dead-letter queue by an operator (the reason says who and from
+    /// where: `by console:<user>`, `by cli:<user>`); the router takes it as new.
+    Replayed,
     /// A status or result came back from a unit.
     Status,
     /// The process manager advanced the dossier's route (a step handed over, done, paused,
@@ -49,6 +52,7 @@ impl TraceEventKind {
             TraceEventKind::Retried => "retried",
             TraceEventKind::Failed => "failed",
             TraceEventKind::DeadLettered => "dead_lettered",
+            TraceEventKind::Replayed => "replayed",
             TraceEventKind::Status => "status",
             TraceEventKind::Step => "step",
             TraceEventKind::Overdue => "overdue",

@@ -4,10 +4,11 @@
 //! return.
 //!
 //! Files: [`event`] (the events, plain data), [`report`] (query results, the timeline table),
-//! [`tracer`] (publishing or writing them; it sits above the store, which imports only
+//! [`metrics`] (the message counters, counted from the events), [`tracer`] (publishing or writing them; it sits above the store, which imports only
 //! [`event`] and [`report`]).
 
 pub mod event;
+pub mod metrics;
 pub mod report;
 pub mod tracer;
 

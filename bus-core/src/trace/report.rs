@@ -55,6 +55,16 @@ pub struct DeadLetterRow {
     pub queue: Option<String>,
     /// Attempts made.
     pub attempts: Option<u32>,
+    /// Every failed attempt's reason, one per line (the `x-lienthong-history` header), when
+    /// there were retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<String>,
+    /// When it was replayed (RFC 3339 +07:00), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed_at: Option<String>,
+    /// Who replayed it (`console:<user>` or `cli:<user>`), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed_by: Option<String>,
 }
 
 /// Per-unit counts from the trace.

@@ -85,6 +85,7 @@ impl Tracer {
     /// Put several events on the wire in one batch (they are never split across messages);
     /// the pending resolves with that batch's confirm.
     pub fn start_all(&self, events: Vec<TraceEvent>) -> Result<TracePending, PublishError> {
+        super::metrics::count(&events);
         match &self.sink {
             Sink::Broker(tx) => {
                 let (done, wait) = tokio::sync::oneshot::channel();
@@ -126,6 +127,7 @@ impl Tracer {
     ) -> Result<T, String> {
         match &self.sink {
             Sink::Store(own) => {
+                super::metrics::count(&events);
                 own.transact(move |c| {
                     let v = write(c)?;
                     insert_events_in(c, &events)?;
