@@ -649,20 +649,25 @@ async fn run(
                 eprintln!("the replay is done but could not be recorded in the store: {e}");
             }
             out(&format!(
-                "examined {} dead letter(s): replayed {}, kept {}{}\n",
+                "examined {} of {} dead letter(s): {} {}, kept {}{}\n",
                 report.examined,
+                report.total,
+                if dry_run { "would replay" } else { "replayed" },
                 report.replayed.len(),
                 report.kept,
                 if dry_run { " (dry run)" } else { "" }
             ));
             for id in &report.replayed {
-                out(&format!("replayed {id}\n"));
+                out(&format!(
+                    "{} {id}\n",
+                    if dry_run { "would replay" } else { "replayed" }
+                ));
             }
             // An id that is not in the dead-letter queue (mistyped, or replayed already) is
             // said, and the exit code says it too.
             let missing: Vec<&String> = ids
                 .iter()
-                .filter(|id| !report.replayed.contains(id) && !dry_run)
+                .filter(|id| !report.replayed.contains(id))
                 .collect();
             for id in &missing {
                 eprintln!(

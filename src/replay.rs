@@ -1,18 +1,31 @@
-//! Putting messages back: `lienthong dead-letters replay` re-injects dead-lettered messages
-//! (one id, a reason code, or all) into the ingress exchange after a fix; `lienthong messages
-//! resend` puts accepted envelopes from the message store back on their receivers' queues
-//! (after a queue was deleted or purged by mistake). Each replayed message leaves the dead-letter
-//! queue only after its republish is confirmed; the router validates it again, and an adapter's
-//! delivery log keeps a message that already reached its agency from being sent twice, so
-//! replaying twice has no duplicate effect. Each replay is recorded: a `replayed` trace event
-//! naming who replayed it, and the dead-letter log's row marked replayed (when, by whom).
+//! Putting messages back: `lienthong dead-letters replay` and the console re-inject
+//! dead-lettered messages (ids, a reason code, or all) into the ingress exchange after a fix;
+//! `lienthong messages resend` puts accepted envelopes from the message store back on their
+//! receivers' queues (after a queue was deleted or purged by mistake).
+//!
+//! A replay walks the dead-letter queue once, from its head, one message at a time: a message it
+//! replays leaves the queue only after its republish to the ingress exchange is confirmed; a
+//! message it does not take is moved to the queue's tail (republished there with a confirm,
+//! then acked), never requeued, so a quorum queue's delivery limit (RabbitMQ 4's default is 20)
+//! never counts a replay against a dead letter, and nothing is held in memory. The walk covers
+//! exactly the messages that were in the queue when it started (new dead letters and moved ones
+//! queue behind them) and, for a list of ids, stops as soon as it found them all. One replay at a
+//! time per bus: each holds an exclusive lock queue (`<p>.replay.lock`) on its connection.
+//!
+//! The router validates a replayed message again, and an adapter's delivery log keeps a message
+//! that already reached its agency from being sent twice, so replaying twice has no duplicate
+//! effect. Each replay is recorded as it goes (every 200 messages or second, and at the end,
+//! also when it fails): a `replayed` trace event naming who replayed it, and the dead-letter
+//! log's row marked replayed (when, by whom).
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::types::{AMQPValue, LongString};
+use lapin::{BasicProperties, Channel};
 use lienthong_core::amqp::{Publisher, header_str};
 use lienthong_core::deadletter::headers;
 use lienthong_core::registry::Settings;
+use lienthong_core::senders::ORIGINAL_USER_HEADER;
 use lienthong_core::store::MessageWriter;
 use lienthong_core::store::dead_letters::mark_replayed_in;
 use lienthong_core::store::trace::insert_events_in;
@@ -37,6 +50,11 @@ impl Filter {
             || ids.contains(id)
             || (self.reason_code.is_some() && self.reason_code.as_deref() == code)
     }
+
+    /// Only a list of ids: the walk may stop once each was found.
+    fn ids_only(&self) -> bool {
+        !self.all && self.reason_code.is_none()
+    }
 }
 
 /// Who replays, and the store writer that records it.
@@ -49,153 +67,285 @@ pub struct Replayer<'a> {
     pub component: &'static str,
 }
 
-/// What a replay did.
+/// What a replay did (so far, while it runs).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Report {
     /// Messages in the dead-letter queue when the replay started.
+    pub total: u64,
+    /// Messages taken from the queue and looked at.
     pub examined: u64,
     /// Replayed (republished, confirmed, removed from the dead-letter queue); with `dry_run`,
     /// those that would be.
     pub replayed: Vec<String>,
-    /// Left in place.
+    /// Left in the queue (moved to its tail).
     pub kept: u64,
-    /// Set when the replay was done but could not be recorded in the store (the trace and the
-    /// dead-letter log do not show it).
+    /// Set when part of the replay was done but could not be recorded in the store (the trace
+    /// and the dead-letter log do not show it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unrecorded: Option<String>,
 }
 
-/// Replay the dead letters matching `filter` (at most 10,000 at a time), recording each in the
-/// trace and the dead-letter log as done by `who`.
+/// Replay the dead letters matching `filter`, recording each in the trace and the dead-letter
+/// log as done by `who`.
 pub async fn replay(
     settings: &Settings,
     filter: &Filter,
     dry_run: bool,
     who: &Replayer<'_>,
 ) -> anyhow::Result<Report> {
-    let wanted: HashSet<&str> = filter.ids.iter().map(String::as_str).collect();
+    replay_with(settings, filter, dry_run, who, &|_| {}).await
+}
+
+/// [`replay`], calling `progress` with the report so far after each message.
+pub async fn replay_with(
+    settings: &Settings,
+    filter: &Filter,
+    dry_run: bool,
+    who: &Replayer<'_>,
+    progress: &(dyn Fn(&Report) + Send + Sync),
+) -> anyhow::Result<Report> {
     let names = Names::new(&settings.bus.prefix);
     let conn = std::sync::Arc::new(
         crate::run::connect(settings, &format!("{}/replay", settings.bus.prefix)).await?,
     );
-    let publisher = Publisher::new(&conn, settings.bus.confirm_timeout_ms).await?;
+    let bus_user = lienthong_core::amqp::connection_user(&conn);
+    let registry = lienthong_core::registry::Registry::new(settings);
+    let mut report = Report::default();
+    let mut pending = Pending::default();
+    let walked = async {
+        let _lock = lock(&conn, &names).await?;
+        let publisher = Publisher::new(&conn, settings.bus.confirm_timeout_ms).await?;
+        let ch = conn.create_channel().await?;
+        let q = ch
+            .queue_declare(
+                names.dead_letter_queue().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        report.total = u64::from(q.message_count());
+        progress(&report);
+        let wanted: HashSet<&str> = filter.ids.iter().map(String::as_str).collect();
+        let mut found: HashSet<String> = HashSet::new();
+        for _ in 0..report.total {
+            if filter.ids_only() && found.len() >= wanted.len() {
+                break;
+            }
+            let Some(m) = ch
+                .basic_get(
+                    names.dead_letter_queue().into(),
+                    BasicGetOptions { no_ack: false },
+                )
+                .await?
+            else {
+                break;
+            };
+            let taken_ms = lienthong_core::clock::now_ms();
+            report.examined += 1;
+            let d = &m.delivery;
+            let id = d
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|x| x.to_string())
+                .unwrap_or_default();
+            let code =
+                header_str(&d.properties, headers::REASON_CODE).unwrap_or_else(|| "broker".into());
+            let original =
+                lienthong_core::senders::original_user(&d.properties, bus_user.as_deref());
+            let take = filter.matches(&wanted, &id, Some(&code));
+            if take && wanted.contains(id.as_str()) {
+                found.insert(id.clone());
+            }
+            if dry_run || !take {
+                if take {
+                    report.replayed.push(id.clone());
+                } else {
+                    report.kept += 1;
+                }
+                move_to_tail(&publisher, &names, d, &original)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("moving {id} to the dead-letter queue's tail: {e} (it stays where it was)"))?;
+                d.ack(BasicAckOptions::default()).await?;
+                progress(&report);
+                continue;
+            }
+            // Stamped before the publish, so that it comes before the router's events in the
+            // dossier's timeline; written once the publish is confirmed, within a second.
+            let speaks_for = |sender: &str| {
+                let user = (!original.is_empty()).then_some(original.as_str());
+                lienthong_core::senders::authenticated(&registry, bus_user.as_deref(), user, sender)
+            };
+            let event = replayed_event(who, &id, &d.data, &speaks_for);
+            publisher
+                .publish(
+                    &names.ingress_exchange(),
+                    "",
+                    &d.data,
+                    replay_properties(&d.properties, &original, &who.by),
+                    true,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("replaying {id}: {e} (it stays in the dead-letter queue)"))?;
+            d.ack(BasicAckOptions::default()).await?;
+            pending.push(id.clone(), taken_ms, event);
+            report.replayed.push(id);
+            if pending.due()
+                && let Some(e) = pending.flush(who).await
+            {
+                report.unrecorded.get_or_insert(e);
+            }
+            progress(&report);
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    // Recorded also when the walk failed half-way: what was replayed stays replayed.
+    if let Some(e) = pending.flush(who).await {
+        report.unrecorded.get_or_insert(e);
+    }
+    progress(&report);
+    let _ = conn.close(200, "replay done".into()).await;
+    walked?;
+    Ok(report)
+}
+
+/// Take the bus's replay lock: an exclusive, auto-deleted queue `<p>.replay.lock` declared on
+/// this connection (RabbitMQ answers 405 RESOURCE_LOCKED to any other connection while it
+/// lives); it goes with the connection. Returns the channel that holds it.
+async fn lock(conn: &lapin::Connection, names: &Names) -> anyhow::Result<Channel> {
     let ch = conn.create_channel().await?;
-    let q = ch
+    let name = format!("{}.replay.lock", names.prefix());
+    match ch
         .queue_declare(
-            names.dead_letter_queue().into(),
+            name.as_str().into(),
             QueueDeclareOptions {
-                passive: true,
+                exclusive: true,
+                auto_delete: true,
                 ..Default::default()
             },
             FieldTable::default(),
         )
-        .await?;
-    let total = u64::from(q.message_count()).min(10_000);
-    let mut report = Report {
-        examined: total,
-        ..Default::default()
-    };
-    let mut events = Vec::new();
-    // Take them all first (unacked), so that a message put back is not taken again.
-    let mut taken = Vec::new();
-    for _ in 0..total {
-        match ch
-            .basic_get(
-                names.dead_letter_queue().into(),
-                BasicGetOptions { no_ack: false },
-            )
-            .await?
-        {
-            Some(m) => taken.push(m),
-            None => break,
-        }
+        .await
+    {
+        Ok(_) => Ok(ch),
+        Err(e) if is_locked(&e) => Err(anyhow::anyhow!(
+            "another replay is running (it holds {name}); try again when it has finished"
+        )),
+        Err(e) => Err(e.into()),
     }
-    for m in taken {
-        let d = &m.delivery;
-        let id = d
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|x| x.to_string())
-            .unwrap_or_default();
-        let code =
-            header_str(&d.properties, headers::REASON_CODE).unwrap_or_else(|| "broker".into());
-        if dry_run || !filter.matches(&wanted, &id, Some(&code)) {
-            report.kept += 1;
-            d.nack(BasicNackOptions {
-                requeue: true,
-                multiple: false,
-            })
-            .await?;
-            continue;
-        }
-        // Back in as new: without the dead-letter and retry bookkeeping of its last journey.
-        let mut h = d.properties.headers().clone().unwrap_or_default();
-        let kept: std::collections::BTreeMap<_, _> = h
-            .inner()
-            .iter()
-            .filter(|(k, _)| {
-                !k.as_str().starts_with("x-lienthong-")
-                    && !k.as_str().starts_with("x-death")
-                    && !k.as_str().contains("-death-")
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        h = kept.into();
-        h.insert(
-            "x-lienthong-replayed-at".into(),
-            AMQPValue::LongString(LongString::from(lienthong_core::clock::now_rfc3339())),
-        );
-        h.insert(
-            "x-lienthong-replayed-by".into(),
-            AMQPValue::LongString(LongString::from(who.by.as_str())),
-        );
-        // Stamped before the publish, so that it comes before the router's events in the
-        // dossier's timeline; written only once the publish is confirmed.
-        events.push(replayed_event(who, &id, &d.data));
-        // The bus republishes it (its own broker user), so the router would take it as the
-        // bus's: the user that first published it goes along, and the router checks the sender
-        // against that user instead ("" when it had none: still a sender-mismatch).
-        h.insert(
-            lienthong_core::senders::ORIGINAL_USER_HEADER.into(),
-            AMQPValue::LongString(LongString::from(
-                d.properties
-                    .user_id()
-                    .as_ref()
-                    .map(|u| u.to_string())
-                    .unwrap_or_default(),
-            )),
-        );
-        let props = d.properties.clone().with_headers(h).with_delivery_mode(2);
-        match publisher
-            .publish(&names.ingress_exchange(), "", &d.data, props, true)
-            .await
-        {
-            Ok(()) => {
-                d.ack(BasicAckOptions::default()).await?;
-                report.replayed.push(id);
-            }
-            Err(e) => {
-                events.pop();
-                d.nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                })
-                .await?;
-                let _ = conn.close(200, "replay failed".into()).await;
-                record(who, &report.replayed, events).await;
-                anyhow::bail!("replaying {id}: {e} (it stays in the dead-letter queue)");
-            }
-        }
-    }
-    let _ = conn.close(200, "replay done".into()).await;
-    report.unrecorded = record(who, &report.replayed, events).await;
-    Ok(report)
 }
 
-/// The `replayed` trace event of the message `id` with body `body` (its dossier, kind and
-/// parties when the body is an envelope).
-fn replayed_event(who: &Replayer<'_>, id: &str, body: &[u8]) -> TraceEvent {
+/// Whether `e` is the broker's 405 RESOURCE_LOCKED.
+fn is_locked(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(a) if a.get_id() == 405)
+}
+
+/// Move a dead letter to the tail of the dead-letter queue: the same body and headers (its
+/// reason, its history), the first publisher kept in [`ORIGINAL_USER_HEADER`] (the broker
+/// stamps the bus's user on the copy).
+async fn move_to_tail(
+    publisher: &Publisher,
+    names: &Names,
+    d: &lapin::message::Delivery,
+    original: &str,
+) -> Result<(), lienthong_core::amqp::PublishError> {
+    let mut h = d.properties.headers().clone().unwrap_or_default();
+    h.insert(
+        ORIGINAL_USER_HEADER.into(),
+        AMQPValue::LongString(LongString::from(original)),
+    );
+    let props = d.properties.clone().with_headers(h).with_delivery_mode(2);
+    publisher
+        .publish("", &names.dead_letter_queue(), &d.data, props, true)
+        .await
+}
+
+/// The properties of a replayed message: back in as new, without the dead-letter and retry
+/// bookkeeping of its last journey; when and by whom it was replayed; and the user that first
+/// published it (the bus republishes it as its own broker user, so the router checks the
+/// sender against that user instead; `""` when it had none: still a sender-mismatch).
+fn replay_properties(props: &BasicProperties, original: &str, by: &str) -> BasicProperties {
+    let h = props.headers().clone().unwrap_or_default();
+    let mut kept: std::collections::BTreeMap<_, _> = h
+        .inner()
+        .iter()
+        .filter(|(k, _)| {
+            !k.as_str().starts_with("x-lienthong-")
+                && !k.as_str().starts_with("x-death")
+                && !k.as_str().contains("-death-")
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    kept.insert(
+        "x-lienthong-replayed-at".into(),
+        AMQPValue::LongString(LongString::from(lienthong_core::clock::now_rfc3339())),
+    );
+    kept.insert(
+        "x-lienthong-replayed-by".into(),
+        AMQPValue::LongString(LongString::from(by)),
+    );
+    kept.insert(
+        ORIGINAL_USER_HEADER.into(),
+        AMQPValue::LongString(LongString::from(original)),
+    );
+    props
+        .clone()
+        .with_headers(kept.into())
+        .with_delivery_mode(2)
+}
+
+/// Replayed messages not yet recorded in the store.
+#[derive(Default)]
+struct Pending {
+    /// Each message id with the time it was taken from the queue (ms since the epoch): its
+    /// dead-letter log rows up to then are marked, not a later one (the replayed message
+    /// dead-lettered again meanwhile).
+    marks: Vec<(String, i64)>,
+    events: Vec<TraceEvent>,
+    since: Option<std::time::Instant>,
+}
+
+impl Pending {
+    fn push(&mut self, id: String, taken_ms: i64, event: TraceEvent) {
+        self.since.get_or_insert_with(std::time::Instant::now);
+        self.marks.push((id, taken_ms));
+        self.events.push(event);
+    }
+
+    /// Time to write: 200 waiting, or the oldest waits for a second.
+    fn due(&self) -> bool {
+        self.marks.len() >= 200
+            || self
+                .since
+                .is_some_and(|t| t.elapsed() >= std::time::Duration::from_secs(1))
+    }
+
+    /// Write what waits (see [`record`]); the error when it could not be written.
+    async fn flush(&mut self, who: &Replayer<'_>) -> Option<String> {
+        self.since = None;
+        let marks = std::mem::take(&mut self.marks);
+        let events = std::mem::take(&mut self.events);
+        record(who, marks, events).await
+    }
+}
+
+/// The `replayed` trace event of the message `id` with body `body`: its dossier, kind and
+/// parties when the body is an envelope whose sender its first publisher may speak for
+/// (`speaks_for`); a message published as someone else stays out of the dossier's trace, as the
+/// router keeps it out.
+fn replayed_event(
+    who: &Replayer<'_>,
+    id: &str,
+    body: &[u8],
+    speaks_for: &dyn Fn(&str) -> bool,
+) -> TraceEvent {
+    let mut ev = TraceEvent::new(TraceEventKind::Replayed, who.component, None)
+        .message_id(id)
+        .reason(format!("by {}", who.by));
     let env: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let field = |k: &str| {
         env.as_ref()
@@ -203,29 +353,33 @@ fn replayed_event(who: &Replayer<'_>, id: &str, body: &[u8]) -> TraceEvent {
             .and_then(serde_json::Value::as_str)
             .map(str::to_string)
     };
-    let mut ev = TraceEvent::new(TraceEventKind::Replayed, who.component, None)
-        .message_id(id)
-        .reason(format!("by {}", who.by));
-    ev.ma_ho_so = field("ma_ho_so");
-    ev.kind = field("kind");
-    ev.correlation_id = field("correlation_id");
-    ev.from = field("sender");
-    ev.to = field("receiver");
+    if field("sender").is_some_and(|s| speaks_for(&s)) {
+        ev.ma_ho_so = field("ma_ho_so");
+        ev.kind = field("kind");
+        ev.correlation_id = field("correlation_id");
+        ev.from = field("sender");
+        ev.to = field("receiver");
+    }
     ev
 }
 
-/// Write the replay of `ids` into the store: the trace events and the dead-letter log's marks,
-/// in one transaction. Returns the error when it failed (the replay itself stands).
-async fn record(who: &Replayer<'_>, ids: &[String], events: Vec<TraceEvent>) -> Option<String> {
-    if ids.is_empty() {
+/// Write replays into the store: the trace events and the dead-letter log's marks (each id's rows
+/// up to the time it was taken), in one transaction. Returns the error when it failed (the
+/// replay itself stands).
+async fn record(
+    who: &Replayer<'_>,
+    marks: Vec<(String, i64)>,
+    events: Vec<TraceEvent>,
+) -> Option<String> {
+    if marks.is_empty() {
         return None;
     }
-    let (ids, by) = (ids.to_vec(), who.by.clone());
+    let by = who.by.clone();
     let now = lienthong_core::clock::now_ms();
     match who
         .writer
         .transact(move |c| {
-            mark_replayed_in(c, &ids, now, &by)?;
+            mark_replayed_in(c, &marks, now, &by)?;
             insert_events_in(c, &events)
         })
         .await

@@ -367,8 +367,11 @@ async fn an_operator_finds_a_dossier_sees_a_failing_agency_replays_its_dead_lett
         .click()
         .await
         .expect("confirm");
+    // The replay runs on its own task; its page reloads itself until the result is there.
     let result = c
-        .find(Locator::Css("#replay-result"))
+        .wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(Locator::Css("#replay-result"))
         .await
         .expect("result")
         .text()

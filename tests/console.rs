@@ -269,6 +269,37 @@ async fn post(bus: &Bus, cookie: &str, path: &str, form: &[(&str, &str)]) -> (u1
     (r.status().as_u16(), r.text().await.unwrap_or_default())
 }
 
+/// Confirm a replay: the console answers with its replay's page (303), which shows the result
+/// once the replay (on a task of its own) has finished; that page's HTML.
+async fn replay_done(bus: &Bus, cookie: &str, form: &[(&str, &str)]) -> String {
+    let r = client()
+        .post(format!("{}/console/dead-letters/replay", bus.http))
+        .header("cookie", cookie)
+        .form(form)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 303, "the confirmation starts a replay");
+    let at = r
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(at.starts_with("/console/dead-letters/replays/"), "{at}");
+    for _ in 0..120 {
+        let (status, html) = page(bus, cookie, &at).await;
+        assert_eq!(status, 200, "{html}");
+        if html.contains("id=\"replay-result\"") {
+            assert!(!html.contains("http-equiv=\"refresh\""), "{html}");
+            return html;
+        }
+        assert!(html.contains("id=\"replay-progress\""), "{html}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    panic!("the replay at {at} did not finish in a minute");
+}
+
 /// The `<tr>` of `unit` on the units page.
 fn row_of(html: &str, unit: &str) -> String {
     html.split(&format!("<tr id=\"unit-{unit}\""))
@@ -349,8 +380,32 @@ async fn operators_filter_dead_letters_read_their_history_and_replay_one_and_a_f
         row_of(&units, POLICE)
     );
 
-    // A viewer sees them, filtered, but cannot replay.
+    // A connection check is for units behind an adapter (a unit reading its queue over AMQP
+    // has no connection the bus could check).
+    let (status, _) = post(
+        &bus,
+        &op,
+        &format!("/console/units/{SON_HA}/check"),
+        &[("csrf", &csrf(&units))],
+    )
+    .await;
+    assert_eq!(status, 400, "no connection check of an AMQP unit");
+
+    // A viewer sees them, filtered, but cannot replay nor run a check.
     let (viewer, _) = login(&bus, "lan", &password).await.expect("viewer");
+    let (_, viewer_units) = page(&bus, &viewer, "/console/units").await;
+    assert!(
+        !viewer_units.contains("/check\""),
+        "no check button for a viewer"
+    );
+    let (status, _) = post(
+        &bus,
+        &viewer,
+        "/console/units/CA.H48/check",
+        &[("csrf", &csrf(&viewer_units))],
+    )
+    .await;
+    assert_eq!(status, 403, "a viewer may not run a connection check");
     let (status, html) = page(&bus, &viewer, "/console/dead-letters?reason=agency-refused").await;
     assert_eq!(status, 200);
     assert!(html.contains(&one_dl) && html.contains(&other_dl), "{html}");
@@ -434,10 +489,9 @@ async fn operators_filter_dead_letters_read_their_history_and_replay_one_and_a_f
     )
     .await;
     assert_eq!(status, 403);
-    let (status, done) = post(
+    let done = replay_done(
         &bus,
         &op,
-        "/console/dead-letters/replay",
         &[
             ("csrf", &token),
             ("scope", "selection"),
@@ -446,7 +500,6 @@ async fn operators_filter_dead_letters_read_their_history_and_replay_one_and_a_f
         ],
     )
     .await;
-    assert_eq!(status, 200);
     assert!(done.contains("Đã gửi lại: 1"), "{done}");
 
     // Recorded in the trace with the operator's name; the hand-over reaches Police again.
@@ -502,10 +555,9 @@ async fn operators_filter_dead_letters_read_their_history_and_replay_one_and_a_f
         .and_then(|r| r.split('"').next())
         .unwrap_or("")
         .to_string();
-    let (_, done) = post(
+    let done = replay_done(
         &bus,
         &op,
-        "/console/dead-letters/replay",
         &[
             ("csrf", &token),
             ("scope", "filter"),
@@ -524,6 +576,8 @@ async fn operators_filter_dead_letters_read_their_history_and_replay_one_and_a_f
         !waiting.contains(&one_dl) && !waiting.contains(&other_dl),
         "{waiting}"
     );
+    let (status, _) = page(&bus, &viewer, "/console/dead-letters/replays/any").await;
+    assert_eq!(status, 403, "a viewer may not watch replays");
 
     // The same log over the API, filtered.
     let listed: Vec<serde_json::Value> = reqwest::Client::new()

@@ -345,6 +345,12 @@ impl Publisher {
         }
     }
 
+    /// The broker user this publisher's connection authenticated as (stamped as `user_id` on
+    /// every message it publishes); `None` when the broker did not say.
+    pub fn user(&self) -> Option<&str> {
+        self.inner.user_id.as_ref().map(|u| u.as_str())
+    }
+
     /// The connection this publisher's channels are opened on.
     pub fn connection(&self) -> &Arc<Connection> {
         &self.inner.conn

@@ -113,6 +113,13 @@ impl DeadLetterChannel {
             .map(|h| clip(h, 300))
             .collect();
         put(&mut headers, headers::HISTORY, history.join("\n"));
+        // The dead letter is published as the bus's broker user: who first published it goes
+        // along, so that a replay of a message refused as a unit's is checked as that unit's.
+        put(
+            &mut headers,
+            crate::senders::ORIGINAL_USER_HEADER,
+            crate::senders::original_user(dl.props, self.publisher.user()),
+        );
         headers.insert(
             headers::ATTEMPTS.into(),
             AMQPValue::LongLongInt(i64::from(dl.attempts)),

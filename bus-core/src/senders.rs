@@ -28,6 +28,18 @@ pub fn effective_user<'a>(
     }
 }
 
+/// The broker user a message speaks for, for [`ORIGINAL_USER_HEADER`] when the bus republishes
+/// it (a dead letter, a replay, a dead letter moved in its queue): [`effective_user`] of its
+/// properties, `""` when it had none. A header the publisher set itself counts only when the
+/// publisher is the bus, so a unit cannot name another user through it.
+pub fn original_user(props: &lapin::BasicProperties, bus_user: Option<&str>) -> String {
+    let user = props.user_id().as_ref().map(|u| u.as_str());
+    let recorded = crate::amqp::header_str(props, ORIGINAL_USER_HEADER);
+    effective_user(bus_user, user, recorded.as_deref())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Who published a message, as the router sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Publisher<'a> {

@@ -17,7 +17,7 @@ use lienthong_core::trace::{DeadLetterRow, TimelineRow};
 
 use super::frame::{layout, read, urlencode};
 use super::i18n::{Lang, t};
-use super::{Console, Viewer, session};
+use super::{Console, Viewer, replays, session};
 use crate::dossier_list::parse_time;
 
 /// The most dead letters one replay takes (the replay reads at most this many from the queue).
@@ -415,16 +415,12 @@ async fn replay(State(c): State<Console>, v: Viewer, body: Bytes) -> Response {
     // `before`.
     let ids = match f.scope.as_str() {
         "selection" => {
-            let wanted = f.ids.clone();
+            let mut wanted = f.ids.clone();
+            wanted.truncate(REPLAY_MAX as usize);
             read(&c, move |s| {
-                let mut out = Vec::new();
-                for id in wanted {
-                    let (rows, _) = s.dead_letter(&id)?;
-                    if rows.iter().any(|r| r.replayed_at.is_none()) && !out.contains(&id) {
-                        out.push(id);
-                    }
-                }
-                Ok(out)
+                let ids = s.waiting_dead_letters(&wanted)?;
+                let n = ids.len() as u64;
+                Ok((ids, n))
             })
             .await
         }
@@ -438,64 +434,45 @@ async fn replay(State(c): State<Console>, v: Viewer, body: Bytes) -> Response {
         }
         _ => return (StatusCode::BAD_REQUEST, "scope: selection or filter").into_response(),
     };
-    let ids = match ids {
-        Ok(ids) => ids,
+    let (ids, matching) = match ids {
+        Ok(found) => found,
         Err(r) => return r,
     };
     if !f.confirm || ids.is_empty() {
-        return confirm_page(&v, &f, &ids, before).into_response();
+        return confirm_page(&c, &v, &f, &ids, matching, before).into_response();
     }
-    let who = crate::replay::Replayer {
-        writer: &c.ctx.writer,
-        by: format!("console:{}", v.session.user),
-        component: "console",
-    };
-    let filter = crate::replay::Filter {
-        ids: ids.clone(),
-        ..Default::default()
-    };
-    tracing::info!(
-        message = "console replay",
-        user = %v.session.user,
-        count = ids.len()
-    );
-    let result = crate::replay::replay(&c.ctx.settings, &filter, false, &who).await;
-    let body = match result {
-        Ok(report) => {
-            let missing: Vec<&String> = ids
-                .iter()
-                .filter(|id| !report.replayed.contains(id))
-                .collect();
-            html! {
-                p.ok #replay-result { (t(lang, "replayed_n")) ": " (report.replayed.len()) }
-                @if let Some(e) = &report.unrecorded { p.bad { (t(lang, "replay_unrecorded")) ": " (e) } }
-                @if !missing.is_empty() {
-                    p.bad { (t(lang, "replay_missing")) ": " (missing.len()) }
-                    ul { @for id in &missing { li { (id) } } }
-                }
-                ul { @for id in &report.replayed { li { a href={ "/console/dead-letters/" (urlencode(id)) } { (id) } } } }
-                p { a href="/console/dead-letters" { (t(lang, "back")) } }
-            }
-        }
-        Err(e) => {
-            tracing::error!(message = "console replay failed", user = %v.session.user, error = %e);
-            html! {
-                p.bad role="alert" #replay-result { (t(lang, "replay_failed")) ": " (e.to_string()) }
-                p { a href="/console/dead-letters" { (t(lang, "back")) } }
-            }
-        }
-    };
-    layout(&v, "dead_letters", t(lang, "replay"), body).into_response()
+    replays::start(&c, &v, ids).await
 }
 
 /// The count first: what a replay would take, and a form that does it.
-fn confirm_page(v: &Viewer, f: &ReplayForm, ids: &[String], before: i64) -> Markup {
+fn confirm_page(
+    c: &Console,
+    v: &Viewer,
+    f: &ReplayForm,
+    ids: &[String],
+    matching: u64,
+    before: i64,
+) -> Markup {
     let lang = v.lang;
+    let running = c.replays.running();
     let body = html! {
+        @if let Some(job) = &running {
+            p.bad #replay-busy {
+                (t(lang, "replay_busy")) " "
+                a href={ "/console/dead-letters/replays/" (job.id) } { (job.user) ", " (job.ids.len()) }
+            }
+        }
         @if ids.is_empty() {
             p #replay-count { (t(lang, "replay_nothing")) }
         } @else {
-            p #replay-count { strong { (ids.len()) } " " (t(lang, "replay_count")) }
+            p #replay-count {
+                strong { (ids.len()) } " " (t(lang, "replay_count"))
+            }
+            @if matching > ids.len() as u64 {
+                p.bad #replay-capped {
+                    (ids.len()) " " (t(lang, "replay_of")) " " (matching) ": " (t(lang, "replay_capped"))
+                }
+            }
             ul { @for id in ids.iter().take(20) { li { (id) } } @if ids.len() > 20 { li { "…" } } }
             form #replay-confirm method="post" action="/console/dead-letters/replay" {
                 input type="hidden" name="csrf" value=(v.session.csrf);

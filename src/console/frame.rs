@@ -36,6 +36,21 @@ pub(super) async fn read<T: Send + 'static>(
 
 /// The frame of every page: the navigation, who is logged in, the language switch.
 pub(super) fn layout(v: &Viewer, here: &str, title: &str, body: Markup) -> Markup {
+    framed(v, here, title, body, None)
+}
+
+/// [`layout`] for a page that reloads itself every `secs` seconds (a running replay's).
+pub(super) fn layout_reloading(
+    v: &Viewer,
+    here: &str,
+    title: &str,
+    body: Markup,
+    secs: u32,
+) -> Markup {
+    framed(v, here, title, body, Some(secs))
+}
+
+fn framed(v: &Viewer, here: &str, title: &str, body: Markup, reload: Option<u32>) -> Markup {
     let lang = v.lang;
     let nav = [
         ("dossiers", "/console/dossiers"),
@@ -50,6 +65,7 @@ pub(super) fn layout(v: &Viewer, here: &str, title: &str, body: Markup) -> Marku
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(secs) = reload { meta http-equiv="refresh" content=(secs); }
                 title { (title) " — " (t(lang, "title")) }
                 link rel="stylesheet" href="/console/style.css";
             }

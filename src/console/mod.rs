@@ -22,6 +22,7 @@ mod frame;
 pub mod i18n;
 mod live;
 mod pages;
+mod replays;
 pub mod session;
 mod units;
 
@@ -39,6 +40,8 @@ pub struct Console {
     checks: Arc<units::Checks>,
     /// The HTTP component's broker connection (none while the broker is unreachable).
     broker: crate::context::ConnectionSource,
+    /// The replays started here.
+    replays: Arc<replays::Jobs>,
 }
 
 /// The console's router (a service to nest at `/console`); `broker` is the HTTP component's
@@ -54,6 +57,7 @@ pub fn router(ctx: Ctx, broker: crate::context::ConnectionSource) -> Router {
         secure,
         checks: Arc::default(),
         broker,
+        replays: Arc::default(),
     };
     Router::new()
         .route("/", get(|| async { Redirect::to("/console/dossiers") }))
@@ -65,6 +69,7 @@ pub fn router(ctx: Ctx, broker: crate::context::ConnectionSource) -> Router {
         .merge(units::routes())
         .merge(live::routes())
         .merge(dead_letters::routes())
+        .merge(replays::routes())
         .layer(axum::middleware::from_fn(headers))
         .with_state(state)
 }
@@ -140,7 +145,12 @@ struct LoginForm {
 
 async fn login(State(c): State<Console>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
     let lang = Lang::of(&headers);
-    let name = f.user.trim().to_string();
+    // The operator key logs in with no name or as `operator-key`: one account, one count of
+    // failures.
+    let name = match f.user.trim() {
+        "" => "operator-key".to_string(),
+        n => n.to_string(),
+    };
     if !c.sessions.may_try(&name) {
         return (
             StatusCode::TOO_MANY_REQUESTS,

@@ -56,20 +56,21 @@ pub fn insert_dead_letters_in(
     Ok(())
 }
 
-/// Mark the waiting dead letters of `ids` as replayed at `at_ms` by `by`, inside an open
-/// transaction; returns how many rows changed.
+/// Mark the waiting dead letters of each `(message id, until ms)` as replayed at `at_ms` by
+/// `by`, inside an open transaction: only its rows logged up to `until` (a row logged later is
+/// the replayed message dead-lettered again, still waiting). Returns how many rows changed.
 pub fn mark_replayed_in(
     c: &Connection,
-    ids: &[String],
+    marks: &[(String, i64)],
     at_ms: i64,
     by: &str,
 ) -> Result<usize, rusqlite::Error> {
     let mut st = c.prepare_cached(
-        "UPDATE dead_letters SET replayed_ms = ?2, replayed_by = ?3 WHERE message_id = ?1 AND replayed_ms IS NULL",
+        "UPDATE dead_letters SET replayed_ms = ?2, replayed_by = ?3 WHERE message_id = ?1 AND replayed_ms IS NULL AND at_ms <= ?4",
     )?;
     let mut n = 0;
-    for id in ids {
-        n += st.execute(params![id, at_ms, by])?;
+    for (id, until) in marks {
+        n += st.execute(params![id, at_ms, by, until])?;
     }
     Ok(n)
 }
@@ -222,13 +223,14 @@ impl Store {
         })
     }
 
-    /// The message ids (each once) of the waiting dead letters matching `q` (its `state` is
-    /// ignored), at most `max`: what a replay of that filter would take.
+    /// The message ids (each once, oldest first) of the waiting dead letters matching `q` (its
+    /// `state` is ignored), at most `max`, and how many match in all: what a replay of that
+    /// filter would take.
     pub fn dead_letter_ids(
         &self,
         q: &DeadLetterQuery,
         max: u32,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<(Vec<String>, u64), StoreError> {
         let q = DeadLetterQuery {
             state: Some("waiting".into()),
             ..q.clone()
@@ -238,8 +240,44 @@ impl Store {
             let mut st = c.prepare(&format!(
                 "SELECT d.message_id {from} GROUP BY d.message_id ORDER BY MIN(d.at_ms) LIMIT {max}"
             ))?;
-            st.query_map(params_from_iter(args.iter()), |r| r.get(0))?
-                .collect()
+            let ids: Vec<String> = st
+                .query_map(params_from_iter(args.iter()), |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let total = if ids.len() < max as usize {
+                ids.len() as u64
+            } else {
+                c.query_row(
+                    &format!("SELECT COUNT(DISTINCT d.message_id) {from}"),
+                    params_from_iter(args.iter()),
+                    |r| r.get::<_, i64>(0),
+                )?
+                .max(0) as u64
+            };
+            Ok((ids, total))
+        })
+    }
+
+    /// Those of `ids` (each once, in their order) that have a waiting (not replayed) row in the
+    /// log: one query per 500 ids, no bodies read.
+    pub fn waiting_dead_letters(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut seen = std::collections::HashSet::new();
+        let unique: Vec<&String> = ids.iter().filter(|id| seen.insert(id.as_str())).collect();
+        self.with(|c| {
+            let mut waiting = std::collections::HashSet::new();
+            for chunk in unique.chunks(500) {
+                let marks = vec!["?"; chunk.len()].join(",");
+                let mut st = c.prepare(&format!(
+                    "SELECT DISTINCT message_id FROM dead_letters WHERE replayed_ms IS NULL AND message_id IN ({marks})"
+                ))?;
+                for id in st.query_map(params_from_iter(chunk.iter()), |r| r.get::<_, String>(0))? {
+                    waiting.insert(id?);
+                }
+            }
+            Ok(unique
+                .into_iter()
+                .filter(|id| waiting.contains(id.as_str()))
+                .cloned()
+                .collect())
         })
     }
 
