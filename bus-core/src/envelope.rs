@@ -467,6 +467,21 @@ impl RejectCode {
         }
     }
 
+    /// Whether a dead letter with this code says something about its receiver (its queue, its
+    /// adapter, its agency, the broker on the way) rather than about what the sender sent:
+    /// only these make a receiving unit look unhealthy.
+    pub fn blames_receiver(self) -> bool {
+        matches!(
+            self,
+            RejectCode::Unroutable
+                | RejectCode::NotDeliverable
+                | RejectCode::AgencyRefused
+                | RejectCode::RetriesExhausted
+                | RejectCode::Broker
+                | RejectCode::HandlerFailed
+        )
+    }
+
     /// Parse [`RejectCode::as_str`] back.
     pub fn parse(s: &str) -> Option<Self> {
         use RejectCode::*;

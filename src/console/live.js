@@ -1,6 +1,7 @@
 // lienthong console, live page: show trace events as the server sends them (Server-Sent
-// Events), newest first; pause holds new ones back (and counts them) until resumed; the filter
-// keeps the rows that contain its text. Text only (textContent), never HTML from an event.
+// Events), newest first; pause holds new ones back (and counts them, the newest 500 kept) until
+// resumed; the filter keeps the rows that contain its text. Text only (textContent), never HTML
+// from an event.
 (function () {
   "use strict";
   var body = document.querySelector("#live tbody");
@@ -9,6 +10,7 @@
   var state = document.getElementById("live-state");
   var paused = false;
   var held = [];
+  var dropped = 0;
   var MAX_ROWS = 500;
 
   function matches(tr) {
@@ -34,7 +36,8 @@
   }
   function say() {
     if (paused) {
-      state.textContent = state.dataset.paused + " (" + held.length + ")";
+      state.textContent = state.dataset.paused + " (" + held.length + ")" +
+        (dropped > 0 ? "; " + dropped + " " + state.dataset.dropped : "");
     } else {
       state.textContent = state.dataset.live;
     }
@@ -42,7 +45,7 @@
   pause.addEventListener("click", function () {
     paused = !paused;
     pause.textContent = paused ? pause.dataset.resume : pause.dataset.pause;
-    if (!paused) { held.forEach(show); held = []; }
+    if (!paused) { held.forEach(show); held = []; dropped = 0; }
     say();
   });
   filter.addEventListener("input", function () {
@@ -52,10 +55,18 @@
   source.onmessage = function (m) {
     var ev;
     try { ev = JSON.parse(m.data); } catch (e) { return; }
-    if (paused) { held.push(ev); } else { show(ev); }
+    if (paused) {
+      // Only the newest MAX_ROWS could be shown on resume: keep no more than that.
+      held.push(ev);
+      if (held.length > MAX_ROWS) { held.shift(); dropped += 1; }
+    } else { show(ev); }
     say();
   };
   source.onopen = say;
-  source.onerror = function () { state.textContent = state.dataset.lost; };
+  source.onerror = function () {
+    // The browser retries a dropped stream by itself; it gives up (CLOSED) when the answer is
+    // not a stream any more: the session ended (the login page) or the server is gone.
+    state.textContent = source.readyState === EventSource.CLOSED ? state.dataset.ended : state.dataset.lost;
+  };
   say();
 })();

@@ -46,7 +46,7 @@ async fn page(v: Viewer) -> Response {
         div.filters {
             button #pause type="button" data-pause=(t(lang, "pause")) data-resume=(t(lang, "resume")) { (t(lang, "pause")) }
             label { (t(lang, "live_filter")) " " input #filter size="30" placeholder=(t(lang, "live_filter_hint")); }
-            span #live-state data-live=(t(lang, "live_on")) data-paused=(t(lang, "live_paused")) data-lost=(t(lang, "live_lost")) { }
+            span #live-state data-live=(t(lang, "live_on")) data-paused=(t(lang, "live_paused")) data-lost=(t(lang, "live_lost")) data-ended=(t(lang, "live_ended")) data-dropped=(t(lang, "live_dropped")) { }
         }
         table #live {
             thead { tr {
@@ -157,7 +157,7 @@ async fn events(
                     }
                 }
                 first = false;
-                if *c.ctx.shutdown.borrow() || c.sessions.get(&token).is_none() {
+                if *c.ctx.shutdown.borrow() || !c.sessions.peek(&token) {
                     return None;
                 }
                 let rows = read(&c, move |s| after(s, last)).await.ok()?;

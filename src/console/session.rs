@@ -82,6 +82,24 @@ impl Sessions {
         Some(s.clone())
     }
 
+    /// Whether the session of `token` is still open, without starting its idle time again (a
+    /// live page's stream checks this every second: the stream alone must not keep a session
+    /// open forever).
+    pub fn peek(&self, token: &str) -> bool {
+        let Ok(mut open) = self.open.lock() else {
+            return false;
+        };
+        let key = digest(token);
+        match open.get(&key) {
+            Some(s) if s.last.elapsed() < self.idle => true,
+            Some(_) => {
+                open.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
     /// End the session of `token`.
     pub fn close(&self, token: &str) {
         if let Ok(mut open) = self.open.lock() {
@@ -99,9 +117,12 @@ impl Sessions {
             .is_none_or(|(n, since)| *n < MAX_FAILURES || since.elapsed() >= FAILURE_WINDOW)
     }
 
-    /// Count a failed login of `user`.
+    /// Count a failed login of `user`. Names whose window is over are forgotten here, so the
+    /// map holds only the last [`FAILURE_WINDOW`]'s names (each attempt costs an argon2 hash,
+    /// which bounds how many that can be).
     pub fn failed(&self, user: &str) {
         if let Ok(mut f) = self.failures.lock() {
+            f.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
             let e = f.entry(user.to_string()).or_insert((0, Instant::now()));
             if e.1.elapsed() >= FAILURE_WINDOW {
                 *e = (0, Instant::now());
@@ -214,5 +235,20 @@ mod tests {
         }
         assert!(!s.may_try("an"));
         assert!(s.may_try("binh"));
+    }
+
+    #[test]
+    fn a_stream_peeking_at_its_session_does_not_keep_it_open() {
+        let s = Sessions::new(Duration::from_millis(200));
+        let (token, _) = s.open("an", Role::Viewer).expect("open");
+        let until = Instant::now() + Duration::from_millis(300);
+        let mut open_while_peeking = 0;
+        while Instant::now() < until {
+            open_while_peeking += u32::from(s.peek(&token));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(open_while_peeking > 0, "open at first");
+        assert!(!s.peek(&token), "peeking did not refresh the idle time");
+        assert!(s.get(&token).is_none(), "expired");
     }
 }

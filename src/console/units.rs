@@ -31,8 +31,39 @@ pub(super) fn routes() -> Router<Console> {
         .route("/units/{code}/check", post(check))
 }
 
-/// The last connection check of each unit, in this process: (when, ms since the epoch, rows).
-pub type Checks = std::sync::Mutex<HashMap<String, (i64, Vec<CheckRow>)>>;
+/// How long a connection check's result is shown and counts towards a unit's health, ms.
+const CHECK_SHOWN_MS: i64 = 15 * 60_000;
+
+/// The connection checks run from the units page, in this process: the last result of each
+/// unit (when, ms since the epoch, rows) and the permits of the checks running now (two at a
+/// time, one per unit).
+pub struct Checks {
+    last: std::sync::Mutex<HashMap<String, (i64, Vec<CheckRow>)>>,
+    running: std::sync::Arc<tokio::sync::Semaphore>,
+    units_running: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Checks {
+            last: Default::default(),
+            running: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
+            units_running: Default::default(),
+        }
+    }
+}
+
+impl Checks {
+    /// The results newer than [`CHECK_SHOWN_MS`] at `now`.
+    fn recent(&self, now: i64) -> HashMap<String, (i64, Vec<CheckRow>)> {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.retain(|_, (at, _)| now - *at < CHECK_SHOWN_MS);
+        last.clone()
+    }
+}
 
 /// A queue as the broker sees it: messages ready, consumers.
 type Depth = (u32, u32);
@@ -106,7 +137,7 @@ fn problems(lang: Lang, r: &UnitRow) -> Vec<String> {
     }
     if let Some(a) = &r.activity
         && let Some(e) = &a.last_error
-        && a.last_success_ms.is_none_or(|s| s < e.at_ms)
+        && last_success(r.adapter, a).is_none_or(|s| s < e.at_ms)
     {
         p.push(t(lang, "error_since_success").to_string());
     }
@@ -116,6 +147,17 @@ fn problems(lang: Lang, r: &UnitRow) -> Vec<String> {
         p.push(format!("{ready} {}", t(lang, "waiting_no_consumer")));
     }
     p
+}
+
+/// A unit's last success: the last delivery to its system for a unit behind an adapter; for a
+/// unit that reads its queue over AMQP, also the last message routed to it (the bus sees no
+/// delivery beyond its queue).
+fn last_success(adapter: bool, a: &UnitActivity) -> Option<i64> {
+    if adapter {
+        a.last_success_ms
+    } else {
+        a.last_success_ms.max(a.last_routed_ms)
+    }
 }
 
 async fn units(State(c): State<Console>, v: Viewer) -> Response {
@@ -138,10 +180,7 @@ async fn units(State(c): State<Console>, v: Viewer) -> Response {
         Some(conn) => depths(&conn, queues).await,
         None => HashMap::new(),
     };
-    let checks = match c.checks.lock() {
-        Ok(g) => g.clone(),
-        Err(p) => p.into_inner().clone(),
-    };
+    let checks = c.checks.recent(now);
     let mut rows: Vec<UnitRow> = c
         .ctx
         .registry
@@ -222,7 +261,7 @@ fn unit_row(v: &Viewer, r: &UnitRow) -> Markup {
             (counts(a.map(|a| &a.hour)))
             (counts(a.map(|a| &a.day)))
             td { (opt(a.and_then(|a| a.p50_ms))) } td { (opt(a.and_then(|a| a.p95_ms))) }
-            td { (a.and_then(|a| a.last_success_ms).map(local_time).unwrap_or_default()) }
+            td { (a.and_then(|a| last_success(r.adapter, a)).map(local_time).unwrap_or_default()) }
             td {
                 @if let Some(e) = a.and_then(|a| a.last_error.as_ref()) {
                     (local_time(e.at_ms)) " · " (e.event) br;
@@ -236,7 +275,7 @@ fn unit_row(v: &Viewer, r: &UnitRow) -> Markup {
                     " " small { (local_time(*at)) }
                     @for f in &failed { br; small { (f.step) ": " (f.reason) } }
                 }
-                @if r.adapter {
+                @if r.adapter && v.operator() {
                     form.inline method="post" action={ "/console/units/" (urlencode(&r.code)) "/check" } {
                         input type="hidden" name="csrf" value=(v.session.csrf);
                         button type="submit" { (t(lang, "check_now")) }
@@ -260,16 +299,32 @@ async fn check(
     if !session::same_token(&f.csrf, &v.session.csrf) {
         return (StatusCode::FORBIDDEN, "CSRF token missing or wrong").into_response();
     }
-    if c.ctx.registry.unit(&code).is_none() {
-        return (StatusCode::NOT_FOUND, "no such unit").into_response();
+    if !v.operator() {
+        return (StatusCode::FORBIDDEN, t(v.lang, "operators_only_check")).into_response();
     }
+    match c.ctx.registry.unit(&code).map(|u| &u.reach) {
+        None => return (StatusCode::NOT_FOUND, "no such unit").into_response(),
+        Some(Reach::Amqp) => {
+            return (StatusCode::BAD_REQUEST, t(v.lang, "check_amqp_unit")).into_response();
+        }
+        Some(Reach::Adapter { .. }) => {}
+    }
+    // Two checks at a time in all, one per unit: a check holds a connection to an agency for
+    // up to a minute.
+    let busy = || (StatusCode::TOO_MANY_REQUESTS, t(v.lang, "check_busy")).into_response();
+    let Ok(_permit) = c.checks.running.clone().try_acquire_owned() else {
+        return busy();
+    };
+    let Some(_unit) = UnitCheck::start(&c.checks, &code) else {
+        return busy();
+    };
     let only = [code.clone()];
-    let rows = match tokio::time::timeout(
+    let result = tokio::time::timeout(
         Duration::from_secs(60),
         crate::check::check(&c.ctx.settings, &only),
     )
-    .await
-    {
+    .await;
+    let rows = match result {
         Ok(Ok(rows)) => rows,
         Ok(Err(e)) => vec![failed_check(&code, e.to_string())],
         Err(_) => vec![failed_check(&code, "no answer in 60 s".into())],
@@ -281,11 +336,43 @@ async fn check(
         failed = rows.iter().filter(|r| r.result == "fail").count()
     );
     let now = lienthong_core::clock::now_ms();
-    match c.checks.lock() {
-        Ok(mut g) => g.insert(code.clone(), (now, rows)),
-        Err(p) => p.into_inner().insert(code.clone(), (now, rows)),
-    };
+    c.checks
+        .last
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(code.clone(), (now, rows));
     Redirect::to(&format!("/console/units#unit-{}", urlencode(&code))).into_response()
+}
+
+/// A unit's check running: its mark in [`Checks`], taken off when the check ends or its request
+/// is dropped (the browser went away).
+struct UnitCheck<'a> {
+    checks: &'a Checks,
+    unit: String,
+}
+
+impl<'a> UnitCheck<'a> {
+    /// Mark `unit`'s check as running; `None` when one already is.
+    fn start(checks: &'a Checks, unit: &str) -> Option<Self> {
+        let mut running = checks
+            .units_running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        running.insert(unit.to_string()).then(|| UnitCheck {
+            checks,
+            unit: unit.to_string(),
+        })
+    }
+}
+
+impl Drop for UnitCheck<'_> {
+    fn drop(&mut self) {
+        self.checks
+            .units_running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.unit);
+    }
 }
 
 fn failed_check(unit: &str, detail: String) -> CheckRow {

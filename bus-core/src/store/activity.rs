@@ -58,8 +58,20 @@ pub struct UnitActivity {
     pub p95_ms: Option<i64>,
     /// The last delivery to its system in the day, ms since the epoch.
     pub last_success_ms: Option<i64>,
-    /// The last retry, failure or dead letter in the day.
+    /// The last message routed to its queue in the day, ms since the epoch (the success of a
+    /// unit that reads its queue itself, over AMQP: the bus sees no delivery to its system).
+    pub last_routed_ms: Option<i64>,
+    /// The last retry, failure or dead letter in the day that says something about the unit (a
+    /// dead letter the sender caused, [`crate::envelope::RejectCode::blames_receiver`], does
+    /// not).
     pub last_error: Option<LastError>,
+}
+
+/// Whether a dead letter's reason (`<code>: <detail>`, [`crate::envelope::Rejection::reason`])
+/// says something about its receiver; a reason without a known code does.
+fn blames_receiver(reason: &str) -> bool {
+    let code = reason.split(':').next().unwrap_or_default().trim();
+    crate::envelope::RejectCode::parse(code).is_none_or(|c| c.blames_receiver())
 }
 
 /// The first rowid of `trace_events` whose `at_ms` is at or after `at_ms` (the table's rowids
@@ -117,6 +129,7 @@ impl Store {
                     p50_ms: None,
                     p95_ms: None,
                     last_success_ms: None,
+                    last_routed_ms: None,
                     last_error: None,
                 });
                 let bump = |c: &mut Counts| match event.as_str() {
@@ -142,6 +155,9 @@ impl Store {
                         }
                     }
                     "routed" => {
+                        if u.last_routed_ms.is_none_or(|l| at >= l) {
+                            u.last_routed_ms = Some(at);
+                        }
                         if let Some(e) = elapsed {
                             latency.entry(to).or_default().1.push(e);
                         }
@@ -149,10 +165,14 @@ impl Store {
                     "retried" | "failed" | "dead_lettered"
                         if u.last_error.as_ref().is_none_or(|l| at >= l.at_ms) =>
                     {
+                        let reason = r.get::<_, Option<String>>(4)?.unwrap_or_default();
+                        if event == "dead_lettered" && !blames_receiver(&reason) {
+                            continue;
+                        }
                         u.last_error = Some(LastError {
                             at_ms: at,
                             event,
-                            reason: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                            reason,
                         });
                     }
                     _ => {}
@@ -213,6 +233,9 @@ mod tests {
             ev(TraceEventKind::Retried, "m2", "A", now - 590_000).reason("HTTP 503"),
             ev(TraceEventKind::DeadLettered, "m2", "A", now - 580_000).reason("retries-exhausted"),
             ev(TraceEventKind::Routed, "m3", "B", now - 1000),
+            // A message to B its sender got wrong: not B's error.
+            ev(TraceEventKind::DeadLettered, "m4", "B", now - 500)
+                .reason("sender-mismatch: user x may not send as A"),
         ];
         writer.insert_events(events).await.expect("events");
         let store = Store::open(&path).expect("store");
@@ -246,6 +269,12 @@ mod tests {
             ("dead_lettered", "retries-exhausted")
         );
         assert_eq!(got[1].hour.routed, 1);
+        assert_eq!(got[1].last_routed_ms, Some(now - 1000));
+        assert_eq!(
+            got[1].last_error, None,
+            "the sender's mistake is not B's error"
+        );
+        assert_eq!(got[1].hour.dead_lettered, 1, "but it is counted");
         // The bisection lands on the first row of the window.
         let first = store
             .with(|c| first_rowid_since(c, now - DAY_MS))
