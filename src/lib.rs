@@ -26,5 +26,6 @@ pub mod process_manager;
 pub mod replay;
 pub mod router;
 pub mod run;
+pub mod telemetry;
 pub mod testing;
 pub mod tracer;

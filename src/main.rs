@@ -335,6 +335,29 @@ fn main() -> ExitCode {
     }
     // Fail points from the FAILPOINTS environment variable; only a `testing` build has any.
     let _failpoints = fail::FailScenario::setup();
+    // Span export for `run` when `[telemetry] otlp_endpoint` is set, installed outside the
+    // runtime (its HTTP client runs on a thread of its own) and flushed after it.
+    let telemetry = match (&cli.command, &settings) {
+        (Command::Run { components, .. }, Ok(s)) => {
+            let instance = if components.is_empty() {
+                "all".to_string()
+            } else {
+                components
+                    .iter()
+                    .map(|c| format!("{c:?}").to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            match lienthong::telemetry::init(&s.telemetry, &instance) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: [telemetry]: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -342,13 +365,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli, settings)) {
+    let code = match rt.block_on(run(cli, settings)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    drop(rt);
+    if let Some(t) = telemetry {
+        t.shutdown();
     }
+    code
 }
 
 async fn run(

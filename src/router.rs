@@ -147,6 +147,24 @@ impl Router {
     }
 
     async fn handle(&self, d: Delivery) {
+        use lienthong_core::telemetry::{KeyValue, Stage, enabled, from_amqp, in_span};
+        let parent = enabled().then(|| from_amqp(d.properties.headers().as_ref()));
+        in_span(
+            Stage::Route,
+            || parent,
+            || {
+                vec![
+                    KeyValue::new("messaging.system", "rabbitmq"),
+                    KeyValue::new("messaging.destination.name", self.ctx.names.router_queue()),
+                    KeyValue::new("messaging.operation.type", "process"),
+                ]
+            },
+            self.handle_in_span(d),
+        )
+        .await
+    }
+
+    async fn handle_in_span(&self, d: Delivery) {
         let queue = self.ctx.names.router_queue();
         // A publish that is not confirmed (a channel being repaired, a topology that cannot be
         // declared, the broker's alarm) or a store that fails is tried again while the delivery
@@ -187,7 +205,8 @@ impl Router {
                     message = "dead-lettering",
                     reason = %rejection,
                     ma_ho_so = env.as_ref().map(|e| e.ma_ho_so.as_str()).unwrap_or("-"),
-                    message_id = env.as_ref().map(|e| e.message_id.as_str()).unwrap_or("-")
+                    message_id = env.as_ref().map(|e| e.message_id.as_str()).unwrap_or("-"),
+                    trace_id = lienthong_core::telemetry::trace_id().as_deref().unwrap_or("-")
                 );
                 let dl = DeadLetter {
                     body: &d.data,
@@ -219,7 +238,11 @@ impl Router {
                 .await
                 .map_err(|e| Failure::Retry(format!("validation task failed: {e}")))?
         };
-        let env = accepted.map_err(|r| Failure::Reject(r, None))?;
+        let env = accepted.map_err(|r| {
+            lienthong_core::telemetry::fail(&r.reason());
+            Failure::Reject(r, None)
+        })?;
+        lienthong_core::telemetry::annotate(|| crate::telemetry::envelope_attributes(&env));
         // Who published it (the broker validated `user_id`) must be allowed to send as
         // `sender`; otherwise nothing of it is traced or acted on.
         let publisher = match lienthong_core::senders::check(
@@ -272,7 +295,13 @@ impl Router {
             {
                 return Err(Failure::Reject(r, Some(Box::new(env))));
             }
-            return match self.pm.handle(&env).await {
+            let step = lienthong_core::telemetry::in_span(
+                lienthong_core::telemetry::Stage::ProcessStep,
+                || None,
+                || crate::telemetry::envelope_attributes(&env),
+                self.pm.handle(&env),
+            );
+            return match step.await {
                 Ok(()) => Ok(()),
                 Err(PmError::Reject(r)) => Err(Failure::Reject(r, Some(Box::new(env)))),
                 Err(PmError::Retry(e)) => Err(Failure::Retry(format!(

@@ -259,9 +259,44 @@ pub async fn exchange(
     op: &str,
     request: reqwest::RequestBuilder,
 ) -> Result<Reply, Outcome> {
+    use lienthong_core::telemetry::{KeyValue, Stage, http_headers, in_span};
     let started = std::time::Instant::now();
     let unit = agent.peer.unit_code.clone();
-    let sent = request.send_via(agent).await;
+    let call = async {
+        // The agency may continue the trace (W3C `traceparent`).
+        let mut request = request;
+        for (k, v) in http_headers() {
+            request = request.header(k, v);
+        }
+        let sent = request.send_via(agent).await;
+        if let Ok(r) = &sent {
+            let status = r.status().as_u16();
+            lienthong_core::telemetry::annotate(|| {
+                vec![KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                )]
+            });
+            if status >= 500 {
+                lienthong_core::telemetry::fail(&format!("HTTP {status}"));
+            }
+        } else {
+            lienthong_core::telemetry::fail("no answer");
+        }
+        sent
+    };
+    let sent = in_span(
+        Stage::AgencyCall,
+        || None,
+        || {
+            vec![
+                KeyValue::new("lienthong.unit", unit.clone()),
+                KeyValue::new("lienthong.operation", op.to_string()),
+            ]
+        },
+        call,
+    )
+    .await;
     metrics::histogram!(AGENCY_CALL_SECONDS, "unit" => unit.clone())
         .record(started.elapsed().as_secs_f64());
     let class = match &sent {

@@ -382,6 +382,14 @@ impl Publisher {
             Some(u) => props.with_user_id(u.clone()),
             None => props,
         };
+        // The current span (routing, a delivery…) goes along as the message's trace context.
+        let props = if crate::telemetry::enabled() {
+            let mut h = props.headers().clone().unwrap_or_default();
+            crate::telemetry::inject_amqp(&mut h);
+            props.with_headers(h)
+        } else {
+            props
+        };
         let mut tries = 0;
         loop {
             tries += 1;

@@ -25,6 +25,7 @@ pub mod routing;
 pub mod secret;
 pub mod senders;
 pub mod store;
+pub mod telemetry;
 pub mod topology;
 pub mod trace;
 

@@ -63,6 +63,9 @@ pub struct Settings {
     /// `[log]`: how the process writes its log.
     #[serde(default)]
     pub log: LogSettings,
+    /// `[telemetry]`: distributed tracing export over OTLP (off by default).
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetrySettings,
     /// The units of the province.
     #[serde(default)]
     pub units: Vec<Unit>,
@@ -1041,6 +1044,9 @@ impl Settings {
                 "[bus] prefix {:?} must be non-empty ASCII letters, digits, '-', '_' or '.'",
                 self.bus.prefix
             ));
+        }
+        if let Err(e) = self.telemetry.validate() {
+            return bad(e);
         }
         let h = &self.http;
         if h.tls_cert.is_some() != h.tls_key.is_some() {

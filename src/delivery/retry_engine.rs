@@ -146,10 +146,25 @@ where
         let history = history.clone();
         let unreadable = unreadable.clone();
         async move {
-            if let Ok(mut n) = attempts.lock() {
-                *n += 1;
-            }
-            let failure = match adapter.attempt(req).await {
+            let n = match attempts.lock() {
+                Ok(mut n) => {
+                    *n += 1;
+                    *n
+                }
+                Err(_) => 0,
+            };
+            let attempt = lienthong_core::telemetry::in_span(
+                lienthong_core::telemetry::Stage::Attempt,
+                || None,
+                || {
+                    vec![lienthong_core::telemetry::KeyValue::new(
+                        "lienthong.attempt",
+                        i64::from(n),
+                    )]
+                },
+                adapter.attempt(req),
+            );
+            let failure = match attempt.await {
                 Outcome::Delivered { receipt } => return Ok(receipt),
                 Outcome::Transient {
                     reason,

@@ -60,9 +60,24 @@ impl Worker {
     /// (`handler-failed`) with the panic's message, so it neither holds a prefetch slot nor is
     /// redelivered into the same panic.
     pub async fn handle_guarded(&self, d: Delivery) {
-        let caught = std::panic::AssertUnwindSafe(self.handle(&d))
-            .catch_unwind()
-            .await;
+        use lienthong_core::telemetry::{KeyValue, Stage, enabled, from_amqp, in_span};
+        let parent = enabled().then(|| from_amqp(d.properties.headers().as_ref()));
+        let handled = in_span(
+            Stage::Deliver,
+            || parent,
+            || {
+                vec![
+                    KeyValue::new("messaging.system", "rabbitmq"),
+                    KeyValue::new(
+                        "messaging.destination.name",
+                        self.ctx.names.unit_queue(&self.unit.code),
+                    ),
+                    KeyValue::new("lienthong.unit", self.unit.code.clone()),
+                ]
+            },
+            std::panic::AssertUnwindSafe(self.handle(&d)).catch_unwind(),
+        );
+        let caught = handled.await;
         let Err(p) = caught else {
             return;
         };
@@ -97,6 +112,7 @@ impl Worker {
                 return;
             }
         };
+        lienthong_core::telemetry::annotate(|| crate::telemetry::envelope_attributes(&env));
         // Crash test hook: a handler that panics (tests/kill_points.rs).
         fail::fail_point!("adapter-handler-panic", |_| {
             panic!("fail point adapter-handler-panic: {}", env.message_id)

@@ -14,7 +14,19 @@ pub(super) async fn callback(
             return body_problem(e, api.ctx.settings.envelope.max_envelope_bytes).into_response();
         }
     };
-    match callback_inner(&api, &unit, &headers, &body).await {
+    // An agency that sends `traceparent` with its answer continues the dossier's trace.
+    let handled = lienthong_core::telemetry::in_span(
+        lienthong_core::telemetry::Stage::Ingress,
+        || Some(lienthong_core::telemetry::from_http(&headers)),
+        || {
+            vec![
+                lienthong_core::telemetry::KeyValue::new("http.route", "/v1/callbacks/{unit}"),
+                lienthong_core::telemetry::KeyValue::new("lienthong.unit", unit.clone()),
+            ]
+        },
+        callback_inner(&api, &unit, &headers, &body),
+    );
+    match handled.await {
         Ok(id) => (
             StatusCode::OK,
             Json(json!({"message_id": id, "status": "accepted"})),

@@ -40,7 +40,18 @@ pub(super) async fn submit(
         )
         .into_response();
     }
-    match submit_inner(&api, &headers, &body).await {
+    let submitted = lienthong_core::telemetry::in_span(
+        lienthong_core::telemetry::Stage::Ingress,
+        || Some(lienthong_core::telemetry::from_http(&headers)),
+        || {
+            vec![lienthong_core::telemetry::KeyValue::new(
+                "http.route",
+                "/v1/messages",
+            )]
+        },
+        submit_inner(&api, &headers, &body),
+    );
+    match submitted.await {
         Ok(id) => (
             StatusCode::ACCEPTED,
             Json(json!({"message_id": id, "status": "accepted"})),

@@ -194,6 +194,8 @@ struct Data {
     key_owner: HashMap<(Agency, String), String>,
     dossiers: HashMap<(Agency, String), (String, u8)>,
     requests: HashMap<(Agency, String), Vec<Value>>,
+    /// The W3C `traceparent` of each request that carried one: (method and path, value).
+    traceparents: Vec<(String, String)>,
     faults: Vec<(Fault, VecDeque<u16>)>,
     /// Scripted decisions by agency and dossier.
     decisions: HashMap<(Agency, String), Decision>,
@@ -349,9 +351,14 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
         .route("/tax/api/nop-tien", post(tax_payment))
         .route("/_mock/stats", get(stats))
         .route("/_mock/requests/{agency}/{ma}", get(requests))
+        .route("/_mock/traceparents", get(traceparents))
         .route("/_mock/faults", post(add_fault))
         .route("/_mock/decisions", post(add_decision))
         .route("/_mock/reset", post(reset))
+        .layer(axum::middleware::from_fn_with_state(
+            mock.clone(),
+            note_traceparent,
+        ))
         .with_state(mock);
     let listener = tokio::net::TcpListener::bind(&settings.mock.listen).await?;
     let addr = listener.local_addr()?;
@@ -587,14 +594,15 @@ impl Mock {
                 }
             }
             for attempt in 0..20u32 {
-                let r = m
+                let mut post = m
                     .client
                     .post(&cb.url)
                     .bearer_auth(&key)
-                    .header(header::CONTENT_TYPE, cb.content_type)
-                    .body(cb.body.clone())
-                    .send()
-                    .await;
+                    .header(header::CONTENT_TYPE, cb.content_type);
+                if let Some(tp) = &cb.traceparent {
+                    post = post.header("traceparent", tp);
+                }
+                let r = post.body(cb.body.clone()).send().await;
                 match r {
                     Ok(resp) if resp.status().is_success() => {
                         m.count(a, |c| c.callbacks += 1);
@@ -629,6 +637,9 @@ struct Later {
     delay_ms: Option<u64>,
     /// Tax: the payment notice number this callback issues.
     notice: Option<String>,
+    /// The W3C `traceparent` to send with the callback: the agency continues the trace of the
+    /// request it answers (Police does).
+    traceparent: Option<String>,
 }
 
 fn idem_key(headers: &HeaderMap) -> Option<String> {
@@ -818,6 +829,7 @@ async fn edxml_submit(
             .map(str::to_string);
         if let (Some(url), Ok((body, _))) = (url, write::write(&done, Vec::new(), Vec::new())) {
             m.callback_later(Later {
+                traceparent: None,
                 agency: a,
                 ma: ma.clone(),
                 decided,
@@ -1044,6 +1056,7 @@ async fn tax_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> R
         };
         if let Some(url) = f.get("UrlPhanHoi") {
             m.callback_later(Later {
+                traceparent: None,
                 agency: a,
                 ma: ma.clone(),
                 decided,
@@ -1137,6 +1150,7 @@ async fn tax_payment(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> 
             );
         if let Some(url) = f.get("UrlPhanHoi") {
             m.callback_later(Later {
+                traceparent: None,
                 agency: a,
                 ma: ma.clone(),
                 decided: 9,
@@ -1302,6 +1316,7 @@ async fn civil_submit(
         };
         if let Some(url) = v.get("UrlPhanHoi").and_then(Value::as_str) {
             m.callback_later(Later {
+                traceparent: None,
                 agency: a,
                 ma: ma.clone(),
                 decided: if refused { 3 } else { 9 },
@@ -1428,6 +1443,7 @@ async fn customs_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) 
         };
         if let Some(url) = v.get("UrlPhanHoi").and_then(Value::as_str) {
             m.callback_later(Later {
+                traceparent: None,
                 agency: a,
                 ma: ma.clone(),
                 decided: if refused { 3 } else { 9 },
@@ -1761,6 +1777,10 @@ async fn police_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -
         };
         if let Some(url) = v.get("UrlPhanHoi").and_then(Value::as_str) {
             m.callback_later(Later {
+                traceparent: headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
                 agency: a,
                 ma: ma.clone(),
                 decided: if refused { 3 } else { 9 },
@@ -1994,6 +2014,7 @@ async fn bhxh_submit(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> 
         }
         if let Some(url) = f.get("UrlPhanHoi") {
             m.callback_later(Later {
+                traceparent: None,
                 agency: a,
                 ma: ma.clone(),
                 decided: if refused { 3 } else { 9 },
@@ -2104,6 +2125,34 @@ async fn requests(State(m): State<Mock>, Path((agency, ma)): Path<(String, Strin
         .lock()
         .ok()
         .and_then(|d| d.requests.get(&(a, ma)).cloned())
+        .unwrap_or_default();
+    Json(v).into_response()
+}
+
+/// Note the `traceparent` a request carries (the bus continues its trace into the agency).
+async fn note_traceparent(
+    State(m): State<Mock>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(tp) = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        && let Ok(mut d) = m.data.lock()
+    {
+        let at = format!("{} {}", req.method(), req.uri().path());
+        d.traceparents.push((at, tp.to_string()));
+    }
+    next.run(req).await
+}
+
+/// `GET /_mock/traceparents`: every `traceparent` received, `[[method and path, value]…]`.
+async fn traceparents(State(m): State<Mock>) -> Response {
+    let v = m
+        .data
+        .lock()
+        .map(|d| d.traceparents.clone())
         .unwrap_or_default();
     Json(v).into_response()
 }

@@ -1,0 +1,297 @@
+//! Distributed tracing across processes: with `[telemetry] otlp_endpoint` set, a router process
+//! and an adapter process export their spans over OTLP/HTTP (JSON) to a receiver on loopback;
+//! a centre's message carrying a W3C `traceparent` gives one trace, parented correctly from the
+//! centre's span through routing, the delivery, its attempt and the agency call (whose request
+//! carries the trace on to the agency) to the agency's callback and the routing of its result
+//! back to the centre; a filing the process manager runs has its step's span inside its routing,
+//! and the step's hand-over carries the trace to the next unit.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use common::procs::*;
+use common::*;
+use lapin::types::{AMQPValue, LongString};
+use lienthong_core::amqp::envelope_properties;
+use serde_json::Value;
+
+/// One span as the receiver got it.
+#[derive(Debug, Clone)]
+struct Got {
+    trace: String,
+    id: String,
+    parent: String,
+    name: String,
+    /// The exporting process's `lienthong.components`.
+    process: String,
+    attributes: HashMap<String, String>,
+}
+
+/// A string attribute list of OTLP JSON (`[{key, value: {stringValue | intValue}}]`).
+fn attributes(v: &Value) -> HashMap<String, String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| {
+            let key = a["key"].as_str()?.to_string();
+            let value = &a["value"];
+            let text = value["stringValue"]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| value["intValue"].as_str().map(str::to_string))
+                .or_else(|| value["intValue"].as_i64().map(|i| i.to_string()))?;
+            Some((key, text))
+        })
+        .collect()
+}
+
+/// An OTLP/HTTP receiver on loopback (`POST /v1/traces`, JSON encoding): its URL and the spans.
+async fn receiver() -> (String, Arc<Mutex<Vec<Got>>>) {
+    use axum::routing::post;
+    let spans: Arc<Mutex<Vec<Got>>> = Arc::default();
+    let kept = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+                    return (axum::http::StatusCode::BAD_REQUEST, "not JSON").into_response();
+                };
+                let mut got = Vec::new();
+                for rs in v["resourceSpans"].as_array().into_iter().flatten() {
+                    let process = attributes(&rs["resource"]["attributes"])
+                        .remove("lienthong.components")
+                        .unwrap_or_default();
+                    for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                        for sp in ss["spans"].as_array().into_iter().flatten() {
+                            let s = |k: &str| sp[k].as_str().unwrap_or_default().to_string();
+                            got.push(Got {
+                                trace: s("traceId"),
+                                id: s("spanId"),
+                                parent: s("parentSpanId"),
+                                name: s("name"),
+                                process: process.clone(),
+                                attributes: attributes(&sp["attributes"]),
+                            });
+                        }
+                    }
+                }
+                if let Ok(mut all) = kept.lock() {
+                    all.extend(got);
+                }
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    "{}",
+                )
+                    .into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, spans)
+}
+
+use axum::response::IntoResponse;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_dossier_is_one_trace_across_the_router_and_adapter_processes() {
+    let (otlp, spans) = receiver().await;
+    let (mut s, dir) = settings("otel");
+    s.telemetry.otlp_endpoint = Some(otlp);
+    s.telemetry.otlp_protocol = Some("http/json".into());
+    let users = broker_users(&mut s);
+    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
+    use_mock(&mut s, &mock);
+    let port = free_port();
+    s.http.listen = format!("127.0.0.1:{port}");
+    let config = dir.join("config.toml");
+    s.write_file(&config).expect("config");
+    let mut routing = spawn_components(&config, &dir, "router,tracer", "routing.log");
+    let mut delivery = spawn_components(&config, &dir, "adapters,http", "delivery.log");
+    wait_ready_from(&dir.join("delivery.log"), port).await;
+    let view = view_of(&s, &dir, &mock, users).await;
+    let mut centre = view.listen(SON_HA).await;
+
+    // The centre's software sends its filing inside a span of its own.
+    let (trace, centre_span) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let env = birth(210, POLICE);
+    let props = envelope_properties(&env);
+    let mut h = props.headers().clone().unwrap_or_default();
+    h.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(LongString::from(format!("00-{trace}-{centre_span}-01"))),
+    );
+    view.unit_publisher
+        .publish(
+            &view.names.ingress_exchange(),
+            "",
+            &env.to_bytes(),
+            props.with_headers(h),
+            true,
+        )
+        .await
+        .expect("published");
+    // And a filing without a receiver, which the process manager runs.
+    let (trace2, filing_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let filed = filed_birth(211);
+    let props = envelope_properties(&filed);
+    let mut h = props.headers().clone().unwrap_or_default();
+    h.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(LongString::from(format!("00-{trace2}-{filing_span}-01"))),
+    );
+    view.unit_publisher
+        .publish(
+            &view.names.ingress_exchange(),
+            "",
+            &filed.to_bytes(),
+            props.with_headers(h),
+            true,
+        )
+        .await
+        .expect("published");
+    let result = next(&mut centre, 30).await;
+    assert_eq!(
+        result.causation_id.as_deref(),
+        Some(env.message_id.as_str())
+    );
+    // The agency's request carried the trace on.
+    let mock_url = view.mock_url.clone();
+    let tps: Vec<(String, String)> = eventually_async(20, || {
+        let mock_url = mock_url.clone();
+        async move {
+            let tps: Vec<(String, String)> = reqwest::get(format!("{mock_url}/_mock/traceparents"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            tps.iter().any(|(_, tp)| tp.contains(trace)).then_some(tps)
+        }
+    })
+    .await;
+    let to_police = tps
+        .iter()
+        .find(|(at, tp)| at == "POST /police/v1/ho-so" && tp.contains(trace))
+        .unwrap_or_else(|| panic!("Police got no traceparent of the trace: {tps:?}"))
+        .1
+        .clone();
+
+    // The process manager hands the filing's first step to the civil-status office (a unit
+    // reading its own queue): the hand-over carries the trace.
+    let ch = view.conn.create_channel().await.expect("channel");
+    let handover = eventually_async(20, || {
+        let ch = ch.clone();
+        let queue = view.names.unit_queue(SON_HA_CIVIL);
+        async move {
+            let m = ch
+                .basic_get(
+                    queue.as_str().into(),
+                    lapin::options::BasicGetOptions { no_ack: true },
+                )
+                .await
+                .ok()??;
+            lienthong_core::amqp::header_str(&m.delivery.properties, "traceparent")
+                .filter(|tp| tp.contains(trace2))
+        }
+    })
+    .await;
+
+    // Stopping exports what each process still has batched.
+    for c in [&routing, &delivery] {
+        sigterm(c);
+    }
+    for c in [&mut routing, &mut delivery] {
+        let st = c.wait().expect("wait");
+        assert!(st.success(), "{st:?}");
+    }
+    let all: Vec<Got> = eventually(15, "spans of both processes", || {
+        let all = spans.lock().ok()?.clone();
+        let ours: Vec<Got> = all.into_iter().filter(|g| g.trace == trace).collect();
+        (ours.iter().any(|g| g.process == "router,tracer")
+            && ours.iter().any(|g| g.process == "adapters,http"))
+        .then_some(ours)
+    })
+    .await;
+    // The process manager's step runs inside the filing's routing, and what it hands over is
+    // delivered under the step.
+    let run: Vec<Got> = spans
+        .lock()
+        .map(|s| s.iter().filter(|g| g.trace == trace2).cloned().collect())
+        .unwrap_or_default();
+    let filing_route = run
+        .iter()
+        .find(|g| g.name == "route" && g.parent == filing_span)
+        .unwrap_or_else(|| panic!("no routing of the filing: {run:#?}"));
+    let step = run
+        .iter()
+        .find(|g| g.name == "process step" && g.parent == filing_route.id)
+        .unwrap_or_else(|| panic!("no process step under the filing's routing: {run:#?}"));
+    assert_eq!(
+        handover,
+        format!("00-{trace2}-{}-01", step.id),
+        "the hand-over continues the trace under the step"
+    );
+    let one = |name: &str, parent: &str| -> Got {
+        all.iter()
+            .find(|g| g.name == name && g.parent == parent)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} span under {parent}: {all:#?}"))
+    };
+    // The filing: routed by the router process, under the centre's span.
+    let route = one("route", centre_span);
+    assert_eq!(route.process, "router,tracer");
+    assert_eq!(
+        route
+            .attributes
+            .get("lienthong.ma_ho_so")
+            .map(String::as_str),
+        Some(env.ma_ho_so.as_str())
+    );
+    // Delivered by the adapter process, under the routing.
+    let deliver = one("deliver", &route.id);
+    assert_eq!(deliver.process, "adapters,http");
+    assert_eq!(
+        deliver.attributes.get("lienthong.unit").map(String::as_str),
+        Some(POLICE)
+    );
+    let attempt = one("attempt", &deliver.id);
+    assert_eq!(
+        attempt
+            .attributes
+            .get("lienthong.attempt")
+            .map(String::as_str),
+        Some("1")
+    );
+    let call = one("agency call", &attempt.id);
+    assert!(
+        to_police.contains(&call.id),
+        "the agency's traceparent names the agency call: {to_police} vs {}",
+        call.id
+    );
+    // The agency answers later on its callback, carrying the same trace: taken in by the HTTP
+    // component under the agency call, then routed back to the centre under that.
+    let callback = one("ingress", &call.id);
+    assert_eq!(callback.process, "adapters,http");
+    let back = one("route", &callback.id);
+    assert_eq!(back.process, "router,tracer");
+    assert_eq!(
+        back.attributes.get("lienthong.kind").map(String::as_str),
+        Some(result.kind.as_str())
+    );
+
+    let _ = mock.stop.send(());
+    let _ = lienthong_core::topology::Topology::plan(&s)
+        .delete(&view.conn)
+        .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
