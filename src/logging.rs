@@ -49,7 +49,8 @@ pub fn init(format: lienthong_core::registry::LogFormat, default: &str) {
         lienthong_core::registry::LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            // Inside a span of the distributed trace (`[telemetry]`), `span.trace_id`.
+            .with_current_span(true)
             .with_span_list(false)
             .init(),
     }

@@ -128,11 +128,13 @@ where
                     }
                     reconnecting = true;
                     delay = min;
+                    let blocked = lienthong_core::health::watch_blocked(&conn, name);
                     let ctx = Ctx {
                         conn: Arc::new(conn),
                         ..base.clone()
                     };
                     let r = component(ctx.clone()).await;
+                    blocked.abort();
                     base.health.set_connected(name, false);
                     let _ = tokio::time::timeout(
                         crate::consume::SHUTDOWN_STEP,

@@ -181,9 +181,25 @@ async fn memory_alarm_makes_http_ingress_answer_503_with_retry_after_and_loses_n
         took < Duration::from_secs(20),
         "answered in {took:?}, not held until the alarm clears"
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The broker blocks the connections that publish (here at least the HTTP component's),
+    // and the bus says so, still connected.
+    let blocked = |m: &str| {
+        m.lines()
+            .filter(|l| l.starts_with("lienthong_broker_blocked{") && l.ends_with(" 1"))
+            .count()
+    };
+    let m = bus.metrics().await;
+    assert!(blocked(&m) > 0, "{m}");
+    assert!(
+        m.contains("lienthong_broker_connected{component=\"http\"} 1"),
+        "{m}"
+    );
     broker.ctl(&["set_vm_memory_high_watermark", "0.4"]);
     let cleared_at = Instant::now();
+    eventually_async(20, || async {
+        (blocked(&bus.metrics().await) == 0).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Retried after the alarm, as the 503 asked: accepted and delivered once.
     let mut accepted = None;

@@ -108,6 +108,7 @@ async fn one_dossier_is_one_trace_across_the_router_and_adapter_processes() {
     let (mut s, dir) = settings("otel");
     s.telemetry.otlp_endpoint = Some(otlp);
     s.telemetry.otlp_protocol = Some("http/json".into());
+    s.log.format = lienthong_core::registry::LogFormat::Json;
     let users = broker_users(&mut s);
     let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
     use_mock(&mut s, &mock);
@@ -185,6 +186,36 @@ async fn one_dossier_is_one_trace_across_the_router_and_adapter_processes() {
         .unwrap_or_else(|| panic!("Police got no traceparent of the trace: {tps:?}"))
         .1
         .clone();
+
+    // A log line written while handling a traced message carries its trace id.
+    let trace3 = "5c5f1e8e9a3c4b7d8e2f1a0b9c8d7e6f";
+    let lost = birth(212, "000.99.99.H48");
+    let props = envelope_properties(&lost);
+    let mut h = props.headers().clone().unwrap_or_default();
+    h.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(LongString::from(format!("00-{trace3}-{centre_span}-01"))),
+    );
+    view.unit_publisher
+        .publish(
+            &view.names.ingress_exchange(),
+            "",
+            &lost.to_bytes(),
+            props.with_headers(h),
+            true,
+        )
+        .await
+        .expect("published");
+    let line = eventually(15, "the router's JSON log line", || {
+        std::fs::read_to_string(dir.join("routing.log"))
+            .ok()?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == "dead-lettering" && v["ma_ho_so"] == lost.ma_ho_so.as_str())
+    })
+    .await;
+    assert_eq!(line["trace_id"], trace3, "{line}");
+    assert_eq!(line["span"]["trace_id"], trace3, "{line}");
 
     // The process manager hands the filing's first step to the civil-status office (a unit
     // reading its own queue): the hand-over carries the trace.

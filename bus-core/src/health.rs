@@ -12,6 +12,35 @@ pub const BROKER_CONNECTED: &str = "lienthong_broker_connected";
 /// after losing one.
 pub const BROKER_RECONNECTS: &str = "lienthong_broker_reconnects_total";
 
+/// `lienthong_broker_blocked{component}`: 1 while the broker blocks the component's connection
+/// (`connection.blocked`: a memory or disk alarm; publishes wait), 0 otherwise (a gauge).
+pub const BROKER_BLOCKED: &str = "lienthong_broker_blocked";
+
+/// Follow `conn`'s `connection.blocked` / `connection.unblocked` notifications (RabbitMQ's
+/// resource alarms, <https://www.rabbitmq.com/docs/connection-blocked>) into
+/// [`BROKER_BLOCKED`] and the log, until the returned task is aborted or the connection ends.
+pub fn watch_blocked(conn: &lapin::Connection, component: &str) -> tokio::task::JoinHandle<()> {
+    use futures_lite::StreamExt;
+    let component = component.to_string();
+    metrics::gauge!(BROKER_BLOCKED, "component" => component.clone()).set(0.0);
+    let mut events = Box::pin(conn.events_listener());
+    tokio::spawn(async move {
+        while let Some(e) = events.next().await {
+            match e {
+                lapin::Event::ConnectionBlocked(reason) => {
+                    tracing::warn!(message = "the broker blocks this connection: publishes wait until its alarm clears", component = %component, reason = %reason);
+                    metrics::gauge!(BROKER_BLOCKED, "component" => component.clone()).set(1.0);
+                }
+                lapin::Event::ConnectionUnblocked => {
+                    tracing::info!(message = "the broker unblocked this connection", component = %component);
+                    metrics::gauge!(BROKER_BLOCKED, "component" => component.clone()).set(0.0);
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
 /// The state of one supervised component (`router`, `adapters`, `tracer`, `http`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ComponentHealth {

@@ -229,7 +229,15 @@ pub async fn in_span<F: Future>(
         .with_attributes(attributes())
         .start_with_context(&tracer, &parent);
     let cx = parent.with_span(span);
-    let out = fut.with_context(cx.clone()).await;
+    // Log lines written inside carry the trace id (a `tracing` span around the future: JSON
+    // logs show it as `span.trace_id`).
+    let sc = cx.span().span_context().clone();
+    let logs = if sc.is_valid() {
+        tracing::info_span!("trace", trace_id = %sc.trace_id())
+    } else {
+        tracing::Span::none()
+    };
+    let out = tracing::Instrument::instrument(fut.with_context(cx.clone()), logs).await;
     cx.span().end();
     out
 }
