@@ -63,7 +63,12 @@ fn value(scrape: &str, name: &str, labels: &[&str]) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_shows_in_the_metrics_and_the_dashboard_and_alert_rules_name_only_exported_metrics()
 {
-    let bus = Bus::start("metrics").await;
+    // No in-process retries: a 503 parks the message in the delayed retry queue.
+    let bus = Bus::start_with("metrics", |s| {
+        s.retry.max_retries = 0;
+        s.retry.delays_ms = vec![500];
+    })
+    .await;
     answer_as_civil_status_office(&bus).await;
     // One dossier through Police after one 503; one refused (400: dead-lettered).
     let (retried, refused) = (filed_birth(9601), filed_birth(9602));
@@ -98,6 +103,10 @@ async fn traffic_shows_in_the_metrics_and_the_dashboard_and_alert_rules_name_onl
         ),
         ("lienthong_messages_routed_total", vec!["unit=\"CA.H48\""]),
         ("lienthong_messages_retried_total", vec!["unit=\"CA.H48\""]),
+        (
+            "lienthong_messages_parked_total",
+            vec!["unit=\"CA.H48\"", "delay_ms=\"500\""],
+        ),
         (
             "lienthong_agency_responses_total",
             vec!["unit=\"CA.H48\"", "class=\"5xx\""],

@@ -303,6 +303,10 @@ impl Unreadable {
     }
 }
 
+/// `lienthong_messages_parked_total{unit, delay_ms}`: messages parked in a delayed retry queue
+/// (`delay_ms`: its wait, `10000`, `60000`, …) after their in-process attempts ran out.
+pub const PARKED_TOTAL: &str = "lienthong_messages_parked_total";
+
 /// What becomes of a message whose in-process attempts ran out.
 #[derive(Debug)]
 pub enum Verdict {
@@ -435,6 +439,12 @@ impl Engine {
         };
         match parked {
             Ok(()) => {
+                metrics::counter!(
+                    PARKED_TOTAL,
+                    "unit" => self.unit.code.clone(),
+                    "delay_ms" => delay.to_string()
+                )
+                .increment(1);
                 let ev = TraceEvent::new(TraceEventKind::Retried, &self.component, Some(env))
                     .attempt(ex.attempts)
                     .reason(format!(
