@@ -128,6 +128,15 @@ pub async fn replay_with(
             .await?;
         report.total = u64::from(q.message_count());
         progress(&report);
+        // Progress is told every 200 messages or second (a report carries every id replayed).
+        let mut told = (0u64, std::time::Instant::now());
+        let tell = |r: &Report, told: &mut (u64, std::time::Instant)| {
+            if r.examined >= told.0 + 200 || told.1.elapsed() >= std::time::Duration::from_secs(1)
+            {
+                *told = (r.examined, std::time::Instant::now());
+                progress(r);
+            }
+        };
         let wanted: HashSet<&str> = filter.ids.iter().map(String::as_str).collect();
         let mut found: HashSet<String> = HashSet::new();
         for _ in 0..report.total {
@@ -168,9 +177,16 @@ pub async fn replay_with(
                 }
                 move_to_tail(&publisher, &names, d, &original)
                     .await
-                    .map_err(|e| anyhow::anyhow!("moving {id} to the dead-letter queue's tail: {e} (it stays where it was)"))?;
-                d.ack(BasicAckOptions::default()).await?;
-                progress(&report);
+                    .map_err(|e| anyhow::anyhow!("moving {id} to the dead-letter queue's tail: {e} (it stays in the queue, perhaps twice)"))?;
+                d.ack(BasicAckOptions::default()).await.map_err(|e| {
+                    anyhow::anyhow!("{id} was moved to the dead-letter queue's tail but its old copy could not be removed ({e}): it is in the queue twice")
+                })?;
+                if pending.due()
+                    && let Some(e) = pending.flush(who).await
+                {
+                    report.unrecorded.get_or_insert(e);
+                }
+                tell(&report, &mut told);
                 continue;
             }
             // Stamped before the publish, so that it comes before the router's events in the
@@ -190,15 +206,18 @@ pub async fn replay_with(
                 )
                 .await
                 .map_err(|e| anyhow::anyhow!("replaying {id}: {e} (it stays in the dead-letter queue)"))?;
-            d.ack(BasicAckOptions::default()).await?;
+            // Replayed from here on, whatever the ack does: recorded as such.
             pending.push(id.clone(), taken_ms, event);
-            report.replayed.push(id);
+            report.replayed.push(id.clone());
+            d.ack(BasicAckOptions::default()).await.map_err(|e| {
+                anyhow::anyhow!("{id} was replayed but could not be removed from the dead-letter queue ({e}): it will be offered again (a second replay has no duplicate effect)")
+            })?;
             if pending.due()
                 && let Some(e) = pending.flush(who).await
             {
                 report.unrecorded.get_or_insert(e);
             }
-            progress(&report);
+            tell(&report, &mut told);
         }
         anyhow::Ok(())
     }
@@ -258,7 +277,10 @@ async fn move_to_tail(
         ORIGINAL_USER_HEADER.into(),
         AMQPValue::LongString(LongString::from(original)),
     );
-    let props = d.properties.clone().with_headers(h).with_delivery_mode(2);
+    // No per-message TTL: a dead letter stays until it is replayed or removed.
+    let props = without_expiration(&d.properties)
+        .with_headers(h)
+        .with_delivery_mode(2);
     publisher
         .publish("", &names.dead_letter_queue(), &d.data, props, true)
         .await
@@ -292,10 +314,55 @@ fn replay_properties(props: &BasicProperties, original: &str, by: &str) -> Basic
         ORIGINAL_USER_HEADER.into(),
         AMQPValue::LongString(LongString::from(original)),
     );
-    props
-        .clone()
+    without_expiration(props)
         .with_headers(kept.into())
         .with_delivery_mode(2)
+}
+
+/// `props` without `expiration` (a publisher's per-message TTL, which would send a moved dead
+/// letter to parking, or let a replayed message expire on the way); every other property kept.
+fn without_expiration(props: &BasicProperties) -> BasicProperties {
+    let mut out = BasicProperties::default();
+    if let Some(v) = props.content_type() {
+        out = out.with_content_type(v.clone());
+    }
+    if let Some(v) = props.content_encoding() {
+        out = out.with_content_encoding(v.clone());
+    }
+    if let Some(v) = props.headers() {
+        out = out.with_headers(v.clone());
+    }
+    if let Some(v) = props.delivery_mode() {
+        out = out.with_delivery_mode(*v);
+    }
+    if let Some(v) = props.priority() {
+        out = out.with_priority(*v);
+    }
+    if let Some(v) = props.correlation_id() {
+        out = out.with_correlation_id(v.clone());
+    }
+    if let Some(v) = props.reply_to() {
+        out = out.with_reply_to(v.clone());
+    }
+    if let Some(v) = props.message_id() {
+        out = out.with_message_id(v.clone());
+    }
+    if let Some(v) = props.timestamp() {
+        out = out.with_timestamp(*v);
+    }
+    if let Some(v) = props.kind() {
+        out = out.with_type(v.clone());
+    }
+    if let Some(v) = props.user_id() {
+        out = out.with_user_id(v.clone());
+    }
+    if let Some(v) = props.app_id() {
+        out = out.with_app_id(v.clone());
+    }
+    if let Some(v) = props.cluster_id() {
+        out = out.with_cluster_id(v.clone());
+    }
+    out
 }
 
 /// Replayed messages not yet recorded in the store.

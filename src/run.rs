@@ -135,6 +135,9 @@ where
                     };
                     let r = component(ctx.clone()).await;
                     blocked.abort();
+                    // A connection that is gone blocks nothing (no unblocked event comes).
+                    metrics::gauge!(lienthong_core::health::BROKER_BLOCKED, "component" => name)
+                        .set(0.0);
                     base.health.set_connected(name, false);
                     let _ = tokio::time::timeout(
                         crate::consume::SHUTDOWN_STEP,

@@ -199,7 +199,56 @@ async fn a_forged_message_stays_refused_on_every_replay_and_a_replay_moves_what_
         "{refused}"
     );
     assert_eq!(peek_dead(&bus).await.len(), 3, "nothing was taken");
+    // The lock goes with its connection (here the test's, kept open): released by hand.
+    other
+        .queue_delete(
+            format!("{}.replay.lock", bus.settings.bus.prefix).into(),
+            Default::default(),
+        )
+        .await
+        .expect("released");
     let _ = other.close(200, "done".into()).await;
+
+    // A dead letter as the router left them before it recorded first publishers: the bus's
+    // user_id, no first publisher. It could have been anyone's: replayed, it is refused.
+    let as_bus = std::sync::Arc::new(
+        Connection::connect(&bus.settings.bus.amqp_url, Default::default())
+            .await
+            .expect("the bus's user connects"),
+    );
+    let bus_publisher = Publisher::new(&as_bus, 10_000).await.expect("publisher");
+    let legacy = forged_result(&birth(9711, SON_HA_CIVIL));
+    let mut h = lapin::types::FieldTable::default();
+    for (k, v) in [
+        (lienthong_core::deadletter::headers::COMPONENT, "router"),
+        (
+            lienthong_core::deadletter::headers::REASON_CODE,
+            "sender-mismatch",
+        ),
+    ] {
+        h.insert(
+            k.into(),
+            lapin::types::AMQPValue::LongString(v.to_string().into()),
+        );
+    }
+    bus_publisher
+        .publish(
+            "",
+            &bus.names.dead_letter_queue(),
+            &legacy.to_bytes(),
+            envelope_properties(&legacy).with_headers(h),
+            true,
+        )
+        .await
+        .expect("an old dead letter");
+    let report = bus.replay(std::slice::from_ref(&legacy.message_id)).await;
+    assert_eq!(report.replayed, vec![legacy.message_id.clone()]);
+    let rows = logged(&bus, &legacy.message_id, 1).await;
+    assert_eq!(
+        rows[0].reason_code, "sender-mismatch",
+        "an old dead letter of the router is not taken as the bus's"
+    );
+    let _ = as_bus.close(200, "done".into()).await;
     let _ = conn.close(200, "done".into()).await;
     bus.stop().await;
 }

@@ -187,6 +187,48 @@ async fn one_dossier_is_one_trace_across_the_router_and_adapter_processes() {
         .1
         .clone();
 
+    // A trace state no HTTP header may carry (a control character) is not passed on: the
+    // agency is still called, and the trace goes on.
+    let trace4 = "6d6f2e8e9a3c4b7d8e2f1a0b9c8d7e60";
+    let odd = birth(213, POLICE);
+    let props = envelope_properties(&odd);
+    let mut h = props.headers().clone().unwrap_or_default();
+    h.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(LongString::from(format!("00-{trace4}-{centre_span}-01"))),
+    );
+    h.insert(
+        "tracestate".into(),
+        AMQPValue::LongString(LongString::from("a=x\r\nX-Injected: 1")),
+    );
+    view.unit_publisher
+        .publish(
+            &view.names.ingress_exchange(),
+            "",
+            &odd.to_bytes(),
+            props.with_headers(h),
+            true,
+        )
+        .await
+        .expect("published");
+    let answered = loop {
+        let r = next(&mut centre, 30).await;
+        if r.causation_id.as_deref() == Some(odd.message_id.as_str()) {
+            break r;
+        }
+    };
+    assert_eq!(answered.kind.as_str(), result.kind.as_str(), "{answered:?}");
+    let tps: Vec<(String, String)> = reqwest::get(format!("{}/_mock/traceparents", view.mock_url))
+        .await
+        .expect("mock")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        tps.iter().any(|(_, tp)| tp.contains(trace4)),
+        "Police got the trace without the odd state: {tps:?}"
+    );
+
     // A log line written while handling a traced message carries its trace id.
     let trace3 = "5c5f1e8e9a3c4b7d8e2f1a0b9c8d7e6f";
     let lost = birth(212, "000.99.99.H48");

@@ -233,6 +233,9 @@ pub enum Failure {
     ReadTimeout,
     /// The connection was reset or closed before the answer was complete.
     Closed,
+    /// The request could not be built (a header value the HTTP library refuses, a bad URL):
+    /// nothing was sent.
+    Build,
     /// Anything else (after the request may have been sent).
     Other,
 }
@@ -309,6 +312,13 @@ impl TransportError {
                     "TLS handshake with {who} at {addr} failed: {text}; nothing was sent{hint}"
                 ),
             )
+        } else if e.is_builder() {
+            (
+                Failure::Build,
+                format!(
+                    "the request to {who} at {addr} could not be built ({detail}); nothing was sent"
+                ),
+            )
         } else if e.is_dns() {
             (
                 Failure::Dns { host: host.clone() },
@@ -380,7 +390,7 @@ impl TransportError {
     }
 
     /// Whether the failure came before anything was sent: DNS, a refused or timed-out
-    /// connection, a failed TLS handshake.
+    /// connection, a failed TLS handshake, a request that could not be built.
     pub fn before_sending(&self) -> bool {
         matches!(
             self.failure,
@@ -389,6 +399,7 @@ impl TransportError {
                 | Failure::Refused
                 | Failure::ConnectTimeout { .. }
                 | Failure::Connect
+                | Failure::Build
         )
     }
 

@@ -22,8 +22,10 @@ pub const BROKER_BLOCKED: &str = "lienthong_broker_blocked";
 pub fn watch_blocked(conn: &lapin::Connection, component: &str) -> tokio::task::JoinHandle<()> {
     use futures_lite::StreamExt;
     let component = component.to_string();
-    metrics::gauge!(BROKER_BLOCKED, "component" => component.clone()).set(0.0);
     let mut events = Box::pin(conn.events_listener());
+    // Blocked before the listener existed (the topology was declared first): the status says.
+    let now = if conn.status().blocked() { 1.0 } else { 0.0 };
+    metrics::gauge!(BROKER_BLOCKED, "component" => component.clone()).set(now);
     tokio::spawn(async move {
         while let Some(e) = events.next().await {
             match e {

@@ -81,11 +81,20 @@ const SCOPE: &str = "lienthong";
 /// AMQP headers as a carrier.
 struct AmqpHeaders<'a>(&'a FieldTable);
 
+/// A trace-context header value as sent by a party the bus does not control (a unit, an
+/// agency): printable ASCII and at most 512 bytes, else ignored (W3C Trace Context allows no
+/// more; a control character would later make the bus's own HTTP requests unbuildable).
+fn well_formed(v: &str) -> Option<&str> {
+    (v.len() <= 512 && v.bytes().all(|b| (0x20..=0x7e).contains(&b))).then_some(v)
+}
+
 impl Extractor for AmqpHeaders<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         match self.0.inner().get(key)? {
-            AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
-            AMQPValue::ShortString(s) => Some(s.as_str()),
+            AMQPValue::LongString(s) => {
+                std::str::from_utf8(s.as_bytes()).ok().and_then(well_formed)
+            }
+            AMQPValue::ShortString(s) => well_formed(s.as_str()),
             _ => None,
         }
     }
@@ -99,6 +108,20 @@ struct AmqpHeadersMut<'a>(&'a mut FieldTable);
 
 impl Injector for AmqpHeadersMut<'_> {
     fn set(&mut self, key: &str, value: String) {
+        if value.is_empty() {
+            // No `tracestate`: none is sent (and an old one is not kept).
+            if self.0.contains_key(key) {
+                let kept: std::collections::BTreeMap<_, _> = self
+                    .0
+                    .inner()
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != key)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                *self.0 = kept.into();
+            }
+            return;
+        }
         self.0
             .insert(key.into(), AMQPValue::LongString(LongString::from(value)));
     }
@@ -109,7 +132,10 @@ struct HttpHeaders<'a>(&'a http::HeaderMap);
 
 impl Extractor for HttpHeaders<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+        self.0
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .and_then(well_formed)
     }
 
     fn keys(&self) -> Vec<&str> {
@@ -161,6 +187,10 @@ pub fn http_headers() -> Vec<(&'static str, String)> {
                 "tracestate" => "tracestate",
                 _ => return,
             };
+            // Only what an HTTP header may carry, and no empty `tracestate`.
+            if value.is_empty() || http::HeaderValue::from_str(&value).is_err() {
+                return;
+            }
             self.0.push((key, value));
         }
     }

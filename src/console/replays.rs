@@ -54,10 +54,7 @@ struct JobState {
 impl Jobs {
     /// The running replay, if one is.
     pub(super) fn running(&self) -> Option<Arc<Job>> {
-        self.lock()
-            .iter()
-            .find(|j| j.snapshot().outcome.is_none())
-            .cloned()
+        self.lock().iter().find(|j| !j.finished()).cloned()
     }
 
     fn get(&self, id: &str) -> Option<Arc<Job>> {
@@ -74,7 +71,7 @@ impl Jobs {
         let mut jobs = self.lock();
         jobs.push_back(job);
         while jobs.len() > KEPT {
-            match jobs.iter().position(|j| j.snapshot().outcome.is_some()) {
+            match jobs.iter().position(|j| j.finished()) {
                 Some(i) => {
                     jobs.remove(i);
                 }
@@ -85,6 +82,15 @@ impl Jobs {
 }
 
 impl Job {
+    /// Whether the replay has finished (without copying its report).
+    fn finished(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .outcome
+            .is_some()
+    }
+
     fn snapshot(&self) -> JobState {
         self.state
             .lock()
@@ -193,10 +199,11 @@ async fn page(State(c): State<Console>, v: Viewer, Path(id): Path<String>) -> Re
 fn body(v: &Viewer, job: &Job, s: &JobState) -> Markup {
     let lang = v.lang;
     let r = &s.report;
+    let replayed: std::collections::HashSet<&str> = r.replayed.iter().map(String::as_str).collect();
     let missing: Vec<&String> = job
         .ids
         .iter()
-        .filter(|id| !r.replayed.contains(id))
+        .filter(|id| !replayed.contains(id.as_str()))
         .collect();
     html! {
         p { (t(lang, "replay_by")) " " strong { (job.user) } " · " (job.ids.len()) " " (t(lang, "replay_asked")) }
