@@ -163,8 +163,7 @@ pub async fn replay_with(
                 .unwrap_or_default();
             let code =
                 header_str(&d.properties, headers::REASON_CODE).unwrap_or_else(|| "broker".into());
-            let original =
-                lienthong_core::senders::original_user(&d.properties, bus_user.as_deref());
+            let original = first_publisher(&d.properties, bus_user.as_deref());
             let take = filter.matches(&wanted, &id, Some(&code));
             if take && wanted.contains(id.as_str()) {
                 found.insert(id.clone());
@@ -261,6 +260,23 @@ async fn lock(conn: &lapin::Connection, names: &Names) -> anyhow::Result<Channel
 /// Whether `e` is the broker's 405 RESOURCE_LOCKED.
 fn is_locked(e: &lapin::Error) -> bool {
     matches!(e.kind(), lapin::ErrorKind::ProtocolError(a) if a.get_id() == 405)
+}
+
+/// The broker user a dead letter speaks for ([`lienthong_core::senders::original_user`]). A
+/// dead letter the router published before the bus recorded first publishers (the bus's
+/// `user_id`, no [`ORIGINAL_USER_HEADER`], `x-lienthong-component: router`) could have been
+/// anyone's: it speaks for no one (`""`), so its replay is checked as a sender-mismatch
+/// instead of passing as the bus's.
+fn first_publisher(props: &BasicProperties, bus_user: Option<&str>) -> String {
+    let user = props.user_id().as_ref().map(|u| u.as_str());
+    if user.is_some()
+        && user == bus_user
+        && header_str(props, ORIGINAL_USER_HEADER).is_none()
+        && header_str(props, headers::COMPONENT).as_deref() == Some("router")
+    {
+        return String::new();
+    }
+    lienthong_core::senders::original_user(props, bus_user)
 }
 
 /// Move a dead letter to the tail of the dead-letter queue: the same body and headers (its

@@ -32,22 +32,9 @@ pub fn effective_user<'a>(
 /// it (a dead letter, a replay, a dead letter moved in its queue): [`effective_user`] of its
 /// properties, `""` when it had none. A header the publisher set itself counts only when the
 /// publisher is the bus, so a unit cannot name another user through it.
-///
-/// A dead letter the router published before the bus recorded first publishers (the bus's
-/// `user_id`, no [`ORIGINAL_USER_HEADER`], `x-lienthong-component: router`) could have been
-/// anyone's: it speaks for no one (`""`), so its replay is checked as a sender-mismatch
-/// instead of passing as the bus's.
 pub fn original_user(props: &lapin::BasicProperties, bus_user: Option<&str>) -> String {
     let user = props.user_id().as_ref().map(|u| u.as_str());
     let recorded = crate::amqp::header_str(props, ORIGINAL_USER_HEADER);
-    if recorded.is_none()
-        && user.is_some()
-        && user == bus_user
-        && crate::amqp::header_str(props, crate::deadletter::headers::COMPONENT).as_deref()
-            == Some("router")
-    {
-        return String::new();
-    }
     effective_user(bus_user, user, recorded.as_deref())
         .unwrap_or_default()
         .to_string()
