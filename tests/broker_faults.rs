@@ -518,6 +518,18 @@ async fn a_message_over_the_brokers_max_size_gets_413_and_the_closed_channel_is_
                 && l.contains("channel=\"ingress\"")),
         "channel recoveries are counted: {metrics}"
     );
+    // Only the first message too large reached the broker: the publisher learned its limit
+    // and refused the next four itself, so the shared channel was closed (and reopened) once.
+    let reopened: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("lienthong_channel_recoveries_total")
+                && l.contains("component=\"http\"")
+                && l.contains("channel=\"ingress\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(reopened, 1.0, "{metrics}");
     record_reliability(Reliability {
         scenario: "a message over the broker's max_message_size (private node)".into(),
         fault: format!(

@@ -76,6 +76,14 @@ fn max_size_in(why: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// Now, s since the epoch.
+fn epoch_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// Connect to the broker, naming the connection `lienthong/<name>` (the bus names it
 /// `lienthong/<prefix>/<component>`) so operators can see it.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
@@ -235,7 +243,17 @@ struct Inner {
     supervision: Option<Supervision>,
     repair: tokio::sync::Mutex<RepairState>,
     healing: std::sync::atomic::AtomicBool,
+    /// The broker's `max_message_size` as its last refusal named it, bytes (0: none seen), and
+    /// when (s since the epoch): a larger message is refused here for [`LEARNED_MAX_SECS`]
+    /// instead of being sent, because the broker answers it by closing the channel that every
+    /// other publish of this publisher shares.
+    max_size: std::sync::atomic::AtomicU64,
+    max_size_at: std::sync::atomic::AtomicU64,
 }
+
+/// How long a broker's `max_message_size` learned from a refusal is applied before the broker
+/// is asked again (it may have been raised), s.
+const LEARNED_MAX_SECS: u64 = 600;
 
 /// The state of repairs: the last failure and when to try again.
 #[derive(Default)]
@@ -333,6 +351,8 @@ impl Publisher {
                 supervision,
                 repair: tokio::sync::Mutex::new(RepairState::default()),
                 healing: std::sync::atomic::AtomicBool::new(false),
+                max_size: std::sync::atomic::AtomicU64::new(0),
+                max_size_at: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -376,6 +396,9 @@ impl Publisher {
         props: BasicProperties,
         mandatory: bool,
     ) -> Result<Pending, PublishError> {
+        if let Some(why) = self.known_too_large(body.len()) {
+            return Err(PublishError::TooLarge(why));
+        }
         // Whatever `user_id` the properties carry (a consumed message's, say), the broker
         // accepts only this connection's own.
         let props = match &self.inner.user_id {
@@ -481,6 +504,11 @@ impl Publisher {
                 // The broker closed the channel for this message's size: reopen for the others,
                 // and fail this one for good. (Another message on the same channel that was
                 // too large closes it under this one too: that one is tried again below.)
+                if let Some(max) = max_size_in(&why) {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    self.inner.max_size.store(max, Relaxed);
+                    self.inner.max_size_at.store(epoch_secs(), Relaxed);
+                }
                 self.note_closed(&why).await;
                 return Err(PublishError::TooLarge(why));
             }
@@ -490,6 +518,22 @@ impl Publisher {
             }
             self.note_closed(&why).await;
         }
+    }
+
+    /// Why a message of `len` bytes is refused without sending it: the broker refused a smaller
+    /// one as too large within the last [`LEARNED_MAX_SECS`].
+    fn known_too_large(&self, len: usize) -> Option<String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let max = self.inner.max_size.load(Relaxed);
+        (max > 0
+            && len as u64 > max
+            && epoch_secs().saturating_sub(self.inner.max_size_at.load(Relaxed))
+                < LEARNED_MAX_SECS)
+            .then(|| {
+                format!(
+                    "message size {len} is larger than the broker's configured max size {max} (as it said when it refused a message; not sent)"
+                )
+            })
     }
 
     fn redeclare_hook(&self) -> Option<&Redeclare> {
