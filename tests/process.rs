@@ -205,21 +205,12 @@ async fn demo_completes_every_sample_dossier() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn components_run_as_separate_processes() {
-    let (mut s, dir) = settings("split");
     // JSON log lines, as a log collector reads them.
-    s.log.format = lienthong_core::registry::LogFormat::Json;
-    let users = broker_users(&mut s);
-    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
-    use_mock(&mut s, &mock);
-    let port = free_port();
-    s.http.listen = format!("127.0.0.1:{port}");
-    let config = dir.join("config.toml");
-    s.write_file(&config).expect("config");
-    let spawn = |components: &str, log: &str| spawn_components(&config, &dir, components, log);
-    let mut routing = spawn("router,tracer", "routing.log");
-    let mut delivery = spawn("adapters,http", "delivery.log");
-    wait_ready_from(&dir.join("delivery.log"), port).await;
-    let view = view_of(&s, &dir, &mock, users).await;
+    let mut split = Split::start("split", |s| {
+        s.log.format = lienthong_core::registry::LogFormat::Json;
+    })
+    .await;
+    let (view, dir) = (&split.view, split.dir.clone());
     let mut centre = view.listen(SON_HA).await;
     let env = birth(200, POLICE);
     view.send(&env).await;
@@ -265,18 +256,8 @@ async fn components_run_as_separate_processes() {
             );
         }
     }
-    for c in [&routing, &delivery] {
-        sigterm(c);
-    }
-    for c in [&mut routing, &mut delivery] {
-        let st = c.wait().expect("wait");
-        assert!(st.success(), "{st:?}");
-    }
-    let _ = mock.stop.send(());
-    let _ = lienthong_core::topology::Topology::plan(&s)
-        .delete(&view.conn)
-        .await;
-    let _ = std::fs::remove_dir_all(&dir);
+    split.stop_processes();
+    split.clean().await;
 }
 
 /// Kill the process running `victim` with SIGKILL after 40 of 200 results, start it again, and

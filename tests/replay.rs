@@ -71,21 +71,7 @@ async fn peek_dead(bus: &Bus) -> Vec<(String, BasicProperties)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_message_stays_refused_on_every_replay_and_a_replay_moves_what_it_passes() {
-    let bus = Bus::start_with("replay", |s| {
-        let user = format!("{}.son-ha", s.bus.prefix);
-        for u in &mut s.units {
-            if u.code == SON_HA || u.code == SON_HA_CIVIL {
-                u.amqp_user = Some(user.clone());
-            }
-        }
-    })
-    .await;
-    let user = format!("{}.son-ha", bus.settings.bus.prefix);
-    let conn = std::sync::Arc::new(
-        Connection::connect(&bus.users.url(&user).expect("url"), Default::default())
-            .await
-            .expect("Sơn Hà's user connects"),
-    );
+    let (bus, user, conn) = start_with_son_ha_user("replay").await;
     let son_ha = Publisher::new(&conn, 10_000).await.expect("publisher");
     let mut centre = bus.listen(SON_HA).await;
     let ingress = bus.names.ingress_exchange();
@@ -162,10 +148,11 @@ async fn a_forged_message_stays_refused_on_every_replay_and_a_replay_moves_what_
     );
 
     // One replay at a time: while another connection holds the lock, a replay is refused.
+    let lock = format!("{}.replay.lock", bus.settings.bus.prefix);
     let other = bus.conn.create_channel().await.expect("channel");
     other
         .queue_declare(
-            format!("{}.replay.lock", bus.settings.bus.prefix).into(),
+            lock.as_str().into(),
             QueueDeclareOptions {
                 exclusive: true,
                 auto_delete: true,
@@ -175,25 +162,13 @@ async fn a_forged_message_stays_refused_on_every_replay_and_a_replay_moves_what_
         )
         .await
         .expect("the lock");
-    let writer =
-        lienthong_core::store::MessageWriter::start(std::path::Path::new(&bus.settings.store.path))
-            .expect("writer");
-    let who = lienthong::replay::Replayer {
-        writer: &writer,
-        by: "cli:test".into(),
-        component: "cli",
-    };
-    let refused = lienthong::replay::replay(
-        &bus.settings,
-        &lienthong::replay::Filter {
+    let refused = bus
+        .try_replay(&lienthong::replay::Filter {
             all: true,
             ..Default::default()
-        },
-        false,
-        &who,
-    )
-    .await
-    .expect_err("a second replay runs beside the first");
+        })
+        .await
+        .expect_err("a second replay runs beside the first");
     assert!(
         refused.to_string().contains("another replay is running"),
         "{refused}"
@@ -201,10 +176,7 @@ async fn a_forged_message_stays_refused_on_every_replay_and_a_replay_moves_what_
     assert_eq!(peek_dead(&bus).await.len(), 3, "nothing was taken");
     // The lock goes with its connection (here the test's, kept open): released by hand.
     other
-        .queue_delete(
-            format!("{}.replay.lock", bus.settings.bus.prefix).into(),
-            Default::default(),
-        )
+        .queue_delete(lock.as_str().into(), Default::default())
         .await
         .expect("released");
     let _ = other.close(200, "done".into()).await;

@@ -47,22 +47,7 @@ async fn publish_raw(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unit_publishes_only_as_itself_and_only_where_it_may() {
-    let bus = Bus::start_with("sender-auth", |s| {
-        let user = format!("{}.son-ha", s.bus.prefix);
-        for u in &mut s.units {
-            if u.code == SON_HA || u.code == SON_HA_CIVIL {
-                u.amqp_user = Some(user.clone());
-            }
-        }
-    })
-    .await;
-    let user = format!("{}.son-ha", bus.settings.bus.prefix);
-    let url = bus.users.url(&user).expect("son-ha's url");
-    let conn = std::sync::Arc::new(
-        Connection::connect(&url, Default::default())
-            .await
-            .expect("Sơn Hà's user connects"),
-    );
+    let (bus, _user, conn) = start_with_son_ha_user("sender-auth").await;
     let son_ha = Publisher::new(&conn, 10_000).await.expect("publisher");
     let mut civil = bus.listen(SON_HA_CIVIL).await;
     let mut centre = bus.listen(SON_HA).await;

@@ -102,35 +102,17 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Got>>>) {
 
 use axum::response::IntoResponse;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_dossier_is_one_trace_across_the_router_and_adapter_processes() {
-    let (otlp, spans) = receiver().await;
-    let (mut s, dir) = settings("otel");
-    s.telemetry.otlp_endpoint = Some(otlp);
-    s.telemetry.otlp_protocol = Some("http/json".into());
-    s.log.format = lienthong_core::registry::LogFormat::Json;
-    let users = broker_users(&mut s);
-    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
-    use_mock(&mut s, &mock);
-    let port = free_port();
-    s.http.listen = format!("127.0.0.1:{port}");
-    let config = dir.join("config.toml");
-    s.write_file(&config).expect("config");
-    let mut routing = spawn_components(&config, &dir, "router,tracer", "routing.log");
-    let mut delivery = spawn_components(&config, &dir, "adapters,http", "delivery.log");
-    wait_ready_from(&dir.join("delivery.log"), port).await;
-    let view = view_of(&s, &dir, &mock, users).await;
-    let mut centre = view.listen(SON_HA).await;
-
-    // The centre's software sends its filing inside a span of its own.
-    let (trace, centre_span) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
-    let env = birth(210, POLICE);
-    let props = envelope_properties(&env);
+/// Publish `env` to the ingress as the centres' broker user, carrying the trace-context
+/// headers `(name, value)`.
+async fn publish_traced(view: &Bus, env: &lienthong_core::Envelope, context: &[(&str, String)]) {
+    let props = envelope_properties(env);
     let mut h = props.headers().clone().unwrap_or_default();
-    h.insert(
-        "traceparent".into(),
-        AMQPValue::LongString(LongString::from(format!("00-{trace}-{centre_span}-01"))),
-    );
+    for (k, v) in context {
+        h.insert(
+            (*k).into(),
+            AMQPValue::LongString(LongString::from(v.clone())),
+        );
+    }
     view.unit_publisher
         .publish(
             &view.names.ingress_exchange(),
@@ -141,25 +123,33 @@ async fn one_dossier_is_one_trace_across_the_router_and_adapter_processes() {
         )
         .await
         .expect("published");
+}
+
+/// The `traceparent` of span `span` in trace `trace` (sampled).
+fn parent(trace: &str, span: &str) -> (&'static str, String) {
+    ("traceparent", format!("00-{trace}-{span}-01"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_dossier_is_one_trace_across_the_router_and_adapter_processes() {
+    let (otlp, spans) = receiver().await;
+    let mut split = Split::start("otel", |s| {
+        s.telemetry.otlp_endpoint = Some(otlp);
+        s.telemetry.otlp_protocol = Some("http/json".into());
+        s.log.format = lienthong_core::registry::LogFormat::Json;
+    })
+    .await;
+    let (view, dir) = (&split.view, split.dir.clone());
+    let mut centre = view.listen(SON_HA).await;
+
+    // The centre's software sends its filing inside a span of its own.
+    let (trace, centre_span) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let env = birth(210, POLICE);
+    publish_traced(view, &env, &[parent(trace, centre_span)]).await;
     // And a filing without a receiver, which the process manager runs.
     let (trace2, filing_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
     let filed = filed_birth(211);
-    let props = envelope_properties(&filed);
-    let mut h = props.headers().clone().unwrap_or_default();
-    h.insert(
-        "traceparent".into(),
-        AMQPValue::LongString(LongString::from(format!("00-{trace2}-{filing_span}-01"))),
-    );
-    view.unit_publisher
-        .publish(
-            &view.names.ingress_exchange(),
-            "",
-            &filed.to_bytes(),
-            props.with_headers(h),
-            true,
-        )
-        .await
-        .expect("published");
+    publish_traced(view, &filed, &[parent(trace2, filing_span)]).await;
     let result = next(&mut centre, 30).await;
     assert_eq!(
         result.causation_id.as_deref(),
@@ -191,26 +181,15 @@ async fn one_dossier_is_one_trace_across_the_router_and_adapter_processes() {
     // agency is still called, and the trace goes on.
     let trace4 = "6d6f2e8e9a3c4b7d8e2f1a0b9c8d7e60";
     let odd = birth(213, POLICE);
-    let props = envelope_properties(&odd);
-    let mut h = props.headers().clone().unwrap_or_default();
-    h.insert(
-        "traceparent".into(),
-        AMQPValue::LongString(LongString::from(format!("00-{trace4}-{centre_span}-01"))),
-    );
-    h.insert(
-        "tracestate".into(),
-        AMQPValue::LongString(LongString::from("a=x\r\nX-Injected: 1")),
-    );
-    view.unit_publisher
-        .publish(
-            &view.names.ingress_exchange(),
-            "",
-            &odd.to_bytes(),
-            props.with_headers(h),
-            true,
-        )
-        .await
-        .expect("published");
+    publish_traced(
+        view,
+        &odd,
+        &[
+            parent(trace4, centre_span),
+            ("tracestate", "a=x\r\nX-Injected: 1".to_string()),
+        ],
+    )
+    .await;
     let answered = loop {
         let r = next(&mut centre, 30).await;
         if r.causation_id.as_deref() == Some(odd.message_id.as_str()) {
@@ -232,22 +211,7 @@ async fn one_dossier_is_one_trace_across_the_router_and_adapter_processes() {
     // A log line written while handling a traced message carries its trace id.
     let trace3 = "5c5f1e8e9a3c4b7d8e2f1a0b9c8d7e6f";
     let lost = birth(212, "000.99.99.H48");
-    let props = envelope_properties(&lost);
-    let mut h = props.headers().clone().unwrap_or_default();
-    h.insert(
-        "traceparent".into(),
-        AMQPValue::LongString(LongString::from(format!("00-{trace3}-{centre_span}-01"))),
-    );
-    view.unit_publisher
-        .publish(
-            &view.names.ingress_exchange(),
-            "",
-            &lost.to_bytes(),
-            props.with_headers(h),
-            true,
-        )
-        .await
-        .expect("published");
+    publish_traced(view, &lost, &[parent(trace3, centre_span)]).await;
     let line = eventually(15, "the router's JSON log line", || {
         std::fs::read_to_string(dir.join("routing.log"))
             .ok()?
@@ -280,13 +244,7 @@ async fn one_dossier_is_one_trace_across_the_router_and_adapter_processes() {
     .await;
 
     // Stopping exports what each process still has batched.
-    for c in [&routing, &delivery] {
-        sigterm(c);
-    }
-    for c in [&mut routing, &mut delivery] {
-        let st = c.wait().expect("wait");
-        assert!(st.success(), "{st:?}");
-    }
+    split.stop_processes();
     let all: Vec<Got> = eventually(15, "spans of both processes", || {
         let all = spans.lock().ok()?.clone();
         let ours: Vec<Got> = all.into_iter().filter(|g| g.trace == trace).collect();
@@ -362,9 +320,5 @@ async fn one_dossier_is_one_trace_across_the_router_and_adapter_processes() {
         Some(result.kind.as_str())
     );
 
-    let _ = mock.stop.send(());
-    let _ = lienthong_core::topology::Topology::plan(&s)
-        .delete(&view.conn)
-        .await;
-    let _ = std::fs::remove_dir_all(&dir);
+    split.clean().await;
 }

@@ -309,6 +309,20 @@ impl Bus {
     /// `cli:test`).
     #[allow(dead_code)]
     pub async fn replay(&self, ids: &[String]) -> lienthong::replay::Report {
+        self.try_replay(&lienthong::replay::Filter {
+            ids: ids.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("replay")
+    }
+
+    /// Replay what `filter` matches, as `cli:test`; the replay's error as it is.
+    #[allow(dead_code)]
+    pub async fn try_replay(
+        &self,
+        filter: &lienthong::replay::Filter,
+    ) -> anyhow::Result<lienthong::replay::Report> {
         let writer =
             lienthong_core::store::MessageWriter::start(&PathBuf::from(&self.settings.store.path))
                 .expect("writer");
@@ -317,17 +331,7 @@ impl Bus {
             by: "cli:test".into(),
             component: "cli",
         };
-        lienthong::replay::replay(
-            &self.settings,
-            &lienthong::replay::Filter {
-                ids: ids.to_vec(),
-                ..Default::default()
-            },
-            false,
-            &who,
-        )
-        .await
-        .expect("replay")
+        lienthong::replay::replay(&self.settings, filter, false, &who).await
     }
 
     /// Publish an envelope to the ingress exchange over AMQP, as a centre would (as the units'
@@ -818,4 +822,27 @@ pub async fn webhook() -> (String, mpsc::UnboundedReceiver<Value>) {
         let _ = axum::serve(listener, app).await;
     });
     (url, rx)
+}
+
+/// A bus on which Sơn Hà's two units (the centre and its civil-status office) have a broker
+/// user of their own (`<prefix>.son-ha`): the bus, that user's name and a connection as it.
+#[allow(dead_code)]
+pub async fn start_with_son_ha_user(name: &str) -> (Bus, String, std::sync::Arc<Connection>) {
+    let bus = Bus::start_with(name, |s| {
+        let user = format!("{}.son-ha", s.bus.prefix);
+        for u in &mut s.units {
+            if u.code == SON_HA || u.code == SON_HA_CIVIL {
+                u.amqp_user = Some(user.clone());
+            }
+        }
+    })
+    .await;
+    let user = format!("{}.son-ha", bus.settings.bus.prefix);
+    let url = bus.users.url(&user).expect("son-ha's url");
+    let conn = std::sync::Arc::new(
+        Connection::connect(&url, Default::default())
+            .await
+            .expect("Sơn Hà's user connects"),
+    );
+    (bus, user, conn)
 }

@@ -167,3 +167,65 @@ pub fn sigterm(child: &Proc) {
         .expect("kill");
     assert!(ok.success());
 }
+
+/// A bus split over two processes, as a deployment runs it: `router,tracer` (log
+/// `routing.log`) and `adapters,http` (log `delivery.log`), both ready, with the mock agencies
+/// and a test-side view.
+pub struct Split {
+    pub settings: lienthong_core::registry::Settings,
+    pub dir: std::path::PathBuf,
+    pub mock: lienthong_testkit::mock::MockServer,
+    pub view: Bus,
+    pub routing: Proc,
+    pub delivery: Proc,
+}
+
+impl Split {
+    /// Start the two processes with settings `name`, changed by `tweak` first.
+    pub async fn start(
+        name: &str,
+        tweak: impl FnOnce(&mut lienthong_core::registry::Settings),
+    ) -> Split {
+        let (mut s, dir) = settings(name);
+        tweak(&mut s);
+        let users = broker_users(&mut s);
+        let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
+        use_mock(&mut s, &mock);
+        let port = free_port();
+        s.http.listen = format!("127.0.0.1:{port}");
+        let config = dir.join("config.toml");
+        s.write_file(&config).expect("config");
+        let routing = spawn_components(&config, &dir, "router,tracer", "routing.log");
+        let delivery = spawn_components(&config, &dir, "adapters,http", "delivery.log");
+        wait_ready_from(&dir.join("delivery.log"), port).await;
+        let view = view_of(&s, &dir, &mock, users).await;
+        Split {
+            settings: s,
+            dir,
+            mock,
+            view,
+            routing,
+            delivery,
+        }
+    }
+
+    /// SIGTERM both processes; both exit 0.
+    pub fn stop_processes(&mut self) {
+        for c in [&self.routing, &self.delivery] {
+            sigterm(c);
+        }
+        for c in [&mut self.routing, &mut self.delivery] {
+            let st = c.wait().expect("wait");
+            assert!(st.success(), "{st:?}");
+        }
+    }
+
+    /// Stop the mock, delete the topology and the directory.
+    pub async fn clean(self) {
+        let _ = self.mock.stop.send(());
+        let _ = lienthong_core::topology::Topology::plan(&self.settings)
+            .delete(&self.view.conn)
+            .await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
