@@ -8,12 +8,13 @@
 //! commit.
 
 use std::path::Path;
+use lienthong_core::store::db::{DbError};
 
 pub use lienthong_core::store::callbacks::{callback_published_in, claim_callback_in};
 use lienthong_core::store::deliveries::set_delivered;
 pub use lienthong_core::store::deliveries::{DeliveryRecord, insert_sending};
 use lienthong_core::store::{Store, StoreError};
-use rusqlite::Connection;
+use lienthong_core::store::db::Db;
 
 /// The delivery log: reads of table `adapter_deliveries` of the bus's store.
 #[derive(Clone)]
@@ -41,7 +42,7 @@ impl DeliveryLog {
 
 /// Record a completed delivery inside an open transaction (the group commit's): the `sending`
 /// row if there is none, then `delivered` with the receipt.
-pub fn record_in(c: &Connection, r: &DeliveryRecord) -> rusqlite::Result<()> {
+pub fn record_in(c: &Db, r: &DeliveryRecord) -> Result<(), DbError> {
     insert_sending(c, r)?;
     set_delivered(c, &r.message_id, &r.receipt)
 }

@@ -8,6 +8,7 @@
 //! the caller dead-letters with the department's reason.
 
 use lienthong_core::envelope::Envelope;
+use lienthong_core::store::db::DbError;
 use lienthong_core::store::edxml_outbox::{NewPackage, fetch_in, put_in, set_state_in, state_in};
 use lienthong_core::store::{Store, StoreError};
 
@@ -101,11 +102,7 @@ impl Outbox {
                     return Ok(Some(Acked::AlreadyEnded(state)));
                 }
                 let env: Envelope = serde_json::from_str(&json).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        4,
-                        rusqlite::types::Type::Text,
-                        Box::new(e),
-                    )
+                    DbError::Conversion(format!("the stored envelope: {e}"))
                 })?;
                 let (new_state, out) = if done {
                     ("done", Acked::Done(env))

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_lite::Stream;
 use maud::html;
-use rusqlite::params;
+use lienthong_core::params;
 use serde::Serialize;
 
 use lienthong_core::store::{Store, StoreError};
@@ -130,7 +130,7 @@ async fn events(
                 s.with(|c| {
                     c.query_row(
                         "SELECT COALESCE(MAX(rowid), 0) FROM trace_events",
-                        [],
+                        params![],
                         |r| r.get::<_, i64>(0),
                     )
                 })

@@ -3,8 +3,10 @@
 //! and the last success and last error of deliveries to each unit.
 
 use std::collections::{BTreeMap, HashMap};
+use crate::store::db::{DbError};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Db, OptionalExtension};
+use crate::params;
 
 use crate::trace::report::percentile;
 
@@ -77,9 +79,9 @@ fn blames_receiver(reason: &str) -> bool {
 /// The first rowid of `trace_events` whose `at_ms` is at or after `at_ms` (the table's rowids
 /// grow with time, give or take [`DISORDER_MS`]), found by bisection: a time window is read
 /// without an index on `at_ms`, which every trace write would have to maintain.
-fn first_rowid_since(c: &Connection, at_ms: i64) -> Result<i64, rusqlite::Error> {
+fn first_rowid_since(c: &Db, at_ms: i64) -> Result<i64, DbError> {
     let bounds: (Option<i64>, Option<i64>) =
-        c.query_row("SELECT MIN(rowid), MAX(rowid) FROM trace_events", [], |r| {
+        c.query_row("SELECT MIN(rowid), MAX(rowid) FROM trace_events", params![], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?;
     let (Some(mut lo), Some(max)) = bounds else {

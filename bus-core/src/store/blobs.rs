@@ -2,7 +2,7 @@
 //! fetching it (parties of one of its dossiers only) and for deleting it with the message
 //! retention.
 
-use rusqlite::params;
+use crate::params;
 
 use super::{MessageWriter, Store, StoreError};
 

@@ -2,17 +2,19 @@
 //! status) is claimed once, so a repeated callback yields the same bus message, and none once
 //! the first was published.
 
-use rusqlite::{Connection, params};
+use crate::store::db::{Db};
+use crate::store::db::{DbError};
+use crate::params;
 
 /// Claim a callback inside an open transaction: the first claim stores `envelope_json`; every
 /// later claim gets the stored one back, with whether it was already published.
 pub fn claim_callback_in(
-    c: &Connection,
+    c: &Db,
     unit: &str,
     reference: &str,
     status: u8,
     envelope_json: &str,
-) -> rusqlite::Result<(String, bool)> {
+) -> Result<(String, bool), DbError> {
     c.prepare_cached("INSERT OR IGNORE INTO agency_callbacks (unit, reference, status, envelope, published, at_ms) VALUES (?1, ?2, ?3, ?4, 0, ?5)")?
         .execute(params![unit, reference, status, envelope_json, crate::clock::now_ms()])?;
     c.prepare_cached("SELECT envelope, published FROM agency_callbacks WHERE unit = ?1 AND reference = ?2 AND status = ?3")?
@@ -24,11 +26,11 @@ pub fn claim_callback_in(
 /// Mark a claimed callback as published (its publish was confirmed), inside an open
 /// transaction.
 pub fn callback_published_in(
-    c: &Connection,
+    c: &Db,
     unit: &str,
     reference: &str,
     status: u8,
-) -> rusqlite::Result<()> {
+) -> Result<(), DbError> {
     c.prepare_cached(
         "UPDATE agency_callbacks SET published = 1 WHERE unit = ?1 AND reference = ?2 AND status = ?3",
     )?

@@ -10,11 +10,12 @@
 //! started, and [`verify_store`] says how many there are.
 
 use std::collections::{HashMap, HashSet};
+use crate::store::db::{Db, DbError, OwnedValue, Row as DbRow, Value};
 
 use ed25519_dalek::{Signature, Signer, Verifier};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
-use rusqlite::types::ValueRef;
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension};
+use crate::params;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -41,26 +42,26 @@ const N_CHAINED: usize = 17;
 
 /// SHA-256 over a canonical, type-tagged, length-prefixed encoding of `fields` (the values of
 /// [`CHAINED_COLUMNS`] as SQLite stores them), so that writing and verifying hash the same bytes.
-pub fn event_hash(fields: &[ValueRef<'_>]) -> [u8; 32] {
+pub fn event_hash(fields: &[Value<'_>]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(EVENT_DOMAIN);
     for v in fields {
         match v {
-            ValueRef::Null => h.update([0u8]),
-            ValueRef::Integer(i) => {
+            Value::Null => h.update([0u8]),
+            Value::Int(i) => {
                 h.update([1u8]);
                 h.update(i.to_be_bytes());
             }
-            ValueRef::Real(f) => {
+            Value::Real(f) => {
                 h.update([4u8]);
                 h.update(f.to_bits().to_be_bytes());
             }
-            ValueRef::Text(t) => {
+            Value::Text(t) => {
                 h.update([2u8]);
                 h.update((t.len() as u64).to_be_bytes());
-                h.update(t);
+                h.update(t.as_bytes());
             }
-            ValueRef::Blob(b) => {
+            Value::Blob(b) => {
                 h.update([3u8]);
                 h.update((b.len() as u64).to_be_bytes());
                 h.update(b);
@@ -84,36 +85,36 @@ pub struct Link {
 
 /// Compute an event's link from the current heads.
 fn link(e: &TraceEvent, seq: i64, prev: Option<[u8; 32]>, dossier_prev: Option<[u8; 32]>) -> Link {
-    fn opt(s: &Option<String>) -> ValueRef<'_> {
+    fn opt(s: &Option<String>) -> Value<'_> {
         match s {
-            Some(s) => ValueRef::Text(s.as_bytes()),
-            None => ValueRef::Null,
+            Some(s) => Value::Text(s),
+            None => Value::Null,
         }
     }
-    let int = |i: Option<i64>| i.map_or(ValueRef::Null, ValueRef::Integer);
-    fn blob(b: &Option<[u8; 32]>) -> ValueRef<'_> {
+    let int = |i: Option<i64>| i.map_or(Value::Null, Value::Int);
+    fn blob(b: &Option<[u8; 32]>) -> Value<'_> {
         match b {
-            Some(b) => ValueRef::Blob(&b[..]),
-            None => ValueRef::Null,
+            Some(b) => Value::Blob(&b[..]),
+            None => Value::Null,
         }
     }
     let (prev_v, dprev_v) = (blob(&prev), blob(&dossier_prev));
-    let fields: [ValueRef<'_>; N_CHAINED] = [
-        ValueRef::Text(e.event_id.as_bytes()),
-        ValueRef::Integer(e.at_ms),
-        ValueRef::Text(e.at.as_bytes()),
+    let fields: [Value<'_>; N_CHAINED] = [
+        Value::Text(&e.event_id),
+        Value::Int(e.at_ms),
+        Value::Text(&e.at),
         opt(&e.ma_ho_so),
         opt(&e.message_id),
         opt(&e.correlation_id),
         opt(&e.kind),
-        ValueRef::Text(e.event.as_str().as_bytes()),
-        ValueRef::Text(e.component.as_bytes()),
+        Value::Text(e.event.as_str()),
+        Value::Text(&e.component),
         opt(&e.from),
         opt(&e.to),
         int(e.attempt.map(i64::from)),
         int(e.status.map(i64::from)),
         opt(&e.reason),
-        ValueRef::Integer(seq),
+        Value::Int(seq),
         prev_v,
         dprev_v,
     ];
@@ -127,9 +128,9 @@ fn link(e: &TraceEvent, seq: i64, prev: Option<[u8; 32]>, dossier_prev: Option<[
 
 /// A head read from `trace_heads`.
 fn read_head(
-    c: &rusqlite::Connection,
+    c: &Db,
     scope: &str,
-) -> Result<Option<(i64, [u8; 32])>, rusqlite::Error> {
+) -> Result<Option<(i64, [u8; 32])>, DbError> {
     let row: Option<(i64, Vec<u8>)> = c
         .prepare_cached("SELECT seq, hash FROM trace_heads WHERE scope = ?1")?
         .query_row(params![scope], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -142,10 +143,10 @@ fn read_head(
 /// `insert(event, link)` writes one row and returns how many rows it wrote (0: a duplicate
 /// `event_id`, which does not advance the chain).
 pub fn chain_events_in(
-    c: &rusqlite::Connection,
+    c: &Db,
     events: &[TraceEvent],
-    mut insert: impl FnMut(&TraceEvent, &Link) -> Result<usize, rusqlite::Error>,
-) -> Result<(), rusqlite::Error> {
+    mut insert: impl FnMut(&TraceEvent, &Link) -> Result<usize, DbError>,
+) -> Result<(), DbError> {
     if events.is_empty() {
         return Ok(());
     }
@@ -261,17 +262,17 @@ fn checkpoint_message(at_ms: i64, count: i64, head: &[u8]) -> Vec<u8> {
 /// moved since the latest checkpoint. Returns the number of chained events it covers, if
 /// written. Runs inside the caller's transaction (the group commit).
 pub fn write_checkpoint_in(
-    c: &rusqlite::Connection,
+    c: &Db,
     key: Option<&SigningKey>,
     at_ms: i64,
-) -> Result<Option<i64>, rusqlite::Error> {
+) -> Result<Option<i64>, DbError> {
     let Some((count, head)) = read_head(c, STORE_SCOPE)? else {
         return Ok(None);
     };
     let last: Option<i64> = c
         .query_row(
             "SELECT event_count FROM trace_checkpoints ORDER BY id DESC LIMIT 1",
-            [],
+            params![],
             |r| r.get(0),
         )
         .optional()?;
@@ -382,19 +383,20 @@ struct Row {
 }
 
 /// Read one row of `SELECT CHAINED_COLUMNS, chain_hash`.
-fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, rusqlite::Error> {
-    let mut fields = Vec::with_capacity(N_CHAINED);
+fn read_row(r: &DbRow<'_>) -> Result<Row, DbError> {
+    let mut owned: Vec<OwnedValue> = Vec::with_capacity(N_CHAINED);
     for i in 0..N_CHAINED {
-        fields.push(r.get_ref(i)?);
+        owned.push(r.get(i)?);
     }
+    let fields: Vec<Value<'_>> = owned.iter().map(OwnedValue::as_value).collect();
     let computed = event_hash(&fields);
-    let text = |v: ValueRef<'_>| match v {
-        ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Integer(i) => Some(i.to_string()),
+    let text = |v: Value<'_>| match v {
+        Value::Text(t) => Some(t.to_string()),
+        Value::Int(i) => Some(i.to_string()),
         _ => None,
     };
-    let blob = |v: ValueRef<'_>| match v {
-        ValueRef::Blob(b) => Some(b.to_vec()),
+    let blob = |v: Value<'_>| match v {
+        Value::Blob(b) => Some(b.to_vec()),
         _ => None,
     };
     Ok(Row {
@@ -402,12 +404,12 @@ fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, rusqlite::Error> {
         at: text(fields[2]).unwrap_or_default(),
         ma: text(fields[3]),
         seq: match fields[14] {
-            ValueRef::Integer(i) => Some(i),
+            Value::Int(i) => Some(i),
             _ => None,
         },
         prev: blob(fields[15]),
         dossier_prev: blob(fields[16]),
-        stored: blob(r.get_ref(N_CHAINED)?),
+        stored: r.get(N_CHAINED)?,
         computed,
     })
 }
@@ -428,14 +430,14 @@ fn brk(kind: BreakKind, row: Option<&Row>, detail: String) -> Break {
 /// every checkpoint (its head must be in the chain, its signature must verify, with `trusted`
 /// when given). Read-only.
 pub fn verify_store(
-    c: &rusqlite::Connection,
+    c: &Db,
     from_ms: Option<i64>,
     trusted: Option<&VerifyingKey>,
-) -> Result<StoreReport, rusqlite::Error> {
+) -> Result<StoreReport, DbError> {
     let start: Option<(i64, Option<i64>)> = c
         .query_row(
             "SELECT started_ms, unchained FROM trace_chain_start WHERE id = 1",
-            [],
+            params![],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
@@ -487,7 +489,7 @@ pub fn verify_store(
     // Unchained rows beyond those recorded when the chain started: inserted.
     let unchained_now: i64 = c.query_row(
         "SELECT COUNT(*) FROM trace_events WHERE chain_seq IS NULL",
-        [],
+        params![],
         |r| r.get(0),
     )?;
     if unchained_now > unchained_before {
@@ -517,7 +519,7 @@ pub fn verify_store(
     let mut prev: Option<Row> = None;
     let mut dossier_last: HashMap<String, Vec<u8>> = HashMap::new();
     while let Some(r) = rows.next()? {
-        let row = read_row(r)?;
+        let row = read_row(&r)?;
         report.checked += 1;
         let seq = row.seq.unwrap_or(0);
         let expected = prev
@@ -737,11 +739,11 @@ pub struct DossierChain {
 }
 
 /// Recompute one dossier's chain (its events by the dossier index; a few rows).
-pub fn verify_dossier(c: &rusqlite::Connection, ma: &str) -> Result<DossierChain, rusqlite::Error> {
+pub fn verify_dossier(c: &Db, ma: &str) -> Result<DossierChain, DbError> {
     let started: Option<i64> = c
         .query_row(
             "SELECT started_ms FROM trace_chain_start WHERE id = 1",
-            [],
+            params![],
             |r| r.get(0),
         )
         .optional()?;
@@ -763,7 +765,7 @@ pub fn verify_dossier(c: &rusqlite::Connection, ma: &str) -> Result<DossierChain
         }
     }
     while let Some(r) = rows.next()? {
-        let row = read_row(r)?;
+        let row = read_row(&r)?;
         let at_ms: i64 = r.get(N_CHAINED + 1)?;
         if row.seq.is_none() {
             if started.is_some_and(|s| at_ms >= s) {

@@ -2,12 +2,12 @@
 //! (blocking: from async code, [`Store::read`] moves them to the blocking pool); writes go
 //! through the process's group-commit writer ([`Store::write`]), never through this connection.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
 
+use super::db::{Db, DbError};
 use super::error::StoreError;
+use super::location::StoreLocation;
 use super::migrations::open_connection;
 use super::writer::MessageWriter;
 
@@ -16,16 +16,16 @@ use super::writer::MessageWriter;
 /// Writes go through the [`MessageWriter`] attached with [`Store::with_writer`].
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Db>>,
     writer: Option<MessageWriter>,
 }
 
 impl Store {
     /// Open (creating the file, its directory and the tables if needed, and bringing the schema
     /// to the latest version). The handle can read; attach the process's writer to write.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(location: impl Into<StoreLocation>) -> Result<Store, StoreError> {
         Ok(Store {
-            conn: Arc::new(Mutex::new(open_connection(path)?)),
+            conn: Arc::new(Mutex::new(open_connection(&location.into())?)),
             writer: None,
         })
     }
@@ -45,7 +45,7 @@ impl Store {
     /// beside the group commit, on a second connection.
     pub fn with<T>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error>,
+        f: impl FnOnce(&mut Db) -> Result<T, DbError>,
     ) -> Result<T, StoreError> {
         let mut guard = match self.conn.lock() {
             Ok(g) => g,
@@ -71,7 +71,7 @@ impl Store {
     /// write's own, the commit's, or [`StoreError::ReadOnly`] when no writer is attached.
     pub async fn write<T: Send + 'static>(
         &self,
-        write: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+        write: impl FnOnce(&Db) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let writer = self.writer.as_ref().ok_or(StoreError::ReadOnly)?;
         writer.transact(write).await.map_err(StoreError::Writer)

@@ -3,7 +3,9 @@
 //! `lienthong dead-letters`, `GET /v1/dead-letters` and the console, which filter it and mark
 //! what was replayed, when and by whom.
 
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter, types::Value as SqlValue};
+use crate::store::db::{Db, OptionalExtension, OwnedValue as SqlValue, param_refs};
+use crate::store::db::{DbError, Row};
+use crate::params;
 
 use crate::trace::report::DeadLetterRow;
 
@@ -28,9 +30,9 @@ pub struct DeadLetterRecord {
 
 /// Record dead-lettered messages inside an open transaction (a repeated one is ignored).
 pub fn insert_dead_letters_in(
-    c: &Connection,
+    c: &Db,
     rows: &[DeadLetterRecord],
-) -> Result<(), rusqlite::Error> {
+) -> Result<(), DbError> {
     let mut st = c.prepare_cached(
         "INSERT OR IGNORE INTO dead_letters (message_id, at_ms, at, ma_ho_so, kind, sender, receiver, reason_code, reason, component, queue, attempts, history, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?;
@@ -60,11 +62,11 @@ pub fn insert_dead_letters_in(
 /// `by`, inside an open transaction: only its rows logged up to `until` (a row logged later is
 /// the replayed message dead-lettered again, still waiting). Returns how many rows changed.
 pub fn mark_replayed_in(
-    c: &Connection,
+    c: &Db,
     marks: &[(String, i64)],
     at_ms: i64,
     by: &str,
-) -> Result<usize, rusqlite::Error> {
+) -> Result<usize, DbError> {
     let mut st = c.prepare_cached(
         "UPDATE dead_letters SET replayed_ms = ?2, replayed_by = ?3 WHERE message_id = ?1 AND replayed_ms IS NULL AND at_ms <= ?4",
     )?;
@@ -119,7 +121,7 @@ pub struct DeadLetterPage {
 
 const COLUMNS: &str = "d.at, d.message_id, d.ma_ho_so, d.kind, d.sender, d.receiver, d.reason_code, d.reason, d.component, d.queue, d.attempts, d.history, d.replayed_ms, d.replayed_by";
 
-fn row(r: &rusqlite::Row<'_>) -> Result<DeadLetterRow, rusqlite::Error> {
+fn row(r: &Row<'_>) -> Result<DeadLetterRow, DbError> {
     Ok(DeadLetterRow {
         at: r.get(0)?,
         message_id: r.get(1)?,
@@ -169,10 +171,10 @@ fn filter(q: &DeadLetterQuery) -> (String, Vec<SqlValue>) {
         ));
     }
     if let Some(v) = q.since_ms {
-        filters.push(format!("d.at_ms >= {}", arg(SqlValue::Integer(v))));
+        filters.push(format!("d.at_ms >= {}", arg(SqlValue::Int(v))));
     }
     if let Some(v) = q.until_ms {
-        filters.push(format!("d.at_ms < {}", arg(SqlValue::Integer(v))));
+        filters.push(format!("d.at_ms < {}", arg(SqlValue::Int(v))));
     }
     match q.state.as_deref() {
         Some("waiting") => filters.push("d.replayed_ms IS NULL".into()),
@@ -206,14 +208,14 @@ impl Store {
         self.with(|c| {
             let total: i64 = c.query_row(
                 &format!("SELECT COUNT(*) {from}"),
-                params_from_iter(args.iter()),
+                &param_refs(&args),
                 |r| r.get(0),
             )?;
             let mut st = c.prepare(&format!(
                 "SELECT {COLUMNS} {from} ORDER BY d.at_ms DESC, d.message_id LIMIT {limit} OFFSET {offset}"
             ))?;
             let items = st
-                .query_map(params_from_iter(args.iter()), row)?
+                .query_map(&param_refs(&args), row)?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(DeadLetterPage {
                 total: total.max(0) as u64,
@@ -241,14 +243,14 @@ impl Store {
                 "SELECT d.message_id {from} GROUP BY d.message_id ORDER BY MIN(d.at_ms) LIMIT {max}"
             ))?;
             let ids: Vec<String> = st
-                .query_map(params_from_iter(args.iter()), |r| r.get(0))?
+                .query_map(&param_refs(&args), |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             let total = if ids.len() < max as usize {
                 ids.len() as u64
             } else {
                 c.query_row(
                     &format!("SELECT COUNT(DISTINCT d.message_id) {from}"),
-                    params_from_iter(args.iter()),
+                    &param_refs(&args),
                     |r| r.get::<_, i64>(0),
                 )?
                 .max(0) as u64
@@ -269,7 +271,7 @@ impl Store {
                 let mut st = c.prepare(&format!(
                     "SELECT DISTINCT message_id FROM dead_letters WHERE replayed_ms IS NULL AND message_id IN ({marks})"
                 ))?;
-                for id in st.query_map(params_from_iter(chunk.iter()), |r| r.get::<_, String>(0))? {
+                for id in st.query_map(&param_refs(&chunk), |r| r.get::<_, String>(0))? {
                     waiting.insert(id?);
                 }
             }
@@ -287,7 +289,7 @@ impl Store {
             let mut st = c.prepare(
                 "SELECT reason_code, SUM(replayed_ms IS NULL) FROM dead_letters GROUP BY reason_code ORDER BY 2 DESC, 1",
             )?;
-            st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?
+            st.query_map(params![], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?
                 .collect()
         })
     }
@@ -318,7 +320,7 @@ impl Store {
     /// How many dead letters the log holds.
     pub fn dead_letter_count(&self) -> Result<u64, StoreError> {
         self.with(|c| {
-            c.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| {
+            c.query_row("SELECT COUNT(*) FROM dead_letters", params![], |r| {
                 r.get::<_, i64>(0)
             })
             .map(|n| n as u64)

@@ -2,7 +2,9 @@
 //! handed to an agency. `sending` is written before the first call, `delivered` with the
 //! agency's receipt before the AMQP ack (the adapter's logic: `lienthong_adapters::deliveries`).
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Db, OptionalExtension};
+use crate::store::db::{DbError};
+use crate::params;
 
 use super::connection::Store;
 use super::error::StoreError;
@@ -35,14 +37,14 @@ pub struct DeliveryRecord {
 }
 
 /// The `sending` row of a delivery (the first write wins), inside an open transaction.
-pub fn insert_sending(c: &Connection, r: &DeliveryRecord) -> rusqlite::Result<()> {
+pub fn insert_sending(c: &Db, r: &DeliveryRecord) -> Result<(), DbError> {
     c.prepare_cached("INSERT OR IGNORE INTO adapter_deliveries VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '', ?9, 'sending')")?
         .execute(params![r.message_id, r.unit, r.ma_ho_so, r.ma_tthc, r.kind, r.sender, r.reply_to, r.correlation_id, r.at_ms])
         .map(|_| ())
 }
 
 /// Mark a delivery `delivered` with the agency's receipt, inside an open transaction.
-pub fn set_delivered(c: &Connection, message_id: &str, receipt: &str) -> rusqlite::Result<()> {
+pub fn set_delivered(c: &Db, message_id: &str, receipt: &str) -> Result<(), DbError> {
     c.prepare_cached(
         "UPDATE adapter_deliveries SET state = 'delivered', receipt = ?2 WHERE message_id = ?1",
     )?
@@ -51,7 +53,7 @@ pub fn set_delivered(c: &Connection, message_id: &str, receipt: &str) -> rusqlit
 }
 
 /// The delivery of a message, in either state, on an open connection.
-pub fn delivery_in(c: &Connection, message_id: &str) -> rusqlite::Result<Option<DeliveryRecord>> {
+pub fn delivery_in(c: &Db, message_id: &str) -> Result<Option<DeliveryRecord>, DbError> {
     c.prepare_cached("SELECT message_id, unit, ma_ho_so, ma_tthc, kind, sender, reply_to, correlation_id, receipt, at_ms, state FROM adapter_deliveries WHERE message_id = ?1")?
         .query_row(params![message_id], |r| {
             Ok(DeliveryRecord {

@@ -3,7 +3,9 @@
 //! the same transaction as the message or process state that changes it; the operators'
 //! dossier lists (`lienthong dossiers`, `GET /v1/dossiers`, the console) read only it.
 
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter, types::Value as SqlValue};
+use crate::store::db::{Db, OptionalExtension, OwnedValue as SqlValue, param_refs};
+use crate::store::db::{DbError, Row};
+use crate::params;
 use serde::Serialize;
 use unicode_normalization::UnicodeNormalization;
 
@@ -96,11 +98,11 @@ fn search_text(ma_ho_so: &str, ma_tthc: &str, applicant: Option<&str>) -> String
 /// moves its status, phase and holder. Rows of process-manager dossiers are written from the
 /// process state ([`index_process_in`]) only.
 pub fn note_in(
-    c: &Connection,
+    c: &Db,
     origin: Option<&Origin>,
     n: &DossierNote,
     now_ms: i64,
-) -> Result<(), rusqlite::Error> {
+) -> Result<(), DbError> {
     if let Some(o) = origin {
         c.prepare_cached(
             "INSERT OR IGNORE INTO dossiers (ma_ho_so, ma_tthc, centre, applicant, search, phase, status, holder, received_ms, updated_ms)
@@ -149,7 +151,7 @@ fn ms(t: Option<&str>) -> Option<i64> {
 
 /// Write the index row of a dossier the process manager runs from its state `p`, inside an
 /// open transaction: the holder is the unit of the open step due first.
-pub fn index_process_in(c: &Connection, p: &Process, now_ms: i64) -> Result<(), rusqlite::Error> {
+pub fn index_process_in(c: &Db, p: &Process, now_ms: i64) -> Result<(), DbError> {
     let open = p
         .steps
         .iter()
@@ -279,7 +281,7 @@ fn columns(now_ms: i64) -> String {
     )
 }
 
-fn row(r: &rusqlite::Row<'_>) -> Result<DossierRow, rusqlite::Error> {
+fn row(r: &Row<'_>) -> Result<DossierRow, DbError> {
     Ok(DossierRow {
         ma_ho_so: r.get(0)?,
         ma_tthc: r.get(1)?,
@@ -361,11 +363,11 @@ impl Store {
             ));
         }
         if let Some(s) = q.since_ms {
-            let p = arg(SqlValue::Integer(s), &mut args);
+            let p = arg(SqlValue::Int(s), &mut args);
             filters.push(format!("received_ms >= {p}"));
         }
         if let Some(u) = q.until_ms {
-            let p = arg(SqlValue::Integer(u), &mut args);
+            let p = arg(SqlValue::Int(u), &mut args);
             filters.push(format!("received_ms < {p}"));
         }
         let filter = if filters.is_empty() {
@@ -378,7 +380,7 @@ impl Store {
         self.with(|c| {
             let total: i64 = c.query_row(
                 &format!("SELECT COUNT(*) FROM dossiers {filter}"),
-                params_from_iter(args.iter()),
+                &param_refs(&args),
                 |r| r.get(0),
             )?;
             let mut st = c.prepare(&format!(
@@ -386,7 +388,7 @@ impl Store {
                 columns(now)
             ))?;
             let items = st
-                .query_map(params_from_iter(args.iter()), row)?
+                .query_map(&param_refs(&args), row)?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(DossierPage {
                 total: total.max(0) as u64,

@@ -3,7 +3,9 @@
 //! `lienthong_adapters::outbox`). Ended packages are kept `[store]
 //! edxml_outbox_retention_days`.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Db, OptionalExtension};
+use crate::store::db::{DbError};
+use crate::params;
 use serde::Serialize;
 
 use super::connection::Store;
@@ -48,7 +50,7 @@ pub struct NewPackage {
 
 /// Store a package as `waiting` (a redelivered message is stored once), inside an open
 /// transaction.
-pub fn put_in(c: &Connection, p: &NewPackage, now_ms: i64) -> rusqlite::Result<()> {
+pub fn put_in(c: &Db, p: &NewPackage, now_ms: i64) -> Result<(), DbError> {
     c.prepare_cached(
         "INSERT OR IGNORE INTO edxml_outbox (id, unit, ma_ho_so, document_id, envelope, package, state, created_ms, updated_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'waiting', ?7, ?7)",
@@ -60,11 +62,11 @@ pub fn put_in(c: &Connection, p: &NewPackage, now_ms: i64) -> rusqlite::Result<(
 /// The package `id` of `unit` if it has not ended, marked `fetched` (one more fetch), inside
 /// an open transaction.
 pub fn fetch_in(
-    c: &Connection,
+    c: &Db,
     unit: &str,
     id: &str,
     now_ms: i64,
-) -> rusqlite::Result<Option<Vec<u8>>> {
+) -> Result<Option<Vec<u8>>, DbError> {
     let pkg: Option<Vec<u8>> = c
         .prepare_cached("SELECT package FROM edxml_outbox WHERE id = ?1 AND unit = ?2 AND state IN ('waiting', 'fetched')")?
         .query_row(params![id, unit], |r| r.get(0))
@@ -78,10 +80,10 @@ pub fn fetch_in(
 
 /// The envelope (JSON), state and fetch count of package `id` of `unit`, on an open connection.
 pub fn state_in(
-    c: &Connection,
+    c: &Db,
     unit: &str,
     id: &str,
-) -> rusqlite::Result<Option<(String, String, i64)>> {
+) -> Result<Option<(String, String, i64)>, DbError> {
     c.prepare_cached(
         "SELECT envelope, state, fetches FROM edxml_outbox WHERE id = ?1 AND unit = ?2",
     )?
@@ -92,13 +94,13 @@ pub fn state_in(
 /// Move package `id` of `unit` to `state`, with the department's `reason`, inside an open
 /// transaction.
 pub fn set_state_in(
-    c: &Connection,
+    c: &Db,
     unit: &str,
     id: &str,
     state: &str,
     reason: &str,
     now_ms: i64,
-) -> rusqlite::Result<()> {
+) -> Result<(), DbError> {
     c.prepare_cached("UPDATE edxml_outbox SET state = ?3, reason = ?4, updated_ms = ?5 WHERE id = ?1 AND unit = ?2")?
         .execute(params![id, unit, state, reason, now_ms])
         .map(|_| ())

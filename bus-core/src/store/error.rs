@@ -1,11 +1,13 @@
 //! The store's error type.
 
+use super::db::DbError;
+
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// SQLite failed.
+    /// The database (SQLite or PostgreSQL) failed.
     #[error("store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Db(#[from] DbError),
     /// The directory of the file could not be created, or a thread of the store could not be
     /// started.
     #[error("store: cannot create {0}: {1}")]

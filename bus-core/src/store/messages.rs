@@ -4,7 +4,9 @@
 //! checked against). The router's one write per message (`MessageWriter::accept`: origin,
 //! message and the dossier index together) is in `dossiers.rs`.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Db, OptionalExtension};
+use crate::store::db::{DbError, Row};
+use crate::params;
 
 use super::connection::Store;
 use super::error::StoreError;
@@ -57,7 +59,7 @@ pub struct Origin {
 
 /// Record `o` if the dossier has no origin yet (the first one wins), inside an open
 /// transaction.
-pub fn insert_origin(c: &Connection, o: &Origin, now_ms: i64) -> Result<(), rusqlite::Error> {
+pub fn insert_origin(c: &Db, o: &Origin, now_ms: i64) -> Result<(), DbError> {
     c.prepare_cached("INSERT OR IGNORE INTO dossier_origins (ma_ho_so, ma_tthc, origin_unit, correlation_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![o.ma_ho_so, o.ma_tthc, o.origin_unit, o.correlation_id, now_ms])
         .map(|_| ())
@@ -66,11 +68,11 @@ pub fn insert_origin(c: &Connection, o: &Origin, now_ms: i64) -> Result<(), rusq
 /// Keep an envelope in the message store (the first copy wins), inside an open transaction.
 /// `ids` = message id, dossier, kind, sender, receiver.
 pub fn insert_message(
-    c: &Connection,
+    c: &Db,
     now_ms: i64,
     ids: [&str; 5],
     body: &[u8],
-) -> Result<(), rusqlite::Error> {
+) -> Result<(), DbError> {
     let [message_id, ma_ho_so, kind, sender, receiver] = ids;
     c.prepare_cached("INSERT OR IGNORE INTO messages (message_id, accepted_at_ms, ma_ho_so, kind, sender, receiver, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
         .execute(params![message_id, now_ms, ma_ho_so, kind, sender, receiver, body])
@@ -78,7 +80,7 @@ pub fn insert_message(
 }
 
 /// The recorded origin of a dossier, on an open connection.
-pub fn origin_in(c: &Connection, ma_ho_so: &str) -> Result<Option<Origin>, rusqlite::Error> {
+pub fn origin_in(c: &Db, ma_ho_so: &str) -> Result<Option<Origin>, DbError> {
     c.prepare_cached("SELECT ma_ho_so, ma_tthc, origin_unit, correlation_id FROM dossier_origins WHERE ma_ho_so = ?1")?
         .query_row(params![ma_ho_so], |r| {
             Ok(Origin {
@@ -122,7 +124,7 @@ impl Store {
     ) -> Result<Vec<StoredMessage>, StoreError> {
         self.with(|c| {
             let mut out = Vec::new();
-            let row = |r: &rusqlite::Row<'_>| {
+            let row = |r: &Row<'_>| {
                 Ok(StoredMessage {
                     message_id: r.get(0)?,
                     accepted_at_ms: r.get(1)?,

@@ -8,9 +8,12 @@
 
 use std::path::Path;
 
+
 use rusqlite::{Connection, TransactionBehavior};
 
+use super::db::{Db, DbError};
 use super::error::StoreError;
+use super::location::StoreLocation;
 
 /// Migration 1: the schema of the releases before versioned migrations (`user_version` 0),
 /// statement for statement. Everything is `IF NOT EXISTS`: on a store such a release wrote it
@@ -233,8 +236,16 @@ pub fn latest_version() -> i64 {
     MIGRATIONS.len() as i64
 }
 
-/// The file's schema version (`PRAGMA user_version`).
-pub fn version(conn: &Connection) -> Result<i64, rusqlite::Error> {
+/// The store's schema version: SQLite's `PRAGMA user_version`, or PostgreSQL's
+/// `lienthong_schema` (each backend numbers its own migrations).
+pub fn version(conn: &Db) -> Result<i64, DbError> {
+    match conn.sqlite() {
+        Some(c) => Ok(sqlite_version(c)?),
+        None => super::migrations_pg::version(conn),
+    }
+}
+
+fn sqlite_version(conn: &Connection) -> Result<i64, rusqlite::Error> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
 }
 
@@ -244,19 +255,22 @@ pub fn version(conn: &Connection) -> Result<i64, rusqlite::Error> {
 /// ([`StoreError::TooNew`]).
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let known = latest_version();
-    if version(conn)? == known {
+    let sq = |e: rusqlite::Error| StoreError::Db(DbError::from(e));
+    if sqlite_version(conn).map_err(sq)? == known {
         return Ok(());
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let found = version(&tx)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sq)?;
+    let found = sqlite_version(&tx).map_err(sq)?;
     if found > known {
         return Err(StoreError::TooNew { found, known });
     }
     for up in &MIGRATIONS[found.max(0) as usize..] {
-        tx.execute_batch(up)?;
+        tx.execute_batch(up).map_err(sq)?;
     }
-    tx.pragma_update(None, "user_version", known)?;
-    tx.commit()?;
+    tx.pragma_update(None, "user_version", known).map_err(sq)?;
+    tx.commit().map_err(sq)?;
     if found < known {
         tracing::info!(
             message = "store schema upgraded",
@@ -267,22 +281,38 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Open a connection to the store at `path` (creating the file and its directory if needed):
-/// WAL mode, `synchronous = NORMAL`, a 10 s busy timeout, the schema migrated to the latest
-/// version.
-pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+/// Open a SQLite connection to the store at `path` (creating the file and its directory if
+/// needed): WAL mode, `synchronous = NORMAL`, a 10 s busy timeout, the schema migrated to the
+/// latest version.
+pub fn open_sqlite(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
     }
-    let mut conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let sq = |e: rusqlite::Error| StoreError::Db(DbError::from(e));
+    let mut conn = Connection::open(path).map_err(sq)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sq)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(sq)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sq)?;
     migrate(&mut conn)?;
     // Every hot statement is prepared once per connection (`prepare_cached`); one
     // connection serves many components, so keep more than rusqlite's default 16.
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// Open a connection to the store at `location` with its schema at the latest version:
+/// [`open_sqlite`], or a PostgreSQL connection ([`super::pg::PgConn`]) migrated by
+/// [`super::migrations_pg::migrate`].
+pub fn open_connection(location: &StoreLocation) -> Result<Db, StoreError> {
+    match location {
+        StoreLocation::Sqlite(path) => Ok(Db::Sqlite(open_sqlite(path)?)),
+        StoreLocation::Postgres(url) => {
+            let db = Db::Pg(super::pg::PgConn::connect(url)?);
+            super::migrations_pg::migrate(&db)?;
+            Ok(db)
+        }
+    }
 }

@@ -4,7 +4,9 @@
 //! (`process_alerts`). Every write goes through the group commit; the rules
 //! ([`crate::process::rules`]) stay free of SQL.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Db, OptionalExtension};
+use crate::store::db::{DbError, Row};
+use crate::params;
 
 use crate::envelope::{RejectCode, Rejection};
 use crate::process::due::OverdueItem;
@@ -56,12 +58,12 @@ pub struct OutboxEntry {
 /// which the overdue scan reads even after they ended) in step. `f` returns `Ok(None)` when the
 /// dossier is not run by the process manager.
 pub fn apply_process_in(
-    c: &Connection,
+    c: &Db,
     inbox: Option<&str>,
     ma_ho_so: &str,
     origin: Option<&Origin>,
     f: impl FnOnce(Option<Process>) -> Result<Option<Transition>, Rejection>,
-) -> Result<Option<Applied>, rusqlite::Error> {
+) -> Result<Option<Applied>, DbError> {
     if let Some(message_id) = inbox {
         let seen: Option<i64> = c
             .query_row(
@@ -273,7 +275,7 @@ impl Store {
                 "SELECT state FROM processes WHERE phase IN ('running', 'paused') OR ma_ho_so IN (SELECT ma_ho_so FROM process_blocked) ORDER BY ma_ho_so"
             };
             let mut st = c.prepare(sql)?;
-            st.query_map([], |r| r.get(0))?.collect()
+            st.query_map(params![], |r| r.get(0))?.collect()
         })?;
         Ok(rows
             .iter()
@@ -290,7 +292,7 @@ impl Store {
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let cutoff = crate::clock::now_ms() - older_than_ms;
         self.with(|c| {
-            let row = |r: &rusqlite::Row<'_>| {
+            let row = |r: &Row<'_>| {
                 Ok(OutboxEntry {
                     seq: r.get(0)?,
                     message_id: r.get(1)?,

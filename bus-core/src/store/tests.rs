@@ -2,7 +2,10 @@
 //! versioned migrations, the group-commit writer (a failing write fails alone; the
 //! checkpointer bounds the WAL), and the retention sweeps.
 
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
+
+use crate::store::db::Db;
+use crate::params;
 
 use super::connection::Store;
 use super::messages::{MessageSelection, Origin};
@@ -30,9 +33,9 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
 }
 
 /// Every table and index of a store, with its SQL (as SQLite keeps it).
-fn schema_of(c: &Connection) -> Vec<(String, String)> {
+fn schema_of(c: &Db) -> Vec<(String, String)> {
     c.prepare("SELECT name, COALESCE(sql, '') FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")
-        .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .and_then(|mut st| st.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .expect("schema")
 }
 
@@ -78,11 +81,14 @@ async fn a_store_of_the_previous_release_is_upgraded_and_keeps_its_data() {
             [],
         )
         .expect("trace");
-        assert_eq!(version(&c).expect("version"), 0);
+        assert_eq!(
+            version(&Db::Sqlite(c)).expect("version"),
+            0
+        );
     }
     // What migration 1 would create on a new file is exactly what the old release created.
-    let old_schema = schema_of(&Connection::open(&path).expect("open"));
-    let fresh = Connection::open_in_memory().expect("memory");
+    let old_schema = schema_of(&Db::Sqlite(Connection::open(&path).expect("open")));
+    let fresh = Db::Sqlite(Connection::open_in_memory().expect("memory"));
     fresh.execute_batch(MIGRATIONS[0]).expect("migration 1");
     assert_eq!(
         schema_of(&fresh).iter().map(|(n, _)| n).collect::<Vec<_>>(),
@@ -160,7 +166,7 @@ async fn a_store_of_the_previous_release_is_upgraded_and_keeps_its_data() {
         .expect("accept");
     store
         .write(|c| {
-            c.execute("DELETE FROM messages WHERE message_id = 'm1'", [])
+            c.execute("DELETE FROM messages WHERE message_id = 'm1'", params![])
                 .map(|_| ())
         })
         .await
@@ -242,7 +248,7 @@ async fn retention_sweeps_keep_what_may_still_be_needed() {
                     params![ma, phase],
                 )?;
             }
-            c.execute("INSERT INTO process_blocked VALUES ('BLOCKED', 1)", [])?;
+            c.execute("INSERT INTO process_blocked VALUES ('BLOCKED', 1)", params![])?;
             for (id, ma, sent) in [
                 ("o-ended", "ENDED", Some(old)),
                 ("o-unsent", "ENDED", None),
@@ -272,7 +278,7 @@ async fn retention_sweeps_keep_what_may_still_be_needed() {
     let left: Vec<String> = store
         .with(|c| {
             c.prepare("SELECT message_id FROM process_outbox UNION ALL SELECT id FROM edxml_outbox ORDER BY 1")?
-                .query_map([], |r| r.get(0))?
+                .query_map(params![], |r| r.get(0))?
                 .collect()
         })
         .expect("left");
@@ -341,14 +347,14 @@ async fn a_failing_transact_is_rolled_back_alone() {
         let w = writer.clone();
         pending.push(tokio::spawn(async move {
             w.transact(move |c| {
-                c.execute("INSERT INTO t VALUES (?1)", [format!("k{i}")])?;
+                c.execute("INSERT INTO t VALUES (?1)", params![format!("k{i}")])?;
                 if i % 3 == 0 {
                     // The same key again: a constraint error, after a row was written.
-                    c.execute("INSERT INTO t VALUES (?1)", [format!("k{i}")])?;
+                    c.execute("INSERT INTO t VALUES (?1)", params![format!("k{i}")])?;
                 }
                 c.query_row(
                     "SELECT count(*) FROM t WHERE k = ?1",
-                    [format!("k{i}")],
+                    params![format!("k{i}")],
                     |r| r.get::<_, i64>(0),
                 )
             })
@@ -371,7 +377,7 @@ async fn a_failing_transact_is_rolled_back_alone() {
     let kept: Vec<String> = reader
         .with(|c| {
             c.prepare("SELECT k FROM t ORDER BY k")?
-                .query_map([], |r| r.get(0))?
+                .query_map(params![], |r| r.get(0))?
                 .collect()
         })
         .expect("read");
@@ -387,8 +393,8 @@ async fn a_failing_transact_is_rolled_back_alone() {
     // A write that panics fails alone; the writer thread goes on.
     let panicked = writer
         .transact(|c| {
-            c.execute("INSERT INTO t VALUES ('p')", [])?;
-            if c.is_autocommit() {
+            c.execute("INSERT INTO t VALUES ('p')", params![])?;
+            if !c.in_transaction() {
                 return Ok(());
             }
             panic!("a bug in a write");
@@ -399,13 +405,13 @@ async fn a_failing_transact_is_rolled_back_alone() {
         "{panicked:?}"
     );
     writer
-        .transact(|c| c.execute("INSERT INTO t VALUES ('after')", []).map(|_| ()))
+        .transact(|c| c.execute("INSERT INTO t VALUES ('after')", params![]).map(|_| ()))
         .await
         .expect("the writer still writes");
     let rows: Vec<String> = reader
         .with(|c| {
             c.prepare("SELECT k FROM t WHERE k IN ('p', 'after')")?
-                .query_map([], |r| r.get(0))?
+                .query_map(params![], |r| r.get(0))?
                 .collect()
         })
         .expect("read");

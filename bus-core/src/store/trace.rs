@@ -1,7 +1,8 @@
 //! The trace (table `trace_events`): writing events (in the group commit) and the queries
 //! behind `lienthong trace` and `/stats`.
 
-use rusqlite::params;
+use crate::params;
+use crate::store::db::{Db, DbError};
 
 use crate::trace::event::TraceEvent;
 use crate::trace::report::{TimelineRow, UnitStats, percentile};
@@ -15,9 +16,9 @@ use super::writer::MessageWriter;
 /// ignored and does not advance the chain). Used by [`MessageWriter::insert_events`], the group
 /// commit ([`crate::store::MessageWriter`]) and `Tracer::emit_with`.
 pub fn insert_events_in(
-    tx: &rusqlite::Connection,
+    tx: &Db,
     events: &[TraceEvent],
-) -> Result<(), rusqlite::Error> {
+) -> Result<(), DbError> {
     let mut st = tx.prepare_cached(
         "INSERT OR IGNORE INTO trace_events (event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason, chain_seq, chain_prev, dossier_prev, chain_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?;
@@ -111,7 +112,7 @@ impl Store {
                  FROM trace_events WHERE to_unit IS NOT NULL GROUP BY to_unit ORDER BY to_unit",
             )?;
             let mut out: Vec<UnitStats> = st
-                .query_map([], |r| {
+                .query_map(params![], |r| {
                     Ok(UnitStats {
                         unit: r.get(0)?,
                         routed: r.get::<_, i64>(1)? as u64,

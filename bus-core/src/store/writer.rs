@@ -4,16 +4,17 @@
 
 use std::path::Path;
 
-use rusqlite::Connection;
 
+use super::db::{Db, DbError};
 use super::error::StoreError;
-use super::migrations::open_connection;
+use super::location::StoreLocation;
+use super::migrations::{open_connection, open_sqlite};
 
 /// What a write returns to its caller (downcast by [`MessageWriter::transact`]).
 pub type TxValue = Box<dyn std::any::Any + Send>;
 
 /// One write: runs on the writer thread, inside the batch's transaction.
-pub type TxRun = Box<dyn FnOnce(&Connection) -> Result<TxValue, rusqlite::Error> + Send>;
+pub type TxRun = Box<dyn FnOnce(&Db) -> Result<TxValue, DbError> + Send>;
 
 /// Who waits for a write.
 enum Done {
@@ -39,39 +40,30 @@ impl WriteJob {
     /// an isolated write whose failure ended the transaction or is a busy lock; any other
     /// failing isolated write (its own SQL error, a panic) is rolled back alone and answered
     /// with its error.
-    fn write(&mut self, tx: &mut rusqlite::Transaction<'_>) -> Result<(), rusqlite::Error> {
+    fn write(&mut self, db: &Db) -> Result<(), DbError> {
         let Some(run) = self.run.take() else {
             return Ok(());
         };
         if !self.isolated {
-            self.value = Some(Ok(run(tx)?));
+            self.value = Some(Ok(run(db)?));
             return Ok(());
         }
-        let sp = tx.savepoint()?;
+        db.execute_batch("SAVEPOINT job")?;
         // A panicking write fails alone; the writer thread goes on.
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&sp)))
-            .unwrap_or_else(|_| {
-                Err(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-                    Some("the write panicked".to_string()),
-                ))
-            });
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(db)))
+            .unwrap_or_else(|_| Err(DbError::Other("the write panicked".to_string())));
         match ran {
             Ok(v) => {
-                sp.commit()?;
+                db.execute_batch("RELEASE job")?;
                 self.value = Some(Ok(v));
             }
             Err(e) => {
                 // Rolled back to the savepoint: this job's writes only.
-                let undone = sp.finish();
-                // SQLite itself ended the transaction (disk full, I/O error), the undo
+                let undone = db.execute_batch("ROLLBACK TO job; RELEASE job");
+                // The engine itself ended the transaction (disk full, I/O error), the undo
                 // failed, or the lock is busy (the next job would wait as long): the
                 // batch fails as a whole and every job of it is told so.
-                let busy = matches!(
-                    e.sqlite_error_code(),
-                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-                );
-                if undone.is_err() || tx.is_autocommit() || busy {
+                if undone.is_err() || !db.in_transaction() || e.is_busy() {
                     return Err(e);
                 }
                 self.value = Some(Err(e.to_string()));
@@ -134,7 +126,7 @@ pub const RESET_FRAMES: i32 = 8_000;
 /// Start the checkpointer thread of a writer connection: returns the signal that wakes it. The
 /// thread ends when the signal's sender is dropped (with the writer's connection).
 fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>, StoreError> {
-    let conn = open_connection(path)?;
+    let conn = open_sqlite(path)?;
     let (signal, wake) = std::sync::mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
         .name("lienthong-store-checkpointer".into())
@@ -151,37 +143,44 @@ fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>, St
 
 /// `PRAGMA wal_checkpoint(PASSIVE)`: copy what the WAL holds into the database without
 /// waiting for anyone (what it could not copy, the next one will).
-fn checkpoint_passive(conn: &Connection) -> Result<(), rusqlite::Error> {
+fn checkpoint_passive(conn: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
 }
 
 impl MessageWriter {
-    /// Open a connection to the store at `path` and start the writer thread and its WAL
-    /// checkpointer (they end when the last clone is dropped).
-    pub fn start(path: &Path) -> Result<MessageWriter, StoreError> {
+    /// Open a connection to the store at `location` and start the writer thread (and, on
+    /// SQLite, its WAL checkpointer); they end when the last clone is dropped.
+    pub fn start(location: impl Into<StoreLocation>) -> Result<MessageWriter, StoreError> {
         use std::sync::atomic::{AtomicI32, Ordering};
-        let mut conn = open_connection(path)?;
-        // Frames in the WAL after the writer's latest commit.
+        let location = location.into();
+        let mut conn = open_connection(&location)?;
+        // Frames in the WAL after the writer's latest commit (SQLite only).
         let frames = std::sync::Arc::new(AtomicI32::new(0));
-        let signal = start_checkpointer(path)?;
-        let seen = frames.clone();
-        // Frames in the WAL when the checkpointer was last woken.
-        let mut woken_at = 0;
-        // The hook replaces this connection's automatic checkpoint (sqlite3_wal_hook).
-        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n: i32| {
-            seen.store(n, Ordering::Relaxed);
-            if n < woken_at {
-                // The WAL started over.
-                woken_at = 0;
-            }
-            // From RESET_FRAMES on the writer checkpoints itself (a running background
-            // checkpoint would make its attempt return busy).
-            if n - woken_at >= CHECKPOINT_FRAMES && n < RESET_FRAMES && signal.try_send(()).is_ok()
-            {
-                woken_at = n;
-            }
-            Ok(())
-        }))?;
+        if let (Some(sqlite), StoreLocation::Sqlite(path)) = (conn.sqlite_mut(), &location) {
+            let signal = start_checkpointer(path)?;
+            let seen = frames.clone();
+            // Frames in the WAL when the checkpointer was last woken.
+            let mut woken_at = 0;
+            // The hook replaces this connection's automatic checkpoint (sqlite3_wal_hook).
+            sqlite
+                .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n: i32| {
+                    seen.store(n, Ordering::Relaxed);
+                    if n < woken_at {
+                        // The WAL started over.
+                        woken_at = 0;
+                    }
+                    // From RESET_FRAMES on the writer checkpoints itself (a running background
+                    // checkpoint would make its attempt return busy).
+                    if n - woken_at >= CHECKPOINT_FRAMES
+                        && n < RESET_FRAMES
+                        && signal.try_send(()).is_ok()
+                    {
+                        woken_at = n;
+                    }
+                    Ok(())
+                }))
+                .map_err(DbError::from)?;
+        }
         let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
         std::thread::Builder::new()
             .name("lienthong-store-writer".into())
@@ -196,26 +195,30 @@ impl MessageWriter {
                     }
                     let started = std::time::Instant::now();
                     let r = (|| {
-                        // IMMEDIATE: a write that reads first (the delivery log, the process
-                        // manager's state) would otherwise fail the batch with SQLITE_BUSY when
-                        // another connection committed since its read; this way the lock is
-                        // waited for (busy timeout).
-                        let mut tx = conn
-                            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                        // SQLite: IMMEDIATE, so a write that reads first (the delivery log, the
+                        // process manager's state) waits for the lock (busy timeout) instead of
+                        // failing the batch with SQLITE_BUSY when another connection committed
+                        // since its read. PostgreSQL: such reads lock their rows (FOR UPDATE).
+                        conn.begin()?;
                         for j in &mut jobs {
-                            j.write(&mut tx)?;
+                            j.write(&conn)?;
                         }
-                        tx.commit()
+                        conn.commit()
                     })();
+                    if r.is_err() {
+                        let _ = conn.rollback();
+                    }
                     metrics::histogram!(STORE_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
                     metrics::histogram!(STORE_BATCH_WRITES).record(jobs.len() as f64);
                     let r = r.map_err(|e| e.to_string());
                     for j in jobs {
                         j.answer(r.clone());
                     }
-                    if frames.load(Ordering::Relaxed) >= RESET_FRAMES {
+                    if frames.load(Ordering::Relaxed) >= RESET_FRAMES
+                        && let Some(sqlite) = conn.sqlite()
+                    {
                         frames.store(0, Ordering::Relaxed);
-                        if let Err(e) = checkpoint_passive(&conn) {
+                        if let Err(e) = checkpoint_passive(sqlite) {
                             tracing::warn!(message = "WAL checkpoint failed; will retry", error = %e);
                         }
                     }
@@ -231,7 +234,7 @@ impl MessageWriter {
     pub fn start_unit(
         &self,
         isolated: bool,
-        write: impl FnOnce(&Connection) -> Result<(), rusqlite::Error> + Send + 'static,
+        write: impl FnOnce(&Db) -> Result<(), DbError> + Send + 'static,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>, String> {
         let (done, wait) = tokio::sync::oneshot::channel();
         let run: TxRun = Box::new(move |c| write(c).map(|()| Box::new(()) as TxValue));
@@ -250,7 +253,7 @@ impl MessageWriter {
     pub async fn write_unit(
         &self,
         isolated: bool,
-        write: impl FnOnce(&Connection) -> Result<(), rusqlite::Error> + Send + 'static,
+        write: impl FnOnce(&Db) -> Result<(), DbError> + Send + 'static,
     ) -> Result<(), String> {
         self.start_unit(isolated, write)?
             .await
@@ -265,7 +268,7 @@ impl MessageWriter {
     /// write's own SQLite error, the batch's commit failed, or the writer thread is gone.
     pub async fn transact<T: Send + 'static>(
         &self,
-        write: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+        write: impl FnOnce(&Db) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, String> {
         let (done, wait) = tokio::sync::oneshot::channel();
         let run: TxRun = Box::new(move |c| write(c).map(|v| Box::new(v) as TxValue));
@@ -310,7 +313,7 @@ impl MessageWriter {
             let n = self
                 .transact(move |c| {
                     c.prepare_cached(sql)?
-                        .execute(rusqlite::params![cutoff, PURGE_CHUNK])
+                        .execute(crate::params![cutoff, PURGE_CHUNK])
                 })
                 .await?;
             total += n;

@@ -3,6 +3,7 @@
 //! straight into the store through the process's group commit (`[store] trace_direct`).
 
 use crate::amqp::{PublishError, Publisher};
+use crate::store::db::{Db, DbError};
 use crate::store::trace::insert_events_in;
 use crate::store::writer::MessageWriter;
 
@@ -123,7 +124,7 @@ impl Tracer {
         &self,
         writer: &MessageWriter,
         events: Vec<TraceEvent>,
-        write: impl FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+        write: impl FnOnce(&Db) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, String> {
         match &self.sink {
             Sink::Store(own) => {

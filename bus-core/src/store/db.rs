@@ -1,0 +1,733 @@
+//! [`Db`]: one connection to the store over either backend (embedded SQLite, or a PostgreSQL
+//! server), with the small rusqlite-shaped API every file of the store writes its SQL against.
+//!
+//! SQL is written once, in the dialect both engines accept: `?N` (or `?`) placeholders,
+//! `INSERT … ON CONFLICT … DO NOTHING|UPDATE`, `COALESCE`, `CAST(… AS BIGINT)`. On PostgreSQL
+//! the placeholders are renumbered `$N` once per statement text (and the statement prepared once
+//! per connection). Where the engines differ (a row lock, a schema query), the caller asks
+//! [`Db::backend`]. Values cross as [`Value`]: integers (64-bit), reals, text, bytes and NULL,
+//! SQLite's five storage classes, which the PostgreSQL schema maps to `BIGINT`, `DOUBLE
+//! PRECISION`, `TEXT` and `BYTEA`.
+//!
+//! A PostgreSQL connection lives on a thread of its own (the `postgres` crate's client runs its
+//! own runtime, which must not be entered from an async task); each call is handed to that
+//! thread and waited for, so the store's blocking API is the same on both backends and may be
+//! called from a blocking-pool task or a plain thread.
+
+use std::collections::HashMap;
+
+use super::pg::PgConn;
+
+/// Which engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// A value crossing into or out of SQL: SQLite's storage classes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    /// SQL NULL.
+    Null,
+    /// A 64-bit integer (`INTEGER` / `BIGINT`; booleans are 0 and 1).
+    Int(i64),
+    /// A double (`REAL` / `DOUBLE PRECISION`).
+    Real(f64),
+    /// UTF-8 text (`TEXT`).
+    Text(&'a str),
+    /// Bytes (`BLOB` / `BYTEA`).
+    Blob(&'a [u8]),
+}
+
+/// An owned [`Value`] (what crosses to the PostgreSQL connection's thread).
+#[derive(Debug, Clone, PartialEq)]
+pub enum OwnedValue {
+    /// SQL NULL.
+    Null,
+    /// A 64-bit integer.
+    Int(i64),
+    /// A double.
+    Real(f64),
+    /// Text.
+    Text(String),
+    /// Bytes.
+    Blob(Vec<u8>),
+}
+
+impl OwnedValue {
+    /// The borrowed view.
+    pub fn as_value(&self) -> Value<'_> {
+        match self {
+            OwnedValue::Null => Value::Null,
+            OwnedValue::Int(i) => Value::Int(*i),
+            OwnedValue::Real(f) => Value::Real(*f),
+            OwnedValue::Text(t) => Value::Text(t),
+            OwnedValue::Blob(b) => Value::Blob(b),
+        }
+    }
+}
+
+impl Value<'_> {
+    /// The owned copy.
+    pub fn to_owned_value(&self) -> OwnedValue {
+        match *self {
+            Value::Null => OwnedValue::Null,
+            Value::Int(i) => OwnedValue::Int(i),
+            Value::Real(f) => OwnedValue::Real(f),
+            Value::Text(t) => OwnedValue::Text(t.to_string()),
+            Value::Blob(b) => OwnedValue::Blob(b.to_vec()),
+        }
+    }
+}
+
+/// A Rust value that binds as a SQL parameter.
+pub trait ToValue {
+    /// The value to bind.
+    fn to_value(&self) -> Value<'_>;
+}
+
+macro_rules! int_to_value {
+    ($($t:ty),*) => {$(
+        impl ToValue for $t {
+            fn to_value(&self) -> Value<'_> {
+                Value::Int(i64::try_from(*self).unwrap_or(i64::MAX))
+            }
+        }
+    )*};
+}
+int_to_value!(i64, i32, i16, i8, u32, u16, u8, u64, usize, isize);
+
+impl ToValue for bool {
+    fn to_value(&self) -> Value<'_> {
+        Value::Int(i64::from(*self))
+    }
+}
+impl ToValue for f64 {
+    fn to_value(&self) -> Value<'_> {
+        Value::Real(*self)
+    }
+}
+impl ToValue for str {
+    fn to_value(&self) -> Value<'_> {
+        Value::Text(self)
+    }
+}
+impl ToValue for String {
+    fn to_value(&self) -> Value<'_> {
+        Value::Text(self)
+    }
+}
+impl ToValue for [u8] {
+    fn to_value(&self) -> Value<'_> {
+        Value::Blob(self)
+    }
+}
+impl ToValue for Vec<u8> {
+    fn to_value(&self) -> Value<'_> {
+        Value::Blob(self)
+    }
+}
+impl<const N: usize> ToValue for [u8; N] {
+    fn to_value(&self) -> Value<'_> {
+        Value::Blob(self)
+    }
+}
+impl ToValue for std::borrow::Cow<'_, str> {
+    fn to_value(&self) -> Value<'_> {
+        Value::Text(self)
+    }
+}
+impl ToValue for OwnedValue {
+    fn to_value(&self) -> Value<'_> {
+        self.as_value()
+    }
+}
+impl ToValue for Value<'_> {
+    fn to_value(&self) -> Value<'_> {
+        *self
+    }
+}
+impl<T: ToValue + ?Sized> ToValue for &T {
+    fn to_value(&self) -> Value<'_> {
+        (**self).to_value()
+    }
+}
+impl<T: ToValue> ToValue for Option<T> {
+    fn to_value(&self) -> Value<'_> {
+        match self {
+            Some(v) => v.to_value(),
+            None => Value::Null,
+        }
+    }
+}
+impl<T: ToValue + ?Sized> ToValue for Box<T> {
+    fn to_value(&self) -> Value<'_> {
+        (**self).to_value()
+    }
+}
+
+/// Parameters of one statement, in order (`?1` is the first).
+pub type Params<'p> = &'p [&'p dyn ToValue];
+
+/// The parameters of a statement: `params![a, b]` is `&[&a, &b]` as [`Params`].
+#[macro_export]
+macro_rules! params {
+    () => {
+        &[] as &[&dyn $crate::store::db::ToValue]
+    };
+    ($($p:expr),+ $(,)?) => {
+        &[$(&$p as &dyn $crate::store::db::ToValue),+] as &[&dyn $crate::store::db::ToValue]
+    };
+}
+
+/// Parameters from a list of values (a query built at run time): `&param_refs(&args)`.
+pub fn param_refs<T: ToValue>(values: &[T]) -> Vec<&dyn ToValue> {
+    values.iter().map(|v| v as &dyn ToValue).collect()
+}
+
+/// A Rust value read from a column.
+pub trait FromValue: Sized {
+    /// Convert the column's value (Err: NULL where a value is needed, or another type).
+    fn from_value(v: Value<'_>) -> Result<Self, DbError>;
+}
+
+fn wrong(v: Value<'_>, want: &str) -> DbError {
+    DbError::Conversion(format!("expected {want}, found {v:?}"))
+}
+
+macro_rules! int_from_value {
+    ($($t:ty),*) => {$(
+        impl FromValue for $t {
+            fn from_value(v: Value<'_>) -> Result<Self, DbError> {
+                match v {
+                    Value::Int(i) => <$t>::try_from(i)
+                        .map_err(|_| DbError::Conversion(format!("{i} is out of range for {}", stringify!($t)))),
+                    other => Err(wrong(other, "an integer")),
+                }
+            }
+        }
+    )*};
+}
+int_from_value!(i64, i32, i16, u32, u16, u8, u64, usize);
+
+impl FromValue for bool {
+    fn from_value(v: Value<'_>) -> Result<Self, DbError> {
+        match v {
+            Value::Int(i) => Ok(i != 0),
+            other => Err(wrong(other, "a boolean")),
+        }
+    }
+}
+impl FromValue for f64 {
+    fn from_value(v: Value<'_>) -> Result<Self, DbError> {
+        match v {
+            Value::Real(f) => Ok(f),
+            Value::Int(i) => Ok(i as f64),
+            other => Err(wrong(other, "a number")),
+        }
+    }
+}
+impl FromValue for String {
+    fn from_value(v: Value<'_>) -> Result<Self, DbError> {
+        match v {
+            Value::Text(t) => Ok(t.to_string()),
+            other => Err(wrong(other, "text")),
+        }
+    }
+}
+impl FromValue for Vec<u8> {
+    fn from_value(v: Value<'_>) -> Result<Self, DbError> {
+        match v {
+            Value::Blob(b) => Ok(b.to_vec()),
+            Value::Text(t) => Ok(t.as_bytes().to_vec()),
+            other => Err(wrong(other, "bytes")),
+        }
+    }
+}
+impl FromValue for OwnedValue {
+    fn from_value(v: Value<'_>) -> Result<Self, DbError> {
+        Ok(v.to_owned_value())
+    }
+}
+impl<T: FromValue> FromValue for Option<T> {
+    fn from_value(v: Value<'_>) -> Result<Self, DbError> {
+        match v {
+            Value::Null => Ok(None),
+            v => T::from_value(v).map(Some),
+        }
+    }
+}
+
+/// The store's database errors.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite failed.
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed (the server's message, or the connection's).
+    #[error("{0}")]
+    Postgres(String, Option<String>),
+    /// A query that must return a row returned none.
+    #[error("the query returned no rows")]
+    NoRows,
+    /// A column's value is not of the type asked for.
+    #[error("{0}")]
+    Conversion(String),
+    /// Anything else (the text says what).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl DbError {
+    /// The engine reported a lock it could not take in time (SQLite busy or locked), or
+    /// PostgreSQL a serialisation failure or deadlock: the transaction may succeed when run
+    /// again.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            DbError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            DbError::Postgres(_, Some(code)) => code == "40001" || code == "40P01",
+            _ => false,
+        }
+    }
+
+    /// A uniqueness constraint refused the row.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            }
+            DbError::Postgres(_, Some(code)) => code == "23505",
+            _ => false,
+        }
+    }
+}
+
+impl From<postgres::Error> for DbError {
+    fn from(e: postgres::Error) -> Self {
+        let code = e.code().map(|c| c.code().to_string());
+        let text = match e.as_db_error() {
+            Some(db) => format!("postgres: {}", db.message()),
+            None => format!("postgres: {e}"),
+        };
+        DbError::Postgres(text, code)
+    }
+}
+
+/// `query_row(…).optional()`: `Ok(None)` where the query returned no row.
+pub trait OptionalExtension<T> {
+    /// `Ok(None)` for "no rows", the value or the error otherwise.
+    fn optional(self) -> Result<Option<T>, DbError>;
+}
+
+impl<T> OptionalExtension<T> for Result<T, DbError> {
+    fn optional(self) -> Result<Option<T>, DbError> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(DbError::NoRows) | Err(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows)) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A column index (0-based).
+pub trait RowIndex {
+    /// The index.
+    fn index(&self) -> usize;
+}
+impl RowIndex for usize {
+    fn index(&self) -> usize {
+        *self
+    }
+}
+
+/// One row of a result.
+pub enum Row<'r> {
+    /// A SQLite row.
+    Sqlite(&'r rusqlite::Row<'r>),
+    /// A PostgreSQL row.
+    Pg(&'r postgres::Row),
+}
+
+impl Row<'_> {
+    /// Column `idx` as `T`.
+    pub fn get<I: RowIndex, T: FromValue>(&self, idx: I) -> Result<T, DbError> {
+        let i = idx.index();
+        match self {
+            Row::Sqlite(r) => {
+                use rusqlite::types::ValueRef;
+                let v = match r.get_ref(i)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(n) => Value::Int(n),
+                    ValueRef::Real(f) => Value::Real(f),
+                    ValueRef::Text(t) => Value::Text(
+                        std::str::from_utf8(t).map_err(|e| DbError::Conversion(e.to_string()))?,
+                    ),
+                    ValueRef::Blob(b) => Value::Blob(b),
+                };
+                T::from_value(v)
+            }
+            Row::Pg(r) => super::pg::with_value(r, i, T::from_value),
+        }
+    }
+}
+
+/// How a SQLite parameter binds (the borrowed [`Value`]).
+struct Bind<'a>(Value<'a>);
+
+impl rusqlite::ToSql for Bind<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            Value::Null => ValueRef::Null,
+            Value::Int(i) => ValueRef::Integer(i),
+            Value::Real(f) => ValueRef::Real(f),
+            Value::Text(t) => ValueRef::Text(t.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+fn bind(st: &mut rusqlite::Statement<'_>, params: Params<'_>) -> Result<(), DbError> {
+    let want = st.parameter_count();
+    if want != params.len() {
+        return Err(DbError::Sqlite(rusqlite::Error::InvalidParameterCount(
+            params.len(),
+            want,
+        )));
+    }
+    for (i, p) in params.iter().enumerate() {
+        st.raw_bind_parameter(i + 1, Bind(p.to_value()))?;
+    }
+    Ok(())
+}
+
+/// A prepared statement of a [`Db`].
+pub enum Stmt<'c> {
+    /// SQLite, from the connection's statement cache.
+    SqliteCached(rusqlite::CachedStatement<'c>),
+    /// SQLite, prepared for this use only.
+    Sqlite(rusqlite::Statement<'c>),
+    /// PostgreSQL: the statement's text (prepared once per connection, on its thread).
+    Pg(&'c PgConn, String),
+}
+
+impl<'c> Stmt<'c> {
+    fn sqlite(&mut self) -> Option<&mut rusqlite::Statement<'c>> {
+        match self {
+            Stmt::SqliteCached(s) => Some(s),
+            Stmt::Sqlite(s) => Some(s),
+            Stmt::Pg(..) => None,
+        }
+    }
+
+    /// Run the statement; the number of rows it changed.
+    pub fn execute(&mut self, params: Params<'_>) -> Result<usize, DbError> {
+        if let Stmt::Pg(pg, sql) = self {
+            return pg.execute(sql, params);
+        }
+        let Some(st) = self.sqlite() else {
+            return Err(DbError::Other("no statement".into()));
+        };
+        bind(st, params)?;
+        Ok(st.raw_execute()?)
+    }
+
+    /// Every row, each through `f`, as an iterator of results (collect it).
+    pub fn query_map<T>(
+        &mut self,
+        params: Params<'_>,
+        mut f: impl FnMut(&Row<'_>) -> Result<T, DbError>,
+    ) -> Result<std::vec::IntoIter<Result<T, DbError>>, DbError> {
+        let mut out = Vec::new();
+        self.for_each(params, |r| {
+            out.push(f(r));
+            Ok(true)
+        })?;
+        Ok(out.into_iter())
+    }
+
+    /// Rows through `f` until it answers `false` (or fails).
+    pub fn for_each(
+        &mut self,
+        params: Params<'_>,
+        mut f: impl FnMut(&Row<'_>) -> Result<bool, DbError>,
+    ) -> Result<(), DbError> {
+        if let Stmt::Pg(pg, sql) = self {
+            for r in pg.query(sql, params)? {
+                if !f(&Row::Pg(&r))? {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        let Some(st) = self.sqlite() else {
+            return Err(DbError::Other("no statement".into()));
+        };
+        bind(st, params)?;
+        let mut rows = st.raw_query();
+        while let Some(r) = rows.next()? {
+            if !f(&Row::Sqlite(r))? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The first row through `f`; [`DbError::NoRows`] when there is none.
+    pub fn query_row<T>(
+        &mut self,
+        params: Params<'_>,
+        f: impl FnOnce(&Row<'_>) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let mut f = Some(f);
+        let mut out = None;
+        self.for_each(params, |r| {
+            if let Some(f) = f.take() {
+                out = Some(f(r));
+            }
+            Ok(false)
+        })?;
+        out.unwrap_or(Err(DbError::NoRows))
+    }
+
+    /// The rows, one at a time ([`Rows::next`]); on SQLite they are read as they are asked for.
+    pub fn query(&mut self, params: Params<'_>) -> Result<Rows<'_>, DbError> {
+        if let Stmt::Pg(pg, sql) = self {
+            return Ok(Rows::Pg(pg.query(sql, params)?.into_iter(), None));
+        }
+        let Some(st) = self.sqlite() else {
+            return Err(DbError::Other("no statement".into()));
+        };
+        bind(st, params)?;
+        Ok(Rows::Sqlite(st.raw_query()))
+    }
+
+    /// Whether the query returns at least one row.
+    pub fn exists(&mut self, params: Params<'_>) -> Result<bool, DbError> {
+        let mut found = false;
+        self.for_each(params, |_| {
+            found = true;
+            Ok(false)
+        })?;
+        Ok(found)
+    }
+}
+
+/// The rows of [`Stmt::query`].
+pub enum Rows<'s> {
+    /// SQLite's, read as they are asked for.
+    Sqlite(rusqlite::Rows<'s>),
+    /// PostgreSQL's, all read, and the current one.
+    Pg(std::vec::IntoIter<postgres::Row>, Option<postgres::Row>),
+}
+
+impl Rows<'_> {
+    /// The next row, or None after the last.
+    pub fn next(&mut self) -> Result<Option<Row<'_>>, DbError> {
+        match self {
+            Rows::Sqlite(r) => Ok(r.next()?.map(Row::Sqlite)),
+            Rows::Pg(it, cur) => {
+                *cur = it.next();
+                Ok(cur.as_ref().map(Row::Pg))
+            }
+        }
+    }
+}
+
+/// A connection to the store (see the module's comment).
+pub enum Db {
+    /// The embedded SQLite file.
+    Sqlite(rusqlite::Connection),
+    /// A PostgreSQL server, through its connection's thread.
+    Pg(PgConn),
+}
+
+impl Db {
+    /// Which engine this is.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Pg(_) => Backend::Postgres,
+        }
+    }
+
+    /// The SQLite connection (SQLite-only work: pragmas, the WAL hook), if it is one.
+    pub fn sqlite(&self) -> Option<&rusqlite::Connection> {
+        match self {
+            Db::Sqlite(c) => Some(c),
+            Db::Pg(_) => None,
+        }
+    }
+
+    /// The SQLite connection, mutably (its WAL hook), if it is one.
+    pub fn sqlite_mut(&mut self) -> Option<&mut rusqlite::Connection> {
+        match self {
+            Db::Sqlite(c) => Some(c),
+            Db::Pg(_) => None,
+        }
+    }
+
+    /// `" FOR UPDATE"` on PostgreSQL (the row stays locked until the transaction ends: the
+    /// read-modify-write of a process state or a chain head), nothing on SQLite (whose writer
+    /// holds the whole file's lock from `BEGIN IMMEDIATE`).
+    pub fn for_update(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "",
+            Db::Pg(_) => " FOR UPDATE",
+        }
+    }
+
+    /// Prepare `sql`, from the connection's cache of statements.
+    pub fn prepare_cached(&self, sql: &str) -> Result<Stmt<'_>, DbError> {
+        Ok(match self {
+            Db::Sqlite(c) => Stmt::SqliteCached(c.prepare_cached(sql)?),
+            Db::Pg(pg) => Stmt::Pg(pg, sql.to_string()),
+        })
+    }
+
+    /// Prepare `sql` for one use (a query built at run time: not worth a cache entry).
+    pub fn prepare(&self, sql: &str) -> Result<Stmt<'_>, DbError> {
+        Ok(match self {
+            Db::Sqlite(c) => Stmt::Sqlite(c.prepare(sql)?),
+            Db::Pg(pg) => Stmt::Pg(pg, sql.to_string()),
+        })
+    }
+
+    /// Run one statement (cached); the number of rows it changed.
+    pub fn execute(&self, sql: &str, params: Params<'_>) -> Result<usize, DbError> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    /// The first row of `sql` through `f`; [`DbError::NoRows`] when there is none.
+    pub fn query_row<T>(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        f: impl FnOnce(&Row<'_>) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+
+    /// Run several statements without parameters (DDL, transaction control).
+    pub fn execute_batch(&self, sql: &str) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Db::Pg(pg) => pg.batch(sql),
+        }
+    }
+
+    /// Start a transaction that holds the write lock from its first statement (SQLite
+    /// `BEGIN IMMEDIATE`; PostgreSQL `BEGIN`, whose rows are locked as they are written or
+    /// read `FOR UPDATE`).
+    pub fn begin(&self) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(_) => self.execute_batch("BEGIN IMMEDIATE"),
+            Db::Pg(_) => self.execute_batch("BEGIN"),
+        }
+    }
+
+    /// Commit the transaction.
+    pub fn commit(&self) -> Result<(), DbError> {
+        self.execute_batch("COMMIT")
+    }
+
+    /// Roll the transaction back (nothing when none is open).
+    pub fn rollback(&self) -> Result<(), DbError> {
+        if self.in_transaction() {
+            self.execute_batch("ROLLBACK")
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether a transaction is open (on PostgreSQL: as this connection last saw it).
+    pub fn in_transaction(&self) -> bool {
+        match self {
+            Db::Sqlite(c) => !c.is_autocommit(),
+            Db::Pg(pg) => pg.in_transaction(),
+        }
+    }
+
+    /// Run `f` in a transaction of its own ([`Db::begin`]), committed when it returns Ok and
+    /// rolled back when it fails.
+    pub fn transaction<T>(&self, f: impl FnOnce(&Db) -> Result<T, DbError>) -> Result<T, DbError> {
+        self.begin()?;
+        match f(self) {
+            Ok(v) => {
+                self.commit()?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.rollback();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// `sql` with its `?N` and `?` placeholders as PostgreSQL's `$N` (string literals, quoted names
+/// and comments left alone).
+pub fn to_postgres_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut next = 0usize;
+    let mut chars = sql.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        if let Some(q) = quote {
+            out.push(c);
+            if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            '?' => {
+                let mut digits = String::new();
+                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    digits.push(*d);
+                    chars.next();
+                }
+                if digits.is_empty() {
+                    next += 1;
+                    out.push('$');
+                    out.push_str(&next.to_string());
+                } else {
+                    next = digits.parse().unwrap_or(next);
+                    out.push('$');
+                    out.push_str(&digits);
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Statements prepared on one PostgreSQL connection, by the store's SQL text.
+pub(super) type PgCache = HashMap<String, postgres::Statement>;
+
+#[cfg(test)]
+mod tests {
+    use super::to_postgres_placeholders as pg;
+
+    #[test]
+    fn placeholders_are_renumbered_outside_literals() {
+        assert_eq!(pg("SELECT ?1, ?2, ?1"), "SELECT $1, $2, $1");
+        assert_eq!(pg("a = ? AND b = ?"), "a = $1 AND b = $2");
+        assert_eq!(pg("x = '?' AND y = ?3"), "x = '?' AND y = $3");
+        assert_eq!(pg("\"we?ird\" = ?"), "\"we?ird\" = $1");
+    }
+}

@@ -1,0 +1,227 @@
+//! [`PgConn`]: one PostgreSQL connection on a thread of its own (the `postgres` crate's
+//! blocking client runs a runtime of its own, which must not be entered from an async task),
+//! and the conversions between the store's [`Value`]s and PostgreSQL's types.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+use postgres::types::{IsNull, ToSql, Type};
+
+use super::db::{DbError, OwnedValue, Params, PgCache, Value, to_postgres_placeholders};
+
+type Job = Box<dyn FnOnce(&mut postgres::Client, &mut PgCache) + Send>;
+
+/// A PostgreSQL connection served by its own thread; calls wait for their answer. The thread
+/// ends (and the connection closes) when this is dropped.
+pub struct PgConn {
+    jobs: mpsc::Sender<Job>,
+    in_tx: AtomicBool,
+}
+
+impl PgConn {
+    /// Connect to `url` (`postgres://user@host:port/db?…`, libpq's URL form). Errors: the URL,
+    /// the connection, or the thread.
+    pub fn connect(url: &str) -> Result<PgConn, DbError> {
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|e: postgres::Error| DbError::Other(format!("store url: {e}")))?;
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (ready, connected) = mpsc::sync_channel::<Result<(), DbError>>(1);
+        std::thread::Builder::new()
+            .name("lienthong-store-pg".into())
+            .spawn(move || {
+                let mut client = match super::pg_tls::connect(&config) {
+                    Ok(c) => {
+                        let _ = ready.send(Ok(()));
+                        c
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                let mut cache = PgCache::new();
+                while let Ok(job) = rx.recv() {
+                    job(&mut client, &mut cache);
+                }
+            })
+            .map_err(|e| DbError::Other(format!("the store's connection thread: {e}")))?;
+        connected
+            .recv()
+            .map_err(|_| DbError::Other("the store's connection thread ended".into()))??;
+        Ok(PgConn {
+            jobs,
+            in_tx: AtomicBool::new(false),
+        })
+    }
+
+    /// Run `f` on the connection's thread and wait for its answer.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client, &mut PgCache) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, DbError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Box::new(move |c, cache| {
+                let _ = tx.send(f(c, cache));
+            }))
+            .map_err(|_| DbError::Other("the store's connection is closed".into()))?;
+        rx.recv()
+            .map_err(|_| DbError::Other("the store's connection thread ended".into()))?
+    }
+
+    /// Whether this connection opened a transaction it has not ended.
+    pub fn in_transaction(&self) -> bool {
+        self.in_tx.load(Ordering::Relaxed)
+    }
+
+    /// Run statements without parameters (`BEGIN`, `COMMIT`, DDL).
+    pub fn batch(&self, sql: &str) -> Result<(), DbError> {
+        let head = sql.trim_start().to_ascii_uppercase();
+        let owned = sql.to_string();
+        let r = self.run(move |c, _| Ok(c.batch_execute(&owned)?));
+        if head.starts_with("BEGIN") {
+            self.in_tx.store(r.is_ok(), Ordering::Relaxed);
+        } else if head.starts_with("COMMIT")
+            || (head.starts_with("ROLLBACK") && !head.starts_with("ROLLBACK TO"))
+        {
+            self.in_tx.store(false, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Run one statement with parameters; the rows it changed.
+    pub fn execute(&self, sql: &str, params: Params<'_>) -> Result<usize, DbError> {
+        let (sql, values) = owned(sql, params);
+        self.run(move |c, cache| {
+            let st = prepared(c, cache, &sql)?;
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+            Ok(c.execute(&st, &refs)? as usize)
+        })
+    }
+
+    /// Run one query with parameters; its rows.
+    pub fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<postgres::Row>, DbError> {
+        let (sql, values) = owned(sql, params);
+        self.run(move |c, cache| {
+            let st = prepared(c, cache, &sql)?;
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+            Ok(c.query(&st, &refs)?)
+        })
+    }
+}
+
+fn owned(sql: &str, params: Params<'_>) -> (String, Vec<OwnedValue>) {
+    (
+        sql.to_string(),
+        params.iter().map(|p| p.to_value().to_owned_value()).collect(),
+    )
+}
+
+/// The statement for the store's `sql`, prepared once per connection.
+fn prepared(
+    c: &mut postgres::Client,
+    cache: &mut PgCache,
+    sql: &str,
+) -> Result<postgres::Statement, DbError> {
+    if let Some(st) = cache.get(sql) {
+        return Ok(st.clone());
+    }
+    let st = c.prepare(&to_postgres_placeholders(sql))?;
+    // Queries built at run time (filters) would grow the cache without end.
+    if cache.len() > 512 {
+        cache.clear();
+    }
+    cache.insert(sql.to_string(), st.clone());
+    Ok(st)
+}
+
+impl ToSql for OwnedValue {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            OwnedValue::Null => Ok(IsNull::Yes),
+            OwnedValue::Int(i) => match *ty {
+                Type::INT8 => i.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
+                Type::BOOL => (*i != 0).to_sql(ty, out),
+                Type::FLOAT8 => (*i as f64).to_sql(ty, out),
+                Type::FLOAT4 => (*i as f32).to_sql(ty, out),
+                _ => i.to_string().to_sql(ty, out),
+            },
+            OwnedValue::Real(f) => match *ty {
+                Type::FLOAT4 => (*f as f32).to_sql(ty, out),
+                Type::FLOAT8 => f.to_sql(ty, out),
+                _ => f.to_string().to_sql(ty, out),
+            },
+            OwnedValue::Text(s) => match *ty {
+                Type::BYTEA => s.as_bytes().to_sql(ty, out),
+                Type::INT8 => s.parse::<i64>()?.to_sql(ty, out),
+                _ => s.as_str().to_sql(ty, out),
+            },
+            OwnedValue::Blob(b) => match *ty {
+                Type::BYTEA => b.as_slice().to_sql(ty, out),
+                _ => std::str::from_utf8(b)?.to_sql(ty, out),
+            },
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+/// Column `i` of `row` as a [`Value`], given to `f`.
+pub(super) fn with_value<T>(
+    row: &postgres::Row,
+    i: usize,
+    f: impl FnOnce(Value<'_>) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    let Some(col) = row.columns().get(i) else {
+        return Err(DbError::Conversion(format!("no column {i}")));
+    };
+    let e = |e: postgres::Error| DbError::Conversion(format!("column {}: {e}", col.name()));
+    let v = match *col.type_() {
+        Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(e)?.map(Value::Int),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)
+            .map_err(e)?
+            .map(|n| Value::Int(n.into())),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)
+            .map_err(e)?
+            .map(|n| Value::Int(n.into())),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(i)
+            .map_err(e)?
+            .map(|b| Value::Int(b.into())),
+        Type::FLOAT8 => row.try_get::<_, Option<f64>>(i).map_err(e)?.map(Value::Real),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(i)
+            .map_err(e)?
+            .map(|f| Value::Real(f.into())),
+        Type::BYTEA => {
+            let b: Option<&[u8]> = row.try_get(i).map_err(e)?;
+            return f(b.map_or(Value::Null, Value::Blob));
+        }
+        _ => {
+            let t: Option<&str> = row.try_get(i).map_err(|err| {
+                DbError::Conversion(format!(
+                    "column {} has type {} (cast it to BIGINT or TEXT): {err}",
+                    col.name(),
+                    col.type_()
+                ))
+            })?;
+            return f(t.map_or(Value::Null, Value::Text));
+        }
+    };
+    f(v.unwrap_or(Value::Null))
+}

@@ -1,0 +1,36 @@
+//! How the store's PostgreSQL connection is secured: `sslmode=disable` connects in plain text;
+//! any other mode (libpq's default `prefer`, `require`) goes through rustls, verifying the
+//! server's certificate against the system's roots and `PGSSLROOTCERT` (a PEM bundle), as
+//! libpq's `verify-full` does. With `prefer`, a server without TLS is reached in plain text.
+
+use super::db::DbError;
+
+/// Connect with `config`, through TLS unless its `sslmode` is `disable`.
+pub(super) fn connect(config: &postgres::Config) -> Result<postgres::Client, DbError> {
+    if config.get_ssl_mode() == postgres::config::SslMode::Disable {
+        return Ok(config.connect(postgres::NoTls)?);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Ok(path) = std::env::var("PGSSLROOTCERT") {
+        use rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(&path)
+            .map_err(|e| DbError::Other(format!("PGSSLROOTCERT {path}: {e}")))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| DbError::Other(format!("PGSSLROOTCERT {path}: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| DbError::Other(format!("PGSSLROOTCERT {path}: {e}")))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| DbError::Other(format!("TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))?)
+}
