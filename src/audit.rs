@@ -1,7 +1,6 @@
 //! `lienthong audit verify`: recompute the trace's hash chain and check its signed checkpoints
 //! (`lienthong_core::store::chain`), print what is broken (first first) and exit non-zero then.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -51,9 +50,9 @@ pub fn run(settings: &Settings, action: &AuditAction) -> anyhow::Result<ExitCode
 /// The verification `lienthong audit verify` runs: the store of `settings` (which must exist),
 /// checkpoints checked against the public half of `[trace] signing_key` when configured.
 pub fn verify(settings: &Settings, from_ms: Option<i64>) -> anyhow::Result<StoreReport> {
-    let path = PathBuf::from(&settings.store.path);
+    let path = settings.store.location();
     if !path.exists() {
-        anyhow::bail!("no store at {}", path.display());
+        anyhow::bail!("no store at {path}");
     }
     let trusted = match &settings.trace.signing_key {
         Some(r) => Some(

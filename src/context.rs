@@ -1,7 +1,6 @@
 //! What every component shares: settings, registry, names, the envelope validator, the store,
 //! the broker connection, and the shutdown signal.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use lapin::Connection;
@@ -53,9 +52,9 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Path of the store file.
-    pub fn store_path(&self) -> PathBuf {
-        PathBuf::from(&self.settings.store.path)
+    /// Where the store lives (`[store] url`, or the SQLite file `path`).
+    pub fn store_location(&self) -> lienthong_core::store::StoreLocation {
+        self.settings.store.location()
     }
 
     /// A publishing channel of `component` on this context's connection, named `channel` in

@@ -26,6 +26,7 @@ pub mod process_manager;
 pub mod replay;
 pub mod router;
 pub mod run;
+pub mod store_cli;
 pub mod telemetry;
 pub mod testing;
 pub mod tracer;

@@ -155,6 +155,12 @@ enum Command {
         #[command(subcommand)]
         action: EdxmlAction,
     },
+    /// The store: `store migrate` brings its schema to this build's version, `store copy
+    /// --to URL` copies it into another (SQLite into PostgreSQL) (src/store_cli.rs).
+    Store {
+        #[command(subcommand)]
+        action: lienthong::store_cli::StoreAction,
+    },
     /// Keys: `keys new` prints a fresh key and its hash for the configuration.
     Keys {
         #[command(subcommand)]
@@ -311,11 +317,10 @@ fn write_export(path: &std::path::Path, bytes: Result<Vec<u8>, String>) -> anyho
 
 /// Open the store for reading; a missing file is an error (not a new empty store).
 fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    let path = PathBuf::from(&settings.store.path);
+    let path = settings.store.location();
     if !path.exists() {
         anyhow::bail!(
-            "no store at {} (is --config the bus's configuration? [store] path is relative to the working directory)",
-            path.display()
+            "no store at {path} (is --config the bus's configuration? [store] path is relative to the working directory)"
         );
     }
     Ok(Store::open(&path)?)
@@ -467,7 +472,7 @@ async fn run(
             let Some(p) = store.process(&ma_ho_so)? else {
                 eprintln!(
                     "dossier {ma_ho_so} is not run by the process manager in {} (see `lienthong trace {ma_ho_so}`)",
-                    settings.store.path
+                    settings.store.location()
                 );
                 return Ok(ExitCode::from(3));
             };
@@ -500,7 +505,7 @@ async fn run(
                 Err(RetryError::NotRun) => {
                     eprintln!(
                         "dossier {ma_ho_so} is not run by the process manager in {}",
-                        ctx.settings.store.path
+                        ctx.settings.store.location()
                     );
                     return Ok(ExitCode::from(3));
                 }
@@ -585,7 +590,7 @@ async fn run(
             let Some(p) = store.process(&ma_ho_so)? else {
                 eprintln!(
                     "dossier {ma_ho_so} is not run by the process manager in {}",
-                    settings.store.path
+                    settings.store.location()
                 );
                 return Ok(ExitCode::from(3));
             };
@@ -634,7 +639,7 @@ async fn run(
             if json {
                 out(&format!("{}\n", serde_json::to_string_pretty(&rows)?));
             } else if rows.is_empty() {
-                eprintln!("no trace for dossier {ma_ho_so} in {}", settings.store.path);
+                eprintln!("no trace for dossier {ma_ho_so} in {}", settings.store.location());
                 return Ok(ExitCode::from(3));
             } else {
                 out(&lienthong_core::trace::render_timeline(&ma_ho_so, &rows));
@@ -659,9 +664,7 @@ async fn run(
                 reason_code: reason,
                 all,
             };
-            let writer = lienthong_core::store::MessageWriter::start(std::path::Path::new(
-                &settings.store.path,
-            ))?;
+            let writer = lienthong_core::store::MessageWriter::start(settings.store.location())?;
             let who = lienthong::replay::Replayer {
                 writer: &writer,
                 by: format!(
@@ -786,6 +789,7 @@ async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { action } => lienthong::audit::run(&settings, &action),
+        Command::Store { action } => lienthong::store_cli::run(&settings, &action),
         Command::Edxml { action } => Ok(match action {
             EdxmlAction::Inspect {
                 file,

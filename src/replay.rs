@@ -482,7 +482,7 @@ pub async fn resend(
     settings: &Settings,
     sel: &lienthong_core::store::MessageSelection,
 ) -> anyhow::Result<Vec<String>> {
-    let store = lienthong_core::store::Store::open(std::path::Path::new(&settings.store.path))?;
+    let store = lienthong_core::store::Store::open(settings.store.location())?;
     let messages = store.stored_messages(sel)?;
     let names = Names::new(&settings.bus.prefix);
     let conn = std::sync::Arc::new(

@@ -67,7 +67,7 @@ pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
         tracer,
         dlc,
         pm,
-        reader: lienthong_core::store::Store::open(&ctx.store_path())?,
+        reader: lienthong_core::store::Store::open(ctx.store_location())?,
         writer: ctx.writer.clone(),
         bus_user: lienthong_core::amqp::connection_user(&ctx.conn),
     };

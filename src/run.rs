@@ -3,7 +3,6 @@
 //! chosen components (router, adapters, tracer, HTTP API) and stop them on request.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -209,8 +208,8 @@ fn context(
 ) -> anyhow::Result<Ctx> {
     let validator = EnvelopeValidator::new(&settings.envelope).map_err(anyhow::Error::msg)?;
     let filing = lienthong_core::filing::FilingSchemas::load(&settings)?;
-    let writer = lienthong_core::store::MessageWriter::start(&PathBuf::from(&settings.store.path))
-        .with_context(|| format!("opening the store {}", settings.store.path))?;
+    let writer = lienthong_core::store::MessageWriter::start(settings.store.location())
+        .with_context(|| format!("opening the store {}", settings.store.location()))?;
     Ok(Ctx {
         // Every write of this process goes through the writer, also those made through the
         // shared store handle.
@@ -238,15 +237,13 @@ fn context(
 /// `[store] path` (which must exist), a broker connection named `lienthong/<prefix>/<name>`.
 pub async fn tool_context(settings: Settings, name: &str) -> anyhow::Result<Ctx> {
     settings.check()?;
-    let path = PathBuf::from(&settings.store.path);
+    let path = settings.store.location();
     if !path.exists() {
         anyhow::bail!(
-            "no store at {} (is --config the bus's configuration? [store] path is relative to the working directory)",
-            path.display()
+            "no store at {path} (is --config the bus's configuration? [store] path is relative to the working directory)"
         );
     }
-    let store =
-        Store::open(&path).with_context(|| format!("opening the store {}", path.display()))?;
+    let store = Store::open(&path).with_context(|| format!("opening the store {path}"))?;
     let conn = connect(&settings, &format!("{}/{name}", settings.bus.prefix)).await?;
     let (_, rx) = watch::channel(false);
     context(settings, store, conn, rx)
@@ -370,8 +367,8 @@ pub async fn start_with_metrics(
         .join("+");
     let conn = connect(&settings, &name).await?;
     apply_topology(&settings, &conn).await?;
-    let store = Store::open(&PathBuf::from(&settings.store.path))
-        .with_context(|| format!("opening the store {}", settings.store.path))?;
+    let store = Store::open(settings.store.location())
+        .with_context(|| format!("opening the store {}", settings.store.location()))?;
     // Fail fast on adapter configuration (unknown adapter names, bad endpoints).
     for u in settings
         .units

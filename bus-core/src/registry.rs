@@ -355,11 +355,17 @@ impl Default for HttpSettings {
     }
 }
 
-/// `[store]`: the embedded SQLite store.
+/// `[store]`: where the store lives (an embedded SQLite file by default, or PostgreSQL) and how
+/// long it keeps what.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StoreSettings {
-    /// SQLite file (default `data/lienthong.db`, relative to the working directory).
+    /// The store: `postgres://user@host:port/db?sslmode=…` (libpq's URL; the password is best
+    /// left out of the file and given as `LIENTHONG__STORE__URL` or in `~/.pgpass`… see
+    /// docs/deploy.md), or `sqlite:<path>`. Empty (the default): the SQLite file `path`.
+    pub url: String,
+    /// SQLite file when `url` is empty (default `data/lienthong.db`, relative to the working
+    /// directory).
     pub path: String,
     /// Directory of the claim-check blob store (default `data/blobs`).
     pub blob_dir: String,
@@ -382,9 +388,21 @@ pub struct StoreSettings {
     pub trace_direct: bool,
 }
 
+impl StoreSettings {
+    /// Where the store lives: `url` when set, else the SQLite file `path`.
+    pub fn location(&self) -> crate::store::StoreLocation {
+        if self.url.trim().is_empty() {
+            crate::store::StoreLocation::Sqlite(self.path.clone().into())
+        } else {
+            crate::store::StoreLocation::parse(&self.url)
+        }
+    }
+}
+
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
+            url: String::new(),
             path: "data/lienthong.db".into(),
             blob_dir: "data/blobs".into(),
             message_retention_days: 90,
@@ -946,6 +964,13 @@ impl Settings {
             }
         };
         join(&mut self.store.path);
+        if !self.store.url.trim().is_empty()
+            && let crate::store::StoreLocation::Sqlite(p) =
+                crate::store::StoreLocation::parse(&self.store.url)
+            && p.is_relative()
+        {
+            self.store.url = format!("sqlite:{}", base.join(p).display());
+        }
         join(&mut self.store.blob_dir);
         for f in [
             &mut self.bus.tls_ca,

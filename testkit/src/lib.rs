@@ -11,6 +11,7 @@ pub mod broker_users;
 pub mod demo;
 pub mod keys;
 pub mod mock;
+pub mod pg;
 pub mod private_broker;
 pub mod procs;
 pub mod tls;

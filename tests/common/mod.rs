@@ -67,6 +67,11 @@ pub fn settings(name: &str) -> (Settings, PathBuf) {
     let dir = std::env::temp_dir().join(format!("lienthong-{}", s.bus.prefix));
     std::fs::create_dir_all(&dir).expect("temp dir");
     s.store.path = dir.join("store.db").display().to_string();
+    // LIENTHONG_TEST_STORE=postgres: the same test on a database of its own (dropped with the
+    // bus, or by the next run of the same name).
+    if lienthong_testkit::pg::wanted() {
+        s.store.url = lienthong_testkit::pg::create(&s.bus.prefix).expect("this test's database");
+    }
     s.store.blob_dir = dir.join("blobs").display().to_string();
     s.http.listen = "127.0.0.1:0".into();
     // The tests send hundreds of dossiers and callbacks at once: no rate limit or bound on
@@ -149,6 +154,9 @@ impl Drop for Bus {
                         let _ = conn.close(200, "test cleanup".into()).await;
                     }
                 });
+            }
+            if !settings.store.url.is_empty() {
+                lienthong_testkit::pg::drop_database(&settings.store.url);
             }
         })
         .join();
@@ -302,7 +310,7 @@ impl Bus {
     }
 
     pub fn store(&self) -> Store {
-        Store::open(&PathBuf::from(&self.settings.store.path)).expect("store")
+        Store::open(self.settings.store.location()).expect("store")
     }
 
     /// Replay the dead letters `ids` as `lienthong dead-letters replay` does (recorded as
@@ -324,7 +332,7 @@ impl Bus {
         filter: &lienthong::replay::Filter,
     ) -> anyhow::Result<lienthong::replay::Report> {
         let writer =
-            lienthong_core::store::MessageWriter::start(&PathBuf::from(&self.settings.store.path))
+            lienthong_core::store::MessageWriter::start(self.settings.store.location())
                 .expect("writer");
         let who = lienthong::replay::Replayer {
             writer: &writer,
@@ -473,6 +481,9 @@ impl Bus {
         let _ = Topology::plan(&self.settings).delete(&self.conn).await;
         let _ = self.conn.close(200, "test done".into()).await;
         let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.settings.store.url.is_empty() {
+            lienthong_testkit::pg::drop_database(&self.settings.store.url);
+        }
     }
 }
 

@@ -15,7 +15,7 @@ pub fn claim_callback_in(
     status: u8,
     envelope_json: &str,
 ) -> Result<(String, bool), DbError> {
-    c.prepare_cached("INSERT OR IGNORE INTO agency_callbacks (unit, reference, status, envelope, published, at_ms) VALUES (?1, ?2, ?3, ?4, 0, ?5)")?
+    c.prepare_cached("INSERT INTO agency_callbacks (unit, reference, status, envelope, published, at_ms) VALUES (?1, ?2, ?3, ?4, 0, ?5) ON CONFLICT DO NOTHING")?
         .execute(params![unit, reference, status, envelope_json, crate::clock::now_ms()])?;
     c.prepare_cached("SELECT envelope, published FROM agency_callbacks WHERE unit = ?1 AND reference = ?2 AND status = ?3")?
         .query_row(params![unit, reference, status], |r| {

@@ -314,7 +314,19 @@ impl From<postgres::Error> for DbError {
         let code = e.code().map(|c| c.code().to_string());
         let text = match e.as_db_error() {
             Some(db) => format!("postgres: {}", db.message()),
-            None => format!("postgres: {e}"),
+            None => {
+                // The connection's error and its causes (a TLS handshake says why it failed).
+                let mut t = format!("postgres: {e}");
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    let more = c.to_string();
+                    if !t.contains(&more) {
+                        t.push_str(&format!(": {more}"));
+                    }
+                    cause = c.source();
+                }
+                t
+            }
         };
         DbError::Postgres(text, code)
     }
@@ -543,6 +555,10 @@ impl Rows<'_> {
     }
 }
 
+/// The key of the PostgreSQL advisory lock every writing transaction takes ([`Db::begin`]);
+/// `lienthong` in ASCII, so that it names what holds it in `pg_locks`.
+pub const WRITE_LOCK: i64 = 0x6c69_656e_7468_6f6e;
+
 /// A connection to the store (see the module's comment).
 pub enum Db {
     /// The embedded SQLite file.
@@ -625,13 +641,23 @@ impl Db {
         }
     }
 
-    /// Start a transaction that holds the write lock from its first statement (SQLite
-    /// `BEGIN IMMEDIATE`; PostgreSQL `BEGIN`, whose rows are locked as they are written or
-    /// read `FOR UPDATE`).
+    /// Start a transaction that holds the store's write lock from its first statement: SQLite's
+    /// `BEGIN IMMEDIATE` (the file's lock); on PostgreSQL `BEGIN` and the transaction-scoped
+    /// advisory lock [`WRITE_LOCK`]. Every writing transaction of every process takes it, so
+    /// a read-modify-write (the process manager's state, the trace chain's heads, the delivery
+    /// log) sees what the one before it committed, on both engines alike, and no two
+    /// transactions can wait on each other's rows (ARCHITECTURE.md, "The store").
     pub fn begin(&self) -> Result<(), DbError> {
         match self {
             Db::Sqlite(_) => self.execute_batch("BEGIN IMMEDIATE"),
-            Db::Pg(_) => self.execute_batch("BEGIN"),
+            Db::Pg(_) => {
+                self.execute_batch("BEGIN")?;
+                let locked = self.execute_batch(&format!("SELECT pg_advisory_xact_lock({WRITE_LOCK})"));
+                if locked.is_err() {
+                    let _ = self.rollback();
+                }
+                locked
+            }
         }
     }
 

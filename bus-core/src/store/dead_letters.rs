@@ -34,7 +34,7 @@ pub fn insert_dead_letters_in(
     rows: &[DeadLetterRecord],
 ) -> Result<(), DbError> {
     let mut st = c.prepare_cached(
-        "INSERT OR IGNORE INTO dead_letters (message_id, at_ms, at, ma_ho_so, kind, sender, receiver, reason_code, reason, component, queue, attempts, history, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        "INSERT INTO dead_letters (message_id, at_ms, at, ma_ho_so, kind, sender, receiver, reason_code, reason, component, queue, attempts, history, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT DO NOTHING",
     )?;
     for d in rows {
         let r = &d.row;

@@ -38,7 +38,7 @@ pub struct DeliveryRecord {
 
 /// The `sending` row of a delivery (the first write wins), inside an open transaction.
 pub fn insert_sending(c: &Db, r: &DeliveryRecord) -> Result<(), DbError> {
-    c.prepare_cached("INSERT OR IGNORE INTO adapter_deliveries VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '', ?9, 'sending')")?
+    c.prepare_cached("INSERT INTO adapter_deliveries VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '', ?9, 'sending') ON CONFLICT DO NOTHING")?
         .execute(params![r.message_id, r.unit, r.ma_ho_so, r.ma_tthc, r.kind, r.sender, r.reply_to, r.correlation_id, r.at_ms])
         .map(|_| ())
 }

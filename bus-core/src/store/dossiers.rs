@@ -105,8 +105,8 @@ pub fn note_in(
 ) -> Result<(), DbError> {
     if let Some(o) = origin {
         c.prepare_cached(
-            "INSERT OR IGNORE INTO dossiers (ma_ho_so, ma_tthc, centre, applicant, search, phase, status, holder, received_ms, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?8)",
+            "INSERT INTO dossiers (ma_ho_so, ma_tthc, centre, applicant, search, phase, status, holder, received_ms, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?8) ON CONFLICT DO NOTHING",
         )?
         .execute(params![
             o.ma_ho_so,

@@ -52,8 +52,8 @@ pub struct NewPackage {
 /// transaction.
 pub fn put_in(c: &Db, p: &NewPackage, now_ms: i64) -> Result<(), DbError> {
     c.prepare_cached(
-        "INSERT OR IGNORE INTO edxml_outbox (id, unit, ma_ho_so, document_id, envelope, package, state, created_ms, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'waiting', ?7, ?7)",
+        "INSERT INTO edxml_outbox (id, unit, ma_ho_so, document_id, envelope, package, state, created_ms, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'waiting', ?7, ?7) ON CONFLICT DO NOTHING",
     )?
     .execute(params![p.id, p.unit, p.ma_ho_so, p.document_id, p.envelope, p.package, now_ms])
     .map(|_| ())

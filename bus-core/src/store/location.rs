@@ -35,6 +35,15 @@ impl StoreLocation {
         }
     }
 
+    /// Whether there is a store to read: the SQLite file exists (a server is assumed to; opening
+    /// it says otherwise).
+    pub fn exists(&self) -> bool {
+        match self {
+            StoreLocation::Sqlite(p) => p.exists(),
+            StoreLocation::Postgres(_) => true,
+        }
+    }
+
     /// The SQLite file, if the store is one.
     pub fn sqlite_path(&self) -> Option<&Path> {
         match self {

@@ -60,7 +60,7 @@ pub struct Origin {
 /// Record `o` if the dossier has no origin yet (the first one wins), inside an open
 /// transaction.
 pub fn insert_origin(c: &Db, o: &Origin, now_ms: i64) -> Result<(), DbError> {
-    c.prepare_cached("INSERT OR IGNORE INTO dossier_origins (ma_ho_so, ma_tthc, origin_unit, correlation_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
+    c.prepare_cached("INSERT INTO dossier_origins (ma_ho_so, ma_tthc, origin_unit, correlation_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING")?
         .execute(params![o.ma_ho_so, o.ma_tthc, o.origin_unit, o.correlation_id, now_ms])
         .map(|_| ())
 }
@@ -74,7 +74,7 @@ pub fn insert_message(
     body: &[u8],
 ) -> Result<(), DbError> {
     let [message_id, ma_ho_so, kind, sender, receiver] = ids;
-    c.prepare_cached("INSERT OR IGNORE INTO messages (message_id, accepted_at_ms, ma_ho_so, kind, sender, receiver, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+    c.prepare_cached("INSERT INTO messages (message_id, accepted_at_ms, ma_ho_so, kind, sender, receiver, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING")?
         .execute(params![message_id, now_ms, ma_ho_so, kind, sender, receiver, body])
         .map(|_| ())
 }

@@ -182,11 +182,6 @@ CREATE INDEX IF NOT EXISTS dossiers_by_holder ON dossiers (holder, received_ms);
 CREATE INDEX IF NOT EXISTS dossiers_by_phase ON dossiers (phase, received_ms);
 CREATE INDEX IF NOT EXISTS dossiers_by_procedure ON dossiers (ma_tthc, received_ms);
 CREATE INDEX IF NOT EXISTS dossiers_open_by_due ON dossiers (due_ms) WHERE ended_ms IS NULL;
-CREATE TABLE IF NOT EXISTS lienthong_leases (
-    name       TEXT PRIMARY KEY,
-    holder     TEXT NOT NULL,
-    until_ms   BIGINT NOT NULL
-);
 "#;
 
 /// The PostgreSQL migrations, oldest first. Append only.

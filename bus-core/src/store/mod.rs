@@ -16,6 +16,7 @@ pub mod blobs;
 pub mod callbacks;
 pub mod chain;
 pub mod connection;
+pub mod copy;
 pub mod db;
 pub mod dead_letters;
 pub mod deliveries;

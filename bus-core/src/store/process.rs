@@ -113,7 +113,7 @@ pub fn apply_process_in(
     super::dossiers::index_process_in(c, p, now)?;
     for e in &t.out {
         c.execute(
-                "INSERT OR IGNORE INTO process_outbox (message_id, ma_ho_so, receiver, body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO process_outbox (message_id, ma_ho_so, receiver, body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
                 params![e.message_id, e.ma_ho_so, e.receiver.clone().unwrap_or_default(), e.to_bytes(), now],
             )?;
     }
@@ -130,7 +130,7 @@ pub fn apply_process_in(
         )?;
     } else {
         c.execute(
-            "INSERT OR IGNORE INTO process_blocked (ma_ho_so, since_ms) VALUES (?1, ?2)",
+            "INSERT INTO process_blocked (ma_ho_so, since_ms) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
             params![p.ma_ho_so, now],
         )?;
     }
@@ -176,7 +176,7 @@ impl MessageWriter {
     /// Record an alert; true when it is new (each step, level and due time alerts once).
     pub async fn record_alert(&self, item: OverdueItem) -> Result<bool, String> {
         self.transact(move |c| {
-            c.prepare_cached("INSERT OR IGNORE INTO process_alerts (ma_ho_so, step, level, due, holder, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            c.prepare_cached("INSERT INTO process_alerts (ma_ho_so, step, level, due, holder, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING")?
                 .execute(params![
                     item.ma_ho_so,
                     item.step.clone().unwrap_or_else(|| "*".into()),
