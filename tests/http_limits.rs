@@ -299,7 +299,9 @@ async fn an_internal_error_is_answered_with_an_id_and_no_internals() {
     let bus = Bus::start("limits-internal").await;
     // Break the store under the bus: the dead letters' table is gone.
     {
-        let conn = rusqlite::Connection::open(&bus.settings.store.path).expect("open store");
+        let conn =
+            lienthong_core::store::migrations::open_connection(&bus.settings.store.location())
+                .expect("open store");
         conn.execute_batch("DROP TABLE dead_letters")
             .expect("drop table");
     }

@@ -88,7 +88,7 @@ async fn crash_at(point: Point, name: &str, scenario: &str) {
     // The precondition of the crash: the agency has taken the dossier...
     assert_eq!(view.mock_requests(agency, &ma).await.len(), 1);
     // ...and the delivery log is where the point says.
-    let log = DeliveryLog::open(std::path::Path::new(&s.store.path)).expect("delivery log");
+    let log = DeliveryLog::open(s.store.location()).expect("delivery log");
     let rec = eventually(10, "the delivery log row", || {
         log.get(&message_id).ok().flatten()
     })

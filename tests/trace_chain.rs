@@ -163,11 +163,14 @@ async fn edited_and_deleted_trace_rows_are_found_and_a_forged_event_never_reache
     );
 
     // Someone edits Police's receipt of dossier A, and deletes dossier B's `received`.
-    let db = rusqlite::Connection::open(&bus.settings.store.path).expect("open the store");
+    // On either engine, through a connection of its own (as anyone with the database's
+    // credentials could).
+    let db = lienthong_core::store::migrations::open_connection(&bus.settings.store.location())
+        .expect("open the store");
     let id_of = |ma: &str, ev: &str| -> String {
         db.query_row(
             "SELECT event_id FROM trace_events WHERE ma_ho_so = ?1 AND event = ?2 AND component LIKE 'adapter:%'",
-            rusqlite::params![ma, ev],
+            lienthong_core::params![ma, ev],
             |r| r.get(0),
         )
         .expect("event")
@@ -176,10 +179,13 @@ async fn edited_and_deleted_trace_rows_are_found_and_a_forged_event_never_reache
     let deleted = id_of(&b.ma_ho_so, "received");
     db.execute(
         "UPDATE trace_events SET reason = 'receipt CHANGED' WHERE event_id = ?1",
-        [&edited],
+        lienthong_core::params![edited],
     )
     .expect("edit");
-    db.execute("DELETE FROM trace_events WHERE event_id = ?1", [&deleted])
+    db.execute(
+        "DELETE FROM trace_events WHERE event_id = ?1",
+        lienthong_core::params![deleted],
+    )
         .expect("delete");
 
     let (ok, text) = audit_verify(&bus);

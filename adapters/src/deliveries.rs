@@ -7,7 +7,6 @@
 //! (`lienthong_core::store::deliveries`, `…::callbacks`); the writes run in the process's group
 //! commit.
 
-use std::path::Path;
 use lienthong_core::store::db::{DbError};
 
 pub use lienthong_core::store::callbacks::{callback_published_in, claim_callback_in};
@@ -23,9 +22,11 @@ pub struct DeliveryLog {
 }
 
 impl DeliveryLog {
-    /// Open the store at `path`.
-    pub fn open(path: &Path) -> Result<DeliveryLog, StoreError> {
-        DeliveryLog::new(Store::open(path)?)
+    /// Open the store at `location` (a SQLite file's path, or a [`lienthong_core::store::StoreLocation`]).
+    pub fn open(
+        location: impl Into<lienthong_core::store::StoreLocation>,
+    ) -> Result<DeliveryLog, StoreError> {
+        DeliveryLog::new(Store::open(location)?)
     }
 
     /// Use an open store.

@@ -287,7 +287,7 @@ impl Store {
     pub fn dead_letter_reasons(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT reason_code, SUM(replayed_ms IS NULL) FROM dead_letters GROUP BY reason_code ORDER BY 2 DESC, 1",
+                "SELECT reason_code, COUNT(CASE WHEN replayed_ms IS NULL THEN 1 END) FROM dead_letters GROUP BY reason_code ORDER BY 2 DESC, 1",
             )?;
             st.query_map(params![], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?
                 .collect()

@@ -108,7 +108,7 @@ impl Store {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT to_unit,
-                        SUM(event = 'routed'), SUM(event = 'delivered'), SUM(event = 'retried'), SUM(event = 'dead_lettered')
+                        COUNT(CASE WHEN event = 'routed' THEN 1 END), COUNT(CASE WHEN event = 'delivered' THEN 1 END), COUNT(CASE WHEN event = 'retried' THEN 1 END), COUNT(CASE WHEN event = 'dead_lettered' THEN 1 END)
                  FROM trace_events WHERE to_unit IS NOT NULL GROUP BY to_unit ORDER BY to_unit",
             )?;
             let mut out: Vec<UnitStats> = st

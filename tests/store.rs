@@ -1,0 +1,125 @@
+//! The store's two engines against each other: a bus's store (SQLite, or PostgreSQL when the
+//! suite runs with `LIENTHONG_TEST_STORE=postgres`) after real traffic is copied by `lienthong
+//! store copy` into a store on the other engine; every table arrives whole, the copy's trace
+//! chain verifies (`lienthong audit verify`), its dossiers read the same, and a copy into a
+//! store that holds rows is refused. `lienthong store migrate` creates and reports a store.
+//! Against the real broker, the bus and the mock agencies on loopback, and the machine's
+//! PostgreSQL (a database of the test's own).
+
+mod common;
+
+use common::*;
+use lienthong_core::store::copy::TABLES;
+use lienthong_core::store::db::Db;
+use lienthong_core::store::migrations::open_connection;
+use lienthong_core::store::{Store, StoreLocation};
+
+const EXE: &str = env!("CARGO_BIN_EXE_lienthong");
+
+/// Rows of every table of the store at `at`.
+fn counts(at: &StoreLocation) -> Vec<(String, i64)> {
+    let db: Db = open_connection(at).expect("open the store");
+    TABLES
+        .iter()
+        .map(|t| {
+            let n: i64 = db
+                .query_row(
+                    &format!("SELECT COUNT(*) FROM {t}"),
+                    lienthong_core::params![],
+                    |r| r.get(0),
+                )
+                .expect("count");
+            (t.to_string(), n)
+        })
+        .collect()
+}
+
+/// `lienthong --config <bus's config, with [store] url = at> args…`: success and output.
+fn lienthong(bus: &Bus, at: &StoreLocation, args: &[&str]) -> (bool, String) {
+    let mut s = bus.settings.clone();
+    s.store.url = match at {
+        StoreLocation::Sqlite(p) => format!("sqlite:{}", p.display()),
+        StoreLocation::Postgres(u) => u.clone(),
+    };
+    let config = bus.dir.join(format!("config-{}.toml", args.join("-")));
+    s.write_file(&config).expect("config");
+    let out = std::process::Command::new(EXE)
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .output()
+        .expect("lienthong runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_is_copied_onto_the_other_engine_whole_with_its_chain_intact() {
+    let mut bus = Bus::start("store-copy").await;
+    let from = bus.settings.store.location();
+    let envs = send_background(&bus, 6, 1).await;
+    let store = bus.store();
+    for e in &envs {
+        delivered_timeline(&store, &e.ma_ho_so).await;
+    }
+    // Stopped first, as the command asks: nothing is written during the copy.
+    if let Some(r) = bus.running.take() {
+        r.stop().await.expect("the bus stops");
+    }
+
+    // The other engine: a database of this test's own, or a SQLite file.
+    let target_db = format!("{}_copy", bus.settings.bus.prefix);
+    let to = match from {
+        StoreLocation::Sqlite(_) => StoreLocation::Postgres(
+            lienthong_testkit::pg::create(&target_db).expect("the target database"),
+        ),
+        StoreLocation::Postgres(_) => StoreLocation::Sqlite(bus.dir.join("copy.db")),
+    };
+    let to_arg = match &to {
+        StoreLocation::Sqlite(p) => format!("sqlite:{}", p.display()),
+        StoreLocation::Postgres(u) => u.clone(),
+    };
+
+    let (migrated, text) = lienthong(&bus, &to, &["store", "migrate"]);
+    assert!(migrated, "store migrate: {text}");
+    assert!(text.contains("schema version"), "{text}");
+
+    let (copied, text) = lienthong(&bus, &from, &["store", "copy", "--to", &to_arg]);
+    assert!(copied, "store copy: {text}");
+    let (a, b) = (counts(&from), counts(&to));
+    assert_eq!(a, b, "every table arrives whole");
+    let events = a.iter().find(|(t, _)| t == "trace_events").map(|(_, n)| *n);
+    assert!(events.is_some_and(|n| n >= 12), "the copy holds the trace: {a:?}");
+
+    // The chain, recomputed on the copy, holds; the copy reads the same dossiers.
+    let (verified, text) = lienthong(&bus, &to, &["audit", "verify"]);
+    assert!(verified, "audit verify on the copy: {text}");
+    let copy = Store::open(&to).expect("the copy");
+    for e in &envs {
+        let (x, y) = (
+            store.timeline(&e.ma_ho_so).expect("timeline"),
+            copy.timeline(&e.ma_ho_so).expect("timeline of the copy"),
+        );
+        assert_eq!(
+            x.iter().map(|r| &r.event).collect::<Vec<_>>(),
+            y.iter().map(|r| &r.event).collect::<Vec<_>>()
+        );
+    }
+    drop(copy);
+
+    // A second copy into the same target is refused: it holds rows now.
+    let (again, text) = lienthong(&bus, &from, &["store", "copy", "--to", &to_arg]);
+    assert!(!again, "a copy into a store with rows is refused");
+    assert!(text.contains("is not empty"), "{text}");
+
+    if let StoreLocation::Postgres(u) = &to {
+        lienthong_testkit::pg::drop_database(u);
+    }
+    bus.stop().await;
+}
