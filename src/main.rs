@@ -639,7 +639,10 @@ async fn run(
             if json {
                 out(&format!("{}\n", serde_json::to_string_pretty(&rows)?));
             } else if rows.is_empty() {
-                eprintln!("no trace for dossier {ma_ho_so} in {}", settings.store.location());
+                eprintln!(
+                    "no trace for dossier {ma_ho_so} in {}",
+                    settings.store.location()
+                );
                 return Ok(ExitCode::from(3));
             } else {
                 out(&lienthong_core::trace::render_timeline(&ma_ho_so, &rows));

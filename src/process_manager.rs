@@ -131,7 +131,7 @@ impl ProcessManager {
                 },
             )
             .await?;
-        match applied {
+        let only = match applied {
             Applied::Rejected(r) => return Err(PmError::Reject(r)),
             Applied::Duplicate => {
                 tracing::info!(
@@ -139,8 +139,9 @@ impl ProcessManager {
                     ma_ho_so = env.ma_ho_so,
                     message_id = env.message_id
                 );
+                None
             }
-            Applied::Done { notes, .. } => {
+            Applied::Done { notes, outbox, .. } => {
                 // Crash test hook: the state and the outbox are committed, nothing is published
                 // and the delivery is not acked; held until the process is killed.
                 #[cfg(feature = "testing")]
@@ -157,9 +158,10 @@ impl ProcessManager {
                     .emit_all(events)
                     .await
                     .map_err(|e| PmError::Retry(e.to_string()))?;
+                Some(outbox)
             }
-        }
-        self.flush(Some(&env.ma_ho_so)).await
+        };
+        self.flush_dossier(&env.ma_ho_so, only.as_deref()).await
     }
 
     /// Run `f` on dossier `ma`'s stored state in one savepoint of the process's group commit
@@ -221,10 +223,14 @@ impl ProcessManager {
                 None => Ok(None),
             })
             .await?;
-        match applied {
+        let only = match applied {
             Applied::Rejected(r) => return Err(PmError::Reject(r)),
-            Applied::Duplicate => {}
-            Applied::Done { process, notes } => {
+            Applied::Duplicate => None,
+            Applied::Done {
+                process,
+                notes,
+                outbox,
+            } => {
                 let events = notes
                     .into_iter()
                     .map(|n| {
@@ -238,9 +244,10 @@ impl ProcessManager {
                     .emit_all(events)
                     .await
                     .map_err(|e| PmError::Retry(e.to_string()))?;
+                Some(outbox)
             }
-        }
-        self.flush(Some(ma)).await
+        };
+        self.flush_dossier(ma, only.as_deref()).await
     }
 
     /// A dead letter on `<p>.dead.process`: when it is a message the process manager sent for a
@@ -337,17 +344,41 @@ impl ProcessManager {
         })
     }
 
+    /// Publish what a transition of dossier `ma` put in the outbox: the envelopes `only` names
+    /// (those of the transition this process just applied: a transition of the same dossier
+    /// applied by another process, a router on another host, is that process's to publish), or
+    /// with `None` everything of the dossier still unsent (a message applied before, come
+    /// again after a crash).
+    async fn flush_dossier(&self, ma: &str, only: Option<&[String]>) -> Result<(), PmError> {
+        if only.is_some_and(|ids| ids.is_empty()) {
+            return Ok(());
+        }
+        self.flush_where(Some(ma), only).await
+    }
+
     /// Publish the outbox (of one dossier, or everything older than 5 s), each envelope with a
     /// publisher confirm, then mark it sent.
     pub async fn flush(&self, ma_ho_so: Option<&str>) -> Result<(), PmError> {
+        self.flush_where(ma_ho_so, None).await
+    }
+
+    /// [`Self::flush`], of the envelopes `only` names when given.
+    async fn flush_where(
+        &self,
+        ma_ho_so: Option<&str>,
+        only: Option<&[String]>,
+    ) -> Result<(), PmError> {
         let _one = self.flushing.lock().await;
         let key = ma_ho_so.map(str::to_string);
-        let entries = self
+        let mut entries = self
             .ctx
             .store
             .read(move |s| s.unsent(key.as_deref(), 5_000))
             .await
             .map_err(|e| PmError::Retry(e.to_string()))?;
+        if let Some(ids) = only {
+            entries.retain(|e| ids.contains(&e.message_id));
+        }
         for entry in entries {
             let Ok(env) = serde_json::from_slice::<Envelope>(&entry.body) else {
                 tracing::error!(message = "unreadable outbox entry skipped", seq = entry.seq);

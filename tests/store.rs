@@ -95,7 +95,10 @@ async fn a_store_is_copied_onto_the_other_engine_whole_with_its_chain_intact() {
     let (a, b) = (counts(&from), counts(&to));
     assert_eq!(a, b, "every table arrives whole");
     let events = a.iter().find(|(t, _)| t == "trace_events").map(|(_, n)| *n);
-    assert!(events.is_some_and(|n| n >= 12), "the copy holds the trace: {a:?}");
+    assert!(
+        events.is_some_and(|n| n >= 12),
+        "the copy holds the trace: {a:?}"
+    );
 
     // The chain, recomputed on the copy, holds; the copy reads the same dossiers.
     let (verified, text) = lienthong(&bus, &to, &["audit", "verify"]);

@@ -186,7 +186,7 @@ async fn edited_and_deleted_trace_rows_are_found_and_a_forged_event_never_reache
         "DELETE FROM trace_events WHERE event_id = ?1",
         lienthong_core::params![deleted],
     )
-        .expect("delete");
+    .expect("delete");
 
     let (ok, text) = audit_verify(&bus);
     assert!(!ok, "audit verify fails: {text}");

@@ -7,13 +7,13 @@
 //! (`lienthong_core::store::deliveries`, `…::callbacks`); the writes run in the process's group
 //! commit.
 
-use lienthong_core::store::db::{DbError};
+use lienthong_core::store::db::DbError;
 
 pub use lienthong_core::store::callbacks::{callback_published_in, claim_callback_in};
+use lienthong_core::store::db::Db;
 use lienthong_core::store::deliveries::set_delivered;
 pub use lienthong_core::store::deliveries::{DeliveryRecord, insert_sending};
 use lienthong_core::store::{Store, StoreError};
-use lienthong_core::store::db::Db;
 
 /// The delivery log: reads of table `adapter_deliveries` of the bus's store.
 #[derive(Clone)]

@@ -101,9 +101,8 @@ impl Outbox {
                 if state == "done" || state == "failed" {
                     return Ok(Some(Acked::AlreadyEnded(state)));
                 }
-                let env: Envelope = serde_json::from_str(&json).map_err(|e| {
-                    DbError::Conversion(format!("the stored envelope: {e}"))
-                })?;
+                let env: Envelope = serde_json::from_str(&json)
+                    .map_err(|e| DbError::Conversion(format!("the stored envelope: {e}")))?;
                 let (new_state, out) = if done {
                     ("done", Acked::Done(env))
                 } else if retry && fetches < max_fetches {

@@ -15,8 +15,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_lite::Stream;
-use maud::html;
 use lienthong_core::params;
+use maud::html;
 use serde::Serialize;
 
 use lienthong_core::store::{Store, StoreError};

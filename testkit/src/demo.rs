@@ -817,7 +817,8 @@ fn flow_report(
     let alerts: Vec<(String, i64)> = store.with(|c| {
         let mut st =
             c.prepare("SELECT level, COUNT(*) FROM process_alerts GROUP BY level ORDER BY level")?;
-        st.query_map(lienthong_core::params![], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+        st.query_map(lienthong_core::params![], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
     })?;
     out.push_str(&format!(
         "alerts raised: {}\n",

@@ -81,6 +81,9 @@ mod tests {
             super::with_database("postgres://u@h:5432/postgres?sslmode=disable", "t1"),
             "postgres://u@h:5432/t1?sslmode=disable"
         );
-        assert_eq!(super::with_database("postgres://u@h", "t1"), "postgres://u@h/t1");
+        assert_eq!(
+            super::with_database("postgres://u@h", "t1"),
+            "postgres://u@h/t1"
+        );
     }
 }

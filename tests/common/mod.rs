@@ -331,9 +331,8 @@ impl Bus {
         &self,
         filter: &lienthong::replay::Filter,
     ) -> anyhow::Result<lienthong::replay::Report> {
-        let writer =
-            lienthong_core::store::MessageWriter::start(self.settings.store.location())
-                .expect("writer");
+        let writer = lienthong_core::store::MessageWriter::start(self.settings.store.location())
+            .expect("writer");
         let who = lienthong::replay::Replayer {
             writer: &writer,
             by: "cli:test".into(),

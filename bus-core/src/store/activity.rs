@@ -2,11 +2,11 @@
 //! page: messages routed, delivered, retried and dead-lettered, delivery latency percentiles,
 //! and the last success and last error of deliveries to each unit.
 
+use crate::store::db::DbError;
 use std::collections::{BTreeMap, HashMap};
-use crate::store::db::{DbError};
 
-use crate::store::db::{Db, OptionalExtension};
 use crate::params;
+use crate::store::db::{Db, OptionalExtension};
 
 use crate::trace::report::percentile;
 
@@ -80,10 +80,11 @@ fn blames_receiver(reason: &str) -> bool {
 /// grow with time, give or take [`DISORDER_MS`]), found by bisection: a time window is read
 /// without an index on `at_ms`, which every trace write would have to maintain.
 fn first_rowid_since(c: &Db, at_ms: i64) -> Result<i64, DbError> {
-    let bounds: (Option<i64>, Option<i64>) =
-        c.query_row("SELECT MIN(rowid), MAX(rowid) FROM trace_events", params![], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
+    let bounds: (Option<i64>, Option<i64>) = c.query_row(
+        "SELECT MIN(rowid), MAX(rowid) FROM trace_events",
+        params![],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     let (Some(mut lo), Some(max)) = bounds else {
         return Ok(0);
     };

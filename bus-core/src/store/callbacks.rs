@@ -2,9 +2,9 @@
 //! status) is claimed once, so a repeated callback yields the same bus message, and none once
 //! the first was published.
 
-use crate::store::db::{Db};
-use crate::store::db::{DbError};
 use crate::params;
+use crate::store::db::Db;
+use crate::store::db::DbError;
 
 /// Claim a callback inside an open transaction: the first claim stores `envelope_json`; every
 /// later claim gets the stored one back, with whether it was already published.

@@ -9,13 +9,13 @@
 //! chain (`chain_seq` NULL); their number is recorded in `trace_chain_start` when the chain
 //! started, and [`verify_store`] says how many there are.
 
-use std::collections::{HashMap, HashSet};
 use crate::store::db::{Db, DbError, OwnedValue, Row as DbRow, Value};
+use std::collections::{HashMap, HashSet};
 
+use crate::params;
+use crate::store::db::OptionalExtension;
 use ed25519_dalek::{Signature, Signer, Verifier};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
-use crate::store::db::{OptionalExtension};
-use crate::params;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -127,10 +127,7 @@ fn link(e: &TraceEvent, seq: i64, prev: Option<[u8; 32]>, dossier_prev: Option<[
 }
 
 /// A head read from `trace_heads`.
-fn read_head(
-    c: &Db,
-    scope: &str,
-) -> Result<Option<(i64, [u8; 32])>, DbError> {
+fn read_head(c: &Db, scope: &str) -> Result<Option<(i64, [u8; 32])>, DbError> {
     let row: Option<(i64, Vec<u8>)> = c
         .prepare_cached("SELECT seq, hash FROM trace_heads WHERE scope = ?1")?
         .query_row(params![scope], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -1041,7 +1038,7 @@ mod tests {
         // same dossiers at once: SQLite serialises their transactions, and each reads the heads
         // inside its own, so the chain has no fork.
         let (dir, first, store, _) = store_with_events().await;
-        let second = MessageWriter::start(&dir.join("t.db")).expect("second writer");
+        let second = MessageWriter::start(dir.join("t.db")).expect("second writer");
         let mut tasks = Vec::new();
         for (w, base) in [(first.clone(), 100), (second.clone(), 1000)] {
             tasks.push(tokio::spawn(async move {

@@ -4,7 +4,6 @@
 
 use std::sync::{Arc, Mutex};
 
-
 use super::db::{Db, DbError};
 use super::error::StoreError;
 use super::location::StoreLocation;
@@ -43,10 +42,7 @@ impl Store {
 
     /// Run `f` with this handle's connection (blocking). For reads: a write here would commit
     /// beside the group commit, on a second connection.
-    pub fn with<T>(
-        &self,
-        f: impl FnOnce(&mut Db) -> Result<T, DbError>,
-    ) -> Result<T, StoreError> {
+    pub fn with<T>(&self, f: impl FnOnce(&mut Db) -> Result<T, DbError>) -> Result<T, StoreError> {
         let mut guard = match self.conn.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),

@@ -543,7 +543,8 @@ pub enum Rows<'s> {
 }
 
 impl Rows<'_> {
-    /// The next row, or None after the last.
+    /// The next row, or None after the last. (Not an `Iterator`: the row borrows the cursor.)
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Row<'_>>, DbError> {
         match self {
             Rows::Sqlite(r) => Ok(r.next()?.map(Row::Sqlite)),
@@ -652,7 +653,8 @@ impl Db {
             Db::Sqlite(_) => self.execute_batch("BEGIN IMMEDIATE"),
             Db::Pg(_) => {
                 self.execute_batch("BEGIN")?;
-                let locked = self.execute_batch(&format!("SELECT pg_advisory_xact_lock({WRITE_LOCK})"));
+                let locked =
+                    self.execute_batch(&format!("SELECT pg_advisory_xact_lock({WRITE_LOCK})"));
                 if locked.is_err() {
                     let _ = self.rollback();
                 }

@@ -3,9 +3,9 @@
 //! `lienthong dead-letters`, `GET /v1/dead-letters` and the console, which filter it and mark
 //! what was replayed, when and by whom.
 
+use crate::params;
 use crate::store::db::{Db, OptionalExtension, OwnedValue as SqlValue, param_refs};
 use crate::store::db::{DbError, Row};
-use crate::params;
 
 use crate::trace::report::DeadLetterRow;
 
@@ -29,10 +29,7 @@ pub struct DeadLetterRecord {
 }
 
 /// Record dead-lettered messages inside an open transaction (a repeated one is ignored).
-pub fn insert_dead_letters_in(
-    c: &Db,
-    rows: &[DeadLetterRecord],
-) -> Result<(), DbError> {
+pub fn insert_dead_letters_in(c: &Db, rows: &[DeadLetterRecord]) -> Result<(), DbError> {
     let mut st = c.prepare_cached(
         "INSERT INTO dead_letters (message_id, at_ms, at, ma_ho_so, kind, sender, receiver, reason_code, reason, component, queue, attempts, history, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT DO NOTHING",
     )?;
@@ -271,7 +268,7 @@ impl Store {
                 let mut st = c.prepare(&format!(
                     "SELECT DISTINCT message_id FROM dead_letters WHERE replayed_ms IS NULL AND message_id IN ({marks})"
                 ))?;
-                for id in st.query_map(&param_refs(&chunk), |r| r.get::<_, String>(0))? {
+                for id in st.query_map(&param_refs(chunk), |r| r.get::<_, String>(0))? {
                     waiting.insert(id?);
                 }
             }

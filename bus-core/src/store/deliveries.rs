@@ -2,9 +2,9 @@
 //! handed to an agency. `sending` is written before the first call, `delivered` with the
 //! agency's receipt before the AMQP ack (the adapter's logic: `lienthong_adapters::deliveries`).
 
-use crate::store::db::{Db, OptionalExtension};
-use crate::store::db::{DbError};
 use crate::params;
+use crate::store::db::DbError;
+use crate::store::db::{Db, OptionalExtension};
 
 use super::connection::Store;
 use super::error::StoreError;

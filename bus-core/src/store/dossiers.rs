@@ -3,9 +3,9 @@
 //! the same transaction as the message or process state that changes it; the operators'
 //! dossier lists (`lienthong dossiers`, `GET /v1/dossiers`, the console) read only it.
 
+use crate::params;
 use crate::store::db::{Db, OptionalExtension, OwnedValue as SqlValue, param_refs};
 use crate::store::db::{DbError, Row};
-use crate::params;
 use serde::Serialize;
 use unicode_normalization::UnicodeNormalization;
 

@@ -3,9 +3,9 @@
 //! `lienthong_adapters::outbox`). Ended packages are kept `[store]
 //! edxml_outbox_retention_days`.
 
-use crate::store::db::{Db, OptionalExtension};
-use crate::store::db::{DbError};
 use crate::params;
+use crate::store::db::DbError;
+use crate::store::db::{Db, OptionalExtension};
 use serde::Serialize;
 
 use super::connection::Store;
@@ -61,12 +61,7 @@ pub fn put_in(c: &Db, p: &NewPackage, now_ms: i64) -> Result<(), DbError> {
 
 /// The package `id` of `unit` if it has not ended, marked `fetched` (one more fetch), inside
 /// an open transaction.
-pub fn fetch_in(
-    c: &Db,
-    unit: &str,
-    id: &str,
-    now_ms: i64,
-) -> Result<Option<Vec<u8>>, DbError> {
+pub fn fetch_in(c: &Db, unit: &str, id: &str, now_ms: i64) -> Result<Option<Vec<u8>>, DbError> {
     let pkg: Option<Vec<u8>> = c
         .prepare_cached("SELECT package FROM edxml_outbox WHERE id = ?1 AND unit = ?2 AND state IN ('waiting', 'fetched')")?
         .query_row(params![id, unit], |r| r.get(0))
@@ -79,11 +74,7 @@ pub fn fetch_in(
 }
 
 /// The envelope (JSON), state and fetch count of package `id` of `unit`, on an open connection.
-pub fn state_in(
-    c: &Db,
-    unit: &str,
-    id: &str,
-) -> Result<Option<(String, String, i64)>, DbError> {
+pub fn state_in(c: &Db, unit: &str, id: &str) -> Result<Option<(String, String, i64)>, DbError> {
     c.prepare_cached(
         "SELECT envelope, state, fetches FROM edxml_outbox WHERE id = ?1 AND unit = ?2",
     )?

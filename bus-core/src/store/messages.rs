@@ -4,9 +4,9 @@
 //! checked against). The router's one write per message (`MessageWriter::accept`: origin,
 //! message and the dossier index together) is in `dossiers.rs`.
 
+use crate::params;
 use crate::store::db::{Db, OptionalExtension};
 use crate::store::db::{DbError, Row};
-use crate::params;
 
 use super::connection::Store;
 use super::error::StoreError;
@@ -67,12 +67,7 @@ pub fn insert_origin(c: &Db, o: &Origin, now_ms: i64) -> Result<(), DbError> {
 
 /// Keep an envelope in the message store (the first copy wins), inside an open transaction.
 /// `ids` = message id, dossier, kind, sender, receiver.
-pub fn insert_message(
-    c: &Db,
-    now_ms: i64,
-    ids: [&str; 5],
-    body: &[u8],
-) -> Result<(), DbError> {
+pub fn insert_message(c: &Db, now_ms: i64, ids: [&str; 5], body: &[u8]) -> Result<(), DbError> {
     let [message_id, ma_ho_so, kind, sender, receiver] = ids;
     c.prepare_cached("INSERT INTO messages (message_id, accepted_at_ms, ma_ho_so, kind, sender, receiver, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING")?
         .execute(params![message_id, now_ms, ma_ho_so, kind, sender, receiver, body])

@@ -8,7 +8,6 @@
 
 use std::path::Path;
 
-
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::db::{Db, DbError};
@@ -294,8 +293,10 @@ pub fn open_sqlite(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path).map_err(sq)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(sq)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(sq)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sq)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sq)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(sq)?;
     migrate(&mut conn)?;
     // Every hot statement is prepared once per connection (`prepare_cached`); one
     // connection serves many components, so keep more than rusqlite's default 16.

@@ -197,9 +197,13 @@ pub fn version(c: &Db) -> Result<i64, DbError> {
     if !exists {
         return Ok(0);
     }
-    Ok(c.query_row("SELECT version FROM lienthong_schema", params![], |r| r.get(0))
+    Ok(
+        c.query_row("SELECT version FROM lienthong_schema", params![], |r| {
+            r.get(0)
+        })
         .optional()?
-        .unwrap_or(0))
+        .unwrap_or(0),
+    )
 }
 
 /// Bring a PostgreSQL store to the latest version: the migrations it lacks, in one

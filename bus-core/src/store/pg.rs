@@ -116,7 +116,10 @@ impl PgConn {
 fn owned(sql: &str, params: Params<'_>) -> (String, Vec<OwnedValue>) {
     (
         sql.to_string(),
-        params.iter().map(|p| p.to_value().to_owned_value()).collect(),
+        params
+            .iter()
+            .map(|p| p.to_value().to_owned_value())
+            .collect(),
     )
 }
 
@@ -203,7 +206,10 @@ pub(super) fn with_value<T>(
             .try_get::<_, Option<bool>>(i)
             .map_err(e)?
             .map(|b| Value::Int(b.into())),
-        Type::FLOAT8 => row.try_get::<_, Option<f64>>(i).map_err(e)?.map(Value::Real),
+        Type::FLOAT8 => row
+            .try_get::<_, Option<f64>>(i)
+            .map_err(e)?
+            .map(Value::Real),
         Type::FLOAT4 => row
             .try_get::<_, Option<f32>>(i)
             .map_err(e)?

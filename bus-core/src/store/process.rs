@@ -4,9 +4,9 @@
 //! (`process_alerts`). Every write goes through the group commit; the rules
 //! ([`crate::process::rules`]) stay free of SQL.
 
+use crate::params;
 use crate::store::db::{Db, OptionalExtension};
 use crate::store::db::{DbError, Row};
-use crate::params;
 
 use crate::envelope::{RejectCode, Rejection};
 use crate::process::due::OverdueItem;
@@ -30,6 +30,10 @@ pub enum Applied {
         process: Box<Process>,
         /// What happened, for the trace.
         notes: Vec<String>,
+        /// The message ids of the outbox envelopes this transition wrote or armed again: what
+        /// the process that applied it publishes (another process's transition of the same
+        /// dossier publishes its own; the sweeper takes what a crash left).
+        outbox: Vec<String>,
     },
 }
 
@@ -143,9 +147,16 @@ pub fn apply_process_in(
     if let Some(o) = origin {
         insert_origin(c, o, now)?;
     }
+    let outbox = t
+        .out
+        .iter()
+        .map(|e| e.message_id.clone())
+        .chain(t.republish.iter().cloned())
+        .collect();
     Ok(Some(Applied::Done {
         process: Box::new(t.process),
         notes: t.notes,
+        outbox,
     }))
 }
 

@@ -4,8 +4,8 @@
 
 use rusqlite::Connection;
 
-use crate::store::db::Db;
 use crate::params;
+use crate::store::db::Db;
 
 use super::connection::Store;
 use super::messages::{MessageSelection, Origin};
@@ -81,10 +81,7 @@ async fn a_store_of_the_previous_release_is_upgraded_and_keeps_its_data() {
             [],
         )
         .expect("trace");
-        assert_eq!(
-            version(&Db::Sqlite(c)).expect("version"),
-            0
-        );
+        assert_eq!(version(&Db::Sqlite(c)).expect("version"), 0);
     }
     // What migration 1 would create on a new file is exactly what the old release created.
     let old_schema = schema_of(&Db::Sqlite(Connection::open(&path).expect("open")));
@@ -405,7 +402,10 @@ async fn a_failing_transact_is_rolled_back_alone() {
         "{panicked:?}"
     );
     writer
-        .transact(|c| c.execute("INSERT INTO t VALUES ('after')", params![]).map(|_| ()))
+        .transact(|c| {
+            c.execute("INSERT INTO t VALUES ('after')", params![])
+                .map(|_| ())
+        })
         .await
         .expect("the writer still writes");
     let rows: Vec<String> = reader

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-
 use super::db::{Db, DbError};
 use super::error::StoreError;
 use super::location::StoreLocation;

@@ -1,0 +1,134 @@
+//! Competing consumers on one store (issue 19, item 2): two router processes and two adapter
+//! processes (and one HTTP process) share one broker and one store, as a deployment on several
+//! hosts runs them; the birth flow's parallel join (Police ∥ Social Insurance, whose results
+//! reach either router) completes once for every dossier: one final result to the centre, one
+//! effect at each agency, the process completed. Run on PostgreSQL by the suite's second pass
+//! (`LIENTHONG_TEST_STORE=postgres`), on one SQLite file by the first. Against the real broker,
+//! the mock agencies on loopback, and the bus's own binary.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::procs::*;
+use common::*;
+use lienthong_core::envelope::Kind;
+use lienthong_core::process::state::Phase;
+
+/// Dossiers in flight at once.
+const DOSSIERS: u32 = 40;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_routers_and_two_adapter_workers_complete_every_join_once() {
+    let (mut s, dir) = settings("competing");
+    let users = broker_users(&mut s);
+    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
+    use_mock(&mut s, &mock);
+    let port = free_port();
+    s.http.listen = format!("127.0.0.1:{port}");
+    let config = dir.join("config.toml");
+    s.write_file(&config).expect("config");
+    let mut procs = vec![
+        spawn_components(&config, &dir, "router,tracer", "router-1.log"),
+        spawn_components(&config, &dir, "router", "router-2.log"),
+        spawn_components(&config, &dir, "adapters,http", "adapters-1.log"),
+        spawn_components(&config, &dir, "adapters", "adapters-2.log"),
+    ];
+    wait_ready_from(&dir.join("adapters-1.log"), port).await;
+    let view = view_of(&s, &dir, &mock, users).await;
+    answer_as_civil_status_office(&view).await;
+    let mut centre = view.listen(SON_HA).await;
+
+    let envs: Vec<_> = (0..DOSSIERS).map(|i| filed_birth(9100 + i)).collect();
+    for e in &envs {
+        view.send(e).await;
+    }
+    // Every dossier's final result, and then a few seconds for any second one.
+    let mut results: HashMap<String, usize> = HashMap::new();
+    let mut ids: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while results.len() < envs.len() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, centre.recv()).await {
+            Ok(Some(e)) if e.kind.as_str() == Kind::RESULT => {
+                *results.entry(e.ma_ho_so.clone()).or_default() += 1;
+                ids.entry(e.ma_ho_so.clone())
+                    .or_default()
+                    .insert(e.message_id.clone());
+            }
+            Ok(Some(_)) => {}
+            _ => panic!(
+                "only {} of {} dossiers got their result",
+                results.len(),
+                envs.len()
+            ),
+        }
+    }
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(3), centre.recv()).await {
+        if e.kind.as_str() == Kind::RESULT {
+            *results.entry(e.ma_ho_so.clone()).or_default() += 1;
+            ids.entry(e.ma_ho_so.clone())
+                .or_default()
+                .insert(e.message_id.clone());
+        }
+    }
+    let twice: Vec<_> = results.iter().filter(|(_, n)| **n != 1).collect();
+    let distinct: Vec<_> = ids.iter().filter(|(_, m)| m.len() != 1).collect();
+    assert!(
+        distinct.is_empty(),
+        "one final result per dossier: {distinct:?}"
+    );
+    assert!(
+        twice.is_empty(),
+        "each result delivered once: {twice:?} {ids:?}"
+    );
+
+    // Each agency took each dossier once, and the process manager completed each once.
+    let stats = view.mock_stats().await;
+    assert_eq!(stats["police"]["effects"], u64::from(DOSSIERS), "{stats}");
+    assert_eq!(stats["bhxh"]["effects"], u64::from(DOSSIERS), "{stats}");
+    let store = view.store();
+    for e in &envs {
+        let p = eventually(10, "the process completed", || {
+            store
+                .process(&e.ma_ho_so)
+                .ok()
+                .flatten()
+                .filter(|p| p.phase == Phase::Completed)
+        })
+        .await;
+        assert!(
+            p.steps
+                .iter()
+                .all(|s| s.phase == lienthong_core::process::StepPhase::Done)
+        );
+        let completed = store
+            .timeline(&e.ma_ho_so)
+            .expect("trace")
+            .iter()
+            .filter(|r| r.event == "completed")
+            .count();
+        assert!(
+            completed <= 1,
+            "{}: the join completed {completed} times",
+            e.ma_ho_so
+        );
+    }
+    // Both routers took part (each process logs the deliveries it handled).
+    for log in ["router-1.log", "router-2.log"] {
+        let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
+        assert!(!text.contains("panicked"), "{log}: {text}");
+    }
+
+    for p in &procs {
+        sigterm(p);
+    }
+    for p in &mut procs {
+        let st = p.wait().expect("wait");
+        assert!(st.success(), "{st:?}");
+    }
+    drop(store);
+    let _ = mock.stop.send(());
+    view.stop().await;
+}
