@@ -4,8 +4,9 @@
 //! `trace_checkpoints`, and [`verify_store`] / [`verify_dossier`] recompute the chains.
 //!
 //! The chain is computed inside the write transaction ([`chain_events_in`], called by
-//! `insert_events_in`): SQLite serialises writers, so the heads read there are the current ones
-//! even with several processes writing one file. Events written before migration 4 carry no
+//! `insert_events_in`): SQLite serialises writers, and on PostgreSQL every writing transaction
+//! holds the store's write lock ([`super::db::Db::begin`]), so the heads read there are the
+//! current ones even with several processes writing one store. Events written before migration 4 carry no
 //! chain (`chain_seq` NULL); their number is recorded in `trace_chain_start` when the chain
 //! started, and [`verify_store`] says how many there are.
 
