@@ -52,16 +52,17 @@ pub struct Running {
 pub use lienthong_core::amqp::redact;
 
 /// Connect to the broker, retrying with backoff for up to about 30 s (the broker may still be
-/// starting): [`lienthong_core::amqp::connect_patiently`] with the settings' URL.
+/// starting): [`lienthong_core::amqp::connect_any_patiently`] with the settings' URL and the
+/// cluster's other nodes (`[bus] nodes`).
 pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<lapin::Connection> {
     let tls = lienthong_core::amqp::tls_config(&settings.bus).map_err(anyhow::Error::msg)?;
-    Ok(lienthong_core::amqp::connect_patiently(&settings.bus.amqp_url, name, &tls).await?)
+    Ok(lienthong_core::amqp::connect_any_patiently(&settings.bus.urls(), name, &tls).await?)
 }
 
-/// One connection attempt with the settings' URL and TLS files.
+/// One connection attempt (each node in turn) with the settings' URLs and TLS files.
 async fn connect_once(settings: &Settings, name: &str) -> Result<lapin::Connection, lapin::Error> {
     match lienthong_core::amqp::tls_config(&settings.bus) {
-        Ok(tls) => lienthong_core::amqp::connect_with(&settings.bus.amqp_url, name, &tls).await,
+        Ok(tls) => lienthong_core::amqp::connect_any(&settings.bus.urls(), name, &tls).await,
         Err(e) => Err(lapin::Error::from(lapin::ErrorKind::IOError(
             std::sync::Arc::new(std::io::Error::other(e)),
         ))),

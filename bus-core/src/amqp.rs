@@ -163,6 +163,62 @@ pub async fn connect_patiently(
         })
 }
 
+/// Connect to the first of `urls` (the nodes of a cluster, in order) that lets the bus in.
+/// Errors: the last node's error (each failure is logged with its node).
+pub async fn connect_any(
+    urls: &[String],
+    name: &str,
+    tls: &lapin::tcp::OwnedTLSConfig,
+) -> Result<Connection, lapin::Error> {
+    let mut last = None;
+    for (i, url) in urls.iter().enumerate() {
+        match connect_with(url, name, tls).await {
+            Ok(c) => {
+                if i > 0 {
+                    tracing::info!(message = "connected to another node of the broker's cluster", node = %redact(url), name);
+                }
+                return Ok(c);
+            }
+            Err(e) => {
+                if urls.len() > 1 {
+                    tracing::warn!(message = "broker node not reachable; trying the next", node = %redact(url), error = %e);
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        lapin::Error::from(lapin::ErrorKind::IOError(std::sync::Arc::new(
+            std::io::Error::other("no broker URL"),
+        )))
+    }))
+}
+
+/// [`connect_any`], retrying the whole list as [`connect_patiently`] retries one URL.
+pub async fn connect_any_patiently(
+    urls: &[String],
+    name: &str,
+    tls: &lapin::tcp::OwnedTLSConfig,
+) -> Result<Connection, ConnectError> {
+    use backon::{ExponentialBuilder, Retryable};
+    (|| async { connect_any(urls, name, tls).await })
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(3))
+                .with_max_times(15),
+        )
+        .sleep(tokio::time::sleep)
+        .notify(|e, d| {
+            tracing::warn!(message = "broker not reachable yet", error = %e, retry_in_ms = d.as_millis() as u64)
+        })
+        .await
+        .map_err(|source| ConnectError {
+            url: urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(", "),
+            source,
+        })
+}
+
 /// The broker stayed unreachable through [`connect_patiently`]'s retries.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to the broker at {url}: {source}")]

@@ -141,6 +141,11 @@ pub struct BusSettings {
     /// Allow a plain `amqp://` broker that is not on loopback (default false: `lienthong run`
     /// refuses it, since messages carry citizens' data). When set, every start logs a warning.
     pub insecure: bool,
+    /// The other nodes of the broker's cluster, `host:port` each (default none). The bus
+    /// connects to the first that answers of `amqp_url`'s node and then these, in order, with
+    /// the same user, password, virtual host and TLS settings; a connection lost is made again
+    /// the same way, so a node's loss moves the bus to another node.
+    pub nodes: Vec<String>,
     /// How long a publisher confirm may take before the publish counts as failed, ms.
     pub confirm_timeout_ms: u64,
     /// Grace period after SIGTERM for in-flight work, ms.
@@ -151,20 +156,34 @@ impl BusSettings {
     /// Why the broker link may not be used as configured: a plain `amqp://` URL whose host is
     /// not loopback (`127.0.0.0/8`, `::1`, `localhost`), unless `insecure` is set. `None`: fine.
     pub fn transport_problem(&self) -> Option<String> {
-        let uri: lapin::uri::AMQPUri = self.amqp_url.parse().ok()?;
-        if uri.scheme == lapin::uri::AMQPScheme::AMQPS || self.insecure {
-            return None;
-        }
-        let host = uri.authority.host.trim_matches(['[', ']']);
-        let loopback = host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        (!loopback).then(|| {
-            format!(
-                "the broker {host} is reached over plain amqp:// (unencrypted) and is not on this machine: use amqps:// with [bus] tls_ca, or set [bus] insecure = true to accept it"
-            )
+        self.urls().iter().find_map(|url| {
+            let uri: lapin::uri::AMQPUri = url.parse().ok()?;
+            if uri.scheme == lapin::uri::AMQPScheme::AMQPS || self.insecure {
+                return None;
+            }
+            let host = uri.authority.host.trim_matches(['[', ']']).to_string();
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            (!loopback).then(|| {
+                format!(
+                    "the broker {host} is reached over plain amqp:// (unencrypted) and is not on this machine: use amqps:// with [bus] tls_ca, or set [bus] insecure = true to accept it"
+                )
+            })
         })
+    }
+
+    /// The URLs of every node the bus may connect to, in the order it tries them: `amqp_url`,
+    /// then `amqp_url` with each of `nodes` as its `host:port`.
+    pub fn urls(&self) -> Vec<String> {
+        let mut out = vec![self.amqp_url.clone()];
+        for node in &self.nodes {
+            if let Some(u) = with_authority(&self.amqp_url, node.trim()) {
+                out.push(u);
+            }
+        }
+        out
     }
 
     /// The broker user the bus connects as (the user of `amqp_url`; RabbitMQ's default
@@ -174,6 +193,19 @@ impl BusSettings {
         let uri: lapin::uri::AMQPUri = self.amqp_url.parse().ok()?;
         Some(uri.authority.userinfo.username)
     }
+}
+
+/// `url` (`scheme://[user[:password]@]host[:port][/vhost][?query]`) with `host:port` in place
+/// of its own. None when `url` has no `://`.
+fn with_authority(url: &str, host_port: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let userinfo = authority.rsplit_once('@').map(|(u, _)| u);
+    Some(match userinfo {
+        Some(u) => format!("{scheme}://{u}@{host_port}{tail}"),
+        None => format!("{scheme}://{host_port}{tail}"),
+    })
 }
 
 impl Default for BusSettings {
@@ -187,6 +219,7 @@ impl Default for BusSettings {
             tls_client_cert: None,
             tls_client_key: None,
             insecure: false,
+            nodes: Vec::new(),
             confirm_timeout_ms: 15_000,
             shutdown_grace_ms: 10_000,
         }
@@ -258,6 +291,11 @@ pub struct TopologySettings {
     /// `x-max-length-bytes` of each unit's queue, bytes of message bodies (default 4 GiB; a
     /// unit's `max_queue_bytes` overrides it).
     pub unit_max_length_bytes: u64,
+    /// `x-quorum-initial-group-size` of every queue: how many nodes of a RabbitMQ cluster hold
+    /// a replica of it (default unset: RabbitMQ's own, every node up to 7). Three of a
+    /// three-node cluster survive the loss of one; set it before the queues are first declared
+    /// (it does not move existing replicas: `rabbitmq-queues grow` does).
+    pub quorum_initial_group_size: Option<u32>,
 }
 
 impl TopologySettings {
@@ -281,6 +319,7 @@ impl Default for TopologySettings {
             check_ms: 30_000,
             unit_max_length: 1_000_000,
             unit_max_length_bytes: 4 * 1024 * 1024 * 1024,
+            quorum_initial_group_size: None,
         }
     }
 }
@@ -1370,6 +1409,33 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_cluster_nodes_take_the_urls_user_vhost_and_query() {
+        let bus = super::BusSettings {
+            amqp_url: "amqps://bus:pw@mq1.tinh:5671/lienthong?heartbeat=30".into(),
+            nodes: vec!["mq2.tinh:5671".into(), "10.0.0.3:5671".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            bus.urls(),
+            vec![
+                "amqps://bus:pw@mq1.tinh:5671/lienthong?heartbeat=30",
+                "amqps://bus:pw@mq2.tinh:5671/lienthong?heartbeat=30",
+                "amqps://bus:pw@10.0.0.3:5671/lienthong?heartbeat=30",
+            ]
+        );
+        let plain = super::BusSettings {
+            amqp_url: "amqp://bus@127.0.0.1:5672/%2f".into(),
+            nodes: vec!["10.0.0.2:5672".into()],
+            ..Default::default()
+        };
+        assert!(
+            plain
+                .transport_problem()
+                .is_some_and(|p| p.contains("10.0.0.2"))
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -361,6 +361,14 @@ impl Topology {
                 routing_key: code.to_string(),
             });
         }
+        // On a cluster: how many nodes hold a replica of each quorum queue when it is declared
+        // (RabbitMQ's default: every node of the cluster, up to 7).
+        if let Some(size) = settings.topology.quorum_initial_group_size {
+            for q in &mut queues {
+                q.arguments
+                    .push(("x-quorum-initial-group-size", json!(size)));
+            }
+        }
         Topology {
             names: n,
             exchanges,

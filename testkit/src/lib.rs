@@ -13,5 +13,6 @@ pub mod keys;
 pub mod mock;
 pub mod pg;
 pub mod private_broker;
+pub mod private_cluster;
 pub mod procs;
 pub mod tls;

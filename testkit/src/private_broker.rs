@@ -18,6 +18,8 @@ pub struct PrivateBroker {
     pub port: u16,
     /// The node's directory (config, data, logs).
     pub dir: PathBuf,
+    /// The Erlang distribution port (kept for a restart).
+    pub dist: u16,
 }
 
 impl PrivateBroker {
@@ -57,23 +59,14 @@ impl PrivateBroker {
             .args(["-R", "rabbitmq:rabbitmq"])
             .arg(&dir)
             .status();
-        let st = Command::new("rabbitmq-server")
-            .arg("-detached")
-            .env("RABBITMQ_NODENAME", &node)
-            .env("RABBITMQ_NODE_PORT", port.to_string())
-            .env("RABBITMQ_DIST_PORT", dist.to_string())
-            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", dir.join("log"))
-            .env("RABBITMQ_PID_FILE", dir.join("pid"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
-            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .context("cannot run rabbitmq-server")?;
-        anyhow::ensure!(st.success(), "rabbitmq-server -detached failed ({st})");
+        launch(&node, port, dist, &dir)?;
         // From here on, the node is stopped and removed on every way out.
-        let b = PrivateBroker { node, port, dir };
+        let b = PrivateBroker {
+            node,
+            port,
+            dir,
+            dist,
+        };
         let until = Instant::now() + Duration::from_secs(90);
         while !b.answers() {
             anyhow::ensure!(
@@ -134,6 +127,67 @@ impl PrivateBroker {
         )
     }
 
+    /// The node's operating-system process id (`rabbitmqctl eval 'os:getpid().'`).
+    ///
+    /// Errors: rabbitmqctl failing, or an answer that is not a number.
+    pub fn os_pid(&self) -> anyhow::Result<u32> {
+        let out = Command::new("timeout")
+            .args([
+                "60",
+                "rabbitmqctl",
+                "-q",
+                "-n",
+                &self.node,
+                "eval",
+                "os:getpid().",
+            ])
+            .output()
+            .context("cannot run rabbitmqctl")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim()
+            .trim_matches('"')
+            .parse()
+            .with_context(|| format!("the pid of {}: {text:?}", self.node))
+    }
+
+    /// Kill the node outright (`kill -9` of its Erlang VM): no clean shutdown, as a crashed
+    /// host. Waits until its listener is gone.
+    ///
+    /// Errors: its pid cannot be found, or it still answers after 30 s.
+    pub fn kill9(&self) -> anyhow::Result<()> {
+        let pid = self.os_pid()?;
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        let until = Instant::now() + Duration::from_secs(30);
+        while self.answers() {
+            anyhow::ensure!(
+                Instant::now() < until,
+                "{} still answers after kill -9",
+                self.node
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    }
+
+    /// Start the node again (same name, ports and data) after [`Self::kill9`] or a `stop`;
+    /// waits (up to 90 s) until it answers.
+    ///
+    /// Errors: rabbitmq-server failing, or the node not answering in time.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        launch(&self.node, self.port, self.dist, &self.dir)?;
+        let until = Instant::now() + Duration::from_secs(90);
+        while !self.answers() {
+            anyhow::ensure!(
+                Instant::now() < until,
+                "{} did not start again (logs in {})",
+                self.node,
+                self.dir.join("log").display()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(())
+    }
+
     /// `amqp://guest:guest@127.0.0.1:<port>/%2f`: the node's default user, which RabbitMQ
     /// lets in from loopback only.
     pub fn url(&self) -> String {
@@ -167,6 +221,27 @@ impl PrivateBroker {
         anyhow::ensure!(st.success(), "rabbitmqctl {args:?} on {} failed", self.node);
         Ok(())
     }
+}
+
+/// `rabbitmq-server -detached` for node `node` with its ports and the directory `dir`
+/// ([`PrivateBroker::try_start_with_files`] wrote its config there).
+fn launch(node: &str, port: u16, dist: u16, dir: &std::path::Path) -> anyhow::Result<()> {
+    let st = Command::new("rabbitmq-server")
+        .arg("-detached")
+        .env("RABBITMQ_NODENAME", node)
+        .env("RABBITMQ_NODE_PORT", port.to_string())
+        .env("RABBITMQ_DIST_PORT", dist.to_string())
+        .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+        .env("RABBITMQ_LOG_BASE", dir.join("log"))
+        .env("RABBITMQ_PID_FILE", dir.join("pid"))
+        .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+        .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .context("cannot run rabbitmq-server")?;
+    anyhow::ensure!(st.success(), "rabbitmq-server -detached failed ({st})");
+    Ok(())
 }
 
 impl Drop for PrivateBroker {

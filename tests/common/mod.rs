@@ -171,7 +171,7 @@ impl Bus {
 
     /// The same, with the test's own changes to the settings.
     pub async fn start_with(name: &str, change: impl FnOnce(&mut Settings)) -> Bus {
-        Self::start_inner(name, change, None).await
+        Self::start_inner(name, change, None, None).await
     }
 
     /// The same on a private node of the test's own (`broker`): the bus and the units get
@@ -181,13 +181,36 @@ impl Bus {
         broker: &private_broker::PrivateBroker,
         change: impl FnOnce(&mut Settings),
     ) -> Bus {
-        Self::start_inner(name, change, Some(broker)).await
+        Self::start_inner(name, change, Some(broker), Some(broker)).await
+    }
+
+    /// The same on a private cluster: the bus connects to node 0 first, with the other nodes
+    /// in `[bus] nodes`; the test's own connections (control, the units' software) go to the
+    /// last node, so that they outlive the loss of the bus's node.
+    pub async fn start_on_cluster(
+        name: &str,
+        cluster: &lienthong_testkit::private_cluster::PrivateCluster,
+        change: impl FnOnce(&mut Settings),
+    ) -> Bus {
+        let others = cluster.addresses()[1..].to_vec();
+        let last = cluster.nodes.last();
+        Self::start_inner(
+            name,
+            move |s| {
+                change(s);
+                s.bus.nodes = others;
+            },
+            cluster.nodes.first(),
+            last,
+        )
+        .await
     }
 
     async fn start_inner(
         name: &str,
         change: impl FnOnce(&mut Settings),
         node: Option<&private_broker::PrivateBroker>,
+        control: Option<&private_broker::PrivateBroker>,
     ) -> Bus {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(lienthong::logging::env_filter("warn,lapin=error"))
@@ -222,7 +245,7 @@ impl Bus {
         let http = format!("http://{}", running.http_addr.expect("http addr"));
         // The test's own observer (listening on units' queues, reading dead letters, tapping
         // exchanges) administers the broker as its default user; the bus does not use it.
-        let control_url = match node {
+        let control_url = match control {
             Some(b) => b.url(),
             None if users.passwords.is_empty() => s.bus.amqp_url.clone(),
             None => AMQP_URL.to_string(),
@@ -233,7 +256,17 @@ impl Bus {
                 .expect("the test's control connection to the broker"),
         );
         let publisher = Publisher::new(&conn, 10_000).await.expect("publisher");
-        let units_url = users.url(&format!("{}.units", s.bus.prefix));
+        let units_url =
+            users
+                .url(&format!("{}.units", s.bus.prefix))
+                .map(|u| match (node, control) {
+                    // The units' software talks to the test's control node.
+                    (Some(n), Some(c)) if n.port != c.port => u.replace(
+                        &format!("127.0.0.1:{}", n.port),
+                        &format!("127.0.0.1:{}", c.port),
+                    ),
+                    _ => u,
+                });
         let unit_publisher = match units_url {
             Some(url) => {
                 let unit_conn = std::sync::Arc::new(
