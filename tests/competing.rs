@@ -36,7 +36,7 @@ async fn two_routers_and_two_adapter_workers_complete_every_join_once() {
     s.http.listen = format!("127.0.0.1:{port}");
     let config = dir.join("config.toml");
     s.write_file(&config).expect("config");
-    let mut procs = vec![
+    let mut procs = [
         spawn_components(&config, &dir, "router,tracer", "router-1.log"),
         spawn_components(&config, &dir, "router", "router-2.log"),
         spawn_components(&config, &dir, "adapters,http", "adapters-1.log"),
