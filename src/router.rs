@@ -269,12 +269,25 @@ impl Router {
         // router's own (readers never wait for the writer's lock) takes microseconds, while the
         // hand-off to the blocking pool and back cost the router ~15% more CPU per message and
         // its throughput ÷ raw pipe fell from 0.64–0.89 to 0.49–0.61 (A/B, BENCHMARKS.md).
-        let (runs, origin) = match self.reader.lookup_dossier(&env.ma_ho_so) {
+        // On PostgreSQL the reads are round trips to the server: they go to the blocking pool.
+        let (found, seen) = if self.reader.is_embedded() {
+            (
+                self.reader.lookup_dossier(&env.ma_ho_so),
+                self.reader.message_seen(&env.message_id),
+            )
+        } else {
+            let (ma, id) = (env.ma_ho_so.clone(), env.message_id.clone());
+            self.reader
+                .read(move |s| Ok((s.lookup_dossier(&ma), s.message_seen(&id))))
+                .await
+                .map_err(|e| Failure::Retry(format!("cannot read the store: {e}")))?
+        };
+        let (runs, origin) = match found {
             Ok(found) => found,
             Err(e) => return Err(Failure::Retry(format!("cannot read the store: {e}"))),
         };
         // A message id someone else already used is refused: receivers would drop it unseen.
-        match self.reader.message_seen(&env.message_id) {
+        match seen {
             Ok(seen) => {
                 if let Err(r) = routing::check_message_id(&env, seen.as_ref()) {
                     self.tracer.emit_all(vec![received]).await?;

@@ -126,3 +126,43 @@ async fn a_store_is_copied_onto_the_other_engine_whole_with_its_chain_intact() {
     }
     bus.stop().await;
 }
+
+#[test]
+fn a_postgresql_connection_killed_by_the_server_is_made_again() {
+    let url = lienthong_testkit::pg::create(&format!(
+        "lt_test_reconnect_{}",
+        &uuid::Uuid::now_v7().simple().to_string()[24..]
+    ))
+    .expect("a database");
+    let store = Store::open(StoreLocation::Postgres(url.clone())).expect("the store");
+    assert_eq!(store.dead_letter_count().expect("a read"), 0);
+    // The server ends every session of the database (as a restart or a failover would).
+    let admin = open_connection(&StoreLocation::Postgres(lienthong_testkit::pg::server_url()))
+        .expect("admin");
+    let db = url
+        .split('?')
+        .next()
+        .and_then(|h| h.rsplit('/').next())
+        .unwrap_or_default()
+        .to_string();
+    let ended: i64 = admin
+        .query_row(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = ?1 AND pid <> pg_backend_pid()",
+            lienthong_core::params![db],
+            |r| r.get(0),
+        )
+        .expect("terminate");
+    assert!(ended >= 1, "the store's session was ended");
+    // The call that meets the dead connection fails; the next ones connect again.
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(store.dead_letter_count().is_ok());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        answers.last().copied().unwrap_or(false),
+        "the store answers again: {answers:?}"
+    );
+    drop(store);
+    lienthong_testkit::pg::drop_database(&url);
+}

@@ -399,9 +399,10 @@ impl Default for HttpSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StoreSettings {
-    /// The store: `postgres://user@host:port/db?sslmode=…` (libpq's URL; the password is best
-    /// left out of the file and given as `LIENTHONG__STORE__URL` or in `~/.pgpass`… see
-    /// docs/deploy.md), or `sqlite:<path>`. Empty (the default): the SQLite file `path`.
+    /// The store: `postgres://user[:password]@host:port/db?sslmode=require` (libpq's URL form;
+    /// keep the URL with its password out of the file: `LIENTHONG__STORE__URL` in the service's
+    /// environment file, docs/deploy.md), or `sqlite:<path>`. Empty (the default): the SQLite
+    /// file `path`. A server not on this machine needs `sslmode=require`.
     pub url: String,
     /// SQLite file when `url` is empty (default `data/lienthong.db`, relative to the working
     /// directory).

@@ -16,6 +16,7 @@ use super::writer::MessageWriter;
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Db>>,
+    embedded: bool,
     writer: Option<MessageWriter>,
 }
 
@@ -23,10 +24,19 @@ impl Store {
     /// Open (creating the file, its directory and the tables if needed, and bringing the schema
     /// to the latest version). The handle can read; attach the process's writer to write.
     pub fn open(location: impl Into<StoreLocation>) -> Result<Store, StoreError> {
+        let db = open_connection(&location.into())?;
         Ok(Store {
-            conn: Arc::new(Mutex::new(open_connection(&location.into())?)),
+            embedded: db.sqlite().is_some(),
+            conn: Arc::new(Mutex::new(db)),
             writer: None,
         })
+    }
+
+    /// Whether the store is the embedded SQLite file (a read takes microseconds, and may run on
+    /// an async worker); false on PostgreSQL, where every read is a round trip to the server
+    /// and belongs on the blocking pool ([`Store::read`]).
+    pub fn is_embedded(&self) -> bool {
+        self.embedded
     }
 
     /// This handle, writing through `writer` (the process's group commit).

@@ -149,7 +149,7 @@ pub fn copy_store(
         // Identity columns copied with their values: their sequences continue after them.
         for (t, c) in [("process_outbox", "seq"), ("trace_checkpoints", "id")] {
             dst.execute_batch(&format!(
-                "SELECT setval(pg_get_serial_sequence('{t}', '{c}'), GREATEST((SELECT MAX({c}) FROM {t}), 1))"
+                "SELECT setval(pg_get_serial_sequence('{t}', '{c}'), COALESCE((SELECT MAX({c}) FROM {t}), 0) + 1, false)"
             ))?;
         }
     }

@@ -291,7 +291,9 @@ impl DbError {
                 e.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
             ),
-            DbError::Postgres(_, Some(code)) => code == "40001" || code == "40P01",
+            DbError::Postgres(_, Some(code)) => {
+                code == "40001" || code == "40P01" || code == "55P03"
+            }
             _ => false,
         }
     }

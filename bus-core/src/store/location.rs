@@ -59,19 +59,34 @@ impl std::fmt::Display for StoreLocation {
     }
 }
 
-/// `url` with the password of its user part replaced by `***`.
+/// `url` with the password of its user part, and a `password=` parameter, replaced by `***`.
 fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some((a, h)) => (a, h),
-        None => return url.to_string(),
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
     };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
+    let mut out = match rest.rsplit_once('@') {
+        Some((auth, host)) => match auth.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://{rest}"),
+        },
+        None => format!("{scheme}://{rest}"),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 impl From<&Path> for StoreLocation {
@@ -113,6 +128,12 @@ mod tests {
     fn locations_are_read_and_passwords_hidden() {
         let pg = StoreLocation::parse("postgres://bus:s3cret@db.local:5432/lienthong");
         assert_eq!(pg.display(), "postgres://bus:***@db.local:5432/lienthong");
+        let q =
+            StoreLocation::parse("postgres://db.local/l?user=bus&password=s3cret&sslmode=require");
+        assert_eq!(
+            q.display(),
+            "postgres://db.local/l?user=bus&password=***&sslmode=require"
+        );
         assert_eq!(
             StoreLocation::parse("sqlite:data/x.db"),
             StoreLocation::Sqlite("data/x.db".into())

@@ -309,6 +309,13 @@ pub fn open_sqlite(path: &Path) -> Result<Connection, StoreError> {
 /// [`super::migrations_pg::migrate`].
 pub fn open_connection(location: &StoreLocation) -> Result<Db, StoreError> {
     match location {
+        // `postgre://…`, `mysql://…`: a URL this build does not know, not a file to create.
+        StoreLocation::Sqlite(path) if path.to_string_lossy().contains("://") => {
+            Err(StoreError::Writer(format!(
+                "store: {} is not a store this build knows (postgres://…, sqlite:<path>, or a file path)",
+                path.display()
+            )))
+        }
         StoreLocation::Sqlite(path) => Ok(Db::Sqlite(open_sqlite(path)?)),
         StoreLocation::Postgres(url) => {
             let db = Db::Pg(super::pg::PgConn::connect(url)?);

@@ -15,22 +15,36 @@ type Job = Box<dyn FnOnce(&mut postgres::Client, &mut PgCache) + Send>;
 /// ends (and the connection closes) when this is dropped.
 pub struct PgConn {
     jobs: mpsc::Sender<Job>,
-    in_tx: AtomicBool,
+    /// Whether this connection opened a transaction it has not ended (cleared by the
+    /// connection's thread when it had to connect again).
+    in_tx: std::sync::Arc<AtomicBool>,
 }
 
 impl PgConn {
     /// Connect to `url` (`postgres://user@host:port/db?…`, libpq's URL form). Errors: the URL,
     /// the connection, or the thread.
     pub fn connect(url: &str) -> Result<PgConn, DbError> {
-        let config: postgres::Config = url
+        // The connection always verifies the server's certificate when it uses TLS: libpq's
+        // verify-full and verify-ca read as require (which the client knows).
+        let url = url
+            .replace("sslmode=verify-full", "sslmode=require")
+            .replace("sslmode=verify-ca", "sslmode=require");
+        let mut config: postgres::Config = url
             .parse()
             .map_err(|e: postgres::Error| DbError::Other(format!("store url: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        // A server or a link that dies is noticed within about a minute, not TCP's two hours.
+        config.keepalives_idle(std::time::Duration::from_secs(30));
         let (jobs, rx) = mpsc::channel::<Job>();
         let (ready, connected) = mpsc::sync_channel::<Result<(), DbError>>(1);
+        let in_tx = std::sync::Arc::new(AtomicBool::new(false));
+        let lost_tx = in_tx.clone();
         std::thread::Builder::new()
             .name("lienthong-store-pg".into())
             .spawn(move || {
-                let mut client = match super::pg_tls::connect(&config) {
+                let mut client = match open(&config) {
                     Ok(c) => {
                         let _ = ready.send(Ok(()));
                         c
@@ -42,6 +56,21 @@ impl PgConn {
                 };
                 let mut cache = PgCache::new();
                 while let Ok(job) = rx.recv() {
+                    // The server restarted or the link broke: connect again before the next
+                    // call (the open transaction, if any, is gone with the old connection).
+                    if client.is_closed() {
+                        match open(&config) {
+                            Ok(c) => {
+                                tracing::info!(message = "the store's connection was lost; connected again");
+                                client = c;
+                                cache.clear();
+                                lost_tx.store(false, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                tracing::warn!(message = "the store's server is not reachable", error = %e);
+                            }
+                        }
+                    }
                     job(&mut client, &mut cache);
                 }
             })
@@ -49,10 +78,7 @@ impl PgConn {
         connected
             .recv()
             .map_err(|_| DbError::Other("the store's connection thread ended".into()))??;
-        Ok(PgConn {
-            jobs,
-            in_tx: AtomicBool::new(false),
-        })
+        Ok(PgConn { jobs, in_tx })
     }
 
     /// Run `f` on the connection's thread and wait for its answer.
@@ -113,6 +139,18 @@ impl PgConn {
     }
 }
 
+/// Connect (TLS as [`super::pg_tls::connect`] decides) and set the session's limits: a
+/// transaction idle for a minute is ended by the server (a writer cut off while holding the
+/// store's write lock frees it), and a lock waited for a minute fails (the batch is retried by
+/// its callers) instead of hanging every writer.
+fn open(config: &postgres::Config) -> Result<postgres::Client, DbError> {
+    let mut client = super::pg_tls::connect(config)?;
+    client.batch_execute(
+        "SET idle_in_transaction_session_timeout = '60s'; SET lock_timeout = '60s'",
+    )?;
+    Ok(client)
+}
+
 fn owned(sql: &str, params: Params<'_>) -> (String, Vec<OwnedValue>) {
     (
         sql.to_string(),
@@ -156,21 +194,32 @@ impl ToSql for OwnedValue {
                 Type::BOOL => (*i != 0).to_sql(ty, out),
                 Type::FLOAT8 => (*i as f64).to_sql(ty, out),
                 Type::FLOAT4 => (*i as f32).to_sql(ty, out),
-                _ => i.to_string().to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR | Type::UNKNOWN => i.to_string().to_sql(ty, out),
+                _ => Err(format!("an integer cannot bind to a {ty} parameter").into()),
             },
             OwnedValue::Real(f) => match *ty {
                 Type::FLOAT4 => (*f as f32).to_sql(ty, out),
                 Type::FLOAT8 => f.to_sql(ty, out),
-                _ => f.to_string().to_sql(ty, out),
+                _ => Err(format!("a real cannot bind to a {ty} parameter").into()),
             },
             OwnedValue::Text(s) => match *ty {
                 Type::BYTEA => s.as_bytes().to_sql(ty, out),
                 Type::INT8 => s.parse::<i64>()?.to_sql(ty, out),
-                _ => s.as_str().to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+                    // PostgreSQL's text cannot hold U+0000 (SQLite's can): the one character
+                    // that cannot cross is replaced, rather than failing the group commit.
+                    if s.contains('\0') {
+                        s.replace('\0', "\u{fffd}").as_str().to_sql(ty, out)
+                    } else {
+                        s.as_str().to_sql(ty, out)
+                    }
+                }
+                _ => Err(format!("text cannot bind to a {ty} parameter").into()),
             },
             OwnedValue::Blob(b) => match *ty {
                 Type::BYTEA => b.as_slice().to_sql(ty, out),
-                _ => std::str::from_utf8(b)?.to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR => std::str::from_utf8(b)?.to_sql(ty, out),
+                _ => Err(format!("bytes cannot bind to a {ty} parameter").into()),
             },
         }
     }

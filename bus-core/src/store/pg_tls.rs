@@ -1,12 +1,30 @@
 //! How the store's PostgreSQL connection is secured: `sslmode=disable` connects in plain text;
 //! any other mode (libpq's default `prefer`, `require`) goes through rustls, verifying the
 //! server's certificate against the system's roots and `PGSSLROOTCERT` (a PEM bundle), as
-//! libpq's `verify-full` does. With `prefer`, a server without TLS is reached in plain text.
+//! libpq's `verify-full` does. With `prefer`, a server without TLS is reached in plain text, so
+//! a server that is not on this machine must be given `sslmode=require`.
 
 use super::db::DbError;
 
 /// Connect with `config`, through TLS unless its `sslmode` is `disable`.
 pub(super) fn connect(config: &postgres::Config) -> Result<postgres::Client, DbError> {
+    let remote: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .filter_map(|h| match h {
+            postgres::config::Host::Tcp(name) if !is_loopback(name) => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    // Citizens' data does not cross a network in plain text: a server off this machine needs
+    // sslmode=require (libpq's default `prefer` would fall back to plain text when the server,
+    // or someone in between, says it has no TLS).
+    if !remote.is_empty() && config.get_ssl_mode() != postgres::config::SslMode::Require {
+        return Err(DbError::Other(format!(
+            "the store's server {} is not on this machine: add sslmode=require to [store] url (and PGSSLROOTCERT for a private certificate authority)",
+            remote.join(", ")
+        )));
+    }
     if config.get_ssl_mode() == postgres::config::SslMode::Disable {
         return Ok(config.connect(postgres::NoTls)?);
     }
@@ -33,4 +51,13 @@ pub(super) fn connect(config: &postgres::Config) -> Result<postgres::Client, DbE
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))?)
+}
+
+/// Whether `host` is this machine (`localhost`, 127.0.0.0/8, ::1).
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

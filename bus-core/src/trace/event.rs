@@ -132,7 +132,13 @@ impl TraceEvent {
 
     /// Set the reason.
     pub fn reason(mut self, r: impl Into<String>) -> Self {
-        self.reason = Some(r.into());
+        let mut r = r.into();
+        // A reason may quote an agency's answer; PostgreSQL's text cannot hold U+0000, and the
+        // event is hashed as stored (the trace's chain), so it is replaced here, before both.
+        if r.contains('\0') {
+            r = r.replace('\0', "\u{fffd}");
+        }
+        self.reason = Some(r);
         self
     }
 
