@@ -595,16 +595,6 @@ impl Db {
         }
     }
 
-    /// `" FOR UPDATE"` on PostgreSQL (the row stays locked until the transaction ends: the
-    /// read-modify-write of a process state or a chain head), nothing on SQLite (whose writer
-    /// holds the whole file's lock from `BEGIN IMMEDIATE`).
-    pub fn for_update(&self) -> &'static str {
-        match self {
-            Db::Sqlite(_) => "",
-            Db::Pg(_) => " FOR UPDATE",
-        }
-    }
-
     /// Prepare `sql`, from the connection's cache of statements.
     pub fn prepare_cached(&self, sql: &str) -> Result<Stmt<'_>, DbError> {
         Ok(match self {

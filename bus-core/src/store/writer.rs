@@ -197,7 +197,7 @@ impl MessageWriter {
                         // SQLite: IMMEDIATE, so a write that reads first (the delivery log, the
                         // process manager's state) waits for the lock (busy timeout) instead of
                         // failing the batch with SQLITE_BUSY when another connection committed
-                        // since its read. PostgreSQL: such reads lock their rows (FOR UPDATE).
+                        // since its read. PostgreSQL: `begin` takes the store's write lock (an advisory lock).
                         conn.begin()?;
                         for j in &mut jobs {
                             j.write(&conn)?;
