@@ -11,50 +11,9 @@ use std::time::{Duration, Instant};
 use common::private_broker::{PrivateBroker, PrivateBrokerExt};
 use common::*;
 use futures_lite::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use lienthong_core::envelope::{Envelope, Kind};
-use tokio::sync::mpsc;
-
-/// A consumer of a unit's queue that reconnects (the test's own connection goes down with the
-/// broker too).
-fn listen_reconnecting(url: String, queue: String) -> mpsc::UnboundedReceiver<Envelope> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            if tx.is_closed() {
-                return;
-            }
-            let Ok(conn) = lapin::Connection::connect(&url, Default::default()).await else {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                continue;
-            };
-            let Ok(ch) = conn.create_channel().await else {
-                continue;
-            };
-            let Ok(mut consumer) = ch
-                .basic_consume(
-                    queue.as_str().into(),
-                    "test".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-            else {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                continue;
-            };
-            while let Some(Ok(d)) = consumer.next().await {
-                if let Ok(env) = serde_json::from_slice::<Envelope>(&d.data) {
-                    let _ = tx.send(env);
-                }
-                let _ = d.ack(BasicAckOptions::default()).await;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    });
-    rx
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_mid_stream_loses_nothing() {

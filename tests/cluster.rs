@@ -12,51 +12,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_lite::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions};
-use lapin::types::FieldTable;
 use lienthong_core::envelope::{Envelope, Kind};
 use lienthong_testkit::private_cluster::PrivateCluster;
 use tokio::sync::mpsc;
-
-/// A consumer of a unit's queue on the test's own node, reconnecting if it drops.
-fn listen_reconnecting(url: String, queue: String) -> mpsc::UnboundedReceiver<Envelope> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            if tx.is_closed() {
-                return;
-            }
-            let Ok(conn) = lapin::Connection::connect(&url, Default::default()).await else {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                continue;
-            };
-            let Ok(ch) = conn.create_channel().await else {
-                continue;
-            };
-            let Ok(mut consumer) = ch
-                .basic_consume(
-                    queue.as_str().into(),
-                    "test".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-            else {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                continue;
-            };
-            while let Some(Ok(d)) = consumer.next().await {
-                if let Ok(env) = serde_json::from_slice::<Envelope>(&d.data) {
-                    let _ = tx.send(env);
-                }
-                let _ = d.ack(BasicAckOptions::default()).await;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    });
-    rx
-}
 
 /// Send `n` dossiers from `first`, run `fault` once `at` of them are answered, and wait for
 /// every answer: (results per dossier, when the fault was injected).

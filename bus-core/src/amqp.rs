@@ -144,23 +144,7 @@ pub async fn connect_patiently(
     name: &str,
     tls: &lapin::tcp::OwnedTLSConfig,
 ) -> Result<Connection, ConnectError> {
-    use backon::{ExponentialBuilder, Retryable};
-    (|| async { connect_with(url, name, tls).await })
-        .retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(3))
-                .with_max_times(15),
-        )
-        .sleep(tokio::time::sleep)
-        .notify(|e, d| {
-            tracing::warn!(message = "broker not reachable yet", error = %e, retry_in_ms = d.as_millis() as u64)
-        })
-        .await
-        .map_err(|source| ConnectError {
-            url: redact(url),
-            source,
-        })
+    connect_any_patiently(&[url.to_string()], name, tls).await
 }
 
 /// Connect to the first of `urls` (the nodes of a cluster, in order) that lets the bus in.

@@ -889,3 +889,46 @@ pub async fn start_with_son_ha_user(name: &str) -> (Bus, String, std::sync::Arc<
     );
     (bus, user, conn)
 }
+
+/// A consumer of a unit's queue that reconnects (the test's own connection goes down with the
+/// broker too).
+pub fn listen_reconnecting(
+    url: String,
+    queue: String,
+) -> tokio::sync::mpsc::UnboundedReceiver<Envelope> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            if tx.is_closed() {
+                return;
+            }
+            let Ok(conn) = lapin::Connection::connect(&url, Default::default()).await else {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            };
+            let Ok(ch) = conn.create_channel().await else {
+                continue;
+            };
+            let Ok(mut consumer) = ch
+                .basic_consume(
+                    queue.as_str().into(),
+                    "test".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+            else {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            };
+            while let Some(Ok(d)) = consumer.next().await {
+                if let Ok(env) = serde_json::from_slice::<Envelope>(&d.data) {
+                    let _ = tx.send(env);
+                }
+                let _ = d.ack(BasicAckOptions::default()).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    rx
+}

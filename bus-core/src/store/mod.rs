@@ -33,6 +33,7 @@ pub mod process;
 #[cfg(test)]
 mod tests;
 pub mod trace;
+pub mod value;
 pub mod writer;
 
 pub use connection::Store;

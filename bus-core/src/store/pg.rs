@@ -2,12 +2,13 @@
 //! blocking client runs a runtime of its own, which must not be entered from an async task),
 //! and the conversions between the store's [`Value`]s and PostgreSQL's types.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use postgres::types::{IsNull, ToSql, Type};
 
-use super::db::{DbError, OwnedValue, Params, PgCache, Value, to_postgres_placeholders};
+use super::value::{DbError, OwnedValue, Params, Value};
 
 type Job = Box<dyn FnOnce(&mut postgres::Client, &mut PgCache) + Send>;
 
@@ -279,4 +280,62 @@ pub(super) fn with_value<T>(
         }
     };
     f(v.unwrap_or(Value::Null))
+}
+
+/// `sql` with its `?N` and `?` placeholders as PostgreSQL's `$N` (string literals, quoted names
+/// and comments left alone).
+pub fn to_postgres_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut next = 0usize;
+    let mut chars = sql.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        if let Some(q) = quote {
+            out.push(c);
+            if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            '?' => {
+                let mut digits = String::new();
+                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    digits.push(*d);
+                    chars.next();
+                }
+                if digits.is_empty() {
+                    next += 1;
+                    out.push('$');
+                    out.push_str(&next.to_string());
+                } else {
+                    next = digits.parse().unwrap_or(next);
+                    out.push('$');
+                    out.push_str(&digits);
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Statements prepared on one PostgreSQL connection, by the store's SQL text.
+pub(super) type PgCache = HashMap<String, postgres::Statement>;
+
+#[cfg(test)]
+mod tests {
+    use super::to_postgres_placeholders as pg;
+
+    #[test]
+    fn placeholders_are_renumbered_outside_literals() {
+        assert_eq!(pg("SELECT ?1, ?2, ?1"), "SELECT $1, $2, $1");
+        assert_eq!(pg("a = ? AND b = ?"), "a = $1 AND b = $2");
+        assert_eq!(pg("x = '?' AND y = ?3"), "x = '?' AND y = $3");
+        assert_eq!(pg("\"we?ird\" = ?"), "\"we?ird\" = $1");
+    }
 }

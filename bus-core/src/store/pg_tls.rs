@@ -4,7 +4,7 @@
 //! libpq's `verify-full` does. With `prefer`, a server without TLS is reached in plain text, so
 //! a server that is not on this machine must be given `sslmode=require`.
 
-use super::db::DbError;
+use super::value::DbError;
 
 /// Connect with `config`, through TLS unless its `sslmode` is `disable`.
 pub(super) fn connect(config: &postgres::Config) -> Result<postgres::Client, DbError> {
