@@ -52,9 +52,10 @@ async fn run_with_fault(
         if results.len() >= at
             && let Some(f) = fault.take()
         {
-            f();
+            // Recovery counts from the fault's start (a graceful stop takes seconds itself).
             fault_at = Instant::now();
             in_flight = n as usize - results.len();
+            f();
         }
     }
     assert!(
