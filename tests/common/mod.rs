@@ -635,7 +635,7 @@ pub fn record_reliability(r: Reliability) {
         .unwrap_or_default();
     rows.sort_by(|a, b| a.scenario.cmp(&b.scenario));
     let mut md = String::from(
-        "# Reliability\n\nWritten by the fault-injection tests (`tests/faults.rs`, `tests/process.rs`, `tests/kill_points.rs`, `tests/broker_faults.rs`, `tests/channel_faults.rs`, `tests/blocked.rs`) each time they run; not edited by hand.\n\
+        "# Reliability\n\nWritten by the fault-injection tests (`tests/faults.rs`, `tests/process.rs`, `tests/kill_points.rs`, `tests/broker_faults.rs`, `tests/channel_faults.rs`, `tests/blocked.rs`, `tests/cluster.rs`, `tests/competing.rs`; the second pass of `scripts/test` re-records the store-touching ones on PostgreSQL) each time they run; not edited by hand.\n\
          Each scenario drives its messages through the real broker and mock agencies and counts, per message id, one terminal state\n\
          (result back at the centre, or dead-lettered with a reason); `lost` = messages without one, `duplicate effects` = agency\n\
          registrations beyond one per message; `copies` = the same message (same message id) delivered again to a unit that reads its\n\
