@@ -39,12 +39,8 @@ pub fn plain_http_off_machine(url: &reqwest::Url) -> Option<String> {
     if url.scheme() != "http" {
         return None;
     }
-    let host = url.host_str().unwrap_or("").trim_matches(['[', ']']);
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    (!loopback).then(|| {
+    let host = url.host_str().unwrap_or("");
+    (!lienthong_core::loopback::is_loopback_host(host)).then(|| {
         format!(
             "endpoint {url} is plain http:// to another machine: dossiers would cross the network unencrypted; use https://"
         )

@@ -161,7 +161,7 @@ impl ProcessManager {
                 Some(outbox)
             }
         };
-        self.flush_dossier(&env.ma_ho_so, only.as_deref()).await
+        self.flush_where(Some(&env.ma_ho_so), only.as_deref()).await
     }
 
     /// Run `f` on dossier `ma`'s stored state in one savepoint of the process's group commit
@@ -247,7 +247,7 @@ impl ProcessManager {
                 Some(outbox)
             }
         };
-        self.flush_dossier(ma, only.as_deref()).await
+        self.flush_where(Some(ma), only.as_deref()).await
     }
 
     /// A dead letter on `<p>.dead.process`: when it is a message the process manager sent for a
@@ -344,30 +344,24 @@ impl ProcessManager {
         })
     }
 
-    /// Publish what a transition of dossier `ma` put in the outbox: the envelopes `only` names
-    /// (those of the transition this process just applied: a transition of the same dossier
-    /// applied by another process, a router on another host, is that process's to publish), or
-    /// with `None` everything of the dossier still unsent (a message applied before, come
-    /// again after a crash).
-    async fn flush_dossier(&self, ma: &str, only: Option<&[String]>) -> Result<(), PmError> {
-        if only.is_some_and(|ids| ids.is_empty()) {
-            return Ok(());
-        }
-        self.flush_where(Some(ma), only).await
-    }
-
     /// Publish the outbox (of one dossier, or everything older than 5 s), each envelope with a
     /// publisher confirm, then mark it sent.
     pub async fn flush(&self, ma_ho_so: Option<&str>) -> Result<(), PmError> {
         self.flush_where(ma_ho_so, None).await
     }
 
-    /// [`Self::flush`], of the envelopes `only` names when given.
+    /// [`Self::flush`], of the envelopes `only` names when given: those of the transition this
+    /// process just applied (a transition of the same dossier applied by another process, a
+    /// router on another host, is that process's to publish). `None`: everything unsent (the
+    /// sweeper; a message applied before, come again after a crash).
     async fn flush_where(
         &self,
         ma_ho_so: Option<&str>,
         only: Option<&[String]>,
     ) -> Result<(), PmError> {
+        if only.is_some_and(|ids| ids.is_empty()) {
+            return Ok(());
+        }
         let _one = self.flushing.lock().await;
         let key = ma_ho_so.map(str::to_string);
         let mut entries = self

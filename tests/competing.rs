@@ -24,18 +24,20 @@ const DOSSIERS: u32 = 60;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_routers_and_two_adapter_workers_complete_every_join_once() {
-    let (mut s, dir) = settings("competing");
-    // Agencies slow enough that the kills land with most dossiers in flight.
-    s.mock.latency_min_ms = 100;
-    s.mock.latency_max_ms = 300;
-    s.mock.callback_delay_ms = 200;
-    let users = broker_users(&mut s);
-    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
-    use_mock(&mut s, &mock);
-    let port = free_port();
-    s.http.listen = format!("127.0.0.1:{port}");
-    let config = dir.join("config.toml");
-    s.write_file(&config).expect("config");
+    let Prepared {
+        settings: s,
+        dir,
+        users,
+        mock,
+        port,
+        config,
+    } = prepare("competing", |s| {
+        // Agencies slow enough that the kills land with most dossiers in flight.
+        s.mock.latency_min_ms = 100;
+        s.mock.latency_max_ms = 300;
+        s.mock.callback_delay_ms = 200;
+    })
+    .await;
     let mut procs = [
         spawn_components(&config, &dir, "router,tracer", "router-1.log"),
         spawn_components(&config, &dir, "router", "router-2.log"),

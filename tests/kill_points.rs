@@ -47,17 +47,19 @@ fn held_at(log: &std::path::Path, point: Point) -> Option<(String, String)> {
 }
 
 async fn crash_at(point: Point, name: &str, scenario: &str) {
-    let (mut s, dir) = settings(name);
-    let users = broker_users(&mut s);
-    s.mock.latency_min_ms = 2;
-    s.mock.latency_max_ms = 10;
-    s.mock.callback_delay_ms = 20;
-    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
-    use_mock(&mut s, &mock);
-    let port = free_port();
-    s.http.listen = format!("127.0.0.1:{port}");
-    let config = dir.join("config.toml");
-    s.write_file(&config).expect("config");
+    let Prepared {
+        settings: s,
+        dir,
+        users,
+        mock,
+        port,
+        config,
+    } = prepare(name, |s| {
+        s.mock.latency_min_ms = 2;
+        s.mock.latency_max_ms = 10;
+        s.mock.callback_delay_ms = 20;
+    })
+    .await;
     let failpoints = format!("{}=1*return", point.name());
     let mut adapters = spawn_components_env(
         &config,

@@ -12,18 +12,20 @@ use lienthong_core::envelope::Kind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_traffic_and_restart_loses_nothing() {
-    let (mut s, dir) = settings("sigterm");
-    let users = broker_users(&mut s);
-    s.mock.latency_min_ms = 20;
-    s.mock.latency_max_ms = 80;
-    s.mock.callback_delay_ms = 300;
-    s.mock.unavailable_rate = 0.15;
-    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
-    use_mock(&mut s, &mock);
-    let port = free_port();
-    s.http.listen = format!("127.0.0.1:{port}");
-    let config = dir.join("config.toml");
-    s.write_file(&config).expect("config");
+    let Prepared {
+        settings: s,
+        dir,
+        users,
+        mock,
+        port,
+        config,
+    } = prepare("sigterm", |s| {
+        s.mock.latency_min_ms = 20;
+        s.mock.latency_max_ms = 80;
+        s.mock.callback_delay_ms = 300;
+        s.mock.unavailable_rate = 0.15;
+    })
+    .await;
 
     let mut child = spawn_run(&config, &dir.join("run1.log"));
     wait_ready_from(&dir.join("run1.log"), port).await;

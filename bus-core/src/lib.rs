@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod filing;
 pub mod health;
 pub mod hold;
+pub mod loopback;
 pub mod overflow;
 pub mod process;
 pub mod registry;

@@ -162,11 +162,7 @@ impl BusSettings {
                 return None;
             }
             let host = uri.authority.host.trim_matches(['[', ']']).to_string();
-            let loopback = host == "localhost"
-                || host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            (!loopback).then(|| {
+            (!crate::loopback::is_loopback_host(&host)).then(|| {
                 format!(
                     "the broker {host} is reached over plain amqp:// (unencrypted) and is not on this machine: use amqps:// with [bus] tls_ca, or set [bus] insecure = true to accept it"
                 )

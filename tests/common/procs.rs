@@ -168,6 +168,42 @@ pub fn sigterm(child: &Proc) {
     assert!(ok.success());
 }
 
+/// What a test needs to start the bus as child processes: the settings `name` (changed by the
+/// test first), this test's broker users, the mock agencies the settings point at, the HTTP
+/// API's free port, and the configuration file the processes read.
+pub struct Prepared {
+    pub settings: lienthong_core::registry::Settings,
+    pub dir: std::path::PathBuf,
+    pub users: lienthong_testkit::broker_users::BrokerUsers,
+    pub mock: lienthong_testkit::mock::MockServer,
+    pub port: u16,
+    pub config: std::path::PathBuf,
+}
+
+/// [`Prepared`] for settings `name`, changed by `tweak` before anything else.
+pub async fn prepare(
+    name: &str,
+    tweak: impl FnOnce(&mut lienthong_core::registry::Settings),
+) -> Prepared {
+    let (mut s, dir) = settings(name);
+    tweak(&mut s);
+    let users = broker_users(&mut s);
+    let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
+    use_mock(&mut s, &mock);
+    let port = free_port();
+    s.http.listen = format!("127.0.0.1:{port}");
+    let config = dir.join("config.toml");
+    s.write_file(&config).expect("config");
+    Prepared {
+        settings: s,
+        dir,
+        users,
+        mock,
+        port,
+        config,
+    }
+}
+
 /// A bus split over two processes, as a deployment runs it: `router,tracer` (log
 /// `routing.log`) and `adapters,http` (log `delivery.log`), both ready, with the mock agencies
 /// and a test-side view.
@@ -186,15 +222,14 @@ impl Split {
         name: &str,
         tweak: impl FnOnce(&mut lienthong_core::registry::Settings),
     ) -> Split {
-        let (mut s, dir) = settings(name);
-        tweak(&mut s);
-        let users = broker_users(&mut s);
-        let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
-        use_mock(&mut s, &mock);
-        let port = free_port();
-        s.http.listen = format!("127.0.0.1:{port}");
-        let config = dir.join("config.toml");
-        s.write_file(&config).expect("config");
+        let Prepared {
+            settings: s,
+            dir,
+            users,
+            mock,
+            port,
+            config,
+        } = prepare(name, tweak).await;
         let routing = spawn_components(&config, &dir, "router,tracer", "routing.log");
         let delivery = spawn_components(&config, &dir, "adapters,http", "delivery.log");
         wait_ready_from(&dir.join("delivery.log"), port).await;

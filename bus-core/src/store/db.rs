@@ -344,15 +344,10 @@ impl Db {
     /// rolled back when it fails.
     pub fn transaction<T>(&self, f: impl FnOnce(&Db) -> Result<T, DbError>) -> Result<T, DbError> {
         self.begin()?;
-        match f(self) {
-            Ok(v) => {
-                self.commit()?;
-                Ok(v)
-            }
-            Err(e) => {
-                let _ = self.rollback();
-                Err(e)
-            }
+        let done = f(self).and_then(|v| self.commit().map(|()| v));
+        if done.is_err() {
+            let _ = self.rollback();
         }
+        done
     }
 }

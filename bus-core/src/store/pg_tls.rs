@@ -12,7 +12,9 @@ pub(super) fn connect(config: &postgres::Config) -> Result<postgres::Client, DbE
         .get_hosts()
         .iter()
         .filter_map(|h| match h {
-            postgres::config::Host::Tcp(name) if !is_loopback(name) => Some(name.clone()),
+            postgres::config::Host::Tcp(name) if !crate::loopback::is_loopback_host(name) => {
+                Some(name.clone())
+            }
             _ => None,
         })
         .collect();
@@ -51,13 +53,4 @@ pub(super) fn connect(config: &postgres::Config) -> Result<postgres::Client, DbE
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))?)
-}
-
-/// Whether `host` is this machine (`localhost`, 127.0.0.0/8, ::1).
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
