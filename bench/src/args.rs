@@ -41,6 +41,23 @@ pub struct BenchArgs {
     /// down, then drained (e.g. 200000). Updates only the backlog section of the report.
     #[arg(long)]
     pub backlog: Option<u64>,
+    /// Instead of the comparison: the scale run. N dossiers through the HTTP-adapter path, then
+    /// N dossiers of backlog drained, with 1, 2 and 4 router and adapter processes
+    /// (`--scale-processes`) on SQLite and on PostgreSQL (`--scale-stores`); CPU per dossier of
+    /// every process (bus, broker, PostgreSQL). Updates only the scale section of the report.
+    #[arg(long)]
+    pub scale: Option<u64>,
+    /// Router processes (and as many adapter processes) of each scale cell, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 2, 4])]
+    pub scale_processes: Vec<u32>,
+    /// Stores of the scale run, comma-separated: sqlite, postgres.
+    #[arg(long, value_delimiter = ',', default_values_t = ["sqlite".to_string(), "postgres".to_string()], value_parser = ["sqlite", "postgres"])]
+    pub scale_stores: Vec<String>,
+    /// The PostgreSQL server of the scale run (any database of it; the bench creates and drops
+    /// one database per cell, so the user needs CREATEDB). Default: `$LIENTHONG_TEST_PG`, or
+    /// the machine's own server as `postgres` (scripts/ensure-postgres).
+    #[arg(long, env = "LIENTHONG_BENCH_PG")]
+    pub postgres: Option<String>,
     /// Instead of the comparison: the operators' console's pages timed against a store of N
     /// dossiers (e.g. 100000), served by `lienthong run --components http`. Prints a table (and
     /// writes it to --out when given); BENCHMARKS.md is not touched.

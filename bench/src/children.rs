@@ -12,7 +12,7 @@ use crate::procfs;
 /// log file; stopped with SIGTERM (then killed) when dropped.
 pub(crate) struct Child {
     pub(crate) child: Option<std::process::Child>,
-    pub(crate) name: &'static str,
+    pub(crate) name: String,
     pub(crate) pid: u32,
     pub(crate) log: PathBuf,
 }
@@ -23,8 +23,9 @@ impl Child {
         config: Option<&Path>,
         args: &[&str],
         log: &Path,
-        name: &'static str,
+        name: impl Into<String>,
     ) -> anyhow::Result<Child> {
+        let name = name.into();
         let out =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;

@@ -1,5 +1,6 @@
-//! Broker clean-up: everything the benchmark declared (queues, bus topologies, shovels, the
-//! shovel plugin) removed after its round, at the end, or on drop after a failure.
+//! Clean-up: everything the benchmark declared (queues, bus topologies, shovels, the shovel
+//! plugin on the broker; the scale run's PostgreSQL databases) removed after its round, at the
+//! end, or on drop after a failure.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -22,6 +23,15 @@ pub(crate) struct Cleanup {
     pub(crate) shovels: Mutex<Vec<String>>,
     /// The plugin was enabled by us; and whether the enabled-plugins file existed before.
     pub(crate) plugin: Mutex<Option<(PathBuf, bool)>>,
+    /// The scale run's databases: (the server's URL, the database's URL).
+    pub(crate) databases: Mutex<Vec<(String, String)>>,
+}
+
+/// Drop the databases (blocking).
+pub(crate) fn drop_databases(dbs: &[(String, String)]) {
+    for (server, url) in dbs {
+        lienthong_testkit::pg::drop_on(server, url);
+    }
 }
 
 /// Disable the shovel plugin again; remove the enabled-plugins file if we created it and it
@@ -69,6 +79,10 @@ impl Cleanup {
                     problems.push(format!("deleting prefix {}: {e}", t.bus.prefix));
                 }
             }
+        }
+        let dbs = take(&self.databases);
+        if !dbs.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || drop_databases(&dbs)).await;
         }
         let plugin = self.plugin.lock().ok().and_then(|mut p| p.take());
         if let Some((file, existed)) = plugin {
@@ -120,6 +134,10 @@ impl Drop for Cleanup {
         }
         if let Some((file, existed)) = self.plugin.lock().ok().and_then(|mut p| p.take()) {
             let _ = disable_plugin(&file, existed);
+        }
+        let dbs = take(&self.databases);
+        if !dbs.is_empty() {
+            let _ = std::thread::spawn(move || drop_databases(&dbs)).join();
         }
     }
 }

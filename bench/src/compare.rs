@@ -16,12 +16,15 @@ pub(crate) async fn run_all(
     header: &mut Header,
     results: &mut Results,
 ) -> anyhow::Result<()> {
-    if args.soak.is_some() || args.backlog.is_some() {
+    if args.soak.is_some() || args.backlog.is_some() || args.scale.is_some() {
         if let Some(n) = args.soak {
             results.soak = Some(soak(bench, n, header).await?);
         }
         if let Some(n) = args.backlog {
             results.backlog = Some(backlog(bench, n, header).await?);
+        }
+        if let Some(n) = args.scale {
+            results.scale = Some(crate::scale::scale(bench, n, header).await?);
         }
         return Ok(());
     }

@@ -75,11 +75,13 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
         args.http_messages = Some(300);
         args.soak = None;
         args.backlog = None;
+        args.scale = None;
         args.stall_s = args.stall_s.min(20);
         args.console = None;
     } else if args.rounds < 3
         && args.soak.is_none()
         && args.backlog.is_none()
+        && args.scale.is_none()
         && args.console.is_none()
     {
         anyhow::bail!(
@@ -203,6 +205,7 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
         topologies: Mutex::new(Vec::new()),
         shovels: Mutex::new(Vec::new()),
         plugin: Mutex::new(None),
+        databases: Mutex::new(Vec::new()),
     });
     let bench = Bench {
         args: args.clone(),
@@ -285,7 +288,11 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
         && results.http.as_ref().is_none_or(ModeRuns::ok)
         && results.paced.iter().all(ModeRuns::ok)
         && results.soak.as_ref().is_none_or(|s| s.round.ok())
-        && results.backlog.as_ref().is_none_or(|b| b.error.is_none());
+        && results.backlog.as_ref().is_none_or(|b| b.error.is_none())
+        && results
+            .scale
+            .as_ref()
+            .is_none_or(crate::scale_report::Scale::ok);
     let previous = std::fs::read_to_string(&out_path).ok();
     let text = report::render(&results, previous.as_deref());
     // A run where some mode failed does not replace the report's tables: it goes beside it.

@@ -19,15 +19,17 @@
 //! raw pipe and lienthong below saturation (the raw pipe's is the broker's own two-hop latency
 //! at that rate, the floor of lienthong's). On request, in their own invocations: the **soak**
 //! (`--soak N`, the router's memory sampled every second) and the **backlog drain**
-//! (`--backlog N`, an agency's queue emptied once its adapter comes back).
+//! (`--backlog N`, an agency's queue emptied once its adapter comes back), and the **scale**
+//! run (`--scale N`: the HTTP-adapter path and the backlog drain with 1, 2 and 4 router and
+//! adapter processes, on SQLite and on PostgreSQL; CPU per dossier of every kind of process).
 //!
 //! Everything the benchmark declares on the broker is named `lienthong-bench-<run id>…` and is
 //! deleted at the end, also when a round fails or the run is interrupted; a shovel it created
 //! is cleared, and the shovel plugin is disabled again if the benchmark enabled it. The report
 //! goes to `BENCHMARKS.md` (see [`report`]).
 //!
-//! One file per part: [`args`] (options), [`harness`] (the run), [`compare`], [`soak`] and
-//! [`backlog`] (the three kinds of run), [`round`] and [`setup`] (one round of a mode),
+//! One file per part: [`args`] (options), [`harness`] (the run), [`compare`], [`soak`],
+//! [`backlog`] and [`scale`] (the kinds of run; [`scale_report`] its section), [`round`] and [`setup`] (one round of a mode),
 //! [`children`], [`cleanup`], [`broker`], [`pipe`], [`traffic`], [`procfs`], [`report`].
 
 mod args;
@@ -42,6 +44,8 @@ mod pipe;
 mod procfs;
 mod report;
 mod round;
+mod scale;
+mod scale_report;
 mod setup;
 mod soak;
 mod traffic;
@@ -58,7 +62,7 @@ use lienthong_core::registry::Settings;
     version,
     args_conflicts_with_subcommands = true,
     about = "Measure lienthong against the broker on this machine (direct, raw pipe, shovel, \
-             lienthong, HTTP adapter, paced; --soak, --backlog) and write BENCHMARKS.md. Runs \
+             lienthong, HTTP adapter, paced; --soak, --backlog, --scale) and write BENCHMARKS.md. Runs \
              `lienthong` and `lienthong-mock` found beside this program (or at $LIENTHONG_BIN \
              and $LIENTHONG_MOCK_BIN)."
 )]

@@ -196,6 +196,18 @@ pub fn comm(pid: u32) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// The pids of every process named `name` (`/proc/<pid>/comm`), e.g. all of PostgreSQL's
+/// (`postgres`: the postmaster, its background workers and one backend per connection).
+pub fn pids_named(name: &str) -> Vec<u32> {
+    processes()
+        .map(|ps| {
+            ps.filter(|(pid, _)| comm(*pid).is_some_and(|c| c == name))
+                .map(|(pid, _)| pid)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The 1, 5 and 15 minute load averages (`/proc/loadavg`).
 pub fn loadavg() -> Option<String> {
     let t = std::fs::read_to_string("/proc/loadavg").ok()?;

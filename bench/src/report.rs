@@ -14,7 +14,7 @@ pub const CHANGES: &str = "## Changes and their effect";
 pub const OTHERS: &str = "other processes (machine busy − the above)";
 
 /// Canonical order of the sections.
-const ORDER: [&str; 11] = [
+const ORDER: [&str; 12] = [
     "## Machine and settings",
     "## Throughput",
     "## Latency at saturation",
@@ -25,6 +25,7 @@ const ORDER: [&str; 11] = [
     "## Router stages",
     "## Soak",
     "## Backlog drain",
+    crate::scale_report::HEADING,
     CHANGES,
 ];
 
@@ -367,6 +368,8 @@ pub struct Results {
     pub soak: Option<Soak>,
     /// The backlog drain, when asked.
     pub backlog: Option<Backlog>,
+    /// The scale run, when asked.
+    pub scale: Option<crate::scale_report::Scale>,
 }
 
 fn ms(us: Option<u32>) -> String {
@@ -858,6 +861,14 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
         }
         out.push((ORDER[9].to_string(), s));
     }
+
+    if let Some(sc) = &r.scale {
+        let run = format!("Run {} (`{}`) on {machine_line}.", h.date, h.command);
+        out.push((
+            crate::scale_report::HEADING.to_string(),
+            crate::scale_report::section(sc, &run),
+        ));
+    }
     out
 }
 
@@ -888,9 +899,9 @@ pub fn render(r: &Results, previous: Option<&str>) -> String {
     let mut text = String::from(
         "# lienthong benchmarks\n\nWritten by `lienthong-bench` (`cargo build --release --workspace \
          --bins`, then `./target/release/lienthong-bench`; see `lienthong-bench --help`). Do not edit by hand, except the section \
-         \"Changes and their effect\", which the harness keeps. The soak and the backlog drain \
-         run in their own invocations (`--soak N`, `--backlog N`), which update only their \
-         sections.\n\n",
+         \"Changes and their effect\", which the harness keeps. The soak, the backlog drain and \
+         the scale run run in their own invocations (`--soak N`, `--backlog N`, `--scale N`), \
+         which update only their sections.\n\n",
     );
     let mut emitted: Vec<String> = Vec::new();
     let push = |text: &mut String, heading: &str, body: &str| {

@@ -47,19 +47,31 @@ fn db_name(name: &str) -> String {
     n
 }
 
-/// Create the database `name` (dropped first if a killed run left it) and return its URL.
+/// Create the database `name` (dropped first if a killed run left it) on the suite's server
+/// ([`server_url`]) and return its URL.
 pub fn create(name: &str) -> anyhow::Result<String> {
-    let server = server_url();
-    let db = db_name(name);
-    let admin = Db::Pg(PgConn::connect(&server)?);
-    admin.execute_batch(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))?;
-    admin.execute_batch(&format!("CREATE DATABASE {db}"))?;
-    Ok(with_database(&server, &db))
+    create_on(&server_url(), name)
 }
 
-/// Drop the database of `url` (its connections closed by force); errors are ignored (a test's
-/// clean-up).
+/// Create the database `name` on `server` (dropped first if a killed run left it) and return
+/// its URL.
+pub fn create_on(server: &str, name: &str) -> anyhow::Result<String> {
+    let db = db_name(name);
+    let admin = Db::Pg(PgConn::connect(server)?);
+    admin.execute_batch(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))?;
+    admin.execute_batch(&format!("CREATE DATABASE {db}"))?;
+    Ok(with_database(server, &db))
+}
+
+/// Drop the database of `url` on the suite's server (its connections closed by force); errors
+/// are ignored (a test's clean-up).
 pub fn drop_database(url: &str) {
+    drop_on(&server_url(), url);
+}
+
+/// Drop the database of `url` through `server` (its connections closed by force); errors are
+/// ignored (a clean-up).
+pub fn drop_on(server: &str, url: &str) {
     let Some(db) = url
         .split('?')
         .next()
@@ -68,7 +80,7 @@ pub fn drop_database(url: &str) {
     else {
         return;
     };
-    if let Ok(admin) = PgConn::connect(&server_url()) {
+    if let Ok(admin) = PgConn::connect(server) {
         let _ = Db::Pg(admin).execute_batch(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
     }
 }

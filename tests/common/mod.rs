@@ -127,6 +127,9 @@ pub struct Bus {
     pub unit_publisher: Publisher,
     /// Set by [`Bus::stop`]; otherwise (a failed test) `Drop` deletes the topology.
     pub cleaned: bool,
+    /// The bus's processes when it runs as child processes ([`Bus::start_processes_on_cluster`]),
+    /// by the components they run; killed when the bus is dropped.
+    pub children: Vec<(String, procs::Proc)>,
 }
 
 impl Drop for Bus {
@@ -137,6 +140,10 @@ impl Drop for Bus {
         // Stop the components first, or their supervisors would re-declare what is deleted.
         if let Some(r) = &self.running {
             r.shutdown();
+        }
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
         }
         let settings = self.settings.clone();
         // A failed test still leaves the shared broker as it found it.
@@ -171,7 +178,7 @@ impl Bus {
 
     /// The same, with the test's own changes to the settings.
     pub async fn start_with(name: &str, change: impl FnOnce(&mut Settings)) -> Bus {
-        Self::start_inner(name, change, None, None).await
+        Self::start_inner(name, change, None, None, &[]).await
     }
 
     /// The same on a private node of the test's own (`broker`): the bus and the units get
@@ -181,7 +188,7 @@ impl Bus {
         broker: &private_broker::PrivateBroker,
         change: impl FnOnce(&mut Settings),
     ) -> Bus {
-        Self::start_inner(name, change, Some(broker), Some(broker)).await
+        Self::start_inner(name, change, Some(broker), Some(broker), &[]).await
     }
 
     /// The same on a private cluster: the bus connects to node 0 first, with the other nodes
@@ -191,6 +198,18 @@ impl Bus {
         name: &str,
         cluster: &lienthong_testkit::private_cluster::PrivateCluster,
         change: impl FnOnce(&mut Settings),
+    ) -> Bus {
+        Self::start_processes_on_cluster(name, cluster, change, &[]).await
+    }
+
+    /// The same with the bus in child processes, one per entry of `processes` (the components
+    /// it runs, e.g. `router`; its log file in the bus's directory); one of them must run
+    /// `http`. Empty: the bus in this process.
+    pub async fn start_processes_on_cluster(
+        name: &str,
+        cluster: &lienthong_testkit::private_cluster::PrivateCluster,
+        change: impl FnOnce(&mut Settings),
+        processes: &[(&str, &str)],
     ) -> Bus {
         let others = cluster.addresses()[1..].to_vec();
         let last = cluster.nodes.last();
@@ -202,6 +221,7 @@ impl Bus {
             },
             cluster.nodes.first(),
             last,
+            processes,
         )
         .await
     }
@@ -211,6 +231,7 @@ impl Bus {
         change: impl FnOnce(&mut Settings),
         node: Option<&private_broker::PrivateBroker>,
         control: Option<&private_broker::PrivateBroker>,
+        processes: &[(&str, &str)],
     ) -> Bus {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(lienthong::logging::env_filter("warn,lapin=error"))
@@ -239,10 +260,31 @@ impl Bus {
             .await
             .expect("mock agencies");
         use_mock(&mut s, &mock);
-        let running = lienthong::run::start(s.clone(), &Component::ALL)
-            .await
-            .expect("bus starts");
-        let http = format!("http://{}", running.http_addr.expect("http addr"));
+        let mut children = Vec::new();
+        let (running, http) = if processes.is_empty() {
+            let running = lienthong::run::start(s.clone(), &Component::ALL)
+                .await
+                .expect("bus starts");
+            let http = format!("http://{}", running.http_addr.expect("http addr"));
+            (Some(running), http)
+        } else {
+            let port = procs::free_port();
+            s.http.listen = format!("127.0.0.1:{port}");
+            let config = dir.join("config.toml");
+            s.write_file(&config).expect("config");
+            for (components, log) in processes {
+                children.push((
+                    components.to_string(),
+                    procs::spawn_components(&config, &dir, components, log),
+                ));
+            }
+            let front = processes
+                .iter()
+                .find(|(c, _)| c.split(',').any(|c| c == "http"))
+                .expect("one process runs the HTTP API");
+            procs::wait_ready_from(&dir.join(front.1), port).await;
+            (None, format!("http://127.0.0.1:{port}"))
+        };
         // The test's own observer (listening on units' queues, reading dead letters, tapping
         // exchanges) administers the broker as its default user; the bus does not use it.
         let control_url = match control {
@@ -286,12 +328,13 @@ impl Bus {
             settings: s,
             dir,
             mock: Some(mock),
-            running: Some(running),
+            running,
             conn,
             publisher,
             http,
             mock_url,
             cleaned: false,
+            children,
         }
     }
 
@@ -504,6 +547,20 @@ impl Bus {
                 eprintln!("warning: {e:#}");
             }
         }
+        for (_, c) in &mut self.children {
+            if matches!(c.try_wait(), Ok(None)) {
+                procs::sigterm(c);
+            }
+        }
+        for (what, c) in &mut self.children {
+            let until = Instant::now() + Duration::from_secs(15);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if matches!(c.try_wait(), Ok(None)) {
+                eprintln!("warning: `lienthong run --components {what}` did not stop on SIGTERM");
+            }
+        }
         if let Some(m) = self.mock.take() {
             let _ = m.stop.send(());
         }
@@ -517,6 +574,23 @@ impl Bus {
             lienthong_testkit::pg::drop_database(&self.settings.store.url);
         }
     }
+}
+
+/// The distinct final results the trace shows the process manager sending back to the centre
+/// for dossier `ma` (results routed to Sơn Hà, by message id): 1 when its join completed once.
+pub fn final_results_in_trace(store: &Store, ma: &str) -> usize {
+    store
+        .timeline(ma)
+        .expect("trace")
+        .iter()
+        .filter(|r| {
+            r.event == "routed"
+                && r.to.as_deref() == Some(SON_HA)
+                && r.kind.as_deref() == Some(Kind::RESULT)
+        })
+        .filter_map(|r| r.message_id.clone())
+        .collect::<std::collections::HashSet<_>>()
+        .len()
 }
 
 /// Wait for the next envelope on `rx` (panics after `secs`).

@@ -124,6 +124,7 @@ pub async fn view_of(
         http: String::new(),
         mock_url: format!("http://{}", mock.addr),
         cleaned: false,
+        children: Vec::new(),
     }
 }
 

@@ -307,11 +307,15 @@ impl Db {
         match self {
             Db::Sqlite(_) => self.execute_batch("BEGIN IMMEDIATE"),
             Db::Pg(_) => {
-                self.execute_batch("BEGIN")?;
-                let locked =
-                    self.execute_batch(&format!("SELECT pg_advisory_xact_lock({WRITE_LOCK})"));
+                // One round trip: the lock is held from here to the commit, and every round
+                // trip under it delays every writer of the store.
+                let locked = self.execute_batch(&format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+                ));
                 if locked.is_err() {
-                    let _ = self.rollback();
+                    // The BEGIN may have opened a transaction that the lock's failure aborted
+                    // (a ROLLBACK outside one is only a warning).
+                    let _ = self.execute_batch("ROLLBACK");
                 }
                 locked
             }

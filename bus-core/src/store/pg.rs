@@ -10,14 +10,49 @@ use postgres::types::{IsNull, ToSql, Type};
 
 use super::value::{DbError, OwnedValue, Params, Value};
 
-type Job = Box<dyn FnOnce(&mut postgres::Client, &mut PgCache) + Send>;
+type Job = Box<dyn FnOnce(&mut Session) + Send>;
 
-/// A PostgreSQL connection served by its own thread; calls wait for their answer. The thread
-/// ends (and the connection closes) when this is dropped.
+/// The connection and what belongs to it: shared by the connection's thread and the callers
+/// that may use it directly ([`PgConn::run`]).
+struct Session {
+    config: postgres::Config,
+    client: postgres::Client,
+    cache: PgCache,
+    /// Cleared when the connection had to be opened again (its transaction is gone).
+    in_tx: std::sync::Arc<AtomicBool>,
+}
+
+impl Session {
+    /// The server restarted or the link broke: connect again before the next call (the open
+    /// transaction, if any, is gone with the old connection).
+    fn reconnect_if_closed(&mut self) {
+        if !self.client.is_closed() {
+            return;
+        }
+        match open(&self.config) {
+            Ok(c) => {
+                tracing::info!(message = "the store's connection was lost; connected again");
+                self.client = c;
+                self.cache.clear();
+                self.in_tx.store(false, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(message = "the store's server is not reachable", error = %e);
+            }
+        }
+    }
+}
+
+/// A PostgreSQL connection and a thread that serves it to callers inside an async runtime; a
+/// caller on a plain thread (the store's group-commit writer) uses it directly, without the
+/// two thread wake-ups per statement: a writing transaction holds the store's write lock
+/// across its statements, so their latency bounds the whole store's write rate. Calls wait
+/// for their answer. The thread ends (and the connection closes) when this is dropped.
 pub struct PgConn {
     jobs: mpsc::Sender<Job>,
-    /// Whether this connection opened a transaction it has not ended (cleared by the
-    /// connection's thread when it had to connect again).
+    session: std::sync::Arc<std::sync::Mutex<Session>>,
+    /// Whether this connection opened a transaction it has not ended (cleared when the
+    /// connection had to be opened again).
     in_tx: std::sync::Arc<AtomicBool>,
 }
 
@@ -39,58 +74,77 @@ impl PgConn {
         // A server or a link that dies is noticed within about a minute, not TCP's two hours.
         config.keepalives_idle(std::time::Duration::from_secs(30));
         let (jobs, rx) = mpsc::channel::<Job>();
-        let (ready, connected) = mpsc::sync_channel::<Result<(), DbError>>(1);
+        let (ready, connected) = mpsc::sync_channel::<Result<Session, DbError>>(1);
         let in_tx = std::sync::Arc::new(AtomicBool::new(false));
-        let lost_tx = in_tx.clone();
+        let session_tx = in_tx.clone();
+        let (share, shared) = mpsc::sync_channel(1);
+        // The client runs a runtime of its own, which must not be started from inside another
+        // (an async task, the blocking pool): it is opened and served on this thread.
         std::thread::Builder::new()
             .name("lienthong-store-pg".into())
             .spawn(move || {
-                let mut client = match open(&config) {
-                    Ok(c) => {
-                        let _ = ready.send(Ok(()));
-                        c
+                match open(&config) {
+                    Ok(client) => {
+                        let _ = ready.send(Ok(Session {
+                            config,
+                            client,
+                            cache: PgCache::new(),
+                            in_tx: session_tx,
+                        }));
                     }
                     Err(e) => {
                         let _ = ready.send(Err(e));
                         return;
                     }
-                };
-                let mut cache = PgCache::new();
-                while let Ok(job) = rx.recv() {
-                    // The server restarted or the link broke: connect again before the next
-                    // call (the open transaction, if any, is gone with the old connection).
-                    if client.is_closed() {
-                        match open(&config) {
-                            Ok(c) => {
-                                tracing::info!(message = "the store's connection was lost; connected again");
-                                client = c;
-                                cache.clear();
-                                lost_tx.store(false, Ordering::Relaxed);
-                            }
-                            Err(e) => {
-                                tracing::warn!(message = "the store's server is not reachable", error = %e);
-                            }
-                        }
-                    }
-                    job(&mut client, &mut cache);
                 }
+                let Ok(session) = shared.recv() else {
+                    return;
+                };
+                let session: std::sync::Arc<std::sync::Mutex<Session>> = session;
+                while let Ok(job) = rx.recv() {
+                    let mut s = session.lock().unwrap_or_else(|e| e.into_inner());
+                    s.reconnect_if_closed();
+                    job(&mut s);
+                }
+                // The client is closed here, where no runtime runs (its drop enters its own):
+                // once the `PgConn` is gone, this thread holds the last reference.
+                while std::sync::Arc::strong_count(&session) > 1 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                drop(session);
             })
             .map_err(|e| DbError::Other(format!("the store's connection thread: {e}")))?;
-        connected
+        let session = connected
             .recv()
             .map_err(|_| DbError::Other("the store's connection thread ended".into()))??;
-        Ok(PgConn { jobs, in_tx })
+        let session = std::sync::Arc::new(std::sync::Mutex::new(session));
+        share
+            .send(session.clone())
+            .map_err(|_| DbError::Other("the store's connection thread ended".into()))?;
+        Ok(PgConn {
+            jobs,
+            session,
+            in_tx,
+        })
     }
 
-    /// Run `f` on the connection's thread and wait for its answer.
+    /// Run `f` on the connection and wait for its answer: here when this thread is outside
+    /// any async runtime, else on the connection's thread.
     fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut postgres::Client, &mut PgCache) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, DbError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            let mut s = self.session.lock().unwrap_or_else(|e| e.into_inner());
+            s.reconnect_if_closed();
+            let Session { client, cache, .. } = &mut *s;
+            return f(client, cache);
+        }
         let (tx, rx) = mpsc::sync_channel(1);
         self.jobs
-            .send(Box::new(move |c, cache| {
-                let _ = tx.send(f(c, cache));
+            .send(Box::new(move |s: &mut Session| {
+                let Session { client, cache, .. } = s;
+                let _ = tx.send(f(client, cache));
             }))
             .map_err(|_| DbError::Other("the store's connection is closed".into()))?;
         rx.recv()
