@@ -189,6 +189,63 @@ impl Meter {
     }
 }
 
+/// Samples, five times a second, how many of the database's sessions wait for the store's
+/// write lock (`pg_stat_activity`: `wait_event = 'advisory'`), which is where PostgreSQL
+/// passes saturate when the machine is not busy.
+struct LockSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<f64>>,
+}
+
+impl LockSampler {
+    /// Start sampling database `db` of `server` (a thread with a connection of its own).
+    fn start(server: &str, db: &str) -> LockSampler {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (server, db, flag) = (server.to_string(), db.to_string(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let conn = match lienthong_core::store::pg::PgConn::connect(&server) {
+                Ok(c) => lienthong_core::store::db::Db::Pg(c),
+                Err(e) => {
+                    eprintln!("(the lock sampler cannot connect: {e})");
+                    return None;
+                }
+            };
+            let (mut samples, mut waiting) = (0u64, 0i64);
+            while !flag.load(Ordering::Relaxed) {
+                let n: i64 = conn
+                    .query_row(
+                        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = ?1 AND wait_event = 'advisory'",
+                        lienthong_core::params![db],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| eprintln!("(the lock sampler stops: {e})"))
+                    .ok()?;
+                samples += 1;
+                waiting += n;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (samples > 0).then(|| waiting as f64 / samples as f64)
+        });
+        LockSampler { stop, thread }
+    }
+
+    /// Stop; the mean number of sessions waiting for the lock.
+    fn stop(self) -> Option<f64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().ok().flatten()
+    }
+}
+
+/// The database name of a `postgres://…/<db>?…` URL.
+fn database_name(url: &str) -> String {
+    url.split('?')
+        .next()
+        .and_then(|h| h.rsplit('/').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// One store and process count: the HTTP-adapter pass and the drain pass.
 async fn cell(bench: &Bench, postgres: bool, server: &str, k: u32, n: u64) -> Vec<ScaleCell> {
     let store = if postgres { "PostgreSQL" } else { "SQLite" };
@@ -295,12 +352,16 @@ async fn cell(bench: &Bench, postgres: bool, server: &str, k: u32, n: u64) -> Ve
             max_in_flight: bench.args.max_in_flight,
             stall,
         };
+        let sampler = database
+            .as_deref()
+            .map(|d| LockSampler::start(server, &database_name(d)));
         let meter = Meter::start(&kinds(bench, &st), postgres);
         let produced =
             traffic::produce(&bench.pconn, &plan, &generator, KeyBy::CorrelationId, &book).await?;
         let sunk = sink.await.unwrap_or_default();
         let (uses, busy, _) = meter.stop();
         let c = &mut cells[0];
+        c.lock_waiters = sampler.and_then(LockSampler::stop);
         c.moved = sunk.received;
         c.secs = sunk.last_arrival.map_or(0.0, |l| {
             l.saturating_duration_since(produced.first_send)
@@ -350,10 +411,14 @@ async fn cell(bench: &Bench, postgres: bool, server: &str, k: u32, n: u64) -> Ve
         }
         let adapters = spawn_adapters(bench, &config, &dir, k)?;
         st.children.extend(adapters);
+        let sampler = database
+            .as_deref()
+            .map(|d| LockSampler::start(server, &database_name(d)));
         let meter = Meter::start(&kinds(bench, &st), postgres);
         let sunk = sink.await.unwrap_or_default();
         let (uses, busy, wall) = meter.stop();
         let c = &mut cells[1];
+        c.lock_waiters = sampler.and_then(LockSampler::stop);
         c.moved = sunk.received;
         c.secs = sunk.last_arrival.map_or(wall, |l| {
             l.saturating_duration_since(meter.started).as_secs_f64()

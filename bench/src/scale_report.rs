@@ -58,6 +58,9 @@ pub struct ScaleCell {
     /// CPU seconds the whole machine was busy during the pass.
     pub busy_s: Option<f64>,
     pub uses: Vec<ClassUse>,
+    /// PostgreSQL: the mean number of the database's sessions waiting for the store's write
+    /// lock, sampled five times a second.
+    pub lock_waiters: Option<f64>,
     pub error: Option<String>,
 }
 
@@ -134,12 +137,14 @@ pub fn section(scale: &Scale, run: &str) -> String {
          pass, divided by the dossiers (µs per dossier; routers and adapters: all *k* together, \
          and per process); PostgreSQL: every `postgres` process of the machine (the postmaster, \
          its workers, one backend per connection). The machine is busy for other work too \
-         (\"machine busy\" counts everything).\n",
+         (\"machine busy\" counts everything). \"Lock waiters\": on PostgreSQL, the mean number \
+         of the database's sessions waiting for the store's write lock (`pg_stat_activity`, \
+         five samples a second).\n",
         n = scale.count
     );
     s.push_str(
-        "| store | k | path | dossiers/s | machine busy | bus µs/dossier | routers (each) | adapters (each) | HTTP API + tracer | broker | PostgreSQL | mock agency | bench |\n\
-         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| store | k | path | dossiers/s | machine busy | lock waiters | bus µs/dossier | routers (each) | adapters (each) | HTTP API + tracer | broker | PostgreSQL | mock agency | bench |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for c in &scale.cells {
         let per = |class: &str| {
@@ -157,7 +162,7 @@ pub fn section(scale: &Scale, run: &str) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | **{}** | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | **{}** | {} | {} | {} | {} | {} | {} | {} |",
             c.store,
             c.processes,
             c.path.name(),
@@ -173,6 +178,7 @@ pub fn section(scale: &Scale, run: &str) -> String {
             },
             c.busy()
                 .map_or("–".into(), |b| format!("{:.0} %", b * 100.0)),
+            c.lock_waiters.map_or("–".into(), |w| format!("{w:.1}")),
             us(c.bus_us()),
             per(ROUTERS),
             per(ADAPTERS),
@@ -217,7 +223,16 @@ pub fn saturation(scale: &Scale) -> Vec<String> {
             .iter()
             .max_by(|a, b| a.rate().total_cmp(&b.rate()))
             .map_or(first.processes, |c| c.processes);
-        let verdict = if busiest >= 0.85 {
+        let waiters = row
+            .iter()
+            .filter_map(|c| c.lock_waiters)
+            .fold(None, |m: Option<f64>, w| Some(m.map_or(w, |m| m.max(w))));
+        let verdict = if let Some(w) = waiters.filter(|w| *w >= 0.5 && busiest < 0.85) {
+            format!(
+                "the machine is at most {:.0} % busy while up to {w:.1} writers on average wait for the store's write lock: bound by the lock, whose holder waits on its statements' round trips",
+                busiest * 100.0
+            )
+        } else if busiest >= 0.85 {
             format!(
                 "the machine's CPUs are {:.0} % busy or more: CPU-bound; more processes share the same cores",
                 busiest * 100.0
@@ -273,6 +288,7 @@ mod tests {
                     cpu_s: 0.5,
                 },
             ],
+            lock_waiters: None,
             error: None,
         }
     }
@@ -286,11 +302,15 @@ mod tests {
         };
         let text = section(&scale, "Run now.");
         assert!(
-            text.contains("| SQLite | 1 | HTTP adapter | **500** | 95 % | **400** | 400 (400) |"),
+            text.contains(
+                "| SQLite | 1 | HTTP adapter | **500** | 95 % | – | **400** | 400 (400) |"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("| SQLite | 2 | HTTP adapter | **400** | 98 % | **600** | 600 (300) |"),
+            text.contains(
+                "| SQLite | 2 | HTTP adapter | **400** | 98 % | – | **600** | 600 (300) |"
+            ),
             "{text}"
         );
         let lines = saturation(&scale);
@@ -298,6 +318,20 @@ mod tests {
         assert!(lines[0].contains("500 → 400 dossiers/s"), "{}", lines[0]);
         assert!(lines[0].contains("CPU-bound"), "{}", lines[0]);
         assert!(lines[0].contains("+50 %"), "{}", lines[0]);
+    }
+
+    /// A PostgreSQL row that waits on the write lock says so.
+    #[test]
+    fn lock_waiters_name_the_lock() {
+        let mut a = cell(1, 2.0, 0.4, 2.0);
+        a.store = "PostgreSQL".into();
+        a.lock_waiters = Some(2.4);
+        let scale = Scale {
+            count: 1000,
+            cells: vec![a],
+        };
+        assert!(section(&scale, "").contains("| 50 % | 2.4 |"));
+        assert!(saturation(&scale)[0].contains("bound by the lock"));
     }
 
     /// A failed cell says so, and is left out of the saturation line.
