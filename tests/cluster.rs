@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use lienthong_core::envelope::{Envelope, Kind};
-use lienthong_core::process::state::Phase;
 use lienthong_testkit::private_cluster::PrivateCluster;
 use tokio::sync::mpsc;
 
@@ -118,34 +117,7 @@ async fn check_and_record(bus: &Bus, o: &Outcome, before: u64, scenario: &str, f
     assert_eq!(stats["police"]["effects"], before + n, "{stats}");
     assert_eq!(stats["bhxh"]["effects"], before + n, "{stats}");
     let store = bus.store();
-    for e in &o.envs {
-        let p = eventually(20, "the process completed", || {
-            store
-                .process(&e.ma_ho_so)
-                .ok()
-                .flatten()
-                .filter(|p| p.phase == Phase::Completed)
-        })
-        .await;
-        assert!(
-            p.steps
-                .iter()
-                .all(|s| s.phase == lienthong_core::process::StepPhase::Done),
-            "{}: {:?}",
-            e.ma_ho_so,
-            p.steps
-        );
-        // The trace is written before each ack: give the last events a moment.
-        let sent = eventually(20, "the final result in the trace", || {
-            Some(final_results_in_trace(&store, &e.ma_ho_so)).filter(|n| *n > 0)
-        })
-        .await;
-        assert_eq!(
-            sent, 1,
-            "{}: the join completed {sent} times (distinct final results)",
-            e.ma_ho_so
-        );
-    }
+    assert_completed_once(&store, &o.envs).await;
     record_reliability(Reliability {
         scenario: scenario.into(),
         fault: fault.into(),

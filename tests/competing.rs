@@ -17,7 +17,6 @@ use std::time::Duration;
 use common::procs::*;
 use common::*;
 use lienthong_core::envelope::Kind;
-use lienthong_core::process::state::Phase;
 
 /// Dossiers in flight at once.
 const DOSSIERS: u32 = 60;
@@ -110,31 +109,7 @@ async fn two_routers_and_two_adapter_workers_complete_every_join_once() {
     assert_eq!(stats["police"]["effects"], u64::from(DOSSIERS), "{stats}");
     assert_eq!(stats["bhxh"]["effects"], u64::from(DOSSIERS), "{stats}");
     let store = view.store();
-    for e in &envs {
-        let p = eventually(10, "the process completed", || {
-            store
-                .process(&e.ma_ho_so)
-                .ok()
-                .flatten()
-                .filter(|p| p.phase == Phase::Completed)
-        })
-        .await;
-        assert!(
-            p.steps
-                .iter()
-                .all(|s| s.phase == lienthong_core::process::StepPhase::Done)
-        );
-        // The trace is written before each ack: give the last events a moment.
-        let sent = eventually(20, "the final result in the trace", || {
-            Some(final_results_in_trace(&store, &e.ma_ho_so)).filter(|n| *n > 0)
-        })
-        .await;
-        assert_eq!(
-            sent, 1,
-            "{}: the join completed {sent} times (distinct final results)",
-            e.ma_ho_so
-        );
-    }
+    assert_completed_once(&store, &envs).await;
     assert!(
         in_flight >= envs.len() / 2,
         "the kill landed with {in_flight} of {} in flight",

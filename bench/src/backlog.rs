@@ -16,6 +16,29 @@ use crate::report::{self, Backlog, Header, ProcUse};
 use crate::round::{Bench, CENTRE, Mode, POLICE, Setup};
 use crate::traffic::{self, Book, Gen, KeyBy, Plan};
 
+/// Wait until `queue` holds `n` messages (the routers filling it); Err when its depth has not
+/// changed for `stall`.
+pub(crate) async fn wait_filled(
+    bench: &Bench,
+    queue: &str,
+    n: u64,
+    stall: Duration,
+) -> anyhow::Result<()> {
+    let mut last = (0u32, Instant::now());
+    loop {
+        let depth = queue_counts(&bench.ctl, queue).await.map_or(0, |c| c.0);
+        if u64::from(depth) >= n {
+            return Ok(());
+        }
+        if depth != last.0 {
+            last = (depth, Instant::now());
+        } else if last.1.elapsed() > stall {
+            anyhow::bail!("the router stopped filling {queue} at {depth} of {n}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `--backlog N`: N dossiers for Police pile up while the adapters are down, then drain.
 pub(crate) async fn backlog(bench: &Bench, n: u64, header: &mut Header) -> anyhow::Result<Backlog> {
     let body = bench.args.body_bytes as u64;
@@ -111,19 +134,7 @@ pub(crate) async fn backlog(bench: &Bench, n: u64, header: &mut Header) -> anyho
             stall,
         };
         traffic::produce(&bench.pconn, &plan, &generator, KeyBy::CorrelationId, &book).await?;
-        let mut last = (0u32, Instant::now());
-        loop {
-            let depth = queue_counts(&bench.ctl, &police_q).await.map_or(0, |c| c.0);
-            if u64::from(depth) >= n {
-                break;
-            }
-            if depth != last.0 {
-                last = (depth, Instant::now());
-            } else if last.1.elapsed() > stall {
-                anyhow::bail!("the router stopped filling {police_q} at {depth} of {n}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_filled(bench, &police_q, n, stall).await?;
         b.fill_s = t_fill.elapsed().as_secs_f64();
         eprintln!(
             "backlog: {n} dossiers waiting in {police_q} (filled in {:.1} s); starting the adapters",

@@ -20,25 +20,17 @@ use lienthong_testkit::procs::{
 };
 
 use crate::children::Child;
-use crate::cleanup::queue_counts;
 use crate::procfs;
 use crate::procfs::check_disk;
 use crate::report::Header;
 use crate::round::{Bench, CENTRE, Mode, POLICE, Setup};
-use crate::scale_report::{ClassUse, Path, Scale, ScaleCell};
+use crate::scale_report::{
+    ADAPTERS, BENCH, BROKER, ClassUse, FRONT, MOCK, POSTGRES, Path, ROUTERS, Scale, ScaleCell,
+};
 use crate::traffic::{self, Book, Gen, KeyBy, Plan};
 
 /// The most router (and adapter) processes of one cell.
 const MAX_PROCESSES: u32 = 16;
-
-/// The kinds of process the CPU is counted for, in the report's order.
-pub(crate) const ROUTERS: &str = "routers";
-pub(crate) const ADAPTERS: &str = "adapters";
-pub(crate) const FRONT: &str = "HTTP API + tracer";
-pub(crate) const MOCK: &str = "mock agency";
-pub(crate) const BROKER: &str = "broker";
-pub(crate) const POSTGRES: &str = "PostgreSQL";
-pub(crate) const BENCH: &str = "bench (producer, sink)";
 
 /// `--scale N`: every cell of `--scale-stores` × `--scale-processes`.
 pub(crate) async fn scale(bench: &Bench, n: u64, header: &mut Header) -> anyhow::Result<Scale> {
@@ -237,6 +229,18 @@ impl LockSampler {
     }
 }
 
+/// Start counting a pass: the CPU of every process, and on PostgreSQL (`database`) the write
+/// lock's waiters.
+fn start_meters(
+    bench: &Bench,
+    st: &Setup,
+    server: &str,
+    database: Option<&str>,
+) -> (Meter, Option<LockSampler>) {
+    let sampler = database.map(|d| LockSampler::start(server, &database_name(d)));
+    (Meter::start(&kinds(bench, st), database.is_some()), sampler)
+}
+
 /// The database name of a `postgres://…/<db>?…` URL.
 fn database_name(url: &str) -> String {
     url.split('?')
@@ -352,10 +356,7 @@ async fn cell(bench: &Bench, postgres: bool, server: &str, k: u32, n: u64) -> Ve
             max_in_flight: bench.args.max_in_flight,
             stall,
         };
-        let sampler = database
-            .as_deref()
-            .map(|d| LockSampler::start(server, &database_name(d)));
-        let meter = Meter::start(&kinds(bench, &st), postgres);
+        let (meter, sampler) = start_meters(bench, &st, server, database.as_deref());
         let produced =
             traffic::produce(&bench.pconn, &plan, &generator, KeyBy::CorrelationId, &book).await?;
         let sunk = sink.await.unwrap_or_default();
@@ -396,25 +397,10 @@ async fn cell(bench: &Bench, postgres: bool, server: &str, k: u32, n: u64) -> Ve
             ..plan
         };
         traffic::produce(&bench.pconn, &plan, &generator, KeyBy::CorrelationId, &book).await?;
-        let mut last = (0u32, Instant::now());
-        loop {
-            let depth = queue_counts(&bench.ctl, &police_q).await.map_or(0, |c| c.0);
-            if u64::from(depth) >= n {
-                break;
-            }
-            if depth != last.0 {
-                last = (depth, Instant::now());
-            } else if last.1.elapsed() > stall {
-                anyhow::bail!("the routers stopped filling {police_q} at {depth} of {n}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        crate::backlog::wait_filled(bench, &police_q, n, stall).await?;
         let adapters = spawn_adapters(bench, &config, &dir, k)?;
         st.children.extend(adapters);
-        let sampler = database
-            .as_deref()
-            .map(|d| LockSampler::start(server, &database_name(d)));
-        let meter = Meter::start(&kinds(bench, &st), postgres);
+        let (meter, sampler) = start_meters(bench, &st, server, database.as_deref());
         let sunk = sink.await.unwrap_or_default();
         let (uses, busy, wall) = meter.stop();
         let c = &mut cells[1];

@@ -3,7 +3,14 @@
 
 use std::fmt::Write as _;
 
-use crate::scale::{ADAPTERS, BENCH, BROKER, FRONT, MOCK, POSTGRES, ROUTERS};
+/// The kinds of process the CPU is counted for, in the report's order.
+pub const ROUTERS: &str = "routers";
+pub const ADAPTERS: &str = "adapters";
+pub const FRONT: &str = "HTTP API + tracer";
+pub const MOCK: &str = "mock agency";
+pub const BROKER: &str = "broker";
+pub const POSTGRES: &str = "PostgreSQL";
+pub const BENCH: &str = "bench (producer, sink)";
 
 /// The heading of the section.
 pub const HEADING: &str = "## Scale";

@@ -593,6 +593,40 @@ pub fn final_results_in_trace(store: &Store, ma: &str) -> usize {
         .len()
 }
 
+/// Every dossier of `envs` has its process completed with every step done, and the trace shows
+/// one final result sent back for it (its join completed once).
+pub async fn assert_completed_once(store: &Store, envs: &[Envelope]) {
+    use lienthong_core::process::state::Phase;
+    for e in envs {
+        let p = eventually(20, "the process completed", || {
+            store
+                .process(&e.ma_ho_so)
+                .ok()
+                .flatten()
+                .filter(|p| p.phase == Phase::Completed)
+        })
+        .await;
+        assert!(
+            p.steps
+                .iter()
+                .all(|s| s.phase == lienthong_core::process::StepPhase::Done),
+            "{}: {:?}",
+            e.ma_ho_so,
+            p.steps
+        );
+        // The trace is written before each ack: give the last events a moment.
+        let sent = eventually(20, "the final result in the trace", || {
+            Some(final_results_in_trace(store, &e.ma_ho_so)).filter(|n| *n > 0)
+        })
+        .await;
+        assert_eq!(
+            sent, 1,
+            "{}: the join completed {sent} times (distinct final results)",
+            e.ma_ho_so
+        );
+    }
+}
+
 /// Wait for the next envelope on `rx` (panics after `secs`).
 pub async fn next(rx: &mut mpsc::UnboundedReceiver<Envelope>, secs: u64) -> Envelope {
     tokio::time::timeout(Duration::from_secs(secs), rx.recv())
