@@ -67,7 +67,7 @@ impl Store {
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || f(&store))
+        tokio::task::spawn_blocking(move || super::pg::may_block(|| f(&store)))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
     }

@@ -129,12 +129,13 @@ impl PgConn {
     }
 
     /// Run `f` on the connection and wait for its answer: here when this thread is outside
-    /// any async runtime, else on the connection's thread.
+    /// any async runtime or a blocking-pool thread inside [`may_block`], else on the
+    /// connection's thread.
     fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut postgres::Client, &mut PgCache) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, DbError> {
-        if tokio::runtime::Handle::try_current().is_err() {
+        if tokio::runtime::Handle::try_current().is_err() || MAY_BLOCK.with(|m| m.get()) {
             let mut s = self.session.lock().unwrap_or_else(|e| e.into_inner());
             s.reconnect_if_closed();
             let Session { client, cache, .. } = &mut *s;
@@ -192,6 +193,26 @@ impl PgConn {
             Ok(c.query(&st, &refs)?)
         })
     }
+}
+
+thread_local! {
+    /// Set by [`may_block`] on a thread of the runtime's blocking pool.
+    static MAY_BLOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f`, which runs on a thread of the async runtime's blocking pool (`spawn_blocking`),
+/// letting the connections it uses run their statements on this thread: a blocking-pool thread
+/// may start the client's own runtime (only the runtime's worker threads may not), so a read
+/// needs no hand-over to the connection's thread. Never call it from an async task.
+pub fn may_block<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            MAY_BLOCK.with(|m| m.set(self.0));
+        }
+    }
+    let _reset = Reset(MAY_BLOCK.with(|m| m.replace(true)));
+    f()
 }
 
 /// Connect (TLS as [`super::pg_tls::connect`] decides) and set the session's limits: a
