@@ -186,7 +186,7 @@ impl Meter {
 /// passes saturate when the machine is not busy.
 struct LockSampler {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<Option<f64>>,
+    thread: Option<std::thread::JoinHandle<Option<f64>>>,
 }
 
 impl LockSampler {
@@ -219,13 +219,24 @@ impl LockSampler {
             }
             (samples > 0).then(|| waiting as f64 / samples as f64)
         });
-        LockSampler { stop, thread }
+        LockSampler {
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// Stop; the mean number of sessions waiting for the lock.
-    fn stop(self) -> Option<f64> {
+    fn stop(mut self) -> Option<f64> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().ok().flatten()
+        self.thread.take()?.join().ok().flatten()
+    }
+}
+
+impl Drop for LockSampler {
+    /// A pass that failed before [`LockSampler::stop`]: the thread ends at its next sample
+    /// (and closes its connection) instead of sampling for the rest of the run.
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -241,7 +241,7 @@ pub fn saturation(scale: &Scale) -> Vec<String> {
             )
         } else if busiest >= 0.85 {
             format!(
-                "the machine's CPUs are {:.0} % busy or more: CPU-bound; more processes share the same cores",
+                "the machine's CPUs are up to {:.0} % busy: CPU-bound; more processes share the same cores",
                 busiest * 100.0
             )
         } else {
