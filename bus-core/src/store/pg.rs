@@ -44,8 +44,8 @@ impl Session {
 }
 
 /// A PostgreSQL connection and a thread that serves it to callers inside an async runtime; a
-/// caller on a plain thread (the store's group-commit writer) uses it directly, without the
-/// two thread wake-ups per statement: a writing transaction holds the store's write lock
+/// caller on a plain thread (the store's group-commit writer) or on the blocking pool inside
+/// [`may_block`] uses it directly, without the two thread wake-ups per statement: a writing transaction holds the store's write lock
 /// across its statements, so their latency bounds the whole store's write rate. Calls wait
 /// for their answer. The thread ends (and the connection closes) when this is dropped.
 pub struct PgConn {
