@@ -352,8 +352,11 @@ async fn an_operator_finds_a_dossier_sees_a_failing_agency_replays_its_dead_lett
         .click()
         .await
         .expect("replay");
+    // The click loads the count's page: wait for it, as for every page after a click.
     let count = c
-        .find(Locator::Css("#replay-count"))
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css("#replay-count"))
         .await
         .expect("the count first")
         .text()

@@ -21,6 +21,14 @@ use lienthong_core::envelope::Kind;
 /// Dossiers in flight at once.
 const DOSSIERS: u32 = 60;
 
+/// The processes' logs, in `spawn_components` order (shown when the test fails).
+const LOGS: [&str; 4] = [
+    "router-1.log",
+    "router-2.log",
+    "adapters-1.log",
+    "adapters-2.log",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_routers_and_two_adapter_workers_complete_every_join_once() {
     let Prepared {
@@ -38,12 +46,12 @@ async fn two_routers_and_two_adapter_workers_complete_every_join_once() {
     })
     .await;
     let mut procs = [
-        spawn_components(&config, &dir, "router,tracer", "router-1.log"),
-        spawn_components(&config, &dir, "router", "router-2.log"),
-        spawn_components(&config, &dir, "adapters,http", "adapters-1.log"),
-        spawn_components(&config, &dir, "adapters", "adapters-2.log"),
+        spawn_components(&config, &dir, "router,tracer", LOGS[0]),
+        spawn_components(&config, &dir, "router", LOGS[1]),
+        spawn_components(&config, &dir, "adapters,http", LOGS[2]),
+        spawn_components(&config, &dir, "adapters", LOGS[3]),
     ];
-    wait_ready_from(&dir.join("adapters-1.log"), port).await;
+    wait_ready_from(&dir.join(LOGS[2]), port).await;
     let view = view_of(&s, &dir, &mock, users).await;
     answer_as_civil_status_office(&view).await;
     let mut centre = view.listen(SON_HA).await;
@@ -78,9 +86,11 @@ async fn two_routers_and_two_adapter_workers_complete_every_join_once() {
             }
             Ok(Some(_)) => {}
             _ => panic!(
-                "only {} of {} dossiers got their result",
+                "only {} of {} dossiers got their result; mock agencies: {}\n{}",
                 results.len(),
-                envs.len()
+                envs.len(),
+                view.mock_stats().await,
+                log_tails(&dir, &LOGS, 40)
             ),
         }
     }
@@ -115,7 +125,7 @@ async fn two_routers_and_two_adapter_workers_complete_every_join_once() {
         "the kill landed with {in_flight} of {} in flight",
         envs.len()
     );
-    for log in ["router-1.log", "router-2.log"] {
+    for log in &LOGS[..2] {
         let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
         assert!(!text.contains("panicked"), "{log}: {text}");
     }

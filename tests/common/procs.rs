@@ -160,6 +160,24 @@ pub fn spawn_components_env(
         .expect("spawn")
 }
 
+/// The last `lines` lines of each log `names` in `dir`, headed by its name: what a failing test
+/// shows of the processes it ran (a log that cannot be read says so).
+pub fn log_tails(dir: &std::path::Path, names: &[&str], lines: usize) -> String {
+    let mut out = String::new();
+    for name in names {
+        let text = std::fs::read_to_string(dir.join(name))
+            .unwrap_or_else(|e| format!("(cannot read it: {e})"));
+        let all: Vec<&str> = text.lines().collect();
+        let from = all.len().saturating_sub(lines);
+        out.push_str(&format!(
+            "--- the last lines of {name}:\n{}\n",
+            all[from..].join("\n")
+        ));
+    }
+    out
+}
+
+/// Ask `child` to stop (SIGTERM), as systemd does.
 pub fn sigterm(child: &Proc) {
     let ok = Command::new("kill")
         .arg("-TERM")
