@@ -259,7 +259,7 @@ async fn write(
 /// Sweep the store's retention now and every hour until shutdown: accepted envelopes past
 /// `[store] message_retention_days`, process outbox envelopes sent more than
 /// `process_outbox_retention_days` ago (of dossiers no longer running), edXML packages ended
-/// more than `edxml_outbox_retention_days` ago, claim-checked blobs of dossiers whose envelopes
+/// more than `edxml_outbox_retention_days` ago, the HTTP API's idempotency keys past the message retention, claim-checked blobs of dossiers whose envelopes
 /// are past the message retention. Each sweep deletes in small writes of the group commit.
 async fn purge_forever(ctx: Ctx) {
     let ms = |days: u32| i64::from(days) * 86_400_000;
@@ -269,6 +269,10 @@ async fn purge_forever(ctx: Ctx) {
         purged(
             "message store",
             w.purge_messages(ms(s.message_retention_days)).await,
+        );
+        purged(
+            "HTTP idempotency keys",
+            w.purge_idempotency_keys(ms(s.message_retention_days)).await,
         );
         purged(
             "process outbox",

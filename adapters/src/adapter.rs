@@ -25,6 +25,9 @@ pub enum Operation {
     /// Any other `dossier.status`, or a `dossier.result`: the dossier's progress (only the
     /// national portal sync takes it).
     Progress,
+    /// Any message, handed on as the bus carries it: a unit's webhook
+    /// ([`crate::agencies::webhook`]), which takes every kind. [`Operation::of`] never gives it.
+    Push,
 }
 
 impl Operation {
@@ -52,6 +55,7 @@ impl Operation {
             Operation::Submit => "dossier.forward",
             Operation::Cancel => "dossier.status 7 or 8 as a cancel",
             Operation::Progress => "dossier.result and other dossier.status as progress",
+            Operation::Push => "every message, as the bus carries it",
         }
     }
 }

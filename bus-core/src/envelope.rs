@@ -627,6 +627,15 @@ impl EnvelopeValidator {
     /// `[envelope] max_json_depth` or with more than `max_json_nodes` nodes are refused
     /// ([`RejectCode::TooLarge`]) by one scan of the bytes, before any JSON value is built.
     pub fn accept(&self, body: &[u8]) -> Result<Envelope, Rejection> {
+        let (value, plain) = self.parse(body)?;
+        self.validate(value, !plain)
+    }
+
+    /// The first half of [`Validator::accept`]: the size and shape limits, the JSON parse and
+    /// NFC. Returns the value and whether the raw bytes already showed every string plain (no
+    /// NFC needed, no forbidden character), for [`Validator::accept_parsed`]. For a caller
+    /// that completes the envelope in between (the HTTP API fills in a missing `message_id`).
+    pub fn parse(&self, body: &[u8]) -> Result<(Value, bool), Rejection> {
         if body.len() > self.max_envelope_bytes {
             return Err(Rejection::new(
                 RejectCode::TooLarge,
@@ -651,6 +660,12 @@ impl EnvelopeValidator {
         if !plain {
             normalize_nfc(&mut value);
         }
+        Ok((value, plain))
+    }
+
+    /// The second half of [`Validator::accept`], for a value from [`Validator::parse`] (`plain`
+    /// as it returned; a string the caller added must be plain ASCII).
+    pub fn accept_parsed(&self, value: Value, plain: bool) -> Result<Envelope, Rejection> {
         self.validate(value, !plain)
     }
 

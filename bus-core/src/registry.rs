@@ -603,7 +603,13 @@ pub enum UnitKind {
 }
 
 /// The keys of an adapter unit's `settings` that hold secrets (`env:`/`file:` allowed).
-pub const SECRET_SETTINGS: [&str; 4] = ["password", "client_secret", "token", "api_key"];
+pub const SECRET_SETTINGS: [&str; 5] = [
+    "password",
+    "client_secret",
+    "token",
+    "api_key",
+    "webhook_secret",
+];
 
 /// `url` with its password replaced by `password` (percent-encoded); `None` when the URL
 /// names no user (`scheme://user[:old]@host…`).
@@ -974,9 +980,13 @@ impl Settings {
             if let Reach::Adapter {
                 callback_key,
                 callback_key_next,
+                settings,
                 ..
             } = &u.reach
             {
+                if let Some(Value::String(k)) = settings.get("webhook_secret") {
+                    judge(format!("units.{}.settings.webhook_secret", u.code), k);
+                }
                 if let Some(k) = callback_key {
                     judge(format!("units.{}.callback_key", u.code), k);
                 }

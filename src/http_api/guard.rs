@@ -25,6 +25,9 @@ pub(super) enum Guard {
     Operator,
     /// Any key of the bus: unit, agency callback or operator key (`/v1/blobs/{sha256}`).
     AnyKey,
+    /// The operator key, or a unit's key for the dossiers the unit is a party of (a dossier's
+    /// trace, state and control sheet; the handler checks the dossier).
+    Reader,
 }
 
 /// The shared limits of one API: requests at once, and a rate limiter per kind of key.
@@ -121,6 +124,15 @@ pub(super) async fn gate(
                 .map_err(|_| Problem::unauthorized("wrong or missing key of this unit"))
         }
         Guard::AnyKey => any_key(api, headers),
+        Guard::Reader => api.operator(headers).map(|()| "operator".to_string()).or_else(|_| {
+            api.caller(headers)
+                .map(|u| format!("unit:{}", u.code))
+                .map_err(|_| {
+                    Problem::unauthorized(
+                        "send the operator key, or your unit's key for your own dossiers, as Authorization: Bearer <key>",
+                    )
+                })
+        }),
     };
     let who = match who {
         Ok(w) => w,

@@ -1,4 +1,6 @@
-//! `POST /v1/messages`: a unit files an envelope over HTTP (key, body limit, validation, publish to ingress with a publisher confirm, or an RFC 9457 problem).
+//! `POST /v1/messages`: a unit files an envelope over HTTP (key, body limit, validation with
+//! the message id of [`super::message_ids`], publish to ingress with a publisher confirm, or an
+//! RFC 9457 problem).
 
 use super::*;
 
@@ -67,12 +69,7 @@ pub(super) async fn submit_inner(
     body: &Bytes,
 ) -> Result<String, Problem> {
     let unit = api.caller(headers)?.clone();
-    let validator = api.ctx.validator.clone();
-    let b = body.clone();
-    let env = tokio::task::spawn_blocking(move || validator.accept(&b))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(Problem::from)?;
+    let (env, keyed) = super::message_ids::accept_envelope(api, &unit, headers, body).await?;
     if env.sender != unit.code {
         return Err(Rejection::new(
             RejectCode::SenderMismatch,
@@ -110,6 +107,11 @@ pub(super) async fn submit_inner(
         Err(e) => return Err(Problem::internal(e)),
     };
     routing::check_message_id(&env, seen.as_ref())?;
+    // A resend under the same Idempotency-Key of a message the bus already took: the same
+    // answer, nothing filed twice.
+    if keyed && seen.is_some() {
+        return Ok(env.message_id);
+    }
     let registry = &api.ctx.registry;
     // A forward without receiver starts the procedure's route (process manager); messages of a
     // dossier it runs are checked by it, in the router, after the 202.

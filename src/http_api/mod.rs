@@ -1,9 +1,11 @@
 //! The HTTP API (axum) for units that do not speak AMQP and for agency callbacks: its state,
 //! its routes and who may call them; one file per group of routes: `ingress` (`POST
-//! /v1/messages`), `callbacks` (`POST /v1/callbacks/{unit}`), `edxml` (the departments' pull),
-//! `reads` (operators' endpoints), `lists` (the dossier list and exports), `health`; `guard` (the layers in front of them: requests at
-//! once, timeout, key before body, rate, body limit) and `serve` (the connections: HTTP/1.1 with
-//! a header-read timeout, TLS with certificate reload, graceful shutdown).
+//! /v1/messages`, with `message_ids`), `inbox` (a unit's pull inbox), `callbacks` (`POST
+//! /v1/callbacks/{unit}`), `edxml` (the departments' pull), `reads` (a dossier's trace, state
+//! and control sheet for the operator or its parties; the operators' endpoints), `lists` (the
+//! dossier list and exports), `health`; `guard` (the layers in front of them: requests at
+//! once, timeout, key before body, rate, body limit) and `serve` (the connections: HTTP/1.1
+//! with a header-read timeout, TLS with certificate reload, graceful shutdown).
 
 use std::sync::Arc;
 
@@ -32,8 +34,10 @@ mod callbacks;
 mod edxml;
 mod guard;
 mod health;
+mod inbox;
 mod ingress;
 mod lists;
+mod message_ids;
 mod reads;
 pub mod serve;
 
@@ -55,6 +59,7 @@ struct Api {
     adapters: Adapters,
     outbox: Outbox,
     limits: Arc<Limits>,
+    inbox: Arc<inbox::Inbox>,
 }
 
 /// The API's current broker handles; empty while the broker is unreachable (requests that
@@ -134,6 +139,7 @@ pub fn app(ctx: Ctx, adapters: Adapters) -> anyhow::Result<(Router, BrokerSlot)>
         adapters,
         outbox,
         limits,
+        inbox: Arc::default(),
     };
     let gated = |router: Router<Api>, guard: Guard, body_limit: usize| {
         router
@@ -152,6 +158,13 @@ pub fn app(ctx: Ctx, adapters: Adapters) -> anyhow::Result<(Router, BrokerSlot)>
         Guard::Unit,
         ingress_limit,
     );
+    let inboxes = gated(
+        Router::new()
+            .route("/v1/inbox", get(inbox::inbox))
+            .route("/v1/inbox/ack", post(inbox::inbox_ack)),
+        Guard::Unit,
+        small_limit,
+    );
     let callbacks = gated(
         Router::new().route("/v1/callbacks/{unit}", post(callback)),
         Guard::Agency,
@@ -165,12 +178,17 @@ pub fn app(ctx: Ctx, adapters: Adapters) -> anyhow::Result<(Router, BrokerSlot)>
         Guard::Agency,
         small_limit,
     );
-    let operators = gated(
+    let readers = gated(
         Router::new()
             .route("/v1/dossiers/{ma_ho_so}/trace", get(trace))
             .route("/v1/dossiers/{ma_ho_so}", get(dossier))
+            .route("/v1/dossiers/{ma_ho_so}/control-sheet", get(control_sheet)),
+        Guard::Reader,
+        small_limit,
+    );
+    let operators = gated(
+        Router::new()
             .route("/v1/dossiers/{ma_ho_so}/retry", post(retry))
-            .route("/v1/dossiers/{ma_ho_so}/control-sheet", get(control_sheet))
             .route("/v1/dossiers", get(dossiers))
             .route("/v1/overdue", get(overdue))
             .route("/metrics", get(metrics))
@@ -186,8 +204,10 @@ pub fn app(ctx: Ctx, adapters: Adapters) -> anyhow::Result<(Router, BrokerSlot)>
     );
     let router = Router::new()
         .merge(units)
+        .merge(inboxes)
         .merge(callbacks)
         .merge(departments)
+        .merge(readers)
         .merge(operators)
         .merge(blobs)
         .nest_service(
@@ -246,6 +266,33 @@ impl Api {
             Ok(())
         } else {
             Err(Problem::unauthorized("not the operator key"))
+        }
+    }
+
+    /// Who may read dossier `ma_ho_so`: the operator key, or the key of a unit that is a party
+    /// of it ([`lienthong_core::store::Store::dossier_party`]). A unit's key for another
+    /// unit's dossier gets the same 404 as a dossier that does not exist, so that a key learns
+    /// nothing of dossiers that are not its unit's. Errors: 401, 404, 503 (store unreadable).
+    async fn reader(&self, headers: &HeaderMap, ma_ho_so: &str) -> Result<(), Problem> {
+        if self.operator(headers).is_ok() {
+            return Ok(());
+        }
+        let unit = self.caller(headers)?.code.clone();
+        let store = self.ctx.store.clone();
+        let ma = ma_ho_so.to_string();
+        let party = store
+            .read(move |s| s.dossier_party(&ma, &unit))
+            .await
+            .map_err(|e| Problem::unavailable_because("the store could not be read", 5, e))?;
+        if party {
+            Ok(())
+        } else {
+            Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Not found",
+                format!("no dossier {ma_ho_so} of the unit this key belongs to"),
+            ))
         }
     }
 

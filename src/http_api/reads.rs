@@ -1,4 +1,6 @@
-//! The operators' endpoints: trace, dossier state, retry of blocked steps, control sheet, overdue, dead letters, stats, blobs, metrics.
+//! The read endpoints: a dossier's trace, state and control sheet (the operator, or a unit's key
+//! for its own dossiers); the operators' retry of
+//! blocked steps, overdue, dead letters, stats, blobs (any party's key), metrics.
 
 use super::*;
 
@@ -10,14 +12,16 @@ pub(super) async fn trace(
     Query(format): Query<ExportFormat>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(f) = format.format.filter(|f| f != "json") else {
-        return api
-            .read(&headers, move |store| store.timeline(&ma_ho_so))
-            .await;
-    };
-    if let Err(p) = api.operator(&headers) {
+    if let Err(p) = api.reader(&headers, &ma_ho_so).await {
         return p.into_response();
     }
+    let Some(f) = format.format.filter(|f| f != "json") else {
+        let store = api.ctx.store.clone();
+        return match store.read(move |s| s.timeline(&ma_ho_so)).await {
+            Ok(rows) => Json(rows).into_response(),
+            Err(e) => store_error(e),
+        };
+    };
     let store = api.ctx.store.clone();
     let ma = ma_ho_so.clone();
     match tokio::task::spawn_blocking(move || store.timeline(&ma)).await {
@@ -44,7 +48,7 @@ pub(super) async fn dossier(
     Path(ma_ho_so): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(p) = api.operator(&headers) {
+    if let Err(p) = api.reader(&headers, &ma_ho_so).await {
         return p.into_response();
     }
     process_state(&api, &ma_ho_so).await
@@ -193,7 +197,7 @@ pub(super) async fn control_sheet(
     q: Result<Query<SheetQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(p) = api.operator(&headers) {
+    if let Err(p) = api.reader(&headers, &ma_ho_so).await {
         return p.into_response();
     }
     let pdf = match q {

@@ -41,4 +41,6 @@ agencies! {
     edxml,
     /// Tax, land financial obligations (XML over HTTP).
     tax_xml,
+    /// A unit's own webhook (every message pushed, signed with HMAC-SHA256).
+    webhook,
 }

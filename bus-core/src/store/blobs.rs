@@ -1,6 +1,6 @@
 //! The claim-check blobs' index: which dossiers each blob (by SHA-256) belongs to, for
 //! fetching it (parties of one of its dossiers only) and for deleting it with the message
-//! retention.
+//! retention; who is a party of a dossier.
 
 use crate::params;
 
@@ -46,6 +46,22 @@ impl MessageWriter {
 }
 
 impl Store {
+    /// Whether `unit` is a party of dossier `ma_ho_so`: its centre (its origin, or the centre
+    /// of the process the bus runs), or a unit a message of the dossier was sent to or came
+    /// from (the units on its route it reached). What a unit's key may read of a dossier over
+    /// HTTP (its trace, state and control sheet), and the rule of [`Store::blob_party`].
+    pub fn dossier_party(&self, ma_ho_so: &str, unit: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM dossier_origins o WHERE o.ma_ho_so = ?1 AND o.origin_unit = ?2)
+                    OR EXISTS (SELECT 1 FROM processes p WHERE p.ma_ho_so = ?1 AND p.origin_unit = ?2)
+                    OR EXISTS (SELECT 1 FROM messages m WHERE m.ma_ho_so = ?1 AND (m.receiver = ?2 OR m.sender = ?2))
+                    OR EXISTS (SELECT 1 FROM process_outbox x WHERE x.ma_ho_so = ?1 AND x.receiver = ?2)",
+            )?
+            .query_row(params![ma_ho_so, unit], |r| r.get(0))
+        })
+    }
+
     /// Whether `unit` is a party of a dossier that blob `sha256` belongs to: the dossier's
     /// centre (its origin, or the centre of the process the bus runs), or a unit a message of
     /// the dossier was sent to or came from (the units on its route it reached).

@@ -28,6 +28,7 @@ pub const TABLES: &[&str] = &[
     "trace_chain_start",
     "trace_checkpoints",
     "dossiers",
+    "http_idempotency",
 ];
 
 /// Rows per transaction on the target.

@@ -225,10 +225,24 @@ CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (at_ms);
 CREATE INDEX IF NOT EXISTS dead_letters_by_reason ON dead_letters (reason_code, at_ms);
 "#;
 
+/// Migration 7: the HTTP API's idempotency keys (`Idempotency-Key`): which message id a
+/// unit's key stands for, and the hash of the first request's body ([`super::idempotency`]).
+const V7: &str = r#"
+CREATE TABLE IF NOT EXISTS http_idempotency (
+    unit        TEXT NOT NULL,
+    idem_key    TEXT NOT NULL,
+    message_id  TEXT NOT NULL,
+    body_sha256 TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    PRIMARY KEY (unit, idem_key)
+);
+CREATE INDEX IF NOT EXISTS http_idempotency_by_age ON http_idempotency (at_ms);
+"#;
+
 /// The migrations, oldest first; after migration `n` the file's `user_version` is `n`. Append
 /// only: never edit one that was released. Each is idempotent (`IF NOT EXISTS`), so two
 /// processes opening a store at once cannot trip over each other's upgrade.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build writes (the number of migrations).
 pub fn latest_version() -> i64 {

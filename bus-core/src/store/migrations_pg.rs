@@ -184,8 +184,21 @@ CREATE INDEX IF NOT EXISTS dossiers_by_procedure ON dossiers (ma_tthc, received_
 CREATE INDEX IF NOT EXISTS dossiers_open_by_due ON dossiers (due_ms) WHERE ended_ms IS NULL;
 "#;
 
+/// Migration 2: the HTTP API's idempotency keys (SQLite's migration 7).
+const P2: &str = r#"
+CREATE TABLE IF NOT EXISTS http_idempotency (
+    unit        TEXT NOT NULL,
+    idem_key    TEXT NOT NULL,
+    message_id  TEXT NOT NULL,
+    body_sha256 TEXT NOT NULL,
+    at_ms       BIGINT NOT NULL,
+    PRIMARY KEY (unit, idem_key)
+);
+CREATE INDEX IF NOT EXISTS http_idempotency_by_age ON http_idempotency (at_ms);
+"#;
+
 /// The PostgreSQL migrations, oldest first. Append only.
-pub const PG_MIGRATIONS: &[&str] = &[P1];
+pub const PG_MIGRATIONS: &[&str] = &[P1, P2];
 
 /// The schema version of a PostgreSQL store (0 before the first migration).
 pub fn version(c: &Db) -> Result<i64, DbError> {

@@ -7,7 +7,7 @@
 //! [`messages`] (message store, dossier origins), [`dossiers`] (the dossier index the lists read), [`trace`] (trace events), [`activity`] (per-unit activity from the trace), [`dead_letters`],
 //! [`chain`] (the trace's hash chain and signed checkpoints), [`process`] (the process manager's state, inbox, outbox, blocked dossiers, alerts),
 //! [`deliveries`] (the adapters' delivery log), [`callbacks`] (agency callbacks),
-//! [`edxml_outbox`]. The store imports plain data from above it (trace events, the process
+//! [`edxml_outbox`], [`idempotency`] (the HTTP API's idempotency keys). The store imports plain data from above it (trace events, the process
 //! manager's state); nothing of the store imports the [`crate::trace::Tracer`] or the process
 //! manager's rules.
 
@@ -23,6 +23,7 @@ pub mod deliveries;
 pub mod dossiers;
 pub mod edxml_outbox;
 pub mod error;
+pub mod idempotency;
 pub mod location;
 pub mod messages;
 pub mod migrations;
@@ -41,6 +42,7 @@ pub use deliveries::DeliveryRecord;
 pub use dossiers::{DossierNote, DossierPage, DossierQuery, DossierRow};
 pub use edxml_outbox::OutboxItem;
 pub use error::StoreError;
+pub use idempotency::IdempotentRequest;
 pub use location::StoreLocation;
 pub use messages::{MessageSelection, Origin, StoredMessage};
 pub use process::{Applied, OutboxEntry};

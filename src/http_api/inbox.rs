@@ -1,0 +1,343 @@
+//! The pull inbox: a unit whose software does not speak AMQP reads its own queue
+//! (`<prefix>.unit.<code>`) over HTTP, with the same at-least-once contract as an AMQP consumer
+//! with manual acks. `GET /v1/inbox?wait=&max=&lease=` long-polls a batch; each message is
+//! leased (held unacknowledged on a broker channel of this process) until `POST /v1/inbox/ack`
+//! acknowledges it or the lease runs out, when the broker puts it back in the queue
+//! (redelivered). A message acked here after its lease ran out, and then delivered again, is
+//! acked and dropped when it comes back; the client deduplicates by `message_id` as well.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+
+use super::*;
+
+/// The longest long-poll, seconds (`wait`).
+pub(super) const MAX_WAIT_S: u64 = 30;
+/// The most messages of one batch (`max`).
+pub(super) const MAX_BATCH: u16 = 100;
+/// The shortest and longest lease, seconds (`lease`); the default is 60.
+pub(super) const LEASE_S: (u64, u64, u64) = (5, 600, 60);
+/// How many acked message ids each process remembers per unit, to drop a redelivered copy.
+const REMEMBERED: usize = 10_000;
+/// How long a batch keeps gathering after its first message, before it answers.
+const GATHER: Duration = Duration::from_millis(25);
+
+/// The leases of one HTTP process.
+#[derive(Default)]
+pub(super) struct Inbox {
+    /// Lease id → its message.
+    leases: Mutex<HashMap<String, Lease>>,
+    /// Per unit, the message ids acked lately (oldest first), for dropping copies.
+    acked: Mutex<HashMap<String, (HashSet<String>, VecDeque<String>)>>,
+}
+
+/// One leased message: the batch (channel) it came on and its delivery tag.
+struct Lease {
+    unit: String,
+    message_id: String,
+    batch: Arc<Batch>,
+    tag: u64,
+}
+
+/// One batch's channel: open while a lease of it is outstanding, closed (the broker requeues
+/// what is unacked) when the last is acked or the lease runs out.
+struct Batch {
+    channel: lapin::Channel,
+    outstanding: AtomicUsize,
+}
+
+impl Batch {
+    async fn close(&self, why: &str) {
+        if self.channel.status().connected() {
+            let _ = self.channel.close(200, why.into()).await;
+        }
+    }
+}
+
+impl Inbox {
+    fn acked_before(&self, unit: &str, message_id: &str) -> bool {
+        self.acked
+            .lock()
+            .map(|a| a.get(unit).is_some_and(|(set, _)| set.contains(message_id)))
+            .unwrap_or(false)
+    }
+
+    fn remember(&self, unit: &str, message_id: &str) {
+        if let Ok(mut a) = self.acked.lock() {
+            let (set, order) = a.entry(unit.to_string()).or_default();
+            if set.insert(message_id.to_string()) {
+                order.push_back(message_id.to_string());
+                while order.len() > REMEMBERED {
+                    if let Some(old) = order.pop_front() {
+                        set.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /v1/inbox` query.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InboxQuery {
+    /// Seconds to wait for a first message (0–30, default 0: answer at once).
+    wait: Option<u64>,
+    /// Most messages in the batch (1–100, default 10).
+    max: Option<u16>,
+    /// Seconds each message stays leased (5–600, default 60).
+    lease: Option<u64>,
+}
+
+fn bad_query(detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "bad-query", "Bad query", detail)
+}
+
+/// `GET /v1/inbox?wait=30&max=10&lease=60`: up to `max` messages of the caller's queue, each
+/// `{lease_id, message_id, redelivered, envelope}`, leased for `lease` seconds; an empty
+/// `messages` after `wait` seconds without any. 409 for a unit the bus reaches through an
+/// adapter (its messages go to that agency's system), 503 when the broker is unavailable.
+pub(super) async fn inbox(
+    State(api): State<Api>,
+    q: Result<Query<InboxQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    match pull(&api, q, &headers).await {
+        Ok(v) => Json(v).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn pull(
+    api: &Api,
+    q: Result<Query<InboxQuery>, QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<Value, Problem> {
+    let unit = api.caller(headers)?.clone();
+    let Query(q) = q.map_err(|e| bad_query(e.body_text()))?;
+    let wait = q.wait.unwrap_or(0);
+    if wait > MAX_WAIT_S {
+        return Err(bad_query(format!("wait is at most {MAX_WAIT_S} seconds")));
+    }
+    let max = q.max.unwrap_or(10);
+    if !(1..=MAX_BATCH).contains(&max) {
+        return Err(bad_query(format!("max is 1 to {MAX_BATCH}")));
+    }
+    let lease = q.lease.unwrap_or(LEASE_S.2);
+    if !(LEASE_S.0..=LEASE_S.1).contains(&lease) {
+        return Err(bad_query(format!(
+            "lease is {} to {} seconds",
+            LEASE_S.0, LEASE_S.1
+        )));
+    }
+    if let Reach::Adapter { adapter, .. } = &unit.reach {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "delivered-by-adapter",
+            "Delivered by an adapter",
+            format!(
+                "the bus delivers the messages of {} to its system through the {adapter} adapter; there is no queue to read",
+                unit.code
+            ),
+        ));
+    }
+    let broker = api.broker().await?;
+    let unavailable = |e: lapin::Error| {
+        Problem::unavailable_because("the bus cannot read the queue right now", 5, e)
+    };
+    let channel = broker.conn.create_channel().await.map_err(unavailable)?;
+    let batch = Arc::new(Batch {
+        channel: channel.clone(),
+        outstanding: AtomicUsize::new(0),
+    });
+    let read = read_batch(api, &unit, &channel, wait, max).await;
+    let deliveries = match read {
+        Ok(d) => d,
+        Err(e) => {
+            batch.close("inbox read failed").await;
+            return Err(unavailable(e));
+        }
+    };
+    let mut out = Vec::new();
+    let mut leases = Vec::new();
+    for d in deliveries {
+        let message_id = d
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        // A copy of a message this unit acked (after its lease ran out): acked, not shown.
+        if !message_id.is_empty() && api.inbox.acked_before(&unit.code, &message_id) {
+            let _ = channel
+                .basic_ack(d.delivery_tag, BasicAckOptions::default())
+                .await;
+            continue;
+        }
+        let envelope = serde_json::from_slice::<Value>(&d.data)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&d.data).into_owned()));
+        let lease_id = lienthong_core::envelope::new_message_id();
+        out.push(json!({
+            "lease_id": lease_id,
+            "message_id": message_id,
+            "redelivered": d.redelivered,
+            "envelope": envelope,
+        }));
+        leases.push((
+            lease_id,
+            Lease {
+                unit: unit.code.clone(),
+                message_id,
+                batch: batch.clone(),
+                tag: d.delivery_tag,
+            },
+        ));
+    }
+    if leases.is_empty() {
+        batch.close("inbox batch empty").await;
+        return Ok(json!({"messages": out, "lease_seconds": lease}));
+    }
+    batch.outstanding.store(leases.len(), Ordering::SeqCst);
+    let ids: Vec<String> = leases.iter().map(|(id, _)| id.clone()).collect();
+    if let Ok(mut map) = api.inbox.leases.lock() {
+        map.extend(leases);
+    }
+    // When the lease runs out, what is still unacked goes back to the queue.
+    let inbox = api.inbox.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(lease)).await;
+        if let Ok(mut map) = inbox.leases.lock() {
+            for id in &ids {
+                map.remove(id);
+            }
+        }
+        batch.close("inbox lease expired").await;
+    });
+    Ok(json!({"messages": out, "lease_seconds": lease}))
+}
+
+/// Up to `max` deliveries of `unit`'s queue on `channel` (manual acks, prefetch `max`): the
+/// first within `wait` seconds, then what follows within [`GATHER`]; the consumer is
+/// cancelled before returning, and deliveries the broker sent before the cancel are kept.
+async fn read_batch(
+    api: &Api,
+    unit: &Unit,
+    channel: &lapin::Channel,
+    wait: u64,
+    max: u16,
+) -> Result<Vec<lapin::message::Delivery>, lapin::Error> {
+    channel.basic_qos(max, BasicQosOptions::default()).await?;
+    let tag = format!("inbox-{}", lienthong_core::envelope::new_message_id());
+    let mut consumer = channel
+        .basic_consume(
+            api.ctx.names.unit_queue(&unit.code).into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut got = Vec::new();
+    // With wait=0, a moment for the broker to send what the queue holds.
+    let first = Duration::from_secs(wait).max(Duration::from_millis(200));
+    if let Ok(Some(d)) = tokio::time::timeout(first, consumer.next()).await {
+        got.push(d?);
+        while got.len() < usize::from(max) {
+            match tokio::time::timeout(GATHER, consumer.next()).await {
+                Ok(Some(d)) => got.push(d?),
+                _ => break,
+            }
+        }
+    }
+    channel
+        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+        .await?;
+    // Deliveries sent before the cancel's answer are in the consumer's buffer: they are this
+    // batch's (the prefetch keeps them within `max`).
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::ZERO, consumer.next()).await {
+        got.push(d?);
+    }
+    Ok(got)
+}
+
+/// `POST /v1/inbox/ack` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AckRequest {
+    /// Lease ids from `GET /v1/inbox`.
+    lease_ids: Vec<String>,
+}
+
+/// `POST /v1/inbox/ack {"lease_ids": [...]}`: acknowledge leased messages (the broker removes
+/// them from the queue). 200 `{acked, expired, unknown}`: `expired` leases ran out (the message
+/// went back to the queue and comes again, to be deduplicated by `message_id`); `unknown` are
+/// not leases of this unit in this process (behind a load balancer, acks must reach the process
+/// that leased: see README).
+pub(super) async fn inbox_ack(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let unit = match api.caller(&headers) {
+        Ok(u) => u.code.clone(),
+        Err(p) => return p.into_response(),
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return body_problem(e, api.ctx.settings.http.max_small_body_bytes).into_response();
+        }
+    };
+    let req: AckRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+                format!("the body must be {{\"lease_ids\": [string]}}: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let (mut acked, mut expired, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+    for id in req.lease_ids {
+        let lease = api
+            .inbox
+            .leases
+            .lock()
+            .ok()
+            .and_then(|mut map| match map.get(&id) {
+                Some(l) if l.unit == unit => map.remove(&id),
+                _ => None,
+            });
+        let Some(lease) = lease else {
+            unknown.push(id);
+            continue;
+        };
+        let ok = lease.batch.channel.status().connected()
+            && lease
+                .batch
+                .channel
+                .basic_ack(lease.tag, BasicAckOptions::default())
+                .await
+                .is_ok();
+        if !lease.message_id.is_empty() {
+            api.inbox.remember(&unit, &lease.message_id);
+        }
+        if ok {
+            acked.push(id);
+        } else {
+            expired.push(id);
+        }
+        if lease.batch.outstanding.fetch_sub(1, Ordering::SeqCst) == 1 {
+            lease.batch.close("inbox batch acked").await;
+        }
+    }
+    Json(json!({"acked": acked, "expired": expired, "unknown": unknown})).into_response()
+}
