@@ -132,19 +132,14 @@ async fn every_shipped_connection_passes_against_the_mocks() {
     let mut s = shipped();
     let mock = lienthong_testkit::mock::serve(&s).await.expect("mock");
     for u in &mut s.units {
+        // The mock's path for each shipped connection (a mapped unit with `soap` is served by
+        // the SOAP civil-status software).
+        let path = lienthong_testkit::mock::path_of(u);
         if let Reach::Adapter {
             adapter, endpoint, ..
         } = &mut u.reach
         {
-            let path = match adapter.as_str() {
-                "police-rest" => "police".to_string(),
-                "bhxh-xml" => "bhxh".to_string(),
-                "tax-xml" => "tax".to_string(),
-                "customs-rest" => "customs".to_string(),
-                "dvcqg-sync" => "dvcqg".to_string(),
-                "mapped" => format!("civil-status/{}", u.code),
-                _ => format!("edxml/{}", u.code),
-            };
+            let path = path.unwrap_or_else(|| format!("{adapter}/{}", u.code));
             *endpoint = format!("http://{}/{path}", mock.addr);
         }
     }
@@ -156,6 +151,14 @@ async fn every_shipped_connection_passes_against_the_mocks() {
         .filter(|r| r.step == "interface" && r.result == "pass")
         .count();
     assert!(passed_interfaces >= 6, "{rows:#?}");
+    // The SOAP office's test call is its TraCuuHoSo, answered by a "not found" fault.
+    assert!(
+        rows.iter().any(|r| r.unit == "000.10.51.H48"
+            && r.step == "interface"
+            && r.result == "pass"
+            && r.reason.contains("E_KHONG_TIM_THAY")),
+        "{rows:#?}"
+    );
     let _ = mock.stop.send(());
 }
 

@@ -20,8 +20,12 @@ pub mod http;
 pub mod mapping;
 pub mod outbox;
 pub mod outcome;
+pub mod path;
+pub mod soap;
+pub mod transform;
 pub mod transport;
 pub mod xml;
+pub mod xml_doc;
 
 use std::collections::HashMap;
 use std::sync::Arc;

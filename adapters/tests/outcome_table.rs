@@ -48,6 +48,24 @@ const XML: &str = "application/xml; charset=utf-8";
 const BHXH_NS: &str = "urn:lienthong:agency:bhxh:1";
 const TAX_NS: &str = "urn:lienthong:agency:tax-land:1";
 const MAPPED_NS: &str = "urn:example:agency:1";
+/// The shipped SOAP civil-status office's namespace (mapped, SOAP 1.1).
+const SOAP_NS: &str = "urn:lienthong:agency:civil-status-soap:1";
+/// TP Quảng Ngãi's civil-status office (mapped, SOAP 1.1).
+const MAPPED_SOAP: &str = "000.10.51.H48";
+
+/// A SOAP 1.1 envelope around `body`.
+fn soap(body: &str) -> String {
+    format!(
+        r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>{body}</s:Body></s:Envelope>"#
+    )
+}
+
+/// A SOAP 1.1 fault of class `code` with the office's `ma_loi` in the detail.
+fn soap_fault(code: &str, ma_loi: &str) -> String {
+    soap(&format!(
+        r#"<s:Fault><faultcode>s:{code}</faultcode><faultstring>Lỗi {ma_loi}</faultstring><detail><LoiNghiepVu xmlns="{SOAP_NS}"><MaLoi>{ma_loi}</MaLoi><MoTaLoi>Lỗi</MoTaLoi></LoiNghiepVu></detail></s:Fault>"#
+    ))
+}
 
 /// A canned answer: status, content type, body.
 type Canned = (u16, &'static str, String);
@@ -245,6 +263,42 @@ fn family_reply(family: &str, op: &str, row: &str, request: &[u8]) -> Option<Can
             ),
             _ => return None,
         },
+        // SOAP 1.1: refusals are Client faults (in a 400, in a 200), "not found" the Client
+        // fault E_KHONG_TIM_THAY (the lookup's `not_found`), in the 500 SOAP 1.1 uses.
+        ("mapped-soap", _) => match row {
+            "success" if status_op => (
+                200,
+                XML,
+                soap(&format!(
+                    r#"<TraCuuHoSoResponse xmlns="{SOAP_NS}"><MaHoSo>M</MaHoSo><MaTiepNhan>HTS-1</MaTiepNhan><TrangThai>DANG_XU_LY</TrangThai></TraCuuHoSoResponse>"#
+                )),
+            ),
+            "success" => (
+                200,
+                XML,
+                soap(&format!(
+                    r#"<TiepNhanHoSoResponse xmlns="{SOAP_NS}"><KetQua trangThai="DA_TIEP_NHAN"><MaTiepNhan>HTS-1</MaTiepNhan></KetQua></TiepNhanHoSoResponse>"#
+                )),
+            ),
+            "refusal-4xx" => (400, XML, soap_fault("Client", "E_DU_LIEU")),
+            "refusal-2xx" => (200, XML, soap_fault("Client", "E_DU_LIEU")),
+            "not-found" => (500, XML, soap_fault("Client", "E_KHONG_TIM_THAY")),
+            "key-missing" if status_op => (
+                200,
+                XML,
+                soap(&format!(
+                    r#"<TraCuuHoSoResponse xmlns="{SOAP_NS}"><MaHoSo>M</MaHoSo></TraCuuHoSoResponse>"#
+                )),
+            ),
+            "key-missing" => (
+                200,
+                XML,
+                soap(&format!(
+                    r#"<TiepNhanHoSoResponse xmlns="{SOAP_NS}"><KetQua trangThai="DA_TIEP_NHAN"/></TiepNhanHoSoResponse>"#
+                )),
+            ),
+            _ => return None,
+        },
         ("dvcqg", _) => match (op, row) {
             ("login", "success") => (200, JSON, json!({"error_code": "00", "session": "s-1"}).to_string()),
             ("login", "key-missing") => (200, JSON, json!({"error_code": "00"}).to_string()),
@@ -385,7 +439,9 @@ async fn agency(method: Method, uri: Uri, body: Bytes) -> Response {
         let applies = call == target || (target == "status" && call == "TraCuuHoSo");
         ("dvcqg", call, if applies { row } else { "success" })
     } else {
-        let op = if method == Method::GET {
+        let op = if method == Method::GET
+            || (family == "mapped-soap" && String::from_utf8_lossy(&body).contains("TraCuuHoSo"))
+        {
             "status"
         } else if rest.ends_with("/huy") {
             "cancel"
@@ -484,6 +540,12 @@ fn delivering() -> Vec<Column> {
                 Some(|| birth(MAPPED)),
             )
         },
+        col(
+            "mapped SOAP submit",
+            MAPPED_SOAP,
+            "mapped-soap",
+            Some(|| birth(MAPPED_SOAP)),
+        ),
         col("DVCQG login", DVCQG, "dvcqg-login", Some(portal_status)),
         col(
             "DVCQG TraCuuHoSo",
@@ -519,6 +581,7 @@ fn lookups() -> Vec<Column> {
             settings: Some(mapped_xml_settings()),
             ..col("mapped XML", MAPPED, "mapped-xml", None)
         },
+        col("mapped SOAP", MAPPED_SOAP, "mapped-soap", None),
         col("DVCQG (TraCuuHoSo)", DVCQG, "dvcqg-status", None),
         col("edXML", EDXML, "edxml", None),
     ]
@@ -624,16 +687,16 @@ async fn every_adapter_classifies_every_reply_by_the_one_rule() {
     let p = "permanent";
     let t = "transient";
     let expected: Vec<Vec<&str>> = vec![
-        vec![d; 16],
-        vec![p; 16],
-        vec![p; 16],
-        vec![p, d, p, p, d, p, p, d, p, p, p, d, p, p, p, p],
-        vec![u; 16],
-        vec![u; 16],
-        vec![u; 16],
-        vec![u; 16],
-        vec![u; 16],
-        vec![t; 16],
+        vec![d; 17],
+        vec![p; 17],
+        vec![p; 17],
+        vec![p, d, p, p, d, p, p, d, p, p, p, p, d, p, p, p, p],
+        vec![u; 17],
+        vec![u; 17],
+        vec![u; 17],
+        vec![u; 17],
+        vec![u; 17],
+        vec![t; 17],
     ];
     assert_eq!(got, markdown(&deliveries, &expected));
     let readme = include_str!("../README.md");
@@ -654,16 +717,16 @@ async fn every_adapter_classifies_every_reply_by_the_one_rule() {
     let got = markdown(&columns, &cells);
     let (f, nf, ur, x, none) = ("found", "not found", "unreadable", "failed", "—");
     let expected: Vec<Vec<&str>> = vec![
-        vec![f, f, f, f, f, f, f, none],
-        vec![x, x, x, x, x, x, x, none],
-        vec![x, x, x, x, x, x, x, none],
-        vec![nf, nf, nf, nf, nf, nf, nf, none],
-        vec![ur, ur, ur, ur, ur, ur, ur, none],
-        vec![ur, ur, ur, ur, ur, ur, ur, none],
-        vec![ur, ur, ur, ur, ur, ur, ur, none],
-        vec![ur, ur, ur, ur, ur, ur, ur, none],
-        vec![ur, ur, ur, ur, ur, ur, ur, none],
-        vec![x, x, x, x, x, x, x, none],
+        vec![f, f, f, f, f, f, f, f, none],
+        vec![x, x, x, x, x, x, x, x, none],
+        vec![x, x, x, x, x, x, x, x, none],
+        vec![nf, nf, nf, nf, nf, nf, nf, nf, none],
+        vec![ur, ur, ur, ur, ur, ur, ur, ur, none],
+        vec![ur, ur, ur, ur, ur, ur, ur, ur, none],
+        vec![ur, ur, ur, ur, ur, ur, ur, ur, none],
+        vec![ur, ur, ur, ur, ur, ur, ur, ur, none],
+        vec![ur, ur, ur, ur, ur, ur, ur, ur, none],
+        vec![x, x, x, x, x, x, x, x, none],
     ];
     assert_eq!(got, markdown(&columns, &expected));
     assert!(

@@ -1,7 +1,7 @@
 //! The mock agencies (`lienthong-mock`, and in process for the tests): the reference interfaces
 //! of `schemas/agencies/` (Police and Customs REST/JSON; Social Insurance and Tax XML;
-//! departments' edXML document systems, push; the Đức Phổ civil-status software; the DVCQG
-//! portal), served on loopback for the demo, the bench and the tests. Every request is validated against those schema files (JSON Schema, XSD via
+//! departments' edXML document systems, push; the Đức Phổ civil-status software; TP Quảng
+//! Ngãi's civil-status software behind SOAP 1.1, in [`civil_status_soap`]; the DVCQG portal), served on loopback for the demo, the bench and the tests. Every request is validated against those schema files (JSON Schema, XSD via
 //! libxml2), never against the adapters' Rust types. Calls (requests) and effects (dossiers
 //! actually registered) are counted separately, so tests can prove "delivered exactly once".
 //! Latency, 503s and refusals are configurable; `/_mock/faults` scripts answers per dossier.
@@ -42,6 +42,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+mod civil_status_soap;
+
 const POLICE_SUBMIT: &str =
     include_str!("../../schemas/agencies/police-residence/submit.schema.json");
 const POLICE_CANCEL: &str =
@@ -72,6 +74,9 @@ pub enum Agency {
     /// A civil-status office's software, connected by the config-only `mapped` adapter,
     /// `/civil-status/<unit code>`.
     CivilStatus,
+    /// A civil-status office's software behind a SOAP 1.1 service, connected by the `mapped`
+    /// adapter with `soap`, `/civil-status-soap/<unit code>/HoTichService`.
+    CivilStatusSoap,
 }
 
 /// A scripted answer: the next matching request gets this status (and Retry-After, seconds).
@@ -85,8 +90,11 @@ pub struct Fault {
     /// Statuses to answer, in order (e.g. `[503, 503]`, or `[400]`). A 2xx is a refusal in a
     /// readable body of the interface's format (Police, Customs: `{MaLoi, MoTaLoi}`; BHXH,
     /// Tax: `BienNhan` `LOI`; DVCQG and the civil-status software: `error_code` "99"; edXML:
-    /// a status package 02), never an unreadable page. Codes below 100 are behaviours, not statuses: [`COMMIT_TRUNCATED`],
-    /// [`COMMIT_SLOW`] and [`ERROR_IN_200`].
+    /// a status package 02; the SOAP civil-status software: a Client fault, and a Server
+    /// fault with a 5xx), never an unreadable page. Codes below 100 are behaviours, not
+    /// statuses: [`COMMIT_TRUNCATED`], [`COMMIT_SLOW`] and [`ERROR_IN_200`]; for the SOAP
+    /// software also [`SOAP_CLIENT_FAULT`], [`SOAP_SERVER_FAULT`], [`SOAP_BUSY_FAULT`] and
+    /// [`GARBAGE`].
     pub responses: Vec<u16>,
     /// Retry-After seconds to send with 503/429 answers.
     #[serde(default)]
@@ -159,8 +167,20 @@ pub const COMMIT_TRUNCATED: u16 = 1;
 pub const COMMIT_SLOW: u16 = 2;
 /// How long a [`COMMIT_SLOW`] answer takes, ms.
 pub const SLOW_ANSWER_MS: u64 = 3_000;
-/// Fault code (DVCQG): answer HTTP 200 with `error_code` "99", a failure inside a 200.
+/// Fault code (DVCQG): answer HTTP 200 with `error_code` "99", a failure inside a 200 (the
+/// SOAP civil-status software: `KetQua trangThai="TU_CHOI"` in a 200).
 pub const ERROR_IN_200: u16 = 3;
+/// Fault code (SOAP civil-status software): HTTP 500 with a `Client` fault, `MaLoi`
+/// `E_DU_LIEU` (the agency's refusal).
+pub const SOAP_CLIENT_FAULT: u16 = 4;
+/// Fault code (SOAP civil-status software): HTTP 500 with a `Server` fault, `MaLoi`
+/// `E_HE_THONG` (transient).
+pub const SOAP_SERVER_FAULT: u16 = 5;
+/// Fault code (SOAP civil-status software): HTTP 200 with an HTML page (an unreadable answer).
+pub const GARBAGE: u16 = 6;
+/// Fault code (SOAP civil-status software): HTTP 500 with a `Client` fault `E_QUA_TAI`
+/// (overloaded), which the shipped configuration's fault table reads as transient.
+pub const SOAP_BUSY_FAULT: u16 = 7;
 
 /// Counters per agency.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -236,7 +256,8 @@ pub struct MockServer {
 
 /// The path under the mock's base URL that serves the interface of `adapter` for `unit`
 /// (`police`, `bhxh`, `tax`, `customs`, `dvcqg`, `edxml/<unit>`, `civil-status/<unit>`); None
-/// for an adapter the mock does not serve.
+/// for an adapter the mock does not serve. A `mapped` unit with `soap` is served elsewhere:
+/// see [`path_of`].
 pub fn path_for(adapter: &str, unit: &str) -> Option<String> {
     Some(match adapter {
         "police-rest" => "police".to_string(),
@@ -250,16 +271,30 @@ pub fn path_for(adapter: &str, unit: &str) -> Option<String> {
     })
 }
 
+/// The path under the mock's base URL that serves `unit`'s interface: [`path_for`] its
+/// adapter, except a `mapped` unit with `soap`, served by the SOAP civil-status software
+/// (`civil-status-soap/<unit>`).
+pub fn path_of(unit: &lienthong_core::registry::Unit) -> Option<String> {
+    let Reach::Adapter {
+        adapter, settings, ..
+    } = &unit.reach
+    else {
+        return None;
+    };
+    if adapter == "mapped" && settings.contains_key("soap") {
+        return Some(format!("civil-status-soap/{}", unit.code));
+    }
+    path_for(adapter, &unit.code)
+}
+
 /// Point the endpoint of every unit reached by an adapter the mock serves at the mock whose
 /// base URL is `base` (`http://127.0.0.1:8490`): what the demo, the bench and the tests run
 /// the registry of `deploy/config/` against.
 pub fn point_adapters_at(settings: &mut Settings, base: &str) {
     let base = base.trim_end_matches('/');
     for u in &mut settings.units {
-        if let Reach::Adapter {
-            adapter, endpoint, ..
-        } = &mut u.reach
-            && let Some(path) = path_for(adapter, &u.code)
+        if let Some(path) = path_of(u)
+            && let Reach::Adapter { endpoint, .. } = &mut u.reach
         {
             *endpoint = format!("{base}/{path}");
         }
@@ -339,6 +374,10 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<MockServer> {
         .route("/edxml/{unit}", post(edxml_submit))
         .route("/civil-status/{unit}/ho-so", post(civil_submit))
         .route("/civil-status/{unit}/ho-so/{ma}", get(civil_status))
+        .route(
+            "/civil-status-soap/{unit}/HoTichService",
+            post(civil_status_soap::service),
+        )
         .route("/customs/v1/xac-nhan-to-khai", post(customs_submit))
         .route("/customs/v1/xac-nhan-to-khai/{ma}", get(customs_status))
         .route("/dvcqg/auth", post(dvcqg_auth))
@@ -602,6 +641,12 @@ impl Mock {
                 if let Some(tp) = &cb.traceparent {
                     post = post.header("traceparent", tp);
                 }
+                if a == Agency::CivilStatusSoap {
+                    post = post.header(
+                        "SOAPAction",
+                        format!("\"{}\"", civil_status_soap::CALLBACK_ACTION),
+                    );
+                }
                 let r = post.body(cb.body.clone()).send().await;
                 match r {
                     Ok(resp) if resp.status().is_success() => {
@@ -669,6 +714,7 @@ fn injected_answer(a: Agency, status: u16, retry_after: Option<(u64, bool)>) -> 
         Agency::Dvcqg if st.is_success() => {
             (st, Json(json!({"error_code": "99", "message": text}))).into_response()
         }
+        Agency::CivilStatusSoap => return civil_status_soap::injected(status, retry_after),
         Agency::Bhxh | Agency::Edxml | Agency::Tax | Agency::Dvcqg => {
             (st, text.to_string()).into_response()
         }
@@ -2105,6 +2151,7 @@ async fn stats(State(m): State<Mock>) -> Response {
         Agency::Dvcqg,
         Agency::Customs,
         Agency::CivilStatus,
+        Agency::CivilStatusSoap,
     ] {
         out.insert(
             agency_name(a),

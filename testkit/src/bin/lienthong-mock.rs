@@ -1,4 +1,4 @@
-//! `lienthong-mock`: serve the seven mock agencies on loopback until SIGTERM or Ctrl-C.
+//! `lienthong-mock`: serve the eight mock agencies on loopback until SIGTERM or Ctrl-C.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +14,8 @@ use lienthong_testkit::procs::MOCK_LISTENING;
     about = "Serve the agencies' reference interfaces (schemas/agencies/) on loopback, for the \
              demo, the bench and trying lienthong out: Police (/police), Social Insurance \
              (/bhxh), Tax (/tax), Customs (/customs), the departments' edXML document systems \
-             (/edxml/<unit>), the civil-status software (/civil-status/<unit>) and the DVCQG \
+             (/edxml/<unit>), the civil-status software (/civil-status/<unit>; behind SOAP 1.1: \
+             /civil-status-soap/<unit>/HoTichService) and the DVCQG \
              portal (/dvcqg); /_mock scripts faults and decisions and shows what they received. \
              Not for production."
 )]
@@ -62,7 +63,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let server = lienthong_testkit::mock::serve(&settings).await?;
     println!(
         "{MOCK_LISTENING} {}://{} (police: /police, bhxh: /bhxh, tax: /tax, customs: /customs, \
-         edxml: /edxml/<unit>, civil status: /civil-status/<unit>, dvcqg: /dvcqg, control: /_mock)",
+         edxml: /edxml/<unit>, civil status: /civil-status/<unit>, \
+         civil status over SOAP: /civil-status-soap/<unit>/HoTichService, dvcqg: /dvcqg, control: /_mock)",
         if settings.mock.tls_cert.is_some() {
             "https"
         } else {
