@@ -10,25 +10,31 @@ use lienthong_core::trace::TimelineRow;
 
 /// The filters of a dossier list, as `lienthong dossiers` flags and `GET /v1/dossiers` query
 /// parameters (same names). Dates are `YYYY-MM-DD` (a day in Vietnam, +07:00) or RFC 3339.
-#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Default, Deserialize, clap::Args, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Words to find in the dossier code, procedure code or applicant's name, without
     /// diacritics or case mattering (`dang ky` finds `Đăng ký`, `d` finds `đ`).
     #[arg(long)]
+    #[param(nullable = false)]
     pub q: Option<String>,
     /// Procedure code (ma_tthc), e.g. 1.001193.
     #[arg(long)]
+    #[param(nullable = false)]
     pub procedure: Option<String>,
     /// The centre that filed it (unit code).
     #[arg(long)]
+    #[param(nullable = false)]
     pub centre: Option<String>,
     /// The unit holding it now (unit code).
     #[arg(long)]
+    #[param(nullable = false)]
     pub holder: Option<String>,
     /// running, paused, completed, refused, stopped, withdrawn; or open (running or paused),
     /// ended (any other).
     #[arg(long)]
+    #[param(schema_with = phase_schema)]
     pub phase: Option<String>,
     /// Only late dossiers: ended late (quá hạn) or open past their due time.
     #[arg(long)]
@@ -36,13 +42,16 @@ pub struct ListParams {
     pub late: bool,
     /// Received on or after this day or time.
     #[arg(long)]
+    #[param(schema_with = day_or_time_or_empty)]
     pub since: Option<String>,
     /// Received on or before this day (the whole day), or before this time.
     #[arg(long)]
+    #[param(schema_with = day_or_time_or_empty)]
     pub until: Option<String>,
     /// Page size (1–1000).
     #[arg(long, default_value_t = 50)]
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 1000, default = 50)]
     pub limit: u32,
     /// Rows to skip (the next page starts at offset + limit).
     #[arg(long, default_value_t = 0)]
@@ -51,7 +60,45 @@ pub struct ListParams {
     /// Over HTTP only: `json` (default), `csv` or `xlsx`.
     #[arg(skip)]
     #[serde(default)]
+    #[param(schema_with = format_schema)]
     pub format: Option<String>,
+}
+
+/// [`ListParams::phase`] in the OpenAPI document: one of [`PHASES`], or empty (any).
+fn phase_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(PHASES.iter().copied().chain([""])))
+        .build()
+}
+
+/// [`ListParams::format`] in the OpenAPI document.
+fn format_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["json", "csv", "xlsx"]))
+        .build()
+}
+
+/// The shape of a day (`YYYY-MM-DD`) or an RFC 3339 time, as [`parse_time`] reads them (in the
+/// OpenAPI document).
+pub const DAY_OR_TIME: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?$";
+
+/// A `since` / `until` parameter in the OpenAPI document: [`DAY_OR_TIME`].
+pub fn day_or_time() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(DAY_OR_TIME))
+        .build()
+}
+
+/// [`ListParams`]'s `since` / `until` in the OpenAPI document: [`DAY_OR_TIME`], or empty (no
+/// filter: the console's form sends every field).
+fn day_or_time_or_empty() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(format!("^$|{DAY_OR_TIME}")))
+        .build()
 }
 
 fn default_limit() -> u32 {
@@ -290,7 +337,7 @@ pub fn to_xlsx(sheet: &Sheet, title: &str) -> Result<Vec<u8>, String> {
     let err = |e: rust_xlsxwriter::XlsxError| format!("writing XLSX: {e}");
     let mut book = Workbook::new();
     let ws = book.add_worksheet();
-    ws.set_name(title).map_err(err)?;
+    ws.set_name(sheet_name(title)).map_err(err)?;
     let bold = Format::new().set_bold();
     for (c, h) in sheet.headers.iter().enumerate() {
         ws.write_string_with_format(0, c as u16, *h, &bold)
@@ -298,7 +345,7 @@ pub fn to_xlsx(sheet: &Sheet, title: &str) -> Result<Vec<u8>, String> {
     }
     for (r, row) in sheet.rows.iter().enumerate() {
         for (c, cell) in row.iter().enumerate() {
-            ws.write_string(r as u32 + 1, c as u16, neutralise(cell))
+            ws.write_string(r as u32 + 1, c as u16, within_cell(&neutralise(cell)))
                 .map_err(err)?;
         }
     }
@@ -308,6 +355,49 @@ pub fn to_xlsx(sheet: &Sheet, title: &str) -> Result<Vec<u8>, String> {
         .map_err(err)?;
     ws.autofit();
     book.save_to_buffer().map_err(err)
+}
+
+/// `title` as a name Excel takes for a worksheet: at most 31 UTF-16 units, none of `*?:[]\/`,
+/// not starting or ending with an apostrophe, not empty (a trace's title holds a dossier code
+/// of up to 64 characters).
+fn sheet_name(title: &str) -> String {
+    let mut name = String::new();
+    let mut units = 0;
+    for c in title.chars() {
+        let c = if matches!(c, '*' | '?' | ':' | '[' | ']' | '\\' | '/') {
+            '_'
+        } else {
+            c
+        };
+        units += c.len_utf16();
+        if units > 31 {
+            break;
+        }
+        name.push(c);
+    }
+    let name = name.trim_matches('\'');
+    if name.is_empty() {
+        "Sheet1".into()
+    } else {
+        name.into()
+    }
+}
+
+/// `cell` cut to what one Excel cell holds (32,767 UTF-16 units).
+fn within_cell(cell: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 32_767;
+    if cell.len() <= MAX {
+        return cell.into();
+    }
+    let mut units = 0;
+    let end = cell
+        .char_indices()
+        .find(|(_, c)| {
+            units += c.len_utf16();
+            units > MAX
+        })
+        .map_or(cell.len(), |(i, _)| i);
+    cell[..end].to_string().into()
 }
 
 /// The sheet as an aligned text table for a terminal.
@@ -360,6 +450,32 @@ mod tests {
         assert_eq!(
             text,
             "a,b\r\n\"Đăng ký, \"\"khai\"\" sinh\",\"'=HYPERLINK(\"\"x\"\")\"\r\n"
+        );
+    }
+
+    #[test]
+    fn any_title_and_any_cell_make_a_workbook() {
+        // A trace's title: `trace-` and a dossier code of up to 64 characters, any of them.
+        for title in [
+            "trace-000.00.53.H48-220921-0099-long-enough-to-pass-31".to_string(),
+            format!("trace-{}", "ỹ[]:*?/\\'".repeat(8)),
+            "'".into(),
+            String::new(),
+        ] {
+            let name = sheet_name(&title);
+            assert!(
+                !name.is_empty() && name.encode_utf16().count() <= 31,
+                "{name:?}"
+            );
+            let sheet = Sheet {
+                headers: vec!["a"],
+                rows: vec![vec!["đ".repeat(40_000)]],
+            };
+            assert!(to_xlsx(&sheet, &title).is_ok(), "{title:?}");
+        }
+        assert_eq!(
+            within_cell(&"😀".repeat(20_000)).encode_utf16().count(),
+            32_766
         );
     }
 

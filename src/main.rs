@@ -166,6 +166,8 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Print the HTTP API's OpenAPI 3.1 document (`> schemas/openapi.json`).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -328,6 +330,11 @@ fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The document depends on the code only, not on a configuration.
+    if let Command::Openapi = cli.command {
+        out(&lienthong::http_api::openapi::document_text());
+        return ExitCode::SUCCESS;
+    }
     // The configuration first, for its `[log] format`; a configuration that does not load is
     // reported by `run` below, on a text log.
     let settings = Settings::load(cli.config.as_deref());
@@ -791,6 +798,8 @@ async fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
+        // Printed by `main`, before any configuration is read.
+        Command::Openapi => Ok(ExitCode::SUCCESS),
         Command::Audit { action } => lienthong::audit::run(&settings, &action),
         Command::Store { action } => lienthong::store_cli::run(&settings, &action),
         Command::Edxml { action } => Ok(match action {

@@ -127,14 +127,152 @@ impl Problem {
     }
 }
 
+/// The HTTP status of a problem made from a rejection with `code`.
+pub fn rejection_status(code: RejectCode) -> StatusCode {
+    match code {
+        RejectCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        RejectCode::MalformedJson => StatusCode::BAD_REQUEST,
+        RejectCode::SenderMismatch => StatusCode::FORBIDDEN,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+/// The problem types the HTTP API answers besides the rejection codes ([`RejectCode::ALL`],
+/// [`rejection_status`]): each code (`urn:lienthong:problem:<code>`), its status(es) and when
+/// it is answered. The OpenAPI document lists them; a test keeps this list and the
+/// `Problem::new` / `Problem::hidden` calls of `src/` in step.
+pub const PROBLEM_TYPES: &[(&str, &str, &str)] = &[
+    (
+        "unauthorized",
+        "401",
+        "no key, an unknown key, or a key that may not call this route",
+    ),
+    (
+        "rate-limited",
+        "429",
+        "the key sent more requests than its rate allows (Retry-After)",
+    ),
+    (
+        "unavailable",
+        "503",
+        "the broker or the store cannot take the request now, or the bus serves as many requests as it may at once (Retry-After); nothing was accepted",
+    ),
+    (
+        "timeout",
+        "503",
+        "the request took longer than `[http] request_timeout_ms` (Retry-After); it may or may not have taken effect: retry with the same message id",
+    ),
+    (
+        "bad-body",
+        "400",
+        "the body could not be read (a broken transfer)",
+    ),
+    (
+        "unsupported-media-type",
+        "415",
+        "`POST /v1/messages` without `Content-Type: application/json`",
+    ),
+    (
+        "bad-idempotency-key",
+        "400",
+        "an `Idempotency-Key` header that is not 1 to 255 visible ASCII characters",
+    ),
+    (
+        "idempotency-key-reused",
+        "422",
+        "an `Idempotency-Key` first used with another body",
+    ),
+    (
+        "bad-query",
+        "400",
+        "an unknown, repeated or out-of-range query parameter",
+    ),
+    (
+        "bad-path",
+        "400",
+        "a path parameter that is not UTF-8 once percent-decoded",
+    ),
+    (
+        "delivered-by-adapter",
+        "409",
+        "`GET /v1/inbox` by a unit the bus reaches through an adapter (no queue to read)",
+    ),
+    (
+        "not-found",
+        "404",
+        "no such dossier of the key's unit, or a dossier the process manager does not run",
+    ),
+    (
+        "no-such-step",
+        "422",
+        "`POST /v1/dossiers/{ma_ho_so}/retry` naming a step the dossier does not have",
+    ),
+    (
+        "not-blocked",
+        "409",
+        "`POST /v1/dossiers/{ma_ho_so}/retry` when nothing (or not that step) is blocked",
+    ),
+    (
+        "unknown-blob",
+        "404",
+        "no attachment with that SHA-256 in a dossier of the key's unit",
+    ),
+    ("unknown-unit", "404", "no unit of that code"),
+    (
+        "no-adapter",
+        "404",
+        "the unit is not reached through an adapter",
+    ),
+    (
+        "invalid-callback",
+        "400",
+        "the agency's callback could not be read, or gives an invalid envelope",
+    ),
+    (
+        "unknown-reference",
+        "404",
+        "a callback naming no delivery (`MaThamChieu`) to this unit",
+    ),
+    (
+        "reference-mismatch",
+        "409",
+        "a callback whose delivery reference belongs to another dossier",
+    ),
+    (
+        "not-edxml-pull",
+        "404",
+        "the unit is not reached by the edxml adapter with `transport = \"pull\"`",
+    ),
+    (
+        "no-package",
+        "404",
+        "no such waiting edXML package of the unit",
+    ),
+    (
+        "invalid-ack",
+        "400",
+        "an edXML acknowledgement that is not `{\"status\": \"done\" | \"fail\", \"reason\"?}`",
+    ),
+    (
+        "internal",
+        "500",
+        "the bus failed on the request (a bug); `instance` names the log line",
+    ),
+    (
+        "store",
+        "500",
+        "the store failed on the request; `instance` names the log line",
+    ),
+    (
+        "render",
+        "500",
+        "the control sheet could not be rendered; `instance` names the log line",
+    ),
+];
+
 impl From<Rejection> for Problem {
     fn from(r: Rejection) -> Self {
-        let status = match r.code {
-            RejectCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            RejectCode::MalformedJson => StatusCode::BAD_REQUEST,
-            RejectCode::SenderMismatch => StatusCode::FORBIDDEN,
-            _ => StatusCode::UNPROCESSABLE_ENTITY,
-        };
+        let status = rejection_status(r.code);
         Problem {
             status,
             code: r.code.as_str().into(),
@@ -157,10 +295,111 @@ impl From<Rejection> for Problem {
     }
 }
 
+/// The `type` of a problem with `code`.
+pub fn problem_type(code: &str) -> String {
+    format!("urn:lienthong:problem:{code}")
+}
+
+/// The rejection codes a problem of the HTTP API may carry: those about what the sender sent
+/// (the others, [`RejectCode::blames_receiver`], name only dead letters).
+pub fn answered_rejections() -> impl Iterator<Item = RejectCode> {
+    RejectCode::ALL.into_iter().filter(|c| !c.blames_receiver())
+}
+
+/// The problem+json body in the OpenAPI document: its `type` is one of the rejection codes
+/// ([`answered_rejections`]) or of [`PROBLEM_TYPES`], listed with their statuses.
+impl utoipa::PartialSchema for Problem {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, OneOfBuilder, Type};
+        let mut types = Vec::new();
+        let mut table =
+            String::from("`urn:lienthong:problem:<code>`, one of these (status: code, when):\n");
+        for c in answered_rejections() {
+            types.push(problem_type(c.as_str()));
+            table.push_str(&format!(
+                "\n- {}: `{}`, {}",
+                rejection_status(c).as_u16(),
+                c.as_str(),
+                c.title()
+            ));
+        }
+        for (code, status, when) in PROBLEM_TYPES {
+            types.push(problem_type(code));
+            table.push_str(&format!("\n- {status}: `{code}`, {when}"));
+        }
+        let text = |d: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(d))
+        };
+        ObjectBuilder::new()
+            .description(Some(
+                "An RFC 9457 problem (`application/problem+json`): what went wrong, for programs \
+                 (`type`) and for people (`title`, `detail`). Nothing was taken unless the \
+                 problem says it may have been (`timeout`).",
+            ))
+            .property("type", text(&table).enum_values(Some(types)))
+            .required("type")
+            .property("title", text("Short title of the problem type."))
+            .required("title")
+            .property(
+                "status",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(400))
+                    .maximum(Some(599))
+                    .description(Some("The HTTP status.")),
+            )
+            .required("status")
+            .property("detail", text("What is wrong, for people."))
+            .required("detail")
+            .property(
+                "errors",
+                ArrayBuilder::new()
+                    .items(
+                        OneOfBuilder::new()
+                            .item(Object::with_type(Type::String))
+                            .item(utoipa::openapi::Ref::from_schema_name("FieldError")),
+                    )
+                    .description(Some(
+                        "Individual errors: each schema error with its JSON pointer (strings), or \
+                         for `procedure-data-invalid` each field the procedure's route needs \
+                         (objects).",
+                    )),
+            )
+            .property(
+                "instance",
+                text(
+                    "An internal error's id (`urn:lienthong:error:<16 hex digits>`): the operator \
+                     finds the cause in the log under `error_id`.",
+                )
+                .pattern(Some("^urn:lienthong:error:[0-9a-f]{16}$")),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Problem {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use lienthong_core::envelope::FieldError;
+        use utoipa::PartialSchema;
+        schemas.push((
+            <FieldError as utoipa::ToSchema>::name().into(),
+            FieldError::schema(),
+        ));
+        <FieldError as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let mut body = json!({
-            "type": format!("urn:lienthong:problem:{}", self.code),
+            "type": problem_type(&self.code),
             "title": self.title,
             "status": self.status.as_u16(),
             "detail": self.detail,

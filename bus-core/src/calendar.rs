@@ -101,7 +101,7 @@ impl Default for CalendarSettings {
 }
 
 /// Before / on / past the deadline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Timeliness {
     /// Trước hạn: on a day before the due day.

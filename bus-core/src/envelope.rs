@@ -189,6 +189,12 @@ pub struct Attachment {
     pub reference: Option<String>,
 }
 
+/// The envelope in an OpenAPI document: a reference to its component schema `Envelope`, which
+/// the HTTP API's document builds from `schemas/envelope.schema.json` (the one definition).
+pub fn openapi_ref() -> utoipa::openapi::Ref {
+    utoipa::openapi::Ref::from_schema_name("Envelope")
+}
+
 /// The canonical envelope: one per AMQP message. Field docs are in `schemas/envelope.schema.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -318,7 +324,7 @@ pub struct Rejection {
 
 /// One field of a filing that its procedure's route needs and that is missing or wrong
 /// (`procedure-data-invalid`, from the procedure's data schema, `schemas/procedures/`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// JSON pointer (RFC 6901) of the field in the envelope, e.g. `/payload/data/tre/ngay_sinh`;
     /// when any one of several fields will do, the first of them.
@@ -333,7 +339,7 @@ pub struct FieldError {
 }
 
 /// A step of a procedure's route that needs a field, and who takes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct NeededBy {
     /// Step id in the catalogue, e.g. `thuong-tru`.
     pub step: String,
@@ -482,8 +488,8 @@ impl RejectCode {
         )
     }
 
-    /// Parse [`RejectCode::as_str`] back.
-    pub fn parse(s: &str) -> Option<Self> {
+    /// Every code, in declaration order.
+    pub const ALL: [RejectCode; 19] = {
         use RejectCode::*;
         [
             TooLarge,
@@ -506,8 +512,11 @@ impl RejectCode {
             Broker,
             HandlerFailed,
         ]
-        .into_iter()
-        .find(|c| c.as_str() == s)
+    };
+
+    /// Parse [`RejectCode::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
     }
 }
 

@@ -44,7 +44,7 @@ pub fn watch_blocked(conn: &lapin::Connection, component: &str) -> tokio::task::
 }
 
 /// The state of one supervised component (`router`, `adapters`, `tracer`, `http`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ComponentHealth {
     /// Whether the component holds an open broker connection.
     pub connected: bool,

@@ -2,9 +2,45 @@
 
 use super::*;
 
+/// An agency's answer.
+///
+/// An agency's system posts its answer (a status or the result of a dossier the bus delivered
+/// to it) in its own format, with its unit's callback key. The unit's adapter reads it
+/// (`MaThamChieu`, the dossier, the status), the bus makes it a `dossier.status` or
+/// `dossier.result` envelope for the dossier's centre and publishes it; 200 once the broker
+/// confirmed it. A repeated callback (the agency retrying) gets the first answer's id and
+/// makes no second result. `traceparent` continues the dossier's trace.
+#[utoipa::path(
+    post,
+    path = "/v1/callbacks/{unit}",
+    tag = "agencies",
+    operation_id = "callback",
+    security(("agencyKey" = [])),
+    params(
+        ("unit" = String, Path, description = "The agency's unit code (its callback key must be this unit's)"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context"),
+    ),
+    request_body(
+        description = "The agency's answer in its own interface's format (`schemas/agencies/`): JSON, or XML (edXML status packages, SOAP)",
+        content(
+            (Object = "application/json"),
+            (String = "application/xml"),
+        )
+    ),
+    responses(
+        (status = 200, description = "The answer is published to the dossier's centre (or, for a status that changes nothing, traced)", body = Accepted),
+        (status = 400, description = "`invalid-callback`: the adapter cannot read it, or it gives an invalid envelope; `bad-body`",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown-reference`: no delivery with that `MaThamChieu` to this unit; `no-adapter`",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`reference-mismatch`: the reference is a delivery of another dossier",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn callback(
     State(api): State<Api>,
-    Path(unit): Path<String>,
+    PathParams(unit): PathParams<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -27,11 +63,7 @@ pub(super) async fn callback(
         callback_inner(&api, &unit, &headers, &body),
     );
     match handled.await {
-        Ok(id) => (
-            StatusCode::OK,
-            Json(json!({"message_id": id, "status": "accepted"})),
-        )
-            .into_response(),
+        Ok(id) => (StatusCode::OK, Json(Accepted::new(id))).into_response(),
         Err(p) => p.into_response(),
     }
 }

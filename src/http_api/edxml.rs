@@ -35,11 +35,27 @@ pub(super) fn store_problem(e: impl std::fmt::Display) -> Problem {
     Problem::unavailable_because("the outbox is not available", 5, e)
 }
 
+/// List the department's waiting edXML packages.
+///
 /// `GET /v1/edxml/{unit}/packages`: the unit's waiting packages, oldest first (JSON array of
-/// `{id, ma_ho_so, document_id, size, created_ms, fetches, state}`).
+/// `{id, ma_ho_so, document_id, size, created_ms, fetches, state}`), at most 1000. For a
+/// department reached by the `edxml` adapter with `transport = "pull"`, with its unit's
+/// callback key.
+#[utoipa::path(
+    get,
+    path = "/v1/edxml/{unit}/packages",
+    tag = "agencies",
+    operation_id = "edxml_list",
+    security(("agencyKey" = [])),
+    params(("unit" = String, Path, description = "The department's unit code")),
+    responses(
+        (status = 200, description = "The waiting packages, oldest first", body = Vec<lienthong_core::store::OutboxItem>),
+        (status = 404, description = "`not-edxml-pull`: the unit does not pull edXML", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn edxml_list(
     State(api): State<Api>,
-    Path(unit): Path<String>,
+    PathParams(unit): PathParams<String>,
     headers: HeaderMap,
 ) -> Response {
     if let Err(p) = edxml_department(&api, &unit, &headers) {
@@ -51,11 +67,28 @@ pub(super) async fn edxml_list(
     }
 }
 
-/// `GET /v1/edxml/{unit}/packages/{id}`: one package (`application/xml`); 404 when there is no
-/// such waiting package.
+/// Fetch one edXML package.
+///
+/// `GET /v1/edxml/{unit}/packages/{id}`: one package (QCVN 102:2016 edXML, `application/xml`);
+/// 404 when there is no such waiting package. The package stays until it is acknowledged.
+#[utoipa::path(
+    get,
+    path = "/v1/edxml/{unit}/packages/{id}",
+    tag = "agencies",
+    operation_id = "edxml_fetch",
+    security(("agencyKey" = [])),
+    params(
+        ("unit" = String, Path, description = "The department's unit code"),
+        ("id" = String, Path, description = "The package's id (from the list)"),
+    ),
+    responses(
+        (status = 200, description = "The edXML package", body = String, content_type = "application/xml"),
+        (status = 404, description = "`not-edxml-pull`, `no-package`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn edxml_fetch(
     State(api): State<Api>,
-    Path((unit, id)): Path<(String, String)>,
+    PathParams((unit, id)): PathParams<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
     if let Err(p) = edxml_department(&api, &unit, &headers) {
@@ -79,27 +112,78 @@ pub(super) async fn edxml_fetch(
 }
 
 /// Body of an acknowledgement.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(super) struct EdxmlAck {
     /// `done` or `fail`.
+    #[schema(schema_with = ack_status)]
     status: String,
     /// Why (`fail`), or a note.
     #[serde(default)]
     reason: Option<String>,
 }
 
+/// [`EdxmlAck::status`]'s schema: `done` or `fail`.
+fn ack_status() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["done", "fail"]))
+        .description(Some("`done` or `fail`."))
+        .build()
+}
+
+/// The answer to an acknowledgement.
+#[derive(Serialize, ToSchema)]
+pub(super) struct EdxmlAckResult {
+    /// The package's id.
+    id: String,
+    /// The package's state now.
+    state: EdxmlState,
+}
+
+/// [`EdxmlAckResult::state`].
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum EdxmlState {
+    /// The hand-over is complete (traced `delivered`).
+    Done,
+    /// Dead-lettered with the department's reason; its sender is told.
+    Failed,
+    /// Back in the outbox for another fetch.
+    Waiting,
+}
+
+/// Acknowledge an edXML package.
+///
 /// `POST /v1/edxml/{unit}/packages/{id}/ack` with `{"status": "done" | "fail", "reason": "…"}`:
 /// `done` completes the hand-over in the trace; `fail` puts the package back for another fetch
 /// or, past `max_fetches` or with `on_fail = "dead-letter"`, dead-letters the message with the
-/// department's reason and tells its sender. Answers `{"id", "state"}`.
+/// department's reason and tells its sender. Answers `{"id", "state"}`; a package acknowledged
+/// before answers its state again.
+#[utoipa::path(
+    post,
+    path = "/v1/edxml/{unit}/packages/{id}/ack",
+    tag = "agencies",
+    operation_id = "edxml_ack",
+    security(("agencyKey" = [])),
+    params(
+        ("unit" = String, Path, description = "The department's unit code"),
+        ("id" = String, Path, description = "The package's id"),
+    ),
+    request_body = EdxmlAck,
+    responses(
+        (status = 200, description = "The package's state", body = EdxmlAckResult),
+        (status = 400, description = "`invalid-ack`; `bad-body`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-edxml-pull`, `no-package`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn edxml_ack(
     State(api): State<Api>,
-    Path((unit, id)): Path<(String, String)>,
+    PathParams((unit, id)): PathParams<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match edxml_ack_inner(&api, &unit, &id, &headers, body).await {
-        Ok(state) => Json(json!({"id": id, "state": state})).into_response(),
+        Ok(state) => Json(EdxmlAckResult { id, state }).into_response(),
         Err(p) => p.into_response(),
     }
 }
@@ -110,7 +194,7 @@ pub(super) async fn edxml_ack_inner(
     id: &str,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<&'static str, Problem> {
+) -> Result<EdxmlState, Problem> {
     let (retry, max) = edxml_department(api, unit, headers)?;
     let body = body.map_err(|e| body_problem(e, api.ctx.settings.envelope.max_envelope_bytes))?;
     let ack: EdxmlAck = serde_json::from_slice(&body).map_err(|e| {
@@ -161,10 +245,14 @@ pub(super) async fn edxml_ack_inner(
                     }
                 ));
             broker.tracer.emit(&ev).await.map_err(trace_unconfirmed)?;
-            Ok("done")
+            Ok(EdxmlState::Done)
         }
-        Acked::AlreadyEnded(state) => Ok(if state == "done" { "done" } else { "failed" }),
-        Acked::Retry { .. } => Ok("waiting"),
+        Acked::AlreadyEnded(state) => Ok(if state == "done" {
+            EdxmlState::Done
+        } else {
+            EdxmlState::Failed
+        }),
+        Acked::Retry { .. } => Ok(EdxmlState::Waiting),
         Acked::Failed(env, why) => {
             let rejection = Rejection::new(
                 RejectCode::AgencyRefused,
@@ -197,7 +285,7 @@ pub(super) async fn edxml_ack_inner(
                 )
             })?;
             let _ = dlc.notify_sender(&env, &rejection, &api.ctx.registry).await;
-            Ok("failed")
+            Ok(EdxmlState::Failed)
         }
     }
 }

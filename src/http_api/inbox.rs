@@ -34,8 +34,11 @@ pub(super) struct Inbox {
     /// Lease id → its message.
     leases: Mutex<HashMap<String, Lease>>,
     /// Per unit, the message ids acked lately (oldest first), for dropping copies.
-    acked: Mutex<HashMap<String, (HashSet<String>, VecDeque<String>)>>,
+    acked: Mutex<HashMap<String, AckedIds>>,
 }
+
+/// The message ids one unit acked lately: the set, and their order (oldest first).
+type AckedIds = (HashSet<String>, VecDeque<String>);
 
 /// One leased message: the batch (channel) it came on and its delivery tag.
 struct Lease {
@@ -84,25 +87,85 @@ impl Inbox {
 }
 
 /// `GET /v1/inbox` query.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct InboxQuery {
     /// Seconds to wait for a first message (0–30, default 0: answer at once).
+    #[param(nullable = false, minimum = 0, maximum = 30, default = 0)]
     wait: Option<u64>,
     /// Most messages in the batch (1–100, default 10).
+    #[param(nullable = false, minimum = 1, maximum = 100, default = 10)]
     max: Option<u16>,
     /// Seconds each message stays leased (5–600, default 60).
+    #[param(nullable = false, minimum = 5, maximum = 600, default = 60)]
     lease: Option<u64>,
+}
+
+/// A batch of the pull inbox.
+#[derive(Serialize, ToSchema)]
+pub(super) struct InboxBatch {
+    /// The leased messages, in queue order; empty when none came within `wait`.
+    messages: Vec<InboxMessage>,
+    /// How long each message stays leased, seconds.
+    lease_seconds: u64,
+}
+
+/// One leased message of the pull inbox.
+#[derive(Serialize, ToSchema)]
+pub(super) struct InboxMessage {
+    /// The lease to acknowledge (`POST /v1/inbox/ack`).
+    lease_id: String,
+    /// The message's id (deduplicate by it: a message may come again).
+    message_id: String,
+    /// Whether the broker delivered it before (a lease ran out, or a consumer died).
+    redelivered: bool,
+    /// The message: the envelope (`schemas/envelope.schema.json`), or its body as text when it
+    /// is not JSON.
+    #[schema(schema_with = envelope_or_text)]
+    envelope: Value,
+}
+
+/// [`InboxMessage::envelope`]'s schema: an envelope, or a string.
+fn envelope_or_text() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::Schema::OneOf(
+        utoipa::openapi::schema::OneOfBuilder::new()
+            .item(lienthong_core::envelope::openapi_ref())
+            .item(utoipa::openapi::schema::Object::with_type(
+                utoipa::openapi::schema::Type::String,
+            ))
+            .build(),
+    )
 }
 
 fn bad_query(detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::BAD_REQUEST, "bad-query", "Bad query", detail)
 }
 
-/// `GET /v1/inbox?wait=30&max=10&lease=60`: up to `max` messages of the caller's queue, each
-/// `{lease_id, message_id, redelivered, envelope}`, leased for `lease` seconds; an empty
-/// `messages` after `wait` seconds without any. 409 for a unit the bus reaches through an
-/// adapter (its messages go to that agency's system), 503 when the broker is unavailable.
+/// Read the unit's queue.
+///
+/// `GET /v1/inbox?wait=30&max=10&lease=60`: up to `max` messages of the caller's queue
+/// (`<prefix>.unit.<code>`), each `{lease_id, message_id, redelivered, envelope}`, leased for
+/// `lease` seconds; an empty `messages` after `wait` seconds without any. A message not
+/// acknowledged (`POST /v1/inbox/ack`) before its lease runs out goes back to the queue and
+/// comes again (`redelivered`): at least once, as over AMQP; deduplicate by `message_id`. 409
+/// for a unit the bus reaches through an adapter (its messages go to that agency's system),
+/// 503 when the broker is unavailable.
+#[utoipa::path(
+    get,
+    path = "/v1/inbox",
+    tag = "units",
+    operation_id = "inbox",
+    security(("unitKey" = [])),
+    params(InboxQuery),
+    responses(
+        (status = 200, description = "A batch (maybe empty)", body = InboxBatch),
+        (status = 400, description = "`bad-query`: an unknown parameter or one out of range",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`delivered-by-adapter`: the bus delivers this unit's messages to its system through an adapter",
+            body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn inbox(
     State(api): State<Api>,
     q: Result<Query<InboxQuery>, QueryRejection>,
@@ -118,7 +181,7 @@ async fn pull(
     api: &Api,
     q: Result<Query<InboxQuery>, QueryRejection>,
     headers: &HeaderMap,
-) -> Result<Value, Problem> {
+) -> Result<InboxBatch, Problem> {
     let unit = api.caller(headers)?.clone();
     let Query(q) = q.map_err(|e| bad_query(e.body_text()))?;
     let wait = q.wait.unwrap_or(0);
@@ -183,12 +246,12 @@ async fn pull(
         let envelope = serde_json::from_slice::<Value>(&d.data)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&d.data).into_owned()));
         let lease_id = lienthong_core::envelope::new_message_id();
-        out.push(json!({
-            "lease_id": lease_id,
-            "message_id": message_id,
-            "redelivered": d.redelivered,
-            "envelope": envelope,
-        }));
+        out.push(InboxMessage {
+            lease_id: lease_id.clone(),
+            message_id: message_id.clone(),
+            redelivered: d.redelivered,
+            envelope,
+        });
         leases.push((
             lease_id,
             Lease {
@@ -201,7 +264,10 @@ async fn pull(
     }
     if leases.is_empty() {
         batch.close("inbox batch empty").await;
-        return Ok(json!({"messages": out, "lease_seconds": lease}));
+        return Ok(InboxBatch {
+            messages: out,
+            lease_seconds: lease,
+        });
     }
     batch.outstanding.store(leases.len(), Ordering::SeqCst);
     let ids: Vec<String> = leases.iter().map(|(id, _)| id.clone()).collect();
@@ -219,7 +285,10 @@ async fn pull(
         }
         batch.close("inbox lease expired").await;
     });
-    Ok(json!({"messages": out, "lease_seconds": lease}))
+    Ok(InboxBatch {
+        messages: out,
+        lease_seconds: lease,
+    })
 }
 
 /// Up to `max` deliveries of `unit`'s queue on `channel` (manual acks, prefetch `max`): the
@@ -266,18 +335,44 @@ async fn read_batch(
 }
 
 /// `POST /v1/inbox/ack` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AckRequest {
     /// Lease ids from `GET /v1/inbox`.
     lease_ids: Vec<String>,
 }
 
+/// `POST /v1/inbox/ack`'s answer: each lease id of the request in one of the three lists.
+#[derive(Serialize, ToSchema)]
+pub(super) struct AckResult {
+    /// Acknowledged: the broker removed the message from the queue.
+    acked: Vec<String>,
+    /// The lease ran out: the message went back to the queue and comes again.
+    expired: Vec<String>,
+    /// Not a lease of this unit in this process.
+    unknown: Vec<String>,
+}
+
+/// Acknowledge leased messages.
+///
 /// `POST /v1/inbox/ack {"lease_ids": [...]}`: acknowledge leased messages (the broker removes
 /// them from the queue). 200 `{acked, expired, unknown}`: `expired` leases ran out (the message
 /// went back to the queue and comes again, to be deduplicated by `message_id`); `unknown` are
 /// not leases of this unit in this process (behind a load balancer, acks must reach the process
 /// that leased: see README).
+#[utoipa::path(
+    post,
+    path = "/v1/inbox/ack",
+    tag = "units",
+    operation_id = "inbox_ack",
+    security(("unitKey" = [])),
+    request_body = AckRequest,
+    responses(
+        (status = 200, description = "Each lease id, acked, expired or unknown", body = AckResult),
+        (status = 400, description = "`malformed-json`: not `{\"lease_ids\": [string]}`; `bad-body`",
+            body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn inbox_ack(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -339,5 +434,10 @@ pub(super) async fn inbox_ack(
             lease.batch.close("inbox batch acked").await;
         }
     }
-    Json(json!({"acked": acked, "expired": expired, "unknown": unknown})).into_response()
+    Json(AckResult {
+        acked,
+        expired,
+        unknown,
+    })
+    .into_response()
 }

@@ -17,6 +17,80 @@ pub(super) fn body_problem(e: BytesRejection, limit: usize) -> Problem {
     }
 }
 
+/// What the bus answers when it has taken a message: `POST /v1/messages` (202) and an agency's
+/// callback (200).
+#[derive(Serialize, ToSchema)]
+pub(super) struct Accepted {
+    /// The message's id: the sender's own `message_id`, or the one the bus gave it (a UUIDv7;
+    /// the same again for a resend under the same `Idempotency-Key`).
+    message_id: String,
+    /// Always `accepted`: the broker has the message (what happens to it next comes back on
+    /// the sender's queue or inbox: statuses, results, a `bus.dead_letter` notice).
+    status: AcceptedStatus,
+}
+
+/// [`Accepted::status`].
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum AcceptedStatus {
+    /// The broker confirmed the message.
+    Accepted,
+}
+
+impl Accepted {
+    /// The answer for message `message_id`.
+    pub(super) fn new(message_id: String) -> Self {
+        Accepted {
+            message_id,
+            status: AcceptedStatus::Accepted,
+        }
+    }
+}
+
+/// File an envelope.
+///
+/// A unit's software that does not speak AMQP files an envelope with its unit's key: the same
+/// checks as over AMQP (the envelope schema, the field rules, a filing's procedure schema, the
+/// registry, the procedure's route), then the bus publishes it to its ingress exchange and
+/// answers 202 once the broker confirmed it. The envelope's `sender` must be the key's unit.
+/// Without `message_id` the bus gives one (a UUIDv7) and answers it; with an `Idempotency-Key`
+/// a resend of the same body gets the same id and files nothing twice. Attachments above
+/// `[envelope] max_inline_attachment_bytes` leave the envelope for the blob store
+/// (`GET /v1/blobs/{sha256}`). A 4xx problem means nothing was filed: its `type` says why
+/// (`errors[]` lists each schema error, or for `procedure-data-invalid` each field the route
+/// needs).
+#[utoipa::path(
+    post,
+    path = "/v1/messages",
+    tag = "units",
+    operation_id = "submit",
+    security(("unitKey" = [])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 257,
+            description = "1 to 255 visible ASCII characters (bare, or quoted as an RFC 8941 string), e.g. a UUID: a resend of the same body under the same key gets the first answer and files nothing twice; the key with another body is a 422 `idempotency-key-reused`"),
+        ("traceparent" = Option<String>, Header,
+            description = "W3C trace context: the bus's spans of this message continue the sender's trace"),
+    ),
+    request_body(
+        content = ref("#/components/schemas/EnvelopeSubmission"),
+        content_type = "application/json",
+        description = "The envelope (`schemas/envelope.schema.json`); `message_id` may be left out"
+    ),
+    responses(
+        (status = 202, description = "The broker has the message", body = Accepted),
+        (status = 400, description = "`malformed-json`, `bad-body`, `bad-idempotency-key`",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`sender-mismatch`: the envelope's `sender` is not the key's unit",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`too-large`: above `[envelope] max_envelope_bytes`, or the broker's limit",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: not `Content-Type: application/json`",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The envelope is refused: a rejection code (`schema-invalid`, `invalid-field`, `procedure-data-invalid`, `unknown-receiver`, `not-on-route`, …) or `idempotency-key-reused`",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn submit(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -54,11 +128,7 @@ pub(super) async fn submit(
         submit_inner(&api, &headers, &body),
     );
     match submitted.await {
-        Ok(id) => (
-            StatusCode::ACCEPTED,
-            Json(json!({"message_id": id, "status": "accepted"})),
-        )
-            .into_response(),
+        Ok(id) => (StatusCode::ACCEPTED, Json(Accepted::new(id))).into_response(),
         Err(p) => p.into_response(),
     }
 }

@@ -4,8 +4,30 @@
 use super::*;
 use crate::dossier_list::{self, ListParams, Sheet};
 
-/// The dossiers matching the query's filters ([`ListParams`]), newest received first: JSON
-/// `{total, offset, items}`, or with `format=csv` / `format=xlsx` the page as a download.
+/// The dossier list.
+///
+/// `GET /v1/dossiers`: the dossiers matching the query's filters (the same as `lienthong
+/// dossiers`), newest received first: JSON `{total, offset, items}`, or with `format=csv` /
+/// `format=xlsx` the page as a download for Excel.
+#[utoipa::path(
+    get,
+    path = "/v1/dossiers",
+    tag = "dossiers",
+    operation_id = "dossiers",
+    security(("operatorKey" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, description = "One page of dossiers",
+            content(
+                (lienthong_core::store::DossierPage = "application/json"),
+                (String = "text/csv"),
+                (inline(Binary) = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+            )
+        ),
+        (status = 400, description = "`bad-query`: an unknown parameter, a bad phase, limit or time", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`store`, `internal`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn dossiers(
     State(api): State<Api>,
     q: Result<Query<ListParams>, QueryRejection>,

@@ -4,14 +4,15 @@
 //! /v1/callbacks/{unit}`), `edxml` (the departments' pull), `reads` (a dossier's trace, state
 //! and control sheet for the operator or its parties; the operators' endpoints), `lists` (the
 //! dossier list and exports), `health`; `guard` (the layers in front of them: requests at
-//! once, timeout, key before body, rate, body limit) and `serve` (the connections: HTTP/1.1
-//! with a header-read timeout, TLS with certificate reload, graceful shutdown).
+//! once, timeout, key before body, rate, body limit), `openapi` (the OpenAPI 3.1 document of
+//! these routes, served at `/openapi.json`) and `serve` (the connections: HTTP/1.1 with a
+//! header-read timeout, TLS with certificate reload, graceful shutdown).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,8 +25,9 @@ use lienthong_core::envelope::{Envelope, Kind, RejectCode, Rejection, TrangThaiH
 use lienthong_core::registry::{Reach, Unit, UnitKind};
 use lienthong_core::trace::{TraceEvent, TraceEventKind, Tracer};
 use lienthong_core::{filing, process, routing};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::context::Ctx;
 use crate::problem::Problem;
@@ -38,6 +40,7 @@ mod inbox;
 mod ingress;
 mod lists;
 mod message_ids;
+pub mod openapi;
 mod reads;
 pub mod serve;
 
@@ -50,6 +53,49 @@ use lists::*;
 use reads::*;
 
 const COMPONENT: &str = "http";
+
+/// A route's path parameters; a path that cannot be read as them (a parameter that is not UTF-8
+/// once percent-decoded) is a problem+json 400 `bad-path` (axum's own rejection is text).
+pub(super) struct PathParams<T>(T);
+
+impl<T, S> FromRequestParts<S> for PathParams<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Problem> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(t)) => Ok(PathParams(t)),
+            Err(e) => Err(Problem::new(
+                e.status(),
+                "bad-path",
+                "Bad path",
+                e.body_text(),
+            )),
+        }
+    }
+}
+
+/// The bytes of a download (an XLSX export, a PDF, an attachment) in the OpenAPI document.
+pub(super) struct Binary;
+
+impl utoipa::PartialSchema for Binary {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .format(Some(utoipa::openapi::schema::SchemaFormat::KnownFormat(
+                utoipa::openapi::schema::KnownFormat::Binary,
+            )))
+            .into()
+    }
+}
+
+impl ToSchema for Binary {}
 
 #[derive(Clone)]
 struct Api {
@@ -223,6 +269,7 @@ pub fn app(ctx: Ctx, adapters: Adapters) -> anyhow::Result<(Router, BrokerSlot)>
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi::serve_document))
         .layer(axum::middleware::from_fn_with_state(
             api.clone(),
             guard::shed,

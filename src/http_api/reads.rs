@@ -2,19 +2,60 @@
 //! for its own dossiers); the operators' retry of
 //! blocked steps, overdue, dead letters, stats, blobs (any party's key), metrics.
 
+use lienthong_core::process::Process;
+use lienthong_core::store::chain::DossierChain;
+use lienthong_core::trace::{DeadLetterRow, TimelineRow, UnitStats};
+
 use super::*;
 
-/// `GET /v1/dossiers/{ma_ho_so}/trace`: the dossier's hop timeline as JSON, or with
-/// `format=csv` / `format=xlsx` as a download.
+/// A dossier's hop timeline.
+///
+/// `GET /v1/dossiers/{ma_ho_so}/trace`: every event of the dossier's messages in the trace
+/// (received, routed, delivered, retried, dead-lettered, …), oldest first, as JSON, or with
+/// `format=csv` / `format=xlsx` as a download for Excel. The operator key, or the key of a unit
+/// that is a party of the dossier (any other key gets 404, as for a dossier that does not
+/// exist).
+#[utoipa::path(
+    get,
+    path = "/v1/dossiers/{ma_ho_so}/trace",
+    tag = "dossiers",
+    operation_id = "trace",
+    security(("operatorKey" = []), ("unitKey" = [])),
+    params(("ma_ho_so" = String, Path, min_length = 1, max_length = 64, description = "The dossier code"), ExportFormat),
+    responses(
+        (status = 200, description = "The timeline (empty when the trace has no event of the dossier)",
+            content(
+                (Vec<TimelineRow> = "application/json"),
+                (String = "text/csv"),
+                (inline(Binary) = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+            )
+        ),
+        (status = 400, description = "`bad-query`: a format other than json, csv, xlsx; `bad-path`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no dossier of the key's unit with this code", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`store`, `internal`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn trace(
     State(api): State<Api>,
-    Path(ma_ho_so): Path<String>,
-    Query(format): Query<ExportFormat>,
+    PathParams(ma_ho_so): PathParams<String>,
+    format: Result<Query<ExportFormat>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
     if let Err(p) = api.reader(&headers, &ma_ho_so).await {
         return p.into_response();
     }
+    let format = match format {
+        Ok(Query(f)) => f,
+        Err(e) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-query",
+                "Bad query",
+                e.body_text(),
+            )
+            .into_response();
+        }
+    };
     let Some(f) = format.format.filter(|f| f != "json") else {
         let store = api.ctx.store.clone();
         return match store.read(move |s| s.timeline(&ma_ho_so)).await {
@@ -36,16 +77,62 @@ pub(super) async fn trace(
 }
 
 /// `?format=`: `json` (default), `csv` or `xlsx`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ExportFormat {
+    /// `json` (default), `csv` or `xlsx` (a download).
+    #[param(schema_with = export_formats)]
     format: Option<String>,
 }
 
-/// `GET /v1/dossiers/{ma_ho_so}`: the process manager's state of the dossier (404 when it does
-/// not run it).
+/// The schema of a `format` parameter: one of `values`.
+pub(super) fn formats(values: &[&str]) -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .build()
+}
+
+/// [`ExportFormat::format`]'s schema.
+pub(super) fn export_formats() -> utoipa::openapi::schema::Object {
+    formats(&["json", "csv", "xlsx"])
+}
+
+/// A dossier the process manager runs, as `GET /v1/dossiers/{ma_ho_so}` shows it: its state,
+/// and whether its trace chain verifies.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DossierState {
+    /// The process manager's state.
+    #[serde(flatten)]
+    process: Process,
+    /// Whether the dossier's trace chain verifies (no event of it edited, deleted or inserted).
+    trace_verified: bool,
+    /// The chain's details.
+    trace_chain: DossierChain,
+}
+
+/// A dossier's state.
+///
+/// `GET /v1/dossiers/{ma_ho_so}`: the process manager's state of the dossier (its phase, each
+/// step of its route with its unit, due time and result, what is blocked), with
+/// `trace_verified`; 404 when the bus does not run it. The operator key, or a party's key.
+#[utoipa::path(
+    get,
+    path = "/v1/dossiers/{ma_ho_so}",
+    tag = "dossiers",
+    operation_id = "dossier",
+    security(("operatorKey" = []), ("unitKey" = [])),
+    params(("ma_ho_so" = String, Path, min_length = 1, max_length = 64, description = "The dossier code")),
+    responses(
+        (status = 200, description = "The dossier's state", body = DossierState),
+        (status = 400, description = "`bad-path`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: not a dossier of the key's unit, or not run by the process manager", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`store`, `internal`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn dossier(
     State(api): State<Api>,
-    Path(ma_ho_so): Path<String>,
+    PathParams(ma_ho_so): PathParams<String>,
     headers: HeaderMap,
 ) -> Response {
     if let Err(p) = api.reader(&headers, &ma_ho_so).await {
@@ -61,19 +148,15 @@ pub(super) async fn process_state(api: &Api, ma_ho_so: &str) -> Response {
     let store = api.ctx.store.clone();
     let ma = ma_ho_so.to_string();
     let read = move || {
-        let Some(p) = store.process(&ma)? else {
+        let Some(process) = store.process(&ma)? else {
             return Ok(None);
         };
         let chain = store.verify_dossier_chain(&ma)?;
-        let mut v = serde_json::to_value(&p).unwrap_or(serde_json::Value::Null);
-        if let Some(o) = v.as_object_mut() {
-            o.insert("trace_verified".into(), chain.verified.into());
-            o.insert(
-                "trace_chain".into(),
-                serde_json::to_value(&chain).unwrap_or_default(),
-            );
-        }
-        Ok::<_, lienthong_core::store::StoreError>(Some(v))
+        Ok::<_, lienthong_core::store::StoreError>(Some(DossierState {
+            process,
+            trace_verified: chain.verified,
+            trace_chain: chain,
+        }))
     };
     match tokio::task::spawn_blocking(read).await {
         Ok(Ok(Some(p))) => Json(p).into_response(),
@@ -84,7 +167,7 @@ pub(super) async fn process_state(api: &Api, ma_ho_so: &str) -> Response {
 }
 
 /// What `POST /v1/dossiers/{ma_ho_so}/retry` takes (an empty body retries everything blocked).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RetryRequest {
     /// Only this step's hand-over.
@@ -93,19 +176,46 @@ pub(super) struct RetryRequest {
     by: Option<String>,
 }
 
+/// Retry a dossier's blocked steps.
+///
 /// An operator hands the blocked steps of a dossier the bus runs over again
 /// ([`crate::process_manager::ProcessManager::retry`]): 200 with the dossier's state once the new
 /// hand-overs are confirmed by the broker; 404 when the bus does not run it; 409 when nothing
-/// (or not that step) is blocked; 503 when the broker is unavailable.
+/// (or not that step) is blocked; 503 when the broker is unavailable. An empty body retries
+/// every blocked step.
+#[utoipa::path(
+    post,
+    path = "/v1/dossiers/{ma_ho_so}/retry",
+    tag = "operators",
+    operation_id = "retry",
+    security(("operatorKey" = [])),
+    params(("ma_ho_so" = String, Path, min_length = 1, max_length = 64, description = "The dossier code")),
+    request_body(content = RetryRequest, content_type = "application/json",
+        description = "Which step, and who retries; may be left out (an empty body)"),
+    responses(
+        (status = 200, description = "The dossier's state after the new hand-overs", body = DossierState),
+        (status = 400, description = "`malformed-json`; `bad-body`; `bad-path`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: the process manager does not run the dossier", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`not-blocked`: nothing (or not that step) is blocked", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`no-such-step`", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`store`, `internal`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn retry(
     State(api): State<Api>,
-    Path(ma_ho_so): Path<String>,
+    PathParams(ma_ho_so): PathParams<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(p) = api.operator(&headers) {
         return p.into_response();
     }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return body_problem(e, api.ctx.settings.http.max_small_body_bytes).into_response();
+        }
+    };
     let req: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RetryRequest::default()
     } else {
@@ -184,16 +294,44 @@ pub(super) fn not_run(ma: &str) -> Response {
     .into_response()
 }
 
-#[derive(Deserialize)]
+/// `?format=` of the control sheet.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct SheetQuery {
+    /// `html` or `pdf`; without it, PDF when `Accept` names `application/pdf`, else HTML.
+    #[param(schema_with = sheet_formats)]
     format: Option<String>,
 }
 
-/// `GET /v1/dossiers/{ma_ho_so}/control-sheet[?format=pdf|html]`: the control sheet, HTML by
-/// default, PDF with `format=pdf` or `Accept: application/pdf`.
+/// [`SheetQuery::format`]'s schema.
+fn sheet_formats() -> utoipa::openapi::schema::Object {
+    formats(&["html", "pdf"])
+}
+
+/// A dossier's control sheet.
+///
+/// `GET /v1/dossiers/{ma_ho_so}/control-sheet[?format=pdf|html]`: the control sheet (phiếu
+/// kiểm soát quá trình giải quyết hồ sơ: each step, its unit, when it was handed over, due and
+/// done, and whether the trace chain verifies), HTML by default, PDF with `format=pdf` or
+/// `Accept: application/pdf`. The operator key, or a party's key.
+#[utoipa::path(
+    get,
+    path = "/v1/dossiers/{ma_ho_so}/control-sheet",
+    tag = "dossiers",
+    operation_id = "control_sheet",
+    security(("operatorKey" = []), ("unitKey" = [])),
+    params(("ma_ho_so" = String, Path, min_length = 1, max_length = 64, description = "The dossier code"), SheetQuery),
+    responses(
+        (status = 200, description = "The control sheet",
+            content((String = "text/html"), (inline(Binary) = "application/pdf"))),
+        (status = 400, description = "`bad-query`; `bad-path`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`render`, `store`, `internal`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn control_sheet(
     State(api): State<Api>,
-    Path(ma_ho_so): Path<String>,
+    PathParams(ma_ho_so): PathParams<String>,
     q: Result<Query<SheetQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
@@ -272,7 +410,22 @@ pub(super) async fn control_sheet(
     }
 }
 
-/// `GET /v1/overdue`: what `lienthong overdue` lists.
+/// Steps near or past their due time.
+///
+/// `GET /v1/overdue`: what `lienthong overdue` lists: every open step (or dossier) within the
+/// configured margin of its due time (`due_soon`) or past it (`overdue`), and what is
+/// `blocked` (a dead-lettered message of the dossier), most urgent first.
+#[utoipa::path(
+    get,
+    path = "/v1/overdue",
+    tag = "operators",
+    operation_id = "overdue",
+    security(("operatorKey" = [])),
+    responses(
+        (status = 200, description = "Alerts", body = Vec<lienthong_core::process::OverdueItem>),
+        (status = 500, description = "`store`, `internal`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn overdue(State(api): State<Api>, headers: HeaderMap) -> Response {
     if let Err(p) = api.operator(&headers) {
         return p.into_response();
@@ -289,7 +442,22 @@ pub(super) async fn overdue(State(api): State<Api>, headers: HeaderMap) -> Respo
     }
 }
 
-/// `GET /metrics`: Prometheus text format (process-manager alerts, …).
+/// Prometheus metrics.
+///
+/// `GET /metrics`: this process's metrics in Prometheus text format (messages, retries, dead
+/// letters, broker links, the process manager's alerts, …), with the operator key. `[http]
+/// metrics_listen` (or `lienthong run --metrics-listen`) serves the same without a key on an
+/// address of its own.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operators",
+    operation_id = "metrics",
+    security(("operatorKey" = [])),
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
+    )
+)]
 pub(super) async fn metrics() -> Response {
     (
         [(
@@ -307,17 +475,41 @@ pub(super) async fn metrics() -> Response {
 /// receiver), `procedure` (`ma_tthc`), `dossier` (`ma_ho_so`), `since` / `until` (day or RFC
 /// 3339), `state` (`waiting`, `replayed`; both by default), `limit` (default 100, at most
 /// 1000), `offset`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct DeadLetterParams {
+    /// Page size (default 100, at most 1000).
+    #[param(nullable = false, maximum = 1000, default = 100)]
     limit: Option<u32>,
+    /// Rows to skip.
+    #[param(nullable = false)]
     offset: Option<u32>,
+    /// Reason code (`schema-invalid`, `agency-refused`, `retries-exhausted`, …).
+    #[param(nullable = false)]
     reason: Option<String>,
+    /// A unit code: dead letters it sent or that were for it.
+    #[param(nullable = false)]
     unit: Option<String>,
+    /// Procedure code (`ma_tthc`).
+    #[param(nullable = false)]
     procedure: Option<String>,
+    /// Dossier code (`ma_ho_so`).
+    #[param(nullable = false)]
     dossier: Option<String>,
+    /// Dead-lettered on or after this day (`YYYY-MM-DD`, +07:00) or RFC 3339 time.
+    #[param(schema_with = crate::dossier_list::day_or_time)]
     since: Option<String>,
+    /// Dead-lettered on or before this day, or before this RFC 3339 time.
+    #[param(schema_with = crate::dossier_list::day_or_time)]
     until: Option<String>,
+    /// `waiting` (not replayed yet) or `replayed`; both without it.
+    #[param(schema_with = dead_letter_states)]
     state: Option<String>,
+}
+
+/// [`DeadLetterParams::state`]'s schema.
+fn dead_letter_states() -> utoipa::openapi::schema::Object {
+    formats(&["waiting", "replayed"])
 }
 
 impl DeadLetterParams {
@@ -346,6 +538,24 @@ impl DeadLetterParams {
     }
 }
 
+/// The dead-letter log.
+///
+/// `GET /v1/dead-letters`: dead-lettered messages, newest first, with their reason code and
+/// reason, the queue and component, the attempts and their history, and whether (and by whom)
+/// they were replayed. Replaying is the console's or `lienthong dead-letters replay`.
+#[utoipa::path(
+    get,
+    path = "/v1/dead-letters",
+    tag = "operators",
+    operation_id = "dead_letters",
+    security(("operatorKey" = [])),
+    params(DeadLetterParams),
+    responses(
+        (status = 200, description = "One page of dead letters, newest first", body = Vec<DeadLetterRow>),
+        (status = 400, description = "`bad-query`", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`store`, `internal`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn dead_letters(
     State(api): State<Api>,
     q: Result<Query<DeadLetterParams>, QueryRejection>,
@@ -367,17 +577,49 @@ pub(super) async fn dead_letters(
     .await
 }
 
+/// Per-unit counts.
+///
+/// `GET /v1/stats`: for each unit, the messages routed to it, delivered to its system, retried
+/// and dead-lettered, with the median and 95th percentile of the time from entry into the bus.
+#[utoipa::path(
+    get,
+    path = "/v1/stats",
+    tag = "operators",
+    operation_id = "stats",
+    security(("operatorKey" = [])),
+    responses(
+        (status = 200, description = "One row per unit", body = Vec<UnitStats>),
+        (status = 500, description = "`store`, `internal`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn stats(State(api): State<Api>, headers: HeaderMap) -> Response {
     api.read(&headers, |store| store.unit_stats()).await
 }
 
-/// A claim-checked attachment, for the parties of a dossier it belongs to (its centre, the
-/// units it reached: their API or callback key) and the operator. Anyone else, and an unknown
-/// hash, get the same 404 (no telling which blobs exist). Streamed from disk, as an attachment
-/// the browser must not sniff.
+/// A claim-checked attachment.
+///
+/// `GET /v1/blobs/{sha256}`: an attachment the bus took out of an envelope (its reference
+/// `urn:lienthong:blob:sha256:<hash>`), for the parties of a dossier it belongs to (its centre,
+/// the units it reached: their API or callback key) and the operator. Anyone else, and an
+/// unknown hash, get the same 404 (no telling which blobs exist). Streamed from disk, as an
+/// attachment the browser must not sniff.
+#[utoipa::path(
+    get,
+    path = "/v1/blobs/{sha256}",
+    tag = "units",
+    operation_id = "blob",
+    security(("unitKey" = []), ("agencyKey" = []), ("operatorKey" = [])),
+    params(("sha256" = String, Path, description = "The attachment's SHA-256, 64 lower-case hex digits")),
+    responses(
+        (status = 200, description = "The attachment's bytes", body = inline(Binary), content_type = "application/octet-stream"),
+        (status = 400, description = "`bad-path`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown-blob`", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`store`, `internal`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub(super) async fn blob(
     State(api): State<Api>,
-    Path(sha256): Path<String>,
+    PathParams(sha256): PathParams<String>,
     headers: HeaderMap,
 ) -> Response {
     let key = bearer(&headers).unwrap_or("");

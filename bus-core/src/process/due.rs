@@ -28,7 +28,7 @@ pub fn dvcqg_time(t: DateTime<FixedOffset>) -> String {
 }
 
 /// What `lienthong overdue` lists: an open step (or dossier) near or past its due time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OverdueItem {
     /// Dossier code.
     pub ma_ho_so: String,
@@ -62,7 +62,9 @@ impl OverdueItem {
 }
 
 /// How urgent an [`OverdueItem`] is (ordered: `blocked` is the most urgent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertLevel {
     /// Within the configured margin of its due time.

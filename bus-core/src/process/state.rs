@@ -10,7 +10,7 @@ use crate::envelope::{Envelope, Kind};
 use crate::registry::Registry;
 
 /// Where a dossier is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Steps are open.
@@ -47,7 +47,7 @@ impl Phase {
 }
 
 /// Where one step is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepPhase {
     /// Its group has not been reached.
@@ -82,7 +82,7 @@ impl StepPhase {
 }
 
 /// One step of a dossier's route, as run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepRun {
     /// Step id of the catalogue (`khai-sinh`).
     pub id: String,
@@ -119,13 +119,14 @@ pub struct StepRun {
     /// When the current pause started.
     pub paused_since: Option<String>,
     /// The unit's result.
+    #[schema(value_type = Option<Object>)]
     pub result: Option<Map<String, Value>>,
     /// Reason or note (refusal reason, pause reason, "stopped because …").
     pub note: Option<String>,
 }
 
 /// A dossier run by the process manager.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Process {
     /// Dossier code (`ma_ho_so`).
     pub ma_ho_so: String,
@@ -147,6 +148,7 @@ pub struct Process {
     /// Every step, in route order.
     pub steps: Vec<StepRun>,
     /// The centre's forward (applicant, data, attachments), as last amended by the centre.
+    #[schema(schema_with = crate::envelope::openapi_ref)]
     pub forward: Envelope,
     /// Officer of the centre who received it, when given.
     pub receiving_officer: Option<String>,
@@ -167,7 +169,7 @@ pub struct Process {
 }
 
 /// A message of the process manager that was dead-lettered: what it was, and why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BlockedMessage {
     /// Its message id: the dead letter's id (`lienthong dead-letters replay <id>`).
     pub message_id: String,

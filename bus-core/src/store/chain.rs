@@ -723,7 +723,7 @@ pub fn verify_store(
 }
 
 /// Whether one dossier's chain verifies (the control sheet's line).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DossierChain {
     /// Every chained event of the dossier recomputes, links to the one before, and the last is
     /// the dossier's head.

@@ -227,7 +227,7 @@ pub struct DossierQuery {
 }
 
 /// One row of the dossier index.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct DossierRow {
     /// Dossier code.
     pub ma_ho_so: String,
@@ -259,7 +259,7 @@ pub struct DossierRow {
 }
 
 /// One page of a dossier list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DossierPage {
     /// How many dossiers match (every page).
     pub total: u64,

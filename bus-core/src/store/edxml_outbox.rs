@@ -13,7 +13,7 @@ use super::error::StoreError;
 use super::writer::MessageWriter;
 
 /// One waiting package, as listed to the department.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct OutboxItem {
     /// Id to fetch and acknowledge it with (the bus message id).
     pub id: String,

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One row of a dossier's hop timeline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TimelineRow {
     /// When (RFC 3339 +07:00).
     pub at: String,
@@ -31,7 +31,7 @@ pub struct TimelineRow {
 }
 
 /// One dead-lettered message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetterRow {
     /// When.
     pub at: String,
@@ -68,7 +68,7 @@ pub struct DeadLetterRow {
 }
 
 /// Per-unit counts from the trace.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UnitStats {
     /// Unit code.
     pub unit: String,
