@@ -4,7 +4,8 @@
 //! body is refused), the civil-status office gets its work by a signed webhook (the first try of
 //! each message answered 503, then retried) and answers over HTTP, and the centre reads its
 //! statuses and the final result from its pull inbox (a lease left to run out brings the message
-//! back, redelivered); the centre's key reads its dossier's trace, state and control sheet, and
+//! back, redelivered; a message it cannot take is refused into the dead-letter queue with its
+//! reason); the centre's key reads its dossier's trace, state and control sheet, and
 //! another centre's key reads nothing of it.
 
 mod common;
@@ -347,6 +348,77 @@ async fn a_centre_and_an_office_that_speak_only_http_file_answer_and_read_back()
     // The operators' list stays the operator's.
     let r = get(&bus, "/v1/dossiers", &centre_key).await;
     assert_eq!(r.status().as_u16(), 401);
+
+    // A message the centre's software cannot take is refused over the inbox: it goes to the
+    // dead-letter queue with the centre's reason, and leaves the centre's queue.
+    let mut odd = filed.reply(Kind::STATUS, SON_HA_CIVIL, SON_HA);
+    odd.status = Some(lienthong_core::envelope::TrangThaiHoSo(4));
+    bus.publisher
+        .publish(
+            "",
+            &bus.names.unit_queue(SON_HA),
+            &odd.to_bytes(),
+            lienthong_core::amqp::envelope_properties(&odd),
+            true,
+        )
+        .await
+        .expect("published to the centre's queue");
+    let batch: Value = client
+        .get(format!("{}/v1/inbox?wait=10", bus.http))
+        .bearer_auth(&centre_key)
+        .send()
+        .await
+        .expect("http")
+        .json()
+        .await
+        .expect("json");
+    let m = batch["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["message_id"] == json!(odd.message_id)))
+        .unwrap_or_else(|| panic!("the odd message in the inbox: {batch}"))
+        .clone();
+    let r: Value = client
+        .post(format!("{}/v1/inbox/reject", bus.http))
+        .bearer_auth(&centre_key)
+        .json(&json!({"lease_ids": [m["lease_id"]], "reason": "status 4 is not in our workflow"}))
+        .send()
+        .await
+        .expect("http")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(r["acked"], json!([m["lease_id"]]), "{r}");
+    let dead = bus.dead(1, 20).await;
+    assert_eq!(dead.len(), 1);
+    let why =
+        lienthong_core::amqp::header_str(&dead[0].1, lienthong_core::deadletter::headers::REASON)
+            .unwrap_or_default();
+    assert!(
+        why.contains("status 4 is not in our workflow") && why.contains(SON_HA),
+        "{why}"
+    );
+    assert_eq!(
+        lienthong_core::amqp::header_str(
+            &dead[0].1,
+            lienthong_core::deadletter::headers::REASON_CODE
+        )
+        .as_deref(),
+        Some("agency-refused")
+    );
+    let again: Value = client
+        .get(format!("{}/v1/inbox?wait=1", bus.http))
+        .bearer_auth(&centre_key)
+        .send()
+        .await
+        .expect("http")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        again["messages"],
+        json!([]),
+        "the refused message left the queue"
+    );
 
     office.abort();
     bus.stop().await;

@@ -46,6 +46,9 @@ struct Lease {
     message_id: String,
     batch: Arc<Batch>,
     tag: u64,
+    /// The message as the broker delivered it, for dead-lettering it on the unit's reject.
+    body: Vec<u8>,
+    props: lapin::BasicProperties,
 }
 
 /// One batch's channel: open while a lease of it is outstanding, closed (the broker requeues
@@ -259,6 +262,8 @@ async fn pull(
                 message_id,
                 batch: batch.clone(),
                 tag: d.delivery_tag,
+                body: d.data,
+                props: d.properties,
             },
         ));
     }
@@ -432,6 +437,149 @@ pub(super) async fn inbox_ack(
         }
         if lease.batch.outstanding.fetch_sub(1, Ordering::SeqCst) == 1 {
             lease.batch.close("inbox batch acked").await;
+        }
+    }
+    Json(AckResult {
+        acked,
+        expired,
+        unknown,
+    })
+    .into_response()
+}
+
+/// `POST /v1/inbox/reject` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RejectRequest {
+    /// Lease ids from `GET /v1/inbox`.
+    lease_ids: Vec<String>,
+    /// Why the unit's software cannot take these messages (at most 2000 characters are kept):
+    /// the reason the operator reads in the dead-letter queue.
+    reason: String,
+}
+
+/// Refuse leased messages: dead-letter them.
+///
+/// `POST /v1/inbox/reject {"lease_ids": [...], "reason": "..."}`: the unit's software cannot
+/// take these messages (what a consumer's `basic.reject` without requeue does over AMQP): each
+/// goes to the dead-letter queue as `agency-refused`, with the unit's reason, where the operator
+/// sees it and may replay it; then it leaves the unit's queue. 200 `{acked, expired, unknown}`
+/// (`acked`: dead-lettered and removed); 503 when a dead letter was not confirmed (the leases
+/// not yet settled stay leased: send the reject again).
+#[utoipa::path(
+    post,
+    path = "/v1/inbox/reject",
+    tag = "units",
+    operation_id = "inbox_reject",
+    security(("unitKey" = [])),
+    request_body = RejectRequest,
+    responses(
+        (status = 200, description = "Each lease id, dead-lettered (acked), expired or unknown", body = AckResult),
+        (status = 400, description = "`malformed-json`: not `{\"lease_ids\": [string], \"reason\": string}`; `bad-body`",
+            body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn inbox_reject(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let unit = match api.caller(&headers) {
+        Ok(u) => u.code.clone(),
+        Err(p) => return p.into_response(),
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return body_problem(e, api.ctx.settings.http.max_small_body_bytes).into_response();
+        }
+    };
+    let req: RejectRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+                format!("the body must be {{\"lease_ids\": [string], \"reason\": string}}: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let broker = match api.broker().await {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    let dlc = lienthong_core::deadletter::DeadLetterChannel::new(
+        broker.publisher.clone(),
+        broker.tracer.clone(),
+        api.ctx.names.clone(),
+        COMPONENT,
+    );
+    let rejection = Rejection::new(
+        RejectCode::AgencyRefused,
+        format!("{unit} refused it over the HTTP inbox: {}", req.reason),
+    );
+    let queue = api.ctx.names.unit_queue(&unit);
+    let (mut acked, mut expired, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+    for id in req.lease_ids {
+        let lease = api
+            .inbox
+            .leases
+            .lock()
+            .ok()
+            .and_then(|mut map| match map.get(&id) {
+                Some(l) if l.unit == unit => map.remove(&id),
+                _ => None,
+            });
+        let Some(lease) = lease else {
+            unknown.push(id);
+            continue;
+        };
+        if !lease.batch.channel.status().connected() {
+            expired.push(id);
+            continue;
+        }
+        let env = serde_json::from_slice::<Envelope>(&lease.body).ok();
+        let sent = dlc
+            .send(lienthong_core::deadletter::DeadLetter {
+                body: &lease.body,
+                props: &lease.props,
+                rejection: &rejection,
+                queue: &queue,
+                attempts: 1,
+                history: &[],
+                envelope: env.as_ref(),
+            })
+            .await;
+        if let Err(e) = sent {
+            // Not settled: the lease stays, for the reject to be sent again.
+            if let Ok(mut map) = api.inbox.leases.lock() {
+                map.insert(id, lease);
+            }
+            return Problem::unavailable_because(
+                "the dead letter was not confirmed; the leases not yet settled stay leased",
+                5,
+                format!("dead letter not confirmed: {e}"),
+            )
+            .into_response();
+        }
+        let ok = lease
+            .batch
+            .channel
+            .basic_ack(lease.tag, BasicAckOptions::default())
+            .await
+            .is_ok();
+        if !lease.message_id.is_empty() {
+            api.inbox.remember(&unit, &lease.message_id);
+        }
+        if ok {
+            acked.push(id);
+        } else {
+            expired.push(id);
+        }
+        if lease.batch.outstanding.fetch_sub(1, Ordering::SeqCst) == 1 {
+            lease.batch.close("inbox batch settled").await;
         }
     }
     Json(AckResult {

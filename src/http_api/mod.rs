@@ -207,7 +207,8 @@ pub fn app(ctx: Ctx, adapters: Adapters) -> anyhow::Result<(Router, BrokerSlot)>
     let inboxes = gated(
         Router::new()
             .route("/v1/inbox", get(inbox::inbox))
-            .route("/v1/inbox/ack", post(inbox::inbox_ack)),
+            .route("/v1/inbox/ack", post(inbox::inbox_ack))
+            .route("/v1/inbox/reject", post(inbox::inbox_reject)),
         Guard::Unit,
         small_limit,
     );

@@ -53,6 +53,7 @@ session and CSRF-protected forms, for people, not programs: see docs/operators.m
         super::ingress::submit,
         super::inbox::inbox,
         super::inbox::inbox_ack,
+        super::inbox::inbox_reject,
         super::callbacks::callback,
         super::edxml::edxml_list,
         super::edxml::edxml_fetch,
