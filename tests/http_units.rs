@@ -127,6 +127,24 @@ async fn post_message(bus: &Bus, unit: &str, body: &Value, key: Option<&str>) ->
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// `GET url` with `key`, its JSON answer.
+async fn get_json(client: &reqwest::Client, url: String, key: &str) -> Value {
+    let r = client.get(url).bearer_auth(key).send().await.expect("http");
+    r.json().await.expect("json")
+}
+
+/// `POST url` of `body` with `key`, its JSON answer.
+async fn post_json(client: &reqwest::Client, url: String, key: &str, body: &Value) -> Value {
+    let r = client
+        .post(url)
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .expect("http");
+    r.json().await.expect("json")
+}
+
 async fn get(bus: &Bus, path: &str, key: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(format!("{}{path}", bus.http))
@@ -239,18 +257,12 @@ async fn a_centre_and_an_office_that_speak_only_http_file_answer_and_read_back()
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     while (result.is_none() || !came_back) && tokio::time::Instant::now() < deadline {
         let lease = if left.is_none() { 5 } else { 60 };
-        let batch: Value = client
-            .get(format!(
-                "{}/v1/inbox?wait=10&max=20&lease={lease}",
-                bus.http
-            ))
-            .bearer_auth(&centre_key)
-            .send()
-            .await
-            .expect("http")
-            .json()
-            .await
-            .expect("json");
+        let batch: Value = get_json(
+            &client,
+            format!("{}/v1/inbox?wait=10&max=20&lease={lease}", bus.http),
+            &centre_key,
+        )
+        .await;
         let mut acks = Vec::new();
         for m in batch["messages"].as_array().expect("messages") {
             let mid = m["message_id"].as_str().expect("message_id").to_string();
@@ -273,16 +285,13 @@ async fn a_centre_and_an_office_that_speak_only_http_file_answer_and_read_back()
             acks.push(m["lease_id"].clone());
         }
         if !acks.is_empty() {
-            let a: Value = client
-                .post(format!("{}/v1/inbox/ack", bus.http))
-                .bearer_auth(&centre_key)
-                .json(&json!({"lease_ids": acks}))
-                .send()
-                .await
-                .expect("http")
-                .json()
-                .await
-                .expect("json");
+            let a: Value = post_json(
+                &client,
+                format!("{}/v1/inbox/ack", bus.http),
+                &centre_key,
+                &json!({"lease_ids": acks}),
+            )
+            .await;
             assert_eq!(a["acked"].as_array().map(Vec::len), Some(acks.len()), "{a}");
         }
     }
@@ -290,16 +299,13 @@ async fn a_centre_and_an_office_that_speak_only_http_file_answer_and_read_back()
     assert!(came_back, "the message left under its lease came back");
     assert_eq!(result.receiver.as_deref(), Some(SON_HA));
     // A lease of another unit, or one already acked, is unknown.
-    let a: Value = client
-        .post(format!("{}/v1/inbox/ack", bus.http))
-        .bearer_auth(&centre_key)
-        .json(&json!({"lease_ids": ["no-such-lease"]}))
-        .send()
-        .await
-        .expect("http")
-        .json()
-        .await
-        .expect("json");
+    let a: Value = post_json(
+        &client,
+        format!("{}/v1/inbox/ack", bus.http),
+        &centre_key,
+        &json!({"lease_ids": ["no-such-lease"]}),
+    )
+    .await;
     assert_eq!(a["unknown"], json!(["no-such-lease"]));
 
     // The office's webhook: every message signed, each first try refused and then retried.
@@ -363,30 +369,24 @@ async fn a_centre_and_an_office_that_speak_only_http_file_answer_and_read_back()
         )
         .await
         .expect("published to the centre's queue");
-    let batch: Value = client
-        .get(format!("{}/v1/inbox?wait=10", bus.http))
-        .bearer_auth(&centre_key)
-        .send()
-        .await
-        .expect("http")
-        .json()
-        .await
-        .expect("json");
+    let batch: Value = get_json(
+        &client,
+        format!("{}/v1/inbox?wait=10", bus.http),
+        &centre_key,
+    )
+    .await;
     let m = batch["messages"]
         .as_array()
         .and_then(|m| m.iter().find(|m| m["message_id"] == json!(odd.message_id)))
         .unwrap_or_else(|| panic!("the odd message in the inbox: {batch}"))
         .clone();
-    let r: Value = client
-        .post(format!("{}/v1/inbox/reject", bus.http))
-        .bearer_auth(&centre_key)
-        .json(&json!({"lease_ids": [m["lease_id"]], "reason": "status 4 is not in our workflow"}))
-        .send()
-        .await
-        .expect("http")
-        .json()
-        .await
-        .expect("json");
+    let r: Value = post_json(
+        &client,
+        format!("{}/v1/inbox/reject", bus.http),
+        &centre_key,
+        &json!({"lease_ids": [m["lease_id"]], "reason": "status 4 is not in our workflow"}),
+    )
+    .await;
     assert_eq!(r["acked"], json!([m["lease_id"]]), "{r}");
     let dead = bus.dead(1, 20).await;
     assert_eq!(dead.len(), 1);
@@ -405,15 +405,12 @@ async fn a_centre_and_an_office_that_speak_only_http_file_answer_and_read_back()
         .as_deref(),
         Some("agency-refused")
     );
-    let again: Value = client
-        .get(format!("{}/v1/inbox?wait=1", bus.http))
-        .bearer_auth(&centre_key)
-        .send()
-        .await
-        .expect("http")
-        .json()
-        .await
-        .expect("json");
+    let again: Value = get_json(
+        &client,
+        format!("{}/v1/inbox?wait=1", bus.http),
+        &centre_key,
+    )
+    .await;
     assert_eq!(
         again["messages"],
         json!([]),

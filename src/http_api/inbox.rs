@@ -348,7 +348,7 @@ pub(super) struct AckRequest {
 }
 
 /// `POST /v1/inbox/ack`'s answer: each lease id of the request in one of the three lists.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, Default)]
 pub(super) struct AckResult {
     /// Acknowledged: the broker removed the message from the queue.
     acked: Vec<String>,
@@ -383,68 +383,78 @@ pub(super) async fn inbox_ack(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let unit = match api.caller(&headers) {
-        Ok(u) => u.code.clone(),
-        Err(p) => return p.into_response(),
-    };
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return body_problem(e, api.ctx.settings.http.max_small_body_bytes).into_response();
-        }
-    };
-    let req: AckRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
-                "Malformed JSON",
-                format!("the body must be {{\"lease_ids\": [string]}}: {e}"),
-            )
-            .into_response();
-        }
-    };
-    let (mut acked, mut expired, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+    let (unit, req): (String, AckRequest) =
+        match read_request(&api, &headers, body, "{\"lease_ids\": [string]}") {
+            Ok(r) => r,
+            Err(p) => return p.into_response(),
+        };
+    let mut out = AckResult::default();
     for id in req.lease_ids {
-        let lease = api
-            .inbox
-            .leases
-            .lock()
-            .ok()
-            .and_then(|mut map| match map.get(&id) {
-                Some(l) if l.unit == unit => map.remove(&id),
-                _ => None,
-            });
-        let Some(lease) = lease else {
-            unknown.push(id);
+        let Some(lease) = api.inbox.take(&unit, &id) else {
+            out.unknown.push(id);
             continue;
         };
-        let ok = lease.batch.channel.status().connected()
-            && lease
-                .batch
-                .channel
-                .basic_ack(lease.tag, BasicAckOptions::default())
-                .await
-                .is_ok();
-        if !lease.message_id.is_empty() {
-            api.inbox.remember(&unit, &lease.message_id);
-        }
-        if ok {
-            acked.push(id);
-        } else {
-            expired.push(id);
-        }
-        if lease.batch.outstanding.fetch_sub(1, Ordering::SeqCst) == 1 {
-            lease.batch.close("inbox batch acked").await;
-        }
+        settle(&api, &unit, id, lease, &mut out).await;
     }
-    Json(AckResult {
-        acked,
-        expired,
-        unknown,
-    })
-    .into_response()
+    Json(out).into_response()
+}
+
+/// The caller's unit and the JSON request body, or the problem (401, a body not read, not
+/// `shape`).
+fn read_request<T: serde::de::DeserializeOwned>(
+    api: &Api,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    shape: &str,
+) -> Result<(String, T), Problem> {
+    let unit = api.caller(headers)?.code.clone();
+    let body = body.map_err(|e| body_problem(e, api.ctx.settings.http.max_small_body_bytes))?;
+    let req = serde_json::from_slice(&body).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "Malformed JSON",
+            format!("the body must be {shape}: {e}"),
+        )
+    })?;
+    Ok((unit, req))
+}
+
+impl Inbox {
+    /// Lease `id` of `unit`, taken out of the leases (`None`: not a lease of this unit here).
+    fn take(&self, unit: &str, id: &str) -> Option<Lease> {
+        self.leases
+            .lock()
+            .ok()
+            .and_then(|mut map| match map.get(id) {
+                Some(l) if l.unit == unit => map.remove(id),
+                _ => None,
+            })
+    }
+}
+
+/// Acknowledge `lease`'s delivery: into `out.acked`, or `out.expired` when its channel has
+/// closed (the lease ran out); the message id is remembered, and the batch's channel closed
+/// with its last lease.
+async fn settle(api: &Api, unit: &str, id: String, lease: Lease, out: &mut AckResult) {
+    let ok = lease.batch.channel.status().connected()
+        && lease
+            .batch
+            .channel
+            .basic_ack(lease.tag, BasicAckOptions::default())
+            .await
+            .is_ok();
+    if !lease.message_id.is_empty() {
+        api.inbox.remember(unit, &lease.message_id);
+    }
+    if ok {
+        out.acked.push(id);
+    } else {
+        out.expired.push(id);
+    }
+    if lease.batch.outstanding.fetch_sub(1, Ordering::SeqCst) == 1 {
+        lease.batch.close("inbox batch settled").await;
+    }
 }
 
 /// `POST /v1/inbox/reject` body.
@@ -484,27 +494,14 @@ pub(super) async fn inbox_reject(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let unit = match api.caller(&headers) {
-        Ok(u) => u.code.clone(),
-        Err(p) => return p.into_response(),
-    };
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return body_problem(e, api.ctx.settings.http.max_small_body_bytes).into_response();
-        }
-    };
-    let req: RejectRequest = match serde_json::from_slice(&body) {
+    let (unit, req): (String, RejectRequest) = match read_request(
+        &api,
+        &headers,
+        body,
+        "{\"lease_ids\": [string], \"reason\": string}",
+    ) {
         Ok(r) => r,
-        Err(e) => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
-                "Malformed JSON",
-                format!("the body must be {{\"lease_ids\": [string], \"reason\": string}}: {e}"),
-            )
-            .into_response();
-        }
+        Err(p) => return p.into_response(),
     };
     let broker = match api.broker().await {
         Ok(b) => b,
@@ -521,23 +518,14 @@ pub(super) async fn inbox_reject(
         format!("{unit} refused it over the HTTP inbox: {}", req.reason),
     );
     let queue = api.ctx.names.unit_queue(&unit);
-    let (mut acked, mut expired, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+    let mut out = AckResult::default();
     for id in req.lease_ids {
-        let lease = api
-            .inbox
-            .leases
-            .lock()
-            .ok()
-            .and_then(|mut map| match map.get(&id) {
-                Some(l) if l.unit == unit => map.remove(&id),
-                _ => None,
-            });
-        let Some(lease) = lease else {
-            unknown.push(id);
+        let Some(lease) = api.inbox.take(&unit, &id) else {
+            out.unknown.push(id);
             continue;
         };
         if !lease.batch.channel.status().connected() {
-            expired.push(id);
+            out.expired.push(id);
             continue;
         }
         let env = serde_json::from_slice::<Envelope>(&lease.body).ok();
@@ -564,28 +552,7 @@ pub(super) async fn inbox_reject(
             )
             .into_response();
         }
-        let ok = lease
-            .batch
-            .channel
-            .basic_ack(lease.tag, BasicAckOptions::default())
-            .await
-            .is_ok();
-        if !lease.message_id.is_empty() {
-            api.inbox.remember(&unit, &lease.message_id);
-        }
-        if ok {
-            acked.push(id);
-        } else {
-            expired.push(id);
-        }
-        if lease.batch.outstanding.fetch_sub(1, Ordering::SeqCst) == 1 {
-            lease.batch.close("inbox batch settled").await;
-        }
+        settle(&api, &unit, id, lease, &mut out).await;
     }
-    Json(AckResult {
-        acked,
-        expired,
-        unknown,
-    })
-    .into_response()
+    Json(out).into_response()
 }
