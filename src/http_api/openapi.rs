@@ -172,7 +172,34 @@ pub fn document() -> Value {
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
         schemas.sort_keys();
     }
+    doc["webhooks"] = webhooks();
     doc
+}
+
+/// OpenAPI 3.1 `webhooks`: what the bus POSTs to a unit reached by the `webhook` adapter
+/// (`adapters/src/agencies/webhook.rs`), for the unit's developers to implement the receiver.
+fn webhooks() -> Value {
+    let header = |name: &str, description: &str| {
+        json!({"name": name, "in": "header", "required": true, "description": description,
+               "schema": {"type": "string"}})
+    };
+    json!({"unitMessage": {"post": {
+        "operationId": "unitMessage",
+        "summary": "A message for a unit, pushed to its webhook",
+        "description": "Every message of the unit's queue, as the envelope's JSON (the bytes an AMQP consumer of the queue reads), POSTed to the `endpoint` of a unit whose `[units.reach]` is the `webhook` adapter. Check the signature over the raw body, store the message, then answer 2xx; deduplicate by `message_id` (a message whose answer was lost is sent again). docs/centres.md, \"Reading your queue over HTTP\".",
+        "parameters": [
+            header("X-Lienthong-Signature", "`t=<unix seconds>,v1=<hex>`: `<hex>` is HMAC-SHA256 (RFC 2104) of `<t>.<raw body>` under the unit's `webhook_secret`, computed when the attempt is sent. Compare in constant time; refuse a `t` more than five minutes from your clock."),
+            header("X-Lienthong-Message-Id", "The envelope's `message_id`."),
+            header("Idempotency-Key", "The envelope's `message_id` again."),
+        ],
+        "requestBody": {"required": true, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Envelope"}}}},
+        "responses": {
+            "2XX": {"description": "Stored: delivered."},
+            "4XX": {"description": "Refused: the message is dead-lettered at once with the answer as its reason (408 and 429 are retried instead, 429 after its Retry-After)."},
+            "5XX": {"description": "Not stored now: retried with backoff, then dead-lettered after the retry budget (`[retry]`)."}
+        }
+    }}})
 }
 
 /// The document as it is committed: pretty JSON with a final newline.
