@@ -47,6 +47,22 @@ fn death(seq: u32) -> Envelope {
 /// Longest schemathesis run before the test gives up on it.
 const RUN_LIMIT: Duration = Duration::from_secs(240);
 
+/// `GET url` with `key`: its JSON answer, or `None` while it is not there yet.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: String,
+    key: &str,
+) -> Option<T> {
+    http.get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_answer_that_contradicts_the_document() {
     let bus = Bus::start_with("openapi", |s| {
@@ -114,33 +130,16 @@ async fn schemathesis_finds_no_server_error_and_no_answer_that_contradicts_the_d
     let agency_key = bus.callback_key(LDTBXH);
     let operator = bus.operator_key();
     eventually_async(120, || async {
-        let state: Value = http
-            .get(format!("{}/v1/dossiers/{ma}", bus.http))
-            .bearer_auth(&operator)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let dead: Vec<Value> = http
-            .get(format!("{}/v1/dead-letters", bus.http))
-            .bearer_auth(&operator)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let waiting: Vec<Value> = http
-            .get(format!("{}/v1/edxml/{LDTBXH}/packages", bus.http))
-            .bearer_auth(&agency_key)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let state: Value =
+            get_json(&http, format!("{}/v1/dossiers/{ma}", bus.http), &operator).await?;
+        let dead: Vec<Value> =
+            get_json(&http, format!("{}/v1/dead-letters", bus.http), &operator).await?;
+        let waiting: Vec<Value> = get_json(
+            &http,
+            format!("{}/v1/edxml/{LDTBXH}/packages", bus.http),
+            &agency_key,
+        )
+        .await?;
         (state["phase"] == "completed" && !dead.is_empty() && !waiting.is_empty()).then_some(())
     })
     .await;
