@@ -5,8 +5,8 @@ use std::path::PathBuf;
 /// Options of `lienthong-bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Rounds of the alternation direct, raw pipe, shovel, lienthong (at least 3, except with
-    /// --smoke).
+    /// Rounds of the alternation direct, raw pipes, shovels, lienthong (at least 3, except with
+    /// --smoke), each anchor at --prefetch and again at its best prefetch of the sweep.
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
     /// Messages per round and mode.
@@ -18,6 +18,21 @@ pub struct BenchArgs {
     /// Prefetch of every consumer in the path (sink, raw pipe, shovel, lienthong's router).
     #[arg(long, default_value_t = 64)]
     pub prefetch: u16,
+    /// The prefetch sweep of the anchors (both raw pipes, both shovels), comma-separated: each
+    /// anchor is measured at each value (--sweep-rounds × --sweep-messages), and its best value
+    /// then runs the full alternating rounds beside --prefetch. The ratios are to the best of
+    /// each anchor. With --smoke only the largest value, one round.
+    #[arg(long, value_delimiter = ',', default_values_t = [64u16, 200, 500])]
+    pub sweep_prefetch: Vec<u16>,
+    /// No prefetch sweep: the anchors run at --prefetch only.
+    #[arg(long)]
+    pub no_sweep: bool,
+    /// Rounds per point of the prefetch sweep.
+    #[arg(long, default_value_t = 1)]
+    pub sweep_rounds: u32,
+    /// Messages per round of the prefetch sweep (default: --messages ÷ 2).
+    #[arg(long)]
+    pub sweep_messages: Option<u64>,
     /// Publisher confirms the producer keeps outstanding.
     #[arg(long, default_value_t = 256)]
     pub window: usize,
@@ -34,17 +49,20 @@ pub struct BenchArgs {
     #[arg(long)]
     pub http_messages: Option<u64>,
     /// Instead of the comparison: N messages through the router, its memory sampled every
-    /// second (e.g. 1000000). Updates only the soak section of the report.
+    /// second (e.g. 1000000). Updates only the soak section of the report and the target read
+    /// from it.
     #[arg(long)]
     pub soak: Option<u64>,
     /// Instead of the comparison: N dossiers piled up in Police's queue while the adapters are
-    /// down, then drained (e.g. 200000). Updates only the backlog section of the report.
+    /// down, then drained (e.g. 200000). Updates only the backlog section of the report and the
+    /// target read from it.
     #[arg(long)]
     pub backlog: Option<u64>,
     /// Instead of the comparison: the scale run. N dossiers through the HTTP-adapter path, then
     /// N dossiers of backlog drained, with 1, 2 and 4 router and adapter processes
     /// (`--scale-processes`) on SQLite and on PostgreSQL (`--scale-stores`); CPU per dossier of
-    /// every process (bus, broker, PostgreSQL). Updates only the scale section of the report.
+    /// every process (bus, broker, PostgreSQL). Updates only the scale section of the report and
+    /// the targets read from it.
     #[arg(long)]
     pub scale: Option<u64>,
     /// Router processes (and as many adapter processes) of each scale cell, comma-separated.
@@ -63,8 +81,9 @@ pub struct BenchArgs {
     /// writes it to --out when given); BENCHMARKS.md is not touched.
     #[arg(long)]
     pub console: Option<u64>,
-    /// A tiny run of every mode for CI (2 rounds × 300 messages, paced 2 s); the report goes
-    /// to a temporary file unless --out is given. Exit 0 when every mode moved every message.
+    /// A tiny run of every mode for CI (2 rounds × 300 messages, a one-point prefetch sweep,
+    /// paced 2 s); the report goes to a temporary file unless --out is given. Exit 0 when every
+    /// mode moved every message.
     #[arg(long)]
     pub smoke: bool,
     /// Where the report goes (default BENCHMARKS.md; with --smoke a temporary file). When some
@@ -91,9 +110,13 @@ pub struct BenchArgs {
     /// RabbitMQ's data directory (the soak and the backlog check its free space first).
     #[arg(long, default_value = "/var/lib/rabbitmq")]
     pub broker_data_dir: PathBuf,
-    /// Only these parts of the comparison, comma-separated: direct, pipe, shovel, lienthong,
+    /// Only these parts of the comparison, comma-separated: direct, pipe (both raw pipes, or
+    /// pipe-plain, pipe-args), shovel (both shovels, or shovel-in-node, shovel-tcp), lienthong,
     /// http, paced (default: all). A partial run needs --out: BENCHMARKS.md keeps whole tables.
-    #[arg(long, value_delimiter = ',', value_parser = ["direct", "pipe", "shovel", "lienthong", "http", "paced"])]
+    #[arg(long, value_delimiter = ',', value_parser = [
+        "direct", "pipe", "pipe-plain", "pipe-args", "shovel", "shovel-in-node", "shovel-tcp",
+        "lienthong", "http", "paced",
+    ])]
     pub modes: Vec<String>,
 }
 
@@ -101,5 +124,22 @@ impl BenchArgs {
     /// Whether the comparison includes `part` (`--modes`).
     pub fn wants(&self, part: &str) -> bool {
         self.modes.is_empty() || self.modes.iter().any(|m| m == part)
+    }
+
+    /// Whether the comparison includes `mode`: by its own name or its group's (`pipe`,
+    /// `shovel`).
+    pub fn wants_mode(&self, mode: crate::round::Mode) -> bool {
+        self.wants(mode.short()) || self.modes.iter().any(|m| m == mode.group())
+    }
+
+    /// The prefetch values of the sweep (none with --no-sweep), sorted, without repeats.
+    pub fn sweep_points(&self) -> Vec<u16> {
+        if self.no_sweep {
+            return Vec::new();
+        }
+        let mut v = self.sweep_prefetch.clone();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 }

@@ -1,6 +1,6 @@
 //! The broker side of the benchmark: its version (from the server properties of an AMQP
-//! `connection.start`), its process, and the shovel plugin and dynamic shovels, driven with
-//! `rabbitmq-plugins` and `rabbitmqctl`.
+//! `connection.start`), its process, and the shovel plugin and dynamic shovels (in the node or
+//! over TCP), driven with `rabbitmq-plugins` and `rabbitmqctl`.
 
 use std::time::Duration;
 
@@ -192,6 +192,22 @@ fn enabled_plugins_file() -> std::path::PathBuf {
         .unwrap_or_else(|| std::path::PathBuf::from("/etc/rabbitmq/enabled_plugins"))
 }
 
+/// The URI of RabbitMQ's direct connection inside the node for the virtual host of `url`:
+/// `amqp://` (no host: the shovel runs its client in the node itself, without TCP) for the
+/// default virtual host, `amqp:///<vhost>` for another.
+pub fn in_node_uri(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let vhost = rest
+        .split_once('/')
+        .map_or("", |(_, v)| v.split('?').next().unwrap_or(""));
+    if vhost.is_empty() || vhost.eq_ignore_ascii_case("%2f") {
+        "amqp://".into()
+    } else {
+        format!("amqp:///{vhost}")
+    }
+}
+
 /// The JSON definition of a dynamic shovel from `src` to `dest` on `uri`, acking the source
 /// only after the destination confirmed (`on-confirm`).
 pub fn shovel_definition(uri: &str, src: &str, dest: &str, prefetch: u16) -> String {
@@ -221,6 +237,17 @@ mod tests {
         );
         assert_eq!(host_port("amqp://localhost"), ("localhost".into(), 5672));
         assert_eq!(host_port("amqp://u:p@h:5673"), ("h".into(), 5673));
+    }
+
+    #[test]
+    fn the_in_node_uri_keeps_the_vhost() {
+        assert_eq!(
+            in_node_uri("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://"
+        );
+        assert_eq!(in_node_uri("amqp://guest:guest@127.0.0.1:5672"), "amqp://");
+        assert_eq!(in_node_uri("amqp://u:p@h:5672/"), "amqp://");
+        assert_eq!(in_node_uri("amqp://u:p@h/bus?heartbeat=10"), "amqp:///bus");
     }
 
     #[test]

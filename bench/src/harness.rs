@@ -71,6 +71,11 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
     if args.smoke {
         args.rounds = 2;
         args.messages = 300;
+        // One point of the sweep (its largest value), one round: the sweep and the anchors'
+        // best-prefetch rounds run, briefly.
+        args.sweep_prefetch = args.sweep_points().last().copied().into_iter().collect();
+        args.sweep_rounds = 1;
+        args.sweep_messages = Some(300);
         args.paced_seconds = 2;
         args.http_messages = Some(300);
         args.soak = None;
@@ -90,6 +95,15 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
     }
     if args.messages == 0 || args.window == 0 || args.max_in_flight == 0 || args.paced_rate <= 0.0 {
         anyhow::bail!("--messages, --window, --max-in-flight and --paced-rate must be positive");
+    }
+    if args.prefetch == 0
+        || args.sweep_points().contains(&0)
+        || args.sweep_rounds == 0
+        || args.sweep_messages == Some(0)
+    {
+        anyhow::bail!(
+            "--prefetch, --sweep-prefetch, --sweep-rounds and --sweep-messages must be positive"
+        );
     }
     if !args.modes.is_empty() && args.out.is_none() && !args.smoke {
         anyhow::bail!(
@@ -143,6 +157,9 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
             .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
             .collect::<Vec<_>>()
             .join(" "),
+        body_bytes: args.body_bytes,
+        prefetch: args.prefetch,
+        paced_rate: args.paced_rate,
         ..Header::default()
     };
     if let Some(l) = procfs::loadavg() {
@@ -166,6 +183,19 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
             "persistent (delivery mode 2), publisher confirms, manual acks, quorum queues".into(),
         ),
         ("prefetch".into(), args.prefetch.to_string()),
+        ("prefetch sweep".into(), {
+            let v = args.sweep_points();
+            if v.is_empty() {
+                "none (--no-sweep): the anchors run at the bench's prefetch only".into()
+            } else {
+                format!(
+                    "{} for the raw pipes and the shovels, {} round(s) × {} messages per point; then each anchor's best also in the alternating rounds",
+                    v.iter().map(u16::to_string).collect::<Vec<_>>().join(", "),
+                    args.sweep_rounds,
+                    args.sweep_messages.unwrap_or((args.messages / 2).max(1))
+                )
+            }
+        }),
         ("rounds".into(), args.rounds.to_string()),
         ("messages per round".into(), args.messages.to_string()),
         (
@@ -285,6 +315,7 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
     }
     results.header = header;
     let ok = results.modes.iter().all(ModeRuns::ok)
+        && results.sweep.as_ref().is_none_or(crate::anchors::Sweep::ok)
         && results.http.as_ref().is_none_or(ModeRuns::ok)
         && results.paced.iter().all(ModeRuns::ok)
         && results.soak.as_ref().is_none_or(|s| s.round.ok())

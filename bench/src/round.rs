@@ -43,31 +43,88 @@ pub(crate) const KEEP_UNITS: [&str; 10] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     Direct,
+    /// The raw pipe on plain quorum queues (`x-queue-type: quorum` only).
+    PipePlain,
+    /// The raw pipe on quorum queues with lienthong's work-queue arguments.
     Pipe,
+    /// The dynamic shovel inside the node (`amqp://`: RabbitMQ's direct connection).
     Shovel,
+    /// The dynamic shovel over TCP (`amqp://user:pass@host:port`, the bench's broker URL).
+    ShovelTcp,
     Lienthong,
     Http,
 }
 
 impl Mode {
+    /// The anchors: what the broker does on its own, swept over prefetch values.
+    pub(crate) const ANCHORS: [Mode; 4] =
+        [Mode::PipePlain, Mode::Pipe, Mode::Shovel, Mode::ShovelTcp];
+
+    /// The alternated modes, in the report's order.
+    pub(crate) const ALTERNATED: [Mode; 6] = [
+        Mode::Direct,
+        Mode::PipePlain,
+        Mode::Pipe,
+        Mode::Shovel,
+        Mode::ShovelTcp,
+        Mode::Lienthong,
+    ];
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Mode::Direct => "direct",
-            Mode::Pipe => "raw pipe",
-            Mode::Shovel => "shovel",
+            Mode::PipePlain => "raw pipe (plain)",
+            Mode::Pipe => "raw pipe (lienthong args)",
+            Mode::Shovel => "shovel (in-node)",
+            Mode::ShovelTcp => "shovel (tcp)",
             Mode::Lienthong => "lienthong",
             Mode::Http => "http adapter",
         }
     }
 
+    /// The mode's short name: `--modes` and the working directories' names.
+    pub(crate) fn short(self) -> &'static str {
+        match self {
+            Mode::Direct => "direct",
+            Mode::PipePlain => "pipe-plain",
+            Mode::Pipe => "pipe-args",
+            Mode::Shovel => "shovel-in-node",
+            Mode::ShovelTcp => "shovel-tcp",
+            Mode::Lienthong => "lienthong",
+            Mode::Http => "http",
+        }
+    }
+
+    /// The `--modes` word that selects this mode with its siblings (`pipe`: both raw pipes;
+    /// `shovel`: both shovels).
+    pub(crate) fn group(self) -> &'static str {
+        match self {
+            Mode::PipePlain | Mode::Pipe => "pipe",
+            Mode::Shovel | Mode::ShovelTcp => "shovel",
+            m => m.short(),
+        }
+    }
+
+    /// Whether the mode's queues are plain quorum queues (else lienthong's work-queue
+    /// arguments).
+    pub(crate) fn plain_queues(self) -> bool {
+        self == Mode::PipePlain
+    }
+
     pub(crate) fn what(self) -> &'static str {
         match self {
             Mode::Direct => "producer → quorum queue → sink (the broker's one hop)",
+            Mode::PipePlain => {
+                "producer → queue A → `lienthong-bench pipe` child (consume, republish with a confirm, ack after the confirm, pipelined) → queue B → sink; plain quorum queues (`x-queue-type: quorum` only)"
+            }
             Mode::Pipe => {
-                "producer → queue A → `lienthong-bench pipe` child (consume, republish with a confirm, ack after the confirm, pipelined) → queue B → sink"
+                "the same on quorum queues with lienthong's work-queue arguments (dead-letter exchange, `at-least-once` dead-lettering, `reject-publish` overflow, delivery limit)"
             }
             Mode::Shovel => {
-                "producer → queue A → RabbitMQ dynamic shovel (ack-mode on-confirm, src-prefetch-count = prefetch) → queue B → sink"
+                "producer → queue A → RabbitMQ dynamic shovel inside the node (src-uri and dest-uri `amqp://`: the direct connection, no TCP; ack-mode on-confirm, src-prefetch-count = prefetch) → queue B → sink; queues with lienthong's arguments"
+            }
+            Mode::ShovelTcp => {
+                "the same shovel over TCP (src-uri and dest-uri the bench's `amqp://…@host:port` URL, as a shovel to another node connects)"
             }
             Mode::Lienthong => {
                 "producer → `<p>.ingress` → `<p>.router` → `lienthong run --components router,tracer,http` child (schema, registry and route checks, message store, trace on; the HTTP API idle but for `/metrics`) → `<p>.unit.000.10.59.H48` → sink"
@@ -127,6 +184,8 @@ pub(crate) const PACED_WARM_UP: Duration = Duration::from_secs(3);
 #[derive(Clone, Copy)]
 pub(crate) struct RoundOpts {
     pub(crate) count: u64,
+    /// Prefetch of the path's consumers (raw pipe, shovel) and of the sink.
+    pub(crate) prefetch: u16,
     pub(crate) rate: Option<f64>,
     pub(crate) sample_rss: bool,
 }
@@ -164,12 +223,14 @@ impl Bench {
         )
     }
 
-    /// Declare a quorum queue with lienthong's work-queue arguments (and purge it).
-    pub(crate) async fn declare_queue(&self, name: &str) -> anyhow::Result<()> {
+    /// Declare a quorum queue (and purge it): with lienthong's work-queue arguments, or
+    /// `plain` (`x-queue-type: quorum` only).
+    pub(crate) async fn declare_queue(&self, name: &str, plain: bool) -> anyhow::Result<()> {
         if let Ok(mut q) = self.cleanup.queues.lock() {
             q.push(name.to_string());
         }
         let mut args = FieldTable::default();
+        let n = if plain { 1 } else { 5 };
         for (k, v) in [
             (
                 "x-queue-type",
@@ -191,7 +252,10 @@ impl Bench {
                 "x-delivery-limit",
                 AMQPValue::LongLongInt(i64::from(self.base.topology.delivery_limit)),
             ),
-        ] {
+        ]
+        .into_iter()
+        .take(n)
+        {
             args.insert(k.into(), v);
         }
         let ch = self.ctl.create_channel().await?;
@@ -273,7 +337,7 @@ impl Bench {
             count: opts.count,
             ..Round::default()
         };
-        let setup = self.setup(mode, what).await;
+        let setup = self.setup(mode, what, opts.prefetch).await;
         r.set_up_s = t0.elapsed().as_secs_f64();
         let st = match setup {
             Ok(st) => st,
@@ -290,6 +354,7 @@ impl Bench {
             let count = (rate * PACED_WARM_UP.as_secs_f64()).ceil().max(1.0) as u64;
             let warm_opts = RoundOpts {
                 count,
+                prefetch: opts.prefetch,
                 rate: Some(rate),
                 sample_rss: false,
             };
@@ -342,7 +407,7 @@ impl Bench {
         let sink = traffic::sink(
             &self.sconn,
             &st.sink_queue,
-            self.args.prefetch,
+            opts.prefetch,
             book.clone(),
             opts.count,
             stall,
@@ -476,14 +541,16 @@ impl Bench {
     }
 }
 
-pub(crate) fn print_round(mode: Mode, r: &Round) {
+/// One line per round on stderr; `label` is the mode's name (with its prefetch when it is not
+/// the bench's).
+pub(crate) fn print_round(label: &str, r: &Round) {
     let mut l = r.lat_us.clone();
     l.sort_unstable();
     let p = |q| traffic::percentile(&l, q).map_or(0.0, |u| f64::from(u) / 1000.0);
     eprintln!(
-        "  [round {}] {:<12} {:>7}/{} in {:>6.2} s = {:>7.0} msg/s  p50 {:.1} ms  p99 {:.1} ms{}  [round {:.1} s, set-up {:.1} s]{}",
+        "  [round {}] {:<26} {:>7}/{} in {:>6.2} s = {:>7.0} msg/s  p50 {:.1} ms  p99 {:.1} ms{}  [round {:.1} s, set-up {:.1} s]{}",
         r.round,
-        mode.name(),
+        label,
         r.moved,
         r.count,
         r.secs,
@@ -502,7 +569,7 @@ pub(crate) fn print_round(mode: Mode, r: &Round) {
 
 /// The router's stage times from a `lienthong run`'s `/metrics` (empty when it cannot be read:
 /// the figures are extra, the round stands without them).
-pub(crate) async fn router_stages(url: &str) -> Vec<report::StageTimes> {
+pub(crate) async fn router_stages(url: &str) -> Vec<crate::stages::StageTimes> {
     let text = async {
         reqwest::Client::new()
             .get(url)
@@ -515,6 +582,6 @@ pub(crate) async fn router_stages(url: &str) -> Vec<report::StageTimes> {
             .ok()
     };
     text.await
-        .map(|t| report::parse_stages(&t))
+        .map(|t| crate::stages::parse_stages(&t))
         .unwrap_or_default()
 }

@@ -1,6 +1,6 @@
 //! How each mode is set up for a round and taken down: a queue (direct), two queues and the
-//! raw pipe child or a shovel (raw pipe, shovel), a bus topology with `lienthong run` and, for
-//! the HTTP adapter, `lienthong-mock` (lienthong, http adapter).
+//! raw pipe child or a shovel in the node or over TCP (raw pipes, shovels), a bus topology with
+//! `lienthong run` and, for the HTTP adapter, `lienthong-mock` (lienthong, http adapter).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -99,25 +99,32 @@ impl Bench {
         Ok(config)
     }
 
-    pub(crate) async fn setup(&self, mode: Mode, what: &str) -> anyhow::Result<Setup> {
+    /// Set up `mode` for a round; `prefetch` is the raw pipe's or the shovel's (lienthong's
+    /// router keeps `--prefetch`).
+    pub(crate) async fn setup(
+        &self,
+        mode: Mode,
+        what: &str,
+        prefetch: u16,
+    ) -> anyhow::Result<Setup> {
         let mut st = Setup::new(mode);
         match mode {
             Mode::Direct => {
                 let q = format!("{}.direct", self.tag(what));
-                self.declare_queue(&q).await?;
+                self.declare_queue(&q, false).await?;
                 st.routing_key = q.clone();
                 st.sink_queue = q.clone();
                 st.queues.push(q);
             }
-            Mode::Pipe | Mode::Shovel => {
+            Mode::PipePlain | Mode::Pipe | Mode::Shovel | Mode::ShovelTcp => {
                 let t = self.tag(what);
                 let (a, b) = (format!("{t}.a"), format!("{t}.b"));
-                self.declare_queue(&a).await?;
+                self.declare_queue(&a, mode.plain_queues()).await?;
                 st.queues.push(a.clone());
-                self.declare_queue(&b).await?;
+                self.declare_queue(&b, mode.plain_queues()).await?;
                 st.queues.push(b.clone());
-                if mode == Mode::Pipe {
-                    let prefetch = self.args.prefetch.to_string();
+                if matches!(mode, Mode::PipePlain | Mode::Pipe) {
+                    let prefetch = prefetch.to_string();
                     let child = Child::spawn(
                         &self.me,
                         None,
@@ -138,7 +145,15 @@ impl Bench {
                     st.children.push(child);
                 } else {
                     let name = format!("{t}-shovel");
-                    let def = broker::shovel_definition(&self.url, &a, &b, self.args.prefetch);
+                    // In the node: RabbitMQ's direct connection (`amqp://`, no host), the
+                    // shovel's best case; over TCP: the bench's own URL, as a shovel to
+                    // another node connects.
+                    let uri = if mode == Mode::Shovel {
+                        broker::in_node_uri(&self.url)
+                    } else {
+                        self.url.clone()
+                    };
+                    let def = broker::shovel_definition(&uri, &a, &b, prefetch);
                     if let Ok(mut s) = self.cleanup.shovels.lock() {
                         s.push(name.clone());
                     }

@@ -38,12 +38,13 @@ pub(crate) async fn soak(bench: &Bench, n: u64, header: &mut Header) -> anyhow::
             "soak",
             RoundOpts {
                 count: n,
+                prefetch: bench.args.prefetch,
                 rate: None,
                 sample_rss: true,
             },
         )
         .await;
-    print_round(Mode::Lienthong, &round);
+    print_round(Mode::Lienthong.name(), &round);
     let broker_after = bench
         .broker_pid
         .and_then(|p| procfs::status_kib(p, "VmRSS"));
