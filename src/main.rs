@@ -12,6 +12,12 @@ use lienthong_core::registry::{Registry, Settings};
 use lienthong_core::store::Store;
 use lienthong_core::topology::Topology;
 
+/// mimalloc instead of glibc's malloc: the bus allocates and frees many small buffers per
+/// message on several threads, where glibc's malloc (its arena locks, `malloc_consolidate`)
+/// took about 13 % of the process's CPU (issue 21's profile, BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "lienthong",

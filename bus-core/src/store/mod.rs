@@ -46,4 +46,4 @@ pub use idempotency::IdempotentRequest;
 pub use location::StoreLocation;
 pub use messages::{MessageSelection, Origin, StoredMessage};
 pub use process::{Applied, OutboxEntry};
-pub use writer::{CHECKPOINT_FRAMES, MessageWriter, RESET_FRAMES};
+pub use writer::{CHECKPOINT_WAL_BYTES, MessageWriter, RESET_WAL_BYTES};

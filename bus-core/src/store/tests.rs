@@ -428,8 +428,8 @@ async fn the_checkpointer_moves_the_writers_wal_into_the_database() {
     let path = dir.join("s.db");
     let writer = MessageWriter::start(&path).expect("writer");
     let body = vec![b'x'; 5120];
-    // ~4 WAL frames each (the body's overflow pages, the row, two indexes) and a commit
-    // each: far past RESET_FRAMES.
+    // ~8 to 10 KiB of WAL frames each (the body's overflow pages, the row, two indexes) and a
+    // commit each: far past RESET_WAL_BYTES.
     let n = 12_000usize;
     for i in 0..n {
         let id = format!("m{i}");
@@ -461,7 +461,7 @@ async fn the_checkpointer_moves_the_writers_wal_into_the_database() {
         })
         .expect("read");
     assert_eq!(kept.len(), n);
-    // How large the WAL stays (the writer starts it over past RESET_FRAMES) depends on how the
+    // How large the WAL stays (the writer starts it over past RESET_WAL_BYTES) depends on how the
     // checkpointer thread is scheduled: on a 2-core machine under load it was seen both at
     // 59 MB and past 200 MB. A size is a target for the benchmark (bytes written per dossier),
     // not for a test: here only what the checkpointer must do, copy every row into the file.

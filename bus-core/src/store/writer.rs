@@ -99,28 +99,36 @@ impl WriteJob {
 /// WAL checkpoints stay out of the commits that messages wait on. SQLite's automatic
 /// checkpoint would run inside the commit that crosses 1000 frames, copying megabytes into the
 /// database file and syncing it while every message of that commit waits. Instead:
-/// - every [`CHECKPOINT_FRAMES`] new frames, a checkpointer thread with its own connection
-///   copies the WAL into the database (`PASSIVE`: it never blocks the writer), as often as
-///   SQLite's own checkpoint would, so the disk sees no more syncs than before;
-/// - once the WAL holds [`RESET_FRAMES`], the checkpointer is left alone and the writer,
+/// - every [`CHECKPOINT_WAL_BYTES`] of new WAL (4 MiB: SQLite's automatic 1000 frames of
+///   4 KiB pages), a checkpointer thread with its own connection copies the WAL into the
+///   database (`PASSIVE`: it never blocks the writer), as often as SQLite's own checkpoint
+///   would on 4 KiB pages, so the disk sees no more syncs than before;
+/// - once the WAL holds [`RESET_WAL_BYTES`], the checkpointer is left alone and the writer,
 ///   between two batches, runs a `PASSIVE` checkpoint of the frames written since the
 ///   checkpointer's latest one (again after the next batch if that one was still running). The next
 ///   transaction then starts the WAL over. (A checkpoint running beside a busy writer never
 ///   catches up with it alone, and the WAL would grow without end.) That is one short
-///   checkpoint in the writer per eight of SQLite's.
+///   checkpoint in the writer per eight of the checkpointer's.
+///
+/// The thresholds are bytes of WAL, counted in frames of the store's page size
+/// ([`super::migrations::PAGE_SIZE`] for a store created since issue 21; 4 KiB for older ones).
 #[derive(Clone)]
 pub struct MessageWriter {
     tx: std::sync::mpsc::Sender<WriteJob>,
 }
 
-/// New WAL frames (pages, 4 KiB each by default) after which the writer wakes its
-/// checkpointer: SQLite's automatic threshold.
-pub const CHECKPOINT_FRAMES: i32 = 1000;
+/// Bytes of new WAL after which the writer wakes its checkpointer: 4 MiB, SQLite's automatic
+/// threshold (1000 frames) at its default 4 KiB page.
+pub const CHECKPOINT_WAL_BYTES: i64 = 4 << 20;
 
-/// WAL frames after which the writer finishes a checkpoint itself so that the WAL starts over:
-/// 8,000 frames, about 32 MiB of WAL. The checkpointer has copied all but the last thousand or
-/// so by then.
-pub const RESET_FRAMES: i32 = 8_000;
+/// Bytes of WAL after which the writer finishes a checkpoint itself so that the WAL starts
+/// over: 32 MiB. The checkpointer has copied all but the last 4 MiB or so by then.
+pub const RESET_WAL_BYTES: i64 = 32 << 20;
+
+/// `bytes` of WAL in frames of `page_size` bytes (at least one).
+fn frames_of(bytes: i64, page_size: i64) -> i32 {
+    (bytes / page_size.max(512)).clamp(1, i32::MAX as i64) as i32
+}
 
 /// Start the checkpointer thread of a writer connection: returns the signal that wakes it. The
 /// thread ends when the signal's sender is dropped (with the writer's connection).
@@ -155,7 +163,15 @@ impl MessageWriter {
         let mut conn = open_connection(&location)?;
         // Frames in the WAL after the writer's latest commit (SQLite only).
         let frames = std::sync::Arc::new(AtomicI32::new(0));
+        // The WAL's thresholds in frames of this store's page size (4 KiB on stores created
+        // before issue 21, PAGE_SIZE since).
+        let mut reset_frames = i32::MAX;
         if let (Some(sqlite), StoreLocation::Sqlite(path)) = (conn.sqlite_mut(), &location) {
+            let page_size: i64 = sqlite
+                .query_row("PRAGMA page_size", [], |r| r.get(0))
+                .map_err(DbError::from)?;
+            let checkpoint_frames = frames_of(CHECKPOINT_WAL_BYTES, page_size);
+            reset_frames = frames_of(RESET_WAL_BYTES, page_size);
             let signal = start_checkpointer(path)?;
             let seen = frames.clone();
             // Frames in the WAL when the checkpointer was last woken.
@@ -168,10 +184,10 @@ impl MessageWriter {
                         // The WAL started over.
                         woken_at = 0;
                     }
-                    // From RESET_FRAMES on the writer checkpoints itself (a running background
+                    // From reset_frames on the writer checkpoints itself (a running background
                     // checkpoint would make its attempt return busy).
-                    if n - woken_at >= CHECKPOINT_FRAMES
-                        && n < RESET_FRAMES
+                    if n - woken_at >= checkpoint_frames
+                        && n < reset_frames
                         && signal.try_send(()).is_ok()
                     {
                         woken_at = n;
@@ -213,7 +229,7 @@ impl MessageWriter {
                     for j in jobs {
                         j.answer(r.clone());
                     }
-                    if frames.load(Ordering::Relaxed) >= RESET_FRAMES
+                    if frames.load(Ordering::Relaxed) >= reset_frames
                         && let Some(sqlite) = conn.sqlite()
                     {
                         frames.store(0, Ordering::Relaxed);
