@@ -204,30 +204,42 @@ pub(super) async fn callback_inner(
     // In the process's group commit, like every hot write.
     let (unit_c, reference, st) = (unit_code.to_string(), reply.reference.clone(), reply.status);
     let json_env = serde_json::to_string(&env).unwrap_or_default();
+    let claimed = json_env.clone();
     let (stored, published) = api
         .ctx
         .writer
-        .transact(move |c| deliveries::claim_callback_in(c, &unit_c, &reference, st, &json_env))
+        .transact(move |c| deliveries::claim_callback_in(c, &unit_c, &reference, st, &claimed))
         .await
         .map_err(|e| {
             tracing::error!(message = "the store did not take the callback", error = %e);
             Problem::unavailable("the store did not take the callback", 5)
         })?;
-    let env: Envelope = serde_json::from_str(&stored).map_err(Problem::internal)?;
     if published {
-        return Ok(env.message_id);
+        return deliveries::published_message_id(&stored).ok_or_else(|| {
+            Problem::internal("the published callback's stored message id is unreadable")
+        });
     }
+    // This claim stored what it built (the usual case): no need to read it back.
+    let env = if stored == json_env {
+        env
+    } else {
+        serde_json::from_str::<Envelope>(&stored).map_err(Problem::internal)?
+    };
     let ev = TraceEvent::new(TraceEventKind::Status, COMPONENT, Some(&env)).reason(format!(
         "callback from {unit_code}: TrangThaiHoSo {} {}",
         reply.status,
         status.name_vi().unwrap_or("")
     ));
     api.trace_and_publish(&ev, &env).await?;
-    let (unit_c, reference) = (unit_code.to_string(), reply.reference.clone());
+    let (unit_c, reference, id) = (
+        unit_code.to_string(),
+        reply.reference.clone(),
+        env.message_id.clone(),
+    );
     if let Err(e) = api
         .ctx
         .writer
-        .transact(move |c| deliveries::callback_published_in(c, &unit_c, &reference, st))
+        .transact(move |c| deliveries::callback_published_in(c, &unit_c, &reference, st, &id))
         .await
     {
         // The result is out; a repeated callback would publish it again with the same message

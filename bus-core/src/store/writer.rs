@@ -93,7 +93,7 @@ impl WriteJob {
 /// Group commit of every write of one process (the router's accepted envelopes, trace events,
 /// the process manager's state and outbox, the delivery log, agency callbacks, the edXML
 /// outbox, the retention sweeps): a thread with its own connection takes the writes queued
-/// meanwhile (at most 256) into one transaction and answers each after the commit. Under load
+/// meanwhile (at most 256; under load it waits up to [`COMMIT_DELAY`] for more) into one transaction and answers each after the commit. Under load
 /// many messages share a commit and a thread wake-up; an idle writer commits each write at once.
 ///
 /// WAL checkpoints stay out of the commits that messages wait on. SQLite's automatic
@@ -124,6 +124,16 @@ pub const CHECKPOINT_WAL_BYTES: i64 = 4 << 20;
 /// Bytes of WAL after which the writer finishes a checkpoint itself so that the WAL starts
 /// over: 32 MiB. The checkpointer has copied all but the last 4 MiB or so by then.
 pub const RESET_WAL_BYTES: i64 = 32 << 20;
+
+/// Most writes in one commit.
+const MAX_BATCH: usize = 256;
+
+/// How long the writer, under load (at least [`COMMIT_SIBLINGS`] writes were queued when it
+/// woke), waits for more writes before it commits: 1 ms. A lone write commits at once.
+pub const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Writes found queued at once from which the writer waits [`COMMIT_DELAY`] for more.
+pub const COMMIT_SIBLINGS: usize = 2;
 
 /// `bytes` of WAL in frames of `page_size` bytes (at least one).
 fn frames_of(bytes: i64, page_size: i64) -> i32 {
@@ -202,10 +212,25 @@ impl MessageWriter {
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
                     let mut jobs = vec![first];
-                    while jobs.len() < 256 {
+                    while jobs.len() < MAX_BATCH {
                         match rx.try_recv() {
                             Ok(j) => jobs.push(j),
                             Err(_) => break,
+                        }
+                    }
+                    // Under load (writes queued while the last commit ran), wait a little for
+                    // more writes to share the commit (PostgreSQL's `commit_delay` with
+                    // `commit_siblings`): every commit rewrites the last page of each B-tree it
+                    // touches, so bigger batches write fewer bytes per message. A lone write,
+                    // and a caller writing one at a time, commit at once.
+                    if jobs.len() >= COMMIT_SIBLINGS && jobs.len() < MAX_BATCH {
+                        let until = std::time::Instant::now() + COMMIT_DELAY;
+                        while jobs.len() < MAX_BATCH {
+                            let left = until.saturating_duration_since(std::time::Instant::now());
+                            match rx.recv_timeout(left) {
+                                Ok(j) => jobs.push(j),
+                                Err(_) => break,
+                            }
                         }
                     }
                     let started = std::time::Instant::now();
