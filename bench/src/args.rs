@@ -15,7 +15,8 @@ pub struct BenchArgs {
     /// Body size of every message, bytes.
     #[arg(long, default_value_t = 5120)]
     pub body_bytes: usize,
-    /// Prefetch of every consumer in the path (sink, raw pipe, shovel, lienthong's router).
+    /// Prefetch of every consumer in the path but lienthong's router (sink, raw pipes, shovels;
+    /// see --router-prefetch).
     #[arg(long, default_value_t = 64)]
     pub prefetch: u16,
     /// The prefetch sweep of the anchors (both raw pipes, both shovels), comma-separated: each
@@ -33,6 +34,10 @@ pub struct BenchArgs {
     /// Messages per round of the prefetch sweep (default: --messages ÷ 2).
     #[arg(long)]
     pub sweep_messages: Option<u64>,
+    /// Prefetch of lienthong's router in every lienthong run (the shipped default,
+    /// `[topology] router_prefetch`); the sink and the anchors use --prefetch and the sweep.
+    #[arg(long, default_value_t = 500)]
+    pub router_prefetch: u16,
     /// Publisher confirms the producer keeps outstanding.
     #[arg(long, default_value_t = 256)]
     pub window: usize,

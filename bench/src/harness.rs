@@ -220,7 +220,7 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
             format!(
                 "registry trimmed to {} units (as the tests do), router prefetch {}, store {}; receiver {CIVIL} read over AMQP",
                 KEEP_UNITS.len(),
-                args.prefetch,
+                args.router_prefetch,
                 store_placement(
                     args.store_dir.as_deref().unwrap_or(&dir),
                     &args.broker_data_dir

@@ -62,7 +62,7 @@ impl Bench {
         s.bus.shutdown_grace_ms = 1000;
         s.store.path = self.store_dir(dir).join("store.db").display().to_string();
         s.store.blob_dir = dir.join("blobs").display().to_string();
-        s.topology.router_prefetch = self.args.prefetch;
+        s.topology.router_prefetch = self.args.router_prefetch;
         s.http.listen = format!("127.0.0.1:{}", free_port()?);
         s.http.public_url = None;
         // /metrics without the operator key, on a listener of its own; and no rate limit or
