@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{ModeRuns, Round, median};
+use crate::measures::{ModeRuns, Round, median};
 
 /// The sweep's section.
 pub const SWEEP_HEADING: &str = "## Prefetch sweep";

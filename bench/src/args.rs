@@ -131,12 +131,6 @@ impl BenchArgs {
         self.modes.is_empty() || self.modes.iter().any(|m| m == part)
     }
 
-    /// Whether the comparison includes `mode`: by its own name or its group's (`pipe`,
-    /// `shovel`).
-    pub fn wants_mode(&self, mode: crate::round::Mode) -> bool {
-        self.wants(mode.short()) || self.modes.iter().any(|m| m == mode.group())
-    }
-
     /// The prefetch values of the sweep (none with --no-sweep), sorted, without repeats.
     pub fn sweep_points(&self) -> Vec<u16> {
         if self.no_sweep {

@@ -10,9 +10,11 @@ use lienthong_testkit::procs::{
 
 use crate::children::Child;
 use crate::cleanup::queue_counts;
+use crate::long_runs::Backlog;
+use crate::measures::ProcUse;
 use crate::procfs;
 use crate::procfs::check_disk;
-use crate::report::{self, Backlog, Header, ProcUse};
+use crate::results::Header;
 use crate::round::{Bench, CENTRE, Mode, POLICE, Setup};
 use crate::traffic::{self, Book, Gen, KeyBy, Plan};
 
@@ -225,7 +227,7 @@ pub(crate) async fn backlog(bench: &Bench, n: u64, header: &mut Header) -> anyho
         if let (Some(bb), Some(ba)) = (busy_before, procfs::machine_busy_seconds()) {
             let ours: f64 = b.procs.iter().map(|p| p.cpu_s).sum();
             b.procs.push(ProcUse {
-                name: report::OTHERS.into(),
+                name: crate::measures::OTHERS.into(),
                 cpu_s: (ba - bb - ours).max(0.0),
                 rss_kib: None,
                 written: None,

@@ -7,7 +7,8 @@ use crate::anchors::{Sweep, SweepPoint};
 use crate::args::BenchArgs;
 use crate::backlog::backlog;
 use crate::broker;
-use crate::report::{Header, ModeRuns, Results};
+use crate::measures::ModeRuns;
+use crate::results::{Header, Results};
 use crate::round::{Bench, Mode, RoundOpts, print_round};
 use crate::soak::soak;
 
@@ -31,7 +32,7 @@ pub(crate) async fn run_all(
         }
         return Ok(());
     }
-    let shovels = args.wants_mode(Mode::Shovel) || args.wants_mode(Mode::ShovelTcp);
+    let shovels = Mode::Shovel.wanted(args) || Mode::ShovelTcp.wanted(args);
     let plugin = if shovels {
         broker::prepare_shovel_plugin(|file, existed| {
             if let Ok(mut p) = bench.cleanup.plugin.lock() {
@@ -65,7 +66,7 @@ pub(crate) async fn run_all(
         }
     };
     let skipped = |m: Mode| -> Option<String> {
-        if !args.wants_mode(m) {
+        if !m.wanted(args) {
             Some("not selected (--modes)".into())
         } else if matches!(m, Mode::Shovel | Mode::ShovelTcp) {
             shovel_skip.clone()

@@ -15,7 +15,9 @@ use crate::args::BenchArgs;
 use crate::children::RunLock;
 use crate::cleanup::Cleanup;
 use crate::compare::run_all;
-use crate::report::{self, Header, ModeRuns, Results};
+use crate::measures::ModeRuns;
+use crate::report::{self};
+use crate::results::{Header, Results};
 use crate::round::{Bench, CENTRE, CIVIL, KEEP_UNITS, PACED_WARM_UP};
 use crate::{broker, procfs, traffic};
 

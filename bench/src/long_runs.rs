@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{ProcUse, Round, mib, ms};
+use crate::measures::{ProcUse, Round, mib, ms};
 use crate::traffic::percentile;
 
 /// The soak: many messages through the router with its memory sampled every second.

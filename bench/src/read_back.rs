@@ -191,7 +191,7 @@ pub fn scale(body: &str) -> Result<ScaleFigures, &'static str> {
 mod tests {
     use super::*;
     use crate::long_runs::{Backlog, Soak, backlog_section, soak_section};
-    use crate::report::{ProcUse, Round};
+    use crate::measures::{ProcUse, Round};
     use crate::scale_report::{self, ClassUse, Path, Scale, ScaleCell};
 
     const RUN: &str = "Run 2026-12-06 01:02:03 +0000 (`lienthong-bench --x`) on a machine.";
@@ -239,7 +239,7 @@ mod tests {
                 proc("lienthong run (router,tracer,http)", 90.0),
                 proc("lienthong run (adapters)", 70.0),
                 proc("broker (beam.smp)", 120.0),
-                proc(crate::report::OTHERS, 5.0),
+                proc(crate::measures::OTHERS, 5.0),
             ],
             ..Backlog::default()
         };

@@ -5,16 +5,13 @@
 
 use std::fmt::Write as _;
 
-use super::procfs::Machine;
 use super::traffic::percentile;
-pub use crate::long_runs::{Backlog, Soak};
-use crate::{anchors, long_runs, stages, targets};
+use crate::measures::{ModeRuns, OTHERS, ProcUse, mib, ms, rate};
+use crate::results::{BACKLOG, Results, SOAK};
+use crate::{anchors, long_runs, targets};
 
 /// The section engineers write by hand; always carried over verbatim.
 pub const CHANGES: &str = "## Changes and their effect";
-
-/// The pseudo-process for the CPU time of everything else on the machine during a round.
-pub const OTHERS: &str = "other processes (machine busy − the above)";
 
 const SETTINGS: &str = "## Machine and settings";
 const THROUGHPUT: &str = "## Throughput";
@@ -23,10 +20,6 @@ const CPU: &str = "## CPU and memory";
 const HTTP: &str = "## HTTP adapter, end to end";
 const PACED: &str = "## Paced latency";
 const STAGES: &str = "## Router stages";
-/// The soak's section (`--soak N`).
-pub const SOAK: &str = "## Soak";
-/// The backlog drain's section (`--backlog N`).
-pub const BACKLOG: &str = "## Backlog drain";
 
 /// Canonical order of the sections.
 const ORDER: [&str; 14] = [
@@ -59,181 +52,6 @@ const COMPARISON: [&str; 9] = [
     PACED,
     STAGES,
 ];
-
-/// One process's share of a round.
-#[derive(Debug, Clone)]
-pub struct ProcUse {
-    /// Which process (`bench`, `lienthong run`, `broker (beam.smp)`, …).
-    pub name: String,
-    /// CPU seconds (user + system) during the round.
-    pub cpu_s: f64,
-    /// Memory, KiB: peak (VmHWM) for children, resident at the end for the bench and the broker.
-    pub rss_kib: Option<u64>,
-    /// Bytes written to storage during the round ([`super::procfs::write_bytes`]), when
-    /// readable.
-    pub written: Option<u64>,
-}
-
-/// One round of one mode.
-#[derive(Debug, Clone, Default)]
-pub struct Round {
-    /// 1-based.
-    pub round: u32,
-    /// Messages sent.
-    pub count: u64,
-    /// Distinct messages that reached the sink.
-    pub moved: u64,
-    /// First send to last arrival, s.
-    pub secs: f64,
-    /// moved / secs.
-    pub rate: f64,
-    /// End-to-end latencies, µs.
-    pub lat_us: Vec<u32>,
-    /// Processes involved.
-    pub procs: Vec<ProcUse>,
-    /// What went wrong, if anything.
-    pub error: Option<String>,
-    /// Extra deliveries (redeliveries) the sink saw.
-    pub extra: u64,
-    /// lienthong: seconds after the last arrival until the tracer had stored every trace event.
-    pub trace_lag_s: Option<f64>,
-    /// Set-up of the round (queues or topology declared, children started and consuming), s.
-    pub set_up_s: f64,
-    /// Wall-clock time of the whole round, s.
-    pub wall_s: f64,
-    /// lienthong: the router's stage times at the end of the round.
-    pub stages: Vec<stages::StageTimes>,
-}
-
-impl Round {
-    /// Every message moved and nothing failed.
-    pub fn ok(&self) -> bool {
-        self.error.is_none() && self.moved == self.count
-    }
-}
-
-/// Every round of one mode at one prefetch.
-#[derive(Debug, Clone, Default)]
-pub struct ModeRuns {
-    /// Display name: the mode's, with ", prefetch N" when that is not the bench's.
-    pub name: String,
-    /// The mode's name, the same for each of its prefetch values.
-    pub mode: String,
-    /// Prefetch of the path's consumers and the sink.
-    pub prefetch: u16,
-    /// What the mode measures (one line).
-    pub what: String,
-    /// Rounds run.
-    pub rounds: Vec<Round>,
-    /// Why the mode was skipped, if it was.
-    pub skipped: Option<String>,
-}
-
-impl ModeRuns {
-    /// Rates of the rounds, in order.
-    pub fn rates(&self) -> Vec<f64> {
-        self.rounds.iter().map(|r| r.rate).collect()
-    }
-
-    /// Median rate.
-    pub fn median_rate(&self) -> Option<f64> {
-        median(&self.rates())
-    }
-
-    /// Every latency of every round, sorted.
-    pub fn latencies(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = self
-            .rounds
-            .iter()
-            .flat_map(|r| r.lat_us.iter().copied())
-            .collect();
-        v.sort_unstable();
-        v
-    }
-
-    /// Every round moved every message.
-    pub fn ok(&self) -> bool {
-        self.skipped.is_some() || (!self.rounds.is_empty() && self.rounds.iter().all(Round::ok))
-    }
-}
-
-/// Median of `v` (mean of the middle two for an even count).
-pub fn median(v: &[f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    Some(if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    })
-}
-
-/// Where and with what the run happened.
-#[derive(Debug, Clone, Default)]
-pub struct Header {
-    /// The machine.
-    pub machine: Machine,
-    /// RabbitMQ version (server property `version`).
-    pub broker_version: String,
-    /// How the broker process was found, and its pid.
-    pub broker_pid: Option<u32>,
-    /// `git rev-parse --short HEAD` (+ `-dirty`).
-    pub commit: String,
-    /// Local date and time of the run.
-    pub date: String,
-    /// The command line.
-    pub command: String,
-    /// Settings, as (name, value).
-    pub settings: Vec<(String, String)>,
-    /// Notes (plugin enabled, modes skipped, …).
-    pub notes: Vec<String>,
-    /// Wall-clock time of the whole invocation, s.
-    pub wall_s: f64,
-    /// Body size of every message, bytes.
-    pub body_bytes: usize,
-    /// The bench's prefetch (`--prefetch`).
-    pub prefetch: u16,
-    /// Rate of the paced runs, msg/s.
-    pub paced_rate: f64,
-}
-
-/// Everything one invocation measured.
-#[derive(Debug, Clone, Default)]
-pub struct Results {
-    /// Where and how.
-    pub header: Header,
-    /// The alternated modes, in order (direct, raw pipes, shovels, lienthong), each anchor at
-    /// the bench's prefetch and at its best of the sweep.
-    pub modes: Vec<ModeRuns>,
-    /// The anchors' prefetch sweep, when it ran.
-    pub sweep: Option<anchors::Sweep>,
-    /// The HTTP adapter, end to end.
-    pub http: Option<ModeRuns>,
-    /// Paced runs (direct, raw pipe, lienthong).
-    pub paced: Vec<ModeRuns>,
-    /// The soak, when asked.
-    pub soak: Option<Soak>,
-    /// The backlog drain, when asked.
-    pub backlog: Option<Backlog>,
-    /// The scale run, when asked.
-    pub scale: Option<crate::scale_report::Scale>,
-}
-
-pub(crate) fn ms(us: Option<u32>) -> String {
-    us.map_or("–".into(), |u| format!("{:.3}", f64::from(u) / 1000.0))
-}
-
-pub(crate) fn rate(r: Option<f64>) -> String {
-    r.map_or("–".into(), |r| format!("{r:.0}"))
-}
-
-pub(crate) fn mib(kib: Option<u64>) -> String {
-    kib.map_or("–".into(), |k| format!("{:.1}", k as f64 / 1024.0))
-}
 
 fn latency_row(name: &str, runs: &ModeRuns) -> String {
     let l = runs.latencies();
@@ -648,6 +466,7 @@ pub fn render(r: &Results, previous: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::measures::{Round, median};
 
     #[test]
     fn keeps_changes_and_other_runs_sections() {

@@ -16,8 +16,8 @@ use lienthong_core::registry::Settings;
 use crate::args::BenchArgs;
 use crate::children::Child;
 use crate::cleanup::{Cleanup, purge, queue_counts};
+use crate::measures::{ProcUse, Round};
 use crate::procfs;
-use crate::report::{self, ProcUse, Round};
 use crate::traffic::{self, Book, Gen, KeyBy, Plan};
 
 /// The centre that files the dossiers (Sơn Hà's PAC).
@@ -56,6 +56,12 @@ pub(crate) enum Mode {
 }
 
 impl Mode {
+    /// Whether the comparison of `args` includes this mode (`--modes`): by its own name or its
+    /// group's (`pipe`, `shovel`).
+    pub(crate) fn wanted(self, args: &BenchArgs) -> bool {
+        args.wants(self.short()) || args.modes.iter().any(|m| m == self.group())
+    }
+
     /// The anchors: what the broker does on its own, swept over prefetch values.
     pub(crate) const ANCHORS: [Mode; 4] =
         [Mode::PipePlain, Mode::Pipe, Mode::Shovel, Mode::ShovelTcp];
@@ -520,7 +526,7 @@ impl Bench {
         if let (Some(b), Some(a)) = (busy_before, procfs::machine_busy_seconds()) {
             let ours: f64 = r.procs.iter().map(|p| p.cpu_s).sum();
             r.procs.push(ProcUse {
-                name: report::OTHERS.into(),
+                name: crate::measures::OTHERS.into(),
                 cpu_s: (a - b - ours).max(0.0),
                 rss_kib: None,
                 written: None,
@@ -569,7 +575,7 @@ pub(crate) fn print_round(label: &str, r: &Round) {
 
 /// The router's stage times from a `lienthong run`'s `/metrics` (empty when it cannot be read:
 /// the figures are extra, the round stands without them).
-pub(crate) async fn router_stages(url: &str) -> Vec<crate::stages::StageTimes> {
+pub(crate) async fn router_stages(url: &str) -> Vec<crate::measures::StageTimes> {
     let text = async {
         reqwest::Client::new()
             .get(url)

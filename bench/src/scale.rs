@@ -22,7 +22,7 @@ use lienthong_testkit::procs::{
 use crate::children::Child;
 use crate::procfs;
 use crate::procfs::check_disk;
-use crate::report::Header;
+use crate::results::Header;
 use crate::round::{Bench, CENTRE, Mode, POLICE, Setup};
 use crate::scale_report::{
     ADAPTERS, BENCH, BROKER, ClassUse, FRONT, MOCK, POSTGRES, Path, ROUTERS, Scale, ScaleCell,

@@ -1,8 +1,9 @@
 //! `--soak N`: N messages through the router in one round, its memory sampled every second.
 
+use crate::long_runs::Soak;
 use crate::procfs;
 use crate::procfs::check_disk;
-use crate::report::{Header, Soak};
+use crate::results::Header;
 use crate::round::{Bench, Mode, RoundOpts, print_round};
 
 /// `--soak N`: N messages through the router with its memory sampled every second.

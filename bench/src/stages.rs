@@ -4,24 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::ModeRuns;
-
-/// One stage of the router as `lienthong run` reports it (`lienthong_router_stage_seconds`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct StageTimes {
-    /// `store_write`, `publish_confirm` or `trace_write`.
-    pub stage: String,
-    /// Messages timed since the process started.
-    pub count: u64,
-    /// Median, ms, estimated from the histogram's buckets ([`bucket_quantile`]).
-    pub p50_ms: f64,
-    /// 90th percentile, ms, likewise.
-    pub p90_ms: f64,
-    /// 99th percentile, ms, likewise.
-    pub p99_ms: f64,
-    /// The histogram's finite bucket bounds, seconds, as the process defines them.
-    pub bounds_s: Vec<f64>,
-}
+use crate::measures::{ModeRuns, StageTimes};
 
 /// The bucket bounds (seconds) as the report says them: "0.5, 1, 2 … 500 ms, 1, 2.5 … 10 s".
 fn bucket_bounds_text(bounds_s: &[f64]) -> String {

@@ -7,8 +7,9 @@
 use std::fmt::Write as _;
 
 use crate::anchors::{self, LIENTHONG, PIPE_PLAIN, SHOVEL};
+use crate::measures::ModeRuns;
 use crate::read_back;
-use crate::report::{BACKLOG, ModeRuns, Results, SOAK};
+use crate::results::{BACKLOG, Results, SOAK};
 use crate::traffic::percentile;
 
 /// The section's heading.
@@ -505,7 +506,8 @@ fn soak_row(body: Option<&str>) -> Row {
 mod tests {
     use super::*;
     use crate::long_runs::{Backlog, Soak, backlog_section, soak_section};
-    use crate::report::{Header, ProcUse, Round};
+    use crate::measures::{ProcUse, Round};
+    use crate::results::Header;
     use crate::scale_report::{BROKER as SCALE_BROKER, ClassUse, Path, Scale, ScaleCell};
 
     fn procs(bus: f64, broker: f64, written: u64) -> Vec<ProcUse> {
