@@ -9,9 +9,7 @@
 
 use lienthong_core::store::db::DbError;
 
-pub use lienthong_core::store::callbacks::{
-    callback_published_in, claim_callback_in, published_message_id,
-};
+pub use lienthong_core::store::callbacks::{Claim, callback_published_in, claim_callback_in};
 use lienthong_core::store::db::Db;
 use lienthong_core::store::deliveries::set_delivered;
 pub use lienthong_core::store::deliveries::{DeliveryRecord, insert_sending};

@@ -204,26 +204,22 @@ pub(super) async fn callback_inner(
     // In the process's group commit, like every hot write.
     let (unit_c, reference, st) = (unit_code.to_string(), reply.reference.clone(), reply.status);
     let json_env = serde_json::to_string(&env).unwrap_or_default();
-    let claimed = json_env.clone();
-    let (stored, published) = api
+    let claim = api
         .ctx
         .writer
-        .transact(move |c| deliveries::claim_callback_in(c, &unit_c, &reference, st, &claimed))
+        .transact(move |c| deliveries::claim_callback_in(c, &unit_c, &reference, st, &json_env))
         .await
         .map_err(|e| {
             tracing::error!(message = "the store did not take the callback", error = %e);
             Problem::unavailable("the store did not take the callback", 5)
         })?;
-    if published {
-        return deliveries::published_message_id(&stored).ok_or_else(|| {
-            Problem::internal("the published callback's stored message id is unreadable")
-        });
-    }
-    // This claim stored what it built (the usual case): no need to read it back.
-    let env = if stored == json_env {
-        env
-    } else {
-        serde_json::from_str::<Envelope>(&stored).map_err(Problem::internal)?
+    let env = match claim {
+        // This claim stored what it built (the usual case): nothing to read back.
+        deliveries::Claim::New => env,
+        deliveries::Claim::Unpublished(stored) => {
+            serde_json::from_str::<Envelope>(&stored).map_err(Problem::internal)?
+        }
+        deliveries::Claim::Published(message_id) => return Ok(message_id),
     };
     let ev = TraceEvent::new(TraceEventKind::Status, COMPONENT, Some(&env)).reason(format!(
         "callback from {unit_code}: TrangThaiHoSo {} {}",

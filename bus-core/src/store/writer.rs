@@ -93,8 +93,9 @@ impl WriteJob {
 /// Group commit of every write of one process (the router's accepted envelopes, trace events,
 /// the process manager's state and outbox, the delivery log, agency callbacks, the edXML
 /// outbox, the retention sweeps): a thread with its own connection takes the writes queued
-/// meanwhile (at most 256; under load it waits up to [`COMMIT_DELAY`] for more) into one transaction and answers each after the commit. Under load
-/// many messages share a commit and a thread wake-up; an idle writer commits each write at once.
+/// meanwhile (at most 256; under load it waits up to [`COMMIT_DELAY`] for more) into one
+/// transaction and answers each after the commit. Under load many messages share a commit and a
+/// thread wake-up; an idle writer commits each write at once.
 ///
 /// WAL checkpoints stay out of the commits that messages wait on. SQLite's automatic
 /// checkpoint would run inside the commit that crosses 1000 frames, copying megabytes into the
