@@ -260,7 +260,14 @@ async fn an_operator_finds_a_dossier_sees_a_failing_agency_replays_its_dead_lett
         .click()
         .await
         .expect("log in");
-    let here = c.current_url().await.expect("url");
+    // The login's redirect lands when the server has checked the key (slower on a loaded
+    // machine): wait for it rather than read the URL once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut here = c.current_url().await.expect("url");
+    while !here.path().ends_with("/console/dossiers") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        here = c.current_url().await.expect("url");
+    }
     assert!(here.path().ends_with("/console/dossiers"), "{here}");
 
     // Search without diacritics, open the dossier, see its hand-overs.
