@@ -36,6 +36,8 @@ pub struct BenchArgs {
     pub sweep_messages: Option<u64>,
     /// Prefetch of lienthong's router in every lienthong run (the shipped default,
     /// `[topology] router_prefetch`); the sink and the anchors use --prefetch and the sweep.
+    /// lienthong also runs with its sink at this prefetch (every consumer of its path at one
+    /// value, as the anchors' best runs), and its ratios are from the better of the two.
     #[arg(long, default_value_t = 500)]
     pub router_prefetch: u16,
     /// Publisher confirms the producer keeps outstanding.

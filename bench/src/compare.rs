@@ -92,6 +92,11 @@ pub(crate) async fn run_all(
         }
         results.sweep = Some(sw);
     }
+    // lienthong also with its sink at the router's prefetch: every consumer of its path at one
+    // value, as an anchor at its best runs.
+    if args.router_prefetch != args.prefetch {
+        best.push((Mode::Lienthong, args.router_prefetch));
+    }
     let mut variants: Vec<(Mode, u16)> = Vec::new();
     for m in Mode::ALTERNATED {
         variants.push((m, args.prefetch));
