@@ -39,6 +39,14 @@ impl DeliveryLog {
     pub fn get(&self, message_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
         self.store.delivery(message_id)
     }
+
+    /// The delivery of a message, in either state, from async code: on the async worker when
+    /// the store is the embedded SQLite file, on the blocking pool on PostgreSQL
+    /// ([`Store::point_read`]).
+    pub async fn lookup(&self, message_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+        let id = message_id.to_string();
+        self.store.point_read(move |s| s.delivery(&id)).await
+    }
 }
 
 /// Record a completed delivery inside an open transaction (the group commit's): the `sending`

@@ -25,7 +25,10 @@ pub const COMPONENT: &str = "adapters";
 /// Run one consumer per adapter-reached unit until shutdown, with the process's adapters
 /// (built once, shared with the HTTP API's callback route).
 pub async fn run(ctx: Ctx, adapters: Adapters) -> anyhow::Result<()> {
-    let log = DeliveryLog::new(ctx.store.clone())?;
+    // A reader connection of the adapters' own: their idempotency lookup runs on the async
+    // worker ([`DeliveryLog::lookup`]) and must not wait behind a console query on the
+    // process's shared one.
+    let log = DeliveryLog::open(ctx.store_location())?;
     let webhook = crate::alerts::Webhook::new(&ctx.settings.process);
     let mut tasks = tokio::task::JoinSet::new();
     for unit in ctx

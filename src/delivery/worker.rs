@@ -118,11 +118,9 @@ impl Worker {
             panic!("fail point adapter-handler-panic: {}", env.message_id)
         });
         // Idempotent consumer: a message whose delivery already completed is not sent again.
-        let log = self.log.clone();
-        let id = env.message_id.clone();
-        let known = match tokio::task::spawn_blocking(move || log.get(&id)).await {
-            Ok(Ok(k)) => k,
-            _ => {
+        let known = match self.log.lookup(&env.message_id).await {
+            Ok(k) => k,
+            Err(_) => {
                 tracing::error!(message = "cannot read the delivery log; requeueing");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 requeue(d).await;

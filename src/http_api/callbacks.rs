@@ -94,8 +94,6 @@ pub(super) async fn callback_inner(
             e.to_string(),
         )
     })?;
-    let log = api.log.clone();
-    let reference = reply.reference.clone();
     let unknown = || {
         Problem::new(
             StatusCode::NOT_FOUND,
@@ -107,17 +105,16 @@ pub(super) async fn callback_inner(
             ),
         )
     };
-    let delivery = match tokio::task::spawn_blocking(move || log.get(&reference)).await {
-        Ok(Ok(Some(d))) => d,
-        Ok(Ok(None)) => return Err(unknown()),
-        Ok(Err(e)) => {
+    let delivery = match api.log.lookup(&reply.reference).await {
+        Ok(Some(d)) => d,
+        Ok(None) => return Err(unknown()),
+        Err(e) => {
             return Err(Problem::unavailable_because(
                 "the delivery log could not be read",
                 5,
                 e,
             ));
         }
-        Err(e) => return Err(Problem::internal(e)),
     };
     // Another unit's delivery is as unknown to this one as no delivery at all.
     if delivery.unit != unit_code {

@@ -165,7 +165,9 @@ pub async fn hold_broker(ctx: Ctx, slot: BrokerSlot) -> anyhow::Result<()> {
 /// limit while the handler reads the body.
 pub fn app(ctx: Ctx, adapters: Adapters) -> anyhow::Result<(Router, BrokerSlot)> {
     let broker: BrokerSlot = Arc::default();
-    let log = DeliveryLog::new(ctx.store.clone())?;
+    // A reader connection of the callbacks' own: their delivery lookup runs on the async worker
+    // ([`DeliveryLog::lookup`]) and must not wait behind a console query on the shared one.
+    let log = DeliveryLog::open(ctx.store_location())?;
     let http = &ctx.settings.http;
     // Let bodies a little over the envelope limit through, so that the envelope check answers
     // with a problem+json 413 that names the limit.

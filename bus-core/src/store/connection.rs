@@ -72,6 +72,24 @@ impl Store {
             .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
+    /// Run the point read `f` (an indexed lookup of a row or a few): on the embedded SQLite
+    /// store right here, on the async worker; on PostgreSQL, where it is a round trip to the
+    /// server, on the blocking pool ([`Store::read`]). On SQLite it takes microseconds on this
+    /// handle's WAL reader connection, which never waits for the writer's lock, and the
+    /// hand-off to the blocking pool and back costs more CPU than the read (the router's
+    /// lookup: ~15 % of its CPU per message; the adapters' and callbacks' lookups: issue 21,
+    /// BENCHMARKS.md). Errors: `f`'s, or the task failed.
+    pub async fn point_read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if self.embedded {
+            f(self)
+        } else {
+            self.read(f).await
+        }
+    }
+
     /// Run `write` in the group commit of the attached writer ([`MessageWriter::transact`]):
     /// in a savepoint of its own, committed with the other writes queued meanwhile. Errors: the
     /// write's own, the commit's, or [`StoreError::ReadOnly`] when no writer is attached.
