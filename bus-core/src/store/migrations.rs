@@ -239,10 +239,17 @@ CREATE TABLE IF NOT EXISTS http_idempotency (
 CREATE INDEX IF NOT EXISTS http_idempotency_by_age ON http_idempotency (at_ms);
 "#;
 
+/// Migration 8: the delivery log's index by dossier goes. No statement ever read it (the log is
+/// read by message id: the adapters' idempotency check, the callbacks' `MaThamChieu`), and every
+/// delivery wrote to it: one more B-tree leaf rewritten per commit (issue 21, BENCHMARKS.md).
+const V8: &str = r#"
+DROP INDEX IF EXISTS deliveries_by_dossier;
+"#;
+
 /// The migrations, oldest first; after migration `n` the file's `user_version` is `n`. Append
 /// only: never edit one that was released. Each is idempotent (`IF NOT EXISTS`), so two
 /// processes opening a store at once cannot trip over each other's upgrade.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The schema version this build writes (the number of migrations).
 pub fn latest_version() -> i64 {

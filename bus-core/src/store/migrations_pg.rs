@@ -197,8 +197,14 @@ CREATE TABLE IF NOT EXISTS http_idempotency (
 CREATE INDEX IF NOT EXISTS http_idempotency_by_age ON http_idempotency (at_ms);
 "#;
 
+/// Migration 3: the delivery log's index by dossier goes (SQLite's migration 8: never read,
+/// written by every delivery).
+const P3: &str = r#"
+DROP INDEX IF EXISTS deliveries_by_dossier;
+"#;
+
 /// The PostgreSQL migrations, oldest first. Append only.
-pub const PG_MIGRATIONS: &[&str] = &[P1, P2];
+pub const PG_MIGRATIONS: &[&str] = &[P1, P2, P3];
 
 /// The schema version of a PostgreSQL store (0 before the first migration).
 pub fn version(c: &Db) -> Result<i64, DbError> {

@@ -116,6 +116,14 @@ async fn a_store_of_the_previous_release_is_upgraded_and_keeps_its_data() {
             assert!(sql.contains("chain_hash BLOB"), "{sql}");
             continue;
         }
+        if table.0 == "deliveries_by_dossier" {
+            // Migration 8 drops this index, which nothing read.
+            assert!(
+                !upgraded.iter().any(|(n, _)| n == "deliveries_by_dossier"),
+                "{upgraded:?}"
+            );
+            continue;
+        }
         if table.0 == "dead_letters" {
             // Migration 6 appends the history, body and replay columns and nothing else.
             let (_, sql) = upgraded
