@@ -1040,3 +1040,17 @@ pub fn listen_reconnecting(
     });
     rx
 }
+
+/// Every queue of the test's `prefix` with its messages (total and ready), one per line,
+/// for a failure's message.
+pub fn broker_queues(prefix: &str) -> String {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "name", "messages", "messages_ready"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .filter(|l| l.starts_with(prefix))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
