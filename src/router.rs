@@ -264,24 +264,17 @@ impl Router {
             .attempt(if d.redelivered { 2 } else { 1 });
         // The events of this message go to the trace together, when the outcome is known.
         // One store read (indexed, on the router's own connection): does the process manager
-        // run the dossier, and where did it come from. It runs on this async worker, the one
-        // store call of the hot path that does: a point read on a WAL reader connection of the
-        // router's own (readers never wait for the writer's lock) takes microseconds, while the
-        // hand-off to the blocking pool and back cost the router ~15% more CPU per message and
-        // its throughput ÷ raw pipe fell from 0.64–0.89 to 0.49–0.61 (A/B, BENCHMARKS.md).
-        // On PostgreSQL the reads are round trips to the server: they go to the blocking pool.
-        let (found, seen) = if self.reader.is_embedded() {
-            (
-                self.reader.lookup_dossier(&env.ma_ho_so),
-                self.reader.message_seen(&env.message_id),
-            )
-        } else {
-            let (ma, id) = (env.ma_ho_so.clone(), env.message_id.clone());
-            self.reader
-                .read(move |s| Ok((s.lookup_dossier(&ma), s.message_seen(&id))))
-                .await
-                .map_err(|e| Failure::Retry(format!("cannot read the store: {e}")))?
-        };
+        // run the dossier, and where did it come from. A point read ([`Store::point_read`]): on
+        // SQLite it runs on this async worker, the one store call of the hot path that does (a
+        // WAL reader never waits for the writer's lock and the read takes microseconds, while
+        // the hand-off to the blocking pool and back cost the router ~15% more CPU per message:
+        // A/B, BENCHMARKS.md); on PostgreSQL, a round trip to the server, on the blocking pool.
+        let (ma, id) = (env.ma_ho_so.clone(), env.message_id.clone());
+        let (found, seen) = self
+            .reader
+            .point_read(move |s| Ok((s.lookup_dossier(&ma), s.message_seen(&id))))
+            .await
+            .map_err(|e| Failure::Retry(format!("cannot read the store: {e}")))?;
         let (runs, origin) = match found {
             Ok(found) => found,
             Err(e) => return Err(Failure::Retry(format!("cannot read the store: {e}"))),
