@@ -417,7 +417,7 @@ impl ProcessManager {
                     metrics::counter!("lienthong_queue_full_parked_total", "component" => COMPONENT)
                         .increment(1);
                     TraceEvent::new(TraceEventKind::Retried, COMPONENT, Some(&env)).reason(format!(
-                        "{}: the broker refused it for queue {unit_queue} (x-max-length / x-max-length-bytes reached); parked in {queue}, back to the queue in {delay} ms (process manager)",
+                        "{}: the broker refused it for queue {unit_queue} (x-max-length / x-max-length-bytes reached); parked in {queue}, offered to the queue again in {delay} ms (held by the broker while it is still full; process manager)",
                         lienthong_core::overflow::QUEUE_FULL
                     ))
                 }

@@ -454,7 +454,7 @@ impl Router {
                     .increment(1);
                 let parked = TraceEvent::new(TraceEventKind::Retried, COMPONENT, Some(&env))
                     .reason(format!(
-                        "{}: the broker refused it for queue {} (x-max-length / x-max-length-bytes reached); parked in {queue}, back to the queue in {delay} ms",
+                        "{}: the broker refused it for queue {} (x-max-length / x-max-length-bytes reached); parked in {queue}, offered to the queue again in {delay} ms (held by the broker while it is still full)",
                         overflow::QUEUE_FULL,
                         self.ctx.names.unit_queue(&decision.receiver)
                     ));

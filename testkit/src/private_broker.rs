@@ -25,8 +25,9 @@ pub struct PrivateBroker {
 impl PrivateBroker {
     /// Start a node with extra `rabbitmq.conf` lines and `files` (name, content) written into
     /// its directory first (an `enabled_plugins` file among them replaces the default of no
-    /// plugin); `{dir}` in `conf` stands for that directory. Waits (up to 90 s)
-    /// until its AMQP listener answers.
+    /// plugin; an `advanced.config` file is the node's advanced configuration, Erlang terms, for
+    /// the settings `rabbitmq.conf` has no key for); `{dir}` in `conf` stands for that
+    /// directory. Waits (up to 90 s) until its AMQP listener answers.
     ///
     /// Errors: `rabbitmq-server` missing or failing, or the node not answering in time (the
     /// error names its log directory).
@@ -226,7 +227,13 @@ impl PrivateBroker {
 /// `rabbitmq-server -detached` for node `node` with its ports and the directory `dir`
 /// ([`PrivateBroker::try_start_with_files`] wrote its config there).
 fn launch(node: &str, port: u16, dist: u16, dir: &std::path::Path) -> anyhow::Result<()> {
-    let st = Command::new("rabbitmq-server")
+    let mut cmd = Command::new("rabbitmq-server");
+    // The node's advanced configuration, when `try_start_with_files` was given one.
+    let advanced = dir.join("advanced.config");
+    if advanced.exists() {
+        cmd.env("RABBITMQ_ADVANCED_CONFIG_FILE", advanced);
+    }
+    let st = cmd
         .arg("-detached")
         .env("RABBITMQ_NODENAME", node)
         .env("RABBITMQ_NODE_PORT", port.to_string())

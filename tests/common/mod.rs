@@ -1042,9 +1042,14 @@ pub fn listen_reconnecting(
 }
 
 /// Every queue of the test's `prefix` with its messages (total and ready), one per line,
-/// for a failure's message.
-pub fn broker_queues(prefix: &str) -> String {
-    let out = std::process::Command::new("rabbitmqctl")
+/// for a failure's message: on the shared node, or on the private node `node` (`rabbitmqctl
+/// -n`). RabbitMQ refreshes these counts on each queue's tick (seconds).
+pub fn broker_queues(node: Option<&str>, prefix: &str) -> String {
+    let mut cmd = std::process::Command::new("rabbitmqctl");
+    if let Some(node) = node {
+        cmd.args(["-n", node]);
+    }
+    let out = cmd
         .args(["-q", "list_queues", "name", "messages", "messages_ready"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
