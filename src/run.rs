@@ -166,14 +166,31 @@ where
 /// `topology` in `/readyz`): every `[topology] check_ms` it declares the whole topology again,
 /// so an exchange, queue or binding deleted while nothing published to it comes back without
 /// waiting for traffic to find it missing, and one re-declared with other arguments shows in
-/// `/readyz` (503, naming it) until it is fixed. Declaring is idempotent.
+/// `/readyz` (503, naming it) until it is fixed. Declaring is idempotent. After a failed check
+/// the next comes sooner (1 s, doubling up to `check_ms`), so that a fault another component
+/// has already repaired (e.g. an exchange deleted between two of the keeper's declarations) does
+/// not stay in `/readyz` for a whole period.
 async fn keep_topology(ctx: Ctx) -> anyhow::Result<()> {
+    use backon::BackoffBuilder;
     let mut stop = ctx.shutdown.clone();
-    let every = ctx.settings.topology.check_ms;
+    let every = Duration::from_millis(ctx.settings.topology.check_ms.max(1000));
+    let soon = || {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(every)
+            .without_max_times()
+            .build()
+    };
+    let mut retries = soon();
     let mut failing = false;
     loop {
+        let wait = if failing {
+            retries.next().unwrap_or(every)
+        } else {
+            every
+        };
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(every.max(1000))), if every > 0 => {}
+            _ = tokio::time::sleep(wait), if ctx.settings.topology.check_ms > 0 => {}
             _ = stop.changed() => return Ok(()),
         }
         if !ctx.conn.status().connected() {
@@ -185,6 +202,7 @@ async fn keep_topology(ctx: Ctx) -> anyhow::Result<()> {
                     tracing::info!(message = "the topology is declared again");
                 }
                 failing = false;
+                retries = soon();
                 ctx.health.channel_ok("topology", "declarations");
             }
             Err(f) => {
