@@ -329,8 +329,17 @@ async fn the_dead_letter_exchange_deleted_while_dossiers_are_refused_is_declared
         (envs.len() - refused.len()) as u64,
         "{stats}"
     );
-    let (status, body) = readyz(&bus).await;
-    assert_eq!(status, 200, "{body}");
+    // Ready again: a topology check that failed while the exchange was gone is made again
+    // within seconds (1 s, doubling).
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = readyz(&bus).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < until, "{status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(
         recoveries(&bus, &format!("dead letters {POLICE}")).await >= 1,
         "the adapter's dead-letter channel was reopened"
