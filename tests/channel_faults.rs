@@ -37,6 +37,33 @@ async fn delete_exchange(bus: &Bus, exchange: &str) {
     let _ = ch.close(200, "fault injected".into()).await;
 }
 
+/// Replace `exchange` with a fanout one of the same name (as an operator would by mistake). The
+/// bus declares the exchange again as soon as a publish or its topology keeper finds it gone, so
+/// the test may lose the race between its delete and its declare (406): it tries again until its
+/// fanout one stands (panics after 20 tries).
+async fn replace_with_fanout(bus: &Bus, exchange: &str) {
+    for _ in 0..20 {
+        delete_exchange(bus, exchange).await;
+        let ch = bus.conn.create_channel().await.expect("channel");
+        let declared = ch
+            .exchange_declare(
+                exchange.into(),
+                lapin::ExchangeKind::Fanout,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        if declared.is_ok() {
+            let _ = ch.close(200, "fault injected".into()).await;
+            return;
+        }
+    }
+    panic!("the fanout exchange {exchange} was not declared in 20 tries");
+}
+
 /// What the centre got back, per dossier code: the distinct message ids of its final answers
 /// (`dossier.result`, or a `bus.dead_letter` notice).
 #[derive(Clone, Default)]
@@ -431,30 +458,7 @@ async fn a_deliver_exchange_replaced_with_another_type_makes_the_bus_unready_unt
     // returned (nothing is bound to it) and re-declaring the direct exchange fails with
     // 406 PRECONDITION_FAILED.
     let deliver = bus.names.deliver_exchange();
-    // The bus re-declares the exchange as soon as a publish finds it gone, so the test may lose
-    // the race between its delete and its declare: it tries again until its fanout one stands.
-    let mut replaced = false;
-    for _ in 0..20 {
-        delete_exchange(&bus, &deliver).await;
-        let ch = bus.conn.create_channel().await.expect("channel");
-        let declared = ch
-            .exchange_declare(
-                deliver.as_str().into(),
-                lapin::ExchangeKind::Fanout,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        if declared.is_ok() {
-            let _ = ch.close(200, "fault injected".into()).await;
-            replaced = true;
-            break;
-        }
-    }
-    assert!(replaced, "the fanout exchange was declared");
+    replace_with_fanout(&bus, &deliver).await;
     let fault_at = Instant::now();
     // While it cannot publish, the bus says so, naming the component and the broker's error.
     let body = eventually_async(30, || async {
@@ -554,31 +558,8 @@ async fn an_idle_bus_declares_what_was_deleted_again_and_reports_what_it_cannot(
     let r = next(&mut centre, 30).await;
     assert_eq!(r.ma_ho_so, env.ma_ho_so);
     // An exchange replaced by one of another type, while idle: /readyz says so by itself.
-    // The keeper (every second here) may declare it again between the delete and the declare:
-    // then the declare is refused (406) and both are done again.
     let deliver = bus.names.deliver_exchange();
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        delete_exchange(&bus, &deliver).await;
-        let ch = bus.conn.create_channel().await.expect("channel");
-        match ch
-            .exchange_declare(
-                deliver.as_str().into(),
-                lapin::ExchangeKind::Fanout,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-        {
-            Ok(()) => break,
-            Err(e) if tries < 10 => eprintln!("exchange.declare fanout, try {tries}: {e}"),
-            Err(e) => panic!("exchange.declare fanout: {e}"),
-        }
-    }
+    replace_with_fanout(&bus, &deliver).await;
     let body = eventually_async(10, || async {
         let (status, body) = readyz(&bus).await;
         (status == 503).then_some(body)
