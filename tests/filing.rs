@@ -52,24 +52,21 @@ async fn next_for(
     kind: &str,
     ma: &str,
 ) -> Envelope {
-    loop {
-        let e = next(rx, 30).await;
-        if e.kind.as_str() == kind && e.ma_ho_so == ma {
-            return e;
-        }
-    }
+    let [e] = first_of_each(rx, kind, [ma]).await;
+    e
 }
 
-/// The first forward for each dossier of `mas` on `rx`, in the order of `mas` whatever the order
-/// they come in (others are skipped; panics after 30 s without any envelope).
-async fn forwards_for<const N: usize>(
+/// The first envelope of `kind` for each dossier of `mas` on `rx`, in the order of `mas` whatever
+/// the order they come in (others are skipped; panics after 30 s without any envelope).
+async fn first_of_each<const N: usize>(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<Envelope>,
+    kind: &str,
     mas: [&str; N],
 ) -> [Envelope; N] {
     let mut got: [Option<Envelope>; N] = std::array::from_fn(|_| None);
     while got.iter().any(Option::is_none) {
         let e = next(rx, 30).await;
-        if e.kind.as_str() == Kind::FORWARD
+        if e.kind.as_str() == kind
             && let Some(i) = mas.iter().position(|m| *m == e.ma_ho_so)
             && got[i].is_none()
         {
@@ -179,7 +176,12 @@ async fn a_birth_filing_without_a_residence_address_is_refused_at_ingress_with_t
     let good_amqp = filing(5, true);
     bus.send(&good_amqp).await;
     // In either order: the two filings are routed side by side.
-    let [first, _] = forwards_for(&mut civil, [&good_http.ma_ho_so, &good_amqp.ma_ho_so]).await;
+    let [first, _] = first_of_each(
+        &mut civil,
+        Kind::FORWARD,
+        [&good_http.ma_ho_so, &good_amqp.ma_ho_so],
+    )
+    .await;
     assert_eq!(first.sender, SON_HA);
     // Only those two reached the office: the refused ones never left ingress.
     assert!(

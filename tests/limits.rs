@@ -274,23 +274,17 @@ async fn a_flooded_unit_queue_parks_its_overflow_while_other_units_flow_and_lose
     while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(3), civil.recv()).await {
         *seen.entry(e.message_id).or_default() += 1;
     }
+    // What did not arrive, each with its dossier's trace as `lienthong trace` prints it.
     let missing: Vec<String> = flood
         .iter()
         .zip(&flooded)
         .filter(|(id, _)| !seen.contains_key(*id))
-        .map(|(id, ma)| {
-            let trace = store
-                .timeline(ma)
-                .map(|rows| {
-                    rows.iter()
-                        .map(|r| {
-                            format!("{} {} {}", r.at, r.event, r.reason.as_deref().unwrap_or(""))
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-                .unwrap_or_else(|e| format!("no trace: {e}"));
-            format!("{id} ({ma}): {trace}")
+        .map(|(id, ma)| match store.timeline(ma) {
+            Ok(rows) => format!(
+                "{id}:\n{}",
+                lienthong_core::trace::render_timeline(ma, &rows)
+            ),
+            Err(e) => format!("{id} ({ma}): no trace: {e}"),
         })
         .collect();
     let twice = seen.values().filter(|n| **n > 1).count();
