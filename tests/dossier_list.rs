@@ -242,3 +242,47 @@ async fn dossiers_are_listed_found_without_diacritics_filtered_and_exported_for_
         "{table}"
     );
 }
+
+/// A dossier a centre files over HTTP (`POST /v1/messages`, routed to a named receiver: not a
+/// process-manager dossier) is in the index like one published over AMQP: listed with its centre
+/// and holder, then completed by the office's result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dossier_filed_over_http_is_listed_and_followed() {
+    let bus = Bus::start("dossier-list-http").await;
+    let mut civil = bus.listen(SON_HA_CIVIL).await;
+    let filed = birth(9201, SON_HA_CIVIL);
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/messages", bus.http))
+        .bearer_auth(bus.key(SON_HA))
+        .json(&filed)
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(r.status().as_u16(), 202, "{:?}", r.text().await);
+    let at_civil = next(&mut civil, 15).await;
+    assert_eq!(at_civil.ma_ho_so, filed.ma_ho_so);
+    let row = eventually_async(20, || async {
+        let (_, page) = list(&bus, "q=261129-920").await;
+        page["items"]
+            .as_array()?
+            .iter()
+            .find(|i| i["ma_ho_so"] == filed.ma_ho_so.as_str())
+            .cloned()
+    })
+    .await;
+    assert_eq!(row["centre"], SON_HA, "{row:#}");
+    assert_eq!(row["holder"], SON_HA_CIVIL, "{row:#}");
+    assert_eq!(row["phase"], "running", "{row:#}");
+
+    let mut result = at_civil.reply(Kind::RESULT, SON_HA_CIVIL, SON_HA);
+    result.payload.result = Some(Map::from_iter([(
+        "so_dang_ky_khai_sinh".to_string(),
+        json!("154/2026"),
+    )]));
+    bus.send(&result).await;
+    eventually_async(20, || async {
+        let (_, page) = list(&bus, "q=261129-920&phase=completed").await;
+        (codes(&page) == [filed.ma_ho_so.clone()]).then_some(())
+    })
+    .await;
+}

@@ -220,7 +220,8 @@ pub(super) async fn submit_inner(
             origin_unit: env.sender.clone(),
             correlation_id: env.correlation_id.clone(),
         };
-        let recorded = api.ctx.writer.record_origin(o).await;
+        let note = lienthong_core::store::DossierNote::of(&env, &decision.receiver);
+        let recorded = api.ctx.writer.record_origin(o, note).await;
         if recorded.is_err() {
             return Err(Problem::unavailable(
                 "the store did not record the dossier",

@@ -9,6 +9,7 @@ use crate::store::db::{Db, OptionalExtension};
 use crate::store::db::{DbError, Row};
 
 use super::connection::Store;
+use super::dossiers::DossierNote;
 use super::error::StoreError;
 use super::writer::MessageWriter;
 
@@ -89,11 +90,15 @@ pub fn origin_in(c: &Db, ma_ho_so: &str) -> Result<Option<Origin>, DbError> {
 }
 
 impl MessageWriter {
-    /// Record a dossier's origin if none is recorded yet; returns the recorded origin (the
-    /// first one wins).
-    pub async fn record_origin(&self, o: Origin) -> Result<Origin, String> {
+    /// Record a dossier's origin if none is recorded yet, and its row in the dossier index
+    /// from `note` (the filing, routed to its receiver), in one transaction; returns the
+    /// recorded origin (the first one wins). The HTTP API's filing: the router that routes it
+    /// then finds the origin and only moves the row, as for any later message.
+    pub async fn record_origin(&self, o: Origin, note: DossierNote) -> Result<Origin, String> {
         self.transact(move |c| {
-            insert_origin(c, &o, crate::clock::now_ms())?;
+            let now = crate::clock::now_ms();
+            insert_origin(c, &o, now)?;
+            super::dossiers::note_in(c, Some(&o), &note, now)?;
             Ok(origin_in(c, &o.ma_ho_so)?.unwrap_or(o))
         })
         .await

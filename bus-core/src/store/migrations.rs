@@ -246,10 +246,27 @@ const V8: &str = r#"
 DROP INDEX IF EXISTS deliveries_by_dossier;
 "#;
 
+/// Migration 9: the index rows that dossiers filed over the HTTP API to a named receiver never
+/// got (their origin was recorded at ingress without the row, so the router only found a row to
+/// move when there was one; fixed in the same release). Each origin without a row gets one: its
+/// centre and procedure, received when the origin was recorded, `completed` at its last stored
+/// `dossier.result` when the message store still holds one, else `running` with no holder; the
+/// dossier's next message moves it as usual.
+const V9: &str = r#"
+INSERT INTO dossiers (ma_ho_so, ma_tthc, centre, search, phase, received_ms, ended_ms, updated_ms)
+    SELECT o.ma_ho_so, o.ma_tthc, o.origin_unit, lower(o.ma_ho_so || ' ' || o.ma_tthc),
+           CASE WHEN r.ended_ms IS NULL THEN 'running' ELSE 'completed' END,
+           o.first_seen_ms, r.ended_ms, COALESCE(r.ended_ms, o.first_seen_ms)
+    FROM dossier_origins o
+    LEFT JOIN (SELECT ma_ho_so, MAX(accepted_at_ms) AS ended_ms FROM messages
+               WHERE kind = 'dossier.result' GROUP BY ma_ho_so) r ON r.ma_ho_so = o.ma_ho_so
+    WHERE NOT EXISTS (SELECT 1 FROM dossiers d WHERE d.ma_ho_so = o.ma_ho_so);
+"#;
+
 /// The migrations, oldest first; after migration `n` the file's `user_version` is `n`. Append
 /// only: never edit one that was released. Each is idempotent (`IF NOT EXISTS`), so two
 /// processes opening a store at once cannot trip over each other's upgrade.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// The schema version this build writes (the number of migrations).
 pub fn latest_version() -> i64 {

@@ -216,6 +216,59 @@ async fn a_store_of_the_previous_release_is_upgraded_and_keeps_its_data() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Migration 9 gives the dossiers filed over the HTTP API before it (an origin, no index row)
+/// their row: `completed` at their last stored result, else `running`; rows already there stay.
+#[test]
+fn migration_9_indexes_the_dossiers_filed_over_http_before_it() {
+    let dir = temp_dir("v9");
+    let path = dir.join("v8.db");
+    std::fs::create_dir_all(&dir).expect("dir");
+    {
+        let c = Connection::open(&path).expect("open");
+        for m in &MIGRATIONS[..8] {
+            c.execute_batch(m).expect("migration");
+        }
+        c.pragma_update(None, "user_version", 8).expect("version");
+        c.execute_batch(
+            "INSERT INTO dossier_origins VALUES ('D-2', 'T-1', 'A', 'c2', 10), ('D-3', 'T-1', 'A', 'c3', 20), ('D-4', 'T-1', 'A', 'c4', 30);
+             INSERT INTO messages VALUES ('m2', 11, 'D-2', 'dossier.forward', 'A', 'B', x'7b7d'), ('m3', 15, 'D-2', 'dossier.result', 'B', 'A', x'7b7d');
+             INSERT INTO dossiers (ma_ho_so, ma_tthc, centre, search, phase, holder, received_ms, updated_ms) VALUES ('D-4', 'T-1', 'A', 'd-4 t-1', 'running', 'B', 30, 31);",
+        )
+        .expect("rows");
+    }
+    let store = Store::open(&path).expect("store");
+    let row = |ma: &str| {
+        store
+            .with(|c| {
+                c.query_row(
+                    "SELECT centre, phase, holder, received_ms, ended_ms FROM dossiers WHERE ma_ho_so = ?1",
+                    params![ma],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<String>>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, Option<i64>>(4)?,
+                        ))
+                    },
+                )
+            })
+            .expect("row")
+    };
+    assert_eq!(
+        row("D-2"),
+        ("A".into(), "completed".into(), None, 10, Some(15))
+    );
+    assert_eq!(row("D-3"), ("A".into(), "running".into(), None, 20, None));
+    assert_eq!(
+        row("D-4"),
+        ("A".into(), "running".into(), Some("B".into()), 30, None)
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A file written by a newer build is refused, not written to.
 #[test]
 fn a_store_of_a_newer_release_is_refused() {
