@@ -53,7 +53,7 @@ impl Store {
     pub fn dossier_party(&self, ma_ho_so: &str, unit: &str) -> Result<bool, StoreError> {
         self.with(|c| {
             c.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM dossier_origins o WHERE o.ma_ho_so = ?1 AND o.origin_unit = ?2)
+                "SELECT EXISTS (SELECT 1 FROM dossiers o WHERE o.ma_ho_so = ?1 AND o.centre = ?2 AND o.correlation_id IS NOT NULL)
                     OR EXISTS (SELECT 1 FROM processes p WHERE p.ma_ho_so = ?1 AND p.origin_unit = ?2)
                     OR EXISTS (SELECT 1 FROM messages m WHERE m.ma_ho_so = ?1 AND (m.receiver = ?2 OR m.sender = ?2))
                     OR EXISTS (SELECT 1 FROM process_outbox x WHERE x.ma_ho_so = ?1 AND x.receiver = ?2)",
@@ -69,7 +69,7 @@ impl Store {
         self.with(|c| {
             c.prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM blob_dossiers b WHERE b.sha256 = ?1 AND (
-                    EXISTS (SELECT 1 FROM dossier_origins o WHERE o.ma_ho_so = b.ma_ho_so AND o.origin_unit = ?2)
+                    EXISTS (SELECT 1 FROM dossiers o WHERE o.ma_ho_so = b.ma_ho_so AND o.centre = ?2 AND o.correlation_id IS NOT NULL)
                     OR EXISTS (SELECT 1 FROM processes p WHERE p.ma_ho_so = b.ma_ho_so AND p.origin_unit = ?2)
                     OR EXISTS (SELECT 1 FROM messages m WHERE m.ma_ho_so = b.ma_ho_so AND (m.receiver = ?2 OR m.sender = ?2))
                     OR EXISTS (SELECT 1 FROM process_outbox x WHERE x.ma_ho_so = b.ma_ho_so AND x.receiver = ?2)))",

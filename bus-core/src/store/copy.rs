@@ -11,7 +11,6 @@ use crate::params;
 
 /// Every table of the store, in an order that keeps references meaningful while copying.
 pub const TABLES: &[&str] = &[
-    "dossier_origins",
     "messages",
     "processes",
     "process_inbox",

@@ -14,7 +14,7 @@ use crate::process::state::{Phase, Process};
 
 use super::connection::Store;
 use super::error::StoreError;
-use super::messages::{Origin, insert_message, insert_origin};
+use super::messages::{Origin, insert_message};
 use super::writer::MessageWriter;
 
 /// `s` folded for accent- and case-insensitive search: NFD, combining marks dropped, `đ`/`Đ`
@@ -89,12 +89,13 @@ fn phase_name(p: Phase) -> &'static str {
 }
 
 /// The words a search matches: the code, the procedure and the applicant, folded.
-fn search_text(ma_ho_so: &str, ma_tthc: &str, applicant: Option<&str>) -> String {
+pub(crate) fn search_text(ma_ho_so: &str, ma_tthc: &str, applicant: Option<&str>) -> String {
     fold(&format!("{ma_ho_so} {ma_tthc} {}", applicant.unwrap_or("")))
 }
 
 /// Note a routed message in the index, inside an open transaction: a new dossier (an origin is
-/// recorded) gets its row; any other message of a dossier the process manager does not run
+/// recorded: `origin` given) gets its row with the origin (the first origin wins, a row without
+/// one takes it); any other message of a dossier the process manager does not run
 /// moves its status, phase and holder. Rows of process-manager dossiers are written from the
 /// process state ([`index_process_in`]) only.
 pub fn note_in(
@@ -105,8 +106,11 @@ pub fn note_in(
 ) -> Result<(), DbError> {
     if let Some(o) = origin {
         c.prepare_cached(
-            "INSERT INTO dossiers (ma_ho_so, ma_tthc, centre, applicant, search, phase, status, holder, received_ms, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?8) ON CONFLICT DO NOTHING",
+            "INSERT INTO dossiers (ma_ho_so, ma_tthc, centre, applicant, search, phase, status, holder, received_ms, updated_ms, correlation_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?8, ?9)
+             ON CONFLICT (ma_ho_so) DO UPDATE SET ma_tthc = excluded.ma_tthc, centre = excluded.centre,
+                 correlation_id = excluded.correlation_id
+             WHERE dossiers.correlation_id IS NULL",
         )?
         .execute(params![
             o.ma_ho_so,
@@ -116,7 +120,8 @@ pub fn note_in(
             search_text(&o.ma_ho_so, &o.ma_tthc, n.applicant.as_deref()),
             n.status,
             n.receiver,
-            now_ms
+            now_ms,
+            o.correlation_id
         ])?;
         return Ok(());
     }
@@ -415,9 +420,6 @@ impl MessageWriter {
         // Not isolated: the router's write cannot fail but on the file, which fails the batch.
         self.write_unit(false, move |c| {
             let now = crate::clock::now_ms();
-            if let Some(o) = &origin {
-                insert_origin(c, o, now)?;
-            }
             let n = &note;
             insert_message(
                 c,

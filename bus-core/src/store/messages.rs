@@ -1,8 +1,9 @@
 //! The message store (table `messages`: every envelope the router accepted, for
 //! `lienthong messages resend`, kept `[store] message_retention_days`) and the dossier origins
-//! (table `dossier_origins`: the centre whose first forward the router saw, which replies are
-//! checked against). The router's one write per message (`MessageWriter::accept`: origin,
-//! message and the dossier index together) is in `dossiers.rs`.
+//! (the centre whose first forward the router saw, which replies are checked against; kept in
+//! the dossier's row of the dossier index, `dossiers.correlation_id` set). The router's one
+//! write per message (`MessageWriter::accept`: origin, message and the dossier index together)
+//! is in `dossiers.rs`.
 
 use crate::params;
 use crate::store::db::{Db, OptionalExtension};
@@ -59,11 +60,26 @@ pub struct Origin {
 }
 
 /// Record `o` if the dossier has no origin yet (the first one wins), inside an open
-/// transaction.
+/// transaction: in the dossier's index row, made (`running`, received now) when there is none.
+/// The router and the HTTP API's filing record it with the row's other columns through
+/// [`super::dossiers::note_in`] instead.
 pub fn insert_origin(c: &Db, o: &Origin, now_ms: i64) -> Result<(), DbError> {
-    c.prepare_cached("INSERT INTO dossier_origins (ma_ho_so, ma_tthc, origin_unit, correlation_id, first_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING")?
-        .execute(params![o.ma_ho_so, o.ma_tthc, o.origin_unit, o.correlation_id, now_ms])
-        .map(|_| ())
+    c.prepare_cached(
+        "INSERT INTO dossiers (ma_ho_so, ma_tthc, centre, search, phase, received_ms, updated_ms, correlation_id)
+         VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, ?6)
+         ON CONFLICT (ma_ho_so) DO UPDATE SET ma_tthc = excluded.ma_tthc, centre = excluded.centre,
+             correlation_id = excluded.correlation_id
+         WHERE dossiers.correlation_id IS NULL",
+    )?
+    .execute(params![
+        o.ma_ho_so,
+        o.ma_tthc,
+        o.origin_unit,
+        super::dossiers::search_text(&o.ma_ho_so, &o.ma_tthc, None),
+        now_ms,
+        o.correlation_id
+    ])
+    .map(|_| ())
 }
 
 /// Keep an envelope in the message store (the first copy wins), inside an open transaction.
@@ -77,7 +93,7 @@ pub fn insert_message(c: &Db, now_ms: i64, ids: [&str; 5], body: &[u8]) -> Resul
 
 /// The recorded origin of a dossier, on an open connection.
 pub fn origin_in(c: &Db, ma_ho_so: &str) -> Result<Option<Origin>, DbError> {
-    c.prepare_cached("SELECT ma_ho_so, ma_tthc, origin_unit, correlation_id FROM dossier_origins WHERE ma_ho_so = ?1")?
+    c.prepare_cached("SELECT ma_ho_so, ma_tthc, centre, correlation_id FROM dossiers WHERE ma_ho_so = ?1 AND correlation_id IS NOT NULL")?
         .query_row(params![ma_ho_so], |r| {
             Ok(Origin {
                 ma_ho_so: r.get(0)?,
@@ -96,9 +112,7 @@ impl MessageWriter {
     /// then finds the origin and only moves the row, as for any later message.
     pub async fn record_origin(&self, o: Origin, note: DossierNote) -> Result<Origin, String> {
         self.transact(move |c| {
-            let now = crate::clock::now_ms();
-            insert_origin(c, &o, now)?;
-            super::dossiers::note_in(c, Some(&o), &note, now)?;
+            super::dossiers::note_in(c, Some(&o), &note, crate::clock::now_ms())?;
             Ok(origin_in(c, &o.ma_ho_so)?.unwrap_or(o))
         })
         .await

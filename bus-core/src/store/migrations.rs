@@ -263,10 +263,25 @@ INSERT INTO dossiers (ma_ho_so, ma_tthc, centre, search, phase, received_ms, end
     WHERE NOT EXISTS (SELECT 1 FROM dossiers d WHERE d.ma_ho_so = o.ma_ho_so);
 "#;
 
+/// Migration 10: a dossier's origin (the centre whose first forward was seen, and its
+/// correlation id) lives in its dossier index row: `dossiers.correlation_id`, `NULL` while no
+/// origin is recorded, with the row's `centre` and `ma_tthc` those of the origin. The table
+/// `dossier_origins` goes: every new dossier wrote two B-trees more (the table and its key) in
+/// each commit, beside the index row it already wrote (issue 21, BENCHMARKS.md). After
+/// migration 9 every origin has its row. `ADD COLUMN` relies on [`migrate`]'s `IMMEDIATE`
+/// transaction, as migration 4 does.
+const V10: &str = r#"
+ALTER TABLE dossiers ADD COLUMN correlation_id TEXT;
+UPDATE dossiers SET (ma_tthc, centre, correlation_id) =
+    (SELECT o.ma_tthc, o.origin_unit, o.correlation_id FROM dossier_origins o WHERE o.ma_ho_so = dossiers.ma_ho_so)
+    WHERE EXISTS (SELECT 1 FROM dossier_origins o WHERE o.ma_ho_so = dossiers.ma_ho_so);
+DROP TABLE dossier_origins;
+"#;
+
 /// The migrations, oldest first; after migration `n` the file's `user_version` is `n`. Append
 /// only: never edit one that was released. Each is idempotent (`IF NOT EXISTS`), so two
 /// processes opening a store at once cannot trip over each other's upgrade.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// The schema version this build writes (the number of migrations).
 pub fn latest_version() -> i64 {

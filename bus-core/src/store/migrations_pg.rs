@@ -216,8 +216,18 @@ INSERT INTO dossiers (ma_ho_so, ma_tthc, centre, search, phase, received_ms, end
     WHERE NOT EXISTS (SELECT 1 FROM dossiers d WHERE d.ma_ho_so = o.ma_ho_so);
 "#;
 
+/// Migration 5: a dossier's origin in its dossier index row, `dossier_origins` dropped
+/// (SQLite's migration 10).
+const P5: &str = r#"
+ALTER TABLE dossiers ADD COLUMN IF NOT EXISTS correlation_id TEXT;
+UPDATE dossiers SET (ma_tthc, centre, correlation_id) =
+    (SELECT o.ma_tthc, o.origin_unit, o.correlation_id FROM dossier_origins o WHERE o.ma_ho_so = dossiers.ma_ho_so)
+    WHERE EXISTS (SELECT 1 FROM dossier_origins o WHERE o.ma_ho_so = dossiers.ma_ho_so);
+DROP TABLE IF EXISTS dossier_origins;
+"#;
+
 /// The PostgreSQL migrations, oldest first. Append only.
-pub const PG_MIGRATIONS: &[&str] = &[P1, P2, P3, P4];
+pub const PG_MIGRATIONS: &[&str] = &[P1, P2, P3, P4, P5];
 
 /// The schema version of a PostgreSQL store (0 before the first migration).
 pub fn version(c: &Db) -> Result<i64, DbError> {

@@ -116,6 +116,14 @@ async fn a_store_of_the_previous_release_is_upgraded_and_keeps_its_data() {
             assert!(sql.contains("chain_hash BLOB"), "{sql}");
             continue;
         }
+        if table.0 == "dossier_origins" {
+            // Migration 10 moves the origins into the dossier index's rows and drops the table.
+            assert!(
+                !upgraded.iter().any(|(n, _)| n == "dossier_origins"),
+                "{upgraded:?}"
+            );
+            continue;
+        }
         if table.0 == "deliveries_by_dossier" {
             // Migration 8 drops this index, which nothing read.
             assert!(
@@ -150,8 +158,11 @@ async fn a_store_of_the_previous_release_is_upgraded_and_keeps_its_data() {
         .expect("messages");
     assert_eq!(kept.len(), 1);
     assert_eq!(
-        store.origin("D-1").expect("origin").map(|o| o.origin_unit),
-        Some("A".into())
+        store
+            .origin("D-1")
+            .expect("origin")
+            .map(|o| (o.origin_unit, o.correlation_id)),
+        Some(("A".into(), "c1".into()))
     );
     assert_eq!(
         store.delivery("m1").expect("delivery").map(|d| d.receipt),
@@ -218,6 +229,7 @@ async fn a_store_of_the_previous_release_is_upgraded_and_keeps_its_data() {
 
 /// Migration 9 gives the dossiers filed over the HTTP API before it (an origin, no index row)
 /// their row: `completed` at their last stored result, else `running`; rows already there stay.
+/// Migration 10 then moves every origin into its row.
 #[test]
 fn migration_9_indexes_the_dossiers_filed_over_http_before_it() {
     let dir = temp_dir("v9");
@@ -265,6 +277,14 @@ fn migration_9_indexes_the_dossiers_filed_over_http_before_it() {
         row("D-4"),
         ("A".into(), "running".into(), Some("B".into()), 30, None)
     );
+    // Migration 10 then moved each origin into its row.
+    for (ma, correlation) in [("D-2", "c2"), ("D-3", "c3"), ("D-4", "c4")] {
+        let o = store.origin(ma).expect("origin").expect("recorded");
+        assert_eq!(
+            (o.origin_unit.as_str(), o.correlation_id.as_str()),
+            ("A", correlation)
+        );
+    }
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }
