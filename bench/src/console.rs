@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use lienthong_core::store::dead_letters::{DeadLetterRecord, insert_dead_letters_in};
 use lienthong_core::store::dossiers::note_in;
-use lienthong_core::store::messages::{Origin, insert_origin};
+use lienthong_core::store::dossiers::{Origin, insert_origin};
 use lienthong_core::store::trace::insert_events_in;
 use lienthong_core::store::{DossierNote, MessageWriter};
 use lienthong_core::trace::{DeadLetterRow, TraceEvent, TraceEventKind};

@@ -1,7 +1,9 @@
 //! The dossier index (table `dossiers`, a read model): one row per dossier the bus knows, with
 //! its procedure, centre, applicant, phase, holder, due time and timeliness, kept up to date in
 //! the same transaction as the message or process state that changes it; the operators'
-//! dossier lists (`lienthong dossiers`, `GET /v1/dossiers`, the console) read only it.
+//! dossier lists (`lienthong dossiers`, `GET /v1/dossiers`, the console) read only it. A row
+//! also holds the dossier's origin (the centre whose first forward the router saw, which replies
+//! are checked against) once one is recorded: `correlation_id` set.
 
 use crate::params;
 use crate::store::db::{Db, OptionalExtension, OwnedValue as SqlValue, param_refs};
@@ -14,7 +16,7 @@ use crate::process::state::{Phase, Process};
 
 use super::connection::Store;
 use super::error::StoreError;
-use super::messages::{Origin, insert_message};
+use super::messages::insert_message;
 use super::writer::MessageWriter;
 
 /// `s` folded for accent- and case-insensitive search: NFD, combining marks dropped, `đ`/`Đ`
@@ -89,8 +91,74 @@ fn phase_name(p: Phase) -> &'static str {
 }
 
 /// The words a search matches: the code, the procedure and the applicant, folded.
-pub(crate) fn search_text(ma_ho_so: &str, ma_tthc: &str, applicant: Option<&str>) -> String {
+fn search_text(ma_ho_so: &str, ma_tthc: &str, applicant: Option<&str>) -> String {
     fold(&format!("{ma_ho_so} {ma_tthc} {}", applicant.unwrap_or("")))
+}
+
+/// Where a dossier came from: the centre whose first `dossier.forward` the router saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Dossier code.
+    pub ma_ho_so: String,
+    /// Procedure code.
+    pub ma_tthc: String,
+    /// The centre that sent the dossier.
+    pub origin_unit: String,
+    /// Its correlation id.
+    pub correlation_id: String,
+}
+
+/// Record `o` if the dossier has no origin yet (the first one wins), inside an open
+/// transaction: in the dossier's index row, made (`running`, received now) when there is none.
+/// The router and the HTTP API's filing record it with the row's other columns through
+/// [`note_in`] instead.
+pub fn insert_origin(c: &Db, o: &Origin, now_ms: i64) -> Result<(), DbError> {
+    origin_row(c, o, None, None, None, now_ms)
+}
+
+/// Insert the index row of a dossier with its origin `o` (`running`, received now), or, when
+/// the row is there without an origin, give it `o` (the first origin wins).
+fn origin_row(
+    c: &Db,
+    o: &Origin,
+    applicant: Option<&str>,
+    status: Option<u8>,
+    holder: Option<&str>,
+    now_ms: i64,
+) -> Result<(), DbError> {
+    c.prepare_cached(
+        "INSERT INTO dossiers (ma_ho_so, ma_tthc, centre, applicant, search, phase, status, holder, received_ms, updated_ms, correlation_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?8, ?9)
+         ON CONFLICT (ma_ho_so) DO UPDATE SET ma_tthc = excluded.ma_tthc, centre = excluded.centre,
+             correlation_id = excluded.correlation_id
+         WHERE dossiers.correlation_id IS NULL",
+    )?
+    .execute(params![
+        o.ma_ho_so,
+        o.ma_tthc,
+        o.origin_unit,
+        applicant,
+        search_text(&o.ma_ho_so, &o.ma_tthc, applicant),
+        status,
+        holder,
+        now_ms,
+        o.correlation_id
+    ])
+    .map(|_| ())
+}
+
+/// The recorded origin of a dossier, on an open connection.
+pub fn origin_in(c: &Db, ma_ho_so: &str) -> Result<Option<Origin>, DbError> {
+    c.prepare_cached("SELECT ma_ho_so, ma_tthc, centre, correlation_id FROM dossiers WHERE ma_ho_so = ?1 AND correlation_id IS NOT NULL")?
+        .query_row(params![ma_ho_so], |r| {
+            Ok(Origin {
+                ma_ho_so: r.get(0)?,
+                ma_tthc: r.get(1)?,
+                origin_unit: r.get(2)?,
+                correlation_id: r.get(3)?,
+            })
+        })
+        .optional()
 }
 
 /// Note a routed message in the index, inside an open transaction: a new dossier (an origin is
@@ -105,25 +173,8 @@ pub fn note_in(
     now_ms: i64,
 ) -> Result<(), DbError> {
     if let Some(o) = origin {
-        c.prepare_cached(
-            "INSERT INTO dossiers (ma_ho_so, ma_tthc, centre, applicant, search, phase, status, holder, received_ms, updated_ms, correlation_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?8, ?9)
-             ON CONFLICT (ma_ho_so) DO UPDATE SET ma_tthc = excluded.ma_tthc, centre = excluded.centre,
-                 correlation_id = excluded.correlation_id
-             WHERE dossiers.correlation_id IS NULL",
-        )?
-        .execute(params![
-            o.ma_ho_so,
-            o.ma_tthc,
-            o.origin_unit,
-            n.applicant,
-            search_text(&o.ma_ho_so, &o.ma_tthc, n.applicant.as_deref()),
-            n.status,
-            n.receiver,
-            now_ms,
-            o.correlation_id
-        ])?;
-        return Ok(());
+        let (applicant, holder) = (n.applicant.as_deref(), Some(n.receiver.as_str()));
+        return origin_row(c, o, applicant, n.status, holder, now_ms);
     }
     let (phase, holder): (Option<&str>, Option<&str>) = match n.kind.as_str() {
         Kind::FORWARD => (Some("running"), Some(n.receiver.as_str())),
@@ -305,6 +356,11 @@ fn row(r: &Row<'_>) -> Result<DossierRow, DbError> {
 }
 
 impl Store {
+    /// The recorded origin of a dossier.
+    pub fn origin(&self, ma_ho_so: &str) -> Result<Option<Origin>, StoreError> {
+        self.with(|c| origin_in(c, ma_ho_so))
+    }
+
     /// The index row of one dossier (`now_ms` decides whether an open one is late).
     pub fn dossier_row(
         &self,
@@ -405,6 +461,18 @@ impl Store {
 }
 
 impl MessageWriter {
+    /// Record a dossier's origin if none is recorded yet, and its row in the dossier index
+    /// from `note` (the filing, routed to its receiver), in one transaction; returns the
+    /// recorded origin (the first one wins). The HTTP API's filing: the router that routes it
+    /// then finds the origin and only moves the row, as for any later message.
+    pub async fn record_origin(&self, o: Origin, note: DossierNote) -> Result<Origin, String> {
+        self.transact(move |c| {
+            note_in(c, Some(&o), &note, crate::clock::now_ms())?;
+            Ok(origin_in(c, &o.ma_ho_so)?.unwrap_or(o))
+        })
+        .await
+    }
+
     /// Record the origin (when given, first one wins), keep the accepted envelope (first copy
     /// wins) and note it in the dossier index, in the group commit: the router's one write per
     /// message. `note` names the dossier, kind, sender and receiver. Errors: the store failed,

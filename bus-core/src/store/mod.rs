@@ -39,11 +39,11 @@ pub mod writer;
 
 pub use connection::Store;
 pub use deliveries::DeliveryRecord;
-pub use dossiers::{DossierNote, DossierPage, DossierQuery, DossierRow};
+pub use dossiers::{DossierNote, DossierPage, DossierQuery, DossierRow, Origin};
 pub use edxml_outbox::OutboxItem;
 pub use error::StoreError;
 pub use idempotency::IdempotentRequest;
 pub use location::StoreLocation;
-pub use messages::{MessageSelection, Origin, StoredMessage};
+pub use messages::{MessageSelection, StoredMessage};
 pub use process::{Applied, OutboxEntry};
 pub use writer::{CHECKPOINT_WAL_BYTES, MessageWriter, RESET_WAL_BYTES};

@@ -13,8 +13,8 @@ use crate::process::due::OverdueItem;
 use crate::process::state::{Process, Transition};
 
 use super::connection::Store;
+use super::dossiers::{Origin, insert_origin, origin_in};
 use super::error::StoreError;
-use super::messages::{Origin, insert_origin, origin_in};
 use super::writer::MessageWriter;
 
 /// What [`MessageWriter::apply_process`] did with a message.

@@ -8,7 +8,8 @@ use crate::params;
 use crate::store::db::Db;
 
 use super::connection::Store;
-use super::messages::{MessageSelection, Origin};
+use super::dossiers::Origin;
+use super::messages::MessageSelection;
 use super::migrations::{MIGRATIONS, latest_version, version};
 use super::writer::MessageWriter;
 
