@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use lienthong_core::store::dead_letters::{DeadLetterRecord, insert_dead_letters_in};
+use lienthong_core::store::dossiers::Origin;
 use lienthong_core::store::dossiers::note_in;
-use lienthong_core::store::dossiers::{Origin, insert_origin};
 use lienthong_core::store::trace::insert_events_in;
 use lienthong_core::store::{DossierNote, MessageWriter};
 use lienthong_core::trace::{DeadLetterRow, TraceEvent, TraceEventKind};
@@ -56,7 +56,6 @@ async fn fill(path: &std::path::Path, n: u64) -> anyhow::Result<()> {
                         origin_unit: CENTRE.into(),
                         correlation_id: format!("c-{k}"),
                     };
-                    insert_origin(c, &origin, at)?;
                     let note = DossierNote {
                         ma_ho_so: ma.clone(),
                         ma_tthc: "1.001193".into(),
