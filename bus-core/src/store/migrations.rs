@@ -251,8 +251,8 @@ DROP INDEX IF EXISTS deliveries_by_dossier;
 /// move when there was one; fixed in the same release). Each origin without a row gets one: its
 /// centre and procedure, received when the origin was recorded, `completed` at its last stored
 /// `dossier.result` when the message store still holds one, else `running` with no holder; the
-/// dossier's next message moves it as usual. The same statement is PostgreSQL's migration 4.
-pub(super) const V9: &str = r#"
+/// dossier's next message moves it as usual.
+const V9: &str = r#"
 INSERT INTO dossiers (ma_ho_so, ma_tthc, centre, search, phase, received_ms, ended_ms, updated_ms)
     SELECT o.ma_ho_so, o.ma_tthc, o.origin_unit, lower(o.ma_ho_so || ' ' || o.ma_tthc),
            CASE WHEN r.ended_ms IS NULL THEN 'running' ELSE 'completed' END,

@@ -205,7 +205,16 @@ DROP INDEX IF EXISTS deliveries_by_dossier;
 
 /// Migration 4: the index rows of dossiers filed over the HTTP API to a named receiver
 /// (SQLite's migration 9).
-const P4: &str = super::migrations::V9;
+const P4: &str = r#"
+INSERT INTO dossiers (ma_ho_so, ma_tthc, centre, search, phase, received_ms, ended_ms, updated_ms)
+    SELECT o.ma_ho_so, o.ma_tthc, o.origin_unit, lower(o.ma_ho_so || ' ' || o.ma_tthc),
+           CASE WHEN r.ended_ms IS NULL THEN 'running' ELSE 'completed' END,
+           o.first_seen_ms, r.ended_ms, COALESCE(r.ended_ms, o.first_seen_ms)
+    FROM dossier_origins o
+    LEFT JOIN (SELECT ma_ho_so, MAX(accepted_at_ms) AS ended_ms FROM messages
+               WHERE kind = 'dossier.result' GROUP BY ma_ho_so) r ON r.ma_ho_so = o.ma_ho_so
+    WHERE NOT EXISTS (SELECT 1 FROM dossiers d WHERE d.ma_ho_so = o.ma_ho_so);
+"#;
 
 /// Migration 5: a dossier's origin in its dossier index row, `dossier_origins` dropped
 /// (SQLite's migration 10).
