@@ -198,32 +198,50 @@ pub(super) async fn callback_inner(
     })?;
     // A repeated callback (the agency retrying after a lost answer) must not make a second
     // result: the first claim fixes the envelope; once published, repeats only get its id.
-    // In the process's group commit, like every hot write.
+    // The claim and the trace event of the envelope it fixes are one write of the process's
+    // group commit (one savepoint, like every hot write), before the publish.
+    let broker = api.broker().await?;
     let (unit_c, reference, st) = (unit_code.to_string(), reply.reference.clone(), reply.status);
-    let json_env = serde_json::to_string(&env).unwrap_or_default();
-    let claim = api
-        .ctx
-        .writer
-        .transact(move |c| deliveries::claim_callback_in(c, &unit_c, &reference, st, &json_env))
-        .await
-        .map_err(|e| {
-            tracing::error!(message = "the store did not take the callback", error = %e);
-            Problem::unavailable("the store did not take the callback", 5)
-        })?;
-    let env = match claim {
-        // This claim stored what it built (the usual case): nothing to read back.
-        deliveries::Claim::New => env,
-        deliveries::Claim::Unpublished(stored) => {
-            serde_json::from_str::<Envelope>(&stored).map_err(Problem::internal)?
-        }
-        deliveries::Claim::Published(message_id) => return Ok(message_id),
-    };
-    let ev = TraceEvent::new(TraceEventKind::Status, COMPONENT, Some(&env)).reason(format!(
+    let reason = format!(
         "callback from {unit_code}: TrangThaiHoSo {} {}",
         reply.status,
         status.name_vi().unwrap_or("")
-    ));
-    api.trace_and_publish(&ev, &env).await?;
+    );
+    let json_env = serde_json::to_string(&env).map_err(Problem::internal)?;
+    let claimed = broker
+        .tracer
+        .emit_from(&api.ctx.writer, move |c| {
+            let claim = deliveries::claim_callback_in(c, &unit_c, &reference, st, &json_env)?;
+            let (env, body) = match claim {
+                // This claim stored what it built (the usual case): nothing to read back.
+                deliveries::Claim::New => (env, json_env),
+                deliveries::Claim::Unpublished(stored) => {
+                    match serde_json::from_str::<Envelope>(&stored) {
+                        Ok(env) => (env, stored),
+                        Err(e) => return Ok((Claimed::Unreadable(e.to_string()), Vec::new())),
+                    }
+                }
+                deliveries::Claim::Published(id) => {
+                    return Ok((Claimed::Published(id), Vec::new()));
+                }
+            };
+            let ev = TraceEvent::new(TraceEventKind::Status, COMPONENT, Some(&env)).reason(reason);
+            Ok((Claimed::Publish(env, body.into_bytes()), vec![ev]))
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(message = "the store or the trace did not take the callback", error = %e);
+            Problem::unavailable("the store did not take the callback", 5)
+        })?;
+    let env = match claimed {
+        Claimed::Publish(env, body) => {
+            // The bytes the claim stored are the envelope's serialisation: published as they are.
+            api.publish_ingress_body(&broker, &env, body).await?;
+            env
+        }
+        Claimed::Published(message_id) => return Ok(message_id),
+        Claimed::Unreadable(e) => return Err(Problem::internal(e)),
+    };
     let (unit_c, reference, id) = (
         unit_code.to_string(),
         reply.reference.clone(),
@@ -240,6 +258,16 @@ pub(super) async fn callback_inner(
         tracing::warn!(message = "cannot mark the callback published", error = %e);
     }
     Ok(env.message_id)
+}
+
+/// What a callback's claim found ([`deliveries::claim_callback_in`]).
+enum Claimed {
+    /// Publish this envelope, serialised as these bytes.
+    Publish(Envelope, Vec<u8>),
+    /// Published before as this message id.
+    Published(String),
+    /// The stored envelope of an unpublished claim does not parse (why).
+    Unreadable(String),
 }
 
 /// An agency's system calling the bus as `unit_code`: the unit must exist and be reached by an

@@ -390,7 +390,17 @@ impl Api {
     }
 
     async fn publish_ingress(&self, broker: &ApiBroker, env: &Envelope) -> Result<(), Problem> {
-        let body = env.to_bytes();
+        self.publish_ingress_body(broker, env, env.to_bytes()).await
+    }
+
+    /// Publish `env`, already serialised as `body`, to the ingress exchange and wait for the
+    /// broker's confirm.
+    async fn publish_ingress_body(
+        &self,
+        broker: &ApiBroker,
+        env: &Envelope,
+        body: Vec<u8>,
+    ) -> Result<(), Problem> {
         match broker
             .publisher
             .publish(

@@ -126,19 +126,36 @@ impl Tracer {
         events: Vec<TraceEvent>,
         write: impl FnOnce(&Db) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, String> {
+        self.emit_from(writer, move |c| Ok((write(c)?, events)))
+            .await
+    }
+
+    /// [`Tracer::emit_with`] for a write whose events depend on what it finds: `write` returns
+    /// its value and the events that tell of it (none: nothing is traced), which are written
+    /// in the same savepoint of the same group commit (a tracer into the store), or published
+    /// after the write committed (a tracer through the broker). Same errors as `emit_with`.
+    pub async fn emit_from<T: Send + 'static>(
+        &self,
+        writer: &MessageWriter,
+        write: impl FnOnce(&Db) -> Result<(T, Vec<TraceEvent>), DbError> + Send + 'static,
+    ) -> Result<T, String> {
         match &self.sink {
             Sink::Store(own) => {
+                let (v, events) = own
+                    .transact(move |c| {
+                        let (v, events) = write(c)?;
+                        insert_events_in(c, &events)?;
+                        Ok((v, events))
+                    })
+                    .await?;
                 super::metrics::count(&events);
-                own.transact(move |c| {
-                    let v = write(c)?;
-                    insert_events_in(c, &events)?;
-                    Ok(v)
-                })
-                .await
+                Ok(v)
             }
             Sink::Broker(_) => {
-                let v = writer.transact(write).await?;
-                self.emit_all(events).await.map_err(|e| e.to_string())?;
+                let (v, events) = writer.transact(write).await?;
+                if !events.is_empty() {
+                    self.emit_all(events).await.map_err(|e| e.to_string())?;
+                }
                 Ok(v)
             }
         }
