@@ -226,7 +226,7 @@ pub(super) async fn callback_inner(
                 }
             };
             let ev = TraceEvent::new(TraceEventKind::Status, COMPONENT, Some(&env)).reason(reason);
-            Ok((Claimed::Publish(env, body.into_bytes()), vec![ev]))
+            Ok((Claimed::Publish(Box::new(env), body.into_bytes()), vec![ev]))
         })
         .await
         .map_err(|e| {
@@ -237,7 +237,7 @@ pub(super) async fn callback_inner(
         Claimed::Publish(env, body) => {
             // The bytes the claim stored are the envelope's serialisation: published as they are.
             api.publish_ingress_body(&broker, &env, body).await?;
-            env
+            *env
         }
         Claimed::Published(message_id) => return Ok(message_id),
         Claimed::Unreadable(e) => return Err(Problem::internal(e)),
@@ -263,7 +263,7 @@ pub(super) async fn callback_inner(
 /// What a callback's claim found ([`deliveries::claim_callback_in`]).
 enum Claimed {
     /// Publish this envelope, serialised as these bytes.
-    Publish(Envelope, Vec<u8>),
+    Publish(Box<Envelope>, Vec<u8>),
     /// Published before as this message id.
     Published(String),
     /// The stored envelope of an unpublished claim does not parse (why).
