@@ -9,7 +9,8 @@ use super::*;
 /// (`MaThamChieu`, the dossier, the status), the bus makes it a `dossier.status` or
 /// `dossier.result` envelope for the dossier's centre and publishes it; 200 once the broker
 /// confirmed it. A repeated callback (the agency retrying) gets the first answer's id and
-/// makes no second result. `traceparent` continues the dossier's trace.
+/// makes no second result; while the broker is unreachable every callback, a repeated one
+/// too, gets 503 with `Retry-After`. `traceparent` continues the dossier's trace.
 #[utoipa::path(
     post,
     path = "/v1/callbacks/{unit}",
@@ -231,7 +232,10 @@ pub(super) async fn callback_inner(
         .await
         .map_err(|e| {
             tracing::error!(message = "the store or the trace did not take the callback", error = %e);
-            Problem::unavailable("the store did not take the callback", 5)
+            Problem::unavailable(
+                "the store or the trace did not take the callback; nothing was published",
+                5,
+            )
         })?;
     let env = match claimed {
         Claimed::Publish(env, body) => {

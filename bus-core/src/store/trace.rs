@@ -14,7 +14,7 @@ use super::writer::MessageWriter;
 /// Write trace events inside the caller's transaction, chained (`store/chain.rs`: each event
 /// carries the hash of the store's and of its dossier's previous event; a repeated event is
 /// ignored and does not advance the chain). Used by [`MessageWriter::insert_events`], the group
-/// commit ([`crate::store::MessageWriter`]) and `Tracer::emit_with`.
+/// commit ([`crate::store::MessageWriter`]) and `Tracer::emit_from`.
 pub fn insert_events_in(tx: &Db, events: &[TraceEvent]) -> Result<(), DbError> {
     let mut st = tx.prepare_cached(
         "INSERT INTO trace_events (event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason, chain_seq, chain_prev, dossier_prev, chain_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT DO NOTHING",

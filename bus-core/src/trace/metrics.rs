@@ -52,7 +52,8 @@ pub fn reason_code(reason: Option<&str>) -> String {
         .to_string()
 }
 
-/// Count `events` (called as they are handed to the tracer).
+/// Count `events` (called as they are handed to the tracer; a write that carries its events,
+/// [`super::tracer::Tracer::emit_from`], counts them once it has committed).
 pub fn count(events: &[TraceEvent]) {
     for e in events {
         let unit = || e.to.clone().unwrap_or_else(|| "-".into());
