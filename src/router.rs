@@ -264,30 +264,23 @@ impl Router {
             .attempt(if d.redelivered { 2 } else { 1 });
         // The events of this message go to the trace together, when the outcome is known.
         // One store read (indexed, on the router's own connection): does the process manager
-        // run the dossier, and where did it come from. A point read ([`Store::point_read`]): on
+        // run the dossier, where did it come from, and was the id used before
+        // ([`lienthong_core::store::Store::arrival`]). A point read ([`Store::point_read`]): on
         // SQLite it runs on this async worker, the one store call of the hot path that does (a
         // WAL reader never waits for the writer's lock and the read takes microseconds, while
         // the hand-off to the blocking pool and back cost the router ~15% more CPU per message:
-        // A/B, BENCHMARKS.md); on PostgreSQL, a round trip to the server, on the blocking pool.
+        // A/B, BENCHMARKS.md); on PostgreSQL, one round trip to the server, on the blocking pool.
         let (ma, id) = (env.ma_ho_so.clone(), env.message_id.clone());
-        let (found, seen) = self
+        let arrival = self
             .reader
-            .point_read(move |s| Ok((s.lookup_dossier(&ma), s.message_seen(&id))))
+            .point_read(move |s| s.arrival(&ma, &id))
             .await
             .map_err(|e| Failure::Retry(format!("cannot read the store: {e}")))?;
-        let (runs, origin) = match found {
-            Ok(found) => found,
-            Err(e) => return Err(Failure::Retry(format!("cannot read the store: {e}"))),
-        };
+        let (runs, origin) = (arrival.runs, arrival.origin);
         // A message id someone else already used is refused: receivers would drop it unseen.
-        match seen {
-            Ok(seen) => {
-                if let Err(r) = routing::check_message_id(&env, seen.as_ref()) {
-                    self.tracer.emit_all(vec![received]).await?;
-                    return Err(Failure::Reject(r, Some(Box::new(env))));
-                }
-            }
-            Err(e) => return Err(Failure::Retry(format!("cannot read the store: {e}"))),
+        if let Err(r) = routing::check_message_id(&env, arrival.seen.as_ref()) {
+            self.tracer.emit_all(vec![received]).await?;
+            return Err(Failure::Reject(r, Some(Box::new(env))));
         }
         // The process manager runs the dossiers filed without a receiver.
         use crate::process_manager::PmError;

@@ -1,8 +1,8 @@
 //! The store's two engines against each other: a bus's store (SQLite, or PostgreSQL when the
 //! suite runs with `LIENTHONG_TEST_STORE=postgres`) after real traffic is copied by `lienthong
 //! store copy` into a store on the other engine; every table arrives whole, the copy's trace
-//! chain verifies (`lienthong audit verify`), its dossiers read the same, and a copy into a
-//! store that holds rows is refused. `lienthong store migrate` creates and reports a store.
+//! chain verifies (`lienthong audit verify`), its dossiers and messages read the same, and a
+//! copy into a store that holds rows is refused. `lienthong store migrate` creates and reports a store.
 //! Against the real broker, the bus and the mock agencies on loopback, and the machine's
 //! PostgreSQL (a database of the test's own).
 
@@ -113,6 +113,31 @@ async fn a_store_is_copied_onto_the_other_engine_whole_with_its_chain_intact() {
             x.iter().map(|r| &r.event).collect::<Vec<_>>(),
             y.iter().map(|r| &r.event).collect::<Vec<_>>()
         );
+        // What the router reads as a message arrives (PostgreSQL in one statement, SQLite in
+        // four point reads) is the same on both engines: the id is known, from its sender.
+        let (x, y) = (
+            store.arrival(&e.ma_ho_so, &e.message_id).expect("arrival"),
+            copy.arrival(&e.ma_ho_so, &e.message_id)
+                .expect("arrival on the copy"),
+        );
+        assert_eq!(x, y, "arrival of {}", e.message_id);
+        assert_eq!(
+            x.seen,
+            Some((Some(e.sender.clone()), e.ma_ho_so.clone())),
+            "{x:?}"
+        );
+    }
+    let unknown = lienthong_core::store::Arrival {
+        runs: false,
+        origin: None,
+        seen: None,
+    };
+    for s in [&store, &copy] {
+        assert_eq!(
+            s.arrival("000.00.00.H00-20261205-00000000", "no-such-id")
+                .expect("arrival"),
+            unknown
+        );
     }
     drop(copy);
 
@@ -163,6 +188,47 @@ fn a_postgresql_connection_killed_by_the_server_is_made_again() {
         answers.last().copied().unwrap_or(false),
         "the store answers again: {answers:?}"
     );
+    drop(store);
+    lienthong_testkit::pg::drop_database(&url);
+}
+
+/// A dossier's chain is verified on one snapshot of the store: on PostgreSQL, events of the
+/// dossier committed while it is being verified (between the read of its events and the read
+/// of its recorded head) never make a sound chain look cut short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dossier_verified_while_its_events_are_written_verifies_on_postgresql() {
+    use lienthong_core::trace::event::{TraceEvent, TraceEventKind};
+    let url = lienthong_testkit::pg::create(&format!(
+        "lt_test_snapshot_{}",
+        &uuid::Uuid::now_v7().simple().to_string()[24..]
+    ))
+    .expect("a database");
+    let at = StoreLocation::Postgres(url.clone());
+    let writer = lienthong_core::store::MessageWriter::start(at.clone()).expect("the writer");
+    let store = Store::open(at).expect("the store");
+    let ma = "000.00.00.H00-20261205-00000001";
+    let writing = tokio::spawn(async move {
+        for n in 0..400 {
+            let mut e =
+                TraceEvent::new(TraceEventKind::Routed, "router", None).message_id(format!("m{n}"));
+            e.ma_ho_so = Some(ma.to_string());
+            writer.insert_events(vec![e]).await.expect("events written");
+        }
+    });
+    let mut checks = 0;
+    while !writing.is_finished() {
+        let s = store.clone();
+        let chain = tokio::task::spawn_blocking(move || s.verify_dossier_chain(ma))
+            .await
+            .expect("task")
+            .expect("verify");
+        assert!(chain.verified, "after {checks} checks: {:?}", chain.reason);
+        checks += 1;
+    }
+    writing.await.expect("the writes");
+    let chain = store.verify_dossier_chain(ma).expect("verify");
+    assert!(chain.verified && chain.events == 400, "{chain:?}");
+    assert!(checks > 10, "verified {checks} times while writing");
     drop(store);
     lienthong_testkit::pg::drop_database(&url);
 }

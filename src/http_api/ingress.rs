@@ -158,14 +158,8 @@ pub(super) async fn submit_inner(
     let store = api.ctx.store.clone();
     let key = env.ma_ho_so.clone();
     let id = env.message_id.clone();
-    let looked_up = tokio::task::spawn_blocking(move || {
-        Ok::<_, lienthong_core::store::StoreError>((
-            store.lookup_dossier(&key)?,
-            store.message_seen(&id)?,
-        ))
-    })
-    .await;
-    let ((runs, origin), seen) = match looked_up {
+    let looked_up = tokio::task::spawn_blocking(move || store.arrival(&key, &id)).await;
+    let lienthong_core::store::Arrival { runs, origin, seen } = match looked_up {
         Ok(Ok(found)) => found,
         Ok(Err(e)) => {
             return Err(Problem::unavailable_because(

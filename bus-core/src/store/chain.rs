@@ -10,7 +10,7 @@
 //! chain (`chain_seq` NULL); their number is recorded in `trace_chain_start` when the chain
 //! started, and [`verify_store`] says how many there are.
 
-use crate::store::db::{Db, DbError, OwnedValue, Row as DbRow, Value};
+use crate::store::db::{Backend, Db, DbError, OwnedValue, Row as DbRow, Value};
 use std::collections::{HashMap, HashSet};
 
 use crate::params;
@@ -136,8 +136,41 @@ fn read_head(c: &Db, scope: &str) -> Result<Option<(i64, [u8; 32])>, DbError> {
     Ok(row.and_then(|(s, h)| <[u8; 32]>::try_from(h.as_slice()).ok().map(|h| (s, h))))
 }
 
-/// Chain and write `events` inside the caller's transaction: one read of the store head, one
-/// per dossier the events name, one write of each head at the end (per call, not per event).
+/// The heads of the store and of dossier `ma` (scopes `*` and `d:<ma>`) in one statement: on
+/// PostgreSQL one round trip instead of two, and the writing transaction holds the store's
+/// write lock across its round trips.
+fn read_store_and_dossier_heads(c: &Db, ma: &str) -> Result<Heads, DbError> {
+    let dossier = dossier_scope(ma);
+    let mut heads = Heads::default();
+    c.prepare_cached("SELECT scope, seq, hash FROM trace_heads WHERE scope IN (?1, ?2)")?
+        .for_each(params![STORE_SCOPE, dossier], |r| {
+            let (scope, seq, hash): (String, i64, Vec<u8>) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
+                if scope == STORE_SCOPE {
+                    heads.store = Some((seq, hash));
+                } else if scope == dossier {
+                    heads.dossier = Some(hash);
+                }
+            }
+            Ok(true)
+        })?;
+    Ok(heads)
+}
+
+/// The store head and one dossier's head as read before a write.
+#[derive(Default)]
+struct Heads {
+    /// `(seq, hash)` of the store head.
+    store: Option<(i64, [u8; 32])>,
+    /// Hash of the dossier's head.
+    dossier: Option<[u8; 32]>,
+}
+
+/// Chain and write `events` inside the caller's transaction: the store head and the heads of
+/// the dossiers the events name are read once and written once per call, not per event. On
+/// PostgreSQL, when the events name one dossier at most (every caller on the hot path: one
+/// message's events), that is one read and one write statement for both heads (two round trips
+/// instead of four); more dossiers (the tracer's batches) add one read and one write each.
 /// `insert(event, link)` writes one row and returns how many rows it wrote (0: a duplicate
 /// `event_id`, which does not advance the chain).
 pub fn chain_events_in(
@@ -145,16 +178,29 @@ pub fn chain_events_in(
     events: &[TraceEvent],
     mut insert: impl FnMut(&TraceEvent, &Link) -> Result<usize, DbError>,
 ) -> Result<(), DbError> {
-    if events.is_empty() {
+    let Some(first) = events.first() else {
         return Ok(());
-    }
-    let (mut seq, mut prev) = match read_head(c, STORE_SCOPE)? {
+    };
+    // Dossier heads: read once, written once.
+    let mut dossiers: HashMap<&str, (Option<[u8; 32]>, bool)> = HashMap::new();
+    // On PostgreSQL each statement is a round trip under the store's write lock: the store's
+    // and the first dossier's heads are read in one, and written in one. On SQLite the single
+    // point reads and writes are cheaper than the combined statements (measured: the HTTP-adapter
+    // path took more CPU per dossier with them, BENCHMARKS.md, 2026-12-05 night).
+    let combined = c.backend() == Backend::Postgres;
+    let store = match first.ma_ho_so.as_deref().filter(|_| combined) {
+        Some(ma) => {
+            let heads = read_store_and_dossier_heads(c, ma)?;
+            dossiers.insert(ma, (heads.dossier, false));
+            heads.store
+        }
+        None => read_head(c, STORE_SCOPE)?,
+    };
+    let (mut seq, mut prev) = match store {
         Some((s, h)) => (s, Some(h)),
         None => (0, None),
     };
     let start_seq = seq;
-    // Dossier heads: read once, written once.
-    let mut dossiers: HashMap<&str, (Option<[u8; 32]>, bool)> = HashMap::new();
     for e in events {
         let dprev = match e.ma_ho_so.as_deref() {
             Some(ma) => {
@@ -176,22 +222,47 @@ pub fn chain_events_in(
             dossiers.insert(ma, (Some(l.hash), true));
         }
     }
-    if seq == start_seq {
+    let Some(head) = prev.filter(|_| seq != start_seq) else {
         return Ok(());
-    }
-    let mut up = c.prepare_cached(
-        "INSERT INTO trace_heads (scope, seq, hash) VALUES (?1, ?2, ?3)
-         ON CONFLICT (scope) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-    )?;
-    if let Some(h) = prev {
-        up.execute(params![STORE_SCOPE, seq, &h[..]])?;
-    }
-    for (ma, (h, changed)) in dossiers {
-        if let (true, Some(h)) = (changed, h) {
-            up.execute(params![dossier_scope(ma), seq, &h[..]])?;
+    };
+    let mut moved = dossiers
+        .into_iter()
+        .filter_map(|(ma, (h, changed))| h.filter(|_| changed).map(|h| (ma, h)));
+    // On PostgreSQL the store head with the first dossier head that moved, in one statement.
+    match moved.next() {
+        Some((ma, h)) if combined => {
+            c.prepare_cached(
+                "INSERT INTO trace_heads (scope, seq, hash) VALUES (?1, ?2, ?3), (?4, ?2, ?5)
+                 ON CONFLICT (scope) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+            )?
+            .execute(params![
+                STORE_SCOPE,
+                seq,
+                &head[..],
+                dossier_scope(ma),
+                &h[..]
+            ])?;
+        }
+        first => {
+            write_head(c, STORE_SCOPE, seq, &head)?;
+            if let Some((ma, h)) = first {
+                write_head(c, &dossier_scope(ma), seq, &h)?;
+            }
         }
     }
+    for (ma, h) in moved {
+        write_head(c, &dossier_scope(ma), seq, &h)?;
+    }
     Ok(())
+}
+
+/// Write one head of `trace_heads`.
+fn write_head(c: &Db, scope: &str, seq: i64, hash: &[u8; 32]) -> Result<usize, DbError> {
+    c.prepare_cached(
+        "INSERT INTO trace_heads (scope, seq, hash) VALUES (?1, ?2, ?3)
+         ON CONFLICT (scope) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+    )?
+    .execute(params![scope, seq, &hash[..]])
 }
 
 /// Read an Ed25519 signing key from `reference`: `file:/path` or a plain path. The file holds a
@@ -821,12 +892,14 @@ impl super::Store {
         from_ms: Option<i64>,
         trusted: Option<&VerifyingKey>,
     ) -> Result<StoreReport, super::StoreError> {
-        self.with(|c| verify_store(c, from_ms, trusted))
+        self.with(|c| c.read_snapshot(|c| verify_store(c, from_ms, trusted)))
     }
 
-    /// [`verify_dossier`] on this handle's connection (blocking; a read).
+    /// [`verify_dossier`] on this handle's connection (blocking; a read), on one snapshot of
+    /// the store: on PostgreSQL, an event committed between the read of the dossier's events
+    /// and the read of its head made a sound chain look cut short.
     pub fn verify_dossier_chain(&self, ma: &str) -> Result<DossierChain, super::StoreError> {
-        self.with(|c| verify_dossier(c, ma))
+        self.with(|c| c.read_snapshot(|c| verify_dossier(c, ma)))
     }
 }
 

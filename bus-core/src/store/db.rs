@@ -344,6 +344,29 @@ impl Db {
         }
     }
 
+    /// Run the read `f` on one snapshot of the store, so that reads which must agree (a trace
+    /// chain's events and its recorded head) see the same commits: SQLite, a deferred
+    /// transaction (its snapshot is taken at the first read); PostgreSQL, `REPEATABLE READ READ
+    /// ONLY` (in autocommit each statement sees what was committed since the one before it).
+    /// Inside an open transaction `f` runs in it. Errors: `f`'s, or the transaction's.
+    pub fn read_snapshot<T>(
+        &self,
+        f: impl FnOnce(&Db) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        if self.in_transaction() {
+            return f(self);
+        }
+        self.execute_batch(match self {
+            Db::Sqlite(_) => "BEGIN",
+            Db::Pg(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        })?;
+        let read = f(self);
+        // A read-only transaction has nothing to keep: it ends either way.
+        let ended = self.execute_batch("ROLLBACK");
+        let value = read?;
+        ended.map(|()| value)
+    }
+
     /// Run `f` in a transaction of its own ([`Db::begin`]), committed when it returns Ok and
     /// rolled back when it fails.
     pub fn transaction<T>(&self, f: impl FnOnce(&Db) -> Result<T, DbError>) -> Result<T, DbError> {

@@ -45,5 +45,5 @@ pub use error::StoreError;
 pub use idempotency::IdempotentRequest;
 pub use location::StoreLocation;
 pub use messages::{MessageSelection, StoredMessage};
-pub use process::{Applied, OutboxEntry};
+pub use process::{Applied, Arrival, OutboxEntry};
 pub use writer::{CHECKPOINT_WAL_BYTES, MessageWriter, RESET_WAL_BYTES};

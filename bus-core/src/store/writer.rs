@@ -39,7 +39,14 @@ impl WriteJob {
     /// an isolated write whose failure ended the transaction or is a busy lock; any other
     /// failing isolated write (its own SQL error, a panic) is rolled back alone and answered
     /// with its error.
-    fn write(&mut self, db: &Db) -> Result<(), DbError> {
+    ///
+    /// `open`: whether the savepoint of an earlier isolated write that succeeded is still open.
+    /// It is released together with this job's own `SAVEPOINT` (one statement string, so one
+    /// round trip on PostgreSQL instead of two per isolated write), and the batch's commit
+    /// releases the last one. Writes between the two (a write that is not isolated) are merged
+    /// into the transaction by that release just as before: a failing write rolls back to the
+    /// savepoint opened right before it, never further.
+    fn write(&mut self, db: &Db, open: &mut bool) -> Result<(), DbError> {
         let Some(run) = self.run.take() else {
             return Ok(());
         };
@@ -47,17 +54,21 @@ impl WriteJob {
             self.value = Some(Ok(run(db)?));
             return Ok(());
         }
-        db.execute_batch("SAVEPOINT job")?;
+        db.execute_batch(if *open {
+            "RELEASE job; SAVEPOINT job"
+        } else {
+            "SAVEPOINT job"
+        })?;
+        *open = true;
         // A panicking write fails alone; the writer thread goes on.
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(db)))
             .unwrap_or_else(|_| Err(DbError::Other("the write panicked".to_string())));
         match ran {
-            Ok(v) => {
-                db.execute_batch("RELEASE job")?;
-                self.value = Some(Ok(v));
-            }
+            // The savepoint stays open: the next isolated write or the commit releases it.
+            Ok(v) => self.value = Some(Ok(v)),
             Err(e) => {
                 // Rolled back to the savepoint: this job's writes only.
+                *open = false;
                 let undone = db.execute_batch("ROLLBACK TO job; RELEASE job");
                 // The engine itself ended the transaction (disk full, I/O error), the undo
                 // failed, or the lock is busy (the next job would wait as long): the
@@ -241,8 +252,10 @@ impl MessageWriter {
                         // failing the batch with SQLITE_BUSY when another connection committed
                         // since its read. PostgreSQL: `begin` takes the store's write lock (an advisory lock).
                         conn.begin()?;
+                        // The commit releases the savepoint of the batch's last isolated write.
+                        let mut open = false;
                         for j in &mut jobs {
-                            j.write(&conn)?;
+                            j.write(&conn, &mut open)?;
                         }
                         conn.commit()
                     })();
