@@ -409,20 +409,33 @@ async fn a_blob_is_fetched_by_its_dossiers_parties_and_goes_with_the_retention()
 }
 
 /// A write handed to the group commit returns its value after the commit; one that fails
-/// is rolled back alone and answered with its error, and the writes batched with it
-/// commit.
+/// is rolled back alone and answered with its error, and the writes batched with it (isolated
+/// or not) commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_transact_is_rolled_back_alone() {
     let dir = std::env::temp_dir().join(format!("lt-store-{}", crate::envelope::new_message_id()));
     let path = dir.join("s.db");
     let writer = MessageWriter::start(&path).expect("writer");
     writer
-        .transact(|c| c.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY)"))
+        .transact(|c| {
+            c.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY); CREATE TABLE u (k TEXT)")
+        })
         .await
         .expect("create");
-    // Queued together, so that they share batches: every third one breaks the key.
+    // Queued together, so that they share batches: every third one breaks the key. Between
+    // them, writes that are not isolated (the router's): a failing write right after one
+    // must not roll it back.
     let mut pending = Vec::new();
+    let mut plain = Vec::new();
     for i in 0..60 {
+        let w = writer.clone();
+        plain.push(tokio::spawn(async move {
+            w.write_unit(false, move |c| {
+                c.execute("INSERT INTO u VALUES (?1)", params![format!("u{i}")])
+                    .map(|_| ())
+            })
+            .await
+        }));
         let w = writer.clone();
         pending.push(tokio::spawn(async move {
             w.transact(move |c| {
@@ -452,7 +465,16 @@ async fn a_failing_transact_is_rolled_back_alone() {
         }
     }
     assert_eq!(failed, 20);
+    for p in plain {
+        p.await
+            .expect("task")
+            .expect("a write that is not isolated");
+    }
     let reader = Store::open(&path).expect("reader");
+    let plain_rows: i64 = reader
+        .with(|c| c.query_row("SELECT count(*) FROM u", params![], |r| r.get(0)))
+        .expect("read");
+    assert_eq!(plain_rows, 60, "every write that is not isolated is kept");
     let kept: Vec<String> = reader
         .with(|c| {
             c.prepare("SELECT k FROM t ORDER BY k")?
