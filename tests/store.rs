@@ -232,3 +232,55 @@ async fn a_dossier_verified_while_its_events_are_written_verifies_on_postgresql(
     drop(store);
     lienthong_testkit::pg::drop_database(&url);
 }
+
+/// On PostgreSQL the events of one write go in one `INSERT`; a write that repeats an event
+/// already stored is written event by event instead: the repeat is ignored, does not advance
+/// the chain, and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_written_at_once_on_postgresql_skip_a_repeated_one_and_keep_the_chain() {
+    use lienthong_core::trace::event::{TraceEvent, TraceEventKind};
+    let url = lienthong_testkit::pg::create(&format!(
+        "lt_test_at_once_{}",
+        &uuid::Uuid::now_v7().simple().to_string()[24..]
+    ))
+    .expect("a database");
+    let at = StoreLocation::Postgres(url.clone());
+    let writer = lienthong_core::store::MessageWriter::start(at.clone()).expect("the writer");
+    let store = Store::open(at).expect("the store");
+    let (a, b) = (
+        "000.00.00.H00-20261205-00000001",
+        "000.00.00.H00-20261205-00000002",
+    );
+    let ev = |ma: &str, n: u32| {
+        let mut e =
+            TraceEvent::new(TraceEventKind::Routed, "router", None).message_id(format!("m{n}"));
+        e.ma_ho_so = Some(ma.to_string());
+        e
+    };
+    let first: Vec<TraceEvent> = (0..3).map(|n| ev(a, n)).collect();
+    writer
+        .insert_events(first.clone())
+        .await
+        .expect("three events");
+    // Two dossiers in one write, and the second of the first write again.
+    let again = vec![ev(b, 3), first[1].clone(), ev(a, 4), ev(b, 5)];
+    writer
+        .insert_events(again)
+        .await
+        .expect("four events, one repeated");
+    // And one write of new events only, after it.
+    writer
+        .insert_events(vec![ev(a, 6), ev(b, 7)])
+        .await
+        .expect("two events");
+    let (x, y) = (
+        store.verify_dossier_chain(a).expect("verify"),
+        store.verify_dossier_chain(b).expect("verify"),
+    );
+    assert!(x.verified && x.events == 5, "{x:?}");
+    assert!(y.verified && y.events == 3, "{y:?}");
+    let whole = store.verify_trace(None, None).expect("verify the store");
+    assert!(whole.ok() && whole.checked == 8, "{whole:?}");
+    drop(store);
+    lienthong_testkit::pg::drop_database(&url);
+}

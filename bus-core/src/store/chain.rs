@@ -84,8 +84,14 @@ pub struct Link {
     pub hash: [u8; 32],
 }
 
-/// Compute an event's link from the current heads.
-fn link(e: &TraceEvent, seq: i64, prev: Option<[u8; 32]>, dossier_prev: Option<[u8; 32]>) -> Link {
+/// The values of [`CHAINED_COLUMNS`] of event `e` at position `seq` after `prev` (the store's
+/// previous event) and `dossier_prev` (its dossier's), as they are hashed and stored.
+fn chained_fields<'a>(
+    e: &'a TraceEvent,
+    seq: i64,
+    prev: &'a Option<[u8; 32]>,
+    dossier_prev: &'a Option<[u8; 32]>,
+) -> [Value<'a>; N_CHAINED] {
     fn opt(s: &Option<String>) -> Value<'_> {
         match s {
             Some(s) => Value::Text(s),
@@ -99,8 +105,7 @@ fn link(e: &TraceEvent, seq: i64, prev: Option<[u8; 32]>, dossier_prev: Option<[
             None => Value::Null,
         }
     }
-    let (prev_v, dprev_v) = (blob(&prev), blob(&dossier_prev));
-    let fields: [Value<'_>; N_CHAINED] = [
+    [
         Value::Text(&e.event_id),
         Value::Int(e.at_ms),
         Value::Text(&e.at),
@@ -116,14 +121,26 @@ fn link(e: &TraceEvent, seq: i64, prev: Option<[u8; 32]>, dossier_prev: Option<[
         int(e.status.map(i64::from)),
         opt(&e.reason),
         Value::Int(seq),
-        prev_v,
-        dprev_v,
-    ];
+        blob(prev),
+        blob(dossier_prev),
+    ]
+}
+
+/// Append the row `trace_events` stores for `e` linked by `l` to `out`: the values of
+/// [`CHAINED_COLUMNS`], then `chain_hash`.
+pub fn push_row<'a>(out: &mut Vec<Value<'a>>, e: &'a TraceEvent, l: &'a Link) {
+    out.extend(chained_fields(e, l.seq, &l.prev, &l.dossier_prev));
+    out.push(Value::Blob(&l.hash[..]));
+}
+
+/// Compute an event's link from the current heads.
+fn link(e: &TraceEvent, seq: i64, prev: Option<[u8; 32]>, dossier_prev: Option<[u8; 32]>) -> Link {
+    let hash = event_hash(&chained_fields(e, seq, &prev, &dossier_prev));
     Link {
         seq,
         prev,
         dossier_prev,
-        hash: event_hash(&fields),
+        hash,
     }
 }
 
@@ -135,6 +152,10 @@ fn read_head(c: &Db, scope: &str) -> Result<Option<(i64, [u8; 32])>, DbError> {
         .optional()?;
     Ok(row.and_then(|(s, h)| <[u8; 32]>::try_from(h.as_slice()).ok().map(|h| (s, h))))
 }
+
+/// A write of every event of a call at once ([`chain_events_in`]): `Ok(true)` when every row
+/// was written, `Ok(false)` when none was (one of them was already there).
+pub type InsertAll<'f> = &'f mut dyn FnMut(&[(&TraceEvent, Link)]) -> Result<bool, DbError>;
 
 /// The heads of the store and of dossier `ma` (scopes `*` and `d:<ma>`) in one statement: on
 /// PostgreSQL one round trip instead of two, and the writing transaction holds the store's
@@ -173,9 +194,14 @@ struct Heads {
 /// instead of four); more dossiers (the tracer's batches) add one read and one write each.
 /// `insert(event, link)` writes one row and returns how many rows it wrote (0: a duplicate
 /// `event_id`, which does not advance the chain).
+///
+/// `insert_all`, when given, is tried first: it gets every event linked as if none were a
+/// duplicate, and writes them all (`Ok(true)`) or none (`Ok(false)`: one was a duplicate);
+/// then `insert` writes them one by one.
 pub fn chain_events_in(
     c: &Db,
     events: &[TraceEvent],
+    insert_all: Option<InsertAll<'_>>,
     mut insert: impl FnMut(&TraceEvent, &Link) -> Result<usize, DbError>,
 ) -> Result<(), DbError> {
     let Some(first) = events.first() else {
@@ -201,7 +227,35 @@ pub fn chain_events_in(
         None => (0, None),
     };
     let start_seq = seq;
-    for e in events {
+    // Every event linked as if it were new, written at once.
+    let mut written = false;
+    if let Some(insert_all) = insert_all {
+        let (mut s, mut p, mut heads) = (seq, prev, dossiers.clone());
+        let mut rows = Vec::with_capacity(events.len());
+        for e in events {
+            let dprev = match e.ma_ho_so.as_deref() {
+                Some(ma) => {
+                    if !heads.contains_key(ma) {
+                        let h = read_head(c, &dossier_scope(ma))?.map(|(_, h)| h);
+                        heads.insert(ma, (h, false));
+                        dossiers.insert(ma, (h, false));
+                    }
+                    heads.get(ma).and_then(|(h, _)| *h)
+                }
+                None => None,
+            };
+            let l = link(e, s + 1, p, dprev);
+            (s, p) = (l.seq, Some(l.hash));
+            if let Some(ma) = e.ma_ho_so.as_deref() {
+                heads.insert(ma, (Some(l.hash), true));
+            }
+            rows.push((e, l));
+        }
+        if insert_all(&rows)? {
+            (seq, prev, dossiers, written) = (s, p, heads, true);
+        }
+    }
+    for e in events.iter().filter(|_| !written) {
         let dprev = match e.ma_ho_so.as_deref() {
             Some(ma) => {
                 if !dossiers.contains_key(ma) {

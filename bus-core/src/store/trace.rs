@@ -2,7 +2,9 @@
 //! behind `lienthong trace` and `/stats`.
 
 use crate::params;
-use crate::store::db::{Db, DbError};
+use crate::store::chain::Link;
+use crate::store::db::{Backend, Db, DbError};
+use crate::store::value::param_refs;
 
 use crate::trace::event::TraceEvent;
 use crate::trace::report::{TimelineRow, UnitStats, percentile};
@@ -15,32 +17,86 @@ use super::writer::MessageWriter;
 /// carries the hash of the store's and of its dossier's previous event; a repeated event is
 /// ignored and does not advance the chain). Used by [`MessageWriter::insert_events`], the group
 /// commit ([`crate::store::MessageWriter`]) and `Tracer::emit_from`.
+///
+/// On PostgreSQL, where each statement is a round trip under the store's write lock, the
+/// events of one call (two to [`MAX_EVENTS_AT_ONCE`]; the router writes three per message) go
+/// in one `INSERT` ([`insert_all_in`]); on SQLite one statement per event.
 pub fn insert_events_in(tx: &Db, events: &[TraceEvent]) -> Result<(), DbError> {
     let mut st = tx.prepare_cached(
         "INSERT INTO trace_events (event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason, chain_seq, chain_prev, dossier_prev, chain_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT DO NOTHING",
     )?;
-    super::chain::chain_events_in(tx, events, |e, l| {
-        st.execute(params![
-            e.event_id,
-            e.at_ms,
-            e.at,
-            e.ma_ho_so,
-            e.message_id,
-            e.correlation_id,
-            e.kind,
-            e.event.as_str(),
-            e.component,
-            e.from,
-            e.to,
-            e.attempt,
-            e.status,
-            e.reason,
-            l.seq,
-            l.prev.as_ref().map(|h| &h[..]),
-            l.dossier_prev.as_ref().map(|h| &h[..]),
-            &l.hash[..]
-        ])
-    })
+    let mut all = |rows: &[(&TraceEvent, Link)]| insert_all_in(tx, rows);
+    let at_once =
+        tx.backend() == Backend::Postgres && (2..=MAX_EVENTS_AT_ONCE).contains(&events.len());
+    super::chain::chain_events_in(
+        tx,
+        events,
+        at_once.then_some(&mut all as super::chain::InsertAll<'_>),
+        |e, l| {
+            st.execute(params![
+                e.event_id,
+                e.at_ms,
+                e.at,
+                e.ma_ho_so,
+                e.message_id,
+                e.correlation_id,
+                e.kind,
+                e.event.as_str(),
+                e.component,
+                e.from,
+                e.to,
+                e.attempt,
+                e.status,
+                e.reason,
+                l.seq,
+                l.prev.as_ref().map(|h| &h[..]),
+                l.dossier_prev.as_ref().map(|h| &h[..]),
+                &l.hash[..]
+            ])
+        },
+    )
+}
+
+/// Most events written by one `INSERT` (18 parameters each; PostgreSQL takes up to 65,535).
+pub const MAX_EVENTS_AT_ONCE: usize = 64;
+
+/// Write every linked event of `rows` in one `INSERT`, all or none: `Ok(true)` when each was
+/// written; when one was already there (a repeated event id), the rows this statement wrote
+/// are deleted again and `Ok(false)` lets the caller write them one by one.
+fn insert_all_in(tx: &Db, rows: &[(&TraceEvent, Link)]) -> Result<bool, DbError> {
+    const COLUMNS: usize = 18;
+    let mut sql = String::from(
+        "INSERT INTO trace_events (event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason, chain_seq, chain_prev, dossier_prev, chain_hash) VALUES ",
+    );
+    for r in 0..rows.len() {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for col in 0..COLUMNS {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("?{}", r * COLUMNS + col + 1));
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT DO NOTHING RETURNING event_id");
+    let mut values = Vec::with_capacity(rows.len() * COLUMNS);
+    for (e, l) in rows {
+        super::chain::push_row(&mut values, e, l);
+    }
+    let mut written: Vec<String> = Vec::with_capacity(rows.len());
+    tx.prepare_cached(&sql)?
+        .for_each(&param_refs(&values), |r| {
+            written.push(r.get(0)?);
+            Ok(true)
+        })?;
+    if written.len() == rows.len() {
+        return Ok(true);
+    }
+    let mut undo = tx.prepare_cached("DELETE FROM trace_events WHERE event_id = ?1")?;
+    for id in written {
+        undo.execute(params![id])?;
+    }
+    Ok(false)
 }
 
 impl MessageWriter {
