@@ -192,27 +192,41 @@ fn a_postgresql_connection_killed_by_the_server_is_made_again() {
     lienthong_testkit::pg::drop_database(&url);
 }
 
-/// A dossier's chain is verified on one snapshot of the store: on PostgreSQL, events of the
-/// dossier committed while it is being verified (between the read of its events and the read
-/// of its recorded head) never make a sound chain look cut short.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dossier_verified_while_its_events_are_written_verifies_on_postgresql() {
-    use lienthong_core::trace::event::{TraceEvent, TraceEventKind};
+/// A PostgreSQL database of the test's own (`<name>_<random>`) with the store's schema: its
+/// URL (for `drop_database`), a group-commit writer and a reader.
+fn pg_store(name: &str) -> (String, lienthong_core::store::MessageWriter, Store) {
     let url = lienthong_testkit::pg::create(&format!(
-        "lt_test_snapshot_{}",
+        "{name}_{}",
         &uuid::Uuid::now_v7().simple().to_string()[24..]
     ))
     .expect("a database");
     let at = StoreLocation::Postgres(url.clone());
     let writer = lienthong_core::store::MessageWriter::start(at.clone()).expect("the writer");
     let store = Store::open(at).expect("the store");
+    (url, writer, store)
+}
+
+/// A `routed` trace event of dossier `ma`, for message `m<n>`.
+fn routed(ma: &str, n: u32) -> lienthong_core::trace::event::TraceEvent {
+    use lienthong_core::trace::event::{TraceEvent, TraceEventKind};
+    let mut e = TraceEvent::new(TraceEventKind::Routed, "router", None).message_id(format!("m{n}"));
+    e.ma_ho_so = Some(ma.to_string());
+    e
+}
+
+/// A dossier's chain is verified on one snapshot of the store: on PostgreSQL, events of the
+/// dossier committed while it is being verified (between the read of its events and the read
+/// of its recorded head) never make a sound chain look cut short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dossier_verified_while_its_events_are_written_verifies_on_postgresql() {
+    let (url, writer, store) = pg_store("lt_test_snapshot");
     let ma = "000.00.00.H00-20261205-00000001";
     let writing = tokio::spawn(async move {
         for n in 0..400 {
-            let mut e =
-                TraceEvent::new(TraceEventKind::Routed, "router", None).message_id(format!("m{n}"));
-            e.ma_ho_so = Some(ma.to_string());
-            writer.insert_events(vec![e]).await.expect("events written");
+            writer
+                .insert_events(vec![routed(ma, n)])
+                .await
+                .expect("events written");
         }
     });
     let mut checks = 0;
@@ -238,26 +252,13 @@ async fn a_dossier_verified_while_its_events_are_written_verifies_on_postgresql(
 /// the chain, and the chain verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_written_at_once_on_postgresql_skip_a_repeated_one_and_keep_the_chain() {
-    use lienthong_core::trace::event::{TraceEvent, TraceEventKind};
-    let url = lienthong_testkit::pg::create(&format!(
-        "lt_test_at_once_{}",
-        &uuid::Uuid::now_v7().simple().to_string()[24..]
-    ))
-    .expect("a database");
-    let at = StoreLocation::Postgres(url.clone());
-    let writer = lienthong_core::store::MessageWriter::start(at.clone()).expect("the writer");
-    let store = Store::open(at).expect("the store");
+    let (url, writer, store) = pg_store("lt_test_at_once");
     let (a, b) = (
         "000.00.00.H00-20261205-00000001",
         "000.00.00.H00-20261205-00000002",
     );
-    let ev = |ma: &str, n: u32| {
-        let mut e =
-            TraceEvent::new(TraceEventKind::Routed, "router", None).message_id(format!("m{n}"));
-        e.ma_ho_so = Some(ma.to_string());
-        e
-    };
-    let first: Vec<TraceEvent> = (0..3).map(|n| ev(a, n)).collect();
+    let ev = routed;
+    let first: Vec<_> = (0..3).map(|n| ev(a, n)).collect();
     writer
         .insert_events(first.clone())
         .await
