@@ -345,12 +345,46 @@ pub const PAGE_SIZE: u32 = 1024;
 /// Open a SQLite connection to the store at `path` (creating the file and its directory if
 /// needed): [`PAGE_SIZE`] if the file is new, WAL mode, `synchronous = NORMAL`, a 10 s busy
 /// timeout, the schema migrated to the latest version.
+///
+/// Processes that start together on a new file (a router and an adapters process) race to
+/// switch it to WAL: SQLite answers "database is locked" at once, without its busy timeout,
+/// when two connections that both read the file want its exclusive lock (it would deadlock
+/// otherwise). Such an answer is retried with backoff (5 ms doubling to 200 ms, at most 10 s of
+/// waits) instead of failing the process.
 pub fn open_sqlite(path: &Path) -> Result<Connection, StoreError> {
+    use backon::BlockingRetryable;
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
     }
+    use std::time::{Duration, Instant};
+    // Only a busy answer that came at once is retried: one that waited out the busy timeout
+    // (another process holds the write lock that long) is the caller's to report.
+    let attempt = std::cell::Cell::new(Instant::now());
+    let busy_at_once = |e: &StoreError| {
+        matches!(e, StoreError::Db(d) if d.is_busy())
+            && attempt.get().elapsed() < Duration::from_secs(1)
+    };
+    (|| {
+        attempt.set(Instant::now());
+        open_sqlite_once(path)
+    })
+    .retry(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(5))
+            .with_max_delay(Duration::from_millis(200))
+            .with_total_delay(Some(Duration::from_secs(10)))
+            .with_max_times(200)
+            .with_jitter(),
+    )
+    .sleep(std::thread::sleep)
+    .when(busy_at_once)
+    .call()
+}
+
+/// One attempt of [`open_sqlite`].
+fn open_sqlite_once(path: &Path) -> Result<Connection, StoreError> {
     let sq = |e: rusqlite::Error| StoreError::Db(DbError::from(e));
     let mut conn = Connection::open(path).map_err(sq)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))

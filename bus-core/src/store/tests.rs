@@ -695,3 +695,30 @@ async fn the_dossier_index_follows_each_routed_message_and_finds_names_without_d
     drop(writer);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Processes that start together on a new store (the router's and the adapters' on one
+/// machine) each open it: switching the new file to WAL, migrating it and opening it again
+/// never fail with "database is locked".
+#[test]
+fn a_new_store_opened_by_many_connections_at_once_opens_for_each() {
+    for round in 0..20 {
+        let dir =
+            std::env::temp_dir().join(format!("lt-open-{}", crate::envelope::new_message_id()));
+        let path = dir.join("s.db");
+        let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+        let opened: Vec<_> = (0..6)
+            .map(|_| {
+                let (path, start) = (path.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    super::migrations::open_sqlite(&path).map(|_| ())
+                })
+            })
+            .collect();
+        for o in opened {
+            let r = o.join().expect("thread");
+            assert!(r.is_ok(), "round {round}: {r:?}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
