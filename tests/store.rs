@@ -170,14 +170,17 @@ fn a_postgresql_connection_killed_by_the_server_is_made_again() {
         .and_then(|h| h.rsplit('/').next())
         .unwrap_or_default()
         .to_string();
-    let ended: i64 = admin
-        .query_row(
-            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = ?1 AND pid <> pg_backend_pid()",
-            lienthong_core::params![db],
-            |r| r.get(0),
-        )
-        .expect("terminate");
-    assert!(ended >= 1, "the store's session was ended");
+    let end_sessions = || {
+        let ended: i64 = admin
+            .query_row(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = ?1 AND pid <> pg_backend_pid()",
+                lienthong_core::params![db],
+                |r| r.get(0),
+            )
+            .expect("terminate");
+        assert!(ended >= 1, "the store's session was ended");
+    };
+    end_sessions();
     // The call that meets the dead connection fails; the next ones connect again.
     let mut answers = Vec::new();
     for _ in 0..3 {
@@ -188,6 +191,21 @@ fn a_postgresql_connection_killed_by_the_server_is_made_again() {
         answers.last().copied().unwrap_or(false),
         "the store answers again: {answers:?}"
     );
+    // Inside a transaction: once the connection is made again, the transaction is gone, and
+    // its COMMIT fails instead of reporting success for nothing.
+    store
+        .with(|c| c.execute_batch("BEGIN"))
+        .expect("a transaction");
+    end_sessions();
+    assert!(store.dead_letter_count().is_err(), "the dead connection");
+    let commit = store.with(|c| c.execute_batch("COMMIT"));
+    assert!(
+        commit
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("lost inside a transaction")),
+        "{commit:?}"
+    );
+    assert_eq!(store.dead_letter_count().expect("then a read"), 0);
     drop(store);
     lienthong_testkit::pg::drop_database(&url);
 }

@@ -189,9 +189,10 @@ struct Heads {
 
 /// Chain and write `events` inside the caller's transaction: the store head and the heads of
 /// the dossiers the events name are read once and written once per call, not per event. On
-/// PostgreSQL, when the events name one dossier at most (every caller on the hot path: one
-/// message's events), that is one read and one write statement for both heads (two round trips
-/// instead of four); more dossiers (the tracer's batches) add one read and one write each.
+/// PostgreSQL, when the first event names the call's only dossier (every caller on the hot
+/// path: one message's events), that is one read and one write statement for both heads (two
+/// round trips instead of four); more dossiers (the tracer's batches) add one read and one
+/// write each.
 /// `insert(event, link)` writes one row and returns how many rows it wrote (0: a duplicate
 /// `event_id`, which does not advance the chain).
 ///

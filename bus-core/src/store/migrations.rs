@@ -349,8 +349,8 @@ pub const PAGE_SIZE: u32 = 1024;
 /// Processes that start together on a new file (a router and an adapters process) race to
 /// switch it to WAL: SQLite answers "database is locked" at once, without its busy timeout,
 /// when two connections that both read the file want its exclusive lock (it would deadlock
-/// otherwise). Such an answer is retried with backoff (5 ms doubling to 200 ms, at most 10 s of
-/// waits) instead of failing the process.
+/// otherwise). Such an answer is retried with backoff (5 ms doubling to 200 ms, each wait up
+/// to twice that with jitter, at most 10 s of waits in all) instead of failing the process.
 pub fn open_sqlite(path: &Path) -> Result<Connection, StoreError> {
     use backon::BlockingRetryable;
     if let Some(dir) = path.parent()

@@ -20,9 +20,24 @@ struct Session {
     cache: PgCache,
     /// Cleared when the connection had to be opened again (its transaction is gone).
     in_tx: std::sync::Arc<AtomicBool>,
+    /// The connection was opened again while a transaction was open: the next call fails
+    /// ([`Session::lost_transaction`]), so that no `COMMIT` reports success for a transaction
+    /// that is gone (outside one, PostgreSQL answers `COMMIT` with a warning only).
+    lost_tx: bool,
 }
 
 impl Session {
+    /// The error of the first call after the connection was opened again inside a
+    /// transaction (then cleared).
+    fn lost_transaction(&mut self) -> Option<DbError> {
+        std::mem::take(&mut self.lost_tx).then(|| {
+            DbError::Other(
+                "the store's connection was lost inside a transaction; the transaction is gone with it"
+                    .into(),
+            )
+        })
+    }
+
     /// The server restarted or the link broke: connect again before the next call (the open
     /// transaction, if any, is gone with the old connection).
     fn reconnect_if_closed(&mut self) {
@@ -34,6 +49,7 @@ impl Session {
                 tracing::info!(message = "the store's connection was lost; connected again");
                 self.client = c;
                 self.cache.clear();
+                self.lost_tx |= self.in_tx.load(Ordering::Relaxed);
                 self.in_tx.store(false, Ordering::Relaxed);
             }
             Err(e) => {
@@ -90,6 +106,7 @@ impl PgConn {
                             client,
                             cache: PgCache::new(),
                             in_tx: session_tx,
+                            lost_tx: false,
                         }));
                     }
                     Err(e) => {
@@ -138,12 +155,19 @@ impl PgConn {
         if tokio::runtime::Handle::try_current().is_err() || MAY_BLOCK.with(|m| m.get()) {
             let mut s = self.session.lock().unwrap_or_else(|e| e.into_inner());
             s.reconnect_if_closed();
+            if let Some(lost) = s.lost_transaction() {
+                return Err(lost);
+            }
             let Session { client, cache, .. } = &mut *s;
             return f(client, cache);
         }
         let (tx, rx) = mpsc::sync_channel(1);
         self.jobs
             .send(Box::new(move |s: &mut Session| {
+                if let Some(lost) = s.lost_transaction() {
+                    let _ = tx.send(Err(lost));
+                    return;
+                }
                 let Session { client, cache, .. } = s;
                 let _ = tx.send(f(client, cache));
             }))

@@ -219,7 +219,8 @@ impl MessageWriter {
     }
 }
 
-/// What the router reads of a message as it arrives ([`Store::arrival`]).
+/// What the router and the HTTP API's ingress read of a message as it arrives
+/// ([`Store::arrival`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Arrival {
     /// Whether the process manager runs the message's dossier.
@@ -268,11 +269,12 @@ impl Store {
     }
 
     /// What the router reads as a message arrives: [`Store::lookup_dossier`] of its dossier
-    /// `ma_ho_so` and [`Store::message_seen`] of its `message_id`. On PostgreSQL one statement
-    /// (one round trip instead of four, each of which costs the router a wake-up of the
-    /// connection's runtime and the server a parse-bind-execute); on SQLite the four point
-    /// reads, which take microseconds there (one statement joining the four tables measured
-    /// slower on SQLite: BENCHMARKS.md, 2026-12-05 evening).
+    /// `ma_ho_so` and [`Store::message_seen`] of its `message_id` (the HTTP API's ingress reads
+    /// the same). On PostgreSQL one statement (one round trip instead of up to four, each of
+    /// which costs the router a wake-up of the connection's runtime and the server a
+    /// parse-bind-execute); on SQLite the point reads, which take microseconds there (one
+    /// statement joining the four tables measured slower on SQLite: BENCHMARKS.md, 2026-12-05
+    /// evening).
     pub fn arrival(&self, ma_ho_so: &str, message_id: &str) -> Result<Arrival, StoreError> {
         if self.is_embedded() {
             let (runs, origin) = self.lookup_dossier(ma_ho_so)?;

@@ -20,7 +20,7 @@ use super::writer::MessageWriter;
 ///
 /// On PostgreSQL, where each statement is a round trip under the store's write lock, the
 /// events of one call (two to [`MAX_EVENTS_AT_ONCE`]; the router writes three per message) go
-/// in one `INSERT` ([`insert_all_in`]); on SQLite one statement per event.
+/// in one `INSERT` (`insert_all_in`); on SQLite one statement per event.
 pub fn insert_events_in(tx: &Db, events: &[TraceEvent]) -> Result<(), DbError> {
     let mut st = tx.prepare_cached(
         "INSERT INTO trace_events (event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason, chain_seq, chain_prev, dossier_prev, chain_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT DO NOTHING",
@@ -64,6 +64,7 @@ pub const MAX_EVENTS_AT_ONCE: usize = 64;
 /// written; when one was already there (a repeated event id), the rows this statement wrote
 /// are deleted again and `Ok(false)` lets the caller write them one by one.
 fn insert_all_in(tx: &Db, rows: &[(&TraceEvent, Link)]) -> Result<bool, DbError> {
+    use std::fmt::Write as _;
     const COLUMNS: usize = 18;
     let mut sql = String::from(
         "INSERT INTO trace_events (event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason, chain_seq, chain_prev, dossier_prev, chain_hash) VALUES ",
@@ -71,10 +72,8 @@ fn insert_all_in(tx: &Db, rows: &[(&TraceEvent, Link)]) -> Result<bool, DbError>
     for r in 0..rows.len() {
         sql.push_str(if r == 0 { "(" } else { ", (" });
         for col in 0..COLUMNS {
-            if col > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("?{}", r * COLUMNS + col + 1));
+            let sep = if col > 0 { ", " } else { "" };
+            let _ = write!(sql, "{sep}?{}", r * COLUMNS + col + 1);
         }
         sql.push(')');
     }

@@ -44,8 +44,8 @@ impl WriteJob {
     /// It is released together with this job's own `SAVEPOINT` (one statement string, so one
     /// round trip on PostgreSQL instead of two per isolated write), and the batch's commit
     /// releases the last one. Writes between the two (a write that is not isolated) are merged
-    /// into the transaction by that release just as before: a failing write rolls back to the
-    /// savepoint opened right before it, never further.
+    /// into the transaction by that release just as before: a failing isolated write rolls back
+    /// to the savepoint opened right before it, never further.
     fn write(&mut self, db: &Db, open: &mut bool) -> Result<(), DbError> {
         let Some(run) = self.run.take() else {
             return Ok(());
