@@ -233,49 +233,18 @@ pub fn chain_events_in(
     if let Some(insert_all) = insert_all {
         let (mut s, mut p, mut heads) = (seq, prev, dossiers.clone());
         let mut rows = Vec::with_capacity(events.len());
-        for e in events {
-            let dprev = match e.ma_ho_so.as_deref() {
-                Some(ma) => {
-                    if !heads.contains_key(ma) {
-                        let h = read_head(c, &dossier_scope(ma))?.map(|(_, h)| h);
-                        heads.insert(ma, (h, false));
-                        dossiers.insert(ma, (h, false));
-                    }
-                    heads.get(ma).and_then(|(h, _)| *h)
-                }
-                None => None,
-            };
-            let l = link(e, s + 1, p, dprev);
-            (s, p) = (l.seq, Some(l.hash));
-            if let Some(ma) = e.ma_ho_so.as_deref() {
-                heads.insert(ma, (Some(l.hash), true));
-            }
+        link_events(c, events, (&mut s, &mut p, &mut heads), |e, l| {
             rows.push((e, l));
-        }
+            Ok(true)
+        })?;
         if insert_all(&rows)? {
             (seq, prev, dossiers, written) = (s, p, heads, true);
         }
     }
-    for e in events.iter().filter(|_| !written) {
-        let dprev = match e.ma_ho_so.as_deref() {
-            Some(ma) => {
-                if !dossiers.contains_key(ma) {
-                    let h = read_head(c, &dossier_scope(ma))?.map(|(_, h)| h);
-                    dossiers.insert(ma, (h, false));
-                }
-                dossiers.get(ma).and_then(|(h, _)| *h)
-            }
-            None => None,
-        };
-        let l = link(e, seq + 1, prev, dprev);
-        if insert(e, &l)? == 0 {
-            continue;
-        }
-        seq = l.seq;
-        prev = Some(l.hash);
-        if let Some(ma) = e.ma_ho_so.as_deref() {
-            dossiers.insert(ma, (Some(l.hash), true));
-        }
+    if !written {
+        link_events(c, events, (&mut seq, &mut prev, &mut dossiers), |e, l| {
+            Ok(insert(e, &l)? > 0)
+        })?;
     }
     let Some(head) = prev.filter(|_| seq != start_seq) else {
         return Ok(());
@@ -307,6 +276,47 @@ pub fn chain_events_in(
     }
     for (ma, h) in moved {
         write_head(c, &dossier_scope(ma), seq, &h)?;
+    }
+    Ok(())
+}
+
+/// The chain heads while events are linked: the store's `seq` and hash, and each dossier's
+/// head hash with whether it moved.
+type Linking<'a, 'e> = (
+    &'a mut i64,
+    &'a mut Option<[u8; 32]>,
+    &'a mut HashMap<&'e str, (Option<[u8; 32]>, bool)>,
+);
+
+/// Link `events` one after another from the heads, reading a dossier's head from the store the
+/// first time the dossier is met; `keep(event, link)` writes the event and says whether it was
+/// written (a repeated event is not, and does not advance the heads).
+fn link_events<'e>(
+    c: &Db,
+    events: &'e [TraceEvent],
+    (seq, prev, dossiers): Linking<'_, 'e>,
+    mut keep: impl FnMut(&'e TraceEvent, Link) -> Result<bool, DbError>,
+) -> Result<(), DbError> {
+    for e in events {
+        let dprev = match e.ma_ho_so.as_deref() {
+            Some(ma) => {
+                if !dossiers.contains_key(ma) {
+                    let h = read_head(c, &dossier_scope(ma))?.map(|(_, h)| h);
+                    dossiers.insert(ma, (h, false));
+                }
+                dossiers.get(ma).and_then(|(h, _)| *h)
+            }
+            None => None,
+        };
+        let l = link(e, *seq + 1, *prev, dprev);
+        let (next, hash) = (l.seq, l.hash);
+        if !keep(e, l)? {
+            continue;
+        }
+        (*seq, *prev) = (next, Some(hash));
+        if let Some(ma) = e.ma_ho_so.as_deref() {
+            dossiers.insert(ma, (Some(hash), true));
+        }
     }
     Ok(())
 }

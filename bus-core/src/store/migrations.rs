@@ -353,12 +353,12 @@ pub const PAGE_SIZE: u32 = 1024;
 /// to twice that with jitter, at most 10 s of waits in all) instead of failing the process.
 pub fn open_sqlite(path: &Path) -> Result<Connection, StoreError> {
     use backon::BlockingRetryable;
+    use std::time::{Duration, Instant};
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
     }
-    use std::time::{Duration, Instant};
     // Only a busy answer that came at once is retried: one that waited out the busy timeout
     // (another process holds the write lock that long) is the caller's to report.
     let attempt = std::cell::Cell::new(Instant::now());
