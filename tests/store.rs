@@ -170,6 +170,8 @@ fn a_postgresql_connection_killed_by_the_server_is_made_again() {
         .and_then(|h| h.rsplit('/').next())
         .unwrap_or_default()
         .to_string();
+    // Ends the store's sessions and waits until the server has let them go (the termination
+    // is a signal: the backend may still answer for a moment after it is sent).
     let end_sessions = || {
         let ended: i64 = admin
             .query_row(
@@ -179,25 +181,46 @@ fn a_postgresql_connection_killed_by_the_server_is_made_again() {
             )
             .expect("terminate");
         assert!(ended >= 1, "the store's session was ended");
+        for _ in 0..200 {
+            let left: i64 = admin
+                .query_row(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = ?1 AND pid <> pg_backend_pid()",
+                    lienthong_core::params![db],
+                    |r| r.get(0),
+                )
+                .expect("sessions left");
+            if left == 0 {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("the store's sessions did not end");
     };
     end_sessions();
     // The call that meets the dead connection fails; the next ones connect again.
     let mut answers = Vec::new();
     for _ in 0..3 {
         answers.push(store.dead_letter_count().is_ok());
-        std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(
-        answers.last().copied().unwrap_or(false),
+    assert_eq!(
+        answers.last().copied(),
+        Some(true),
         "the store answers again: {answers:?}"
     );
-    // Inside a transaction: once the connection is made again, the transaction is gone, and
-    // its COMMIT fails instead of reporting success for nothing.
+    // Inside a transaction: once the connection is made again, the transaction is gone with
+    // the old one. Like an aborted transaction, every call fails until it is ended, and its
+    // COMMIT fails instead of reporting success for nothing.
+    let lost = |r: &Result<u64, lienthong_core::store::StoreError>| {
+        r.as_ref()
+            .is_err_and(|e| e.to_string().contains("lost inside a transaction"))
+    };
     store
         .with(|c| c.execute_batch("BEGIN"))
         .expect("a transaction");
     end_sessions();
     assert!(store.dead_letter_count().is_err(), "the dead connection");
+    let again = store.dead_letter_count();
+    assert!(lost(&again), "still inside the lost transaction: {again:?}");
     let commit = store.with(|c| c.execute_batch("COMMIT"));
     assert!(
         commit
@@ -205,6 +228,16 @@ fn a_postgresql_connection_killed_by_the_server_is_made_again() {
             .is_err_and(|e| e.to_string().contains("lost inside a transaction")),
         "{commit:?}"
     );
+    assert_eq!(store.dead_letter_count().expect("then a read"), 0);
+    // Its ROLLBACK ends it too, and succeeds (nothing of it is left to undo).
+    store
+        .with(|c| c.execute_batch("BEGIN"))
+        .expect("a transaction");
+    end_sessions();
+    assert!(store.dead_letter_count().is_err(), "the dead connection");
+    store
+        .with(|c| c.rollback())
+        .expect("the lost transaction is rolled back");
     assert_eq!(store.dead_letter_count().expect("then a read"), 0);
     drop(store);
     lienthong_testkit::pg::drop_database(&url);

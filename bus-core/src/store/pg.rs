@@ -18,19 +18,38 @@ struct Session {
     config: postgres::Config,
     client: postgres::Client,
     cache: PgCache,
-    /// Cleared when the connection had to be opened again (its transaction is gone).
+    /// Whether a transaction is open, as the callers see it (shared with [`PgConn`]).
     in_tx: std::sync::Arc<AtomicBool>,
-    /// The connection was opened again while a transaction was open: the next call fails
-    /// ([`Session::lost_transaction`]), so that no `COMMIT` reports success for a transaction
-    /// that is gone (outside one, PostgreSQL answers `COMMIT` with a warning only).
+    /// A call failed because the server ended the session or the link broke: the connection
+    /// is made again before the next call, even where the client has not noticed yet that its
+    /// socket is closed (the server's last answer and the socket's end arrive apart).
+    broken: bool,
+    /// The connection was made again while a transaction was open: like PostgreSQL's own
+    /// aborted transaction, every call fails until the transaction is ended; its `COMMIT`
+    /// fails too (on the new session it would report success for a transaction that is gone)
+    /// and its `ROLLBACK` succeeds ([`Session::lost_transaction`]).
     lost_tx: bool,
 }
 
+/// How a call ends the caller's transaction, if it does.
+#[derive(Clone, Copy, PartialEq)]
+enum Ends {
+    No,
+    Commit,
+    Rollback,
+}
+
 impl Session {
-    /// The error of the first call after the connection was opened again inside a
-    /// transaction (then cleared).
-    fn lost_transaction(&mut self) -> Option<DbError> {
-        std::mem::take(&mut self.lost_tx).then(|| {
+    /// The error of a call made while the transaction is lost, or `None` when the call may
+    /// run: a `COMMIT` or `ROLLBACK` ends the lost transaction (the `COMMIT` still fails).
+    fn lost_transaction(&mut self, ends: Ends) -> Option<DbError> {
+        if !self.lost_tx {
+            return None;
+        }
+        if ends != Ends::No {
+            self.lost_tx = false;
+        }
+        (ends != Ends::Rollback).then(|| {
             DbError::Other(
                 "the store's connection was lost inside a transaction; the transaction is gone with it"
                     .into(),
@@ -41,7 +60,7 @@ impl Session {
     /// The server restarted or the link broke: connect again before the next call (the open
     /// transaction, if any, is gone with the old connection).
     fn reconnect_if_closed(&mut self) {
-        if !self.client.is_closed() {
+        if !self.broken && !self.client.is_closed() {
             return;
         }
         match open(&self.config) {
@@ -49,13 +68,29 @@ impl Session {
                 tracing::info!(message = "the store's connection was lost; connected again");
                 self.client = c;
                 self.cache.clear();
+                self.broken = false;
                 self.lost_tx |= self.in_tx.load(Ordering::Relaxed);
-                self.in_tx.store(false, Ordering::Relaxed);
             }
             Err(e) => {
                 tracing::warn!(message = "the store's server is not reachable", error = %e);
             }
         }
+    }
+
+    /// Run `f` unless the transaction is lost; note a failure that shows the connection gone.
+    fn call<T>(
+        &mut self,
+        ends: Ends,
+        f: impl FnOnce(&mut postgres::Client, &mut PgCache) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        if let Some(lost) = self.lost_transaction(ends) {
+            return Err(lost);
+        }
+        let r = f(&mut self.client, &mut self.cache);
+        if r.as_ref().is_err_and(DbError::is_connection_lost) {
+            self.broken = true;
+        }
+        r
     }
 }
 
@@ -67,8 +102,8 @@ impl Session {
 pub struct PgConn {
     jobs: mpsc::Sender<Job>,
     session: std::sync::Arc<std::sync::Mutex<Session>>,
-    /// Whether this connection opened a transaction it has not ended (cleared when the
-    /// connection had to be opened again).
+    /// Whether this connection opened a transaction it has not ended (a transaction lost with
+    /// its connection stays open until it is ended: [`Session::lost_tx`]).
     in_tx: std::sync::Arc<AtomicBool>,
 }
 
@@ -106,6 +141,7 @@ impl PgConn {
                             client,
                             cache: PgCache::new(),
                             in_tx: session_tx,
+                            broken: false,
                             lost_tx: false,
                         }));
                     }
@@ -150,26 +186,18 @@ impl PgConn {
     /// connection's thread.
     fn run<T: Send + 'static>(
         &self,
+        ends: Ends,
         f: impl FnOnce(&mut postgres::Client, &mut PgCache) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, DbError> {
         if tokio::runtime::Handle::try_current().is_err() || MAY_BLOCK.with(|m| m.get()) {
             let mut s = self.session.lock().unwrap_or_else(|e| e.into_inner());
             s.reconnect_if_closed();
-            if let Some(lost) = s.lost_transaction() {
-                return Err(lost);
-            }
-            let Session { client, cache, .. } = &mut *s;
-            return f(client, cache);
+            return s.call(ends, f);
         }
         let (tx, rx) = mpsc::sync_channel(1);
         self.jobs
             .send(Box::new(move |s: &mut Session| {
-                if let Some(lost) = s.lost_transaction() {
-                    let _ = tx.send(Err(lost));
-                    return;
-                }
-                let Session { client, cache, .. } = s;
-                let _ = tx.send(f(client, cache));
+                let _ = tx.send(s.call(ends, f));
             }))
             .map_err(|_| DbError::Other("the store's connection is closed".into()))?;
         rx.recv()
@@ -185,12 +213,17 @@ impl PgConn {
     pub fn batch(&self, sql: &str) -> Result<(), DbError> {
         let head = sql.trim_start().to_ascii_uppercase();
         let owned = sql.to_string();
-        let r = self.run(move |c, _| Ok(c.batch_execute(&owned)?));
+        let ends = if head.starts_with("COMMIT") {
+            Ends::Commit
+        } else if head.starts_with("ROLLBACK") && !head.starts_with("ROLLBACK TO") {
+            Ends::Rollback
+        } else {
+            Ends::No
+        };
+        let r = self.run(ends, move |c, _| Ok(c.batch_execute(&owned)?));
         if head.starts_with("BEGIN") {
             self.in_tx.store(r.is_ok(), Ordering::Relaxed);
-        } else if head.starts_with("COMMIT")
-            || (head.starts_with("ROLLBACK") && !head.starts_with("ROLLBACK TO"))
-        {
+        } else if ends != Ends::No {
             self.in_tx.store(false, Ordering::Relaxed);
         }
         r
@@ -199,7 +232,7 @@ impl PgConn {
     /// Run one statement with parameters; the rows it changed.
     pub fn execute(&self, sql: &str, params: Params<'_>) -> Result<usize, DbError> {
         let (sql, values) = owned(sql, params);
-        self.run(move |c, cache| {
+        self.run(Ends::No, move |c, cache| {
             let st = prepared(c, cache, &sql)?;
             let refs: Vec<&(dyn ToSql + Sync)> =
                 values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
@@ -210,7 +243,7 @@ impl PgConn {
     /// Run one query with parameters; its rows.
     pub fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<postgres::Row>, DbError> {
         let (sql, values) = owned(sql, params);
-        self.run(move |c, cache| {
+        self.run(Ends::No, move |c, cache| {
             let st = prepared(c, cache, &sql)?;
             let refs: Vec<&(dyn ToSql + Sync)> =
                 values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
