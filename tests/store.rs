@@ -325,14 +325,30 @@ async fn events_written_at_once_on_postgresql_skip_a_repeated_one_and_keep_the_c
         .insert_events(vec![ev(a, 6), ev(b, 7)])
         .await
         .expect("two events");
+    // One event at a time (its heads in the same statement): a repeated one, a new one, and
+    // one that names no dossier (the store head alone moves).
+    for (one, what) in [
+        (first[2].clone(), "a repeated event"),
+        (ev(a, 8), "a new event"),
+        (
+            {
+                let mut e = ev(a, 9);
+                e.ma_ho_so = None;
+                e
+            },
+            "an event of no dossier",
+        ),
+    ] {
+        writer.insert_events(vec![one]).await.expect(what);
+    }
     let (x, y) = (
         store.verify_dossier_chain(a).expect("verify"),
         store.verify_dossier_chain(b).expect("verify"),
     );
-    assert!(x.verified && x.events == 5, "{x:?}");
+    assert!(x.verified && x.events == 6, "{x:?}");
     assert!(y.verified && y.events == 3, "{y:?}");
     let whole = store.verify_trace(None, None).expect("verify the store");
-    assert!(whole.ok() && whole.checked == 8, "{whole:?}");
+    assert!(whole.ok() && whole.checked == 10, "{whole:?}");
     drop(store);
     lienthong_testkit::pg::drop_database(&url);
 }

@@ -153,9 +153,12 @@ fn read_head(c: &Db, scope: &str) -> Result<Option<(i64, [u8; 32])>, DbError> {
     Ok(row.and_then(|(s, h)| <[u8; 32]>::try_from(h.as_slice()).ok().map(|h| (s, h))))
 }
 
-/// A write of every event of a call at once ([`chain_events_in`]): `Ok(true)` when every row
-/// was written, `Ok(false)` when none was (one of them was already there).
-pub type InsertAll<'f> = &'f mut dyn FnMut(&[(&TraceEvent, Link)]) -> Result<bool, DbError>;
+/// A write of every event of a call at once ([`chain_events_in`]) and, in the same statement,
+/// of the chain heads they move: `(rows, heads, seq)`, where `heads` are the `(scope, hash)`
+/// pairs to store at position `seq` (the store head first). `Ok(true)` when every row and the
+/// heads were written, `Ok(false)` when none was (one of the rows was already there).
+pub type InsertAll<'f> =
+    &'f mut dyn FnMut(&[(&TraceEvent, Link)], &[(String, [u8; 32])], i64) -> Result<bool, DbError>;
 
 /// The heads of the store and of dossier `ma` (scopes `*` and `d:<ma>`) in one statement: on
 /// PostgreSQL one round trip instead of two, and the writing transaction holds the store's
@@ -190,15 +193,15 @@ struct Heads {
 /// Chain and write `events` inside the caller's transaction: the store head and the heads of
 /// the dossiers the events name are read once and written once per call, not per event. On
 /// PostgreSQL, when the first event names the call's only dossier (every caller on the hot
-/// path: one message's events), that is one read and one write statement for both heads (two
-/// round trips instead of four); more dossiers (the tracer's batches) add one read and one
-/// write each.
+/// path: one message's events), both heads are read in one statement, and written in one
+/// (with the events themselves when `insert_all` writes them); more dossiers (the tracer's
+/// batches) add one read each.
 /// `insert(event, link)` writes one row and returns how many rows it wrote (0: a duplicate
 /// `event_id`, which does not advance the chain).
 ///
 /// `insert_all`, when given, is tried first: it gets every event linked as if none were a
-/// duplicate, and writes them all (`Ok(true)`) or none (`Ok(false)`: one was a duplicate);
-/// then `insert` writes them one by one.
+/// duplicate and the heads they move, and writes them all (`Ok(true)`) or none (`Ok(false)`:
+/// one was a duplicate); then `insert` writes them one by one, and the heads follow.
 pub fn chain_events_in(
     c: &Db,
     events: &[TraceEvent],
@@ -228,8 +231,7 @@ pub fn chain_events_in(
         None => (0, None),
     };
     let start_seq = seq;
-    // Every event linked as if it were new, written at once.
-    let mut written = false;
+    // Every event linked as if it were new, written at once with the heads they move.
     if let Some(insert_all) = insert_all {
         let (mut s, mut p, mut heads) = (seq, prev, dossiers.clone());
         let mut rows = Vec::with_capacity(events.len());
@@ -237,47 +239,70 @@ pub fn chain_events_in(
             rows.push((e, l));
             Ok(true)
         })?;
-        if insert_all(&rows)? {
-            (seq, prev, dossiers, written) = (s, p, heads, true);
+        if insert_all(&rows, &moved_heads(p, heads), s)? {
+            return Ok(());
         }
     }
-    if !written {
-        link_events(c, events, (&mut seq, &mut prev, &mut dossiers), |e, l| {
-            Ok(insert(e, &l)? > 0)
-        })?;
-    }
-    let Some(head) = prev.filter(|_| seq != start_seq) else {
+    link_events(c, events, (&mut seq, &mut prev, &mut dossiers), |e, l| {
+        Ok(insert(e, &l)? > 0)
+    })?;
+    if seq == start_seq {
         return Ok(());
-    };
-    let mut moved = dossiers
-        .into_iter()
-        .filter_map(|(ma, (h, changed))| h.filter(|_| changed).map(|h| (ma, h)));
-    // On PostgreSQL the store head with the first dossier head that moved, in one statement.
-    match moved.next() {
-        Some((ma, h)) if combined => {
-            c.prepare_cached(
-                "INSERT INTO trace_heads (scope, seq, hash) VALUES (?1, ?2, ?3), (?4, ?2, ?5)
-                 ON CONFLICT (scope) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-            )?
-            .execute(params![
-                STORE_SCOPE,
-                seq,
-                &head[..],
-                dossier_scope(ma),
-                &h[..]
-            ])?;
-        }
-        first => {
-            write_head(c, STORE_SCOPE, seq, &head)?;
-            if let Some((ma, h)) = first {
-                write_head(c, &dossier_scope(ma), seq, &h)?;
-            }
-        }
     }
-    for (ma, h) in moved {
-        write_head(c, &dossier_scope(ma), seq, &h)?;
+    let heads = moved_heads(prev, dossiers);
+    if combined {
+        // On PostgreSQL every head in one statement.
+        let values: Vec<Value<'_>> = heads
+            .iter()
+            .flat_map(|(scope, h)| [Value::Text(scope), Value::Blob(&h[..])])
+            .chain([Value::Int(seq)])
+            .collect();
+        c.prepare_cached(&upsert_heads_sql(heads.len(), 1, None))?
+            .execute(&crate::store::value::param_refs(&values))?;
+    } else {
+        for (scope, h) in &heads {
+            write_head(c, scope, seq, h)?;
+        }
     }
     Ok(())
+}
+
+/// The heads to store after linking: the store head `prev` first, then each dossier head that
+/// moved, as `(scope, hash)`.
+fn moved_heads(
+    prev: Option<[u8; 32]>,
+    dossiers: HashMap<&str, (Option<[u8; 32]>, bool)>,
+) -> Vec<(String, [u8; 32])> {
+    let store = prev.map(|h| (STORE_SCOPE.to_string(), h));
+    let moved = dossiers
+        .into_iter()
+        .filter_map(|(ma, (h, changed))| h.filter(|_| changed).map(|h| (dossier_scope(ma), h)));
+    store.into_iter().chain(moved).collect()
+}
+
+/// The upsert of `n` heads into `trace_heads`, its parameters numbered from `first`: each
+/// head's scope and hash, then the one `seq` they share (PostgreSQL's `$N` casts, so that the
+/// rows may come from a `VALUES` list). With `only_if`, a condition the rows are written under
+/// (an `INSERT … SELECT … WHERE`).
+pub fn upsert_heads_sql(n: usize, first: usize, only_if: Option<&str>) -> String {
+    use std::fmt::Write as _;
+    let seq = first + 2 * n;
+    let mut sql = String::from("INSERT INTO trace_heads (scope, seq, hash) ");
+    sql.push_str(if only_if.is_some() {
+        "SELECT * FROM (VALUES "
+    } else {
+        "VALUES "
+    });
+    for i in 0..n {
+        let (scope, hash) = (first + 2 * i, first + 2 * i + 1);
+        let sep = if i > 0 { ", " } else { "" };
+        let _ = write!(sql, "{sep}(?{scope}::text, ?{seq}::bigint, ?{hash}::bytea)");
+    }
+    if let Some(cond) = only_if {
+        let _ = write!(sql, ") AS h (scope, seq, hash) WHERE {cond}");
+    }
+    sql.push_str(" ON CONFLICT (scope) DO UPDATE SET seq = excluded.seq, hash = excluded.hash");
+    sql
 }
 
 /// The chain heads while events are linked: the store's `seq` and hash, and each dossier's

@@ -3,7 +3,7 @@
 
 use crate::params;
 use crate::store::chain::Link;
-use crate::store::db::{Backend, Db, DbError};
+use crate::store::db::{Backend, Db, DbError, Value};
 use crate::store::value::param_refs;
 
 use crate::trace::event::TraceEvent;
@@ -19,15 +19,17 @@ use super::writer::MessageWriter;
 /// commit ([`crate::store::MessageWriter`]) and `Tracer::emit_from`.
 ///
 /// On PostgreSQL, where each statement is a round trip under the store's write lock, the
-/// events of one call (two to [`MAX_EVENTS_AT_ONCE`]; the router writes three per message) go
-/// in one `INSERT` (`insert_all_in`); on SQLite one statement per event.
+/// events of one call (up to [`MAX_EVENTS_AT_ONCE`]; the router writes three per message) and
+/// the chain heads they move go in one statement (`insert_all_in`); on SQLite one statement
+/// per event and per head.
 pub fn insert_events_in(tx: &Db, events: &[TraceEvent]) -> Result<(), DbError> {
     let mut st = tx.prepare_cached(
         "INSERT INTO trace_events (event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason, chain_seq, chain_prev, dossier_prev, chain_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT DO NOTHING",
     )?;
-    let mut all = |rows: &[(&TraceEvent, Link)]| insert_all_in(tx, rows);
-    let at_once =
-        tx.backend() == Backend::Postgres && (2..=MAX_EVENTS_AT_ONCE).contains(&events.len());
+    let mut all = |rows: &[(&TraceEvent, Link)], heads: &[(String, [u8; 32])], seq: i64| {
+        insert_all_in(tx, rows, heads, seq)
+    };
+    let at_once = tx.backend() == Backend::Postgres && events.len() <= MAX_EVENTS_AT_ONCE;
     super::chain::chain_events_in(
         tx,
         events,
@@ -60,14 +62,22 @@ pub fn insert_events_in(tx: &Db, events: &[TraceEvent]) -> Result<(), DbError> {
 /// Most events written by one `INSERT` (18 parameters each; PostgreSQL takes up to 65,535).
 pub const MAX_EVENTS_AT_ONCE: usize = 64;
 
-/// Write every linked event of `rows` in one `INSERT`, all or none: `Ok(true)` when each was
-/// written; when one was already there (a repeated event id), the rows this statement wrote
-/// are deleted again and `Ok(false)` lets the caller write them one by one.
-fn insert_all_in(tx: &Db, rows: &[(&TraceEvent, Link)]) -> Result<bool, DbError> {
+/// Write every linked event of `rows` and the chain `heads` they move (at position `seq`) in
+/// one statement (PostgreSQL: an `INSERT` of the events, and in a data-modifying `WITH` the
+/// upsert of the heads, done only when every event was inserted), all or none: `Ok(true)` when
+/// each was written; when one was already there (a repeated event id), the heads are not
+/// written, the rows this statement wrote are deleted again, and `Ok(false)` lets the caller
+/// write them one by one.
+fn insert_all_in(
+    tx: &Db,
+    rows: &[(&TraceEvent, Link)],
+    heads: &[(String, [u8; 32])],
+    seq: i64,
+) -> Result<bool, DbError> {
     use std::fmt::Write as _;
     const COLUMNS: usize = 18;
     let mut sql = String::from(
-        "INSERT INTO trace_events (event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason, chain_seq, chain_prev, dossier_prev, chain_hash) VALUES ",
+        "WITH ins AS (INSERT INTO trace_events (event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason, chain_seq, chain_prev, dossier_prev, chain_hash) VALUES ",
     );
     for r in 0..rows.len() {
         sql.push_str(if r == 0 { "(" } else { ", (" });
@@ -77,11 +87,25 @@ fn insert_all_in(tx: &Db, rows: &[(&TraceEvent, Link)]) -> Result<bool, DbError>
         }
         sql.push(')');
     }
-    sql.push_str(" ON CONFLICT DO NOTHING RETURNING event_id");
+    // A data-modifying WITH runs to its end whether or not the query reads it (PostgreSQL
+    // documentation, "Data-Modifying Statements in WITH").
+    let _ = write!(
+        sql,
+        " ON CONFLICT DO NOTHING RETURNING event_id), heads AS ({}) SELECT event_id FROM ins",
+        super::chain::upsert_heads_sql(
+            heads.len(),
+            rows.len() * COLUMNS + 1,
+            Some(&format!("(SELECT count(*) FROM ins) = {}", rows.len())),
+        )
+    );
     let mut values = Vec::with_capacity(rows.len() * COLUMNS);
     for (e, l) in rows {
         super::chain::push_row(&mut values, e, l);
     }
+    for (scope, h) in heads {
+        values.extend([Value::Text(scope), Value::Blob(&h[..])]);
+    }
+    values.push(Value::Int(seq));
     let mut written: Vec<String> = Vec::with_capacity(rows.len());
     tx.prepare_cached(&sql)?
         .for_each(&param_refs(&values), |r| {
