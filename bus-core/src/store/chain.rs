@@ -160,34 +160,45 @@ fn read_head(c: &Db, scope: &str) -> Result<Option<(i64, [u8; 32])>, DbError> {
 pub type InsertAll<'f> =
     &'f mut dyn FnMut(&[(&TraceEvent, Link)], &[(String, [u8; 32])], i64) -> Result<bool, DbError>;
 
-/// The heads of the store and of dossier `ma` (scopes `*` and `d:<ma>`) in one statement: on
-/// PostgreSQL one round trip instead of two, and the writing transaction holds the store's
-/// write lock across its round trips.
-fn read_store_and_dossier_heads(c: &Db, ma: &str) -> Result<Heads, DbError> {
-    let dossier = dossier_scope(ma);
-    let mut heads = Heads::default();
-    c.prepare_cached("SELECT scope, seq, hash FROM trace_heads WHERE scope IN (?1, ?2)")?
-        .for_each(params![STORE_SCOPE, dossier], |r| {
-            let (scope, seq, hash): (String, i64, Vec<u8>) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
-                if scope == STORE_SCOPE {
-                    heads.store = Some((seq, hash));
-                } else if scope == dossier {
-                    heads.dossier = Some(hash);
-                }
-            }
-            Ok(true)
-        })?;
-    Ok(heads)
+/// The heads of the store and of `dossiers` in one statement (PostgreSQL: one round trip under
+/// the store's write lock however many dossiers a write names; the scopes go as one JSON array,
+/// so the statement has one shape and is prepared once).
+fn read_heads<'e>(c: &Db, dossiers: &[&'e str]) -> Result<Heads<'e>, DbError> {
+    let scopes: Vec<String> = std::iter::once(STORE_SCOPE.to_string())
+        .chain(
+            dossiers
+                .iter()
+                .map(|ma| pg_text(&dossier_scope(ma)).into_owned()),
+        )
+        .collect();
+    let scopes = serde_json::to_string(&scopes).map_err(|e| DbError::Other(e.to_string()))?;
+    let mut found: HashMap<String, (i64, [u8; 32])> = HashMap::new();
+    c.prepare_cached(
+        "SELECT h.scope, h.seq, h.hash FROM jsonb_array_elements_text(?1::text::jsonb) AS s (scope)
+         JOIN trace_heads h ON h.scope = s.scope",
+    )?
+    .for_each(params![scopes], |r| {
+        let (scope, seq, hash): (String, i64, Vec<u8>) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
+            found.insert(scope, (seq, hash));
+        }
+        Ok(true)
+    })?;
+    Ok(Heads {
+        store: found.get(STORE_SCOPE).copied(),
+        dossiers: dossiers
+            .iter()
+            .map(|ma| (*ma, found.get(&dossier_scope(ma)).map(|(_, h)| *h)))
+            .collect(),
+    })
 }
 
-/// The store head and one dossier's head as read before a write.
-#[derive(Default)]
-struct Heads {
+/// The store head and dossiers' heads as read before a write.
+struct Heads<'e> {
     /// `(seq, hash)` of the store head.
     store: Option<(i64, [u8; 32])>,
-    /// Hash of the dossier's head.
-    dossier: Option<[u8; 32]>,
+    /// Each dossier's head hash.
+    dossiers: Vec<(&'e str, Option<[u8; 32]>)>,
 }
 
 /// Chain and write `events` inside the caller's transaction: the store head and the heads of
@@ -208,23 +219,30 @@ pub fn chain_events_in(
     insert_all: Option<InsertAll<'_>>,
     mut insert: impl FnMut(&TraceEvent, &Link) -> Result<usize, DbError>,
 ) -> Result<(), DbError> {
-    let Some(first) = events.first() else {
+    if events.is_empty() {
         return Ok(());
-    };
+    }
     // Dossier heads: read once, written once.
     let mut dossiers: HashMap<&str, (Option<[u8; 32]>, bool)> = HashMap::new();
-    // On PostgreSQL each statement is a round trip under the store's write lock: the store's
-    // and the first dossier's heads are read in one, and written in one. On SQLite the single
-    // point reads and writes are cheaper than the combined statements (measured: the HTTP-adapter
+    // On PostgreSQL each statement is a round trip under the store's write lock: every head the
+    // events need is read in one, and they are written in one. On SQLite the single point
+    // reads and writes are cheaper than the combined statements (measured: the HTTP-adapter
     // path took more CPU per dossier with them, BENCHMARKS.md, 2026-12-05 night).
     let combined = c.backend() == Backend::Postgres;
-    let store = match first.ma_ho_so.as_deref().filter(|_| combined) {
-        Some(ma) => {
-            let heads = read_store_and_dossier_heads(c, ma)?;
-            dossiers.insert(ma, (heads.dossier, false));
-            heads.store
+    let store = if combined {
+        let mut names: Vec<&str> = Vec::new();
+        for ma in events.iter().filter_map(|e| e.ma_ho_so.as_deref()) {
+            if !names.contains(&ma) {
+                names.push(ma);
+            }
         }
-        None => read_head(c, STORE_SCOPE)?,
+        let heads = read_heads(c, &names)?;
+        for (ma, h) in heads.dossiers {
+            dossiers.insert(ma, (h, false));
+        }
+        heads.store
+    } else {
+        read_head(c, STORE_SCOPE)?
     };
     let (mut seq, mut prev) = match store {
         Some((s, h)) => (s, Some(h)),
@@ -252,13 +270,8 @@ pub fn chain_events_in(
     let heads = moved_heads(prev, dossiers);
     if combined {
         // On PostgreSQL every head in one statement.
-        let values: Vec<Value<'_>> = heads
-            .iter()
-            .flat_map(|(scope, h)| [Value::Text(scope), Value::Blob(&h[..])])
-            .chain([Value::Int(seq)])
-            .collect();
-        c.prepare_cached(&upsert_heads_sql(heads.len(), 1, None))?
-            .execute(&crate::store::value::param_refs(&values))?;
+        c.prepare_cached(&upsert_heads_sql(1, None))?
+            .execute(params![heads_json(&heads)?, seq])?;
     } else {
         for (scope, h) in &heads {
             write_head(c, scope, seq, h)?;
@@ -280,29 +293,46 @@ fn moved_heads(
     store.into_iter().chain(moved).collect()
 }
 
-/// The upsert of `n` heads into `trace_heads`, its parameters numbered from `first`: each
-/// head's scope and hash, then the one `seq` they share (PostgreSQL's `$N` casts, so that the
-/// rows may come from a `VALUES` list). With `only_if`, a condition the rows are written under
-/// (an `INSERT … SELECT … WHERE`).
-pub fn upsert_heads_sql(n: usize, first: usize, only_if: Option<&str>) -> String {
-    use std::fmt::Write as _;
-    let seq = first + 2 * n;
-    let mut sql = String::from("INSERT INTO trace_heads (scope, seq, hash) ");
-    sql.push_str(if only_if.is_some() {
-        "SELECT * FROM (VALUES "
+/// The upsert of heads into `trace_heads` (PostgreSQL): parameter `?first` is the heads as a
+/// JSON array of `{"scope", "hash"}` ([`heads_json`]), `?first+1` the `seq` they share. With
+/// `only_if`, a condition the rows are written under. One shape for any number of heads, so
+/// the statement is prepared once.
+pub fn upsert_heads_sql(first: usize, only_if: Option<&str>) -> String {
+    format!(
+        "INSERT INTO trace_heads (scope, seq, hash)
+         SELECT h.scope, ?{seq}::bigint, decode(h.hash, 'hex')
+         FROM jsonb_to_recordset(?{first}::text::jsonb) AS h (scope text, hash text) WHERE {cond}
+         ON CONFLICT (scope) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        seq = first + 1,
+        cond = only_if.unwrap_or("true")
+    )
+}
+
+/// Text as PostgreSQL stores it: its text (and JSON) cannot hold U+0000, which SQLite's can;
+/// that one character is replaced, as the store's text parameters replace it.
+pub fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{fffd}"))
     } else {
-        "VALUES "
-    });
-    for i in 0..n {
-        let (scope, hash) = (first + 2 * i, first + 2 * i + 1);
-        let sep = if i > 0 { ", " } else { "" };
-        let _ = write!(sql, "{sep}(?{scope}::text, ?{seq}::bigint, ?{hash}::bytea)");
+        std::borrow::Cow::Borrowed(s)
     }
-    if let Some(cond) = only_if {
-        let _ = write!(sql, ") AS h (scope, seq, hash) WHERE {cond}");
+}
+
+/// `heads` as [`upsert_heads_sql`] takes them: `[{"scope": …, "hash": "<hex>"}, …]`.
+pub fn heads_json(heads: &[(String, [u8; 32])]) -> Result<String, DbError> {
+    #[derive(Serialize)]
+    struct H<'a> {
+        scope: std::borrow::Cow<'a, str>,
+        hash: String,
     }
-    sql.push_str(" ON CONFLICT (scope) DO UPDATE SET seq = excluded.seq, hash = excluded.hash");
-    sql
+    let rows: Vec<H<'_>> = heads
+        .iter()
+        .map(|(scope, h)| H {
+            scope: pg_text(scope),
+            hash: hex(h),
+        })
+        .collect();
+    serde_json::to_string(&rows).map_err(|e| DbError::Other(e.to_string()))
 }
 
 /// The chain heads while events are linked: the store's `seq` and hash, and each dossier's
@@ -405,7 +435,13 @@ pub fn key_id(key: &VerifyingKey) -> String {
 
 /// Lower-case hex.
 pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * b.len());
+    for x in b {
+        s.push(DIGITS[usize::from(x >> 4)] as char);
+        s.push(DIGITS[usize::from(x & 15)] as char);
+    }
+    s
 }
 
 /// The bytes a checkpoint's signature covers.

@@ -410,7 +410,8 @@ async fn a_blob_is_fetched_by_its_dossiers_parties_and_goes_with_the_retention()
 
 /// A write handed to the group commit returns its value after the commit; one that fails
 /// is rolled back alone and answered with its error, and the writes batched with it (isolated
-/// or not) commit.
+/// or not) commit. The trace events of the writes, written together at the end of each batch,
+/// are those of the writes that succeeded, on a chain that verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_transact_is_rolled_back_alone() {
     let dir = std::env::temp_dir().join(format!("lt-store-{}", crate::envelope::new_message_id()));
@@ -434,21 +435,24 @@ async fn a_failing_transact_is_rolled_back_alone() {
                 c.execute("INSERT INTO u VALUES (?1)", params![format!("u{i}")])
                     .map(|_| ())
             })
-            .await
+            .await?;
+            // And events on their own, as the router's tracer writes them.
+            w.insert_events(vec![traced(i, "u")]).await
         }));
         let w = writer.clone();
         pending.push(tokio::spawn(async move {
-            w.transact(move |c| {
+            w.transact_traced(move |c| {
                 c.execute("INSERT INTO t VALUES (?1)", params![format!("k{i}")])?;
                 if i % 3 == 0 {
                     // The same key again: a constraint error, after a row was written.
                     c.execute("INSERT INTO t VALUES (?1)", params![format!("k{i}")])?;
                 }
-                c.query_row(
+                let n = c.query_row(
                     "SELECT count(*) FROM t WHERE k = ?1",
                     params![format!("k{i}")],
                     |r| r.get::<_, i64>(0),
-                )
+                )?;
+                Ok((n, vec![traced(i, "k"), traced(i, "k2")]))
             })
             .await
         }));
@@ -491,6 +495,27 @@ async fn a_failing_transact_is_rolled_back_alone() {
         kept, want,
         "the failed writes left nothing, the others everything"
     );
+    let mut traced_ids: Vec<String> = reader
+        .with(|c| {
+            c.prepare("SELECT message_id FROM trace_events WHERE message_id LIKE 'k%'")?
+                .query_map(params![], |r| r.get(0))?
+                .collect()
+        })
+        .expect("read");
+    traced_ids.sort();
+    let mut want: Vec<String> = want
+        .iter()
+        .flat_map(|k| [k.clone(), format!("k2{}", &k[1..])])
+        .collect();
+    want.sort();
+    assert_eq!(traced_ids, want, "the events of the writes that succeeded");
+    let chain = reader.verify_trace(None, None).expect("verify");
+    assert!(chain.ok() && chain.checked == 60 + 80, "{chain:?}");
+    for d in 0..4 {
+        let ma = format!("D-{d}");
+        let v = reader.verify_dossier_chain(&ma).expect("verify");
+        assert!(v.verified, "{ma}: {v:?}");
+    }
     // A write that panics fails alone; the writer thread goes on.
     let panicked = writer
         .transact(|c| {
@@ -522,6 +547,15 @@ async fn a_failing_transact_is_rolled_back_alone() {
     assert_eq!(rows, ["after"], "the panicking write was rolled back");
     drop(writer);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A trace event of write `i` (`<prefix><i>`) of dossier `D-<i mod 4>`.
+fn traced(i: usize, prefix: &str) -> crate::trace::event::TraceEvent {
+    use crate::trace::event::{TraceEvent, TraceEventKind};
+    let mut e =
+        TraceEvent::new(TraceEventKind::Routed, "router", None).message_id(format!("{prefix}{i}"));
+    e.ma_ho_so = Some(format!("D-{}", i % 4));
+    e
 }
 
 /// The writer's commits do not checkpoint; its checkpointer does, so the envelopes reach

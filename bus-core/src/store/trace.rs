@@ -3,8 +3,9 @@
 
 use crate::params;
 use crate::store::chain::Link;
-use crate::store::db::{Backend, Db, DbError, Value};
-use crate::store::value::param_refs;
+use std::borrow::Cow;
+
+use crate::store::db::{Backend, Db, DbError};
 
 use crate::trace::event::TraceEvent;
 use crate::trace::report::{TimelineRow, UnitStats, percentile};
@@ -59,56 +60,96 @@ pub fn insert_events_in(tx: &Db, events: &[TraceEvent]) -> Result<(), DbError> {
     )
 }
 
-/// Most events written by one `INSERT` (18 parameters each; PostgreSQL takes up to 65,535).
-pub const MAX_EVENTS_AT_ONCE: usize = 64;
+/// Most events written by one statement on PostgreSQL (the events of a whole group commit go
+/// in statements of at most this many).
+pub const MAX_EVENTS_AT_ONCE: usize = 512;
+
+/// One row of `trace_events` as [`insert_all_in`] sends it (JSON; hashes in hex).
+#[derive(serde::Serialize)]
+struct JsonRow<'a> {
+    event_id: Cow<'a, str>,
+    at_ms: i64,
+    at: Cow<'a, str>,
+    ma_ho_so: Option<Cow<'a, str>>,
+    message_id: Option<Cow<'a, str>>,
+    correlation_id: Option<Cow<'a, str>>,
+    kind: Option<Cow<'a, str>>,
+    event: &'a str,
+    component: Cow<'a, str>,
+    from_unit: Option<Cow<'a, str>>,
+    to_unit: Option<Cow<'a, str>>,
+    attempt: Option<u32>,
+    status: Option<u8>,
+    reason: Option<Cow<'a, str>>,
+    chain_seq: i64,
+    chain_prev: Option<String>,
+    dossier_prev: Option<String>,
+    chain_hash: String,
+}
 
 /// Write every linked event of `rows` and the chain `heads` they move (at position `seq`) in
-/// one statement (PostgreSQL: an `INSERT` of the events, and in a data-modifying `WITH` the
-/// upsert of the heads, done only when every event was inserted), all or none: `Ok(true)` when
-/// each was written; when one was already there (a repeated event id), the heads are not
-/// written, the rows this statement wrote are deleted again, and `Ok(false)` lets the caller
-/// write them one by one.
+/// one statement (PostgreSQL: the rows as one JSON parameter, inserted from
+/// `jsonb_to_recordset`, and in a data-modifying `WITH` the upsert of the heads, done only
+/// when every event was inserted; one shape for any number of rows, so it is prepared once),
+/// all or none: `Ok(true)` when each was written; when one was already there (a repeated
+/// event id), the heads are not written, the rows this statement wrote are deleted again, and
+/// `Ok(false)` lets the caller write them one by one.
 fn insert_all_in(
     tx: &Db,
     rows: &[(&TraceEvent, Link)],
     heads: &[(String, [u8; 32])],
     seq: i64,
 ) -> Result<bool, DbError> {
-    use std::fmt::Write as _;
-    const COLUMNS: usize = 18;
-    let mut sql = String::from(
-        "WITH ins AS (INSERT INTO trace_events (event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason, chain_seq, chain_prev, dossier_prev, chain_hash) VALUES ",
-    );
-    for r in 0..rows.len() {
-        sql.push_str(if r == 0 { "(" } else { ", (" });
-        for col in 0..COLUMNS {
-            let sep = if col > 0 { ", " } else { "" };
-            let _ = write!(sql, "{sep}?{}", r * COLUMNS + col + 1);
-        }
-        sql.push(')');
+    use super::chain::{hex, pg_text};
+    fn opt(s: &Option<String>) -> Option<Cow<'_, str>> {
+        s.as_deref().map(pg_text)
     }
+    let json: Vec<JsonRow<'_>> = rows
+        .iter()
+        .map(|(e, l)| JsonRow {
+            event_id: pg_text(&e.event_id),
+            at_ms: e.at_ms,
+            at: pg_text(&e.at),
+            ma_ho_so: opt(&e.ma_ho_so),
+            message_id: opt(&e.message_id),
+            correlation_id: opt(&e.correlation_id),
+            kind: opt(&e.kind),
+            event: e.event.as_str(),
+            component: pg_text(&e.component),
+            from_unit: opt(&e.from),
+            to_unit: opt(&e.to),
+            attempt: e.attempt,
+            status: e.status,
+            reason: opt(&e.reason),
+            chain_seq: l.seq,
+            chain_prev: l.prev.as_ref().map(|h| hex(h)),
+            dossier_prev: l.dossier_prev.as_ref().map(|h| hex(h)),
+            chain_hash: hex(&l.hash),
+        })
+        .collect();
+    let json = serde_json::to_string(&json).map_err(|e| DbError::Other(e.to_string()))?;
     // A data-modifying WITH runs to its end whether or not the query reads it (PostgreSQL
     // documentation, "Data-Modifying Statements in WITH").
-    let _ = write!(
-        sql,
-        " ON CONFLICT DO NOTHING RETURNING event_id), heads AS ({}) SELECT event_id FROM ins",
-        super::chain::upsert_heads_sql(
-            heads.len(),
-            rows.len() * COLUMNS + 1,
-            Some(&format!("(SELECT count(*) FROM ins) = {}", rows.len())),
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "WITH ins AS (
+               INSERT INTO trace_events (event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason, chain_seq, chain_prev, dossier_prev, chain_hash)
+               SELECT event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason, chain_seq, decode(chain_prev, 'hex'), decode(dossier_prev, 'hex'), decode(chain_hash, 'hex')
+               FROM jsonb_to_recordset(?1::text::jsonb) AS r (event_id text, at_ms bigint, at text, ma_ho_so text, message_id text, correlation_id text, kind text, event text, component text, from_unit text, to_unit text, attempt bigint, status bigint, reason text, chain_seq bigint, chain_prev text, dossier_prev text, chain_hash text)
+               ON CONFLICT DO NOTHING RETURNING event_id),
+             heads AS ({})
+             SELECT event_id FROM ins",
+            super::chain::upsert_heads_sql(
+                2,
+                Some("(SELECT count(*) FROM ins) = jsonb_array_length(?1::text::jsonb)")
+            )
         )
-    );
-    let mut values = Vec::with_capacity(rows.len() * COLUMNS);
-    for (e, l) in rows {
-        super::chain::push_row(&mut values, e, l);
-    }
-    for (scope, h) in heads {
-        values.extend([Value::Text(scope), Value::Blob(&h[..])]);
-    }
-    values.push(Value::Int(seq));
+    });
+    let heads = super::chain::heads_json(heads)?;
     let mut written: Vec<String> = Vec::with_capacity(rows.len());
-    tx.prepare_cached(&sql)?
-        .for_each(&param_refs(&values), |r| {
+    tx.prepare_cached(sql)?
+        .for_each(params![json, heads, seq], |r| {
             written.push(r.get(0)?);
             Ok(true)
         })?;
@@ -129,14 +170,16 @@ impl MessageWriter {
         &self,
         events: Vec<TraceEvent>,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>, String> {
-        // Not isolated: inserting events cannot fail but on the file, which fails the batch.
-        self.start_unit(false, move |c| insert_events_in(c, &events))
+        // Written with the batch's other events, before its commit: a failure (on the file
+        // or the server) fails the batch.
+        self.start_traced(false, move |_| Ok(events))
     }
 
     /// Write trace events (duplicates by `event_id` are ignored) and wait for the commit.
     pub async fn insert_events(&self, events: Vec<TraceEvent>) -> Result<(), String> {
-        self.write_unit(true, move |c| insert_events_in(c, &events))
+        self.start_events(events)?
             .await
+            .map_err(|_| "the store writer thread stopped".to_string())?
     }
 }
 

@@ -8,12 +8,14 @@ use super::db::{Db, DbError};
 use super::error::StoreError;
 use super::location::StoreLocation;
 use super::migrations::{open_connection, open_sqlite};
+use crate::trace::event::TraceEvent;
 
 /// What a write returns to its caller (downcast by [`MessageWriter::transact`]).
 pub type TxValue = Box<dyn std::any::Any + Send>;
 
-/// One write: runs on the writer thread, inside the batch's transaction.
-pub type TxRun = Box<dyn FnOnce(&Db) -> Result<TxValue, DbError> + Send>;
+/// One write: runs on the writer thread, inside the batch's transaction; returns its value and
+/// the trace events that tell of it, which the batch writes together at its end.
+pub type TxRun = Box<dyn FnOnce(&Db) -> Result<(TxValue, Vec<TraceEvent>), DbError> + Send>;
 
 /// Who waits for a write.
 enum Done {
@@ -30,7 +32,49 @@ struct WriteJob {
     /// failure fails the batch: the router's own writes, which cannot fail but on the file).
     isolated: bool,
     value: Option<Result<TxValue, String>>,
+    /// Whether the writer counts the job's events in the trace metrics once they have
+    /// committed (the events of [`MessageWriter::transact_traced`]; the tracer counts the
+    /// events it hands over itself).
+    count: bool,
     done: Done,
+}
+
+/// The trace events of a batch's writes, written together before its commit: on PostgreSQL
+/// every chain head they need is read in one statement and they are written, with the heads
+/// they move, in another (two round trips under the store's write lock for the whole batch,
+/// instead of two per write); on SQLite each head is read and written once per batch.
+#[derive(Default)]
+struct BatchEvents {
+    events: Vec<TraceEvent>,
+    /// The ranges of `events` to count once the batch has committed.
+    counted: Vec<std::ops::Range<usize>>,
+}
+
+impl BatchEvents {
+    /// Take the events of a write that succeeded.
+    fn add(&mut self, events: Vec<TraceEvent>, count: bool) {
+        let start = self.events.len();
+        self.events.extend(events);
+        if count && self.events.len() > start {
+            self.counted.push(start..self.events.len());
+        }
+    }
+
+    /// Write them into the batch's transaction, at most
+    /// [`MAX_EVENTS_AT_ONCE`](super::trace::MAX_EVENTS_AT_ONCE) per statement.
+    fn write(&self, db: &Db) -> Result<(), DbError> {
+        for chunk in self.events.chunks(super::trace::MAX_EVENTS_AT_ONCE) {
+            super::trace::insert_events_in(db, chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Count the events of [`MessageWriter::transact_traced`] once committed.
+    fn count(&self) {
+        for r in &self.counted {
+            crate::trace::metrics::count(&self.events[r.clone()]);
+        }
+    }
 }
 
 impl WriteJob {
@@ -46,12 +90,14 @@ impl WriteJob {
     /// releases the last one. Writes between the two (a write that is not isolated) are merged
     /// into the transaction by that release just as before: a failing isolated write rolls back
     /// to the savepoint opened right before it, never further.
-    fn write(&mut self, db: &Db, open: &mut bool) -> Result<(), DbError> {
+    fn write(&mut self, db: &Db, open: &mut bool, batch: &mut BatchEvents) -> Result<(), DbError> {
         let Some(run) = self.run.take() else {
             return Ok(());
         };
         if !self.isolated {
-            self.value = Some(Ok(run(db)?));
+            let (v, events) = run(db)?;
+            self.value = Some(Ok(v));
+            batch.add(events, self.count);
             return Ok(());
         }
         db.execute_batch(if *open {
@@ -65,7 +111,10 @@ impl WriteJob {
             .unwrap_or_else(|_| Err(DbError::Other("the write panicked".to_string())));
         match ran {
             // The savepoint stays open: the next isolated write or the commit releases it.
-            Ok(v) => self.value = Some(Ok(v)),
+            Ok((v, events)) => {
+                self.value = Some(Ok(v));
+                batch.add(events, self.count);
+            }
             Err(e) => {
                 // Rolled back to the savepoint: this job's writes only.
                 *open = false;
@@ -246,6 +295,7 @@ impl MessageWriter {
                         }
                     }
                     let started = std::time::Instant::now();
+                    let mut batch = BatchEvents::default();
                     let r = (|| {
                         // SQLite: IMMEDIATE, so a write that reads first (the delivery log, the
                         // process manager's state) waits for the lock (busy timeout) instead of
@@ -255,8 +305,10 @@ impl MessageWriter {
                         // The commit releases the savepoint of the batch's last isolated write.
                         let mut open = false;
                         for j in &mut jobs {
-                            j.write(&conn, &mut open)?;
+                            j.write(&conn, &mut open, &mut batch)?;
                         }
+                        // The trace of every write that succeeded, then the commit.
+                        batch.write(&conn)?;
                         conn.commit()
                     })();
                     if r.is_err() {
@@ -264,6 +316,9 @@ impl MessageWriter {
                     }
                     metrics::histogram!(STORE_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
                     metrics::histogram!(STORE_BATCH_WRITES).record(jobs.len() as f64);
+                    if r.is_ok() {
+                        batch.count();
+                    }
                     let r = r.map_err(|e| e.to_string());
                     for j in jobs {
                         j.answer(r.clone());
@@ -290,13 +345,25 @@ impl MessageWriter {
         isolated: bool,
         write: impl FnOnce(&Db) -> Result<(), DbError> + Send + 'static,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>, String> {
+        self.start_traced(isolated, move |c| write(c).map(|()| Vec::new()))
+    }
+
+    /// [`MessageWriter::start_unit`] for a write that returns the trace events telling of it:
+    /// they are written in the same transaction, with the other events of the batch, only when
+    /// the write succeeded. Errors: the writer thread is gone.
+    pub fn start_traced(
+        &self,
+        isolated: bool,
+        write: impl FnOnce(&Db) -> Result<Vec<TraceEvent>, DbError> + Send + 'static,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>, String> {
         let (done, wait) = tokio::sync::oneshot::channel();
-        let run: TxRun = Box::new(move |c| write(c).map(|()| Box::new(()) as TxValue));
+        let run: TxRun = Box::new(move |c| write(c).map(|ev| (Box::new(()) as TxValue, ev)));
         self.tx
             .send(WriteJob {
                 run: Some(run),
                 isolated,
                 value: None,
+                count: false,
                 done: Done::Unit(done),
             })
             .map_err(|_| "the store writer thread stopped".to_string())?;
@@ -324,13 +391,35 @@ impl MessageWriter {
         &self,
         write: impl FnOnce(&Db) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, String> {
+        self.run_job(false, move |c| write(c).map(|v| (v, Vec::new())))
+            .await
+    }
+
+    /// [`MessageWriter::transact`] for a write that returns its value and the trace events that
+    /// tell of it (none: nothing is traced): the events are written in the same transaction,
+    /// with the other events of the batch, only when the write succeeded, and counted in the
+    /// trace metrics once committed. Same errors as `transact`.
+    pub async fn transact_traced<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Db) -> Result<(T, Vec<TraceEvent>), DbError> + Send + 'static,
+    ) -> Result<T, String> {
+        self.run_job(true, write).await
+    }
+
+    /// Queue an isolated write and wait for its value (`count`: see [`WriteJob::count`]).
+    async fn run_job<T: Send + 'static>(
+        &self,
+        count: bool,
+        write: impl FnOnce(&Db) -> Result<(T, Vec<TraceEvent>), DbError> + Send + 'static,
+    ) -> Result<T, String> {
         let (done, wait) = tokio::sync::oneshot::channel();
-        let run: TxRun = Box::new(move |c| write(c).map(|v| Box::new(v) as TxValue));
+        let run: TxRun = Box::new(move |c| write(c).map(|(v, ev)| (Box::new(v) as TxValue, ev)));
         self.tx
             .send(WriteJob {
                 run: Some(run),
                 isolated: true,
                 value: None,
+                count,
                 done: Done::Value(done),
             })
             .map_err(|_| "the store writer thread stopped".to_string())?;

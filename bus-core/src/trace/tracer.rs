@@ -4,7 +4,6 @@
 
 use crate::amqp::{PublishError, Publisher};
 use crate::store::db::{Db, DbError};
-use crate::store::trace::insert_events_in;
 use crate::store::writer::MessageWriter;
 
 use super::event::TraceEvent;
@@ -113,8 +112,9 @@ impl Tracer {
 
     /// Run a store `write` and trace `events`, and wait for both: the state change and the
     /// trace of it. A tracer that writes straight into the store ([`Tracer::to_store`]) puts
-    /// both in one savepoint of one group commit of its own writer (all or nothing, one commit
-    /// instead of two; `writer` is then not used: a process has one, `Ctx::writer`, which its
+    /// both in one group commit of its own writer (all or nothing, one commit instead of two:
+    /// the write in a savepoint of its own, its events with the batch's other events when it
+    /// succeeded, [`MessageWriter::transact_traced`]; `writer` is then not used: a process has one, `Ctx::writer`, which its
     /// tracer writes through). Otherwise the write commits through `writer` first and the
     /// events are published after it, so that no event tells of a write that failed. Returns
     /// the write's value. Errors (as text): the write or its commit failed, or the trace was
@@ -132,7 +132,7 @@ impl Tracer {
 
     /// [`Tracer::emit_with`] for a write whose events depend on what it finds: `write` returns
     /// its value and the events that tell of it (none: nothing is traced), which are written
-    /// in the same savepoint of the same group commit (a tracer into the store), or published
+    /// in the same group commit when the write succeeded (a tracer into the store), or published
     /// after the write committed (a tracer through the broker). Same errors as `emit_with`.
     pub async fn emit_from<T: Send + 'static>(
         &self,
@@ -140,17 +140,8 @@ impl Tracer {
         write: impl FnOnce(&Db) -> Result<(T, Vec<TraceEvent>), DbError> + Send + 'static,
     ) -> Result<T, String> {
         match &self.sink {
-            Sink::Store(own) => {
-                let (v, events) = own
-                    .transact(move |c| {
-                        let (v, events) = write(c)?;
-                        insert_events_in(c, &events)?;
-                        Ok((v, events))
-                    })
-                    .await?;
-                super::metrics::count(&events);
-                Ok(v)
-            }
+            // The writer counts the events once they have committed.
+            Sink::Store(own) => own.transact_traced(write).await,
             Sink::Broker(_) => {
                 let (v, events) = writer.transact(write).await?;
                 if !events.is_empty() {
