@@ -6,7 +6,10 @@
 //! are checked against) once one is recorded: `correlation_id` set.
 
 use crate::params;
-use crate::store::db::{Db, OptionalExtension, OwnedValue as SqlValue, param_refs};
+use crate::store::db::{
+    Backend, Db, OptionalExtension, OwnedValue as SqlValue, Params, ToValue, param_refs,
+    shift_placeholders,
+};
 use crate::store::db::{DbError, Row};
 use serde::Serialize;
 use unicode_normalization::UnicodeNormalization;
@@ -16,7 +19,7 @@ use crate::process::state::{Phase, Process};
 
 use super::connection::Store;
 use super::error::StoreError;
-use super::messages::insert_message;
+use super::messages::{insert_message, insert_message_with};
 use super::writer::MessageWriter;
 
 /// `s` folded for accent- and case-insensitive search: NFD, combining marks dropped, `đ`/`Đ`
@@ -126,25 +129,38 @@ fn origin_row(
     holder: Option<&str>,
     now_ms: i64,
 ) -> Result<(), DbError> {
-    c.prepare_cached(
+    origin_row_with(o, applicant, status, holder, now_ms, |sql, p| {
+        c.prepare_cached(sql)?.execute(p).map(|_| ())
+    })
+}
+
+/// [`origin_row`]'s statement and parameters, handed to `run`.
+fn origin_row_with<R>(
+    o: &Origin,
+    applicant: Option<&str>,
+    status: Option<u8>,
+    holder: Option<&str>,
+    now_ms: i64,
+    run: impl FnOnce(&'static str, Params<'_>) -> Result<R, DbError>,
+) -> Result<R, DbError> {
+    run(
         "INSERT INTO dossiers (ma_ho_so, ma_tthc, centre, applicant, search, phase, status, holder, received_ms, updated_ms, correlation_id)
          VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?8, ?9)
          ON CONFLICT (ma_ho_so) DO UPDATE SET ma_tthc = excluded.ma_tthc, centre = excluded.centre,
              correlation_id = excluded.correlation_id
          WHERE dossiers.correlation_id IS NULL",
-    )?
-    .execute(params![
-        o.ma_ho_so,
-        o.ma_tthc,
-        o.origin_unit,
-        applicant,
-        search_text(&o.ma_ho_so, &o.ma_tthc, applicant),
-        status,
-        holder,
-        now_ms,
-        o.correlation_id
-    ])
-    .map(|_| ())
+        params![
+            o.ma_ho_so,
+            o.ma_tthc,
+            o.origin_unit,
+            applicant,
+            search_text(&o.ma_ho_so, &o.ma_tthc, applicant),
+            status,
+            holder,
+            now_ms,
+            o.correlation_id
+        ],
+    )
 }
 
 /// The recorded origin of a dossier, on an open connection.
@@ -172,9 +188,23 @@ pub fn note_in(
     n: &DossierNote,
     now_ms: i64,
 ) -> Result<(), DbError> {
+    note_with(origin, n, now_ms, |sql, p| {
+        c.prepare_cached(sql)?.execute(p).map(|_| ())
+    })
+    .map(|_| ())
+}
+
+/// [`note_in`]'s statement and parameters, handed to `run`; `None` when the message moves
+/// nothing in the index.
+fn note_with<R>(
+    origin: Option<&Origin>,
+    n: &DossierNote,
+    now_ms: i64,
+    run: impl FnOnce(&'static str, Params<'_>) -> Result<R, DbError>,
+) -> Result<Option<R>, DbError> {
     if let Some(o) = origin {
         let (applicant, holder) = (n.applicant.as_deref(), Some(n.receiver.as_str()));
-        return origin_row(c, o, applicant, n.status, holder, now_ms);
+        return origin_row_with(o, applicant, n.status, holder, now_ms, run).map(Some);
     }
     let (phase, holder): (Option<&str>, Option<&str>) = match n.kind.as_str() {
         Kind::FORWARD => (Some("running"), Some(n.receiver.as_str())),
@@ -187,16 +217,16 @@ pub fn note_in(
         _ => (None, None),
     };
     let Some(phase) = phase else {
-        return Ok(());
+        return Ok(None);
     };
     let ended = !matches!(phase, "running" | "paused");
-    c.prepare_cached(
+    run(
         "UPDATE dossiers SET phase = ?2, status = COALESCE(?3, status), holder = ?4,
              ended_ms = CASE WHEN ?5 THEN COALESCE(ended_ms, ?6) ELSE NULL END, updated_ms = ?6
          WHERE ma_ho_so = ?1 AND managed = 0",
-    )?
-    .execute(params![n.ma_ho_so, phase, n.status, holder, ended, now_ms])?;
-    Ok(())
+        params![n.ma_ho_so, phase, n.status, holder, ended, now_ms],
+    )
+    .map(Some)
 }
 
 /// RFC 3339 → ms since the epoch.
@@ -489,13 +519,27 @@ impl MessageWriter {
         self.write_unit(false, move |c| {
             let now = crate::clock::now_ms();
             let n = &note;
-            insert_message(
-                c,
-                now,
-                [&message_id, &n.ma_ho_so, &n.kind, &n.sender, &n.receiver],
-                &body,
-            )?;
-            note_in(c, origin.as_ref(), n, now)
+            let ids = [&*message_id, &n.ma_ho_so, &n.kind, &n.sender, &n.receiver];
+            if c.backend() != Backend::Postgres {
+                insert_message(c, now, ids, &body)?;
+                return note_in(c, origin.as_ref(), n, now);
+            }
+            // On PostgreSQL, where each statement is a round trip under the store's write
+            // lock, the envelope and its index row in one statement (a data-modifying WITH).
+            let noted = note_with(origin.as_ref(), n, now, |sql, p| {
+                insert_message_with(now, ids, &body, |insert, kept| {
+                    let both = format!(
+                        "WITH kept AS ({insert}) {}",
+                        shift_placeholders(sql, kept.len())
+                    );
+                    let all: Vec<&dyn ToValue> = kept.iter().chain(p).copied().collect();
+                    c.prepare_cached(&both)?.execute(&all).map(|_| ())
+                })
+            })?;
+            match noted {
+                Some(()) => Ok(()),
+                None => insert_message(c, now, ids, &body),
+            }
         })
         .await
     }

@@ -4,7 +4,7 @@
 //! the dossier origins are in `dossiers.rs`.
 
 use crate::params;
-use crate::store::db::Db;
+use crate::store::db::{Db, Params};
 use crate::store::db::{DbError, Row};
 
 use super::connection::Store;
@@ -46,10 +46,23 @@ pub struct StoredMessage {
 /// Keep an envelope in the message store (the first copy wins), inside an open transaction.
 /// `ids` = message id, dossier, kind, sender, receiver.
 pub fn insert_message(c: &Db, now_ms: i64, ids: [&str; 5], body: &[u8]) -> Result<(), DbError> {
+    insert_message_with(now_ms, ids, body, |sql, p| {
+        c.prepare_cached(sql)?.execute(p).map(|_| ())
+    })
+}
+
+/// [`insert_message`]'s statement and parameters, handed to `run`.
+pub fn insert_message_with<R>(
+    now_ms: i64,
+    ids: [&str; 5],
+    body: &[u8],
+    run: impl FnOnce(&'static str, Params<'_>) -> Result<R, DbError>,
+) -> Result<R, DbError> {
     let [message_id, ma_ho_so, kind, sender, receiver] = ids;
-    c.prepare_cached("INSERT INTO messages (message_id, accepted_at_ms, ma_ho_so, kind, sender, receiver, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING")?
-        .execute(params![message_id, now_ms, ma_ho_so, kind, sender, receiver, body])
-        .map(|_| ())
+    run(
+        "INSERT INTO messages (message_id, accepted_at_ms, ma_ho_so, kind, sender, receiver, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+        params![message_id, now_ms, ma_ho_so, kind, sender, receiver, body],
+    )
 }
 
 impl MessageWriter {

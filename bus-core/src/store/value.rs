@@ -163,6 +163,36 @@ pub fn param_refs<T: ToValue>(values: &[T]) -> Vec<&dyn ToValue> {
     values.iter().map(|v| v as &dyn ToValue).collect()
 }
 
+/// `sql` with every numbered placeholder `?N` outside quotes renumbered `?N+by`: a statement
+/// put after another one's parameters (two statements as one, in a `WITH`).
+pub fn shift_placeholders(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '?') => {
+                let mut n = 0usize;
+                let mut digits = false;
+                while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                    n = n * 10 + d as usize;
+                    digits = true;
+                    chars.next();
+                }
+                if digits {
+                    out.push_str(&(n + by).to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// A Rust value read from a column.
 pub trait FromValue: Sized {
     /// Convert the column's value (Err: NULL where a value is needed, or another type).
@@ -350,5 +380,18 @@ pub trait RowIndex {
 impl RowIndex for usize {
     fn index(&self) -> usize {
         *self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shift_placeholders;
+
+    #[test]
+    fn placeholders_are_shifted_outside_quotes() {
+        assert_eq!(
+            shift_placeholders("UPDATE t SET a = ?2, b = '?1' WHERE k = ?1 AND c = ?10", 7),
+            "UPDATE t SET a = ?9, b = '?1' WHERE k = ?8 AND c = ?17"
+        );
     }
 }
