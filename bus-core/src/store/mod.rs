@@ -34,6 +34,7 @@ pub mod process;
 #[cfg(test)]
 mod tests;
 pub mod trace;
+pub mod trace_write;
 pub mod value;
 pub mod writer;
 

@@ -61,10 +61,10 @@ impl BatchEvents {
     }
 
     /// Write them into the batch's transaction, at most
-    /// [`MAX_EVENTS_AT_ONCE`](super::trace::MAX_EVENTS_AT_ONCE) per statement.
+    /// [`MAX_EVENTS_AT_ONCE`](super::trace_write::MAX_EVENTS_AT_ONCE) per statement.
     fn write(&self, db: &Db) -> Result<(), DbError> {
-        for chunk in self.events.chunks(super::trace::MAX_EVENTS_AT_ONCE) {
-            super::trace::insert_events_in(db, chunk)?;
+        for chunk in self.events.chunks(super::trace_write::MAX_EVENTS_AT_ONCE) {
+            super::trace_write::insert_events_in(db, chunk)?;
         }
         Ok(())
     }
