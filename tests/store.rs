@@ -341,14 +341,20 @@ async fn events_written_at_once_on_postgresql_skip_a_repeated_one_and_keep_the_c
     ] {
         writer.insert_events(vec![one]).await.expect(what);
     }
+    // One event twice in one write, beside a stored one: the new one is written once.
+    let twice = ev(b, 10);
+    writer
+        .insert_events(vec![twice.clone(), first[0].clone(), twice])
+        .await
+        .expect("a repeated event in one write");
     let (x, y) = (
         store.verify_dossier_chain(a).expect("verify"),
         store.verify_dossier_chain(b).expect("verify"),
     );
     assert!(x.verified && x.events == 6, "{x:?}");
-    assert!(y.verified && y.events == 3, "{y:?}");
+    assert!(y.verified && y.events == 4, "{y:?}");
     let whole = store.verify_trace(None, None).expect("verify the store");
-    assert!(whole.ok() && whole.checked == 10, "{whole:?}");
+    assert!(whole.ok() && whole.checked == 11, "{whole:?}");
     drop(store);
     lienthong_testkit::pg::drop_database(&url);
 }

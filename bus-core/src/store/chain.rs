@@ -203,16 +203,15 @@ struct Heads<'e> {
 
 /// Chain and write `events` inside the caller's transaction: the store head and the heads of
 /// the dossiers the events name are read once and written once per call, not per event. On
-/// PostgreSQL, when the first event names the call's only dossier (every caller on the hot
-/// path: one message's events), both heads are read in one statement, and written in one
-/// (with the events themselves when `insert_all` writes them); more dossiers (the tracer's
-/// batches) add one read each.
+/// PostgreSQL every head is read in one statement and written in one (with the events
+/// themselves when `insert_all` writes them); on SQLite one point read and one write per head.
 /// `insert(event, link)` writes one row and returns how many rows it wrote (0: a duplicate
 /// `event_id`, which does not advance the chain).
 ///
 /// `insert_all`, when given, is tried first: it gets every event linked as if none were a
 /// duplicate and the heads they move, and writes them all (`Ok(true)`) or none (`Ok(false)`:
-/// one was a duplicate); then `insert` writes them one by one, and the heads follow.
+/// one was a duplicate). On PostgreSQL the events not stored yet are then tried at once again;
+/// else `insert` writes them one by one, and the heads follow.
 pub fn chain_events_in(
     c: &Db,
     events: &[TraceEvent],
@@ -260,6 +259,25 @@ pub fn chain_events_in(
         if insert_all(&rows, &moved_heads(p, heads), s)? {
             return Ok(());
         }
+        // Some were there already (a redelivered trace message, a write run again): on
+        // PostgreSQL find which in one statement and write the others at once, rather than a
+        // whole batch one round trip per event.
+        if combined {
+            let fresh = not_stored(c, events)?;
+            if !fresh.is_empty() && fresh.len() < events.len() {
+                let (mut s, mut p, mut heads) = (seq, prev, dossiers.clone());
+                let mut rows = Vec::with_capacity(fresh.len());
+                link_events(c, &fresh, (&mut s, &mut p, &mut heads), |e, l| {
+                    rows.push((e, l));
+                    Ok(true)
+                })?;
+                if insert_all(&rows, &moved_heads(p, heads), s)? {
+                    return Ok(());
+                }
+            } else if fresh.is_empty() {
+                return Ok(());
+            }
+        }
     }
     link_events(c, events, (&mut seq, &mut prev, &mut dossiers), |e, l| {
         Ok(insert(e, &l)? > 0)
@@ -278,6 +296,28 @@ pub fn chain_events_in(
         }
     }
     Ok(())
+}
+
+/// The events of `events` not in the store yet, the first of each repeated event id (PostgreSQL:
+/// one statement).
+fn not_stored(c: &Db, events: &[TraceEvent]) -> Result<Vec<TraceEvent>, DbError> {
+    let ids: Vec<std::borrow::Cow<'_, str>> = events.iter().map(|e| pg_text(&e.event_id)).collect();
+    let ids_json = serde_json::to_string(&ids).map_err(|e| DbError::Other(e.to_string()))?;
+    let mut seen: HashSet<String> = HashSet::new();
+    c.prepare_cached(
+        "SELECT t.event_id FROM jsonb_array_elements_text(?1::text::jsonb) AS s (id)
+         JOIN trace_events t ON t.event_id = s.id",
+    )?
+    .for_each(params![ids_json], |r| {
+        seen.insert(r.get(0)?);
+        Ok(true)
+    })?;
+    Ok(events
+        .iter()
+        .zip(ids)
+        .filter(|(_, id)| seen.insert(id.to_string()))
+        .map(|(e, _)| e.clone())
+        .collect())
 }
 
 /// The heads to store after linking: the store head `prev` first, then each dossier head that

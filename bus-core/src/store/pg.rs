@@ -222,7 +222,10 @@ impl PgConn {
         };
         let r = self.run(ends, move |c, _| Ok(c.batch_execute(&owned)?));
         if head.starts_with("BEGIN") {
-            self.in_tx.store(r.is_ok(), Ordering::Relaxed);
+            // A BEGIN refused inside a lost transaction leaves it open: only its end clears it.
+            if r.is_ok() {
+                self.in_tx.store(true, Ordering::Relaxed);
+            }
         } else if ends != Ends::No {
             self.in_tx.store(false, Ordering::Relaxed);
         }

@@ -11,13 +11,14 @@ use crate::trace::event::TraceEvent;
 
 /// Write trace events inside the caller's transaction, chained (`store/chain.rs`: each event
 /// carries the hash of the store's and of its dossier's previous event; a repeated event is
-/// ignored and does not advance the chain). Used by [`MessageWriter::insert_events`], the group
-/// commit ([`crate::store::MessageWriter`]) and `Tracer::emit_from`.
+/// ignored and does not advance the chain). Used by the group commit for a batch's events
+/// ([`crate::store::MessageWriter`]), and by writes that trace inside their own transaction
+/// (the tracer component's broker events, `messages resend`).
 ///
-/// On PostgreSQL, where each statement is a round trip under the store's write lock, the
-/// events of one call (up to [`MAX_EVENTS_AT_ONCE`]; the router writes three per message) and
-/// the chain heads they move go in one statement (`insert_all_in`); on SQLite one statement
-/// per event and per head.
+/// On PostgreSQL, where each statement is a round trip under the store's write lock, up to
+/// [`MAX_EVENTS_AT_ONCE`] events (a whole batch's) and the chain heads they move go in one
+/// statement (`insert_all_in`); when some were stored already, the others still go at once.
+/// On SQLite one statement per event and per head.
 pub fn insert_events_in(tx: &Db, events: &[TraceEvent]) -> Result<(), DbError> {
     let mut st = tx.prepare_cached(
         "INSERT INTO trace_events (event_id, at_ms, at, ma_ho_so, message_id, correlation_id, kind, event, component, from_unit, to_unit, attempt, status, reason, chain_seq, chain_prev, dossier_prev, chain_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT DO NOTHING",

@@ -304,12 +304,15 @@ impl DbError {
     }
 
     /// PostgreSQL's session is gone: the server ended it (SQLSTATE class 57P, operator
-    /// intervention: shutdown, crash, termination by an administrator, idle timeout), the
-    /// connection failed (class 08), or the client found its socket closed or broken
-    /// (`tokio-postgres`'s "connection closed" and "error communicating with the server").
+    /// intervention: shutdown, crash, termination by an administrator, `idle_session_timeout`;
+    /// 25P03, `idle_in_transaction_session_timeout`), the connection failed (class 08), or the
+    /// client found its socket closed or broken (`tokio-postgres`'s "connection closed" and
+    /// "error communicating with the server").
     pub fn is_connection_lost(&self) -> bool {
         match self {
-            DbError::Postgres(_, Some(code)) => code.starts_with("57P") || code.starts_with("08"),
+            DbError::Postgres(_, Some(code)) => {
+                code.starts_with("57P") || code.starts_with("08") || code == "25P03"
+            }
             DbError::Postgres(text, None) => {
                 text.starts_with("postgres: connection closed")
                     || text.starts_with("postgres: error communicating with the server")

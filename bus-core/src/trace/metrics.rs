@@ -52,8 +52,9 @@ pub fn reason_code(reason: Option<&str>) -> String {
         .to_string()
 }
 
-/// Count `events` (called as they are handed to the tracer; a write that carries its events,
-/// [`super::tracer::Tracer::emit_from`], counts them once it has committed).
+/// Count `events` (called as they are handed to the tracer; the events of a write that carries
+/// them, [`super::tracer::Tracer::emit_from`], are counted by the group commit once they have
+/// committed).
 pub fn count(events: &[TraceEvent]) {
     for e in events {
         let unit = || e.to.clone().unwrap_or_else(|| "-".into());
