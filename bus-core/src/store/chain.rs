@@ -188,7 +188,10 @@ fn read_heads<'e>(c: &Db, dossiers: &[&'e str]) -> Result<Heads<'e>, DbError> {
         store: found.get(STORE_SCOPE).copied(),
         dossiers: dossiers
             .iter()
-            .map(|ma| (*ma, found.get(&dossier_scope(ma)).map(|(_, h)| *h)))
+            .map(|ma| {
+                let scope = pg_text(&dossier_scope(ma)).into_owned();
+                (*ma, found.get(&scope).map(|(_, h)| *h))
+            })
             .collect(),
     })
 }
@@ -250,13 +253,7 @@ pub fn chain_events_in(
     let start_seq = seq;
     // Every event linked as if it were new, written at once with the heads they move.
     if let Some(insert_all) = insert_all {
-        let (mut s, mut p, mut heads) = (seq, prev, dossiers.clone());
-        let mut rows = Vec::with_capacity(events.len());
-        link_events(c, events, (&mut s, &mut p, &mut heads), |e, l| {
-            rows.push((e, l));
-            Ok(true)
-        })?;
-        if insert_all(&rows, &moved_heads(p, heads), s)? {
+        if all_at_once(c, events, (seq, prev, &dossiers), &mut *insert_all)? {
             return Ok(());
         }
         // Some were there already (a redelivered trace message, a write run again): on
@@ -264,17 +261,10 @@ pub fn chain_events_in(
         // whole batch one round trip per event.
         if combined {
             let fresh = not_stored(c, events)?;
-            if !fresh.is_empty() && fresh.len() < events.len() {
-                let (mut s, mut p, mut heads) = (seq, prev, dossiers.clone());
-                let mut rows = Vec::with_capacity(fresh.len());
-                link_events(c, &fresh, (&mut s, &mut p, &mut heads), |e, l| {
-                    rows.push((e, l));
-                    Ok(true)
-                })?;
-                if insert_all(&rows, &moved_heads(p, heads), s)? {
-                    return Ok(());
-                }
-            } else if fresh.is_empty() {
+            if fresh.is_empty()
+                || (fresh.len() < events.len()
+                    && all_at_once(c, &fresh, (seq, prev, &dossiers), insert_all)?)
+            {
                 return Ok(());
             }
         }
@@ -296,6 +286,27 @@ pub fn chain_events_in(
         }
     }
     Ok(())
+}
+
+/// Each dossier's head hash while events are linked, with whether it moved.
+type DossierHeads<'e> = HashMap<&'e str, (Option<[u8; 32]>, bool)>;
+
+/// Link `events` from the heads `(seq, prev, dossiers)` as if each were new and hand them, with
+/// the heads they move, to `insert_all`: its answer (all written, or none).
+fn all_at_once(
+    c: &Db,
+    events: &[TraceEvent],
+    (seq, prev, dossiers): (i64, Option<[u8; 32]>, &DossierHeads<'_>),
+    insert_all: InsertAll<'_>,
+) -> Result<bool, DbError> {
+    let (mut s, mut p) = (seq, prev);
+    let mut heads: DossierHeads<'_> = dossiers.iter().map(|(k, v)| (*k, *v)).collect();
+    let mut rows = Vec::with_capacity(events.len());
+    link_events(c, events, (&mut s, &mut p, &mut heads), |e, l| {
+        rows.push((e, l));
+        Ok(true)
+    })?;
+    insert_all(&rows, &moved_heads(p, heads), s)
 }
 
 /// The events of `events` not in the store yet, the first of each repeated event id (PostgreSQL:
