@@ -289,6 +289,36 @@ struct Inner {
     /// other publish of this publisher shares.
     max_size: std::sync::atomic::AtomicU64,
     max_size_at: std::sync::atomic::AtomicU64,
+    /// Held while a publish takes its delivery tag and puts its frames on the channel's queue
+    /// ([`in_wire_order`]), so that the tags lapin gives out follow the order of the frames.
+    wire_order: std::sync::Mutex<()>,
+}
+
+/// Run a `basic_publish` future with `lock` held during its first poll.
+///
+/// The broker numbers a channel's publishes in the order their frames arrive, and its acks and
+/// nacks carry only that number. lapin (4.12) takes the publish's delivery tag and then, in a
+/// second step, queues its frames; two tasks publishing on one channel at once can queue their
+/// frames in the other order than their tags, and each then gets the other's answer: a message
+/// the broker refused (a full queue's `reject-publish`, a nack) reads as confirmed, and is lost.
+/// Both steps happen in the future's first poll (nothing is awaited before the frames are
+/// queued), so holding a lock across that poll keeps every publisher of the channel in order.
+/// `tests/publisher_confirms.rs` fails without it.
+async fn in_wire_order<F: std::future::Future>(
+    lock: &std::sync::Mutex<()>,
+    publish: F,
+) -> F::Output {
+    let mut publish = std::pin::pin!(publish);
+    let mut first = true;
+    std::future::poll_fn(|cx| {
+        if std::mem::take(&mut first) {
+            let _order = lock.lock().unwrap_or_else(|e| e.into_inner());
+            publish.as_mut().poll(cx)
+        } else {
+            publish.as_mut().poll(cx)
+        }
+    })
+    .await
 }
 
 /// How long a broker's `max_message_size` learned from a refusal is applied before the broker
@@ -335,20 +365,41 @@ const REPAIR_MAX: Duration = Duration::from_secs(10);
 pub struct Pending {
     confirm: PublisherConfirm,
     timeout: Duration,
+    /// The message's `message_id` property, if it has one.
+    message_id: Option<ShortString>,
+    /// The publisher it went out on (a return that belongs to another message is published
+    /// again through it).
+    publisher: Publisher,
 }
 
 impl Pending {
-    /// Wait for the confirm: Ok only for an ack with no returned message.
+    /// Wait for the confirm: Ok only for an ack with no returned message of its own.
+    ///
+    /// A `basic.return` carries no delivery tag: lapin hands a returned message to the first
+    /// confirm it completes after the return arrived, which, when the broker acks several
+    /// publishes at once (`multiple`), may be another publish's. The return's `message_id`
+    /// tells whose it is. A return of another message means this one was routed; the other
+    /// message's own confirm then reads as a plain ack, so it is published again here, as its
+    /// own publisher would have done ([`Publisher::publish_returned`]).
     pub async fn wait(self) -> Result<(), PublishError> {
         let ms = self.timeout.as_millis() as u64;
         match tokio::time::timeout(self.timeout, self.confirm).await {
             Err(_) => Err(PublishError::Timeout(ms)),
             Ok(Err(e)) => Err(PublishError::Amqp(e)),
             Ok(Ok(Confirmation::Ack(None))) | Ok(Ok(Confirmation::NotRequested)) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(ret)))) => Err(PublishError::Returned {
-                code: ret.reply_code,
-                text: ret.reply_text.to_string(),
-            }),
+            Ok(Ok(Confirmation::Ack(Some(ret)))) => {
+                let theirs = ret.delivery.properties.message_id().clone();
+                match (&self.message_id, theirs) {
+                    (Some(mine), Some(theirs)) if *mine != theirs => {
+                        self.publisher.publish_returned(ret);
+                        Ok(())
+                    }
+                    _ => Err(PublishError::Returned {
+                        code: ret.reply_code,
+                        text: ret.reply_text.to_string(),
+                    }),
+                }
+            }
             Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
         }
     }
@@ -393,6 +444,7 @@ impl Publisher {
                 healing: std::sync::atomic::AtomicBool::new(false),
                 max_size: std::sync::atomic::AtomicU64::new(0),
                 max_size_at: std::sync::atomic::AtomicU64::new(0),
+                wire_order: std::sync::Mutex::new(()),
             }),
         })
     }
@@ -457,23 +509,24 @@ impl Publisher {
         loop {
             tries += 1;
             let ch = self.ready_channel().await?;
-            let r = ch
-                .basic_publish(
-                    ShortString::from(exchange),
-                    ShortString::from(routing_key),
-                    BasicPublishOptions {
-                        mandatory,
-                        immediate: false,
-                    },
-                    body,
-                    props.clone(),
-                )
-                .await;
+            let publish = ch.basic_publish(
+                ShortString::from(exchange),
+                ShortString::from(routing_key),
+                BasicPublishOptions {
+                    mandatory,
+                    immediate: false,
+                },
+                body,
+                props.clone(),
+            );
+            let r = in_wire_order(&self.inner.wire_order, publish).await;
             match r {
                 Ok(confirm) => {
                     return Ok(Pending {
                         confirm,
                         timeout: self.inner.confirm_timeout,
+                        message_id: props.message_id().clone(),
+                        publisher: self.clone(),
                     });
                 }
                 Err(e) => {
@@ -489,6 +542,54 @@ impl Publisher {
                 }
             }
         }
+    }
+
+    /// Publish again, in a task of its own, a message the broker returned (no queue took it)
+    /// whose return lapin handed to another publish's confirm ([`Pending::wait`]): its own
+    /// publish has already been reported as confirmed, so this does what its publisher would
+    /// have done, [`Publisher::publish`] (re-declare the topology, publish once more). Counted
+    /// in `lienthong_publish_returns_republished_total{outcome}`; a message that is returned
+    /// again or cannot be published is logged as an error with its message id (it is in the
+    /// message store: `lienthong messages resend`).
+    fn publish_returned(&self, ret: lapin::message::BasicReturnMessage) {
+        let publisher = self.clone();
+        tokio::spawn(async move {
+            let d = ret.delivery;
+            let id = d
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            tracing::warn!(
+                message = "a returned message's return came with another publish's confirm; publishing it again",
+                message_id = %id,
+                exchange = %d.exchange,
+                routing_key = %d.routing_key,
+                broker = %format!("{} {}", ret.reply_code, ret.reply_text),
+            );
+            let r = publisher
+                .publish(
+                    d.exchange.as_str(),
+                    d.routing_key.as_str(),
+                    &d.data,
+                    d.properties.clone(),
+                    true,
+                )
+                .await;
+            let outcome = if r.is_ok() { "published" } else { "failed" };
+            metrics::counter!("lienthong_publish_returns_republished_total", "outcome" => outcome)
+                .increment(1);
+            if let Err(e) = r {
+                tracing::error!(
+                    message = "a returned message could not be published again",
+                    message_id = %id,
+                    exchange = %d.exchange,
+                    routing_key = %d.routing_key,
+                    error = %e,
+                );
+            }
+        });
     }
 
     /// Publish and wait for the confirm. A channel the broker closes under the publish is

@@ -251,8 +251,40 @@ fn launch(node: &str, port: u16, dist: u16, dir: &std::path::Path) -> anyhow::Re
     Ok(())
 }
 
+impl PrivateBroker {
+    /// Print to stderr the last `lines` lines of the node's log files that are not `[debug]`
+    /// or `[info]` (warnings, errors, crash reports), each file named first.
+    pub fn print_log_tail(&self, lines: usize) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("log")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(text) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.contains("[debug]") && !l.contains("[info]"))
+                .collect();
+            let tail = &kept[kept.len().saturating_sub(lines)..];
+            eprintln!(
+                "--- {} ({} of {} lines that are not debug or info) ---\n{}",
+                entry.path().display(),
+                tail.len(),
+                kept.len(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
+        // A test failing on this node: what the broker logged goes to the test's output
+        // before the directory is removed (CI keeps only the output of a failing run).
+        if std::thread::panicking() {
+            self.print_log_tail(200);
+        }
         let _ = Command::new("timeout")
             .args(["120", "rabbitmqctl", "-q", "-n", &self.node, "stop"])
             .status();

@@ -456,10 +456,27 @@ impl Bus {
             .await
             .expect("consume");
         let (tx, rx) = mpsc::unbounded_channel();
+        let queue = self.names.unit_queue(unit);
         tokio::spawn(async move {
-            while let Some(Ok(d)) = consumer.next().await {
-                if let Ok(env) = serde_json::from_slice::<Envelope>(&d.data) {
-                    let _ = tx.send(env);
+            // A delivery that is not an envelope, or the consumer's end by an error, is
+            // printed: a test that then misses a message says why.
+            while let Some(next) = consumer.next().await {
+                let d = match next {
+                    Ok(d) => d,
+                    Err(e) => {
+                        eprintln!("listen({queue}): the consumer ended with an error: {e}");
+                        break;
+                    }
+                };
+                match serde_json::from_slice::<Envelope>(&d.data) {
+                    Ok(env) => {
+                        let _ = tx.send(env);
+                    }
+                    Err(e) => eprintln!(
+                        "listen({queue}): delivery {} (message id {:?}) is not an envelope: {e}",
+                        d.delivery_tag,
+                        d.properties.message_id()
+                    ),
                 }
                 let _ = d.ack(BasicAckOptions::default()).await;
                 let _ = &ch;
