@@ -100,42 +100,27 @@ async fn no_refused_or_returned_message_reads_as_routed_when_tasks_share_a_chann
     )
     .await
     .expect("publisher");
-    let mut tasks = Vec::new();
-    for t in 0..TASKS {
-        let publisher = publisher.clone();
-        let exchange = exchange.clone();
-        tasks.push(tokio::spawn(async move {
-            // Each task puts its messages on the wire one after the other without waiting for
-            // their confirms (as the router keeps hundreds in flight), then waits for them all.
-            let mut in_flight = Vec::new();
-            for i in 0..PER_TASK {
-                let id = format!("order-{t}-{i}");
-                let routable = (t + i) % 2 == 0;
-                let key = if routable { SON_HA_CIVIL } else { UNROUTABLE };
-                let props = BasicProperties::default()
-                    .with_message_id(id.as_str().into())
-                    .with_delivery_mode(2);
-                let body = vec![b'x'; 2000 + (i % 7) * 300];
-                let started = publisher.start(&exchange, key, &body, props, true).await;
-                in_flight.push((id, routable, started));
-            }
-            let mut out = Vec::new();
-            for (id, routable, started) in in_flight {
-                let outcome = match started {
-                    Ok(pending) => pending.wait().await,
-                    Err(e) => Err(e),
-                };
-                out.push((id, routable, outcome));
-            }
-            out
-        }));
-    }
-    let mut outcomes: HashMap<String, (bool, Result<(), PublishError>)> = HashMap::new();
-    for task in tasks {
-        for (id, routable, outcome) in task.await.expect("task") {
-            outcomes.insert(id, (routable, outcome));
-        }
-    }
+    // Half of each task's messages are routable.
+    let routable = |id: &str| {
+        let (t, i) = id["order-".len()..].split_once('-').unwrap_or(("0", "0"));
+        (t.parse::<usize>().unwrap_or(0) + i.parse::<usize>().unwrap_or(0)) % 2 == 0
+    };
+    let outcomes: HashMap<String, (bool, Result<(), PublishError>)> =
+        race(&publisher, "order", move |id| {
+            let key = if routable(id) {
+                SON_HA_CIVIL
+            } else {
+                UNROUTABLE
+            };
+            (exchange.clone(), key.to_string(), true)
+        })
+        .await
+        .into_iter()
+        .map(|(id, outcome)| {
+            let r = routable(&id);
+            (id, (r, outcome))
+        })
+        .collect();
     // Messages published again on another's behalf are still on their way: B is read after A.
     let in_a = drain(&ch, &queue).await;
     let in_b = drain(&ch, &second).await;
@@ -167,6 +152,51 @@ async fn no_refused_or_returned_message_reads_as_routed_when_tasks_share_a_chann
         .queue_delete(second.as_str().into(), QueueDeleteOptions::default())
         .await;
     bus.stop().await;
+}
+
+/// Publish [`TASKS`] × [`PER_TASK`] messages on `publisher` from tasks running at once; each
+/// task puts its messages on the wire one after the other without waiting for their confirms
+/// (as the router keeps hundreds in flight), then waits for them all. `to(id)` gives a
+/// message's exchange, routing key and `mandatory` flag; ids are `<prefix>-<task>-<i>`. Returns
+/// each message id with what its publish was told.
+async fn race(
+    publisher: &Publisher,
+    prefix: &str,
+    to: impl Fn(&str) -> (String, String, bool) + Clone + Send + 'static,
+) -> Vec<(String, Result<(), PublishError>)> {
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (publisher, to, prefix) = (publisher.clone(), to.clone(), prefix.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut in_flight = Vec::new();
+            for i in 0..PER_TASK {
+                let id = format!("{prefix}-{t}-{i}");
+                let (exchange, key, mandatory) = to(&id);
+                let props = BasicProperties::default()
+                    .with_message_id(id.as_str().into())
+                    .with_delivery_mode(2);
+                let body = vec![b'x'; 1000 + (i % 7) * 400];
+                let started = publisher
+                    .start(&exchange, &key, &body, props, mandatory)
+                    .await;
+                in_flight.push((id, started));
+            }
+            let mut out = Vec::new();
+            for (id, started) in in_flight {
+                let outcome = match started {
+                    Ok(pending) => pending.wait().await,
+                    Err(e) => Err(e),
+                };
+                out.push((id, outcome));
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("task"));
+    }
+    all
 }
 
 /// The message ids in `queue` and how often each is there (read until it stays empty for 3 s).
@@ -234,36 +264,13 @@ async fn a_nack_from_a_full_queue_reaches_the_publish_it_refuses() {
         let queue = queue.clone();
         tokio::spawn(async move { drain(&ch, &queue).await })
     };
-    let publisher = bus.publisher.clone();
-    let mut tasks = Vec::new();
-    for t in 0..TASKS {
-        let publisher = publisher.clone();
+    let outcomes = {
         let queue = queue.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut in_flight = Vec::new();
-            for i in 0..PER_TASK {
-                let id = format!("nack-{t}-{i}");
-                let props = BasicProperties::default()
-                    .with_message_id(id.as_str().into())
-                    .with_delivery_mode(2);
-                let body = vec![b'y'; 1000 + (i % 5) * 500];
-                in_flight.push((id, publisher.start("", &queue, &body, props, false).await));
-            }
-            let mut out = Vec::new();
-            for (id, started) in in_flight {
-                let outcome = match started {
-                    Ok(pending) => pending.wait().await,
-                    Err(e) => Err(e),
-                };
-                out.push((id, outcome));
-            }
-            out
-        }));
-    }
-    let mut outcomes = Vec::new();
-    for task in tasks {
-        outcomes.extend(task.await.expect("task"));
-    }
+        race(&bus.publisher, "nack", move |_| {
+            (String::new(), queue.clone(), false)
+        })
+        .await
+    };
     let read = reader.await.expect("reader");
     let nacked = outcomes
         .iter()
