@@ -63,16 +63,6 @@ async fn no_refused_or_returned_message_reads_as_routed_when_tasks_share_a_chann
             let (second, exchange) = (second.clone(), exchange.clone());
             Box::pin(async move {
                 let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
-                ch.queue_declare(
-                    second.as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
                 ch.queue_bind(
                     second.as_str().into(),
                     exchange.as_str().into(),
