@@ -112,8 +112,12 @@ async fn no_refused_or_returned_message_reads_as_routed_when_tasks_share_a_chann
         })
         .collect();
     // Messages published again on another's behalf are still on their way: B is read after A.
-    let in_a = drain(&ch, &queue).await;
-    let in_b = drain(&ch, &second).await;
+    let in_a = drain(&ch, &queue, 3).await;
+    let in_b = drain(&ch, &second, 3).await;
+    // Queue B is not part of the bus's topology: deleted before the checks, pass or fail.
+    let _ = ch
+        .queue_delete(second.as_str().into(), QueueDeleteOptions::default())
+        .await;
     let mut wrong = Vec::new();
     for (id, (routable, outcome)) in &outcomes {
         let (a, b) = (in_a.get(id).copied(), in_b.get(id).copied());
@@ -138,9 +142,6 @@ async fn no_refused_or_returned_message_reads_as_routed_when_tasks_share_a_chann
         TASKS * PER_TASK,
         &wrong[..wrong.len().min(10)],
     );
-    let _ = ch
-        .queue_delete(second.as_str().into(), QueueDeleteOptions::default())
-        .await;
     bus.stop().await;
 }
 
@@ -189,8 +190,9 @@ async fn race(
     all
 }
 
-/// The message ids in `queue` and how often each is there (read until it stays empty for 3 s).
-async fn drain(ch: &lapin::Channel, queue: &str) -> HashMap<String, u32> {
+/// The message ids in `queue` and how often each is there (read until it stays empty for
+/// `idle_s`).
+async fn drain(ch: &lapin::Channel, queue: &str, idle_s: u64) -> HashMap<String, u32> {
     let mut consumer = ch
         .basic_consume(
             queue.into(),
@@ -201,7 +203,8 @@ async fn drain(ch: &lapin::Channel, queue: &str) -> HashMap<String, u32> {
         .await
         .expect("consume");
     let mut held: HashMap<String, u32> = HashMap::new();
-    while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(3), consumer.next()).await
+    while let Ok(Some(Ok(d))) =
+        tokio::time::timeout(Duration::from_secs(idle_s), consumer.next()).await
     {
         let id = d
             .properties
@@ -252,16 +255,21 @@ async fn a_nack_from_a_full_queue_reaches_the_publish_it_refuses() {
             .await
             .expect("qos");
         let queue = queue.clone();
-        tokio::spawn(async move { drain(&ch, &queue).await })
+        tokio::spawn(async move { drain(&ch, &queue, 15).await })
     };
     let outcomes = {
         let queue = queue.clone();
-        race(&bus.publisher, "nack", move |_| {
+        // A publisher of its own with a confirm timeout that a loaded broker cannot reach.
+        let publisher = Publisher::new(&bus.conn, 60_000).await.expect("publisher");
+        race(&publisher, "nack", move |_| {
             (String::new(), queue.clone(), false)
         })
         .await
     };
     let read = reader.await.expect("reader");
+    let _ = ch
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
     let nacked = outcomes
         .iter()
         .filter(|(_, o)| matches!(o, Err(PublishError::Nacked)))
@@ -287,8 +295,5 @@ async fn a_nack_from_a_full_queue_reaches_the_publish_it_refuses() {
         &wrong[..wrong.len().min(10)]
     );
     assert!(nacked > 0, "the queue was never full: nothing tested");
-    let _ = ch
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await;
     bus.stop().await;
 }

@@ -400,10 +400,28 @@ impl Pending {
                     }),
                 }
             }
-            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
+            Ok(Ok(Confirmation::Nack(ret))) => {
+                // A nack can carry another message's return too: that one must not be dropped.
+                if let Some(ret) = ret {
+                    let theirs = ret.delivery.properties.message_id().clone();
+                    if let (Some(mine), Some(theirs)) = (&self.message_id, theirs)
+                        && *mine != theirs
+                    {
+                        self.publisher.publish_returned(ret);
+                    }
+                }
+                Err(PublishError::Nacked)
+            }
         }
     }
 }
+
+/// The header that counts how often a returned message was published again on another
+/// publish's behalf ([`Publisher::publish_returned`]); it gives up after [`REPUBLISH_MAX`].
+const REPUBLISHED_HEADER: &str = "x-lienthong-republished";
+
+/// At most this many republishes of one returned message on another's behalf.
+const REPUBLISH_MAX: i64 = 3;
 
 impl Publisher {
     /// Attempts of one [`Publisher::publish`] when the broker closes the channel under it.
@@ -547,10 +565,13 @@ impl Publisher {
     /// Publish again, in a task of its own, a message the broker returned (no queue took it)
     /// whose return lapin handed to another publish's confirm ([`Pending::wait`]): its own
     /// publish has already been reported as confirmed, so this does what its publisher would
-    /// have done, [`Publisher::publish`] (re-declare the topology, publish once more). Counted
-    /// in `lienthong_publish_returns_republished_total{outcome}`; a message that is returned
-    /// again or cannot be published is logged as an error with its message id (it is in the
-    /// message store: `lienthong messages resend`).
+    /// have done, [`Publisher::publish`] (re-declare the topology, publish once more), at most
+    /// [`REPUBLISH_MAX`] times for one message (header `x-lienthong-republished`). Counted in
+    /// `lienthong_publish_returns_republished_total{outcome}` (`published`, `failed`,
+    /// `given_up`); a message that is returned again, cannot be published or is given up is
+    /// logged as an error with its message id (it is in the message store: `lienthong messages
+    /// resend`). Its own publish was already reported as confirmed, so its caller's handling of
+    /// a failure (dead letter, parking) does not run for it.
     fn publish_returned(&self, ret: lapin::message::BasicReturnMessage) {
         let publisher = self.clone();
         tokio::spawn(async move {
@@ -568,12 +589,29 @@ impl Publisher {
                 routing_key = %d.routing_key,
                 broker = %format!("{} {}", ret.reply_code, ret.reply_text),
             );
+            // Its return may again come with another publish's confirm: a bounded number of
+            // times, then it is left to `messages resend`.
+            let hops = header_i64(&d.properties, REPUBLISHED_HEADER).unwrap_or(0);
+            if hops >= REPUBLISH_MAX {
+                metrics::counter!("lienthong_publish_returns_republished_total", "outcome" => "given_up")
+                    .increment(1);
+                tracing::error!(
+                    message = "a returned message was published again too often on other publishes' behalf; not again",
+                    message_id = %id,
+                    exchange = %d.exchange,
+                    routing_key = %d.routing_key,
+                );
+                return;
+            }
+            let mut headers = d.properties.headers().clone().unwrap_or_default();
+            headers.insert(REPUBLISHED_HEADER.into(), AMQPValue::LongLongInt(hops + 1));
+            let props = d.properties.clone().with_headers(headers);
             let r = publisher
                 .publish(
                     d.exchange.as_str(),
                     d.routing_key.as_str(),
                     &d.data,
-                    d.properties.clone(),
+                    props,
                     true,
                 )
                 .await;
