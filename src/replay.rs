@@ -22,7 +22,7 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::types::{AMQPValue, LongString};
 use lapin::{BasicProperties, Channel};
-use lienthong_core::amqp::{Publisher, header_str};
+use lienthong_core::amqp::{Publisher, header_str, message_id_of};
 use lienthong_core::deadletter::headers;
 use lienthong_core::registry::Settings;
 use lienthong_core::senders::ORIGINAL_USER_HEADER;
@@ -155,12 +155,7 @@ pub async fn replay_with(
             let taken_ms = lienthong_core::clock::now_ms();
             report.examined += 1;
             let d = &m.delivery;
-            let id = d
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|x| x.to_string())
-                .unwrap_or_default();
+            let id = message_id_of(&d.properties);
             let code =
                 header_str(&d.properties, headers::REASON_CODE).unwrap_or_else(|| "broker".into());
             let original = first_publisher(&d.properties, bus_user.as_deref());

@@ -206,12 +206,7 @@ async fn drain(ch: &lapin::Channel, queue: &str, idle_s: u64) -> HashMap<String,
     while let Ok(Some(Ok(d))) =
         tokio::time::timeout(Duration::from_secs(idle_s), consumer.next()).await
     {
-        let id = d
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|s| s.to_string())
-            .unwrap_or_default();
+        let id = lienthong_core::amqp::message_id_of(&d.properties);
         *held.entry(id).or_default() += 1;
         d.ack(BasicAckOptions::default()).await.expect("ack");
     }

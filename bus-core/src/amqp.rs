@@ -382,37 +382,49 @@ impl Pending {
     /// message's own confirm then reads as a plain ack, so it is published again here, as its
     /// own publisher would have done ([`Publisher::publish_returned`]).
     pub async fn wait(self) -> Result<(), PublishError> {
-        let ms = self.timeout.as_millis() as u64;
-        match tokio::time::timeout(self.timeout, self.confirm).await {
+        let Pending {
+            confirm,
+            timeout,
+            message_id,
+            publisher,
+        } = self;
+        let own_return = |ret| own_return(message_id.as_ref(), &publisher, ret);
+        let ms = timeout.as_millis() as u64;
+        match tokio::time::timeout(timeout, confirm).await {
             Err(_) => Err(PublishError::Timeout(ms)),
             Ok(Err(e)) => Err(PublishError::Amqp(e)),
             Ok(Ok(Confirmation::Ack(None))) | Ok(Ok(Confirmation::NotRequested)) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(ret)))) => {
-                let theirs = ret.delivery.properties.message_id().clone();
-                match (&self.message_id, theirs) {
-                    (Some(mine), Some(theirs)) if *mine != theirs => {
-                        self.publisher.publish_returned(ret);
-                        Ok(())
-                    }
-                    _ => Err(PublishError::Returned {
-                        code: ret.reply_code,
-                        text: ret.reply_text.to_string(),
-                    }),
-                }
-            }
+            Ok(Ok(Confirmation::Ack(Some(ret)))) => match own_return(ret) {
+                Some(ret) => Err(PublishError::Returned {
+                    code: ret.reply_code,
+                    text: ret.reply_text.to_string(),
+                }),
+                None => Ok(()),
+            },
+            // A nack can carry another message's return too: that one must not be dropped.
             Ok(Ok(Confirmation::Nack(ret))) => {
-                // A nack can carry another message's return too: that one must not be dropped.
                 if let Some(ret) = ret {
-                    let theirs = ret.delivery.properties.message_id().clone();
-                    if let (Some(mine), Some(theirs)) = (&self.message_id, theirs)
-                        && *mine != theirs
-                    {
-                        self.publisher.publish_returned(ret);
-                    }
+                    own_return(ret);
                 }
                 Err(PublishError::Nacked)
             }
         }
+    }
+}
+
+/// `ret` if it is the return of the message `mine` (or either has no `message_id`); another
+/// message's return is handed to [`Publisher::publish_returned`] and `None` is returned.
+fn own_return(
+    mine: Option<&ShortString>,
+    publisher: &Publisher,
+    ret: lapin::message::BasicReturnMessage,
+) -> Option<lapin::message::BasicReturnMessage> {
+    match (mine, ret.delivery.properties.message_id()) {
+        (Some(mine), Some(theirs)) if mine != theirs => {
+            publisher.publish_returned(ret);
+            None
+        }
+        _ => Some(ret),
     }
 }
 
@@ -576,12 +588,7 @@ impl Publisher {
         let publisher = self.clone();
         tokio::spawn(async move {
             let d = ret.delivery;
-            let id = d
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|s| s.to_string())
-                .unwrap_or_default();
+            let id = message_id_of(&d.properties);
             tracing::warn!(
                 message = "a returned message's return came with another publish's confirm; publishing it again",
                 message_id = %id,
@@ -927,6 +934,15 @@ pub fn header_str(props: &BasicProperties, name: &str) -> Option<String> {
         AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
         _ => None,
     }
+}
+
+/// The `message_id` property, or "" when the message has none.
+pub fn message_id_of(props: &BasicProperties) -> String {
+    props
+        .message_id()
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_default()
 }
 
 /// Read an integer header from AMQP properties.

@@ -233,12 +233,7 @@ async fn pull(
     let mut out = Vec::new();
     let mut leases = Vec::new();
     for d in deliveries {
-        let message_id = d
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.to_string())
-            .unwrap_or_default();
+        let message_id = lienthong_core::amqp::message_id_of(&d.properties);
         // A copy of a message this unit acked (after its lease ran out): acked, not shown.
         if !message_id.is_empty() && api.inbox.acked_before(&unit.code, &message_id) {
             let _ = channel
