@@ -736,11 +736,16 @@ pub struct Reliability {
 }
 
 /// Record a scenario's counts under `target/reliability/` and write `RELIABILITY.md` from every
-/// scenario recorded so far (the last test to finish writes the whole table).
+/// scenario recorded so far (the last test to finish writes the whole table), under a file lock
+/// shared by every test process.
 pub fn record_reliability(r: Reliability) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("target").join("reliability");
     let _ = std::fs::create_dir_all(&dir);
+    // Tests run in processes of their own, several at a time (scripts/test, nextest): one at a
+    // time writes its row and reads every row back, so no row written meanwhile is left out.
+    let lock = std::fs::File::create(dir.join(".lock"));
+    let _held = lock.as_ref().map(|f| f.lock());
     let slug: String = r
         .scenario
         .chars()
