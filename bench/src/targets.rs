@@ -153,6 +153,7 @@ pub fn section(r: &Results, body: &[(String, String)], previous: Option<&str>) -
         CPU_HTTP_SCALE,
         CPU_DRAIN_SCALE,
         BYTES_ROUTED,
+        BYTES_PACED,
         BYTES_HTTP,
         VS_PIPE,
         VS_SHOVEL,
