@@ -467,6 +467,10 @@ async fn queue_precreated_with_other_arguments_gives_a_named_startup_error() {
         .delete(&conn)
         .await;
     let _ = conn.close(200, "done".into()).await;
+    // No `Bus` ran to drop it: the PostgreSQL pass's database of this test.
+    if !s.store.url.is_empty() {
+        lienthong_testkit::pg::drop_database(&s.store.url);
+    }
     let _ = std::fs::remove_dir_all(dir);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
