@@ -190,16 +190,14 @@ pub const RESET_WAL_BYTES: i64 = 32 << 20;
 const MAX_BATCH: usize = 256;
 
 /// How long the writer, under load (at least [`COMMIT_SIBLINGS`] writes were queued when it
-/// woke), waits for more writes before it commits: 4 ms. A lone write commits at once.
+/// woke), waits for more writes before it commits: 1 ms. A lone write commits at once.
 ///
-/// Bytes and CPU for latency (BENCHMARKS.md, 2026-12-06 (day); SQLite store, medians of five
-/// or six runs): against 1 ms, the bus wrote 11 % fewer bytes per dossier on the HTTP-adapter
-/// path and 22 % fewer per message at a paced 1,000 msg/s, and spent 7 % less CPU per dossier
-/// on the HTTP-adapter path; at the paced rate a routed message's latency rose from 5.7 to
-/// 7.3 ms at the median and from 18.7 to 20.3 ms at p99 (medians of the runs' p99; one run of
-/// six reached 25.5 ms). At 8 ms one of two runs' p99 was 42.7 ms. Not measured on PostgreSQL,
-/// where the delay applies too.
-pub const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(4);
+/// Bytes and CPU for latency (BENCHMARKS.md, 2026-12-06 (day); SQLite store): 4 ms wrote 11 %
+/// fewer bytes per dossier on the HTTP-adapter path and 22 % fewer per message at a paced
+/// 1,000 msg/s, and spent 7 % less CPU per dossier on the HTTP-adapter path, but its paced p99
+/// was 22–27 ms against 18–19 ms at 1 ms in later runs, at the edge of the 25 ms target: kept
+/// at 1 ms.
+pub const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Writes found queued at once from which the writer waits [`COMMIT_DELAY`] for more.
 pub const COMMIT_SIBLINGS: usize = 2;
