@@ -52,6 +52,11 @@ pub struct BenchArgs {
     /// Length of each paced run, seconds.
     #[arg(long, default_value_t = 10)]
     pub paced_seconds: u64,
+    /// Paced runs of each paced mode, the modes alternating run by run. The p99 target is
+    /// judged on the median of the runs' p99s, so that one hiccup of the machine in one run
+    /// does not decide it.
+    #[arg(long, default_value_t = 3)]
+    pub paced_rounds: u32,
     /// Dossiers of the HTTP-adapter run (default: --messages ÷ 5).
     #[arg(long)]
     pub http_messages: Option<u64>,

@@ -174,37 +174,46 @@ pub(crate) async fn run_all(
     } else {
         &[]
     };
-    for &m in paced {
-        eprintln!(
-            "paced: {} at {} msg/s for {} s",
-            m.name(),
-            args.paced_rate,
-            args.paced_seconds
-        );
-        let (r, _, _) = bench
-            .round(
-                m,
-                1,
-                &format!("paced-{}", m.short()),
-                RoundOpts {
-                    count: paced_count,
-                    prefetch: args.prefetch,
-                    rate: Some(args.paced_rate),
-                    sample_rss: false,
-                },
-            )
-            .await;
-        let name = format!("{} (paced)", m.name());
-        print_round(&name, &r);
-        results.paced.push(ModeRuns {
-            name,
+    // Rounds outside, modes inside: the modes alternate, as in the saturated rounds, so that
+    // a slow stretch of the machine falls on every mode alike.
+    let mut runs: Vec<ModeRuns> = paced
+        .iter()
+        .map(|&m| ModeRuns {
+            name: format!("{} (paced)", m.name()),
             mode: m.name().into(),
             prefetch: args.prefetch,
             what: m.what().into(),
-            rounds: vec![r],
+            rounds: Vec::new(),
             skipped: None,
-        });
+        })
+        .collect();
+    for round in 1..=args.paced_rounds {
+        for (&m, mr) in paced.iter().zip(runs.iter_mut()) {
+            eprintln!(
+                "paced: {} at {} msg/s for {} s (run {round} of {})",
+                m.name(),
+                args.paced_rate,
+                args.paced_seconds,
+                args.paced_rounds
+            );
+            let (r, _, _) = bench
+                .round(
+                    m,
+                    round,
+                    &format!("paced-{}-{round}", m.short()),
+                    RoundOpts {
+                        count: paced_count,
+                        prefetch: args.prefetch,
+                        rate: Some(args.paced_rate),
+                        sample_rss: false,
+                    },
+                )
+                .await;
+            print_round(&mr.name, &r);
+            mr.rounds.push(r);
+        }
     }
+    results.paced.extend(runs);
     Ok(())
 }
 

@@ -79,6 +79,7 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
         args.sweep_rounds = 1;
         args.sweep_messages = Some(300);
         args.paced_seconds = 2;
+        args.paced_rounds = 1;
         args.http_messages = Some(300);
         args.soak = None;
         args.backlog = None;
@@ -95,8 +96,15 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
             "--rounds must be at least 3 (medians and spreads need them); use --smoke for a quick check"
         );
     }
-    if args.messages == 0 || args.window == 0 || args.max_in_flight == 0 || args.paced_rate <= 0.0 {
-        anyhow::bail!("--messages, --window, --max-in-flight and --paced-rate must be positive");
+    if args.messages == 0
+        || args.window == 0
+        || args.max_in_flight == 0
+        || args.paced_rate <= 0.0
+        || args.paced_rounds == 0
+    {
+        anyhow::bail!(
+            "--messages, --window, --max-in-flight, --paced-rate and --paced-rounds must be positive"
+        );
     }
     if args.prefetch == 0
         || args.sweep_points().contains(&0)
@@ -211,7 +219,8 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
         (
             "paced runs".into(),
             format!(
-                "{} s each ({paced_count} messages), after a warm-up of {} s at the same rate that is not counted",
+                "{} run(s) of each paced mode, the modes alternating; {} s each ({paced_count} messages), after a warm-up of {} s at the same rate that is not counted",
+                args.paced_rounds,
                 args.paced_seconds,
                 PACED_WARM_UP.as_secs()
             ),

@@ -112,6 +112,30 @@ impl ModeRuns {
         v
     }
 
+    /// The `p`th percentile of each round's latencies, µs, in round order (rounds with no
+    /// latency left out).
+    pub fn round_percentiles(&self, p: f64) -> Vec<u32> {
+        self.rounds
+            .iter()
+            .filter_map(|r| {
+                let mut l = r.lat_us.clone();
+                l.sort_unstable();
+                crate::traffic::percentile(&l, p)
+            })
+            .collect()
+    }
+
+    /// The median over the rounds of each round's `p`th percentile, µs: what the paced p99
+    /// target is judged on, so that one round's hiccup does not decide it.
+    pub fn median_round_percentile(&self, p: f64) -> Option<f64> {
+        let v: Vec<f64> = self
+            .round_percentiles(p)
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        median(&v)
+    }
+
     /// Every round moved every message.
     pub fn ok(&self) -> bool {
         self.skipped.is_some() || (!self.rounds.is_empty() && self.rounds.iter().all(Round::ok))

@@ -334,17 +334,23 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
                  (the quorum queues were declared just before).\n\n| mode | rate asked msg/s | achieved msg/s | messages | p50 ms | p95 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
             );
             for mr in &r.paced {
-                let l = mr.latencies();
                 let asked = h
                     .settings
                     .iter()
                     .find(|(k, _)| k == "paced rate")
                     .map_or(String::new(), |(_, v)| v.clone());
                 for x in &mr.rounds {
+                    let mut l = x.lat_us.clone();
+                    l.sort_unstable();
                     let _ = writeln!(
                         s,
-                        "| {} | {} | {:.0} | {}{} | {} | {} | {} | {} |",
+                        "| {}{} | {} | {:.0} | {}{} | {} | {} | {} | {} |",
                         mr.name,
+                        if mr.rounds.len() > 1 {
+                            format!(", run {}", x.round)
+                        } else {
+                            String::new()
+                        },
                         asked.trim_end_matches(" msg/s"),
                         x.rate,
                         x.moved,
@@ -357,7 +363,27 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
                         ms(l.last().copied())
                     );
                 }
+                if mr.rounds.len() > 1 {
+                    let med = |p: f64| ms(mr.median_round_percentile(p).map(|u| u.round() as u32));
+                    let _ = writeln!(
+                        s,
+                        "| {}, median of the {} runs | {} | {} | {} | {} | {} | {} | {} |",
+                        mr.name,
+                        mr.rounds.len(),
+                        asked.trim_end_matches(" msg/s"),
+                        rate(mr.median_rate()),
+                        mr.rounds.iter().map(|x| x.moved).sum::<u64>(),
+                        med(50.0),
+                        med(95.0),
+                        med(99.0),
+                        ms(mr.latencies().last().copied())
+                    );
+                }
             }
+            s.push_str(
+                "\nWith several runs, each percentile of the \"median\" row is the median of the runs' \
+                 own (its max is the largest of all); the p99 target reads that row.\n",
+            );
             out.push((PACED.to_string(), s));
         }
         if let Some(s) = crate::stages::section(r.modes.iter().chain(r.paced.iter())) {

@@ -10,7 +10,6 @@ use crate::anchors::{self, LIENTHONG, PIPE_PLAIN, SHOVEL};
 use crate::measures::ModeRuns;
 use crate::read_back;
 use crate::results::{BACKLOG, Results, SOAK};
-use crate::traffic::percentile;
 
 /// The section's heading.
 pub const HEADING: &str = "## Targets (issue 21)";
@@ -428,25 +427,47 @@ fn comparison_rows(r: &Results) -> Vec<Row> {
     );
     rows.push(match paced {
         Some(m) if m.skipped.is_none() => {
-            let l = m.latencies();
-            match percentile(&l, 99.0) {
-                Some(p99) => {
-                    let p99 = f64::from(p99) / 1000.0;
+            match (
+                m.median_round_percentile(99.0),
+                m.median_round_percentile(50.0),
+            ) {
+                (Some(p99), Some(p50)) => {
+                    let (p99, p50) = (p99 / 1000.0, p50 / 1000.0);
                     let achieved = m.median_rate().unwrap_or(0.0);
                     let mut c: Vec<String> = body_caveat.iter().cloned().collect();
                     if (h.paced_rate - TARGET_RATE).abs() > 0.5 {
                         c.push(format!("paced at {} msg/s, not 1,000", h.paced_rate));
                     }
-                    row.judged(
+                    // The broker's own hop in the same runs: when it misses the limit too,
+                    // the machine does, not the bus.
+                    if let Some(d) = r
+                        .paced
+                        .iter()
+                        .find(|x| x.mode == anchors::DIRECT)
+                        .and_then(|x| x.median_round_percentile(99.0))
+                    {
+                        c.push(format!(
+                            "the broker's one hop (direct, paced) in the same runs: p99 {:.1} ms",
+                            d / 1000.0
+                        ));
+                    }
+                    let runs = m.round_percentiles(99.0);
+                    let measured = if runs.len() > 1 {
                         format!(
-                            "p99 {p99:.1} ms (p50 {:.1} ms) at {achieved:.0} msg/s",
-                            percentile(&l, 50.0).map_or(0.0, |u| f64::from(u) / 1000.0)
-                        ),
-                        p99 < 25.0 && m.ok(),
-                    )
-                    .caveat((!c.is_empty()).then(|| c.join("; ")))
+                            "p99 {p99:.1} ms, median of {} runs ({} ms; p50 {p50:.1} ms) at {achieved:.0} msg/s",
+                            runs.len(),
+                            runs.iter()
+                                .map(|u| format!("{:.1}", f64::from(*u) / 1000.0))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    } else {
+                        format!("p99 {p99:.1} ms (p50 {p50:.1} ms) at {achieved:.0} msg/s")
+                    };
+                    row.judged(measured, p99 < 25.0 && m.ok())
+                        .caveat((!c.is_empty()).then(|| c.join("; ")))
                 }
-                None => row.unmeasured("no message arrived"),
+                _ => row.unmeasured("no message arrived"),
             }
         }
         _ => row.unmeasured("not in this run"),
@@ -697,6 +718,41 @@ mod tests {
         s.lines()
             .find(|l| l.starts_with(&format!("| {key} |")))
             .unwrap_or_else(|| panic!("no row {key} in\n{s}"))
+    }
+
+    #[test]
+    fn the_paced_p99_is_the_median_of_the_runs() {
+        let mut r = results();
+        // Run 2 has a hiccup: 5 % of its messages at 150 ms. Pooled, the three runs' p99
+        // would be 150 ms; the median of the runs' p99s is run 1's (19.8 ms).
+        r.paced[0].rounds[0].lat_us = (1..=100).map(|i| i * 200).collect();
+        r.paced[0].rounds[1].lat_us = (1..=100)
+            .map(|i| if i > 95 { 150_000 } else { 5000 })
+            .collect();
+        r.paced[0].rounds[2].lat_us = vec![18_000; 100];
+        let s = section(&r, &[], None);
+        assert!(
+            line(&s, PACED).contains("p99 19.8 ms, median of 3 runs (19.8, 150.0, 18.0 ms;"),
+            "{s}"
+        );
+        assert!(line(&s, PACED).contains("**met**"), "{s}");
+        assert!(!line(&s, PACED).contains("broker's one hop"), "{s}");
+        // The broker's own hop in the same runs is named beside it.
+        let mut direct = runs(anchors::DIRECT, anchors::DIRECT, 64, 1000.0, Vec::new());
+        direct.rounds[1].lat_us = vec![90_000; 100];
+        direct.rounds[2].lat_us = vec![86_000; 100];
+        r.paced.push(direct);
+        let s = section(&r, &[], None);
+        assert!(
+            line(&s, PACED)
+                .contains("the broker's one hop (direct, paced) in the same runs: p99 86.0 ms"),
+            "{s}"
+        );
+        // Two runs of three over the limit: not met.
+        r.paced[0].rounds[2].lat_us = vec![26_000; 100];
+        let s = section(&r, &[], None);
+        assert!(line(&s, PACED).contains("p99 26.0 ms"), "{s}");
+        assert!(line(&s, PACED).contains("**not met**"), "{s}");
     }
 
     #[test]
