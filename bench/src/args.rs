@@ -52,9 +52,10 @@ pub struct BenchArgs {
     /// Length of each paced run, seconds.
     #[arg(long, default_value_t = 10)]
     pub paced_seconds: u64,
-    /// Paced runs of each paced mode, the modes alternating run by run. The p99 target is
-    /// judged on the median of the runs' p99s, so that one hiccup of the machine in one run
-    /// does not decide it.
+    /// Paced runs of each paced mode, the modes alternating run by run (1 under --smoke). The
+    /// p99 target is judged on the median of the runs' p99s, so that one hiccup of the machine
+    /// in one run does not decide it: that needs an odd number of at least 3 (with fewer the
+    /// target's row says so).
     #[arg(long, default_value_t = 3)]
     pub paced_rounds: u32,
     /// Dossiers of the HTTP-adapter run (default: --messages ÷ 5).
@@ -94,7 +95,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub console: Option<u64>,
     /// A tiny run of every mode for CI (2 rounds × 300 messages, a one-point prefetch sweep,
-    /// paced 2 s); the report goes to a temporary file unless --out is given. Exit 0 when every
+    /// one paced run of 2 s); the report goes to a temporary file unless --out is given. Exit 0 when every
     /// mode moved every message.
     #[arg(long)]
     pub smoke: bool,

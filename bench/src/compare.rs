@@ -200,7 +200,7 @@ pub(crate) async fn run_all(
                 .round(
                     m,
                     round,
-                    &format!("paced-{}-{round}", m.short()),
+                    &format!("paced-r{round}-{}", m.short()),
                     RoundOpts {
                         count: paced_count,
                         prefetch: args.prefetch,

@@ -369,7 +369,7 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
                         s,
                         "| {}, median of the {} runs | {} | {} | {} | {} | {} | {} | {} |",
                         mr.name,
-                        mr.rounds.len(),
+                        mr.round_percentiles(99.0).len(),
                         asked.trim_end_matches(" msg/s"),
                         rate(mr.median_rate()),
                         mr.rounds.iter().map(|x| x.moved).sum::<u64>(),
@@ -380,10 +380,13 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
                     );
                 }
             }
-            s.push_str(
-                "\nWith several runs, each percentile of the \"median\" row is the median of the runs' \
-                 own (its max is the largest of all); the p99 target reads that row.\n",
-            );
+            if r.paced.iter().any(|m| m.rounds.len() > 1) {
+                s.push_str(
+                    "\nEach percentile of a \"median\" row is the median of the runs' own (with an even \
+                     number of runs, the mean of the middle two); its messages are all the runs' \
+                     together and its max the largest of all. The p99 target reads that row.\n",
+                );
+            }
             out.push((PACED.to_string(), s));
         }
         if let Some(s) = crate::stages::section(r.modes.iter().chain(r.paced.iter())) {

@@ -440,18 +440,32 @@ fn comparison_rows(r: &Results) -> Vec<Row> {
                     }
                     // The broker's own hop in the same runs: when it misses the limit too,
                     // the machine does, not the bus.
-                    if let Some(d) = r
+                    if let Some((d, n)) = r
                         .paced
                         .iter()
-                        .find(|x| x.mode == anchors::DIRECT)
-                        .and_then(|x| x.median_round_percentile(99.0))
+                        .find(|x| x.mode == anchors::DIRECT && x.ok())
+                        .and_then(|x| {
+                            let n = x.round_percentiles(99.0).len();
+                            x.median_round_percentile(99.0).map(|d| (d, n))
+                        })
                     {
                         c.push(format!(
-                            "the broker's one hop (direct, paced) in the same runs: p99 {:.1} ms",
-                            d / 1000.0
+                            "the broker's one hop (direct, paced) in the same runs: p99 {:.1} ms{}",
+                            d / 1000.0,
+                            if n > 1 {
+                                format!(", median of {n}")
+                            } else {
+                                String::new()
+                            }
                         ));
                     }
                     let runs = m.round_percentiles(99.0);
+                    if runs.len() < 3 {
+                        c.push(format!(
+                            "{} paced run(s), not ≥ 3: one stall of the machine can decide it",
+                            runs.len()
+                        ));
+                    }
                     let measured = if runs.len() > 1 {
                         format!(
                             "p99 {p99:.1} ms, median of {} runs ({} ms; p50 {p50:.1} ms) at {achieved:.0} msg/s",
@@ -744,10 +758,17 @@ mod tests {
         r.paced.push(direct);
         let s = section(&r, &[], None);
         assert!(
-            line(&s, PACED)
-                .contains("the broker's one hop (direct, paced) in the same runs: p99 86.0 ms"),
+            line(&s, PACED).contains(
+                "the broker's one hop (direct, paced) in the same runs: p99 86.0 ms, median of 3"
+            ),
             "{s}"
         );
+        // One run alone is judged, and says it is one.
+        let mut one = r.clone();
+        one.paced[0].rounds.truncate(1);
+        let s = section(&one, &[], None);
+        assert!(line(&s, PACED).contains("p99 19.8 ms (p50"), "{s}");
+        assert!(line(&s, PACED).contains("1 paced run(s), not ≥ 3"), "{s}");
         // Two runs of three over the limit: not met.
         r.paced[0].rounds[2].lat_us = vec![26_000; 100];
         let s = section(&r, &[], None);
