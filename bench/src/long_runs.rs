@@ -79,11 +79,7 @@ pub fn soak_section(soak: &Soak, run: &str) -> String {
     {
         let mut s = format!("{run}\n\n");
         let x = &soak.round;
-        let l = {
-            let mut v = x.lat_us.clone();
-            v.sort_unstable();
-            v
-        };
+        let l = x.sorted_latencies();
         let _ = writeln!(
             s,
             "{} of {} messages through `lienthong run --components router,tracer,http` in {:.0} s: **{:.0} msg/s**; latency p50 {} ms, p95 {} ms, p99 {} ms{}.",

@@ -67,6 +67,13 @@ pub struct Round {
 }
 
 impl Round {
+    /// This round's latencies, µs, sorted.
+    pub fn sorted_latencies(&self) -> Vec<u32> {
+        let mut l = self.lat_us.clone();
+        l.sort_unstable();
+        l
+    }
+
     /// Every message moved and nothing failed.
     pub fn ok(&self) -> bool {
         self.error.is_none() && self.moved == self.count
@@ -117,11 +124,7 @@ impl ModeRuns {
     pub fn round_percentiles(&self, p: f64) -> Vec<u32> {
         self.rounds
             .iter()
-            .filter_map(|r| {
-                let mut l = r.lat_us.clone();
-                l.sort_unstable();
-                crate::traffic::percentile(&l, p)
-            })
+            .filter_map(|r| crate::traffic::percentile(&r.sorted_latencies(), p))
             .collect()
     }
 

@@ -340,8 +340,7 @@ pub fn sections(r: &Results) -> Vec<(String, String)> {
                     .find(|(k, _)| k == "paced rate")
                     .map_or(String::new(), |(_, v)| v.clone());
                 for x in &mr.rounds {
-                    let mut l = x.lat_us.clone();
-                    l.sort_unstable();
+                    let l = x.sorted_latencies();
                     let _ = writeln!(
                         s,
                         "| {}{} | {} | {:.0} | {}{} | {} | {} | {} | {} |",

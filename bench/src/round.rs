@@ -550,8 +550,7 @@ impl Bench {
 /// One line per round on stderr; `label` is the mode's name (with its prefetch when it is not
 /// the bench's).
 pub(crate) fn print_round(label: &str, r: &Round) {
-    let mut l = r.lat_us.clone();
-    l.sort_unstable();
+    let l = r.sorted_latencies();
     let p = |q| traffic::percentile(&l, q).map_or(0.0, |u| f64::from(u) / 1000.0);
     eprintln!(
         "  [round {}] {:<26} {:>7}/{} in {:>6.2} s = {:>7.0} msg/s  p50 {:.1} ms  p99 {:.1} ms{}  [round {:.1} s, set-up {:.1} s]{}",
