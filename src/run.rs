@@ -227,8 +227,11 @@ fn context(
 ) -> anyhow::Result<Ctx> {
     let validator = EnvelopeValidator::new(&settings.envelope).map_err(anyhow::Error::msg)?;
     let filing = lienthong_core::filing::FilingSchemas::load(&settings)?;
-    let writer = lienthong_core::store::MessageWriter::start(settings.store.location())
-        .with_context(|| format!("opening the store {}", settings.store.location()))?;
+    let writer = lienthong_core::store::MessageWriter::start_with(
+        settings.store.location(),
+        settings.store.writer_options(),
+    )
+    .with_context(|| format!("opening the store {}", settings.store.location()))?;
     Ok(Ctx {
         // Every write of this process goes through the writer, also those made through the
         // shared store handle.

@@ -95,8 +95,7 @@ async fn birth_dossier_from_son_ha_reaches_police_and_bhxh_and_both_results_come
     };
     assert!(pos("routed", SON_HA_CIVIL) < pos("routed", SON_HA));
     for agency in [POLICE, BHXH] {
-        assert!(pos("received", agency) < pos("validated", agency));
-        assert!(pos("validated", agency) < pos("routed", agency));
+        assert!(pos("received", agency) < pos("routed", agency));
         assert!(pos("routed", agency) < pos("delivered", agency));
     }
     let last_routed_back = rows
@@ -956,17 +955,17 @@ async fn tap_trace_exchange(bus: &Bus, ch: &lapin::Channel) -> String {
     name
 }
 
-/// The router's trace events of `message_id` in the store (received, validated, routed).
+/// The router's trace events of `message_id` in the store (received, routed).
 async fn router_events_stored(bus: &Bus, ma_ho_so: &str, message_id: &str) -> Vec<String> {
     let store = bus.store();
-    eventually(15, "the router's three events in the store", || {
+    eventually(15, "the router's two events in the store", || {
         let rows = store.timeline(ma_ho_so).ok()?;
         let ev: Vec<String> = rows
             .iter()
             .filter(|r| r.component == "router" && r.message_id.as_deref() == Some(message_id))
             .map(|r| r.event.clone())
             .collect();
-        (ev.len() == 3).then_some(ev)
+        (ev.len() == 2).then_some(ev)
     })
     .await
 }
@@ -1000,7 +999,7 @@ async fn trace_events_go_straight_into_the_store_by_default_and_through_the_trac
     bus.send(&filed).await;
     assert_eq!(next(&mut civil, 15).await.message_id, filed.message_id);
     let ev = router_events_stored(&bus, &filed.ma_ho_so, &filed.message_id).await;
-    assert_eq!(ev, ["received", "validated", "routed"]);
+    assert_eq!(ev, ["received", "routed"]);
     bus.stop().await;
 
     // `trace_direct = false`: the router's events are published to `<p>.trace` (any queue bound
@@ -1025,7 +1024,7 @@ async fn trace_events_go_straight_into_the_store_by_default_and_through_the_trac
     bus.send(&filed).await;
     assert_eq!(next(&mut civil, 15).await.message_id, filed.message_id);
     let mut seen = Vec::new();
-    while seen.len() < 3 {
+    while seen.len() < 2 {
         let d = tokio::time::timeout(Duration::from_secs(15), consumer.next())
             .await
             .expect("trace messages on the exchange")
@@ -1037,9 +1036,9 @@ async fn trace_events_go_straight_into_the_store_by_default_and_through_the_trac
             }
         }
     }
-    assert_eq!(seen, ["received", "validated", "routed"]);
+    assert_eq!(seen, ["received", "routed"]);
     let ev = router_events_stored(&bus, &filed.ma_ho_so, &filed.message_id).await;
-    assert_eq!(ev, ["received", "validated", "routed"]);
+    assert_eq!(ev, ["received", "routed"]);
 
     // Through an adapter: its delivery-log writes commit in the group commit while its events
     // go through the exchange (`Tracer::emit_with`); the agency's callback comes back as a

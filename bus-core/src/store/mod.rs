@@ -47,4 +47,4 @@ pub use idempotency::IdempotentRequest;
 pub use location::StoreLocation;
 pub use messages::{MessageSelection, StoredMessage};
 pub use process::{Applied, Arrival, OutboxEntry};
-pub use writer::{CHECKPOINT_WAL_BYTES, MessageWriter, RESET_WAL_BYTES};
+pub use writer::{CHECKPOINT_WAL_BYTES, MessageWriter, RESET_WAL_BYTES, WriterOptions};

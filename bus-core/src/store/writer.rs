@@ -190,14 +190,61 @@ pub const RESET_WAL_BYTES: i64 = 32 << 20;
 const MAX_BATCH: usize = 256;
 
 /// How long the writer, under load (at least [`COMMIT_SIBLINGS`] writes were queued when it
-/// woke), waits for more writes before it commits: 1 ms. A lone write commits at once.
+/// woke), waits for more writes before it commits, by default: 1 ms (`[store]
+/// commit_delay_ms`, [`WriterOptions`]). A lone write commits at once.
 ///
 /// Bytes and CPU for latency (BENCHMARKS.md, 2026-12-06 (day); SQLite store): 4 ms wrote 11 %
 /// fewer bytes per dossier on the HTTP-adapter path and 22 % fewer per message at a paced
 /// 1,000 msg/s, and spent 7 % less CPU per dossier on the HTTP-adapter path, but its paced p99
-/// was 22–27 ms against 18–19 ms at 1 ms in later runs, at the edge of the 25 ms target: kept
-/// at 1 ms.
+/// was 22–27 ms against 18–19 ms at 1 ms in later runs, at the edge of the 25 ms target: 1 ms
+/// by default, longer for a deployment with latency to spare.
 pub const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// How a [`MessageWriter`] batches its commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// How long the writer, under load, waits for more writes before it commits (default
+    /// [`COMMIT_DELAY`]; `[store] commit_delay_ms`). Zero: it commits what was queued at once.
+    pub commit_delay: std::time::Duration,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            commit_delay: COMMIT_DELAY,
+        }
+    }
+}
+
+/// One batch of the writer: `first` and the writes queued behind it (at most [`MAX_BATCH`]);
+/// under load (at least [`COMMIT_SIBLINGS`] of them), also those that arrive within `delay`
+/// (PostgreSQL's `commit_delay` with `commit_siblings`): every commit rewrites the last page of
+/// each B-tree it touches, so bigger batches write fewer bytes per message. A lone write, and a
+/// caller writing one at a time, commit at once.
+fn collect_batch<T>(
+    rx: &std::sync::mpsc::Receiver<T>,
+    first: T,
+    delay: std::time::Duration,
+) -> Vec<T> {
+    let mut jobs = vec![first];
+    while jobs.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(j) => jobs.push(j),
+            Err(_) => break,
+        }
+    }
+    if jobs.len() >= COMMIT_SIBLINGS && !delay.is_zero() {
+        let until = std::time::Instant::now() + delay;
+        while jobs.len() < MAX_BATCH {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+    }
+    jobs
+}
 
 /// Writes found queued at once from which the writer waits [`COMMIT_DELAY`] for more.
 pub const COMMIT_SIBLINGS: usize = 2;
@@ -233,8 +280,18 @@ fn checkpoint_passive(conn: &rusqlite::Connection) -> Result<(), rusqlite::Error
 
 impl MessageWriter {
     /// Open a connection to the store at `location` and start the writer thread (and, on
-    /// SQLite, its WAL checkpointer); they end when the last clone is dropped.
+    /// SQLite, its WAL checkpointer) with the default [`WriterOptions`]; they end when the last
+    /// clone is dropped.
     pub fn start(location: impl Into<StoreLocation>) -> Result<MessageWriter, StoreError> {
+        MessageWriter::start_with(location, WriterOptions::default())
+    }
+
+    /// [`MessageWriter::start`] with `options` (a `lienthong run` passes those of its
+    /// `[store]` settings, [`crate::registry::StoreSettings::writer_options`]).
+    pub fn start_with(
+        location: impl Into<StoreLocation>,
+        options: WriterOptions,
+    ) -> Result<MessageWriter, StoreError> {
         use std::sync::atomic::{AtomicI32, Ordering};
         let location = location.into();
         let mut conn = open_connection(&location)?;
@@ -278,28 +335,7 @@ impl MessageWriter {
             .name("lienthong-store-writer".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
-                    let mut jobs = vec![first];
-                    while jobs.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(j) => jobs.push(j),
-                            Err(_) => break,
-                        }
-                    }
-                    // Under load (writes queued while the last commit ran), wait a little for
-                    // more writes to share the commit (PostgreSQL's `commit_delay` with
-                    // `commit_siblings`): every commit rewrites the last page of each B-tree it
-                    // touches, so bigger batches write fewer bytes per message. A lone write,
-                    // and a caller writing one at a time, commit at once.
-                    if jobs.len() >= COMMIT_SIBLINGS && jobs.len() < MAX_BATCH {
-                        let until = std::time::Instant::now() + COMMIT_DELAY;
-                        while jobs.len() < MAX_BATCH {
-                            let left = until.saturating_duration_since(std::time::Instant::now());
-                            match rx.recv_timeout(left) {
-                                Ok(j) => jobs.push(j),
-                                Err(_) => break,
-                            }
-                        }
-                    }
+                    let mut jobs = collect_batch(&rx, first, options.commit_delay);
                     let started = std::time::Instant::now();
                     let mut batch = BatchEvents::default();
                     let r = (|| {
@@ -470,5 +506,58 @@ impl MessageWriter {
                 return Ok(total);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Two writes queued, then three more arriving 100 ms apart from another thread.
+    fn batch_with_stragglers(delay: Duration) -> Vec<u32> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(2).expect("queued");
+        let late = std::thread::spawn(move || {
+            for n in 3..=5 {
+                std::thread::sleep(Duration::from_millis(100));
+                let _ = tx.send(n);
+            }
+        });
+        let jobs = collect_batch(&rx, 1, delay);
+        late.join().expect("the sender thread");
+        jobs
+    }
+
+    #[test]
+    fn under_load_the_writer_waits_its_commit_delay_for_more_writes() {
+        // A delay far longer than the stragglers take: all five share the commit.
+        assert_eq!(
+            batch_with_stragglers(Duration::from_secs(5)),
+            [1, 2, 3, 4, 5]
+        );
+        // No delay: only what was queued when the writer woke.
+        assert_eq!(batch_with_stragglers(Duration::ZERO), [1, 2]);
+    }
+
+    #[test]
+    fn a_lone_write_commits_at_once_whatever_the_delay() {
+        let (tx, rx) = std::sync::mpsc::channel::<u32>();
+        let started = std::time::Instant::now();
+        assert_eq!(collect_batch(&rx, 1, Duration::from_secs(30)), [1]);
+        // It did not wait for the delay (30 s): nothing else was queued.
+        assert!(started.elapsed() < Duration::from_secs(10));
+        drop(tx);
+    }
+
+    #[test]
+    fn a_full_batch_does_not_wait() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for n in 1..MAX_BATCH as u32 + 10 {
+            tx.send(n).expect("queued");
+        }
+        let jobs = collect_batch(&rx, 0, Duration::from_secs(30));
+        assert_eq!(jobs.len(), MAX_BATCH);
+        assert_eq!(rx.try_recv().ok(), Some(MAX_BATCH as u32));
     }
 }

@@ -14,7 +14,9 @@ use crate::envelope::Envelope;
 pub enum TraceEventKind {
     /// A component took the message from a queue or the HTTP API.
     Received,
-    /// It passed the envelope and routing checks.
+    /// It passed the envelope and routing checks. Written by the router of releases before
+    /// issue 21's trace cut; now its `routed` (or what else follows `received`) says so, and
+    /// this kind is only read from older trace rows.
     Validated,
     /// The router put it on the receiver's queue (confirmed).
     Routed,

@@ -1,5 +1,5 @@
-//! The trace: one event per step a message takes (received, validated, routed, delivered,
-//! retried, failed, dead-lettered, status), handed on by every component's [`Tracer`] and kept
+//! The trace: one event per step a message takes (received, routed, delivered, retried,
+//! failed, dead-lettered, status, …), handed on by every component's [`Tracer`] and kept
 //! in the store; and what the queries behind `lienthong trace` and `lienthong dead-letters`
 //! return.
 //!
