@@ -229,7 +229,7 @@ fn context(
     let filing = lienthong_core::filing::FilingSchemas::load(&settings)?;
     let writer = lienthong_core::store::MessageWriter::start_with(
         settings.store.location(),
-        settings.store.writer_options(),
+        lienthong_core::store::WriterOptions::of(&settings.store),
     )
     .with_context(|| format!("opening the store {}", settings.store.location()))?;
     Ok(Ctx {

@@ -440,13 +440,6 @@ pub struct StoreSettings {
 pub const MAX_COMMIT_DELAY_MS: u32 = 100;
 
 impl StoreSettings {
-    /// How this process's store writer batches its commits (`commit_delay_ms`).
-    pub fn writer_options(&self) -> crate::store::WriterOptions {
-        crate::store::WriterOptions {
-            commit_delay: std::time::Duration::from_millis(u64::from(self.commit_delay_ms)),
-        }
-    }
-
     /// Where the store lives: `url` when set, else the SQLite file `path`.
     pub fn location(&self) -> crate::store::StoreLocation {
         if self.url.trim().is_empty() {
@@ -1641,15 +1634,8 @@ parent = "A"
     fn the_store_commit_delay_is_read_and_bounded() {
         let shipped = Settings::from_toml("", false).expect("defaults");
         assert_eq!(shipped.store.commit_delay_ms, 1);
-        assert_eq!(
-            shipped.store.writer_options().commit_delay,
-            crate::store::writer::COMMIT_DELAY
-        );
         let s = Settings::from_toml("[store]\ncommit_delay_ms = 4\n", false).expect("4 ms");
-        assert_eq!(
-            s.store.writer_options().commit_delay,
-            std::time::Duration::from_millis(4)
-        );
+        assert_eq!(s.store.commit_delay_ms, 4);
         let e = Settings::from_toml("[store]\ncommit_delay_ms = 500\n", false)
             .expect_err("above the limit");
         assert!(e.to_string().contains("commit_delay_ms = 500"), "{e}");

@@ -208,6 +208,15 @@ pub struct WriterOptions {
     pub commit_delay: std::time::Duration,
 }
 
+impl WriterOptions {
+    /// The options of a process's `[store]` settings (`commit_delay_ms`).
+    pub fn of(store: &crate::registry::StoreSettings) -> WriterOptions {
+        WriterOptions {
+            commit_delay: std::time::Duration::from_millis(u64::from(store.commit_delay_ms)),
+        }
+    }
+}
+
 impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
@@ -287,7 +296,7 @@ impl MessageWriter {
     }
 
     /// [`MessageWriter::start`] with `options` (a `lienthong run` passes those of its
-    /// `[store]` settings, [`crate::registry::StoreSettings::writer_options`]).
+    /// `[store]` settings, [`WriterOptions::of`]).
     pub fn start_with(
         location: impl Into<StoreLocation>,
         options: WriterOptions,
@@ -548,6 +557,21 @@ mod tests {
         // It did not wait for the delay (30 s): nothing else was queued.
         assert!(started.elapsed() < Duration::from_secs(10));
         drop(tx);
+    }
+
+    #[test]
+    fn the_options_follow_the_store_settings() {
+        let shipped = crate::registry::StoreSettings::default();
+        assert_eq!(WriterOptions::of(&shipped), WriterOptions::default());
+        assert_eq!(WriterOptions::default().commit_delay, COMMIT_DELAY);
+        let longer = crate::registry::StoreSettings {
+            commit_delay_ms: 4,
+            ..shipped
+        };
+        assert_eq!(
+            WriterOptions::of(&longer).commit_delay,
+            Duration::from_millis(4)
+        );
     }
 
     #[test]
