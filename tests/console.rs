@@ -449,6 +449,11 @@ async fn operators_filter_dead_letters_read_their_history_and_replay_one_and_a_f
     assert_eq!(status, 200);
     assert!(html.contains("agency-refused"), "{html}");
     assert!(html.contains("dead_lettered"), "the history: {html}");
+    // The message's events, read under its dossier code (the trace has no index by message id):
+    // the router's hand-over and the adapter's dead-lettering, in the attempts table.
+    for ev in ["<td>routed</td>", "<td>dead_lettered</td>"] {
+        assert!(html.contains(ev), "{ev} in the history: {html}");
+    }
     assert!(html.contains(&one.ma_ho_so), "{html}");
     assert!(
         html.contains("id=\"body\""),

@@ -273,10 +273,11 @@ async fn one(State(c): State<Console>, v: Viewer, Path(id): Path<String>) -> Res
     let i = id.clone();
     let data = match read(&c, move |s| {
         let (rows, body) = s.dead_letter(&i)?;
+        let dossiers: Vec<String> = rows.iter().filter_map(|r| r.ma_ho_so.clone()).collect();
         Ok(One {
+            events: s.message_timeline(&i, &dossiers)?,
             rows,
             body: if with_body { body } else { None },
-            events: s.message_timeline(&i)?,
         })
     })
     .await

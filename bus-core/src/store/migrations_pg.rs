@@ -226,8 +226,15 @@ UPDATE dossiers SET (ma_tthc, centre, correlation_id) =
 DROP TABLE IF EXISTS dossier_origins;
 "#;
 
+/// Migration 6: the trace's index by message id goes, events without a dossier code keep a
+/// partial one (SQLite's migration 11).
+const P6: &str = r#"
+DROP INDEX IF EXISTS trace_by_message;
+CREATE INDEX IF NOT EXISTS trace_undossiered_by_message ON trace_events (message_id) WHERE ma_ho_so IS NULL;
+"#;
+
 /// The PostgreSQL migrations, oldest first. Append only.
-pub const PG_MIGRATIONS: &[&str] = &[P1, P2, P3, P4, P5];
+pub const PG_MIGRATIONS: &[&str] = &[P1, P2, P3, P4, P5, P6];
 
 /// The schema version of a PostgreSQL store (0 before the first migration).
 pub fn version(c: &Db) -> Result<i64, DbError> {
