@@ -280,10 +280,12 @@ DROP TABLE dossier_origins;
 
 /// Migration 11: the trace's index by message id goes (issue 21, BENCHMARKS.md): every event
 /// wrote a leaf of it, keyed by a random id, in each commit (4.2 KiB per dossier on the
-/// HTTP-adapter path), and only the console's page of one dead letter read it. A message's
-/// events are read under its dossier code instead (`trace_by_dossier`,
-/// [`super::connection::Store::message_timeline`]); the few events without a dossier code keep
-/// a partial index of their own.
+/// HTTP-adapter path), for three reads: the console's page of one dead letter (the message's
+/// events), each timeline row's time since its message's first event, and `/v1/stats`. A
+/// message's events are now read under its dossier code (`trace_by_dossier`,
+/// [`super::connection::Store::message_timeline`]), the few events without a dossier code
+/// through a partial index of their own; the other two compute from the rows they read. On a
+/// large trace the partial index is built by one scan of the table when the store opens.
 const V11: &str = r#"
 DROP INDEX IF EXISTS trace_by_message;
 CREATE INDEX IF NOT EXISTS trace_undossiered_by_message ON trace_events (message_id) WHERE ma_ho_so IS NULL;

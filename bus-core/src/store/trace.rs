@@ -48,14 +48,15 @@ impl Store {
     }
 
     /// Every event of one message (its attempts, retries, dead-lettering and replays), oldest
-    /// first. `dossiers`: the dossier codes the message was seen with (its dead letters', its
-    /// stored envelope's; empty when none is known).
+    /// first. `dossiers`: the dossier codes the message was seen with (the console passes those
+    /// its dead-letter rows name, read from the same body as its trace events'; empty when none
+    /// is known).
     ///
     /// The trace keeps no index by message id alone (migration 11, issue 21: it cost a B-tree
-    /// leaf per event and served only this page): the message's events are read under each of
-    /// `dossiers` (`trace_by_dossier`), and those that carry no dossier code (an envelope that
-    /// could not be read, a replay by someone who may not speak for its sender, a broker dead
-    /// letter without the bus's headers) from `trace_undossiered_by_message`.
+    /// leaf per event): the message's events are read under each of `dossiers`
+    /// (`trace_by_dossier`), and those that carry no dossier code (an envelope that could not be
+    /// read, a replay by someone who may not speak for its sender, a broker dead letter whose
+    /// body names no dossier) from `trace_undossiered_by_message`.
     pub fn message_timeline(
         &self,
         message_id: &str,
@@ -80,8 +81,10 @@ impl Store {
         })
     }
 
-    /// Per-unit counts and latency from the trace (units that appear in it): one pass over
-    /// the trace, each message's first event found by grouping (no index by message id).
+    /// Per-unit counts and latency from the trace (units that appear in it). Both queries read
+    /// the whole trace, as before migration 11; the latency's query joins each message's first
+    /// event found by grouping the trace by message id (a sort of every message id traced)
+    /// instead of one lookup per row in the index by message id.
     pub fn unit_stats(&self) -> Result<Vec<UnitStats>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare(
@@ -228,7 +231,7 @@ mod tests {
     /// Without an index by message id (migration 11), a message's timeline still has every
     /// event of it: those under its dossier codes and those without one, oldest first, and
     /// none of another message; the per-unit latency still runs from each message's first
-    /// event. The queries read through indexes, never the whole trace.
+    /// event. The timelines' lookups read through indexes (SQLite's plan).
     #[tokio::test]
     async fn a_message_timeline_reads_its_dossiers_and_its_undossiered_events() {
         use TraceEventKind::{DeadLettered, Delivered, Received, Replayed, Routed};

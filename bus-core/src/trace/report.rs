@@ -24,7 +24,8 @@ pub struct TimelineRow {
     pub attempt: Option<u32>,
     /// Status carried.
     pub status: Option<u8>,
-    /// Milliseconds since this message's first event (its entry into the bus).
+    /// Milliseconds since this message's first event among the rows of the same timeline (its
+    /// entry into the bus: a message's events carry the same dossier code as its first).
     pub elapsed_ms: i64,
     /// Reason.
     pub reason: Option<String>,
