@@ -114,6 +114,13 @@ pub struct BenchArgs {
     /// Keep the working directory (configurations, logs, stores) after a successful run.
     #[arg(long)]
     pub keep_dir: bool,
+    /// Write the per-message latencies of each round of the comparison (saturated and paced)
+    /// into this directory, one file per round named after its sink queue (`<queue>.tsv`): a
+    /// line per message in the order it reached the sink, `arrival_ms<TAB>latency_ms`, the
+    /// arrival counted from the sink's start. For finding when in a run the slow messages came
+    /// (a paced run's warm-up is overwritten by its counted run).
+    #[arg(long)]
+    pub latency_log: Option<PathBuf>,
     /// Where the lienthong children keep their SQLite stores, one subdirectory per round
     /// (default: the round's working directory, under the system's temporary directory). The
     /// store's writes share the disk with the broker's unless this is on another one; the

@@ -484,6 +484,17 @@ impl Bench {
         stop.notify_one();
         let samples = sampler.await.unwrap_or_default();
         let produced = produced?;
+        if let Some(dir) = &self.args.latency_log {
+            let path = dir.join(format!("{}.tsv", st.sink_queue));
+            if let Err(e) = std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(&path, traffic::latency_log(&sunk)))
+            {
+                eprintln!(
+                    "warning: cannot write the latency log {}: {e}",
+                    path.display()
+                );
+            }
+        }
         r.moved = sunk.received;
         r.extra = sunk.extra;
         r.error = sunk.error;

@@ -388,8 +388,10 @@ pub async fn produce(
 /// What the sink saw.
 #[derive(Debug, Default)]
 pub struct Sunk {
-    /// End-to-end latency of each distinct message, µs.
+    /// End-to-end latency of each distinct message, µs, in the order they arrived.
     pub latencies_us: Vec<u32>,
+    /// When each of them arrived, µs since the sink started (beside `latencies_us`).
+    pub arrived_us: Vec<u64>,
     /// Distinct messages received.
     pub received: u64,
     /// Deliveries of a message already counted (redeliveries) or of an unknown key.
@@ -427,8 +429,10 @@ pub async fn sink(
     Ok(tokio::spawn(async move {
         let mut out = Sunk {
             latencies_us: Vec::with_capacity(expect.min(2_000_000) as usize),
+            arrived_us: Vec::with_capacity(expect.min(2_000_000) as usize),
             ..Sunk::default()
         };
+        let started = Instant::now();
         while out.received < expect {
             let next = match tokio::time::timeout(stall, consumer.next()).await {
                 Err(_) => {
@@ -457,6 +461,8 @@ pub async fn sink(
                 Some(sent) => {
                     let us = now.saturating_duration_since(sent).as_micros();
                     out.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+                    let at = now.saturating_duration_since(started).as_micros();
+                    out.arrived_us.push(u64::try_from(at).unwrap_or(u64::MAX));
                     out.received += 1;
                     book.received.fetch_add(1, Ordering::Relaxed);
                     out.first_arrival.get_or_insert(now);
@@ -475,6 +481,22 @@ pub async fn sink(
         let _ = ch.close(200, "sink done".into()).await;
         out
     }))
+}
+
+/// The lines of a latency log (`--latency-log`): per message, in the order it arrived,
+/// `arrival_ms<TAB>latency_ms` (ms with µs precision), the arrival counted from the sink's start.
+pub fn latency_log(sunk: &Sunk) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(sunk.latencies_us.len() * 20);
+    for (at, lat) in sunk.arrived_us.iter().zip(&sunk.latencies_us) {
+        let _ = writeln!(
+            out,
+            "{:.3}\t{:.3}",
+            *at as f64 / 1000.0,
+            f64::from(*lat) / 1000.0
+        );
+    }
+    out
 }
 
 /// Percentile `p` (0–100) of sorted values, nearest rank.
@@ -526,6 +548,16 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_latency_log_has_a_line_per_message_in_arrival_order() {
+        let sunk = Sunk {
+            latencies_us: vec![1500, 25_000],
+            arrived_us: vec![2_000, 1_000_250],
+            ..Sunk::default()
+        };
+        assert_eq!(latency_log(&sunk), "2.000\t1.500\n1000.250\t25.000\n");
     }
 
     #[test]
