@@ -65,16 +65,14 @@ impl Store {
         self.with(|c| {
             let mut rows =
                 events_where(c, "t.ma_ho_so IS NULL AND t.message_id = ?1", &[message_id])?;
-            let mut seen: Vec<&str> = Vec::new();
-            for d in dossiers {
-                if seen.contains(&d.as_str()) {
-                    continue;
-                }
-                seen.push(d);
+            let mut codes: Vec<&str> = dossiers.iter().map(String::as_str).collect();
+            codes.sort_unstable();
+            codes.dedup();
+            for d in codes {
                 rows.extend(events_where(
                     c,
                     "t.ma_ho_so = ?1 AND t.message_id = ?2",
-                    &[d.as_str(), message_id],
+                    &[d, message_id],
                 )?);
             }
             Ok(timeline_of(rows))
@@ -172,7 +170,6 @@ fn events_where(c: &mut Db, cond: &str, args: &[&str]) -> Result<Vec<Read>, DbEr
 /// its `received` or its acceptance, carries the dossier code as the later ones do).
 fn timeline_of(mut rows: Vec<Read>) -> Vec<TimelineRow> {
     rows.sort_by_key(|(at, rowid, _)| (*at, *rowid));
-    rows.dedup_by_key(|(_, rowid, _)| *rowid);
     let mut first: HashMap<String, i64> = HashMap::new();
     rows.into_iter()
         .map(|(at, _, mut row)| {
