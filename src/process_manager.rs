@@ -385,7 +385,7 @@ impl ProcessManager {
                     None,
                     &env.message_id,
                     DossierNote::of(&env, &entry.receiver),
-                    entry.body.clone(),
+                    &entry.body,
                 )
                 .await
                 .map_err(PmError::Retry)?;

@@ -364,7 +364,7 @@ impl Router {
         let body = env.to_bytes();
         // The message store keeps every accepted envelope (for `lienthong messages resend`);
         // the delivery is acked only once it is committed and the publish confirmed.
-        let (id, stored_body) = (env.message_id.clone(), body.clone());
+        let id = env.message_id.clone();
         // What the message says about its dossier, for the dossier index.
         let note = DossierNote::of(&env, &decision.receiver);
         // A centre's first forward records the dossier's origin, in the same transaction.
@@ -382,7 +382,7 @@ impl Router {
         );
         let t0 = std::time::Instant::now();
         let store = async {
-            let r = self.writer.accept(new_origin, &id, note, stored_body).await;
+            let r = self.writer.accept(new_origin, &id, note, &body).await;
             (r, std::time::Instant::now())
         };
         let publish = async {

@@ -550,6 +550,35 @@ mod tests {
         );
     }
 
+    /// The bench's bodies compress about as the sample dossiers do under the store's own
+    /// compression (the birth dossier it starts from carries a base64 attachment, as real
+    /// ones do): the figures of a compressing store are not flattered by the padding.
+    #[test]
+    fn a_padded_body_compresses_about_as_the_sample_dossiers_do() {
+        use lienthong_core::store::{BodyCompression, body_codec::encode};
+        let samples = include_str!("../../schemas/samples/dossiers.jsonl");
+        let kept = |b: &[u8]| encode(b, BodyCompression::Zstd).map_or(b.len(), |(p, _)| p.len());
+        let (raw, packed) = samples
+            .lines()
+            .fold((0, 0), |(r, p), l| (r + l.len(), p + kept(l.as_bytes())));
+        let of_samples = raw as f64 / packed as f64;
+        let body = Gen::new(
+            &birth_sample(samples, "000.20.59.H48"),
+            "000.20.59.H48",
+            "000.10.59.H48",
+            5120,
+            Arc::new(AtomicU64::new(1)),
+        )
+        .expect("template")
+        .next(KeyBy::MessageId)
+        .body;
+        let of_bench = body.len() as f64 / kept(&body) as f64;
+        assert!(
+            (of_samples * 0.8..=of_samples * 1.25).contains(&of_bench),
+            "the bench's body compresses {of_bench:.2}-fold, the samples {of_samples:.2}-fold"
+        );
+    }
+
     #[test]
     fn a_latency_log_has_a_line_per_message_in_arrival_order() {
         let sunk = Sunk {

@@ -434,6 +434,11 @@ pub struct StoreSettings {
     /// higher (20–27 ms against 18–19 ms) on a 2-CPU machine (BENCHMARKS.md). It trades latency
     /// only: a write is answered after its commit either way.
     pub commit_delay_ms: u32,
+    /// How the message store keeps the envelopes' bodies: `"zstd"` (the default: compressed,
+    /// zstd level 1, when that makes a body smaller) or `"none"` (as routed). It trades CPU
+    /// only (BENCHMARKS.md, 2026-12-06 (night)); every body reads back byte for byte. Changing
+    /// it applies to the bodies written from then on; both kinds read back.
+    pub message_compression: crate::store::BodyCompression,
 }
 
 /// Largest `[store] commit_delay_ms`, milliseconds.
@@ -461,6 +466,7 @@ impl Default for StoreSettings {
             edxml_outbox_retention_days: 30,
             trace_direct: true,
             commit_delay_ms: 1,
+            message_compression: crate::store::BodyCompression::Zstd,
         }
     }
 }
@@ -1639,5 +1645,18 @@ parent = "A"
         let e = Settings::from_toml("[store]\ncommit_delay_ms = 500\n", false)
             .expect_err("above the limit");
         assert!(e.to_string().contains("commit_delay_ms = 500"), "{e}");
+    }
+
+    #[test]
+    fn the_message_store_compresses_by_default_and_can_be_told_not_to() {
+        use crate::store::BodyCompression;
+        let shipped = Settings::from_toml("", false).expect("defaults");
+        assert_eq!(shipped.store.message_compression, BodyCompression::Zstd);
+        let s =
+            Settings::from_toml("[store]\nmessage_compression = \"none\"\n", false).expect("none");
+        assert_eq!(s.store.message_compression, BodyCompression::None);
+        let e = Settings::from_toml("[store]\nmessage_compression = \"gzip\"\n", false)
+            .expect_err("unknown");
+        assert!(e.to_string().contains("gzip"), "{e}");
     }
 }

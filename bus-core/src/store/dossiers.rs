@@ -505,16 +505,22 @@ impl MessageWriter {
 
     /// Record the origin (when given, first one wins), keep the accepted envelope (first copy
     /// wins) and note it in the dossier index, in the group commit: the router's one write per
-    /// message. `note` names the dossier, kind, sender and receiver. Errors: the store failed,
-    /// or the writer thread is gone.
+    /// message. `note` names the dossier, kind, sender and receiver; `body` is the envelope as
+    /// routed, compressed here, on the caller's thread, as the writer's
+    /// [`WriterOptions::compression`](super::WriterOptions) says. Errors: the store failed, or
+    /// the writer thread is gone.
     pub async fn accept(
         &self,
         origin: Option<Origin>,
         message_id: &str,
         note: DossierNote,
-        body: Vec<u8>,
+        body: &[u8],
     ) -> Result<(), String> {
         let message_id = message_id.to_string();
+        let body = match super::body_codec::encode(body, self.compression()) {
+            Some((packed, encoding)) => (packed, Some(encoding)),
+            None => (body.to_vec(), None),
+        };
         // Not isolated: the router's write cannot fail but on the file, which fails the batch.
         self.write_unit(false, move |c| {
             let now = crate::clock::now_ms();

@@ -233,8 +233,13 @@ DROP INDEX IF EXISTS trace_by_message;
 CREATE INDEX IF NOT EXISTS trace_undossiered_by_message ON trace_events (message_id) WHERE ma_ho_so IS NULL;
 "#;
 
+/// Migration 7: a stored body may be compressed (SQLite's migration 12).
+const P7: &str = r#"
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS body_encoding TEXT;
+"#;
+
 /// The PostgreSQL migrations, oldest first. Append only.
-pub const PG_MIGRATIONS: &[&str] = &[P1, P2, P3, P4, P5, P6];
+pub const PG_MIGRATIONS: &[&str] = &[P1, P2, P3, P4, P5, P6, P7];
 
 /// The schema version of a PostgreSQL store (0 before the first migration).
 pub fn version(c: &Db) -> Result<i64, DbError> {

@@ -4,7 +4,7 @@
 //!
 //! Files: [`migrations`] (the schema, every table), [`connection`] (the [`Store`] handle:
 //! reads), [`writer`] (the [`MessageWriter`]: every write), then one file per group of tables:
-//! [`messages`] (message store, dossier origins), [`dossiers`] (the dossier index the lists read), [`trace`] (trace events), [`activity`] (per-unit activity from the trace), [`dead_letters`],
+//! [`messages`] (message store; its bodies' compression in [`body_codec`]), [`dossiers`] (the dossier index the lists read), [`trace`] (trace events), [`activity`] (per-unit activity from the trace), [`dead_letters`],
 //! [`chain`] (the trace's hash chain and signed checkpoints), [`process`] (the process manager's state, inbox, outbox, blocked dossiers, alerts),
 //! [`deliveries`] (the adapters' delivery log), [`callbacks`] (agency callbacks),
 //! [`edxml_outbox`], [`idempotency`] (the HTTP API's idempotency keys). The store imports plain data from above it (trace events, the process
@@ -13,6 +13,7 @@
 
 pub mod activity;
 pub mod blobs;
+pub mod body_codec;
 pub mod callbacks;
 pub mod chain;
 pub mod connection;
@@ -38,6 +39,7 @@ pub mod trace_write;
 pub mod value;
 pub mod writer;
 
+pub use body_codec::BodyCompression;
 pub use connection::Store;
 pub use deliveries::DeliveryRecord;
 pub use dossiers::{DossierNote, DossierPage, DossierQuery, DossierRow, Origin};

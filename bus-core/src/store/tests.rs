@@ -131,6 +131,17 @@ async fn a_store_of_the_previous_release_is_upgraded_and_keeps_its_data() {
             assert!(!upgraded.iter().any(|(n, _)| *n == table.0), "{upgraded:?}");
             continue;
         }
+        if table.0 == "messages" {
+            // Migration 12 appends how a body is encoded (NULL: as routed) and nothing else.
+            let (_, sql) = upgraded
+                .iter()
+                .find(|(n, _)| n == "messages")
+                .expect("messages");
+            let added = ", body_encoding TEXT";
+            assert!(sql.contains(added), "{sql}");
+            assert_eq!(sql.replacen(added, "", 1), table.1, "{sql}");
+            continue;
+        }
         if table.0 == "dead_letters" {
             // Migration 6 appends the history, body and replay columns and nothing else.
             let (_, sql) = upgraded
@@ -156,6 +167,8 @@ async fn a_store_of_the_previous_release_is_upgraded_and_keeps_its_data() {
         })
         .expect("messages");
     assert_eq!(kept.len(), 1);
+    // The old release's body, kept as routed, reads back as it was.
+    assert_eq!(kept[0].body, b"{}");
     assert_eq!(
         store
             .origin("D-1")
@@ -171,12 +184,7 @@ async fn a_store_of_the_previous_release_is_upgraded_and_keeps_its_data() {
     assert_eq!(store.edxml_waiting("B", 10).expect("edxml").len(), 1);
     // Written to as usual.
     writer
-        .accept(
-            None,
-            "m2",
-            note("D-1", "dossier.status", "B", "A"),
-            b"{}".to_vec(),
-        )
+        .accept(None, "m2", note("D-1", "dossier.status", "B", "A"), b"{}")
         .await
         .expect("accept");
     store
@@ -381,7 +389,7 @@ async fn a_blob_is_fetched_by_its_dossiers_parties_and_goes_with_the_retention()
             Some(origin),
             "m1",
             note("C-261129-0001", "dossier.forward", "CENTRE", "AGENCY"),
-            b"{}".to_vec(),
+            b"{}",
         )
         .await
         .expect("accept");
@@ -562,7 +570,15 @@ fn traced(i: usize, prefix: &str) -> crate::trace::event::TraceEvent {
 async fn the_checkpointer_moves_the_writers_wal_into_the_database() {
     let dir = std::env::temp_dir().join(format!("lt-store-{}", crate::envelope::new_message_id()));
     let path = dir.join("s.db");
-    let writer = MessageWriter::start(&path).expect("writer");
+    // Bodies kept as routed: this one would compress to almost nothing.
+    let writer = MessageWriter::start_with(
+        &path,
+        super::WriterOptions {
+            compression: super::BodyCompression::None,
+            ..super::WriterOptions::default()
+        },
+    )
+    .expect("writer");
     let body = vec![b'x'; 5120];
     // ~8 to 10 KiB of WAL frames each (the body's overflow pages, the row, two indexes) and a
     // commit each: far past RESET_WAL_BYTES.
@@ -570,12 +586,7 @@ async fn the_checkpointer_moves_the_writers_wal_into_the_database() {
     for i in 0..n {
         let id = format!("m{i}");
         writer
-            .accept(
-                None,
-                &id,
-                note("D-1", "dossier.forward", "A", "B"),
-                body.clone(),
-            )
+            .accept(None, &id, note("D-1", "dossier.forward", "A", "B"), &body)
             .await
             .expect("accept");
     }
@@ -635,7 +646,7 @@ async fn the_dossier_index_follows_each_routed_message_and_finds_names_without_d
     {
         let (o, n) = file(ma, centre, name);
         writer
-            .accept(Some(o), &format!("f{i}"), n, b"{}".to_vec())
+            .accept(Some(o), &format!("f{i}"), n, b"{}")
             .await
             .expect("accept");
     }
@@ -643,7 +654,7 @@ async fn the_dossier_index_follows_each_routed_message_and_finds_names_without_d
     let mut processing = note("A-261201-0002", "dossier.status", "CA.H48", "CENTRE-A");
     processing.status = Some(4);
     writer
-        .accept(None, "s1", processing, b"{}".to_vec())
+        .accept(None, "s1", processing, b"{}")
         .await
         .expect("status");
     writer
@@ -651,7 +662,7 @@ async fn the_dossier_index_follows_each_routed_message_and_finds_names_without_d
             None,
             "r1",
             note("A-261201-0001", "dossier.result", "CA.H48", "CENTRE-A"),
-            b"{}".to_vec(),
+            b"{}",
         )
         .await
         .expect("result");

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use super::body_codec::BodyCompression;
 use super::db::{Db, DbError};
 use super::error::StoreError;
 use super::location::StoreLocation;
@@ -176,6 +177,7 @@ impl WriteJob {
 #[derive(Clone)]
 pub struct MessageWriter {
     tx: std::sync::mpsc::Sender<WriteJob>,
+    compression: BodyCompression,
 }
 
 /// Bytes of new WAL after which the writer wakes its checkpointer: 4 MiB, SQLite's automatic
@@ -206,13 +208,17 @@ pub struct WriterOptions {
     /// How long the writer, under load, waits for more writes before it commits (default
     /// [`COMMIT_DELAY`]; `[store] commit_delay_ms`). Zero: it commits what was queued at once.
     pub commit_delay: std::time::Duration,
+    /// How the message store's bodies are kept (default zstd; `[store] message_compression`).
+    pub compression: BodyCompression,
 }
 
 impl WriterOptions {
-    /// The options of a process's `[store]` settings (`commit_delay_ms`).
+    /// The options of a process's `[store]` settings (`commit_delay_ms`,
+    /// `message_compression`).
     pub fn of(store: &crate::registry::StoreSettings) -> WriterOptions {
         WriterOptions {
             commit_delay: std::time::Duration::from_millis(u64::from(store.commit_delay_ms)),
+            compression: store.message_compression,
         }
     }
 }
@@ -221,6 +227,7 @@ impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
             commit_delay: COMMIT_DELAY,
+            compression: BodyCompression::default(),
         }
     }
 }
@@ -288,6 +295,11 @@ fn checkpoint_passive(conn: &rusqlite::Connection) -> Result<(), rusqlite::Error
 }
 
 impl MessageWriter {
+    /// How this writer keeps the message store's bodies ([`WriterOptions::compression`]).
+    pub fn compression(&self) -> BodyCompression {
+        self.compression
+    }
+
     /// Open a connection to the store at `location` and start the writer thread (and, on
     /// SQLite, its WAL checkpointer) with the default [`WriterOptions`]; they end when the last
     /// clone is dropped.
@@ -385,7 +397,10 @@ impl MessageWriter {
                 }
             })
             .map_err(|e| StoreError::Io("the store writer thread".into(), e))?;
-        Ok(MessageWriter { tx })
+        Ok(MessageWriter {
+            tx,
+            compression: options.compression,
+        })
     }
 
     /// Queue `write` for the group commit without waiting: the receiver answers once its batch
