@@ -401,7 +401,8 @@ impl Router {
             kept.map_err(store_failed)?;
             (stored_at, publish.await)
         } else {
-            let ((kept, stored_at), published) = tokio::join!(store, publish);
+            // The publish is polled first: the store's first poll compresses the body.
+            let (published, (kept, stored_at)) = tokio::join!(publish, store);
             kept.map_err(store_failed)?;
             (stored_at, published)
         };

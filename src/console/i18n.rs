@@ -116,6 +116,11 @@ const WORDS: &[(&str, &str, &str)] = &[
         "The dossier's trace does NOT verify",
     ),
     ("envelopes", "Thông điệp gốc", "Raw envelopes"),
+    (
+        "envelopes_unreadable",
+        "Không đọc được thông điệp gốc trong kho thông điệp",
+        "The message store cannot give back these envelopes",
+    ),
     ("not_found", "Không tìm thấy hồ sơ này.", "No such dossier."),
     ("level", "Mức", "Level"),
     ("left", "Còn lại (giờ hành chính)", "Left (office hours)"),

@@ -280,7 +280,9 @@ struct DossierData {
     process: Option<lienthong_core::process::Process>,
     timeline: Vec<lienthong_core::trace::TimelineRow>,
     chain: lienthong_core::store::chain::DossierChain,
-    envelopes: Vec<lienthong_core::store::StoredMessage>,
+    /// The dossier's stored envelopes, or why they cannot be read (a body that does not
+    /// decompress): the rest of the page stays readable.
+    envelopes: Result<Vec<lienthong_core::store::StoredMessage>, String>,
 }
 
 async fn dossier(State(c): State<Console>, v: Viewer, Path(ma): Path<String>) -> Response {
@@ -297,9 +299,10 @@ async fn dossier(State(c): State<Console>, v: Viewer, Path(ma): Path<String>) ->
                 s.stored_messages(&lienthong_core::store::MessageSelection {
                     ma_ho_so: Some(m.clone()),
                     ..Default::default()
-                })?
+                })
+                .map_err(|e| e.to_string())
             } else {
-                Vec::new()
+                Ok(Vec::new())
             },
         })
     })
@@ -365,10 +368,17 @@ async fn dossier(State(c): State<Console>, v: Viewer, Path(ma): Path<String>) ->
                 }
             }
         }
-        @if !data.envelopes.is_empty() {
-            h2 { (t(lang, "envelopes")) }
-            @for m in &data.envelopes {
-                details { summary { (m.kind) " " (m.sender) " → " (m.receiver) " · " (m.message_id) } pre { (String::from_utf8_lossy(&m.body)) } }
+        @match &data.envelopes {
+            Ok(envelopes) if !envelopes.is_empty() => {
+                h2 { (t(lang, "envelopes")) }
+                @for m in envelopes {
+                    details { summary { (m.kind) " " (m.sender) " → " (m.receiver) " · " (m.message_id) } pre { (String::from_utf8_lossy(&m.body)) } }
+                }
+            }
+            Ok(_) => {}
+            Err(why) => {
+                h2 { (t(lang, "envelopes")) }
+                p class="late" { (t(lang, "envelopes_unreadable")) ": " (why) }
             }
         }
     };

@@ -45,21 +45,45 @@ pub fn encode(body: &[u8], how: BodyCompression) -> Option<(Vec<u8>, &'static st
     let packed = COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_none() {
-            *c = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+            *c = zstd::bulk::Compressor::new(ZSTD_LEVEL)
+                .inspect_err(|e| tracing::warn!(message = "no zstd context; body kept as routed", error = %e))
+                .ok();
         }
-        c.as_mut()?.compress(body).ok()
+        c.as_mut()?
+            .compress(body)
+            .inspect_err(|e| tracing::warn!(message = "zstd failed; body kept as routed", error = %e))
+            .ok()
     })?;
     (packed.len() < body.len()).then_some((packed, ZSTD))
 }
 
+/// Largest body [`decode`] gives back, bytes: 512 MiB, the largest message RabbitMQ can carry
+/// (`max_message_size`), so more than any body the router stored; a damaged or forged frame
+/// that claims more is refused before anything is allocated.
+pub const MAX_DECODED_BYTES: u64 = 512 << 20;
+
 /// A stored body back as routed, from its bytes and `messages.body_encoding` (`None`: as
 /// routed). Errors: an encoding this build does not know, or bytes that do not decompress
-/// (the text says which).
+/// (a frame without its content size, above [`MAX_DECODED_BYTES`], or damaged; the text says
+/// which).
 pub fn decode(stored: Vec<u8>, encoding: Option<&str>) -> Result<Vec<u8>, String> {
     match encoding {
         None => Ok(stored),
-        Some(ZSTD) => zstd::stream::decode_all(stored.as_slice())
-            .map_err(|e| format!("its zstd body does not decompress: {e}")),
+        Some(ZSTD) => {
+            let size = match zstd::zstd_safe::get_frame_content_size(&stored) {
+                Ok(Some(n)) => n,
+                Ok(None) | Err(_) => {
+                    return Err("its zstd body does not decompress: no content size".into());
+                }
+            };
+            if size > MAX_DECODED_BYTES {
+                return Err(format!(
+                    "its zstd body does not decompress: it claims {size} bytes, above {MAX_DECODED_BYTES}"
+                ));
+            }
+            zstd::bulk::decompress(&stored, size as usize)
+                .map_err(|e| format!("its zstd body does not decompress: {e}"))
+        }
         Some(other) => Err(format!(
             "its body is encoded as {other:?}, which this build cannot read"
         )),
@@ -95,6 +119,12 @@ mod tests {
         packed.truncate(packed.len() / 2);
         let e = decode(packed, Some(ZSTD)).expect_err("truncated");
         assert!(e.contains("does not decompress"), "{e}");
+        // A frame whose header was damaged (it no longer says its content size).
+        let mut forged = encode(&[b'a'; 4096], BodyCompression::Zstd)
+            .expect("packed")
+            .0;
+        forged[4..].fill(0);
+        assert!(decode(forged, Some(ZSTD)).is_err());
         let e = decode(b"x".to_vec(), Some("brotli")).expect_err("unknown");
         assert!(e.contains("\"brotli\""), "{e}");
     }

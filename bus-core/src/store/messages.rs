@@ -213,10 +213,11 @@ mod tests {
                 ..MessageSelection::default()
             })
             .expect("read");
-        let bodies: Vec<(&str, &[u8])> = read
+        let mut bodies: Vec<(&str, &[u8])> = read
             .iter()
             .map(|m| (m.message_id.as_str(), m.body.as_slice()))
             .collect();
+        bodies.sort_by_key(|(id, _)| *id);
         assert_eq!(bodies, [("m1", real), ("m2", &b"{}"[..]), ("m3", real)]);
         // A damaged body is an error that names its message, not a wrong body.
         store

@@ -293,14 +293,17 @@ CREATE INDEX IF NOT EXISTS trace_undossiered_by_message ON trace_events (message
 
 /// Migration 12: a stored body may be compressed (issue 21, BENCHMARKS.md): `body_encoding`
 /// says how (`zstd`, [`super::body_codec`]); NULL, every row written before it, is the body as
-/// routed.
+/// routed. `ADD COLUMN` has no `IF NOT EXISTS`: [`migrate`]'s `IMMEDIATE` transaction keeps a
+/// second opener from running it again.
 const V12: &str = r#"
 ALTER TABLE messages ADD COLUMN body_encoding TEXT;
 "#;
 
 /// The migrations, oldest first; after migration `n` the file's `user_version` is `n`. Append
-/// only: never edit one that was released. Each is idempotent (`IF NOT EXISTS`), so two
-/// processes opening a store at once cannot trip over each other's upgrade.
+/// only: never edit one that was released. Two processes opening a store at once cannot trip
+/// over each other's upgrade: [`migrate`] runs the missing ones in one `IMMEDIATE` transaction
+/// and reads the version again under it (most are idempotent too, `IF NOT EXISTS`; the
+/// `ADD COLUMN`s of 4, 6, 10 and 12 rely on the transaction).
 pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
 
 /// The schema version this build writes (the number of migrations).

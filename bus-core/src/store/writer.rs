@@ -587,6 +587,12 @@ mod tests {
             WriterOptions::of(&longer).commit_delay,
             Duration::from_millis(4)
         );
+        assert_eq!(shipped.message_compression, BodyCompression::Zstd);
+        let plain = crate::registry::StoreSettings {
+            message_compression: BodyCompression::None,
+            ..crate::registry::StoreSettings::default()
+        };
+        assert_eq!(WriterOptions::of(&plain).compression, BodyCompression::None);
     }
 
     #[test]
