@@ -227,6 +227,32 @@ async fn operators_log_in_find_a_dossier_without_diacritics_and_see_its_hand_ove
     let (_, html) = page(&bus, &op, &path).await;
     assert!(html.contains("Thông điệp gốc"), "{html}");
     assert!(html.contains(&filed.message_id), "{html}");
+    // A stored body that no longer decodes: the page stays, its envelopes section says why.
+    let location = bus.settings.store.location();
+    let writer = lienthong_core::store::MessageWriter::start(location.clone()).expect("writer");
+    let store = lienthong_core::store::Store::open(location)
+        .expect("store")
+        .with_writer(writer);
+    let id = filed.message_id.clone();
+    store
+        .write(move |c| {
+            c.execute(
+                "UPDATE messages SET body = ?1, body_encoding = 'zstd' WHERE message_id = ?2",
+                lienthong_core::params![&b"not a zstd frame"[..], id],
+            )
+            .map(|_| ())
+        })
+        .await
+        .expect("damage the stored body");
+    drop(store);
+    let (status, html) = page(&bus, &op, &path).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("Không đọc được thông điệp gốc")
+            && html.contains(&format!("stored message {}", filed.message_id)),
+        "{html}"
+    );
+    assert!(html.contains(&filed.ma_ho_so), "{html}");
 
     // Logout needs the session's CSRF token; then the session is gone.
     let (_, html) = page(&bus, &cookie, "/console/dossiers").await;
