@@ -8,25 +8,16 @@
 //!
 //! Run: `cargo bench -p lienthong-core --bench body_codec` (add `-- --quick` for a short run).
 
+mod common;
+
 use std::hint::black_box;
-use std::path::Path;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lienthong_core::store::BodyCompression;
 use lienthong_core::store::body_codec::{decode, encode};
 
-fn sample_lines() -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/samples/dossiers.jsonl");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 fn bench(c: &mut Criterion) {
-    let lines = sample_lines();
+    let lines = common::sample_lines();
     let birth = lines
         .iter()
         .find(|l| l.contains("\"ma_tthc\":\"1.001193\""))

@@ -12,8 +12,9 @@
 //!
 //! Run: `cargo bench -p lienthong-core --bench envelope` (add `-- --quick` for a short run).
 
+mod common;
+
 use std::hint::black_box;
-use std::path::Path;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use lienthong_core::envelope::{EnvelopeValidator, json_shape_within, normalize_nfc};
@@ -30,16 +31,6 @@ const NOTE: &str = "Công dân đề nghị đăng ký khai sinh cho trẻ, đă
     của cha mẹ và cấp thẻ bảo hiểm y tế cho trẻ em dưới sáu tuổi. Hồ sơ gồm tờ khai đăng ký khai \
     sinh, giấy chứng sinh do bệnh viện cấp và giấy chứng nhận kết hôn của cha mẹ; cán bộ một cửa \
     đã kiểm tra đầy đủ thành phần, đối chiếu bản chính và hướng dẫn người nộp theo dõi kết quả. ";
-
-fn sample_lines() -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/samples/dossiers.jsonl");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect()
-}
 
 fn parse(line: &str) -> Value {
     serde_json::from_str(line).expect("a sample line is JSON")
@@ -106,7 +97,7 @@ fn accept(c: &mut Criterion) {
     let settings = Settings::from_toml(DEFAULT_CONFIG, false).expect("shipped config");
     let validator = EnvelopeValidator::new(&settings.envelope).expect("validator");
 
-    let lines = sample_lines();
+    let lines = common::sample_lines();
     let values: Vec<Value> = lines.iter().map(|l| parse(l)).collect();
     let first_birth = values.iter().position(is_birth).expect("a birth dossier");
     let nfd_birth = values

@@ -25,7 +25,8 @@ pub enum BodyCompression {
 
 /// The zstd level of [`BodyCompression::Zstd`]: 1, the fastest of the standard levels (level 3,
 /// zstd's default, keeps 2 % fewer bytes of the sample dossiers for 1.4 times the time; the
-/// "fast" negative levels keep 20 % more).
+/// first "fast" level, -1, is 1.5 times as fast and keeps 25 % more; zstd's CLI benchmark in
+/// 5 KiB blocks).
 pub const ZSTD_LEVEL: i32 = 1;
 
 /// `messages.body_encoding` of a zstd-compressed body (NULL: as routed).
