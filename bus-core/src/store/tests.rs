@@ -131,25 +131,18 @@ async fn a_store_of_the_previous_release_is_upgraded_and_keeps_its_data() {
             assert!(!upgraded.iter().any(|(n, _)| *n == table.0), "{upgraded:?}");
             continue;
         }
-        if table.0 == "messages" {
-            // Migration 12 appends how a body is encoded (NULL: as routed) and nothing else.
-            let (_, sql) = upgraded
-                .iter()
-                .find(|(n, _)| n == "messages")
-                .expect("messages");
-            let added = ", body_encoding TEXT";
-            assert!(sql.contains(added), "{sql}");
-            assert_eq!(sql.replacen(added, "", 1), table.1, "{sql}");
-            continue;
-        }
-        if table.0 == "dead_letters" {
-            // Migration 6 appends the history, body and replay columns and nothing else.
-            let (_, sql) = upgraded
-                .iter()
-                .find(|(n, _)| n == "dead_letters")
-                .expect("dead_letters");
-            // (SQLite writes added columns after the last column, before the primary key.)
-            let added = ", history TEXT, body BLOB, replayed_ms INTEGER, replayed_by TEXT";
+        // Migrations that append columns and change nothing else (SQLite writes added columns
+        // after the last column, before the primary key): 6, the dead letters' history, body and
+        // replay columns; 12, how a stored body is encoded (NULL: as routed).
+        let appended = [
+            (
+                "dead_letters",
+                ", history TEXT, body BLOB, replayed_ms INTEGER, replayed_by TEXT",
+            ),
+            ("messages", ", body_encoding TEXT"),
+        ];
+        if let Some((name, added)) = appended.iter().find(|(n, _)| *n == table.0) {
+            let (_, sql) = upgraded.iter().find(|(n, _)| n == name).expect("the table");
             assert!(sql.contains(added), "{sql}");
             assert_eq!(sql.replacen(added, "", 1), table.1, "{sql}");
             continue;
