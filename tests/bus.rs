@@ -772,6 +772,83 @@ async fn a_repeated_agency_callback_gives_the_centre_one_result() {
     bus.stop().await;
 }
 
+/// A callback whose first claim was stored but never published (the bus stopped, or the
+/// broker did not confirm, before the agency got its answer): the agency's repeat is published
+/// under the message id the first claim fixed, once, and the claim is then marked published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_claimed_but_not_published_goes_out_under_the_claimed_id() {
+    use lienthong_adapters::deliveries::{Claim, claim_callback_in};
+    let bus = Bus::start_with("callback-claimed", |s| s.mock.callback_delay_ms = 600_000).await;
+    let mut centre = bus.listen(SON_HA).await;
+    let env = birth(23, POLICE);
+    bus.send(&env).await;
+    let mut delivered = false;
+    for _ in 0..100 {
+        if bus.mock_stats().await["police"]["effects"] == 1 {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(delivered);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The first claim, as the bus left it when its publish was not confirmed.
+    let claimed = lienthong_core::envelope::new_message_id();
+    let (reference, id) = (env.message_id.clone(), claimed.clone());
+    let first = bus
+        .store()
+        .with(move |db| claim_callback_in(db, POLICE, &reference, 9, &id))
+        .expect("claim");
+    assert_eq!(first, Claim::New);
+    let callback = json!({"MaHoSo": env.ma_ho_so, "MaThamChieu": env.message_id, "MaTiepNhan": "CA.H48.X2", "TrangThaiHoSo": 9,
+        "ThoiDiemXuLy": "20261130100512", "NguoiXuLy": "Thượng úy Lê Văn Phúc", "NoiDungXuLy": "Đã đăng ký thường trú",
+        "KetQua": {"NoiThuongTru": "Di Lăng, Sơn Hà", "NgayDangKy": "20261130", "SoHoSoCuTru": "051.2"}});
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = client
+            .post(format!("{}/v1/callbacks/{POLICE}", bus.http))
+            .bearer_auth(bus.callback_key(POLICE))
+            .json(&callback)
+            .send()
+            .await
+            .expect("callback");
+        assert_eq!(r.status(), reqwest::StatusCode::OK);
+        let v: Value = r.json().await.expect("json");
+        ids.push(v["message_id"].as_str().expect("id").to_string());
+    }
+    assert_eq!(ids, vec![claimed.clone(), claimed.clone()]);
+    let result = next(&mut centre, 15).await;
+    assert_eq!(result.message_id, claimed);
+    assert_eq!(result.kind.as_str(), Kind::RESULT);
+    assert_eq!(
+        result
+            .payload
+            .result
+            .as_ref()
+            .and_then(|r| r.get("so_ho_so_cu_tru")),
+        Some(&json!("051.2")),
+        "the repeat's own result, under the claimed id: {result:?}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), centre.recv())
+            .await
+            .is_err(),
+        "no second result"
+    );
+    // The repeat's publish marked the claim published: a third callback only gets the id.
+    let (reference, other) = (
+        env.message_id.clone(),
+        lienthong_core::envelope::new_message_id(),
+    );
+    let now = bus
+        .store()
+        .with(move |db| claim_callback_in(db, POLICE, &reference, 9, &other))
+        .expect("claim");
+    assert_eq!(now, Claim::Published(claimed));
+    bus.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_message_id_is_dead_lettered_not_silently_acked() {
     let bus = Bus::start("reuse").await;

@@ -198,9 +198,10 @@ pub(super) async fn callback_inner(
         )
     })?;
     // A repeated callback (the agency retrying after a lost answer) must not make a second
-    // result: the first claim fixes the envelope; once published, repeats only get its id.
-    // The claim and the trace event of the envelope it fixes are one write of the process's
-    // group commit (one savepoint, like every hot write), before the publish.
+    // result: the first claim fixes the message id (receivers dedupe by it); once published,
+    // repeats only get the id. The claim and the trace event of the envelope it publishes are
+    // one write of the process's group commit (one savepoint, like every hot write), before
+    // the publish.
     let broker = api.broker().await?;
     let (unit_c, reference, st) = (unit_code.to_string(), reply.reference.clone(), reply.status);
     let reason = format!(
@@ -208,26 +209,25 @@ pub(super) async fn callback_inner(
         reply.status,
         status.name_vi().unwrap_or("")
     );
-    let json_env = serde_json::to_string(&env).map_err(Problem::internal)?;
+    // Serialised here, not on the writer's thread; again only in the rare repeat before a
+    // confirmed publish, whose id the claim changes.
+    let body = serde_json::to_vec(&env).map_err(Problem::internal)?;
+    let mut env = env;
     let claimed = broker
         .tracer
         .emit_from(&api.ctx.writer, move |c| {
-            let claim = deliveries::claim_callback_in(c, &unit_c, &reference, st, &json_env)?;
-            let (env, body) = match claim {
-                // This claim stored what it built (the usual case): nothing to read back.
-                deliveries::Claim::New => (env, json_env),
-                deliveries::Claim::Unpublished(stored) => {
-                    match serde_json::from_str::<Envelope>(&stored) {
-                        Ok(env) => (env, stored),
-                        Err(e) => return Ok((Claimed::Unreadable(e.to_string()), Vec::new())),
-                    }
+            let first = match deliveries::claim_callback_in(c, &unit_c, &reference, st, &env.message_id)? {
+                deliveries::Claim::New => true,
+                deliveries::Claim::Unpublished(id) => {
+                    env.message_id = id;
+                    false
                 }
                 deliveries::Claim::Published(id) => {
                     return Ok((Claimed::Published(id), Vec::new()));
                 }
             };
             let ev = TraceEvent::new(TraceEventKind::Status, COMPONENT, Some(&env)).reason(reason);
-            Ok((Claimed::Publish(Box::new(env), body.into_bytes()), vec![ev]))
+            Ok((Claimed::Publish(Box::new(env), first), vec![ev]))
         })
         .await
         .map_err(|e| {
@@ -237,24 +237,20 @@ pub(super) async fn callback_inner(
                 5,
             )
         })?;
-    let env = match claimed {
-        Claimed::Publish(env, body) => {
-            // The bytes the claim stored are the envelope's serialisation: published as they are.
-            api.publish_ingress_body(&broker, &env, body).await?;
-            *env
+    let (env, body) = match claimed {
+        Claimed::Publish(env, true) => (*env, body),
+        Claimed::Publish(env, false) => {
+            let body = serde_json::to_vec(&env).map_err(Problem::internal)?;
+            (*env, body)
         }
         Claimed::Published(message_id) => return Ok(message_id),
-        Claimed::Unreadable(e) => return Err(Problem::internal(e)),
     };
-    let (unit_c, reference, id) = (
-        unit_code.to_string(),
-        reply.reference.clone(),
-        env.message_id.clone(),
-    );
+    api.publish_ingress_body(&broker, &env, body).await?;
+    let (unit_c, reference) = (unit_code.to_string(), reply.reference.clone());
     if let Err(e) = api
         .ctx
         .writer
-        .transact(move |c| deliveries::callback_published_in(c, &unit_c, &reference, st, &id))
+        .transact(move |c| deliveries::callback_published_in(c, &unit_c, &reference, st))
         .await
     {
         // The result is out; a repeated callback would publish it again with the same message
@@ -266,12 +262,11 @@ pub(super) async fn callback_inner(
 
 /// What a callback's claim found ([`deliveries::claim_callback_in`]).
 enum Claimed {
-    /// Publish this envelope, serialised as these bytes.
-    Publish(Box<Envelope>, Vec<u8>),
+    /// Publish this envelope, under the first claim's message id; `true` when this claim was
+    /// the first (the envelope is the one serialised before the claim).
+    Publish(Box<Envelope>, bool),
     /// Published before as this message id.
     Published(String),
-    /// The stored envelope of an unpublished claim does not parse (why).
-    Unreadable(String),
 }
 
 /// An agency's system calling the bus as `unit_code`: the unit must exist and be reached by an
