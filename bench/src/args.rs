@@ -78,6 +78,13 @@ pub struct BenchArgs {
     /// the targets read from it.
     #[arg(long)]
     pub scale: Option<u64>,
+    /// Rounds of the scale run: the whole grid of cells this many times, the stores' order
+    /// alternating from one round to the next. The table gives, for each cell, the round whose
+    /// bus CPU per dossier is the median (a coherent row, not a mix of rounds), and every
+    /// round's figure beside it; the targets read the median row. 3 or more for a figure to
+    /// judge a target by: one cell moved by up to 10 % between two runs of the same code.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub scale_rounds: u32,
     /// Router processes (and as many adapter processes) of each scale cell, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1u32, 2, 4])]
     pub scale_processes: Vec<u32>,

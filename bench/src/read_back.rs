@@ -50,6 +50,9 @@ pub struct ScaleRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScaleFigures {
     pub date: String,
+    /// Rounds of the grid each row is the median of (`--scale-rounds`; 1 when the section does
+    /// not say).
+    pub rounds: u32,
     pub rows: Vec<ScaleRow>,
 }
 
@@ -181,8 +184,15 @@ pub fn scale(body: &str) -> Result<ScaleFigures, &'static str> {
             })
         })
         .collect();
+    let rounds = body
+        .split("**Rounds.** ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
     Ok(ScaleFigures {
         date: run_date(body),
+        rounds,
         rows,
     })
 }
@@ -278,12 +288,14 @@ mod tests {
             ],
             ..ScaleCell::default()
         };
+        // Three rounds: the rounds paragraph under the table does not disturb the reading.
+        let mut first = cell("SQLite", 1, Path::Http, 1000);
+        first.round_bus_us = vec![650.0, 700.0, 720.0];
+        first.round = 1;
         let scale_run = Scale {
             count: 1000,
-            cells: vec![
-                cell("SQLite", 1, Path::Http, 1000),
-                cell("PostgreSQL", 2, Path::Drain, 10),
-            ],
+            rounds: 3,
+            cells: vec![first, cell("PostgreSQL", 2, Path::Drain, 10)],
         };
         let f = scale(&scale_report::section(&scale_run, RUN)).expect("figures");
         assert_eq!(f.rows.len(), 2, "{f:?}");
@@ -300,6 +312,7 @@ mod tests {
         );
         assert!(f.rows[1].failed);
         assert_eq!(f.rows[1].path, "backlog drain");
+        assert_eq!(f.rounds, 3);
     }
 
     #[test]

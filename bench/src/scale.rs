@@ -80,34 +80,63 @@ pub(crate) async fn scale(bench: &Bench, n: u64, header: &mut Header) -> anyhow:
             );
         }
     }
-    let mut out = Scale {
-        count: n,
-        ..Scale::default()
-    };
-    for store in &args.scale_stores {
-        for &k in &args.scale_processes {
-            eprintln!("scale: {store}, {k} router and {k} adapter processes, {n} dossiers");
-            let cells = cell(bench, store == "postgres", &server, k, n).await;
-            for c in &cells {
-                eprintln!(
-                    "  {:<10} {:>6.0} dossiers/s  bus {:.0} µs/dossier  broker {:.0}  PostgreSQL {}{}",
-                    c.path.name(),
-                    c.rate(),
-                    c.bus_us(),
-                    c.us(BROKER),
-                    c.uses
-                        .iter()
-                        .find(|u| u.class == POSTGRES)
-                        .map_or("–".into(), |_| format!("{:.0}", c.us(POSTGRES))),
-                    c.error
-                        .as_deref()
-                        .map_or(String::new(), |e| format!("  FAILED: {e}"))
-                );
-            }
-            out.cells.extend(cells);
+    let rounds = args.scale_rounds.max(1);
+    let mut all: Vec<Vec<ScaleCell>> = Vec::new();
+    for round in 0..rounds {
+        // The stores' order alternates, so that neither always runs on a machine warmed (or
+        // tired) by the other.
+        let mut stores: Vec<&String> = args.scale_stores.iter().collect();
+        if round % 2 == 1 {
+            stores.reverse();
         }
+        let mut this_round = Vec::new();
+        for store in stores {
+            for &k in &args.scale_processes {
+                this_round.extend(scale_cell(bench, store, &server, k, n, (round, rounds)).await);
+            }
+        }
+        all.push(this_round);
     }
-    Ok(out)
+    Ok(Scale {
+        count: n,
+        rounds,
+        cells: crate::scale_report::medians(all),
+    })
+}
+
+/// One store and process count of one round: both passes, reported as they end.
+async fn scale_cell(
+    bench: &Bench,
+    store: &str,
+    server: &str,
+    k: u32,
+    n: u64,
+    (round, rounds): (u32, u32),
+) -> Vec<ScaleCell> {
+    let of = if rounds > 1 {
+        format!(" (round {} of {rounds})", round + 1)
+    } else {
+        String::new()
+    };
+    eprintln!("scale: {store}, {k} router and {k} adapter processes, {n} dossiers{of}");
+    let cells = cell(bench, store == "postgres", server, k, n).await;
+    for c in &cells {
+        eprintln!(
+            "  {:<10} {:>6.0} dossiers/s  bus {:.0} µs/dossier  broker {:.0}  PostgreSQL {}{}",
+            c.path.name(),
+            c.rate(),
+            c.bus_us(),
+            c.us(BROKER),
+            c.uses
+                .iter()
+                .find(|u| u.class == POSTGRES)
+                .map_or("–".into(), |_| format!("{:.0}", c.us(POSTGRES))),
+            c.error
+                .as_deref()
+                .map_or(String::new(), |e| format!("  FAILED: {e}"))
+        );
+    }
+    cells
 }
 
 /// The processes of a cell and the CPU they have used, to subtract at the end of a pass.

@@ -69,6 +69,11 @@ pub struct ScaleCell {
     /// lock, sampled five times a second.
     pub lock_waiters: Option<f64>,
     pub error: Option<String>,
+    /// With `--scale-rounds` above 1: this cell's bus CPU per dossier (µs) in every round, in
+    /// the order they ran; the row is the round at [`ScaleCell::round`]. Empty for one round.
+    pub round_bus_us: Vec<f64>,
+    /// Which round (0-based) this row's figures are from.
+    pub round: usize,
 }
 
 impl ScaleCell {
@@ -115,7 +120,53 @@ impl ScaleCell {
 pub struct Scale {
     /// Dossiers per pass.
     pub count: u64,
+    /// Rounds of the whole grid (`--scale-rounds`); 0 or 1 is one.
+    pub rounds: u32,
+    /// One row per store, process count and path: with several rounds, the median round's
+    /// ([`medians`]).
     pub cells: Vec<ScaleCell>,
+}
+
+/// One row per cell from several rounds of the grid (`rounds[r]` = round `r`'s cells): the
+/// round whose bus CPU per dossier is the median (the lower of the two middle ones for an even
+/// count), with every round's figure in [`ScaleCell::round_bus_us`]. A failure is never hidden
+/// by the median: a cell that failed in any round is reported as that failed round. Rows keep
+/// the first round's order.
+pub fn medians(rounds: Vec<Vec<ScaleCell>>) -> Vec<ScaleCell> {
+    let single = rounds.len() <= 1;
+    let mut groups: Vec<Vec<ScaleCell>> = Vec::new();
+    for (r, cells) in rounds.into_iter().enumerate() {
+        for mut c in cells {
+            c.round = r;
+            match groups.iter_mut().find(|g| {
+                g[0].store == c.store && g[0].processes == c.processes && g[0].path == c.path
+            }) {
+                Some(g) => g.push(c),
+                None => groups.push(vec![c]),
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|mut g| {
+            let each: Vec<f64> = if single {
+                Vec::new()
+            } else {
+                g.iter().map(ScaleCell::bus_us).collect()
+            };
+            let pick = match g.iter().position(|c| !c.ok()) {
+                Some(failed) => failed,
+                None => {
+                    let mut order: Vec<usize> = (0..g.len()).collect();
+                    order.sort_by(|a, b| g[*a].bus_us().total_cmp(&g[*b].bus_us()));
+                    order[(order.len().max(1) - 1) / 2]
+                }
+            };
+            let mut row = g.swap_remove(pick);
+            row.round_bus_us = each;
+            row
+        })
+        .collect()
 }
 
 impl Scale {
@@ -195,6 +246,48 @@ pub fn section(scale: &Scale, run: &str) -> String {
             us(c.us(MOCK)),
             us(c.us(BENCH)),
         );
+    }
+    if scale.rounds > 1 {
+        let _ = writeln!(
+            s,
+            "\n**Rounds.** {} rounds of the whole grid, the stores' order alternating from one \
+             round to the next. Each row above is the round whose bus CPU per dossier is the \
+             median of its cell's rounds (a failed round is shown instead, if any). Every \
+             round's bus µs per dossier, in the order they ran (the row's in bold), and the \
+             spread (highest ÷ lowest − 1):\n",
+            scale.rounds
+        );
+        for c in &scale.cells {
+            let each: Vec<String> = c
+                .round_bus_us
+                .iter()
+                .enumerate()
+                .map(|(r, v)| {
+                    if r == c.round {
+                        format!("**{}**", us(*v))
+                    } else {
+                        us(*v)
+                    }
+                })
+                .collect();
+            let (lo, hi) = c
+                .round_bus_us
+                .iter()
+                .fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+            let spread = if lo > 0.0 && lo < f64::MAX {
+                format!("{:.0} %", (hi / lo - 1.0) * 100.0)
+            } else {
+                "–".into()
+            };
+            let _ = writeln!(
+                s,
+                "- {}, k = {}, {}: {} (spread {spread})",
+                c.store,
+                c.processes,
+                c.path.name(),
+                each.join(", ")
+            );
+        }
     }
     let _ = writeln!(s, "\nWhere it saturates:\n");
     for line in saturation(scale) {
@@ -297,6 +390,7 @@ mod tests {
             ],
             lock_waiters: None,
             error: None,
+            ..ScaleCell::default()
         }
     }
 
@@ -305,6 +399,7 @@ mod tests {
     fn a_cell_is_reported_per_dossier_and_per_process() {
         let scale = Scale {
             count: 1000,
+            rounds: 1,
             cells: vec![cell(1, 2.0, 0.4, 3.8), cell(2, 2.5, 0.6, 4.9)],
         };
         let text = section(&scale, "Run now.");
@@ -335,10 +430,65 @@ mod tests {
         a.lock_waiters = Some(2.4);
         let scale = Scale {
             count: 1000,
+            rounds: 1,
             cells: vec![a],
         };
         assert!(section(&scale, "").contains("| 50 % | 2.4 |"));
         assert!(saturation(&scale)[0].contains("bound by the lock"));
+    }
+
+    /// Three rounds: each row is its cell's median round, with every round's figure beside it;
+    /// a round that failed is shown instead of the median.
+    #[test]
+    fn several_rounds_give_each_cell_its_median_round() {
+        // Bus CPU per dossier: 400, 300 and 500 µs for k = 1; k = 2 fails in round 3.
+        let k1 = [0.4, 0.3, 0.5].map(|r| cell(1, 2.0, r, 3.8));
+        let mut failed = cell(2, 2.5, 0.1, 4.9);
+        failed.moved = 10;
+        failed.error = Some("stalled".into());
+        let rounds = vec![
+            vec![k1[0].clone(), cell(2, 2.5, 0.6, 4.9)],
+            vec![cell(2, 2.5, 0.7, 4.9), k1[1].clone()],
+            vec![k1[2].clone(), failed],
+        ];
+        let cells = medians(rounds);
+        assert_eq!(cells.len(), 2);
+        assert_eq!((cells[0].processes, cells[0].round), (1, 0));
+        assert_eq!(cells[0].round_bus_us, vec![400.0, 300.0, 500.0]);
+        assert_eq!((cells[1].processes, cells[1].round), (2, 2));
+        assert!(!cells[1].ok());
+        let scale = Scale {
+            count: 1000,
+            rounds: 3,
+            cells,
+        };
+        let text = section(&scale, "");
+        assert!(
+            text.contains("| SQLite | 1 | HTTP adapter | **500** | 95 % | – | **400** |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- SQLite, k = 1, HTTP adapter: **400**, 300, 500 (spread 67 %)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- SQLite, k = 2, HTTP adapter: 600, 700, **10000**"),
+            "{text}"
+        );
+        // One round: no rounds paragraph, and the row as measured.
+        let one = medians(vec![vec![cell(1, 2.0, 0.4, 3.8)]]);
+        assert!(one[0].round_bus_us.is_empty());
+        assert!(
+            !section(
+                &Scale {
+                    count: 1000,
+                    rounds: 1,
+                    cells: one
+                },
+                ""
+            )
+            .contains("**Rounds.**")
+        );
     }
 
     /// A failed cell says so, and is left out of the saturation line.
@@ -349,6 +499,7 @@ mod tests {
         bad.error = Some("stalled".into());
         let scale = Scale {
             count: 1000,
+            rounds: 1,
             cells: vec![cell(1, 2.0, 0.4, 3.8), bad],
         };
         assert!(!scale.ok());

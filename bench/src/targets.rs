@@ -181,7 +181,7 @@ pub fn section(r: &Results, body: &[(String, String)], previous: Option<&str>) -
          the best anchors ([Ratios](#ratios), median of its alternating rounds) and the paced \
          p99; the backlog drain, the soak and the scale run give theirs from their sections, \
          which their own invocations rewrite (`--backlog 200000`, `--soak 1000000`, `--scale \
-         5000`). Every invocation computes this section again from the whole file. The bus is \
+         5000 --scale-rounds 3`). Every invocation computes this section again from the whole file. The bus is \
          `lienthong run` (in the scale run: its routers, adapters, HTTP API and tracer); the \
          broker is `beam.smp`.\n\n| target | measured | limit | | from |\n|---|---|---|---|---|\n",
     );
@@ -531,7 +531,7 @@ fn scale_rows(body: Option<&str>) -> Vec<Row> {
         other => {
             let why = match other {
                 Some(Err(why)) => why,
-                _ => "no scale run in this report (`--scale 5000`)",
+                _ => "no scale run in this report (`--scale 5000 --scale-rounds 3`)",
             };
             return keys
                 .iter()
@@ -539,7 +539,17 @@ fn scale_rows(body: Option<&str>) -> Vec<Row> {
                 .collect();
         }
     };
-    let from = format!("Scale, run {}", f.date);
+    let from = if f.rounds > 1 {
+        format!(
+            "Scale, run {} (each cell the median of {} rounds)",
+            f.date, f.rounds
+        )
+    } else {
+        format!(
+            "Scale, run {} (one round: repeat with `--scale-rounds 3` to judge)",
+            f.date
+        )
+    };
     let mut out = Vec::new();
     for (key, path) in [
         (CPU_HTTP_SCALE, "HTTP adapter"),
@@ -895,6 +905,7 @@ mod tests {
         };
         let scale = Scale {
             count: 1000,
+            rounds: 1,
             cells: vec![
                 cell("SQLite", 1, Path::Http, 1000.0, 500.0),
                 cell("SQLite", 1, Path::Drain, 700.0, 800.0),
