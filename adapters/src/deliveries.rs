@@ -11,7 +11,7 @@ use lienthong_core::store::db::DbError;
 
 pub use lienthong_core::store::callbacks::{Claim, callback_published_in, claim_callback_in};
 use lienthong_core::store::db::Db;
-use lienthong_core::store::deliveries::set_delivered;
+use lienthong_core::store::deliveries::record_delivered;
 pub use lienthong_core::store::deliveries::{DeliveryRecord, insert_sending};
 use lienthong_core::store::{Store, StoreError};
 
@@ -49,9 +49,9 @@ impl DeliveryLog {
     }
 }
 
-/// Record a completed delivery inside an open transaction (the group commit's): the `sending`
-/// row if there is none, then `delivered` with the receipt.
+/// Record a completed delivery inside an open transaction (the group commit's): its `sending`
+/// row becomes `delivered` with the receipt, or is written so at once when there is none
+/// (one statement: [`record_delivered`]).
 pub fn record_in(c: &Db, r: &DeliveryRecord) -> Result<(), DbError> {
-    insert_sending(c, r)?;
-    set_delivered(c, &r.message_id, &r.receipt)
+    record_delivered(c, r)
 }

@@ -304,13 +304,20 @@ impl Db {
     /// log) sees what the one before it committed, on both engines alike, and no two
     /// transactions can wait on each other's rows (ARCHITECTURE.md, "The store").
     pub fn begin(&self) -> Result<(), DbError> {
+        self.begin_then(None)
+    }
+
+    /// [`Db::begin`], then `then` (statements without parameters, e.g. a `SAVEPOINT`) in the
+    /// same statement string: one round trip on PostgreSQL.
+    pub fn begin_then(&self, then: Option<&str>) -> Result<(), DbError> {
+        let then = then.map_or(String::new(), |t| format!("; {t}"));
         match self {
-            Db::Sqlite(_) => self.execute_batch("BEGIN IMMEDIATE"),
+            Db::Sqlite(_) => self.execute_batch(&format!("BEGIN IMMEDIATE{then}")),
             Db::Pg(_) => {
                 // One round trip: the lock is held from here to the commit, and every round
                 // trip under it delays every writer of the store.
                 let locked = self.execute_batch(&format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+                    "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}){then}"
                 ));
                 if locked.is_err() {
                     // The BEGIN may have opened a transaction that the lock's failure aborted

@@ -43,13 +43,15 @@ pub fn insert_sending(c: &Db, r: &DeliveryRecord) -> Result<(), DbError> {
         .map(|_| ())
 }
 
-/// Mark a delivery `delivered` with the agency's receipt, inside an open transaction.
-pub fn set_delivered(c: &Db, message_id: &str, receipt: &str) -> Result<(), DbError> {
-    c.prepare_cached(
-        "UPDATE adapter_deliveries SET state = 'delivered', receipt = ?2 WHERE message_id = ?1",
-    )?
-    .execute(params![message_id, receipt])
-    .map(|_| ())
+/// Record a delivery `delivered` with the agency's receipt, inside an open transaction: the
+/// `sending` row written before the first call becomes `delivered` (its other columns as they
+/// were), or, when there is none, the row is written `delivered` at once. One statement (an
+/// upsert on the message id, which SQLite and PostgreSQL both take), so one round trip on
+/// PostgreSQL where the `sending` insert then an update were two.
+pub fn record_delivered(c: &Db, r: &DeliveryRecord) -> Result<(), DbError> {
+    c.prepare_cached("INSERT INTO adapter_deliveries VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'delivered') ON CONFLICT (message_id) DO UPDATE SET state = 'delivered', receipt = excluded.receipt")?
+        .execute(params![r.message_id, r.unit, r.ma_ho_so, r.ma_tthc, r.kind, r.sender, r.reply_to, r.correlation_id, r.receipt, r.at_ms])
+        .map(|_| ())
 }
 
 /// The delivery of a message, in either state, on an open connection.
@@ -77,5 +79,59 @@ impl Store {
     /// The delivery of a message, in either state.
     pub fn delivery(&self, message_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
         self.with(|c| delivery_in(c, message_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(message_id: &str, receipt: &str, at_ms: i64) -> DeliveryRecord {
+        DeliveryRecord {
+            message_id: message_id.into(),
+            unit: "CA.H48".into(),
+            ma_ho_so: "000.20.59.H48-261207-0001".into(),
+            ma_tthc: "1.001193".into(),
+            kind: "dossier.forward".into(),
+            sender: "000.20.59.H48".into(),
+            reply_to: "000.20.59.H48".into(),
+            correlation_id: "c-1".into(),
+            receipt: receipt.into(),
+            delivered: !receipt.is_empty(),
+            at_ms,
+        }
+    }
+
+    /// `sending` then `delivered`: the row keeps its time and takes the receipt; a delivery
+    /// with no `sending` row is written `delivered` at once; a second `sending` changes nothing.
+    #[test]
+    fn a_sending_row_becomes_delivered_in_one_statement() {
+        let mut conn = rusqlite::Connection::open_in_memory().expect("memory");
+        crate::store::migrations::migrate(&mut conn).expect("migrate");
+        let db = Db::Sqlite(conn);
+        insert_sending(&db, &record("m-1", "", 100)).expect("sending");
+        let sending = delivery_in(&db, "m-1").expect("read").expect("row");
+        assert!(!sending.delivered && sending.receipt.is_empty());
+        record_delivered(&db, &record("m-1", "CA.H48.R1", 200)).expect("delivered");
+        assert_eq!(
+            delivery_in(&db, "m-1").expect("read"),
+            Some(DeliveryRecord {
+                receipt: "CA.H48.R1".into(),
+                delivered: true,
+                ..record("m-1", "", 100)
+            })
+        );
+        insert_sending(&db, &record("m-1", "", 300)).expect("sending again");
+        assert!(
+            delivery_in(&db, "m-1")
+                .expect("read")
+                .expect("row")
+                .delivered
+        );
+        record_delivered(&db, &record("m-2", "CA.H48.R2", 400)).expect("delivered");
+        assert_eq!(
+            delivery_in(&db, "m-2").expect("read"),
+            Some(record("m-2", "CA.H48.R2", 400))
+        );
     }
 }
