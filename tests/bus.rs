@@ -705,14 +705,21 @@ async fn http_refuses_oversized_bodies_wrong_media_types_and_control_characters_
     bus.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repeated_agency_callback_gives_the_centre_one_result() {
-    // The mock does not call back by itself here: the test plays the agency's callback.
-    let bus = Bus::start_with("callback", |s| s.mock.callback_delay_ms = 600_000).await;
-    let mut centre = bus.listen(SON_HA).await;
-    let env = birth(20, POLICE);
+/// A dossier for Police delivered to the mock agency, which does not call back by itself
+/// (`callback_delay_ms` far away): the test plays the agency's callback. Returns the centre's
+/// listener, the dossier, and Police's status-9 callback for it (`SoHoSoCuTru` = `record`).
+async fn delivered_to_police_awaiting_callback(
+    bus: &Bus,
+    n: u32,
+    record: &str,
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<Envelope>,
+    Envelope,
+    Value,
+) {
+    let centre = bus.listen(SON_HA).await;
+    let env = birth(n, POLICE);
     bus.send(&env).await;
-    let ma = env.ma_ho_so.clone();
     let mut delivered = false;
     for _ in 0..100 {
         if bus.mock_stats().await["police"]["effects"] == 1 {
@@ -724,16 +731,21 @@ async fn a_repeated_agency_callback_gives_the_centre_one_result() {
     assert!(delivered);
     // The delivery is recorded just after the agency's receipt; give it a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let callback = json!({"MaHoSo": ma, "MaThamChieu": env.message_id, "MaTiepNhan": "CA.H48.X1", "TrangThaiHoSo": 9,
+    let callback = json!({"MaHoSo": env.ma_ho_so, "MaThamChieu": env.message_id, "MaTiepNhan": format!("CA.H48.{record}"), "TrangThaiHoSo": 9,
         "ThoiDiemXuLy": "20261130100512", "NguoiXuLy": "Thượng úy Lê Văn Phúc", "NoiDungXuLy": "Đã đăng ký thường trú",
-        "KetQua": {"NoiThuongTru": "Di Lăng, Sơn Hà", "NgayDangKy": "20261130", "SoHoSoCuTru": "051.1"}});
+        "KetQua": {"NoiThuongTru": "Di Lăng, Sơn Hà", "NgayDangKy": "20261130", "SoHoSoCuTru": record}});
+    (centre, env, callback)
+}
+
+/// Post Police's `callback` `times` times; the bus message id of each answer (every one 200).
+async fn post_police_callback(bus: &Bus, callback: &Value, times: usize) -> Vec<String> {
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..times {
         let r = client
             .post(format!("{}/v1/callbacks/{POLICE}", bus.http))
             .bearer_auth(bus.callback_key(POLICE))
-            .json(&callback)
+            .json(callback)
             .send()
             .await
             .expect("callback");
@@ -741,6 +753,14 @@ async fn a_repeated_agency_callback_gives_the_centre_one_result() {
         let v: Value = r.json().await.expect("json");
         ids.push(v["message_id"].as_str().expect("id").to_string());
     }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_agency_callback_gives_the_centre_one_result() {
+    let bus = Bus::start_with("callback", |s| s.mock.callback_delay_ms = 600_000).await;
+    let (mut centre, _, callback) = delivered_to_police_awaiting_callback(&bus, 20, "051.1").await;
+    let ids = post_police_callback(&bus, &callback, 2).await;
     assert_eq!(ids[0], ids[1], "the same bus message both times");
     let result = next(&mut centre, 15).await;
     assert_eq!(result.message_id, ids[0]);
@@ -751,6 +771,7 @@ async fn a_repeated_agency_callback_gives_the_centre_one_result() {
         "no second result"
     );
     // A wrong key and a 9 without KetQua are refused.
+    let client = reqwest::Client::new();
     let r = client
         .post(format!("{}/v1/callbacks/{POLICE}", bus.http))
         .bearer_auth("wrong")
@@ -779,19 +800,8 @@ async fn a_repeated_agency_callback_gives_the_centre_one_result() {
 async fn a_callback_claimed_but_not_published_goes_out_under_the_claimed_id() {
     use lienthong_adapters::deliveries::{Claim, claim_callback_in};
     let bus = Bus::start_with("callback-claimed", |s| s.mock.callback_delay_ms = 600_000).await;
-    let mut centre = bus.listen(SON_HA).await;
-    let env = birth(23, POLICE);
-    bus.send(&env).await;
-    let mut delivered = false;
-    for _ in 0..100 {
-        if bus.mock_stats().await["police"]["effects"] == 1 {
-            delivered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(delivered);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut centre, env, callback) =
+        delivered_to_police_awaiting_callback(&bus, 23, "051.2").await;
     // The first claim, as the bus left it when its publish was not confirmed.
     let claimed = lienthong_core::envelope::new_message_id();
     let (reference, id) = (env.message_id.clone(), claimed.clone());
@@ -800,23 +810,7 @@ async fn a_callback_claimed_but_not_published_goes_out_under_the_claimed_id() {
         .with(move |db| claim_callback_in(db, POLICE, &reference, 9, &id))
         .expect("claim");
     assert_eq!(first, Claim::New);
-    let callback = json!({"MaHoSo": env.ma_ho_so, "MaThamChieu": env.message_id, "MaTiepNhan": "CA.H48.X2", "TrangThaiHoSo": 9,
-        "ThoiDiemXuLy": "20261130100512", "NguoiXuLy": "Thượng úy Lê Văn Phúc", "NoiDungXuLy": "Đã đăng ký thường trú",
-        "KetQua": {"NoiThuongTru": "Di Lăng, Sơn Hà", "NgayDangKy": "20261130", "SoHoSoCuTru": "051.2"}});
-    let client = reqwest::Client::new();
-    let mut ids = Vec::new();
-    for _ in 0..2 {
-        let r = client
-            .post(format!("{}/v1/callbacks/{POLICE}", bus.http))
-            .bearer_auth(bus.callback_key(POLICE))
-            .json(&callback)
-            .send()
-            .await
-            .expect("callback");
-        assert_eq!(r.status(), reqwest::StatusCode::OK);
-        let v: Value = r.json().await.expect("json");
-        ids.push(v["message_id"].as_str().expect("id").to_string());
-    }
+    let ids = post_police_callback(&bus, &callback, 2).await;
     assert_eq!(ids, vec![claimed.clone(), claimed.clone()]);
     let result = next(&mut centre, 15).await;
     assert_eq!(result.message_id, claimed);
