@@ -239,6 +239,11 @@ pub const PROBLEM_TYPES: &[(&str, &str, &str)] = &[
         "a callback whose delivery reference belongs to another dossier",
     ),
     (
+        "callback-differs",
+        "409",
+        "a repeated callback whose content differs from the first one, taken but not yet published: send the first one again",
+    ),
+    (
         "not-edxml-pull",
         "404",
         "the unit is not reached by the edxml adapter with `transport = \"pull\"`",

@@ -793,53 +793,72 @@ async fn a_repeated_agency_callback_gives_the_centre_one_result() {
     bus.stop().await;
 }
 
-/// A callback whose first claim was stored but never published (the bus stopped, or the
-/// broker did not confirm, before the agency got its answer): the agency's repeat is published
-/// under the message id the first claim fixed, once, and the claim is then marked published.
+/// A repeat of a callback whose publish the bus could not mark confirmed (it stopped in
+/// between): published again as the same bytes (the first claim's message id and `sent_at`),
+/// which the centre dedupes; a repeat with another content is refused (`409 callback-differs`)
+/// and publishes nothing; once marked, a repeat only gets the id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_callback_claimed_but_not_published_goes_out_under_the_claimed_id() {
-    use lienthong_adapters::deliveries::{Claim, claim_callback_in};
+async fn a_repeat_before_the_confirmed_publish_goes_out_as_the_same_bytes() {
+    use lienthong_adapters::deliveries::{Claim, Fixed, claim_callback_in};
     let bus = Bus::start_with("callback-claimed", |s| s.mock.callback_delay_ms = 600_000).await;
     let (mut centre, env, callback) =
         delivered_to_police_awaiting_callback(&bus, 23, "051.2").await;
-    // The first claim, as the bus left it when its publish was not confirmed.
-    let claimed = lienthong_core::envelope::new_message_id();
-    let (reference, id) = (env.message_id.clone(), claimed.clone());
-    let first = bus
-        .store()
-        .with(move |db| claim_callback_in(db, POLICE, &reference, 9, &id))
-        .expect("claim");
-    assert_eq!(first, Claim::New);
-    let ids = post_police_callback(&bus, &callback, 2).await;
-    assert_eq!(ids, vec![claimed.clone(), claimed.clone()]);
-    let result = next(&mut centre, 15).await;
-    assert_eq!(result.message_id, claimed);
-    assert_eq!(result.kind.as_str(), Kind::RESULT);
+    let ids = post_police_callback(&bus, &callback, 1).await;
+    let first = next(&mut centre, 15).await;
+    assert_eq!(first.message_id, ids[0]);
+    // As if the bus had stopped between the confirm and its mark.
+    let reference = env.message_id.clone();
+    bus.store()
+        .with(move |db| {
+            db.execute_batch(&format!(
+                "UPDATE agency_callbacks SET published = 0 WHERE reference = '{reference}'"
+            ))
+        })
+        .expect("unmark");
+    // Another content is refused, and nothing reaches the centre.
+    let mut changed = callback.clone();
+    changed["KetQua"]["SoHoSoCuTru"] = json!("051.9");
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/callbacks/{POLICE}", bus.http))
+        .bearer_auth(bus.callback_key(POLICE))
+        .json(&changed)
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(r.status(), reqwest::StatusCode::CONFLICT);
+    let problem: Value = r.json().await.expect("json");
     assert_eq!(
-        result
-            .payload
-            .result
-            .as_ref()
-            .and_then(|r| r.get("so_ho_so_cu_tru")),
-        Some(&json!("051.2")),
-        "the repeat's own result, under the claimed id: {result:?}"
+        problem["type"], "urn:lienthong:problem:callback-differs",
+        "{problem}"
+    );
+    // The same content again goes out as the same envelope: same id, same time, same result.
+    assert_eq!(post_police_callback(&bus, &callback, 1).await, ids);
+    let again = next(&mut centre, 15).await;
+    assert_eq!(
+        serde_json::to_value(&again).expect("json"),
+        serde_json::to_value(&first).expect("json"),
+        "the repeat's publish is the first one's envelope"
     );
     assert!(
         tokio::time::timeout(Duration::from_millis(1500), centre.recv())
             .await
             .is_err(),
-        "no second result"
+        "nothing else"
     );
-    // The repeat's publish marked the claim published: a third callback only gets the id.
+    // Its publish marked the claim again: a further claim only gets the id.
     let (reference, other) = (
         env.message_id.clone(),
-        lienthong_core::envelope::new_message_id(),
+        Fixed {
+            message_id: lienthong_core::envelope::new_message_id(),
+            sent_at: None,
+            sha256: None,
+        },
     );
     let now = bus
         .store()
         .with(move |db| claim_callback_in(db, POLICE, &reference, 9, &other))
         .expect("claim");
-    assert_eq!(now, Claim::Published(claimed));
+    assert_eq!(now, Claim::Published(ids[0].clone()));
     bus.stop().await;
 }
 

@@ -9,7 +9,9 @@
 
 use lienthong_core::store::db::DbError;
 
-pub use lienthong_core::store::callbacks::{Claim, callback_published_in, claim_callback_in};
+pub use lienthong_core::store::callbacks::{
+    Claim, Fixed, callback_published_in, claim_callback_in,
+};
 use lienthong_core::store::db::Db;
 use lienthong_core::store::deliveries::record_delivered;
 pub use lienthong_core::store::deliveries::{DeliveryRecord, insert_sending};

@@ -42,6 +42,16 @@ pub(crate) async fn scale(bench: &Bench, n: u64, header: &mut Header) -> anyhow:
     {
         anyhow::bail!("--scale-processes: {k} is not between 1 and {MAX_PROCESSES}");
     }
+    // A cell twice in one round would make two rows of one (store, k, path) in the medians.
+    let mut ks = args.scale_processes.clone();
+    ks.sort_unstable();
+    ks.dedup();
+    let mut stores = args.scale_stores.clone();
+    stores.sort_unstable();
+    stores.dedup();
+    if ks.len() != args.scale_processes.len() || stores.len() != args.scale_stores.len() {
+        anyhow::bail!("--scale-processes and --scale-stores: give each value once");
+    }
     let body = args.body_bytes as u64;
     // One cell at a time: two passes of N dossiers, the store dropped after each cell.
     for note in check_disk(&[

@@ -34,7 +34,7 @@ use super::*;
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`unknown-reference`: no delivery with that `MaThamChieu` to this unit; `no-adapter`",
             body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`reference-mismatch`: the reference is a delivery of another dossier",
+        (status = 409, description = "`reference-mismatch`: the reference is a delivery of another dossier; `callback-differs`: a repeat whose content differs from the first callback of this reference and status, which was taken but whose publish is not confirmed yet (send the first one again)",
             body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal`", body = Problem, content_type = "application/problem+json"),
     )
@@ -198,10 +198,11 @@ pub(super) async fn callback_inner(
         )
     })?;
     // A repeated callback (the agency retrying after a lost answer) must not make a second
-    // result: the first claim fixes the message id (receivers dedupe by it); once published,
-    // repeats only get the id. The claim and the trace event of the envelope it publishes are
-    // one write of the process's group commit (one savepoint, like every hot write), before
-    // the publish.
+    // result: the first claim fixes the result (its message id, `sent_at` and the SHA-256 of
+    // its bytes); a repeat before the confirmed publish is published only as those same bytes,
+    // and once published, repeats only get the id. The claim and the trace event of the
+    // envelope it publishes are one write of the process's group commit (one savepoint, like
+    // every hot write), before the publish.
     let broker = api.broker().await?;
     let (unit_c, reference, st) = (unit_code.to_string(), reply.reference.clone(), reply.status);
     let reason = format!(
@@ -209,25 +210,47 @@ pub(super) async fn callback_inner(
         reply.status,
         status.name_vi().unwrap_or("")
     );
-    // Serialised here, not on the writer's thread; again only in the rare repeat before a
-    // confirmed publish, whose id the claim changes.
+    // Serialised and hashed here, not on the writer's thread (only a repeat before a confirmed
+    // publish serialises again there, with the first claim's id and time).
     let body = serde_json::to_vec(&env).map_err(Problem::internal)?;
+    let fixed = deliveries::Fixed {
+        message_id: env.message_id.clone(),
+        sent_at: Some(env.sent_at.clone()),
+        sha256: Some(sha256_hex(&body)),
+    };
     let mut env = env;
     let claimed = broker
         .tracer
         .emit_from(&api.ctx.writer, move |c| {
-            let first = match deliveries::claim_callback_in(c, &unit_c, &reference, st, &env.message_id)? {
-                deliveries::Claim::New => true,
-                deliveries::Claim::Unpublished(id) => {
-                    env.message_id = id;
-                    false
+            let (env, body) = match deliveries::claim_callback_in(c, &unit_c, &reference, st, &fixed)? {
+                deliveries::Claim::New => (env, body),
+                deliveries::Claim::Unpublished(first) => {
+                    env.message_id = first.message_id.clone();
+                    if let Some(sent_at) = first.sent_at {
+                        env.sent_at = sent_at;
+                    }
+                    let Ok(again) = serde_json::to_vec(&env) else {
+                        return Ok((Claimed::Differs(first.message_id), Vec::new()));
+                    };
+                    // A claim that kept only the id (a build of 2026-12-07 before the
+                    // fingerprint) has nothing to compare with: its id is reused.
+                    if first.sha256.is_some_and(|h| h != sha256_hex(&again)) {
+                        return Ok((Claimed::Differs(first.message_id), Vec::new()));
+                    }
+                    (env, again)
+                }
+                deliveries::Claim::UnpublishedEnvelope(stored) => {
+                    match serde_json::from_str::<Envelope>(&stored) {
+                        Ok(env) => (env, stored.into_bytes()),
+                        Err(e) => return Ok((Claimed::Unreadable(e.to_string()), Vec::new())),
+                    }
                 }
                 deliveries::Claim::Published(id) => {
                     return Ok((Claimed::Published(id), Vec::new()));
                 }
             };
             let ev = TraceEvent::new(TraceEventKind::Status, COMPONENT, Some(&env)).reason(reason);
-            Ok((Claimed::Publish(Box::new(env), first), vec![ev]))
+            Ok((Claimed::Publish(Box::new(env), body), vec![ev]))
         })
         .await
         .map_err(|e| {
@@ -238,12 +261,20 @@ pub(super) async fn callback_inner(
             )
         })?;
     let (env, body) = match claimed {
-        Claimed::Publish(env, true) => (*env, body),
-        Claimed::Publish(env, false) => {
-            let body = serde_json::to_vec(&env).map_err(Problem::internal)?;
-            (*env, body)
-        }
+        Claimed::Publish(env, body) => (*env, body),
         Claimed::Published(message_id) => return Ok(message_id),
+        Claimed::Differs(message_id) => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "callback-differs",
+                "Callback differs from the first one",
+                format!(
+                    "a callback for MaThamChieu {} with TrangThaiHoSo {} was taken first, as bus message {message_id}, with another content, and its publish is not confirmed yet: send the same callback again",
+                    reply.reference, reply.status
+                ),
+            ));
+        }
+        Claimed::Unreadable(e) => return Err(Problem::internal(e)),
     };
     api.publish_ingress_body(&broker, &env, body).await?;
     let (unit_c, reference) = (unit_code.to_string(), reply.reference.clone());
@@ -253,20 +284,29 @@ pub(super) async fn callback_inner(
         .transact(move |c| deliveries::callback_published_in(c, &unit_c, &reference, st))
         .await
     {
-        // The result is out; a repeated callback would publish it again with the same message
-        // id, which the router and the centre dedupe.
+        // The result is out; a repeated callback would publish the same bytes again with the
+        // same message id, which the router and the centre dedupe.
         tracing::warn!(message = "cannot mark the callback published", error = %e);
     }
     Ok(env.message_id)
 }
 
+/// Lower-case hex SHA-256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    lienthong_core::envelope::hex(&sha2::Sha256::digest(bytes))
+}
+
 /// What a callback's claim found ([`deliveries::claim_callback_in`]).
 enum Claimed {
-    /// Publish this envelope, under the first claim's message id; `true` when this claim was
-    /// the first (the envelope is the one serialised before the claim).
-    Publish(Box<Envelope>, bool),
+    /// Publish this envelope, serialised as these bytes (the first claim's).
+    Publish(Box<Envelope>, Vec<u8>),
     /// Published before as this message id.
     Published(String),
+    /// The first claim (this message id), not yet published, fixed another content.
+    Differs(String),
+    /// An earlier release's stored envelope does not parse (why).
+    Unreadable(String),
 }
 
 /// An agency's system calling the bus as `unit_code`: the unit must exist and be reached by an

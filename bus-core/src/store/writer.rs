@@ -383,7 +383,7 @@ impl MessageWriter {
                         // since its read. PostgreSQL: `begin` takes the store's write lock (an advisory lock).
                         // The first write's savepoint, when it is isolated, in the same
                         // statement string (one round trip fewer per batch on PostgreSQL).
-                        let first_isolated = jobs.first().is_some_and(|j| j.isolated);
+                        let first_isolated = jobs.first().is_some_and(|j| j.isolated && j.run.is_some());
                         conn.begin_then(first_isolated.then_some("SAVEPOINT job"))?;
                         // The commit releases the savepoint of the batch's last isolated write.
                         let mut open = if first_isolated {
