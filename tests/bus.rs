@@ -737,18 +737,22 @@ async fn delivered_to_police_awaiting_callback(
     (centre, env, callback)
 }
 
+/// Post `callback` to Police's callback route with `key`; the answer.
+async fn send_police_callback(bus: &Bus, key: &str, callback: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/v1/callbacks/{POLICE}", bus.http))
+        .bearer_auth(key)
+        .json(callback)
+        .send()
+        .await
+        .expect("callback")
+}
+
 /// Post Police's `callback` `times` times; the bus message id of each answer (every one 200).
 async fn post_police_callback(bus: &Bus, callback: &Value, times: usize) -> Vec<String> {
-    let client = reqwest::Client::new();
     let mut ids = Vec::new();
     for _ in 0..times {
-        let r = client
-            .post(format!("{}/v1/callbacks/{POLICE}", bus.http))
-            .bearer_auth(bus.callback_key(POLICE))
-            .json(callback)
-            .send()
-            .await
-            .expect("callback");
+        let r = send_police_callback(bus, &bus.callback_key(POLICE), callback).await;
         assert_eq!(r.status(), reqwest::StatusCode::OK);
         let v: Value = r.json().await.expect("json");
         ids.push(v["message_id"].as_str().expect("id").to_string());
@@ -771,24 +775,11 @@ async fn a_repeated_agency_callback_gives_the_centre_one_result() {
         "no second result"
     );
     // A wrong key and a 9 without KetQua are refused.
-    let client = reqwest::Client::new();
-    let r = client
-        .post(format!("{}/v1/callbacks/{POLICE}", bus.http))
-        .bearer_auth("wrong")
-        .json(&callback)
-        .send()
-        .await
-        .expect("callback");
+    let r = send_police_callback(&bus, "wrong", &callback).await;
     assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
     let mut no_result = callback.clone();
     no_result.as_object_mut().expect("object").remove("KetQua");
-    let r = client
-        .post(format!("{}/v1/callbacks/{POLICE}", bus.http))
-        .bearer_auth(bus.callback_key(POLICE))
-        .json(&no_result)
-        .send()
-        .await
-        .expect("callback");
+    let r = send_police_callback(&bus, &bus.callback_key(POLICE), &no_result).await;
     assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
     bus.stop().await;
 }
@@ -818,13 +809,7 @@ async fn a_repeat_before_the_confirmed_publish_goes_out_as_the_same_bytes() {
     // Another content is refused, and nothing reaches the centre.
     let mut changed = callback.clone();
     changed["KetQua"]["SoHoSoCuTru"] = json!("051.9");
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/callbacks/{POLICE}", bus.http))
-        .bearer_auth(bus.callback_key(POLICE))
-        .json(&changed)
-        .send()
-        .await
-        .expect("callback");
+    let r = send_police_callback(&bus, &bus.callback_key(POLICE), &changed).await;
     assert_eq!(r.status(), reqwest::StatusCode::CONFLICT);
     let problem: Value = r.json().await.expect("json");
     assert_eq!(
