@@ -358,3 +358,133 @@ async fn events_written_at_once_on_postgresql_skip_a_repeated_one_and_keep_the_c
     drop(store);
     lienthong_testkit::pg::drop_database(&url);
 }
+
+/// On PostgreSQL a `SAVEPOINT` and its `RELEASE` are sent ahead of the next statement, in its
+/// round trip (`Db::execute_batch_ahead`): they still run first and in order; a failure of
+/// theirs is the next statement's error and leaves the transaction able only to end (its
+/// `COMMIT` fails, its `ROLLBACK` succeeds); a `ROLLBACK` drops what was to be sent ahead.
+#[test]
+fn statements_sent_ahead_on_postgresql_run_first_and_their_failure_ends_the_transaction() {
+    use lienthong_core::params;
+    let url = lienthong_testkit::pg::create(&format!(
+        "lt_test_ahead_{}",
+        &uuid::Uuid::now_v7().simple().to_string()[24..]
+    ))
+    .expect("a database");
+    let db: Db = open_connection(&StoreLocation::Postgres(url.clone())).expect("a connection");
+    db.execute_batch("CREATE TABLE lt_ahead (x BIGINT PRIMARY KEY)")
+        .expect("a table");
+    let insert = |x: i64| db.execute("INSERT INTO lt_ahead (x) VALUES (?1)", params![x]);
+    let rows = || -> Vec<i64> {
+        let mut st = db
+            .prepare_cached("SELECT x FROM lt_ahead ORDER BY x")
+            .expect("a query");
+        let mut xs = Vec::new();
+        st.for_each(params![], |r| {
+            xs.push(r.get(0)?);
+            Ok(true)
+        })
+        .expect("the rows");
+        xs
+    };
+    // In order: the savepoint before 2 is released with the one before 3, and the rollback to
+    // the latter undoes 3 alone.
+    db.begin().expect("a transaction");
+    db.execute_batch_ahead("SAVEPOINT job").expect("ahead");
+    insert(1).expect("1");
+    db.execute_batch_ahead("RELEASE job; SAVEPOINT job")
+        .expect("ahead");
+    insert(2).expect("2");
+    db.execute_batch_ahead("RELEASE job; SAVEPOINT job")
+        .expect("ahead");
+    insert(3).expect("3");
+    db.execute_batch("ROLLBACK TO job; RELEASE job")
+        .expect("rolled back to the last savepoint");
+    // Sent ahead and never followed by a statement: the commit takes it along.
+    db.execute_batch_ahead("SAVEPOINT job").expect("ahead");
+    db.commit().expect("committed");
+    assert_eq!(rows(), vec![1, 2]);
+    // A failure of what was sent ahead is the next call's error; the transaction can then
+    // only end: every call fails, the COMMIT fails (nothing is committed), and the connection
+    // serves the next transaction.
+    db.begin().expect("a transaction");
+    insert(4).expect("4");
+    db.execute_batch_ahead("RELEASE no_such_savepoint")
+        .expect("ahead");
+    let failed = insert(5).expect_err("the savepoint does not exist");
+    assert!(failed.to_string().contains("no_such_savepoint"), "{failed}");
+    let next = insert(6).expect_err("the transaction is aborted");
+    assert!(next.to_string().contains("sent ahead"), "{next}");
+    let rolled_back = db
+        .execute_batch("ROLLBACK TO job")
+        .expect_err("no way back into the transaction");
+    assert!(rolled_back.to_string().contains("sent ahead"), "{rolled_back}");
+    let commit = db.commit().expect_err("nothing to commit");
+    assert!(commit.to_string().contains("sent ahead"), "{commit}");
+    assert!(!db.in_transaction());
+    assert_eq!(rows(), vec![1, 2], "nothing of the failed transaction");
+    // Its ROLLBACK, the other way to end it, succeeds.
+    db.begin().expect("a transaction");
+    db.execute_batch_ahead("RELEASE no_such_savepoint")
+        .expect("ahead");
+    assert!(insert(7).is_err());
+    db.rollback().expect("the aborted transaction is rolled back");
+    // A ROLLBACK drops what was to be sent ahead: outside a transaction a SAVEPOINT would fail.
+    db.begin().expect("a transaction");
+    db.execute_batch_ahead("SAVEPOINT job").expect("ahead");
+    db.rollback().expect("rolled back");
+    insert(8).expect("8, in autocommit");
+    assert_eq!(rows(), vec![1, 2, 8]);
+    drop(db);
+    lienthong_testkit::pg::drop_database(&url);
+}
+
+/// The group commit on PostgreSQL: isolated writes queued together fail alone (each in the
+/// savepoint sent ahead of its first statement), whether the failure is a statement's or the
+/// write's own, and the others commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_writes_on_postgresql_fail_alone_in_one_group_commit() {
+    use lienthong_core::params;
+    let (url, writer, store) = pg_store("lt_test_isolated");
+    store
+        .with(|c| c.execute_batch("CREATE TABLE lt_isolated (x BIGINT PRIMARY KEY)"))
+        .expect("a table");
+    // 1, 1 again (the key refuses it), 2, a write that fails before any statement, 3, and
+    // 4 then 4 again inside one write (its first insert is undone with it).
+    let mut waits = Vec::new();
+    for xs in [vec![1], vec![1], vec![2], vec![], vec![3], vec![4, 4]] {
+        let wait = writer
+            .start_unit(true, move |c| {
+                if xs.is_empty() {
+                    return Err(lienthong_core::store::db::DbError::Other(
+                        "refused before any statement".into(),
+                    ));
+                }
+                for x in xs {
+                    c.execute("INSERT INTO lt_isolated (x) VALUES (?1)", params![x])?;
+                }
+                Ok(())
+            })
+            .expect("queued");
+        waits.push(wait);
+    }
+    let mut outcomes = Vec::new();
+    for w in waits {
+        outcomes.push(w.await.expect("answered").is_ok());
+    }
+    assert_eq!(outcomes, vec![true, false, true, false, true, false]);
+    let xs: Vec<i64> = store
+        .with(|c| {
+            let mut xs = Vec::new();
+            c.prepare_cached("SELECT x FROM lt_isolated ORDER BY x")?
+                .for_each(params![], |r| {
+                    xs.push(r.get(0)?);
+                    Ok(true)
+                })?;
+            Ok(xs)
+        })
+        .expect("the rows");
+    assert_eq!(xs, vec![1, 2, 3]);
+    drop(store);
+    lienthong_testkit::pg::drop_database(&url);
+}

@@ -31,7 +31,7 @@ pub enum Row<'r> {
     /// A SQLite row.
     Sqlite(&'r rusqlite::Row<'r>),
     /// A PostgreSQL row.
-    Pg(&'r postgres::Row),
+    Pg(&'r tokio_postgres::Row),
 }
 
 impl Row<'_> {
@@ -204,7 +204,7 @@ pub enum Rows<'s> {
     /// SQLite's, read as they are asked for.
     Sqlite(rusqlite::Rows<'s>),
     /// PostgreSQL's, all read, and the current one.
-    Pg(std::vec::IntoIter<postgres::Row>, Option<postgres::Row>),
+    Pg(std::vec::IntoIter<tokio_postgres::Row>, Option<tokio_postgres::Row>),
 }
 
 impl Rows<'_> {
@@ -294,6 +294,18 @@ impl Db {
         match self {
             Db::Sqlite(c) => Ok(c.execute_batch(sql)?),
             Db::Pg(pg) => pg.batch(sql),
+        }
+    }
+
+    /// Statements without parameters that change nothing but the transaction's own state (a
+    /// `SAVEPOINT`, its `RELEASE`), run before the next call on this connection: on
+    /// PostgreSQL they are sent in that call's round trip ([`PgConn::batch_ahead`]), so a
+    /// failure of theirs is that call's error and leaves the transaction able only to end; on
+    /// SQLite they run now.
+    pub fn execute_batch_ahead(&self, sql: &str) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Db::Pg(pg) => pg.batch_ahead(sql),
         }
     }
 

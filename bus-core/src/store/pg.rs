@@ -1,22 +1,202 @@
-//! [`PgConn`]: one PostgreSQL connection on a thread of its own (the `postgres` crate's
-//! blocking client runs a runtime of its own, which must not be entered from an async task),
-//! and the conversions between the store's [`Value`]s and PostgreSQL's types.
+//! [`PgConn`]: one PostgreSQL connection, served on the calling thread or on a thread of its
+//! own (its client runs a runtime of its own, which must not be entered from an async task),
+//! with statements sent ahead in the round trip of the next one ([`PgConn::batch_ahead`]), and
+//! the conversions between the store's [`Value`]s and PostgreSQL's types.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::task::{Context, Poll};
 
-use postgres::types::{IsNull, ToSql, Type};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres::types::{IsNull, ToSql, Type};
 
 use super::value::{DbError, OwnedValue, Params, Value};
 
 type Job = Box<dyn FnOnce(&mut Session) + Send>;
 
+/// The protocol side of a connection (`tokio_postgres::Connection::poll_message`): polled, it
+/// writes the requests the client queued and reads the server's answers.
+type Protocol = Box<
+    dyn FnMut(&mut Context<'_>) -> Poll<Option<Result<AsyncMessage, tokio_postgres::Error>>>
+        + Send,
+>;
+
+/// One connection: the client, the protocol that carries its requests, and a single-threaded
+/// runtime that drives both while the caller waits, as the `postgres` crate's blocking client
+/// does; unlike that client, two requests can be written before the first answer is read
+/// ([`Link::piped`]: PostgreSQL's pipelining of the extended query protocol, PostgreSQL
+/// documentation, "Pipeline Mode").
+pub(super) struct Link {
+    runtime: tokio::runtime::Runtime,
+    /// `None` only while the link closes.
+    client: Option<tokio_postgres::Client>,
+    /// `None` once it ended (the server closed the connection, or it failed): dropping it
+    /// ends every request still waiting for an answer.
+    protocol: Option<Protocol>,
+}
+
+/// Which of a piped pair of requests failed.
+enum Piped {
+    /// The statements sent ahead.
+    Ahead(tokio_postgres::Error),
+    /// The call itself.
+    Own(tokio_postgres::Error),
+    /// The link is closing: nothing was sent.
+    Closed,
+}
+
+impl Piped {
+    /// The store's error for it.
+    fn into_error(self) -> DbError {
+        match self {
+            Piped::Ahead(e) | Piped::Own(e) => e.into(),
+            Piped::Closed => DbError::Other("the store's connection is closing".into()),
+        }
+    }
+}
+
+impl Link {
+    /// A connected client and its protocol, driven by `runtime` (current-thread, with I/O and
+    /// time).
+    pub(super) fn new<S, T>(
+        runtime: tokio::runtime::Runtime,
+        client: tokio_postgres::Client,
+        mut connection: tokio_postgres::Connection<S, T>,
+    ) -> Link
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        Link {
+            runtime,
+            client: Some(client),
+            protocol: Some(Box::new(move |cx| connection.poll_message(cx))),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.client.as_ref().is_none_or(|c| c.is_closed()) || self.protocol.is_none()
+    }
+
+    /// Run `ahead` (statements without parameters; skipped when empty) and `own` in one round
+    /// trip: both are written before either answer is read, in that order, and the server runs
+    /// them in that order. `own` is sent even when `ahead` fails (inside a transaction the
+    /// failure aborts it, so `own` then fails too, unless it ends the transaction).
+    fn piped<'l, T, F>(
+        &'l mut self,
+        ahead: &str,
+        own: impl FnOnce(&'l tokio_postgres::Client) -> F,
+    ) -> Result<T, Piped>
+    where
+        F: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let Link {
+            runtime,
+            client,
+            protocol,
+        } = self;
+        let Some(client) = client.as_ref() else {
+            return Err(Piped::Closed);
+        };
+        let ahead = (!ahead.is_empty()).then(|| client.batch_execute(ahead));
+        let own = own(client);
+        let both = async move {
+            match ahead {
+                // Polled in order, so `ahead`'s request is queued before `own`'s (tokio-postgres
+                // queues a request when its future is first polled).
+                Some(ahead) => futures_lite::future::zip(ahead, own).await,
+                None => (Ok(()), own.await),
+            }
+        };
+        match drive(runtime, protocol, both) {
+            Err(e) => Err(Piped::Own(e)),
+            Ok((Err(e), _)) => Err(Piped::Ahead(e)),
+            Ok((Ok(()), Err(e))) => Err(Piped::Own(e)),
+            Ok((Ok(()), Ok(v))) => Ok(v),
+        }
+    }
+}
+
+/// Drive `fut` and the connection's `protocol` on `runtime` until `fut` is done (the
+/// `postgres` crate's `Connection::poll_block_on`). A protocol that ends or fails is dropped,
+/// which fails the requests still waiting for an answer, so `fut` always ends.
+fn drive<F: Future>(
+    runtime: &tokio::runtime::Runtime,
+    protocol: &mut Option<Protocol>,
+    fut: F,
+) -> Result<F::Output, tokio_postgres::Error> {
+    let mut fut = pin!(fut);
+    runtime.block_on(std::future::poll_fn(|cx| {
+        while let Some(p) = protocol.as_mut() {
+            match p(cx) {
+                Poll::Ready(Some(Ok(AsyncMessage::Notice(n)))) => {
+                    tracing::debug!(
+                        message = "PostgreSQL notice",
+                        severity = n.severity(),
+                        notice = n.message()
+                    );
+                }
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Err(e))) => {
+                    *protocol = None;
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Ready(None) => *protocol = None,
+                Poll::Pending => break,
+            }
+        }
+        fut.as_mut().poll(cx).map(Ok)
+    }))
+}
+
+impl Drop for Link {
+    /// Say goodbye to the server (the protocol sends `Terminate` once the client is gone),
+    /// waiting at most a second.
+    fn drop(&mut self) {
+        drop(self.client.take());
+        let Link {
+            runtime, protocol, ..
+        } = self;
+        let Some(p) = protocol.as_mut() else {
+            return;
+        };
+        let ended = std::future::poll_fn(|cx| {
+            loop {
+                match p(cx) {
+                    Poll::Ready(Some(Ok(_))) => {}
+                    Poll::Ready(_) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        });
+        let _ = runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(1), ended).await
+        });
+    }
+}
+
+/// Why the caller's transaction cannot go on, though the caller has not ended it yet.
+#[derive(Debug, Clone, PartialEq)]
+enum Lost {
+    /// The connection was made again: the transaction is gone with the old one. Like
+    /// PostgreSQL's own aborted transaction, every call fails until the transaction is ended;
+    /// its `COMMIT` fails too (on the new session it would report success for a transaction
+    /// that is gone) and its `ROLLBACK` succeeds.
+    Connection,
+    /// Statements sent ahead failed ([`PgConn::batch_ahead`]): the server aborted the
+    /// transaction, and every call but its end fails with this reason. Its `COMMIT` is sent
+    /// as a `ROLLBACK` and fails; its `ROLLBACK` succeeds.
+    Ahead(String),
+}
+
 /// The connection and what belongs to it: shared by the connection's thread and the callers
 /// that may use it directly ([`PgConn::run`]).
 struct Session {
-    config: postgres::Config,
-    client: postgres::Client,
+    config: tokio_postgres::Config,
+    link: Link,
     cache: PgCache,
     /// Whether a transaction is open, as the callers see it (shared with [`PgConn`]).
     in_tx: std::sync::Arc<AtomicBool>,
@@ -24,11 +204,11 @@ struct Session {
     /// is made again before the next call, even where the client has not noticed yet that its
     /// socket is closed (the server's last answer and the socket's end arrive apart).
     broken: bool,
-    /// The connection was made again while a transaction was open: like PostgreSQL's own
-    /// aborted transaction, every call fails until the transaction is ended; its `COMMIT`
-    /// fails too (on the new session it would report success for a transaction that is gone)
-    /// and its `ROLLBACK` succeeds ([`Session::lost_transaction`]).
-    lost_tx: bool,
+    /// The open transaction cannot go on ([`Lost`]; [`Session::lost_transaction`]).
+    lost_tx: Option<Lost>,
+    /// Statements without parameters to send ahead of the next call, in its round trip
+    /// ([`PgConn::batch_ahead`]); empty when none.
+    ahead: String,
 }
 
 /// How a call ends the caller's transaction, if it does.
@@ -43,33 +223,68 @@ impl Session {
     /// The error of a call made while the transaction is lost, or `None` when the call may
     /// run: a `COMMIT` or `ROLLBACK` ends the lost transaction (the `COMMIT` still fails).
     fn lost_transaction(&mut self, ends: Ends) -> Option<DbError> {
-        if !self.lost_tx {
-            return None;
-        }
+        let lost = self.lost_tx.clone()?;
         if ends != Ends::No {
-            self.lost_tx = false;
+            self.lost_tx = None;
         }
-        (ends != Ends::Rollback).then(|| {
-            DbError::Other(
-                "the store's connection was lost inside a transaction; the transaction is gone with it"
-                    .into(),
-            )
-        })
+        match lost {
+            Lost::Connection => (ends != Ends::Rollback).then(|| {
+                DbError::Other(
+                    "the store's connection was lost inside a transaction; the transaction is gone with it"
+                        .into(),
+                )
+            }),
+            Lost::Ahead(why) => {
+                if ends == Ends::No {
+                    return Some(DbError::Other(why));
+                }
+                // The server's transaction is still open (aborted): end it.
+                let ended = self
+                    .link
+                    .piped("", |c| c.batch_execute("ROLLBACK"))
+                    .map_err(|p| self.failed(p));
+                match (ends, ended) {
+                    (Ends::Rollback, Ok(())) => None,
+                    (Ends::Rollback, Err(e)) => Some(e),
+                    _ => Some(DbError::Other(why)),
+                }
+            }
+        }
+    }
+
+    /// The store's error for a failed request: statements sent ahead that failed lose the
+    /// open transaction ([`Lost::Ahead`]).
+    fn failed(&mut self, p: Piped) -> DbError {
+        match p {
+            Piped::Own(_) | Piped::Closed => p.into_error(),
+            Piped::Ahead(e) => {
+                let e = DbError::from(e);
+                if self.in_tx.load(Ordering::Relaxed) && self.lost_tx.is_none() {
+                    self.lost_tx = Some(Lost::Ahead(format!(
+                        "statements sent ahead in this transaction failed: {e}"
+                    )));
+                }
+                e
+            }
+        }
     }
 
     /// The server restarted or the link broke: connect again before the next call (the open
     /// transaction, if any, is gone with the old connection).
     fn reconnect_if_closed(&mut self) {
-        if !self.broken && !self.client.is_closed() {
+        if !self.broken && !self.link.is_closed() {
             return;
         }
         match open(&self.config) {
-            Ok(c) => {
+            Ok(link) => {
                 tracing::info!(message = "the store's connection was lost; connected again");
-                self.client = c;
                 self.cache.clear();
+                self.link = link;
                 self.broken = false;
-                self.lost_tx |= self.in_tx.load(Ordering::Relaxed);
+                self.ahead.clear();
+                if self.in_tx.load(Ordering::Relaxed) {
+                    self.lost_tx = Some(Lost::Connection);
+                }
             }
             Err(e) => {
                 tracing::warn!(message = "the store's server is not reachable", error = %e);
@@ -81,29 +296,88 @@ impl Session {
     fn call<T>(
         &mut self,
         ends: Ends,
-        f: impl FnOnce(&mut postgres::Client, &mut PgCache) -> Result<T, DbError>,
+        f: impl FnOnce(&mut Session) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
         if let Some(lost) = self.lost_transaction(ends) {
             return Err(lost);
         }
-        let r = f(&mut self.client, &mut self.cache);
+        let r = f(self);
         if r.as_ref().is_err_and(DbError::is_connection_lost) {
             self.broken = true;
         }
         r
     }
+
+    /// Statements without parameters, after those sent ahead. A `ROLLBACK` drops those sent
+    /// ahead instead (nothing they do outlives it).
+    fn batch(&mut self, sql: &str, ends: Ends) -> Result<(), DbError> {
+        let ahead = std::mem::take(&mut self.ahead);
+        let ahead = if ends == Ends::Rollback { "" } else { &ahead };
+        self.link
+            .piped(ahead, |c| c.batch_execute(sql))
+            .map_err(|p| self.failed(p))
+    }
+
+    /// The statement for the store's `sql`, prepared once per connection (statements sent
+    /// ahead go first, in their own round trip, when it must be prepared).
+    fn prepared(&mut self, sql: &str) -> Result<tokio_postgres::Statement, DbError> {
+        if let Some(st) = self.cache.get(sql) {
+            return Ok(st.clone());
+        }
+        if !self.ahead.is_empty() {
+            self.batch("", Ends::No)?;
+        }
+        let text = to_postgres_placeholders(sql);
+        let st = self
+            .link
+            .piped("", |c| c.prepare(&text))
+            .map_err(|p| self.failed(p))?;
+        // Queries built at run time (filters) would grow the cache without end.
+        if self.cache.len() > 512 {
+            self.cache.clear();
+        }
+        self.cache.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    /// One statement with parameters, after those sent ahead: the rows it changed.
+    fn execute(&mut self, sql: &str, values: &[OwnedValue]) -> Result<u64, DbError> {
+        let st = self.prepared(sql)?;
+        let ahead = std::mem::take(&mut self.ahead);
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        self.link
+            .piped(&ahead, |c| c.execute(&st, &refs))
+            .map_err(|p| self.failed(p))
+    }
+
+    /// One query with parameters, after the statements sent ahead: its rows.
+    fn query(
+        &mut self,
+        sql: &str,
+        values: &[OwnedValue],
+    ) -> Result<Vec<tokio_postgres::Row>, DbError> {
+        let st = self.prepared(sql)?;
+        let ahead = std::mem::take(&mut self.ahead);
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        self.link
+            .piped(&ahead, |c| c.query(&st, &refs))
+            .map_err(|p| self.failed(p))
+    }
 }
 
 /// A PostgreSQL connection and a thread that serves it to callers inside an async runtime; a
 /// caller on a plain thread (the store's group-commit writer) or on the blocking pool inside
-/// [`may_block`] uses it directly, without the two thread wake-ups per statement: a writing transaction holds the store's write lock
-/// across its statements, so their latency bounds the whole store's write rate. Calls wait
-/// for their answer. The thread ends (and the connection closes) when this is dropped.
+/// [`may_block`] uses it directly, without the two thread wake-ups per statement: a writing
+/// transaction holds the store's write lock across its statements, so their latency bounds
+/// the whole store's write rate. Calls wait for their answer. The thread ends (and the
+/// connection closes) when this is dropped.
 pub struct PgConn {
     jobs: mpsc::Sender<Job>,
     session: std::sync::Arc<std::sync::Mutex<Session>>,
     /// Whether this connection opened a transaction it has not ended (a transaction lost with
-    /// its connection stays open until it is ended: [`Session::lost_tx`]).
+    /// its connection stays open until it is ended: [`Lost`]).
     in_tx: std::sync::Arc<AtomicBool>,
 }
 
@@ -116,9 +390,9 @@ impl PgConn {
         let url = url
             .replace("sslmode=verify-full", "sslmode=require")
             .replace("sslmode=verify-ca", "sslmode=require");
-        let mut config: postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
-            .map_err(|e: postgres::Error| DbError::Other(format!("store url: {e}")))?;
+            .map_err(|e: tokio_postgres::Error| DbError::Other(format!("store url: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
@@ -135,14 +409,15 @@ impl PgConn {
             .name("lienthong-store-pg".into())
             .spawn(move || {
                 match open(&config) {
-                    Ok(client) => {
+                    Ok(link) => {
                         let _ = ready.send(Ok(Session {
                             config,
-                            client,
+                            link,
                             cache: PgCache::new(),
                             in_tx: session_tx,
                             broken: false,
-                            lost_tx: false,
+                            lost_tx: None,
+                            ahead: String::new(),
                         }));
                     }
                     Err(e) => {
@@ -187,7 +462,7 @@ impl PgConn {
     fn run<T: Send + 'static>(
         &self,
         ends: Ends,
-        f: impl FnOnce(&mut postgres::Client, &mut PgCache) -> Result<T, DbError> + Send + 'static,
+        f: impl FnOnce(&mut Session) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, DbError> {
         if tokio::runtime::Handle::try_current().is_err() || MAY_BLOCK.with(|m| m.get()) {
             let mut s = self.session.lock().unwrap_or_else(|e| e.into_inner());
@@ -209,7 +484,7 @@ impl PgConn {
         self.in_tx.load(Ordering::Relaxed)
     }
 
-    /// Run statements without parameters (`BEGIN`, `COMMIT`, DDL).
+    /// Run statements without parameters (`BEGIN`, `COMMIT`, DDL), after any sent ahead.
     pub fn batch(&self, sql: &str) -> Result<(), DbError> {
         let head = sql.trim_start().to_ascii_uppercase();
         let owned = sql.to_string();
@@ -220,7 +495,7 @@ impl PgConn {
         } else {
             Ends::No
         };
-        let r = self.run(ends, move |c, _| Ok(c.batch_execute(&owned)?));
+        let r = self.run(ends, move |s| s.batch(&owned, ends));
         if head.starts_with("BEGIN") {
             // A BEGIN refused inside a lost transaction leaves it open: only its end clears it.
             if r.is_ok() {
@@ -232,26 +507,36 @@ impl PgConn {
         r
     }
 
-    /// Run one statement with parameters; the rows it changed.
-    pub fn execute(&self, sql: &str, params: Params<'_>) -> Result<usize, DbError> {
-        let (sql, values) = owned(sql, params);
-        self.run(Ends::No, move |c, cache| {
-            let st = prepared(c, cache, &sql)?;
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-            Ok(c.execute(&st, &refs)? as usize)
+    /// Send `sql` (statements without parameters that change no transaction's state but their
+    /// own: a `SAVEPOINT`, its `RELEASE`) ahead of the next call on this connection, in that
+    /// call's round trip: they run first, and their failure is that call's error, after which
+    /// the transaction can only be ended (the server aborted it). A `ROLLBACK` drops them.
+    /// Errors: the transaction is lost already.
+    pub fn batch_ahead(&self, sql: &str) -> Result<(), DbError> {
+        let owned = sql.to_string();
+        self.run(Ends::No, move |s| {
+            if !s.ahead.is_empty() {
+                s.ahead.push_str("; ");
+            }
+            s.ahead.push_str(&owned);
+            Ok(())
         })
     }
 
-    /// Run one query with parameters; its rows.
-    pub fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<postgres::Row>, DbError> {
+    /// Run one statement with parameters; the rows it changed.
+    pub fn execute(&self, sql: &str, params: Params<'_>) -> Result<usize, DbError> {
         let (sql, values) = owned(sql, params);
-        self.run(Ends::No, move |c, cache| {
-            let st = prepared(c, cache, &sql)?;
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-            Ok(c.query(&st, &refs)?)
-        })
+        self.run(Ends::No, move |s| Ok(s.execute(&sql, &values)? as usize))
+    }
+
+    /// Run one query with parameters; its rows.
+    pub fn query(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Vec<tokio_postgres::Row>, DbError> {
+        let (sql, values) = owned(sql, params);
+        self.run(Ends::No, move |s| s.query(&sql, &values))
     }
 }
 
@@ -279,12 +564,13 @@ pub fn may_block<T>(f: impl FnOnce() -> T) -> T {
 /// transaction idle for a minute is ended by the server (a writer cut off while holding the
 /// store's write lock frees it), and a lock waited for a minute fails (the batch is retried by
 /// its callers) instead of hanging every writer.
-fn open(config: &postgres::Config) -> Result<postgres::Client, DbError> {
-    let mut client = super::pg_tls::connect(config)?;
-    client.batch_execute(
-        "SET idle_in_transaction_session_timeout = '60s'; SET lock_timeout = '60s'",
-    )?;
-    Ok(client)
+fn open(config: &tokio_postgres::Config) -> Result<Link, DbError> {
+    let mut link = super::pg_tls::connect(config)?;
+    link.piped("", |c| {
+        c.batch_execute("SET idle_in_transaction_session_timeout = '60s'; SET lock_timeout = '60s'")
+    })
+    .map_err(Piped::into_error)?;
+    Ok(link)
 }
 
 fn owned(sql: &str, params: Params<'_>) -> (String, Vec<OwnedValue>) {
@@ -295,24 +581,6 @@ fn owned(sql: &str, params: Params<'_>) -> (String, Vec<OwnedValue>) {
             .map(|p| p.to_value().to_owned_value())
             .collect(),
     )
-}
-
-/// The statement for the store's `sql`, prepared once per connection.
-fn prepared(
-    c: &mut postgres::Client,
-    cache: &mut PgCache,
-    sql: &str,
-) -> Result<postgres::Statement, DbError> {
-    if let Some(st) = cache.get(sql) {
-        return Ok(st.clone());
-    }
-    let st = c.prepare(&to_postgres_placeholders(sql))?;
-    // Queries built at run time (filters) would grow the cache without end.
-    if cache.len() > 512 {
-        cache.clear();
-    }
-    cache.insert(sql.to_string(), st.clone());
-    Ok(st)
 }
 
 impl ToSql for OwnedValue {
@@ -364,19 +632,19 @@ impl ToSql for OwnedValue {
         true
     }
 
-    postgres::types::to_sql_checked!();
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// Column `i` of `row` as a [`Value`], given to `f`.
 pub(super) fn with_value<T>(
-    row: &postgres::Row,
+    row: &tokio_postgres::Row,
     i: usize,
     f: impl FnOnce(Value<'_>) -> Result<T, DbError>,
 ) -> Result<T, DbError> {
     let Some(col) = row.columns().get(i) else {
         return Err(DbError::Conversion(format!("no column {i}")));
     };
-    let e = |e: postgres::Error| DbError::Conversion(format!("column {}: {e}", col.name()));
+    let e = |e: tokio_postgres::Error| DbError::Conversion(format!("column {}: {e}", col.name()));
     let v = match *col.type_() {
         Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(e)?.map(Value::Int),
         Type::INT4 => row
@@ -460,7 +728,7 @@ pub fn to_postgres_placeholders(sql: &str) -> String {
 }
 
 /// Statements prepared on one PostgreSQL connection, by the store's SQL text.
-pub(super) type PgCache = HashMap<String, postgres::Statement>;
+pub(super) type PgCache = HashMap<String, tokio_postgres::Statement>;
 
 #[cfg(test)]
 mod tests {

@@ -7,12 +7,12 @@
 use super::value::DbError;
 
 /// Connect with `config`, through TLS unless its `sslmode` is `disable`.
-pub(super) fn connect(config: &postgres::Config) -> Result<postgres::Client, DbError> {
+pub(super) fn connect(config: &tokio_postgres::Config) -> Result<super::pg::Link, DbError> {
     let remote: Vec<String> = config
         .get_hosts()
         .iter()
         .filter_map(|h| match h {
-            postgres::config::Host::Tcp(name) if !crate::loopback::is_loopback_host(name) => {
+            tokio_postgres::config::Host::Tcp(name) if !crate::loopback::is_loopback_host(name) => {
                 Some(name.clone())
             }
             _ => None,
@@ -21,14 +21,16 @@ pub(super) fn connect(config: &postgres::Config) -> Result<postgres::Client, DbE
     // Citizens' data does not cross a network in plain text: a server off this machine needs
     // sslmode=require (libpq's default `prefer` would fall back to plain text when the server,
     // or someone in between, says it has no TLS).
-    if !remote.is_empty() && config.get_ssl_mode() != postgres::config::SslMode::Require {
+    if !remote.is_empty() && config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
         return Err(DbError::Other(format!(
             "the store's server {} is not on this machine: add sslmode=require to [store] url (and PGSSLROOTCERT for a private certificate authority)",
             remote.join(", ")
         )));
     }
-    if config.get_ssl_mode() == postgres::config::SslMode::Disable {
-        return Ok(config.connect(postgres::NoTls)?);
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+        let runtime = runtime()?;
+        let (client, connection) = runtime.block_on(config.connect(tokio_postgres::NoTls))?;
+        return Ok(super::pg::Link::new(runtime, client, connection));
     }
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
@@ -52,5 +54,16 @@ pub(super) fn connect(config: &postgres::Config) -> Result<postgres::Client, DbE
     .map_err(|e| DbError::Other(format!("TLS: {e}")))?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    Ok(config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))?)
+    let runtime = runtime()?;
+    let (client, connection) =
+        runtime.block_on(config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)))?;
+    Ok(super::pg::Link::new(runtime, client, connection))
+}
+
+/// The connection's own runtime: one thread (the caller's, while it waits), with I/O and time.
+fn runtime() -> Result<tokio::runtime::Runtime, DbError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| DbError::Other(format!("the store's connection runtime: {e}")))
 }

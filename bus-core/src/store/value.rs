@@ -334,8 +334,8 @@ impl DbError {
     }
 }
 
-impl From<postgres::Error> for DbError {
-    fn from(e: postgres::Error) -> Self {
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
         let code = e.code().map(|c| c.code().to_string());
         let text = match e.as_db_error() {
             Some(db) => format!("postgres: {}", db.message()),

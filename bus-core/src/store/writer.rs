@@ -97,9 +97,11 @@ impl WriteJob {
     /// with its error.
     ///
     /// `open`: the savepoint the batch has open. An earlier isolated write's that succeeded is
-    /// released together with this job's own `SAVEPOINT` (one statement string, so one round
-    /// trip on PostgreSQL instead of two per isolated write), and the batch's commit releases
-    /// the last one. Writes between the two (a write that is not isolated) are merged into the
+    /// released together with this job's own `SAVEPOINT`, both sent ahead of the job's first
+    /// statement ([`Db::execute_batch_ahead`]: on PostgreSQL in that statement's round trip,
+    /// so a savepoint costs no round trip of its own), and the batch's commit releases the
+    /// last one. A failure of the savepoint's statements is the job's first statement's error,
+    /// after which the transaction can only end: its undo fails, and so the whole batch. Writes between the two (a write that is not isolated) are merged into the
     /// transaction by that release just as before: a failing isolated write rolls back to the
     /// savepoint opened right before it, never further. The batch's first write, when isolated,
     /// finds its savepoint opened with the transaction ([`Savepoint::Fresh`]).
@@ -120,8 +122,8 @@ impl WriteJob {
         }
         match open {
             Savepoint::Fresh => {}
-            Savepoint::Open => db.execute_batch("RELEASE job; SAVEPOINT job")?,
-            Savepoint::None => db.execute_batch("SAVEPOINT job")?,
+            Savepoint::Open => db.execute_batch_ahead("RELEASE job; SAVEPOINT job")?,
+            Savepoint::None => db.execute_batch_ahead("SAVEPOINT job")?,
         }
         *open = Savepoint::Open;
         // A panicking write fails alone; the writer thread goes on.
