@@ -418,7 +418,10 @@ fn statements_sent_ahead_on_postgresql_run_first_and_their_failure_ends_the_tran
     let rolled_back = db
         .execute_batch("ROLLBACK TO job")
         .expect_err("no way back into the transaction");
-    assert!(rolled_back.to_string().contains("sent ahead"), "{rolled_back}");
+    assert!(
+        rolled_back.to_string().contains("sent ahead"),
+        "{rolled_back}"
+    );
     let commit = db.commit().expect_err("nothing to commit");
     assert!(commit.to_string().contains("sent ahead"), "{commit}");
     assert!(!db.in_transaction());
@@ -428,7 +431,8 @@ fn statements_sent_ahead_on_postgresql_run_first_and_their_failure_ends_the_tran
     db.execute_batch_ahead("RELEASE no_such_savepoint")
         .expect("ahead");
     assert!(insert(7).is_err());
-    db.rollback().expect("the aborted transaction is rolled back");
+    db.rollback()
+        .expect("the aborted transaction is rolled back");
     // A ROLLBACK drops what was to be sent ahead: outside a transaction a SAVEPOINT would fail.
     db.begin().expect("a transaction");
     db.execute_batch_ahead("SAVEPOINT job").expect("ahead");

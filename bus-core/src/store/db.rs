@@ -204,7 +204,10 @@ pub enum Rows<'s> {
     /// SQLite's, read as they are asked for.
     Sqlite(rusqlite::Rows<'s>),
     /// PostgreSQL's, all read, and the current one.
-    Pg(std::vec::IntoIter<tokio_postgres::Row>, Option<tokio_postgres::Row>),
+    Pg(
+        std::vec::IntoIter<tokio_postgres::Row>,
+        Option<tokio_postgres::Row>,
+    ),
 }
 
 impl Rows<'_> {

@@ -20,8 +20,7 @@ type Job = Box<dyn FnOnce(&mut Session) + Send>;
 /// The protocol side of a connection (`tokio_postgres::Connection::poll_message`): polled, it
 /// writes the requests the client queued and reads the server's answers.
 type Protocol = Box<
-    dyn FnMut(&mut Context<'_>) -> Poll<Option<Result<AsyncMessage, tokio_postgres::Error>>>
-        + Send,
+    dyn FnMut(&mut Context<'_>) -> Poll<Option<Result<AsyncMessage, tokio_postgres::Error>>> + Send,
 >;
 
 /// One connection: the client, the protocol that carries its requests, and a single-threaded
