@@ -265,15 +265,14 @@ impl Router {
         // The events of this message go to the trace together, when the outcome is known.
         // One store read (indexed, on the router's own connection): does the process manager
         // run the dossier, where did it come from, and was the id used before
-        // ([`lienthong_core::store::Store::arrival`]). A point read ([`Store::point_read`]): on
-        // SQLite it runs on this async worker, the one store call of the hot path that does (a
-        // WAL reader never waits for the writer's lock and the read takes microseconds, while
-        // the hand-off to the blocking pool and back cost the router ~15% more CPU per message:
-        // A/B, BENCHMARKS.md); on PostgreSQL, one round trip to the server, on the blocking pool.
-        let (ma, id) = (env.ma_ho_so.clone(), env.message_id.clone());
+        // ([`lienthong_core::store::Store::arrival`]). A point read ([`Store::point_query`]): on
+        // SQLite it runs on this async worker (a WAL reader never waits for the writer's lock
+        // and the read takes microseconds, while the hand-off to the blocking pool and back
+        // cost the router ~15% more CPU per message: A/B, BENCHMARKS.md); on PostgreSQL, one
+        // round trip to the server, awaited here too.
         let arrival = self
             .reader
-            .point_read(move |s| s.arrival(&ma, &id))
+            .arrival_now(&env.ma_ho_so, &env.message_id)
             .await
             .map_err(|e| Failure::Retry(format!("cannot read the store: {e}")))?;
         let (runs, origin) = (arrival.runs, arrival.origin);

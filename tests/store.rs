@@ -492,3 +492,48 @@ async fn isolated_writes_on_postgresql_fail_alone_in_one_group_commit() {
     drop(store);
     lienthong_testkit::pg::drop_database(&url);
 }
+
+/// On PostgreSQL the point reads of async code (the router's arrival read, the delivery log's
+/// lookup) await their answer on the async worker, through a connection of their own: they
+/// answer as the blocking reads do, and once the server ends that connection, the read that
+/// meets it fails and the next one connects again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_reads_on_postgresql_are_awaited_and_connect_again() {
+    let (url, _writer, store) = pg_store("lt_test_point_reads");
+    let ma = "000.00.00.H00-20261207-00000001";
+    let arrival = store.arrival_now(ma, "m-1").await.expect("an arrival");
+    assert_eq!(
+        arrival,
+        store.arrival(ma, "m-1").expect("the same, blocking")
+    );
+    assert!(!arrival.runs && arrival.origin.is_none() && arrival.seen.is_none());
+    assert_eq!(store.delivery_now("m-1").await.expect("a lookup"), None);
+    let db = url
+        .split('?')
+        .next()
+        .and_then(|h| h.rsplit('/').next())
+        .unwrap_or_default()
+        .to_string();
+    let admin = open_connection(&StoreLocation::Postgres(lienthong_testkit::pg::server_url()))
+        .expect("admin");
+    let ended: i64 = tokio::task::spawn_blocking(move || {
+        admin.query_row(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = ?1 AND pid <> pg_backend_pid()",
+            lienthong_core::params![db],
+            |r| r.get(0),
+        )
+    })
+    .await
+    .expect("task")
+    .expect("terminate");
+    assert!(ended >= 1);
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(store.delivery_now("m-1").await.is_ok());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(answers.last(), Some(&true), "{answers:?}");
+    assert_eq!(store.arrival_now(ma, "m-1").await.expect("again"), arrival);
+    drop(store);
+    lienthong_testkit::pg::drop_database(&url);
+}

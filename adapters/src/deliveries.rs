@@ -42,12 +42,19 @@ impl DeliveryLog {
         self.store.delivery(message_id)
     }
 
-    /// The delivery of a message, in either state, from async code: on the async worker when
-    /// the store is the embedded SQLite file, on the blocking pool on PostgreSQL
-    /// ([`Store::point_read`]).
+    /// The delivery of a message, in either state, from async code: a point read on the async
+    /// worker, on either store ([`Store::point_query`]).
     pub async fn lookup(&self, message_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
-        let id = message_id.to_string();
-        self.store.point_read(move |s| s.delivery(&id)).await
+        self.store.delivery_now(message_id).await
+    }
+
+    /// The recorded origin of dossier `ma_ho_so` (where its results go), from async code: a
+    /// point read on this log's own connection, on the async worker ([`Store::point_query`]).
+    pub async fn origin(
+        &self,
+        ma_ho_so: &str,
+    ) -> Result<Option<lienthong_core::store::Origin>, StoreError> {
+        self.store.origin_now(ma_ho_so).await
     }
 }
 

@@ -4,7 +4,7 @@
 //! commit.
 
 use lienthong_adapters::ResultsTo;
-use lienthong_adapters::deliveries::{self, DeliveryRecord};
+use lienthong_adapters::deliveries::{self, DeliveryLog, DeliveryRecord};
 use lienthong_core::envelope::Envelope;
 use lienthong_core::trace::{TraceEvent, Tracer};
 
@@ -19,15 +19,17 @@ pub async fn origin(ctx: &Ctx, ma_ho_so: &str) -> Option<lienthong_core::store::
 
 /// The delivery record of `env` to `unit` with `receipt` (empty: not delivered yet). Results
 /// go to the dossier's centre, or to the sender when the adapter says so
-/// ([`ResultsTo::Sender`], e.g. Tax answering the land registration office).
+/// ([`ResultsTo::Sender`], e.g. Tax answering the land registration office). The centre is
+/// read from the delivery log's own connection, as a point read on the async worker (on SQLite
+/// microseconds; the hand-off to the blocking pool and back cost more).
 pub async fn record_for(
-    ctx: &Ctx,
+    log: &DeliveryLog,
     unit: &str,
     results_to: ResultsTo,
     env: &Envelope,
     receipt: &str,
 ) -> DeliveryRecord {
-    let reply_to = match origin(ctx, &env.ma_ho_so).await {
+    let reply_to = match log.origin(&env.ma_ho_so).await.ok().flatten() {
         Some(o) if results_to == ResultsTo::Origin => o.origin_unit,
         _ => env.sender.clone(),
     };

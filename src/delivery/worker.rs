@@ -343,7 +343,7 @@ impl Worker {
 
     async fn record_for(&self, env: &Envelope, receipt: &str) -> DeliveryRecord {
         super::record::record_for(
-            &self.ctx,
+            &self.log,
             &self.unit.code,
             self.adapter.results_to(),
             env,

@@ -4,10 +4,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::db::{Db, DbError};
+use super::db::{Db, DbError, OptionalExtension, Row};
 use super::error::StoreError;
 use super::location::StoreLocation;
 use super::migrations::open_connection;
+use super::value::Params;
 use super::writer::MessageWriter;
 
 /// A handle on the SQLite store; cheap to clone. Its own connection serves reads, which block
@@ -18,17 +19,25 @@ pub struct Store {
     conn: Arc<Mutex<Db>>,
     embedded: bool,
     writer: Option<MessageWriter>,
+    /// On PostgreSQL, the connection of the point reads from async code ([`Store::point_query`]).
+    reader: Option<Arc<super::pg::AsyncReader>>,
 }
 
 impl Store {
     /// Open (creating the file, its directory and the tables if needed, and bringing the schema
     /// to the latest version). The handle can read; attach the process's writer to write.
     pub fn open(location: impl Into<StoreLocation>) -> Result<Store, StoreError> {
-        let db = open_connection(&location.into())?;
+        let location = location.into();
+        let db = open_connection(&location)?;
+        let reader = match &location {
+            StoreLocation::Postgres(url) => Some(Arc::new(super::pg::AsyncReader::new(url)?)),
+            _ => None,
+        };
         Ok(Store {
             embedded: db.sqlite().is_some(),
             conn: Arc::new(Mutex::new(db)),
             writer: None,
+            reader,
         })
     }
 
@@ -72,21 +81,42 @@ impl Store {
             .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
-    /// Run the point read `f` (an indexed lookup of a row or a few): on the embedded SQLite
-    /// store right here, on the async worker; on PostgreSQL, where it is a round trip to the
-    /// server, on the blocking pool ([`Store::read`]). On SQLite it takes microseconds on this
-    /// handle's WAL reader connection, which never waits for the writer's lock, and the
-    /// hand-off to the blocking pool and back costs more CPU than the read (the router's
-    /// lookup: ~15 % of its CPU per message; the adapters' and callbacks' lookups: issue 21,
-    /// BENCHMARKS.md). Errors: `f`'s, or the task failed.
-    pub async fn point_read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        if self.embedded {
-            f(self)
-        } else {
-            self.read(f).await
+    /// The first row of the point read `sql` (an indexed lookup of a row or a few), through
+    /// `map`; `None` when there is none. On the embedded SQLite store right here, on the async
+    /// worker, on this handle's WAL reader connection, which never waits for the writer's lock:
+    /// the read takes microseconds, and a hand-off to the blocking pool and back would cost
+    /// more CPU than the read (the router's lookup: ~15 % of its CPU per message, BENCHMARKS.md).
+    /// On PostgreSQL, where it is a round trip to the server, awaited on the async worker
+    /// through this handle's [`AsyncReader`](super::pg::AsyncReader) (the hand-off to the
+    /// blocking pool and back around the round trip was most of PostgreSQL's extra CPU on the
+    /// hot path: BENCHMARKS.md, 2026-12-07). Errors: the store's.
+    pub fn point_query<'a, T, M>(
+        &'a self,
+        sql: &'static str,
+        params: Params<'_>,
+        map: M,
+    ) -> impl std::future::Future<Output = Result<Option<T>, StoreError>> + Send + use<'a, T, M>
+    where
+        T: Send + 'a,
+        M: FnOnce(&Row<'_>) -> Result<T, DbError> + Send + 'a,
+    {
+        // The parameters are read before the future is made, so it does not hold them.
+        let (here, there) = match &self.reader {
+            None => (
+                Some(self.with(|c| c.prepare_cached(sql)?.query_row(params, map).optional())),
+                None,
+            ),
+            Some(reader) => (None, Some((reader.query(sql, params), map))),
+        };
+        async move {
+            match (here, there) {
+                (Some(read), _) => read,
+                (None, Some((rows, map))) => {
+                    let rows = rows.await?;
+                    Ok(rows.first().map(|r| map(&Row::Pg(r))).transpose()?)
+                }
+                (None, None) => Ok(None),
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 
 use crate::params;
 use crate::store::db::DbError;
-use crate::store::db::{Db, OptionalExtension};
+use crate::store::db::{Db, OptionalExtension, Row};
 
 use super::connection::Store;
 use super::error::StoreError;
@@ -56,29 +56,46 @@ pub fn record_delivered(c: &Db, r: &DeliveryRecord) -> Result<(), DbError> {
 
 /// The delivery of a message, in either state, on an open connection.
 pub fn delivery_in(c: &Db, message_id: &str) -> Result<Option<DeliveryRecord>, DbError> {
-    c.prepare_cached("SELECT message_id, unit, ma_ho_so, ma_tthc, kind, sender, reply_to, correlation_id, receipt, at_ms, state FROM adapter_deliveries WHERE message_id = ?1")?
-        .query_row(params![message_id], |r| {
-            Ok(DeliveryRecord {
-                message_id: r.get(0)?,
-                unit: r.get(1)?,
-                ma_ho_so: r.get(2)?,
-                ma_tthc: r.get(3)?,
-                kind: r.get(4)?,
-                sender: r.get(5)?,
-                reply_to: r.get(6)?,
-                correlation_id: r.get(7)?,
-                receipt: r.get(8)?,
-                at_ms: r.get(9)?,
-                delivered: r.get::<_, String>(10)? == "delivered",
-            })
-        })
+    c.prepare_cached(DELIVERY_SQL)?
+        .query_row(params![message_id], delivery_row)
         .optional()
+}
+
+/// A delivery by its message id.
+const DELIVERY_SQL: &str = "SELECT message_id, unit, ma_ho_so, ma_tthc, kind, sender, reply_to, correlation_id, receipt, at_ms, state FROM adapter_deliveries WHERE message_id = ?1";
+
+/// [`DELIVERY_SQL`]'s row as a [`DeliveryRecord`].
+fn delivery_row(r: &Row<'_>) -> Result<DeliveryRecord, DbError> {
+    Ok(DeliveryRecord {
+        message_id: r.get(0)?,
+        unit: r.get(1)?,
+        ma_ho_so: r.get(2)?,
+        ma_tthc: r.get(3)?,
+        kind: r.get(4)?,
+        sender: r.get(5)?,
+        reply_to: r.get(6)?,
+        correlation_id: r.get(7)?,
+        receipt: r.get(8)?,
+        at_ms: r.get(9)?,
+        delivered: r.get::<_, String>(10)? == "delivered",
+    })
 }
 
 impl Store {
     /// The delivery of a message, in either state.
     pub fn delivery(&self, message_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
         self.with(|c| delivery_in(c, message_id))
+    }
+
+    /// [`Store::delivery`] from async code, as a point read ([`Store::point_query`]: on
+    /// SQLite right here, on PostgreSQL awaited on the async worker).
+    pub async fn delivery_now(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        // The parameters are read here: the future does not hold them.
+        let read = self.point_query(DELIVERY_SQL, params![message_id], delivery_row);
+        read.await
     }
 }
 

@@ -165,16 +165,22 @@ fn origin_row_with<R>(
 
 /// The recorded origin of a dossier, on an open connection.
 pub fn origin_in(c: &Db, ma_ho_so: &str) -> Result<Option<Origin>, DbError> {
-    c.prepare_cached("SELECT ma_ho_so, ma_tthc, centre, correlation_id FROM dossiers WHERE ma_ho_so = ?1 AND correlation_id IS NOT NULL")?
-        .query_row(params![ma_ho_so], |r| {
-            Ok(Origin {
-                ma_ho_so: r.get(0)?,
-                ma_tthc: r.get(1)?,
-                origin_unit: r.get(2)?,
-                correlation_id: r.get(3)?,
-            })
-        })
+    c.prepare_cached(ORIGIN_SQL)?
+        .query_row(params![ma_ho_so], origin_of_row)
         .optional()
+}
+
+/// A dossier's recorded origin.
+const ORIGIN_SQL: &str = "SELECT ma_ho_so, ma_tthc, centre, correlation_id FROM dossiers WHERE ma_ho_so = ?1 AND correlation_id IS NOT NULL";
+
+/// [`ORIGIN_SQL`]'s row as an [`Origin`].
+fn origin_of_row(r: &Row<'_>) -> Result<Origin, DbError> {
+    Ok(Origin {
+        ma_ho_so: r.get(0)?,
+        ma_tthc: r.get(1)?,
+        origin_unit: r.get(2)?,
+        correlation_id: r.get(3)?,
+    })
 }
 
 /// Note a routed message in the index, inside an open transaction: a new dossier (an origin is
@@ -389,6 +395,14 @@ impl Store {
     /// The recorded origin of a dossier.
     pub fn origin(&self, ma_ho_so: &str) -> Result<Option<Origin>, StoreError> {
         self.with(|c| origin_in(c, ma_ho_so))
+    }
+
+    /// [`Store::origin`] from async code, as a point read ([`Store::point_query`]: on SQLite
+    /// right here, on PostgreSQL awaited on the async worker).
+    pub async fn origin_now(&self, ma_ho_so: &str) -> Result<Option<Origin>, StoreError> {
+        // The parameters are read here: the future does not hold them.
+        let read = self.point_query(ORIGIN_SQL, params![ma_ho_so], origin_of_row);
+        read.await
     }
 
     /// The index row of one dossier (`now_ms` decides whether an open one is late).

@@ -384,19 +384,7 @@ impl PgConn {
     /// Connect to `url` (`postgres://user@host:port/db?…`, libpq's URL form). Errors: the URL,
     /// the connection, or the thread.
     pub fn connect(url: &str) -> Result<PgConn, DbError> {
-        // The connection always verifies the server's certificate when it uses TLS: libpq's
-        // verify-full and verify-ca read as require (which the client knows).
-        let url = url
-            .replace("sslmode=verify-full", "sslmode=require")
-            .replace("sslmode=verify-ca", "sslmode=require");
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| DbError::Other(format!("store url: {e}")))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(std::time::Duration::from_secs(10));
-        }
-        // A server or a link that dies is noticed within about a minute, not TCP's two hours.
-        config.keepalives_idle(std::time::Duration::from_secs(30));
+        let config = config(url)?;
         let (jobs, rx) = mpsc::channel::<Job>();
         let (ready, connected) = mpsc::sync_channel::<Result<Session, DbError>>(1);
         let in_tx = std::sync::Arc::new(AtomicBool::new(false));
@@ -536,6 +524,106 @@ impl PgConn {
     ) -> Result<Vec<tokio_postgres::Row>, DbError> {
         let (sql, values) = owned(sql, params);
         self.run(Ends::No, move |s| s.query(&sql, &values))
+    }
+}
+
+/// The connection settings of `url` (`postgres://user@host:port/db?…`, libpq's URL form), with
+/// the store's timeouts. Errors: the URL.
+fn config(url: &str) -> Result<tokio_postgres::Config, DbError> {
+    // The connection always verifies the server's certificate when it uses TLS: libpq's
+    // verify-full and verify-ca read as require (which the client knows).
+    let url = url
+        .replace("sslmode=verify-full", "sslmode=require")
+        .replace("sslmode=verify-ca", "sslmode=require");
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| DbError::Other(format!("store url: {e}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(10));
+    }
+    // A server or a link that dies is noticed within about a minute, not TCP's two hours.
+    config.keepalives_idle(std::time::Duration::from_secs(30));
+    Ok(config)
+}
+
+/// A PostgreSQL connection for the point reads of async code (the router's arrival read, the
+/// delivery log's lookup): its connection runs as a task of the caller's runtime, so a read
+/// awaits its answer on the async worker instead of being handed to the blocking pool and
+/// back around the round trip ([`PgConn`] must be driven on a thread that may block). Reads
+/// from several tasks share it, pipelined by the client. Connected at the first read, and again
+/// at the next read after the connection ended (the read that meets a dead connection fails).
+/// Its statements are prepared once per connection.
+pub struct AsyncReader {
+    config: tokio_postgres::Config,
+    open: tokio::sync::Mutex<Option<std::sync::Arc<ReadLink>>>,
+}
+
+/// An [`AsyncReader`]'s connection and its prepared statements.
+struct ReadLink {
+    client: tokio_postgres::Client,
+    statements: std::sync::Mutex<HashMap<&'static str, tokio_postgres::Statement>>,
+}
+
+impl AsyncReader {
+    /// For the server of `url` (libpq's URL form); connects at the first read. Errors: the URL.
+    pub fn new(url: &str) -> Result<AsyncReader, DbError> {
+        Ok(AsyncReader {
+            config: config(url)?,
+            open: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The open connection, connected (again) when there is none. Errors: the connection.
+    async fn link(&self) -> Result<std::sync::Arc<ReadLink>, DbError> {
+        let mut open = self.open.lock().await;
+        if let Some(link) = open.as_ref().filter(|l| !l.client.is_closed()) {
+            return Ok(link.clone());
+        }
+        *open = None;
+        let client = super::pg_tls::connect_spawned(&self.config).await?;
+        client.batch_execute("SET lock_timeout = '60s'").await?;
+        let link = std::sync::Arc::new(ReadLink {
+            client,
+            statements: std::sync::Mutex::new(HashMap::new()),
+        });
+        *open = Some(link.clone());
+        Ok(link)
+    }
+
+    /// The rows of the store's query `sql` (its `?N` placeholders as [`to_postgres_placeholders`]
+    /// reads them) with `params`. Errors: the connection, the query.
+    pub fn query<'a>(
+        &'a self,
+        sql: &'static str,
+        params: Params<'_>,
+    ) -> impl Future<Output = Result<Vec<tokio_postgres::Row>, DbError>> + Send + use<'a> {
+        let values: Vec<OwnedValue> = params
+            .iter()
+            .map(|p| p.to_value().to_owned_value())
+            .collect();
+        async move {
+            let link = self.link().await?;
+            let known = link
+                .statements
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(sql)
+                .cloned();
+            let st = match known {
+                Some(st) => st,
+                None => {
+                    let st = link.client.prepare(&to_postgres_placeholders(sql)).await?;
+                    link.statements
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(sql, st.clone());
+                    st
+                }
+            };
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+            Ok(link.client.query(&st, &refs).await?)
+        }
     }
 }
 

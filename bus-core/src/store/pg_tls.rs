@@ -6,8 +6,57 @@
 
 use super::value::DbError;
 
-/// Connect with `config`, through TLS unless its `sslmode` is `disable`.
+/// Connect with `config`, through TLS unless its `sslmode` is `disable`: the link served on the
+/// caller's thread ([`super::pg::Link`]).
 pub(super) fn connect(config: &tokio_postgres::Config) -> Result<super::pg::Link, DbError> {
+    let runtime = runtime()?;
+    match tls(config)? {
+        None => {
+            let (client, connection) = runtime.block_on(config.connect(tokio_postgres::NoTls))?;
+            Ok(super::pg::Link::new(runtime, client, connection))
+        }
+        Some(tls) => {
+            let (client, connection) = runtime.block_on(config.connect(tls))?;
+            Ok(super::pg::Link::new(runtime, client, connection))
+        }
+    }
+}
+
+/// Connect with `config` as [`connect`] does, from async code: the connection runs as a task
+/// of the caller's runtime, which logs its end. The client.
+pub(super) async fn connect_spawned(
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, DbError> {
+    fn spawn(
+        connection: impl std::future::Future<Output = Result<(), tokio_postgres::Error>>
+        + Send
+        + 'static,
+    ) {
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(message = "the store's read connection ended", error = %e);
+            }
+        });
+    }
+    match tls(config)? {
+        None => {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            spawn(connection);
+            Ok(client)
+        }
+        Some(tls) => {
+            let (client, connection) = config.connect(tls).await?;
+            spawn(connection);
+            Ok(client)
+        }
+    }
+}
+
+/// How to secure a connection with `config`: `None` for plain text (`sslmode=disable`), else
+/// rustls. Errors: a server off this machine without `sslmode=require`, or `PGSSLROOTCERT`.
+fn tls(
+    config: &tokio_postgres::Config,
+) -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect>, DbError> {
     let remote: Vec<String> = config
         .get_hosts()
         .iter()
@@ -28,9 +77,7 @@ pub(super) fn connect(config: &tokio_postgres::Config) -> Result<super::pg::Link
         )));
     }
     if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
-        let runtime = runtime()?;
-        let (client, connection) = runtime.block_on(config.connect(tokio_postgres::NoTls))?;
-        return Ok(super::pg::Link::new(runtime, client, connection));
+        return Ok(None);
     }
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
@@ -54,10 +101,7 @@ pub(super) fn connect(config: &tokio_postgres::Config) -> Result<super::pg::Link
     .map_err(|e| DbError::Other(format!("TLS: {e}")))?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let runtime = runtime()?;
-    let (client, connection) =
-        runtime.block_on(config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)))?;
-    Ok(super::pg::Link::new(runtime, client, connection))
+    Ok(Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls)))
 }
 
 /// The connection's own runtime: one thread (the caller's, while it waits), with I/O and time.

@@ -231,6 +231,41 @@ pub struct Arrival {
     pub seen: Option<(Option<String>, String)>,
 }
 
+/// The arrival read on PostgreSQL, in one statement ([`Store::arrival`]).
+const ARRIVAL_SQL: &str = "SELECT (SELECT count(*) FROM processes WHERE ma_ho_so = ?1),
+            d.ma_ho_so, d.ma_tthc, d.centre, d.correlation_id,
+            m.sender, m.ma_ho_so, i.ma_ho_so
+     FROM (SELECT 1 AS one) AS one
+     LEFT JOIN dossiers d ON d.ma_ho_so = ?1 AND d.correlation_id IS NOT NULL
+     LEFT JOIN messages m ON m.message_id = ?2
+     LEFT JOIN process_inbox i ON i.message_id = ?2";
+
+/// [`ARRIVAL_SQL`]'s row as an [`Arrival`].
+fn arrival_row(r: &Row<'_>) -> Result<Arrival, DbError> {
+    let runs: i64 = r.get(0)?;
+    let origin = match r.get::<_, Option<String>>(1)? {
+        Some(ma_ho_so) => Some(Origin {
+            ma_ho_so,
+            ma_tthc: r.get(2)?,
+            origin_unit: r.get(3)?,
+            correlation_id: r.get(4)?,
+        }),
+        None => None,
+    };
+    let seen = match (
+        r.get::<_, Option<String>>(5)?,
+        r.get::<_, Option<String>>(6)?,
+    ) {
+        (Some(sender), Some(ma)) => Some((Some(sender), ma)),
+        _ => r.get::<_, Option<String>>(7)?.map(|ma| (None, ma)),
+    };
+    Ok(Arrival {
+        runs: runs > 0,
+        origin,
+        seen,
+    })
+}
+
 impl Store {
     /// What the router needs to know of a dossier, in one lock: whether the process manager runs
     /// it, and its recorded origin.
@@ -282,40 +317,24 @@ impl Store {
             return Ok(Arrival { runs, origin, seen });
         }
         self.with(|c| {
-            c.prepare_cached(
-                "SELECT (SELECT count(*) FROM processes WHERE ma_ho_so = ?1),
-                        d.ma_ho_so, d.ma_tthc, d.centre, d.correlation_id,
-                        m.sender, m.ma_ho_so, i.ma_ho_so
-                 FROM (SELECT 1 AS one) AS one
-                 LEFT JOIN dossiers d ON d.ma_ho_so = ?1 AND d.correlation_id IS NOT NULL
-                 LEFT JOIN messages m ON m.message_id = ?2
-                 LEFT JOIN process_inbox i ON i.message_id = ?2",
-            )?
-            .query_row(params![ma_ho_so, message_id], |r| {
-                let runs: i64 = r.get(0)?;
-                let origin = match r.get::<_, Option<String>>(1)? {
-                    Some(ma_ho_so) => Some(Origin {
-                        ma_ho_so,
-                        ma_tthc: r.get(2)?,
-                        origin_unit: r.get(3)?,
-                        correlation_id: r.get(4)?,
-                    }),
-                    None => None,
-                };
-                let seen = match (
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                ) {
-                    (Some(sender), Some(ma)) => Some((Some(sender), ma)),
-                    _ => r.get::<_, Option<String>>(7)?.map(|ma| (None, ma)),
-                };
-                Ok(Arrival {
-                    runs: runs > 0,
-                    origin,
-                    seen,
-                })
-            })
+            c.prepare_cached(ARRIVAL_SQL)?
+                .query_row(params![ma_ho_so, message_id], arrival_row)
         })
+    }
+
+    /// [`Store::arrival`] from async code: on SQLite right here (point reads of microseconds);
+    /// on PostgreSQL one statement awaited on the async worker ([`Store::point_query`]).
+    pub async fn arrival_now(
+        &self,
+        ma_ho_so: &str,
+        message_id: &str,
+    ) -> Result<Arrival, StoreError> {
+        if self.is_embedded() {
+            return self.arrival(ma_ho_so, message_id);
+        }
+        // The parameters are read here: the future does not hold them.
+        let read = self.point_query(ARRIVAL_SQL, params![ma_ho_so, message_id], arrival_row);
+        read.await?.ok_or(StoreError::from(DbError::NoRows))
     }
 
     /// Whether the process manager runs dossier `ma_ho_so`.
