@@ -426,6 +426,18 @@ fn statements_sent_ahead_on_postgresql_run_first_and_their_failure_ends_the_tran
     assert!(commit.to_string().contains("sent ahead"), "{commit}");
     assert!(!db.in_transaction());
     assert_eq!(rows(), vec![1, 2], "nothing of the failed transaction");
+    // Sent ahead with the COMMIT itself: the COMMIT fails (the server rolled back) and the
+    // next transaction is not refused for it.
+    db.begin().expect("a transaction");
+    insert(9).expect("9");
+    db.execute_batch_ahead("RELEASE no_such_savepoint")
+        .expect("ahead");
+    let commit = db.commit().expect_err("the savepoint does not exist");
+    assert!(commit.to_string().contains("no_such_savepoint"), "{commit}");
+    assert!(!db.in_transaction());
+    db.begin().expect("the next transaction");
+    db.rollback().expect("ended");
+    assert_eq!(rows(), vec![1, 2], "9 was not committed");
     // Its ROLLBACK, the other way to end it, succeeds.
     db.begin().expect("a transaction");
     db.execute_batch_ahead("RELEASE no_such_savepoint")

@@ -22,18 +22,21 @@ pub async fn origin(ctx: &Ctx, ma_ho_so: &str) -> Option<lienthong_core::store::
 /// ([`ResultsTo::Sender`], e.g. Tax answering the land registration office). The centre is
 /// read from the delivery log's own connection, as a point read on the async worker (on SQLite
 /// microseconds; the hand-off to the blocking pool and back cost more).
+///
+/// Errors: the store could not be read (the delivery is requeued: a record written without
+/// the centre would send the agency's results to the sender instead).
 pub async fn record_for(
     log: &DeliveryLog,
     unit: &str,
     results_to: ResultsTo,
     env: &Envelope,
     receipt: &str,
-) -> DeliveryRecord {
-    let reply_to = match log.origin(&env.ma_ho_so).await.ok().flatten() {
+) -> Result<DeliveryRecord, lienthong_core::store::StoreError> {
+    let reply_to = match log.origin(&env.ma_ho_so).await? {
         Some(o) if results_to == ResultsTo::Origin => o.origin_unit,
         _ => env.sender.clone(),
     };
-    DeliveryRecord {
+    Ok(DeliveryRecord {
         message_id: env.message_id.clone(),
         unit: unit.to_string(),
         ma_ho_so: env.ma_ho_so.clone(),
@@ -45,7 +48,7 @@ pub async fn record_for(
         receipt: receipt.to_string(),
         at_ms: lienthong_core::clock::now_ms(),
         delivered: !receipt.is_empty(),
-    }
+    })
 }
 
 /// Write-ahead: record that the message is being sent (before the first call), with the

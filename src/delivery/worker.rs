@@ -162,7 +162,10 @@ impl Worker {
                 Resolution::Delivered(receipt) => {
                     let ev = TraceEvent::new(TraceEventKind::Delivered, &self.component, Some(&env))
                         .reason(format!("outcome was unknown; the agency's status lookup shows it took the dossier (receipt {receipt}); not sent again"));
-                    let rec = self.record_for(&env, &receipt).await;
+                    let Some(rec) = self.record_for(&env, &receipt).await else {
+                        requeue(d).await;
+                        return;
+                    };
                     if super::record::delivered(&self.ctx, &self.tracer, rec, ev).await {
                         let _ = d.ack(BasicAckOptions::default()).await;
                     } else {
@@ -190,7 +193,10 @@ impl Worker {
         };
         // The delivery's record (its reply address read once), written ahead of the first call
         // with the `received` event.
-        let sending = self.record_for(&env, "").await;
+        let Some(sending) = self.record_for(&env, "").await else {
+            requeue(d).await;
+            return;
+        };
         let received = TraceEvent::new(TraceEventKind::Received, &self.component, Some(&env));
         if let Err(e) =
             super::record::begin(&self.ctx, &self.tracer, sending.clone(), received).await
@@ -341,15 +347,26 @@ impl Worker {
         let _ = d.ack(BasicAckOptions::default()).await;
     }
 
-    async fn record_for(&self, env: &Envelope, receipt: &str) -> DeliveryRecord {
-        super::record::record_for(
+    /// The delivery's record ([`super::record::record_for`]); `None` when the store could not
+    /// be read, after a log line and a pause (the caller requeues the delivery, as for the
+    /// delivery log's own read).
+    async fn record_for(&self, env: &Envelope, receipt: &str) -> Option<DeliveryRecord> {
+        let rec = super::record::record_for(
             &self.log,
             &self.unit.code,
             self.adapter.results_to(),
             env,
             receipt,
         )
-        .await
+        .await;
+        match rec {
+            Ok(rec) => Some(rec),
+            Err(e) => {
+                tracing::error!(message = "cannot read the dossier's centre from the store; requeueing", error = %e);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                None
+            }
+        }
     }
 
     async fn dead_letter(

@@ -29,7 +29,8 @@ type Protocol = Box<
 /// ([`Link::piped`]: PostgreSQL's pipelining of the extended query protocol, PostgreSQL
 /// documentation, "Pipeline Mode").
 pub(super) struct Link {
-    runtime: tokio::runtime::Runtime,
+    /// `None` only once dropped inside an async task.
+    runtime: Option<tokio::runtime::Runtime>,
     /// `None` only while the link closes.
     client: Option<tokio_postgres::Client>,
     /// `None` once it ended (the server closed the connection, or it failed): dropping it
@@ -70,7 +71,7 @@ impl Link {
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         Link {
-            runtime,
+            runtime: Some(runtime),
             client: Some(client),
             protocol: Some(Box::new(move |cx| connection.poll_message(cx))),
         }
@@ -97,7 +98,7 @@ impl Link {
             client,
             protocol,
         } = self;
-        let Some(client) = client.as_ref() else {
+        let (Some(client), Some(runtime)) = (client.as_ref(), runtime.as_ref()) else {
             return Err(Piped::Closed);
         };
         let ahead = (!ahead.is_empty()).then(|| client.batch_execute(ahead));
@@ -156,9 +157,22 @@ impl Drop for Link {
     /// waiting at most a second.
     fn drop(&mut self) {
         drop(self.client.take());
+        if tokio::runtime::Handle::try_current().is_ok() && !MAY_BLOCK.with(|m| m.get()) {
+            // Inside an async task (the connection's thread died, a caller holds the last
+            // reference): no runtime may block here, nor be dropped; the server sees the
+            // socket close.
+            drop(self.protocol.take());
+            if let Some(runtime) = self.runtime.take() {
+                runtime.shutdown_background();
+            }
+            return;
+        }
         let Link {
             runtime, protocol, ..
         } = self;
+        let Some(runtime) = runtime.as_ref() else {
+            return;
+        };
         let Some(p) = protocol.as_mut() else {
             return;
         };
@@ -233,21 +247,16 @@ impl Session {
                         .into(),
                 )
             }),
-            Lost::Ahead(why) => {
-                if ends == Ends::No {
-                    return Some(DbError::Other(why));
+            Lost::Ahead(why) => match ends {
+                Ends::No => Some(DbError::Other(why)),
+                // The ROLLBACK itself ends the server's (aborted) transaction.
+                Ends::Rollback => None,
+                Ends::Commit => {
+                    // The server's transaction is still open (aborted): end it, and fail.
+                    let _ = self.link.piped("", |c| c.batch_execute("ROLLBACK"));
+                    Some(DbError::Other(why))
                 }
-                // The server's transaction is still open (aborted): end it.
-                let ended = self
-                    .link
-                    .piped("", |c| c.batch_execute("ROLLBACK"))
-                    .map_err(|p| self.failed(p));
-                match (ends, ended) {
-                    (Ends::Rollback, Ok(())) => None,
-                    (Ends::Rollback, Err(e)) => Some(e),
-                    _ => Some(DbError::Other(why)),
-                }
-            }
+            },
         }
     }
 
@@ -312,9 +321,16 @@ impl Session {
     fn batch(&mut self, sql: &str, ends: Ends) -> Result<(), DbError> {
         let ahead = std::mem::take(&mut self.ahead);
         let ahead = if ends == Ends::Rollback { "" } else { &ahead };
-        self.link
+        let r = self
+            .link
             .piped(ahead, |c| c.batch_execute(sql))
-            .map_err(|p| self.failed(p))
+            .map_err(|p| self.failed(p));
+        if ends != Ends::No {
+            // The transaction is over either way (a COMMIT after a failure is a rollback on
+            // the server): nothing of it may fail the next one.
+            self.lost_tx = None;
+        }
+        r
     }
 
     /// The statement for the store's `sql`, prepared once per connection (statements sent
@@ -555,8 +571,22 @@ fn config(url: &str) -> Result<tokio_postgres::Config, DbError> {
 /// Its statements are prepared once per connection.
 pub struct AsyncReader {
     config: tokio_postgres::Config,
-    open: tokio::sync::Mutex<Option<std::sync::Arc<ReadLink>>>,
+    /// How its connections are secured ([`super::pg_tls::tls`]), made once.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    open: tokio::sync::Mutex<Connected>,
 }
+
+/// An [`AsyncReader`]'s connection, or why the last attempt failed and when.
+enum Connected {
+    No,
+    Yes(std::sync::Arc<ReadLink>),
+    /// Reads within [`RECONNECT_PAUSE`] of a failed attempt fail at once with its error, so
+    /// that reads waiting on an unreachable server do not each wait for a connect timeout.
+    Failed(std::time::Instant, String),
+}
+
+/// How long an [`AsyncReader`] answers with its last connection error before trying again.
+const RECONNECT_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An [`AsyncReader`]'s connection and its prepared statements.
 struct ReadLink {
@@ -565,29 +595,48 @@ struct ReadLink {
 }
 
 impl AsyncReader {
-    /// For the server of `url` (libpq's URL form); connects at the first read. Errors: the URL.
+    /// For the server of `url` (libpq's URL form); connects at the first read. Errors: the URL,
+    /// or the TLS settings (`PGSSLROOTCERT`; a server off this machine
+    /// without `sslmode=require`).
     pub fn new(url: &str) -> Result<AsyncReader, DbError> {
+        let config = config(url)?;
         Ok(AsyncReader {
-            config: config(url)?,
-            open: tokio::sync::Mutex::new(None),
+            tls: super::pg_tls::tls(&config)?,
+            config,
+            open: tokio::sync::Mutex::new(Connected::No),
         })
     }
 
-    /// The open connection, connected (again) when there is none. Errors: the connection.
+    /// The open connection, connected (again) when there is none, unless an attempt failed
+    /// within [`RECONNECT_PAUSE`]. Errors: the connection.
     async fn link(&self) -> Result<std::sync::Arc<ReadLink>, DbError> {
         let mut open = self.open.lock().await;
-        if let Some(link) = open.as_ref().filter(|l| !l.client.is_closed()) {
-            return Ok(link.clone());
+        match &*open {
+            Connected::Yes(link) if !link.client.is_closed() => return Ok(link.clone()),
+            Connected::Failed(at, why) if at.elapsed() < RECONNECT_PAUSE => {
+                return Err(DbError::Other(why.clone()));
+            }
+            _ => {}
         }
-        *open = None;
-        let client = super::pg_tls::connect_spawned(&self.config).await?;
-        client.batch_execute("SET lock_timeout = '60s'").await?;
-        let link = std::sync::Arc::new(ReadLink {
-            client,
-            statements: std::sync::Mutex::new(HashMap::new()),
-        });
-        *open = Some(link.clone());
-        Ok(link)
+        let connected = async {
+            let client = super::pg_tls::connect_spawned(&self.config, self.tls.clone()).await?;
+            client.batch_execute("SET lock_timeout = '60s'").await?;
+            Ok::<_, DbError>(client)
+        };
+        match connected.await {
+            Ok(client) => {
+                let link = std::sync::Arc::new(ReadLink {
+                    client,
+                    statements: std::sync::Mutex::new(HashMap::new()),
+                });
+                *open = Connected::Yes(link.clone());
+                Ok(link)
+            }
+            Err(e) => {
+                *open = Connected::Failed(std::time::Instant::now(), e.to_string());
+                Err(e)
+            }
+        }
     }
 
     /// The rows of the store's query `sql` (its `?N` placeholders as [`to_postgres_placeholders`]

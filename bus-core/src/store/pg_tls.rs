@@ -22,10 +22,12 @@ pub(super) fn connect(config: &tokio_postgres::Config) -> Result<super::pg::Link
     }
 }
 
-/// Connect with `config` as [`connect`] does, from async code: the connection runs as a task
-/// of the caller's runtime, which logs its end. The client.
+/// Connect with `config` as [`connect`] does, from async code, secured by `tls` ([`tls`] of the
+/// same `config`, made once: it reads the system's roots from disk): the connection runs as a
+/// task of the caller's runtime, which logs its end. The client.
 pub(super) async fn connect_spawned(
     config: &tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 ) -> Result<tokio_postgres::Client, DbError> {
     fn spawn(
         connection: impl std::future::Future<Output = Result<(), tokio_postgres::Error>>
@@ -38,7 +40,7 @@ pub(super) async fn connect_spawned(
             }
         });
     }
-    match tls(config)? {
+    match tls {
         None => {
             let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
             spawn(connection);
@@ -54,7 +56,7 @@ pub(super) async fn connect_spawned(
 
 /// How to secure a connection with `config`: `None` for plain text (`sslmode=disable`), else
 /// rustls. Errors: a server off this machine without `sslmode=require`, or `PGSSLROOTCERT`.
-fn tls(
+pub(super) fn tls(
     config: &tokio_postgres::Config,
 ) -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect>, DbError> {
     let remote: Vec<String> = config
