@@ -20,7 +20,7 @@ pub struct Store {
     embedded: bool,
     writer: Option<MessageWriter>,
     /// On PostgreSQL, the connection of the point reads from async code ([`Store::point_query`]).
-    reader: Option<Arc<super::pg::AsyncReader>>,
+    reader: Option<Arc<super::pg_read::AsyncReader>>,
 }
 
 impl Store {
@@ -30,7 +30,7 @@ impl Store {
         let location = location.into();
         let db = open_connection(&location)?;
         let reader = match &location {
-            StoreLocation::Postgres(url) => Some(Arc::new(super::pg::AsyncReader::new(url)?)),
+            StoreLocation::Postgres(url) => Some(Arc::new(super::pg_read::AsyncReader::new(url)?)),
             _ => None,
         };
         Ok(Store {
@@ -87,7 +87,7 @@ impl Store {
     /// the read takes microseconds, and a hand-off to the blocking pool and back would cost
     /// more CPU than the read (the router's lookup: ~15 % of its CPU per message, BENCHMARKS.md).
     /// On PostgreSQL, where it is a round trip to the server, awaited on the async worker
-    /// through this handle's [`AsyncReader`](super::pg::AsyncReader) (the hand-off to the
+    /// through this handle's [`AsyncReader`](super::pg_read::AsyncReader) (the hand-off to the
     /// blocking pool and back around the round trip was most of PostgreSQL's extra CPU on the
     /// hot path: BENCHMARKS.md, 2026-12-07). Errors: the store's.
     pub fn point_query<'a, T, M>(

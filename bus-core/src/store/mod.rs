@@ -30,6 +30,7 @@ pub mod messages;
 pub mod migrations;
 pub mod migrations_pg;
 pub mod pg;
+pub mod pg_read;
 mod pg_tls;
 pub mod process;
 #[cfg(test)]

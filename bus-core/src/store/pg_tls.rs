@@ -6,18 +6,40 @@
 
 use super::value::DbError;
 
-/// Connect with `config`, through TLS unless its `sslmode` is `disable`: the link served on the
-/// caller's thread ([`super::pg::Link`]).
-pub(super) fn connect(config: &tokio_postgres::Config) -> Result<super::pg::Link, DbError> {
+/// The protocol side of a connection (`tokio_postgres::Connection::poll_message`): polled, it
+/// writes the requests the client queued and reads the server's answers.
+pub(super) type Protocol = Box<
+    dyn FnMut(
+            &mut std::task::Context<'_>,
+        ) -> std::task::Poll<
+            Option<Result<tokio_postgres::AsyncMessage, tokio_postgres::Error>>,
+        > + Send,
+>;
+
+/// Connect with `config`, through TLS unless its `sslmode` is `disable`, on a runtime of the
+/// connection's own (one thread: the caller's, while it waits): the runtime, the client and its
+/// protocol, for the caller to drive (`pg::Link`).
+pub(super) fn connect(
+    config: &tokio_postgres::Config,
+) -> Result<(tokio::runtime::Runtime, tokio_postgres::Client, Protocol), DbError> {
     let runtime = runtime()?;
     match tls(config)? {
         None => {
-            let (client, connection) = runtime.block_on(config.connect(tokio_postgres::NoTls))?;
-            Ok(super::pg::Link::new(runtime, client, connection))
+            let (client, mut connection) =
+                runtime.block_on(config.connect(tokio_postgres::NoTls))?;
+            Ok((
+                runtime,
+                client,
+                Box::new(move |cx| connection.poll_message(cx)),
+            ))
         }
         Some(tls) => {
-            let (client, connection) = runtime.block_on(config.connect(tls))?;
-            Ok(super::pg::Link::new(runtime, client, connection))
+            let (client, mut connection) = runtime.block_on(config.connect(tls))?;
+            Ok((
+                runtime,
+                client,
+                Box::new(move |cx| connection.poll_message(cx)),
+            ))
         }
     }
 }
