@@ -154,11 +154,7 @@ async fn a_store_is_copied_onto_the_other_engine_whole_with_its_chain_intact() {
 
 #[test]
 fn a_postgresql_connection_killed_by_the_server_is_made_again() {
-    let url = lienthong_testkit::pg::create(&format!(
-        "lt_test_reconnect_{}",
-        &uuid::Uuid::now_v7().simple().to_string()[24..]
-    ))
-    .expect("a database");
+    let url = pg_database("lt_test_reconnect");
     let store = Store::open(StoreLocation::Postgres(url.clone())).expect("the store");
     assert_eq!(store.dead_letter_count().expect("a read"), 0);
     // The server ends every session of the database (as a restart or a failover would).
@@ -243,14 +239,19 @@ fn a_postgresql_connection_killed_by_the_server_is_made_again() {
     lienthong_testkit::pg::drop_database(&url);
 }
 
-/// A PostgreSQL database of the test's own (`<name>_<random>`) with the store's schema: its
-/// URL (for `drop_database`), a group-commit writer and a reader.
-fn pg_store(name: &str) -> (String, lienthong_core::store::MessageWriter, Store) {
-    let url = lienthong_testkit::pg::create(&format!(
+/// A PostgreSQL database of the test's own, `<name>_<random>`: its URL (for `drop_database`).
+fn pg_database(name: &str) -> String {
+    lienthong_testkit::pg::create(&format!(
         "{name}_{}",
         &uuid::Uuid::now_v7().simple().to_string()[24..]
     ))
-    .expect("a database");
+    .expect("a database")
+}
+
+/// A PostgreSQL database of the test's own (`<name>_<random>`) with the store's schema: its
+/// URL (for `drop_database`), a group-commit writer and a reader.
+fn pg_store(name: &str) -> (String, lienthong_core::store::MessageWriter, Store) {
+    let url = pg_database(name);
     let at = StoreLocation::Postgres(url.clone());
     let writer = lienthong_core::store::MessageWriter::start(at.clone()).expect("the writer");
     let store = Store::open(at).expect("the store");
@@ -366,11 +367,7 @@ async fn events_written_at_once_on_postgresql_skip_a_repeated_one_and_keep_the_c
 #[test]
 fn statements_sent_ahead_on_postgresql_run_first_and_their_failure_ends_the_transaction() {
     use lienthong_core::params;
-    let url = lienthong_testkit::pg::create(&format!(
-        "lt_test_ahead_{}",
-        &uuid::Uuid::now_v7().simple().to_string()[24..]
-    ))
-    .expect("a database");
+    let url = pg_database("lt_test_ahead");
     let db: Db = open_connection(&StoreLocation::Postgres(url.clone())).expect("a connection");
     db.execute_batch("CREATE TABLE lt_ahead (x BIGINT PRIMARY KEY)")
         .expect("a table");
