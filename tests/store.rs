@@ -452,6 +452,72 @@ fn statements_sent_ahead_on_postgresql_run_first_and_their_failure_ends_the_tran
     lienthong_testkit::pg::drop_database(&url);
 }
 
+/// On PostgreSQL a transaction's `BEGIN` and the store's write lock are sent ahead of its first
+/// statement, in that statement's round trip (`Db::begin`): the server sees no transaction
+/// until then, the lock is held from that statement on, and a lock that cannot be had is that
+/// statement's error, after which the transaction can only end and the next one starts clean.
+#[test]
+fn a_transaction_on_postgresql_opens_with_its_first_statement_and_a_lock_it_cannot_have_is_that_statements_error()
+ {
+    use lienthong_core::params;
+    let url = pg_database("lt_test_begin");
+    let at = StoreLocation::Postgres(url.clone());
+    let (a, b): (Db, Db) = (
+        open_connection(&at).expect("a connection"),
+        open_connection(&at).expect("another connection"),
+    );
+    a.execute_batch("CREATE TABLE lt_begin (x BIGINT PRIMARY KEY)")
+        .expect("a table");
+    let insert = |db: &Db, x: i64| db.execute("INSERT INTO lt_begin (x) VALUES (?1)", params![x]);
+    let b_pid: i64 = b
+        .query_row("SELECT pg_backend_pid()::bigint", params![], |r| r.get(0))
+        .expect("b's server process");
+    let b_state = || -> String {
+        a.query_row(
+            "SELECT state FROM pg_stat_activity WHERE pid::bigint = ?1",
+            params![b_pid],
+            |r| r.get(0),
+        )
+        .expect("b's state")
+    };
+    b.execute_batch("SET lock_timeout = '300ms'")
+        .expect("b waits for a lock at most 300 ms");
+    // a holds the store's write lock.
+    a.begin().expect("a's transaction");
+    insert(&a, 1).expect("1");
+    // b's BEGIN waits for its first statement: the server has not seen it.
+    b.begin().expect("b's transaction, not sent yet");
+    assert!(b.in_transaction());
+    assert_eq!(
+        b_state(),
+        "idle",
+        "no transaction on the server before b's first statement"
+    );
+    let refused = insert(&b, 2).expect_err("the write lock is a's");
+    assert!(refused.to_string().contains("lock timeout"), "{refused}");
+    let next = insert(&b, 3).expect_err("b's transaction is aborted");
+    assert!(next.to_string().contains("sent ahead"), "{next}");
+    b.rollback().expect("b's transaction ends");
+    assert!(!b.in_transaction());
+    a.commit().expect("a commits");
+    // The lock free again: b's next transaction holds it from its first statement on.
+    b.begin().expect("b's next transaction");
+    insert(&b, 4).expect("4");
+    assert_eq!(b_state(), "idle in transaction");
+    b.commit().expect("b commits");
+    let mut xs: Vec<i64> = Vec::new();
+    a.prepare_cached("SELECT x FROM lt_begin ORDER BY x")
+        .expect("a query")
+        .for_each(params![], |r| {
+            xs.push(r.get(0)?);
+            Ok(true)
+        })
+        .expect("the rows");
+    assert_eq!(xs, vec![1, 4], "nothing of b's refused transaction");
+    drop((a, b));
+    lienthong_testkit::pg::drop_database(&url);
+}
+
 /// The group commit on PostgreSQL: isolated writes queued together fail alone (each in the
 /// savepoint sent ahead of its first statement), whether the failure is a statement's or the
 /// write's own, and the others commit.

@@ -323,24 +323,19 @@ impl Db {
     }
 
     /// [`Db::begin`], then `then` (statements without parameters, e.g. a `SAVEPOINT`) in the
-    /// same statement string: one round trip on PostgreSQL.
+    /// same statement string. On PostgreSQL all of it is sent ahead of the transaction's first
+    /// statement, in that statement's round trip ([`PgConn::begin_ahead`]): a transaction costs
+    /// no round trip of its own to open, and the write lock is held from its first statement
+    /// on. A lock that cannot be had is then that statement's error, and the transaction can
+    /// only end (as after any failure inside a PostgreSQL transaction).
     pub fn begin_then(&self, then: Option<&str>) -> Result<(), DbError> {
         let then = then.map_or(String::new(), |t| format!("; {t}"));
         match self {
             Db::Sqlite(_) => self.execute_batch(&format!("BEGIN IMMEDIATE{then}")),
-            Db::Pg(_) => {
-                // One round trip: the lock is held from here to the commit, and every round
-                // trip under it delays every writer of the store.
-                let locked = self.execute_batch(&format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}){then}"
-                ));
-                if locked.is_err() {
-                    // The BEGIN may have opened a transaction that the lock's failure aborted
-                    // (a ROLLBACK outside one is only a warning).
-                    let _ = self.execute_batch("ROLLBACK");
-                }
-                locked
-            }
+            // Every round trip under the lock delays every writer of the store.
+            Db::Pg(pg) => pg.begin_ahead(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}){then}"
+            )),
         }
     }
 

@@ -517,6 +517,18 @@ impl PgConn {
         })
     }
 
+    /// Open a transaction with `sql` (a `BEGIN` and statements without parameters that go
+    /// with it, such as the store's write lock) sent ahead of the next call
+    /// ([`PgConn::batch_ahead`]), in that call's round trip: the transaction counts as open from
+    /// here, and a failure of `sql` (a lock that cannot be had) is the next call's error, after
+    /// which the transaction can only be ended. A `ROLLBACK` before any other call drops it.
+    /// Errors: the transaction before is lost and not ended yet.
+    pub fn begin_ahead(&self, sql: &str) -> Result<(), DbError> {
+        self.batch_ahead(sql)?;
+        self.in_tx.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Run one statement with parameters; the rows it changed.
     pub fn execute(&self, sql: &str, params: Params<'_>) -> Result<usize, DbError> {
         let (sql, values) = owned(sql, params);
