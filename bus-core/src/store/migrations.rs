@@ -356,14 +356,19 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The page size of a store created by this build, bytes. Every commit writes each page it
-/// changed whole to the WAL, and the checkpoint writes it again to the database file; a routed
-/// message touches the last leaf of some twenty B-trees (the message, its trace events, the
-/// dossier index and their indexes), so small pages cut the bytes written per message: 24.7
-/// against 37.5 KiB per 5 KiB message at eight messages per commit (issue 21, BENCHMARKS.md).
-/// SQLite's default was 1024 until 3.12. A store created with another page size keeps it
-/// (changing it needs a `VACUUM` outside WAL mode).
-pub const PAGE_SIZE: u32 = 1024;
+/// The page size of a store created by this build, bytes: SQLite's smallest. Every commit
+/// writes each page it changed whole to the WAL, and the checkpoint writes it again to the
+/// database file; a routed message touches a page of some twenty B-trees (the message, its
+/// trace events, the dossier index and their indexes), most of them keyed at random (a dossier
+/// code, a message id), where one entry of 30–100 bytes dirties a page of its own. Small pages
+/// cut the bytes written per message: 4 KiB to 1 KiB took the routed path from 37.5 to 24.7
+/// KiB per 5 KiB message at eight messages per commit; 1 KiB to 512 bytes saved another 8 %
+/// (routed, saturated), 14 % (HTTP-adapter path) and 26 % (1,000 msg/s), for no CPU cost
+/// outside the host's noise (issue 21, BENCHMARKS.md, 2026-12-07 (day)). The price is in the
+/// file's shape: a 5 KiB body takes twice as many overflow pages, and an index entry longer
+/// than about 100 bytes (none on the hot path) spills to one. A store created with another
+/// page size keeps it (changing it needs a `VACUUM` outside WAL mode: docs/deploy.md).
+pub const PAGE_SIZE: u32 = 512;
 
 /// Open a SQLite connection to the store at `path` (creating the file and its directory if
 /// needed): [`PAGE_SIZE`] if the file is new, WAL mode, `synchronous = NORMAL`, a 10 s busy

@@ -758,3 +758,29 @@ fn a_new_store_opened_by_many_connections_at_once_opens_for_each() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// A new store file gets `PAGE_SIZE`-byte pages; a store created with other pages (1 KiB, as
+/// the first release of issue 21 made them) keeps them and is migrated as before.
+#[test]
+fn a_new_store_has_small_pages_and_an_older_store_keeps_its_own() {
+    let page_size = |c: &Connection| -> i64 {
+        c.query_row("PRAGMA page_size", [], |r| r.get(0))
+            .expect("page size")
+    };
+    let dir = temp_dir("pages");
+    let new = super::migrations::open_sqlite(&dir.join("new.db")).expect("a new store");
+    assert_eq!(page_size(&new), i64::from(super::migrations::PAGE_SIZE));
+    assert_eq!(super::migrations::PAGE_SIZE, 512);
+    let old_path = dir.join("old.db");
+    {
+        let old = Connection::open(&old_path).expect("an older file");
+        old.execute_batch("PRAGMA page_size = 1024; CREATE TABLE lt_before (x INTEGER);")
+            .expect("an older store's first table");
+    }
+    let old = super::migrations::open_sqlite(&old_path).expect("the older store, migrated");
+    assert_eq!(page_size(&old), 1024);
+    let old = Db::Sqlite(old);
+    assert_eq!(version(&old).expect("version"), latest_version());
+    drop((new, old));
+    let _ = std::fs::remove_dir_all(dir);
+}

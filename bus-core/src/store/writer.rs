@@ -192,7 +192,8 @@ impl WriteJob {
 ///   checkpoint in the writer per eight of the checkpointer's.
 ///
 /// The thresholds are bytes of WAL, counted in frames of the store's page size
-/// ([`super::migrations::PAGE_SIZE`] for a store created since issue 21; 4 KiB for older ones).
+/// (the one it was created with: [`super::migrations::PAGE_SIZE`] for a store created by this
+/// release, 1 KiB or 4 KiB for older ones).
 #[derive(Clone)]
 pub struct MessageWriter {
     tx: std::sync::mpsc::Sender<WriteJob>,
@@ -337,8 +338,8 @@ impl MessageWriter {
         let mut conn = open_connection(&location)?;
         // Frames in the WAL after the writer's latest commit (SQLite only).
         let frames = std::sync::Arc::new(AtomicI32::new(0));
-        // The WAL's thresholds in frames of this store's page size (4 KiB on stores created
-        // before issue 21, PAGE_SIZE since).
+        // The WAL's thresholds in frames of this store's page size (the one it was created
+        // with: 4 KiB before issue 21, 1 KiB until 2026-12-07, PAGE_SIZE since).
         let mut reset_frames = i32::MAX;
         if let (Some(sqlite), StoreLocation::Sqlite(path)) = (conn.sqlite_mut(), &location) {
             let page_size: i64 = sqlite
