@@ -568,6 +568,129 @@ async fn isolated_writes_on_postgresql_fail_alone_in_one_group_commit() {
     lienthong_testkit::pg::drop_database(&url);
 }
 
+/// On PostgreSQL a group commit's `BEGIN` and lock go out with its first statement: when the
+/// batch's first isolated write fails before sending any, they go out with its undo, and a lock
+/// that cannot be had (here: its wait cancelled) fails the batch with the lock's error. That
+/// write is told its own error; the batch's other writes, the lock's (not the first write's,
+/// which is not theirs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_refused_with_the_undo_of_a_write_that_sent_nothing_is_the_batchs_error() {
+    use lienthong_core::params;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let url = pg_database("lt_test_undo_lock");
+    let at = StoreLocation::Postgres(url.clone());
+    let writer = lienthong_core::store::MessageWriter::start(at.clone()).expect("the writer");
+    let (holder, canceller): (Db, Db) = (
+        open_connection(&at).expect("another connection"),
+        open_connection(&at).expect("a third connection"),
+    );
+    let holder = tokio::task::spawn_blocking(move || {
+        holder.execute_batch("CREATE TABLE lt_undo (x BIGINT PRIMARY KEY)")?;
+        // Holds the store's write lock until rolled back.
+        holder.begin()?;
+        holder.execute("INSERT INTO lt_undo (x) VALUES (?1)", params![1])?;
+        Ok::<_, lienthong_core::store::db::DbError>(holder)
+    })
+    .await
+    .expect("joined")
+    .expect("the lock held elsewhere");
+    // Every wait for the store's advisory lock in this database is cancelled, as a lock timeout
+    // would end it.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    /// Stops the canceller when the test ends, also by a failed assertion (the runtime waits
+    /// for its blocking tasks before the test can end).
+    struct Stop(std::sync::Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _stop = Stop(stop.clone());
+    let cancelling = {
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || {
+            while !stop.load(Ordering::Relaxed) {
+                canceller
+                    .execute_batch(
+                        "SELECT pg_cancel_backend(l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                         WHERE l.locktype = 'advisory' AND NOT l.granted AND a.datname = current_database()",
+                    )
+                    .expect("cancelled");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })
+    };
+    // A write that sends nothing and takes a while, so that the two after it queue up together.
+    let slow = writer
+        .start_unit(false, |_| {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            Ok(())
+        })
+        .expect("queued");
+    let refused = writer
+        .start_unit(true, |_| {
+            Err(lienthong_core::store::db::DbError::Other(
+                "refused before any statement".into(),
+            ))
+        })
+        .expect("queued");
+    let insert = writer
+        .start_unit(true, |c| {
+            c.execute("INSERT INTO lt_undo (x) VALUES (?1)", params![2])
+                .map(|_| ())
+        })
+        .expect("queued");
+    let slow = slow
+        .await
+        .expect("answered")
+        .expect_err("no lock to commit with");
+    assert!(slow.contains("canceling statement"), "{slow}");
+    let refused = refused
+        .await
+        .expect("answered")
+        .expect_err("its own failure");
+    assert!(
+        refused.contains("refused before any statement"),
+        "{refused}"
+    );
+    let insert = insert.await.expect("answered").expect_err("no lock");
+    assert!(
+        insert.contains("canceling statement") && !insert.contains("refused before"),
+        "{insert}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    cancelling.await.expect("the canceller stopped");
+    // The lock free again, the writer's next batch commits.
+    let holder = tokio::task::spawn_blocking(move || holder.rollback().map(|()| holder))
+        .await
+        .expect("joined")
+        .expect("rolled back");
+    writer
+        .write_unit(true, |c| {
+            c.execute("INSERT INTO lt_undo (x) VALUES (?1)", params![3])
+                .map(|_| ())
+        })
+        .await
+        .expect("committed");
+    let xs = tokio::task::spawn_blocking(move || {
+        let mut xs: Vec<i64> = Vec::new();
+        holder
+            .prepare_cached("SELECT x FROM lt_undo ORDER BY x")?
+            .for_each(params![], |r| {
+                xs.push(r.get(0)?);
+                Ok(true)
+            })?;
+        drop(holder);
+        Ok::<_, lienthong_core::store::db::DbError>(xs)
+    })
+    .await
+    .expect("joined")
+    .expect("the rows");
+    assert_eq!(xs, vec![3]);
+    drop(writer);
+    lienthong_testkit::pg::drop_database(&url);
+}
+
 /// On PostgreSQL the point reads of async code (the router's arrival read, the delivery log's
 /// lookup) await their answer on the async worker, through a connection of their own: they
 /// answer as the blocking reads do, and once the server ends that connection, the read that

@@ -139,10 +139,18 @@ impl WriteJob {
                 // Rolled back to the savepoint: this job's writes only.
                 *open = Savepoint::None;
                 let undone = db.execute_batch("ROLLBACK TO job; RELEASE job");
-                // The engine itself ended the transaction (disk full, I/O error), the undo
-                // failed, or the lock is busy (the next job would wait as long): the
-                // batch fails as a whole and every job of it is told so.
-                if undone.is_err() || !db.in_transaction() || e.is_busy() {
+                if let Err(u) = undone {
+                    // The undo failed: on PostgreSQL, what was sent ahead with it (the batch's
+                    // `BEGIN` and lock, a savepoint) may have failed, for a write that failed
+                    // before sending anything. The batch fails with the undo's error, the
+                    // cause for every other job; this one is told its own.
+                    self.value = Some(Err(e.to_string()));
+                    return Err(u);
+                }
+                // The engine itself ended the transaction (disk full, I/O error) or the lock
+                // is busy (the next job would wait as long): the batch fails as a whole and
+                // every job of it is told so.
+                if !db.in_transaction() || e.is_busy() {
                     return Err(e);
                 }
                 self.value = Some(Err(e.to_string()));
