@@ -362,8 +362,8 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 /// trace events, the dossier index and their indexes), most of them keyed at random (a dossier
 /// code, a message id), where one entry of 30–100 bytes dirties a page of its own. Small pages
 /// cut the bytes written per message: 4 KiB to 1 KiB took the routed path from 37.5 to 24.7
-/// KiB per 5 KiB message at eight messages per commit; 1 KiB to 512 bytes saved another 8 %
-/// (routed, saturated), 14 % (HTTP-adapter path) and 26 % (1,000 msg/s), for no CPU cost
+/// KiB per 5 KiB message at eight messages per commit; 1 KiB to 512 bytes saved another 7 %
+/// (routed, saturated), 13 % (HTTP-adapter path) and 25 % (1,000 msg/s), for no CPU cost
 /// outside the host's noise (issue 21, BENCHMARKS.md, 2026-12-07 (day)). The price is in the
 /// file's shape: a 5 KiB body takes twice as many overflow pages, and an index entry longer
 /// than about 100 bytes (none on the hot path) spills to one. A store created with another
