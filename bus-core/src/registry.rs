@@ -435,13 +435,15 @@ pub struct StoreSettings {
     /// only: a write is answered after its commit either way.
     pub commit_delay_ms: u32,
     /// How long a lone write waits for others before it commits when writes have been arriving
-    /// steadily, each between 0.25 ms and this long after the last commit was answered,
-    /// milliseconds (default 3; 0 to 100; 0: a lone write commits at once). At a steady rate
-    /// too low for writes to queue, every commit would otherwise carry one write: at a paced
-    /// 1,000 msg/s, 3 wrote 21 % fewer bytes and spent 16 % less CPU per message than 0, with
-    /// the median latency 1.2 ms higher and the p99 no higher, on a 2-CPU machine (BENCHMARKS.md,
-    /// 2026-12-07 (late morning)). A write after a quiet spell, and the writes of a caller
-    /// that writes one at a time, commit at once. It trades latency only.
+    /// steadily, each between 0.25 ms and this long after the writer answered the last batch,
+    /// milliseconds (default 3; 0 to 100; 0: a lone write commits at once, whatever
+    /// `commit_delay_ms` says). At a steady rate too low for writes to queue, every commit would
+    /// otherwise carry one write: at a paced 1,000 msg/s, 3 wrote 21 % fewer bytes and spent
+    /// 20 % less CPU per message than 0, with the median latency 1.1 ms higher and the p99 no
+    /// higher, on a 2-CPU machine (BENCHMARKS.md, 2026-12-07 (late morning)). A write after a
+    /// quiet spell commits at once. So does a caller that writes one at a time and writes again
+    /// at once; one that works between its writes has its first few, then one in 16, wait, as
+    /// their waits gather no company (two writes or more). It trades latency only.
     pub steady_commit_delay_ms: u32,
     /// How the message store keeps the envelopes' bodies: `"zstd"` (the default: compressed,
     /// zstd level 1, when that makes a body smaller) or `"none"` (as routed). It trades CPU
