@@ -44,9 +44,10 @@ struct Outcome {
 }
 
 /// File `N` birth dossiers from `first`, run `fault` once `at` of them have their final
-/// result, and wait for every final result.
+/// result, and wait for every final result (`node`: the control node, for a failure's message).
 async fn run_with_fault(
     bus: &Bus,
+    node: &str,
     centre: &mut mpsc::UnboundedReceiver<Envelope>,
     first: u32,
     at: usize,
@@ -72,11 +73,18 @@ async fn run_with_fault(
         }
     };
     while results.len() < N as usize {
-        assert!(
-            Instant::now() < until,
-            "only {} of {N} dossiers have their final result after 300 s",
-            results.len()
-        );
+        if Instant::now() >= until {
+            let missing: Vec<&str> = envs
+                .iter()
+                .map(|e| e.ma_ho_so.as_str())
+                .filter(|ma| !results.contains_key(*ma))
+                .collect();
+            panic!(
+                "only {} of {N} dossiers have their final result after 300 s; {}",
+                results.len(),
+                where_they_are(bus, node, &missing)
+            );
+        }
         let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(5), centre.recv()).await else {
             continue;
         };
@@ -105,6 +113,49 @@ async fn run_with_fault(
         recovery,
         envs,
     }
+}
+
+/// For a failure's message: where each dossier of `missing` is (its process's phase and steps,
+/// the last events of its trace), the queues' depths on the control node and the last lines of
+/// the bus's process logs.
+fn where_they_are(bus: &Bus, node: &str, missing: &[&str]) -> String {
+    let store = bus.store();
+    let mut out = format!("{} without a final result:\n", missing.len());
+    for ma in missing.iter().take(10) {
+        let process = match store.process(ma) {
+            Ok(Some(p)) => format!(
+                "{:?}, steps {:?}",
+                p.phase,
+                p.steps
+                    .iter()
+                    .map(|s| (&s.unit, s.phase))
+                    .collect::<Vec<_>>()
+            ),
+            Ok(None) => "no process".into(),
+            Err(e) => format!("process unreadable: {e}"),
+        };
+        out.push_str(&format!("- {ma}: {process}\n"));
+        for r in store
+            .timeline(ma)
+            .unwrap_or_default()
+            .iter()
+            .rev()
+            .take(8)
+            .rev()
+        {
+            out.push_str(&format!(
+                "    {} {} {} {:?} {:?}->{:?} attempt {:?} {:?}\n",
+                r.at, r.component, r.event, r.kind, r.from, r.to, r.attempt, r.reason
+            ));
+        }
+    }
+    let names: Vec<&str> = PROCESSES.iter().map(|(_, log)| *log).collect();
+    out.push_str(&format!(
+        "queues:\n{}\n{}",
+        broker_queues(Some(node), &bus.settings.bus.prefix),
+        procs::log_tails(&bus.dir, &names, 40)
+    ));
+    out
 }
 
 /// Every dossier of `o` has one final result, each agency took each dossier once (`before`:
@@ -154,12 +205,13 @@ async fn nodes_and_processes_lost_mid_run_lose_nothing_and_duplicate_nothing() {
     .await;
     answer_as_civil_status_office(&bus).await;
     let control = cluster.nodes[2].url();
+    let control_node = cluster.nodes[2].node.clone();
     let mut centre = listen_reconnecting(control, bus.names.unit_queue(SON_HA));
 
     // 1. The node the bus connects to first, where its queues' leaders are, dies outright,
     //    and comes back.
     let pid = cluster.nodes[0].os_pid().expect("node 0's pid");
-    let o = run_with_fault(&bus, &mut centre, 5000, 20, || {
+    let o = run_with_fault(&bus, &control_node, &mut centre, 5000, 20, || {
         let killed = std::process::Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status();
@@ -180,7 +232,7 @@ async fn nodes_and_processes_lost_mid_run_lose_nothing_and_duplicate_nothing() {
     .await;
 
     // 2. Another node is stopped for good; two of three remain, a majority of every queue.
-    let o = run_with_fault(&bus, &mut centre, 6000, 20, || {
+    let o = run_with_fault(&bus, &control_node, &mut centre, 6000, 20, || {
         cluster.nodes[1]
             .try_ctl(&["stop"])
             .expect("node 1 stops for good");
@@ -197,7 +249,7 @@ async fn nodes_and_processes_lost_mid_run_lose_nothing_and_duplicate_nothing() {
 
     // 3. One router process and one adapter process die outright (on the two nodes left).
     let mut victims = vec![bus.children.remove(3), bus.children.remove(1)];
-    let o = run_with_fault(&bus, &mut centre, 7000, 20, || {
+    let o = run_with_fault(&bus, &control_node, &mut centre, 7000, 20, || {
         for (_, c) in &mut victims {
             let _ = c.kill();
             let _ = c.wait();

@@ -916,7 +916,8 @@ where
 }
 
 /// Play Sơn Hà's civil-status office, which reads its own queue: answer each forward the
-/// process manager hands it (once per message id) with its result.
+/// process manager hands it (once per message id) with its result, acking the forward only
+/// once its answer is confirmed.
 pub async fn answer_as_civil_status_office(bus: &Bus) {
     let ch = bus.conn.create_channel().await.expect("channel");
     let mut consumer = ch
@@ -936,16 +937,19 @@ pub async fn answer_as_civil_status_office(bus: &Bus) {
         while let Some(Ok(d)) = consumer.next().await {
             if let Ok(env) = serde_json::from_slice::<Envelope>(&d.data)
                 && env.kind.as_str() == Kind::FORWARD
-                && seen.insert(env.message_id.clone())
+                && !seen.contains(&env.message_id)
             {
                 let mut r = env.reply(Kind::RESULT, SON_HA_CIVIL, &env.sender);
                 r.payload.result =
                     serde_json::json!({"so_dang_ky": format!("KS-{}", env.ma_ho_so)})
                         .as_object()
                         .cloned();
-                // Published with retries: this "office" is a client, not the bus under test.
-                for _ in 0..50 {
-                    let sent = publisher
+                // Published with retries, as a client that keeps what it was given until its
+                // answer is confirmed (through a cluster's failover, say); the forward is acked
+                // only then, and handed back to the queue if the answer never goes out.
+                let mut sent = false;
+                for _ in 0..300 {
+                    sent = publisher
                         .publish(
                             &ingress,
                             "",
@@ -953,12 +957,22 @@ pub async fn answer_as_civil_status_office(bus: &Bus) {
                             lienthong_core::amqp::envelope_properties(&r),
                             true,
                         )
-                        .await;
-                    if sent.is_ok() {
+                        .await
+                        .is_ok();
+                    if sent {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
+                if !sent {
+                    let requeue = lapin::options::BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    };
+                    let _ = d.nack(requeue).await;
+                    continue;
+                }
+                seen.insert(env.message_id.clone());
             }
             let _ = d.ack(BasicAckOptions::default()).await;
             let _ = &ch;
