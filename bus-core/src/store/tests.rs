@@ -784,3 +784,79 @@ fn a_new_store_has_small_pages_and_an_older_store_keeps_its_own() {
     drop((new, old));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Writes sent one at a time every millisecond (none queued behind another), without waiting
+/// for their answers, through a running writer with `steady` as its steady commit delay and no
+/// commit delay under load: for each write after the first `warm`, whether it found an earlier
+/// write in its own commit (the writer's connection, inside the transaction, sees more rows than
+/// a reader, which sees only what was committed).
+async fn joined_a_commit(steady: std::time::Duration, warm: usize, n: usize) -> Vec<bool> {
+    let dir = temp_dir("steady-writes");
+    let path = dir.join("s.db");
+    let writer = MessageWriter::start_with(
+        &path,
+        super::WriterOptions {
+            commit_delay: std::time::Duration::ZERO,
+            steady_delay: steady,
+            ..super::WriterOptions::default()
+        },
+    )
+    .expect("writer");
+    writer
+        .write_unit(false, |c| {
+            c.execute_batch("CREATE TABLE pace_probe (n INTEGER)")
+        })
+        .await
+        .expect("the probe's table");
+    let reader = std::sync::Arc::new(std::sync::Mutex::new(
+        Connection::open(&path).expect("a reader"),
+    ));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![false; n]));
+    let mut answers = Vec::new();
+    for i in 0..n {
+        let (reader, seen) = (reader.clone(), seen.clone());
+        let answer = writer
+            .start_unit(false, move |c| {
+                c.execute("INSERT INTO pace_probe (n) VALUES (?1)", params![i as i64])?;
+                let mine: i64 =
+                    c.query_row("SELECT count(*) FROM pace_probe", params![], |r| r.get(0))?;
+                let committed: i64 = reader
+                    .lock()
+                    .map_err(|_| rusqlite::Error::InvalidQuery)?
+                    .query_row("SELECT count(*) FROM pace_probe", [], |r| r.get(0))?;
+                if let Ok(mut seen) = seen.lock() {
+                    // Rows of this transaction besides this write's own.
+                    seen[i] = mine - committed > 1;
+                }
+                Ok(())
+            })
+            .expect("queued");
+        answers.push(answer);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    for a in answers {
+        a.await.expect("answered").expect("committed");
+    }
+    drop(writer);
+    let _ = std::fs::remove_dir_all(dir);
+    let seen = seen.lock().expect("the writes' findings").clone();
+    seen[warm..].to_vec()
+}
+
+/// The steady commit delay through a running writer ([`super::writer`]'s `Pace` and its
+/// wiring): writes arriving on their own a millisecond apart commit together when the steady
+/// delay is on (3 ms: about three to a commit) and one at a time when it is off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_arriving_steadily_one_at_a_time_share_commits_only_with_the_steady_delay() {
+    let fraction = |v: &[bool]| v.iter().filter(|b| **b).count() as f64 / v.len() as f64;
+    let on = joined_a_commit(std::time::Duration::from_millis(3), 50, 300).await;
+    let off = joined_a_commit(std::time::Duration::ZERO, 50, 300).await;
+    // With commits of three, two writes in three find an earlier one; on a busy machine the
+    // sleeps stretch and fewer arrive within the wait. Without it, a write finds another in its
+    // commit only when the writer was late enough for two to be queued.
+    assert!(fraction(&on) >= 0.3, "with the steady delay: {on:?}");
+    assert!(
+        fraction(&off) + 0.2 <= fraction(&on),
+        "without it: {off:?}; with it: {on:?}"
+    );
+}

@@ -283,14 +283,14 @@ impl Default for WriterOptions {
 /// under load (at least [`COMMIT_SIBLINGS`] of them), also those that arrive within `delay`
 /// (PostgreSQL's `commit_delay` with `commit_siblings`): every commit rewrites the last page of
 /// each B-tree it touches, so bigger batches write fewer bytes per message. A lone write waits
-/// for those that arrive within `steady` when it is given (the writer's [`Pace`] finds writes
-/// arriving steadily), and otherwise commits at once. Also returns whether a lone write
-/// waited.
+/// for those that arrive within what `steady` gives (asked only for a lone write: the writer's
+/// [`Pace`] finds writes arriving steadily), and otherwise commits at once. Also returns
+/// whether a lone write waited.
 fn collect_batch<T>(
     rx: &std::sync::mpsc::Receiver<T>,
     first: T,
     delay: std::time::Duration,
-    steady: Option<std::time::Duration>,
+    steady: impl FnOnce() -> Option<std::time::Duration>,
 ) -> (Vec<T>, bool) {
     let mut jobs = vec![first];
     while jobs.len() < MAX_BATCH {
@@ -301,14 +301,18 @@ fn collect_batch<T>(
     }
     let lone = jobs.len() < COMMIT_SIBLINGS;
     let wait = if lone {
-        steady.unwrap_or_default()
+        steady().unwrap_or_default()
     } else {
         delay
     };
     if !wait.is_zero() {
-        let until = std::time::Instant::now() + wait;
+        // A wait too long to be an instant (options set by hand) is waited for each write
+        // (`recv_timeout` takes any duration); never a panic.
+        let until = std::time::Instant::now().checked_add(wait);
         while jobs.len() < MAX_BATCH {
-            let left = until.saturating_duration_since(std::time::Instant::now());
+            let left = until.map_or(wait, |u| {
+                u.saturating_duration_since(std::time::Instant::now())
+            });
             match rx.recv_timeout(left) {
                 Ok(j) => jobs.push(j),
                 Err(_) => break,
@@ -333,7 +337,10 @@ const STEADY_MIN_GAP: std::time::Duration = std::time::Duration::from_micros(250
 /// the waits resume when one of those gathers company. So a lone write after a quiet spell
 /// commits at once, and so do those of a caller that writes one at a time (or of two such
 /// callers) and writes again at once (its gaps are below the floor); one that works between
-/// its writes has its first few, then one in [`STEADY_PROBE`], wait.
+/// its writes has its first few, then one in [`STEADY_PROBE`], wait. The gap is counted from
+/// the writer's last answer, not between arrivals: where a commit takes nearly as long as the
+/// interval between writes (a slow disk at some 2,000 writes per second), the gaps fall below
+/// the floor and lone writes commit at once, as with the steady delay off.
 #[derive(Debug, Clone, Copy)]
 struct Pace {
     /// The moving average of idle gaps, seconds.
@@ -358,25 +365,40 @@ impl Pace {
     }
 
     /// Take `idle`, the gap between the last answer and the arrival of a batch's first write
-    /// (about zero when it was queued already); return how long that write, if it is alone,
-    /// waits for others: `steady`, or `None`.
-    fn steady_wait(
-        &mut self,
-        idle: std::time::Duration,
-        steady: std::time::Duration,
-    ) -> Option<std::time::Duration> {
+    /// (about zero when it was queued already), into the moving average, for every batch;
+    /// return whether writes are arriving steadily (this gap and the average both between
+    /// [`STEADY_MIN_GAP`] and `steady`).
+    fn steady_gap(&mut self, idle: std::time::Duration, steady: std::time::Duration) -> bool {
         let s = steady.as_secs_f64();
         let gap = idle.as_secs_f64().min(4.0 * s);
         self.idle_s += (gap - self.idle_s) / 8.0;
         let floor = STEADY_MIN_GAP.as_secs_f64();
-        if !(gap >= floor && gap < s && self.idle_s >= floor && self.idle_s < s) {
-            return None;
-        }
+        gap >= floor && gap < s && self.idle_s >= floor && self.idle_s < s
+    }
+
+    /// For a lone write that arrived steadily ([`Pace::steady_gap`]): how long it waits for
+    /// others, `steady`, or `None` (waits have been gathering nothing and this is not a probe).
+    /// Asked only for lone writes, so that the probes count lone writes and nothing else.
+    fn lone_wait(&mut self, steady: std::time::Duration) -> Option<std::time::Duration> {
         if self.gathered >= 0.5 || self.skipped + 1 >= STEADY_PROBE {
             self.skipped = 0;
             Some(steady)
         } else {
             self.skipped += 1;
+            None
+        }
+    }
+
+    /// Both steps for a write known to be alone (the unit tests' shorthand).
+    #[cfg(test)]
+    fn steady_wait(
+        &mut self,
+        idle: std::time::Duration,
+        steady: std::time::Duration,
+    ) -> Option<std::time::Duration> {
+        if self.steady_gap(idle, steady) {
+            self.lone_wait(steady)
+        } else {
             None
         }
     }
@@ -487,9 +509,12 @@ impl MessageWriter {
                 let mut pace = Pace::new(options.steady_delay);
                 let mut answered = std::time::Instant::now();
                 while let Ok(first) = rx.recv() {
-                    let steady = pace.steady_wait(answered.elapsed(), options.steady_delay);
+                    let steady = options.steady_delay;
+                    let arrived_steadily = pace.steady_gap(answered.elapsed(), steady);
                     let (mut jobs, waited) =
-                        collect_batch(&rx, first, options.commit_delay, steady);
+                        collect_batch(&rx, first, options.commit_delay, || {
+                            arrived_steadily.then(|| pace.lone_wait(steady)).flatten()
+                        });
                     if waited {
                         // Company is two writes or more: one alone may be another caller
                         // writing one at a time, whose own writes would then wait forever.
@@ -695,7 +720,7 @@ mod tests {
                 let _ = tx.send(n);
             }
         });
-        let (jobs, _) = collect_batch(&rx, 1, delay, None);
+        let (jobs, _) = collect_batch(&rx, 1, delay, || None);
         late.join().expect("the sender thread");
         jobs
     }
@@ -716,7 +741,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel::<u32>();
         let started = std::time::Instant::now();
         assert_eq!(
-            collect_batch(&rx, 1, Duration::from_secs(30), None),
+            collect_batch(&rx, 1, Duration::from_secs(30), || None),
             (vec![1], false)
         );
         // It did not wait for the delay (30 s): nothing else was queued.
@@ -737,7 +762,7 @@ mod tests {
             let _ = tx.send(4);
         });
         let started = std::time::Instant::now();
-        let jobs = collect_batch(&rx, 1, Duration::ZERO, Some(Duration::from_millis(300)));
+        let jobs = collect_batch(&rx, 1, Duration::ZERO, || Some(Duration::from_millis(300)));
         assert_eq!(jobs, (vec![1, 2, 3], true));
         // It waited its steady delay out for more, not only for the first one.
         assert!(started.elapsed() >= Duration::from_millis(300));
@@ -843,14 +868,57 @@ mod tests {
         for n in 1..MAX_BATCH as u32 + 10 {
             tx.send(n).expect("queued");
         }
-        let (jobs, waited) = collect_batch(
-            &rx,
-            0,
-            Duration::from_secs(30),
-            Some(Duration::from_secs(30)),
-        );
+        let (jobs, waited) = collect_batch(&rx, 0, Duration::from_secs(30), || {
+            Some(Duration::from_secs(30))
+        });
         assert_eq!(jobs.len(), MAX_BATCH);
         assert!(!waited);
         assert_eq!(rx.try_recv().ok(), Some(MAX_BATCH as u32));
+    }
+
+    #[test]
+    fn only_a_lone_write_asks_the_pace_so_only_lone_writes_count_towards_a_probe() {
+        let steady = Duration::from_millis(3);
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(2).expect("queued");
+        let mut asked = false;
+        let (jobs, waited) = collect_batch(&rx, 1, Duration::ZERO, || {
+            asked = true;
+            Some(steady)
+        });
+        assert_eq!((jobs, waited, asked), (vec![1, 2], false, false));
+        // A stream whose waits gather nothing: the batches that were not lone between two lone
+        // writes do not bring the next probe nearer.
+        let mut pace = Pace::new(steady);
+        for _ in 0..40 {
+            if pace
+                .steady_wait(Duration::from_micros(1_000), steady)
+                .is_some()
+            {
+                pace.waited(false);
+            }
+        }
+        let skipped = pace.skipped;
+        for _ in 0..100 {
+            assert!(pace.steady_gap(Duration::from_micros(1_000), steady));
+        }
+        assert_eq!(pace.skipped, skipped);
+    }
+
+    #[test]
+    fn a_wait_too_long_for_the_clock_is_waited_without_a_panic() {
+        let (tx, rx) = std::sync::mpsc::channel::<u32>();
+        drop(tx);
+        assert_eq!(
+            collect_batch(&rx, 1, Duration::MAX, || Some(Duration::MAX)),
+            (vec![1], true)
+        );
+        let (tx, rx) = std::sync::mpsc::channel::<u32>();
+        tx.send(2).expect("queued");
+        drop(tx);
+        assert_eq!(
+            collect_batch(&rx, 1, Duration::MAX, || None),
+            (vec![1, 2], false)
+        );
     }
 }
