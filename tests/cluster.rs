@@ -131,22 +131,21 @@ fn where_they_are(bus: &Bus, node: &str, missing: &[&str]) -> String {
                     .map(|s| (&s.unit, s.phase))
                     .collect::<Vec<_>>()
             ),
+            // (Also a process whose state does not parse: `Store::process` reads it as none.)
             Ok(None) => "no process".into(),
             Err(e) => format!("process unreadable: {e}"),
         };
         out.push_str(&format!("- {ma}: {process}\n"));
-        for r in store
-            .timeline(ma)
-            .unwrap_or_default()
-            .iter()
-            .rev()
-            .take(8)
-            .rev()
-        {
-            out.push_str(&format!(
-                "    {} {} {} {:?} {:?}->{:?} attempt {:?} {:?}\n",
-                r.at, r.component, r.event, r.kind, r.from, r.to, r.attempt, r.reason
-            ));
+        match store.timeline(ma) {
+            Ok(rows) => {
+                for r in rows.iter().rev().take(8).rev() {
+                    out.push_str(&format!(
+                        "    {} {} {} {:?} {:?}->{:?} attempt {:?} {:?}\n",
+                        r.at, r.component, r.event, r.kind, r.from, r.to, r.attempt, r.reason
+                    ));
+                }
+            }
+            Err(e) => out.push_str(&format!("    trace unreadable: {e}\n")),
         }
     }
     let names: Vec<&str> = PROCESSES.iter().map(|(_, log)| *log).collect();

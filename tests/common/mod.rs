@@ -934,21 +934,33 @@ pub async fn answer_as_civil_status_office(bus: &Bus) {
     let ingress = bus.names.ingress_exchange();
     tokio::spawn(async move {
         let mut seen = std::collections::HashSet::new();
+        // The answer to each forward not yet confirmed: a forward handed back and delivered
+        // again is answered with the same message id (a publish reported as failed may have
+        // reached the broker all the same).
+        let mut pending: std::collections::HashMap<String, Envelope> = Default::default();
         while let Some(Ok(d)) = consumer.next().await {
             if let Ok(env) = serde_json::from_slice::<Envelope>(&d.data)
                 && env.kind.as_str() == Kind::FORWARD
                 && !seen.contains(&env.message_id)
             {
-                let mut r = env.reply(Kind::RESULT, SON_HA_CIVIL, &env.sender);
-                r.payload.result =
-                    serde_json::json!({"so_dang_ky": format!("KS-{}", env.ma_ho_so)})
-                        .as_object()
-                        .cloned();
+                let r = pending
+                    .entry(env.message_id.clone())
+                    .or_insert_with(|| {
+                        let mut r = env.reply(Kind::RESULT, SON_HA_CIVIL, &env.sender);
+                        r.payload.result =
+                            serde_json::json!({"so_dang_ky": format!("KS-{}", env.ma_ho_so)})
+                                .as_object()
+                                .cloned();
+                        r
+                    })
+                    .clone();
                 // Published with retries, as a client that keeps what it was given until its
                 // answer is confirmed (through a cluster's failover, say); the forward is acked
-                // only then, and handed back to the queue if the answer never goes out.
+                // only then, and handed back to the queue if the answer has not gone out within
+                // 30 s (the office answers one forward at a time: the others wait meanwhile).
+                let give_up = Instant::now() + Duration::from_secs(30);
                 let mut sent = false;
-                for _ in 0..300 {
+                while !sent && Instant::now() < give_up {
                     sent = publisher
                         .publish(
                             &ingress,
@@ -959,10 +971,9 @@ pub async fn answer_as_civil_status_office(bus: &Bus) {
                         )
                         .await
                         .is_ok();
-                    if sent {
-                        break;
+                    if !sent {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 if !sent {
                     let requeue = lapin::options::BasicNackOptions {
@@ -972,6 +983,7 @@ pub async fn answer_as_civil_status_office(bus: &Bus) {
                     let _ = d.nack(requeue).await;
                     continue;
                 }
+                pending.remove(&env.message_id);
                 seen.insert(env.message_id.clone());
             }
             let _ = d.ack(BasicAckOptions::default()).await;
@@ -1077,21 +1089,42 @@ pub fn listen_reconnecting(
     rx
 }
 
-/// Every queue of the test's `prefix` with its messages (total and ready), one per line,
-/// for a failure's message: on the shared node, or on the private node `node` (`rabbitmqctl
-/// -n`). RabbitMQ refreshes these counts on each queue's tick (seconds).
+/// Every queue of the test's `prefix` with its messages (total, ready, unacknowledged) and
+/// consumers, one per line under a header, for a failure's message (with rabbitmqctl's error
+/// when it failed or took over 60 s): on the shared node, or on the private node `node`
+/// (`rabbitmqctl -n`). RabbitMQ refreshes these counts on each queue's tick (seconds).
 pub fn broker_queues(node: Option<&str>, prefix: &str) -> String {
-    let mut cmd = std::process::Command::new("rabbitmqctl");
+    // Bounded: a node that does not answer must not hold up the failure it is asked to explain.
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["60", "rabbitmqctl"]);
     if let Some(node) = node {
         cmd.args(["-n", node]);
     }
-    let out = cmd
-        .args(["-q", "list_queues", "name", "messages", "messages_ready"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    out.lines()
-        .filter(|l| l.starts_with(prefix))
-        .collect::<Vec<_>>()
-        .join("\n")
+    let columns = [
+        "name",
+        "messages",
+        "messages_ready",
+        "messages_unacknowledged",
+        "consumers",
+    ];
+    match cmd.args(["-q", "list_queues"]).args(columns).output() {
+        Ok(o) => {
+            let out = String::from_utf8_lossy(&o.stdout);
+            let mut lines: Vec<String> = vec![columns.join(" ")];
+            lines.extend(
+                out.lines()
+                    .filter(|l| l.starts_with(prefix))
+                    .map(str::to_string),
+            );
+            if !o.status.success() {
+                lines.push(format!(
+                    "(rabbitmqctl list_queues: {}; {})",
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ));
+            }
+            lines.join("\n")
+        }
+        Err(e) => format!("(rabbitmqctl list_queues: {e})"),
+    }
 }

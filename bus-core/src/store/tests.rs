@@ -789,8 +789,13 @@ fn a_new_store_has_small_pages_and_an_older_store_keeps_its_own() {
 /// for their answers, through a running writer with `steady` as its steady commit delay and no
 /// commit delay under load: for each write after the first `warm`, whether it found an earlier
 /// write in its own commit (the writer's connection, inside the transaction, sees more rows than
-/// a reader, which sees only what was committed).
-async fn joined_a_commit(steady: std::time::Duration, warm: usize, n: usize) -> Vec<bool> {
+/// a reader, which sees only what was committed); and the median interval between those writes
+/// as sent (a loaded machine stretches the sleeps).
+async fn joined_a_commit(
+    steady: std::time::Duration,
+    warm: usize,
+    n: usize,
+) -> (Vec<bool>, std::time::Duration) {
     let dir = temp_dir("steady-writes");
     let path = dir.join("s.db");
     let writer = MessageWriter::start_with(
@@ -813,6 +818,7 @@ async fn joined_a_commit(steady: std::time::Duration, warm: usize, n: usize) -> 
     ));
     let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![false; n]));
     let mut answers = Vec::new();
+    let mut sent = Vec::new();
     for i in 0..n {
         let (reader, seen) = (reader.clone(), seen.clone());
         let answer = writer
@@ -832,6 +838,7 @@ async fn joined_a_commit(steady: std::time::Duration, warm: usize, n: usize) -> 
             })
             .expect("queued");
         answers.push(answer);
+        sent.push(std::time::Instant::now());
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     for a in answers {
@@ -840,21 +847,38 @@ async fn joined_a_commit(steady: std::time::Duration, warm: usize, n: usize) -> 
     drop(writer);
     let _ = std::fs::remove_dir_all(dir);
     let seen = seen.lock().expect("the writes' findings").clone();
-    seen[warm..].to_vec()
+    let mut gaps: Vec<_> = sent[warm..].windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort();
+    (seen[warm..].to_vec(), gaps[gaps.len() / 2])
 }
 
 /// The steady commit delay through a running writer ([`super::writer`]'s `Pace` and its
-/// wiring): writes arriving on their own a millisecond apart commit together when the steady
-/// delay is on (3 ms: about three to a commit) and one at a time when it is off.
+/// wiring): writes arriving on their own about a millisecond apart commit together when the
+/// steady delay is on and one at a time when it is off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_arriving_steadily_one_at_a_time_share_commits_only_with_the_steady_delay() {
     let fraction = |v: &[bool]| v.iter().filter(|b| **b).count() as f64 / v.len() as f64;
-    let on = joined_a_commit(std::time::Duration::from_millis(3), 50, 300).await;
-    let off = joined_a_commit(std::time::Duration::ZERO, 50, 300).await;
-    // With commits of three, two writes in three find an earlier one; on a busy machine the
-    // sleeps stretch and fewer arrive within the wait. Without it, a write finds another in its
-    // commit only when the writer was late enough for two to be queued.
-    assert!(fraction(&on) >= 0.3, "with the steady delay: {on:?}");
+    // 10 ms (the shipped default is 3): long enough that a wait gathers company, and the waits
+    // go on, even when a loaded machine stretches the 1 ms sleeps to several.
+    // A machine too busy to send every millisecond or so does not make the case: measured again
+    // (a few times at most).
+    let mut on = joined_a_commit(std::time::Duration::from_millis(10), 50, 300).await;
+    for _ in 0..4 {
+        if on.1 <= std::time::Duration::from_micros(2_500) {
+            break;
+        }
+        on = joined_a_commit(std::time::Duration::from_millis(10), 50, 300).await;
+    }
+    let (on, gap) = on;
+    let (off, _) = joined_a_commit(std::time::Duration::ZERO, 50, 300).await;
+    // With the wait, a lone write gathers the writes of the next 10 ms (about nine on a quiet
+    // machine), and the one arriving during that commit commits alone: most writes find an
+    // earlier one in their commit. Without it, a write finds another only when the writer was
+    // late enough for two to be queued.
+    assert!(
+        fraction(&on) >= 0.3,
+        "with the steady delay, writes {gap:?} apart: {on:?}"
+    );
     assert!(
         fraction(&off) + 0.2 <= fraction(&on),
         "without it: {off:?}; with it: {on:?}"
