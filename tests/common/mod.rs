@@ -958,17 +958,12 @@ pub async fn answer_as_civil_status_office(bus: &Bus) {
                 // answer is confirmed (through a cluster's failover, say); the forward is acked
                 // only then, and handed back to the queue if the answer has not gone out within
                 // 30 s (the office answers one forward at a time: the others wait meanwhile).
+                let (body, properties) = (r.to_bytes(), envelope_properties(&r));
                 let give_up = Instant::now() + Duration::from_secs(30);
                 let mut sent = false;
                 while !sent && Instant::now() < give_up {
                     sent = publisher
-                        .publish(
-                            &ingress,
-                            "",
-                            &r.to_bytes(),
-                            lienthong_core::amqp::envelope_properties(&r),
-                            true,
-                        )
+                        .publish(&ingress, "", &body, properties.clone(), true)
                         .await
                         .is_ok();
                     if !sent {
