@@ -206,8 +206,8 @@ pub fn section(r: &Results, body: &[(String, String)], previous: Option<&str>) -
         "\n{met} met, {not_met} not met, {unmeasured} not measured. Where the cost is, for a \
          target not met: per process, [CPU and memory](#cpu-and-memory) and the \
          [Scale](#scale) table; what a routed message waits for, [Router \
-         stages](#router-stages); why each target not met cannot be met on this machine, \
-         with the profile that shows it, [Why the targets not met stay \
+         stages](#router-stages); for each target not met, the figures that place its cost \
+         and whether it can go lower on this machine, [Why the targets not met stay \
          not met](#why-the-targets-not-met-stay-not-met) (kept by hand at the head of the \
          changes); the profiles and what was tried, [Changes and their \
          effect](#changes-and-their-effect)."
