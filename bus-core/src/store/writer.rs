@@ -293,12 +293,7 @@ fn collect_batch<T>(
     steady: impl FnOnce() -> Option<std::time::Duration>,
 ) -> (Vec<T>, bool) {
     let mut jobs = vec![first];
-    while jobs.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(j) => jobs.push(j),
-            Err(_) => break,
-        }
-    }
+    take_queued(rx, &mut jobs);
     let lone = jobs.len() < COMMIT_SIBLINGS;
     let wait = if lone {
         steady().unwrap_or_default()
@@ -306,20 +301,43 @@ fn collect_batch<T>(
         delay
     };
     if !wait.is_zero() {
-        // A wait too long to be an instant (options set by hand) is waited for each write
-        // (`recv_timeout` takes any duration); never a panic.
+        // The wait is slept out, then what came in it is taken: a thread blocked in
+        // `recv_timeout` is woken by every send, which costs each write that arrives in the
+        // wait two context switches and a futex call on each side. In slices of at most
+        // [`WAIT_SLICE`], so that a closed channel ends even a wait too long for the clock
+        // (options set by hand; never a panic) and a full batch does not wait on.
         let until = std::time::Instant::now().checked_add(wait);
-        while jobs.len() < MAX_BATCH {
+        loop {
             let left = until.map_or(wait, |u| {
                 u.saturating_duration_since(std::time::Instant::now())
             });
-            match rx.recv_timeout(left) {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
+            if left.is_zero() || jobs.len() >= MAX_BATCH {
+                break;
+            }
+            std::thread::sleep(left.min(WAIT_SLICE));
+            if take_queued(rx, &mut jobs) {
+                break;
             }
         }
     }
     (jobs, lone && !wait.is_zero())
+}
+
+/// The longest sleep of a batch's wait before the writer looks at its queue: 50 ms. Longer than
+/// any shipped delay, so that one of those is a single sleep.
+const WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Move the writes queued in `rx` into `jobs`, up to [`MAX_BATCH`]; whether the channel is
+/// closed (every sender gone).
+fn take_queued<T>(rx: &std::sync::mpsc::Receiver<T>, jobs: &mut Vec<T>) -> bool {
+    while jobs.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(j) => jobs.push(j),
+            Err(std::sync::mpsc::TryRecvError::Empty) => return false,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return true,
+        }
+    }
+    false
 }
 
 /// Shortest idle gap before a write that counts as a write arriving on its own: 250 µs. A
@@ -903,6 +921,45 @@ mod tests {
             assert!(pace.steady_gap(Duration::from_micros(1_000), steady));
         }
         assert_eq!(pace.skipped, skipped);
+    }
+
+    /// The calling thread's voluntary context switches (Linux: `/proc/thread-self/status`).
+    fn voluntary_switches() -> u64 {
+        let status = std::fs::read_to_string("/proc/thread-self/status").expect("procfs");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("voluntary_ctxt_switches")
+    }
+
+    #[test]
+    fn writes_arriving_during_a_wait_do_not_wake_the_writer_one_by_one() {
+        // Forty writes 5 ms apart while the writer waits 400 ms for company: it sleeps the wait
+        // out in slices (8 of 50 ms) and takes what came, instead of being woken by each send
+        // (40 wake-ups and more with `recv_timeout`).
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(2).expect("queued");
+        let sender = std::thread::spawn(move || {
+            for n in 3..=42 {
+                std::thread::sleep(Duration::from_millis(5));
+                let _ = tx.send(n);
+            }
+        });
+        let before = voluntary_switches();
+        let (jobs, waited) = collect_batch(&rx, 1, Duration::from_millis(400), || None);
+        let switches = voluntary_switches() - before;
+        sender.join().expect("the sender thread");
+        assert!(!waited, "not a lone write");
+        assert_eq!(jobs[..2], [1, 2]);
+        // Every write is in the batch or still queued, in order.
+        let all: Vec<u32> = jobs.iter().copied().chain(rx.try_iter()).collect();
+        assert_eq!(all, (1..=42).collect::<Vec<u32>>());
+        assert!(
+            switches < 20,
+            "the writer was woken {switches} times in its wait ({} writes came in it)",
+            jobs.len() - 2
+        );
     }
 
     #[test]
