@@ -293,19 +293,21 @@ fn collect_batch<T>(
     steady: impl FnOnce() -> Option<std::time::Duration>,
 ) -> (Vec<T>, bool) {
     let mut jobs = vec![first];
-    take_queued(rx, &mut jobs);
+    let closed = take_queued(rx, &mut jobs);
     let lone = jobs.len() < COMMIT_SIBLINGS;
     let wait = if lone {
         steady().unwrap_or_default()
     } else {
         delay
     };
-    if !wait.is_zero() {
+    if !wait.is_zero() && !closed {
         // The wait is slept out, then what came in it is taken: a thread blocked in
         // `recv_timeout` is woken by every send, which costs each write that arrives in the
         // wait two context switches and a futex call on each side. In slices of at most
-        // [`WAIT_SLICE`], so that a closed channel ends even a wait too long for the clock
-        // (options set by hand; never a panic) and a full batch does not wait on.
+        // [`WAIT_SLICE`], so that a channel closed during the wait ends even one too long for
+        // the clock (options set by hand; never a panic). A batch full before the wait does
+        // not wait; one that fills during it commits at the end of its slice (with the shipped
+        // delays, the end of the wait: never later than the delay).
         let until = std::time::Instant::now().checked_add(wait);
         loop {
             let left = until.map_or(wait, |u| {
@@ -924,6 +926,7 @@ mod tests {
     }
 
     /// The calling thread's voluntary context switches (Linux: `/proc/thread-self/status`).
+    #[cfg(target_os = "linux")]
     fn voluntary_switches() -> u64 {
         let status = std::fs::read_to_string("/proc/thread-self/status").expect("procfs");
         status
@@ -934,6 +937,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn writes_arriving_during_a_wait_do_not_wake_the_writer_one_by_one() {
         // Forty writes 5 ms apart while the writer waits 400 ms for company: it sleeps the wait
         // out in slices (8 of 50 ms) and takes what came, instead of being woken by each send
