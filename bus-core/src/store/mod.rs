@@ -38,6 +38,7 @@ mod tests;
 pub mod trace;
 pub mod trace_write;
 pub mod value;
+pub mod wal_checkpoint;
 pub mod writer;
 
 pub use body_codec::BodyCompression;
@@ -50,4 +51,5 @@ pub use idempotency::IdempotentRequest;
 pub use location::StoreLocation;
 pub use messages::{MessageSelection, StoredMessage};
 pub use process::{Applied, Arrival, OutboxEntry};
-pub use writer::{CHECKPOINT_WAL_BYTES, MessageWriter, RESET_WAL_BYTES, WriterOptions};
+pub use wal_checkpoint::{CHECKPOINT_WAL_BYTES, FINAL_CHECKPOINT_BYTES, RESET_WAL_BYTES};
+pub use writer::{MessageWriter, WriterOptions};

@@ -2,13 +2,12 @@
 //! through one thread and one connection, which commits the writes queued meanwhile together,
 //! and keeps WAL checkpoints out of the commits messages wait on.
 
-use std::path::Path;
-
 use super::body_codec::BodyCompression;
 use super::db::{Db, DbError};
 use super::error::StoreError;
 use super::location::StoreLocation;
-use super::migrations::{open_connection, open_sqlite};
+use super::migrations::open_connection;
+use super::wal_checkpoint::WalCheckpoints;
 use crate::trace::event::TraceEvent;
 
 /// What a write returns to its caller (downcast by [`MessageWriter::transact`]).
@@ -185,36 +184,14 @@ impl WriteJob {
 /// transaction and answers each after the commit. Under load many messages share a commit and a
 /// thread wake-up; an idle writer commits each write at once.
 ///
-/// WAL checkpoints stay out of the commits that messages wait on. SQLite's automatic
-/// checkpoint would run inside the commit that crosses 1000 frames, copying megabytes into the
-/// database file and syncing it while every message of that commit waits. Instead:
-/// - every [`CHECKPOINT_WAL_BYTES`] of new WAL (4 MiB: SQLite's automatic 1000 frames of
-///   4 KiB pages), a checkpointer thread with its own connection copies the WAL into the
-///   database (`PASSIVE`: it never blocks the writer), as often as SQLite's own checkpoint
-///   would on 4 KiB pages, so the disk sees no more syncs than before;
-/// - once the WAL holds [`RESET_WAL_BYTES`], the checkpointer is left alone and the writer,
-///   between two batches, runs a `PASSIVE` checkpoint of the frames written since the
-///   checkpointer's latest one (again after the next batch if that one was still running). The next
-///   transaction then starts the WAL over. (A checkpoint running beside a busy writer never
-///   catches up with it alone, and the WAL would grow without end.) That is one short
-///   checkpoint in the writer per eight of the checkpointer's.
-///
-/// The thresholds are bytes of WAL, counted in frames of the store's page size
-/// (the one it was created with: [`super::migrations::PAGE_SIZE`] for a store created by this
-/// release, 1 KiB or 4 KiB for older ones).
+/// WAL checkpoints stay out of the commits that messages wait on: on SQLite a checkpointer
+/// thread copies the log beside the writer, and the writer lets the log start over with a short
+/// checkpoint of its own between two batches ([`super::wal_checkpoint`]).
 #[derive(Clone)]
 pub struct MessageWriter {
     tx: std::sync::mpsc::Sender<WriteJob>,
     compression: BodyCompression,
 }
-
-/// Bytes of new WAL after which the writer wakes its checkpointer: 4 MiB, SQLite's automatic
-/// threshold (1000 frames) at its default 4 KiB page.
-pub const CHECKPOINT_WAL_BYTES: i64 = 4 << 20;
-
-/// Bytes of WAL after which the writer finishes a checkpoint itself so that the WAL starts
-/// over: 32 MiB. The checkpointer has copied all but the last 4 MiB or so by then.
-pub const RESET_WAL_BYTES: i64 = 32 << 20;
 
 /// Most writes in one commit.
 const MAX_BATCH: usize = 256;
@@ -436,35 +413,6 @@ impl Pace {
 /// Writes found queued at once from which the writer waits [`COMMIT_DELAY`] for more.
 pub const COMMIT_SIBLINGS: usize = 2;
 
-/// `bytes` of WAL in frames of `page_size` bytes (at least one).
-fn frames_of(bytes: i64, page_size: i64) -> i32 {
-    (bytes / page_size.max(512)).clamp(1, i32::MAX as i64) as i32
-}
-
-/// Start the checkpointer thread of a writer connection: returns the signal that wakes it. The
-/// thread ends when the signal's sender is dropped (with the writer's connection).
-fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>, StoreError> {
-    let conn = open_sqlite(path)?;
-    let (signal, wake) = std::sync::mpsc::sync_channel::<()>(1);
-    std::thread::Builder::new()
-        .name("lienthong-store-checkpointer".into())
-        .spawn(move || {
-            while wake.recv().is_ok() {
-                if let Err(e) = checkpoint_passive(&conn) {
-                    tracing::warn!(message = "WAL checkpoint failed; will retry", error = %e);
-                }
-            }
-        })
-        .map_err(|e| StoreError::Io("the store checkpointer thread".into(), e))?;
-    Ok(signal)
-}
-
-/// `PRAGMA wal_checkpoint(PASSIVE)`: copy what the WAL holds into the database without
-/// waiting for anyone (what it could not copy, the next one will).
-fn checkpoint_passive(conn: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-}
-
 impl MessageWriter {
     /// How this writer keeps the message store's bodies ([`WriterOptions::compression`]).
     pub fn compression(&self) -> BodyCompression {
@@ -484,44 +432,15 @@ impl MessageWriter {
         location: impl Into<StoreLocation>,
         options: WriterOptions,
     ) -> Result<MessageWriter, StoreError> {
-        use std::sync::atomic::{AtomicI32, Ordering};
         let location = location.into();
         let mut conn = open_connection(&location)?;
-        // Frames in the WAL after the writer's latest commit (SQLite only).
-        let frames = std::sync::Arc::new(AtomicI32::new(0));
-        // The WAL's thresholds in frames of this store's page size (the one it was created
-        // with: 4 KiB before issue 21, 1 KiB until 2026-12-07, PAGE_SIZE since).
-        let mut reset_frames = i32::MAX;
-        if let (Some(sqlite), StoreLocation::Sqlite(path)) = (conn.sqlite_mut(), &location) {
-            let page_size: i64 = sqlite
-                .query_row("PRAGMA page_size", [], |r| r.get(0))
-                .map_err(DbError::from)?;
-            let checkpoint_frames = frames_of(CHECKPOINT_WAL_BYTES, page_size);
-            reset_frames = frames_of(RESET_WAL_BYTES, page_size);
-            let signal = start_checkpointer(path)?;
-            let seen = frames.clone();
-            // Frames in the WAL when the checkpointer was last woken.
-            let mut woken_at = 0;
-            // The hook replaces this connection's automatic checkpoint (sqlite3_wal_hook).
-            sqlite
-                .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n: i32| {
-                    seen.store(n, Ordering::Relaxed);
-                    if n < woken_at {
-                        // The WAL started over.
-                        woken_at = 0;
-                    }
-                    // From reset_frames on the writer checkpoints itself (a running background
-                    // checkpoint would make its attempt return busy).
-                    if n - woken_at >= checkpoint_frames
-                        && n < reset_frames
-                        && signal.try_send(()).is_ok()
-                    {
-                        woken_at = n;
-                    }
-                    Ok(())
-                }))
-                .map_err(DbError::from)?;
-        }
+        // SQLite: the checkpointer beside the writer and the writer's own short checkpoint.
+        let checkpoints = match (conn.sqlite_mut(), &location) {
+            (Some(sqlite), StoreLocation::Sqlite(path)) => {
+                Some(WalCheckpoints::start(sqlite, path)?)
+            }
+            _ => None,
+        };
         let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
         std::thread::Builder::new()
             .name("lienthong-store-writer".into())
@@ -549,7 +468,8 @@ impl MessageWriter {
                         // since its read. PostgreSQL: `begin` takes the store's write lock (an advisory lock).
                         // The first write's savepoint, when it is isolated, in the same
                         // statement string (one round trip fewer per batch on PostgreSQL).
-                        let first_isolated = jobs.first().is_some_and(|j| j.isolated && j.run.is_some());
+                        let first_isolated =
+                            jobs.first().is_some_and(|j| j.isolated && j.run.is_some());
                         conn.begin_then(first_isolated.then_some("SAVEPOINT job"))?;
                         // The commit releases the savepoint of the batch's last isolated write.
                         let mut open = if first_isolated {
@@ -567,7 +487,8 @@ impl MessageWriter {
                     if r.is_err() {
                         let _ = conn.rollback();
                     }
-                    metrics::histogram!(STORE_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+                    metrics::histogram!(STORE_COMMIT_SECONDS)
+                        .record(started.elapsed().as_secs_f64());
                     metrics::histogram!(STORE_BATCH_WRITES).record(jobs.len() as f64);
                     if r.is_ok() {
                         batch.count();
@@ -576,13 +497,8 @@ impl MessageWriter {
                     for j in jobs {
                         j.answer(r.clone());
                     }
-                    if frames.load(Ordering::Relaxed) >= reset_frames
-                        && let Some(sqlite) = conn.sqlite()
-                    {
-                        frames.store(0, Ordering::Relaxed);
-                        if let Err(e) = checkpoint_passive(sqlite) {
-                            tracing::warn!(message = "WAL checkpoint failed; will retry", error = %e);
-                        }
+                    if let (Some(checkpoints), Some(sqlite)) = (&checkpoints, conn.sqlite()) {
+                        checkpoints.after_batch(sqlite);
                     }
                     // Idle from here: a write that came during the checkpoint was queued.
                     answered = std::time::Instant::now();

@@ -1,0 +1,274 @@
+//! The SQLite store's WAL checkpoints: a checkpointer thread beside the group-commit writer
+//! copies the write-ahead log into the database file, and the writer lets the log start over
+//! with a short checkpoint of its own, so that no commit a message waits on copies megabytes.
+//!
+//! SQLite's automatic checkpoint would run inside the commit that crosses 1000 frames, copying
+//! the log into the database and syncing it while every message of that commit waits
+//! (<https://www.sqlite.org/wal.html>, "Automatic Checkpoint"). Instead:
+//! - every [`CHECKPOINT_WAL_BYTES`] of new log, the writer's WAL hook wakes a checkpointer
+//!   thread with its own connection, which copies the log into the database (`PASSIVE`: it
+//!   never blocks the writer);
+//! - once the log holds [`RESET_WAL_BYTES`], the hook wakes the checkpointer again each time
+//!   more than [`FINAL_CHECKPOINT_BYTES`] of it is not yet copied, and the writer, between two
+//!   batches, copies the rest itself as soon as no more than that is left (a checkpoint running
+//!   beside a busy writer never catches up with it alone). The next transaction then starts
+//!   the log over (SQLite restarts a WAL whose every frame is in the database). So the writer
+//!   copies no more than about [`FINAL_CHECKPOINT_BYTES`] while writes wait; if the
+//!   checkpointer has not got that close by the time one more [`CHECKPOINT_WAL_BYTES`] has
+//!   been written (the writer faster than the checkpointer), the writer copies what is left,
+//!   as it did before 2026-12-07: that bounds the log.
+//!
+//! The thresholds are bytes of log, counted in frames of the store's page size (the one it
+//! was created with: [`super::migrations::PAGE_SIZE`] for a store created by this release,
+//! 1 KiB or 4 KiB for older ones).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+use super::db::DbError;
+use super::error::StoreError;
+use super::migrations::open_sqlite;
+
+/// Bytes of new WAL after which the writer wakes its checkpointer: 4 MiB, SQLite's automatic
+/// threshold (1000 frames) at its default 4 KiB page. BENCHMARKS.md, 2026-12-07 (night):
+/// 16 MiB wrote 4 % fewer bytes per dossier on the HTTP-adapter path, but its larger copies
+/// raised the paced p99 at 1,000 msg/s (medians of three 29.8 and 29.5 ms, against 19.4–23.4
+/// at 4 MiB in the same alternating runs).
+pub const CHECKPOINT_WAL_BYTES: i64 = 4 << 20;
+
+/// Bytes of WAL from which the writer lets the log start over: 32 MiB.
+pub const RESET_WAL_BYTES: i64 = 32 << 20;
+
+/// Most WAL not yet in the database that the writer copies itself, between two batches, to
+/// let the log start over: 1 MiB (a few milliseconds of copying).
+pub const FINAL_CHECKPOINT_BYTES: i64 = 1 << 20;
+
+/// `bytes` of WAL in frames of `page_size` bytes (at least one).
+fn frames_of(bytes: i64, page_size: i64) -> i32 {
+    (bytes / page_size.max(512)).clamp(1, i32::MAX as i64) as i32
+}
+
+/// What the writer's WAL hook, the writer thread and the checkpointer share.
+#[derive(Default)]
+struct Shared {
+    /// Frames in the WAL after the writer's latest commit.
+    frames: AtomicI32,
+    /// How many times the WAL has started over (as the writer's hook saw it).
+    generation: AtomicU32,
+    /// The latest checkpoint's result: the generation it started in (high 32 bits) and the
+    /// frames of the WAL then in the database (low 32 bits).
+    copied: AtomicU64,
+}
+
+impl Shared {
+    /// Frames of a WAL of `frames` not known to be in the database: all of them when the
+    /// latest checkpoint ran on an earlier WAL (or across a restart).
+    fn uncopied(&self, frames: i32) -> i32 {
+        let copied = self.copied.load(Ordering::Acquire);
+        if (copied >> 32) as u32 != self.generation.load(Ordering::Acquire) {
+            return frames;
+        }
+        frames.saturating_sub(copied as u32 as i32).max(0)
+    }
+
+    /// `PRAGMA wal_checkpoint(PASSIVE)`: copy what the WAL holds into the database without
+    /// waiting for anyone (what it could not copy, the next one will), and record how far it
+    /// got. A checkpoint that found another one running copies nothing and records nothing.
+    fn checkpoint(&self, conn: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
+        let generation = self.generation.load(Ordering::Acquire);
+        // (busy, frames in the log, frames checkpointed); -1 when not in WAL mode.
+        let (busy, done): (i64, i64) =
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(2)?))
+            })?;
+        if busy == 0 && done >= 0 {
+            let done = done.min(i64::from(i32::MAX)) as u64;
+            self.copied
+                .store((u64::from(generation) << 32) | done, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+/// Whether the writer, after a batch, copies the rest of the WAL itself: the log holds at
+/// least `reset` frames and at most `last` of them are not yet copied, or it holds `reset`
+/// and one more checkpoint's `interval` (the checkpointer did not catch up meanwhile).
+fn writer_copies_rest(frames: i32, uncopied: i32, reset: i32, last: i32, interval: i32) -> bool {
+    frames >= reset && (uncopied <= last || frames >= reset.saturating_add(interval))
+}
+
+/// The checkpoints of one writer connection ([`WalCheckpoints::start`]).
+pub(super) struct WalCheckpoints {
+    shared: Arc<Shared>,
+    checkpoint_frames: i32,
+    reset_frames: i32,
+    final_frames: i32,
+}
+
+impl WalCheckpoints {
+    /// Start the checkpointer thread of the store file at `path` and install, on the writer's
+    /// connection `writer`, the WAL hook that wakes it (it replaces the connection's automatic
+    /// checkpoint, `sqlite3_wal_hook`). The thread ends when the hook is dropped (with the
+    /// connection).
+    pub(super) fn start(
+        writer: &mut rusqlite::Connection,
+        path: &Path,
+    ) -> Result<WalCheckpoints, StoreError> {
+        let page_size: i64 = writer
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(DbError::from)?;
+        let checkpoint_frames = frames_of(CHECKPOINT_WAL_BYTES, page_size);
+        let reset_frames = frames_of(RESET_WAL_BYTES, page_size);
+        let final_frames = frames_of(FINAL_CHECKPOINT_BYTES, page_size);
+        let shared = Arc::new(Shared::default());
+        let signal = start_checkpointer(path, shared.clone())?;
+        let seen = shared.clone();
+        // Frames in the WAL when the checkpointer was last woken, and after the latest commit.
+        let (mut woken_at, mut last) = (0, 0);
+        writer
+            .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n: i32| {
+                if n < last {
+                    // The WAL started over.
+                    woken_at = 0;
+                    seen.generation.fetch_add(1, Ordering::AcqRel);
+                }
+                last = n;
+                seen.frames.store(n, Ordering::Release);
+                // One interval past the bound the writer copies the rest itself, and a
+                // checkpoint running beside it would only make its attempts answer busy.
+                let wake = if n < reset_frames {
+                    n - woken_at >= checkpoint_frames
+                } else {
+                    n < reset_frames.saturating_add(checkpoint_frames)
+                        && seen.uncopied(n) > final_frames
+                };
+                if wake && signal.try_send(()).is_ok() {
+                    woken_at = n;
+                }
+                Ok(())
+            }))
+            .map_err(DbError::from)?;
+        Ok(WalCheckpoints {
+            shared,
+            checkpoint_frames,
+            reset_frames,
+            final_frames,
+        })
+    }
+
+    /// Between two batches: copy the rest of the WAL on the writer's connection `writer` when
+    /// it is time to let the log start over ([`writer_copies_rest`]). A checkpoint running
+    /// meanwhile makes this one answer busy, and the next batch tries again. (Waking the
+    /// checkpointer again instead could keep it running back to back, each of its passes making
+    /// the writer's next attempt answer busy, and the log would not start over; what stays
+    /// uncopied while no write follows is in the WAL, where readers read it.)
+    pub(super) fn after_batch(&self, writer: &rusqlite::Connection) {
+        let n = self.shared.frames.load(Ordering::Acquire);
+        if !writer_copies_rest(
+            n,
+            self.shared.uncopied(n),
+            self.reset_frames,
+            self.final_frames,
+            self.checkpoint_frames,
+        ) {
+            return;
+        }
+        if let Err(e) = self.shared.checkpoint(writer) {
+            tracing::warn!(message = "WAL checkpoint failed; will retry", error = %e);
+        }
+    }
+}
+
+/// Start the checkpointer thread of the store file at `path`: returns the signal that wakes
+/// it. The thread ends when the signal's sender is dropped.
+fn start_checkpointer(
+    path: &Path,
+    shared: Arc<Shared>,
+) -> Result<std::sync::mpsc::SyncSender<()>, StoreError> {
+    let conn = open_sqlite(path)?;
+    let (signal, wake) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("lienthong-store-checkpointer".into())
+        .spawn(move || {
+            while wake.recv().is_ok() {
+                if let Err(e) = shared.checkpoint(&conn) {
+                    tracing::warn!(message = "WAL checkpoint failed; will retry", error = %e);
+                }
+            }
+        })
+        .map_err(|e| StoreError::Io("the store checkpointer thread".into(), e))?;
+    Ok(signal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writer_copies_the_rest_when_little_is_left_or_an_interval_past_the_bound() {
+        let (reset, last, interval) = (1000, 50, 400);
+        // Below the bound: the checkpointer's work.
+        assert!(!writer_copies_rest(999, 10, reset, last, interval));
+        // At the bound, much not yet copied: the checkpointer is woken instead.
+        assert!(!writer_copies_rest(1200, 400, reset, last, interval));
+        // Little left: the writer copies it and the log starts over.
+        assert!(writer_copies_rest(1200, 50, reset, last, interval));
+        // The checkpointer not catching up: the writer copies the rest one interval past
+        // the bound.
+        assert!(writer_copies_rest(1400, 900, reset, last, interval));
+    }
+
+    #[test]
+    fn a_checkpoint_of_an_earlier_log_counts_nothing_as_copied() {
+        let s = Shared::default();
+        s.copied.store(700, Ordering::Release);
+        assert_eq!(s.uncopied(1000), 300);
+        assert_eq!(s.uncopied(600), 0);
+        // The WAL started over since that checkpoint: none of the new log is known copied.
+        s.generation.fetch_add(1, Ordering::AcqRel);
+        assert_eq!(s.uncopied(1000), 1000);
+        s.copied.store((1 << 32) | 990, Ordering::Release);
+        assert_eq!(s.uncopied(1000), 10);
+    }
+
+    /// The writer's WAL starts over once it passes the bound: the checkpointer copies most of
+    /// it, the writer the rest, and the next commit writes from the log's start.
+    #[test]
+    fn the_log_starts_over_past_its_bound() {
+        let dir =
+            std::env::temp_dir().join(format!("lt-wal-{}", crate::envelope::new_message_id()));
+        let path = dir.join("s.db");
+        let mut conn = open_sqlite(&path).expect("open");
+        conn.execute_batch("CREATE TABLE t (x BLOB)")
+            .expect("table");
+        let ckpt = WalCheckpoints::start(&mut conn, &path).expect("start");
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .expect("page size");
+        let blob = vec![7u8; 16 * 1024];
+        let mut restarted = false;
+        let mut most = 0;
+        // Up to 4 × the bound in 16 KiB rows, a commit each, as the writer's batches.
+        for _ in 0..(4 * RESET_WAL_BYTES / 16384) {
+            conn.execute("INSERT INTO t (x) VALUES (?1)", [&blob])
+                .expect("insert");
+            ckpt.after_batch(&conn);
+            let n = ckpt.shared.frames.load(Ordering::Acquire);
+            if n < most {
+                restarted = true;
+                break;
+            }
+            most = n;
+        }
+        assert!(
+            restarted,
+            "the WAL never started over (at most {most} frames)"
+        );
+        // Not before it held the bound.
+        assert!(i64::from(most) * page >= RESET_WAL_BYTES, "{most} frames");
+        drop(ckpt);
+        drop(conn);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
