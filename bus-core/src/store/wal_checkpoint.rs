@@ -12,11 +12,14 @@
 //!   more than [`FINAL_CHECKPOINT_BYTES`] of it is not yet copied, and the writer, between two
 //!   batches, copies the rest itself as soon as no more than that is left (a checkpoint running
 //!   beside a busy writer never catches up with it alone). The next transaction then starts
-//!   the log over (SQLite restarts a WAL whose every frame is in the database). So the writer
-//!   copies no more than about [`FINAL_CHECKPOINT_BYTES`] while writes wait; if the
+//!   the log over (SQLite restarts a WAL whose every frame is in the database and that no
+//!   reader still reads). So the writer copies no more than about
+//!   [`FINAL_CHECKPOINT_BYTES`] while writes wait; if the
 //!   checkpointer has not got that close by the time one more [`CHECKPOINT_WAL_BYTES`] has
 //!   been written (the writer faster than the checkpointer), the writer copies what is left,
-//!   as it did before 2026-12-07: that bounds the log.
+//!   as it did before 2026-12-07: that bounds the log. (A reader that holds an old snapshot
+//!   keeps every checkpoint from copying past it; the writer's copy once it ends can then be
+//!   large, as before.)
 //!
 //! The thresholds are bytes of log, counted in frames of the store's page size (the one it
 //! was created with: [`super::migrations::PAGE_SIZE`] for a store created by this release,
@@ -233,7 +236,9 @@ mod tests {
     }
 
     /// The writer's WAL starts over once it passes the bound: the checkpointer copies most of
-    /// it, the writer the rest, and the next commit writes from the log's start.
+    /// it, the writer the rest, and the next commit writes from the log's start. (SQLite also
+    /// starts it over below the bound when the checkpointer happened to copy all of it between
+    /// two commits; such a restart is not the one this test waits for.)
     #[test]
     fn the_log_starts_over_past_its_bound() {
         let dir =
@@ -247,26 +252,27 @@ mod tests {
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .expect("page size");
         let blob = vec![7u8; 16 * 1024];
-        let mut restarted = false;
+        let mut restarted_past_bound = false;
         let mut most = 0;
-        // Up to 4 × the bound in 16 KiB rows, a commit each, as the writer's batches.
-        for _ in 0..(4 * RESET_WAL_BYTES / 16384) {
+        // Up to 6 × the bound in 16 KiB rows, a commit each, as the writer's batches.
+        for _ in 0..(6 * RESET_WAL_BYTES / 16384) {
             conn.execute("INSERT INTO t (x) VALUES (?1)", [&blob])
                 .expect("insert");
             ckpt.after_batch(&conn);
             let n = ckpt.shared.frames.load(Ordering::Acquire);
             if n < most {
-                restarted = true;
-                break;
+                if i64::from(most) * page >= RESET_WAL_BYTES {
+                    restarted_past_bound = true;
+                    break;
+                }
+                most = 0;
             }
-            most = n;
+            most = most.max(n);
         }
         assert!(
-            restarted,
-            "the WAL never started over (at most {most} frames)"
+            restarted_past_bound,
+            "the WAL never started over past its bound (at most {most} frames of {page} bytes)"
         );
-        // Not before it held the bound.
-        assert!(i64::from(most) * page >= RESET_WAL_BYTES, "{most} frames");
         drop(ckpt);
         drop(conn);
         let _ = std::fs::remove_dir_all(dir);
