@@ -8,16 +8,17 @@
 //! - every [`CHECKPOINT_WAL_BYTES`] of new log, the writer's WAL hook wakes a checkpointer
 //!   thread with its own connection, which copies the log into the database (`PASSIVE`: it
 //!   never blocks the writer);
-//! - once the log holds [`RESET_WAL_BYTES`], the hook wakes the checkpointer again each time
-//!   more than [`FINAL_CHECKPOINT_BYTES`] of it is not yet copied, and the writer, between two
-//!   batches, copies the rest itself as soon as no more than that is left (a checkpoint running
-//!   beside a busy writer never catches up with it alone). The next transaction then starts
-//!   the log over (SQLite restarts a WAL whose every frame is in the database and that no
-//!   reader still reads). So the writer copies no more than about
-//!   [`FINAL_CHECKPOINT_BYTES`] while writes wait; if the
-//!   checkpointer has not got that close by the time one more [`CHECKPOINT_WAL_BYTES`] has
-//!   been written (the writer faster than the checkpointer), the writer copies what is left,
-//!   as it did before 2026-12-07: that bounds the log. (A reader that holds an old snapshot
+//! - once the log holds [`RESET_WAL_BYTES`], the hook wakes the checkpointer again after each
+//!   [`FINAL_CHECKPOINT_BYTES`] of new log while more than that is not yet copied, and the
+//!   writer, between two batches, reads how far the log is copied (`wal_checkpoint(NOOP)`,
+//!   which sees the log itself even when another process writes the same file) and copies the
+//!   rest itself as soon as no more than that is left (a checkpoint running beside a busy
+//!   writer never catches up with it alone). The next transaction then starts the log over
+//!   (SQLite restarts a WAL whose every frame is in the database and that no reader still
+//!   reads). So the writer copies no more than about [`FINAL_CHECKPOINT_BYTES`] while writes
+//!   wait; if the checkpointer has not got that close by the time one more
+//!   [`CHECKPOINT_WAL_BYTES`] has been written (the writer faster than the checkpointer), the
+//!   writer copies what is left, as it did before 2026-12-07: that bounds the log. (A reader that holds an old snapshot
 //!   keeps every checkpoint from copying past it; the writer's copy once it ends can then be
 //!   large, as before.)
 //!
@@ -27,7 +28,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use super::db::DbError;
 use super::error::StoreError;
@@ -57,41 +58,70 @@ fn frames_of(bytes: i64, page_size: i64) -> i32 {
 struct Shared {
     /// Frames in the WAL after the writer's latest commit.
     frames: AtomicI32,
-    /// How many times the WAL has started over (as the writer's hook saw it).
-    generation: AtomicU32,
-    /// The latest checkpoint's result: the generation it started in (high 32 bits) and the
-    /// frames of the WAL then in the database (low 32 bits).
-    copied: AtomicU64,
+    /// Frames of the WAL in the database as the latest checkpoint (or the writer's reading
+    /// of the log, [`Shared::read_log`]) found them: a hint for the hook's wakes, which may
+    /// be of an earlier log (the writer decides from an exact reading).
+    copied: AtomicI32,
 }
 
 impl Shared {
-    /// Frames of a WAL of `frames` not known to be in the database: all of them when the
-    /// latest checkpoint ran on an earlier WAL (or across a restart).
-    fn uncopied(&self, frames: i32) -> i32 {
+    /// Frames of a WAL of `frames` that the latest record does not show in the database: all
+    /// of them when the record is larger than the log (it is of an earlier one).
+    fn uncopied_hint(&self, frames: i32) -> i32 {
         let copied = self.copied.load(Ordering::Acquire);
-        if (copied >> 32) as u32 != self.generation.load(Ordering::Acquire) {
+        if copied > frames {
             return frames;
         }
-        frames.saturating_sub(copied as u32 as i32).max(0)
+        frames - copied
+    }
+
+    /// Record how far the WAL is copied from what `PRAGMA wal_checkpoint` returned (busy,
+    /// frames in the log, frames of it in the database; -1 when not in WAL mode), and return
+    /// the last two. A checkpoint that found another one running records nothing.
+    fn record(&self, (busy, log, done): (i64, i64, i64)) -> Option<(i32, i32)> {
+        if busy != 0 || log < 0 || done < 0 {
+            return None;
+        }
+        let clamp = |v: i64| v.min(i64::from(i32::MAX)) as i32;
+        self.copied.store(clamp(done), Ordering::Release);
+        Some((clamp(log), clamp(done)))
     }
 
     /// `PRAGMA wal_checkpoint(PASSIVE)`: copy what the WAL holds into the database without
     /// waiting for anyone (what it could not copy, the next one will), and record how far it
-    /// got. A checkpoint that found another one running copies nothing and records nothing.
+    /// got.
     fn checkpoint(&self, conn: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
-        let generation = self.generation.load(Ordering::Acquire);
-        // (busy, frames in the log, frames checkpointed); -1 when not in WAL mode.
-        let (busy, done): (i64, i64) =
-            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(0)?, r.get(2)?))
-            })?;
-        if busy == 0 && done >= 0 {
-            let done = done.min(i64::from(i32::MAX)) as u64;
-            self.copied
-                .store((u64::from(generation) << 32) | done, Ordering::Release);
-        }
+        self.record(wal_checkpoint(conn, "PRAGMA wal_checkpoint(PASSIVE)")?);
         Ok(())
     }
+
+    /// `PRAGMA wal_checkpoint(NOOP)` (SQLite 3.51 and later; [`NOOP_CHECKPOINT_SINCE`]): the
+    /// frames in the WAL and the frames of it in the database as the log's shared index holds
+    /// them, whoever wrote or copied them (another process's writer on the same file, a restart
+    /// this connection's hook did not see), recorded too. Copies nothing and takes no
+    /// checkpoint lock (the two counts are read one after the other, unlocked: another process
+    /// may move them in between, which can only make one decision early or late). `None` when
+    /// the store is not in WAL mode or the index could not be read at once (the next batch
+    /// reads again).
+    fn read_log(&self, conn: &rusqlite::Connection) -> Result<Option<(i32, i32)>, rusqlite::Error> {
+        Ok(self.record(wal_checkpoint(conn, "PRAGMA wal_checkpoint(NOOP)")?))
+    }
+}
+
+/// The first SQLite release whose `wal_checkpoint` pragma knows `NOOP` (3.51.0, as
+/// `sqlite3_libversion_number`). An older library (a system SQLite linked instead of the bundled
+/// one, `LIBSQLITE3_SYS_USE_PKG_CONFIG`) would run an unknown mode as `PASSIVE`, copying the
+/// whole log while writes wait: with one, the writer decides from its own view instead.
+const NOOP_CHECKPOINT_SINCE: i32 = 3_051_000;
+
+/// Run `pragma` (`PRAGMA wal_checkpoint(<mode>)`) on `conn`: (busy, frames in the log, frames
+/// checkpointed), <https://www.sqlite.org/pragma.html#pragma_wal_checkpoint>.
+fn wal_checkpoint(
+    conn: &rusqlite::Connection,
+    pragma: &str,
+) -> Result<(i64, i64, i64), rusqlite::Error> {
+    conn.prepare_cached(pragma)?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
 }
 
 /// Whether the writer, after a batch, copies the rest of the WAL itself: the log holds at
@@ -134,17 +164,20 @@ impl WalCheckpoints {
                 if n < last {
                     // The WAL started over.
                     woken_at = 0;
-                    seen.generation.fetch_add(1, Ordering::AcqRel);
                 }
                 last = n;
                 seen.frames.store(n, Ordering::Release);
+                // Below the bound, a checkpoint every interval. From the bound on, one each
+                // time another `final_frames` of log was written while more than that is not
+                // yet copied (each pass takes the checkpoint lock and syncs: not one a commit).
                 // One interval past the bound the writer copies the rest itself, and a
                 // checkpoint running beside it would only make its attempts answer busy.
                 let wake = if n < reset_frames {
                     n - woken_at >= checkpoint_frames
                 } else {
                     n < reset_frames.saturating_add(checkpoint_frames)
-                        && seen.uncopied(n) > final_frames
+                        && n - woken_at >= final_frames
+                        && seen.uncopied_hint(n) > final_frames
                 };
                 if wake && signal.try_send(()).is_ok() {
                     woken_at = n;
@@ -167,18 +200,43 @@ impl WalCheckpoints {
     /// the writer's next attempt answer busy, and the log would not start over; what stays
     /// uncopied while no write follows is in the WAL, where readers read it.)
     pub(super) fn after_batch(&self, writer: &rusqlite::Connection) {
-        let n = self.shared.frames.load(Ordering::Acquire);
-        if !writer_copies_rest(
-            n,
-            self.shared.uncopied(n),
-            self.reset_frames,
-            self.final_frames,
-            self.checkpoint_frames,
-        ) {
+        if !self.writer_copies_now(writer) {
             return;
         }
         if let Err(e) = self.shared.checkpoint(writer) {
             tracing::warn!(message = "WAL checkpoint failed; will retry", error = %e);
+        }
+    }
+
+    /// Whether the writer copies the rest of the WAL now ([`writer_copies_rest`]), from the
+    /// log's state read on `writer`. The hook's count is this connection's view and the
+    /// checkpointer's record may be of an earlier log: the log may have started over meanwhile
+    /// (another process's writer on the same file) and grown past this connection's count.
+    fn writer_copies_now(&self, writer: &rusqlite::Connection) -> bool {
+        if self.shared.frames.load(Ordering::Acquire) < self.reset_frames {
+            return false;
+        }
+        let state = if rusqlite::version_number() < NOOP_CHECKPOINT_SINCE {
+            // This connection's count and the latest record: stale only when another process
+            // writes the same file.
+            let n = self.shared.frames.load(Ordering::Acquire);
+            Ok(Some((n, n - self.shared.uncopied_hint(n))))
+        } else {
+            self.shared.read_log(writer)
+        };
+        match state {
+            Ok(Some((n, done))) => writer_copies_rest(
+                n,
+                n - done,
+                self.reset_frames,
+                self.final_frames,
+                self.checkpoint_frames,
+            ),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(message = "reading the WAL's state failed; will retry", error = %e);
+                false
+            }
         }
     }
 }
@@ -208,6 +266,24 @@ fn start_checkpointer(
 mod tests {
     use super::*;
 
+    /// A directory of its own for a test's store (100 MiB here), removed even when the test
+    /// fails.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new() -> Scratch {
+            Scratch(
+                std::env::temp_dir().join(format!("lt-wal-{}", crate::envelope::new_message_id())),
+            )
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn the_writer_copies_the_rest_when_little_is_left_or_an_interval_past_the_bound() {
         let (reset, last, interval) = (1000, 50, 400);
@@ -223,16 +299,99 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_of_an_earlier_log_counts_nothing_as_copied() {
+    fn the_hooks_hint_counts_a_record_of_an_earlier_log_as_nothing_copied() {
         let s = Shared::default();
         s.copied.store(700, Ordering::Release);
-        assert_eq!(s.uncopied(1000), 300);
-        assert_eq!(s.uncopied(600), 0);
-        // The WAL started over since that checkpoint: none of the new log is known copied.
-        s.generation.fetch_add(1, Ordering::AcqRel);
-        assert_eq!(s.uncopied(1000), 1000);
-        s.copied.store((1 << 32) | 990, Ordering::Release);
-        assert_eq!(s.uncopied(1000), 10);
+        assert_eq!(s.uncopied_hint(1000), 300);
+        // The record is larger than the log: it is of an earlier one.
+        assert_eq!(s.uncopied_hint(600), 600);
+        assert_eq!(
+            s.record((1, 900, 900)),
+            None,
+            "a busy checkpoint records nothing"
+        );
+        assert_eq!(s.uncopied_hint(1000), 300);
+        assert_eq!(s.record((0, 1000, 990)), Some((1000, 990)));
+        assert_eq!(s.uncopied_hint(1000), 10);
+    }
+
+    /// Another writer on the same file (another process) started the log over and wrote it
+    /// past this connection's count, and nothing of the new log is copied: the writer reads
+    /// that from the log and leaves it to the checkpointer, where this connection's own view
+    /// (its count only grew; its checkpointer's record says nearly all of it copied) would
+    /// have had it copy a whole log while its writes wait.
+    #[test]
+    fn the_writer_decides_from_the_log_not_from_its_own_view() {
+        assert!(
+            rusqlite::version_number() >= NOOP_CHECKPOINT_SINCE,
+            "SQLite {} is linked: the writer reads the log only from 3.51 on",
+            rusqlite::version()
+        );
+        let dir = Scratch::new();
+        let path = dir.0.join("s.db");
+        let mut conn = open_sqlite(&path).expect("open");
+        conn.execute_batch("CREATE TABLE t (x BLOB)")
+            .expect("table");
+        let ckpt = WalCheckpoints::start(&mut conn, &path).expect("start");
+        let blob = vec![7u8; 16 * 1024];
+        let insert = "INSERT INTO t (x) VALUES (?1)";
+        // This connection fills the log past the bound in one transaction, and all of it gets
+        // copied (its record says so).
+        let tx = conn.transaction().expect("begin");
+        for _ in 0..(RESET_WAL_BYTES / 16384 + 16) {
+            tx.execute(insert, [&blob]).expect("insert");
+        }
+        tx.commit().expect("commit");
+        let ours = ckpt.shared.frames.load(Ordering::Acquire);
+        assert!(ours >= ckpt.reset_frames, "{ours} frames");
+        loop {
+            ckpt.shared.checkpoint(&conn).expect("checkpoint");
+            match ckpt.shared.read_log(&conn).expect("read") {
+                Some((n, done)) if n == done => break,
+                _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+        // Another writer empties the log; a reader then keeps any checkpoint from copying
+        // what that writer writes next, a row a commit, until the log is just past ours.
+        let other = open_sqlite(&path).expect("open the other writer");
+        // (Its own automatic checkpoints could copy nothing either; they only cost time.)
+        other
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .expect("no automatic checkpoint");
+        loop {
+            let (busy, n, _) =
+                wal_checkpoint(&other, "PRAGMA wal_checkpoint(TRUNCATE)").expect("truncate");
+            if busy == 0 && n == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let reader = open_sqlite(&path).expect("open the reader");
+        reader
+            .execute_batch("BEGIN; SELECT count(*) FROM t;")
+            .expect("read");
+        let theirs = loop {
+            other.execute(insert, [&blob]).expect("insert");
+            let (_, n, done) = wal_checkpoint(&other, "PRAGMA wal_checkpoint(NOOP)").expect("noop");
+            assert_eq!(done, 0, "the reader keeps the new log out of the database");
+            if n > i64::from(ours) {
+                break n;
+            }
+        };
+        // This connection commits once more: its count grew, so its hook sees no restart.
+        conn.execute(insert, [&blob]).expect("insert");
+        let n = ckpt.shared.frames.load(Ordering::Acquire);
+        assert!(i64::from(n) > theirs, "{n} frames after {theirs}");
+        assert!(
+            n < ckpt.reset_frames + ckpt.checkpoint_frames,
+            "{n} frames: past the fallback, which copies whatever is left"
+        );
+        assert!(
+            !ckpt.writer_copies_now(&conn),
+            "the writer would copy {n} uncopied frames while writes wait"
+        );
+        assert_eq!(ckpt.shared.copied.load(Ordering::Acquire), 0);
+        reader.execute_batch("COMMIT").expect("end the read");
     }
 
     /// The writer's WAL starts over once it passes the bound: the checkpointer copies most of
@@ -241,9 +400,8 @@ mod tests {
     /// two commits; such a restart is not the one this test waits for.)
     #[test]
     fn the_log_starts_over_past_its_bound() {
-        let dir =
-            std::env::temp_dir().join(format!("lt-wal-{}", crate::envelope::new_message_id()));
-        let path = dir.join("s.db");
+        let dir = Scratch::new();
+        let path = dir.0.join("s.db");
         let mut conn = open_sqlite(&path).expect("open");
         conn.execute_batch("CREATE TABLE t (x BLOB)")
             .expect("table");
@@ -273,8 +431,5 @@ mod tests {
             restarted_past_bound,
             "the WAL never started over past its bound (at most {most} frames of {page} bytes)"
         );
-        drop(ckpt);
-        drop(conn);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
