@@ -278,6 +278,19 @@ mod tests {
         }
     }
 
+    impl Scratch {
+        /// A store file in this directory with one table `t (x BLOB)`: its path, and a writer
+        /// connection with its checkpoints.
+        fn store(&self) -> (std::path::PathBuf, rusqlite::Connection, WalCheckpoints) {
+            let path = self.0.join("s.db");
+            let mut conn = open_sqlite(&path).expect("open");
+            conn.execute_batch("CREATE TABLE t (x BLOB)")
+                .expect("table");
+            let ckpt = WalCheckpoints::start(&mut conn, &path).expect("start");
+            (path, conn, ckpt)
+        }
+    }
+
     impl Drop for Scratch {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
@@ -328,11 +341,7 @@ mod tests {
             rusqlite::version()
         );
         let dir = Scratch::new();
-        let path = dir.0.join("s.db");
-        let mut conn = open_sqlite(&path).expect("open");
-        conn.execute_batch("CREATE TABLE t (x BLOB)")
-            .expect("table");
-        let ckpt = WalCheckpoints::start(&mut conn, &path).expect("start");
+        let (path, mut conn, ckpt) = dir.store();
         let blob = vec![7u8; 16 * 1024];
         let insert = "INSERT INTO t (x) VALUES (?1)";
         // This connection fills the log past the bound in one transaction, and all of it gets
@@ -401,11 +410,7 @@ mod tests {
     #[test]
     fn the_log_starts_over_past_its_bound() {
         let dir = Scratch::new();
-        let path = dir.0.join("s.db");
-        let mut conn = open_sqlite(&path).expect("open");
-        conn.execute_batch("CREATE TABLE t (x BLOB)")
-            .expect("table");
-        let ckpt = WalCheckpoints::start(&mut conn, &path).expect("start");
+        let (_, conn, ckpt) = dir.store();
         let page: i64 = conn
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .expect("page size");
