@@ -18,9 +18,9 @@
 //!   reads). So the writer copies no more than about [`FINAL_CHECKPOINT_BYTES`] while writes
 //!   wait; if the checkpointer has not got that close by the time one more
 //!   [`CHECKPOINT_WAL_BYTES`] has been written (the writer faster than the checkpointer), the
-//!   writer copies what is left, as it did before 2026-12-07: that bounds the log. (A reader that holds an old snapshot
-//!   keeps every checkpoint from copying past it; the writer's copy once it ends can then be
-//!   large, as before.)
+//!   writer copies what is left, as it did before 2026-12-07: that bounds the log. (A reader
+//!   that holds an old snapshot keeps every checkpoint from copying past it; the writer's copy
+//!   once it ends can then be large, as before.)
 //!
 //! The thresholds are bytes of log, counted in frames of the store's page size (the one it
 //! was created with: [`super::migrations::PAGE_SIZE`] for a store created by this release,
