@@ -213,13 +213,13 @@ impl WalCheckpoints {
     /// checkpointer's record may be of an earlier log: the log may have started over meanwhile
     /// (another process's writer on the same file) and grown past this connection's count.
     fn writer_copies_now(&self, writer: &rusqlite::Connection) -> bool {
-        if self.shared.frames.load(Ordering::Acquire) < self.reset_frames {
+        let n = self.shared.frames.load(Ordering::Acquire);
+        if n < self.reset_frames {
             return false;
         }
         let state = if rusqlite::version_number() < NOOP_CHECKPOINT_SINCE {
             // This connection's count and the latest record: stale only when another process
             // writes the same file.
-            let n = self.shared.frames.load(Ordering::Acquire);
             Ok(Some((n, n - self.shared.uncopied_hint(n))))
         } else {
             self.shared.read_log(writer)
@@ -276,9 +276,7 @@ mod tests {
                 std::env::temp_dir().join(format!("lt-wal-{}", crate::envelope::new_message_id())),
             )
         }
-    }
 
-    impl Scratch {
         /// A store file in this directory with one table `t (x BLOB)`: its path, and a writer
         /// connection with its checkpoints.
         fn store(&self) -> (std::path::PathBuf, rusqlite::Connection, WalCheckpoints) {
